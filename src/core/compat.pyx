@@ -1,0 +1,1 @@
+# Flink- and Kafka-compatible key hashing.

@@ -1,0 +1,1 @@
+# Scatter, range, round-robin, rescale and two-choices kernels.

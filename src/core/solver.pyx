@@ -1,0 +1,1 @@
+# Placement solver kernels (greedy construction, local search). Filled by the solver work.
