@@ -200,7 +200,9 @@ def flink_pointwise_targets(source: int, sources: int, targets: int) -> list[int
         return [source]
     if sources > targets:
         return [
-            t for t in range(targets) if t * sources // targets <= source < (t + 1) * sources // targets
+            t
+            for t in range(targets)
+            if t * sources // targets <= source < (t + 1) * sources // targets
         ]
     start = (source * targets + sources - 1) // sources
     end = ((source + 1) * targets + sources - 1) // sources
@@ -257,7 +259,9 @@ def range_ids(keys: list[float], boundaries: list[float]) -> list[int]:
     return [len(boundaries) if k != k else bisect.bisect_right(boundaries, k) for k in keys]
 
 
-def two_choices(hashes: list[int], n: int, hot_fraction: float, warmup: int) -> tuple[list[int], list[int]]:
+def two_choices(
+    hashes: list[int], n: int, hot_fraction: float, warmup: int
+) -> tuple[list[int], list[int]]:
     """The two-choices assignment as documented: count-min sketch (4 rows), hot keys to the
     least loaded partition (ties to the lowest index), others to the lighter of two candidates."""
     width = 1024

@@ -3,16 +3,17 @@ reference implementations written from their algorithms."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
 import numpy as np
-import partition_reference as ref
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import partition_reference as ref
 from pydispatch import _core
 from pydispatch.partition import (
     default_max_parallelism,
@@ -38,7 +39,11 @@ def _flink_rows() -> list[tuple[str, object, int, list[tuple[int, int]]]]:
             value = int(raw)
         elif kind == "str":
             hex_utf8, _, length = raw.partition(":")
-            value = bytes.fromhex(hex_utf8.zfill(len(hex_utf8) + len(hex_utf8) % 2)).decode() if int(length) else ""
+            value = (
+                bytes.fromhex(hex_utf8.zfill(len(hex_utf8) + len(hex_utf8) % 2)).decode()
+                if int(length)
+                else ""
+            )
         elif kind == "double":
             value = float(raw)
         else:
@@ -58,7 +63,9 @@ def test_flink_reference_file_is_read() -> None:
 
 
 @pytest.mark.parametrize(("kind", "value", "hash_code", "pairs"), FLINK_ROWS)
-def test_flink_equals_flink_2_3(kind: str, value: object, hash_code: int, pairs: list[tuple[int, int]]) -> None:
+def test_flink_equals_flink_2_3(
+    kind: str, value: object, hash_code: int, pairs: list[tuple[int, int]]
+) -> None:
     if kind == "str":
         arrays = [np.array([value]), np.array([value], dtype=object)]
     else:
@@ -66,9 +73,14 @@ def test_flink_equals_flink_2_3(kind: str, value: object, hash_code: int, pairs:
         if kind in ("long", "double", "bool"):
             arrays.append(np.array([value], dtype=object))
     for keys in arrays:
-        for (max_parallelism, parallelism), (group, operator) in zip(FLINK_CONFIGS, pairs, strict=True):
+        for (max_parallelism, parallelism), (group, operator) in zip(
+            FLINK_CONFIGS, pairs, strict=True
+        ):
             assert key_groups(keys, max_parallelism)[0] == group, (keys, max_parallelism)
-            assert partition(keys, parallelism, "flink", max_parallelism=max_parallelism)[0] == operator
+            assert (
+                partition(keys, parallelism, "flink", max_parallelism=max_parallelism)[0]
+                == operator
+            )
 
 
 def test_flink_published_murmur_and_ranges() -> None:
@@ -78,7 +90,9 @@ def test_flink_published_murmur_and_ranges() -> None:
         if row[0] == "murmur":
             # MathUtils.murmurHash(v) is the key group modulo a max parallelism above it.
             assert ref.flink_murmur(int(row[1])) == int(row[2])
-            assert key_groups(np.array([int(row[1])], dtype=np.int32), 2**15)[0] == int(row[2]) % 2**15
+            assert (
+                key_groups(np.array([int(row[1])], dtype=np.int32), 2**15)[0] == int(row[2]) % 2**15
+            )
         elif row[0] == "defaultmax":
             assert default_max_parallelism(int(row[1])) == int(row[2])
         elif row[0] == "range":
@@ -96,7 +110,9 @@ def test_flink_published_murmur_and_ranges() -> None:
     st.integers(1, 2**15),
     st.data(),
 )
-def test_flink_int32_equals_reference(values: list[int], max_parallelism: int, data: st.DataObject) -> None:
+def test_flink_int32_equals_reference(
+    values: list[int], max_parallelism: int, data: st.DataObject
+) -> None:
     parallelism = data.draw(st.integers(1, max_parallelism))
     keys = np.array(values, dtype=np.int32)
     groups = [ref.flink_key_group(v, max_parallelism) for v in values]
@@ -110,9 +126,16 @@ def test_flink_int32_equals_reference(values: list[int], max_parallelism: int, d
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=30), st.integers(1, 300))
 def test_flink_int64_equals_reference(values: list[int], parallelism: int) -> None:
     mp = ref.flink_default_max_parallelism(parallelism)
-    expected = [ref.flink_operator_index(ref.flink_key_group(ref.java_long_hash(v), mp), parallelism, mp) for v in values]
-    np.testing.assert_array_equal(partition(np.array(values, dtype=np.int64), parallelism, "flink"), expected)
-    np.testing.assert_array_equal(partition(np.array(values, dtype=object), parallelism, "flink"), expected)
+    expected = [
+        ref.flink_operator_index(ref.flink_key_group(ref.java_long_hash(v), mp), parallelism, mp)
+        for v in values
+    ]
+    np.testing.assert_array_equal(
+        partition(np.array(values, dtype=np.int64), parallelism, "flink"), expected
+    )
+    np.testing.assert_array_equal(
+        partition(np.array(values, dtype=object), parallelism, "flink"), expected
+    )
 
 
 @given(st.lists(st.text(max_size=10), max_size=30))
@@ -131,10 +154,12 @@ def test_flink_strings_equal_reference(values: list[str]) -> None:
 @given(hnp.arrays(np.float32, st.integers(0, 30)), hnp.arrays(np.float64, st.integers(0, 30)))
 def test_flink_floats_equal_reference(f32: np.ndarray, f64: np.ndarray) -> None:
     np.testing.assert_array_equal(
-        key_groups(f32, 128), [ref.flink_key_group(ref.java_float_hash(v), 128) for v in f32.tolist()]
+        key_groups(f32, 128),
+        [ref.flink_key_group(ref.java_float_hash(v), 128) for v in f32.tolist()],
     )
     np.testing.assert_array_equal(
-        key_groups(f64, 128), [ref.flink_key_group(ref.java_double_hash(v), 128) for v in f64.tolist()]
+        key_groups(f64, 128),
+        [ref.flink_key_group(ref.java_double_hash(v), 128) for v in f64.tolist()],
     )
 
 
@@ -142,8 +167,9 @@ def test_flink_floats_equal_reference(f32: np.ndarray, f64: np.ndarray) -> None:
 def test_key_group_ranges_tile_and_agree_with_operator_index(mp: int, data: st.DataObject) -> None:
     p = data.draw(st.integers(1, min(mp, 64)))
     ranges = [key_group_range(i, p, mp) for i in range(p)]
-    assert ranges[0].start == 0 and ranges[-1].stop == mp
-    for before, after in zip(ranges, ranges[1:], strict=False):
+    assert ranges[0].start == 0
+    assert ranges[-1].stop == mp
+    for before, after in itertools.pairwise(ranges):
         assert before.stop == after.start
     for i, r in enumerate(ranges):
         assert r == ref.flink_key_group_range(i, p, mp)
@@ -204,16 +230,36 @@ def test_kafka_integers_as_serialized(dtype: type, fmt: str, data: st.DataObject
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda: partition(np.array([1], dtype=np.uint32), 2, "flink"), TypeError, "no Java counterpart"),
+        (
+            lambda: partition(np.array([1], dtype=np.uint32), 2, "flink"),
+            TypeError,
+            "no Java counterpart",
+        ),
         (lambda: partition(np.array([b"x"]), 2, "flink"), TypeError, "no Java counterpart"),
         (lambda: partition(np.array([1.5]), 2, "kafka"), TypeError, "no Kafka serializer"),
         (lambda: partition(np.array([1], dtype=object), 2, "kafka"), TypeError, "str or bytes"),
         (lambda: partition(np.array([None], dtype=object), 2, "flink"), TypeError, "NoneType"),
-        (lambda: partition(np.array([2**70], dtype=object), 2, "flink"), OverflowError, "Java long"),
-        (lambda: partition(np.arange(3), 200, "flink", max_parallelism=128), ValueError, "exceeds max_parallelism"),
-        (lambda: partition(np.arange(3), 2, "flink", max_parallelism=2**16), ValueError, "max_parallelism"),
+        (
+            lambda: partition(np.array([2**70], dtype=object), 2, "flink"),
+            OverflowError,
+            "Java long",
+        ),
+        (
+            lambda: partition(np.arange(3), 200, "flink", max_parallelism=128),
+            ValueError,
+            "exceeds max_parallelism",
+        ),
+        (
+            lambda: partition(np.arange(3), 2, "flink", max_parallelism=2**16),
+            ValueError,
+            "max_parallelism",
+        ),
         (lambda: partition((np.arange(3),), 2, "kafka"), TypeError, "one key column"),
-        (lambda: partition(np.arange(3), 2, "kafka", max_parallelism=8), ValueError, "flink' scheme only"),
+        (
+            lambda: partition(np.arange(3), 2, "kafka", max_parallelism=8),
+            ValueError,
+            "flink' scheme only",
+        ),
         (lambda: key_group_range(3, 3, 128), ValueError, "operator_index"),
         (lambda: key_group_range(0, 200, 128), ValueError, "parallelism"),
     ],

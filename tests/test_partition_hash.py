@@ -5,12 +5,12 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
-import partition_reference as ref
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import partition_reference as ref
 from pydispatch.partition import hash_keys, partition
 
 INT_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"]
@@ -42,7 +42,7 @@ def test_unicode_and_str_objects_equal_reference(values: list[str], seed: int) -
     # numpy's U drops trailing NULs on read: the reference sees what numpy gives back.
     fixed = np.array(values, dtype="U12") if values else np.array([], dtype="U1")
     np.testing.assert_array_equal(hash_keys(fixed, seed), expected(fixed.tolist(), seed))
-    objects = np.array(values + [None], dtype=object)[:-1]
+    objects = np.array([*values, None], dtype=object)[:-1]
     np.testing.assert_array_equal(hash_keys(objects, seed), expected(values, seed))
 
 
@@ -84,7 +84,9 @@ def test_equal_values_hash_alike_across_dtypes() -> None:
     )
     negative = np.array([-1, -128], dtype=np.int8)
     np.testing.assert_array_equal(hash_keys(negative), hash_keys(negative.astype(np.int64)))
-    np.testing.assert_array_equal(hash_keys(np.array(["héllo", "😀"])), hash_keys(np.array(["héllo", "😀"], dtype=object)))
+    np.testing.assert_array_equal(
+        hash_keys(np.array(["héllo", "😀"])), hash_keys(np.array(["héllo", "😀"], dtype=object))
+    )
 
 
 def test_special_floats() -> None:
@@ -141,7 +143,8 @@ def test_partition_of_tuple_and_strings_in_range() -> None:
     a = rng.integers(0, 100, 5000)
     s = np.array([f"k{v}" for v in rng.integers(0, 100, 5000)])
     ids = partition((a, s), 13)
-    assert ids.min() >= 0 and ids.max() < 13
+    assert ids.min() >= 0
+    assert ids.max() < 13
     np.testing.assert_array_equal(ids, partition((a, s), 13))  # deterministic
     counts = np.bincount(partition(rng.integers(0, 1 << 40, 100_000), 16), minlength=16)
     assert counts.min() > 0.9 * 100_000 / 16  # evenly spread

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import partition_reference as ref
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import partition_reference as ref
 from pydispatch.partition import (
     BROADCAST,
     broadcast,
@@ -38,7 +38,8 @@ def ids_and_n(draw: st.DrawFn) -> tuple[np.ndarray, int]:
 def test_scatter_is_a_stable_permutation(case: tuple[np.ndarray, int]) -> None:
     ids, n = case
     order, offsets = scatter(ids, n)
-    assert order.dtype == np.int64 and offsets.dtype == np.int64
+    assert order.dtype == np.int64
+    assert offsets.dtype == np.int64
     assert offsets.shape == (n + 1,)
     expected_order, expected_offsets = ref.stable_scatter(ids.tolist(), n)
     np.testing.assert_array_equal(order, expected_order)
@@ -114,10 +115,22 @@ def test_broadcast_shares_memory_read_only() -> None:
         (lambda: scatter(np.array([0, -1]), 3), ValueError, "id -1 at index 1"),
         (lambda: scatter(np.array([0, 2**32]), 3), ValueError, "out of range"),
         (lambda: scatter(np.array([0.0, 1.0]), 3), TypeError, "must be integers"),
-        (lambda: split({"a": np.arange(3)}, np.zeros(2, dtype=np.int32), 1), ValueError, "'a' has 3 rows"),
-        (lambda: split({"a": [1, 2]}, np.zeros(2, dtype=np.int32), 1), TypeError, "'a' must be a numpy array"),
+        (
+            lambda: split({"a": np.arange(3)}, np.zeros(2, dtype=np.int32), 1),
+            ValueError,
+            "'a' has 3 rows",
+        ),
+        (
+            lambda: split({"a": [1, 2]}, np.zeros(2, dtype=np.int32), 1),
+            TypeError,
+            "'a' must be a numpy array",
+        ),
         (lambda: split([1, 2], np.zeros(2, dtype=np.int32), 1), TypeError, "dict of numpy arrays"),
-        (lambda: split({"a": np.arange(2)}, np.array([0, BROADCAST]), 2), ValueError, "out of range"),
+        (
+            lambda: split({"a": np.arange(2)}, np.array([0, BROADCAST]), 2),
+            ValueError,
+            "out of range",
+        ),
     ],
 )
 def test_bad_layout_input_is_named(call: object, error: type[Exception], message: str) -> None:
@@ -130,7 +143,9 @@ def test_bad_layout_input_is_named(call: object, error: type[Exception], message
 
 @given(
     hnp.arrays(np.float64, st.integers(1, 200), elements=st.floats(-1e6, 1e6)),
-    hnp.arrays(np.float64, st.integers(0, 200), elements=st.floats(allow_nan=True, allow_infinity=True)),
+    hnp.arrays(
+        np.float64, st.integers(0, 200), elements=st.floats(allow_nan=True, allow_infinity=True)
+    ),
     st.integers(1, 20),
 )
 def test_range_partition_equals_bisect(sample: np.ndarray, keys: np.ndarray, n: int) -> None:
@@ -182,7 +197,11 @@ def test_range_ties_nan_strings_and_datetimes() -> None:
         (lambda: range_boundaries(np.array([np.nan]), 2), ValueError, "empty"),
         (lambda: range_boundaries(np.array([], dtype=np.int64), 2), ValueError, "empty"),
         (lambda: range_boundaries(np.array([1j]), 2), TypeError, "no natural order"),
-        (lambda: range_partition(np.arange(3), np.array([2, 1])), ValueError, r"boundaries\[1\] < boundaries\[0\]"),
+        (
+            lambda: range_partition(np.arange(3), np.array([2, 1])),
+            ValueError,
+            r"boundaries\[1\] < boundaries\[0\]",
+        ),
         (lambda: range_partition(np.arange(3.0), np.array([np.nan])), ValueError, "NaN"),
         (lambda: range_partition(np.array(["a"]), np.array([1])), TypeError, "do not compare"),
     ],
@@ -197,18 +216,26 @@ def test_bad_range_input_is_named(call: object, error: type[Exception], message:
 
 @given(st.integers(0, 500), st.integers(1, 50), st.integers(0, 10**12))
 def test_round_robin(count: int, n: int, start: int) -> None:
-    np.testing.assert_array_equal(round_robin(count, n, start), [(start + j) % n for j in range(count)])
+    np.testing.assert_array_equal(
+        round_robin(count, n, start), [(start + j) % n for j in range(count)]
+    )
 
 
 def test_rescale_matches_flink() -> None:
     # The channel sequence Flink 2.3.0's RescalePartitioner gives over 3 channels.
     path = Path(__file__).parent / "data" / "flink_2.3.0_reference.tsv"
-    flink = next(line.split("\t")[1:] for line in path.read_text().splitlines() if line.startswith("rescale3"))
+    flink = next(
+        line.split("\t")[1:]
+        for line in path.read_text().splitlines()
+        if line.startswith("rescale3")
+    )
     assert rescale(7, 0, 1, 3).tolist() == [int(c) for c in flink]
 
 
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 60), st.data())
-def test_rescale_follows_flink_pointwise(upstream: int, downstream: int, count: int, data: st.DataObject) -> None:
+def test_rescale_follows_flink_pointwise(
+    upstream: int, downstream: int, count: int, data: st.DataObject
+) -> None:
     covered: list[int] = []
     for i in range(upstream):
         targets = rescale_targets(i, upstream, downstream)
@@ -234,7 +261,9 @@ def test_rescale_follows_flink_pointwise(upstream: int, downstream: int, count: 
     st.integers(0, 2**32),
     st.sampled_from([None, 0.05, 0.5]),
 )
-def test_two_choices_equals_reference(keys: np.ndarray, n: int, seed: int, hot: float | None) -> None:
+def test_two_choices_equals_reference(
+    keys: np.ndarray, n: int, seed: int, hot: float | None
+) -> None:
     result = two_choices(keys, n, seed, hot_fraction=hot)
     fraction = 1 / (5 * n) if hot is None else hot
     ids, loads = ref.two_choices(hash_keys(keys, seed).tolist(), n, fraction, 16 * n)
@@ -267,4 +296,5 @@ def test_two_choices_bad_input() -> None:
     with pytest.raises(ValueError, match="hot_fraction"):
         two_choices(np.arange(3), 2, hot_fraction=0.0)
     empty = two_choices(np.array([], dtype=np.int64), 3)
-    assert empty.ids.shape == (0,) and empty.loads.tolist() == [0, 0, 0]
+    assert empty.ids.shape == (0,)
+    assert empty.loads.tolist() == [0, 0, 0]

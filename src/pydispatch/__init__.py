@@ -1,10 +1,13 @@
 """pydispatch: a task dispatcher for Python.
 
-The public API is re-exported here explicitly; ``tests/test_public_api.py`` pins it.
+Subpackages are public by name (``pydispatch.partition``); the names re-exported here are the
+package's public API, pinned by ``tests/test_public_api.py``.
 """
 
 from __future__ import annotations
 
+from . import partition
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "partition"]

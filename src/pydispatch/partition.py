@@ -54,8 +54,8 @@ __all__ = [
     "two_choices",
 ]
 
-Array: TypeAlias = npt.NDArray[Any]
-Keys: TypeAlias = "npt.NDArray[Any] | tuple[npt.NDArray[Any], ...]"
+_Array: TypeAlias = npt.NDArray[Any]
+_Keys: TypeAlias = "npt.NDArray[Any] | tuple[npt.NDArray[Any], ...]"
 
 #: Marks a broadcast edge: every record goes to every partition (see :func:`broadcast`).
 BROADCAST = -1
@@ -87,9 +87,7 @@ def _check_count(value: object, what: str, func: str, *, low: int, high: int) ->
     try:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(
-            f"{func}: {what} must be an integer, not {type(value).__name__}"
-        ) from None
+        raise TypeError(f"{func}: {what} must be an integer, not {type(value).__name__}") from None
     if not low <= number <= high:
         raise ValueError(f"{func}: {what} must be in [{low}, {high}], got {number}")
     return number
@@ -103,7 +101,7 @@ def _check_seed(seed: object, func: str) -> int:
     return _check_count(seed, "seed", func, low=0, high=_UINT64_MAX)
 
 
-def _as_array(keys: object, what: str, func: str) -> Array:
+def _as_array(keys: object, what: str, func: str) -> _Array:
     if not isinstance(keys, np.ndarray):
         raise TypeError(
             f"{func}: {what} must be a numpy array, not {type(keys).__name__} "
@@ -117,7 +115,7 @@ def _as_array(keys: object, what: str, func: str) -> Array:
     return keys
 
 
-def _native(keys: Array) -> Array:
+def _native(keys: _Array) -> _Array:
     """The same values, C-contiguous and in native byte order; copies only if they are not."""
     if not keys.dtype.isnative:
         keys = keys.astype(keys.dtype.newbyteorder("="))
@@ -128,9 +126,10 @@ class _Column(NamedTuple):
     """One key column in the form a kernel takes: kind, flat data, items' width."""
 
     kind: str  # "int" | "bool" | "float" | "bytes" | "unicode" | "object"
-    data: Array
+    data: _Array
     width: int
     rows: int
+    source: np.dtype[Any]  # the caller's dtype, before any view or cast
 
 
 def _column(keys: object, func: str, what: str = "keys") -> _Column:
@@ -138,23 +137,23 @@ def _column(keys: object, func: str, what: str = "keys") -> _Column:
     dtype = array.dtype
     rows = array.shape[0]
     if dtype.kind in "iu":
-        return _Column("int", _native(array), 1, rows)
+        return _Column("int", _native(array), 1, rows, dtype)
     if dtype.kind == "b":
-        return _Column("bool", _native(array).view(np.uint8), 1, rows)
+        return _Column("bool", _native(array).view(np.uint8), 1, rows, dtype)
     if dtype.kind == "f":
         if dtype.itemsize == 2:
-            return _Column("float", array.astype(np.float32), 1, rows)
+            return _Column("float", array.astype(np.float32), 1, rows, dtype)
         if dtype.itemsize in (4, 8):
-            return _Column("float", _native(array), 1, rows)
+            return _Column("float", _native(array), 1, rows, dtype)
     if dtype.kind in "Mm":
         # datetime64 / timedelta64 hash by their int64 count in their own unit; NaT is one value.
-        return _Column("int", _native(array).view(np.int64), 1, rows)
+        return _Column("int", _native(array).view(np.int64), 1, rows, dtype)
     if dtype.kind == "S" and dtype.itemsize > 0:
-        return _Column("bytes", _native(array).view(np.uint8), dtype.itemsize, rows)
+        return _Column("bytes", _native(array).view(np.uint8), dtype.itemsize, rows, dtype)
     if dtype.kind == "U" and dtype.itemsize > 0:
-        return _Column("unicode", _native(array).view(np.uint32), dtype.itemsize // 4, rows)
+        return _Column("unicode", _native(array).view(np.uint32), dtype.itemsize // 4, rows, dtype)
     if dtype.kind == "O":
-        return _Column("object", np.ascontiguousarray(array), 1, rows)
+        return _Column("object", np.ascontiguousarray(array), 1, rows, dtype)
     raise TypeError(
         f"{func}: unsupported {what} dtype {dtype}; supported: integers, bool, float16/32/64, "
         "datetime64, timedelta64, fixed-width bytes (S), unicode (U), and object arrays of "
@@ -181,21 +180,19 @@ def _hash_column(column: _Column, seed: int) -> npt.NDArray[np.uint64]:
     return out
 
 
-def _columns(keys: Keys, func: str) -> list[_Column]:
+def _columns(keys: _Keys, func: str) -> list[_Column]:
     if isinstance(keys, tuple):
         if not keys:
             raise ValueError(f"{func}: an empty tuple of key columns")
         columns = [_column(k, func, f"key column {i}") for i, k in enumerate(keys)]
         lengths = {c.rows for c in columns}
         if len(lengths) > 1:
-            raise ValueError(
-                f"{func}: key columns differ in length: {[c.rows for c in columns]}"
-            )
+            raise ValueError(f"{func}: key columns differ in length: {[c.rows for c in columns]}")
         return columns
     return [_column(keys, func)]
 
 
-def hash_keys(keys: Keys, seed: int = 0) -> npt.NDArray[np.uint64]:
+def hash_keys(keys: _Keys, seed: int = 0) -> npt.NDArray[np.uint64]:
     """64-bit hashes of ``keys``: one array, or a tuple of equal-length arrays (one hash a row).
 
     Equal values hash alike whatever the integer width or signedness; a float equal to an
@@ -212,7 +209,7 @@ def hash_keys(keys: Keys, seed: int = 0) -> npt.NDArray[np.uint64]:
     return hashes
 
 
-def _partition_hash(keys: Keys, n: int, seed: int) -> npt.NDArray[np.int32]:
+def _partition_hash(keys: _Keys, n: int, seed: int) -> npt.NDArray[np.int32]:
     columns = _columns(keys, "partition")
     out = np.empty(columns[0].rows, dtype=np.int32)
     if len(columns) == 1 and columns[0].kind in ("int", "bool"):
@@ -244,12 +241,12 @@ def _java_hashes(keys: object, func: str) -> npt.NDArray[np.int32]:
         raise TypeError(f"{func}: the flink scheme takes one key column, not a tuple")
     column = _column(keys, func)
     out = np.empty(column.rows, dtype=np.int32)
-    dtype = column.data.dtype
-    if column.kind == "int" and dtype.kind == "i" and not keys.dtype.kind in "Mm":  # type: ignore[union-attr]
+    source = column.source
+    if source.kind == "i":
         _core.java_hash_integral(column.data, out)
-    elif column.kind == "bool":
+    elif source.kind == "b":
         _core.java_hash_bool(column.data, out)
-    elif column.kind == "float" and keys.dtype.itemsize in (4, 8):  # type: ignore[union-attr]
+    elif source.kind == "f" and source.itemsize in (4, 8):
         _core.java_hash_real(column.data, out)
     elif column.kind == "unicode":
         _core.java_hash_fixed_unicode(column.data, column.width, out)
@@ -257,7 +254,7 @@ def _java_hashes(keys: object, func: str) -> npt.NDArray[np.int32]:
         _core.java_hash_objects(column.data, out)
     else:
         raise TypeError(
-            f"{func}: dtype {keys.dtype} has no Java counterpart with a stable hashCode; "  # type: ignore[union-attr]
+            f"{func}: dtype {source} has no Java counterpart with a stable hashCode; "
             "the flink scheme takes int8/16/32 (Byte/Short/Integer), int64 (Long), bool, "
             "float32/64 (Float/Double), str (U or object)"
         )
@@ -265,12 +262,10 @@ def _java_hashes(keys: object, func: str) -> npt.NDArray[np.int32]:
 
 
 def _check_max_parallelism(max_parallelism: object, func: str) -> int:
-    return _check_count(
-        max_parallelism, "max_parallelism", func, low=1, high=FLINK_MAX_PARALLELISM
-    )
+    return _check_count(max_parallelism, "max_parallelism", func, low=1, high=FLINK_MAX_PARALLELISM)
 
 
-def key_groups(keys: Array, max_parallelism: int) -> npt.NDArray[np.int32]:
+def key_groups(keys: _Array, max_parallelism: int) -> npt.NDArray[np.int32]:
     """Flink's key group of each key: ``murmurHash(key.hashCode()) % max_parallelism``."""
     mp = _check_max_parallelism(max_parallelism, "key_groups")
     hashes = _java_hashes(keys, "key_groups")
@@ -294,7 +289,7 @@ def key_group_range(operator_index: int, parallelism: int, max_parallelism: int)
     return range(start, end + 1)
 
 
-def _partition_flink(keys: Keys, n: int, max_parallelism: int | None) -> npt.NDArray[np.int32]:
+def _partition_flink(keys: _Keys, n: int, max_parallelism: int | None) -> npt.NDArray[np.int32]:
     mp = (
         default_max_parallelism(n)
         if max_parallelism is None
@@ -315,14 +310,14 @@ def _partition_flink(keys: Keys, n: int, max_parallelism: int | None) -> npt.NDA
 # Kafka
 
 
-def _partition_kafka(keys: Keys, n: int) -> npt.NDArray[np.int32]:
+def _partition_kafka(keys: _Keys, n: int) -> npt.NDArray[np.int32]:
     func = "partition"
     if isinstance(keys, tuple):
         raise TypeError(f"{func}: the kafka scheme takes one key column, not a tuple")
     column = _column(keys, func)
     murmur = np.empty(column.rows, dtype=np.int32)
-    dtype = keys.dtype
-    if column.kind == "int" and dtype.kind == "i" and dtype.itemsize in (2, 4, 8):
+    dtype = column.source
+    if dtype.kind == "i" and dtype.itemsize in (2, 4, 8):
         _core.kafka_murmur2_integral(column.data, murmur)
     elif column.kind == "bytes":
         _core.kafka_murmur2_fixed_bytes(column.data, column.width, murmur)
@@ -345,7 +340,7 @@ def _partition_kafka(keys: Keys, n: int) -> npt.NDArray[np.int32]:
 
 
 def partition(
-    keys: Keys,
+    keys: _Keys,
     n: int,
     scheme: str = "hash",
     *,
@@ -377,7 +372,7 @@ def partition(
 _ORDERED_KINDS = "iuf"
 
 
-def range_boundaries(sample: Array, n: int) -> Array:
+def range_boundaries(sample: _Array, n: int) -> _Array:
     """``n - 1`` boundaries that cut ``sample`` into ``n`` ranges of equal weight.
 
     Boundary ``k`` is the sample's element of rank ``k * m // n`` (``m`` non-NaN elements), so
@@ -399,10 +394,11 @@ def range_boundaries(sample: Array, n: int) -> Array:
         raise ValueError(f"{func}: the sample is empty (or all NaN/NaT)")
     ordered = np.sort(sample, kind="stable")
     ranks = (np.arange(1, n, dtype=np.int64) * ordered.shape[0]) // n
-    return ordered[ranks]
+    boundaries: _Array = ordered[ranks]
+    return boundaries
 
 
-def range_partition(keys: Array, boundaries: Array) -> npt.NDArray[np.int32]:
+def range_partition(keys: _Array, boundaries: _Array) -> npt.NDArray[np.int32]:
     """The range of each key: the number of boundaries ``<=`` it (``len(boundaries) + 1``
     ranges). NaN keys go to the last range; boundaries must be sorted and free of NaN."""
     func = "range_partition"
@@ -496,7 +492,7 @@ def rescale(
 
 
 def two_choices(
-    keys: Keys, n: int, seed: int = 0, *, hot_fraction: float | None = None
+    keys: _Keys, n: int, seed: int = 0, *, hot_fraction: float | None = None
 ) -> TwoChoices:
     """Skew-aware assignment: partial key grouping with hot keys spread.
 
@@ -557,15 +553,13 @@ def scatter(
 
 @overload
 def split(
-    columns: Mapping[str, Array], partition_ids: npt.NDArray[np.integer[Any]], n: int
-) -> list[dict[str, Array]]: ...
+    columns: Mapping[str, _Array], partition_ids: npt.NDArray[np.integer[Any]], n: int
+) -> list[dict[str, _Array]]: ...
 @overload
+def split(columns: _Array, partition_ids: npt.NDArray[np.integer[Any]], n: int) -> list[_Array]: ...
 def split(
-    columns: Array, partition_ids: npt.NDArray[np.integer[Any]], n: int
-) -> list[Array]: ...
-def split(
-    columns: Mapping[str, Array] | Array, partition_ids: npt.NDArray[np.integer[Any]], n: int
-) -> list[dict[str, Array]] | list[Array]:
+    columns: Mapping[str, _Array] | _Array, partition_ids: npt.NDArray[np.integer[Any]], n: int
+) -> list[dict[str, _Array]] | list[_Array]:
     """Each partition's rows of ``columns`` (a dict of equal-length arrays, or one array).
 
     Every column is gathered once into partition order; the parts are views of that one array.
@@ -587,7 +581,7 @@ def split(
             f"{func}: columns must be a dict of numpy arrays or one array, "
             f"not {type(columns).__name__}"
         )
-    gathered_columns: dict[str, Array] = {}
+    gathered_columns: dict[str, _Array] = {}
     for name, column in columns.items():
         if not isinstance(column, np.ndarray):
             raise TypeError(
@@ -605,10 +599,10 @@ def split(
     ]
 
 
-def broadcast(columns: Mapping[str, Array], n: int) -> list[dict[str, Array]]:
+def broadcast(columns: Mapping[str, _Array], n: int) -> list[dict[str, _Array]]:
     """The whole batch for each of ``n`` consumers: read-only views, no copy."""
     n = _check_n(n, "broadcast")
-    views: dict[str, Array] = {}
+    views: dict[str, _Array] = {}
     for name, column in columns.items():
         if not isinstance(column, np.ndarray):
             raise TypeError(

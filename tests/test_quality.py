@@ -1,0 +1,34 @@
+"""The code is lint-clean (ruff) and type-clean (mypy --strict): checked as part of the tests so
+that a green run means a clean tree."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_ruff_check_is_clean() -> None:
+    ruff = shutil.which("ruff")
+    assert ruff, "ruff is part of the test extra: pip install -e '.[test]'"
+    result = _run(ruff, "check", "src", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_is_clean() -> None:
+    ruff = shutil.which("ruff")
+    assert ruff, "ruff is part of the test extra: pip install -e '.[test]'"
+    result = _run(ruff, "format", "--check", "src", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = _run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
