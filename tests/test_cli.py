@@ -1,0 +1,35 @@
+"""The command line, run as a user runs it: a separate process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_runs_and_reports() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pydispatch", "demo", "--rows", "200000", "--parts", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "partitioning 200,000 generated records across 8 subtasks" in out
+    assert "sum of amounts kept: True" in out
+    for scheme in ("hash", "flink", "kafka"):
+        assert f"{scheme:<5} scheme, 1M str keys" in out
+    assert "range(0, 16)" in out  # Flink's key groups of subtask 0 of 8 at max parallelism 128
+
+
+def test_unknown_command_fails_with_usage() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pydispatch", "frobnicate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
