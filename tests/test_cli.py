@@ -33,3 +33,20 @@ def test_unknown_command_fails_with_usage() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_demo_into_a_closed_pipe_exits_quietly() -> None:
+    reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    demo = subprocess.run(
+        [sys.executable, "-m", "pydispatch", "demo", "--rows", "100000"],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert reader.stdin is not None
+    reader.stdin.close()
+    reader.wait(timeout=30)
+    assert demo.returncode == 0
+    assert "Traceback" not in demo.stderr
