@@ -76,7 +76,7 @@ def scatter_ids(const part_t[::1] ids, part_t n, index_t[::1] order, index_t[::1
     cdef index_t* cursor
     with nogil:
         bad = _histogram(ids, n, &offsets[0])
-        if bad < 0:
+        if bad < 0 and ids.shape[0] > 0:
             for p in range(n):
                 offsets[p + 1] += offsets[p]
             # offsets[:n] becomes the write cursor; it is restored by the shift below.
