@@ -70,6 +70,10 @@ def test_split_round_trips(case: tuple[np.ndarray, int]) -> None:
         "value": np.linspace(0, 1, rows),
         "name": np.array([f"r{i}" for i in range(rows)], dtype=object),
         "pair": np.arange(2 * rows).reshape(rows, 2),
+        "tag": np.array([f"t{i % 100}" for i in range(rows)], dtype="S3"),  # 3-byte rows
+        "strided": np.arange(2 * rows, dtype=np.int16)[::2],  # not contiguous
+        "big_endian": np.arange(rows, dtype=">i4"),
+        "empty_rows": np.zeros((rows, 0)),
     }
     parts = split(columns, ids, n)
     assert len(parts) == n

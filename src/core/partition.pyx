@@ -218,3 +218,34 @@ def two_choices_kernel(const uint64_t[::1] hashes, part_t n, double hot_fraction
         return
     with nogil:
         _two_choices(&hashes[0], rows, n, hot_fraction, warmup, &out[0], &loads[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Gathering rows into partition order (split). Rows are moved as opaque words or byte runs:
+# the dtype does not matter, only the width of a row.
+
+ctypedef fused word_t:
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+def gather_words(const word_t[::1] src, const index_t[::1] order, word_t[::1] out):
+    """out[j] = src[order[j]] for rows one word wide. order holds valid row numbers (it comes
+    from scatter_ids), which is why no check is made here."""
+    cdef Py_ssize_t j
+    with nogil:
+        for j in range(order.shape[0]):
+            out[j] = src[order[j]]
+
+
+def gather_bytes(const uint8_t[::1] src, Py_ssize_t width, const index_t[::1] order,
+                 uint8_t[::1] out):
+    """The same for rows of any width in bytes (len(src) == width * rows)."""
+    cdef Py_ssize_t j
+    if order.shape[0] == 0 or width == 0:
+        return
+    with nogil:
+        for j in range(order.shape[0]):
+            memcpy(&out[j * width], &src[order[j] * width], width)

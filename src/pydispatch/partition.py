@@ -551,6 +551,26 @@ def scatter(
     return order, offsets
 
 
+_WORDS = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _gather(column: _Array, order: npt.NDArray[np.int64]) -> _Array:
+    """column's rows in ``order`` (row numbers from :func:`scatter`): one new array."""
+    if column.dtype.hasobject:
+        return np.take(column, order, axis=0)  # references need counting: numpy does it
+    source = np.ascontiguousarray(column)
+    out = np.empty((order.shape[0], *column.shape[1:]), dtype=column.dtype)
+    width = source.dtype.itemsize * (source[0].size if source.shape[0] else 0)
+    word = _WORDS.get(width)
+    if word is not None:
+        _core.gather_words(source.reshape(-1).view(word), order, out.reshape(-1).view(word))
+    elif width:
+        _core.gather_bytes(
+            source.reshape(-1).view(np.uint8), width, order, out.reshape(-1).view(np.uint8)
+        )
+    return out
+
+
 @overload
 def split(
     columns: Mapping[str, _Array], partition_ids: npt.NDArray[np.integer[Any]], n: int
@@ -574,7 +594,7 @@ def split(
                 f"{func}: the array has {columns.shape[0] if columns.ndim else 0} rows, "
                 f"partition_ids has {order.shape[0]}"
             )
-        gathered = np.take(columns, order, axis=0)
+        gathered = _gather(columns, order)
         return [gathered[bounds[p] : bounds[p + 1]] for p in range(n)]
     if not isinstance(columns, Mapping):
         raise TypeError(
@@ -592,7 +612,7 @@ def split(
                 f"{func}: column {name!r} has {column.shape[0] if column.ndim else 0} rows, "
                 f"partition_ids has {order.shape[0]}"
             )
-        gathered_columns[name] = np.take(column, order, axis=0)
+        gathered_columns[name] = _gather(column, order)
     return [
         {name: g[bounds[p] : bounds[p + 1]] for name, g in gathered_columns.items()}
         for p in range(n)
