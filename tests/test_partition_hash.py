@@ -203,3 +203,12 @@ def test_empty_input() -> None:
 def test_bad_input_is_named(call: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()  # type: ignore[operator]
+
+
+def test_numpy_scalars_in_object_arrays_hash_as_their_python_values() -> None:
+    scalars = np.array(
+        [np.int64(5), np.uint8(7), np.float32(1.5), np.bool_(True), np.str_("s"), np.bytes_(b"b")],
+        dtype=object,
+    )
+    plain = np.array([5, 7, 1.5, True, "s", b"b"], dtype=object)
+    np.testing.assert_array_equal(hash_keys(scalars), hash_keys(plain))

@@ -186,7 +186,11 @@ def range_boundaries(sample: Array, n: int) -> Array:
 
 def range_partition(keys: Array, boundaries: Array) -> npt.NDArray[np.int32]:
     """The range of each key: the number of boundaries ``<=`` it (``len(boundaries) + 1``
-    ranges). NaN keys go to the last range; boundaries must be sorted and free of NaN."""
+    ranges). NaN keys go to the last range; boundaries must be sorted and free of NaN.
+
+    Numeric keys and boundaries compare in their common numpy type (the keys are copied once
+    if theirs differs); strings and datetimes compare with numpy's own ordering.
+    """
     func = "range_partition"
     keys = as_array(keys, "keys", func)
     boundaries = as_array(boundaries, "boundaries", func)
