@@ -430,7 +430,27 @@ def sol_build_csr(int64_t n, const int32_t[::1] src, const int32_t[::1] dst,
             nb[f[d]] = <int32_t>s
             av[f[d]] = vol[e]
             f[d] += 1
-    return ptr, nbr, avol
+    # merge parallel edges in place (the network bound counts distinct neighbours): where[v]
+    # is v's slot in the current task's compacted row, valid while owner[v] == that task
+    cdef int64_t[::1] where = _sol_np.empty(max(n, 1), dtype=_sol_np.int64)
+    cdef int64_t[::1] owner = _sol_np.full(max(n, 1), -1, dtype=_sol_np.int64)
+    cdef int64_t k, m = 0, start
+    with nogil:
+        for i in range(n):
+            start = p[i]
+            p[i] = m
+            for k in range(start, p[i + 1]):
+                d = nb[k]
+                if owner[d] == i:
+                    av[where[d]] += av[k]
+                    continue
+                owner[d] = i
+                where[d] = m
+                nb[m] = <int32_t>d
+                av[m] = av[k]
+                m += 1
+        p[n] = m
+    return ptr, nbr[:max(m, 1)].copy(), avol[:max(m, 1)].copy()
 
 
 def sol_traffic_order(const int64_t[::1] ptr, const int32_t[::1] nbr, const double[::1] vol,
