@@ -36,7 +36,7 @@ class ExactResult:
 
 def _cost_scale(values: NDArray[np.float64]) -> float:
     vals = values[np.isfinite(values)]
-    if vals.size == 0 or np.all(vals == np.round(vals)) and np.abs(vals).max() <= _COEF:
+    if vals.size == 0 or (np.all(vals == np.round(vals)) and np.abs(vals).max() <= _COEF):
         return 1.0
     return _COEF / max(float(np.abs(vals).max()), 1e-300)
 
@@ -135,11 +135,12 @@ def _network_terms(p: PlacementProblem) -> tuple[list[tuple[int, int, float]], N
 
 def model_size(p: PlacementProblem) -> int:
     """Rough variable count of the CP-SAT model (for choosing a method)."""
-    x = int(p.allowed_matrix().sum()) if p.n_tasks * p.n_workers <= 4_000_000 else p.n_tasks * p.n_workers
+    pairs = p.n_tasks * p.n_workers
+    x = int(p.allowed_matrix().sum()) if pairs <= 4_000_000 else pairs
     E = int((p.traffic_volume > 0).sum())
     if p.distance is not None:
-        return x + E * p.n_workers**2
-    return x + E * (p.level_groups.shape[1] + 1)
+        return int(x + E * p.n_workers**2)
+    return int(x + E * (p.level_groups.shape[1] + 1))
 
 
 def cpsat(
@@ -171,35 +172,46 @@ def cpsat(
     dem, cap, exact_cap = _int_capacity(p)
     m = cp_model.CpModel()
     x: dict[tuple[int, int], cp_model.IntVar] = {}
+    cand = [[int(w) for w in np.flatnonzero(allowed[t])] for t in range(T)]
     for t in range(T):
-        for w in np.flatnonzero(allowed[t]):
-            x[t, int(w)] = m.new_bool_var(f"x{t}_{w}")
-        m.add_exactly_one(x[t, int(w)] for w in np.flatnonzero(allowed[t]))
+        for w in cand[t]:
+            x[t, w] = m.new_bool_var(f"x{t}_{w}")
+        m.add_exactly_one(x[t, w] for w in cand[t])
     for w in range(W):
         on_w = [t for t in range(T) if (t, w) in x]
         for r in range(p.n_resources):
             if math.isinf(cap[w, r]) or dem[on_w, r].sum() <= cap[w, r]:
                 continue
-            m.add(sum(int(dem[t, r]) * x[t, w] for t in on_w) <= int(cap[w, r]))
+            row = cp_model.LinearExpr.weighted_sum(
+                [x[t, w] for t in on_w], [int(dem[t, r]) for t in on_w]
+            )
+            m.add(row <= int(cap[w, r]))
     if p.anti_affinity is not None:
         dom = p.anti_affinity_domain
         for g in range(p.anti_affinity_limit.size):
-            members = np.flatnonzero(p.anti_affinity == g)
+            members = [int(t) for t in np.flatnonzero(p.anti_affinity == g)]
             for dd in np.unique(dom):
-                ws = np.flatnonzero(dom == dd)
-                terms = [x[int(t), int(w)] for t in members for w in ws if (int(t), int(w)) in x]
+                ws = {int(w) for w in np.flatnonzero(dom == dd)}
+                terms = [x[t, w] for t in members for w in cand[t] if w in ws]
                 if len(terms) > p.anti_affinity_limit[g]:
-                    m.add(sum(terms) <= int(p.anti_affinity_limit[g]))
-    obj = [math.floor(cost[t, w] * S) * v for (t, w), v in x.items()]
+                    m.add(cp_model.LinearExpr.sum(terms) <= int(p.anti_affinity_limit[g]))
+    ovars: list[cp_model.IntVar] = list(x.values())
+    ocoef: list[int] = [math.floor(cost[t, w] * S) for (t, w) in x]
     const = 0
     hints: list[tuple[cp_model.IntVar, int]] = []
     if p.distance is None:
         # y[e, l] = both ends share level l's group (worker level last); it can only earn its
         # saving dl[l] if the ends' group indices agree, so minimisation sets it exactly
         gid = [p.level_groups[:, lv] for lv in range(L)] + [np.arange(W)]
-        idx: list[list[cp_model.LinearExpr]] = []
-        for lv in range(L + 1):
-            idx.append([sum(int(gid[lv][w]) * x[t, w] for w in range(W) if (t, w) in x) for t in range(T)])
+        idx: list[list[cp_model.LinearExprT]] = [
+            [
+                cp_model.LinearExpr.weighted_sum(
+                    [x[t, w] for w in cand[t]], [int(gid[lv][w]) for w in cand[t]]
+                )
+                for t in range(T)
+            ]
+            for lv in range(L + 1)
+        ]
         for a, b, v in edges:
             const += math.floor(v * ld[-1] * S)
             prev = None
@@ -212,7 +224,8 @@ def cpsat(
                 if prev is not None:
                     m.add_implication(y, prev)
                 prev = y
-                obj.append(-saving * y)
+                ovars.append(y)
+                ocoef.append(-saving)
                 if hint is not None:
                     same = gid[lv][hint[a]] == gid[lv][hint[b]]
                     hints.append((y, int(same)))
@@ -225,10 +238,11 @@ def cpsat(
                         continue
                     z = m.new_bool_var(f"z{a}_{b}_{wa}_{wb}")
                     m.add_bool_or([x[a, wa].Not(), x[b, wb].Not(), z])
-                    obj.append(c * z)
+                    ovars.append(z)
+                    ocoef.append(c)
                     if hint is not None:
                         hints.append((z, int(hint[a] == wa and hint[b] == wb)))
-    m.minimize(sum(obj))
+    m.minimize(cp_model.LinearExpr.weighted_sum(ovars, ocoef))
     if hint is not None:
         for (t, w), var in x.items():
             m.add_hint(var, int(hint[t] == w))
@@ -263,13 +277,19 @@ def lp_bound(p: PlacementProblem, time_limit: float) -> float:
     allowed = p.allowed_matrix()
     cost = p.compute_cost_matrix()
     T, W = p.n_tasks, p.n_workers
-    x = {(t, int(w)): solver.NumVar(0.0, 1.0, "") for t in range(T) for w in np.flatnonzero(allowed[t])}
+    x = {
+        (t, int(w)): solver.NumVar(0.0, 1.0, "")
+        for t in range(T)
+        for w in np.flatnonzero(allowed[t])
+    }
     for t in range(T):
         solver.Add(sum(x[t, int(w)] for w in np.flatnonzero(allowed[t])) == 1)
     for w in range(W):
         for r in range(p.n_resources):
             if np.isfinite(p.capacity[w, r]):
-                terms = [p.demand[t, r] * x[t, w] for t in range(T) if (t, w) in x and p.demand[t, r] > 0]
+                terms = [
+                    p.demand[t, r] * x[t, w] for t in range(T) if (t, w) in x and p.demand[t, r] > 0
+                ]
                 if terms:
                     solver.Add(sum(terms) <= p.capacity[w, r])
     solver.Minimize(sum(cost[t, w] * v for (t, w), v in x.items()))

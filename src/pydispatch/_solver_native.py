@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from pydispatch import _core
+import pydispatch._core as _core
 from pydispatch._solver_problem import PlacementProblem
 
 __all__ = [
@@ -25,7 +26,10 @@ __all__ = [
 LEAST_COST, FIRST_FIT, LEAST_UTIL, FEWEST_TASKS, BEST_FIT = 0, 1, 2, 3, 4
 
 
-def _pad(arr: NDArray[np.generic], dtype: type[np.generic]) -> NDArray[np.generic]:
+_G = TypeVar("_G", bound=np.generic)
+
+
+def _pad(arr: NDArray[Any], dtype: type[_G]) -> NDArray[_G]:
     # the kernel takes &a[0] of every array, so unused ones get one dummy element
     flat = np.ascontiguousarray(arr, dtype=dtype).reshape(-1)
     return flat if flat.size else np.zeros(1, dtype=dtype)
@@ -73,9 +77,7 @@ class Native:
             self.kernel.place_pinned()
             stuck = self.kernel.greedy(ordr, rule)
             if stuck < 0:
-                if rule != LEAST_COST:
-                    # a feasible but cost-blind start: let least cost refill what it can
-                    return self.kernel.assignment
+                # a best-fit or first-fit start is cost-blind; the local search repairs cost
                 return self.kernel.assignment
         return stuck
 

@@ -196,7 +196,12 @@ class PlacementProblem:
         return names
 
     def _costs(
-        self, cost: ArrayLike | None, work: ArrayLike | None, speed: ArrayLike | None, T: int, W: int
+        self,
+        cost: ArrayLike | None,
+        work: ArrayLike | None,
+        speed: ArrayLike | None,
+        T: int,
+        W: int,
     ) -> None:
         self.cost = self.work = self.speed = None
         if cost is not None:
@@ -280,8 +285,7 @@ class PlacementProblem:
                 labels = labels[:, None]
             if labels.ndim != 2 or labels.shape[0] != W:
                 raise ValueError(
-                    f"locations must have shape (workers, levels) with {W} rows, "
-                    f"got {labels.shape}"
+                    f"locations must have shape (workers, levels) with {W} rows, got {labels.shape}"
                 )
             L = labels.shape[1]
             if level_distance is None:

@@ -115,9 +115,7 @@ def _construct(p: PlacementProblem, nat: native.Native, time_limit: float) -> ND
         return res
     if exact.model_size(p) <= _CPSAT_MAX_VARS * 5:
         # the heuristics got stuck: let CP-SAT decide feasibility
-        r = exact.cpsat(
-            p, time_limit=time_limit, gap_limit=1.0, seed=0, num_workers=1, hint=None
-        )
+        r = exact.cpsat(p, time_limit=time_limit, gap_limit=1.0, seed=0, num_workers=1, hint=None)
         if r.assignment is not None:
             return r.assignment
         if r.proven_infeasible:
@@ -176,9 +174,7 @@ def solve(
     assign = _construct(p, nat, time_limit)
     if method == "greedy":
         return _finish(p, nat, assign, _cheap_bound(nat), "greedy", start)
-    use_cpsat = method == "cpsat" or (
-        method == "auto" and exact.model_size(p) <= _CPSAT_MAX_VARS
-    )
+    use_cpsat = method == "cpsat" or (method == "auto" and exact.model_size(p) <= _CPSAT_MAX_VARS)
     local_share = 0.2 if use_cpsat else 1.0
     nat.kernel.set_assignment(assign)
     nat.improve(local_share * max(deadline - time.perf_counter(), 0.0), seed)
