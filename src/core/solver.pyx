@@ -67,6 +67,9 @@ cdef struct _sol_ctx:
     double* acc                # (n_groups + W,) all zero between calls
     int64_t wbase              # offset of the worker level in acc
     double* net                # (W,) scratch
+    double uvol                # set by _sol_net_all: t's volume to still unplaced neighbours
+    double* mass               # (n_groups + W,) placed tasks with traffic per group (greedy)
+    double mass_tot
 
 
 cdef inline double _sol_now() noexcept nogil:
@@ -190,10 +193,12 @@ cdef void _sol_net_all(_sol_ctx* c, int64_t t) noexcept nogil:
     cdef double vol, s, tot = 0.0
     cdef const double* row
     memset(c.net, 0, c.W * sizeof(double))
+    c.uvol = 0.0
     if c.dist_mode == 1:
         for k in range(c.adj_ptr[t], c.adj_ptr[t + 1]):
             x = c.assign[c.adj_nbr[k]]
             if x < 0:
+                c.uvol += c.adj_vol[k]
                 continue
             vol = c.adj_vol[k]
             row = c.dist + x * c.W   # symmetric: dist(w, x) == dist(x, w)
@@ -203,6 +208,7 @@ cdef void _sol_net_all(_sol_ctx* c, int64_t t) noexcept nogil:
     for k in range(c.adj_ptr[t], c.adj_ptr[t + 1]):
         x = c.assign[c.adj_nbr[k]]
         if x < 0:
+            c.uvol += c.adj_vol[k]
             continue
         vol = c.adj_vol[k]
         tot += vol
@@ -263,17 +269,49 @@ cdef enum:
     _SOL_BEST_FIT = 4
 
 
+cdef inline void _sol_mass_add(_sol_ctx* c, int64_t t, int64_t w) noexcept nogil:
+    cdef int64_t l
+    if c.dist_mode == 1 or c.adj_ptr[t + 1] == c.adj_ptr[t]:
+        return
+    for l in range(c.L):
+        c.mass[c.grp[w * c.L + l]] += 1.0
+    c.mass[c.wbase + w] += 1.0
+    c.mass_tot += 1.0
+
+
+cdef void _sol_lookahead(_sol_ctx* c) noexcept nogil:
+    # The edges to unplaced neighbours will cost about uvol x the distance to where the job's
+    # tasks are so far: without this term the first tasks of a shuffle scatter by compute cost
+    # (each single edge is light) and the job ends up spread over every zone.
+    cdef int64_t w, l, L = c.L
+    cdef double e
+    if c.uvol == 0.0 or c.mass_tot == 0.0 or c.dist_mode == 1:
+        return
+    for w in range(c.W):
+        e = c.mass_tot * c.dfar
+        for l in range(L):
+            e -= c.dl[l] * c.mass[c.grp[w * L + l]]
+        e -= c.dl[L] * c.mass[c.wbase + w]
+        c.net[w] += c.uvol * e / c.mass_tot
+
+
 cdef int64_t _sol_greedy(_sol_ctx* c, const int64_t* order, int64_t n, int rule) noexcept nogil:
     # Places the unplaced tasks of `order` one by one; returns -1, or the first task that found
     # no feasible worker (the caller decides whether that proves anything: it does not).
     cdef int64_t i, t, w, best
     cdef double v, bestv
+    memset(c.mass, 0, (c.wbase + c.W) * sizeof(double))
+    c.mass_tot = 0.0
+    for t in range(c.T):
+        if c.assign[t] >= 0:
+            _sol_mass_add(c, t, c.assign[t])
     for i in range(n):
         t = order[i]
         if c.assign[t] >= 0:
             continue
         if rule == _SOL_LEAST_COST:
             _sol_net_all(c, t)
+            _sol_lookahead(c)
         best = -1
         bestv = INFINITY
         for w in range(c.W):
@@ -298,6 +336,7 @@ cdef int64_t _sol_greedy(_sol_ctx* c, const int64_t* order, int64_t n, int rule)
         if best < 0:
             return t
         _sol_place(c, t, best)
+        _sol_mass_add(c, t, best)
     return -1
 
 
@@ -504,37 +543,105 @@ def sol_traffic_order(const int64_t[::1] ptr, const int32_t[::1] nbr, const doub
     return out[:m]
 
 
-cdef int _sol_cmp_desc(const void* a, const void* b) noexcept nogil:
-    cdef double x = (<const double*>a)[0], y = (<const double*>b)[0]
+cdef struct _sol_item:
+    double ratio
+    double vol
+    double w
+
+
+cdef int _sol_cmp_item(const void* a, const void* b) noexcept nogil:
+    cdef double x = (<const _sol_item*>a).ratio, y = (<const _sol_item*>b).ratio
     return (x < y) - (x > y)
 
 
-def sol_network_bound(const int64_t[::1] ptr, const double[::1] vol, const int64_t[::1] room,
-                      const double[::1] ld):
-    """Twice a lower bound on the network cost: each task's edges, heaviest first, get the
-    nearest distances its neighbours could possibly have, where room[i] tasks at most fit in
-    one group of level i (0: a worker, then the topology levels fine -> coarse)."""
-    cdef int64_t T = ptr.shape[0] - 1, t, i, j, n, L1 = room.shape[0], maxdeg = 0
-    cdef double s = 0.0
+def sol_network_bound(const int64_t[::1] ptr, const int32_t[::1] nbr, const double[::1] vol,
+                      const double[::1] dem, int64_t R, const double[::1] capl,
+                      const double[::1] saving, double dfar):
+    """Twice a lower bound on the network cost.
+
+    For a task t, the neighbours sharing its group at level i (0: its worker, then the topology
+    levels fine -> coarse) must fit in that group beside t, so for every resource k their
+    volume is at most a fractional knapsack of capacity capl[i, k] - dem[t, k] (k == R: a task
+    count, weight 1 each). t's edges cost V_t dfar - sum_i saving[i] x (volume sharing level i),
+    and each edge is counted from both of its ends."""
+    cdef int64_t T = ptr.shape[0] - 1, L1 = saving.shape[0], t, i, k, j, n, idx, m, q
+    cdef int64_t maxdeg = 16
+    cdef double total = 0.0, V, wt, cap, cw, cv, fk, r0, v, w, ratio
     for t in range(T):
         if ptr[t + 1] - ptr[t] > maxdeg:
             maxdeg = ptr[t + 1] - ptr[t]
-    cdef double[::1] buf = _sol_np.empty(max(maxdeg, 1), dtype=_sol_np.float64)
+    items_arr = _sol_np.zeros(maxdeg * 3, dtype=_sol_np.float64)
+    cdef double[::1] items_mv = items_arr
+    cdef _sol_item* items = <_sol_item*>&items_mv[0]
+    cdef double[::1] share = _sol_np.zeros(L1, dtype=_sol_np.float64)
     with nogil:
         for t in range(T):
             n = ptr[t + 1] - ptr[t]
             if n == 0:
                 continue
-            memcpy(&buf[0], &vol[ptr[t]], n * sizeof(double))
-            if n > room[0] - 1:
-                qsort(&buf[0], n, sizeof(double), _sol_cmp_desc)
-            j = 0
-            for i in range(n):
-                # the i-th heaviest neighbour can share level j's group only if room[j] > i + 1
-                while j < L1 and i >= room[j] - 1:
-                    j += 1
-                s += buf[i] * ld[j]
-    return s
+            V = 0.0
+            for j in range(n):
+                V += vol[ptr[t] + j]
+            for i in range(L1):
+                share[i] = V
+            for k in range(R + 1):
+                if capl[(L1 - 1) * (R + 1) + k] == INFINITY:
+                    continue  # no limit even at the coarsest level
+                wt = dem[t * R + k] if k < R else 1.0
+                # a task's edges usually come in a few kinds (a forward edge, a shuffle's
+                # many equal edges): equal ratios merge into one item, exactly (fractional),
+                # and only a task with many kinds pays for a sort
+                m = 0
+                for j in range(n):
+                    v = vol[ptr[t] + j]
+                    w = dem[nbr[ptr[t] + j] * R + k] if k < R else 1.0
+                    ratio = v / w if w > 0.0 else INFINITY
+                    for q in range(m):
+                        if items[q].ratio == ratio:
+                            items[q].vol += v
+                            items[q].w += w
+                            break
+                    else:
+                        if m == 16:
+                            m = -1
+                            break
+                        items[m].ratio = ratio
+                        items[m].vol = v
+                        items[m].w = w
+                        m += 1
+                if m < 0:
+                    for j in range(n):
+                        items[j].vol = vol[ptr[t] + j]
+                        items[j].w = dem[nbr[ptr[t] + j] * R + k] if k < R else 1.0
+                        items[j].ratio = (items[j].vol / items[j].w if items[j].w > 0.0
+                                          else INFINITY)
+                    m = n
+                qsort(items, m, sizeof(_sol_item), _sol_cmp_item)
+                idx = 0
+                cw = 0.0
+                cv = 0.0
+                for i in range(L1):
+                    cap = capl[i * (R + 1) + k] - wt
+                    if cap == INFINITY:
+                        continue
+                    if cap < 0.0:
+                        share[i] = 0.0
+                        continue
+                    # capacities grow with the level: the walk resumes where it stopped
+                    while idx < m and cw + items[idx].w <= cap:
+                        cw += items[idx].w
+                        cv += items[idx].vol
+                        idx += 1
+                    fk = cv
+                    if idx < m and items[idx].w > 0.0:
+                        fk += items[idx].vol * (cap - cw) / items[idx].w
+                    if fk < share[i]:
+                        share[i] = fk
+            r0 = V * dfar
+            for i in range(L1):
+                r0 -= saving[i] * share[i]
+            total += r0
+    return total
 
 
 cdef class SolverKernel:
@@ -551,6 +658,7 @@ cdef class SolverKernel:
     cdef int32_t[::1] _prv
     cdef double[::1] _acc
     cdef double[::1] _net
+    cdef double[::1] _mass
     cdef const int32_t[::1] _pinned
 
     def __init__(self, int64_t T, int64_t W, int64_t R, int64_t L,
@@ -608,6 +716,7 @@ cdef class SolverKernel:
         self._prv = _sol_np.full(T, -1, dtype=_sol_np.int32)
         self._acc = _sol_np.zeros(n_groups + W, dtype=_sol_np.float64)
         self._net = _sol_np.zeros(W, dtype=_sol_np.float64)
+        self._mass = _sol_np.zeros(n_groups + W, dtype=_sol_np.float64)
         self.c.assign = &self._assign[0]
         self.c.usage = &self._usage[0]
         self.c.n_tasks = &self._ntasks[0]
@@ -618,6 +727,7 @@ cdef class SolverKernel:
         self.c.acc = &self._acc[0]
         self.c.wbase = n_groups
         self.c.net = &self._net[0]
+        self.c.mass = &self._mass[0]
 
     def clear(self):
         """Unplace every task."""

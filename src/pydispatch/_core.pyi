@@ -10,7 +10,16 @@ _I64 = NDArray[np.int64]
 
 def sol_build_csr(n: int, src: _I32, dst: _I32, vol: _F64) -> tuple[_I64, _I32, _F64]: ...
 def sol_traffic_order(ptr: _I64, nbr: _I32, vol: _F64, seeds: _I64) -> _I64: ...
-def sol_network_bound(ptr: _I64, vol: _F64, room: _I64, ld: _F64) -> float: ...
+def sol_network_bound(
+    ptr: _I64,
+    nbr: _I32,
+    vol: _F64,
+    dem: _F64,
+    R: int,
+    capl: _F64,
+    saving: _F64,
+    dfar: float,
+) -> float: ...
 
 class SolverKernel:
     def __init__(

@@ -95,11 +95,11 @@ def verify(p: PlacementProblem, assign: NDArray[np.int32]) -> NDArray[np.float64
     if over.any():
         w, r = (int(i) for i in np.argwhere(over)[0])
         raise RuntimeError(f"internal error: worker {w} over capacity on {p.resources[r]!r}")
-    for t in range(p.n_tasks):
-        if p.pinned is not None and p.pinned[t] >= 0 and assign[t] != p.pinned[t]:
-            raise RuntimeError(f"internal error: pinned task {t} moved")
-        if p.task_class[t] >= 0 and not p.class_mask[p.task_class[t], assign[t]]:
-            raise RuntimeError(f"internal error: task {t} on a forbidden worker")
+    if p.pinned is not None and ((p.pinned >= 0) & (p.pinned != assign)).any():
+        raise RuntimeError("internal error: a pinned task moved")
+    cls = p.task_class >= 0
+    if cls.any() and not p.class_mask[p.task_class[cls], assign[cls]].all():
+        raise RuntimeError("internal error: a task on a forbidden worker")
     if p.anti_affinity is not None:
         g = p.anti_affinity
         on = g >= 0
@@ -118,7 +118,11 @@ def check_necessary(p: PlacementProblem) -> None:
     worker even when empty, a resource the cluster has too little of in total, pinned tasks
     that overfill their worker, an anti-affinity group with too few domains."""
     cap = p.capacity
-    for t in range(p.n_tasks):
+    # tasks come in few kinds (same demand, affinity class and pin): check one of each kind
+    pin = p.pinned if p.pinned is not None else np.full(p.n_tasks, -1, np.int32)
+    kinds = np.column_stack([p.demand, p.task_class, pin])
+    _, first = np.unique(kinds, axis=0, return_index=True)
+    for t in (int(i) for i in np.sort(first)):
         mask = p.worker_mask(t)
         if not mask.any():
             raise InfeasibleError(

@@ -66,11 +66,15 @@ class Native:
         """Greedy construction: least incremental cost in traffic order, then a best-fit order
         if that got stuck. The assignment, or the task that fitted nowhere in any attempt."""
         seeds = self.priority()
-        order = (
-            _core.sol_traffic_order(self.adj_ptr, self.adj_nbr, self.adj_vol, seeds)
-            if self.problem.has_traffic
-            else seeds
-        )
+        hint = self.problem.group_hint
+        if hint is not None:
+            rank = np.empty_like(seeds)
+            rank[seeds] = np.arange(seeds.size)
+            order = np.lexsort((rank, hint)).astype(np.int64)
+        elif self.problem.has_traffic:
+            order = _core.sol_traffic_order(self.adj_ptr, self.adj_nbr, self.adj_vol, seeds)
+        else:
+            order = seeds
         stuck = -1
         for rule, ordr in ((LEAST_COST, order), (BEST_FIT, seeds), (FIRST_FIT, seeds)):
             self.kernel.clear()
@@ -194,14 +198,31 @@ def network_bound(native: Native) -> float:
         if (k >= 2).any():
             dmin = min(dmin, float(np.diag(d)[k >= 2].min()))
         return float(p.traffic_volume.sum()) * dmin
-    k = _max_tasks_per_worker(p)
+    k = _max_tasks_per_worker(p).astype(np.float64)
     L = p.level_groups.shape[1]
     ld = p.level_distance
-    # room[i]: tasks a group can hold, from the worker (i = 0) to the coarsest level (i = L)
-    room = [int(k.max())]
+    R = p.n_resources
+    # capl[i]: the most of each resource (and of task count, last column) one group of level i
+    # holds: i = 0 a worker, then the topology levels fine -> coarse
+    per_worker = np.column_stack([p.capacity, k])
+    rows = [per_worker.max(axis=0)]
     for lv in range(L - 1, -1, -1):
-        per_group = np.bincount(p.level_groups[:, lv], weights=k.astype(np.float64))
-        room.append(int(min(per_group.max(), p.n_tasks)))
-    caps = np.asarray(room, dtype=np.int64)
-    twice = _core.sol_network_bound(native.adj_ptr, native.adj_vol, caps, ld)
+        g = p.level_groups[:, lv]
+        sums = np.zeros((int(g.max()) + 1, R + 1))
+        np.add.at(sums, g, per_worker)
+        rows.append(sums.max(axis=0))
+    capl = np.array(rows)
+    capl[:, R] = np.minimum(capl[:, R], p.n_tasks)
+    fine_to_coarse = range(L - 1, -1, -1)
+    saving = np.array([ld[1] - ld[0]] + [ld[L + 1 - lv] - ld[L - lv] for lv in fine_to_coarse])
+    twice = _core.sol_network_bound(
+        native.adj_ptr,
+        native.adj_nbr,
+        native.adj_vol,
+        np.ascontiguousarray(p.demand).reshape(-1),
+        R,
+        np.ascontiguousarray(capl).reshape(-1),
+        saving,
+        float(ld[L + 1]),
+    )
     return float(twice) / 2.0

@@ -85,6 +85,9 @@ class PlacementProblem:
       ``anti_affinity`` group per task (-1: none) with ``anti_affinity_limit`` tasks of a group
       per worker (or per ``anti_affinity_level`` of ``locations``); ``pinned`` worker per task
       (-1: free).
+    - ``group_hint``: tasks with equal hints are placed one after another by the construction
+      (Flink's slot-sharing groups, subtask i of every operator, are a good hint: each zone then
+      gets a share of every operator, so shuffles stay local). Never a constraint.
     """
 
     demand: F64
@@ -107,6 +110,7 @@ class PlacementProblem:
     anti_affinity_limit: I32
     anti_affinity_domain: I32
     pinned: I32 | None
+    group_hint: NDArray[np.int64] | None
 
     def __init__(
         self,
@@ -128,6 +132,7 @@ class PlacementProblem:
         anti_affinity_limit: int | ArrayLike = 1,
         anti_affinity_level: int | None = None,
         pinned: ArrayLike | None = None,
+        group_hint: ArrayLike | None = None,
     ) -> None:
         self.demand = _real("demand", demand, 2)
         self.capacity = _real("capacity", capacity, 2)
@@ -159,6 +164,7 @@ class PlacementProblem:
                 bad = int(np.flatnonzero((pin < -1) | (pin >= W))[0])
                 raise ValueError(f"pinned[{bad}] = {pin[bad]} is not a worker in [0, {W}) or -1")
             self.pinned = pin.astype(np.int32)
+        self.group_hint = None if group_hint is None else _integral("group_hint", group_hint, (T,))
 
     @property
     def n_tasks(self) -> int:
