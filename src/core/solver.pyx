@@ -70,6 +70,7 @@ cdef struct _sol_ctx:
     double uvol                # set by _sol_net_all: t's volume to still unplaced neighbours
     double* mass               # (n_groups + W,) placed tasks with traffic per group (greedy)
     double mass_tot
+    double moved               # sum of the deltas of the moves made (objective tracking)
 
 
 cdef inline double _sol_now() noexcept nogil:
@@ -403,6 +404,7 @@ cdef int64_t _sol_local(_sol_ctx* c, double deadline, uint64_t seed, int64_t max
             if best_w >= 0:
                 _sol_unplace(c, t)
                 _sol_place(c, t, best_w)
+                c.moved += best_d
                 moves += 1
                 improved += 1
                 continue
@@ -430,6 +432,7 @@ cdef int64_t _sol_local(_sol_ctx* c, double deadline, uint64_t seed, int64_t max
                 _sol_unplace(c, sw_u)
                 _sol_place(c, t, sw_b)
                 _sol_place(c, sw_u, a)
+                c.moved += sw_d
                 moves += 1
                 improved += 1
         passes_out[0] = p + 1
@@ -438,8 +441,85 @@ cdef int64_t _sol_local(_sol_ctx* c, double deadline, uint64_t seed, int64_t max
     return moves
 
 
-def sol_build_csr(int64_t n, const int32_t[::1] src, const int32_t[::1] dst,
-                  const double[::1] vol):
+cdef bint _sol_kick(_sol_ctx* c, uint64_t* rng, const int64_t* perm, int64_t n) noexcept nogil:
+    # One random feasible move (relocate, else swap), whatever its cost: the perturbation of
+    # the iterated local search. False when ten tries found nothing feasible.
+    cdef int64_t tries, t, a, w, u
+    cdef double vtu, vut, d
+    for tries in range(10):
+        t = perm[<int64_t>(_sol_rand(rng) % <uint64_t>n)]
+        a = c.assign[t]
+        w = <int64_t>(_sol_rand(rng) % <uint64_t>c.W)
+        if w == a or not _sol_allowed(c, t, w):
+            continue
+        if _sol_fits(c, t, w) and _sol_aa_ok(c, t, w, -1):
+            c.moved += _sol_move_delta(c, t, w, -1, &vtu)
+            _sol_unplace(c, t)
+            _sol_place(c, t, w)
+            return True
+        u = c.head[w]
+        while u >= 0:
+            if (c.pinned[u] < 0 and _sol_allowed(c, u, a) and _sol_swap_fits(c, u, t, a)
+                    and _sol_swap_fits(c, t, u, w) and _sol_aa_ok(c, t, w, u)
+                    and _sol_aa_ok(c, u, a, t)):
+                d = _sol_move_delta(c, t, w, u, &vtu) + _sol_move_delta(c, u, a, t, &vut)
+                d += vtu * (2.0 * _sol_dist(c, a, w) - _sol_dist(c, a, a) - _sol_dist(c, w, w))
+                c.moved += d
+                _sol_unplace(c, t)
+                _sol_unplace(c, u)
+                _sol_place(c, t, w)
+                _sol_place(c, u, a)
+                return True
+            u = c.nxt[u]
+    return False
+
+
+cdef void _sol_restore(_sol_ctx* c, const int32_t* assign) noexcept nogil:
+    cdef int64_t t
+    for t in range(c.T):
+        _sol_unplace(c, t)
+    for t in range(c.T):
+        _sol_place(c, t, assign[t])
+
+
+cdef int64_t _sol_ils(_sol_ctx* c, double deadline, uint64_t seed, int64_t* perm, int64_t n,
+                      int64_t* cand, double* cand_d, int64_t K, int32_t* best,
+                      int64_t stall, int64_t* rounds_out) noexcept nogil:
+    # Iterated local search: descend, then kick a few random tasks and descend again, keeping
+    # the best assignment (in `best`) and restarting from it whenever a round ends worse.
+    # Objective values are tracked through the move deltas (c.moved), relative to the start.
+    # Ends at the deadline or after `stall` rounds without improvement: then, and only then,
+    # the result depends on the seed alone.
+    cdef uint64_t rng = seed ^ 0x5DEECE66DULL
+    cdef int64_t passes, rounds = 0, k, strength, t, since = 0
+    cdef double best_val
+    c.moved = 0.0
+    _sol_local(c, deadline, seed, 1000000, perm, n, cand, cand_d, K, &passes)
+    best_val = c.moved
+    for t in range(c.T):
+        best[t] = c.assign[t]
+    while since < stall and _sol_now() < deadline:
+        rounds += 1
+        since += 1
+        strength = 2 + <int64_t>(_sol_rand(&rng) % <uint64_t>(2 + n // 20))
+        for k in range(strength):
+            _sol_kick(c, &rng, perm, n)
+        _sol_local(c, deadline, _sol_rand(&rng), 1000000, perm, n, cand, cand_d, K, &passes)
+        if c.moved < best_val - c.eps_obj:
+            since = 0
+            best_val = c.moved
+            for t in range(c.T):
+                best[t] = c.assign[t]
+        elif c.moved > best_val + c.eps_obj:
+            _sol_restore(c, best)
+            c.moved = best_val
+    _sol_restore(c, best)
+    rounds_out[0] = rounds
+    return rounds
+
+
+def sol_build_csr(int64_t n, const int32_t[::1] src not None, const int32_t[::1] dst not None,
+                  const double[::1] vol not None):
     """Symmetric CSR (ptr, nbr, vol) of a traffic edge list; self loops dropped (they cost 0)."""
     cdef int64_t E = src.shape[0], e, i, s, d
     ptr = _sol_np.zeros(n + 1, dtype=_sol_np.int64)
@@ -492,8 +572,8 @@ def sol_build_csr(int64_t n, const int32_t[::1] src, const int32_t[::1] dst,
     return ptr, nbr[:max(m, 1)].copy(), avol[:max(m, 1)].copy()
 
 
-def sol_traffic_order(const int64_t[::1] ptr, const int32_t[::1] nbr, const double[::1] vol,
-                      const int64_t[::1] seeds):
+def sol_traffic_order(const int64_t[::1] ptr not None, const int32_t[::1] nbr not None, const double[::1] vol not None,
+                      const int64_t[::1] seeds not None):
     """Construction order: breadth-first over the traffic graph from the seeds (in their order),
     following heavy chains depth-first, so that a task is placed right after the tasks it talks
     to most (a forward edge's two ends one after the other)."""
@@ -554,9 +634,9 @@ cdef int _sol_cmp_item(const void* a, const void* b) noexcept nogil:
     return (x < y) - (x > y)
 
 
-def sol_network_bound(const int64_t[::1] ptr, const int32_t[::1] nbr, const double[::1] vol,
-                      const double[::1] dem, int64_t R, const double[::1] capl,
-                      const double[::1] saving, double dfar):
+def sol_network_bound(const int64_t[::1] ptr not None, const int32_t[::1] nbr not None, const double[::1] vol not None,
+                      const double[::1] dem not None, int64_t R, const double[::1] capl not None,
+                      const double[::1] saving not None, double dfar):
     """Twice a lower bound on the network cost.
 
     For a task t, the neighbours sharing its group at level i (0: its worker, then the topology
@@ -662,19 +742,31 @@ cdef class SolverKernel:
     cdef const int32_t[::1] _pinned
 
     def __init__(self, int64_t T, int64_t W, int64_t R, int64_t L,
-                 const double[::1] dem, const double[::1] cap,
-                 const int32_t[::1] fin_ptr, const int32_t[::1] fin_idx,
-                 int cost_mode, const double[::1] cost, const double[::1] work,
-                 const double[::1] speed,
-                 int dist_mode, const int32_t[::1] grp, const double[::1] dl, double dfar,
-                 const double[::1] dist,
-                 const int64_t[::1] adj_ptr, const int32_t[::1] adj_nbr,
-                 const double[::1] adj_vol,
-                 const int32_t[::1] tclass, const uint8_t[::1] cmask, const int32_t[::1] pinned,
-                 const int32_t[::1] aa_group, const int32_t[::1] aa_limit,
-                 const int32_t[::1] aa_dom, int64_t n_dom, int64_t n_groups,
+                 const double[::1] dem not None, const double[::1] cap not None,
+                 const int32_t[::1] fin_ptr not None, const int32_t[::1] fin_idx not None,
+                 int cost_mode, const double[::1] cost not None, const double[::1] work not None,
+                 const double[::1] speed not None,
+                 int dist_mode, const int32_t[::1] grp not None, const double[::1] dl not None, double dfar,
+                 const double[::1] dist not None,
+                 const int64_t[::1] adj_ptr not None, const int32_t[::1] adj_nbr not None,
+                 const double[::1] adj_vol not None,
+                 const int32_t[::1] tclass not None, const uint8_t[::1] cmask not None, const int32_t[::1] pinned not None,
+                 const int32_t[::1] aa_group not None, const int32_t[::1] aa_limit not None,
+                 const int32_t[::1] aa_dom not None, int64_t n_dom, int64_t n_groups,
                  double eps, double eps_obj):
-        # every array has at least one element (the wrapper pads the unused ones)
+        # every array has at least one element (the wrapper pads the unused ones); the sizes
+        # the kernels index blindly are checked here, once
+        if (dem.shape[0] < T * R or cap.shape[0] < W * R or fin_ptr.shape[0] < W + 1
+                or adj_ptr.shape[0] < T + 1 or tclass.shape[0] < T or pinned.shape[0] < T
+                or aa_group.shape[0] < T or aa_dom.shape[0] < W or grp.shape[0] < W * L
+                or dl.shape[0] < L + 1):
+            raise ValueError("SolverKernel: an array is shorter than its declared shape")
+        if cost_mode == 1 and cost.shape[0] < T * W:
+            raise ValueError("SolverKernel: cost is not (tasks x workers)")
+        if cost_mode == 2 and (work.shape[0] < T or speed.shape[0] < W):
+            raise ValueError("SolverKernel: work/speed do not match tasks/workers")
+        if dist_mode == 1 and dist.shape[0] < W * W:
+            raise ValueError("SolverKernel: distance is not (workers x workers)")
         self._keep = [dem, cap, fin_ptr, fin_idx, cost, work, speed, grp, dl, dist, adj_ptr,
                       adj_nbr, adj_vol, tclass, cmask, pinned, aa_group, aa_limit, aa_dom]
         self.c.T = T
@@ -736,9 +828,14 @@ cdef class SolverKernel:
             for t in range(self.c.T):
                 _sol_unplace(&self.c, t)
 
-    def set_assignment(self, const int32_t[::1] assign):
+    def set_assignment(self, const int32_t[::1] assign not None):
         """Replace the state by `assign` (-1: unplaced), unchecked: callers verify feasibility."""
         cdef int64_t t
+        if assign.shape[0] != self.c.T:
+            raise ValueError(f"assignment has {assign.shape[0]} entries, expected {self.c.T}")
+        for t in range(self.c.T):
+            if assign[t] < -1 or assign[t] >= self.c.W:
+                raise ValueError(f"assignment[{t}] = {assign[t]} is not a worker or -1")
         self.clear()
         with nogil:
             for t in range(self.c.T):
@@ -753,9 +850,14 @@ cdef class SolverKernel:
                 if self.c.pinned[t] >= 0 and self.c.assign[t] < 0:
                     _sol_place(&self.c, t, self.c.pinned[t])
 
-    def greedy(self, const int64_t[::1] order, int rule):
+    def greedy(self, const int64_t[::1] order not None, int rule):
         """Place the unplaced tasks of `order` by `rule`; -1 or the first task that did not fit."""
-        cdef int64_t res, n = order.shape[0]
+        cdef int64_t res, n = order.shape[0], i
+        if n == 0:
+            return -1
+        for i in range(n):
+            if order[i] < 0 or order[i] >= self.c.T:
+                raise ValueError(f"order[{i}] = {order[i]} is not a task")
         with nogil:
             res = _sol_greedy(&self.c, &order[0], n, rule)
         return res
@@ -776,7 +878,25 @@ cdef class SolverKernel:
                                &cand_d[0], K, &passes)
         return moves, passes
 
-    def objective(self, const int32_t[::1] src, const int32_t[::1] dst, const double[::1] vol):
+    def iterated_local_search(self, double time_limit, uint64_t seed, int64_t stall,
+                              int64_t n_swap_workers=4):
+        """Local search with random kicks until the time limit; ends on the best assignment
+        found. Returns the number of kick rounds."""
+        perm = _sol_np.flatnonzero(_sol_np.asarray(self._pinned) < 0).astype(_sol_np.int64)
+        cdef int64_t n = perm.shape[0], rounds = 0, K = max(n_swap_workers, 1)
+        if n == 0:
+            return 0
+        cdef int64_t[::1] pm = perm
+        cdef int64_t[::1] cand = _sol_np.zeros(K, dtype=_sol_np.int64)
+        cdef double[::1] cand_d = _sol_np.zeros(K, dtype=_sol_np.float64)
+        cdef int32_t[::1] best = _sol_np.empty(self.c.T, dtype=_sol_np.int32)
+        cdef double deadline = _sol_now() + time_limit
+        with nogil:
+            _sol_ils(&self.c, deadline, seed, &pm[0], n, &cand[0], &cand_d[0], K, &best[0],
+                     stall, &rounds)
+        return rounds
+
+    def objective(self, const int32_t[::1] src not None, const int32_t[::1] dst not None, const double[::1] vol not None):
         """(compute cost, network cost) of the current complete assignment."""
         cdef int64_t t, e
         cdef double cc = 0.0, nc = 0.0

@@ -13,6 +13,7 @@ caller sees as ``exact_capacity=False``.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,7 +147,7 @@ def model_size(p: PlacementProblem) -> int:
 def cpsat(
     p: PlacementProblem,
     *,
-    time_limit: float,
+    deadline: float,
     gap_limit: float,
     seed: int,
     num_workers: int,
@@ -249,7 +250,8 @@ def cpsat(
         for var, val in hints:
             m.add_hint(var, val)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit, 0.01)
+    # the model is built: what is left of the caller's budget is CP-SAT's
+    solver.parameters.max_time_in_seconds = max(deadline - time.perf_counter(), 0.01)
     solver.parameters.num_workers = max(num_workers, 1)
     solver.parameters.random_seed = seed % (2**31)
     solver.parameters.relative_gap_limit = gap_limit

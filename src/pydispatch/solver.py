@@ -57,6 +57,7 @@ BASELINES: dict[str, int] = {
 _CPSAT_MAX_VARS = 20_000
 _LP_MAX_PAIRS = 20_000
 _FLOW_MAX_PAIRS = 4_000_000
+_REGRET_MAX_PAIRS = 50_000
 
 
 def _finish(
@@ -111,11 +112,28 @@ def _bound(p: PlacementProblem, nat: native.Native, time_limit: float) -> float:
 
 def _construct(p: PlacementProblem, nat: native.Native, time_limit: float) -> NDArray[np.int32]:
     res = nat.construct()
+    if (
+        not p.has_traffic
+        and p.anti_affinity is None
+        and p.n_tasks * p.n_workers <= _REGRET_MAX_PAIRS
+    ):
+        regret = nat.regret_construct()
+        if regret is not None and (
+            not isinstance(res, np.ndarray) or sum(nat.evaluate(regret)) < sum(nat.evaluate(res))
+        ):
+            res = regret
     if isinstance(res, np.ndarray):
         return res
     if exact.model_size(p) <= _CPSAT_MAX_VARS * 5:
         # the heuristics got stuck: let CP-SAT decide feasibility
-        r = exact.cpsat(p, time_limit=time_limit, gap_limit=1.0, seed=0, num_workers=1, hint=None)
+        r = exact.cpsat(
+            p,
+            deadline=time.perf_counter() + time_limit,
+            gap_limit=1.0,
+            seed=0,
+            num_workers=1,
+            hint=None,
+        )
         if r.assignment is not None:
             return r.assignment
         if r.proven_infeasible:
@@ -140,11 +158,14 @@ def solve(
     seed: int = 0,
     *,
     num_workers: int = 2,
+    warm_start: bool | None = None,
 ) -> Placement:
     """Place every task; see the module docstring for the methods.
 
     ``time_limit`` bounds the search (seconds), ``gap_limit`` stops CP-SAT once the relative gap
-    is that small, ``seed`` fixes every random choice, ``num_workers`` is CP-SAT's thread count.
+    is that small, ``seed`` fixes every random choice, ``num_workers`` is CP-SAT's thread count,
+    ``warm_start`` forces CP-SAT's hint from the local search on or off (default: on when the
+    problem has traffic). The result depends on the seed alone when no phase hits the limit.
     """
     if not isinstance(problem, PlacementProblem):
         raise TypeError(f"problem must be a PlacementProblem, got {type(problem).__name__}")
@@ -175,29 +196,59 @@ def solve(
     if method == "greedy":
         return _finish(p, nat, assign, _cheap_bound(nat), "greedy", start)
     use_cpsat = method == "cpsat" or (method == "auto" and exact.model_size(p) <= _CPSAT_MAX_VARS)
-    local_share = 0.2 if use_cpsat else 1.0
-    nat.kernel.set_assignment(assign)
-    nat.improve(local_share * max(deadline - time.perf_counter(), 0.0), seed)
-    assign = nat.kernel.assignment
     if not use_cpsat:
+        nat.kernel.set_assignment(assign)
+        nat.improve(max(deadline - time.perf_counter(), 0.0), seed)
+        assign = nat.kernel.assignment
         lb = _bound(p, nat, min(1.0, max(deadline - time.perf_counter(), 0.05)))
         return _finish(p, nat, assign, lb, method, start)
+    warm = p.has_traffic if warm_start is None else warm_start
+    return _solve_cpsat(p, nat, assign, start, deadline, gap_limit, seed, num_workers, warm)
+
+
+def _solve_cpsat(
+    p: PlacementProblem,
+    nat: native.Native,
+    assign: NDArray[np.int32],
+    start: float,
+    deadline: float,
+    gap_limit: float,
+    seed: int,
+    num_workers: int,
+    warm: bool,
+) -> Placement:
+    """CP-SAT plus the native search, in the order that measured better.
+
+    warm: local search first (20% of the time), then CP-SAT hinted with its result. Without
+    traffic (GAP-like) a hint from a weaker local optimum measurably steers CP-SAT away from
+    better solutions (bench/bench_solver.py), so there CP-SAT runs unhinted and the local
+    search polishes CP-SAT's best in the last 15% of the time instead."""
+    nat.kernel.set_assignment(assign)
+    nat.kernel.local_search(max(deadline - time.perf_counter(), 0.0), seed, 1_000_000)
+    if warm:
+        nat.improve(0.2 * max(deadline - time.perf_counter(), 0.0), seed)
+    assign = nat.kernel.assignment
+    budget = deadline - time.perf_counter()
     r = exact.cpsat(
         p,
-        time_limit=max(deadline - time.perf_counter(), 0.05),
+        deadline=deadline - (0.0 if warm else 0.15 * budget),
         gap_limit=gap_limit,
         seed=seed,
         num_workers=num_workers,
-        hint=assign,
+        hint=assign if warm else None,
     )
     lb = max(r.lower_bound, _cheap_bound(nat))
     best = assign
-    if r.assignment is not None:
-        cand = nat.evaluate(r.assignment)
-        cur = nat.evaluate(assign)
-        if sum(cand) <= sum(cur):
-            best = r.assignment
-    return _finish(p, nat, best, lb, "cpsat", start, r.proven_optimal and best is r.assignment)
+    proven = False
+    if r.assignment is not None and sum(nat.evaluate(r.assignment)) <= sum(nat.evaluate(assign)):
+        best, proven = r.assignment, r.proven_optimal
+    if not proven and deadline > time.perf_counter():
+        nat.kernel.set_assignment(best)
+        nat.improve(deadline - time.perf_counter(), seed)
+        polished = nat.kernel.assignment
+        if sum(nat.evaluate(polished)) < sum(nat.evaluate(best)):
+            best = polished
+    return _finish(p, nat, best, lb, "cpsat", start, proven)
 
 
 def _baseline(p: PlacementProblem, nat: native.Native, method: str, start: float) -> Placement:
