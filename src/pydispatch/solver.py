@@ -197,11 +197,11 @@ def solve(
         return _finish(p, nat, assign, _cheap_bound(nat), "greedy", start)
     use_cpsat = method == "cpsat" or (method == "auto" and exact.model_size(p) <= _CPSAT_MAX_VARS)
     if not use_cpsat:
+        # the bound first, so that the search gets what is left and time_limit holds overall
+        lb = _bound(p, nat, min(1.0, 0.2 * max(deadline - time.perf_counter(), 0.05)))
         nat.kernel.set_assignment(assign)
         nat.improve(max(deadline - time.perf_counter(), 0.0), seed)
-        assign = nat.kernel.assignment
-        lb = _bound(p, nat, min(1.0, max(deadline - time.perf_counter(), 0.05)))
-        return _finish(p, nat, assign, lb, method, start)
+        return _finish(p, nat, nat.kernel.assignment, lb, method, start)
     warm = p.has_traffic if warm_start is None else warm_start
     return _solve_cpsat(p, nat, assign, start, deadline, gap_limit, seed, num_workers, warm)
 
