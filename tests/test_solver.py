@@ -447,3 +447,49 @@ def test_local_never_worse_than_greedy(seed: int) -> None:
     loc = solve(p, "local", time_limit=1.0, seed=seed)
     check(loc, p, kw)
     assert loc.objective <= g.objective + 1e-9
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_cpsat_warm_start_both_ways(warm: bool) -> None:
+    for seed in (40, 41, 42):
+        kw = random_instance(seed, traffic=seed != 42)
+        p = make(kw)
+        opt = brute(p, kw)
+        assert opt is not None
+        pl = solve(p, "cpsat", warm_start=warm, **FAST)
+        check(pl, p, kw)
+        assert pl.objective == pytest.approx(opt)
+        assert pl.gap == 0.0
+
+
+def test_group_hint_and_slot_group_validation() -> None:
+    with pytest.raises(ValueError, match="group_hint must have shape"):
+        PlacementProblem([[1.0]], [[1.0]], group_hint=[0, 1])
+    p = PlacementProblem(np.ones((2, 1)), [[1.0], [1.0]])
+    with pytest.raises(TypeError, match="slot_group must be an integer"):
+        flink_slot_sharing(p, [0.5, 1.5])
+    with pytest.raises(ValueError, match="slot_group needs one group"):
+        flink_slot_sharing(p, [0])
+    with pytest.raises(InfeasibleError, match="slot 0"):
+        flink_slot_sharing(p, [0, 0])
+
+
+def test_group_hint_keeps_shuffle_sides_together() -> None:
+    # two operators shuffling all-to-all on a cluster of two zones with room to spare: with
+    # the hint (subtask i of both operators together) both sides share zones
+    par = 8
+    T = 2 * par
+    a, b = np.meshgrid(np.arange(par), np.arange(par), indexing="ij")
+    kw: dict[str, Any] = {
+        "traffic": (a.ravel(), par + b.ravel(), np.ones(par * par)),
+        "locations": np.tile([0, 1], 8)[:, None],  # zones interleaved in worker order
+        "level_distance": [0.0, 1.0, 10.0],
+    }
+    hinted = PlacementProblem(
+        np.ones((T, 1)), np.full((16, 1), 2.0), group_hint=np.tile(np.arange(par), 2), **kw
+    )
+    pl = solve(hinted, "greedy")
+    zones = np.tile([0, 1], 8)[pl.assignment]
+    assert len(set(zones.tolist())) == 1  # 16 tasks fit in one zone of 8 workers x 2
+    flink = flink_slot_sharing(hinted, np.tile(np.arange(par), 2))
+    assert pl.objective < flink.objective

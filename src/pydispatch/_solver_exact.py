@@ -265,7 +265,10 @@ def cpsat(
         if solver.boolean_value(var):
             assign[t] = w
     lb = (solver.best_objective_bound + const) / S
-    return ExactResult(assign, lb, status == cp_model.OPTIMAL and S == 1.0, False, exact_cap)
+    # OPTIMAL also means "within relative_gap_limit": proven only when the bound meets the value
+    closed = solver.objective_value <= solver.best_objective_bound + 1e-9
+    proven = status == cp_model.OPTIMAL and closed and S == 1.0 and exact_cap
+    return ExactResult(assign, lb, proven, False, exact_cap)
 
 
 def lp_bound(p: PlacementProblem, time_limit: float) -> float:

@@ -136,14 +136,15 @@ class Native:
             todo = np.delete(todo, i)
         return assign
 
-    def improve(self, time_limit: float, seed: int) -> None:
+    def improve(self, time_limit: float, seed: int, *, use_all_time: bool = False) -> None:
         """Iterated local search from the kernel's current assignment, ending on the best one
-        found: until the time limit or `stall` rounds without improvement."""
+        found: until the time limit or (unless `use_all_time`) `stall` rounds without
+        improvement, which keeps a run that ends early a function of the seed alone."""
         p = self.problem
         # swaps with every worker's tasks are affordable on small problems and pay on tight
         # packings; on big ones the 4 most attractive workers are enough
         K = p.n_workers if p.n_workers * p.n_tasks <= 200_000 else 4
-        stall = max(200, 5 * p.n_tasks)
+        stall = 2**62 if use_all_time else max(200, 5 * p.n_tasks)
         self.kernel.iterated_local_search(max(time_limit, 0.0), seed & (2**64 - 1), stall, K)
 
 

@@ -403,7 +403,14 @@ class PlacementProblem:
 
     def allowed_matrix(self) -> NDArray[np.bool_]:
         """Dense (tasks x workers) allowed mask. Only for small problems (tests, exact models)."""
-        return np.stack([self.worker_mask(t) for t in range(self.n_tasks)])
+        out = np.ones((self.n_tasks, self.n_workers), bool)
+        cls = self.task_class >= 0
+        out[cls] = self.class_mask[self.task_class[cls]]
+        if self.pinned is not None:
+            on = np.flatnonzero(self.pinned >= 0)
+            out[on] = False
+            out[on, self.pinned[on]] = True
+        return out
 
     def compute_cost_matrix(self) -> F64:
         """Dense (tasks x workers) compute cost. Only for small problems."""

@@ -222,7 +222,7 @@ def _solve_cpsat(
     warm: local search first (20% of the time), then CP-SAT hinted with its result. Without
     traffic (GAP-like) a hint from a weaker local optimum measurably steers CP-SAT away from
     better solutions (bench/bench_solver.py), so there CP-SAT runs unhinted and the local
-    search polishes CP-SAT's best in the last 15% of the time instead."""
+    search polishes CP-SAT's best in the last 10% of the time instead."""
     nat.kernel.set_assignment(assign)
     nat.kernel.local_search(max(deadline - time.perf_counter(), 0.0), seed, 1_000_000)
     if warm:
@@ -231,7 +231,7 @@ def _solve_cpsat(
     budget = deadline - time.perf_counter()
     r = exact.cpsat(
         p,
-        deadline=deadline - (0.0 if warm else 0.15 * budget),
+        deadline=deadline - (0.0 if warm else 0.1 * budget),
         gap_limit=gap_limit,
         seed=seed,
         num_workers=num_workers,
@@ -242,9 +242,12 @@ def _solve_cpsat(
     proven = False
     if r.assignment is not None and sum(nat.evaluate(r.assignment)) <= sum(nat.evaluate(assign)):
         best, proven = r.assignment, r.proven_optimal
-    if not proven and deadline > time.perf_counter():
+    obj = sum(nat.evaluate(best))
+    closed = obj - lb <= gap_limit * max(abs(obj), 1e-12)
+    if not proven and not closed and deadline > time.perf_counter():
         nat.kernel.set_assignment(best)
-        nat.improve(deadline - time.perf_counter(), seed)
+        # CP-SAT cannot resume: the polish may as well use every second that is left
+        nat.improve(deadline - time.perf_counter(), seed, use_all_time=True)
         polished = nat.kernel.assignment
         if sum(nat.evaluate(polished)) < sum(nat.evaluate(best)):
             best = polished
