@@ -90,7 +90,7 @@ class SolverKernel:
         adj_nbr: _I32,
         adj_vol: _F64,
         tclass: _I32,
-        cmask: NDArray[np.uint8],
+        cmask: npt.NDArray[np.uint8],
         pinned: _I32,
         aa_group: _I32,
         aa_limit: _I32,
