@@ -22,13 +22,10 @@ from typing import Any
 import zmq
 
 from . import protocol as p
+from .errors import RemoteError
 from .transport import FrameLike, dumps, loads, make_socket, parse
 
 READY = b"ready"  # the first message a slot sends once connected
-
-
-class RemoteError(Exception):
-    """Stands in for a task's exception that could not be pickled back."""
 
 
 def _watch_parent(worker_pid: int) -> None:

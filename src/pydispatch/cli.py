@@ -105,10 +105,12 @@ def _status(args: argparse.Namespace) -> int:
     except TimeoutError as error:
         print(error, file=sys.stderr)
         return 2
+    # Headers are array-like on the wire; people and scripts want named fields.
+    fields = {name: msgspec.to_builtins(getattr(status, name)) for name in status.__struct_fields__}
     if args.json:
-        print(json.dumps(msgspec.to_builtins(status), indent=2, sort_keys=True))
+        print(json.dumps(fields, indent=2, sort_keys=True))
         return 0
-    print(format_status(msgspec.to_builtins(status)))
+    print(format_status(fields))
     return 0
 
 

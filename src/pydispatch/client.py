@@ -27,6 +27,7 @@ import queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures import wait as wait_futures
@@ -35,6 +36,7 @@ from typing import Any, Final
 import zmq
 
 from . import protocol as p
+from .errors import RemoteError, RemoteTraceback, TaskFailedError
 from .transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameLike,
@@ -54,25 +56,6 @@ log = logging.getLogger(__name__)
 _MAX_TASKS_PER_SUBMIT: Final = 8192
 _CHUNK_BYTES: Final = 1 << 20  # auto-batching: at most about this many pickled bytes per chunk
 _CHUNKS_PER_SLOT: Final = 4  # ...and at least this many chunks per slot, to balance load
-
-
-class TaskFailedError(RuntimeError):
-    """The system could not run a task (impossible demand, retries exhausted, slot died)."""
-
-
-class RemoteError(RuntimeError):
-    """A task's exception that could not be rebuilt here; its text and traceback are kept."""
-
-
-class RemoteTraceback(Exception):  # noqa: N818 - a traceback, not an error
-    """Attached as ``__cause__`` of a task's exception: the traceback where it was raised."""
-
-    def __init__(self, traceback: str) -> None:
-        super().__init__(traceback)
-        self.traceback = traceback
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.traceback}"""'
 
 
 class TaskFuture(Future[Any]):
@@ -128,8 +111,12 @@ class Client(Executor):
         self._outbox: list[tuple[p.TaskSpec, list[FrameLike]]] = []
         self._controls: list[p.Message] = []
         self._wake_pending = False
+        self._io_done = False
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
+        # Closed only when the client is collected: once the I/O thread is done nothing
+        # writes to the pipe (_io_done), and the fd numbers cannot be reused meanwhile.
+        weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
         self._functions: dict[int, tuple[Callable[..., Any], p.Blob, list[FrameLike]]] = {}
         self._closing = False
         self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
@@ -311,7 +298,7 @@ class Client(Executor):
 
     def _wake(self) -> None:
         with self._lock:
-            if self._wake_pending:
+            if self._wake_pending or self._io_done:
                 return
             self._wake_pending = True
         os.write(self._wake_write, b"x")
@@ -335,15 +322,18 @@ class Client(Executor):
                         os.read(self._wake_read, 4096)
                 self._send_outbox()
                 if self._sock in ready:
-                    self._receive()
+                    try:
+                        self._receive()
+                    except Exception:  # the I/O thread must outlive any bad message
+                        log.exception("error handling a message from the dispatcher")
                 if self._closing and self._all_done():
                     send(self._sock, p.ClientBye())
                     return
         finally:
+            with self._lock:
+                self._io_done = True
             self._sock.close(linger=500)
             self._context.term()
-            os.close(self._wake_read)
-            os.close(self._wake_write)
 
     def _all_done(self) -> bool:
         with self._lock:
@@ -395,7 +385,8 @@ class Client(Executor):
                     with self._lock:
                         started = [self._futures.get(i) for i in ids]
                     for future in started:
-                        if future is not None and not future.done():
+                        # A re-queued task is started again: it is RUNNING already.
+                        if future is not None and future._state == "PENDING":
                             future.set_running_or_notify_cancel()
                 case p.StatusReply():
                     self._status_replies.put(message)
@@ -437,6 +428,11 @@ class Client(Executor):
         if result.traceback:
             exc.__cause__ = RemoteTraceback(result.traceback)
         return exc
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def fetch_status(address: str, timeout: float = 5.0) -> p.StatusReply:

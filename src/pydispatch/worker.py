@@ -118,6 +118,8 @@ class Worker:
         try:
             for index in range(self.options.slots):
                 self._slots.append(self._start_slot(index))
+            # Register only once every slot can take a task: "registered" means "ready".
+            self._wait_for_slots(timeout=60.0)
             self._register()
             heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
             heartbeat.start()
@@ -240,6 +242,11 @@ class Worker:
                 if self._registered_at is None:
                     return  # a Register is already on its way
                 log.warning("the dispatcher no longer knows this worker: registering again")
+                # Hand over whatever finished meanwhile (the dispatcher discards it as late),
+                # then drop the rest: it was re-queued elsewhere when we were removed.
+                for slot in self._slots:
+                    self._receive_from_slot(slot)
+                self._flush()
                 self._abandon_all("", report=False)
                 self._register()
             case p.Goodbye():
@@ -284,6 +291,18 @@ class Worker:
             stdin=subprocess.DEVNULL,
         )
         return _Slot(index, endpoint, sock, process)
+
+    def _wait_for_slots(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(slot.ready for slot in self._slots):
+            if time.monotonic() > deadline:
+                raise RuntimeError("slot processes did not start in time")
+            if self._drain_requested:
+                return
+            for slot in self._slots:
+                if not slot.ready and slot.sock.poll(20):
+                    self._receive_from_slot(slot)
+            self._check_slot_processes()
 
     def _replace_slot(self, slot: _Slot) -> None:
         _kill_process(slot.process)
