@@ -458,3 +458,47 @@ def test_tcp_on_a_free_port() -> None:
     with LocalCluster(workers=1, address="tcp://127.0.0.1:*", **FAST) as cluster:
         assert cluster.address.startswith("tcp://127.0.0.1:")
         assert cluster.client().submit(add, 20, 22).result(timeout=20) == 42
+
+
+def crash_slot() -> None:
+    os._exit(3)
+
+
+def test_a_task_that_kills_its_slot_fails_and_the_slot_is_replaced(client: Client) -> None:
+    with pytest.raises(TaskFailedError, match="exit code 3"):
+        client.submit(crash_slot, retries=0).result(timeout=20)
+    assert client.submit(add, 1, 1).result(timeout=20) == 2
+
+
+def test_fair_share_a_long_job_does_not_starve_a_short_one(small_cluster: LocalCluster) -> None:
+    long_job = small_cluster.client()
+    short_job = small_cluster.client()
+    many = [long_job.submit(sleep_then, 0.02, i) for i in range(100)]
+    eventually(lambda: any(f.running() for f in many), "the long job started")
+    short = short_job.submit(add, 7)
+    assert short.result(timeout=20) == 7
+    # The short task went ahead of the long job's queue, not after all of it.
+    assert sum(f.done() for f in many) < 50
+    cf.wait(many, timeout=30)
+
+
+def test_drain_grace_over_requeues_unfinished_work(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=1, drain_grace=0.3, **FAST) as cluster:
+        client = cluster.client()
+        gate = str(tmp_path / "gate")
+        stuck = client.submit(wait_for_file, gate, "done elsewhere")
+        eventually(stuck.running, "the task started")
+        cluster.start_worker(name="rescuer")
+        cluster.wait_for_workers(2)
+        cluster.workers[0].send_signal(signal.SIGTERM)
+        assert cluster.workers[0].wait(timeout=20) == 0
+        Path(gate).touch()
+        assert stuck.result(timeout=20) == "done elsewhere"
+        assert stuck.worker == "rescuer"
+
+
+def test_workers_register_again_after_a_dispatcher_restart() -> None:
+    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        cluster.restart_dispatcher()
+        cluster.wait_for_workers(2)
+        assert cluster.client().submit(add, 1, 2).result(timeout=20) == 3

@@ -138,6 +138,22 @@ def test_fair_share_interleaves_clients() -> None:
     assert payloads(s.schedule()) == ["short"]
 
 
+def test_equal_shares_take_turns() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1)
+    s.submit(C1, tasks(10))
+    (attempt,) = runs(s.schedule())[W1]
+    s.submit(C2, [NewTask(100, "c2-a"), NewTask(101, "c2-b")])
+    order = []
+    for now in range(1, 5):
+        # The slot frees: both clients hold nothing at this instant.
+        s.attempts_finished(W1, [AttemptOutcome(attempt, "ok")], now=now)
+        out = s.schedule()
+        order += payloads(out)
+        (attempt,) = runs(out)[W1]
+    assert order == ["c2-a", 1, "c2-b", 2]
+
+
 def test_worker_lost_requeues_with_numbered_attempts_and_late_result_is_discarded() -> None:
     s = Scheduler(heartbeat_timeout=10)
     s.register_worker(W1, now=0, slots=1)

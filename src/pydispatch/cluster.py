@@ -106,6 +106,17 @@ class LocalCluster:
             raise RuntimeError("the dispatcher exited during start-up")
         self.address = line.strip().rsplit(" ", 1)[-1]
 
+    def restart_dispatcher(self) -> None:
+        """End the dispatcher and start a new one on the same address (workers re-register;
+        tasks held by the old one are lost to their clients)."""
+        if self.dispatcher is not None:
+            _end(self.dispatcher, signal.SIGKILL)
+            if self.dispatcher.stdout is not None:
+                self.dispatcher.stdout.close()
+        if self.address.startswith("tcp://"):
+            self._requested_address = self.address  # the same port again
+        self._start_dispatcher()
+
     def start_worker(
         self,
         *,

@@ -217,6 +217,11 @@ class Scheduler:
         self._running = 0
         self._constrained: set[TaskKey] = set()  # queued tasks with resources or labels
         self._fair = FairShare()
+        # Ties in dominant share (common: a client's share drops to 0 the moment its task
+        # ends, just before the round that refills the slot) go to the client served least
+        # recently, so equal shares take turns instead of the oldest queue winning forever.
+        self._serve_clock = itertools.count(1)
+        self._last_served: dict[bytes, int] = {}
         self._seq = itertools.count()
         self._attempt_ids = itertools.count(1)
         self.counters = Counters()
@@ -384,6 +389,7 @@ class Scheduler:
                 del self._tasks[(client, task.task_id)]
                 self.counters.cancelled += 1
         self._queues.pop(client, None)
+        self._last_served.pop(client, None)
         return []
 
     def attempts_finished(
@@ -461,25 +467,29 @@ class Scheduler:
         """Pop up to ``limit`` queued tasks: highest priority first, then DRF between clients."""
         picked: list[_Task] = []
         shares = FairShare(self._fair.capacity, {c: dict(h) for c, h in self._fair.held.items()})
-        heads: list[tuple[int, float, int, bytes]] = []
+        served = dict(self._last_served)
+        heads: list[tuple[int, float, int, int, bytes]] = []
         for client, queue in self._queues.items():
             self._skip_dead(queue)
             if queue:
                 priority, seq, _ = queue[0]
-                heads.append((priority, shares.dominant_share(client), seq, client))
+                share = shares.dominant_share(client)
+                heads.append((priority, share, served.get(client, 0), seq, client))
         heapq.heapify(heads)
         while heads and len(picked) < limit:
-            _, _, _, client = heapq.heappop(heads)
+            client = heapq.heappop(heads)[-1]
             queue = self._queues[client]
             _, _, task = heapq.heappop(queue)
             picked.append(task)
             self._queued -= 1
             task.state = "running"  # provisionally: taken out of the queue for this round
             shares.add(client, task.resources)
+            served[client] = next(self._serve_clock)
             self._skip_dead(queue)
             if queue:
                 priority, seq, _ = queue[0]
-                heapq.heappush(heads, (priority, shares.dominant_share(client), seq, client))
+                share = shares.dominant_share(client)
+                heapq.heappush(heads, (priority, share, served[client], seq, client))
         return picked
 
     @staticmethod
@@ -498,6 +508,7 @@ class Scheduler:
         for name, amount in task.resources.items():
             worker.free[name] = worker.free.get(name, 0.0) - amount
         self._fair.add(task.client, task.resources)
+        self._last_served[task.client] = next(self._serve_clock)
         self._running += 1
         self._constrained.discard((task.client, task.task_id))
         return attempt_id
