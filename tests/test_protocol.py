@@ -91,7 +91,11 @@ def test_numpy_buffers_travel_out_of_band() -> None:
     assert meta.nbytes == big.nbytes
     assert meta.shape == (100_000,)
     assert "d" in meta.format
-    assert len(frames[0]) < 2000  # the pickle stream does not contain the array
+    # The small pickle stream travels inline; the array is the only frame, not pickled.
+    assert blob.frame == p.INLINE
+    assert len(blob.data) < 2000
+    assert len(frames) == 1
+    assert meta.frame == 0
     received = _through_zmq(frames)
     value = transport.loads(blob, received)
     np.testing.assert_array_equal(value["big"], big)
@@ -99,9 +103,20 @@ def test_numpy_buffers_travel_out_of_band() -> None:
     assert value["f"](1) == 2
 
 
+def test_small_objects_travel_inline_and_large_ones_in_frames() -> None:
+    frames: list[transport.FrameLike] = []
+    small = transport.dumps({"a": 1}, frames)
+    large = transport.dumps(b"x" * 100_000, frames)
+    assert small.frame == p.INLINE
+    assert large.frame == 0
+    received = _through_zmq(frames)
+    assert transport.loads(small, received) == {"a": 1}
+    assert transport.loads(large, received) == b"x" * 100_000
+
+
 def test_rebase_shares_frames() -> None:
     frames: list[transport.FrameLike] = []
-    fn = transport.dumps(len, frames)
+    fn = transport.dumps(len, frames, inline_limit=0)
     a = transport.dumps(np.ones(10_000), frames)
     out: list[transport.FrameLike] = []
     placed: dict[int, int] = {}
@@ -109,5 +124,5 @@ def test_rebase_shares_frames() -> None:
     second = transport.rebase(fn, frames, out, placed)
     moved = transport.rebase(a, frames, out, placed)
     assert first == second
-    assert len(out) == 3
-    assert moved.buffers[0].frame == 2
+    assert len(out) == 2  # one function frame, one array buffer (its pickle is inline)
+    assert moved.buffers[0].frame == 1

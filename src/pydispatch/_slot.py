@@ -41,15 +41,17 @@ def _run_one(
 ) -> tuple[p.AttemptResult, list[FrameLike]]:
     out: list[FrameLike] = []
     try:
-        key = frames[spec.fn.frame].bytes
+        key = spec.fn.data if spec.fn.frame == p.INLINE else frames[spec.fn.frame].bytes
         fn = functions.get(key)
         if fn is None:
             if len(functions) > 256:
                 functions.clear()
             fn = functions[key] = loads(spec.fn, frames)
         args = loads(spec.args, frames)
-        if spec.kind == p.KIND_CHUNK:
-            value: object = [fn(*item) for item in args]
+        if spec.kind == p.KIND_MAP1:
+            value: object = [fn(item) for item in args]
+        elif spec.kind == p.KIND_CHUNK:
+            value = [fn(*item) for item in args]
         else:
             positional, keywords = args
             value = fn(*positional, **keywords)

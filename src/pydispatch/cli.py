@@ -55,6 +55,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_timeout=args.heartbeat_timeout,
         max_message_size=args.max_message_size,
+        prefetch=args.prefetch,
     )
     return 0
 
@@ -147,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     dispatcher.add_argument("--heartbeat-interval", type=float, default=1.0)
     dispatcher.add_argument("--heartbeat-timeout", type=float, default=10.0)
     dispatcher.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE)
+    dispatcher.add_argument(
+        "--prefetch",
+        type=int,
+        default=0,
+        help="extra tasks queued on each worker per slot: more throughput for small tasks, "
+        "less exact priorities/fair share (default 0)",
+    )
     dispatcher.set_defaults(run=_dispatcher)
 
     worker = commands.add_parser("worker", help="run worker process(es)")

@@ -175,16 +175,17 @@ class Client(Executor):
         slot still gets work. An exception in a chunk is raised when iteration reaches it.
         """
         end = None if timeout is None else time.monotonic() + timeout
-        items = list(zip(*iterables, strict=False))
+        kind = p.KIND_MAP1 if len(iterables) == 1 else p.KIND_CHUNK
+        items: list[Any] = (
+            list(iterables[0]) if kind == p.KIND_MAP1 else list(zip(*iterables, strict=False))
+        )
         if not items:
             return iter(())
         size = chunksize if chunksize is not None else self._auto_chunksize(items)
         if size < 1:
             raise ValueError("chunksize must be >= 1")
         futures = [
-            self._submit(
-                p.KIND_CHUNK, fn, items[i : i + size], resources, labels, priority, retries
-            )
+            self._submit(kind, fn, items[i : i + size], resources, labels, priority, retries)
             for i in range(0, len(items), size)
         ]
         return self._chunk_results(futures, end)
@@ -201,7 +202,7 @@ class Client(Executor):
             for future in futures:
                 future.cancel()
 
-    def _auto_chunksize(self, items: list[tuple[Any, ...]]) -> int:
+    def _auto_chunksize(self, items: list[Any]) -> int:
         slots = max(1, self.total_slots)
         by_balance = math.ceil(len(items) / (slots * _CHUNKS_PER_SLOT))
         sample = items[: min(len(items), 32)]
@@ -282,7 +283,7 @@ class Client(Executor):
         cached = self._functions.get(id(fn))
         if cached is None or cached[0] is not fn:
             own: list[FrameLike] = []
-            blob = dumps(fn, own)
+            blob = dumps(fn, own, inline_limit=0)
             if len(self._functions) > 64:
                 self._functions.clear()
             cached = self._functions[id(fn)] = (fn, blob, own)

@@ -42,7 +42,9 @@ class LocalCluster:
         drain_grace: float = 30.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         start_timeout: float = 30.0,
+        prefetch: int = 0,
     ) -> None:
+        self._prefetch = prefetch
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-cluster-")
         self._requested_address = address or f"ipc://{self._tmpdir}/dispatcher"
         self.address = ""
@@ -95,6 +97,7 @@ class LocalCluster:
             "--heartbeat-interval", str(self._heartbeat_interval),
             "--heartbeat-timeout", str(self._heartbeat_timeout),
             "--max-message-size", str(self._max_message_size),
+            "--prefetch", str(self._prefetch),
         ]  # fmt: skip
         self.dispatcher = subprocess.Popen(
             command, stdout=subprocess.PIPE, text=True, start_new_session=True

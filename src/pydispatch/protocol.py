@@ -33,9 +33,14 @@ PROTOCOL_VERSION: Final = 1
 Status = Literal["ok", "error", "failed", "cancelled", "lost"]
 
 # Task kinds: a single call ``fn(*args, **kwargs)``, or a chunk of a map: ``[fn(*a) for a in
-# args]`` computed in one attempt so that small items are not paid for one message each.
+# args]`` (``[fn(a) for a in args]`` for KIND_MAP1) computed in one attempt so that small
+# items are not paid for one message each.
+INLINE: Final = -1  # Blob.frame value: the pickle stream is in Blob.data
+
 KIND_CALL: Final = 0
 KIND_CHUNK: Final = 1
+KIND_MAP1: Final = 2  # a chunk of a one-iterable map: items, not 1-tuples (cheaper to pickle)
+KINDS: Final = (KIND_CALL, KIND_CHUNK, KIND_MAP1)
 
 
 class ProtocolError(Exception):
@@ -56,10 +61,16 @@ class BufferMeta(msgspec.Struct, array_like=True):
 
 
 class Blob(msgspec.Struct, array_like=True):
-    """A pickled object: the frame holding the pickle stream and its out-of-band buffers."""
+    """A pickled object: where its pickle stream is, and its out-of-band buffers.
+
+    A small pickle stream travels inline in the header (``frame == INLINE``, bytes in
+    ``data``): a no-op task then costs one frame per message instead of one per task, and
+    frames are what a zmq message pays for. Large streams and every buffer get frames.
+    """
 
     frame: int
     buffers: tuple[BufferMeta, ...] = ()
+    data: bytes = b""
 
 
 # ---------------------------------------------------------------- handshakes and errors
@@ -270,12 +281,13 @@ def decode(data: bytes | memoryview) -> Message:
 
 def blob_frames(blob: Blob) -> list[int]:
     """Every frame index a blob refers to (its pickle stream first)."""
-    return [blob.frame, *(buffer.frame for buffer in blob.buffers)]
+    first = [blob.frame] if blob.frame != INLINE else []
+    return [*first, *(buffer.frame for buffer in blob.buffers)]
 
 
 def check_blob(blob: Blob, frame_sizes: list[int]) -> None:
     """Raise :class:`ProtocolError` if ``blob`` points outside the frames or sizes disagree."""
-    if not 0 <= blob.frame < len(frame_sizes):
+    if blob.frame != INLINE and not 0 <= blob.frame < len(frame_sizes):
         raise ProtocolError(f"blob refers to frame {blob.frame} of {len(frame_sizes)}")
     for buffer in blob.buffers:
         if not 0 <= buffer.frame < len(frame_sizes):

@@ -63,10 +63,13 @@ class Dispatcher:
         heartbeat_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         placer: Placer = greedy_best_fit,
+        prefetch: int = 0,
     ) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
-        self.scheduler = s.Scheduler(heartbeat_timeout=heartbeat_timeout, placer=placer)
+        self.scheduler = s.Scheduler(
+            heartbeat_timeout=heartbeat_timeout, placer=placer, prefetch=prefetch
+        )
         self._context: zmq.Context[Any] = zmq.Context()
         self._socket: Socket = make_socket(
             self._context, zmq.ROUTER, max_message_size=max_message_size
@@ -208,7 +211,7 @@ class Dispatcher:
             try:
                 p.check_blob(spec.fn, sizes)
                 p.check_blob(spec.args, sizes)
-                if spec.kind not in (p.KIND_CALL, p.KIND_CHUNK):
+                if spec.kind not in p.KINDS:
                     raise p.ProtocolError(f"unknown task kind {spec.kind}")
             except p.ProtocolError as error:
                 self.protocol_errors += 1
@@ -361,6 +364,7 @@ def run_dispatcher(
     heartbeat_interval: float = 1.0,
     heartbeat_timeout: float = 10.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    prefetch: int = 0,
     announce: bool = True,
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT."""
@@ -371,6 +375,7 @@ def run_dispatcher(
         heartbeat_interval=heartbeat_interval,
         heartbeat_timeout=heartbeat_timeout,
         max_message_size=max_message_size,
+        prefetch=prefetch,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())

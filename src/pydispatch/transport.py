@@ -18,7 +18,7 @@ from typing import Any, Final, TypeAlias
 import cloudpickle
 import zmq
 
-from .protocol import Blob, BufferMeta, Message, ProtocolError, check_blob, decode, encode
+from .protocol import INLINE, Blob, BufferMeta, Message, ProtocolError, check_blob, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,9 @@ DEFAULT_MAX_MESSAGE_SIZE: Final = 512 * 1024 * 1024
 # Buffers smaller than this stay inside the pickle stream: a frame of its own costs more than
 # copying a few kilobytes.
 _INBAND_LIMIT: Final = 4096
+
+# Pickle streams up to this size go inline in the header by default (see protocol.Blob).
+INLINE_LIMIT: Final = 8192
 
 FrameLike: TypeAlias = zmq.Frame | bytes | memoryview
 Socket: TypeAlias = "zmq.Socket[Any]"
@@ -95,8 +98,12 @@ def recv(sock: Socket, routed: bool) -> tuple[bytes, Message, list[zmq.Frame]]:
 # ------------------------------------------------------------------------- object payloads
 
 
-def dumps(obj: object, frames: list[FrameLike]) -> Blob:
-    """Pickle ``obj`` into ``frames`` (appending) and return the blob that locates it."""
+def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT) -> Blob:
+    """Pickle ``obj`` and return the blob that locates it; frames it needs are appended.
+
+    ``inline_limit=0`` forces a frame of its own even for a small stream, so that the same
+    frame object can be shared by many blobs (a function used by thousands of tasks).
+    """
     buffers: list[pickle.PickleBuffer] = []
 
     def take_out_of_band(buffer: pickle.PickleBuffer) -> bool:
@@ -110,23 +117,24 @@ def dumps(obj: object, frames: list[FrameLike]) -> Blob:
         return False  # false means: out of band
 
     data = cloudpickle.dumps(obj, protocol=5, buffer_callback=take_out_of_band)
-    first = len(frames)
-    frames.append(data)
+    inline = len(data) <= inline_limit
+    first = INLINE if inline else len(frames)
+    if not inline:
+        frames.append(data)
     metas = []
     for buffer in buffers:
         view = memoryview(buffer)
         raw = buffer.raw()
         metas.append(BufferMeta(len(frames), raw.nbytes, view.format, tuple(view.shape or ())))
         frames.append(raw)
-    return Blob(first, tuple(metas))
+    return Blob(first, tuple(metas), data if inline else b"")
 
 
 def loads(blob: Blob, frames: Sequence[zmq.Frame]) -> Any:
     """Unpickle a blob; arrays are rebuilt over the received frames' memory (no copy)."""
     check_blob(blob, [len(frame) for frame in frames])
-    return pickle.loads(
-        frames[blob.frame].buffer, buffers=[frames[meta.frame].buffer for meta in blob.buffers]
-    )
+    stream = blob.data if blob.frame == INLINE else frames[blob.frame].buffer
+    return pickle.loads(stream, buffers=[frames[meta.frame].buffer for meta in blob.buffers])
 
 
 def rebase(
@@ -143,6 +151,8 @@ def rebase(
     memo: dict[int, int] = {} if placed is None else placed
 
     def place(index: int) -> int:
+        if index == INLINE:
+            return INLINE
         frame = frames_in[index]
         key = id(frame)
         where = memo.get(key)
@@ -157,6 +167,7 @@ def rebase(
             BufferMeta(place(meta.frame), meta.nbytes, meta.format, meta.shape)
             for meta in blob.buffers
         ),
+        blob.data,
     )
 
 

@@ -50,6 +50,7 @@ from .transport import (
 log = logging.getLogger(__name__)
 
 _REGISTER_RETRY: Final = 5.0  # seconds without a Registered reply before registering again
+_SLOT_BATCH: Final = 32  # attempts handed to one slot process in one message, at most
 
 
 @dataclass(slots=True)
@@ -65,7 +66,8 @@ class _Slot:
     sock: Socket
     process: subprocess.Popen[bytes]
     ready: bool = False
-    attempt: int | None = None
+    # Attempts sent to this slot and not reported yet, in the order it runs them.
+    attempts: dict[int, _Attempt] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -310,24 +312,32 @@ class Worker:
         self._slots[slot.index] = self._start_slot(slot.index)
 
     def _start_queued(self) -> None:
-        for slot in self._slots:
+        idle = [slot for slot in self._slots if slot.ready and not slot.attempts]
+        if not self._queue or not idle:
+            return
+        # Hand each idle slot its share of the local queue in one message (at most
+        # _SLOT_BATCH): with prefetch, small tasks then cost one worker<->slot message pair
+        # per batch, not per task. The slot reports each attempt as it finishes.
+        share = min(_SLOT_BATCH, -(-len(self._queue) // len(idle)))
+        for slot in idle:
             if not self._queue:
                 return
-            if not slot.ready or slot.attempt is not None:
-                continue
-            attempt = self._queue.popleft()
             frames: list[FrameLike] = []
             placed: dict[int, int] = {}
-            spec = p.RunSpec(
-                attempt.spec.attempt_id,
-                attempt.spec.kind,
-                rebase(attempt.spec.fn, attempt.frames, frames, placed),
-                rebase(attempt.spec.args, attempt.frames, frames, placed),
-            )
-            send_to_slot = [p.encode(p.Run([spec])), *frames]
-            slot.sock.send_multipart(send_to_slot, copy=False)
-            slot.attempt = spec.attempt_id
-            self._running[spec.attempt_id] = slot
+            specs = []
+            for _ in range(min(share, len(self._queue))):
+                attempt = self._queue.popleft()
+                specs.append(
+                    p.RunSpec(
+                        attempt.spec.attempt_id,
+                        attempt.spec.kind,
+                        rebase(attempt.spec.fn, attempt.frames, frames, placed),
+                        rebase(attempt.spec.args, attempt.frames, frames, placed),
+                    )
+                )
+                slot.attempts[attempt.spec.attempt_id] = attempt
+                self._running[attempt.spec.attempt_id] = slot
+            slot.sock.send_multipart([p.encode(p.Run(specs)), *frames], copy=False)
 
     def _receive_from_slot(self, slot: _Slot) -> None:
         while True:
@@ -343,18 +353,28 @@ class Worker:
                 continue
             for result in message.results:
                 if self._running.pop(result.attempt_id, None) is not None:
-                    slot.attempt = None
+                    slot.attempts.pop(result.attempt_id, None)
                     self._outbox.append((result, list(frames)))
+
+    def _requeue_front(self, attempts: list[_Attempt]) -> None:
+        """Attempts a replaced slot had not started yet go back to the head of the queue."""
+        for attempt in reversed(attempts):
+            self._running.pop(attempt.spec.attempt_id, None)
+            self._queue.appendleft(attempt)
 
     def _check_slot_processes(self) -> None:
         for slot in list(self._slots):
             code = slot.process.poll()
             if code is None:
                 continue
-            if slot.attempt is not None:
-                self._running.pop(slot.attempt, None)
+            pending = list(slot.attempts.values())
+            if pending:
+                # A slot runs its batch in order: the first unfinished attempt killed it.
+                crashed = pending.pop(0).spec.attempt_id
+                self._running.pop(crashed, None)
                 error = f"the slot process running this task died (exit code {code})"
-                self._outbox.append((p.AttemptResult(slot.attempt, "failed", None, error), []))
+                self._report(crashed, "failed", error)
+                self._requeue_front(pending)
             log.warning("slot %d died (exit code %s): starting a new one", slot.index, code)
             self._replace_slot(slot)
 
@@ -369,9 +389,13 @@ class Worker:
         self._queue = kept
         for attempt_id in wanted:
             slot = self._running.pop(attempt_id, None)
-            if slot is not None:
-                self._replace_slot(slot)
-                self._report(attempt_id, "cancelled", "force-cancelled: its slot was killed")
+            if slot is None:
+                continue
+            slot.attempts.pop(attempt_id)
+            others = list(slot.attempts.values())
+            self._replace_slot(slot)
+            self._report(attempt_id, "cancelled", "force-cancelled: its slot was killed")
+            self._requeue_front(others)
 
     def _abandon_all(self, reason: str, report: bool = True) -> None:
         """Give up every queued and running attempt (reported ``lost`` if ``report``)."""
@@ -379,11 +403,14 @@ class Worker:
             if report:
                 self._report(attempt.spec.attempt_id, "lost", reason)
         self._queue.clear()
-        for attempt_id, slot in list(self._running.items()):
-            del self._running[attempt_id]
+        for slot in list(self._slots):
+            if not slot.attempts:
+                continue
+            for attempt_id in slot.attempts:
+                self._running.pop(attempt_id, None)
+                if report:
+                    self._report(attempt_id, "lost", reason)
             self._replace_slot(slot)
-            if report:
-                self._report(attempt_id, "lost", reason)
 
     def _report(self, attempt_id: int, status: p.Status, error: str) -> None:
         self._outbox.append((p.AttemptResult(attempt_id, status, None, error), []))
