@@ -293,8 +293,9 @@ def test_resources_and_labels_are_honoured(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ failures
 
 
-def test_kill_9_worker_mid_map_every_result_exactly_once() -> None:
-    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+@pytest.mark.parametrize("prefetch", [0, 8])
+def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
+    with LocalCluster(workers=2, slots=1, prefetch=prefetch, **FAST) as cluster:
         client = cluster.client()
         futures = [client.submit(sleep_then, 0.02, i) for i in range(150)]
         eventually(lambda: sum(f.done() for f in futures) >= 20, "some results")
@@ -502,3 +503,19 @@ def test_workers_register_again_after_a_dispatcher_restart() -> None:
         cluster.restart_dispatcher()
         cluster.wait_for_workers(2)
         assert cluster.client().submit(add, 1, 2).result(timeout=20) == 3
+
+
+def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+        client = cluster.client()
+        gate = str(tmp_path / "gate")
+        first = client.submit(wait_for_file, gate, "first")
+        queued_on_worker = [client.submit(add, i) for i in range(4)]
+        eventually(lambda: all(f.running() for f in [first, *queued_on_worker]), "prefetched")
+        client.cancel(queued_on_worker[0], force=True)  # waiting in the worker's queue
+        client.cancel(first, force=True)  # running; the slot's other attempts are re-queued
+        with pytest.raises(cf.CancelledError):
+            first.result(timeout=20)
+        with pytest.raises(cf.CancelledError):
+            queued_on_worker[0].result(timeout=20)
+        assert [f.result(timeout=20) for f in queued_on_worker[1:]] == [1, 2, 3]

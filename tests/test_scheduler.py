@@ -83,7 +83,9 @@ def test_impossible_demand_fails_at_once_with_reason() -> None:
     assert wrong_zone.status == "failed"
     assert "zone=b" in wrong_zone.error
     (negative,) = resolved(s.submit(C1, [NewTask(3, None, resources={"cpu": -1})]))
-    assert "negative" in negative.error
+    assert "invalid demand" in negative.error
+    (nan,) = resolved(s.submit(C1, [NewTask(5, None, resources={"cpu": float("nan")})]))
+    assert "invalid demand" in nan.error
     # Busy but possible: waits.
     assert s.submit(C1, [NewTask(4, None, resources={"cpu": 4})]) == []
 
@@ -260,6 +262,20 @@ def test_lost_outcome_from_draining_worker_requeues() -> None:
     assert not resolved(out)
     s.register_worker(W2, now=3, slots=1)
     assert runs(s.schedule()) == {W2: [2]}
+
+
+def test_prefetch_places_extra_attempts_per_slot() -> None:
+    s = Scheduler(prefetch=2)
+    s.register_worker(W1, now=0, slots=2, resources={"gpu": 1})
+    s.submit(C1, tasks(10))
+    s.submit(
+        C2, [NewTask(0, "gpu", resources={"gpu": 1}), NewTask(1, "gpu2", resources={"gpu": 1})]
+    )
+    placed = runs(s.schedule())[W1]
+    assert len(placed) == 6  # 2 slots x (1 + 2); the second gpu task still waits for the gpu
+    (worker,) = s.snapshot(0).workers
+    assert worker.slots_used == 2
+    assert worker.free_resources == {"gpu": 0.0}
 
 
 def test_unknown_worker_heartbeat_asks_to_reregister() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -589,8 +590,9 @@ class Scheduler:
     def _impossible(self, task: _Task) -> str:
         """Why no registered worker could ever run ``task`` ('' if one could, or none yet)."""
         for name, amount in task.resources.items():
-            if amount < 0:
-                return f"invalid demand: {name}={amount} is negative"
+            # NaN would pass every comparison and poison a worker's free amounts.
+            if not math.isfinite(amount) or amount < 0:
+                return f"invalid demand: {name}={amount} (must be a finite amount >= 0)"
         candidates = [w for w in self._workers.values() if not w.draining]
         if not candidates:
             return ""  # workers may still be starting: wait

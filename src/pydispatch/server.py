@@ -14,6 +14,7 @@ nobody to reply to); oversized ones never reach Python (``ZMQ_MAXMSGSIZE`` disco
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -165,6 +166,9 @@ class Dispatcher:
                 self._send(identity, p.Welcome(p.PROTOCOL_VERSION, self.scheduler.total_slots))
             case p.Register() as register:
                 self._check_version(register.version)
+                for name, amount in register.resources.items():
+                    if not math.isfinite(amount) or amount < 0:
+                        raise p.ProtocolError(f"invalid resource {name}={amount}")
                 labels = {"node": register.node, **register.labels}
                 self._worker_names[identity] = register.name
                 self._perform(
