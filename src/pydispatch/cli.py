@@ -73,6 +73,7 @@ def _worker(args: argparse.Namespace) -> int:
         node=args.node,
         drain_grace=args.drain_grace,
         max_message_size=args.max_message_size,
+        data_bind=args.data_bind,
     )
     run_worker(args.address, options)
     return 0
@@ -167,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--node", default="", help="node name (default: the host name)")
     worker.add_argument("--drain-grace", type=float, default=30.0, help="seconds, on SIGTERM")
     worker.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE)
+    worker.add_argument(
+        "--data-bind",
+        default="tcp://127.0.0.1:*",
+        help="where the data socket for worker-to-worker traffic binds ('' to disable)",
+    )
     worker.set_defaults(run=_worker)
 
     status = commands.add_parser("status", help="show workers and task counts")

@@ -176,6 +176,7 @@ class WorkerStatus(msgspec.Struct):
     labels: dict[str, str]
     seconds_since_heartbeat: float
     draining: bool
+    data_address: str = ""
 
 
 class StatusReply(_Header):

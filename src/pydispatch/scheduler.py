@@ -162,6 +162,7 @@ class _Worker:
     free: dict[str, float] = field(default_factory=dict)
     attempts: dict[int, _Task] = field(default_factory=dict)
     draining: bool = False
+    data_address: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,7 @@ class WorkerSnapshot:
     labels: dict[str, str]
     seconds_since_heartbeat: float
     draining: bool
+    data_address: str = ""
 
 
 @dataclass(slots=True)
@@ -258,6 +260,7 @@ class Scheduler:
                 labels=dict(w.labels),
                 seconds_since_heartbeat=max(0.0, now - w.last_seen),
                 draining=w.draining,
+                data_address=w.data_address,
             )
             for w in self._workers.values()
         ]
@@ -276,6 +279,7 @@ class Scheduler:
         slots: int = 1,
         resources: Mapping[str, float] | None = None,
         labels: Mapping[str, str] | None = None,
+        data_address: str = "",
     ) -> list[Instruction]:
         out: list[Instruction] = []
         if worker in self._workers:
@@ -293,6 +297,7 @@ class Scheduler:
             last_seen=now,
             free_slots=max(0, slots) * (1 + self._prefetch),
             free=dict(totals),
+            data_address=data_address,
         )
         self._refresh_capacity()
         return out

@@ -181,6 +181,7 @@ class Dispatcher:
                         slots=register.slots,
                         resources=register.resources,
                         labels=labels,
+                        data_address=register.data_address,
                     )
                 )
                 self._send(identity, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
@@ -348,6 +349,7 @@ class Dispatcher:
                     w.labels,
                     round(w.seconds_since_heartbeat, 3),
                     w.draining,
+                    w.data_address,
                 )
                 for w in snap.workers
             ],

@@ -79,7 +79,10 @@ class WorkerOptions:
     node: str = ""
     drain_grace: float = 30.0
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    data_address: str = ""
+    # Where this worker's data socket binds (a ROUTER reserved for worker-to-worker traffic of
+    # dataflow jobs; nothing is served on it yet). Its bound address is advertised on
+    # registration. "" disables it.
+    data_bind: str = "tcp://127.0.0.1:*"
 
 
 class Worker:
@@ -97,6 +100,14 @@ class Worker:
             identity=self.identity,
         )
         self._sock.connect(address)
+        self._data_sock: Socket | None = None
+        self.data_address = ""
+        if self.options.data_bind:
+            self._data_sock = make_socket(
+                self._context, zmq.ROUTER, max_message_size=self.options.max_message_size
+            )
+            self._data_sock.bind(self.options.data_bind)
+            self.data_address = self._data_sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-slots-")
         self._slots: list[_Slot] = []
         self._slot_generation = 0
@@ -130,6 +141,8 @@ class Worker:
             self._heartbeat_stop.set()
             self._shutdown_slots()
             self._sock.close(linger=200)
+            if self._data_sock is not None:
+                self._data_sock.close(linger=0)
             self._context.term()
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
@@ -200,7 +213,7 @@ class Worker:
                 self.options.slots,
                 self.options.resources,
                 self.options.labels,
-                self.options.data_address,
+                self.data_address,
             ),
         )
 
