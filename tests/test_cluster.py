@@ -520,3 +520,13 @@ def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_pat
         with pytest.raises(cf.CancelledError):
             queued_on_worker[0].result(timeout=20)
         assert [f.result(timeout=20) for f in queued_on_worker[1:]] == [1, 2, 3]
+
+
+def test_closing_the_cluster_fails_unfinished_futures(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, **FAST) as cluster:
+        client = cluster.client()
+        stuck = client.submit(wait_for_file, str(tmp_path / "never"))
+        eventually(stuck.running, "the task started")
+    with pytest.raises(ConnectionError, match="LocalCluster was closed"):
+        stuck.result(timeout=20)
+    assert not client._thread.is_alive()

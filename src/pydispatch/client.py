@@ -119,6 +119,7 @@ class Client(Executor):
         weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
         self._functions: dict[int, tuple[Callable[..., Any], p.Blob, list[FrameLike]]] = {}
         self._closing = False
+        self._terminated: str | None = None
         self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
         self._welcome: queue.Queue[p.Welcome | p.Error] = queue.Queue()
         self._hello_answered = False
@@ -305,9 +306,20 @@ class Client(Executor):
         os.write(self._wake_write, b"x")
 
     def _abort(self) -> None:
-        self._closing = True
+        self.terminate("the client could not connect")
+
+    def terminate(self, reason: str = "the client was terminated") -> None:
+        """Close now: every unfinished future fails with ``ConnectionError(reason)``.
+
+        For when the dispatcher is gone for good (``LocalCluster.close`` does this), where
+        ``shutdown`` would wait for results that can no longer come.
+        """
+        with self._lock:
+            self._closing = True
+            self._terminated = reason
         self._wake()
-        self._thread.join(timeout=5)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
 
     # -------------------------------------------------------------------- I/O thread
 
@@ -327,6 +339,10 @@ class Client(Executor):
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
                         log.exception("error handling a message from the dispatcher")
+                if self._terminated is not None:
+                    self._fail_unfinished(self._terminated)
+                    send(self._sock, p.ClientBye())
+                    return
                 if self._closing and self._all_done():
                     send(self._sock, p.ClientBye())
                     return
@@ -335,6 +351,14 @@ class Client(Executor):
                 self._io_done = True
             self._sock.close(linger=500)
             self._context.term()
+
+    def _fail_unfinished(self, reason: str) -> None:
+        with self._lock:
+            futures = list(self._futures.values())
+            self._futures.clear()
+        for future in futures:
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(ConnectionError(reason))
 
     def _all_done(self) -> bool:
         with self._lock:

@@ -164,7 +164,7 @@ class LocalCluster:
 
     def close(self) -> None:
         for client in self._clients:
-            client.shutdown(wait=False, cancel_futures=True)
+            client.terminate("the LocalCluster was closed")
         for process in self.workers:
             _end(process, signal.SIGINT)
         if self.dispatcher is not None:
