@@ -23,9 +23,10 @@ import zmq
 
 from . import protocol as p
 from .errors import RemoteError
-from .transport import FrameLike, dumps, loads, make_socket, parse
+from .transport import FrameLike, dumps, loads, make_socket, parse, rebase
 
 READY = b"ready"  # the first message a slot sends once connected
+_HOLD = 0.002  # seconds a finished result may wait for the rest of its batch
 
 
 def _watch_parent(worker_pid: int) -> None:
@@ -83,9 +84,23 @@ def main(endpoint: str, worker_pid: int) -> None:
         message, frames = parse(sock.recv_multipart(copy=False))
         if not isinstance(message, p.Run):
             continue
-        for spec in message.attempts:
-            result, out = _run_one(spec, frames, functions)
-            sock.send_multipart([p.encode(p.Done([result])), *out], copy=False)
+        # Results of a batch go back together, but never held longer than _HOLD seconds:
+        # small tasks cost one message per batch, a slow task's result is not delayed.
+        results: list[p.AttemptResult] = []
+        out: list[FrameLike] = []
+        since = time.monotonic()
+        for index, spec in enumerate(message.attempts):
+            result, own = _run_one(spec, frames, functions)
+            value = rebase(result.value, own, out) if result.value is not None else None
+            results.append(
+                p.AttemptResult(
+                    result.attempt_id, result.status, value, result.error, result.traceback
+                )
+            )
+            last = index == len(message.attempts) - 1
+            if last or time.monotonic() - since > _HOLD:
+                sock.send_multipart([p.encode(p.Done(results)), *out], copy=False)
+                results, out, since = [], [], time.monotonic()
 
 
 if __name__ == "__main__":

@@ -264,8 +264,8 @@ class Client(Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        frames: list[FrameLike] = []
-        fn_blob = self._function_blob(fn, frames)
+        fn_blob, fn_frames = self._function_blob(fn)
+        frames: list[FrameLike] = list(fn_frames)  # the function's blob indexes from 0
         args_blob = dumps(args, frames)
         task_id = next(self._ids)
         future = TaskFuture(self, task_id)
@@ -278,7 +278,7 @@ class Client(Executor):
         self._wake()
         return future
 
-    def _function_blob(self, fn: Callable[..., Any], frames: list[FrameLike]) -> p.Blob:
+    def _function_blob(self, fn: Callable[..., Any]) -> tuple[p.Blob, list[FrameLike]]:
         # Pickle each function once; the same frame objects let the I/O thread send a
         # function once per Submit message however many tasks use it.
         cached = self._functions.get(id(fn))
@@ -288,7 +288,7 @@ class Client(Executor):
             if len(self._functions) > 64:
                 self._functions.clear()
             cached = self._functions[id(fn)] = (fn, blob, own)
-        return rebase(cached[1], cached[2], frames)
+        return cached[1], cached[2]
 
     def _send_cancel(self, task_ids: list[int], force: bool) -> None:
         self._send_control(p.Cancel(task_ids, force))
