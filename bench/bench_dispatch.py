@@ -1,5 +1,8 @@
 """Dispatch benchmarks: pydispatch side by side with its peers, measured in the same run.
 
+pydispatch runs as ``LocalCluster(workers=2, slots=1, prefetch=16)``; benchmark (a) also
+measures the default ``prefetch=0`` (exact priorities and fair share).
+
 Run: ``PYTHONPATH=src python -m pytest bench/bench_dispatch.py -q -s --benchmark-disable-gc``
 (``-s`` shows the ratio lines). Each benchmark times pydispatch with pytest-benchmark and the
 baseline(s) in the same process right before, then prints ``pydispatch vs peer`` ratios.
@@ -66,9 +69,12 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+PREFETCH = 16  # benchmarks run with prefetch (see Scheduler); (a) also reports prefetch=0
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(workers=WORKERS, slots=1) as running:
+    with LocalCluster(workers=WORKERS, slots=1, prefetch=PREFETCH) as running:
         yield running
 
 
@@ -116,6 +122,12 @@ def test_a_noop_tasks_submit_then_gather(
         "multiprocessing.Pool": N_NOOP / timed(lambda: _pool_apply_gather(pool)),
         "ProcessPoolExecutor": N_NOOP / timed(lambda: _submit_gather(process_pool)),
     }
+    with (
+        LocalCluster(workers=WORKERS, slots=1) as exact,  # the default: prefetch=0
+        exact.client() as default_client,
+    ):
+        _submit_gather(default_client)
+        peers["pydispatch prefetch=0"] = N_NOOP / timed(lambda: _submit_gather(default_client))
     benchmark.pedantic(_submit_gather, args=(client,), rounds=3, iterations=1)
     report("a: 10k no-op tasks", N_NOOP / benchmark.stats["median"], peers, "tasks/s", True)
 

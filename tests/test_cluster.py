@@ -530,3 +530,19 @@ def test_closing_the_cluster_fails_unfinished_futures(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError, match="LocalCluster was closed"):
         stuck.result(timeout=20)
     assert not client._thread.is_alive()
+
+
+def test_workers_of_a_killed_worker_group_exit_by_themselves() -> None:
+    with LocalCluster(workers=0, **FAST) as cluster:
+        command = [sys.executable, "-m", "pydispatch.cli", "worker", cluster.address]
+        group = subprocess.Popen([*command, "--nprocs", "2", "--name", "orphan"])
+        try:
+            cluster.wait_for_workers(2)
+            group.kill()
+            group.wait()
+            client = cluster.client()
+            eventually(lambda: not client.status().workers, "the orphans stopped and left")
+        finally:
+            if group.poll() is None:
+                group.kill()
+                group.wait()

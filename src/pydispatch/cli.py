@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -56,6 +57,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         max_message_size=args.max_message_size,
         prefetch=args.prefetch,
+        exit_with_parent=args.exit_with_parent,
     )
     return 0
 
@@ -74,6 +76,7 @@ def _worker(args: argparse.Namespace) -> int:
         drain_grace=args.drain_grace,
         max_message_size=args.max_message_size,
         data_bind=args.data_bind,
+        exit_with_parent=args.exit_with_parent,
     )
     run_worker(args.address, options)
     return 0
@@ -85,6 +88,7 @@ def _worker_group(args: argparse.Namespace) -> int:
     children = []
     for index in range(args.nprocs):
         command = [sys.executable, "-m", "pydispatch.cli", *base, "--nprocs", "1"]
+        command += ["--exit-with-parent", str(os.getpid())]
         if args.name:
             command += ["--name", f"{args.name}-{index}"]
         children.append(subprocess.Popen(command))
@@ -156,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra tasks queued on each worker per slot: more throughput for small tasks, "
         "less exact priorities/fair share (default 0)",
     )
+    dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)
 
     worker = commands.add_parser("worker", help="run worker process(es)")
@@ -173,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="tcp://127.0.0.1:*",
         help="where the data socket for worker-to-worker traffic binds ('' to disable)",
     )
+    worker.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)
 
     status = commands.add_parser("status", help="show workers and task counts")

@@ -9,6 +9,7 @@ free port.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -98,6 +99,7 @@ class LocalCluster:
             "--heartbeat-timeout", str(self._heartbeat_timeout),
             "--max-message-size", str(self._max_message_size),
             "--prefetch", str(self._prefetch),
+            "--exit-with-parent", str(os.getpid()),
         ]  # fmt: skip
         self.dispatcher = subprocess.Popen(
             command, stdout=subprocess.PIPE, text=True, start_new_session=True
@@ -134,6 +136,7 @@ class LocalCluster:
             "--slots", str(slots), "--name", name,
             "--drain-grace", str(self._drain_grace),
             "--max-message-size", str(self._max_message_size),
+            "--exit-with-parent", str(os.getpid()),
         ]  # fmt: skip
         if resources:
             command += ["--resources", _format_resources(resources)]

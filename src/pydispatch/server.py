@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -65,7 +66,10 @@ class Dispatcher:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         placer: Placer = greedy_best_fit,
         prefetch: int = 0,
+        exit_with_parent: int = 0,
     ) -> None:
+        # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
+        self._exit_with_parent = exit_with_parent
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.scheduler = s.Scheduler(
@@ -102,6 +106,9 @@ class Dispatcher:
                     self._receive_batch()
                 now = time.monotonic()
                 if now >= next_tick:
+                    if self._exit_with_parent and os.getppid() != self._exit_with_parent:
+                        log.warning("the process that started this dispatcher is gone: exiting")
+                        return
                     self._perform(self.scheduler.tick(now))
                     next_tick = now + tick_every
                 self._perform(self.scheduler.schedule())
@@ -371,6 +378,7 @@ def run_dispatcher(
     heartbeat_timeout: float = 10.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     prefetch: int = 0,
+    exit_with_parent: int = 0,
     announce: bool = True,
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT."""
@@ -382,6 +390,7 @@ def run_dispatcher(
         heartbeat_timeout=heartbeat_timeout,
         max_message_size=max_message_size,
         prefetch=prefetch,
+        exit_with_parent=exit_with_parent,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())

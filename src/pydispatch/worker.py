@@ -83,6 +83,9 @@ class WorkerOptions:
     # dataflow jobs; nothing is served on it yet). Its bound address is advertised on
     # registration. "" disables it.
     data_bind: str = "tcp://127.0.0.1:*"
+    # Stop (as on SIGINT) when the process with this pid is no longer our parent: set by
+    # LocalCluster and ``worker --nprocs`` so that workers never outlive who started them.
+    exit_with_parent: int = 0
 
 
 class Worker:
@@ -184,6 +187,8 @@ class Worker:
             for slot in self._slots:
                 self._receive_from_slot(slot)
             if now >= next_check:
+                if self.options.exit_with_parent and os.getppid() != self.options.exit_with_parent:
+                    self.request_stop()
                 self._check_slot_processes()
                 next_check = now + 0.1
             self._start_queued()
