@@ -132,18 +132,48 @@ def test_a_noop_tasks_submit_then_gather(
     report("a: 10k no-op tasks", N_NOOP / benchmark.stats["median"], peers, "tasks/s", True)
 
 
-def test_a_peers_not_installed() -> None:
-    missing = [m for m in ("dask.distributed", "ipyparallel", "ray") if not _importable(m)]
-    if missing:
-        pytest.skip(f"peers not installed (pip install '.[bench]' plus them): {missing}")
+def test_a_dask_distributed(client: Client) -> None:
+    distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
+    with (
+        distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True) as dc,
+        distributed.Client(dc) as dask_client,
+    ):
+        dask_client.gather([dask_client.submit(noop, i, pure=False) for i in range(100)])
+        theirs = N_NOOP / timed(
+            lambda: dask_client.gather(
+                [dask_client.submit(noop, i, pure=False) for i in range(N_NOOP)]
+            )
+        )
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"dask.distributed": theirs}, "tasks/s", True)
 
 
-def _importable(module: str) -> bool:
+def test_a_ipyparallel(client: Client) -> None:
+    ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
+    with ipp.Cluster(n=WORKERS) as rc:
+        view = rc.load_balanced_view()
+
+        def run() -> None:
+            results = [view.apply_async(noop, i) for i in range(N_NOOP)]
+            for r in results:
+                r.get()
+
+        theirs = N_NOOP / timed(run)
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"ipyparallel": theirs}, "tasks/s", True)
+
+
+def test_a_ray(client: Client) -> None:
+    ray = pytest.importorskip("ray", reason="ray not installed")
+    ray.init(num_cpus=WORKERS, include_dashboard=False)
     try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
+        remote_noop = ray.remote(noop)
+        ray.get([remote_noop.remote(i) for i in range(100)])
+        theirs = N_NOOP / timed(lambda: ray.get([remote_noop.remote(i) for i in range(N_NOOP)]))
+    finally:
+        ray.shutdown()
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"ray": theirs}, "tasks/s", True)
 
 
 # ---------------------------------------------------------------- (b) round-trip latency

@@ -546,3 +546,18 @@ def test_workers_of_a_killed_worker_group_exit_by_themselves() -> None:
             if group.poll() is None:
                 group.kill()
                 group.wait()
+
+
+def test_map_timeout_and_shutdown_cancelling_futures(
+    small_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    client = small_cluster.client()
+    gate = str(tmp_path / "gate")
+    with pytest.raises(TimeoutError):
+        list(client.map(wait_for_file, [gate], timeout=0.2))
+    queued = [client.submit(add, i) for i in range(5)]
+    client.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued)
+    Path(gate).touch()
+    other = small_cluster.client()
+    assert other.submit(add, 5).result(timeout=20) == 5

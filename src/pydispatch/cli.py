@@ -84,7 +84,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _worker_group(args: argparse.Namespace) -> int:
     """``--nprocs K``: K worker processes, each told to drain/stop when this one is."""
-    base = [a for a in sys.argv[1:]]
+    base: list[str] = args.argv
     children = []
     for index in range(args.nprocs):
         command = [sys.executable, "-m", "pydispatch.cli", *base, "--nprocs", "1"]
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
