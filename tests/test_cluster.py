@@ -499,11 +499,17 @@ def test_drain_grace_over_requeues_unfinished_work(tmp_path: Path) -> None:
         assert stuck.worker == "rescuer"
 
 
-def test_workers_register_again_after_a_dispatcher_restart() -> None:
+def test_dispatcher_restart_workers_register_again_lost_tasks_fail(tmp_path: Path) -> None:
     with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        stuck = client.submit(wait_for_file, str(tmp_path / "never"))
+        eventually(stuck.running, "the task started")
         cluster.restart_dispatcher()
         cluster.wait_for_workers(2)
-        assert cluster.client().submit(add, 1, 2).result(timeout=20) == 3
+        with pytest.raises(ConnectionError, match="dispatcher restarted"):
+            stuck.result(timeout=20)
+        assert client.submit(add, 1, 2).result(timeout=20) == 3
+        assert cluster.client().submit(add, 2, 2).result(timeout=20) == 4
 
 
 def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ from .transport import (
 log = logging.getLogger(__name__)
 
 _MAX_TASKS_PER_SUBMIT: Final = 8192
+_HELLO_EVERY: Final = 2.0  # seconds between liveness hellos while tasks are outstanding
 _CHUNK_BYTES: Final = 1 << 20  # auto-batching: at most about this many pickled bytes per chunk
 _CHUNKS_PER_SLOT: Final = 4  # ...and at least this many chunks per slot, to balance load
 
@@ -123,6 +124,12 @@ class Client(Executor):
         self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
         self._welcome: queue.Queue[p.Welcome | p.Error] = queue.Queue()
         self._hello_answered = False
+        # The dispatcher's epoch changes when it restarts: tasks sent to the old one are lost.
+        # While tasks are outstanding the client says hello every _HELLO_EVERY seconds, and a
+        # new epoch fails the futures of every task already sent (ids <= _sent_through).
+        self._epoch = ""
+        self._sent_through = -1
+        self._last_hello = time.monotonic()
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name))
         self._thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
         self._thread.start()
@@ -267,12 +274,12 @@ class Client(Executor):
         fn_blob, fn_frames = self._function_blob(fn)
         frames: list[FrameLike] = list(fn_frames)  # the function's blob indexes from 0
         args_blob = dumps(args, frames)
-        task_id = next(self._ids)
-        future = TaskFuture(self, task_id)
-        spec = p.TaskSpec(
-            task_id, kind, fn_blob, args_blob, resources or {}, labels or {}, priority, retries
-        )
-        with self._lock:
+        with self._lock:  # ids are taken under the lock so the outbox is in id order
+            task_id = next(self._ids)
+            future = TaskFuture(self, task_id)
+            spec = p.TaskSpec(
+                task_id, kind, fn_blob, args_blob, resources or {}, labels or {}, priority, retries
+            )
             self._futures[task_id] = future
             self._outbox.append((spec, frames))
         self._wake()
@@ -339,6 +346,9 @@ class Client(Executor):
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
                         log.exception("error handling a message from the dispatcher")
+                if time.monotonic() - self._last_hello > _HELLO_EVERY and self._futures:
+                    self._last_hello = time.monotonic()
+                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION))
                 if self._terminated is not None:
                     self._fail_unfinished(self._terminated)
                     send(self._sock, p.ClientBye())
@@ -352,10 +362,11 @@ class Client(Executor):
             self._sock.close(linger=500)
             self._context.term()
 
-    def _fail_unfinished(self, reason: str) -> None:
+    def _fail_unfinished(self, reason: str, through: int | None = None) -> None:
+        """Fail unfinished futures (only ids <= ``through`` if given)."""
         with self._lock:
-            futures = list(self._futures.values())
-            self._futures.clear()
+            lost = [i for i in self._futures if through is None or i <= through]
+            futures = [self._futures.pop(i) for i in lost]
         for future in futures:
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(ConnectionError(reason))
@@ -387,6 +398,7 @@ class Client(Executor):
                     )
                 )
             send(self._sock, p.Submit(specs), frames)
+            self._sent_through = specs[-1].task_id
         for message in controls:
             send(self._sock, message)
 
@@ -417,7 +429,17 @@ class Client(Executor):
                     self._status_replies.put(message)
                 case p.Welcome() | p.Error() if not self._hello_answered:
                     self._hello_answered = True
+                    if isinstance(message, p.Welcome):
+                        self._epoch = message.epoch
                     self._welcome.put(message)
+                case p.Welcome(epoch=epoch, total_slots=slots):
+                    self.total_slots = slots
+                    if epoch != self._epoch:
+                        log.error("the dispatcher restarted: tasks sent to it before are lost")
+                        self._epoch = epoch
+                        self._fail_unfinished(
+                            "the dispatcher restarted; this task was lost", self._sent_through
+                        )
                 case p.Error(code=code, message=text):
                     log.error("the dispatcher refused a message: %s: %s", code, text)
                 case _:

@@ -82,10 +82,11 @@ class ClientHello(_Header):
 
 
 class Welcome(_Header):
-    """Reply to :class:`ClientHello`."""
+    """Reply to :class:`ClientHello` (clients repeat it; a new ``epoch`` = a restart)."""
 
     version: int
     total_slots: int
+    epoch: str = ""
 
 
 class Register(_Header):

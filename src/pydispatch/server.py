@@ -18,6 +18,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -82,6 +83,7 @@ class Dispatcher:
         self._socket.bind(bind)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
+        self.epoch = uuid.uuid4().hex  # tells clients apart a restarted dispatcher
         self._clients: set[bytes] = set()
         self._worker_names: dict[bytes, str] = {}
         self.protocol_errors = 0
@@ -170,7 +172,8 @@ class Dispatcher:
             case p.ClientHello(version=version):
                 self._check_version(version)
                 self._clients.add(identity)
-                self._send(identity, p.Welcome(p.PROTOCOL_VERSION, self.scheduler.total_slots))
+                welcome = p.Welcome(p.PROTOCOL_VERSION, self.scheduler.total_slots, self.epoch)
+                self._send(identity, welcome)
             case p.Register() as register:
                 self._check_version(register.version)
                 for name, amount in register.resources.items():
