@@ -567,3 +567,31 @@ def test_map_timeout_and_shutdown_cancelling_futures(
     Path(gate).touch()
     other = small_cluster.client()
     assert other.submit(add, 5).result(timeout=20) == 5
+
+
+def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -> None:
+    with LocalCluster(workers=0, **FAST) as cluster:
+        context: zmq.Context[Any] = zmq.Context()
+        fake = context.socket(zmq.DEALER)
+        fake.setsockopt(zmq.LINGER, 0)
+        fake.connect(cluster.address)
+        try:
+            register = p.Register(p.PROTOCOL_VERSION, "fake", "node", 1, 1)
+            assert isinstance(exchange(fake, b"", p.encode(register)), p.Registered)
+            client = cluster.client()
+            future = client.submit(add, 1, 2)
+            assert fake.poll(10_000)
+            run = p.decode(fake.recv_multipart()[1])
+            assert isinstance(run, p.Run)
+            (spec,) = run.attempts
+            broken = p.AttemptResult(spec.attempt_id, "ok", p.Blob(9))
+            fake.send_multipart([b"", p.encode(p.Done([broken]))])
+            with pytest.raises(TaskFailedError, match="protocol error in the worker's result"):
+                future.result(timeout=20)
+            assert isinstance(exchange(fake, b"", b"\x00garbage"), p.Error)
+            # A late duplicate for the same attempt is discarded, and everyone is still served.
+            fake.send_multipart([b"", p.encode(p.Done([broken]))])
+            eventually(lambda: client.status().discarded_late_results == 1, "duplicate dropped")
+        finally:
+            fake.close()
+            context.term()
