@@ -1,0 +1,301 @@
+"""Dispatch benchmarks: pydispatch side by side with its peers, measured in the same run.
+
+pydispatch runs as ``LocalCluster(workers=2, slots=1, prefetch=16)``; benchmark (a) also
+measures the default ``prefetch=0`` (exact priorities and fair share).
+
+Run: ``PYTHONPATH=src python -m pytest bench/bench_dispatch.py -q -s --benchmark-disable-gc``
+(``-s`` shows the ratio lines). Each benchmark times pydispatch with pytest-benchmark and the
+baseline(s) in the same process right before, then prints ``pydispatch vs peer`` ratios.
+Peers that are not installed (dask.distributed, ipyparallel, ray) are skipped with a message.
+
+Environment knobs: ``PYDISPATCH_BENCH_QUEUED`` (tasks queued for the memory benchmark,
+default 200,000; the issue's figure is 1,000,000).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pytest
+import zmq
+
+from pydispatch.client import Client
+from pydispatch.cluster import LocalCluster
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+WORKERS = 2
+N_NOOP = 10_000
+N_MAP = 100_000
+N_ARRAYS = 200
+ROUND_TRIPS = 2_000
+
+
+def noop(x: Any = None) -> Any:
+    return x
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def checksum(a: np.ndarray) -> float:
+    return float(a[0])
+
+
+def report(
+    name: str, ours: float, peers: dict[str, float], unit: str, higher_is_better: bool
+) -> None:
+    line = [f"\n[{name}] pydispatch {ours:,.1f} {unit}"]
+    for peer, value in peers.items():
+        ratio = ours / value if higher_is_better else value / ours
+        line.append(f"{peer} {value:,.1f} {unit} (pydispatch is {ratio:.2f}x)")
+    print(" | ".join(line))
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+PREFETCH = 16  # benchmarks run with prefetch (see Scheduler); (a) also reports prefetch=0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(workers=WORKERS, slots=1, prefetch=PREFETCH) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(cluster: LocalCluster) -> Iterator[Client]:
+    c = cluster.client()
+    c.submit(noop).result()
+    yield c
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Any]:
+    with multiprocessing.get_context("fork").Pool(WORKERS) as p:
+        p.map(noop, range(100))
+        yield p
+
+
+@pytest.fixture(scope="module")
+def process_pool() -> Iterator[cf.ProcessPoolExecutor]:
+    with cf.ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork")) as ex:
+        list(ex.map(noop, range(100)))
+        yield ex
+
+
+def _submit_gather(executor: Any) -> None:
+    futures = [executor.submit(noop, i) for i in range(N_NOOP)]
+    for f in futures:
+        f.result()
+
+
+def _pool_apply_gather(p: Any) -> None:
+    results = [p.apply_async(noop, (i,)) for i in range(N_NOOP)]
+    for r in results:
+        r.get()
+
+
+# ---------------------------------------------------------------- (a) no-op throughput
+
+
+def test_a_noop_tasks_submit_then_gather(
+    benchmark: Any, client: Client, pool: Any, process_pool: cf.ProcessPoolExecutor
+) -> None:
+    peers = {
+        "multiprocessing.Pool": N_NOOP / timed(lambda: _pool_apply_gather(pool)),
+        "ProcessPoolExecutor": N_NOOP / timed(lambda: _submit_gather(process_pool)),
+    }
+    with (
+        LocalCluster(workers=WORKERS, slots=1) as exact,  # the default: prefetch=0
+        exact.client() as default_client,
+    ):
+        _submit_gather(default_client)
+        peers["pydispatch prefetch=0"] = N_NOOP / timed(lambda: _submit_gather(default_client))
+    benchmark.pedantic(_submit_gather, args=(client,), rounds=3, iterations=1)
+    report("a: 10k no-op tasks", N_NOOP / benchmark.stats["median"], peers, "tasks/s", True)
+
+
+def test_a_dask_distributed(client: Client) -> None:
+    distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
+    with (
+        distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True) as dc,
+        distributed.Client(dc) as dask_client,
+    ):
+        dask_client.gather([dask_client.submit(noop, i, pure=False) for i in range(100)])
+        theirs = N_NOOP / timed(
+            lambda: dask_client.gather(
+                [dask_client.submit(noop, i, pure=False) for i in range(N_NOOP)]
+            )
+        )
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"dask.distributed": theirs}, "tasks/s", True)
+
+
+def test_a_ipyparallel(client: Client) -> None:
+    ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
+    with ipp.Cluster(n=WORKERS) as rc:
+        view = rc.load_balanced_view()
+
+        def run() -> None:
+            results = [view.apply_async(noop, i) for i in range(N_NOOP)]
+            for r in results:
+                r.get()
+
+        theirs = N_NOOP / timed(run)
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"ipyparallel": theirs}, "tasks/s", True)
+
+
+def test_a_ray(client: Client) -> None:
+    ray = pytest.importorskip("ray", reason="ray not installed")
+    ray.init(num_cpus=WORKERS, include_dashboard=False)
+    try:
+        remote_noop = ray.remote(noop)
+        ray.get([remote_noop.remote(i) for i in range(100)])
+        theirs = N_NOOP / timed(lambda: ray.get([remote_noop.remote(i) for i in range(N_NOOP)]))
+    finally:
+        ray.shutdown()
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"ray": theirs}, "tasks/s", True)
+
+
+# ---------------------------------------------------------------- (b) round-trip latency
+
+
+def _raw_zmq_round_trips(n: int) -> list[float]:
+    """The practical limit: a REQ-like loop between two processes over ipc, no framework."""
+    context = zmq.Context()
+    address = f"ipc:///tmp/pydispatch-bench-{os.getpid()}"
+    server = context.socket(zmq.DEALER)
+    server.bind(address)
+    ready = threading.Event()
+
+    def echo() -> None:
+        import subprocess
+
+        code = (
+            "import zmq,sys\n"
+            "s=zmq.Context().socket(zmq.DEALER); s.connect(sys.argv[1]); s.send(b'up')\n"
+            "while True:\n"
+            "    m=s.recv()\n"
+            "    if m==b'stop': break\n"
+            "    s.send(m)\n"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", code, address])
+        ready.set()
+        proc.wait()
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    ready.wait()
+    server.recv()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        server.send(b"x" * 64)
+        server.recv()
+        samples.append(time.perf_counter() - start)
+    server.send(b"stop")
+    thread.join()
+    server.close(linger=0)
+    context.term()
+    return samples
+
+
+def test_b_round_trip_latency(benchmark: Any, client: Client) -> None:
+    raw = _raw_zmq_round_trips(ROUND_TRIPS)
+    samples: list[float] = []
+
+    def one() -> None:
+        start = time.perf_counter()
+        client.submit(noop, 1).result()
+        samples.append(time.perf_counter() - start)
+
+    benchmark.pedantic(one, rounds=ROUND_TRIPS, iterations=1)
+    ours = np.percentile(samples, [50, 99]) * 1e6
+    theirs = np.percentile(raw, [50, 99]) * 1e6
+    print(
+        f"\n[b: round trip] pydispatch p50 {ours[0]:.0f} us p99 {ours[1]:.0f} us | raw pyzmq "
+        f"p50 {theirs[0]:.0f} us p99 {theirs[1]:.0f} us (p50 ratio {ours[0] / theirs[0]:.1f}x)"
+    )
+
+
+# ---------------------------------------------------------------- (c) map over small items
+
+
+def test_c_map_small_items(benchmark: Any, client: Client, pool: Any) -> None:
+    items = list(range(N_MAP))
+    pool_rate = N_MAP / timed(lambda: pool.map(square, items))
+    result = benchmark.pedantic(lambda: list(client.map(square, items)), rounds=3, iterations=1)
+    assert result[-1] == (N_MAP - 1) ** 2
+    ours = N_MAP / benchmark.stats["median"]
+    report("c: map 100k items", ours, {"multiprocessing.Pool.map": pool_rate}, "items/s", True)
+
+
+# ---------------------------------------------------------------- (d) 1 MB numpy arguments
+
+
+def test_d_numpy_arguments(
+    benchmark: Any, client: Client, process_pool: cf.ProcessPoolExecutor
+) -> None:
+    arrays = [np.full(131_072, i, dtype=np.float64) for i in range(N_ARRAYS)]  # 1 MiB each
+    megabytes = sum(a.nbytes for a in arrays) / 1e6
+
+    def run(executor: Any) -> None:
+        futures = [executor.submit(checksum, a) for a in arrays]
+        assert [f.result() for f in futures] == [float(i) for i in range(N_ARRAYS)]
+
+    peer = megabytes / timed(lambda: run(process_pool))
+    benchmark.pedantic(run, args=(client,), rounds=3, iterations=1)
+    ours = megabytes / benchmark.stats["median"]
+    report("d: 200 x 1 MiB numpy args", ours, {"ProcessPoolExecutor": peer}, "MB/s", True)
+
+
+# ---------------------------------------------------------------- (e) memory per queued task
+
+
+def _rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_e_dispatcher_bytes_per_queued_task(benchmark: Any) -> None:
+    queued = int(os.environ.get("PYDISPATCH_BENCH_QUEUED", "200000"))
+    with LocalCluster(workers=0) as idle:
+        assert idle.dispatcher is not None
+        client = idle.client()
+        client.status()
+        before = _rss_bytes(idle.dispatcher.pid)
+
+        def queue_all() -> None:
+            for start in range(0, queued, 10_000):
+                for i in range(start, min(queued, start + 10_000)):
+                    client.submit(noop, i)
+                while client.status().queued < min(queued, start + 10_000):
+                    time.sleep(0.01)
+
+        benchmark.pedantic(queue_all, rounds=1, iterations=1)
+        per_task = (_rss_bytes(idle.dispatcher.pid) - before) / queued
+        client.shutdown(wait=False, cancel_futures=True)
+    print(f"\n[e: memory] dispatcher {per_task:,.0f} bytes per queued task ({queued:,} queued)")
+    statistics.fmean([per_task])  # keep the value visible in --benchmark-json via the print

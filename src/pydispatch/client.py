@@ -1,0 +1,501 @@
+"""The client: a ``concurrent.futures.Executor`` backed by a pydispatch dispatcher.
+
+One I/O thread owns the socket (zmq sockets are not thread-safe). ``submit`` pickles in the
+caller's thread, appends to an outbox and wakes the I/O thread through a pipe; the I/O thread
+sends everything waiting as one ``Submit`` message, so tasks submitted in a tight loop coalesce
+into few messages without any timer.
+
+Cancellation:
+
+* ``future.cancel()`` works while the task is pending (queued at the dispatcher): the future is
+  cancelled at once and the dispatcher drops the task. Once the dispatcher has placed it on a
+  worker the future is RUNNING and ``cancel()`` returns False, as for any executor.
+* ``client.cancel(future, force=True)`` also stops a running task: the dispatcher tells its
+  worker, which kills the slot subprocess running it (SIGKILL) and starts a fresh slot; the
+  future is then cancelled and the slot is free again. Anything the task did so far stays done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import wait as wait_futures
+from typing import Any, Final
+
+import zmq
+
+from . import protocol as p
+from .errors import RemoteError, RemoteTraceback, TaskFailedError
+from .transport import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FrameLike,
+    Socket,
+    dumps,
+    frame_sizes,
+    loads,
+    make_socket,
+    parse,
+    rebase,
+    send,
+    split_envelope,
+)
+
+log = logging.getLogger(__name__)
+
+_MAX_TASKS_PER_SUBMIT: Final = 8192
+_HELLO_EVERY: Final = 2.0  # seconds between liveness hellos while tasks are outstanding
+_CHUNK_BYTES: Final = 1 << 20  # auto-batching: at most about this many pickled bytes per chunk
+_CHUNKS_PER_SLOT: Final = 4  # ...and at least this many chunks per slot, to balance load
+
+
+class TaskFuture(Future[Any]):
+    """A future for one task; also awaitable from asyncio (``await future``)."""
+
+    def __init__(self, client: Client, task_id: int) -> None:
+        super().__init__()
+        self._client = client
+        self.task_id = task_id
+        self.worker = ""  # the worker that produced the outcome, once known
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled:
+            self._client._send_cancel([self.task_id], force=False)
+        return cancelled
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def _cancel_running(self) -> None:
+        """Cancel even though RUNNING: the dispatcher confirmed a forced cancellation."""
+        with self._condition:
+            if self._state == "RUNNING":
+                self._state = "PENDING"  # lets Future.cancel() do all its notifications
+            super().cancel()
+
+
+class Client(Executor):
+    """Submit work to the dispatcher at ``address`` (``tcp://host:port`` or ``ipc://path``)."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        name: str = "",
+        connect_timeout: float = 10.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self.address = address
+        self.total_slots = 0
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._sock: Socket = make_socket(
+            self._context,
+            zmq.DEALER,
+            max_message_size=max_message_size,
+            identity=f"client-{uuid.uuid4().hex}".encode(),
+        )
+        self._sock.connect(address)
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._futures: dict[int, TaskFuture] = {}
+        self._outbox: list[tuple[p.TaskSpec, list[FrameLike]]] = []
+        self._controls: list[p.Message] = []
+        self._wake_pending = False
+        self._io_done = False
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        # Closed only when the client is collected: once the I/O thread is done nothing
+        # writes to the pipe (_io_done), and the fd numbers cannot be reused meanwhile.
+        weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
+        self._functions: dict[int, tuple[Callable[..., Any], p.Blob, list[FrameLike]]] = {}
+        self._closing = False
+        self._terminated: str | None = None
+        self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
+        self._welcome: queue.Queue[p.Welcome | p.Error] = queue.Queue()
+        self._hello_answered = False
+        # The dispatcher's epoch changes when it restarts: tasks sent to the old one are lost.
+        # While tasks are outstanding the client says hello every _HELLO_EVERY seconds, and a
+        # new epoch fails the futures of every task already sent (ids <= _sent_through).
+        self._epoch = ""
+        self._sent_through = -1
+        self._last_hello = time.monotonic()
+        send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name))
+        self._thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
+        self._thread.start()
+        try:
+            reply = self._welcome.get(timeout=connect_timeout)
+        except queue.Empty:
+            self._abort()
+            raise ConnectionError(f"no dispatcher answered at {address}") from None
+        if isinstance(reply, p.Error):
+            self._abort()
+            raise ConnectionError(f"the dispatcher refused this client: {reply.message}")
+        self.total_slots = reply.total_slots
+
+    # ----------------------------------------------------------------- executor API
+
+    def submit(  # type: ignore[override]
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        resources: dict[str, float] | None = None,
+        labels: dict[str, str] | None = None,
+        priority: int = 0,
+        retries: int = 3,
+        **kwargs: Any,
+    ) -> TaskFuture:
+        """Run ``fn(*args, **kwargs)`` on a worker.
+
+        ``resources`` (amounts a worker must have free, e.g. ``{"gpu": 1}``), ``labels`` (exact
+        matches on the worker's labels, e.g. ``{"zone": "a"}``), ``priority`` (higher first) and
+        ``retries`` (re-runs after losing a worker; a task's own exception is not retried) are
+        taken by pydispatch and not passed to ``fn``.
+        """
+        return self._submit(p.KIND_CALL, fn, (args, kwargs), resources, labels, priority, retries)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        resources: dict[str, float] | None = None,
+        labels: dict[str, str] | None = None,
+        priority: int = 0,
+        retries: int = 3,
+    ) -> Iterator[Any]:
+        """Like ``Executor.map``; items are sent in chunks, sized automatically by default.
+
+        With ``chunksize=None`` chunks hold at most about 1 MiB of pickled arguments and there
+        are at least four per slot of the cluster, so large maps need few messages while every
+        slot still gets work. An exception in a chunk is raised when iteration reaches it.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        kind = p.KIND_MAP1 if len(iterables) == 1 else p.KIND_CHUNK
+        items: list[Any] = (
+            list(iterables[0]) if kind == p.KIND_MAP1 else list(zip(*iterables, strict=False))
+        )
+        if not items:
+            return iter(())
+        size = chunksize if chunksize is not None else self._auto_chunksize(items)
+        if size < 1:
+            raise ValueError("chunksize must be >= 1")
+        futures = [
+            self._submit(kind, fn, items[i : i + size], resources, labels, priority, retries)
+            for i in range(0, len(items), size)
+        ]
+        return self._chunk_results(futures, end)
+
+    @staticmethod
+    def _chunk_results(futures: list[TaskFuture], end: float | None) -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                future = futures.pop()
+                left = None if end is None else end - time.monotonic()
+                yield from future.result(timeout=left)
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def _auto_chunksize(self, items: list[Any]) -> int:
+        slots = max(1, self.total_slots)
+        by_balance = math.ceil(len(items) / (slots * _CHUNKS_PER_SLOT))
+        sample = items[: min(len(items), 32)]
+        frames: list[FrameLike] = []
+        dumps(sample, frames)
+        per_item = max(1, sum(frame_sizes(frames)) // len(sample))
+        by_bytes = max(1, _CHUNK_BYTES // per_item)
+        return max(1, min(by_balance, by_bytes))
+
+    def cancel(self, future: Future[Any], force: bool = False) -> bool:
+        """Cancel a task; with ``force`` a running one is killed (its slot process is replaced).
+
+        Returns whether a cancellation was requested; the future ends cancelled once the
+        dispatcher confirms (at once when it was still pending).
+        """
+        if not isinstance(future, TaskFuture) or future._client is not self:
+            raise ValueError("not a future of this client")
+        if future.done():
+            return False
+        if future.cancel() and not force:
+            return True
+        if force:
+            self._send_cancel([future.task_id], force=True)
+        return True
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closing = True
+            futures = list(self._futures.values())
+        if cancel_futures:
+            for future in futures:
+                future.cancel()
+        self._wake()
+        if wait:
+            wait_futures(futures)
+            self._thread.join()
+
+    close = shutdown
+
+    def status(self, timeout: float = 5.0) -> p.StatusReply:
+        """Workers, slots and task counts as the dispatcher sees them."""
+        self._send_control(p.StatusRequest())
+        return self._status_replies.get(timeout=timeout)
+
+    # ------------------------------------------------------------------ internals
+
+    def _submit(
+        self,
+        kind: int,
+        fn: Callable[..., Any],
+        args: object,
+        resources: dict[str, float] | None,
+        labels: dict[str, str] | None,
+        priority: int,
+        retries: int,
+    ) -> TaskFuture:
+        if self._closing:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        fn_blob, fn_frames = self._function_blob(fn)
+        frames: list[FrameLike] = list(fn_frames)  # the function's blob indexes from 0
+        args_blob = dumps(args, frames)
+        with self._lock:  # ids are taken under the lock so the outbox is in id order
+            task_id = next(self._ids)
+            future = TaskFuture(self, task_id)
+            spec = p.TaskSpec(
+                task_id, kind, fn_blob, args_blob, resources or {}, labels or {}, priority, retries
+            )
+            self._futures[task_id] = future
+            self._outbox.append((spec, frames))
+        self._wake()
+        return future
+
+    def _function_blob(self, fn: Callable[..., Any]) -> tuple[p.Blob, list[FrameLike]]:
+        # Pickle each function once; the same frame objects let the I/O thread send a
+        # function once per Submit message however many tasks use it.
+        cached = self._functions.get(id(fn))
+        if cached is None or cached[0] is not fn:
+            own: list[FrameLike] = []
+            blob = dumps(fn, own, inline_limit=0)
+            if len(self._functions) > 64:
+                self._functions.clear()
+            cached = self._functions[id(fn)] = (fn, blob, own)
+        return cached[1], cached[2]
+
+    def _send_cancel(self, task_ids: list[int], force: bool) -> None:
+        self._send_control(p.Cancel(task_ids, force))
+
+    def _send_control(self, message: p.Message) -> None:
+        with self._lock:
+            self._controls.append(message)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._wake_pending or self._io_done:
+                return
+            self._wake_pending = True
+        os.write(self._wake_write, b"x")
+
+    def _abort(self) -> None:
+        self.terminate("the client could not connect")
+
+    def terminate(self, reason: str = "the client was terminated") -> None:
+        """Close now: every unfinished future fails with ``ConnectionError(reason)``.
+
+        For when the dispatcher is gone for good (``LocalCluster.close`` does this), where
+        ``shutdown`` would wait for results that can no longer come.
+        """
+        with self._lock:
+            self._closing = True
+            self._terminated = reason
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    # -------------------------------------------------------------------- I/O thread
+
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._wake_read, zmq.POLLIN)
+        try:
+            while True:
+                ready = dict(poller.poll(100))
+                if self._wake_read in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 4096)
+                self._send_outbox()
+                if self._sock in ready:
+                    try:
+                        self._receive()
+                    except Exception:  # the I/O thread must outlive any bad message
+                        log.exception("error handling a message from the dispatcher")
+                if time.monotonic() - self._last_hello > _HELLO_EVERY and self._futures:
+                    self._last_hello = time.monotonic()
+                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION))
+                if self._terminated is not None:
+                    self._fail_unfinished(self._terminated)
+                    send(self._sock, p.ClientBye())
+                    return
+                if self._closing and self._all_done():
+                    send(self._sock, p.ClientBye())
+                    return
+        finally:
+            with self._lock:
+                self._io_done = True
+            self._sock.close(linger=500)
+            self._context.term()
+
+    def _fail_unfinished(self, reason: str, through: int | None = None) -> None:
+        """Fail unfinished futures (only ids <= ``through`` if given)."""
+        with self._lock:
+            lost = [i for i in self._futures if through is None or i <= through]
+            futures = [self._futures.pop(i) for i in lost]
+        for future in futures:
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(ConnectionError(reason))
+
+    def _all_done(self) -> bool:
+        with self._lock:
+            return all(f.done() for f in self._futures.values())
+
+    def _send_outbox(self) -> None:
+        with self._lock:
+            outbox, self._outbox = self._outbox, []
+            controls, self._controls = self._controls, []
+            self._wake_pending = False
+        for start in range(0, len(outbox), _MAX_TASKS_PER_SUBMIT):
+            frames: list[FrameLike] = []
+            placed: dict[int, int] = {}
+            specs = []
+            for spec, own in outbox[start : start + _MAX_TASKS_PER_SUBMIT]:
+                specs.append(
+                    p.TaskSpec(
+                        spec.task_id,
+                        spec.kind,
+                        rebase(spec.fn, own, frames, placed),
+                        rebase(spec.args, own, frames, placed),
+                        spec.resources,
+                        spec.labels,
+                        spec.priority,
+                        spec.retries,
+                    )
+                )
+            send(self._sock, p.Submit(specs), frames)
+            self._sent_through = specs[-1].task_id
+        for message in controls:
+            send(self._sock, message)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                _, body = split_envelope(parts, routed=False)
+                message, frames = parse(body)
+            except p.ProtocolError as error:
+                log.error("dropped a malformed message from the dispatcher: %s", error)
+                continue
+            match message:
+                case p.Results(results=results):
+                    for result in results:
+                        self._resolve(result, frames)
+                case p.Started(task_ids=ids):
+                    with self._lock:
+                        started = [self._futures.get(i) for i in ids]
+                    for future in started:
+                        # A re-queued task is started again: it is RUNNING already.
+                        if future is not None and future._state == "PENDING":
+                            future.set_running_or_notify_cancel()
+                case p.StatusReply():
+                    self._status_replies.put(message)
+                case p.Welcome() | p.Error() if not self._hello_answered:
+                    self._hello_answered = True
+                    if isinstance(message, p.Welcome):
+                        self._epoch = message.epoch
+                    self._welcome.put(message)
+                case p.Welcome(epoch=epoch, total_slots=slots):
+                    self.total_slots = slots
+                    if epoch != self._epoch:
+                        log.error("the dispatcher restarted: tasks sent to it before are lost")
+                        self._epoch = epoch
+                        self._fail_unfinished(
+                            "the dispatcher restarted; this task was lost", self._sent_through
+                        )
+                case p.Error(code=code, message=text):
+                    log.error("the dispatcher refused a message: %s: %s", code, text)
+                case _:
+                    log.error("unexpected %s from the dispatcher", type(message).__name__)
+
+    def _resolve(self, result: p.TaskResult, frames: list[zmq.Frame]) -> None:
+        with self._lock:
+            future = self._futures.pop(result.task_id, None)
+        if future is None:
+            return
+        future.worker = result.worker
+        try:
+            if result.status == "cancelled":
+                future._cancel_running()
+            elif result.status == "ok":
+                value = loads(result.value, frames) if result.value is not None else None
+                future.set_result(value)
+            else:
+                future.set_exception(self._exception(result, frames))
+        except InvalidStateError:
+            pass  # cancelled here while its result was on its way
+
+    @staticmethod
+    def _exception(result: p.TaskResult, frames: list[zmq.Frame]) -> BaseException:
+        if result.status != "error":
+            return TaskFailedError(result.error or f"task {result.status}")
+        try:
+            exc = loads(result.value, frames) if result.value is not None else None
+        except Exception as problem:
+            exc = RemoteError(f"{result.error} (could not be unpickled here: {problem})")
+        if not isinstance(exc, BaseException):
+            exc = RemoteError(result.error)
+        if result.traceback:
+            exc.__cause__ = RemoteTraceback(result.traceback)
+        return exc
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def fetch_status(address: str, timeout: float = 5.0) -> p.StatusReply:
+    """Ask a dispatcher for its status without becoming a client (used by the CLI)."""
+    context: zmq.Context[Any] = zmq.Context()
+    sock = make_socket(context, zmq.DEALER)
+    try:
+        sock.connect(address)
+        send(sock, p.StatusRequest())
+        if not sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s")
+        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
+        message, _ = parse(body)
+        if not isinstance(message, p.StatusReply):
+            raise p.ProtocolError(f"expected StatusReply, got {type(message).__name__}")
+        return message
+    finally:
+        sock.close(linger=0)
+        context.term()

@@ -1,0 +1,635 @@
+"""The dispatcher's scheduling state: a pure state machine, events in, instructions out.
+
+No sockets, no clocks: the server feeds events (a message arrived, the timer fired) with the
+current time and performs the instructions returned. Task payloads are opaque here; results
+pass through (the scheduler keeps no result after handing it out).
+
+Invariants the tests pin:
+
+* every submitted task resolves exactly once (one :class:`Resolve`), unless its client left;
+* a worker's free slots/resources equal its totals minus what its running attempts hold;
+* a result is accepted only from the worker running that attempt now; anything else (a late
+  result from a worker removed for silence, a second result) is counted and discarded;
+* a task whose demand no registered worker could ever meet fails at once with the reason; one
+  that only has to wait for busy workers waits (so does everything while no worker is
+  registered: workers may still be starting).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .placement import (
+    SLOTS,
+    FairShare,
+    PlacementRequest,
+    Placer,
+    WorkerCapacity,
+    fits,
+    greedy_best_fit,
+)
+
+TaskKey = tuple[bytes, int]  # (client identity, client's task id)
+Outcome = Literal["ok", "error", "failed", "cancelled", "lost"]
+
+
+# ----------------------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True, slots=True)
+class RunAttempts:
+    """Send these attempts ``(attempt id, task payload)`` to ``worker``."""
+
+    worker: bytes
+    attempts: list[tuple[int, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class KillAttempts:
+    worker: bytes
+    attempt_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyStarted:
+    client: bytes
+    task_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """The task's final outcome, to be delivered to its client."""
+
+    client: bytes
+    task_id: int
+    status: Outcome
+    value: object = None
+    error: str = ""
+    traceback: str = ""
+    worker: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseWorker:
+    """A draining worker has nothing left to run: tell it it may exit."""
+
+    worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetWorker:
+    """A worker was removed (silent past the timeout, deregistered, or replaced)."""
+
+    worker: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AskToReregister:
+    """An unknown worker spoke: it must register again before it gets work."""
+
+    worker: bytes
+
+
+Instruction = (
+    RunAttempts
+    | KillAttempts
+    | NotifyStarted
+    | Resolve
+    | ReleaseWorker
+    | ForgetWorker
+    | AskToReregister
+)
+
+
+# ------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    task_id: int
+    payload: object
+    resources: Mapping[str, float] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    attempt_id: int
+    status: Outcome
+    value: object = None
+    error: str = ""
+    traceback: str = ""
+
+
+# ------------------------------------------------------------------------------- state
+
+
+@dataclass(slots=True, eq=False)
+class _Task:
+    client: bytes
+    task_id: int
+    payload: object
+    resources: dict[str, float]
+    labels: dict[str, str]
+    priority: int
+    retries: int
+    seq: int
+    state: Literal["queued", "running", "cancelling", "done"] = "queued"
+    attempts: int = 0
+    attempt_id: int = -1
+    worker: bytes = b""
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    id: bytes
+    name: str
+    node: str
+    pid: int
+    slots: int
+    resources: dict[str, float]
+    labels: dict[str, str]
+    last_seen: float
+    free_slots: int = 0  # attempts it can still take: slots x (1 + prefetch) - running
+    free: dict[str, float] = field(default_factory=dict)
+    attempts: dict[int, _Task] = field(default_factory=dict)
+    draining: bool = False
+    data_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    name: str
+    node: str
+    pid: int
+    slots: int
+    slots_used: int
+    resources: dict[str, float]
+    free_resources: dict[str, float]
+    labels: dict[str, str]
+    seconds_since_heartbeat: float
+    draining: bool
+    data_address: str = ""
+
+
+@dataclass(slots=True)
+class Counters:
+    finished: int = 0  # ok or user error
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    discarded_late_results: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    workers: list[WorkerSnapshot]
+    queued: int
+    running: int
+    counters: Counters
+
+
+class Scheduler:
+    """Owns workers and their free resources, queued tasks and running attempts."""
+
+    def __init__(
+        self,
+        *,
+        heartbeat_timeout: float = 10.0,
+        placer: Placer = greedy_best_fit,
+        round_factor: int = 4,
+        prefetch: int = 0,
+    ) -> None:
+        self.heartbeat_timeout = heartbeat_timeout
+        # Attempts placed on a worker beyond its slots, per slot: they wait in the worker's
+        # own queue so its slots never idle for a dispatcher round trip. It buys throughput
+        # for small tasks at a price: a later, higher-priority (or fairer) task can wait
+        # behind up to ``prefetch`` tasks per slot. 0 keeps priorities and fair share exact.
+        self._prefetch = max(0, prefetch)
+        self._placer = placer
+        # A round considers at most round_factor x free slots candidates (+ a floor), so a
+        # huge queue costs nothing per round while a few unplaceable tasks cannot block it.
+        self._round_factor = round_factor
+        self._workers: dict[bytes, _Worker] = {}
+        self._tasks: dict[TaskKey, _Task] = {}
+        # Per-client heaps of (-priority, seq, task); cancelled tasks are skipped lazily.
+        self._queues: dict[bytes, list[tuple[int, int, _Task]]] = {}
+        self._queued = 0
+        self._running = 0
+        self._constrained: set[TaskKey] = set()  # queued tasks with resources or labels
+        self._fair = FairShare()
+        # Ties in dominant share (common: a client's share drops to 0 the moment its task
+        # ends, just before the round that refills the slot) go to the client served least
+        # recently, so equal shares take turns instead of the oldest queue winning forever.
+        self._serve_clock = itertools.count(1)
+        self._last_served: dict[bytes, int] = {}
+        self._seq = itertools.count()
+        self._attempt_ids = itertools.count(1)
+        self.counters = Counters()
+
+    # ------------------------------------------------------------------------ queries
+
+    @property
+    def total_slots(self) -> int:
+        return sum(w.slots for w in self._workers.values() if not w.draining)
+
+    def knows_worker(self, worker: bytes) -> bool:
+        return worker in self._workers
+
+    def has_task(self, client: bytes, task_id: int) -> bool:
+        return (client, task_id) in self._tasks
+
+    def snapshot(self, now: float) -> Snapshot:
+        workers = [
+            WorkerSnapshot(
+                name=w.name,
+                node=w.node,
+                pid=w.pid,
+                slots=w.slots,
+                slots_used=min(w.slots, len(w.attempts)),
+                resources=dict(w.resources),
+                free_resources=dict(w.free),
+                labels=dict(w.labels),
+                seconds_since_heartbeat=max(0.0, now - w.last_seen),
+                draining=w.draining,
+                data_address=w.data_address,
+            )
+            for w in self._workers.values()
+        ]
+        return Snapshot(workers, self._queued, self._running, self.counters)
+
+    # ------------------------------------------------------------------------ workers
+
+    def register_worker(
+        self,
+        worker: bytes,
+        *,
+        now: float,
+        name: str = "",
+        node: str = "",
+        pid: int = 0,
+        slots: int = 1,
+        resources: Mapping[str, float] | None = None,
+        labels: Mapping[str, str] | None = None,
+        data_address: str = "",
+    ) -> list[Instruction]:
+        out: list[Instruction] = []
+        if worker in self._workers:
+            # A new incarnation under the same identity: whatever the old one ran is lost.
+            out += self._remove_worker(worker, "registered again", recheck=False)
+        totals = {k: float(v) for k, v in (resources or {}).items()}
+        self._workers[worker] = _Worker(
+            id=worker,
+            name=name or worker.hex(),
+            node=node,
+            pid=pid,
+            slots=max(0, slots),
+            resources=totals,
+            labels=dict(labels or {}),
+            last_seen=now,
+            free_slots=max(0, slots) * (1 + self._prefetch),
+            free=dict(totals),
+            data_address=data_address,
+        )
+        self._refresh_capacity()
+        return out
+
+    def heartbeat(self, worker: bytes, now: float) -> list[Instruction]:
+        known = self._workers.get(worker)
+        if known is None:
+            return [AskToReregister(worker)]
+        known.last_seen = now
+        return []
+
+    def drain_worker(self, worker: bytes, now: float) -> list[Instruction]:
+        known = self._workers.get(worker)
+        if known is None:
+            return [AskToReregister(worker)]
+        known.last_seen = now
+        known.draining = True
+        self._refresh_capacity()
+        if not known.attempts:
+            return [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
+        return []
+
+    def deregister_worker(self, worker: bytes, now: float) -> list[Instruction]:
+        del now  # time is irrelevant: removal is immediate
+        if worker not in self._workers:
+            return []
+        return self._remove_worker(worker, "deregistered")
+
+    def tick(self, now: float) -> list[Instruction]:
+        """The timer: remove workers silent for longer than the heartbeat timeout."""
+        out: list[Instruction] = []
+        silent = [
+            w.id for w in self._workers.values() if now - w.last_seen > self.heartbeat_timeout
+        ]
+        for worker in silent:
+            out += self._remove_worker(worker, "heartbeat timeout")
+        return out
+
+    def _remove_worker(self, worker: bytes, reason: str, recheck: bool = True) -> list[Instruction]:
+        gone = self._workers.pop(worker)
+        out: list[Instruction] = [ForgetWorker(worker, reason)]
+        for attempt_id, task in list(gone.attempts.items()):
+            self._release(gone, attempt_id, task)
+            out += self._attempt_lost(task, f"worker {gone.name} lost ({reason})", recheck)
+        self._refresh_capacity()
+        if recheck:
+            out += self._fail_impossible()
+        return out
+
+    # -------------------------------------------------------------------------- tasks
+
+    def submit(self, client: bytes, tasks: Iterable[NewTask]) -> list[Instruction]:
+        out: list[Instruction] = []
+        for new in tasks:
+            key = (client, new.task_id)
+            if key in self._tasks:
+                continue  # a duplicate id would resolve the original's future twice
+            task = _Task(
+                client=client,
+                task_id=new.task_id,
+                payload=new.payload,
+                resources={k: float(v) for k, v in new.resources.items()},
+                labels=dict(new.labels),
+                priority=new.priority,
+                retries=max(0, new.retries),
+                seq=next(self._seq),
+            )
+            reason = self._impossible(task)
+            if reason:
+                self.counters.failed += 1
+                out.append(Resolve(client, task.task_id, "failed", error=reason))
+                continue
+            self._tasks[key] = task
+            self._enqueue(task)
+        return out
+
+    def cancel(self, client: bytes, task_ids: Iterable[int], force: bool) -> list[Instruction]:
+        """Cancel queued tasks; with ``force``, kill running ones too (resolved on report)."""
+        out: list[Instruction] = []
+        kills: dict[bytes, list[int]] = {}
+        for task_id in task_ids:
+            task = self._tasks.get((client, task_id))
+            if task is None:
+                continue
+            if task.state == "queued":
+                self._dequeue(task)
+                out.append(self._resolve(task, "cancelled", error="cancelled while queued"))
+            elif task.state == "running" and force:
+                task.state = "cancelling"
+                kills.setdefault(task.worker, []).append(task.attempt_id)
+            # Running without force: it finishes; the client has dropped interest already.
+        out += [KillAttempts(worker, ids) for worker, ids in kills.items()]
+        return out
+
+    def client_gone(self, client: bytes) -> list[Instruction]:
+        """Drop a departed client's queued tasks; its running ones finish unobserved."""
+        for task in [t for t in self._tasks.values() if t.client == client]:
+            if task.state == "queued":
+                self._dequeue(task)
+                task.state = "done"
+                del self._tasks[(client, task.task_id)]
+                self.counters.cancelled += 1
+        self._queues.pop(client, None)
+        self._last_served.pop(client, None)
+        return []
+
+    def attempts_finished(
+        self, worker: bytes, outcomes: Iterable[AttemptOutcome], now: float
+    ) -> list[Instruction]:
+        known = self._workers.get(worker)
+        if known is None:
+            self.counters.discarded_late_results += sum(1 for _ in outcomes)
+            return [AskToReregister(worker)]
+        known.last_seen = now
+        out: list[Instruction] = []
+        for outcome in outcomes:
+            task = known.attempts.get(outcome.attempt_id)
+            if task is None:
+                self.counters.discarded_late_results += 1
+                continue
+            self._release(known, outcome.attempt_id, task)
+            if outcome.status == "lost":
+                out += self._attempt_lost(task, outcome.error or "abandoned by a draining worker")
+            elif task.state == "cancelling" and outcome.status not in ("ok", "error"):
+                out.append(self._resolve(task, "cancelled", error="cancelled while running"))
+            else:
+                out.append(
+                    self._resolve(
+                        task,
+                        outcome.status,
+                        value=outcome.value,
+                        error=outcome.error,
+                        traceback=outcome.traceback,
+                        worker=known.name,
+                    )
+                )
+        if known.draining and not known.attempts:
+            out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
+        return out
+
+    # ---------------------------------------------------------------------- placement
+
+    def schedule(self) -> list[Instruction]:
+        """One placement round over the free slots."""
+        if not self._queued:
+            return []
+        workers = [w for w in self._workers.values() if not w.draining and w.free_slots > 0]
+        free_slots = sum(w.free_slots for w in workers)
+        if not free_slots:
+            return []
+        candidates = self._candidates(self._round_factor * free_slots + 16)
+        capacities = [WorkerCapacity(w.free_slots, w.free, w.labels) for w in workers]
+        requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
+        assignments = self._placer(requests, capacities)
+
+        runs: dict[bytes, list[tuple[int, object]]] = {}
+        started: dict[bytes, list[int]] = {}
+        placed: set[int] = set()
+        for request_index, worker_index in assignments:
+            if request_index in placed or not 0 <= request_index < len(candidates):
+                continue
+            if not 0 <= worker_index < len(workers):
+                continue
+            task, worker = candidates[request_index], workers[worker_index]
+            if not fits(task.resources, task.labels, worker.free_slots, worker.free, worker.labels):
+                continue  # never trust a placer with the invariants
+            placed.add(request_index)
+            attempt_id = self._start(task, worker)
+            runs.setdefault(worker.id, []).append((attempt_id, task.payload))
+            started.setdefault(task.client, []).append(task.task_id)
+        for index, task in enumerate(candidates):
+            if index not in placed:
+                self._requeue_front(task)
+        out: list[Instruction] = [RunAttempts(w, attempts) for w, attempts in runs.items()]
+        out += [NotifyStarted(client, ids) for client, ids in started.items()]
+        return out
+
+    def _candidates(self, limit: int) -> list[_Task]:
+        """Pop up to ``limit`` queued tasks: highest priority first, then DRF between clients."""
+        picked: list[_Task] = []
+        shares = FairShare(self._fair.capacity, {c: dict(h) for c, h in self._fair.held.items()})
+        served = dict(self._last_served)
+        heads: list[tuple[int, float, int, int, bytes]] = []
+        for client, queue in self._queues.items():
+            self._skip_dead(queue)
+            if queue:
+                priority, seq, _ = queue[0]
+                share = shares.dominant_share(client)
+                heads.append((priority, share, served.get(client, 0), seq, client))
+        heapq.heapify(heads)
+        while heads and len(picked) < limit:
+            client = heapq.heappop(heads)[-1]
+            queue = self._queues[client]
+            _, _, task = heapq.heappop(queue)
+            picked.append(task)
+            self._queued -= 1
+            task.state = "running"  # provisionally: taken out of the queue for this round
+            shares.add(client, task.resources)
+            served[client] = next(self._serve_clock)
+            self._skip_dead(queue)
+            if queue:
+                priority, seq, _ = queue[0]
+                share = shares.dominant_share(client)
+                heapq.heappush(heads, (priority, share, served[client], seq, client))
+        return picked
+
+    @staticmethod
+    def _skip_dead(queue: list[tuple[int, int, _Task]]) -> None:
+        while queue and queue[0][2].state != "queued":
+            heapq.heappop(queue)
+
+    def _start(self, task: _Task, worker: _Worker) -> int:
+        attempt_id = next(self._attempt_ids)
+        task.state = "running"
+        task.attempts += 1
+        task.attempt_id = attempt_id
+        task.worker = worker.id
+        worker.attempts[attempt_id] = task
+        worker.free_slots -= 1
+        for name, amount in task.resources.items():
+            worker.free[name] = worker.free.get(name, 0.0) - amount
+        self._fair.add(task.client, task.resources)
+        self._last_served[task.client] = next(self._serve_clock)
+        self._running += 1
+        self._constrained.discard((task.client, task.task_id))
+        return attempt_id
+
+    def _release(self, worker: _Worker, attempt_id: int, task: _Task) -> None:
+        del worker.attempts[attempt_id]
+        worker.free_slots += 1
+        for name, amount in task.resources.items():
+            worker.free[name] = worker.free.get(name, 0.0) + amount
+        self._fair.add(task.client, task.resources, sign=-1.0)
+        self._running -= 1
+
+    # ------------------------------------------------------------------------ helpers
+
+    def _enqueue(self, task: _Task) -> None:
+        task.state = "queued"
+        heapq.heappush(self._queues.setdefault(task.client, []), (-task.priority, task.seq, task))
+        self._queued += 1
+        if task.resources or task.labels:
+            self._constrained.add((task.client, task.task_id))
+
+    _requeue_front = _enqueue  # the original seq keeps a re-queued task ahead of later ones
+
+    def _dequeue(self, task: _Task) -> None:
+        task.state = "done"  # lazily skipped in its heap
+        self._queued -= 1
+        self._constrained.discard((task.client, task.task_id))
+
+    def _resolve(
+        self,
+        task: _Task,
+        status: Outcome,
+        *,
+        value: object = None,
+        error: str = "",
+        traceback: str = "",
+        worker: str = "",
+    ) -> Resolve:
+        task.state = "done"
+        del self._tasks[(task.client, task.task_id)]
+        if status in ("ok", "error"):
+            self.counters.finished += 1
+        elif status == "cancelled":
+            self.counters.cancelled += 1
+        else:
+            self.counters.failed += 1
+        return Resolve(task.client, task.task_id, status, value, error, traceback, worker)
+
+    def _attempt_lost(self, task: _Task, reason: str, recheck: bool = True) -> list[Instruction]:
+        if task.state == "cancelling":
+            return [self._resolve(task, "cancelled", error=f"cancelled; {reason}")]
+        if task.attempts > task.retries:
+            message = f"{reason}; gave up after {task.attempts} attempt(s)"
+            return [self._resolve(task, "failed", error=message)]
+        impossible = self._impossible(task) if recheck else ""
+        if impossible:
+            return [self._resolve(task, "failed", error=f"{reason}; {impossible}")]
+        self.counters.retried += 1
+        self._enqueue(task)
+        return []
+
+    def _refresh_capacity(self) -> None:
+        capacity: dict[str, float] = {}
+        for worker in self._workers.values():
+            if worker.draining:
+                continue
+            capacity[SLOTS] = capacity.get(SLOTS, 0.0) + worker.slots
+            for name, amount in worker.resources.items():
+                capacity[name] = capacity.get(name, 0.0) + amount
+        self._fair.capacity = capacity
+
+    def _impossible(self, task: _Task) -> str:
+        """Why no registered worker could ever run ``task`` ('' if one could, or none yet)."""
+        for name, amount in task.resources.items():
+            # NaN would pass every comparison and poison a worker's free amounts.
+            if not math.isfinite(amount) or amount < 0:
+                return f"invalid demand: {name}={amount} (must be a finite amount >= 0)"
+        candidates = [w for w in self._workers.values() if not w.draining]
+        if not candidates:
+            return ""  # workers may still be starting: wait
+        for worker in candidates:
+            if worker.slots > 0 and fits(
+                task.resources, task.labels, 1, worker.resources, worker.labels
+            ):
+                return ""
+        wanted = ", ".join(f"{k}={v:g}" for k, v in task.resources.items()) or "no resources"
+        selector = ", ".join(f"{k}={v}" for k, v in task.labels.items()) or "no labels"
+        offered = "; ".join(
+            f"{w.name}: slots={w.slots} "
+            + " ".join(f"{k}={v:g}" for k, v in w.resources.items())
+            + (" labels " + ",".join(f"{k}={v}" for k, v in w.labels.items()) if w.labels else "")
+            for w in candidates[:8]
+        )
+        return (
+            f"no registered worker could ever run this task: it needs {wanted} with {selector}; "
+            f"workers offer {offered}"
+        )
+
+    def _fail_impossible(self) -> list[Instruction]:
+        if not any(not w.draining for w in self._workers.values()):
+            return []
+        out: list[Instruction] = []
+        for key in list(self._constrained):
+            task = self._tasks.get(key)
+            if task is None or task.state != "queued":
+                self._constrained.discard(key)
+                continue
+            reason = self._impossible(task)
+            if reason:
+                self._dequeue(task)
+                out.append(self._resolve(task, "failed", error=reason))
+        return out

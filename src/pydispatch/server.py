@@ -1,0 +1,403 @@
+"""The dispatcher process: one ROUTER socket for clients and workers, and the glue that feeds
+the scheduler events and performs its instructions.
+
+The loop drains every message that is ready (up to a batch), then runs one placement round and
+flushes what it produced: one ``Run`` per worker and one ``Results``/``Started`` per client per
+round, however many tasks they carry. That is the whole batching story: when the dispatcher is
+busy, rounds grow and messages coalesce; when it is idle, a task goes out alone at once.
+
+Nothing a peer sends can crash the loop: malformed, unknown, wrong-version or inconsistent
+messages get an :class:`~pydispatch.protocol.Error` reply (or are logged and dropped if there is
+nobody to reply to); oversized ones never reach Python (``ZMQ_MAXMSGSIZE`` disconnects the peer).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import zmq
+
+from . import protocol as p
+from . import scheduler as s
+from .placement import Placer, greedy_best_fit
+from .transport import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FrameLike,
+    Socket,
+    frame_sizes,
+    make_socket,
+    parse,
+    rebase,
+    send,
+    split_envelope,
+)
+
+log = logging.getLogger(__name__)
+
+_BATCH: Final = 4096  # messages handled before a placement round, at most
+_RESULTS_PER_MESSAGE: Final = 2048
+
+
+@dataclass(slots=True)
+class _Payload:
+    """A task as the dispatcher keeps it: its blobs renumbered over its own frames only."""
+
+    kind: int
+    fn: p.Blob
+    args: p.Blob
+    frames: list[FrameLike]
+
+
+class Dispatcher:
+    """Serve clients and workers on ``bind`` until :meth:`stop` (thread-safe) is called."""
+
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1:5555",
+        *,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 10.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        placer: Placer = greedy_best_fit,
+        prefetch: int = 0,
+        exit_with_parent: int = 0,
+    ) -> None:
+        # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
+        self._exit_with_parent = exit_with_parent
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.scheduler = s.Scheduler(
+            heartbeat_timeout=heartbeat_timeout, placer=placer, prefetch=prefetch
+        )
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._socket: Socket = make_socket(
+            self._context, zmq.ROUTER, max_message_size=max_message_size
+        )
+        self._socket.bind(bind)
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._stop = threading.Event()
+        self.epoch = uuid.uuid4().hex  # tells clients apart a restarted dispatcher
+        self._clients: set[bytes] = set()
+        self._worker_names: dict[bytes, str] = {}
+        self.protocol_errors = 0
+        # Per-round outgoing buffers, flushed once per loop iteration.
+        self._results: dict[bytes, list[tuple[p.TaskResult, list[FrameLike]]]] = {}
+        self._started: dict[bytes, list[int]] = {}
+
+    # --------------------------------------------------------------------------- loop
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve_forever(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        tick_every = min(self.heartbeat_interval, self.heartbeat_timeout / 4)
+        next_tick = time.monotonic() + tick_every
+        try:
+            while not self._stop.is_set():
+                wait_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+                if poller.poll(min(wait_ms, 200)):
+                    self._receive_batch()
+                now = time.monotonic()
+                if now >= next_tick:
+                    if self._exit_with_parent and os.getppid() != self._exit_with_parent:
+                        log.warning("the process that started this dispatcher is gone: exiting")
+                        return
+                    self._perform(self.scheduler.tick(now))
+                    next_tick = now + tick_every
+                self._perform(self.scheduler.schedule())
+                self._flush()
+        finally:
+            self._socket.close(linger=0)
+            self._context.term()
+
+    def _receive_batch(self) -> None:
+        for _ in range(_BATCH):
+            try:
+                parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._handle_parts(parts)
+
+    def _handle_parts(self, parts: list[zmq.Frame]) -> None:
+        identity = parts[0].bytes
+        try:
+            _, body = split_envelope(parts, routed=True)
+            message, frames = parse(body)
+            self._handle(identity, message, frames)
+        except p.ProtocolError as error:
+            self._refuse(identity, "protocol", str(error))
+        except Exception as error:  # a bug here must not take the dispatcher down
+            log.exception("error handling a message from %r", identity)
+            self._refuse(identity, "internal", f"{type(error).__name__}: {error}")
+
+    def _refuse(self, identity: bytes, code: str, message: str) -> None:
+        self.protocol_errors += 1
+        log.warning("refused a message from %r: %s: %s", identity, code, message)
+        self._send(identity, p.Error(code, message))
+
+    def _send(
+        self, identity: bytes, message: p.Message, frames: list[FrameLike] | None = None
+    ) -> bool:
+        try:
+            send(self._socket, message, frames or (), identity=identity)
+        except zmq.ZMQError as error:  # EHOSTUNREACH: that peer is gone
+            log.info("could not send %s to %r: %s", type(message).__name__, identity, error)
+            return False
+        return True
+
+    # ----------------------------------------------------------------------- messages
+
+    def _handle(self, identity: bytes, message: p.Message, frames: list[zmq.Frame]) -> None:
+        now = time.monotonic()
+        match message:
+            case p.Submit(tasks=tasks):
+                if identity not in self._clients:
+                    raise p.ProtocolError("send ClientHello before Submit")
+                self._perform(self._submit(identity, tasks, frames))
+            case p.Done(results=results):
+                self._perform(self._done(identity, results, frames, now))
+            case p.Heartbeat(worker=worker):
+                self._perform(self.scheduler.heartbeat(worker, now))
+            case p.Cancel(task_ids=task_ids, force=force):
+                self._perform(self.scheduler.cancel(identity, task_ids, force))
+            case p.ClientHello(version=version):
+                self._check_version(version)
+                self._clients.add(identity)
+                welcome = p.Welcome(p.PROTOCOL_VERSION, self.scheduler.total_slots, self.epoch)
+                self._send(identity, welcome)
+            case p.Register() as register:
+                self._check_version(register.version)
+                for name, amount in register.resources.items():
+                    if not math.isfinite(amount) or amount < 0:
+                        raise p.ProtocolError(f"invalid resource {name}={amount}")
+                labels = {"node": register.node, **register.labels}
+                self._worker_names[identity] = register.name
+                self._perform(
+                    self.scheduler.register_worker(
+                        identity,
+                        now=now,
+                        name=register.name,
+                        node=register.node,
+                        pid=register.pid,
+                        slots=register.slots,
+                        resources=register.resources,
+                        labels=labels,
+                        data_address=register.data_address,
+                    )
+                )
+                self._send(identity, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
+                log.info("worker %s registered (%d slots)", register.name, register.slots)
+            case p.Drain():
+                self._perform(self.scheduler.drain_worker(identity, now))
+            case p.Goodbye():
+                self._perform(self.scheduler.deregister_worker(identity, now))
+            case p.ClientBye():
+                self._clients.discard(identity)
+                self._perform(self.scheduler.client_gone(identity))
+            case p.StatusRequest():
+                self._send(identity, self._status(now))
+            case _:
+                raise p.ProtocolError(f"a dispatcher does not accept {type(message).__name__}")
+
+    @staticmethod
+    def _check_version(version: int) -> None:
+        if version != p.PROTOCOL_VERSION:
+            raise p.ProtocolError(
+                f"protocol version {version} is not supported (this dispatcher speaks "
+                f"version {p.PROTOCOL_VERSION})"
+            )
+
+    def _submit(
+        self, client: bytes, tasks: list[p.TaskSpec], frames: list[zmq.Frame]
+    ) -> list[s.Instruction]:
+        sizes = frame_sizes(frames)
+        new: list[s.NewTask] = []
+        refused: list[s.Instruction] = []
+        for spec in tasks:
+            try:
+                p.check_blob(spec.fn, sizes)
+                p.check_blob(spec.args, sizes)
+                if spec.kind not in p.KINDS:
+                    raise p.ProtocolError(f"unknown task kind {spec.kind}")
+            except p.ProtocolError as error:
+                self.protocol_errors += 1
+                refused.append(
+                    s.Resolve(client, spec.task_id, "failed", error=f"protocol error: {error}")
+                )
+                continue
+            own: list[FrameLike] = []
+            placed: dict[int, int] = {}
+            payload = _Payload(
+                spec.kind,
+                rebase(spec.fn, frames, own, placed),
+                rebase(spec.args, frames, own, placed),
+                own,
+            )
+            new.append(
+                s.NewTask(
+                    spec.task_id, payload, spec.resources, spec.labels, spec.priority, spec.retries
+                )
+            )
+        return refused + self.scheduler.submit(client, new)
+
+    def _done(
+        self, worker: bytes, results: list[p.AttemptResult], frames: list[zmq.Frame], now: float
+    ) -> list[s.Instruction]:
+        sizes = frame_sizes(frames)
+        outcomes = []
+        for result in results:
+            status, value, error = result.status, None, result.error
+            if result.value is not None:
+                try:
+                    p.check_blob(result.value, sizes)
+                    value = (result.value, frames)
+                except p.ProtocolError as problem:
+                    self.protocol_errors += 1
+                    status, error = "failed", f"protocol error in the worker's result: {problem}"
+            outcomes.append(
+                s.AttemptOutcome(result.attempt_id, status, value, error, result.traceback)
+            )
+        return self.scheduler.attempts_finished(worker, outcomes, now)
+
+    # ------------------------------------------------------------------- instructions
+
+    def _perform(self, instructions: list[s.Instruction]) -> None:
+        for ins in instructions:
+            match ins:
+                case s.Resolve():
+                    self._queue_result(ins)
+                case s.RunAttempts(worker=worker, attempts=attempts):
+                    self._send_run(worker, attempts)
+                case s.NotifyStarted(client=client, task_ids=ids):
+                    self._started.setdefault(client, []).extend(ids)
+                case s.KillAttempts(worker=worker, attempt_ids=ids):
+                    self._send(worker, p.Kill(ids))
+                case s.ReleaseWorker(worker=worker):
+                    self._send(worker, p.Goodbye())
+                case s.AskToReregister(worker=worker):
+                    self._send(worker, p.Reregister())
+                case s.ForgetWorker(worker=worker, reason=reason):
+                    name = self._worker_names.pop(worker, worker.hex())
+                    log.warning("worker %s removed: %s", name, reason)
+
+    def _send_run(self, worker: bytes, attempts: list[tuple[int, object]]) -> None:
+        frames: list[FrameLike] = []
+        placed: dict[int, int] = {}
+        specs = []
+        for attempt_id, payload in attempts:
+            assert isinstance(payload, _Payload)
+            specs.append(
+                p.RunSpec(
+                    attempt_id,
+                    payload.kind,
+                    rebase(payload.fn, payload.frames, frames, placed),
+                    rebase(payload.args, payload.frames, frames, placed),
+                )
+            )
+        # If the worker vanished meanwhile, the heartbeat timeout re-queues these attempts.
+        self._send(worker, p.Run(specs), frames)
+
+    def _queue_result(self, resolve: s.Resolve) -> None:
+        frames: list[FrameLike] = []
+        blob = None
+        if resolve.value is not None:
+            value_blob, value_frames = cast(tuple[p.Blob, list[FrameLike]], resolve.value)
+            blob = rebase(value_blob, value_frames, frames)
+        result = p.TaskResult(
+            resolve.task_id, resolve.status, blob, resolve.error, resolve.traceback, resolve.worker
+        )
+        self._results.setdefault(resolve.client, []).append((result, frames))
+
+    def _flush(self) -> None:
+        for client, ids in self._started.items():
+            self._send(client, p.Started(ids))
+        self._started.clear()
+        for client, pending in self._results.items():
+            for start in range(0, len(pending), _RESULTS_PER_MESSAGE):
+                frames: list[FrameLike] = []
+                results = []
+                for result, own in pending[start : start + _RESULTS_PER_MESSAGE]:
+                    blob = rebase(result.value, own, frames) if result.value is not None else None
+                    results.append(
+                        p.TaskResult(
+                            result.task_id,
+                            result.status,
+                            blob,
+                            result.error,
+                            result.traceback,
+                            result.worker,
+                        )
+                    )
+                if not self._send(client, p.Results(results), frames):
+                    self._perform(self.scheduler.client_gone(client))
+                    self._clients.discard(client)
+                    break
+        self._results.clear()
+
+    def _status(self, now: float) -> p.StatusReply:
+        snap = self.scheduler.snapshot(now)
+        c = snap.counters
+        return p.StatusReply(
+            workers=[
+                p.WorkerStatus(
+                    w.name,
+                    w.node,
+                    w.pid,
+                    w.slots,
+                    w.slots_used,
+                    w.resources,
+                    w.free_resources,
+                    w.labels,
+                    round(w.seconds_since_heartbeat, 3),
+                    w.draining,
+                    w.data_address,
+                )
+                for w in snap.workers
+            ],
+            queued=snap.queued,
+            running=snap.running,
+            finished=c.finished,
+            failed=c.failed,
+            cancelled=c.cancelled,
+            retried=c.retried,
+            discarded_late_results=c.discarded_late_results,
+            protocol_errors=self.protocol_errors,
+        )
+
+
+def run_dispatcher(
+    bind: str,
+    *,
+    heartbeat_interval: float = 1.0,
+    heartbeat_timeout: float = 10.0,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    prefetch: int = 0,
+    exit_with_parent: int = 0,
+    announce: bool = True,
+) -> None:
+    """Run a dispatcher in this process until SIGTERM/SIGINT."""
+    import signal
+
+    dispatcher = Dispatcher(
+        bind,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_timeout=heartbeat_timeout,
+        max_message_size=max_message_size,
+        prefetch=prefetch,
+        exit_with_parent=exit_with_parent,
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: dispatcher.stop())
+    if announce:
+        # LocalCluster reads this line to learn the port when binding to ":*" or ":0".
+        print(f"pydispatch dispatcher listening on {dispatcher.endpoint}", flush=True)
+    dispatcher.serve_forever()

@@ -1,0 +1,203 @@
+"""Framing over pyzmq, kept apart from any logic.
+
+A message is ``[identity..., b"", header, *frames]``: ROUTER sockets see the identity, DEALER
+sockets do not. Python objects are pickled (cloudpickle, protocol 5) into one frame each, with
+every large buffer they contain (numpy arrays) taken out of band into its own raw frame and sent
+with ``copy=False``: the array's memory goes from the user's array to the socket without being
+copied into a pickle stream, and on the receiving side the array is rebuilt over the received
+frame's memory (writable, no copy).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Sequence
+from typing import Any, Final, TypeAlias
+
+import cloudpickle
+import zmq
+
+from .protocol import INLINE, Blob, BufferMeta, Message, ProtocolError, check_blob, decode, encode
+
+log = logging.getLogger(__name__)
+
+# Large enough for real payloads; small enough that a garbage length prefix cannot make a peer
+# allocate gigabytes. Every socket gets it as ZMQ_MAXMSGSIZE: a peer that sends more is
+# disconnected by libzmq before the message reaches Python.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 512 * 1024 * 1024
+
+# Buffers smaller than this stay inside the pickle stream: a frame of its own costs more than
+# copying a few kilobytes.
+_INBAND_LIMIT: Final = 4096
+
+# Pickle streams up to this size go inline in the header by default (see protocol.Blob).
+INLINE_LIMIT: Final = 8192
+
+FrameLike: TypeAlias = zmq.Frame | bytes | memoryview
+Socket: TypeAlias = "zmq.Socket[Any]"
+
+
+def make_socket(
+    context: zmq.Context[Any],
+    socket_type: int,
+    *,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    identity: bytes | None = None,
+) -> Socket:
+    """A socket with the limits every pydispatch socket shares."""
+    sock: Socket = context.socket(socket_type)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    sock.setsockopt(zmq.LINGER, 0)
+    # No high-water mark: ROUTER sockets silently drop messages to a peer over its HWM, and a
+    # dropped result would leave a future unresolved forever. Memory is bounded by the work
+    # the clients submitted, which they hold anyway.
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    if socket_type == zmq.ROUTER:
+        # Sending to a vanished peer raises EHOSTUNREACH instead of disappearing silently.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if identity is not None:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    return sock
+
+
+def send(
+    sock: Socket,
+    message: Message,
+    frames: Sequence[FrameLike] = (),
+    identity: bytes | None = None,
+) -> None:
+    envelope: list[FrameLike] = [identity, b""] if identity is not None else [b""]
+    # copy=False: pyzmq still copies frames under its copy threshold, so small headers stay cheap
+    # and large buffers go out zero-copy.
+    sock.send_multipart([*envelope, encode(message), *frames], copy=False)
+
+
+def split_envelope(parts: list[zmq.Frame], routed: bool) -> tuple[bytes, list[zmq.Frame]]:
+    """Return ``(identity, [header, *frames])``; raise ProtocolError on a bad envelope."""
+    identity = parts[0].bytes if routed else b""
+    body = parts[1:] if routed else parts
+    if len(body) < 2 or len(body[0]) != 0:
+        raise ProtocolError("expected an empty delimiter frame followed by a header frame")
+    return identity, body[1:]
+
+
+def parse(body: list[zmq.Frame]) -> tuple[Message, list[zmq.Frame]]:
+    """Decode the header of ``[header, *frames]``; the frames are returned untouched."""
+    return decode(body[0].buffer), body[1:]
+
+
+def recv(sock: Socket, routed: bool) -> tuple[bytes, Message, list[zmq.Frame]]:
+    parts = sock.recv_multipart(copy=False)
+    identity, body = split_envelope(parts, routed)
+    message, frames = parse(body)
+    return identity, message, frames
+
+
+# ------------------------------------------------------------------------- object payloads
+
+
+def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT) -> Blob:
+    """Pickle ``obj`` and return the blob that locates it; frames it needs are appended.
+
+    ``inline_limit=0`` forces a frame of its own even for a small stream, so that the same
+    frame object can be shared by many blobs (a function used by thousands of tasks).
+    """
+    if _is_plain(obj, 2):
+        # Builtins only: the C pickler is exact and much cheaper than building a CloudPickler.
+        data = pickle.dumps(obj, protocol=5)
+        if len(data) <= inline_limit:
+            return Blob(INLINE, (), data)
+        frames.append(data)
+        return Blob(len(frames) - 1)
+    buffers: list[pickle.PickleBuffer] = []
+
+    def take_out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            size = buffer.raw().nbytes
+        except BufferError:  # not contiguous: let pickle copy it in band
+            return True
+        if size < _INBAND_LIMIT:
+            return True
+        buffers.append(buffer)
+        return False  # false means: out of band
+
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=take_out_of_band)
+    inline = len(data) <= inline_limit
+    first = INLINE if inline else len(frames)
+    if not inline:
+        frames.append(data)
+    metas = []
+    for buffer in buffers:
+        view = memoryview(buffer)
+        raw = buffer.raw()
+        metas.append(BufferMeta(len(frames), raw.nbytes, view.format, tuple(view.shape or ())))
+        frames.append(raw)
+    return Blob(first, tuple(metas), data if inline else b"")
+
+
+_ATOMS: Final = (int, float, str, bytes, bool, type(None))
+
+
+def _is_plain(obj: object, depth: int) -> bool:
+    """Whether ``obj`` is builtin scalars in small builtin containers (cheap to check)."""
+    kind = type(obj)
+    if kind in _ATOMS:
+        return True
+    if depth == 0:
+        return False
+    if kind is tuple or kind is list:
+        items: Any = obj
+        return len(items) <= 16 and all(_is_plain(item, depth - 1) for item in items)
+    if kind is dict:
+        mapping: Any = obj
+        return len(mapping) <= 16 and all(
+            type(key) is str and _is_plain(value, depth - 1) for key, value in mapping.items()
+        )
+    return False
+
+
+def loads(blob: Blob, frames: Sequence[zmq.Frame]) -> Any:
+    """Unpickle a blob; arrays are rebuilt over the received frames' memory (no copy)."""
+    check_blob(blob, [len(frame) for frame in frames])
+    stream = blob.data if blob.frame == INLINE else frames[blob.frame].buffer
+    return pickle.loads(stream, buffers=[frames[meta.frame].buffer for meta in blob.buffers])
+
+
+def rebase(
+    blob: Blob,
+    frames_in: Sequence[FrameLike],
+    frames_out: list[FrameLike],
+    placed: dict[int, int] | None = None,
+) -> Blob:
+    """Copy the frame *references* of ``blob`` into ``frames_out`` and renumber it.
+
+    ``placed`` maps ``id(frame)`` to its index in ``frames_out`` so that a frame shared by many
+    blobs (one function for a whole batch of tasks) is sent once per message.
+    """
+    memo: dict[int, int] = {} if placed is None else placed
+
+    def place(index: int) -> int:
+        if index == INLINE:
+            return INLINE
+        frame = frames_in[index]
+        key = id(frame)
+        where = memo.get(key)
+        if where is None:
+            where = memo[key] = len(frames_out)
+            frames_out.append(frame)
+        return where
+
+    return Blob(
+        place(blob.frame),
+        tuple(
+            BufferMeta(place(meta.frame), meta.nbytes, meta.format, meta.shape)
+            for meta in blob.buffers
+        ),
+        blob.data,
+    )
+
+
+def frame_sizes(frames: Sequence[FrameLike]) -> list[int]:
+    return [len(frame) if not isinstance(frame, memoryview) else frame.nbytes for frame in frames]

@@ -1,0 +1,597 @@
+"""End-to-end tests with real processes: dispatcher, workers and slots over ipc:// and tcp://.
+
+Every process a test starts is ended by pid in a fixture's ``finally`` (LocalCluster.close);
+slot processes end with their worker. An environment tag inherited by every process lets the
+module check at the end that nothing is left behind. Heartbeats are short here (0.1 s interval)
+so fail-over tests take about a second, not minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import msgspec
+import numpy as np
+import pytest
+import zmq
+
+from pydispatch import protocol as p
+from pydispatch.client import Client
+from pydispatch.cluster import LocalCluster
+from pydispatch.errors import RemoteError, RemoteTraceback, TaskFailedError
+
+# Functions defined here travel by value: slot processes cannot import this test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TAG = f"pydispatch-test-{uuid.uuid4().hex}"
+os.environ["PYDISPATCH_TEST_TAG"] = TAG
+MAX_MESSAGE = 4 * 1024 * 1024
+FAST = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
+
+
+def tagged_processes() -> list[int]:
+    """Processes (other than this one) that inherited this module's tag."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if state != "Z" and f"PYDISPATCH_TEST_TAG={TAG}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Wait for a condition (a liveness bound, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    yield
+    try:
+        eventually(lambda: not tagged_processes(), "every test process ended", timeout=5)
+    finally:
+        for pid in tagged_processes():  # do not leak them into the next session either
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(
+        workers=2, slots=2, heartbeat_interval=0.2, heartbeat_timeout=5,
+        max_message_size=MAX_MESSAGE,
+    ) as running:  # fmt: skip
+        yield running
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[Client]:
+    c = cluster.client()
+    try:
+        yield c
+    finally:
+        c.shutdown(wait=False, cancel_futures=True)
+
+
+# ------------------------------------------------------------------------ task functions
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+class UnpicklableError(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("no pickling")
+
+
+def fail_unpicklable() -> None:
+    raise UnpicklableError("cannot come back as itself")
+
+
+def sleep_then(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def wait_for_file(path: str, value: Any = None) -> Any:
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return value
+
+
+def log_to(path: str, name: str) -> str:
+    with open(path, "a") as f:
+        f.write(name + "\n")
+    return name
+
+
+def exclusive(path: str) -> str:
+    """Fail if another task holding the same resource runs at the same time."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return "overlap"
+    try:
+        time.sleep(0.1)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return "alone"
+
+
+def worker_pid() -> int:
+    return os.getppid()  # the slot's parent is its worker
+
+
+# --------------------------------------------------------------------------------- basics
+
+
+def test_submit_map_and_results(client: Client) -> None:
+    assert client.submit(add, 2, b=3).result(timeout=20) == 5
+    assert client.submit(lambda: "lambda by value").result(timeout=20) == "lambda by value"
+    assert list(client.map(add, range(1000), range(1000))) == [2 * i for i in range(1000)]
+    assert list(client.map(add, range(10), chunksize=3)) == list(range(10))
+    assert list(client.map(add, [])) == []
+
+
+def test_exceptions_carry_remote_tracebacks(client: Client) -> None:
+    with pytest.raises(ValueError, match="boom") as info:
+        client.submit(fail, "boom").result(timeout=20)
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in fail" in cause.traceback
+    assert "raise ValueError(message)" in cause.traceback
+    with pytest.raises(RemoteError, match="UnpicklableError"):
+        client.submit(fail_unpicklable).result(timeout=20)
+    with pytest.raises(ValueError, match="boom"):
+        list(client.map(fail, ["boom"]))
+
+
+def test_numpy_round_trip(client: Client) -> None:
+    array = np.random.default_rng(0).random(131_072)  # 1 MiB
+    result = client.submit(lambda x: {"doubled": x * 2, "same": x}, array).result(timeout=20)
+    np.testing.assert_array_equal(result["doubled"], array * 2)
+    np.testing.assert_array_equal(result["same"], array)
+    assert result["same"].flags.writeable
+    matrix = np.arange(12, dtype=np.int32).reshape(3, 4)
+    np.testing.assert_array_equal(client.submit(np.transpose, matrix).result(20), matrix.T)
+
+
+def test_futures_work_with_wait_as_completed_and_asyncio(client: Client) -> None:
+    futures = [client.submit(add, i) for i in range(20)]
+    assert sorted(f.result() for f in cf.as_completed(futures, timeout=20)) == list(range(20))
+    done, not_done = cf.wait(futures, timeout=20)
+    assert len(done) == 20
+    assert not not_done
+
+    async def gather() -> list[int]:
+        first = await client.submit(add, 1, 1)
+        wrapped = await asyncio.wrap_future(client.submit(add, 2, 2))
+        return [first, wrapped]
+
+    assert asyncio.run(gather()) == [2, 4]
+
+
+def test_client_is_a_context_manager_and_shutdown_refuses_new_work(cluster: LocalCluster) -> None:
+    with cluster.client() as c:
+        future = c.submit(sleep_then, 0.2, "finished")
+    assert future.result(timeout=0) == "finished"  # shutdown(wait=True) waited for it
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        c.submit(add, 1)
+
+
+def test_impossible_demands_fail_at_once_with_reason(client: Client) -> None:
+    with pytest.raises(TaskFailedError, match="no registered worker could ever run") as info:
+        client.submit(add, 1, resources={"gpu": 64}).result(timeout=20)
+    assert "gpu=64" in str(info.value)
+    with pytest.raises(TaskFailedError, match="zone=nowhere"):
+        client.submit(add, 1, labels={"zone": "nowhere"}).result(timeout=20)
+
+
+def test_status_cli_human_and_json(cluster: LocalCluster) -> None:
+    command = [sys.executable, "-m", "pydispatch.cli", "status", cluster.address]
+    data = json.loads(subprocess.run([*command, "--json"], capture_output=True, check=True).stdout)
+    assert {w["name"] for w in data["workers"]} == {"worker-0", "worker-1"}
+    assert data["workers"][0]["slots"] == 2
+    assert data["workers"][0]["data_address"].startswith("tcp://127.0.0.1:")
+    human = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert "2 worker(s)" in human
+    assert "worker-0" in human
+
+
+# ----------------------------------------------------------- placement, priority, cancel
+
+
+@pytest.fixture
+def small_cluster() -> Iterator[LocalCluster]:
+    """One worker, one slot: execution order is observable."""
+    with LocalCluster(workers=1, slots=1, **FAST) as running:
+        yield running
+
+
+def test_priorities_order_queued_tasks(small_cluster: LocalCluster, tmp_path: Path) -> None:
+    client = small_cluster.client()
+    gate, journal = str(tmp_path / "gate"), str(tmp_path / "journal")
+    blocker = client.submit(wait_for_file, gate)
+    eventually(blocker.running, "the blocker started")
+    low = [client.submit(log_to, journal, f"low{i}") for i in range(3)]
+    high = client.submit(log_to, journal, "high", priority=10)
+    eventually(lambda: small_cluster_queued(client) == 4, "all four queued")
+    Path(gate).touch()
+    cf.wait([*low, high], timeout=20)
+    assert Path(journal).read_text().split() == ["high", "low0", "low1", "low2"]
+
+
+def small_cluster_queued(client: Client) -> int:
+    return client.status().queued
+
+
+def test_cancel_pending_and_force_cancel_running(
+    small_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    client = small_cluster.client()
+    running = client.submit(wait_for_file, str(tmp_path / "never"))
+    eventually(running.running, "the long task started")
+    pending = client.submit(add, 1)
+    assert pending.cancel()
+    assert pending.cancelled()
+    assert not running.cancel()  # a running task needs force
+    assert client.cancel(running, force=True)
+    with pytest.raises(cf.CancelledError):
+        running.result(timeout=20)
+    # The slot is free again: new work runs (on a fresh slot process).
+    assert client.submit(add, 41, 1).result(timeout=20) == 42
+    status = client.status()
+    assert status.workers[0].slots_used == 0
+    assert status.cancelled == 2
+
+
+def test_resources_and_labels_are_honoured(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=2, **FAST) as cluster:
+        cluster.start_worker(name="gpu-box", slots=2, resources={"gpu": 1}, labels={"zone": "b"})
+        cluster.wait_for_workers(2)
+        client = cluster.client()
+        lock = str(tmp_path / "gpu-lock")
+        gpu = [client.submit(exclusive, lock, resources={"gpu": 1}) for _ in range(4)]
+        assert [f.result(timeout=20) for f in gpu] == ["alone"] * 4
+        assert {f.worker for f in gpu} == {"gpu-box"}
+        zoned = [client.submit(add, i, labels={"zone": "b"}) for i in range(4)]
+        cf.wait(zoned, timeout=20)
+        assert {f.worker for f in zoned} == {"gpu-box"}
+        # Waiting for a busy worker is not impossible: this queues, then runs.
+        busy = client.submit(sleep_then, 0.3, resources={"gpu": 1})
+        after = client.submit(add, 1, resources={"gpu": 1})
+        assert after.result(timeout=20) == 1
+        assert busy.done()
+
+
+# ------------------------------------------------------------------------------ failures
+
+
+@pytest.mark.parametrize("prefetch", [0, 8])
+def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
+    with LocalCluster(workers=2, slots=1, prefetch=prefetch, **FAST) as cluster:
+        client = cluster.client()
+        futures = [client.submit(sleep_then, 0.02, i) for i in range(150)]
+        eventually(lambda: sum(f.done() for f in futures) >= 20, "some results")
+        os.kill(cluster.workers[0].pid, signal.SIGKILL)
+        assert [f.result(timeout=30) for f in futures] == list(range(150))
+        results = list(client.map(sleep_then, [0.001] * 50, range(50), chunksize=1))
+        assert results == list(range(50))
+        status = client.status()
+        assert status.finished == 200  # no task resolved twice, none lost
+        assert status.failed == 0
+        assert status.retried >= 1
+        assert [w.name for w in status.workers] == ["worker-1"]
+
+
+def test_sigstop_past_heartbeat_timeout_fails_over_and_discards_late_results() -> None:
+    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        victim = cluster.workers[0]
+        # One slow task on each worker; then freeze the victim while its task runs.
+        futures = [client.submit(sleep_then, 0.5, i) for i in range(2)]
+        eventually(lambda: all(f.running() for f in futures), "both tasks running")
+        os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            assert [f.result(timeout=30) for f in futures] == [0, 1]
+            status = client.status()
+            assert [w.name for w in status.workers] == ["worker-1"]
+            assert status.retried == 1
+        finally:
+            os.kill(victim.pid, signal.SIGCONT)
+        # The victim's late result is discarded; it registers again and gets work.
+        eventually(lambda: client.status().discarded_late_results >= 1, "late result discarded")
+        cluster.wait_for_workers(2)
+        assert client.status().finished == 2
+        more = [client.submit(sleep_then, 0.05, i) for i in range(20)]
+        assert [f.result(timeout=20) for f in more] == list(range(20))
+
+
+def test_sigterm_drains_a_worker(tmp_path: Path) -> None:
+    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        gate = str(tmp_path / "gate")
+        long = [client.submit(wait_for_file, gate, i) for i in range(2)]
+        eventually(lambda: all(f.running() for f in long), "both workers busy")
+        draining = cluster.workers[0]
+        draining.send_signal(signal.SIGTERM)
+        eventually(lambda: any(w.draining for w in client.status().workers), "drain noticed")
+        later = [client.submit(add, i) for i in range(5)]
+        Path(gate).touch()
+        assert [f.result(timeout=20) for f in long] == [0, 1]
+        assert [f.result(timeout=20) for f in later] == list(range(5))
+        assert {f.worker for f in later} == {"worker-1"}
+        assert draining.wait(timeout=20) == 0
+        assert [w.name for w in client.status().workers] == ["worker-1"]
+
+
+def test_worker_cli_nprocs_resources_labels_and_drain() -> None:
+    with LocalCluster(workers=0, **FAST) as cluster:
+        group = subprocess.Popen(
+            [
+                sys.executable, "-m", "pydispatch.cli", "worker", cluster.address,
+                "--nprocs", "2", "--slots", "3", "--name", "cli",
+                "--resources", "cpu=2,memory=1GiB", "--label", "zone=z",
+            ]
+        )  # fmt: skip
+        try:
+            cluster.wait_for_workers(2)
+            workers = Client.status(cluster.client())
+            assert sorted(w.name for w in workers.workers) == ["cli-0", "cli-1"]
+            first = workers.workers[0]
+            assert first.resources == {"cpu": 2.0, "memory": 2.0**30}
+            assert first.labels["zone"] == "z"
+            assert first.slots == 3
+            group.send_signal(signal.SIGTERM)
+            assert group.wait(timeout=20) == 0
+        finally:
+            if group.poll() is None:
+                group.kill()
+                group.wait()
+
+
+# ---------------------------------------------------------------- hostile input, raw zmq
+
+
+@pytest.fixture
+def raw(cluster: LocalCluster) -> Iterator[zmq.Socket[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.address)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        context.term()
+
+
+def exchange(sock: zmq.Socket[Any], *frames: bytes) -> p.Message:
+    sock.send_multipart(list(frames))
+    assert sock.poll(10_000), "the dispatcher did not answer"
+    parts = sock.recv_multipart()
+    assert parts[0] == b""
+    return p.decode(parts[1])
+
+
+def test_garbage_frames_get_error_replies(raw: zmq.Socket[Any], client: Client) -> None:
+    before = client.status().protocol_errors
+    hostile = [
+        (b"", b"\xff\x00garbage"),
+        (b"no delimiter",),
+        (b"",),
+        (b"", msgspec.msgpack.encode(["NoSuchKind", 1])),
+        (b"", p.encode(p.ClientHello(version=999))),
+        (b"", p.encode(p.Register(999, "w", "n", 1, 1))),
+        (b"", p.encode(p.Submit([]))),  # no hello on this socket yet
+        (b"", p.encode(p.Run([]))),  # a worker-bound message sent to the dispatcher
+    ]
+    for frames in hostile:
+        reply = exchange(raw, *frames)
+        assert isinstance(reply, p.Error), frames
+    assert "version 999" in exchange(raw, b"", p.encode(p.ClientHello(version=999))).message
+    # Still serving everyone.
+    assert client.submit(add, 1, 2).result(timeout=20) == 3
+    assert client.status().protocol_errors >= before + len(hostile)
+
+
+def test_truncated_submit_fails_only_the_bad_tasks(raw: zmq.Socket[Any]) -> None:
+    assert isinstance(exchange(raw, b"", p.encode(p.ClientHello(p.PROTOCOL_VERSION))), p.Welcome)
+    fn = cloudpickle.dumps(add)
+    args = cloudpickle.dumps(((1, 2), {}))
+    good = p.TaskSpec(1, p.KIND_CALL, p.Blob(0), p.Blob(1))
+    missing_frame = p.TaskSpec(2, p.KIND_CALL, p.Blob(0), p.Blob(7))
+    short_buffer = p.TaskSpec(
+        3, p.KIND_CALL, p.Blob(0), p.Blob(1, (p.BufferMeta(2, 1000, "B", (1000,)),))
+    )
+    raw.send_multipart(
+        [b"", p.encode(p.Submit([good, missing_frame, short_buffer])), fn, args, b"x"]
+    )
+    outcomes: dict[int, p.TaskResult] = {}
+    while len(outcomes) < 3:
+        assert raw.poll(10_000)
+        message = p.decode(raw.recv_multipart()[1])
+        if isinstance(message, p.Results):
+            outcomes.update({r.task_id: r for r in message.results})
+    assert outcomes[1].status == "ok"
+    assert outcomes[2].status == "failed"
+    assert "frame 7" in outcomes[2].error
+    assert "truncated" in outcomes[3].error
+
+
+def test_oversized_message_is_dropped_and_dispatcher_keeps_serving(
+    raw: zmq.Socket[Any], client: Client
+) -> None:
+    raw.send_multipart([b"", p.encode(p.StatusRequest()), b"\0" * (2 * MAX_MESSAGE)])
+    # libzmq disconnects the sender before Python sees the message; the socket reconnects.
+    reply = exchange(raw, b"", p.encode(p.StatusRequest()))
+    assert isinstance(reply, p.StatusReply)
+    assert client.submit(add, 2, 2).result(timeout=20) == 4
+
+
+def test_tcp_on_a_free_port() -> None:
+    with LocalCluster(workers=1, address="tcp://127.0.0.1:*", **FAST) as cluster:
+        assert cluster.address.startswith("tcp://127.0.0.1:")
+        assert cluster.client().submit(add, 20, 22).result(timeout=20) == 42
+
+
+def crash_slot() -> None:
+    os._exit(3)
+
+
+def test_a_task_that_kills_its_slot_fails_and_the_slot_is_replaced(client: Client) -> None:
+    with pytest.raises(TaskFailedError, match="exit code 3"):
+        client.submit(crash_slot, retries=0).result(timeout=20)
+    assert client.submit(add, 1, 1).result(timeout=20) == 2
+
+
+def test_fair_share_a_long_job_does_not_starve_a_short_one(small_cluster: LocalCluster) -> None:
+    long_job = small_cluster.client()
+    short_job = small_cluster.client()
+    many = [long_job.submit(sleep_then, 0.02, i) for i in range(100)]
+    eventually(lambda: any(f.running() for f in many), "the long job started")
+    short = short_job.submit(add, 7)
+    assert short.result(timeout=20) == 7
+    # The short task went ahead of the long job's queue, not after all of it.
+    assert sum(f.done() for f in many) < 50
+    cf.wait(many, timeout=30)
+
+
+def test_drain_grace_over_requeues_unfinished_work(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=1, drain_grace=0.3, **FAST) as cluster:
+        client = cluster.client()
+        gate = str(tmp_path / "gate")
+        stuck = client.submit(wait_for_file, gate, "done elsewhere")
+        eventually(stuck.running, "the task started")
+        cluster.start_worker(name="rescuer")
+        cluster.wait_for_workers(2)
+        cluster.workers[0].send_signal(signal.SIGTERM)
+        assert cluster.workers[0].wait(timeout=20) == 0
+        Path(gate).touch()
+        assert stuck.result(timeout=20) == "done elsewhere"
+        assert stuck.worker == "rescuer"
+
+
+def test_dispatcher_restart_workers_register_again_lost_tasks_fail(tmp_path: Path) -> None:
+    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        stuck = client.submit(wait_for_file, str(tmp_path / "never"))
+        eventually(stuck.running, "the task started")
+        cluster.restart_dispatcher()
+        cluster.wait_for_workers(2)
+        with pytest.raises(ConnectionError, match="dispatcher restarted"):
+            stuck.result(timeout=20)
+        assert client.submit(add, 1, 2).result(timeout=20) == 3
+        assert cluster.client().submit(add, 2, 2).result(timeout=20) == 4
+
+
+def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+        client = cluster.client()
+        gate = str(tmp_path / "gate")
+        first = client.submit(wait_for_file, gate, "first")
+        queued_on_worker = [client.submit(add, i) for i in range(4)]
+        eventually(lambda: all(f.running() for f in [first, *queued_on_worker]), "prefetched")
+        client.cancel(queued_on_worker[0], force=True)  # waiting in the worker's queue
+        client.cancel(first, force=True)  # running; the slot's other attempts are re-queued
+        with pytest.raises(cf.CancelledError):
+            first.result(timeout=20)
+        with pytest.raises(cf.CancelledError):
+            queued_on_worker[0].result(timeout=20)
+        assert [f.result(timeout=20) for f in queued_on_worker[1:]] == [1, 2, 3]
+
+
+def test_closing_the_cluster_fails_unfinished_futures(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, **FAST) as cluster:
+        client = cluster.client()
+        stuck = client.submit(wait_for_file, str(tmp_path / "never"))
+        eventually(stuck.running, "the task started")
+    with pytest.raises(ConnectionError, match="LocalCluster was closed"):
+        stuck.result(timeout=20)
+    assert not client._thread.is_alive()
+
+
+def test_workers_of_a_killed_worker_group_exit_by_themselves() -> None:
+    with LocalCluster(workers=0, **FAST) as cluster:
+        command = [sys.executable, "-m", "pydispatch.cli", "worker", cluster.address]
+        group = subprocess.Popen([*command, "--nprocs", "2", "--name", "orphan"])
+        try:
+            cluster.wait_for_workers(2)
+            group.kill()
+            group.wait()
+            client = cluster.client()
+            eventually(lambda: not client.status().workers, "the orphans stopped and left")
+        finally:
+            if group.poll() is None:
+                group.kill()
+                group.wait()
+
+
+def test_map_timeout_and_shutdown_cancelling_futures(
+    small_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    client = small_cluster.client()
+    gate = str(tmp_path / "gate")
+    with pytest.raises(TimeoutError):
+        list(client.map(wait_for_file, [gate], timeout=0.2))
+    queued = [client.submit(add, i) for i in range(5)]
+    client.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued)
+    Path(gate).touch()
+    other = small_cluster.client()
+    assert other.submit(add, 5).result(timeout=20) == 5
+
+
+def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -> None:
+    with LocalCluster(workers=0, **FAST) as cluster:
+        context: zmq.Context[Any] = zmq.Context()
+        fake = context.socket(zmq.DEALER)
+        fake.setsockopt(zmq.LINGER, 0)
+        fake.connect(cluster.address)
+        try:
+            register = p.Register(p.PROTOCOL_VERSION, "fake", "node", 1, 1)
+            assert isinstance(exchange(fake, b"", p.encode(register)), p.Registered)
+            client = cluster.client()
+            future = client.submit(add, 1, 2)
+            assert fake.poll(10_000)
+            run = p.decode(fake.recv_multipart()[1])
+            assert isinstance(run, p.Run)
+            (spec,) = run.attempts
+            broken = p.AttemptResult(spec.attempt_id, "ok", p.Blob(9))
+            fake.send_multipart([b"", p.encode(p.Done([broken]))])
+            with pytest.raises(TaskFailedError, match="protocol error in the worker's result"):
+                future.result(timeout=20)
+            assert isinstance(exchange(fake, b"", b"\x00garbage"), p.Error)
+            # A late duplicate for the same attempt is discarded, and everyone is still served.
+            fake.send_multipart([b"", p.encode(p.Done([broken]))])
+            eventually(lambda: client.status().discarded_late_results == 1, "duplicate dropped")
+        finally:
+            fake.close()
+            context.term()

@@ -1,0 +1,392 @@
+"""The scheduler state machine, driven by events alone: no sockets, no clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pydispatch.placement import PlacementRequest, WorkerCapacity, greedy_best_fit
+from pydispatch.scheduler import (
+    AskToReregister,
+    AttemptOutcome,
+    ForgetWorker,
+    Instruction,
+    KillAttempts,
+    NewTask,
+    NotifyStarted,
+    ReleaseWorker,
+    Resolve,
+    RunAttempts,
+    Scheduler,
+)
+
+C1, C2 = b"client-1", b"client-2"
+W1, W2 = b"worker-1", b"worker-2"
+
+
+def runs(instructions: Sequence[Instruction]) -> dict[bytes, list[int]]:
+    """worker -> attempt ids started by these instructions."""
+    out: dict[bytes, list[int]] = {}
+    for ins in instructions:
+        if isinstance(ins, RunAttempts):
+            out.setdefault(ins.worker, []).extend(a for a, _ in ins.attempts)
+    return out
+
+
+def payloads(instructions: Sequence[Instruction]) -> list[object]:
+    return [p for ins in instructions if isinstance(ins, RunAttempts) for _, p in ins.attempts]
+
+
+def resolved(instructions: Sequence[Instruction]) -> list[Resolve]:
+    return [ins for ins in instructions if isinstance(ins, Resolve)]
+
+
+def tasks(n: int, start: int = 0, **kwargs: object) -> list[NewTask]:
+    return [NewTask(i, payload=i, **kwargs) for i in range(start, start + n)]  # type: ignore[arg-type]
+
+
+def test_places_tasks_on_free_slots_and_resolves_on_done() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=2)
+    assert s.submit(C1, tasks(3)) == []
+    out = s.schedule()
+    assert len(runs(out)[W1]) == 2
+    started = [i for i in out if isinstance(i, NotifyStarted)]
+    assert started == [NotifyStarted(C1, [0, 1])]
+    attempt = runs(out)[W1][0]
+    done = s.attempts_finished(W1, [AttemptOutcome(attempt, "ok", value="v")], now=1)
+    assert resolved(done) == [Resolve(C1, 0, "ok", "v", worker=W1.hex())]
+    # The freed slot takes the third task.
+    assert payloads(s.schedule()) == [2]
+    assert s.snapshot(1).queued == 0
+    assert s.snapshot(1).running == 2
+
+
+def test_tasks_wait_while_no_worker_is_registered() -> None:
+    s = Scheduler()
+    assert s.submit(C1, tasks(1, resources={"gpu": 8})) == []
+    assert s.schedule() == []
+    s.register_worker(W1, now=0, slots=1, resources={"gpu": 8})
+    assert runs(s.schedule()) == {W1: [1]}
+
+
+def test_impossible_demand_fails_at_once_with_reason() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1, resources={"cpu": 4}, labels={"zone": "a"})
+    (too_big,) = resolved(s.submit(C1, [NewTask(1, None, resources={"cpu": 5})]))
+    assert too_big.status == "failed"
+    assert "cpu=5" in too_big.error
+    assert "cpu=4" in too_big.error
+    (wrong_zone,) = resolved(s.submit(C1, [NewTask(2, None, labels={"zone": "b"})]))
+    assert wrong_zone.status == "failed"
+    assert "zone=b" in wrong_zone.error
+    (negative,) = resolved(s.submit(C1, [NewTask(3, None, resources={"cpu": -1})]))
+    assert "invalid demand" in negative.error
+    (nan,) = resolved(s.submit(C1, [NewTask(5, None, resources={"cpu": float("nan")})]))
+    assert "invalid demand" in nan.error
+    # Busy but possible: waits.
+    assert s.submit(C1, [NewTask(4, None, resources={"cpu": 4})]) == []
+
+
+def test_queued_task_fails_when_the_only_capable_worker_leaves() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1, resources={"gpu": 1})
+    s.register_worker(W2, now=0, slots=1)
+    s.submit(C1, [NewTask(1, None, resources={"gpu": 1}), NewTask(2, None, resources={"gpu": 1})])
+    s.schedule()
+    out = s.deregister_worker(W1, now=1)
+    statuses = sorted((r.task_id, r.status) for r in resolved(out))
+    assert statuses == [(1, "failed"), (2, "failed")]
+
+
+def test_resources_and_labels_are_honoured() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=4, resources={"cpu": 2}, labels={"zone": "a"})
+    s.register_worker(W2, now=0, slots=4, resources={"cpu": 8}, labels={"zone": "b"})
+    s.submit(C1, [NewTask(i, i, resources={"cpu": 2}) for i in range(5)])
+    s.submit(C1, [NewTask(10, 10, labels={"zone": "a"})])
+    placed = runs(s.schedule())
+    # W1 has cpu for one task, W2 for four; the labelled task goes to zone a (slot-only).
+    assert len(placed[W1]) == 2
+    assert len(placed[W2]) == 4
+    snap = {w.name: w for w in s.snapshot(0).workers}
+    assert snap[W1.hex()].free_resources == {"cpu": 0.0}
+    assert snap[W2.hex()].free_resources == {"cpu": 0.0}
+
+
+def test_priorities_order_tasks() -> None:
+    s = Scheduler()
+    s.submit(C1, [NewTask(i, f"low{i}") for i in range(3)])
+    s.submit(C1, [NewTask(9, "high", priority=5)])
+    s.register_worker(W1, now=0, slots=1)
+    assert payloads(s.schedule()) == ["high"]
+
+
+def test_fair_share_interleaves_clients() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=2)
+    s.submit(C1, tasks(100))
+    s.schedule()  # C1 holds both slots
+    s.submit(C2, [NewTask(0, "short")])
+    attempt = runs(s.schedule() or [])  # nothing free yet
+    assert attempt == {}
+    first = s.snapshot(0)
+    assert first.running == 2
+    # When one of C1's tasks ends, C2 (share 0) goes before C1's 98 queued tasks.
+    (attempt_id,) = [a for a in range(1, 3)][:1]
+    s.attempts_finished(W1, [AttemptOutcome(attempt_id, "ok")], now=1)
+    assert payloads(s.schedule()) == ["short"]
+
+
+def test_equal_shares_take_turns() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1)
+    s.submit(C1, tasks(10))
+    (attempt,) = runs(s.schedule())[W1]
+    s.submit(C2, [NewTask(100, "c2-a"), NewTask(101, "c2-b")])
+    order = []
+    for now in range(1, 5):
+        # The slot frees: both clients hold nothing at this instant.
+        s.attempts_finished(W1, [AttemptOutcome(attempt, "ok")], now=now)
+        out = s.schedule()
+        order += payloads(out)
+        (attempt,) = runs(out)[W1]
+    assert order == ["c2-a", 1, "c2-b", 2]
+
+
+def test_worker_lost_requeues_with_numbered_attempts_and_late_result_is_discarded() -> None:
+    s = Scheduler(heartbeat_timeout=10)
+    s.register_worker(W1, now=0, slots=1)
+    s.register_worker(W2, now=0, slots=1)
+    s.submit(C1, tasks(2, retries=1))
+    first = runs(s.schedule())
+    s.heartbeat(W2, now=8)
+    out = s.tick(now=11)
+    assert ForgetWorker(W1, "heartbeat timeout") in out
+    assert s.snapshot(11).queued == 1
+    assert s.counters.retried == 1
+    # W2 finishes its task, then takes over W1's.
+    s.attempts_finished(W2, [AttemptOutcome(first[W2][0], "ok")], now=12)
+    second = runs(s.schedule())
+    assert list(second) == [W2]
+    # W1 comes back with a late result: discarded, and asked to register again.
+    late = s.attempts_finished(W1, [AttemptOutcome(first[W1][0], "ok")], now=13)
+    assert late == [AskToReregister(W1)]
+    assert s.counters.discarded_late_results == 1
+    done = s.attempts_finished(W2, [AttemptOutcome(second[W2][0], "ok", value="x")], now=14)
+    assert [(r.task_id, r.status) for r in resolved(done)] == [(first_task_of(first, W1), "ok")]
+
+
+def first_task_of(placed: dict[bytes, list[int]], worker: bytes) -> int:
+    # Attempt ids are handed out in task order in these tests: attempt n ran task n-1.
+    return placed[worker][0] - 1
+
+
+def test_retries_exhausted_fails_the_task() -> None:
+    s = Scheduler(heartbeat_timeout=1)
+    s.submit(C1, tasks(1, retries=1))
+    out: list[Instruction] = []
+    for round_ in range(2):
+        s.register_worker(W1, now=10 * round_, slots=1)
+        s.schedule()
+        out = s.tick(now=10 * round_ + 5)
+    (failure,) = resolved(out)
+    assert failure.status == "failed"
+    assert "gave up after 2 attempt(s)" in failure.error
+
+
+def test_reregistration_under_same_identity_requeues_the_old_incarnations_work() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1)
+    s.submit(C1, tasks(1))
+    (old_attempt,) = runs(s.schedule())[W1]
+    s.register_worker(W1, now=1, slots=1)
+    (new_attempt,) = runs(s.schedule())[W1]
+    assert new_attempt != old_attempt
+    assert s.attempts_finished(W1, [AttemptOutcome(old_attempt, "ok")], now=2) == []
+    assert s.counters.discarded_late_results == 1
+    assert resolved(s.attempts_finished(W1, [AttemptOutcome(new_attempt, "ok")], now=3))
+
+
+def test_cancel_pending_and_running() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1)
+    s.submit(C1, tasks(3))
+    (attempt,) = runs(s.schedule())[W1]
+    (cancelled,) = resolved(s.cancel(C1, [2], force=False))
+    assert cancelled.status == "cancelled"
+    # Not forced: a running task keeps running.
+    assert s.cancel(C1, [0], force=False) == []
+    assert s.cancel(C1, [0], force=True) == [KillAttempts(W1, [attempt])]
+    out = s.attempts_finished(W1, [AttemptOutcome(attempt, "cancelled")], now=1)
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(0, "cancelled")]
+    # The slot is free again and the last task runs; unknown ids are ignored.
+    assert payloads(s.schedule()) == [1]
+    assert s.cancel(C1, [42], force=True) == []
+
+
+def test_force_cancel_when_worker_dies_resolves_cancelled_not_retried() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1)
+    s.submit(C1, tasks(1))
+    s.schedule()
+    s.cancel(C1, [0], force=True)
+    out = s.deregister_worker(W1, now=1)
+    assert [r.status for r in resolved(out)] == ["cancelled"]
+
+
+def test_drain_finishes_running_then_releases() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=2)
+    s.submit(C1, tasks(3))
+    attempts = runs(s.schedule())[W1]
+    assert s.drain_worker(W1, now=1) == []
+    assert s.schedule() == []  # nothing new on a draining worker
+    s.attempts_finished(W1, [AttemptOutcome(attempts[0], "ok")], now=2)
+    out = s.attempts_finished(W1, [AttemptOutcome(attempts[1], "ok")], now=3)
+    assert ReleaseWorker(W1) in out
+    assert not s.knows_worker(W1)
+    assert s.snapshot(3).queued == 1  # the third waits for another worker
+
+
+def test_lost_outcome_from_draining_worker_requeues() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=1)
+    s.submit(C1, tasks(1))
+    (attempt,) = runs(s.schedule())[W1]
+    s.drain_worker(W1, now=1)
+    out = s.attempts_finished(W1, [AttemptOutcome(attempt, "lost", error="grace over")], now=2)
+    assert ReleaseWorker(W1) in out
+    assert not resolved(out)
+    s.register_worker(W2, now=3, slots=1)
+    assert runs(s.schedule()) == {W2: [2]}
+
+
+def test_prefetch_places_extra_attempts_per_slot() -> None:
+    s = Scheduler(prefetch=2)
+    s.register_worker(W1, now=0, slots=2, resources={"gpu": 1})
+    s.submit(C1, tasks(10))
+    s.submit(
+        C2, [NewTask(0, "gpu", resources={"gpu": 1}), NewTask(1, "gpu2", resources={"gpu": 1})]
+    )
+    placed = runs(s.schedule())[W1]
+    assert len(placed) == 6  # 2 slots x (1 + 2); the second gpu task still waits for the gpu
+    (worker,) = s.snapshot(0).workers
+    assert worker.slots_used == 2
+    assert worker.free_resources == {"gpu": 0.0}
+
+
+def test_unknown_worker_heartbeat_asks_to_reregister() -> None:
+    assert Scheduler().heartbeat(W1, now=0) == [AskToReregister(W1)]
+
+
+def test_client_gone_drops_its_queue() -> None:
+    s = Scheduler()
+    s.submit(C1, tasks(5))
+    s.client_gone(C1)
+    s.register_worker(W1, now=0, slots=5)
+    assert s.schedule() == []
+
+
+def test_duplicate_task_id_is_ignored() -> None:
+    s = Scheduler()
+    s.submit(C1, tasks(1))
+    s.submit(C1, tasks(1))
+    assert s.snapshot(0).queued == 1
+
+
+class _BadPlacer:
+    def __call__(
+        self, requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity]
+    ) -> list[tuple[int, int]]:
+        return [(0, 0), (0, 0), (1, 0), (2, 7), (99, 0)]
+
+
+def test_a_wrong_placer_cannot_overcommit() -> None:
+    s = Scheduler(placer=_BadPlacer())
+    s.register_worker(W1, now=0, slots=1)
+    s.submit(C1, tasks(3))
+    assert len(runs(s.schedule())[W1]) == 1
+    assert s.snapshot(0).queued == 2
+
+
+def test_greedy_best_fit_prefers_tightest_worker() -> None:
+    workers = [
+        WorkerCapacity(4, {"mem": 64}, {}),
+        WorkerCapacity(4, {"mem": 8}, {}),
+    ]
+    assert greedy_best_fit([PlacementRequest({"mem": 8}, {})], workers) == [(0, 1)]
+    assert greedy_best_fit([PlacementRequest({"mem": 9}, {})], workers) == [(0, 0)]
+
+
+# ------------------------------------------------------------- property: exactly once
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), st.integers(1, 4), st.integers(0, 2)),
+        st.tuples(st.just("register"), st.integers(0, 2), st.integers(0, 2)),
+        st.tuples(st.just("finish"), st.integers(0, 50), st.sampled_from(["ok", "error", "lost"])),
+        st.tuples(st.just("tick"), st.integers(0, 2), st.integers(0, 0)),
+        st.tuples(st.just("cancel"), st.integers(0, 40), st.booleans()),
+        st.tuples(st.just("drain"), st.integers(0, 2), st.integers(0, 0)),
+        st.tuples(st.just("leave"), st.integers(0, 2), st.integers(0, 0)),
+    ),
+    max_size=60,
+)
+
+
+@given(events)
+def test_every_task_resolves_exactly_once_and_slots_balance(script: list[tuple]) -> None:  # type: ignore[type-arg]
+    s = Scheduler(heartbeat_timeout=5)
+    now = 0.0
+    next_id = 0
+    submitted: set[int] = set()
+    outcomes: dict[int, int] = {}
+    running: dict[int, bytes] = {}  # attempt -> worker
+    workers = [b"w0", b"w1", b"w2"]
+
+    def apply(out: list[Instruction]) -> None:
+        for ins in out:
+            if isinstance(ins, Resolve):
+                outcomes[ins.task_id] = outcomes.get(ins.task_id, 0) + 1
+            elif isinstance(ins, ForgetWorker):
+                for a in [a for a, w in running.items() if w == ins.worker]:
+                    del running[a]
+        for worker, attempts in runs(out).items():
+            for a in attempts:
+                running[a] = worker
+
+    for kind, a, b in script:
+        now += 1
+        if kind == "submit":
+            new = [NewTask(next_id + i, None, retries=b) for i in range(a)]
+            submitted.update(t.task_id for t in new)
+            next_id += a
+            apply(s.submit(C1, new))
+        elif kind == "register":
+            apply(s.register_worker(workers[a], now=now, slots=b + 1))
+        elif kind == "finish" and running:
+            attempt = sorted(running)[a % len(running)]
+            worker = running.pop(attempt)
+            apply(s.attempts_finished(worker, [AttemptOutcome(attempt, b)], now=now))  # type: ignore[arg-type]
+        elif kind == "tick":
+            now += 6 * a
+            for w in workers[:1]:
+                apply(s.heartbeat(w, now))
+            apply(s.tick(now))
+        elif kind == "cancel":
+            apply(s.cancel(C1, [a], force=b))
+        elif kind == "drain":
+            apply(s.drain_worker(workers[a], now))
+        elif kind == "leave":
+            apply(s.deregister_worker(workers[a], now))
+        apply(s.schedule())
+        for snap in s.snapshot(now).workers:
+            assert 0 <= snap.slots_used <= snap.slots
+    assert all(count == 1 for count in outcomes.values()), outcomes
+    assert set(outcomes) <= submitted
+    # Whatever has not resolved is still queued or running, never forgotten.
+    snap = s.snapshot(now)
+    assert len(submitted) - len(outcomes) == snap.queued + snap.running
