@@ -1,0 +1,121 @@
+"""The dispatcher's default placer: greedy first, the allocation solver where greedy strands work.
+
+A placement round gets pending requests in priority/fair-share order and the workers' free
+capacity. Most rounds are easy (tasks that need a slot and little else): greedy best-fit places
+them all in microseconds, and its answer is returned as is, so the solver never slows the hot
+path of small tasks. When greedy leaves requests unplaced although capacity remains, the round
+is a packing problem that greedy may get wrong (a large task stranded by small ones placed
+first). Then the solver looks for the longest prefix of the requests (earlier ones matter more)
+that fits exactly: a binary search over prefix lengths, each an exact ``solve`` under a small
+time limit. What capacity is left after that prefix is filled greedily with later requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .placement import SLOTS, PlacementRequest, WorkerCapacity, fits, greedy_best_fit
+
+#: Time for one exact solve inside a placement round (seconds).
+DEFAULT_TIME_LIMIT = 0.05
+
+
+def solver_placer(
+    requests: Sequence[PlacementRequest],
+    workers: Sequence[WorkerCapacity],
+    *,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+) -> list[tuple[int, int]]:
+    greedy = greedy_best_fit(requests, workers)
+    if len(greedy) == len(requests) or not workers:
+        return greedy
+    placed = {index for index, _ in greedy}
+    greedy_prefix = 0
+    while greedy_prefix in placed:
+        greedy_prefix += 1
+    # No prefix longer than the free slots can fit; nor one past a request no worker can take.
+    upper = min(len(requests), sum(w.free_slots for w in workers))
+    for index in range(greedy_prefix, upper):
+        request = requests[index]
+        if not any(
+            fits(request.resources, request.labels, w.free_slots, w.free, w.labels) for w in workers
+        ):
+            upper = index
+            break
+    best: list[int] | None = None
+    low, high = greedy_prefix, upper
+    while low < high:
+        middle = (low + high + 1) // 2
+        assignment = _exact(requests[:middle], workers, time_limit)
+        if assignment is None:
+            high = middle - 1
+        else:
+            low, best = middle, assignment
+    if best is None:
+        return greedy
+    chosen = list(enumerate(best))
+    rest = greedy_best_fit(requests[low:], _left_over(requests, workers, chosen))
+    chosen += [(low + index, worker) for index, worker in rest]
+    # Keep greedy's answer when it places more of the round (the prefix is never shorter).
+    return chosen if len(chosen) >= len(greedy) else greedy
+
+
+def _resource_names(
+    requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity]
+) -> list[str]:
+    names = {name for request in requests for name in request.resources}
+    return [SLOTS, *sorted(names - {SLOTS})]
+
+
+def _exact(
+    requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity], time_limit: float
+) -> list[int] | None:
+    """Every request on a worker within capacity, or None when the solver finds no way."""
+    from .solver import InfeasibleError, PlacementProblem, solve
+
+    names = _resource_names(requests, workers)
+    demand = np.array(
+        [[1.0] + [r.resources.get(name, 0.0) for name in names[1:]] for r in requests]
+    )
+    capacity = np.array(
+        [[float(w.free_slots)] + [w.free.get(name, 0.0) for name in names[1:]] for w in workers]
+    )
+    allowed = np.array(
+        [
+            [all(w.labels.get(k) == v for k, v in r.labels.items()) for w in workers]
+            for r in requests
+        ]
+    )
+    # Spreading is the tie-break greedy uses too: a worker with more free slots costs less.
+    spread = 1.0 / (1.0 + capacity[:, 0])
+    problem = PlacementProblem(
+        demand,
+        capacity,
+        names,
+        cost=np.broadcast_to(spread, (len(requests), len(workers))),
+        allowed=allowed,
+    )
+    try:
+        placement = solve(problem, method="auto", time_limit=time_limit)
+    except InfeasibleError:
+        return None
+    return [int(worker) for worker in placement.assignment]
+
+
+def _left_over(
+    requests: Sequence[PlacementRequest],
+    workers: Sequence[WorkerCapacity],
+    chosen: list[tuple[int, int]],
+) -> list[WorkerCapacity]:
+    free_slots = [w.free_slots for w in workers]
+    free = [dict(w.free) for w in workers]
+    for request_index, worker_index in chosen:
+        free_slots[worker_index] -= 1
+        for name, amount in requests[request_index].resources.items():
+            free[worker_index][name] = free[worker_index].get(name, 0.0) - amount
+    return [
+        WorkerCapacity(slots, left, w.labels)
+        for slots, left, w in zip(free_slots, free, workers, strict=True)
+    ]
