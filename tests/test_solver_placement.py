@@ -4,6 +4,9 @@ solver's where greedy strands a task that fits."""
 from __future__ import annotations
 
 import random
+from typing import Any
+
+import pytest
 
 from pydispatch._solver_placement import solver_placer
 from pydispatch.placement import PlacementRequest, WorkerCapacity, fits, greedy_best_fit
@@ -87,3 +90,37 @@ def test_random_rounds_are_valid_and_never_worse_than_greedy() -> None:
         while greedy_prefix in greedy_placed:
             greedy_prefix += 1
         assert prefix >= greedy_prefix  # earlier requests are never traded for later ones
+
+
+def test_busy_queues_never_call_the_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    # More candidates than slots, homogeneous demands: greedy's prefix is the longest possible,
+    # so no exact solve may run (it would cost the dispatcher's loop time on every round).
+    import pydispatch._solver_placement as placement
+
+    solves: list[int] = []
+    real = placement._exact
+
+    def counting(*args: Any, **kwargs: Any) -> list[int] | None:
+        solves.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(placement, "_exact", counting)
+    workers = [worker(4, cpu=4.0), worker(4, cpu=4.0)]
+    assert len(solver_placer([request() for _ in range(50)], workers)) == 8
+    assert len(solver_placer([request(cpu=1.0) for _ in range(50)], workers)) == 8
+    assert len(solver_placer([request(cpu=3.0) for _ in range(50)], workers)) == 2
+    assert solves == []
+    # ...while a round where greedy strands work does solve.
+    solver_placer(
+        [request(memory=3.0), request(memory=5.0), request(memory=5.0)],
+        [worker(2, memory=8.0), worker(2, memory=5.0)],
+    )
+    assert solves
+
+
+def test_the_dispatcher_places_with_the_solver_by_default() -> None:
+    import inspect
+
+    from pydispatch.server import Dispatcher
+
+    assert inspect.signature(Dispatcher).parameters["placer"].default is solver_placer

@@ -18,8 +18,10 @@ import numpy as np
 
 from .placement import SLOTS, PlacementRequest, WorkerCapacity, fits, greedy_best_fit
 
-#: Time for one exact solve inside a placement round (seconds).
-DEFAULT_TIME_LIMIT = 0.05
+#: Time for one exact solve inside a placement round (seconds), and solves per round: the
+#: dispatcher's loop waits for them, so a round costs at most their product.
+DEFAULT_TIME_LIMIT = 0.02
+MAX_SOLVES_PER_ROUND = 4
 
 
 def solver_placer(
@@ -35,18 +37,16 @@ def solver_placer(
     greedy_prefix = 0
     while greedy_prefix in placed:
         greedy_prefix += 1
-    # No prefix longer than the free slots can fit; nor one past a request no worker can take.
-    upper = min(len(requests), sum(w.free_slots for w in workers))
-    for index in range(greedy_prefix, upper):
-        request = requests[index]
-        if not any(
-            fits(request.resources, request.labels, w.free_slots, w.free, w.labels) for w in workers
-        ):
-            upper = index
-            break
+    upper = _longest_possible_prefix(requests, workers)
+    if upper <= greedy_prefix:
+        # Greedy already placed every request that could possibly fit in order: the common
+        # case of a busy queue, where no solve is needed.
+        return greedy
     best: list[int] | None = None
     low, high = greedy_prefix, upper
-    while low < high:
+    solves = 0
+    while low < high and solves < MAX_SOLVES_PER_ROUND:
+        solves += 1
         middle = (low + high + 1) // 2
         assignment = _exact(requests[:middle], workers, time_limit)
         if assignment is None:
@@ -60,6 +60,30 @@ def solver_placer(
     chosen += [(low + index, worker) for index, worker in rest]
     # Keep greedy's answer when it places more of the round (the prefix is never shorter).
     return chosen if len(chosen) >= len(greedy) else greedy
+
+
+def _longest_possible_prefix(
+    requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity]
+) -> int:
+    """An upper bound on how many leading requests can run now: not more than the free slots,
+    not past a request no worker can take, nor past where their total demand of any resource
+    exceeds what all workers have free."""
+    free_slots = sum(w.free_slots for w in workers)
+    totals: dict[str, float] = {}
+    for w in workers:
+        for name, amount in w.free.items():
+            totals[name] = totals.get(name, 0.0) + amount
+    used: dict[str, float] = {}
+    for index, request in enumerate(requests[:free_slots]):
+        if not any(
+            fits(request.resources, request.labels, w.free_slots, w.free, w.labels) for w in workers
+        ):
+            return index
+        for name, amount in request.resources.items():
+            used[name] = used.get(name, 0.0) + amount
+            if used[name] > totals.get(name, 0.0) + 1e-9:
+                return index
+    return min(len(requests), free_slots)
 
 
 def _resource_names(

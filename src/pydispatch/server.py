@@ -26,7 +26,8 @@ import zmq
 
 from . import protocol as p
 from . import scheduler as s
-from .placement import Placer, greedy_best_fit
+from ._solver_placement import solver_placer
+from .placement import Placer
 from .transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameLike,
@@ -65,7 +66,7 @@ class Dispatcher:
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        placer: Placer = greedy_best_fit,
+        placer: Placer = solver_placer,
         prefetch: int = 0,
         exit_with_parent: int = 0,
     ) -> None:
