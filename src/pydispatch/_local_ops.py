@@ -149,7 +149,7 @@ def window_records(op: Operator, records: list[Any]) -> list[Any]:
             acc = value if seen == 0 else combine(acc, value)
             if seen + 1 == size_:
                 out.append(emit(key, acc))
-                del state[key]
+                state.pop(key, None)
             else:
                 state[key] = (seen + 1, acc)
         return out  # incomplete windows never fire (Flink's GlobalWindows + CountTrigger)

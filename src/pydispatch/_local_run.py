@@ -59,11 +59,15 @@ from .plan import ExecutionGraph
 
 @dataclass
 class LocalResult:
-    """Per operator id: collected records (collect sinks), records in and out."""
+    """Per operator id: collected records (collect sinks), records in and out.
+
+    ``subtask_results``: per collect sink, what each of its subtasks received (index order),
+    for checking which subtask got which records."""
 
     name: str
     runtime_mode: str
     collected: dict[int, Any] = field(default_factory=dict)
+    subtask_results: dict[int, list[Batch]] = field(default_factory=dict)
     records_in: dict[int, int] = field(default_factory=dict)
     records_out: dict[int, int] = field(default_factory=dict)
 
@@ -122,6 +126,7 @@ class _Runner:
                 self._run_subtask(chain.operators, index, chain.parallelism)
         for op_id, parts in self.sink_parts.items():
             batches = [parts[i] for i in sorted(parts)]
+            self.result.subtask_results[op_id] = batches
             op = self.job.operator(op_id)
             if op.params.get("columnar"):
                 self.result.collected[op_id] = concat(batches) if batches else {}
