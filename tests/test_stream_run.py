@@ -278,9 +278,9 @@ def test_write_text_and_for_each_sinks(tmp_path: Path) -> None:
 
 def test_metrics_count_records_in_and_out() -> None:
     env = StreamEnvironment(parallelism=2)
-    env.from_collection(range(10)).filter(lambda x: x % 2 == 0).flat_map(
-        lambda x: [x, x]
-    ).for_each(lambda _: None)
+    env.from_collection(range(10)).filter(lambda x: x % 2 == 0).flat_map(lambda x: [x, x]).for_each(
+        lambda _: None
+    )
     result = env.execute()
     assert result.records_out == {0: 10, 1: 5, 2: 10, 3: 0}
     assert result.records_in == {0: 0, 1: 10, 2: 5, 3: 10}
