@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pydispatch import plan as pl
-from pydispatch.solver import PlacementProblem, flink_slot_sharing, solve
+from pydispatch import solver
 from pydispatch.stream import StreamEnvironment
 
 
@@ -24,10 +24,10 @@ def _keyed_job(parallelism: int) -> pl.ExecutionGraph:
 def test_slot_sharing_problem_round_trip() -> None:
     graph = _keyed_job(4)
     problem = pl.placement_problem(graph, [{"slots": 2, "cpu": 4.0}] * 2)
-    assert isinstance(problem, PlacementProblem)
+    assert isinstance(problem, solver.PlacementProblem)
     assert problem.n_tasks == 4  # one unit per slot
     assert problem.resources == ("slots", "cpu")
-    placement = solve(problem, method="local", time_limit=2.0)
+    placement = solver.solve(problem, method="local", time_limit=2.0)
     data = pl.placement_input(graph)
     workers = data.subtask_workers(placement.assignment)
     assert workers.shape == (graph.n_subtasks,)
@@ -45,9 +45,9 @@ def test_independent_subtasks_with_group_hint_and_flink_baseline() -> None:
     assert problem.n_tasks == graph.n_subtasks
     assert problem.group_hint is not None
     data = pl.placement_input(graph, slot_sharing=False)
-    placement = solve(problem, method="greedy")
+    placement = solver.solve(problem, method="greedy")
     assert placement.assignment.shape == (graph.n_subtasks,)
-    baseline = flink_slot_sharing(problem, data.slot_group)
+    baseline = solver.flink_slot_sharing(problem, data.slot_group)
     workers = baseline.assignment
     for chain in graph.chains:
         for i in range(chain.parallelism):
