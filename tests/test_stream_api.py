@@ -267,3 +267,16 @@ def test_nothing_to_run_and_remote_targets() -> None:
     assert env.target == "tcp://127.0.0.1:5555"
     with pytest.raises(NotImplementedError, match="dispatcher"):
         env.from_elements([1]).collect()
+
+
+def test_graph_dict_summarises_source_data_and_operators_are_read_only() -> None:
+    env = StreamEnvironment()
+    env.from_collection(list(range(10_000))).map(double)
+    env.from_arrays({"k": np.arange(3, dtype=np.int16)})
+    form = env.job_graph.to_dict()
+    assert form["operators"][0]["params"]["elements"] == {"count": 10_000}
+    assert form["operators"][2]["params"]["columns"] == {"k": "int16"}
+    assert form["operators"][1]["function"] == "double"
+    op = env.job_graph.operator(0)
+    with pytest.raises(TypeError):
+        op.params["source"] = "other"  # type: ignore[index]

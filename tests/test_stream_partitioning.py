@@ -222,3 +222,21 @@ def test_columnar_broadcast_rebalance_and_rescale_keep_columns() -> None:
         assert isinstance(out, dict)
         copies = 2 if kind == "broadcast" else 1
         assert sorted(out["k"].tolist()) == sorted(list(range(10)) * copies)
+
+
+def test_record_and_columnar_paths_route_equal_keys_alike() -> None:
+    keys = np.arange(-50, 50, dtype=np.int64)
+    env = StreamEnvironment(parallelism=4)
+    columnar = _subtask_inputs(env.from_arrays({"k": keys}).set_parallelism(1).key_by("k"))
+    records = _subtask_inputs(_source(keys.tolist(), 1, 4).key_by(lambda x: x))
+    for part_c, part_r in zip(columnar, records, strict=True):
+        assert isinstance(part_c, dict)
+        assert part_c["k"].tolist() == part_r
+
+
+def test_operators_after_key_by_read_a_hash_partitioned_input() -> None:
+    stream = _source([("a", 1), ("b", 2), ("a", 3)], 2, 3)
+    keyed_map = stream.key_by(0).map(lambda r: r[1])
+    edge = stream.environment.job_graph.inputs(keyed_map.operator.id)[0]
+    assert edge.partitioning == "hash"
+    assert sorted(keyed_map.collect()) == [1, 2, 3]

@@ -85,10 +85,22 @@ class Operator:
     #: Bytes per output record, for traffic estimates (None: schema's or the default).
     bytes_per_record: float | None = None
 
+    def __post_init__(self) -> None:
+        # Read-only views: a planned graph must not change under the planner's feet.
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "resources", MappingProxyType(dict(self.resources)))
+
     def to_dict(self) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for name, value in self.params.items():
-            if isinstance(value, KeySpec):
+            # Data a source carries is summarised, never copied out: the form must stay small.
+            if name == "elements":
+                params[name] = {"count": len(value)}
+            elif isinstance(value, Mapping):
+                params[name] = {
+                    k: str(getattr(v, "dtype", type(v).__name__)) for k, v in value.items()
+                }
+            elif isinstance(value, KeySpec):
                 params[name] = value.to_dict()
             elif callable(value):
                 params[name] = _callable_name(value)

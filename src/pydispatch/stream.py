@@ -27,7 +27,8 @@ Records and results.
 - Order: Flink gives no global order across parallel subtasks. The in-process executor is
   deterministic: ``collect()`` returns sink subtask 0's records, then subtask 1's, ...; each
   subtask reads its input channels in upstream subtask order. With parallelism 1 throughout, the
-  input order is kept. Batch aggregations emit keys in first-seen order per subtask.
+  input order is kept. Batch aggregations emit keys in first-seen order per subtask (sorted on
+  the columnar path).
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ class StreamEnvironment:
     ) -> DataStream:
         """A parallel bounded source of CSV rows, split like :meth:`read_text` (one record per
         line). Rows are dicts of str when field names are known (``header=True`` reads them
-        from the first file's first line; ``columns`` names them), else tuples of str."""
+        from the first file's first line; ``columns`` names them), else tuples of str. With
+        ``header=True`` every file's first line is a header and is skipped."""
         files = _paths(paths, "read_csv")
         fields: tuple[str, ...] | None = None
         if columns is not None:
@@ -238,7 +240,8 @@ class StreamEnvironment:
         """A replayable source: ``factory()`` (or ``factory(index, parallelism)`` when
         ``parallel``) returns an iterable of the records from the beginning, on every call, so a
         failed subtask can be replayed. ``bounded=False`` marks an unbounded source: the job
-        runs in streaming mode (until cancelled, on a cluster)."""
+        runs in streaming mode (until cancelled, on a cluster; the in-process mode reads the
+        iterable to its end, so give it one there)."""
         check_callable(factory, "from_source")
         if estimated_records is not None and not estimated_records >= 0:
             raise ValueError(f"from_source: estimated_records must be >= 0: {estimated_records}")
