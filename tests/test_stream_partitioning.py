@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydispatch import partition as pt
-from pydispatch._local_run import key_array, run_local
+from pydispatch._local_run import run_local
+from pydispatch._routing import key_array
 from pydispatch.stream import DataStream, StreamEnvironment
 
 
@@ -117,10 +118,14 @@ def test_hash_sends_equal_keys_together(records: list[Any], sizes: tuple[int, in
     stream = _source(records, p, q)
     got = _subtask_inputs(stream.key_by(0))
     expected: list[list[Any]] = [[] for _ in range(q)]
+    mp = pt.default_max_parallelism(q)
     for split in _splits(records, p):
-        keys = np.array([r[0] for r in split], dtype=object)
-        for r, t in zip(split, pt.partition(keys, q).tolist(), strict=True):
-            expected[t].append(r)
+        # key group by pydispatch's hash, then Flink's owner of the key group
+        groups = pt.partition(np.array([r[0] for r in split], dtype=object), mp)
+        for r, g in zip(split, groups.tolist(), strict=True):
+            owners = [t for t in range(q) if g in pt.key_group_range(t, q, mp)]
+            assert owners == [g * q // mp]
+            expected[owners[0]].append(r)
     assert got == expected
     owner = {r[0]: t for t, part in enumerate(got) for r in part}
     assert all(owner[r[0]] == t for t, part in enumerate(got) for r in part)
@@ -133,6 +138,9 @@ def test_flink_scheme_routes_by_key_group(records: list[Any], sizes: tuple[int, 
     stream = _source(records, p, q)
     got = _subtask_inputs(stream.key_by(0, scheme="flink"))
     mp = pt.default_max_parallelism(q)
+    for t, part in enumerate(got):  # Flink's own routing agrees
+        keys = np.array([r[0] for r in part], dtype=object)
+        assert all(x == t for x in pt.partition(keys, q, "flink").tolist())
     for t, part in enumerate(got):
         if part:
             groups = pt.key_groups(np.array([r[0] for r in part], dtype=object), mp)
@@ -141,13 +149,20 @@ def test_flink_scheme_routes_by_key_group(records: list[Any], sizes: tuple[int, 
     assert sorted(r for part in got for r in part) == sorted(records)
 
 
-def test_flink_scheme_keyed_state_checks_key_groups_with_max_parallelism() -> None:
+@pytest.mark.parametrize("scheme", ["hash", "flink"])
+def test_keyed_state_by_key_group_with_a_set_max_parallelism(scheme: str) -> None:
     env = StreamEnvironment(parallelism=3)
     data = [(i % 17, 1) for i in range(200)]
-    out = env.from_collection(data).key_by(0, scheme="flink").sum(1).set_max_parallelism(7)
+    keyed = env.from_collection(data).key_by(0, scheme=scheme)  # type: ignore[arg-type]
+    out = keyed.sum(1).set_max_parallelism(7)
     assert sorted(out.collect()) == sorted((k, data.count((k, 1))) for k in range(17))
     plan = env.execution_graph()
     assert plan.job.operator(1).max_parallelism == 7
+    got = _subtask_inputs(out)
+    for t, part in enumerate(got):  # each subtask holds the keys of its 7-key-group range
+        keys = np.array([k for k, _ in part], dtype=np.int64)
+        groups = pt.partition(keys, 7) if scheme == "hash" else pt.key_groups(keys, 7)
+        assert all(g in pt.key_group_range(t, 3, 7) for g in groups.tolist())
 
 
 def test_flink_scheme_takes_python_ints_as_java_longs() -> None:

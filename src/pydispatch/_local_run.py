@@ -8,9 +8,9 @@ subtasks with the real partitioning functions of :mod:`pydispatch.partition`:
 - ``forward``: subtask i -> i; ``rebalance``: :func:`~pydispatch.partition.round_robin` starting
   at the upstream subtask's index (Flink starts at a random channel; a fixed one keeps runs
   reproducible); ``rescale``: :func:`~pydispatch.partition.rescale`;
-- ``hash``: :func:`~pydispatch.partition.partition` of the keys, scheme ``"hash"`` or
-  ``"flink"`` (with the target's max parallelism; the keyed operator then checks that every key
-  group it sees is in its :func:`~pydispatch.partition.key_group_range`);
+- ``hash``: key groups, then the subtask owning each key group (``pydispatch._routing``: Flink's
+  scheme over pydispatch's hash or Flink's own); the keyed operator checks that every key group
+  it sees is in its :func:`~pydispatch.partition.key_group_range`;
 - ``broadcast``: the whole batch to every consumer; ``custom``: the user's partitioner;
 - batches are cut with :func:`~pydispatch.partition.split` (columns) or
   :func:`~pydispatch.partition.scatter` (record lists), which keep input order per target.
@@ -42,12 +42,10 @@ from ._local_ops import (
     size,
     window_records,
 )
+from ._routing import custom_subtasks, key_array, key_groups_of, keyed_subtasks, max_parallelism
 from .partition import (
     broadcast,
-    default_max_parallelism,
     key_group_range,
-    key_groups,
-    partition,
     rescale,
     rescale_targets,
     round_robin,
@@ -75,30 +73,6 @@ class LocalResult:
 def run_local(job: JobGraph, *, name: str = "job", chaining: bool = True) -> LocalResult:
     """Run a bounded ``job`` to completion in this process (see the module docstring)."""
     return _Runner(ExecutionGraph(job, chaining=chaining), name).run()
-
-
-def key_array(values: list[Any], scheme: str) -> Any:
-    """Python key values as the key column(s) :func:`partition` takes.
-
-    Tuples are composite keys (one column per position, ``"hash"`` only). Under ``"flink"``,
-    Python ints are Java ``Long``s (PyFlink's BIGINT) and str are ``String``s."""
-    if values and isinstance(values[0], tuple):
-        width = len(values[0])
-        if any(not isinstance(v, tuple) or len(v) != width for v in values):
-            raise TypeError("key_by: tuple keys must all be tuples of one length")
-        if scheme == "flink":
-            raise TypeError("key_by: the flink scheme takes one key value, not a tuple")
-        return tuple(_objects([v[j] for v in values]) for j in range(width))
-    if scheme == "flink" and all(type(v) is int for v in values):
-        return np.asarray(values, dtype=np.int64)
-    return _objects(values)
-
-
-def _objects(values: list[Any]) -> npt.NDArray[Any]:
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):  # item by item: numpy would unpack sequences
-        out[i] = v
-    return out
 
 
 class _Runner:
@@ -168,9 +142,7 @@ class _Runner:
         if kind == "filter":
             return [r for r in rows(data) if f(r)]
         if kind == "aggregate":
-            key: KeySpec = op.params["key"]
-            if key.scheme == "flink":
-                self._check_key_groups(op, data, index, parallelism)
+            self._check_key_groups(op, data, index, parallelism)
             if op.schema.columnar and isinstance(data, dict):
                 return aggregate_columns(op, data)
             return aggregate_records(op, rows(data), self.streaming)
@@ -182,17 +154,15 @@ class _Runner:
         raise ValueError(f"unknown operator kind {kind!r}")
 
     def _check_key_groups(self, op: Operator, data: Batch, index: int, parallelism: int) -> None:
-        """Keyed state is sharded by key group: each key must be one this subtask owns."""
-        mp = op.max_parallelism or default_max_parallelism(parallelism)
-        keys = self._keys(op.params["key"], data)
+        """Keyed state is sharded by key group: every key must be in one this subtask owns."""
         if size(data) == 0:
             return
-        groups = key_groups(keys, mp)
+        spec: KeySpec = op.params["key"]
+        mp = max_parallelism(op)
+        groups = key_groups_of(self._keys(spec, data), spec.scheme, mp)
         owned = key_group_range(index, parallelism, mp)
         if groups.min() < owned.start or groups.max() >= owned.stop:
-            raise RuntimeError(
-                f"{op.name} subtask {index} got a key of a key group outside {owned}"
-            )
+            raise RuntimeError(f"{op.name} subtask {index} got a key outside key groups {owned}")
 
     def _sink(self, op: Operator, data: Batch, index: int, parallelism: int) -> None:
         kind = op.params["sink"]
@@ -243,13 +213,8 @@ class _Runner:
             targets = rescale_targets(index, parallelism, q)
         elif kind == "hash":
             assert edge.key is not None
-            scheme = edge.key.scheme
-            mp = (
-                (target.max_parallelism or default_max_parallelism(q))
-                if scheme == "flink"
-                else None
-            )
-            ids = partition(self._keys(edge.key, batch), q, scheme, max_parallelism=mp)
+            keys = self._keys(edge.key, batch)
+            ids = keyed_subtasks(keys, edge.key.scheme, q, max_parallelism(target))
         else:  # custom
             assert edge.key is not None
             assert edge.partitioner is not None
@@ -264,16 +229,7 @@ class _Runner:
         else:
             get = getter(key)
             values = [get(r) for r in rows(batch)]
-        ids = np.empty(len(values), dtype=np.int32)
-        for i, v in enumerate(values):
-            t = partitioner(v, q)
-            if isinstance(t, bool) or not isinstance(t, int | np.integer) or not 0 <= t < q:
-                raise ValueError(
-                    f"partition_custom: the partitioner returned {t!r} for key {v!r}; "
-                    f"expected an int in [0, {q})"
-                )
-            ids[i] = t
-        return ids
+        return custom_subtasks(values, partitioner, q)
 
     def _split_to(
         self, e: int, index: int, batch: Batch, ids: npt.NDArray[np.int32], q: int, targets: range
