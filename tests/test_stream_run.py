@@ -292,3 +292,15 @@ def test_collect_runs_only_what_feeds_pending_sinks() -> None:
     assert source.map(lambda x: -x).collect() == [-1, -2, -3]
     assert source.filter(lambda x: x > 1).collect() == [2, 3]
     assert source.collect() == [1, 2, 3]
+
+
+def test_windows_over_columnar_rows() -> None:
+    cols = {"k": np.array([1, 1, 2, 1]), "t": np.array([0, 5, 7, 12]), "v": np.array([1, 2, 3, 4])}
+    env = StreamEnvironment(parallelism=2)
+    keyed = env.from_arrays(cols).key_by("k")
+    assert sorted(keyed.time_window(10, timestamp="t").sum("v").collect()) == [
+        (1, 0, 3),
+        (1, 10, 4),
+        (2, 0, 3),
+    ]
+    assert sorted(keyed.count_window(2).max("v").collect()) == [(1, 2)]

@@ -302,3 +302,8 @@ def _paths(paths: object, func: str) -> tuple[str, ...]:
         if not os.path.isfile(f):
             raise ValueError(f"{func}: {f!r} is not a file")
     return files
+
+
+# The stream classes live in a private module; they are documented and pickled under this one.
+for _cls in (DataStream, DataStreamSink, KeyedStream, WindowedStream):
+    _cls.__module__ = __name__
