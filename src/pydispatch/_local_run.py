@@ -60,7 +60,8 @@ class LocalResult:
     """Per operator id: collected records (collect sinks), records in and out.
 
     ``subtask_results``: per collect sink, what each of its subtasks received (index order),
-    for checking which subtask got which records."""
+    for checking which subtask got which records. ``channel_records``: records sent over each
+    channel used, by ``(edge index, upstream subtask index, downstream subtask index)``."""
 
     name: str
     runtime_mode: str
@@ -68,6 +69,7 @@ class LocalResult:
     subtask_results: dict[int, list[Batch]] = field(default_factory=dict)
     records_in: dict[int, int] = field(default_factory=dict)
     records_out: dict[int, int] = field(default_factory=dict)
+    channel_records: dict[tuple[int, int, int], int] = field(default_factory=dict)
 
 
 def run_local(job: JobGraph, *, name: str = "job", chaining: bool = True) -> LocalResult:
@@ -246,3 +248,7 @@ class _Runner:
 
     def _deliver(self, e: int, src: int, dst: int, batch: Batch) -> None:
         self.inbox.setdefault((e, dst), []).append((src, batch))
+        channel = (e, src, dst)
+        self.result.channel_records[channel] = self.result.channel_records.get(channel, 0) + size(
+            batch
+        )

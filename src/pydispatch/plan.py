@@ -271,7 +271,7 @@ class ExecutionGraph:
                 cols[2].append(dst_chain.first_subtask + t)
                 cols[3].append(r)
                 cols[4].append(r * bpr)
-            total = sum(r for _, _, r in pairs)
+            total = float(sum(r for _, _, r in pairs))
             exchanges.append(
                 Exchange(
                     i,
