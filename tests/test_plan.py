@@ -329,3 +329,24 @@ def test_worker_capacity_forms() -> None:
     np.testing.assert_array_equal(worker_capacity([[2, 4]], resources), [[2, 4]])
     with pytest.raises(ValueError, match="workers x 2"):
         worker_capacity([[1, 2, 3]], resources)
+
+
+def test_why_not_fit_gives_the_reason() -> None:
+    env = StreamEnvironment(parallelism=2)
+    env.from_collection([1]).map(inc).set_resources(cpu=3.0)
+    data = pl.placement_input(env.execution_graph())  # 2 slots of cpu=3 each
+    assert pl.why_not_fit(data, [{"slots": 2, "cpu": 6}]) is None
+    assert pl.why_not_fit(data, [{"slots": 1, "cpu": 3}] * 2) is None
+    assert pl.why_not_fit(data, [{"slots": 1, "cpu": 8}]) == (
+        "the job needs 2 slots in all, the workers have 1"
+    )
+    assert pl.why_not_fit(data, [{"slots": 2, "cpu": 2}] * 4) == (
+        "slot 0 needs slots=1, cpu=3: no single worker has that much"
+    )
+    env.from_collection([1]).rebalance().map(inc)  # two more chains of 2 subtasks
+    apart = pl.placement_input(env.execution_graph(), slot_sharing=False)
+    assert apart.n_units == 6
+    assert pl.why_not_fit(apart, [{"slots": 6, "cpu": 6}]) is None
+    assert pl.why_not_fit(apart, [{"slots": 5, "cpu": 6}]) == (
+        "the job needs 6 slots in all, the workers have 5"
+    )

@@ -74,6 +74,7 @@ def test_plan_exports() -> None:
             "placement_input",
             "placement_problem",
             "resolve_partitioning",
+            "why_not_fit",
         ]
     )
     for name in pydispatch.plan.__all__:

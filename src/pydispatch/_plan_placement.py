@@ -56,6 +56,27 @@ class PlacementInput:
         return workers
 
 
+def why_not_fit(
+    data: PlacementInput, workers_capacity: Sequence[Mapping[str, float]] | npt.ArrayLike
+) -> str | None:
+    """Why the job can never fit these workers, or None if it may (a necessary check only:
+    the solver decides). Checks each resource's total, then each unit against every worker."""
+    capacity = worker_capacity(workers_capacity, data.resources)
+    needed = data.demand.sum(axis=0)
+    available = capacity.sum(axis=0)
+    for r, name in enumerate(data.resources):
+        if needed[r] > available[r] * (1 + 1e-9):
+            return f"the job needs {needed[r]:g} {name} in all, the workers have {available[r]:g}"
+    fits = np.all(data.demand[:, None, :] <= capacity[None, :, :] * (1 + 1e-9), axis=2)
+    stuck = np.flatnonzero(~np.any(fits, axis=1))
+    if stuck.size:
+        u = int(stuck[0])
+        what = "slot" if data.slot_sharing else "subtask"
+        need = ", ".join(f"{n}={v:g}" for n, v in zip(data.resources, data.demand[u], strict=True))
+        return f"{what} {u} needs {need}: no single worker has that much"
+    return None
+
+
 def placement_input(plan: ExecutionGraph, *, slot_sharing: bool = True) -> PlacementInput:
     """The placement arrays of ``plan`` (see the module docstring)."""
     extra = sorted({name for c in plan.chains for name in c.resources})

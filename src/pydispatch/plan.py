@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from . import _sources
 from ._jobgraph import Edge, JobGraph, KeySpec, Partitioning
-from ._plan_placement import PlacementInput, placement_input, placement_problem
+from ._plan_placement import PlacementInput, placement_input, placement_problem, why_not_fit
 from .partition import rescale_targets
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "placement_input",
     "placement_problem",
     "resolve_partitioning",
+    "why_not_fit",
 ]
 
 #: Output records per input record by operator kind, unless hinted. ``aggregate`` is exact in
