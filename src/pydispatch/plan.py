@@ -186,10 +186,15 @@ class ExecutionGraph:
     def _build_chains(self) -> None:
         job = self.job
         chain_of = list(range(len(job.operators)))
-        for i, e in enumerate(job.edges):  # sources precede targets: heads resolve first
+        # Edges are stored in target order and point from lower to higher ids, so when an edge
+        # is read, its source's chain is already final.
+        for i, e in enumerate(job.edges):
             if self.chained[i]:
                 chain_of[e.target] = chain_of[e.source]
-        heads = sorted(set(chain_of))  # ordered by head id: a topological order of chains
+        # Head order is a topological order of chains: an exchange into a chain ends at its
+        # head (other members have their one input inside the chain), and that head's id is
+        # above the upstream operator's, itself at or above the upstream chain's head.
+        heads = sorted(set(chain_of))
         number = {head: n for n, head in enumerate(heads)}
         self.chain_of: tuple[int, ...] = tuple(number[h] for h in chain_of)
         chains: list[Chain] = []

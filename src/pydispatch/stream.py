@@ -16,9 +16,13 @@ Records and results.
   dicts of numpy columns and keyed ``sum``/``min``/``max``/``count`` on a column stay columnar
   (a Python ``map``/``filter``/``flat_map`` turns the rows into ``dict`` records).
 - Keys: ``key_by(function)``, ``key_by(i)`` (``record[i]``), ``key_by("name")`` (a dict field or a
-  column). Keyed ``sum``/``min``/``max`` (of ``record[field]``, or the record itself when
-  ``field`` is None) and ``count`` emit ``(key, value)``; on the columnar path, columns
-  ``{key_column: keys, field: values}`` (``"count"`` for a count). ``reduce`` emits records.
+  column). Equal keys meet in one subtask: a key's key group (of the operator's max
+  parallelism) comes from pydispatch's hash, or Flink's with ``scheme="flink"``, and each
+  subtask owns a contiguous range of key groups as in Flink.
+- Keyed ``sum``/``min``/``max`` (of ``record[field]``, or of the record itself when ``field``
+  is None) and ``count`` emit ``(key, value)`` (Flink's keep the first record with the field
+  replaced); on the columnar path, columns ``{key_column: keys, field: values}`` (``"count"``
+  for a count). ``reduce`` emits records, as Flink's does.
 - Tumbling windows: ``count_window(n)`` fires every ``n`` records of a key, emitting
   ``(key, value)``; as in Flink, a last incomplete window of a bounded input is not fired.
   ``time_window(size, timestamp=...)`` groups by event time into ``[k * size, (k + 1) * size)``
