@@ -149,6 +149,7 @@ class _Runner:
                 return aggregate_columns(op, data)
             return aggregate_records(op, rows(data), self.streaming)
         if kind == "window":
+            self._check_key_groups(op, data, index, parallelism)
             return window_records(op, rows(data))
         if kind == "sink":
             self._sink(op, data, index, parallelism)
