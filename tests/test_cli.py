@@ -8,19 +8,41 @@ import sys
 
 def test_demo_runs_and_reports() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pydispatch", "demo", "--rows", "200000", "--parts", "8"],
+        [
+            sys.executable, "-m", "pydispatch", "demo",
+            "--items", "20000", "--rows", "200000", "--parts", "8",
+        ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = result.stdout
+    assert "embedded cluster of 3 workers up" in out
+    assert "map(square) over 20,000 items" in out
+    assert "(result checked)" in out
+    # Resource- and label-constrained tasks ran on the only worker that has what they need.
+    for kind in ("gpu", "zone=b", "8 GiB"):
+        line = next(line for line in out.splitlines() if line.startswith(f"    {kind:<7} ->"))
+        assert line.split("->")[1].strip().startswith("gpu-box x")
+        assert "," not in line  # and nowhere else
+    assert "no registered worker could ever run this task" in out
     assert "partitioning 200,000 generated records across 8 subtasks" in out
     assert "sum of amounts kept: True" in out
     for scheme in ("hash", "flink", "kafka"):
         assert f"{scheme:<5} scheme, 1M str keys" in out
     assert "range(0, 16)" in out  # Flink's key groups of subtask 0 of 8 at max parallelism 128
+
+
+def test_resource_amounts_survive_the_command_line() -> None:
+    from pydispatch.cli import parse_amount, parse_resources
+    from pydispatch.cluster import _format_resources
+
+    assert parse_amount("8GiB") == 8 * 2**30
+    assert parse_amount("8.58993e+09") == 8.58993e09
+    amounts = {"memory": 8 * 2**30, "gpu": 1.0, "odd": 0.1 + 0.2}
+    assert parse_resources(_format_resources(amounts)) == amounts
 
 
 def test_unknown_command_fails_with_usage() -> None:
@@ -38,7 +60,7 @@ def test_unknown_command_fails_with_usage() -> None:
 def test_demo_into_a_closed_pipe_exits_quietly() -> None:
     reader = subprocess.Popen(["head", "-n", "1"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
     demo = subprocess.run(
-        [sys.executable, "-m", "pydispatch", "demo", "--rows", "100000"],
+        [sys.executable, "-m", "pydispatch", "demo", "--items", "1000", "--rows", "100000"],
         stdout=reader.stdin,
         stderr=subprocess.PIPE,
         text=True,

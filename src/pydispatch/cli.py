@@ -24,8 +24,10 @@ _UNITS = {
 
 
 def parse_amount(text: str) -> float:
-    """``4`` -> 4.0, ``8GiB`` -> 8 * 2**30, ``1.5k`` -> 1500.0."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*", text)
+    """``4`` -> 4.0, ``8GiB`` -> 8 * 2**30, ``1.5k`` -> 1500.0, ``8.5e9`` -> 8.5e9."""
+    match = re.fullmatch(
+        r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", text
+    )
     if not match:
         raise argparse.ArgumentTypeError(f"not an amount: {text!r}")
     return float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
@@ -144,8 +146,9 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run
+    from ._demo import run, run_cluster
 
+    run_cluster(items=args.items)
     run(rows=args.rows, parts=args.parts)
     return 0
 
@@ -195,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
 
     demo = commands.add_parser("demo", help="run the main demo on generated data")
+    demo.add_argument("--items", type=int, default=1_000_000, help="items to map on the cluster")
     demo.add_argument("--rows", type=int, default=5_000_000, help="records to partition")
     demo.add_argument("--parts", type=int, default=16, help="parallel subtasks")
     demo.set_defaults(run=_demo)

@@ -24,7 +24,8 @@ from .transport import DEFAULT_MAX_MESSAGE_SIZE
 
 
 def _format_resources(resources: dict[str, float]) -> str:
-    return ",".join(f"{name}={amount:g}" for name, amount in resources.items())
+    # repr round-trips a float exactly (8 GiB stays 8589934592.0; ':g' would round it).
+    return ",".join(f"{name}={float(amount)!r}" for name, amount in resources.items())
 
 
 class LocalCluster:
@@ -149,6 +150,10 @@ class LocalCluster:
     def wait_for_workers(self, count: int, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self._start_timeout)
         while True:
+            exited = [(w.args, w.returncode) for w in self.workers if w.poll() is not None]
+            if exited:
+                command, code = exited[0]
+                raise RuntimeError(f"a worker process exited with code {code}: {command!r}")
             status = fetch_status(self.address, timeout=max(0.1, deadline - time.monotonic()))
             if sum(1 for w in status.workers if not w.draining) >= count:
                 return
