@@ -493,3 +493,13 @@ def test_group_hint_keeps_shuffle_sides_together() -> None:
     assert len(set(zones.tolist())) == 1  # 16 tasks fit in one zone of 8 workers x 2
     flink = flink_slot_sharing(hinted, np.tile(np.arange(par), 2))
     assert pl.objective < flink.objective
+
+
+def test_edge_shapes() -> None:
+    # no resources at all, a single worker, zero-volume traffic: all legal
+    p = PlacementProblem(np.zeros((3, 0)), np.zeros((2, 0)), work=[1, 2, 3], speed=[1, 2])
+    assert solve(p).assignment.tolist() == [1, 1, 1]
+    p = PlacementProblem(np.ones((3, 1)), [[3.0]], traffic=([0], [1], [1.0]))
+    assert solve(p, "local", time_limit=0.5).assignment.tolist() == [0, 0, 0]
+    p = PlacementProblem(np.ones((3, 1)), [[3.0], [3.0]], traffic=([0], [1], [0.0]))
+    assert solve(p, "greedy").objective == 0.0
