@@ -503,3 +503,33 @@ def test_edge_shapes() -> None:
     assert solve(p, "local", time_limit=0.5).assignment.tolist() == [0, 0, 0]
     p = PlacementProblem(np.ones((3, 1)), [[3.0], [3.0]], traffic=([0], [1], [0.0]))
     assert solve(p, "greedy").objective == 0.0
+
+
+def test_string_locations_and_cpsat_size_guard() -> None:
+    loc = [["eu", "r1"], ["eu", "r2"], ["us", "r1"]]  # "r1" in two zones: two different racks
+    p = PlacementProblem(
+        np.ones((2, 1)),
+        np.full((3, 1), 1.0),
+        traffic=([0], [1], [1.0]),
+        locations=loc,
+        level_distance=[0, 1, 2, 9],
+    )
+    pl = solve(p, "cpsat", **FAST)
+    assert set(pl.assignment.tolist()) == {0, 1}  # the two workers of zone "eu"
+    assert pl.network_cost == 2.0
+    big = PlacementProblem(np.ones((3000, 1)), np.full((1000, 1), 3.0))
+    with pytest.raises(ValueError, match="cpsat: the model would have"):
+        solve(big, "cpsat")
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**32 - 1))
+def test_brute_force_property(seed: int) -> None:
+    kw = random_instance(seed, dense=seed % 3 == 0)
+    p = make(kw)
+    opt = brute(p, kw)
+    assert opt is not None
+    pl = solve(p, "cpsat", **FAST)
+    check(pl, p, kw)
+    assert pl.objective == pytest.approx(opt)
+    assert pl.lower_bound <= opt + 1e-9

@@ -55,6 +55,7 @@ BASELINES: dict[str, int] = {
 
 # auto uses CP-SAT below this many model variables, the LP bound below this many task x worker
 _CPSAT_MAX_VARS = 20_000
+_CPSAT_HARD_MAX_VARS = 2_000_000
 _LP_MAX_PAIRS = 20_000
 _FLOW_MAX_PAIRS = 4_000_000
 _REGRET_MAX_PAIRS = 50_000
@@ -195,7 +196,13 @@ def solve(
     assign = _construct(p, nat, time_limit)
     if method == "greedy":
         return _finish(p, nat, assign, _cheap_bound(nat), "greedy", start)
-    use_cpsat = method == "cpsat" or (method == "auto" and exact.model_size(p) <= _CPSAT_MAX_VARS)
+    size = exact.model_size(p)
+    if method == "cpsat" and size > _CPSAT_HARD_MAX_VARS:
+        raise ValueError(
+            f"cpsat: the model would have about {size:,} variables (limit "
+            f"{_CPSAT_HARD_MAX_VARS:,}); use method='local' or 'auto' for a problem this size"
+        )
+    use_cpsat = method == "cpsat" or (method == "auto" and size <= _CPSAT_MAX_VARS)
     if not use_cpsat:
         # the bound first, so that the search gets what is left and time_limit holds overall
         lb = _bound(p, nat, min(1.0, 0.2 * max(deadline - time.perf_counter(), 0.05)))
