@@ -358,15 +358,21 @@ def test_inf_capacity_allowed() -> None:
         ({"locations": [[0]], "level_distance": [2, 1, 3]}, ValueError, "non-decreasing"),
         ({"locations": [[0]], "level_distance": [0, 1]}, ValueError, "needs 3 values"),
         ({"distance": [[0.0, 1.0]]}, ValueError, "distance must have shape"),
+        ({"distance": [[0.0, 1.0], [1.0, 0.0]], "capacity": [[2.0], [2.0]]}, None, ""),
+        ({"distance": [[0.0, 1.0], [2.0, 0.0]], "capacity": [[2.0], [2.0]]}, ValueError, "symm"),
+        ({"distance": [[0.0, 1.0], [1.0, 1.0]], "capacity": [[2.0], [2.0]]}, ValueError, "diag"),
         ({"allowed": [[1]]}, TypeError, "allowed must be a bool"),
         ({"pinned": [4]}, ValueError, r"pinned\[0\] = 4"),
         ({"anti_affinity": [0], "anti_affinity_limit": 0}, ValueError, "limit must be >= 1"),
         ({"resources": ["a", "a"], "demand": [[1, 1]], "capacity": [[1, 1]]}, ValueError, "dup"),
     ],
 )
-def test_bad_input(kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
+def test_bad_input(kwargs: dict[str, Any], exc: type[Exception] | None, match: str) -> None:
     kw: dict[str, Any] = {"demand": [[1.0]], "capacity": [[2.0]]}
     kw.update(kwargs)
+    if exc is None:
+        make(kw)  # the valid neighbour of the invalid cases around it
+        return
     with pytest.raises(exc, match=match):
         make(kw)
 
@@ -533,3 +539,46 @@ def test_brute_force_property(seed: int) -> None:
     check(pl, p, kw)
     assert pl.objective == pytest.approx(opt)
     assert pl.lower_bound <= opt + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_incremental_deltas_match_recomputed_objective(seed: int) -> None:
+    # the local search and the kicks decide on tracked deltas (relocate, swap, the swap's
+    # shared-edge correction); they must add up to the true change, in both distance modes,
+    # with parallel edges, self loops, anti-affinity and pinning in the way
+    from pydispatch import _solver_native as native
+
+    rng = np.random.default_rng(seed)
+    T, W = 30, 6
+    E = 90
+    src = rng.integers(0, T, E)
+    dst = np.where(rng.random(E) < 0.1, src, rng.integers(0, T, E))
+    kw: dict[str, Any] = {"traffic": (src, dst, rng.random(E))}
+    if seed % 2:
+        d = rng.random((W, W))
+        d = d + d.T
+        np.fill_diagonal(d, 0.1)
+        kw["distance"] = d
+    else:
+        kw["locations"] = np.column_stack([np.arange(W) // 3, np.arange(W) // 2])
+        kw["level_distance"] = [0.0, 0.5, 1.0, 3.0]
+    p = PlacementProblem(
+        rng.random((T, 2)),
+        np.full((W, 2), 8.0),
+        work=rng.random(T),
+        speed=rng.random(W) + 0.5,
+        anti_affinity=np.where(np.arange(T) < 6, 0, -1),
+        anti_affinity_limit=2,
+        pinned=np.where(np.arange(T) == 7, 3, -1),
+        **kw,
+    )
+    nat = native.build(p)
+    start = solve(p, "greedy").assignment
+    before = sum(nat.evaluate(start))
+    _, _, moved = nat.kernel.local_search(1.0, seed, 1_000_000, 6)
+    after = sum(p_ for p_ in nat.kernel.objective(p.traffic_src, p.traffic_dst, p.traffic_volume))
+    assert moved == pytest.approx(after - before, abs=1e-9)
+    _, moved = nat.kernel.iterated_local_search(0.5, seed, 300, 6)
+    final = sum(nat.kernel.objective(p.traffic_src, p.traffic_dst, p.traffic_volume))
+    assert moved == pytest.approx(final - after, abs=1e-9)
+    assert final <= after + 1e-9

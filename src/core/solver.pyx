@@ -515,5 +515,6 @@ cdef int64_t _sol_ils(_sol_ctx* c, double deadline, uint64_t seed, int64_t* perm
             _sol_restore(c, best)
             c.moved = best_val
     _sol_restore(c, best)
+    c.moved = best_val
     rounds_out[0] = rounds
     return rounds

@@ -148,28 +148,30 @@ cdef class SolverKernel:
 
     def local_search(self, double time_limit, uint64_t seed, int64_t max_passes,
                      int64_t n_swap_workers=4):
-        """Relocate/swap descent from the current (complete) assignment; (moves, passes)."""
+        """Relocate/swap descent from the current (complete) assignment; (moves, passes, the
+        objective change as tracked by the move deltas)."""
         perm = _sol_np.flatnonzero(_sol_np.asarray(self._pinned) < 0).astype(_sol_np.int64)
         cdef int64_t n = perm.shape[0], moves = 0, passes = 0, K = max(n_swap_workers, 1)
         if n == 0:
-            return 0, 0
+            return 0, 0, 0.0
         cdef int64_t[::1] pm = perm
         cdef int64_t[::1] cand = _sol_np.zeros(K, dtype=_sol_np.int64)
         cdef double[::1] cand_d = _sol_np.zeros(K, dtype=_sol_np.float64)
         cdef double deadline = _sol_now() + time_limit
+        self.c.moved = 0.0
         with nogil:
             moves = _sol_local(&self.c, deadline, seed, max_passes, &pm[0], n, &cand[0],
                                &cand_d[0], K, &passes)
-        return moves, passes
+        return moves, passes, self.c.moved
 
     def iterated_local_search(self, double time_limit, uint64_t seed, int64_t stall,
                               int64_t n_swap_workers=4):
         """Local search with random kicks until the time limit; ends on the best assignment
-        found. Returns the number of kick rounds."""
+        found. Returns (kick rounds, the objective change as tracked by the move deltas)."""
         perm = _sol_np.flatnonzero(_sol_np.asarray(self._pinned) < 0).astype(_sol_np.int64)
         cdef int64_t n = perm.shape[0], rounds = 0, K = max(n_swap_workers, 1)
         if n == 0:
-            return 0
+            return 0, 0.0
         cdef int64_t[::1] pm = perm
         cdef int64_t[::1] cand = _sol_np.zeros(K, dtype=_sol_np.int64)
         cdef double[::1] cand_d = _sol_np.zeros(K, dtype=_sol_np.float64)
@@ -178,7 +180,7 @@ cdef class SolverKernel:
         with nogil:
             _sol_ils(&self.c, deadline, seed, &pm[0], n, &cand[0], &cand_d[0], K, &best[0],
                      stall, &rounds)
-        return rounds
+        return rounds, self.c.moved
 
     def objective(self, const int32_t[::1] src not None, const int32_t[::1] dst not None,
                   const double[::1] vol not None):
