@@ -244,7 +244,7 @@ def _solve_cpsat(
         num_workers=num_workers,
         hint=assign if warm else None,
     )
-    lb = max(r.lower_bound, _cheap_bound(nat))
+    lb = max(r.lower_bound, _bound(p, nat, 0.5))
     best = assign
     proven = False
     if r.assignment is not None and sum(nat.evaluate(r.assignment)) <= sum(nat.evaluate(assign)):
