@@ -347,7 +347,8 @@ def cpsat(
 
 
 def lp_bound(p: PlacementProblem, time_limit: float) -> float:
-    """GLOP LP relaxation of the compute-cost part (assignment + capacities + anti-affinity)."""
+    """GLOP LP relaxation of the compute-cost part (assignment + capacities; anti-affinity is
+    left out, which only weakens the bound)."""
     from ortools.linear_solver import pywraplp
 
     solver = pywraplp.Solver.CreateSolver("GLOP")
