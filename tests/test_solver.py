@@ -583,3 +583,20 @@ def test_incremental_deltas_match_recomputed_objective(seed: int) -> None:
     final = sum(nat.kernel.objective(p.traffic_src, p.traffic_dst, p.traffic_volume))
     assert moved == pytest.approx(final - after, abs=1e-9)
     assert final <= after + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_speed_order_fast_path_equals_full_scan(seed: int) -> None:
+    # without traffic, work/speed greedy walks workers fastest first and stops at the first fit;
+    # the same costs given densely take the full scan: the placements must be identical
+    rng = np.random.default_rng(seed)
+    T, W = 300, 40
+    dem = rng.choice([0.5, 1.0, 2.0], (T, 2))
+    cap = np.tile([12.0, 18.0], (W, 1))
+    work, speed = rng.random(T), rng.choice([0.8, 1.0, 1.2], W)  # ties in speed on purpose
+    kw: dict[str, Any] = {"anti_affinity": np.where(np.arange(T) < 50, 0, -1)}
+    kw["anti_affinity_limit"] = 2
+    fast = solve(PlacementProblem(dem, cap, work=work, speed=speed, **kw), "greedy")
+    dense = solve(PlacementProblem(dem, cap, cost=work[:, None] / speed[None, :], **kw), "greedy")
+    assert np.array_equal(fast.assignment, dense.assignment)
+    assert fast.lower_bound == pytest.approx(dense.lower_bound)

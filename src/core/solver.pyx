@@ -70,6 +70,8 @@ cdef struct _sol_ctx:
     double* mass               # (n_groups + W,) placed tasks with traffic per group (greedy)
     double mass_tot
     double moved               # sum of the deltas of the moves made (objective tracking)
+    const int32_t* by_speed    # (W,) workers by speed, fastest first (index order if no speed)
+    const double* dmin         # (R,) the least demand of any task per resource
 
 
 cdef inline double _sol_now() noexcept nogil:
@@ -296,6 +298,16 @@ cdef void _sol_lookahead(_sol_ctx* c) noexcept nogil:
         c.net[w] += c.uvol * e / c.mass_tot
 
 
+cdef inline bint _sol_dead(const _sol_ctx* c, int64_t w) noexcept nogil:
+    # no task at all fits on w any more
+    cdef int64_t k, r
+    for k in range(c.fin_ptr[w], c.fin_ptr[w + 1]):
+        r = c.fin_idx[k]
+        if c.usage[w * c.R + r] + c.dmin[r] > c.cap[w * c.R + r] + c.eps:
+            return True
+    return False
+
+
 cdef int64_t _sol_greedy(_sol_ctx* c, const int64_t* order, int64_t n, int rule) noexcept nogil:
     # Places the unplaced tasks of `order` one by one; returns -1, or the first task that found
     # no feasible worker (the caller decides whether that proves anything: it does not).
@@ -306,9 +318,26 @@ cdef int64_t _sol_greedy(_sol_ctx* c, const int64_t* order, int64_t n, int rule)
     for t in range(c.T):
         if c.assign[t] >= 0:
             _sol_mass_add(c, t, c.assign[t])
+    cdef int64_t lo = 0, k
     for i in range(n):
         t = order[i]
         if c.assign[t] >= 0:
+            continue
+        if rule == _SOL_LEAST_COST and c.cost_mode != 1 and c.adj_ptr[t + 1] == c.adj_ptr[t]:
+            # no traffic and cost work / speed: the first feasible worker in speed order is the
+            # least-cost one (ties by index, as in the full scan), so stop there. Workers that
+            # cannot take even the smallest task are skipped for good (usage only grows here).
+            while lo < c.W and _sol_dead(c, c.by_speed[lo]):
+                lo += 1
+            best = -1
+            for k in range(lo, c.W):
+                w = c.by_speed[k]
+                if _sol_allowed(c, t, w) and _sol_fits(c, t, w) and _sol_aa_ok(c, t, w, -1):
+                    best = w
+                    break
+            if best < 0:
+                return t
+            _sol_place(c, t, best)
             continue
         if rule == _SOL_LEAST_COST:
             _sol_net_all(c, t)

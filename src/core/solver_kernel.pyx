@@ -22,6 +22,8 @@ cdef class SolverKernel:
     cdef double[::1] _net
     cdef double[::1] _mass
     cdef const int32_t[::1] _pinned
+    cdef int32_t[::1] _by_speed
+    cdef double[::1] _dmin
 
     def __init__(self, int64_t T, int64_t W, int64_t R, int64_t L,
                  const double[::1] dem not None, const double[::1] cap not None,
@@ -104,6 +106,14 @@ cdef class SolverKernel:
         self.c.wbase = n_groups
         self.c.net = &self._net[0]
         self.c.mass = &self._mass[0]
+        if cost_mode == 2:
+            order = _sol_np.lexsort((_sol_np.arange(W), -_sol_np.asarray(speed)[:W]))
+        else:
+            order = _sol_np.arange(W)
+        self._by_speed = order.astype(_sol_np.int32)
+        self.c.by_speed = &self._by_speed[0]
+        self._dmin = _sol_np.asarray(dem)[:T * R].reshape(T, R).min(axis=0).astype(_sol_np.float64)
+        self.c.dmin = &self._dmin[0]
 
     def clear(self):
         """Unplace every task."""
@@ -200,8 +210,16 @@ cdef class SolverKernel:
         cdef double[::1] o = out
         cdef int64_t t, w
         cdef double m, v
+        cdef double vmax = 0.0
+        for w in range(self.c.W):
+            if self.c.cost_mode == 2 and self.c.speed[w] > vmax:
+                vmax = self.c.speed[w]
         with nogil:
             for t in range(self.c.T):
+                if self.c.cost_mode != 1 and self.c.pinned[t] < 0 and self.c.tclass[t] < 0:
+                    # every worker allowed: the fastest is the cheapest
+                    o[t] = self.c.work[t] / vmax if self.c.cost_mode == 2 else 0.0
+                    continue
                 m = INFINITY
                 for w in range(self.c.W):
                     if _sol_allowed(&self.c, t, w):
