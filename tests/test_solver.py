@@ -23,7 +23,8 @@ from pydispatch.solver import (
 
 ALL = ("greedy", "local", "cpsat", "auto")
 BASE = ("first_fit", "least_utilisation", "balanced_tasks")
-FAST: dict[str, Any] = {"time_limit": 1.0, "num_workers": 1}
+# generous limits: tiny models finish in milliseconds, the limit only matters on a loaded machine
+FAST: dict[str, Any] = {"time_limit": 3.0, "num_workers": 1}
 
 
 # ---------------------------------------------------------------- independent reference
@@ -207,7 +208,7 @@ def test_compact_cost_equals_dense() -> None:
     b = solve(PlacementProblem(dem, cap, cost=work[:, None] / speed[None, :]), "cpsat", **FAST)
     assert a.objective == pytest.approx(b.objective, rel=1e-6)
     g = solve(PlacementProblem(dem, cap, work=work, speed=speed), "local", **FAST)
-    assert g.objective == pytest.approx(b.objective, rel=1e-6)
+    assert g.objective >= b.objective - 1e-9  # a heuristic: never better than the optimum
 
 
 # ---------------------------------------------------------------- constraints
@@ -358,15 +359,21 @@ def test_inf_capacity_allowed() -> None:
         ({"locations": [[0]], "level_distance": [2, 1, 3]}, ValueError, "non-decreasing"),
         ({"locations": [[0]], "level_distance": [0, 1]}, ValueError, "needs 3 values"),
         ({"distance": [[0.0, 1.0]]}, ValueError, "distance must have shape"),
+        ({"distance": [[0.0, 1.0], [1.0, 0.0]], "capacity": [[2.0], [2.0]]}, None, ""),
+        ({"distance": [[0.0, 1.0], [2.0, 0.0]], "capacity": [[2.0], [2.0]]}, ValueError, "symm"),
+        ({"distance": [[0.0, 1.0], [1.0, 1.0]], "capacity": [[2.0], [2.0]]}, ValueError, "diag"),
         ({"allowed": [[1]]}, TypeError, "allowed must be a bool"),
         ({"pinned": [4]}, ValueError, r"pinned\[0\] = 4"),
         ({"anti_affinity": [0], "anti_affinity_limit": 0}, ValueError, "limit must be >= 1"),
         ({"resources": ["a", "a"], "demand": [[1, 1]], "capacity": [[1, 1]]}, ValueError, "dup"),
     ],
 )
-def test_bad_input(kwargs: dict[str, Any], exc: type[Exception], match: str) -> None:
+def test_bad_input(kwargs: dict[str, Any], exc: type[Exception] | None, match: str) -> None:
     kw: dict[str, Any] = {"demand": [[1.0]], "capacity": [[2.0]]}
     kw.update(kwargs)
+    if exc is None:
+        make(kw)  # the valid neighbour of the invalid cases around it
+        return
     with pytest.raises(exc, match=match):
         make(kw)
 
@@ -493,3 +500,103 @@ def test_group_hint_keeps_shuffle_sides_together() -> None:
     assert len(set(zones.tolist())) == 1  # 16 tasks fit in one zone of 8 workers x 2
     flink = flink_slot_sharing(hinted, np.tile(np.arange(par), 2))
     assert pl.objective < flink.objective
+
+
+def test_edge_shapes() -> None:
+    # no resources at all, a single worker, zero-volume traffic: all legal
+    p = PlacementProblem(np.zeros((3, 0)), np.zeros((2, 0)), work=[1, 2, 3], speed=[1, 2])
+    assert solve(p).assignment.tolist() == [1, 1, 1]
+    p = PlacementProblem(np.ones((3, 1)), [[3.0]], traffic=([0], [1], [1.0]))
+    assert solve(p, "local", time_limit=0.5).assignment.tolist() == [0, 0, 0]
+    p = PlacementProblem(np.ones((3, 1)), [[3.0], [3.0]], traffic=([0], [1], [0.0]))
+    assert solve(p, "greedy").objective == 0.0
+
+
+def test_string_locations_and_cpsat_size_guard() -> None:
+    loc = [["eu", "r1"], ["eu", "r2"], ["us", "r1"]]  # "r1" in two zones: two different racks
+    p = PlacementProblem(
+        np.ones((2, 1)),
+        np.full((3, 1), 1.0),
+        traffic=([0], [1], [1.0]),
+        locations=loc,
+        level_distance=[0, 1, 2, 9],
+    )
+    pl = solve(p, "cpsat", **FAST)
+    assert set(pl.assignment.tolist()) == {0, 1}  # the two workers of zone "eu"
+    assert pl.network_cost == 2.0
+    big = PlacementProblem(np.ones((3000, 1)), np.full((1000, 1), 3.0))
+    with pytest.raises(ValueError, match="cpsat: the model would have"):
+        solve(big, "cpsat")
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 2**32 - 1))
+def test_brute_force_property(seed: int) -> None:
+    kw = random_instance(seed, dense=seed % 3 == 0)
+    p = make(kw)
+    opt = brute(p, kw)
+    assert opt is not None
+    pl = solve(p, "cpsat", **FAST)
+    check(pl, p, kw)
+    assert pl.objective == pytest.approx(opt)
+    assert pl.lower_bound <= opt + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_incremental_deltas_match_recomputed_objective(seed: int) -> None:
+    # the local search and the kicks decide on tracked deltas (relocate, swap, the swap's
+    # shared-edge correction); they must add up to the true change, in both distance modes,
+    # with parallel edges, self loops, anti-affinity and pinning in the way
+    from pydispatch import _solver_native as native
+
+    rng = np.random.default_rng(seed)
+    T, W = 30, 6
+    E = 90
+    src = rng.integers(0, T, E)
+    dst = np.where(rng.random(E) < 0.1, src, rng.integers(0, T, E))
+    kw: dict[str, Any] = {"traffic": (src, dst, rng.random(E))}
+    if seed % 2:
+        d = rng.random((W, W))
+        d = d + d.T
+        np.fill_diagonal(d, 0.1)
+        kw["distance"] = d
+    else:
+        kw["locations"] = np.column_stack([np.arange(W) // 3, np.arange(W) // 2])
+        kw["level_distance"] = [0.0, 0.5, 1.0, 3.0]
+    p = PlacementProblem(
+        rng.random((T, 2)),
+        np.full((W, 2), 8.0),
+        work=rng.random(T),
+        speed=rng.random(W) + 0.5,
+        anti_affinity=np.where(np.arange(T) < 6, 0, -1),
+        anti_affinity_limit=2,
+        pinned=np.where(np.arange(T) == 7, 3, -1),
+        **kw,
+    )
+    nat = native.build(p)
+    start = solve(p, "greedy").assignment
+    before = sum(nat.evaluate(start))
+    _, _, moved = nat.kernel.local_search(1.0, seed, 1_000_000, 6)
+    after = sum(p_ for p_ in nat.kernel.objective(p.traffic_src, p.traffic_dst, p.traffic_volume))
+    assert moved == pytest.approx(after - before, abs=1e-9)
+    _, moved = nat.kernel.iterated_local_search(0.5, seed, 300, 6)
+    final = sum(nat.kernel.objective(p.traffic_src, p.traffic_dst, p.traffic_volume))
+    assert moved == pytest.approx(final - after, abs=1e-9)
+    assert final <= after + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_speed_order_fast_path_equals_full_scan(seed: int) -> None:
+    # without traffic, work/speed greedy walks workers fastest first and stops at the first fit;
+    # the same costs given densely take the full scan: the placements must be identical
+    rng = np.random.default_rng(seed)
+    T, W = 300, 40
+    dem = rng.choice([0.5, 1.0, 2.0], (T, 2))
+    cap = np.tile([12.0, 18.0], (W, 1))
+    work, speed = rng.random(T), rng.choice([0.8, 1.0, 1.2], W)  # ties in speed on purpose
+    kw: dict[str, Any] = {"anti_affinity": np.where(np.arange(T) < 50, 0, -1)}
+    kw["anti_affinity_limit"] = 2
+    fast = solve(PlacementProblem(dem, cap, work=work, speed=speed, **kw), "greedy")
+    dense = solve(PlacementProblem(dem, cap, cost=work[:, None] / speed[None, :], **kw), "greedy")
+    assert np.array_equal(fast.assignment, dense.assignment)
+    assert fast.lower_bound == pytest.approx(dense.lower_bound)

@@ -17,8 +17,7 @@
 # O(deg * L + W * L): accumulate the placed neighbours' volume per group, then read it back.
 
 from libc.math cimport INFINITY
-from libc.string cimport memcpy, memset
-from libc.stdlib cimport qsort
+from libc.string cimport memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from _typedefs cimport int32_t, int64_t, uint8_t, uint64_t
 
@@ -71,6 +70,8 @@ cdef struct _sol_ctx:
     double* mass               # (n_groups + W,) placed tasks with traffic per group (greedy)
     double mass_tot
     double moved               # sum of the deltas of the moves made (objective tracking)
+    const int32_t* by_speed    # (W,) workers by speed, fastest first (index order if no speed)
+    const double* dmin         # (R,) the least demand of any task per resource
 
 
 cdef inline double _sol_now() noexcept nogil:
@@ -141,7 +142,8 @@ cdef inline bint _sol_swap_fits(const _sol_ctx* c, int64_t t, int64_t u, int64_t
     return True
 
 
-cdef inline bint _sol_aa_ok(const _sol_ctx* c, int64_t t, int64_t w, int64_t leaving) noexcept nogil:
+cdef inline bint _sol_aa_ok(const _sol_ctx* c, int64_t t, int64_t w,
+                            int64_t leaving) noexcept nogil:
     # would t on w keep its group within the limit? `leaving` leaves w in the same move (a swap)
     cdef int32_t g = c.aa_group[t]
     if g < 0:
@@ -296,6 +298,16 @@ cdef void _sol_lookahead(_sol_ctx* c) noexcept nogil:
         c.net[w] += c.uvol * e / c.mass_tot
 
 
+cdef inline bint _sol_dead(const _sol_ctx* c, int64_t w) noexcept nogil:
+    # no task at all fits on w any more
+    cdef int64_t k, r
+    for k in range(c.fin_ptr[w], c.fin_ptr[w + 1]):
+        r = c.fin_idx[k]
+        if c.usage[w * c.R + r] + c.dmin[r] > c.cap[w * c.R + r] + c.eps:
+            return True
+    return False
+
+
 cdef int64_t _sol_greedy(_sol_ctx* c, const int64_t* order, int64_t n, int rule) noexcept nogil:
     # Places the unplaced tasks of `order` one by one; returns -1, or the first task that found
     # no feasible worker (the caller decides whether that proves anything: it does not).
@@ -306,9 +318,26 @@ cdef int64_t _sol_greedy(_sol_ctx* c, const int64_t* order, int64_t n, int rule)
     for t in range(c.T):
         if c.assign[t] >= 0:
             _sol_mass_add(c, t, c.assign[t])
+    cdef int64_t lo = 0, k
     for i in range(n):
         t = order[i]
         if c.assign[t] >= 0:
+            continue
+        if rule == _SOL_LEAST_COST and c.cost_mode != 1 and c.adj_ptr[t + 1] == c.adj_ptr[t]:
+            # no traffic and cost work / speed: the first feasible worker in speed order is the
+            # least-cost one (ties by index, as in the full scan), so stop there. Workers that
+            # cannot take even the smallest task are skipped for good (usage only grows here).
+            while lo < c.W and _sol_dead(c, c.by_speed[lo]):
+                lo += 1
+            best = -1
+            for k in range(lo, c.W):
+                w = c.by_speed[k]
+                if _sol_allowed(c, t, w) and _sol_fits(c, t, w) and _sol_aa_ok(c, t, w, -1):
+                    best = w
+                    break
+            if best < 0:
+                return t
+            _sol_place(c, t, best)
             continue
         if rule == _SOL_LEAST_COST:
             _sol_net_all(c, t)
@@ -341,7 +370,8 @@ cdef int64_t _sol_greedy(_sol_ctx* c, const int64_t* order, int64_t n, int rule)
     return -1
 
 
-cdef double _sol_move_delta(_sol_ctx* c, int64_t u, int64_t a, int64_t t, double* vtu) noexcept nogil:
+cdef double _sol_move_delta(_sol_ctx* c, int64_t u, int64_t a, int64_t t,
+                            double* vtu) noexcept nogil:
     # change in cost when u moves from its worker b to a, every other task staying put;
     # also returns the volume between u and t (for the swap correction)
     cdef int64_t k, v, b = c.assign[u], x
@@ -514,420 +544,6 @@ cdef int64_t _sol_ils(_sol_ctx* c, double deadline, uint64_t seed, int64_t* perm
             _sol_restore(c, best)
             c.moved = best_val
     _sol_restore(c, best)
+    c.moved = best_val
     rounds_out[0] = rounds
     return rounds
-
-
-def sol_build_csr(int64_t n, const int32_t[::1] src not None, const int32_t[::1] dst not None,
-                  const double[::1] vol not None):
-    """Symmetric CSR (ptr, nbr, vol) of a traffic edge list; self loops dropped (they cost 0)."""
-    cdef int64_t E = src.shape[0], e, i, s, d
-    ptr = _sol_np.zeros(n + 1, dtype=_sol_np.int64)
-    cdef int64_t[::1] p = ptr
-    with nogil:
-        for e in range(E):
-            if src[e] != dst[e]:
-                p[src[e] + 1] += 1
-                p[dst[e] + 1] += 1
-        for i in range(n):
-            p[i + 1] += p[i]
-    nbr = _sol_np.empty(max(p[n], 1), dtype=_sol_np.int32)
-    avol = _sol_np.empty(max(p[n], 1), dtype=_sol_np.float64)
-    fill = ptr[:n].copy()
-    cdef int32_t[::1] nb = nbr
-    cdef double[::1] av = avol
-    cdef int64_t[::1] f = fill
-    with nogil:
-        for e in range(E):
-            s = src[e]
-            d = dst[e]
-            if s == d:
-                continue
-            nb[f[s]] = <int32_t>d
-            av[f[s]] = vol[e]
-            f[s] += 1
-            nb[f[d]] = <int32_t>s
-            av[f[d]] = vol[e]
-            f[d] += 1
-    # merge parallel edges in place (the network bound counts distinct neighbours): where[v]
-    # is v's slot in the current task's compacted row, valid while owner[v] == that task
-    cdef int64_t[::1] where = _sol_np.empty(max(n, 1), dtype=_sol_np.int64)
-    cdef int64_t[::1] owner = _sol_np.full(max(n, 1), -1, dtype=_sol_np.int64)
-    cdef int64_t k, m = 0, start
-    with nogil:
-        for i in range(n):
-            start = p[i]
-            p[i] = m
-            for k in range(start, p[i + 1]):
-                d = nb[k]
-                if owner[d] == i:
-                    av[where[d]] += av[k]
-                    continue
-                owner[d] = i
-                where[d] = m
-                nb[m] = <int32_t>d
-                av[m] = av[k]
-                m += 1
-        p[n] = m
-    return ptr, nbr[:max(m, 1)].copy(), avol[:max(m, 1)].copy()
-
-
-def sol_traffic_order(const int64_t[::1] ptr not None, const int32_t[::1] nbr not None, const double[::1] vol not None,
-                      const int64_t[::1] seeds not None):
-    """Construction order: breadth-first over the traffic graph from the seeds (in their order),
-    following heavy chains depth-first, so that a task is placed right after the tasks it talks
-    to most (a forward edge's two ends one after the other)."""
-    cdef int64_t T = ptr.shape[0] - 1, n = seeds.shape[0], i, s, t, k, v, nx, qh = 0, qt = 0, m = 0
-    cdef double best
-    out = _sol_np.empty(T, dtype=_sol_np.int64)
-    cdef int64_t[::1] o = out
-    cdef int64_t[::1] queue = _sol_np.empty(T, dtype=_sol_np.int64)
-    cdef uint8_t[::1] seen = _sol_np.zeros(T, dtype=_sol_np.uint8)
-    cdef double[::1] vmax = _sol_np.zeros(T, dtype=_sol_np.float64)
-    with nogil:
-        for t in range(T):
-            for k in range(ptr[t], ptr[t + 1]):
-                if vol[k] > vmax[t]:
-                    vmax[t] = vol[k]
-        for i in range(n):
-            s = seeds[i]
-            if seen[s]:
-                continue
-            seen[s] = 1
-            queue[qt] = s
-            qt += 1
-            while qh < qt:
-                t = queue[qh]
-                qh += 1
-                while t >= 0:
-                    o[m] = t
-                    m += 1
-                    # heavy partner: an edge that is at least half the heaviest of both its ends
-                    nx = -1
-                    best = 0.0
-                    for k in range(ptr[t], ptr[t + 1]):
-                        v = nbr[k]
-                        if (not seen[v] and vol[k] > best and 2.0 * vol[k] >= vmax[v]
-                                and 2.0 * vol[k] >= vmax[t]):
-                            best = vol[k]
-                            nx = v
-                    if nx >= 0:
-                        seen[nx] = 1
-                    for k in range(ptr[t], ptr[t + 1]):
-                        v = nbr[k]
-                        if not seen[v]:
-                            seen[v] = 1
-                            queue[qt] = v
-                            qt += 1
-                    t = nx
-    return out[:m]
-
-
-cdef struct _sol_item:
-    double ratio
-    double vol
-    double w
-
-
-cdef int _sol_cmp_item(const void* a, const void* b) noexcept nogil:
-    cdef double x = (<const _sol_item*>a).ratio, y = (<const _sol_item*>b).ratio
-    return (x < y) - (x > y)
-
-
-def sol_network_bound(const int64_t[::1] ptr not None, const int32_t[::1] nbr not None, const double[::1] vol not None,
-                      const double[::1] dem not None, int64_t R, const double[::1] capl not None,
-                      const double[::1] saving not None, double dfar):
-    """Twice a lower bound on the network cost.
-
-    For a task t, the neighbours sharing its group at level i (0: its worker, then the topology
-    levels fine -> coarse) must fit in that group beside t, so for every resource k their
-    volume is at most a fractional knapsack of capacity capl[i, k] - dem[t, k] (k == R: a task
-    count, weight 1 each). t's edges cost V_t dfar - sum_i saving[i] x (volume sharing level i),
-    and each edge is counted from both of its ends."""
-    cdef int64_t T = ptr.shape[0] - 1, L1 = saving.shape[0], t, i, k, j, n, idx, m, q
-    cdef int64_t maxdeg = 16
-    cdef double total = 0.0, V, wt, cap, cw, cv, fk, r0, v, w, ratio
-    for t in range(T):
-        if ptr[t + 1] - ptr[t] > maxdeg:
-            maxdeg = ptr[t + 1] - ptr[t]
-    items_arr = _sol_np.zeros(maxdeg * 3, dtype=_sol_np.float64)
-    cdef double[::1] items_mv = items_arr
-    cdef _sol_item* items = <_sol_item*>&items_mv[0]
-    cdef double[::1] share = _sol_np.zeros(L1, dtype=_sol_np.float64)
-    with nogil:
-        for t in range(T):
-            n = ptr[t + 1] - ptr[t]
-            if n == 0:
-                continue
-            V = 0.0
-            for j in range(n):
-                V += vol[ptr[t] + j]
-            for i in range(L1):
-                share[i] = V
-            for k in range(R + 1):
-                if capl[(L1 - 1) * (R + 1) + k] == INFINITY:
-                    continue  # no limit even at the coarsest level
-                wt = dem[t * R + k] if k < R else 1.0
-                # a task's edges usually come in a few kinds (a forward edge, a shuffle's
-                # many equal edges): equal ratios merge into one item, exactly (fractional),
-                # and only a task with many kinds pays for a sort
-                m = 0
-                for j in range(n):
-                    v = vol[ptr[t] + j]
-                    w = dem[nbr[ptr[t] + j] * R + k] if k < R else 1.0
-                    ratio = v / w if w > 0.0 else INFINITY
-                    for q in range(m):
-                        if items[q].ratio == ratio:
-                            items[q].vol += v
-                            items[q].w += w
-                            break
-                    else:
-                        if m == 16:
-                            m = -1
-                            break
-                        items[m].ratio = ratio
-                        items[m].vol = v
-                        items[m].w = w
-                        m += 1
-                if m < 0:
-                    for j in range(n):
-                        items[j].vol = vol[ptr[t] + j]
-                        items[j].w = dem[nbr[ptr[t] + j] * R + k] if k < R else 1.0
-                        items[j].ratio = (items[j].vol / items[j].w if items[j].w > 0.0
-                                          else INFINITY)
-                    m = n
-                qsort(items, m, sizeof(_sol_item), _sol_cmp_item)
-                idx = 0
-                cw = 0.0
-                cv = 0.0
-                for i in range(L1):
-                    cap = capl[i * (R + 1) + k] - wt
-                    if cap == INFINITY:
-                        continue
-                    if cap < 0.0:
-                        share[i] = 0.0
-                        continue
-                    # capacities grow with the level: the walk resumes where it stopped
-                    while idx < m and cw + items[idx].w <= cap:
-                        cw += items[idx].w
-                        cv += items[idx].vol
-                        idx += 1
-                    fk = cv
-                    if idx < m and items[idx].w > 0.0:
-                        fk += items[idx].vol * (cap - cw) / items[idx].w
-                    if fk < share[i]:
-                        share[i] = fk
-            r0 = V * dfar
-            for i in range(L1):
-                r0 -= saving[i] * share[i]
-            total += r0
-    return total
-
-
-cdef class SolverKernel:
-    """Native placement state over one validated problem (built by pydispatch._solver_native)."""
-
-    cdef _sol_ctx c
-    cdef list _keep
-    cdef int32_t[::1] _assign
-    cdef double[::1] _usage
-    cdef int32_t[::1] _ntasks
-    cdef int32_t[::1] _aacount
-    cdef int32_t[::1] _head
-    cdef int32_t[::1] _nxt
-    cdef int32_t[::1] _prv
-    cdef double[::1] _acc
-    cdef double[::1] _net
-    cdef double[::1] _mass
-    cdef const int32_t[::1] _pinned
-
-    def __init__(self, int64_t T, int64_t W, int64_t R, int64_t L,
-                 const double[::1] dem not None, const double[::1] cap not None,
-                 const int32_t[::1] fin_ptr not None, const int32_t[::1] fin_idx not None,
-                 int cost_mode, const double[::1] cost not None, const double[::1] work not None,
-                 const double[::1] speed not None,
-                 int dist_mode, const int32_t[::1] grp not None, const double[::1] dl not None, double dfar,
-                 const double[::1] dist not None,
-                 const int64_t[::1] adj_ptr not None, const int32_t[::1] adj_nbr not None,
-                 const double[::1] adj_vol not None,
-                 const int32_t[::1] tclass not None, const uint8_t[::1] cmask not None, const int32_t[::1] pinned not None,
-                 const int32_t[::1] aa_group not None, const int32_t[::1] aa_limit not None,
-                 const int32_t[::1] aa_dom not None, int64_t n_dom, int64_t n_groups,
-                 double eps, double eps_obj):
-        # every array has at least one element (the wrapper pads the unused ones); the sizes
-        # the kernels index blindly are checked here, once
-        if (dem.shape[0] < T * R or cap.shape[0] < W * R or fin_ptr.shape[0] < W + 1
-                or adj_ptr.shape[0] < T + 1 or tclass.shape[0] < T or pinned.shape[0] < T
-                or aa_group.shape[0] < T or aa_dom.shape[0] < W or grp.shape[0] < W * L
-                or dl.shape[0] < L + 1):
-            raise ValueError("SolverKernel: an array is shorter than its declared shape")
-        if cost_mode == 1 and cost.shape[0] < T * W:
-            raise ValueError("SolverKernel: cost is not (tasks x workers)")
-        if cost_mode == 2 and (work.shape[0] < T or speed.shape[0] < W):
-            raise ValueError("SolverKernel: work/speed do not match tasks/workers")
-        if dist_mode == 1 and dist.shape[0] < W * W:
-            raise ValueError("SolverKernel: distance is not (workers x workers)")
-        self._keep = [dem, cap, fin_ptr, fin_idx, cost, work, speed, grp, dl, dist, adj_ptr,
-                      adj_nbr, adj_vol, tclass, cmask, pinned, aa_group, aa_limit, aa_dom]
-        self.c.T = T
-        self.c.W = W
-        self.c.R = R
-        self.c.L = L
-        self.c.dem = &dem[0]
-        self.c.cap = &cap[0]
-        self.c.fin_ptr = &fin_ptr[0]
-        self.c.fin_idx = &fin_idx[0]
-        self.c.cost_mode = cost_mode
-        self.c.cost = &cost[0]
-        self.c.work = &work[0]
-        self.c.speed = &speed[0]
-        self.c.dist_mode = dist_mode
-        self.c.grp = &grp[0]
-        self.c.dl = &dl[0]
-        self.c.dfar = dfar
-        self.c.dist = &dist[0]
-        self.c.adj_ptr = &adj_ptr[0]
-        self.c.adj_nbr = &adj_nbr[0]
-        self.c.adj_vol = &adj_vol[0]
-        self.c.tclass = &tclass[0]
-        self.c.cmask = &cmask[0]
-        self.c.pinned = &pinned[0]
-        self._pinned = pinned
-        self.c.aa_group = &aa_group[0]
-        self.c.aa_limit = &aa_limit[0]
-        self.c.aa_dom = &aa_dom[0]
-        self.c.n_dom = n_dom
-        self.c.eps = eps
-        self.c.eps_obj = eps_obj
-        self._assign = _sol_np.full(T, -1, dtype=_sol_np.int32)
-        self._usage = _sol_np.zeros(W * R, dtype=_sol_np.float64)
-        self._ntasks = _sol_np.zeros(W, dtype=_sol_np.int32)
-        self._aacount = _sol_np.zeros(max(aa_limit.shape[0] * n_dom, 1), dtype=_sol_np.int32)
-        self._head = _sol_np.full(W, -1, dtype=_sol_np.int32)
-        self._nxt = _sol_np.full(T, -1, dtype=_sol_np.int32)
-        self._prv = _sol_np.full(T, -1, dtype=_sol_np.int32)
-        self._acc = _sol_np.zeros(n_groups + W, dtype=_sol_np.float64)
-        self._net = _sol_np.zeros(W, dtype=_sol_np.float64)
-        self._mass = _sol_np.zeros(n_groups + W, dtype=_sol_np.float64)
-        self.c.assign = &self._assign[0]
-        self.c.usage = &self._usage[0]
-        self.c.n_tasks = &self._ntasks[0]
-        self.c.aa_count = &self._aacount[0]
-        self.c.head = &self._head[0]
-        self.c.nxt = &self._nxt[0]
-        self.c.prv = &self._prv[0]
-        self.c.acc = &self._acc[0]
-        self.c.wbase = n_groups
-        self.c.net = &self._net[0]
-        self.c.mass = &self._mass[0]
-
-    def clear(self):
-        """Unplace every task."""
-        cdef int64_t t
-        with nogil:
-            for t in range(self.c.T):
-                _sol_unplace(&self.c, t)
-
-    def set_assignment(self, const int32_t[::1] assign not None):
-        """Replace the state by `assign` (-1: unplaced), unchecked: callers verify feasibility."""
-        cdef int64_t t
-        if assign.shape[0] != self.c.T:
-            raise ValueError(f"assignment has {assign.shape[0]} entries, expected {self.c.T}")
-        for t in range(self.c.T):
-            if assign[t] < -1 or assign[t] >= self.c.W:
-                raise ValueError(f"assignment[{t}] = {assign[t]} is not a worker or -1")
-        self.clear()
-        with nogil:
-            for t in range(self.c.T):
-                if assign[t] >= 0:
-                    _sol_place(&self.c, t, assign[t])
-
-    def place_pinned(self):
-        """Place every pinned task on its worker, unchecked (feasibility is checked upstream)."""
-        cdef int64_t t
-        with nogil:
-            for t in range(self.c.T):
-                if self.c.pinned[t] >= 0 and self.c.assign[t] < 0:
-                    _sol_place(&self.c, t, self.c.pinned[t])
-
-    def greedy(self, const int64_t[::1] order not None, int rule):
-        """Place the unplaced tasks of `order` by `rule`; -1 or the first task that did not fit."""
-        cdef int64_t res, n = order.shape[0], i
-        if n == 0:
-            return -1
-        for i in range(n):
-            if order[i] < 0 or order[i] >= self.c.T:
-                raise ValueError(f"order[{i}] = {order[i]} is not a task")
-        with nogil:
-            res = _sol_greedy(&self.c, &order[0], n, rule)
-        return res
-
-    def local_search(self, double time_limit, uint64_t seed, int64_t max_passes,
-                     int64_t n_swap_workers=4):
-        """Relocate/swap descent from the current (complete) assignment; (moves, passes)."""
-        perm = _sol_np.flatnonzero(_sol_np.asarray(self._pinned) < 0).astype(_sol_np.int64)
-        cdef int64_t n = perm.shape[0], moves = 0, passes = 0, K = max(n_swap_workers, 1)
-        if n == 0:
-            return 0, 0
-        cdef int64_t[::1] pm = perm
-        cdef int64_t[::1] cand = _sol_np.zeros(K, dtype=_sol_np.int64)
-        cdef double[::1] cand_d = _sol_np.zeros(K, dtype=_sol_np.float64)
-        cdef double deadline = _sol_now() + time_limit
-        with nogil:
-            moves = _sol_local(&self.c, deadline, seed, max_passes, &pm[0], n, &cand[0],
-                               &cand_d[0], K, &passes)
-        return moves, passes
-
-    def iterated_local_search(self, double time_limit, uint64_t seed, int64_t stall,
-                              int64_t n_swap_workers=4):
-        """Local search with random kicks until the time limit; ends on the best assignment
-        found. Returns the number of kick rounds."""
-        perm = _sol_np.flatnonzero(_sol_np.asarray(self._pinned) < 0).astype(_sol_np.int64)
-        cdef int64_t n = perm.shape[0], rounds = 0, K = max(n_swap_workers, 1)
-        if n == 0:
-            return 0
-        cdef int64_t[::1] pm = perm
-        cdef int64_t[::1] cand = _sol_np.zeros(K, dtype=_sol_np.int64)
-        cdef double[::1] cand_d = _sol_np.zeros(K, dtype=_sol_np.float64)
-        cdef int32_t[::1] best = _sol_np.empty(self.c.T, dtype=_sol_np.int32)
-        cdef double deadline = _sol_now() + time_limit
-        with nogil:
-            _sol_ils(&self.c, deadline, seed, &pm[0], n, &cand[0], &cand_d[0], K, &best[0],
-                     stall, &rounds)
-        return rounds
-
-    def objective(self, const int32_t[::1] src not None, const int32_t[::1] dst not None, const double[::1] vol not None):
-        """(compute cost, network cost) of the current complete assignment."""
-        cdef int64_t t, e
-        cdef double cc = 0.0, nc = 0.0
-        with nogil:
-            for t in range(self.c.T):
-                cc += _sol_ccost(&self.c, t, self.c.assign[t])
-            for e in range(src.shape[0]):
-                nc += vol[e] * _sol_dist(&self.c, self.c.assign[src[e]], self.c.assign[dst[e]])
-        return cc, nc
-
-    def min_cost(self):
-        """Per task, the least compute cost over its allowed workers (a capacity-free bound)."""
-        out = _sol_np.empty(self.c.T, dtype=_sol_np.float64)
-        cdef double[::1] o = out
-        cdef int64_t t, w
-        cdef double m, v
-        with nogil:
-            for t in range(self.c.T):
-                m = INFINITY
-                for w in range(self.c.W):
-                    if _sol_allowed(&self.c, t, w):
-                        v = _sol_ccost(&self.c, t, w)
-                        if v < m:
-                            m = v
-                o[t] = m
-        return out
-
-    @property
-    def assignment(self):
-        return _sol_np.asarray(self._assign).copy()
-
-    @property
-    def usage(self):
-        return _sol_np.asarray(self._usage).reshape(self.c.W, self.c.R).copy()

@@ -131,7 +131,7 @@ def check_necessary(p: PlacementProblem) -> None:
                 task=t,
             )
         short = p.demand[t][None, :] - cap[mask]  # > 0 where the worker lacks room
-        worst = short.max(axis=1)
+        worst = short.max(axis=1, initial=-np.inf)
         if (worst <= 1e-9).any():
             continue
         best = int(np.argmin(worst))

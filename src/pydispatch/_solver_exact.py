@@ -15,11 +15,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from pydispatch._solver_problem import PlacementProblem
+
+if TYPE_CHECKING:
+    from ortools.sat.python import cp_model
 
 __all__ = ["ExactResult", "cpsat", "flow", "flow_eligible", "lp_bound"]
 
@@ -134,6 +138,73 @@ def _network_terms(p: PlacementProblem) -> tuple[list[tuple[int, int, float]], N
     return [(a, b, v) for (a, b), v in pairs.items()], dl
 
 
+_STRONG_MAX_TERMS = 60_000  # edges x groups for the strong network linearisation
+
+
+def _strong_levels(
+    m: cp_model.CpModel,
+    p: PlacementProblem,
+    x: dict[tuple[int, int], cp_model.IntVar],
+    cand: list[list[int]],
+    edges: list[tuple[int, int, float]],
+    gid: list[NDArray[Any]],
+    dl: NDArray[np.float64],
+    S: float,
+    dem: NDArray[np.int64],
+    cap: NDArray[np.float64],
+    hint: NDArray[np.int32] | None,
+    ovars: list[cp_model.IntVar],
+    ocoef: list[int],
+    hints: list[tuple[cp_model.IntVar, int]],
+) -> None:
+    """u[e, g] <= z[a, g], u[e, g] <= z[b, g] (z[t, g]: t is in group g), saving dl per shared
+    level; plus, per task a and group g, the neighbours sharing g must fit in g beside a:
+    sum_b dem[b] u[(a, b), g] <= (cap[g] - dem[a]) z[a, g]. The latter is what gives the LP
+    relaxation (and so CP-SAT's bound) its strength: without it every fractional spread of the
+    tasks looks co-located."""
+    from ortools.sat.python import cp_model
+
+    nbrs: dict[int, list[tuple[int, int]]] = {}
+    for e, (a, b, _) in enumerate(edges):
+        nbrs.setdefault(a, []).append((e, b))
+        nbrs.setdefault(b, []).append((e, a))
+    for lv, g_of in enumerate(gid):
+        savings = [math.ceil(v * dl[lv] * S) for _, _, v in edges]
+        if not any(savings):
+            continue
+        groups: dict[int, list[int]] = {}
+        for w, g in enumerate(g_of.tolist()):
+            groups.setdefault(g, []).append(w)
+        gcap = {g: cap[ws].sum(axis=0) for g, ws in groups.items()}
+        for g, ws in groups.items():
+            wset = set(ws)
+            z = {t: cp_model.LinearExpr.sum([x[t, w] for w in cand[t] if w in wset]) for t in nbrs}
+            u: dict[int, cp_model.IntVar] = {}
+            for e, (a, b, _) in enumerate(edges):
+                if savings[e] == 0:
+                    continue
+                var = m.new_bool_var(f"u{e}_{lv}_{g}")
+                m.add(var <= z[a])
+                m.add(var <= z[b])
+                u[e] = var
+                ovars.append(var)
+                ocoef.append(-savings[e])
+                if hint is not None:
+                    hints.append((var, int(hint[a] in wset and hint[b] in wset)))
+            for a, lst in nbrs.items():
+                for r in range(p.n_resources):
+                    room = gcap[g][r] - dem[a, r]
+                    terms = [(u[e], int(dem[b, r])) for e, b in lst if e in u and dem[b, r] > 0]
+                    if math.isinf(room) or not terms or sum(c for _, c in terms) <= room:
+                        continue
+                    m.add(
+                        cp_model.LinearExpr.weighted_sum(
+                            [v for v, _ in terms], [c for _, c in terms]
+                        )
+                        <= int(room) * z[a]
+                    )
+
+
 def model_size(p: PlacementProblem) -> int:
     """Rough variable count of the CP-SAT model (for choosing a method)."""
     pairs = p.n_tasks * p.n_workers
@@ -213,7 +284,11 @@ def cpsat(
             ]
             for lv in range(L + 1)
         ]
-        for a, b, v in edges:
+        n_groups = [int(g.max()) + 1 for g in gid]
+        if len(edges) * sum(n_groups) <= _STRONG_MAX_TERMS:
+            _strong_levels(m, p, x, cand, edges, gid, dl, S, dem, cap, hint, ovars, ocoef, hints)
+            const += sum(math.floor(v * ld[-1] * S) for _, _, v in edges)
+        for a, b, v in edges if len(edges) * sum(n_groups) > _STRONG_MAX_TERMS else []:
             const += math.floor(v * ld[-1] * S)
             prev = None
             for lv in range(L + 1):
@@ -272,7 +347,8 @@ def cpsat(
 
 
 def lp_bound(p: PlacementProblem, time_limit: float) -> float:
-    """GLOP LP relaxation of the compute-cost part (assignment + capacities + anti-affinity)."""
+    """GLOP LP relaxation of the compute-cost part (assignment + capacities; anti-affinity is
+    left out, which only weakens the bound)."""
     from ortools.linear_solver import pywraplp
 
     solver = pywraplp.Solver.CreateSolver("GLOP")

@@ -63,8 +63,9 @@ class Native:
         return np.lexsort((-dom, -restricted, -pinned)).astype(np.int64)
 
     def construct(self) -> NDArray[np.int32] | int:
-        """Greedy construction: least incremental cost in traffic order, then a best-fit order
-        if that got stuck. The assignment, or the task that fitted nowhere in any attempt."""
+        """Greedy construction: least incremental cost in group-hint order (or breadth-first
+        traffic order), then best-fit and first-fit orders if that got stuck. The assignment,
+        or the task that fitted nowhere in any attempt."""
         seeds = self.priority()
         hint = self.problem.group_hint
         if hint is not None:

@@ -274,8 +274,11 @@ class PlacementProblem:
                 raise ValueError(f"distance must have shape {(W, W)}, got {d.shape}")
             _finite("distance", d)
             _no_neg("distance", d)
-            if not np.allclose(d, d.T, rtol=0, atol=0):
+            if not np.array_equal(d, d.T):
                 raise ValueError("distance must be symmetric")
+            if np.ptp(np.diag(d)) != 0:
+                # the kernels drop self-loop edges as constant; a per-worker diagonal would not be
+                raise ValueError("distance must have one value on its whole diagonal")
             self.distance = d
             self.level_distance = np.array([0.0, 1.0])
             self.level_groups = np.zeros((W, 0), np.int32)
