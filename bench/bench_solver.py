@@ -1,0 +1,115 @@
+"""Solver benchmarks, each against its baseline measured in the same run.
+
+Run (prints one line per instance; -s shows them):
+
+    PYTHONPATH=src:bench python -m pytest bench/bench_solver.py -s -q \\
+        --benchmark-disable-gc --benchmark-columns=min,max
+
+Environment:
+    PYDISPATCH_BENCH_GAP_SECONDS  CP-SAT time per GAP instance and method (default 10, the
+                                  issue's target; 1-2 for a quick run)
+    PYDISPATCH_BENCH_JOB_SECONDS  time limit of the `local` runs on job-shaped instances
+                                  (default 0.6: the bound is computed inside that budget)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from bench_solver_instances import all_to_all, chu_beasley, keyed_pipeline
+from pydispatch import _solver_exact as exact
+from pydispatch import _solver_native as native
+from pydispatch.solver import Placement, flink_slot_sharing, solve
+
+GAP_SECONDS = float(os.environ.get("PYDISPATCH_BENCH_GAP_SECONDS", "10"))
+JOB_SECONDS = float(os.environ.get("PYDISPATCH_BENCH_JOB_SECONDS", "0.6"))
+
+GAP_CASES = [
+    (kind, m, n) for kind in "CDE" for (m, n) in ((5, 100), (10, 100), (10, 200), (20, 200))
+]
+
+
+def _once(benchmark: Any, fn: Callable[[], Placement]) -> Placement:
+    out: Placement = benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
+    return out
+
+
+@pytest.mark.parametrize(("kind", "m", "n"), GAP_CASES)
+def test_gap_vs_plain_cpsat(benchmark: Any, kind: str, m: int, n: int) -> None:
+    """Gap to the best bound (ours or plain CP-SAT's): ours vs plain CP-SAT, equal time."""
+    inst = chu_beasley(kind, m, n, seed=1)
+    p = inst.problem()
+    t0 = time.perf_counter()
+    plain = exact.cpsat(
+        p,
+        deadline=time.perf_counter() + GAP_SECONDS,
+        gap_limit=1e-4,
+        seed=0,
+        num_workers=2,
+        hint=None,
+    )
+    plain_time = time.perf_counter() - t0
+    assert plain.assignment is not None
+    plain_obj = sum(native.build(p).evaluate(plain.assignment))
+    ours = _once(benchmark, lambda: solve(p, "cpsat", time_limit=GAP_SECONDS, num_workers=2))
+    best_lb = max(ours.lower_bound, plain.lower_bound)
+    g_ours = (ours.objective - best_lb) / ours.objective
+    g_plain = (plain_obj - best_lb) / plain_obj
+    benchmark.extra_info.update(
+        objective=ours.objective,
+        plain_objective=plain_obj,
+        best_bound=best_lb,
+        gap=g_ours,
+        plain_gap=g_plain,
+    )
+    print(
+        f"\n{inst.name:18s} ours {ours.objective:9.0f} ({ours.wall_time:5.1f}s) "
+        f"plain CP-SAT {plain_obj:9.0f} ({plain_time:5.1f}s) best bound {best_lb:9.0f} "
+        f"gap ours {g_ours:6.2%} plain {g_plain:6.2%} ratio ours/plain "
+        f"{ours.objective / plain_obj:.4f}"
+    )
+
+
+JOB_CASES = [
+    ("keyed", 10_000, 1_000, 16.0),
+    ("keyed", 10_000, 1_000, 64.0),
+    ("keyed", 1_000, 100, 16.0),
+    ("all2all", 2_000, 1_000, 16.0),
+    ("all2all", 1_000, 100, 16.0),
+]
+
+
+@pytest.mark.parametrize(("shape", "T", "W", "cpu"), JOB_CASES)
+def test_job_vs_flink(benchmark: Any, shape: str, T: int, W: int, cpu: float) -> None:
+    """Time and total cost of our placement vs Flink's default (slot sharing + least
+    utilisation) and the per-task Flink strategies, lower bound and gap beside each."""
+    gen = keyed_pipeline if shape == "keyed" else all_to_all
+    inst = gen(T, W, cpu=cpu)
+    p = inst.problem
+    flink = flink_slot_sharing(p, inst.slot_group)
+    rows = {"flink_default": flink}
+    for m in ("least_utilisation", "first_fit", "balanced_tasks"):
+        rows[m] = solve(p, m)  # type: ignore[arg-type]
+    rows["greedy"] = solve(p, "greedy")
+    ours = _once(benchmark, lambda: solve(p, "local", time_limit=JOB_SECONDS))
+    rows["local"] = ours
+    benchmark.extra_info.update(
+        objective=ours.objective,
+        flink_objective=flink.objective,
+        lower_bound=ours.lower_bound,
+        wall_time=ours.wall_time,
+    )
+    lb = max(r.lower_bound for r in rows.values())
+    print(f"\n{inst.name} (lower bound {lb:.0f})")
+    for name, r in rows.items():
+        print(
+            f"  {name:18s} {r.wall_time:6.3f}s objective {r.objective:10.0f} "
+            f"(compute {r.compute_cost:8.0f} network {r.network_cost:10.0f}) "
+            f"vs flink {r.objective / flink.objective:6.3f}  gap to bound "
+            f"{(r.objective - lb) / r.objective:6.2%}"
+        )
