@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pydispatch
 import pydispatch.partition
+import pydispatch.plan
+import pydispatch.stream
 
 
 def test_package_exports() -> None:
-    assert sorted(pydispatch.__all__) == ["__version__", "partition"]
+    assert sorted(pydispatch.__all__) == ["__version__", "partition", "plan", "stream"]
 
 
 def test_partition_exports() -> None:
@@ -35,3 +37,45 @@ def test_partition_exports() -> None:
     )
     for name in pydispatch.partition.__all__:
         assert hasattr(pydispatch.partition, name), name
+
+
+def test_stream_exports() -> None:
+    assert sorted(pydispatch.stream.__all__) == sorted(
+        [
+            "DataStream",
+            "DataStreamSink",
+            "Edge",
+            "JobGraph",
+            "JobResult",
+            "KeySpec",
+            "KeyedStream",
+            "Operator",
+            "StreamEnvironment",
+            "WindowedStream",
+        ]
+    )
+    for name in pydispatch.stream.__all__:
+        assert hasattr(pydispatch.stream, name), name
+
+
+def test_plan_exports() -> None:
+    assert sorted(pydispatch.plan.__all__) == sorted(
+        [
+            "DEFAULT_BYTES_PER_RECORD",
+            "DEFAULT_SELECTIVITY",
+            "DEFAULT_SOURCE_RECORDS",
+            "DEFAULT_WORK_PER_RECORD",
+            "Chain",
+            "Exchange",
+            "ExecutionGraph",
+            "PlacementInput",
+            "execution_graph",
+            "is_chainable",
+            "placement_input",
+            "placement_problem",
+            "resolve_partitioning",
+            "why_not_fit",
+        ]
+    )
+    for name in pydispatch.plan.__all__:
+        assert hasattr(pydispatch.plan, name), name

@@ -6,8 +6,8 @@ package's public API, pinned by ``tests/test_public_api.py``.
 
 from __future__ import annotations
 
-from . import partition
+from . import partition, plan, stream
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "partition"]
+__all__ = ["__version__", "partition", "plan", "stream"]

@@ -1,0 +1,180 @@
+"""What each parallel instance of a source reads: the split rules, shared by every executor.
+
+Private. A source's records are cut into ``parallelism`` contiguous, disjoint splits whose
+concatenation in subtask order is the whole input, so a job with parallelism 1 reads the input
+in order and a replay of a subtask reads exactly the same records.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Columns = dict[str, npt.NDArray[Any]]
+
+
+def row_range(rows: int, index: int, parallelism: int) -> range:
+    """Subtask ``index``'s rows of ``rows``: ``[index * rows // p, (index + 1) * rows // p)``."""
+    return range(index * rows // parallelism, (index + 1) * rows // parallelism)
+
+
+def sequence_split(elements: Sequence[Any], index: int, parallelism: int) -> list[Any]:
+    bounds = row_range(len(elements), index, parallelism)
+    return list(elements[bounds.start : bounds.stop])
+
+
+def arrays_split(columns: Mapping[str, npt.NDArray[Any]], index: int, parallelism: int) -> Columns:
+    rows = len(next(iter(columns.values())))
+    bounds = row_range(rows, index, parallelism)
+    return {name: col[bounds.start : bounds.stop] for name, col in columns.items()}
+
+
+def _byte_split_lines(path: str, index: int, parallelism: int) -> Iterator[bytes]:
+    """The lines of ``path`` whose first byte lies in subtask ``index``'s byte range.
+
+    Hadoop's rule for text splits: every line belongs to exactly one split (the one holding its
+    first byte), so the splits partition the file's lines whatever the cut points.
+    """
+    size = os.path.getsize(path)
+    start = index * size // parallelism
+    end = (index + 1) * size // parallelism
+    with open(path, "rb") as f:
+        if start > 0:
+            f.seek(start - 1)
+            # A line starts at `start` only if the byte before it ends a line: skip the rest of
+            # a line that began in the previous split.
+            if f.read(1) != b"\n":
+                f.readline()
+        while f.tell() < end:
+            line = f.readline()
+            if not line:
+                break
+            yield line
+
+
+def text_lines(
+    paths: Sequence[str], encoding: str, index: int, parallelism: int, skip_first: bool = False
+) -> Iterator[str]:
+    """Subtask ``index``'s lines (without the line end) over every file, file by file."""
+    for path in paths:
+        # The header is the line at byte 0: only a split starting at byte 0 can hold it.
+        first = os.path.getsize(path) * index // parallelism == 0
+        for n, line in enumerate(_byte_split_lines(path, index, parallelism)):
+            if skip_first and first and n == 0:
+                continue
+            yield line.decode(encoding).rstrip("\r\n")
+
+
+def csv_records(
+    paths: Sequence[str],
+    encoding: str,
+    delimiter: str,
+    fields: tuple[str, ...] | None,
+    header: bool,
+    index: int,
+    parallelism: int,
+) -> Iterator[Any]:
+    """Parsed rows of subtask ``index``'s lines: dicts when ``fields`` are known, else tuples.
+
+    One record per line: a quoted field holding a line break is not supported (splits cut at
+    line ends)."""
+    lines = text_lines(paths, encoding, index, parallelism, skip_first=header)
+    for row in csv.reader(lines, delimiter=delimiter):
+        if not row:
+            continue
+        if fields is None:
+            yield tuple(row)
+        else:
+            if len(row) != len(fields):
+                raise ValueError(f"a CSV row has {len(row)} fields, the header {len(fields)}")
+            yield dict(zip(fields, row, strict=True))
+
+
+def csv_header(path: str, encoding: str, delimiter: str) -> tuple[str, ...]:
+    with open(path, encoding=encoding, newline="") as f:
+        first = f.readline()
+    row = next(csv.reader(io.StringIO(first), delimiter=delimiter), None)
+    if not row:
+        raise ValueError(f"read_csv: {path} has no header line")
+    return tuple(row)
+
+
+def source_iterable(
+    factory: Callable[..., Iterable[Any]], parallel: bool, index: int, parallelism: int
+) -> Iterable[Any]:
+    """A replayable source's records for one subtask: ``factory()`` for a non-parallel source,
+    ``factory(index, parallelism)`` for a parallel one (each call starts from the beginning)."""
+    iterable = factory(index, parallelism) if parallel else factory()
+    if not isinstance(iterable, Iterable):
+        raise TypeError(
+            f"from_source: the factory returned {type(iterable).__name__}, not an iterable"
+        )
+    return iterable
+
+
+def read_split(params: Mapping[str, Any], index: int, parallelism: int) -> list[Any] | Columns:
+    """Everything subtask ``index`` of a bounded source reads (a list, or columns)."""
+    source = params["source"]
+    if source == "elements":
+        return sequence_split(params["elements"], index, parallelism)
+    if source == "arrays":
+        return arrays_split(params["columns"], index, parallelism)
+    if source == "text":
+        return list(text_lines(params["paths"], params["encoding"], index, parallelism))
+    if source == "csv":
+        return list(
+            csv_records(
+                params["paths"],
+                params["encoding"],
+                params["delimiter"],
+                params["fields"],
+                params["header"],
+                index,
+                parallelism,
+            )
+        )
+    if source == "factory":
+        return list(source_iterable(params["factory"], params["parallel"], index, parallelism))
+    raise ValueError(f"unknown source kind {source!r}")
+
+
+def estimated_records(params: Mapping[str, Any], default: float, bytes_per_line: float) -> float:
+    """The number of records a source will produce, or an estimate of it."""
+    source = params["source"]
+    if source == "elements":
+        return float(len(params["elements"]))
+    if source == "arrays":
+        return float(len(next(iter(params["columns"].values()))))
+    if source in ("text", "csv"):
+        return sum(os.path.getsize(p) for p in params["paths"]) / bytes_per_line
+    hinted = params.get("estimated_records")
+    return default if hinted is None else float(hinted)
+
+
+def check_columns(columns: object) -> dict[str, npt.NDArray[Any]]:
+    if not isinstance(columns, Mapping) or not columns:
+        raise TypeError("from_arrays: columns must be a non-empty dict of numpy arrays")
+    out: dict[str, npt.NDArray[Any]] = {}
+    rows = None
+    for name, column in columns.items():
+        if not isinstance(name, str):
+            raise TypeError(f"from_arrays: column names must be str, not {type(name).__name__}")
+        if not isinstance(column, np.ndarray):
+            raise TypeError(
+                f"from_arrays: column {name!r} must be a numpy array, not {type(column).__name__}"
+            )
+        if column.ndim != 1:
+            raise ValueError(f"from_arrays: column {name!r} must be 1-D, got {column.shape}")
+        if rows is not None and column.shape[0] != rows:
+            raise ValueError(
+                f"from_arrays: column {name!r} has {column.shape[0]} rows, the first has {rows}"
+            )
+        rows = column.shape[0]
+        out[name] = column
+    return out

@@ -1,0 +1,313 @@
+"""Dataflow jobs: describe a job as parallel operators over streams of records.
+
+Each call on a :class:`StreamEnvironment` or a stream appends to the environment's
+:class:`JobGraph` (a new frozen graph each time); nothing runs until a sink's ``collect()`` or
+the environment's ``execute()``. ``pydispatch.plan`` turns the graph into chained subtasks.
+
+Modes. ``StreamEnvironment()`` (no target) runs jobs in this process, single-threaded, with the
+reference executor; a target (a client or cluster) is kept for the distributed executor, which
+comes with the dispatcher. A job whose sources are all bounded runs in batch mode (Flink's
+``AUTOMATIC`` runtime mode): keyed aggregations emit one final result per key at the end of
+input. With an unbounded source they are rolling: one updated result per input record.
+
+Records and results.
+
+- Records are any Python objects; ``from_arrays`` starts the columnar path: records travel as
+  dicts of numpy columns and keyed ``sum``/``min``/``max``/``count`` on a column stay columnar
+  (a Python ``map``/``filter``/``flat_map`` turns the rows into ``dict`` records).
+- Keys: ``key_by(function)``, ``key_by(i)`` (``record[i]``), ``key_by("name")`` (a dict field or a
+  column). Equal keys meet in one subtask: a key's key group (of the operator's max
+  parallelism) comes from pydispatch's hash, or Flink's with ``scheme="flink"``, and each
+  subtask owns a contiguous range of key groups as in Flink.
+- Keyed ``sum``/``min``/``max`` (of ``record[field]``, or of the record itself when ``field``
+  is None) and ``count`` emit ``(key, value)`` (Flink's keep the first record with the field
+  replaced); on the columnar path, columns ``{key_column: keys, field: values}`` (``"count"``
+  for a count). ``reduce`` emits records, as Flink's does.
+- Tumbling windows: ``count_window(n)`` fires every ``n`` records of a key, emitting
+  ``(key, value)``; as in Flink, a last incomplete window of a bounded input is not fired.
+  ``time_window(size, timestamp=...)`` groups by event time into ``[k * size, (k + 1) * size)``
+  and emits ``(key, window_start, value)``, all windows firing at the end of input (the
+  watermark of a bounded input reaches +inf then).
+- Order: Flink gives no global order across parallel subtasks. The in-process executor is
+  deterministic: ``collect()`` returns sink subtask 0's records, then subtask 1's, ...; each
+  subtask reads its input channels in upstream subtask order. With parallelism 1 throughout, the
+  input order is kept. Batch aggregations emit keys in first-seen order per subtask (sorted on
+  the columnar path).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy.typing as npt
+
+from . import _sources
+from ._jobgraph import Edge, JobGraph, KeySpec, Operator, Schema
+from ._stream_base import check_callable, check_parallelism
+from ._stream_ops import DataStream, DataStreamSink, KeyedStream, StreamInput, WindowedStream
+from .plan import ExecutionGraph, execution_graph
+
+__all__ = [
+    "DataStream",
+    "DataStreamSink",
+    "Edge",
+    "JobGraph",
+    "JobResult",
+    "KeySpec",
+    "KeyedStream",
+    "Operator",
+    "StreamEnvironment",
+    "WindowedStream",
+]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished in-process job gives back.
+
+    ``collected``: each ``collect`` sink's records (a list, or a dict of columns on the columnar
+    path) by operator id; ``records_in`` / ``records_out``: per operator id, summed over its
+    subtasks; ``runtime_mode``: ``"batch"`` or ``"streaming"``.
+    """
+
+    name: str
+    runtime_mode: str
+    collected: dict[int, Any] = field(default_factory=dict)
+    records_in: dict[int, int] = field(default_factory=dict)
+    records_out: dict[int, int] = field(default_factory=dict)
+
+
+class StreamEnvironment:
+    """The context a job is built in; see the module docstring.
+
+    ``target``: a client or cluster to run jobs on (kept; the distributed executor comes with
+    the dispatcher). ``parallelism``: the default parallelism of new operators.
+    """
+
+    def __init__(self, target: object | None = None, *, parallelism: int = 1) -> None:
+        self._target = target
+        self._parallelism = check_parallelism(parallelism, "StreamEnvironment")
+        self._graph = JobGraph()
+        self._chaining = True
+        self._executed: set[int] = set()
+
+    @property
+    def target(self) -> object | None:
+        return self._target
+
+    @property
+    def parallelism(self) -> int:
+        return self._parallelism
+
+    def set_parallelism(self, parallelism: int) -> StreamEnvironment:
+        """The default parallelism of operators created from now on."""
+        self._parallelism = check_parallelism(parallelism, "set_parallelism")
+        return self
+
+    def disable_operator_chaining(self) -> StreamEnvironment:
+        self._chaining = False
+        return self
+
+    @property
+    def chaining_enabled(self) -> bool:
+        return self._chaining
+
+    @property
+    def job_graph(self) -> JobGraph:
+        return self._graph
+
+    def _replace_operator(self, op_id: int, **changes: Any) -> None:
+        self._graph = self._graph.replace(op_id, **changes)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _add(self, inputs: Sequence[StreamInput], **fields: Any) -> int:
+        op_id = len(self._graph.operators)
+        fields.setdefault("parallelism", self._parallelism)
+        op = Operator(id=op_id, **fields)
+        edges = tuple(
+            Edge(i.op, op_id, i.partitioning, i.explicit, i.key, i.partitioner) for i in inputs
+        )
+        self._graph = self._graph.with_operator(op, edges)
+        return op_id
+
+    def _source(
+        self, name: str, params: dict[str, Any], schema: Schema, **fields: Any
+    ) -> DataStream:
+        op_id = self._add(
+            (),
+            name=f"Source: {name}",
+            kind="source",
+            chaining="head",
+            params=params,
+            schema=schema,
+            **fields,
+        )
+        return DataStream(self, (StreamInput(op_id),), op=op_id)
+
+    def from_elements(self, elements: Iterable[Any], *, name: str | None = None) -> DataStream:
+        """A non-parallel bounded source of ``elements`` (copied now): parallelism 1, like
+        Flink's ``fromElements``. ``env.from_elements([1, 2, 3])`` has three records."""
+        if isinstance(elements, str | bytes) or not isinstance(elements, Iterable):
+            raise TypeError(
+                f"from_elements takes one iterable of records, not {type(elements).__name__}"
+            )
+        params = {"source": "elements", "elements": tuple(elements), "bounded": True}
+        return self._source(name or "Elements", params, Schema(), parallelism=1, parallel=False)
+
+    def from_collection(
+        self, collection: Collection[Any], *, name: str | None = None
+    ) -> DataStream:
+        """A parallel bounded source of ``collection`` (copied now), each subtask reading a
+        contiguous slice (Flink's ``fromParallelCollection``)."""
+        if isinstance(collection, str | bytes) or not isinstance(collection, Collection):
+            raise TypeError(
+                f"from_collection takes a sized collection, not {type(collection).__name__}"
+            )
+        params = {"source": "elements", "elements": tuple(collection), "bounded": True}
+        return self._source(name or "Collection", params, Schema())
+
+    def from_arrays(
+        self, columns: Mapping[str, npt.NDArray[Any]], *, name: str | None = None
+    ) -> DataStream:
+        """A parallel bounded columnar source: a dict of equal-length 1-D numpy columns, each
+        subtask reading a contiguous range of rows. The arrays are kept, not copied."""
+        checked = _sources.check_columns(columns)
+        row_bytes = float(sum(c.dtype.itemsize for c in checked.values()))
+        schema = Schema(columnar=True, fields=tuple(checked), row_bytes=row_bytes)
+        params = {"source": "arrays", "columns": checked, "bounded": True}
+        return self._source(name or "Arrays", params, schema)
+
+    def read_text(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        encoding: str = "utf-8",
+        name: str | None = None,
+    ) -> DataStream:
+        """A parallel bounded source of the lines of text files (line ends stripped). Each file
+        is cut into byte ranges, one per subtask; a line belongs to the range of its first
+        byte."""
+        files = _paths(paths, "read_text")
+        params = {"source": "text", "paths": files, "encoding": encoding, "bounded": True}
+        return self._source(name or f"Text {os.path.basename(files[0])}", params, Schema())
+
+    def read_csv(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        header: bool = False,
+        columns: Sequence[str] | None = None,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        name: str | None = None,
+    ) -> DataStream:
+        """A parallel bounded source of CSV rows, split like :meth:`read_text` (one record per
+        line). Rows are dicts of str when field names are known (``header=True`` reads them
+        from the first file's first line; ``columns`` names them), else tuples of str. With
+        ``header=True`` every file's first line is a header and is skipped."""
+        files = _paths(paths, "read_csv")
+        fields: tuple[str, ...] | None = None
+        if columns is not None:
+            if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+                raise TypeError("read_csv: columns must be a sequence of str")
+            fields = tuple(columns)
+        elif header:
+            fields = _sources.csv_header(files[0], encoding, delimiter)
+        if fields is not None and len(set(fields)) != len(fields):
+            raise ValueError(f"read_csv: duplicate column names in {fields}")
+        params = {
+            "source": "csv",
+            "paths": files,
+            "encoding": encoding,
+            "bounded": True,
+            "delimiter": delimiter,
+            "fields": fields,
+            "header": header,
+        }
+        return self._source(
+            name or f"CSV {os.path.basename(files[0])}", params, Schema(fields=fields)
+        )
+
+    def from_source(
+        self,
+        factory: Callable[..., Iterable[Any]],
+        *,
+        bounded: bool = True,
+        parallel: bool = False,
+        estimated_records: float | None = None,
+        name: str | None = None,
+    ) -> DataStream:
+        """A replayable source: ``factory()`` (or ``factory(index, parallelism)`` when
+        ``parallel``) returns an iterable of the records from the beginning, on every call, so a
+        failed subtask can be replayed. ``bounded=False`` marks an unbounded source: the job
+        runs in streaming mode (until cancelled, on a cluster; the in-process mode reads the
+        iterable to its end, so give it one there)."""
+        check_callable(factory, "from_source")
+        if estimated_records is not None and not estimated_records >= 0:
+            raise ValueError(f"from_source: estimated_records must be >= 0: {estimated_records}")
+        params = {
+            "source": "factory",
+            "factory": factory,
+            "parallel": bool(parallel),
+            "bounded": bool(bounded),
+            "estimated_records": estimated_records,
+        }
+        fields: dict[str, Any] = {} if parallel else {"parallelism": 1, "parallel": False}
+        return self._source(name or "Source", params, Schema(), **fields)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def execution_graph(self) -> ExecutionGraph:
+        """The chained plan of everything built so far (see :mod:`pydispatch.plan`)."""
+        return execution_graph(self._graph, chaining=self._chaining)
+
+    def execute(self, name: str | None = None) -> JobResult:
+        """Run every sink not run yet (and what feeds them) as one job, in this process."""
+        pending = {op.id for op in self._graph.sinks()} - self._executed
+        if not pending:
+            raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
+        if self._target is not None:
+            raise NotImplementedError(
+                "execute: running on a cluster comes with the dispatcher; build "
+                "StreamEnvironment() without a target for the in-process mode"
+            )
+        from ._local_run import run_local
+
+        keep = sorted(self._graph.ancestors(pending))
+        job = self._graph.subgraph(set(keep))
+        result = run_local(job, name=name or "job", chaining=self._chaining)
+        self._executed |= pending
+
+        def old(ids: dict[int, Any]) -> dict[int, Any]:
+            return {keep[new]: value for new, value in ids.items()}
+
+        return JobResult(
+            result.name,
+            result.runtime_mode,
+            old(result.collected),
+            old(result.records_in),
+            old(result.records_out),
+        )
+
+
+def _paths(paths: object, func: str) -> tuple[str, ...]:
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    if not isinstance(paths, Sequence) or not paths:
+        raise TypeError(f"{func}: paths must be a path or a non-empty list of paths")
+    if not all(isinstance(p, str | os.PathLike) for p in paths):
+        raise TypeError(f"{func}: paths must be str or path-like")
+    files = tuple(os.fspath(p) for p in paths)
+    for f in files:
+        if not os.path.isfile(f):
+            raise ValueError(f"{func}: {f!r} is not a file")
+    return files
+
+
+# The stream classes live in a private module; they are documented and pickled under this one.
+for _cls in (DataStream, DataStreamSink, KeyedStream, WindowedStream):
+    _cls.__module__ = __name__
