@@ -9,7 +9,25 @@ import pydispatch.stream
 
 
 def test_package_exports() -> None:
-    assert sorted(pydispatch.__all__) == ["__version__", "partition", "plan", "stream"]
+    assert sorted(pydispatch.__all__) == ["__version__", "partition", "plan", "solver", "stream"]
+
+
+def test_solver_exports() -> None:
+    import pydispatch.solver
+
+    assert sorted(pydispatch.solver.__all__) == sorted(
+        [
+            "BASELINES",
+            "METHODS",
+            "InfeasibleError",
+            "Placement",
+            "PlacementProblem",
+            "fair_share",
+            "flink_slot_sharing",
+            "lower_bound",
+            "solve",
+        ]
+    )
 
 
 def test_partition_exports() -> None:

@@ -118,7 +118,9 @@ class Native:
             if by_weight:
                 # the share of the worker's remaining room the task would take
                 room = np.where(np.isfinite(rem), np.maximum(rem, 1e-300), np.inf)
-                share = (dem[:, None, :] / room[None, :, :]).max(axis=2)
+                # Overflow to inf is the right answer (no room): only the warning is unwanted.
+                with np.errstate(over="ignore"):
+                    share = (dem[:, None, :] / room[None, :, :]).max(axis=2)
                 c = np.where(fits, share + 1e-9 * cost[todo], np.inf)
             else:
                 c = np.where(fits, cost[todo], np.inf)
