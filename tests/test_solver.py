@@ -267,22 +267,35 @@ def test_selectors_and_anti_affinity_per_level() -> None:
         assert (a[1] in (0, 1)) != (a[2] in (0, 1))  # group 0: one per zone
 
 
-def test_same_seed_same_answer() -> None:
+def _traffic_problem(T: int, W: int) -> PlacementProblem:
     rng = np.random.default_rng(3)
-    T, W = 200, 20
-    src, dst = rng.integers(0, T, 600), rng.integers(0, T, 600)
-    p = PlacementProblem(
+    src, dst = rng.integers(0, T, 3 * T), rng.integers(0, T, 3 * T)
+    return PlacementProblem(
         rng.random((T, 2)),
         np.full((W, 2), 14.0),
         work=rng.random(T),
         speed=rng.random(W) + 0.5,
-        traffic=(src, dst, rng.random(600)),
-        locations=np.stack([np.arange(W) // 10, np.arange(W) // 2], axis=1),
+        traffic=(src, dst, rng.random(3 * T)),
+        locations=np.stack([np.arange(W) // max(W // 2, 1), np.arange(W) // 2], axis=1),
         level_distance=[0, 1, 2, 4],
     )
-    a = solve(p, "local", time_limit=5.0, seed=11)
-    b = solve(p, "local", time_limit=5.0, seed=11)
+
+
+def test_same_seed_same_answer() -> None:
+    # The search ends on its own (stall) in about 0.1 s here, far inside the limit: the answer
+    # is then a function of the seed alone. (A run the limit cuts short depends on how far it
+    # got, as solve's docstring says, so that case is not asserted.)
+    p = _traffic_problem(60, 6)
+    a = solve(p, "local", time_limit=60.0, seed=11)
+    b = solve(p, "local", time_limit=60.0, seed=11)
+    assert a.wall_time < 60.0
     assert np.array_equal(a.assignment, b.assignment)
+    assert a.objective == b.objective
+
+
+def test_local_search_improves_on_greedy_within_the_limit() -> None:
+    p = _traffic_problem(200, 20)
+    a = solve(p, "local", time_limit=2.0, seed=11)
     g = solve(p, "greedy")
     assert a.objective <= g.objective + 1e-9
     assert a.lower_bound <= a.objective
