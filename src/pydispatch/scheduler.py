@@ -215,8 +215,7 @@ class Scheduler:
         # behind up to ``prefetch`` tasks per slot. 0 keeps priorities and fair share exact.
         self._prefetch = max(0, prefetch)
         self._placer = placer
-        # A round considers at most round_factor x free slots candidates (+ a floor), so a
-        # huge queue costs nothing per round while a few unplaceable tasks cannot block it.
+        # Extra candidates a round may look at per constrained task (see _candidates).
         self._round_factor = round_factor
         self._workers: dict[bytes, _Worker] = {}
         self._tasks: dict[TaskKey, _Task] = {}
@@ -448,7 +447,7 @@ class Scheduler:
         free_slots = sum(w.free_slots for w in workers)
         if not free_slots:
             return []
-        candidates = self._candidates(self._round_factor * free_slots + 16)
+        candidates = self._candidates(free_slots)
         capacities = [WorkerCapacity(w.free_slots, w.free, w.labels) for w in workers]
         requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
         assignments = self._placer(requests, capacities)
@@ -475,8 +474,14 @@ class Scheduler:
         out += [NotifyStarted(client, ids) for client, ids in started.items()]
         return out
 
-    def _candidates(self, limit: int) -> list[_Task]:
-        """Pop up to ``limit`` queued tasks: highest priority first, then DRF between clients."""
+    def _candidates(self, free_slots: int) -> list[_Task]:
+        """Pop queued tasks for a round: highest priority first, then DRF between clients.
+
+        As many as there are free slots, plus ``round_factor`` more for every constrained
+        task among them (one that may not fit anywhere now must not block the ones behind
+        it); a huge queue of plain tasks thus costs nothing but the tasks placed.
+        """
+        limit = free_slots
         picked: list[_Task] = []
         shares = FairShare(self._fair.capacity, {c: dict(h) for c, h in self._fair.held.items()})
         served = dict(self._last_served)
@@ -493,6 +498,8 @@ class Scheduler:
             queue = self._queues[client]
             _, _, task = heapq.heappop(queue)
             picked.append(task)
+            if task.resources or task.labels:
+                limit += self._round_factor
             self._queued -= 1
             task.state = "running"  # provisionally: taken out of the queue for this round
             shares.add(client, task.resources)
