@@ -228,10 +228,10 @@ def test_status_cli_human_and_json(cluster: LocalCluster) -> None:
 # ----------------------------------------------------------- placement, priority, cancel
 
 
-@pytest.fixture
-def small_cluster() -> Iterator[LocalCluster]:
-    """One worker, one slot: execution order is observable."""
-    with LocalCluster(workers=1, slots=1, **FAST) as running:
+@pytest.fixture(params=[0, 4], ids=["exact", "prefetch"])
+def small_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """One worker, one slot: execution order is observable; with and without prefetch."""
+    with LocalCluster(workers=1, slots=1, prefetch=request.param, **FAST) as running:
         yield running
 
 
@@ -242,14 +242,15 @@ def test_priorities_order_queued_tasks(small_cluster: LocalCluster, tmp_path: Pa
     eventually(blocker.running, "the blocker started")
     low = [client.submit(log_to, journal, f"low{i}") for i in range(3)]
     high = client.submit(log_to, journal, "high", priority=10)
-    eventually(lambda: small_cluster_queued(client) == 4, "all four queued")
+    eventually(lambda: placed_or_queued(client) == 5, "all five at the dispatcher")
     Path(gate).touch()
     cf.wait([*low, high], timeout=20)
     assert Path(journal).read_text().split() == ["high", "low0", "low1", "low2"]
 
 
-def small_cluster_queued(client: Client) -> int:
-    return client.status().queued
+def placed_or_queued(client: Client) -> int:
+    status = client.status()
+    return status.queued + status.running
 
 
 def test_cancel_pending_and_force_cancel_running(
@@ -258,6 +259,9 @@ def test_cancel_pending_and_force_cancel_running(
     client = small_cluster.client()
     running = client.submit(wait_for_file, str(tmp_path / "never"))
     eventually(running.running, "the long task started")
+    # With prefetch the worker takes a few more; the next one waits at the dispatcher.
+    prefetched = [client.submit(add, i) for i in range(small_cluster._prefetch)]
+    eventually(lambda: all(f.running() for f in prefetched), "the worker is full")
     pending = client.submit(add, 1)
     assert pending.cancel()
     assert pending.cancelled()
@@ -267,6 +271,7 @@ def test_cancel_pending_and_force_cancel_running(
         running.result(timeout=20)
     # The slot is free again: new work runs (on a fresh slot process).
     assert client.submit(add, 41, 1).result(timeout=20) == 42
+    assert [f.result(timeout=20) for f in prefetched] == list(range(len(prefetched)))
     status = client.status()
     assert status.workers[0].slots_used == 0
     assert status.cancelled == 2

@@ -272,7 +272,9 @@ def test_prefetch_places_extra_attempts_per_slot() -> None:
         C2, [NewTask(0, "gpu", resources={"gpu": 1}), NewTask(1, "gpu2", resources={"gpu": 1})]
     )
     placed = runs(s.schedule())[W1]
-    assert len(placed) == 6  # 2 slots x (1 + 2); the second gpu task still waits for the gpu
+    # 2 slots x (1 + 2) attempts; the gpu task takes one of the 2 execution slots only
+    # (resource holders are never prefetched), the second waits for the gpu.
+    assert len(placed) == 6
     (worker,) = s.snapshot(0).workers
     assert worker.slots_used == 2
     assert worker.free_resources == {"gpu": 0.0}

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from .server import DEFAULT_PREFETCH
 from .transport import DEFAULT_MAX_MESSAGE_SIZE
 
 _UNITS = {
@@ -156,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     dispatcher.add_argument(
         "--prefetch",
         type=int,
-        default=0,
+        default=DEFAULT_PREFETCH,
         help="extra tasks queued on each worker per slot: more throughput for small tasks, "
-        "less exact priorities/fair share (default 0)",
+        f"less exact priorities/fair share; 0 = exact (default {DEFAULT_PREFETCH})",
     )
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)

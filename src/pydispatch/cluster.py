@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from .client import Client, fetch_status
+from .server import DEFAULT_PREFETCH
 from .transport import DEFAULT_MAX_MESSAGE_SIZE
 
 
@@ -43,7 +44,7 @@ class LocalCluster:
         drain_grace: float = 30.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         start_timeout: float = 30.0,
-        prefetch: int = 0,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         self._prefetch = prefetch
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-cluster-")

@@ -210,6 +210,7 @@ class RunSpec(msgspec.Struct, array_like=True):
     kind: int
     fn: Blob
     args: Blob
+    priority: int = 0  # the worker runs what it holds highest priority first
 
 
 class Run(_Header):

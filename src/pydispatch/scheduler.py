@@ -210,9 +210,11 @@ class Scheduler:
     ) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         # Attempts placed on a worker beyond its slots, per slot: they wait in the worker's
-        # own queue so its slots never idle for a dispatcher round trip. It buys throughput
-        # for small tasks at a price: a later, higher-priority (or fairer) task can wait
-        # behind up to ``prefetch`` tasks per slot. 0 keeps priorities and fair share exact.
+        # own queue (highest priority first) so its slots never idle for a dispatcher round
+        # trip. Only tasks without resource demands are prefetched. It buys throughput for
+        # small tasks at a price: a later task of another client (fair share), or a more
+        # urgent one when the worker is full, can wait behind up to ``prefetch`` tasks per
+        # slot. 0 keeps priorities and fair share exact.
         self._prefetch = max(0, prefetch)
         self._placer = placer
         # Extra candidates a round may look at per constrained task (see _candidates).
@@ -463,6 +465,10 @@ class Scheduler:
             task, worker = candidates[request_index], workers[worker_index]
             if not fits(task.resources, task.labels, worker.free_slots, worker.free, worker.labels):
                 continue  # never trust a placer with the invariants
+            if task.resources and len(worker.attempts) >= worker.slots:
+                # Only plain tasks are prefetched: one holding resources while it waits in a
+                # worker's queue would keep them idle.
+                continue
             placed.add(request_index)
             attempt_id = self._start(task, worker)
             runs.setdefault(worker.id, []).append((attempt_id, task.payload))

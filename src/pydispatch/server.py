@@ -41,6 +41,10 @@ from .transport import (
 
 log = logging.getLogger(__name__)
 
+# Attempts placed on a worker beyond its free slots, per slot (see Scheduler): small tasks
+# then never wait for a dispatcher round trip. 0 = exact priorities and fair share.
+DEFAULT_PREFETCH: Final = 4
+
 _BATCH: Final = 4096  # messages handled before a placement round, at most
 _RESULTS_PER_MESSAGE: Final = 2048
 
@@ -53,6 +57,7 @@ class _Payload:
     fn: p.Blob
     args: p.Blob
     frames: list[FrameLike]
+    priority: int
 
 
 class Dispatcher:
@@ -66,7 +71,7 @@ class Dispatcher:
         heartbeat_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         placer: Placer = greedy_best_fit,
-        prefetch: int = 0,
+        prefetch: int = DEFAULT_PREFETCH,
         exit_with_parent: int = 0,
     ) -> None:
         # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
@@ -241,6 +246,7 @@ class Dispatcher:
                 rebase(spec.fn, frames, own, placed),
                 rebase(spec.args, frames, own, placed),
                 own,
+                spec.priority,
             )
             new.append(
                 s.NewTask(
@@ -301,6 +307,7 @@ class Dispatcher:
                     payload.kind,
                     rebase(payload.fn, payload.frames, frames, placed),
                     rebase(payload.args, payload.frames, frames, placed),
+                    payload.priority,
                 )
             )
         # If the worker vanished meanwhile, the heartbeat timeout re-queues these attempts.
@@ -380,7 +387,7 @@ def run_dispatcher(
     heartbeat_interval: float = 1.0,
     heartbeat_timeout: float = 10.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    prefetch: int = 0,
+    prefetch: int = DEFAULT_PREFETCH,
     exit_with_parent: int = 0,
     announce: bool = True,
 ) -> None:

@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import shutil
@@ -28,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -57,6 +59,48 @@ _SLOT_BATCH: Final = 32  # attempts handed to one slot process in one message, a
 class _Attempt:
     spec: p.RunSpec
     frames: list[zmq.Frame]
+    seq: int = 0  # arrival order, to keep FIFO among equal priorities
+
+
+class _LocalQueue:
+    """Attempts placed here but not handed to a slot yet, highest priority first.
+
+    With prefetch the dispatcher places a few attempts beyond the free slots; ordering them
+    here by priority lets a later, more urgent task overtake those still waiting.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, _Attempt]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self) -> Iterator[_Attempt]:
+        return iter([entry[2] for entry in sorted(self._heap)])
+
+    def push(self, attempt: _Attempt, *, keep_seq: bool = False) -> None:
+        if not keep_seq:
+            attempt.seq = next(self._seq)
+        heapq.heappush(self._heap, (-attempt.spec.priority, attempt.seq, attempt))
+
+    def pop(self) -> _Attempt:
+        return heapq.heappop(self._heap)[2]
+
+    def head_priority(self) -> int:
+        return self._heap[0][2].spec.priority
+
+    def remove(self, attempt_ids: set[int]) -> list[_Attempt]:
+        removed = [e[2] for e in self._heap if e[2].spec.attempt_id in attempt_ids]
+        if removed:
+            self._heap = [e for e in self._heap if e[2].spec.attempt_id not in attempt_ids]
+            heapq.heapify(self._heap)
+        return removed
+
+    def clear(self) -> list[_Attempt]:
+        everything = [entry[2] for entry in sorted(self._heap)]
+        self._heap = []
+        return everything
 
 
 @dataclass(slots=True, eq=False)
@@ -114,7 +158,7 @@ class Worker:
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-slots-")
         self._slots: list[_Slot] = []
         self._slot_generation = 0
-        self._queue: deque[_Attempt] = deque()
+        self._queue = _LocalQueue()
         self._running: dict[int, _Slot] = {}
         self._outbox: list[tuple[p.AttemptResult, list[FrameLike]]] = []
         self._heartbeat_interval = 1.0
@@ -250,7 +294,7 @@ class Worker:
         match message:
             case p.Run(attempts=attempts):
                 for spec in attempts:
-                    self._queue.append(_Attempt(spec, frames))
+                    self._queue.push(_Attempt(spec, frames))
             case p.Kill(attempt_ids=ids):
                 self._kill(ids)
             case p.Registered(heartbeat_interval=interval):
@@ -343,8 +387,13 @@ class Worker:
             frames: list[FrameLike] = []
             placed: dict[int, int] = {}
             specs = []
-            for _ in range(min(share, len(self._queue))):
-                attempt = self._queue.popleft()
+            # A batch is committed to its slot, so it never mixes priorities: attempts of
+            # lower priority stay in the local queue, where later urgent ones can overtake.
+            priority = self._queue.head_priority()
+            for _ in range(share):
+                if not self._queue or self._queue.head_priority() != priority:
+                    break
+                attempt = self._queue.pop()
                 specs.append(
                     p.RunSpec(
                         attempt.spec.attempt_id,
@@ -378,7 +427,7 @@ class Worker:
         """Attempts a replaced slot had not started yet go back to the head of the queue."""
         for attempt in reversed(attempts):
             self._running.pop(attempt.spec.attempt_id, None)
-            self._queue.appendleft(attempt)
+            self._queue.push(attempt, keep_seq=True)
 
     def _check_slot_processes(self) -> None:
         for slot in list(self._slots):
@@ -398,13 +447,8 @@ class Worker:
 
     def _kill(self, attempt_ids: list[int]) -> None:
         wanted = set(attempt_ids)
-        kept: deque[_Attempt] = deque()
-        for attempt in self._queue:
-            if attempt.spec.attempt_id in wanted:
-                self._report(attempt.spec.attempt_id, "cancelled", "cancelled before it started")
-            else:
-                kept.append(attempt)
-        self._queue = kept
+        for attempt in self._queue.remove(wanted):
+            self._report(attempt.spec.attempt_id, "cancelled", "cancelled before it started")
         for attempt_id in wanted:
             slot = self._running.pop(attempt_id, None)
             if slot is None:
@@ -417,10 +461,9 @@ class Worker:
 
     def _abandon_all(self, reason: str, report: bool = True) -> None:
         """Give up every queued and running attempt (reported ``lost`` if ``report``)."""
-        for attempt in self._queue:
+        for attempt in self._queue.clear():
             if report:
                 self._report(attempt.spec.attempt_id, "lost", reason)
-        self._queue.clear()
         for slot in list(self._slots):
             if not slot.attempts:
                 continue
