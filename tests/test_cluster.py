@@ -600,3 +600,8 @@ def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -
         finally:
             fake.close()
             context.term()
+
+
+def test_client_without_a_dispatcher_fails_to_connect(tmp_path: Path) -> None:
+    with pytest.raises(ConnectionError, match="no dispatcher answered"):
+        Client(f"ipc://{tmp_path}/nobody", connect_timeout=0.3)

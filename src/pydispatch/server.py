@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -116,13 +117,21 @@ class Dispatcher:
                     if self._exit_with_parent and os.getppid() != self._exit_with_parent:
                         log.warning("the process that started this dispatcher is gone: exiting")
                         return
-                    self._perform(self.scheduler.tick(now))
                     next_tick = now + tick_every
-                self._perform(self.scheduler.schedule())
-                self._flush()
+                    self._guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
+                self._guarded(lambda: self._perform(self.scheduler.schedule()))
+                self._guarded(self._flush)
         finally:
             self._socket.close(linger=0)
             self._context.term()
+
+    @staticmethod
+    def _guarded(step: Callable[[], None]) -> None:
+        # A bug in one round must not take every client's work down with the dispatcher.
+        try:
+            step()
+        except Exception:
+            log.exception("error in the dispatcher loop (continuing)")
 
     def _receive_batch(self) -> None:
         for _ in range(_BATCH):

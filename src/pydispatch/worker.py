@@ -288,7 +288,10 @@ class Worker:
             except p.ProtocolError as error:
                 log.error("dropped a malformed message from the dispatcher: %s", error)
                 continue
-            self._handle(message, frames)
+            try:
+                self._handle(message, frames)
+            except Exception:  # a bad message must not kill the worker and its tasks
+                log.exception("error handling %s from the dispatcher", type(message).__name__)
 
     def _handle(self, message: p.Message, frames: list[zmq.Frame]) -> None:
         match message:
@@ -415,7 +418,11 @@ class Worker:
             if len(parts) == 1 and parts[0].bytes == READY:
                 slot.ready = True
                 continue
-            message, frames = parse(parts)
+            try:
+                message, frames = parse(parts)
+            except p.ProtocolError as error:
+                log.error("dropped a malformed message from slot %d: %s", slot.index, error)
+                continue
             if not isinstance(message, p.Done):
                 continue
             for result in message.results:
