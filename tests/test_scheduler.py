@@ -280,6 +280,16 @@ def test_prefetch_places_extra_attempts_per_slot() -> None:
     assert worker.free_resources == {"gpu": 0.0}
 
 
+def test_resource_tasks_go_where_they_can_start_not_into_a_prefetch_queue() -> None:
+    s = Scheduler(prefetch=4)
+    s.register_worker(W1, now=0, slots=1, resources={"gpu": 1})  # the tighter fit...
+    s.submit(C1, [NewTask(0, "plain")])
+    assert runs(s.schedule()) == {W1: [1]}  # ...but its only slot is busy
+    s.register_worker(W2, now=0, slots=1, resources={"gpu": 2})
+    s.submit(C1, [NewTask(1, "gpu", resources={"gpu": 1})])
+    assert runs(s.schedule()) == {W2: [2]}
+
+
 def test_unknown_worker_heartbeat_asks_to_reregister() -> None:
     assert Scheduler().heartbeat(W1, now=0) == [AskToReregister(W1)]
 

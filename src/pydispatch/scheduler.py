@@ -450,7 +450,12 @@ class Scheduler:
         if not free_slots:
             return []
         candidates = self._candidates(free_slots)
-        capacities = [WorkerCapacity(w.free_slots, w.free, w.labels) for w in workers]
+        # A worker whose slots are all busy can only take prefetched (plain) tasks: show the
+        # placer no free resources there, so resource tasks go where they can start.
+        capacities = [
+            WorkerCapacity(w.free_slots, w.free if len(w.attempts) < w.slots else {}, w.labels)
+            for w in workers
+        ]
         requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
         assignments = self._placer(requests, capacities)
 
