@@ -24,9 +24,16 @@ _UNITS = {
 }  # fmt: skip
 
 
+_AMOUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]i?)?[bB]?\s*")
+
+
+def _amount_text(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1e6 else f"{value:g}"
+
+
 def parse_amount(text: str) -> float:
     """``4`` -> 4.0, ``8GiB`` -> 8 * 2**30, ``1.5k`` -> 1500.0."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]i?)?[bB]?\s*", text)
+    match = _AMOUNT.fullmatch(text)
     if not match:
         raise argparse.ArgumentTypeError(f"not an amount: {text!r}")
     return float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
@@ -132,7 +139,8 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     for w in status["workers"]:
         resources = " ".join(
-            f"{k}={w['free_resources'].get(k, 0):g}/{v:g}" for k, v in w["resources"].items()
+            f"{k}={_amount_text(w['free_resources'].get(k, 0))}/{_amount_text(v)}"
+            for k, v in w["resources"].items()
         )
         labels = ",".join(f"{k}={v}" for k, v in w["labels"].items())
         slots = f"{w['slots_used']}/{w['slots']}"

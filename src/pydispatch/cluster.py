@@ -25,7 +25,8 @@ from .transport import DEFAULT_MAX_MESSAGE_SIZE
 
 
 def _format_resources(resources: dict[str, float]) -> str:
-    return ",".join(f"{name}={amount:g}" for name, amount in resources.items())
+    # repr keeps every digit (":g" would turn 2**30 into 1.07374e+09).
+    return ",".join(f"{name}={float(amount)!r}" for name, amount in resources.items())
 
 
 class LocalCluster:
@@ -150,6 +151,9 @@ class LocalCluster:
     def wait_for_workers(self, count: int, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self._start_timeout)
         while True:
+            failed = [w.pid for w in self.workers if w.poll() not in (None, 0)]
+            if failed or (self.dispatcher is not None and self.dispatcher.poll() is not None):
+                raise RuntimeError(f"a cluster process exited during start-up (pids {failed})")
             status = fetch_status(self.address, timeout=max(0.1, deadline - time.monotonic()))
             if sum(1 for w in status.workers if not w.draining) >= count:
                 return
