@@ -15,6 +15,7 @@ default 200,000; the issue's figure is 1,000,000).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import multiprocessing
 import os
 import statistics
@@ -125,7 +126,7 @@ def test_a_noop_tasks_submit_then_gather(
             variant.client() as variant_client,
         ):
             _submit_gather(variant_client)
-            rate = N_NOOP / timed(lambda c=variant_client: _submit_gather(c))
+            rate = N_NOOP / timed(functools.partial(_submit_gather, variant_client))
             peers[f"pydispatch prefetch={prefetch}"] = rate
     benchmark.pedantic(_submit_gather, args=(client,), rounds=3, iterations=1)
     report("a: 10k no-op tasks", N_NOOP / benchmark.stats["median"], peers, "tasks/s", True)

@@ -382,7 +382,7 @@ def test_every_task_resolves_exactly_once_and_slots_balance(script: list[tuple])
         elif kind == "finish" and running:
             attempt = sorted(running)[a % len(running)]
             worker = running.pop(attempt)
-            apply(s.attempts_finished(worker, [AttemptOutcome(attempt, b)], now=now))  # type: ignore[arg-type]
+            apply(s.attempts_finished(worker, [AttemptOutcome(attempt, b)], now=now))
         elif kind == "tick":
             now += 6 * a
             for w in workers[:1]:
@@ -400,5 +400,5 @@ def test_every_task_resolves_exactly_once_and_slots_balance(script: list[tuple])
     assert all(count == 1 for count in outcomes.values()), outcomes
     assert set(outcomes) <= submitted
     # Whatever has not resolved is still queued or running, never forgotten.
-    snap = s.snapshot(now)
-    assert len(submitted) - len(outcomes) == snap.queued + snap.running
+    final = s.snapshot(now)
+    assert len(submitted) - len(outcomes) == final.queued + final.running
