@@ -607,3 +607,29 @@ def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -
 def test_client_without_a_dispatcher_fails_to_connect(tmp_path: Path) -> None:
     with pytest.raises(ConnectionError, match="no dispatcher answered"):
         Client(f"ipc://{tmp_path}/nobody", connect_timeout=0.3)
+
+
+def test_force_cancel_inside_a_slot_batch_runs_nothing_twice(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+        client = cluster.client()
+        gate, journal = str(tmp_path / "gate"), str(tmp_path / "journal")
+        # Submitted together, the five reach the idle slot as one batch.
+        first = client.submit(wait_then_log, gate, journal, "first")
+        rest = [client.submit(log_to, journal, f"t{i}") for i in range(4)]
+        eventually(lambda: Path(journal).exists(), "the batch started")
+        client.cancel(rest[1], force=True)  # batched behind the running one: skipped
+        with pytest.raises(cf.CancelledError):
+            rest[1].result(timeout=20)
+        client.cancel(rest[3], force=True)
+        with pytest.raises(cf.CancelledError):
+            rest[3].result(timeout=20)
+        Path(gate).touch()
+        assert first.result(timeout=20) == "first"
+        assert [rest[i].result(timeout=20) for i in (0, 2)] == ["t0", "t2"]
+        assert Path(journal).read_text().split() == ["started", "first", "t0", "t2"]
+
+
+def wait_then_log(gate: str, journal: str, name: str) -> str:
+    log_to(journal, "started")
+    wait_for_file(gate)
+    return log_to(journal, name)

@@ -4,7 +4,8 @@
   task: tasks run in slot subprocesses) can silence them; only a stopped or dead process can.
 * Force-cancel (``Kill``): the slot process running the attempt is killed with SIGKILL and a
   fresh slot is started in its place; the attempt is reported ``cancelled``, which frees its
-  slot in the dispatcher.
+  slot in the dispatcher. Attempts of the same slot batch that had not started go to the new
+  slot; a cancelled attempt that had not started is reported at once and skipped by its slot.
 * SIGINT stops at once (running attempts are reported ``lost`` and re-queued elsewhere).
 * SIGTERM is a graceful drain: the worker tells the dispatcher (which places nothing new on
   it), lets running tasks finish for up to ``drain_grace`` seconds, reports any it had to
@@ -456,15 +457,33 @@ class Worker:
         wanted = set(attempt_ids)
         for attempt in self._queue.remove(wanted):
             self._report(attempt.spec.attempt_id, "cancelled", "cancelled before it started")
-        for attempt_id in wanted:
-            slot = self._running.pop(attempt_id, None)
-            if slot is None:
+        for slot in list(self._slots):
+            targets = wanted & slot.attempts.keys()
+            if not targets:
                 continue
-            slot.attempts.pop(attempt_id)
-            others = list(slot.attempts.values())
-            self._replace_slot(slot)
-            self._report(attempt_id, "cancelled", "force-cancelled: its slot was killed")
-            self._requeue_front(others)
+            self._receive_from_slot(slot)  # results already sent are kept, not re-run
+            targets &= slot.attempts.keys()
+            if not targets:
+                continue
+            # A slot runs its batch in order: the first unreported attempt is the running one.
+            running = next(iter(slot.attempts))
+            if running in targets:
+                others = [a for i, a in slot.attempts.items() if i not in targets]
+                for attempt_id in targets:
+                    del self._running[attempt_id]
+                self._replace_slot(slot)
+                self._report(running, "cancelled", "force-cancelled: its slot was killed")
+                for attempt_id in targets - {running}:
+                    self._report(attempt_id, "cancelled", "cancelled before it started")
+                self._requeue_front(others)  # not started yet: they run on the new slot
+            else:
+                # Not started yet: cancelled now (the dispatcher frees their places at
+                # once); the slot is told to skip them, and its later report is ignored.
+                slot.sock.send_multipart([p.encode(p.Kill(sorted(targets)))])
+                for attempt_id in targets:
+                    del slot.attempts[attempt_id]
+                    del self._running[attempt_id]
+                    self._report(attempt_id, "cancelled", "cancelled before it started")
 
     def _abandon_all(self, reason: str, report: bool = True) -> None:
         """Give up every queued and running attempt (reported ``lost`` if ``report``)."""
