@@ -568,10 +568,15 @@ def test_map_timeout_and_shutdown_cancelling_futures(
     gate = str(tmp_path / "gate")
     with pytest.raises(TimeoutError):
         list(client.map(wait_for_file, [gate], timeout=0.2))
-    queued = [client.submit(add, i) for i in range(5)]
+    queued = [client.submit(add, i) for i in range(10)]
     client.shutdown(wait=False, cancel_futures=True)
-    assert all(f.cancelled() for f in queued)
+    # Pending ones are cancelled; with prefetch up to `prefetch` may already be placed on
+    # the worker (RUNNING), and those finish normally.
+    cancelled = [f for f in queued if f.cancelled()]
+    assert len(cancelled) >= len(queued) - small_cluster._prefetch
     Path(gate).touch()
+    for i, future in enumerate(queued):
+        assert future.cancelled() or future.result(timeout=20) == i
     other = small_cluster.client()
     assert other.submit(add, 5).result(timeout=20) == 5
 
