@@ -282,12 +282,6 @@ def decode(data: bytes | memoryview) -> Message:
         raise ProtocolError(f"malformed header: {error}") from None
 
 
-def blob_frames(blob: Blob) -> list[int]:
-    """Every frame index a blob refers to (its pickle stream first)."""
-    first = [blob.frame] if blob.frame != INLINE else []
-    return [*first, *(buffer.frame for buffer in blob.buffers)]
-
-
 def check_blob(blob: Blob, frame_sizes: list[int]) -> None:
     """Raise :class:`ProtocolError` if ``blob`` points outside the frames or sizes disagree."""
     if blob.frame != INLINE and not 0 <= blob.frame < len(frame_sizes):

@@ -245,9 +245,6 @@ class Scheduler:
     def knows_worker(self, worker: bytes) -> bool:
         return worker in self._workers
 
-    def has_task(self, client: bytes, task_id: int) -> bool:
-        return (client, task_id) in self._tasks
-
     def snapshot(self, now: float) -> Snapshot:
         workers = [
             WorkerSnapshot(
