@@ -468,13 +468,17 @@ class Worker:
             # A slot runs its batch in order: the first unreported attempt is the running one.
             running = next(iter(slot.attempts))
             if running in targets:
-                others = [a for i, a in slot.attempts.items() if i not in targets]
-                for attempt_id in targets:
+                _kill_process(slot.process)
+                # Whatever it finished before dying is still in the socket: keep those
+                # results (a target among them simply finished before the cancel came).
+                while slot.sock.poll(2):
+                    self._receive_from_slot(slot)
+                for attempt_id in targets & slot.attempts.keys():
+                    del slot.attempts[attempt_id]
                     del self._running[attempt_id]
+                    self._report(attempt_id, "cancelled", "force-cancelled (slot killed)")
+                others = list(slot.attempts.values())
                 self._replace_slot(slot)
-                self._report(running, "cancelled", "force-cancelled: its slot was killed")
-                for attempt_id in targets - {running}:
-                    self._report(attempt_id, "cancelled", "cancelled before it started")
                 self._requeue_front(others)  # not started yet: they run on the new slot
             else:
                 # Not started yet: cancelled now (the dispatcher frees their places at
