@@ -302,7 +302,10 @@ class Dispatcher:
                     self._send(worker, p.Reregister())
                 case s.ForgetWorker(worker=worker, reason=reason):
                     name = self._worker_names.pop(worker, worker.hex())
-                    log.warning("worker %s removed: %s", name, reason)
+                    level = (
+                        logging.INFO if reason in ("drained", "deregistered") else logging.WARNING
+                    )
+                    log.log(level, "worker %s removed: %s", name, reason)
 
     def _send_run(self, worker: bytes, attempts: list[tuple[int, object]]) -> None:
         frames: list[FrameLike] = []
