@@ -35,16 +35,6 @@ def test_demo_runs_and_reports() -> None:
     assert "range(0, 16)" in out  # Flink's key groups of subtask 0 of 8 at max parallelism 128
 
 
-def test_resource_amounts_survive_the_command_line() -> None:
-    from pydispatch.cli import parse_amount, parse_resources
-    from pydispatch.cluster import _format_resources
-
-    assert parse_amount("8GiB") == 8 * 2**30
-    assert parse_amount("8.58993e+09") == 8.58993e09
-    amounts = {"memory": 8 * 2**30, "gpu": 1.0, "odd": 0.1 + 0.2}
-    assert parse_resources(_format_resources(amounts)) == amounts
-
-
 def test_unknown_command_fails_with_usage() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pydispatch", "frobnicate"],

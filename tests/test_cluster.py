@@ -38,7 +38,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 TAG = f"pydispatch-test-{uuid.uuid4().hex}"
 os.environ["PYDISPATCH_TEST_TAG"] = TAG
 MAX_MESSAGE = 4 * 1024 * 1024
-FAST = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
+FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
 
 
 def tagged_processes() -> list[int]:
@@ -228,10 +228,10 @@ def test_status_cli_human_and_json(cluster: LocalCluster) -> None:
 # ----------------------------------------------------------- placement, priority, cancel
 
 
-@pytest.fixture
-def small_cluster() -> Iterator[LocalCluster]:
-    """One worker, one slot: execution order is observable."""
-    with LocalCluster(workers=1, slots=1, **FAST) as running:
+@pytest.fixture(params=[0, 4], ids=["exact", "prefetch"])
+def small_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """One worker, one slot: execution order is observable; with and without prefetch."""
+    with LocalCluster(workers=1, slots=1, prefetch=request.param, **FAST) as running:
         yield running
 
 
@@ -242,14 +242,15 @@ def test_priorities_order_queued_tasks(small_cluster: LocalCluster, tmp_path: Pa
     eventually(blocker.running, "the blocker started")
     low = [client.submit(log_to, journal, f"low{i}") for i in range(3)]
     high = client.submit(log_to, journal, "high", priority=10)
-    eventually(lambda: small_cluster_queued(client) == 4, "all four queued")
+    eventually(lambda: placed_or_queued(client) == 5, "all five at the dispatcher")
     Path(gate).touch()
     cf.wait([*low, high], timeout=20)
     assert Path(journal).read_text().split() == ["high", "low0", "low1", "low2"]
 
 
-def small_cluster_queued(client: Client) -> int:
-    return client.status().queued
+def placed_or_queued(client: Client) -> int:
+    status = client.status()
+    return status.queued + status.running
 
 
 def test_cancel_pending_and_force_cancel_running(
@@ -258,6 +259,9 @@ def test_cancel_pending_and_force_cancel_running(
     client = small_cluster.client()
     running = client.submit(wait_for_file, str(tmp_path / "never"))
     eventually(running.running, "the long task started")
+    # With prefetch the worker takes a few more; the next one waits at the dispatcher.
+    prefetched = [client.submit(add, i) for i in range(small_cluster._prefetch)]
+    eventually(lambda: all(f.running() for f in prefetched), "the worker is full")
     pending = client.submit(add, 1)
     assert pending.cancel()
     assert pending.cancelled()
@@ -267,6 +271,7 @@ def test_cancel_pending_and_force_cancel_running(
         running.result(timeout=20)
     # The slot is free again: new work runs (on a fresh slot process).
     assert client.submit(add, 41, 1).result(timeout=20) == 42
+    assert [f.result(timeout=20) for f in prefetched] == list(range(len(prefetched)))
     status = client.status()
     assert status.workers[0].slots_used == 0
     assert status.cancelled == 2
@@ -416,7 +421,9 @@ def test_garbage_frames_get_error_replies(raw: zmq.Socket[Any], client: Client) 
     for frames in hostile:
         reply = exchange(raw, *frames)
         assert isinstance(reply, p.Error), frames
-    assert "version 999" in exchange(raw, b"", p.encode(p.ClientHello(version=999))).message
+    refusal = exchange(raw, b"", p.encode(p.ClientHello(version=999)))
+    assert isinstance(refusal, p.Error)
+    assert "version 999" in refusal.message
     # Still serving everyone.
     assert client.submit(add, 1, 2).result(timeout=20) == 3
     assert client.status().protocol_errors >= before + len(hostile)
@@ -561,10 +568,15 @@ def test_map_timeout_and_shutdown_cancelling_futures(
     gate = str(tmp_path / "gate")
     with pytest.raises(TimeoutError):
         list(client.map(wait_for_file, [gate], timeout=0.2))
-    queued = [client.submit(add, i) for i in range(5)]
+    queued = [client.submit(add, i) for i in range(10)]
     client.shutdown(wait=False, cancel_futures=True)
-    assert all(f.cancelled() for f in queued)
+    # Pending ones are cancelled; with prefetch up to `prefetch` may already be placed on
+    # the worker (RUNNING), and those finish normally.
+    cancelled = [f for f in queued if f.cancelled()]
+    assert len(cancelled) >= len(queued) - small_cluster._prefetch
     Path(gate).touch()
+    for i, future in enumerate(queued):
+        assert future.cancelled() or future.result(timeout=20) == i
     other = small_cluster.client()
     assert other.submit(add, 5).result(timeout=20) == 5
 
@@ -595,3 +607,34 @@ def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -
         finally:
             fake.close()
             context.term()
+
+
+def test_client_without_a_dispatcher_fails_to_connect(tmp_path: Path) -> None:
+    with pytest.raises(ConnectionError, match="no dispatcher answered"):
+        Client(f"ipc://{tmp_path}/nobody", connect_timeout=0.3)
+
+
+def test_force_cancel_inside_a_slot_batch_runs_nothing_twice(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+        client = cluster.client()
+        gate, journal = str(tmp_path / "gate"), str(tmp_path / "journal")
+        # Submitted together, the five reach the idle slot as one batch.
+        first = client.submit(wait_then_log, gate, journal, "first")
+        rest = [client.submit(log_to, journal, f"t{i}") for i in range(4)]
+        eventually(lambda: Path(journal).exists(), "the batch started")
+        client.cancel(rest[1], force=True)  # batched behind the running one: skipped
+        with pytest.raises(cf.CancelledError):
+            rest[1].result(timeout=20)
+        client.cancel(rest[3], force=True)
+        with pytest.raises(cf.CancelledError):
+            rest[3].result(timeout=20)
+        Path(gate).touch()
+        assert first.result(timeout=20) == "first"
+        assert [rest[i].result(timeout=20) for i in (0, 2)] == ["t0", "t2"]
+        assert Path(journal).read_text().split() == ["started", "first", "t0", "t2"]
+
+
+def wait_then_log(gate: str, journal: str, name: str) -> str:
+    log_to(journal, "started")
+    wait_for_file(gate)
+    return log_to(journal, name)

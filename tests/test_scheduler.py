@@ -272,10 +272,22 @@ def test_prefetch_places_extra_attempts_per_slot() -> None:
         C2, [NewTask(0, "gpu", resources={"gpu": 1}), NewTask(1, "gpu2", resources={"gpu": 1})]
     )
     placed = runs(s.schedule())[W1]
-    assert len(placed) == 6  # 2 slots x (1 + 2); the second gpu task still waits for the gpu
+    # 2 slots x (1 + 2) attempts; the gpu task takes one of the 2 execution slots only
+    # (resource holders are never prefetched), the second waits for the gpu.
+    assert len(placed) == 6
     (worker,) = s.snapshot(0).workers
     assert worker.slots_used == 2
     assert worker.free_resources == {"gpu": 0.0}
+
+
+def test_resource_tasks_go_where_they_can_start_not_into_a_prefetch_queue() -> None:
+    s = Scheduler(prefetch=4)
+    s.register_worker(W1, now=0, slots=1, resources={"gpu": 1})  # the tighter fit...
+    s.submit(C1, [NewTask(0, "plain")])
+    assert runs(s.schedule()) == {W1: [1]}  # ...but its only slot is busy
+    s.register_worker(W2, now=0, slots=1, resources={"gpu": 2})
+    s.submit(C1, [NewTask(1, "gpu", resources={"gpu": 1})])
+    assert runs(s.schedule()) == {W2: [2]}
 
 
 def test_unknown_worker_heartbeat_asks_to_reregister() -> None:
@@ -370,7 +382,7 @@ def test_every_task_resolves_exactly_once_and_slots_balance(script: list[tuple])
         elif kind == "finish" and running:
             attempt = sorted(running)[a % len(running)]
             worker = running.pop(attempt)
-            apply(s.attempts_finished(worker, [AttemptOutcome(attempt, b)], now=now))  # type: ignore[arg-type]
+            apply(s.attempts_finished(worker, [AttemptOutcome(attempt, b)], now=now))
         elif kind == "tick":
             now += 6 * a
             for w in workers[:1]:
@@ -388,5 +400,5 @@ def test_every_task_resolves_exactly_once_and_slots_balance(script: list[tuple])
     assert all(count == 1 for count in outcomes.values()), outcomes
     assert set(outcomes) <= submitted
     # Whatever has not resolved is still queued or running, never forgotten.
-    snap = s.snapshot(now)
-    assert len(submitted) - len(outcomes) == snap.queued + snap.running
+    final = s.snapshot(now)
+    assert len(submitted) - len(outcomes) == final.queued + final.running

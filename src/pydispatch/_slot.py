@@ -23,10 +23,9 @@ import zmq
 
 from . import protocol as p
 from .errors import RemoteError
-from .transport import FrameLike, dumps, loads, make_socket, parse, rebase
+from .transport import FrameLike, dumps, loads, make_socket, parse
 
 READY = b"ready"  # the first message a slot sends once connected
-_HOLD = 0.002  # seconds a finished result may wait for the rest of its batch
 
 
 def _watch_parent(worker_pid: int) -> None:
@@ -80,27 +79,30 @@ def main(endpoint: str, worker_pid: int) -> None:
     sock.connect(endpoint)
     sock.send(READY)
     functions: dict[bytes, Callable[..., Any]] = {}
+    skip: set[int] = set()
     while True:
         message, frames = parse(sock.recv_multipart(copy=False))
+        if isinstance(message, p.Kill):
+            skip.update(message.attempt_ids)
+            continue
         if not isinstance(message, p.Run):
             continue
-        # Results of a batch go back together, but never held longer than _HOLD seconds:
-        # small tasks cost one message per batch, a slow task's result is not delayed.
-        results: list[p.AttemptResult] = []
-        out: list[FrameLike] = []
-        since = time.monotonic()
-        for index, spec in enumerate(message.attempts):
-            result, own = _run_one(spec, frames, functions)
-            value = rebase(result.value, own, out) if result.value is not None else None
-            results.append(
-                p.AttemptResult(
-                    result.attempt_id, result.status, value, result.error, result.traceback
-                )
-            )
-            last = index == len(message.attempts) - 1
-            if last or time.monotonic() - since > _HOLD:
-                sock.send_multipart([p.encode(p.Done(results)), *out], copy=False)
-                results, out, since = [], [], time.monotonic()
+        for spec in message.attempts:
+            # While a batch runs the worker sends only Kill: attempts of this batch that must
+            # not start. (A running one is stopped by killing this process instead.)
+            while sock.poll(0):
+                control, _ = parse(sock.recv_multipart(copy=False))
+                if isinstance(control, p.Kill):
+                    skip.update(control.attempt_ids)
+            if spec.attempt_id in skip:
+                skip.discard(spec.attempt_id)
+                cancelled = p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled")
+                sock.send_multipart([p.encode(p.Done([cancelled]))])
+                continue
+            # Each result goes back at once: if the worker must kill this process for a
+            # running attempt, no finished result is held here to be lost (and re-run).
+            result, out = _run_one(spec, frames, functions)
+            sock.send_multipart([p.encode(p.Done([result])), *out], copy=False)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from .server import DEFAULT_PREFETCH
 from .transport import DEFAULT_MAX_MESSAGE_SIZE
 
 _UNITS = {
@@ -23,11 +24,16 @@ _UNITS = {
 }  # fmt: skip
 
 
+_AMOUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]i?)?[bB]?\s*")
+
+
+def _amount_text(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1e6 else f"{value:g}"
+
+
 def parse_amount(text: str) -> float:
-    """``4`` -> 4.0, ``8GiB`` -> 8 * 2**30, ``1.5k`` -> 1500.0, ``8.5e9`` -> 8.5e9."""
-    match = re.fullmatch(
-        r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", text
-    )
+    """``4`` -> 4.0, ``8GiB`` -> 8 * 2**30, ``1.5k`` -> 1500.0."""
+    match = _AMOUNT.fullmatch(text)
     if not match:
         raise argparse.ArgumentTypeError(f"not an amount: {text!r}")
     return float(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
@@ -133,7 +139,8 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     for w in status["workers"]:
         resources = " ".join(
-            f"{k}={w['free_resources'].get(k, 0):g}/{v:g}" for k, v in w["resources"].items()
+            f"{k}={_amount_text(w['free_resources'].get(k, 0))}/{_amount_text(v)}"
+            for k, v in w["resources"].items()
         )
         labels = ",".join(f"{k}={v}" for k, v in w["labels"].items())
         slots = f"{w['slots_used']}/{w['slots']}"
@@ -166,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     dispatcher.add_argument(
         "--prefetch",
         type=int,
-        default=0,
+        default=DEFAULT_PREFETCH,
         help="extra tasks queued on each worker per slot: more throughput for small tasks, "
-        "less exact priorities/fair share (default 0)",
+        f"less exact priorities/fair share; 0 = exact (default {DEFAULT_PREFETCH})",
     )
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)

@@ -13,6 +13,9 @@ Cancellation:
 * ``client.cancel(future, force=True)`` also stops a running task: the dispatcher tells its
   worker, which kills the slot subprocess running it (SIGKILL) and starts a fresh slot; the
   future is then cancelled and the slot is free again. Anything the task did so far stays done.
+  A task placed on a worker but not started yet (prefetch) is cancelled at once and skipped.
+  A forced cancel that races with the task's own end may arrive too late: the future then
+  gets the task's result (or exception) instead; it resolves exactly once either way.
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ from types import TracebackType
 from typing import Any
 
 from .client import Client, fetch_status
+from .server import DEFAULT_PREFETCH
 from .transport import DEFAULT_MAX_MESSAGE_SIZE
 
 
 def _format_resources(resources: dict[str, float]) -> str:
-    # repr round-trips a float exactly (8 GiB stays 8589934592.0; ':g' would round it).
+    # repr keeps every digit (":g" would turn 2**30 into 1.07374e+09).
     return ",".join(f"{name}={float(amount)!r}" for name, amount in resources.items())
 
 
@@ -44,7 +45,7 @@ class LocalCluster:
         drain_grace: float = 30.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         start_timeout: float = 30.0,
-        prefetch: int = 0,
+        prefetch: int = DEFAULT_PREFETCH,
     ) -> None:
         self._prefetch = prefetch
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-cluster-")
@@ -150,10 +151,9 @@ class LocalCluster:
     def wait_for_workers(self, count: int, timeout: float | None = None) -> None:
         deadline = time.monotonic() + (timeout or self._start_timeout)
         while True:
-            exited = [(w.args, w.returncode) for w in self.workers if w.poll() is not None]
-            if exited:
-                command, code = exited[0]
-                raise RuntimeError(f"a worker process exited with code {code}: {command!r}")
+            failed = [w.pid for w in self.workers if w.poll() not in (None, 0)]
+            if failed or (self.dispatcher is not None and self.dispatcher.poll() is not None):
+                raise RuntimeError(f"a cluster process exited during start-up (pids {failed})")
             status = fetch_status(self.address, timeout=max(0.1, deadline - time.monotonic()))
             if sum(1 for w in status.workers if not w.draining) >= count:
                 return

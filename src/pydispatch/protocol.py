@@ -210,6 +210,7 @@ class RunSpec(msgspec.Struct, array_like=True):
     kind: int
     fn: Blob
     args: Blob
+    priority: int = 0  # the worker runs what it holds highest priority first
 
 
 class Run(_Header):
@@ -279,12 +280,6 @@ def decode(data: bytes | memoryview) -> Message:
     # msgspec raises UnicodeDecodeError (a ValueError) for invalid UTF-8 in a tag or string.
     except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as error:
         raise ProtocolError(f"malformed header: {error}") from None
-
-
-def blob_frames(blob: Blob) -> list[int]:
-    """Every frame index a blob refers to (its pickle stream first)."""
-    first = [blob.frame] if blob.frame != INLINE else []
-    return [*first, *(buffer.frame for buffer in blob.buffers)]
 
 
 def check_blob(blob: Blob, frame_sizes: list[int]) -> None:

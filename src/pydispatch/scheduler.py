@@ -210,13 +210,14 @@ class Scheduler:
     ) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         # Attempts placed on a worker beyond its slots, per slot: they wait in the worker's
-        # own queue so its slots never idle for a dispatcher round trip. It buys throughput
-        # for small tasks at a price: a later, higher-priority (or fairer) task can wait
-        # behind up to ``prefetch`` tasks per slot. 0 keeps priorities and fair share exact.
+        # own queue (highest priority first) so its slots never idle for a dispatcher round
+        # trip. Only tasks without resource demands are prefetched. It buys throughput for
+        # small tasks at a price: a later task of another client (fair share), or a more
+        # urgent one when the worker is full, can wait behind up to ``prefetch`` tasks per
+        # slot. 0 keeps priorities and fair share exact.
         self._prefetch = max(0, prefetch)
         self._placer = placer
-        # A round considers at most round_factor x free slots candidates (+ a floor), so a
-        # huge queue costs nothing per round while a few unplaceable tasks cannot block it.
+        # Extra candidates a round may look at per constrained task (see _candidates).
         self._round_factor = round_factor
         self._workers: dict[bytes, _Worker] = {}
         self._tasks: dict[TaskKey, _Task] = {}
@@ -243,9 +244,6 @@ class Scheduler:
 
     def knows_worker(self, worker: bytes) -> bool:
         return worker in self._workers
-
-    def has_task(self, client: bytes, task_id: int) -> bool:
-        return (client, task_id) in self._tasks
 
     def snapshot(self, now: float) -> Snapshot:
         workers = [
@@ -448,8 +446,13 @@ class Scheduler:
         free_slots = sum(w.free_slots for w in workers)
         if not free_slots:
             return []
-        candidates = self._candidates(self._round_factor * free_slots + 16)
-        capacities = [WorkerCapacity(w.free_slots, w.free, w.labels) for w in workers]
+        candidates = self._candidates(free_slots)
+        # A worker whose slots are all busy can only take prefetched (plain) tasks: show the
+        # placer no free resources there, so resource tasks go where they can start.
+        capacities = [
+            WorkerCapacity(w.free_slots, w.free if len(w.attempts) < w.slots else {}, w.labels)
+            for w in workers
+        ]
         requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
         assignments = self._placer(requests, capacities)
 
@@ -464,6 +467,10 @@ class Scheduler:
             task, worker = candidates[request_index], workers[worker_index]
             if not fits(task.resources, task.labels, worker.free_slots, worker.free, worker.labels):
                 continue  # never trust a placer with the invariants
+            if task.resources and len(worker.attempts) >= worker.slots:
+                # Only plain tasks are prefetched: one holding resources while it waits in a
+                # worker's queue would keep them idle.
+                continue
             placed.add(request_index)
             attempt_id = self._start(task, worker)
             runs.setdefault(worker.id, []).append((attempt_id, task.payload))
@@ -475,8 +482,14 @@ class Scheduler:
         out += [NotifyStarted(client, ids) for client, ids in started.items()]
         return out
 
-    def _candidates(self, limit: int) -> list[_Task]:
-        """Pop up to ``limit`` queued tasks: highest priority first, then DRF between clients."""
+    def _candidates(self, free_slots: int) -> list[_Task]:
+        """Pop queued tasks for a round: highest priority first, then DRF between clients.
+
+        As many as there are free slots, plus ``round_factor`` more for every constrained
+        task among them (one that may not fit anywhere now must not block the ones behind
+        it); a huge queue of plain tasks thus costs nothing but the tasks placed.
+        """
+        limit = free_slots
         picked: list[_Task] = []
         shares = FairShare(self._fair.capacity, {c: dict(h) for c, h in self._fair.held.items()})
         served = dict(self._last_served)
@@ -493,6 +506,8 @@ class Scheduler:
             queue = self._queues[client]
             _, _, task = heapq.heappop(queue)
             picked.append(task)
+            if task.resources or task.labels:
+                limit += self._round_factor
             self._queued -= 1
             task.state = "running"  # provisionally: taken out of the queue for this round
             shares.add(client, task.resources)

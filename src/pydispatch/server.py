@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -42,6 +43,10 @@ from .transport import (
 
 log = logging.getLogger(__name__)
 
+# Attempts placed on a worker beyond its free slots, per slot (see Scheduler): small tasks
+# then never wait for a dispatcher round trip. 0 = exact priorities and fair share.
+DEFAULT_PREFETCH: Final = 4
+
 _BATCH: Final = 4096  # messages handled before a placement round, at most
 _RESULTS_PER_MESSAGE: Final = 2048
 
@@ -54,6 +59,7 @@ class _Payload:
     fn: p.Blob
     args: p.Blob
     frames: list[FrameLike]
+    priority: int
 
 
 class Dispatcher:
@@ -67,7 +73,7 @@ class Dispatcher:
         heartbeat_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         placer: Placer = solver_placer,
-        prefetch: int = 0,
+        prefetch: int = DEFAULT_PREFETCH,
         exit_with_parent: int = 0,
     ) -> None:
         # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
@@ -112,13 +118,21 @@ class Dispatcher:
                     if self._exit_with_parent and os.getppid() != self._exit_with_parent:
                         log.warning("the process that started this dispatcher is gone: exiting")
                         return
-                    self._perform(self.scheduler.tick(now))
                     next_tick = now + tick_every
-                self._perform(self.scheduler.schedule())
-                self._flush()
+                    self._guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
+                self._guarded(lambda: self._perform(self.scheduler.schedule()))
+                self._guarded(self._flush)
         finally:
             self._socket.close(linger=0)
             self._context.term()
+
+    @staticmethod
+    def _guarded(step: Callable[[], None]) -> None:
+        # A bug in one round must not take every client's work down with the dispatcher.
+        try:
+            step()
+        except Exception:
+            log.exception("error in the dispatcher loop (continuing)")
 
     def _receive_batch(self) -> None:
         for _ in range(_BATCH):
@@ -242,6 +256,7 @@ class Dispatcher:
                 rebase(spec.fn, frames, own, placed),
                 rebase(spec.args, frames, own, placed),
                 own,
+                spec.priority,
             )
             new.append(
                 s.NewTask(
@@ -288,8 +303,9 @@ class Dispatcher:
                     self._send(worker, p.Reregister())
                 case s.ForgetWorker(worker=worker, reason=reason):
                     name = self._worker_names.pop(worker, worker.hex())
-                    # A drained worker left as asked; any other removal is worth a warning.
-                    level = logging.INFO if reason == "drained" else logging.WARNING
+                    level = (
+                        logging.INFO if reason in ("drained", "deregistered") else logging.WARNING
+                    )
                     log.log(level, "worker %s removed: %s", name, reason)
 
     def _send_run(self, worker: bytes, attempts: list[tuple[int, object]]) -> None:
@@ -304,6 +320,7 @@ class Dispatcher:
                     payload.kind,
                     rebase(payload.fn, payload.frames, frames, placed),
                     rebase(payload.args, payload.frames, frames, placed),
+                    payload.priority,
                 )
             )
         # If the worker vanished meanwhile, the heartbeat timeout re-queues these attempts.
@@ -383,7 +400,7 @@ def run_dispatcher(
     heartbeat_interval: float = 1.0,
     heartbeat_timeout: float = 10.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    prefetch: int = 0,
+    prefetch: int = DEFAULT_PREFETCH,
     exit_with_parent: int = 0,
     announce: bool = True,
 ) -> None:

@@ -137,11 +137,14 @@ def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT
     return Blob(first, tuple(metas), data if inline else b"")
 
 
-_ATOMS: Final = (int, float, str, bytes, bool, type(None))
+_ATOMS: Final = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _is_plain(obj: object, depth: int) -> bool:
-    """Whether ``obj`` is builtin scalars in small builtin containers (cheap to check)."""
+    """Whether ``obj`` is builtin scalars in small builtin containers (cheap to check).
+
+    Plain loops, no generators: this runs for every submitted task and every result.
+    """
     kind = type(obj)
     if kind in _ATOMS:
         return True
@@ -149,12 +152,22 @@ def _is_plain(obj: object, depth: int) -> bool:
         return False
     if kind is tuple or kind is list:
         items: Any = obj
-        return len(items) <= 16 and all(_is_plain(item, depth - 1) for item in items)
+        if len(items) > 16:
+            return False
+        for item in items:
+            if type(item) not in _ATOMS and not _is_plain(item, depth - 1):
+                return False
+        return True
     if kind is dict:
         mapping: Any = obj
-        return len(mapping) <= 16 and all(
-            type(key) is str and _is_plain(value, depth - 1) for key, value in mapping.items()
-        )
+        if len(mapping) > 16:
+            return False
+        for key, value in mapping.items():
+            if type(key) is not str:
+                return False
+            if type(value) not in _ATOMS and not _is_plain(value, depth - 1):
+                return False
+        return True
     return False
 
 
@@ -176,6 +189,8 @@ def rebase(
     ``placed`` maps ``id(frame)`` to its index in ``frames_out`` so that a frame shared by many
     blobs (one function for a whole batch of tasks) is sent once per message.
     """
+    if blob.frame == INLINE and not blob.buffers:
+        return blob  # nothing outside the header: the common case for small tasks
     memo: dict[int, int] = {} if placed is None else placed
 
     def place(index: int) -> int:

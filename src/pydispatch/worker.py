@@ -4,7 +4,8 @@
   task: tasks run in slot subprocesses) can silence them; only a stopped or dead process can.
 * Force-cancel (``Kill``): the slot process running the attempt is killed with SIGKILL and a
   fresh slot is started in its place; the attempt is reported ``cancelled``, which frees its
-  slot in the dispatcher.
+  slot in the dispatcher. Attempts of the same slot batch that had not started go to the new
+  slot; a cancelled attempt that had not started is reported at once and skipped by its slot.
 * SIGINT stops at once (running attempts are reported ``lost`` and re-queued elsewhere).
 * SIGTERM is a graceful drain: the worker tells the dispatcher (which places nothing new on
   it), lets running tasks finish for up to ``drain_grace`` seconds, reports any it had to
@@ -17,6 +18,8 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import shutil
@@ -28,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -57,6 +60,48 @@ _SLOT_BATCH: Final = 32  # attempts handed to one slot process in one message, a
 class _Attempt:
     spec: p.RunSpec
     frames: list[zmq.Frame]
+    seq: int = 0  # arrival order, to keep FIFO among equal priorities
+
+
+class _LocalQueue:
+    """Attempts placed here but not handed to a slot yet, highest priority first.
+
+    With prefetch the dispatcher places a few attempts beyond the free slots; ordering them
+    here by priority lets a later, more urgent task overtake those still waiting.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, _Attempt]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __iter__(self) -> Iterator[_Attempt]:
+        return iter([entry[2] for entry in sorted(self._heap)])
+
+    def push(self, attempt: _Attempt, *, keep_seq: bool = False) -> None:
+        if not keep_seq:
+            attempt.seq = next(self._seq)
+        heapq.heappush(self._heap, (-attempt.spec.priority, attempt.seq, attempt))
+
+    def pop(self) -> _Attempt:
+        return heapq.heappop(self._heap)[2]
+
+    def head_priority(self) -> int:
+        return self._heap[0][2].spec.priority
+
+    def remove(self, attempt_ids: set[int]) -> list[_Attempt]:
+        removed = [e[2] for e in self._heap if e[2].spec.attempt_id in attempt_ids]
+        if removed:
+            self._heap = [e for e in self._heap if e[2].spec.attempt_id not in attempt_ids]
+            heapq.heapify(self._heap)
+        return removed
+
+    def clear(self) -> list[_Attempt]:
+        everything = [entry[2] for entry in sorted(self._heap)]
+        self._heap = []
+        return everything
 
 
 @dataclass(slots=True, eq=False)
@@ -114,7 +159,7 @@ class Worker:
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-slots-")
         self._slots: list[_Slot] = []
         self._slot_generation = 0
-        self._queue: deque[_Attempt] = deque()
+        self._queue = _LocalQueue()
         self._running: dict[int, _Slot] = {}
         self._outbox: list[tuple[p.AttemptResult, list[FrameLike]]] = []
         self._heartbeat_interval = 1.0
@@ -244,13 +289,16 @@ class Worker:
             except p.ProtocolError as error:
                 log.error("dropped a malformed message from the dispatcher: %s", error)
                 continue
-            self._handle(message, frames)
+            try:
+                self._handle(message, frames)
+            except Exception:  # a bad message must not kill the worker and its tasks
+                log.exception("error handling %s from the dispatcher", type(message).__name__)
 
     def _handle(self, message: p.Message, frames: list[zmq.Frame]) -> None:
         match message:
             case p.Run(attempts=attempts):
                 for spec in attempts:
-                    self._queue.append(_Attempt(spec, frames))
+                    self._queue.push(_Attempt(spec, frames))
             case p.Kill(attempt_ids=ids):
                 self._kill(ids)
             case p.Registered(heartbeat_interval=interval):
@@ -343,8 +391,13 @@ class Worker:
             frames: list[FrameLike] = []
             placed: dict[int, int] = {}
             specs = []
-            for _ in range(min(share, len(self._queue))):
-                attempt = self._queue.popleft()
+            # A batch is committed to its slot, so it never mixes priorities: attempts of
+            # lower priority stay in the local queue, where later urgent ones can overtake.
+            priority = self._queue.head_priority()
+            for _ in range(share):
+                if not self._queue or self._queue.head_priority() != priority:
+                    break
+                attempt = self._queue.pop()
                 specs.append(
                     p.RunSpec(
                         attempt.spec.attempt_id,
@@ -366,7 +419,11 @@ class Worker:
             if len(parts) == 1 and parts[0].bytes == READY:
                 slot.ready = True
                 continue
-            message, frames = parse(parts)
+            try:
+                message, frames = parse(parts)
+            except p.ProtocolError as error:
+                log.error("dropped a malformed message from slot %d: %s", slot.index, error)
+                continue
             if not isinstance(message, p.Done):
                 continue
             for result in message.results:
@@ -378,7 +435,7 @@ class Worker:
         """Attempts a replaced slot had not started yet go back to the head of the queue."""
         for attempt in reversed(attempts):
             self._running.pop(attempt.spec.attempt_id, None)
-            self._queue.appendleft(attempt)
+            self._queue.push(attempt, keep_seq=True)
 
     def _check_slot_processes(self) -> None:
         for slot in list(self._slots):
@@ -398,29 +455,45 @@ class Worker:
 
     def _kill(self, attempt_ids: list[int]) -> None:
         wanted = set(attempt_ids)
-        kept: deque[_Attempt] = deque()
-        for attempt in self._queue:
-            if attempt.spec.attempt_id in wanted:
-                self._report(attempt.spec.attempt_id, "cancelled", "cancelled before it started")
-            else:
-                kept.append(attempt)
-        self._queue = kept
-        for attempt_id in wanted:
-            slot = self._running.pop(attempt_id, None)
-            if slot is None:
+        for attempt in self._queue.remove(wanted):
+            self._report(attempt.spec.attempt_id, "cancelled", "cancelled before it started")
+        for slot in list(self._slots):
+            targets = wanted & slot.attempts.keys()
+            if not targets:
                 continue
-            slot.attempts.pop(attempt_id)
-            others = list(slot.attempts.values())
-            self._replace_slot(slot)
-            self._report(attempt_id, "cancelled", "force-cancelled: its slot was killed")
-            self._requeue_front(others)
+            self._receive_from_slot(slot)  # results already sent are kept, not re-run
+            targets &= slot.attempts.keys()
+            if not targets:
+                continue
+            # A slot runs its batch in order: the first unreported attempt is the running one.
+            running = next(iter(slot.attempts))
+            if running in targets:
+                _kill_process(slot.process)
+                # Whatever it finished before dying is still in the socket: keep those
+                # results (a target among them simply finished before the cancel came).
+                while slot.sock.poll(2):
+                    self._receive_from_slot(slot)
+                for attempt_id in targets & slot.attempts.keys():
+                    del slot.attempts[attempt_id]
+                    del self._running[attempt_id]
+                    self._report(attempt_id, "cancelled", "force-cancelled (slot killed)")
+                others = list(slot.attempts.values())
+                self._replace_slot(slot)
+                self._requeue_front(others)  # not started yet: they run on the new slot
+            else:
+                # Not started yet: cancelled now (the dispatcher frees their places at
+                # once); the slot is told to skip them, and its later report is ignored.
+                slot.sock.send_multipart([p.encode(p.Kill(sorted(targets)))])
+                for attempt_id in targets:
+                    del slot.attempts[attempt_id]
+                    del self._running[attempt_id]
+                    self._report(attempt_id, "cancelled", "cancelled before it started")
 
     def _abandon_all(self, reason: str, report: bool = True) -> None:
         """Give up every queued and running attempt (reported ``lost`` if ``report``)."""
-        for attempt in self._queue:
+        for attempt in self._queue.clear():
             if report:
                 self._report(attempt.spec.attempt_id, "lost", reason)
-        self._queue.clear()
         for slot in list(self._slots):
             if not slot.attempts:
                 continue
