@@ -113,7 +113,7 @@ def _pool_apply_gather(p: Any) -> None:
 # ---------------------------------------------------------------- (a) no-op throughput
 
 
-def test_a_noop_tasks_submit_then_gather(
+def bench_a_noop_tasks_submit_then_gather(
     benchmark: Any, client: Client, pool: Any, process_pool: cf.ProcessPoolExecutor
 ) -> None:
     peers = {
@@ -132,7 +132,7 @@ def test_a_noop_tasks_submit_then_gather(
     report("a: 10k no-op tasks", N_NOOP / benchmark.stats["median"], peers, "tasks/s", True)
 
 
-def test_a_dask_distributed(client: Client) -> None:
+def bench_a_dask_distributed(client: Client) -> None:
     distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
     with (
         distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True) as dc,
@@ -148,7 +148,7 @@ def test_a_dask_distributed(client: Client) -> None:
     report("a: 10k no-op tasks", ours, {"dask.distributed": theirs}, "tasks/s", True)
 
 
-def test_a_ipyparallel(client: Client) -> None:
+def bench_a_ipyparallel(client: Client) -> None:
     ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
     # A lambda travels by value: ipyparallel's engines cannot import this benchmark module.
     identity = lambda x: x  # noqa: E731
@@ -166,7 +166,7 @@ def test_a_ipyparallel(client: Client) -> None:
     report("a: 10k no-op tasks", ours, {"ipyparallel": theirs}, "tasks/s", True)
 
 
-def test_a_ray(client: Client) -> None:
+def bench_a_ray(client: Client) -> None:
     ray = pytest.importorskip("ray", reason="ray not installed")
     ray.init(num_cpus=WORKERS, include_dashboard=False)
     try:
@@ -222,7 +222,7 @@ def _raw_zmq_round_trips(n: int) -> list[float]:
     return samples
 
 
-def test_b_round_trip_latency(benchmark: Any, client: Client) -> None:
+def bench_b_round_trip_latency(benchmark: Any, client: Client) -> None:
     raw = _raw_zmq_round_trips(ROUND_TRIPS)
     samples: list[float] = []
 
@@ -243,7 +243,7 @@ def test_b_round_trip_latency(benchmark: Any, client: Client) -> None:
 # ---------------------------------------------------------------- (c) map over small items
 
 
-def test_c_map_small_items(benchmark: Any, client: Client, pool: Any) -> None:
+def bench_c_map_small_items(benchmark: Any, client: Client, pool: Any) -> None:
     items = list(range(N_MAP))
     pool_rate = N_MAP / timed(lambda: pool.map(square, items))
     result = benchmark.pedantic(lambda: list(client.map(square, items)), rounds=3, iterations=1)
@@ -255,7 +255,7 @@ def test_c_map_small_items(benchmark: Any, client: Client, pool: Any) -> None:
 # ---------------------------------------------------------------- (d) 1 MB numpy arguments
 
 
-def test_d_numpy_arguments(
+def bench_d_numpy_arguments(
     benchmark: Any, client: Client, process_pool: cf.ProcessPoolExecutor
 ) -> None:
     arrays = [np.full(131_072, i, dtype=np.float64) for i in range(N_ARRAYS)]  # 1 MiB each
@@ -282,7 +282,7 @@ def _rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def test_e_dispatcher_bytes_per_queued_task(benchmark: Any) -> None:
+def bench_e_dispatcher_bytes_per_queued_task(benchmark: Any) -> None:
     queued = int(os.environ.get("PYDISPATCH_BENCH_QUEUED", "200000"))
     with LocalCluster(workers=0) as idle:
         assert idle.dispatcher is not None

@@ -40,7 +40,7 @@ def _once(benchmark: Any, fn: Callable[[], Placement]) -> Placement:
 
 
 @pytest.mark.parametrize(("kind", "m", "n"), GAP_CASES)
-def test_gap_vs_plain_cpsat(benchmark: Any, kind: str, m: int, n: int) -> None:
+def bench_gap_vs_plain_cpsat(benchmark: Any, kind: str, m: int, n: int) -> None:
     """Gap to the best bound (ours or plain CP-SAT's): ours vs plain CP-SAT, equal time."""
     inst = chu_beasley(kind, m, n, seed=1)
     p = inst.problem()
@@ -85,7 +85,7 @@ JOB_CASES = [
 
 
 @pytest.mark.parametrize(("shape", "T", "W", "cpu"), JOB_CASES)
-def test_job_vs_flink(benchmark: Any, shape: str, T: int, W: int, cpu: float) -> None:
+def bench_job_vs_flink(benchmark: Any, shape: str, T: int, W: int, cpu: float) -> None:
     """Time and total cost of our placement vs Flink's default (slot sharing + least
     utilisation) and the per-task Flink strategies, lower bound and gap beside each."""
     gen = keyed_pipeline if shape == "keyed" else all_to_all
