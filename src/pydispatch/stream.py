@@ -5,10 +5,12 @@ Each call on a :class:`StreamEnvironment` or a stream appends to the environment
 the environment's ``execute()``. ``pydispatch.plan`` turns the graph into chained subtasks.
 
 Modes. ``StreamEnvironment()`` (no target) runs jobs in this process, single-threaded, with the
-reference executor; a target (a client or cluster) is kept for the distributed executor, which
-comes with the dispatcher. A job whose sources are all bounded runs in batch mode (Flink's
-``AUTOMATIC`` runtime mode): keyed aggregations emit one final result per key at the end of
-input. With an unbounded source they are rolling: one updated result per input record.
+reference executor; with a target (a client, a cluster, or ``StreamEnvironment.local()``'s
+embedded cluster) ``execute()`` submits the job and returns a ``JobHandle``: subtasks run on the
+workers and exchange micro-batches directly (see ``pydispatch._exec_task``). A job whose
+sources are all bounded runs in batch mode (Flink's ``AUTOMATIC`` runtime mode): keyed
+aggregations emit one final result per key at the end of input. With an unbounded source
+they are rolling: one updated result per input record.
 
 Records and results.
 
@@ -38,26 +40,38 @@ Records and results.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
 from . import _sources
 from ._jobgraph import Edge, JobGraph, KeySpec, Operator, Schema
+from ._jobmaster import ExponentialDelay, FailureRate, FixedDelay, NoRestart, RestartStrategy
+from ._jobrun import JobFailedError, JobHandle
 from ._stream_base import check_callable, check_parallelism
 from ._stream_ops import DataStream, DataStreamSink, KeyedStream, StreamInput, WindowedStream
 from .plan import ExecutionGraph, execution_graph
+
+if TYPE_CHECKING:
+    from .client import Client
 
 __all__ = [
     "DataStream",
     "DataStreamSink",
     "Edge",
+    "ExponentialDelay",
+    "FailureRate",
+    "FixedDelay",
+    "JobFailedError",
     "JobGraph",
+    "JobHandle",
     "JobResult",
     "KeySpec",
     "KeyedStream",
+    "NoRestart",
     "Operator",
     "StreamEnvironment",
     "WindowedStream",
@@ -83,8 +97,9 @@ class JobResult:
 class StreamEnvironment:
     """The context a job is built in; see the module docstring.
 
-    ``target``: a client or cluster to run jobs on (kept; the distributed executor comes with
-    the dispatcher). ``parallelism``: the default parallelism of new operators.
+    ``target``: where jobs run: None (in this process), a :class:`~pydispatch.client.Client`,
+    a :class:`~pydispatch.cluster.LocalCluster` or a dispatcher address; see :meth:`local`.
+    ``parallelism``: the default parallelism of new operators.
     """
 
     def __init__(self, target: object | None = None, *, parallelism: int = 1) -> None:
@@ -93,6 +108,13 @@ class StreamEnvironment:
         self._graph = JobGraph()
         self._chaining = True
         self._executed: set[int] = set()
+        self._restart_factory: Callable[[], RestartStrategy] | None = None
+        self._batch_records = 4096
+        self._credits = 8
+        self._client_cache: Client | None = None
+        self._owned_client: Client | None = None
+        self._owned: object | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def target(self) -> object | None:
@@ -265,20 +287,31 @@ class StreamEnvironment:
         """The chained plan of everything built so far (see :mod:`pydispatch.plan`)."""
         return execution_graph(self._graph, chaining=self._chaining)
 
-    def execute(self, name: str | None = None) -> JobResult:
-        """Run every sink not run yet (and what feeds them) as one job, in this process."""
+    def execute(self, name: str | None = None) -> JobResult | JobHandle:
+        """Run every sink not run yet (and what feeds them) as one job.
+
+        Without a target: in this process, returning the :class:`JobResult`. With a target:
+        submitted to the cluster, returning a :class:`JobHandle` at once (``status()``,
+        ``result()``, ``cancel()``, ``metrics()``; its ``collected`` waits for the result)."""
         pending = {op.id for op in self._graph.sinks()} - self._executed
         if not pending:
             raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
-        if self._target is not None:
-            raise NotImplementedError(
-                "execute: running on a cluster comes with the dispatcher; build "
-                "StreamEnvironment() without a target for the in-process mode"
-            )
-        from ._local_run import run_local
-
         keep = sorted(self._graph.ancestors(pending))
         job = self._graph.subgraph(set(keep))
+        if self._target is not None:
+            from ._jobrun import JobOptions
+
+            options = JobOptions(
+                chaining=self._chaining,
+                batch_records=self._batch_records,
+                credits=self._credits,
+                restart=self._restart_factory() if self._restart_factory else None,
+            )
+            handle = JobHandle(self._client(), job, name or "job", options, keep)
+            self._executed |= pending
+            return handle
+        from ._local_run import run_local
+
         result = run_local(job, name=name or "job", chaining=self._chaining)
         self._executed |= pending
 
@@ -292,6 +325,81 @@ class StreamEnvironment:
             old(result.records_in),
             old(result.records_out),
         )
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    @classmethod
+    def local(
+        cls,
+        workers: int = 2,
+        *,
+        slots: int = 1,
+        parallelism: int = 1,
+        **cluster_options: Any,
+    ) -> StreamEnvironment:
+        """An environment on an embedded :class:`~pydispatch.cluster.LocalCluster` of
+        ``workers`` processes with ``slots`` slots each, ended by :meth:`close` (or at exit)."""
+        from .cluster import LocalCluster
+
+        cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
+        cluster.start()
+        env = cls(cluster, parallelism=parallelism)
+        env._owned = cluster
+        env._finalizer = weakref.finalize(env, cluster.close)
+        return env
+
+    def set_restart_strategy(self, strategy: Callable[[], RestartStrategy]) -> StreamEnvironment:
+        """How a job on a cluster restarts after a failure: a factory of a fresh strategy per
+        job, e.g. ``lambda: FixedDelay(attempts=3, delay=0.5)`` (default: Flink's fixed delay,
+        1 restart after 1 s); see :mod:`pydispatch._jobmaster`."""
+        check_callable(strategy, "set_restart_strategy")
+        self._restart_factory = strategy
+        return self
+
+    def set_network(self, *, batch_records: int = 4096, credits: int = 8) -> StreamEnvironment:
+        """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
+        batches a producer may have in flight per downstream subtask) on a cluster."""
+        if batch_records < 1 or credits < 1:
+            raise ValueError("set_network: batch_records and credits must be >= 1")
+        self._batch_records = batch_records
+        self._credits = credits
+        return self
+
+    def _client(self) -> Client:
+        from .client import Client
+        from .cluster import LocalCluster
+
+        if self._client_cache is None:
+            target = self._target
+            if isinstance(target, Client):
+                self._client_cache = target
+            elif isinstance(target, LocalCluster):
+                self._client_cache = target.client()
+            elif isinstance(target, str):
+                self._client_cache = Client(target)
+                self._owned_client = self._client_cache
+            else:
+                raise TypeError(
+                    "StreamEnvironment: the target must be a Client, a LocalCluster or a "
+                    f"dispatcher address, not {type(target).__name__}"
+                )
+        return self._client_cache
+
+    def close(self) -> None:
+        """End what this environment started: its client, its embedded cluster."""
+        if self._owned_client is not None:
+            self._owned_client.terminate("the StreamEnvironment was closed")
+            self._owned_client = None
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._client_cache = None
+
+    def __enter__(self) -> StreamEnvironment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _paths(paths: object, func: str) -> tuple[str, ...]:

@@ -1,0 +1,387 @@
+"""Dataflow jobs on a real cluster (dispatcher + worker processes): results against the
+in-process reference executor, numpy and Counter; cancel, failures, restarts, back-pressure."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from pydispatch._local_run import run_local
+from pydispatch.cluster import LocalCluster
+from pydispatch.stream import (
+    DataStream,
+    FixedDelay,
+    JobFailedError,
+    JobHandle,
+    NoRestart,
+    StreamEnvironment,
+)
+
+# Functions defined here travel by value: slot processes cannot import this test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+TAG = f"pydispatch-stream-test-{uuid.uuid4().hex}"
+os.environ["PYDISPATCH_TEST_TAG"] = TAG
+FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
+
+
+def tagged_processes() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if state != "Z" and f"PYDISPATCH_TEST_TAG={TAG}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait for a condition (a liveness bound, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    yield
+    try:
+        eventually(lambda: not tagged_processes(), "every test process ended", timeout=5)
+    finally:
+        for pid in tagged_processes():
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(workers=2, slots=2, **FAST) as running:
+        yield running
+
+
+def env_on(cluster: LocalCluster, parallelism: int = 2) -> StreamEnvironment:
+    return StreamEnvironment(cluster, parallelism=parallelism)
+
+
+def collect_sink(stream: DataStream) -> int:
+    """Add a collect sink without running the job; its operator id."""
+    return stream._sink("Collect", {"sink": "collect", "columnar": stream.schema.columnar}).id
+
+
+def as_key(record: Any) -> Any:
+    return repr(record)
+
+
+def run_both(build: Callable[[StreamEnvironment], DataStream], cluster: LocalCluster) -> None:
+    """Build the job in process and on the cluster: each collect subtask gets the same multiset
+    (Flink orders nothing across channels; the reference reads them one after the other)."""
+    local_env = StreamEnvironment(parallelism=2)
+    local_sink = collect_sink(build(local_env))
+    reference = run_local(local_env.job_graph, name="ref")
+    env = env_on(cluster)
+    sink = collect_sink(build(env))
+    assert sink == local_sink
+    handle = env.execute("both")
+    assert isinstance(handle, JobHandle)
+    handle.result(timeout=60)
+    assert handle.status() == "FINISHED"
+    got = handle.subtask_results[sink]
+    want = reference.subtask_results[local_sink]
+    assert len(got) == len(want)
+    for mine, theirs in zip(got, want, strict=True):
+        assert sorted(map(as_key, _records(mine))) == sorted(map(as_key, _records(theirs)))
+    assert handle.records_in == reference.records_in
+    assert handle.records_out == reference.records_out
+
+
+def _records(batch: Any) -> list[Any]:
+    if isinstance(batch, dict):
+        names = list(batch)
+        return [dict(zip(names, row, strict=True)) for row in zip(*batch.values(), strict=True)]
+    return list(batch)
+
+
+# -- the seed example and the classics -------------------------------------------------------
+
+
+def test_seed_example_on_an_embedded_cluster() -> None:
+    with StreamEnvironment.local(workers=2, **FAST) as env:
+        assert env.from_elements([1, 2, 3, 4, 5]).map(lambda x: x + 1).collect() == [2, 3, 4, 5, 6]
+        handle = env.execute  # the environment stays usable for more jobs
+        assert callable(handle)
+        assert env.from_elements(["a"]).map(str.upper).collect() == ["A"]
+
+
+def test_word_count_equals_counter(cluster: LocalCluster) -> None:
+    words = ["to", "be", "or", "not", "é", "spam"]
+    lines = [" ".join(words[(i * 7 + j) % 6] for j in range(i % 9)) for i in range(3000)]
+    env = env_on(cluster)
+    counts = (
+        env.from_collection(lines)
+        .flat_map(str.split)
+        .map(lambda w: (w, 1))
+        .key_by(0)
+        .sum(1)
+        .collect()
+    )
+    assert isinstance(counts, list)
+    assert len(counts) == len({k for k, _ in counts})
+    assert dict(counts) == collections.Counter(w for line in lines for w in line.split())
+
+
+def test_keyed_sum_over_a_million_rows_equals_numpy(cluster: LocalCluster) -> None:
+    rng = np.random.default_rng(5)
+    rows = 1_000_000
+    keys = rng.integers(0, 5_000, rows)
+    values = rng.integers(-1_000, 1_000, rows).astype(np.int32)
+    env = env_on(cluster)
+    out = env.from_arrays({"k": keys, "v": values}).key_by("k").sum("v").collect()
+    assert isinstance(out, dict)
+    expected = np.zeros(5_000, dtype=np.int64)
+    np.add.at(expected, keys, values)
+    present = np.bincount(keys, minlength=5_000) > 0
+    order = np.argsort(out["k"])
+    np.testing.assert_array_equal(out["k"][order], np.flatnonzero(present))
+    np.testing.assert_array_equal(out["v"][order], expected[present])
+    assert out["v"].dtype == np.int64
+
+
+# -- every partitioning, windows, union: the same as the reference ----------------------------
+
+DATA = list(range(500))
+
+
+def _forward(env: StreamEnvironment) -> DataStream:
+    s = env.from_collection(DATA).map(lambda x: x * 3)
+    s.disable_chaining()
+    return s.forward().map(lambda x: x + 1)
+
+
+def _rebalance(env: StreamEnvironment) -> DataStream:
+    return env.from_elements(DATA).rebalance().map(lambda x: x - 1).set_parallelism(2)
+
+
+def _rescale(env: StreamEnvironment) -> DataStream:
+    s = env.from_collection(DATA).set_parallelism(2)
+    return s.rescale().map(lambda x: -x).set_parallelism(3)
+
+
+def _hash(env: StreamEnvironment) -> DataStream:
+    return env.from_collection(DATA).key_by(lambda x: x % 17).map(lambda x: (x % 17, x))
+
+
+def _broadcast(env: StreamEnvironment) -> DataStream:
+    return env.from_collection(DATA[:50]).broadcast().map(lambda x: x)
+
+
+def _custom(env: StreamEnvironment) -> DataStream:
+    return env.from_collection(DATA).partition_custom(lambda k, n: k % n, lambda x: x // 10)
+
+
+def _count_window(env: StreamEnvironment) -> DataStream:
+    # One upstream channel per window subtask: which records share a window depends on the
+    # order of a key's records, and channels interleave in any order (as in Flink).
+    return env.from_elements(DATA).key_by(lambda x: x % 7).count_window(5).sum()
+
+
+def _time_window(env: StreamEnvironment) -> DataStream:
+    return (
+        env.from_collection(DATA)
+        .key_by(lambda x: x % 3)
+        .time_window(40, timestamp=lambda x: x)
+        .sum()
+    )
+
+
+def _union_reduce(env: StreamEnvironment) -> DataStream:
+    a = env.from_collection(DATA).map(lambda x: ("a", x))
+    b = env.from_elements(DATA[:100]).map(lambda x: ("b", x))
+    return a.union(b).key_by(0).reduce(lambda x, y: (x[0], x[1] + y[1]))
+
+
+def _columnar(env: StreamEnvironment) -> DataStream:
+    keys = np.arange(10_000) % 13
+    columns = {"k": keys, "v": np.arange(10_000, dtype=np.float64)}
+    return env.from_arrays(columns).key_by("k").max("v")
+
+
+def _flink_keys(env: StreamEnvironment) -> DataStream:
+    words = [f"w{i % 31}" for i in range(400)]
+    return env.from_collection(words).key_by(lambda w: w, scheme="flink").count()
+
+
+CASES = {
+    f.__name__[1:]: f
+    for f in (
+        _forward,
+        _rebalance,
+        _rescale,
+        _hash,
+        _broadcast,
+        _custom,
+        _count_window,
+        _time_window,
+        _union_reduce,
+        _columnar,
+        _flink_keys,
+    )
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_partitioning_and_operators_match_the_reference(cluster: LocalCluster, case: str) -> None:
+    run_both(CASES[case], cluster)
+
+
+def test_text_and_for_each_sinks(cluster: LocalCluster, tmp_path: Path) -> None:
+    env = env_on(cluster)
+    out = tmp_path / "out"
+    env.from_collection(DATA).map(lambda x: x * 2).write_text(out)
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    env.from_collection(DATA[:10]).for_each(lambda x: (seen / str(x)).touch())
+    handle = env.execute("sinks")
+    assert isinstance(handle, JobHandle)
+    handle.result(timeout=60)
+    lines = [int(line) for f in sorted(out.iterdir()) for line in f.read_text().splitlines()]
+    assert sorted(lines) == [x * 2 for x in DATA]
+    assert sorted(int(p.name) for p in seen.iterdir()) == DATA[:10]
+
+
+# -- lifecycle -------------------------------------------------------------------------------
+
+
+def test_job_handle_status_metrics_and_refusal(cluster: LocalCluster) -> None:
+    env = env_on(cluster)
+    env.from_collection(DATA).rebalance().map(lambda x: x + 1).for_each(lambda x: None)
+    handle = env.execute("metrics")
+    assert isinstance(handle, JobHandle)
+    assert handle.status() in ("RUNNING", "FINISHED")
+    handle.result(timeout=60)
+    assert handle.status() == "FINISHED"
+    metrics = handle.metrics()
+    assert metrics["restarts"] == 0
+    assert metrics["records_in"][2] == len(DATA)  # the map
+    assert metrics["bytes_shuffled"] > 0
+    assert set(metrics["busy_seconds"]) == set(metrics["backpressured_seconds"])
+    assert not handle.cancel()  # already finished
+    big = env_on(cluster, parallelism=5)  # 4 slots in all
+    big.from_collection(DATA).map(lambda x: x).for_each(lambda x: None)
+    with pytest.raises(ValueError, match="can never fit"):
+        big.execute("too big")
+
+
+def test_a_failing_function_fails_the_job_with_its_error(cluster: LocalCluster) -> None:
+    env = env_on(cluster)
+    env.set_restart_strategy(NoRestart)
+    env.from_collection([1, 2, 0, 4]).map(lambda x: 1 // x).for_each(lambda x: None)
+    handle = env.execute("fails")
+    assert isinstance(handle, JobHandle)
+    with pytest.raises(JobFailedError, match="ZeroDivisionError"):
+        handle.result(timeout=60)
+    assert handle.status() == "FAILED"
+    # The cluster's slots are free again.
+    assert env_on(cluster).from_elements([1]).map(lambda x: x).collect() == [1]
+
+
+def _progress_source(path: Path, total: int | None) -> Callable[..., Iterator[int]]:
+    def source(index: int = 0, parallelism: int = 1) -> Iterator[int]:
+        mark = path / f"{os.getpid()}-{index}"
+        i = index
+        while total is None or i < total:
+            if i % 200 == index:
+                mark.write_text(str(i))
+                time.sleep(0.01)
+            yield i
+            i += parallelism
+
+    return source
+
+
+def test_cancel_an_unbounded_job(cluster: LocalCluster, tmp_path: Path) -> None:
+    env = env_on(cluster)
+    source = _progress_source(tmp_path, None)
+    env.from_source(source, bounded=False).map(lambda x: x).for_each(lambda x: None)
+    handle = env.execute("forever")
+    assert isinstance(handle, JobHandle)
+    eventually(lambda: any(tmp_path.iterdir()), "the source started")
+    assert handle.status() == "RUNNING"
+    assert handle.cancel()
+    assert handle.status() == "CANCELED"
+    with pytest.raises(CancelledError):
+        handle.result(timeout=60)
+    assert env_on(cluster).from_elements([7]).map(lambda x: x).collect() == [7]
+
+
+def test_a_slow_consumer_back_pressures_the_source(cluster: LocalCluster, tmp_path: Path) -> None:
+    produced = tmp_path / "produced"
+    produced.write_text("0")
+    total = 2000
+
+    def source() -> Iterator[int]:
+        for i in range(total):
+            produced.write_text(str(i + 1))
+            yield i
+
+    def slow(x: int) -> int:
+        time.sleep(0.0005)
+        return int(produced.read_text() or x + 1) - (x + 1)  # records the source is ahead
+
+    env = env_on(cluster, parallelism=1)
+    env.set_network(batch_records=16, credits=2)
+    lags = env.from_source(source).rebalance().map(slow).collect()
+    assert isinstance(lags, list)
+    assert len(lags) == total
+    # Without credits the source would finish at once (lag ~ total). With them it is at most
+    # the batches in flight (2), the one being processed and the one being filled ahead.
+    assert max(lags) <= 16 * 5
+
+
+def test_kill_a_worker_mid_job_gives_the_identical_result(tmp_path: Path) -> None:
+    total = 30_000
+    with LocalCluster(workers=3, slots=1, **FAST) as cluster:
+        env = env_on(cluster)
+        env.set_restart_strategy(lambda: FixedDelay(attempts=3, delay=0.1))
+        env.set_network(batch_records=64, credits=2)
+        source = _progress_source(tmp_path, total)
+        sink = collect_sink(
+            env.from_source(source, parallel=True).map(lambda x: (x % 10, x)).key_by(0).sum(1)
+        )
+        handle = env.execute("survives")
+        assert isinstance(handle, JobHandle)
+
+        def started() -> bool:
+            return any(int(p.read_text() or 0) > 1000 for p in tmp_path.iterdir())
+
+        eventually(started, "the sources made progress")
+        slot_pid = int(next(iter(tmp_path.iterdir())).name.split("-")[0])
+        stat = Path(f"/proc/{slot_pid}/stat").read_text()
+        worker_pid = int(stat.rsplit(")", 1)[1].split()[1])
+        assert worker_pid in cluster.worker_pids
+        os.kill(worker_pid, signal.SIGKILL)
+        result = handle.result(timeout=60)
+        expected = collections.Counter()
+        for x in range(total):
+            expected[x % 10] += x
+        got = result.collected[sink]
+        assert len(got) == 10
+        assert dict(got) == dict(expected)
+        assert handle.metrics()["restarts"] >= 1
