@@ -54,15 +54,23 @@ def source_batches(
 ) -> Iterator[Batch]:
     """Subtask ``index``'s source records in micro-batches (column views on the columnar path)."""
     kind = params["source"]
+    # A presplit source holds this subtask's split only (see _jobrun._slice_job).
+    whole = params.get("presplit", False)
     if kind == "arrays":
-        columns = _sources.arrays_split(params["columns"], index, parallelism)
+        columns = params["columns"]
+        if not whole:
+            columns = _sources.arrays_split(columns, index, parallelism)
         n = size(columns)
         step = max(batch_records, 1) * 8  # columns are cheap per row: bigger batches
         for start in range(0, n, step):
             yield {name: c[start : start + step] for name, c in columns.items()}
         return
     if kind == "elements":
-        records: Any = _sources.sequence_split(params["elements"], index, parallelism)
+        records: Any = (
+            params["elements"]
+            if whole
+            else _sources.sequence_split(params["elements"], index, parallelism)
+        )
     elif kind == "text":
         records = _sources.text_lines(params["paths"], params["encoding"], index, parallelism)
     elif kind == "csv":

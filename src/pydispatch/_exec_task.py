@@ -221,9 +221,8 @@ class _Subtask:
             sock.close()
 
 
-def run_slice(spec_blob: bytes, slice_index: int, attempt: int, master: str) -> dict[str, Any]:
+def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> dict[str, Any]:
     """The task a slot runs for slice ``slice_index`` of a job (see the module docstring)."""
-    spec: SliceSpec = pickle.loads(spec_blob)
     plan = ExecutionGraph(spec.job, chaining=spec.chaining)
     context: zmq.Context[Any] = zmq.Context()
     control = context.socket(zmq.DEALER)

@@ -28,6 +28,7 @@ import cloudpickle
 import zmq
 
 from . import _jobmaster as jm
+from . import _sources
 from ._exec_task import SliceSpec, SubtaskMetrics, run_slice
 from ._jobgraph import JobGraph
 from ._local_ops import Batch, concat, size
@@ -83,10 +84,16 @@ class JobHandle:
         _check_supported(plan)
         self._refuse_if_unfit(plan)
         self._master = jm.JobMaster(plan.n_slots, options.restart)
-        spec = SliceSpec(
-            job, options.chaining, options.batch_records, options.credits, options.host
-        )
-        self._blob = cloudpickle.dumps(spec, protocol=5)
+        self._specs = [
+            SliceSpec(
+                _slice_job(job, index),
+                options.chaining,
+                options.batch_records,
+                options.credits,
+                options.host,
+            )
+            for index in range(plan.n_slots)
+        ]
         self._slice_resources = _slice_resources(plan)
         self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._attempts: dict[int, _Attempt] = {}
@@ -254,7 +261,7 @@ class JobHandle:
         for index in range(slices):
             future = self._client.submit(
                 run_slice,
-                self._blob,
+                self._specs[index],
                 index,
                 attempt,
                 self._endpoint,
@@ -315,6 +322,32 @@ class JobHandle:
         self._result = JobResult(
             self.name, self.plan.runtime_mode, collected, records_in, records_out
         )
+
+
+def _slice_job(job: JobGraph, index: int) -> JobGraph:
+    """The job as slice ``index`` needs it: in-memory sources hold only that slice's split
+    (``presplit``), so a large ``from_arrays`` or ``from_collection`` is not shipped to every
+    slot whole."""
+    for op in job.sources():
+        params = op.params
+        if params["source"] not in ("arrays", "elements"):
+            continue
+        p = op.parallelism
+        new = dict(params, presplit=True)
+        if params["source"] == "arrays":
+            columns = params["columns"]
+            new["columns"] = (
+                _sources.arrays_split(columns, index, p)
+                if index < p
+                else {name: c[:0] for name, c in columns.items()}
+            )
+        else:
+            elements = params["elements"]
+            new["elements"] = (
+                tuple(_sources.sequence_split(elements, index, p)) if index < p else ()
+            )
+        job = job.replace(op.id, params=new)
+    return job
 
 
 def _slice_resources(plan: ExecutionGraph) -> list[dict[str, float]]:
