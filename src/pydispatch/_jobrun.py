@@ -50,12 +50,18 @@ class JobOptions:
     credits: int = 8
     host: str = "127.0.0.1"  # where the control socket and the slices' data sockets bind
     restart: jm.RestartStrategy | None = None
+    # Slices wait for each other at start-up; if the cluster cannot run them all at once
+    # (other jobs hold the slots) the attempt fails after this long rather than hold its slots.
+    deploy_timeout: float = 60.0
+    priority: int = 0
 
 
 @dataclass
 class _Attempt:
     futures: list[Future[Any]] = field(default_factory=list)
     identities: dict[int, bytes] = field(default_factory=dict)
+    deployed_at: float = 0.0
+    connected: bool = False
 
 
 _ids = itertools.count(1)
@@ -188,6 +194,7 @@ class JobHandle:
                 for timer in due:
                     self._timers.remove(timer)
                     self._perform(self._master.timer_fired(timer[1]))
+                self._check_deployment(now)
                 if self._master.state in jm.TERMINAL and not self._done.is_set():
                     self._done.set()
         except BaseException as exc:  # the handle must end, whatever happened here
@@ -197,6 +204,18 @@ class JobHandle:
         finally:
             self._control.close()
             self._context.term()
+
+    def _check_deployment(self, now: float) -> None:
+        attempt = self._master.attempt
+        record = self._attempts.get(attempt)
+        if record is None or record.connected or self._master.state != jm.RUNNING:
+            return
+        if now - record.deployed_at > self._options.deploy_timeout:
+            error = (
+                f"not every slice of attempt {attempt} started within "
+                f"{self._options.deploy_timeout:g} s (the cluster's slots are busy?)"
+            )
+            self._perform(self._master.slice_failed(attempt, -1, error, now))
 
     def _receive(self) -> None:
         while True:
@@ -241,6 +260,7 @@ class JobHandle:
             if isinstance(ins, jm.Deploy):
                 self._deploy(ins.attempt, ins.slices)
             elif isinstance(ins, jm.SendPeers):
+                self._attempts[ins.attempt].connected = True
                 peers = cloudpickle.dumps(("peers", ins.peers))
                 for identity in self._attempts[ins.attempt].identities.values():
                     self._control.send_multipart([identity, peers])
@@ -257,7 +277,7 @@ class JobHandle:
                 self._error = f"job {self.job_id} failed: {ins.error}\nall failures:\n{failures}"
 
     def _deploy(self, attempt: int, slices: int) -> None:
-        record = self._attempts[attempt] = _Attempt()
+        record = self._attempts[attempt] = _Attempt(deployed_at=time.monotonic())
         for index in range(slices):
             future = self._client.submit(
                 run_slice,
@@ -267,6 +287,7 @@ class JobHandle:
                 self._endpoint,
                 retries=0,
                 resources=self._slice_resources[index],
+                priority=self._options.priority,
             )
             record.futures.append(future)
             future.add_done_callback(self._on_done(attempt, index))
