@@ -4,8 +4,10 @@ in-process reference executor, numpy and Counter; cancel, failures, restarts, ba
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -18,6 +20,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
+from pydispatch._jobs_cli import fetch_jobs
 from pydispatch._local_run import run_local
 from pydispatch.cluster import LocalCluster
 from pydispatch.stream import (
@@ -385,3 +388,56 @@ def test_kill_a_worker_mid_job_gives_the_identical_result(tmp_path: Path) -> Non
         assert len(got) == 10
         assert dict(got) == dict(expected)
         assert handle.metrics()["restarts"] >= 1
+
+
+# -- command line -----------------------------------------------------------------------------
+
+BOUNDED_JOB = """
+def build(env):
+    return env.from_collection(range(10)).map(lambda x: x * 2)
+"""
+
+FOREVER_JOB = """
+import itertools
+def build(env):
+    env.from_source(itertools.count, bounded=False).for_each(lambda x: None)
+"""
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pydispatch.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_submit_jobs_and_cancel(cluster: LocalCluster, tmp_path: Path) -> None:
+    job = tmp_path / "job.py"
+    job.write_text(BOUNDED_JOB)
+    done = _cli("submit", cluster.address, str(job), "--parallelism", "2", "--name", "doubles")
+    assert done.returncode == 0, done.stderr
+    assert sorted(int(line) for line in done.stdout.splitlines()[1:]) == [x * 2 for x in range(10)]
+    forever = tmp_path / "forever.py"
+    forever.write_text(FOREVER_JOB)
+    command = [sys.executable, "-m", "pydispatch.cli", "submit", cluster.address, str(forever)]
+    submitter = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+
+        def running() -> bool:
+            return any(j.state == "RUNNING" for j in fetch_jobs(cluster.address))
+
+        eventually(running, "the job is running")
+        listed = _cli("jobs", cluster.address, "--json")
+        assert listed.returncode == 0
+        jobs = {j["name"]: j for j in json.loads(listed.stdout)}
+        assert jobs["doubles"]["state"] == "FINISHED"
+        assert jobs[str(forever)]["state"] == "RUNNING"
+        cancelled = _cli("cancel", cluster.address, jobs[str(forever)]["job_id"])
+        assert cancelled.returncode == 0, cancelled.stderr
+        _, err = submitter.communicate(timeout=60)
+        assert submitter.returncode == 1
+        assert "cancelled" in err
+        assert any(j.state == "CANCELED" for j in fetch_jobs(cluster.address))
+        assert "CANCELED" in _cli("jobs", cluster.address).stdout
+    finally:
+        if submitter.poll() is None:
+            os.kill(submitter.pid, signal.SIGKILL)
+            submitter.wait()

@@ -29,6 +29,7 @@ import zmq
 
 from . import _jobmaster as jm
 from . import _sources
+from . import protocol as p
 from ._exec_task import SliceSpec, SubtaskMetrics, run_slice
 from ._jobgraph import JobGraph
 from ._local_ops import Batch, concat, size
@@ -116,6 +117,7 @@ class JobHandle:
         port = self._control.bind_to_random_port(f"tcp://{options.host}")
         self._endpoint = f"tcp://{options.host}:{port}"
         self._started = time.monotonic()
+        self._announced: tuple[str, int] = ("", 0)
         self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
         self._perform(self._master.start())
         self._thread.start()
@@ -195,6 +197,7 @@ class JobHandle:
                     self._timers.remove(timer)
                     self._perform(self._master.timer_fired(timer[1]))
                 self._check_deployment(now)
+                self._announce()
                 if self._master.state in jm.TERMINAL and not self._done.is_set():
                     self._done.set()
         except BaseException as exc:  # the handle must end, whatever happened here
@@ -202,8 +205,21 @@ class JobHandle:
             self._master.state = jm.FAILED
             self._done.set()
         finally:
+            with contextlib.suppress(Exception):
+                self._announce()
             self._control.close()
             self._context.term()
+
+    def _announce(self) -> None:
+        """Tell the dispatcher of each change of state (``pydispatch jobs`` lists them)."""
+        seen = (self._master.state, self._master.attempt)
+        if seen == self._announced:
+            return
+        self._announced = seen
+        info = p.JobInfo(
+            self.job_id, self.name, seen[0], self._endpoint, seen[1], self._master.slices
+        )
+        self._client._send_control(p.JobUpdate(info))
 
     def _check_deployment(self, now: float) -> None:
         attempt = self._master.attempt
@@ -230,6 +246,10 @@ class JobHandle:
                 if record is not None:
                     record.identities[index] = identity
                 self._perform(self._master.slice_ready(attempt, index, endpoints))
+            elif message[0] == "cancel":  # from `pydispatch cancel ADDRESS JOB`
+                reply: Future[bool] = Future()
+                self._event(("cancel", reply))
+                self._control.send_multipart([identity, cloudpickle.dumps(reply.result())])
             elif message[0] == "failed":
                 _, attempt, index, error = message
                 self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
@@ -353,19 +373,19 @@ def _slice_job(job: JobGraph, index: int) -> JobGraph:
         params = op.params
         if params["source"] not in ("arrays", "elements"):
             continue
-        p = op.parallelism
+        par = op.parallelism
         new = dict(params, presplit=True)
         if params["source"] == "arrays":
             columns = params["columns"]
             new["columns"] = (
-                _sources.arrays_split(columns, index, p)
-                if index < p
+                _sources.arrays_split(columns, index, par)
+                if index < par
                 else {name: c[:0] for name, c in columns.items()}
             )
         else:
             elements = params["elements"]
             new["elements"] = (
-                tuple(_sources.sequence_split(elements, index, p)) if index < p else ()
+                tuple(_sources.sequence_split(elements, index, par)) if index < par else ()
             )
         job = job.replace(op.id, params=new)
     return job
