@@ -282,6 +282,11 @@ def test_job_handle_status_metrics_and_refusal(cluster: LocalCluster) -> None:
     assert handle.status() == "FINISHED"
     metrics = handle.metrics()
     assert metrics["restarts"] == 0
+    # The solver chose a worker for each slice (slot sharing: 2 slices), and they ran there.
+    placement = metrics["placement"]
+    assert placement["pinned"], placement
+    assert len(placement["workers"]) == 2
+    assert placement["ran_on"] == placement["workers"]
     assert metrics["records_in"][2] == len(DATA)  # the map
     assert metrics["bytes_shuffled"] > 0
     assert set(metrics["busy_seconds"]) == set(metrics["backpressured_seconds"])

@@ -33,7 +33,7 @@ from . import protocol as p
 from ._exec_task import SliceSpec, SubtaskMetrics, run_slice
 from ._jobgraph import JobGraph
 from ._local_ops import Batch, concat, size
-from .plan import ExecutionGraph, placement_input, why_not_fit
+from .plan import ExecutionGraph, placement_input, placement_problem, why_not_fit
 
 if TYPE_CHECKING:
     from .client import Client
@@ -55,6 +55,7 @@ class JobOptions:
     # (other jobs hold the slots) the attempt fails after this long rather than hold its slots.
     deploy_timeout: float = 60.0
     priority: int = 0
+    place_with_solver: bool = True
 
 
 @dataclass
@@ -118,6 +119,7 @@ class JobHandle:
         self._endpoint = f"tcp://{options.host}:{port}"
         self._started = time.monotonic()
         self._announced: tuple[str, int] = ("", 0)
+        self._placement: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
         self._perform(self._master.start())
         self._thread.start()
@@ -161,6 +163,7 @@ class JobHandle:
         chain, restarts: the figures of the finished attempt (live figures are not kept yet)."""
         base = {"status": self.status(), "attempt": self._master.attempt}
         base["restarts"] = self._master.restarts
+        base["placement"] = self._placement
         return {**base, **self._metrics}
 
     @property
@@ -296,8 +299,36 @@ class JobHandle:
                 failures = "\n".join(self._master.failures)
                 self._error = f"job {self.job_id} failed: {ins.error}\nall failures:\n{failures}"
 
+    def _place(self) -> list[dict[str, str]]:
+        """Pin each slice to a worker chosen by the solver (compute and the plan's traffic
+        estimates between slices, over the workers' free capacity; their total capacity if the
+        job does not fit what is free now). No pins (the dispatcher places) if the solver is
+        unavailable or finds nothing; ``metrics()["placement"]`` says which happened."""
+        if self.plan.n_slots == 1:  # no traffic between slices: any free slot is as good
+            self._placement = {"pinned": False, "reason": "one slice: the dispatcher places it"}
+            return [{}]
+        free: list[dict[str, float]] = []
+        total: list[dict[str, float]] = []
+        try:
+            workers = [w for w in self._client.status().workers if not w.draining]
+            for w in workers:
+                free.append({"slots": float(w.slots - w.slots_used), **w.free_resources})
+                total.append({"slots": float(w.slots), **w.resources})
+            data = placement_input(self.plan)
+            capacity = free if why_not_fit(data, free) is None else total
+            from .solver import solve
+
+            placement = solve(placement_problem(data, capacity), time_limit=1.0)
+        except Exception as error:  # placement is an optimisation: fall back, say why
+            self._placement = {"pinned": False, "reason": f"{type(error).__name__}: {error}"}
+            return [{} for _ in range(self.plan.n_slots)]
+        names = [workers[int(w)].name for w in placement.assignment]
+        self._placement = {"pinned": True, "workers": names, "method": placement.method}
+        return [{"worker": name} for name in names]
+
     def _deploy(self, attempt: int, slices: int) -> None:
         record = self._attempts[attempt] = _Attempt(deployed_at=time.monotonic())
+        labels = self._place() if self._options.place_with_solver else [{}] * slices
         for index in range(slices):
             future = self._client.submit(
                 run_slice,
@@ -308,6 +339,7 @@ class JobHandle:
                 retries=0,
                 resources=self._slice_resources[index],
                 priority=self._options.priority,
+                labels=labels[index],
             )
             record.futures.append(future)
             future.add_done_callback(self._on_done(attempt, index))
@@ -321,6 +353,8 @@ class JobHandle:
     def _finish(self, results: dict[int, Any]) -> None:
         from .stream import JobResult
 
+        futures = self._attempts[self._master.attempt].futures
+        self._placement["ran_on"] = [getattr(f, "worker", "") for f in futures]
         job = self.plan.job
         collected: dict[int, Any] = {}
         for op in job.sinks():

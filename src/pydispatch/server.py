@@ -183,7 +183,8 @@ class Dispatcher:
                 for name, amount in register.resources.items():
                     if not math.isfinite(amount) or amount < 0:
                         raise p.ProtocolError(f"invalid resource {name}={amount}")
-                labels = {"node": register.node, **register.labels}
+                # "worker": its name, so a job master can pin a slice where the solver put it.
+                labels = {"node": register.node, "worker": register.name, **register.labels}
                 self._worker_names[identity] = register.name
                 self._perform(
                     self.scheduler.register_worker(
