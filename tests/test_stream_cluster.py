@@ -446,3 +446,28 @@ def test_cli_submit_jobs_and_cancel(cluster: LocalCluster, tmp_path: Path) -> No
         if submitter.poll() is None:
             os.kill(submitter.pid, signal.SIGKILL)
             submitter.wait()
+
+
+def test_a_failure_behind_an_exchange_ends_every_slice(cluster: LocalCluster) -> None:
+    """The failing subtask's slice has other threads blocked on peers: the slice reports the
+    error to the master, which cancels the attempt; nothing hangs, the slots come back."""
+
+    def explode(x: int) -> int:
+        if x == 4_321:
+            raise KeyError("boom")
+        return x
+
+    env = env_on(cluster)
+    env.set_restart_strategy(NoRestart)
+    env.set_network(batch_records=32, credits=1)
+    stream = env.from_collection(range(20_000)).key_by(lambda x: x % 5).map(explode)
+    stream.rebalance().for_each(lambda x: None)
+    handle = env.execute("explodes")
+    assert isinstance(handle, JobHandle)
+    with pytest.raises(JobFailedError, match="boom"):
+        handle.result(timeout=60)
+    assert handle.status() == "FAILED"
+    probe = cluster.client()
+    eventually(lambda: probe.status().running == 0, "the slots are free")
+    probe.shutdown()
+    assert env_on(cluster).from_elements([3]).map(lambda x: x).collect() == [3]

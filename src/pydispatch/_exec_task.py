@@ -42,6 +42,8 @@ from ._local_ops import Batch, concat, size
 from .plan import ExecutionGraph
 
 _DATA, _CREDIT, _END = b"D", b"C", b"E"
+_ACK_TIMEOUT_MS = 10_000
+_KILL_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -254,9 +256,14 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
                 # Tell the master first (it cancels the whole attempt); the other threads
                 # may be blocked on peers that will never send, so end this process.
                 control.send_pyobj(("failed", attempt, slice_index, s.error))
-                control.close()
                 if any(t.is_alive() for _, t in pending):
+                    # Threads blocked on peers cannot be stopped: once the master has the
+                    # error it kills this slot with the rest of the attempt (a force cancel,
+                    # which the worker replaces cleanly); end the process only if it does not.
+                    if control.poll(_ACK_TIMEOUT_MS):
+                        time.sleep(_KILL_WAIT)
                     os._exit(70)
+                control.close()
                 raise RuntimeError(s.error)
     for s in subtasks:
         s.close()

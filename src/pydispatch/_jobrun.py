@@ -255,6 +255,7 @@ class JobHandle:
                 self._control.send_multipart([identity, cloudpickle.dumps(reply.result())])
             elif message[0] == "failed":
                 _, attempt, index, error = message
+                self._control.send_multipart([identity, cloudpickle.dumps(("ack",))])
                 self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
 
     def _event(self, event: tuple[Any, ...]) -> None:
