@@ -332,6 +332,9 @@ def test_cancel_an_unbounded_job(cluster: LocalCluster, tmp_path: Path) -> None:
     assert isinstance(handle, JobHandle)
     eventually(lambda: any(tmp_path.iterdir()), "the source started")
     assert handle.status() == "RUNNING"
+    # Live figures: the running slices report theirs to the master.
+    eventually(lambda: handle.metrics()["records_in"][1] > 0, "the map's records in, live")
+    assert handle.metrics()["status"] == "RUNNING"
     assert handle.cancel()
     assert handle.status() == "CANCELED"
     with pytest.raises(CancelledError):

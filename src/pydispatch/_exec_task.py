@@ -44,6 +44,7 @@ from .plan import ExecutionGraph
 _DATA, _CREDIT, _END = b"D", b"C", b"E"
 _ACK_TIMEOUT_MS = 10_000
 _KILL_WAIT = 60.0
+_REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,9 @@ class _Subtask:
         self.target_of: dict[zmq.Socket[Any], int] = {}
         self.poller = zmq.Poller()
         self.error: str | None = None
+        self.started = 0.0
+        self.ended = 0.0
+        self.waiting = 0.0
 
     def connect(self, peers: dict[int, str]) -> None:
         for _, target in self.out_channels:
@@ -176,16 +180,29 @@ class _Subtask:
         except BaseException as exc:
             self.error = "".join(traceback.format_exception(exc))
 
+    def snapshot(self) -> SubtaskMetrics:
+        """Figures so far (read from another thread: counters only grow, keys are fixed)."""
+        m = self.metrics
+        elapsed = (self.ended or time.monotonic()) - self.started if self.started else 0.0
+        return SubtaskMetrics(
+            dict(self.runner.records_in),
+            dict(self.runner.records_out),
+            m.bytes_out,
+            m.batches_out,
+            max(0.0, elapsed - self.waiting - m.backpressured),
+            m.backpressured,
+            m.max_in_flight,
+        )
+
     def _run(self) -> None:
-        started = time.monotonic()
-        waiting = 0.0
+        self.started = started = time.monotonic()
         runner = self.runner
         runner.open_files()
         try:
             if runner.head.kind == "source":
                 runner.run_source(self.spec.batch_records, lambda: False)
             else:
-                waiting = self._consume()
+                self._consume()
             runner.finish()
         finally:
             runner.close_files()
@@ -194,18 +211,19 @@ class _Subtask:
         m = self.metrics
         m.records_in = runner.records_in
         m.records_out = runner.records_out
-        m.busy = time.monotonic() - started - waiting - m.backpressured
+        self.ended = time.monotonic()
+        m.busy = self.ended - started - self.waiting - m.backpressured
 
-    def _consume(self) -> float:
-        """Read input until every channel has ended; returns the seconds spent waiting."""
+    def _consume(self) -> None:
+        """Read input until every channel has ended (``waiting``: seconds without input)."""
         assert self.inbox is not None
-        inbox, ends, waiting = self.inbox, 0, 0.0
+        inbox, ends = self.inbox, 0
         job = self.plan.job
         while ends < self.expected_ends:
             if not inbox.poll(0):
                 t = time.monotonic()
                 inbox.poll()
-                waiting += time.monotonic() - t
+                self.waiting += time.monotonic() - t
             parts = inbox.recv_multipart(copy=False)
             kind = parts[1].bytes
             if kind == _DATA:
@@ -214,7 +232,6 @@ class _Subtask:
                 inbox.send_multipart([parts[0], _CREDIT])
             elif kind == _END:
                 ends += 1
-        return waiting
 
     def close(self) -> None:
         if self.inbox is not None:
@@ -247,7 +264,12 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
         thread.start()
         threads.append(thread)
     pending = list(zip(subtasks, threads, strict=True))
+    reported = time.monotonic()
     while pending:
+        if time.monotonic() - reported > _REPORT_EVERY:
+            reported = time.monotonic()
+            snapshot = {s.gid: s.snapshot() for s in subtasks}
+            control.send_pyobj(("metrics", attempt, slice_index, snapshot))
         for s, thread in list(pending):
             thread.join(0.02)
             if not thread.is_alive():

@@ -120,6 +120,7 @@ class JobHandle:
         self._started = time.monotonic()
         self._announced: tuple[str, int] = ("", 0)
         self._placement: dict[str, Any] = {}
+        self._live: dict[int, dict[int, SubtaskMetrics]] = {}  # slice -> its latest report
         self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
         self._perform(self._master.start())
         self._thread.start()
@@ -159,12 +160,17 @@ class JobHandle:
         return reply.result()
 
     def metrics(self) -> dict[str, Any]:
-        """Records in/out per operator, bytes shuffled, busy and back-pressured seconds per
-        chain, restarts: the figures of the finished attempt (live figures are not kept yet)."""
+        """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
+        seconds per chain, restarts, placement. While the job runs: the current attempt's
+        figures as its slices last reported them (every 0.5 s); once finished: the final ones."""
         base = {"status": self.status(), "attempt": self._master.attempt}
         base["restarts"] = self._master.restarts
         base["placement"] = self._placement
-        return {**base, **self._metrics}
+        if self._metrics:
+            return {**base, **self._metrics}
+        live = dict(self._live)  # the master thread replaces entries, never mutates them
+        figures = self._aggregate({g: m for r in live.values() for g, m in r.items()})
+        return {**base, **figures}
 
     @property
     def collected(self) -> dict[int, Any]:
@@ -249,6 +255,10 @@ class JobHandle:
                 if record is not None:
                     record.identities[index] = identity
                 self._perform(self._master.slice_ready(attempt, index, endpoints))
+            elif message[0] == "metrics":
+                _, attempt, index, snapshot = message
+                if attempt == self._master.attempt:
+                    self._live[index] = snapshot
             elif message[0] == "cancel":  # from `pydispatch cancel ADDRESS JOB`
                 reply: Future[bool] = Future()
                 self._event(("cancel", reply))
@@ -329,6 +339,7 @@ class JobHandle:
 
     def _deploy(self, attempt: int, slices: int) -> None:
         record = self._attempts[attempt] = _Attempt(deployed_at=time.monotonic())
+        self._live = {}
         labels = self._place() if self._options.place_with_solver else [{}] * slices
         for index in range(slices):
             future = self._client.submit(
@@ -344,6 +355,31 @@ class JobHandle:
             )
             record.futures.append(future)
             future.add_done_callback(self._on_done(attempt, index))
+
+    def _aggregate(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
+        """Job figures from per-subtask ones (keyed by global subtask id)."""
+        records_in: dict[int, int] = {self._ids[op.id]: 0 for op in self.plan.job.operators}
+        records_out = dict(records_in)
+        busy: dict[str, float] = {}
+        pressured: dict[str, float] = {}
+        for gid, m in metrics.items():
+            chain = self.plan.chains[int(self.plan.subtask_chain[gid])].name
+            busy[chain] = busy.get(chain, 0.0) + m.busy
+            pressured[chain] = pressured.get(chain, 0.0) + m.backpressured
+            for op_id, n in m.records_in.items():
+                records_in[self._ids[op_id]] += n
+            for op_id, n in m.records_out.items():
+                records_out[self._ids[op_id]] += n
+        return {
+            "records_in": records_in,
+            "records_out": records_out,
+            "bytes_shuffled": sum(m.bytes_out for m in metrics.values()),
+            "batches_shuffled": sum(m.batches_out for m in metrics.values()),
+            "max_in_flight_batches": max((m.max_in_flight for m in metrics.values()), default=0),
+            "busy_seconds": busy,
+            "backpressured_seconds": pressured,
+            "seconds": time.monotonic() - self._started,
+        }
 
     def _on_done(self, attempt: int, index: int) -> Callable[[Future[Any]], None]:
         def put(future: Future[Any]) -> None:
@@ -370,31 +406,10 @@ class JobHandle:
                 collected[self._ids[op.id]] = concat(parts) if parts else {}
             else:
                 collected[self._ids[op.id]] = concat(parts) if parts else []
-        records_in: dict[int, int] = {self._ids[op.id]: 0 for op in job.operators}
-        records_out = dict(records_in)
-        metrics: list[SubtaskMetrics] = []
-        for result in results.values():
-            metrics.extend(result["metrics"].values())
-        busy: dict[str, float] = {}
-        pressured: dict[str, float] = {}
-        for gid, m in ((g, m) for r in results.values() for g, m in r["metrics"].items()):
-            chain = self.plan.chains[int(self.plan.subtask_chain[gid])].name
-            busy[chain] = busy.get(chain, 0.0) + m.busy
-            pressured[chain] = pressured.get(chain, 0.0) + m.backpressured
-            for op_id, n in m.records_in.items():
-                records_in[self._ids[op_id]] += n
-            for op_id, n in m.records_out.items():
-                records_out[self._ids[op_id]] += n
-        self._metrics = {
-            "records_in": records_in,
-            "records_out": records_out,
-            "bytes_shuffled": sum(m.bytes_out for m in metrics),
-            "batches_shuffled": sum(m.batches_out for m in metrics),
-            "max_in_flight_batches": max((m.max_in_flight for m in metrics), default=0),
-            "busy_seconds": busy,
-            "backpressured_seconds": pressured,
-            "seconds": time.monotonic() - self._started,
-        }
+        metrics = {g: m for r in results.values() for g, m in r["metrics"].items()}
+        self._metrics = self._aggregate(metrics)
+        records_in = self._metrics["records_in"]
+        records_out = self._metrics["records_out"]
         self._result = JobResult(
             self.name, self.plan.runtime_mode, collected, records_in, records_out
         )
