@@ -474,3 +474,26 @@ def test_a_failure_behind_an_exchange_ends_every_slice(cluster: LocalCluster) ->
     eventually(lambda: probe.status().running == 0, "the slots are free")
     probe.shutdown()
     assert env_on(cluster).from_elements([3]).map(lambda x: x).collect() == [3]
+
+
+def test_jobs_at_once_share_the_cluster(cluster: LocalCluster) -> None:
+    handles = []
+    for n in (1, 2):
+        env = env_on(cluster)
+        env.from_collection(range(5_000)).key_by(lambda x: x % 7).sum().for_each(lambda x: None)
+        sink = collect_sink(env.from_collection(range(n * 1_000)).map(lambda x, n=n: x * n))
+        handle = env.execute(f"job {n}")
+        assert isinstance(handle, JobHandle)
+        handles.append((handle, sink, n))
+    for handle, sink, n in handles:
+        assert sorted(handle.result(timeout=60).collected[sink]) == [
+            x * n for x in range(n * 1_000)
+        ]
+
+
+def test_what_the_distributed_executor_cannot_do_yet_is_refused(cluster: LocalCluster) -> None:
+    env = env_on(cluster)
+    stream = env.from_source(lambda: iter(range(10)), bounded=False)
+    stream.key_by(lambda x: x % 2).time_window(5, timestamp=lambda x: x).sum().for_each(print)
+    with pytest.raises(NotImplementedError, match="watermarks"):
+        env.execute("windows on an unbounded stream")
