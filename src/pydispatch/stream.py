@@ -35,6 +35,20 @@ Records and results.
   subtask reads its input channels in upstream subtask order. With parallelism 1 throughout, the
   input order is kept. Batch aggregations emit keys in first-seen order per subtask (sorted on
   the columnar path).
+
+On a cluster (``StreamEnvironment(cluster_or_client)``, ``StreamEnvironment.local()``).
+
+- Same results as in process, up to order: ``collect()`` still concatenates sink subtask 0's
+  records, then 1's...; but a subtask with several input channels sees them interleaved as they
+  arrive (as in Flink), so what depends on the order of one key's records across channels (count
+  windows, a non-commutative ``reduce``) may differ. With one channel per consumer it does not.
+- Each slice of slot sharing (subtask ``i`` of every chain) runs as one task in one worker slot,
+  placed by the solver from the plan's traffic estimates; data moves between subtasks directly,
+  in micro-batches with credit-based flow control (``set_network``).
+- A failure (a lost worker, an exception) restarts the whole job from its replayable sources
+  under the restart strategy (``set_restart_strategy``; Flink's fixed delay by default): collected
+  results come from the successful attempt only, so nothing is missing or twice; ``write_text``
+  rewrites its files; ``for_each`` side effects of failed attempts are not undone.
 """
 
 from __future__ import annotations
