@@ -56,6 +56,9 @@ class SliceSpec:
     batch_records: int = 4096
     credits: int = 8
     data_host: str = "127.0.0.1"
+    # A slice whose master is silent this long (the driver process died) ends itself, so
+    # that a lost driver does not hold slots for ever. The master answers every report.
+    master_timeout: float = 60.0
 
 
 @dataclass
@@ -254,6 +257,8 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
     ]
     endpoints = {s.gid: s.endpoint for s in subtasks if s.endpoint}
     control.send_pyobj(("ready", attempt, slice_index, endpoints, os.getpid()))
+    if not control.poll(int(spec.master_timeout * 1000)):
+        raise RuntimeError(f"no word from the job master in {spec.master_timeout:g} s")
     message = control.recv_pyobj()
     if message[0] != "peers":
         raise RuntimeError(f"the job master sent {message[0]!r}, expected 'peers'")
@@ -264,12 +269,18 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
         thread.start()
         threads.append(thread)
     pending = list(zip(subtasks, threads, strict=True))
-    reported = time.monotonic()
+    reported = heard = time.monotonic()
     while pending:
-        if time.monotonic() - reported > _REPORT_EVERY:
-            reported = time.monotonic()
+        now = time.monotonic()
+        if now - reported > _REPORT_EVERY:
+            reported = now
             snapshot = {s.gid: s.snapshot() for s in subtasks}
             control.send_pyobj(("metrics", attempt, slice_index, snapshot))
+        while control.poll(0):
+            control.recv()
+            heard = now
+        if now - heard > spec.master_timeout:
+            os._exit(71)  # the master is gone; threads blocked on peers cannot be stopped
         for s, thread in list(pending):
             thread.join(0.02)
             if not thread.is_alive():

@@ -50,6 +50,7 @@ class JobOptions:
     batch_records: int = 4096
     credits: int = 8
     host: str = "127.0.0.1"  # where the control socket and the slices' data sockets bind
+    master_timeout: float = 60.0  # slices end themselves when their master is silent this long
     restart: jm.RestartStrategy | None = None
     # Slices wait for each other at start-up; if the cluster cannot run them all at once
     # (other jobs hold the slots) the attempt fails after this long rather than hold its slots.
@@ -67,6 +68,7 @@ class _Attempt:
 
 
 _ids = itertools.count(1)
+_ALIVE = cloudpickle.dumps(("alive",))
 
 
 class JobHandle:
@@ -99,6 +101,7 @@ class JobHandle:
                 options.batch_records,
                 options.credits,
                 options.host,
+                options.master_timeout,
             )
             for index in range(plan.n_slots)
         ]
@@ -257,6 +260,7 @@ class JobHandle:
                 self._perform(self._master.slice_ready(attempt, index, endpoints))
             elif message[0] == "metrics":
                 _, attempt, index, snapshot = message
+                self._control.send_multipart([identity, _ALIVE])  # the slice watches for it
                 if attempt == self._master.attempt:
                     self._live[index] = snapshot
             elif message[0] == "cancel":  # from `pydispatch cancel ADDRESS JOB`

@@ -125,6 +125,7 @@ class StreamEnvironment:
         self._restart_factory: Callable[[], RestartStrategy] | None = None
         self._batch_records = 4096
         self._credits = 8
+        self._master_timeout = 60.0
         self._client_cache: Client | None = None
         self._owned_client: Client | None = None
         self._owned: object | None = None
@@ -319,6 +320,7 @@ class StreamEnvironment:
                 chaining=self._chaining,
                 batch_records=self._batch_records,
                 credits=self._credits,
+                master_timeout=self._master_timeout,
                 restart=self._restart_factory() if self._restart_factory else None,
             )
             handle = JobHandle(self._client(), job, name or "job", options, keep)
@@ -370,13 +372,18 @@ class StreamEnvironment:
         self._restart_factory = strategy
         return self
 
-    def set_network(self, *, batch_records: int = 4096, credits: int = 8) -> StreamEnvironment:
+    def set_network(
+        self, *, batch_records: int = 4096, credits: int = 8, master_timeout: float = 60.0
+    ) -> StreamEnvironment:
         """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
-        batches a producer may have in flight per downstream subtask) on a cluster."""
-        if batch_records < 1 or credits < 1:
-            raise ValueError("set_network: batch_records and credits must be >= 1")
+        batches a producer may have in flight per downstream subtask) on a cluster;
+        ``master_timeout``: seconds after which a job's slices end themselves if the process
+        that submitted the job (its job master) is gone."""
+        if batch_records < 1 or credits < 1 or not master_timeout > 0:
+            raise ValueError("set_network: batch_records, credits, master_timeout must be > 0")
         self._batch_records = batch_records
         self._credits = credits
+        self._master_timeout = master_timeout
         return self
 
     def _client(self) -> Client:
