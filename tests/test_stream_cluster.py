@@ -4,6 +4,7 @@ in-process reference executor, numpy and Counter; cancel, failures, restarts, ba
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import os
 import signal
@@ -523,3 +524,34 @@ def test_slices_of_a_dead_driver_free_their_slots(cluster: LocalCluster, tmp_pat
     probe = cluster.client()
     eventually(lambda: probe.status().running == 0, "the orphaned slices ended")
     assert env_on(cluster).from_elements([5]).map(lambda x: x).collect() == [5]
+
+
+def test_a_higher_priority_job_gets_the_slots_first(cluster: LocalCluster, tmp_path: Path) -> None:
+    order = tmp_path / "order"
+    blocking = env_on(cluster, parallelism=4)
+    blocking.from_source(itertools.count, bounded=False, parallel=False).rebalance().for_each(
+        lambda x: None
+    )
+    hold = blocking.execute("hold")
+    assert isinstance(hold, JobHandle)
+    eventually(lambda: hold.metrics()["records_in"].get(1, 0) > 0, "the slots are held")
+
+    def job(tag: str) -> Callable[[], Iterator[int]]:
+        def source() -> Iterator[int]:
+            with order.open("a") as f:
+                f.write(tag)
+            yield from range(100)
+
+        return source
+
+    handles = []
+    for tag, priority in (("low", 0), ("high", 5)):
+        env = env_on(cluster, parallelism=4)
+        env.from_source(job(tag)).rebalance().for_each(lambda x: None)
+        handle = env.execute(tag, priority=priority)
+        assert isinstance(handle, JobHandle)
+        handles.append(handle)
+    assert hold.cancel()
+    for handle in handles:
+        handle.result(timeout=60)
+    assert order.read_text() == "highlow"

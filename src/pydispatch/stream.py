@@ -302,12 +302,14 @@ class StreamEnvironment:
         """The chained plan of everything built so far (see :mod:`pydispatch.plan`)."""
         return execution_graph(self._graph, chaining=self._chaining)
 
-    def execute(self, name: str | None = None) -> JobResult | JobHandle:
+    def execute(self, name: str | None = None, *, priority: int = 0) -> JobResult | JobHandle:
         """Run every sink not run yet (and what feeds them) as one job.
 
         Without a target: in this process, returning the :class:`JobResult`. With a target:
         submitted to the cluster, returning a :class:`JobHandle` at once (``status()``,
-        ``result()``, ``cancel()``, ``metrics()``; its ``collected`` waits for the result)."""
+        ``result()``, ``cancel()``, ``metrics()``; its ``collected`` waits for the result).
+        ``priority``: the job's slices are queued at the dispatcher with it (higher first; jobs
+        of equal priority share the slots fairly by client)."""
         pending = {op.id for op in self._graph.sinks()} - self._executed
         if not pending:
             raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
@@ -321,6 +323,7 @@ class StreamEnvironment:
                 batch_records=self._batch_records,
                 credits=self._credits,
                 master_timeout=self._master_timeout,
+                priority=priority,
                 restart=self._restart_factory() if self._restart_factory else None,
             )
             handle = JobHandle(self._client(), job, name or "job", options, keep)
