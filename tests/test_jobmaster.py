@@ -16,7 +16,7 @@ def _run_to_peers(master: jm.JobMaster, attempt: int) -> None:
 def test_a_job_runs_to_finished() -> None:
     master = jm.JobMaster(2)
     assert master.state == jm.CREATED
-    assert master.start() == [jm.Deploy(1, 2)]
+    assert master.start() == [jm.Deploy(1, (0, 1))]
     assert master.state == jm.RUNNING
     assert master.slice_ready(1, 0, {0: "a"}) == []
     assert master.slice_ready(1, 1, {1: "b", 2: "c"}) == [jm.SendPeers(1, {0: "a", 1: "b", 2: "c"})]
@@ -38,7 +38,7 @@ def test_a_failure_restarts_after_the_delay_and_stale_attempts_are_ignored() -> 
     assert master.state == jm.RESTARTING
     # The cancelled slices of attempt 1 report too: nothing happens.
     assert master.slice_failed(1, 0, "cancelled", now=10.1) == []
-    assert master.timer_fired(1) == [jm.Deploy(2, 2)]
+    assert master.timer_fired(1) == [jm.Deploy(2, (0, 1))]
     assert master.state == jm.RUNNING
     assert master.timer_fired(1) == []  # fired once only
     assert master.slice_ready(1, 0, {0: "stale"}) == []
@@ -111,3 +111,49 @@ def test_no_restart() -> None:
     master = jm.JobMaster(1, jm.NoRestart())
     master.start()
     assert master.slice_failed(1, 0, "boom", now=0.0) == [jm.CancelAttempt(1), jm.Fail("boom")]
+
+
+def test_regions_restart_alone_and_keep_the_others_results() -> None:
+    master = jm.JobMaster(3, jm.FixedDelay(attempts=2, delay=0.5), regions=[[0, 2], [1]])
+    assert master.start() == [jm.Deploy(1, (0, 2)), jm.Deploy(2, (1,))]
+    assert master.regions == [(0, 2), (1,)]
+    assert master.slice_ready(1, 0, {0: "a"}) == []
+    assert master.slice_ready(1, 2, {2: "c"}) == [jm.SendPeers(1, {0: "a", 2: "c"})]
+    assert master.slice_ready(2, 1, {1: "b"}) == [jm.SendPeers(2, {1: "b"})]
+    assert master.slice_finished(2, 1, "b done") == []
+    assert master.state == jm.RUNNING
+    # Region {0, 2} fails: only its attempt is cancelled and redeployed.
+    assert master.slice_failed(1, 2, "lost", now=1.0) == [
+        jm.CancelAttempt(1),
+        jm.StartTimer(1, 0.5),
+    ]
+    assert master.state == jm.RESTARTING
+    assert master.running_attempts() == []  # region {1} is finished, {0, 2} restarting
+    assert master.timer_fired(1) == [jm.Deploy(3, (0, 2))]
+    assert master.attempt_of(0) == master.attempt_of(2) == 3
+    assert master.attempt_of(1) == 2
+    assert master.slice_finished(1, 0, "stale") == []
+    master.slice_ready(3, 0, {0: "a2"})
+    master.slice_ready(3, 2, {2: "c2"})
+    master.slice_finished(3, 0, "a done")
+    assert master.slice_finished(3, 2, "c done") == [
+        jm.Finish({0: "a done", 1: "b done", 2: "c done"})
+    ]
+    assert master.state == jm.FINISHED
+
+
+def test_giving_up_cancels_every_running_region() -> None:
+    master = jm.JobMaster(2, jm.NoRestart(), regions=[[0], [1]])
+    master.start()
+    out = master.slice_failed(1, 0, "boom", now=0.0)
+    assert out == [jm.CancelAttempt(1), jm.CancelAttempt(2), jm.Fail("boom")]
+    assert master.state == jm.FAILED
+    assert master.cancel() == []
+    with pytest.raises(ValueError, match="partition"):
+        jm.JobMaster(2, regions=[[0]])
+
+
+def test_regions_of_channels() -> None:
+    assert jm.regions_of([(0, 0), (1, 1)], 2) == [[0], [1]]
+    assert jm.regions_of([(0, 0), (0, 1), (1, 0), (1, 1)], 3) == [[0, 1], [2]]
+    assert jm.regions_of([(2, 0), (1, 2)], 3) == [[0, 1, 2]]

@@ -555,3 +555,30 @@ def test_a_higher_priority_job_gets_the_slots_first(cluster: LocalCluster, tmp_p
     for handle in handles:
         handle.result(timeout=60)
     assert order.read_text() == "highlow"
+
+
+def test_a_lost_region_restarts_alone(tmp_path: Path) -> None:
+    """Forward edges only: each slice is its own pipelined region, so killing the worker of
+    slice 0 restarts slice 0 alone; slice 1's source runs once."""
+    total = 40_000
+    with LocalCluster(workers=3, slots=1, **FAST) as cluster:
+        env = env_on(cluster)
+        env.set_restart_strategy(lambda: FixedDelay(attempts=3, delay=0.1))
+        source = _progress_source(tmp_path, total)
+        sink = collect_sink(env.from_source(source, parallel=True).map(lambda x: x * 2))
+        handle = env.execute("regions")
+        assert isinstance(handle, JobHandle)
+
+        def marks(index: int) -> list[Path]:
+            return [p for p in tmp_path.iterdir() if p.name.endswith(f"-{index}")]
+
+        eventually(lambda: any(int(p.read_text() or 0) > 1000 for p in marks(0)), "progress")
+        slot_pid = int(marks(0)[0].name.split("-")[0])
+        stat = Path(f"/proc/{slot_pid}/stat").read_text()
+        worker_pid = int(stat.rsplit(")", 1)[1].split()[1])
+        os.kill(worker_pid, signal.SIGKILL)
+        result = handle.result(timeout=60)
+        assert sorted(result.collected[sink]) == [x * 2 for x in range(total)]
+        assert handle.metrics()["restarts"] == 1
+        assert len(marks(0)) == 2  # slice 0 ran twice (two slot processes)
+        assert len(marks(1)) == 1  # slice 1 once

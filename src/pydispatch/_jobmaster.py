@@ -8,11 +8,12 @@ that performs the instructions is ``pydispatch._jobrun``.
 
 Lifecycle (Flink's ``JobStatus``, reduced): CREATED -> RUNNING -> FINISHED; on a failure
 RUNNING -> RESTARTING -> (after the strategy's delay) RUNNING with a new attempt, or FAILED when
-the strategy gives up; CANCELED from any non-terminal state. Failover is the whole job (one
-pipelined region: pydispatch's exchanges are all pipelined, and a keyed or rebalance exchange
-joins every subtask into one region, as Flink's region failover would find). Results come only
-from an attempt whose slices all finished; an attempt's results never mix with another's, so a
-restarted job's output has nothing missing and nothing twice.
+the strategy gives up; CANCELED from any non-terminal state. Failover is by pipelined region
+(Flink's ``RestartPipelinedRegionFailoverStrategy``): every exchange is pipelined, so a region
+is a connected group of slices (:func:`regions_of`); a keyed or rebalance exchange joins every
+slice into one region, a job of forward edges has one region per slice. A region's results
+count only from an attempt whose slices all finished; attempts never mix, so a restarted job's
+output has nothing missing and nothing twice.
 
 Restart strategies (Flink's names and defaults):
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,7 +123,7 @@ class FailureRate:
 @dataclass(frozen=True)
 class Deploy:
     attempt: int
-    slices: int
+    slices: tuple[int, ...]  # the slice indices this attempt runs (one region)
 
 
 @dataclass(frozen=True)
@@ -154,76 +156,160 @@ class Fail:
 Instruction = Deploy | SendPeers | CancelAttempt | StartTimer | Finish | Fail
 
 
-class JobMaster:
-    """One job's lifecycle (see the module docstring)."""
+@dataclass
+class _Region:
+    slices: tuple[int, ...]
+    attempt: int = 0
+    state: str = CREATED  # RUNNING, RESTARTING or FINISHED (its slices all done)
+    ready: dict[int, dict[int, str]] = field(default_factory=dict)
+    results: dict[int, Any] = field(default_factory=dict)
 
-    def __init__(self, slices: int, strategy: RestartStrategy | None = None) -> None:
+
+class JobMaster:
+    """One job's lifecycle (see the module docstring).
+
+    ``regions``: the job's pipelined regions as groups of slice indices (no channel joins two
+    regions); a failure restarts only its region, the others keep running and keep their
+    results. Default: one region of every slice (the whole job)."""
+
+    def __init__(
+        self,
+        slices: int,
+        strategy: RestartStrategy | None = None,
+        regions: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         if slices < 1:
             raise ValueError("a job has at least one slice")
+        groups = [tuple(range(slices))] if regions is None else [tuple(r) for r in regions]
+        if sorted(i for g in groups for i in g) != list(range(slices)) or not all(groups):
+            raise ValueError(f"regions must partition the slices 0..{slices - 1}: {groups}")
         self.slices = slices
         self.strategy: RestartStrategy = strategy if strategy is not None else FixedDelay()
         self.state = CREATED
-        self.attempt = 0
+        self.attempt = 0  # attempts deployed so far (each region's deployment takes one)
         self.restarts = 0
         self.failures: list[str] = []
-        self._ready: dict[int, dict[int, str]] = {}
-        self._results: dict[int, Any] = {}
+        self._regions = [_Region(g) for g in groups]
+        self._region_of = {i: r for r in self._regions for i in r.slices}
+
+    @property
+    def regions(self) -> list[tuple[int, ...]]:
+        return [r.slices for r in self._regions]
+
+    def attempt_of(self, index: int) -> int:
+        """The attempt slice ``index`` currently belongs to."""
+        return self._region_of[index].attempt
+
+    def running_attempts(self) -> list[int]:
+        return [r.attempt for r in self._regions if r.state == RUNNING]
 
     def start(self) -> list[Instruction]:
         if self.state != CREATED:
             raise RuntimeError(f"start: the job is {self.state}")
-        return self._deploy()
+        out: list[Instruction] = []
+        for region in self._regions:
+            out += self._deploy(region)
+        return out
 
-    def _deploy(self) -> list[Instruction]:
+    def _deploy(self, region: _Region) -> list[Instruction]:
         self.attempt += 1
-        self.state = RUNNING
-        self._ready = {}
-        self._results = {}
-        return [Deploy(self.attempt, self.slices)]
+        region.attempt = self.attempt
+        region.state = RUNNING
+        region.ready = {}
+        region.results = {}
+        self._update_state()
+        return [Deploy(self.attempt, region.slices)]
 
-    def _current(self, attempt: int) -> bool:
-        return attempt == self.attempt and self.state == RUNNING
+    def _update_state(self) -> None:
+        if self.state in TERMINAL:
+            return
+        states = {r.state for r in self._regions}
+        if states == {FINISHED}:
+            self.state = FINISHED
+        elif RESTARTING in states:
+            self.state = RESTARTING
+        else:
+            self.state = RUNNING
+
+    def _current(self, attempt: int, index: int) -> _Region | None:
+        region = self._region_of.get(index)
+        if self.state in TERMINAL or region is None:
+            return None
+        if region.attempt != attempt or region.state != RUNNING:
+            return None
+        return region
 
     def slice_ready(self, attempt: int, index: int, endpoints: dict[int, str]) -> list[Instruction]:
-        if not self._current(attempt):
+        region = self._current(attempt, index)
+        if region is None:
             return []
-        self._ready[index] = endpoints
-        if len(self._ready) < self.slices:
+        region.ready[index] = endpoints
+        if len(region.ready) < len(region.slices):
             return []
         peers: dict[int, str] = {}
-        for endpoints_of_slice in self._ready.values():
+        for endpoints_of_slice in region.ready.values():
             peers.update(endpoints_of_slice)
         return [SendPeers(attempt, peers)]
 
     def slice_finished(self, attempt: int, index: int, result: Any) -> list[Instruction]:
-        if not self._current(attempt):
+        region = self._current(attempt, index)
+        if region is None:
             return []
-        self._results[index] = result
-        if len(self._results) < self.slices:
+        region.results[index] = result
+        if len(region.results) < len(region.slices):
             return []
-        self.state = FINISHED
-        return [Finish(dict(sorted(self._results.items())))]
+        region.state = FINISHED
+        self._update_state()
+        if self.state != FINISHED:
+            return []
+        results = {i: res for r in self._regions for i, res in r.results.items()}
+        return [Finish(dict(sorted(results.items())))]
 
     def slice_failed(self, attempt: int, index: int, error: str, now: float) -> list[Instruction]:
-        if not self._current(attempt):
+        """``index`` -1: the attempt as a whole (e.g. it could not be deployed in time)."""
+        region = next((r for r in self._regions if r.attempt == attempt), None)
+        if region is None or self._current(attempt, region.slices[0]) is None:
             return []  # a stale attempt, or a second report of the same failure
         self.failures.append(f"attempt {attempt}, slice {index}: {error}")
         delay = self.strategy.next_delay(now)
         if delay is None:
             self.state = FAILED
-            return [CancelAttempt(attempt), Fail(error)]
-        self.state = RESTARTING
+            return [*(CancelAttempt(a) for a in self.running_attempts()), Fail(error)]
+        region.state = RESTARTING
         self.restarts += 1
+        self._update_state()
         return [CancelAttempt(attempt), StartTimer(attempt, delay)]
 
     def timer_fired(self, attempt: int) -> list[Instruction]:
-        if self.state != RESTARTING or attempt != self.attempt:
+        region = next((r for r in self._regions if r.attempt == attempt), None)
+        if self.state in TERMINAL or region is None or region.state != RESTARTING:
             return []
-        return self._deploy()
+        return self._deploy(region)
 
     def cancel(self) -> list[Instruction]:
         if self.state in TERMINAL:
             return []
-        running = self.state == RUNNING
+        running = self.running_attempts()
         self.state = CANCELED
-        return [CancelAttempt(self.attempt)] if running else []
+        return [CancelAttempt(a) for a in running]
+
+
+def regions_of(slice_pairs: Sequence[tuple[int, int]], slices: int) -> list[list[int]]:
+    """Connected groups of slices, given the (upstream slice, downstream slice) of every
+    channel: the job's pipelined regions at slice granularity."""
+    parent = list(range(slices))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in slice_pairs:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for i in range(slices):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())

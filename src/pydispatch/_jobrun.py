@@ -61,7 +61,7 @@ class JobOptions:
 
 @dataclass
 class _Attempt:
-    futures: list[Future[Any]] = field(default_factory=list)
+    futures: dict[int, Future[Any]] = field(default_factory=dict)  # by slice index
     identities: dict[int, bytes] = field(default_factory=dict)
     deployed_at: float = 0.0
     connected: bool = False
@@ -93,7 +93,14 @@ class JobHandle:
         self.plan = plan = ExecutionGraph(job, chaining=options.chaining)
         _check_supported(plan)
         self._refuse_if_unfit(plan)
-        self._master = jm.JobMaster(plan.n_slots, options.restart)
+        pairs = zip(
+            plan.subtask_index[plan.channel_src].tolist(),
+            plan.subtask_index[plan.channel_dst].tolist(),
+            strict=True,
+        )
+        regions = jm.regions_of(list(pairs), plan.n_slots)
+        self._master = jm.JobMaster(plan.n_slots, options.restart, regions)
+        self._final: dict[int, Future[Any]] = {}  # each slice's latest future
         self._specs = [
             SliceSpec(
                 _slice_job(job, index),
@@ -234,16 +241,16 @@ class JobHandle:
         self._client._send_control(p.JobUpdate(info))
 
     def _check_deployment(self, now: float) -> None:
-        attempt = self._master.attempt
-        record = self._attempts.get(attempt)
-        if record is None or record.connected or self._master.state != jm.RUNNING:
-            return
-        if now - record.deployed_at > self._options.deploy_timeout:
-            error = (
-                f"not every slice of attempt {attempt} started within "
-                f"{self._options.deploy_timeout:g} s (the cluster's slots are busy?)"
-            )
-            self._perform(self._master.slice_failed(attempt, -1, error, now))
+        for attempt in self._master.running_attempts():
+            record = self._attempts.get(attempt)
+            if record is None or record.connected:
+                continue
+            if now - record.deployed_at > self._options.deploy_timeout:
+                error = (
+                    f"not every slice of attempt {attempt} started within "
+                    f"{self._options.deploy_timeout:g} s (the cluster's slots are busy?)"
+                )
+                self._perform(self._master.slice_failed(attempt, -1, error, now))
 
     def _receive(self) -> None:
         while True:
@@ -261,7 +268,7 @@ class JobHandle:
             elif message[0] == "metrics":
                 _, attempt, index, snapshot = message
                 self._control.send_multipart([identity, _ALIVE])  # the slice watches for it
-                if attempt == self._master.attempt:
+                if attempt == self._master.attempt_of(index):
                     self._live[index] = snapshot
             elif message[0] == "cancel":  # from `pydispatch cancel ADDRESS JOB`
                 reply: Future[bool] = Future()
@@ -303,7 +310,7 @@ class JobHandle:
                 for identity in self._attempts[ins.attempt].identities.values():
                     self._control.send_multipart([identity, peers])
             elif isinstance(ins, jm.CancelAttempt):
-                for future in self._attempts[ins.attempt].futures:
+                for future in self._attempts[ins.attempt].futures.values():
                     with contextlib.suppress(ValueError):
                         self._client.cancel(future, force=True)
             elif isinstance(ins, jm.StartTimer):
@@ -341,11 +348,14 @@ class JobHandle:
         self._placement = {"pinned": True, "workers": names, "method": placement.method}
         return [{"worker": name} for name in names]
 
-    def _deploy(self, attempt: int, slices: int) -> None:
+    def _deploy(self, attempt: int, slices: tuple[int, ...]) -> None:
         record = self._attempts[attempt] = _Attempt(deployed_at=time.monotonic())
-        self._live = {}
-        labels = self._place() if self._options.place_with_solver else [{}] * slices
-        for index in range(slices):
+        for index in slices:
+            self._live.pop(index, None)
+        # The solver places the whole job; a region restarting alone goes to free slots.
+        whole = len(slices) == self.plan.n_slots and self._options.place_with_solver
+        labels = self._place() if whole else [{} for _ in range(self.plan.n_slots)]
+        for index in slices:
             future = self._client.submit(
                 run_slice,
                 self._specs[index],
@@ -357,7 +367,8 @@ class JobHandle:
                 priority=self._options.priority,
                 labels=labels[index],
             )
-            record.futures.append(future)
+            record.futures[index] = future
+            self._final[index] = future
             future.add_done_callback(self._on_done(attempt, index))
 
     def _aggregate(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
@@ -394,7 +405,7 @@ class JobHandle:
     def _finish(self, results: dict[int, Any]) -> None:
         from .stream import JobResult
 
-        futures = self._attempts[self._master.attempt].futures
+        futures = [self._final[i] for i in range(self.plan.n_slots)]
         self._placement["ran_on"] = [getattr(f, "worker", "") for f in futures]
         job = self.plan.job
         collected: dict[int, Any] = {}
