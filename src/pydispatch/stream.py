@@ -45,10 +45,12 @@ On a cluster (``StreamEnvironment(cluster_or_client)``, ``StreamEnvironment.loca
 - Each slice of slot sharing (subtask ``i`` of every chain) runs as one task in one worker slot,
   placed by the solver from the plan's traffic estimates; data moves between subtasks directly,
   in micro-batches with credit-based flow control (``set_network``).
-- A failure (a lost worker, an exception) restarts the whole job from its replayable sources
-  under the restart strategy (``set_restart_strategy``; Flink's fixed delay by default): collected
-  results come from the successful attempt only, so nothing is missing or twice; ``write_text``
-  rewrites its files; ``for_each`` side effects of failed attempts are not undone.
+- A failure (a lost worker, an exception) restarts its pipelined region (the slices joined by
+  channels: the whole job as soon as it has a keyed or rebalance exchange) from its replayable
+  sources under the restart strategy (``set_restart_strategy``; Flink's fixed delay by
+  default): collected results come from each region's successful attempt only, so nothing is
+  missing or twice; ``write_text`` rewrites its files; ``for_each`` side effects of failed
+  attempts are not undone.
 """
 
 from __future__ import annotations
