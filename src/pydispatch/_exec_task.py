@@ -118,10 +118,13 @@ class _Subtask:
         self.inbox: zmq.Socket[Any] | None = None
         self.endpoint = ""
         if self.expected_ends:
+            # Where this machine's slices bind and are reached: the job's host, or this
+            # worker machine's own address in PYDISPATCH_DATA_HOST on a multi-host cluster.
+            host = os.environ.get("PYDISPATCH_DATA_HOST", spec.data_host)
             self.inbox = context.socket(zmq.ROUTER)
             self.inbox.setsockopt(zmq.LINGER, 0)
-            port = self.inbox.bind_to_random_port(f"tcp://{spec.data_host}")
-            self.endpoint = f"tcp://{spec.data_host}:{port}"
+            port = self.inbox.bind_to_random_port(f"tcp://{host}")
+            self.endpoint = f"tcp://{host}:{port}"
         self.dealers: dict[int, zmq.Socket[Any]] = {}
         self.credits: dict[int, int] = {}
         self.target_of: dict[zmq.Socket[Any], int] = {}

@@ -128,6 +128,7 @@ class StreamEnvironment:
         self._batch_records = 4096
         self._credits = 8
         self._master_timeout = 60.0
+        self._host = "127.0.0.1"
         self._client_cache: Client | None = None
         self._owned_client: Client | None = None
         self._owned: object | None = None
@@ -325,6 +326,7 @@ class StreamEnvironment:
                 batch_records=self._batch_records,
                 credits=self._credits,
                 master_timeout=self._master_timeout,
+                host=self._host,
                 priority=priority,
                 restart=self._restart_factory() if self._restart_factory else None,
             )
@@ -378,17 +380,25 @@ class StreamEnvironment:
         return self
 
     def set_network(
-        self, *, batch_records: int = 4096, credits: int = 8, master_timeout: float = 60.0
+        self,
+        *,
+        batch_records: int = 4096,
+        credits: int = 8,
+        master_timeout: float = 60.0,
+        host: str = "127.0.0.1",
     ) -> StreamEnvironment:
         """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
         batches a producer may have in flight per downstream subtask) on a cluster;
         ``master_timeout``: seconds after which a job's slices end themselves if the process
-        that submitted the job (its job master) is gone."""
+        that submitted the job (its job master) is gone; ``host``: the address the job master
+        binds and workers reach it at (and the slices' data address, unless a worker machine
+        sets its own in ``PYDISPATCH_DATA_HOST``): set it for a cluster of several hosts."""
         if batch_records < 1 or credits < 1 or not master_timeout > 0:
             raise ValueError("set_network: batch_records, credits, master_timeout must be > 0")
         self._batch_records = batch_records
         self._credits = credits
         self._master_timeout = master_timeout
+        self._host = host
         return self
 
     def _client(self) -> Client:
