@@ -406,6 +406,14 @@ def build(env):
     return env.from_collection(range(10)).map(lambda x: x * 2)
 """
 
+FAILING_JOB = """
+from pydispatch.stream import NoRestart
+
+def build(env):
+    env.set_restart_strategy(NoRestart)
+    return env.from_collection([1, 0]).map(lambda x: 1 // x)
+"""
+
 FOREVER_JOB = """
 import itertools
 def build(env):
@@ -424,6 +432,11 @@ def test_cli_submit_jobs_and_cancel(cluster: LocalCluster, tmp_path: Path) -> No
     done = _cli("submit", cluster.address, str(job), "--parallelism", "2", "--name", "doubles")
     assert done.returncode == 0, done.stderr
     assert sorted(int(line) for line in done.stdout.splitlines()[1:]) == [x * 2 for x in range(10)]
+    failing = tmp_path / "failing.py"
+    failing.write_text(FAILING_JOB)
+    failed = _cli("submit", cluster.address, str(failing))
+    assert failed.returncode == 1
+    assert "ZeroDivisionError" in failed.stderr
     forever = tmp_path / "forever.py"
     forever.write_text(FOREVER_JOB)
     command = [sys.executable, "-m", "pydispatch.cli", "submit", cluster.address, str(forever)]
