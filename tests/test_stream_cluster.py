@@ -505,12 +505,37 @@ def test_jobs_at_once_share_the_cluster(cluster: LocalCluster) -> None:
         ]
 
 
-def test_what_the_distributed_executor_cannot_do_yet_is_refused(cluster: LocalCluster) -> None:
+def test_time_windows_on_an_unbounded_stream_fire_on_watermarks(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Streaming mode: a window fires once every input channel's watermark passed its end,
+    before the (never ending) end of input; its result is exact."""
+    out = tmp_path / "windows"
+    out.mkdir()
+
+    def events() -> Iterator[tuple[str, int]]:
+        for t in itertools.count():
+            yield ("ab"[t % 2], t)  # event time t, ascending
+            if t % 500 == 0:
+                time.sleep(0.005)
+
+    def emit(result: tuple[str, int, int]) -> None:
+        key, start, total = result
+        (out / f"{key}-{start}").write_text(str(total))
+
     env = env_on(cluster)
-    stream = env.from_source(lambda: iter(range(10)), bounded=False)
-    stream.key_by(lambda x: x % 2).time_window(5, timestamp=lambda x: x).sum().for_each(print)
-    with pytest.raises(NotImplementedError, match="watermarks"):
-        env.execute("windows on an unbounded stream")
+    env.from_source(events, bounded=False).rebalance().map(lambda e: e).key_by(0).time_window(
+        100, timestamp=1
+    ).sum(1).for_each(emit)
+    handle = env.execute("windows")
+    assert isinstance(handle, JobHandle)
+    eventually(lambda: (out / "b-900").exists(), "ten windows of each key fired")
+    assert handle.status() == "RUNNING"
+    assert handle.cancel()
+    for start in range(0, 1000, 100):
+        for key, first in (("a", 0), ("b", 1)):
+            expected = sum(range(start + first, start + 100, 2))
+            assert int((out / f"{key}-{start}").read_text()) == expected
 
 
 ORPHAN_DRIVER = """

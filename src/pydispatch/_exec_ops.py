@@ -47,6 +47,10 @@ from .plan import ExecutionGraph
 
 #: Emits ``(edge, target subtask index, batch)`` to a downstream subtask.
 Send = Callable[[int, int, Batch], None]
+#: Emits ``(edge, target subtask index, watermark)``: no record of that channel will have an
+#: earlier event time (each channel's timestamps are taken to ascend, Flink's
+#: ``forMonotonousTimestamps``).
+Mark = Callable[[int, int, Any], None]
 
 
 def source_batches(
@@ -208,19 +212,50 @@ class _TimeWindow:
         self.time_of = getter(params["timestamp"])
         self.size = params["size"]
         self.windows: dict[tuple[Any, Any], Any] = {}
+        # Streaming mode: windows fire when the watermark (the least of the input channels'
+        # latest marks) reaches their end; records of a window already fired are dropped
+        # (Flink's default for late data). Batch mode: everything fires at end of input.
+        self.channels = 0
+        self.marks: dict[Any, Any] = {}
+        self.fired: Any = None  # the end of the last window fired
+        self.late = 0
+
+    def advance(self, channel: Any, mark: Any) -> list[Any]:
+        """A watermark from one input channel; the windows it completes, fired."""
+        if channel in self.marks and mark <= self.marks[channel]:
+            return []
+        self.marks[channel] = mark
+        if len(self.marks) < self.channels:
+            return []
+        watermark = min(self.marks.values())
+        due = {slot for slot in self.windows if slot[0] + self.size <= watermark}
+        if not due:
+            return []
+        items = [(slot, acc) for slot, acc in self.windows.items() if slot in due]
+        for slot in due:
+            del self.windows[slot]
+        self.fired = watermark - watermark % self.size
+        return self._emit(items)
 
     def push(self, records: list[Any]) -> list[Any]:
         windows = self.windows
         for record in records:
             key = self.key_of(record)
             stamp = self.time_of(record)
+            if self.fired is not None and stamp < self.fired:
+                self.late += 1
+                continue
             slot = (stamp - stamp % self.size, key)
             value = self.value_of(record)
             windows[slot] = self.combine(windows[slot], value) if slot in windows else value
         return []
 
     def finish(self) -> list[Any]:
-        items = sorted(self.windows.items(), key=lambda item: item[0][0])
+        return self._emit(list(self.windows.items()))
+
+    def _emit(self, items: list[tuple[tuple[Any, Any], Any]]) -> list[Any]:
+        """By window start, then keys in first-seen order (a stable sort of insertion order)."""
+        items.sort(key=lambda item: item[0][0])
         if self.agg == "reduce":
             return [acc for _, acc in items]
         return [(key, start, acc) for (start, key), acc in items]
@@ -232,7 +267,9 @@ class SubtaskRunner:
     ``send`` delivers a routed part to a downstream subtask; ``collected`` holds the collect
     sinks' batches; ``records_in`` / ``records_out`` count per operator id."""
 
-    def __init__(self, plan: ExecutionGraph, chain: int, index: int, send: Send) -> None:
+    def __init__(
+        self, plan: ExecutionGraph, chain: int, index: int, send: Send, mark: Mark | None = None
+    ) -> None:
         self.plan = plan
         self.job = job = plan.job
         self.chain = plan.chains[chain]
@@ -252,18 +289,45 @@ class SubtaskRunner:
         self.records_in = dict.fromkeys(self.chain.operators, 0)
         self.records_out = dict.fromkeys(self.chain.operators, 0)
         self.sent: dict[int, int] = {}  # records routed so far, per edge (round robin start)
+        self.mark = mark
+        # Streaming mode: exchanges into a time window carry watermarks (event time of the
+        # window's timestamp field), per edge: the timestamp getter and the last mark sent.
+        self.time_of: dict[int, Callable[[Any], Any]] = {}
+        self.marked: dict[int, Any] = {}
+        for e in (e for out in self.exchange_out.values() for e in out):
+            target = job.operator(job.edges[e].target)
+            if streaming and target.kind == "window" and target.params["window"] == "time":
+                self.time_of[e] = getter(target.params["timestamp"])
         for op_id in self.chain.operators:
             op = job.operator(op_id)
             if op.kind == "aggregate":
                 self.state[op_id] = (
                     _ColumnAggregate(op) if op.schema.columnar else _Aggregate(op, streaming)
                 )
+            elif op.kind == "window" and op.params["window"] == "count":
+                self.state[op_id] = _CountWindow(op)
             elif op.kind == "window":
-                self.state[op_id] = (
-                    _CountWindow(op) if op.params["window"] == "count" else _TimeWindow(op)
-                )
+                window = self.state[op_id] = _TimeWindow(op)
+                if streaming:
+                    window.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
                 self.collected[op_id] = []
+
+    def _channels_into(self, op_id: int) -> int:
+        plan = self.plan
+        gid = plan.subtask(self.chain.id, self.index)
+        targets = np.array([x.target for x in plan.exchanges], dtype=np.int64)
+        into = (plan.channel_dst == gid) & (targets[plan.channel_exchange] == op_id)
+        return int(np.count_nonzero(into))
+
+    def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
+        """A watermark arriving at time window ``op_id`` from input ``channel``."""
+        window = self.state[op_id]
+        assert isinstance(window, _TimeWindow)
+        out = window.advance(channel, mark)
+        if out:
+            self.records_out[op_id] += len(out)
+            self._forward(op_id, out)
 
     @property
     def head(self) -> Operator:
@@ -363,6 +427,29 @@ class SubtaskRunner:
             self._route(e, out)
 
     def _route(self, e: int, batch: Batch) -> None:
+        self._route_parts(e, batch)
+        time_of = self.time_of.get(e)
+        if time_of is None or self.mark is None or not size(batch):
+            return
+        mark = max(time_of(r) for r in rows(batch))
+        if e in self.marked and mark <= self.marked[e]:
+            return
+        self.marked[e] = mark
+        edge = self.job.edges[e]
+        kind = self.plan.edge_partitioning[e]
+        q = self.job.operator(edge.target).parallelism
+        p, index = self.parallelism, self.index
+        targets = (
+            range(index, index + 1)
+            if kind == "forward"
+            else rescale_targets(index, p, q)
+            if kind == "rescale"
+            else range(q)
+        )
+        for t in targets:  # every channel of the edge, data or not: the consumer's min moves
+            self.mark(e, t, mark)
+
+    def _route_parts(self, e: int, batch: Batch) -> None:
         edge = self.job.edges[e]
         kind = self.plan.edge_partitioning[e]
         target = self.job.operator(edge.target)

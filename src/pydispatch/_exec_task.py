@@ -41,7 +41,7 @@ from ._jobgraph import JobGraph
 from ._local_ops import Batch, concat, size
 from .plan import ExecutionGraph
 
-_DATA, _CREDIT, _END = b"D", b"C", b"E"
+_DATA, _CREDIT, _END, _WATERMARK = b"D", b"C", b"E", b"W"
 _ACK_TIMEOUT_MS = 10_000
 _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
@@ -102,7 +102,7 @@ class _Subtask:
         self.spec = spec
         self.gid = plan.subtask(chain, index)
         self.context = context
-        self.runner = SubtaskRunner(plan, chain, index, self._send)
+        self.runner = SubtaskRunner(plan, chain, index, self._send, self._mark)
         self.metrics = SubtaskMetrics()
         self.expected_ends = int(np.count_nonzero(plan.channel_dst == self.gid))
         self.first_target: dict[int, int] = {}
@@ -160,6 +160,11 @@ class _Subtask:
         self.metrics.bytes_out += sum(len(f) for f in frames)
         self.metrics.batches_out += 1
         self.dealers[target].send_multipart(frames, copy=False)
+
+    def _mark(self, edge: int, index: int, mark: Any) -> None:
+        # No credit: at most one mark follows each data batch, which credits bound already.
+        target = self.first_target[edge] + index
+        self.dealers[target].send_multipart([_WATERMARK, pickle.dumps((edge, mark))])
 
     def _await_credit(self, target: int) -> None:
         started = time.monotonic()
@@ -236,6 +241,10 @@ class _Subtask:
                 edge, batch = decode(parts[2:])
                 self.runner.push(job.edges[edge].target, batch)
                 inbox.send_multipart([parts[0], _CREDIT])
+            elif kind == _WATERMARK:
+                edge, mark = pickle.loads(parts[2].bytes)
+                channel = (parts[0].bytes, edge)
+                self.runner.watermark(job.edges[edge].target, channel, mark)
             elif kind == _END:
                 ends += 1
 

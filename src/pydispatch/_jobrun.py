@@ -91,7 +91,6 @@ class JobHandle:
         self._options = options
         self._ids = original_ids if original_ids is not None else list(range(len(job.operators)))
         self.plan = plan = ExecutionGraph(job, chaining=options.chaining)
-        _check_supported(plan)
         self._refuse_if_unfit(plan)
         pairs = zip(
             plan.subtask_index[plan.channel_src].tolist(),
@@ -465,14 +464,3 @@ def _slice_resources(plan: ExecutionGraph) -> list[dict[str, float]]:
                 if name != "slots":
                     out[index][name] = out[index].get(name, 0.0) + amount
     return out
-
-
-def _check_supported(plan: ExecutionGraph) -> None:
-    if plan.runtime_mode != "streaming":
-        return
-    for op in plan.job.operators:
-        if op.kind == "window" and op.params.get("window") != "count":
-            raise NotImplementedError(
-                f"{op.name}: time windows on an unbounded stream need watermarks, which the "
-                "distributed executor does not have yet (they fire at end of input)"
-            )

@@ -51,6 +51,12 @@ On a cluster (``StreamEnvironment(cluster_or_client)``, ``StreamEnvironment.loca
   default): collected results come from each region's successful attempt only, so nothing is
   missing or twice; ``write_text`` rewrites its files; ``for_each`` side effects of failed
   attempts are not undone.
+- Streaming mode (an unbounded source): a time window fires when its watermark passes the
+  window's end: each producer marks every channel into the window with the largest event time
+  it sent (timestamps taken to ascend per channel, Flink's ``forMonotonousTimestamps``), and the
+  window's watermark is the least mark over its input channels; a record older than a window
+  already fired is dropped, as Flink drops late data. A channel that never carries anything
+  holds the watermark back (Flink's idle sources), and those windows fire at end of input.
 """
 
 from __future__ import annotations
