@@ -79,10 +79,16 @@ def test_stream_exports() -> None:
             "DataStream",
             "DataStreamSink",
             "Edge",
+            "ExponentialDelay",
+            "FailureRate",
+            "FixedDelay",
+            "JobFailedError",
             "JobGraph",
+            "JobHandle",
             "JobResult",
             "KeySpec",
             "KeyedStream",
+            "NoRestart",
             "Operator",
             "StreamEnvironment",
             "WindowedStream",
@@ -113,3 +119,19 @@ def test_plan_exports() -> None:
     )
     for name in pydispatch.plan.__all__:
         assert hasattr(pydispatch.plan, name), name
+
+
+def test_importing_the_package_stays_light() -> None:
+    # Dispatcher, worker and slot processes import pydispatch: they must not pay for numpy.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pydispatch; pydispatch.__version__; "
+        "assert 'numpy' not in sys.modules, 'numpy imported'; "
+        "pydispatch.Client; assert 'pydispatch.client' in sys.modules"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

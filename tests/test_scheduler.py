@@ -290,6 +290,23 @@ def test_resource_tasks_go_where_they_can_start_not_into_a_prefetch_queue() -> N
     assert runs(s.schedule()) == {W2: [2]}
 
 
+def test_labelled_tasks_wait_for_a_slot_not_in_a_prefetch_queue() -> None:
+    # A dataflow job's slices are pinned by label and must all start to make progress: one
+    # queued behind a busy slot would hold up its whole job.
+    s = Scheduler(prefetch=4)
+    s.register_worker(W1, now=0, slots=1, labels={"worker": "one"})
+    s.submit(C1, [NewTask(0, "busy")])
+    assert runs(s.schedule()) == {W1: [1]}
+    s.submit(C2, [NewTask(1, "slice", labels={"worker": "one"})])
+    assert runs(s.schedule()) == {}  # not prefetched...
+    s.submit(C1, [NewTask(2, "plain")])
+    assert runs(s.schedule()) == {W1: [2]}  # ...while a plain task still is (attempt 2)
+    snapshot = s.snapshot(0)
+    assert snapshot.queued == 1  # the slice waits for the slot
+    (worker,) = snapshot.workers
+    assert worker.slots_used == 1
+
+
 def test_unknown_worker_heartbeat_asks_to_reregister() -> None:
     assert Scheduler().heartbeat(W1, now=0) == [AskToReregister(W1)]
 

@@ -265,8 +265,9 @@ def test_nothing_to_run_and_remote_targets() -> None:
         StreamEnvironment().execute()
     env = StreamEnvironment(target="tcp://127.0.0.1:5555")
     assert env.target == "tcp://127.0.0.1:5555"
-    with pytest.raises(NotImplementedError, match="dispatcher"):
-        env.from_elements([1]).collect()
+    odd = StreamEnvironment(target=object())
+    with pytest.raises(TypeError, match="must be a Client, a LocalCluster or a dispatcher"):
+        odd.from_elements([1]).collect()
 
 
 def test_graph_dict_summarises_source_data_and_operators_are_read_only() -> None:

@@ -1,4 +1,5 @@
-"""``pydispatch`` command line: ``dispatcher``, ``worker``, ``status`` and ``demo`` subcommands."""
+"""``pydispatch`` command line: ``dispatcher``, ``worker``, ``status``, ``submit``, ``jobs``,
+``cancel`` and ``demo`` subcommands."""
 
 from __future__ import annotations
 
@@ -152,6 +153,24 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from ._jobs_cli import submit_command
+
+    return submit_command(args.address, args.job, args.name, args.parallelism)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from ._jobs_cli import jobs_command
+
+    return jobs_command(args.address, args.json, args.timeout)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from ._jobs_cli import cancel_command
+
+    return cancel_command(args.address, args.job, args.timeout)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run, run_cluster
 
@@ -203,6 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--timeout", type=float, default=5.0)
     status.set_defaults(run=_status)
+
+    submit = commands.add_parser("submit", help="run a dataflow job file: its build(env)")
+    submit.add_argument("address", help="the dispatcher, e.g. tcp://HOST:5555")
+    submit.add_argument("job", help="a Python file defining build(env)")
+    submit.add_argument("--name", default=None, help="job name (default: the file's path)")
+    submit.add_argument("--parallelism", type=int, default=1, help="default parallelism")
+    submit.set_defaults(run=_submit)
+
+    jobs = commands.add_parser("jobs", help="list the dataflow jobs")
+    jobs.add_argument("address", nargs="?", default="tcp://127.0.0.1:5555")
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs.add_argument("--timeout", type=float, default=5.0)
+    jobs.set_defaults(run=_jobs)
+
+    cancel = commands.add_parser("cancel", help="cancel a dataflow job")
+    cancel.add_argument("address", help="the dispatcher, e.g. tcp://HOST:5555")
+    cancel.add_argument("job", help="job id (or a unique prefix of it, or its name)")
+    cancel.add_argument("--timeout", type=float, default=10.0)
+    cancel.set_defaults(run=_cancel)
 
     demo = commands.add_parser("demo", help="run the main demo on generated data")
     demo.add_argument("--items", type=int, default=1_000_000, help="items to map on the cluster")

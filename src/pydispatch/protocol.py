@@ -243,6 +243,34 @@ class Goodbye(_Header):
     """Worker -> dispatcher: deregister me. Dispatcher -> worker: drained, you may exit."""
 
 
+# ------------------------------------------------------------------- dataflow jobs
+
+
+class JobInfo(msgspec.Struct, array_like=True):
+    """A dataflow job as its job master announces it (``pydispatch jobs`` lists these)."""
+
+    job_id: str
+    name: str
+    state: str  # CREATED, RUNNING, RESTARTING, FINISHED, FAILED, CANCELED
+    endpoint: str  # the job master's control socket: where a cancel request goes
+    attempt: int
+    slices: int
+
+
+class JobUpdate(_Header):
+    """Client -> dispatcher: a job master announces its job and each change of state."""
+
+    job: JobInfo
+
+
+class JobsRequest(_Header):
+    """Anyone -> dispatcher: which dataflow jobs do you know of?"""
+
+
+class JobsReply(_Header):
+    jobs: list[JobInfo]
+
+
 Message = (
     ClientHello
     | Welcome
@@ -263,6 +291,9 @@ Message = (
     | Done
     | Drain
     | Goodbye
+    | JobUpdate
+    | JobsRequest
+    | JobsReply
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -211,10 +211,10 @@ class Scheduler:
         self.heartbeat_timeout = heartbeat_timeout
         # Attempts placed on a worker beyond its slots, per slot: they wait in the worker's
         # own queue (highest priority first) so its slots never idle for a dispatcher round
-        # trip. Only tasks without resource demands are prefetched. It buys throughput for
-        # small tasks at a price: a later task of another client (fair share), or a more
-        # urgent one when the worker is full, can wait behind up to ``prefetch`` tasks per
-        # slot. 0 keeps priorities and fair share exact.
+        # trip. Only tasks without resource demands or label selectors are prefetched. It
+        # buys throughput for small tasks at a price: a later task of another client (fair
+        # share), or a more urgent one when the worker is full, can wait behind up to
+        # ``prefetch`` tasks per slot. 0 keeps priorities and fair share exact.
         self._prefetch = max(0, prefetch)
         self._placer = placer
         # Extra candidates a round may look at per constrained task (see _candidates).
@@ -448,9 +448,12 @@ class Scheduler:
             return []
         candidates = self._candidates(free_slots)
         # A worker whose slots are all busy can only take prefetched (plain) tasks: show the
-        # placer no free resources there, so resource tasks go where they can start.
+        # placer neither free resources nor labels there, so resource and labelled tasks go
+        # where they can start.
         capacities = [
-            WorkerCapacity(w.free_slots, w.free if len(w.attempts) < w.slots else {}, w.labels)
+            WorkerCapacity(w.free_slots, w.free, w.labels)
+            if len(w.attempts) < w.slots
+            else WorkerCapacity(w.free_slots, {}, {})
             for w in workers
         ]
         requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
@@ -467,9 +470,11 @@ class Scheduler:
             task, worker = candidates[request_index], workers[worker_index]
             if not fits(task.resources, task.labels, worker.free_slots, worker.free, worker.labels):
                 continue  # never trust a placer with the invariants
-            if task.resources and len(worker.attempts) >= worker.slots:
-                # Only plain tasks are prefetched: one holding resources while it waits in a
-                # worker's queue would keep them idle.
+            if (task.resources or task.labels) and len(worker.attempts) >= worker.slots:
+                # Only plain tasks are prefetched. One holding resources while it waits in a
+                # worker's queue would keep them idle; one placed by label was placed on
+                # purpose (a dataflow job's slices, pinned to their workers, must all start to
+                # make progress: queued behind another job's slice they would wait forever).
                 continue
             placed.add(request_index)
             attempt_id = self._start(task, worker)

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFETCH: Final = 4
 
 _BATCH: Final = 4096  # messages handled before a placement round, at most
+_JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
+_KEEP_ENDED_JOBS: Final = 100  # ended dataflow jobs listed by `pydispatch jobs`
 _RESULTS_PER_MESSAGE: Final = 2048
 
 
@@ -97,6 +99,7 @@ class Dispatcher:
         # Per-round outgoing buffers, flushed once per loop iteration.
         self._results: dict[bytes, list[tuple[p.TaskResult, list[FrameLike]]]] = {}
         self._started: dict[bytes, list[int]] = {}
+        self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
 
     # --------------------------------------------------------------------------- loop
 
@@ -194,7 +197,8 @@ class Dispatcher:
                 for name, amount in register.resources.items():
                     if not math.isfinite(amount) or amount < 0:
                         raise p.ProtocolError(f"invalid resource {name}={amount}")
-                labels = {"node": register.node, **register.labels}
+                # "worker": its name, so a job master can pin a slice where the solver put it.
+                labels = {"node": register.node, "worker": register.name, **register.labels}
                 self._worker_names[identity] = register.name
                 self._perform(
                     self.scheduler.register_worker(
@@ -220,8 +224,19 @@ class Dispatcher:
                 self._perform(self.scheduler.client_gone(identity))
             case p.StatusRequest():
                 self._send(identity, self._status(now))
+            case p.JobUpdate(job=job):
+                self._job_update(job)
+            case p.JobsRequest():
+                self._send(identity, p.JobsReply(list(self._jobs.values())))
             case _:
                 raise p.ProtocolError(f"a dispatcher does not accept {type(message).__name__}")
+
+    def _job_update(self, job: p.JobInfo) -> None:
+        self._jobs.pop(job.job_id, None)  # re-inserted last: the dict stays in update order
+        self._jobs[job.job_id] = job
+        ended = [i for i, j in self._jobs.items() if j.state in _JOB_ENDED]
+        for job_id in ended[: max(0, len(ended) - _KEEP_ENDED_JOBS)]:
+            del self._jobs[job_id]
 
     @staticmethod
     def _check_version(version: int) -> None:

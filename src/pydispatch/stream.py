@@ -5,10 +5,12 @@ Each call on a :class:`StreamEnvironment` or a stream appends to the environment
 the environment's ``execute()``. ``pydispatch.plan`` turns the graph into chained subtasks.
 
 Modes. ``StreamEnvironment()`` (no target) runs jobs in this process, single-threaded, with the
-reference executor; a target (a client or cluster) is kept for the distributed executor, which
-comes with the dispatcher. A job whose sources are all bounded runs in batch mode (Flink's
-``AUTOMATIC`` runtime mode): keyed aggregations emit one final result per key at the end of
-input. With an unbounded source they are rolling: one updated result per input record.
+reference executor; with a target (a client, a cluster, or ``StreamEnvironment.local()``'s
+embedded cluster) ``execute()`` submits the job and returns a ``JobHandle``: subtasks run on the
+workers and exchange micro-batches directly (see ``pydispatch._exec_task``). A job whose
+sources are all bounded runs in batch mode (Flink's ``AUTOMATIC`` runtime mode): keyed
+aggregations emit one final result per key at the end of input. With an unbounded source
+they are rolling: one updated result per input record.
 
 Records and results.
 
@@ -33,31 +35,65 @@ Records and results.
   subtask reads its input channels in upstream subtask order. With parallelism 1 throughout, the
   input order is kept. Batch aggregations emit keys in first-seen order per subtask (sorted on
   the columnar path).
+
+On a cluster (``StreamEnvironment(cluster_or_client)``, ``StreamEnvironment.local()``).
+
+- Same results as in process, up to order: ``collect()`` still concatenates sink subtask 0's
+  records, then 1's...; but a subtask with several input channels sees them interleaved as they
+  arrive (as in Flink), so what depends on the order of one key's records across channels (count
+  windows, a non-commutative ``reduce``) may differ. With one channel per consumer it does not.
+- Each slice of slot sharing (subtask ``i`` of every chain) runs as one task in one worker slot,
+  placed by the solver from the plan's traffic estimates; data moves between subtasks directly,
+  in micro-batches with credit-based flow control (``set_network``).
+- A failure (a lost worker, an exception) restarts its pipelined region (the slices joined by
+  channels: the whole job as soon as it has a keyed or rebalance exchange) from its replayable
+  sources under the restart strategy (``set_restart_strategy``; Flink's fixed delay by
+  default): collected results come from each region's successful attempt only, so nothing is
+  missing or twice; ``write_text`` rewrites its files; ``for_each`` side effects of failed
+  attempts are not undone.
+- Streaming mode (an unbounded source): a time window fires when its watermark passes the
+  window's end: each producer marks every channel into the window with the largest event time
+  it sent (timestamps taken to ascend per channel, Flink's ``forMonotonousTimestamps``), and the
+  window's watermark is the least mark over its input channels; a record older than a window
+  already fired is dropped, as Flink drops late data. A channel that never carries anything
+  holds the watermark back (Flink's idle sources), and those windows fire at end of input.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy.typing as npt
 
 from . import _sources
 from ._jobgraph import Edge, JobGraph, KeySpec, Operator, Schema
+from ._jobmaster import ExponentialDelay, FailureRate, FixedDelay, NoRestart, RestartStrategy
+from ._jobrun import JobFailedError, JobHandle
 from ._stream_base import check_callable, check_parallelism
 from ._stream_ops import DataStream, DataStreamSink, KeyedStream, StreamInput, WindowedStream
 from .plan import ExecutionGraph, execution_graph
+
+if TYPE_CHECKING:
+    from .client import Client
 
 __all__ = [
     "DataStream",
     "DataStreamSink",
     "Edge",
+    "ExponentialDelay",
+    "FailureRate",
+    "FixedDelay",
+    "JobFailedError",
     "JobGraph",
+    "JobHandle",
     "JobResult",
     "KeySpec",
     "KeyedStream",
+    "NoRestart",
     "Operator",
     "StreamEnvironment",
     "WindowedStream",
@@ -83,8 +119,9 @@ class JobResult:
 class StreamEnvironment:
     """The context a job is built in; see the module docstring.
 
-    ``target``: a client or cluster to run jobs on (kept; the distributed executor comes with
-    the dispatcher). ``parallelism``: the default parallelism of new operators.
+    ``target``: where jobs run: None (in this process), a :class:`~pydispatch.client.Client`,
+    a :class:`~pydispatch.cluster.LocalCluster` or a dispatcher address; see :meth:`local`.
+    ``parallelism``: the default parallelism of new operators.
     """
 
     def __init__(self, target: object | None = None, *, parallelism: int = 1) -> None:
@@ -93,6 +130,15 @@ class StreamEnvironment:
         self._graph = JobGraph()
         self._chaining = True
         self._executed: set[int] = set()
+        self._restart_factory: Callable[[], RestartStrategy] | None = None
+        self._batch_records = 4096
+        self._credits = 8
+        self._master_timeout = 60.0
+        self._host = "127.0.0.1"
+        self._client_cache: Client | None = None
+        self._owned_client: Client | None = None
+        self._owned: object | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     @property
     def target(self) -> object | None:
@@ -265,20 +311,36 @@ class StreamEnvironment:
         """The chained plan of everything built so far (see :mod:`pydispatch.plan`)."""
         return execution_graph(self._graph, chaining=self._chaining)
 
-    def execute(self, name: str | None = None) -> JobResult:
-        """Run every sink not run yet (and what feeds them) as one job, in this process."""
+    def execute(self, name: str | None = None, *, priority: int = 0) -> JobResult | JobHandle:
+        """Run every sink not run yet (and what feeds them) as one job.
+
+        Without a target: in this process, returning the :class:`JobResult`. With a target:
+        submitted to the cluster, returning a :class:`JobHandle` at once (``status()``,
+        ``result()``, ``cancel()``, ``metrics()``; its ``collected`` waits for the result).
+        ``priority``: the job's slices are queued at the dispatcher with it (higher first; jobs
+        of equal priority share the slots fairly by client)."""
         pending = {op.id for op in self._graph.sinks()} - self._executed
         if not pending:
             raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
-        if self._target is not None:
-            raise NotImplementedError(
-                "execute: running on a cluster comes with the dispatcher; build "
-                "StreamEnvironment() without a target for the in-process mode"
-            )
-        from ._local_run import run_local
-
         keep = sorted(self._graph.ancestors(pending))
         job = self._graph.subgraph(set(keep))
+        if self._target is not None:
+            from ._jobrun import JobOptions
+
+            options = JobOptions(
+                chaining=self._chaining,
+                batch_records=self._batch_records,
+                credits=self._credits,
+                master_timeout=self._master_timeout,
+                host=self._host,
+                priority=priority,
+                restart=self._restart_factory() if self._restart_factory else None,
+            )
+            handle = JobHandle(self._client(), job, name or "job", options, keep)
+            self._executed |= pending
+            return handle
+        from ._local_run import run_local
+
         result = run_local(job, name=name or "job", chaining=self._chaining)
         self._executed |= pending
 
@@ -292,6 +354,94 @@ class StreamEnvironment:
             old(result.records_in),
             old(result.records_out),
         )
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    @classmethod
+    def local(
+        cls,
+        workers: int = 2,
+        *,
+        slots: int = 1,
+        parallelism: int = 1,
+        **cluster_options: Any,
+    ) -> StreamEnvironment:
+        """An environment on an embedded :class:`~pydispatch.cluster.LocalCluster` of
+        ``workers`` processes with ``slots`` slots each, ended by :meth:`close` (or at exit)."""
+        from .cluster import LocalCluster
+
+        cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
+        cluster.start()
+        env = cls(cluster, parallelism=parallelism)
+        env._owned = cluster
+        env._finalizer = weakref.finalize(env, cluster.close)
+        return env
+
+    def set_restart_strategy(self, strategy: Callable[[], RestartStrategy]) -> StreamEnvironment:
+        """How a job on a cluster restarts after a failure: a factory of a fresh strategy per
+        job, e.g. ``lambda: FixedDelay(attempts=3, delay=0.5)`` (default: Flink's fixed delay,
+        1 restart after 1 s); see :mod:`pydispatch._jobmaster`."""
+        check_callable(strategy, "set_restart_strategy")
+        self._restart_factory = strategy
+        return self
+
+    def set_network(
+        self,
+        *,
+        batch_records: int = 4096,
+        credits: int = 8,
+        master_timeout: float = 60.0,
+        host: str = "127.0.0.1",
+    ) -> StreamEnvironment:
+        """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
+        batches a producer may have in flight per downstream subtask) on a cluster;
+        ``master_timeout``: seconds after which a job's slices end themselves if the process
+        that submitted the job (its job master) is gone; ``host``: the address the job master
+        binds and workers reach it at (and the slices' data address, unless a worker machine
+        sets its own in ``PYDISPATCH_DATA_HOST``): set it for a cluster of several hosts."""
+        if batch_records < 1 or credits < 1 or not master_timeout > 0:
+            raise ValueError("set_network: batch_records, credits, master_timeout must be > 0")
+        self._batch_records = batch_records
+        self._credits = credits
+        self._master_timeout = master_timeout
+        self._host = host
+        return self
+
+    def _client(self) -> Client:
+        from .client import Client
+        from .cluster import LocalCluster
+
+        if self._client_cache is None:
+            target = self._target
+            if isinstance(target, Client):
+                self._client_cache = target
+            elif isinstance(target, LocalCluster):
+                self._client_cache = target.client()
+            elif isinstance(target, str):
+                self._client_cache = Client(target)
+                self._owned_client = self._client_cache
+            else:
+                raise TypeError(
+                    "StreamEnvironment: the target must be a Client, a LocalCluster or a "
+                    f"dispatcher address, not {type(target).__name__}"
+                )
+        return self._client_cache
+
+    def close(self) -> None:
+        """End what this environment started: its client, its embedded cluster."""
+        if self._owned_client is not None:
+            self._owned_client.terminate("the StreamEnvironment was closed")
+            self._owned_client = None
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._client_cache = None
+
+    def __enter__(self) -> StreamEnvironment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _paths(paths: object, func: str) -> tuple[str, ...]:

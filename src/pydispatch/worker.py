@@ -384,7 +384,11 @@ class Worker:
         # Hand each idle slot its share of the local queue in one message (at most
         # _SLOT_BATCH): with prefetch, small tasks then cost one worker<->slot message pair
         # per batch, not per task. The slot reports each attempt as it finishes.
-        share = min(_SLOT_BATCH, -(-len(self._queue) // len(idle)))
+        # The share counts slots still starting (a replaced slot): otherwise the first ready
+        # slot takes tasks meant for its neighbours and runs them one after the other, which
+        # deadlocks tasks that wait for each other (the slices of a dataflow job).
+        free = sum(1 for slot in self._slots if not slot.attempts)
+        share = min(_SLOT_BATCH, -(-len(self._queue) // max(free, 1)))
         for slot in idle:
             if not self._queue:
                 return

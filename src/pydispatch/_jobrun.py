@@ -1,0 +1,466 @@
+"""A dataflow job on a cluster: the job master's glue and the user's :class:`JobHandle` (private).
+
+The job is planned here (``plan.ExecutionGraph``), checked against the registered workers
+(``plan.why_not_fit``: a job that can never fit is refused at submission with the reason),
+and deployed as one dispatcher task per slot-sharing slice (``_exec_task.run_slice``), so the
+dispatcher's solver-backed placer puts slices on slots like any task and its heartbeats find
+lost workers. A thread here runs :class:`pydispatch._jobmaster.JobMaster` and performs its
+instructions: it binds a control ROUTER that slices report to (``ready`` with their data
+endpoints, ``failed`` with a traceback), answers with the peers' endpoints, cancels a failed
+attempt's slices by force (their slot processes are killed and replaced) and redeploys after
+the restart strategy's delay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+import zmq
+
+from . import _jobmaster as jm
+from . import _sources
+from . import protocol as p
+from ._exec_task import SliceSpec, SubtaskMetrics, run_slice
+from ._jobgraph import JobGraph
+from ._local_ops import Batch, concat, size
+from .plan import ExecutionGraph, placement_input, placement_problem, why_not_fit
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .stream import JobResult
+
+
+class JobFailedError(RuntimeError):
+    """A job failed for good (its restart strategy gave up); the message has every failure."""
+
+
+@dataclass
+class JobOptions:
+    chaining: bool = True
+    batch_records: int = 4096
+    credits: int = 8
+    host: str = "127.0.0.1"  # where the control socket and the slices' data sockets bind
+    master_timeout: float = 60.0  # slices end themselves when their master is silent this long
+    restart: jm.RestartStrategy | None = None
+    # Slices wait for each other at start-up; if the cluster cannot run them all at once
+    # (other jobs hold the slots) the attempt fails after this long rather than hold its slots.
+    deploy_timeout: float = 60.0
+    priority: int = 0
+    place_with_solver: bool = True
+
+
+@dataclass
+class _Attempt:
+    futures: dict[int, Future[Any]] = field(default_factory=dict)  # by slice index
+    identities: dict[int, bytes] = field(default_factory=dict)
+    deployed_at: float = 0.0
+    connected: bool = False
+
+
+_ids = itertools.count(1)
+_ALIVE = cloudpickle.dumps(("alive",))
+
+
+class JobHandle:
+    """A submitted job: ``status()``, ``result()``, ``cancel()``, ``metrics()``.
+
+    ``collected`` / ``records_in`` / ``records_out`` wait for the result, like the attributes
+    of the in-process mode's ``JobResult``, so ``env.execute().collected`` works either way."""
+
+    def __init__(
+        self,
+        client: Client,
+        job: JobGraph,
+        name: str,
+        options: JobOptions,
+        original_ids: list[int] | None = None,
+    ) -> None:
+        self.name = name
+        self.job_id = f"{name}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
+        self._client = client
+        self._options = options
+        self._ids = original_ids if original_ids is not None else list(range(len(job.operators)))
+        self.plan = plan = ExecutionGraph(job, chaining=options.chaining)
+        self._refuse_if_unfit(plan)
+        pairs = zip(
+            plan.subtask_index[plan.channel_src].tolist(),
+            plan.subtask_index[plan.channel_dst].tolist(),
+            strict=True,
+        )
+        regions = jm.regions_of(list(pairs), plan.n_slots)
+        self._master = jm.JobMaster(plan.n_slots, options.restart, regions)
+        self._final: dict[int, Future[Any]] = {}  # each slice's latest future
+        self._specs = [
+            SliceSpec(
+                _slice_job(job, index),
+                options.chaining,
+                options.batch_records,
+                options.credits,
+                options.host,
+                options.master_timeout,
+            )
+            for index in range(plan.n_slots)
+        ]
+        self._slice_resources = _slice_resources(plan)
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._attempts: dict[int, _Attempt] = {}
+        self._timers: list[tuple[float, int]] = []
+        self._done = threading.Event()
+        self._result: JobResult | None = None
+        self._error: str | None = None
+        self._metrics: dict[str, Any] = {}
+        #: Per collect sink (original operator id): what each of its subtasks received.
+        self.subtask_results: dict[int, list[Batch]] = {}
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._control = self._context.socket(zmq.ROUTER)
+        self._control.setsockopt(zmq.LINGER, 0)
+        port = self._control.bind_to_random_port(f"tcp://{options.host}")
+        self._endpoint = f"tcp://{options.host}:{port}"
+        self._started = time.monotonic()
+        self._announced: tuple[str, int] = ("", 0)
+        self._placement: dict[str, Any] = {}
+        self._live: dict[int, dict[int, SubtaskMetrics]] = {}  # slice -> its latest report
+        self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
+        self._perform(self._master.start())
+        self._thread.start()
+
+    def _refuse_if_unfit(self, plan: ExecutionGraph) -> None:
+        workers = [w for w in self._client.status().workers if not w.draining]
+        capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
+        reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
+        if reason:
+            raise ValueError(f"job {self.name!r} can never fit the cluster: {reason}")
+
+    # -- public ---------------------------------------------------------------------------
+
+    def status(self) -> str:
+        """CREATED, RUNNING, RESTARTING, FINISHED, FAILED or CANCELED."""
+        return self._master.state
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait for the job; raises :class:`JobFailedError` or ``CancelledError``."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} is still {self.status()}")
+        if self._master.state == jm.CANCELED:
+            raise CancelledError(f"job {self.job_id} was cancelled")
+        if self._result is None:
+            raise JobFailedError(self._error or "the job failed")
+        return self._result
+
+    def cancel(self) -> bool:
+        """Cancel the job (its running slices are killed); False if it had ended already."""
+        if self._done.is_set():
+            return False
+        reply: Future[bool] = Future()
+        self._events.put(("cancel", reply))
+        return reply.result()
+
+    def metrics(self) -> dict[str, Any]:
+        """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
+        seconds per chain, restarts, placement. While the job runs: the current attempt's
+        figures as its slices last reported them (every 0.5 s); once finished: the final ones."""
+        base = {"status": self.status(), "attempt": self._master.attempt}
+        base["restarts"] = self._master.restarts
+        base["placement"] = self._placement
+        if self._metrics:
+            return {**base, **self._metrics}
+        live = dict(self._live)  # the master thread replaces entries, never mutates them
+        figures = self._aggregate({g: m for r in live.values() for g, m in r.items()})
+        return {**base, **figures}
+
+    @property
+    def collected(self) -> dict[int, Any]:
+        return self.result().collected
+
+    @property
+    def records_in(self) -> dict[int, int]:
+        return self.result().records_in
+
+    @property
+    def records_out(self) -> dict[int, int]:
+        return self.result().records_out
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.job_id!r}, {self.status()})"
+
+    # -- the master thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while not self._done.is_set():
+                if self._control.poll(20):
+                    self._receive()
+                while True:
+                    try:
+                        event = self._events.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._event(event)
+                now = time.monotonic()
+                due = [t for t in self._timers if t[0] <= now]
+                for timer in due:
+                    self._timers.remove(timer)
+                    self._perform(self._master.timer_fired(timer[1]))
+                self._check_deployment(now)
+                self._announce()
+                if self._master.state in jm.TERMINAL and not self._done.is_set():
+                    self._done.set()
+        except BaseException as exc:  # the handle must end, whatever happened here
+            self._error = f"the job master failed: {exc!r}"
+            self._master.state = jm.FAILED
+            self._done.set()
+        finally:
+            with contextlib.suppress(Exception):
+                self._announce()
+            self._control.close()
+            self._context.term()
+
+    def _announce(self) -> None:
+        """Tell the dispatcher of each change of state (``pydispatch jobs`` lists them)."""
+        seen = (self._master.state, self._master.attempt)
+        if seen == self._announced:
+            return
+        self._announced = seen
+        info = p.JobInfo(
+            self.job_id, self.name, seen[0], self._endpoint, seen[1], self._master.slices
+        )
+        self._client._send_control(p.JobUpdate(info))
+
+    def _check_deployment(self, now: float) -> None:
+        for attempt in self._master.running_attempts():
+            record = self._attempts.get(attempt)
+            if record is None or record.connected:
+                continue
+            if now - record.deployed_at > self._options.deploy_timeout:
+                error = (
+                    f"not every slice of attempt {attempt} started within "
+                    f"{self._options.deploy_timeout:g} s (the cluster's slots are busy?)"
+                )
+                self._perform(self._master.slice_failed(attempt, -1, error, now))
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                identity, payload = self._control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            message = cloudpickle.loads(payload)
+            if message[0] == "ready":
+                _, attempt, index, endpoints, _pid = message
+                record = self._attempts.get(attempt)
+                if record is not None:
+                    record.identities[index] = identity
+                self._perform(self._master.slice_ready(attempt, index, endpoints))
+            elif message[0] == "metrics":
+                _, attempt, index, snapshot = message
+                self._control.send_multipart([identity, _ALIVE])  # the slice watches for it
+                if attempt == self._master.attempt_of(index):
+                    self._live[index] = snapshot
+            elif message[0] == "cancel":  # from `pydispatch cancel ADDRESS JOB`
+                reply: Future[bool] = Future()
+                self._event(("cancel", reply))
+                self._control.send_multipart([identity, cloudpickle.dumps(reply.result())])
+            elif message[0] == "failed":
+                _, attempt, index, error = message
+                self._control.send_multipart([identity, cloudpickle.dumps(("ack",))])
+                self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
+
+    def _event(self, event: tuple[Any, ...]) -> None:
+        if event[0] == "cancel":
+            reply: Future[bool] = event[1]
+            instructions = self._master.cancel()
+            self._perform(instructions)
+            reply.set_result(self._master.state == jm.CANCELED)
+            return
+        _, attempt, index, future = event
+        if future.cancelled():
+            error = "the slice was cancelled"
+            self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
+            return
+        exc = future.exception()
+        if exc is None:
+            self._perform(self._master.slice_finished(attempt, index, future.result()))
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+            if exc.__cause__ is not None:
+                error += f"{exc.__cause__}"
+            self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
+
+    def _perform(self, instructions: list[jm.Instruction]) -> None:
+        for ins in instructions:
+            if isinstance(ins, jm.Deploy):
+                self._deploy(ins.attempt, ins.slices)
+            elif isinstance(ins, jm.SendPeers):
+                self._attempts[ins.attempt].connected = True
+                peers = cloudpickle.dumps(("peers", ins.peers))
+                for identity in self._attempts[ins.attempt].identities.values():
+                    self._control.send_multipart([identity, peers])
+            elif isinstance(ins, jm.CancelAttempt):
+                for future in self._attempts[ins.attempt].futures.values():
+                    with contextlib.suppress(ValueError):
+                        self._client.cancel(future, force=True)
+            elif isinstance(ins, jm.StartTimer):
+                self._timers.append((time.monotonic() + ins.delay, ins.attempt))
+            elif isinstance(ins, jm.Finish):
+                self._finish(ins.results)
+            else:
+                failures = "\n".join(self._master.failures)
+                self._error = f"job {self.job_id} failed: {ins.error}\nall failures:\n{failures}"
+
+    def _place(self) -> list[dict[str, str]]:
+        """Pin each slice to a worker chosen by the solver (compute and the plan's traffic
+        estimates between slices, over the workers' free capacity; their total capacity if the
+        job does not fit what is free now). No pins (the dispatcher places) if the solver is
+        unavailable or finds nothing; ``metrics()["placement"]`` says which happened."""
+        if self.plan.n_slots == 1:  # no traffic between slices: any free slot is as good
+            self._placement = {"pinned": False, "reason": "one slice: the dispatcher places it"}
+            return [{}]
+        free: list[dict[str, float]] = []
+        total: list[dict[str, float]] = []
+        try:
+            workers = [w for w in self._client.status().workers if not w.draining]
+            for w in workers:
+                free.append({"slots": float(w.slots - w.slots_used), **w.free_resources})
+                total.append({"slots": float(w.slots), **w.resources})
+            data = placement_input(self.plan)
+            capacity = free if why_not_fit(data, free) is None else total
+            from .solver import solve
+
+            placement = solve(placement_problem(data, capacity), time_limit=1.0)
+        except Exception as error:  # placement is an optimisation: fall back, say why
+            self._placement = {"pinned": False, "reason": f"{type(error).__name__}: {error}"}
+            return [{} for _ in range(self.plan.n_slots)]
+        names = [workers[int(w)].name for w in placement.assignment]
+        self._placement = {"pinned": True, "workers": names, "method": placement.method}
+        return [{"worker": name} for name in names]
+
+    def _deploy(self, attempt: int, slices: tuple[int, ...]) -> None:
+        record = self._attempts[attempt] = _Attempt(deployed_at=time.monotonic())
+        for index in slices:
+            self._live.pop(index, None)
+        # The solver places the whole job; a region restarting alone goes to free slots.
+        whole = len(slices) == self.plan.n_slots and self._options.place_with_solver
+        labels = self._place() if whole else [{} for _ in range(self.plan.n_slots)]
+        for index in slices:
+            future = self._client.submit(
+                run_slice,
+                self._specs[index],
+                index,
+                attempt,
+                self._endpoint,
+                retries=0,
+                resources=self._slice_resources[index],
+                priority=self._options.priority,
+                labels=labels[index],
+            )
+            record.futures[index] = future
+            self._final[index] = future
+            future.add_done_callback(self._on_done(attempt, index))
+
+    def _aggregate(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
+        """Job figures from per-subtask ones (keyed by global subtask id)."""
+        records_in: dict[int, int] = {self._ids[op.id]: 0 for op in self.plan.job.operators}
+        records_out = dict(records_in)
+        busy: dict[str, float] = {}
+        pressured: dict[str, float] = {}
+        for gid, m in metrics.items():
+            chain = self.plan.chains[int(self.plan.subtask_chain[gid])].name
+            busy[chain] = busy.get(chain, 0.0) + m.busy
+            pressured[chain] = pressured.get(chain, 0.0) + m.backpressured
+            for op_id, n in m.records_in.items():
+                records_in[self._ids[op_id]] += n
+            for op_id, n in m.records_out.items():
+                records_out[self._ids[op_id]] += n
+        return {
+            "records_in": records_in,
+            "records_out": records_out,
+            "bytes_shuffled": sum(m.bytes_out for m in metrics.values()),
+            "batches_shuffled": sum(m.batches_out for m in metrics.values()),
+            "max_in_flight_batches": max((m.max_in_flight for m in metrics.values()), default=0),
+            "busy_seconds": busy,
+            "backpressured_seconds": pressured,
+            "seconds": time.monotonic() - self._started,
+        }
+
+    def _on_done(self, attempt: int, index: int) -> Callable[[Future[Any]], None]:
+        def put(future: Future[Any]) -> None:
+            self._events.put(("done", attempt, index, future))
+
+        return put
+
+    def _finish(self, results: dict[int, Any]) -> None:
+        from .stream import JobResult
+
+        futures = [self._final[i] for i in range(self.plan.n_slots)]
+        self._placement["ran_on"] = [getattr(f, "worker", "") for f in futures]
+        job = self.plan.job
+        collected: dict[int, Any] = {}
+        for op in job.sinks():
+            if op.params.get("sink") != "collect":
+                continue
+            parts: list[Batch] = [
+                results[i]["collected"].get(op.id, []) for i in range(op.parallelism)
+            ]
+            self.subtask_results[self._ids[op.id]] = parts
+            parts = [part for part in parts if size(part)]
+            if op.params.get("columnar"):
+                collected[self._ids[op.id]] = concat(parts) if parts else {}
+            else:
+                collected[self._ids[op.id]] = concat(parts) if parts else []
+        metrics = {g: m for r in results.values() for g, m in r["metrics"].items()}
+        self._metrics = self._aggregate(metrics)
+        records_in = self._metrics["records_in"]
+        records_out = self._metrics["records_out"]
+        self._result = JobResult(
+            self.name, self.plan.runtime_mode, collected, records_in, records_out
+        )
+
+
+def _slice_job(job: JobGraph, index: int) -> JobGraph:
+    """The job as slice ``index`` needs it: in-memory sources hold only that slice's split
+    (``presplit``), so a large ``from_arrays`` or ``from_collection`` is not shipped to every
+    slot whole."""
+    for op in job.sources():
+        params = op.params
+        if params["source"] not in ("arrays", "elements"):
+            continue
+        par = op.parallelism
+        new = dict(params, presplit=True)
+        if params["source"] == "arrays":
+            columns = params["columns"]
+            new["columns"] = (
+                _sources.arrays_split(columns, index, par)
+                if index < par
+                else {name: c[:0] for name, c in columns.items()}
+            )
+        else:
+            elements = params["elements"]
+            new["elements"] = (
+                tuple(_sources.sequence_split(elements, index, par)) if index < par else ()
+            )
+        job = job.replace(op.id, params=new)
+    return job
+
+
+def _slice_resources(plan: ExecutionGraph) -> list[dict[str, float]]:
+    """Each slice's demand beyond its slot: the sum over the subtasks it holds."""
+    out: list[dict[str, float]] = [{} for _ in range(plan.n_slots)]
+    for chain in plan.chains:
+        for index in range(chain.parallelism):
+            for name, amount in chain.resources.items():
+                if name != "slots":
+                    out[index][name] = out[index].get(name, 0.0) + amount
+    return out
