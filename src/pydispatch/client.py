@@ -50,6 +50,7 @@ from .transport import (
     make_socket,
     parse,
     rebase,
+    receive_pending,
     send,
     split_envelope,
 )
@@ -406,17 +407,7 @@ class Client(Executor):
             send(self._sock, message)
 
     def _receive(self) -> None:
-        while True:
-            try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                _, body = split_envelope(parts, routed=False)
-                message, frames = parse(body)
-            except p.ProtocolError as error:
-                log.error("dropped a malformed message from the dispatcher: %s", error)
-                continue
+        for message, frames in receive_pending(self._sock, "the dispatcher"):
             match message:
                 case p.Results(results=results):
                     for result in results:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, TypeAlias
 
 import cloudpickle
@@ -96,6 +96,23 @@ def recv(sock: Socket, routed: bool) -> tuple[bytes, Message, list[zmq.Frame]]:
 
 
 # ------------------------------------------------------------------------- object payloads
+
+
+def receive_pending(sock: Socket, peer: str) -> Iterator[tuple[Message, list[zmq.Frame]]]:
+    """Every message already waiting on a DEALER socket, parsed, without blocking. A malformed
+    one is logged (naming ``peer``) and dropped: a bad message must not stop the receiver."""
+    while True:
+        try:
+            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return
+        try:
+            _, body = split_envelope(parts, routed=False)
+            message, frames = parse(body)
+        except ProtocolError as error:
+            log.error("dropped a malformed message from %s: %s", peer, error)
+            continue
+        yield message, frames
 
 
 def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT) -> Blob:

@@ -46,8 +46,8 @@ from .transport import (
     make_socket,
     parse,
     rebase,
+    receive_pending,
     send,
-    split_envelope,
 )
 
 log = logging.getLogger(__name__)
@@ -278,17 +278,7 @@ class Worker:
             sock.close(linger=0)
 
     def _receive_from_dispatcher(self) -> None:
-        while True:
-            try:
-                parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            try:
-                _, body = split_envelope(parts, routed=False)
-                message, frames = parse(body)
-            except p.ProtocolError as error:
-                log.error("dropped a malformed message from the dispatcher: %s", error)
-                continue
+        for message, frames in receive_pending(self._sock, "the dispatcher"):
             try:
                 self._handle(message, frames)
             except Exception:  # a bad message must not kill the worker and its tasks
