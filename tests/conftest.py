@@ -1,11 +1,45 @@
-"""Shared test configuration."""
+"""Shared test configuration: hypothesis settings, and no process left behind by any module."""
 
 from __future__ import annotations
 
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import HealthCheck, settings
+
+from process_guard import ENV, eventually, tagged_processes
 
 # A profile for 2 shared cores: enough examples to find a bug, no deadline flakiness.
 settings.register_profile(
     "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tag every process this module's tests start; fail the module if one outlives it.
+
+    The tag is set when the module's tests begin, not when it is imported: pytest imports every
+    test module before running any, so an import-time tag would mark every process with the
+    last module's tag."""
+    tag = f"pydispatch-test-{request.module.__name__}-{uuid.uuid4().hex}"
+    previous = os.environ.get(ENV)
+    os.environ[ENV] = tag
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = previous
+        try:
+            eventually(lambda: not tagged_processes(tag), "every process ended", timeout=5)
+        except AssertionError:
+            left = tagged_processes(tag)
+            for pid in left:  # do not leak them into the next module or session either
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"{request.module.__name__} left processes behind: pids {left}")

@@ -16,8 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 import pytest
 import zmq
 
+from process_guard import eventually
 from pydispatch import protocol as p
 from pydispatch.client import Client
 from pydispatch.cluster import LocalCluster
@@ -35,45 +35,8 @@ from pydispatch.errors import RemoteError, RemoteTraceback, TaskFailedError
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-TAG = f"pydispatch-test-{uuid.uuid4().hex}"
-os.environ["PYDISPATCH_TEST_TAG"] = TAG
 MAX_MESSAGE = 4 * 1024 * 1024
 FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
-
-
-def tagged_processes() -> list[int]:
-    """Processes (other than this one) that inherited this module's tag."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if state != "Z" and f"PYDISPATCH_TEST_TAG={TAG}".encode() in environ:
-            found.append(int(entry.name))
-    return found
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Wait for a condition (a liveness bound, not a speed assertion)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.02)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_process_left_behind() -> Iterator[None]:
-    yield
-    try:
-        eventually(lambda: not tagged_processes(), "every test process ended", timeout=5)
-    finally:
-        for pid in tagged_processes():  # do not leak them into the next session either
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

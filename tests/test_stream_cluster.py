@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from pathlib import Path
@@ -21,6 +20,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
+from process_guard import eventually
 from pydispatch._jobs_cli import fetch_jobs
 from pydispatch._local_run import run_local
 from pydispatch.cluster import LocalCluster
@@ -36,43 +36,7 @@ from pydispatch.stream import (
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-TAG = f"pydispatch-stream-test-{uuid.uuid4().hex}"
-os.environ["PYDISPATCH_TEST_TAG"] = TAG
 FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
-
-
-def tagged_processes() -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if state != "Z" and f"PYDISPATCH_TEST_TAG={TAG}".encode() in environ:
-            found.append(int(entry.name))
-    return found
-
-
-def eventually(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    """Wait for a condition (a liveness bound, not a speed assertion)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.02)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_process_left_behind() -> Iterator[None]:
-    yield
-    try:
-        eventually(lambda: not tagged_processes(), "every test process ended", timeout=5)
-    finally:
-        for pid in tagged_processes():
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,42 @@
+"""Finding the processes a test module started, and waiting without timing assertions.
+
+Every process inherits its parent's environment, so a tag set in this process's environment
+while a module's tests run marks every process they start, however deep (dispatcher, workers,
+slots). ``conftest.py`` sets a fresh tag per module and fails the module if a tagged process
+outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ENV = "PYDISPATCH_TEST_TAG"
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """Live processes (other than this one) whose environment carries ``tag``."""
+    needle = f"{ENV}={tag}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if state != "Z" and needle in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def eventually(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait for a condition (a liveness bound, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        time.sleep(0.02)
