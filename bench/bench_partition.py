@@ -31,17 +31,23 @@ def str_keys() -> npt.NDArray[np.object_]:
     return words
 
 
-def numpy_hash_scatter(keys: npt.NDArray[np.int64], n: int) -> tuple[Any, Any]:
-    """The best plain-numpy version: fmix64 vectorised in place, modulo, stable argsort.
-
-    ids are narrowed to uint8 first, which lets numpy's stable argsort use radix sort.
-    """
+def numpy_fmix64(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    """MurmurHash3's fmix64, vectorised in place on one copy of the keys."""
     h = keys.view(np.uint64).copy()
     h ^= h >> np.uint64(33)
     h *= np.uint64(0xFF51AFD7ED558CCD)
     h ^= h >> np.uint64(33)
     h *= np.uint64(0xC4CEB9FE1A85EC53)
     h ^= h >> np.uint64(33)
+    return h
+
+
+def numpy_hash_scatter(keys: npt.NDArray[np.int64], n: int) -> tuple[Any, Any]:
+    """The best plain-numpy version: fmix64 vectorised in place, modulo, stable argsort.
+
+    ids are narrowed to uint8 first, which lets numpy's stable argsort use radix sort.
+    """
+    h = numpy_fmix64(keys)
     ids = (h % np.uint64(n)).astype(np.uint8)
     order = np.argsort(ids, kind="stable")
     offsets = np.zeros(n + 1, dtype=np.int64)
@@ -64,12 +70,7 @@ def bench_hash_scatter_numpy(benchmark: Any, record: Recorder, int_keys: Any) ->
 
 def numpy_hash_argsort(keys: npt.NDArray[np.int64], n: int) -> tuple[Any, Any]:
     """The same, as numpy code is usually written: int64 ids, so argsort runs a timsort."""
-    h = keys.view(np.uint64).copy()
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xFF51AFD7ED558CCD)
-    h ^= h >> np.uint64(33)
-    h *= np.uint64(0xC4CEB9FE1A85EC53)
-    h ^= h >> np.uint64(33)
+    h = numpy_fmix64(keys)
     ids = (h % np.uint64(n)).astype(np.int64)
     order = np.argsort(ids, kind="stable")
     offsets = np.zeros(n + 1, dtype=np.int64)
