@@ -75,7 +75,11 @@ def _longest_possible_prefix(
             totals[name] = totals.get(name, 0.0) + amount
     used: dict[str, float] = {}
     for index, request in enumerate(requests[:free_slots]):
-        if not any(
+        # A plain request fits wherever a slot is free (there are free_slots > index of them):
+        # only constrained ones need the scan over workers, which keeps busy rounds of plain
+        # tasks at O(requests).
+        plain = not request.resources and not request.labels
+        if not plain and not any(
             fits(request.resources, request.labels, w.free_slots, w.free, w.labels) for w in workers
         ):
             return index
