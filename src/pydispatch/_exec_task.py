@@ -7,15 +7,18 @@ data socket, the slice reports the endpoints (``ready``), and the master answers
 subtask's endpoint (``peers``) once all slices of the attempt are up. Then:
 
 - a producer connects one DEALER (identity = its global subtask id) to each downstream subtask
-  it feeds and sends ``[b"D", header, *buffers]``: the edge and batch pickled with protocol 5,
-  numpy columns as raw out-of-band frames (no copies);
+  it feeds and sends ``protocol.BatchData`` headers (``transport.batch_message``): numpy columns
+  as raw frames (no copies), records (user objects) as a pickled frame;
 - credit-based flow control: a producer starts with ``credits`` batches per downstream
-  subtask and may send only while it has some; the consumer returns one credit (``b"C"``) per
+  subtask and may send only while it has some; the consumer returns one ``Credit`` per
   batch once it has processed it. A slow consumer thus stops its producers, which stop reading
   their own input, back to the sources: at most ``credits`` batches are ever queued on a
   connection, so memory stays bounded whatever the speeds;
-- end of input: a producer sends ``b"E"`` on each of its channels after its last batch; a
+- end of input: a producer sends ``EndOfInput`` on each of its channels after its last batch; a
   consumer finishes (flushing its keyed state) once every input channel has ended.
+
+Control messages to and from the master are ``protocol.JobMessage`` structs, never pickles;
+a malformed message on a data socket is logged and dropped.
 
 The slice returns what its collect sinks received and its metrics as the task's result. Every
 message carries nothing of the attempt: each attempt binds fresh sockets, so stale traffic of
@@ -24,24 +27,27 @@ an earlier attempt cannot reach it.
 
 from __future__ import annotations
 
+import logging
 import os
-import pickle
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle
 import numpy as np
 import zmq
 
+from . import protocol as p
+from . import transport
 from ._exec_ops import SubtaskRunner
 from ._jobgraph import JobGraph
 from ._local_ops import Batch, concat, size
 from .plan import ExecutionGraph
 
-_DATA, _CREDIT, _END, _WATERMARK = b"D", b"C", b"E", b"W"
+log = logging.getLogger(__name__)
+
+_CREDIT = p.encode(p.Credit())
 _ACK_TIMEOUT_MS = 10_000
 _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
@@ -72,19 +78,16 @@ class SubtaskMetrics:
     max_in_flight: int = 0  # most batches ever sent without their credit back, per channel
 
 
-def encode(edge: int, batch: Batch) -> list[Any]:
-    buffers: list[pickle.PickleBuffer] = []
-    try:
-        header = pickle.dumps((edge, batch), protocol=5, buffer_callback=buffers.append)
-    except (pickle.PicklingError, AttributeError, TypeError):
-        buffers = []
-        header = cloudpickle.dumps((edge, batch), protocol=5, buffer_callback=buffers.append)
-    return [_DATA, header, *(b.raw() for b in buffers)]
-
-
-def decode(frames: list[zmq.Frame]) -> tuple[int, Batch]:
-    edge, batch = pickle.loads(frames[0].buffer, buffers=[f.buffer for f in frames[1:]])
-    return edge, batch
+def figures(m: SubtaskMetrics) -> p.SubtaskFigures:
+    return p.SubtaskFigures(
+        m.records_in,
+        m.records_out,
+        m.bytes_out,
+        m.batches_out,
+        m.busy,
+        m.backpressured,
+        m.max_in_flight,
+    )
 
 
 class _Subtask:
@@ -156,15 +159,15 @@ class _Subtask:
         self.credits[target] -= 1
         in_flight = self.spec.credits - self.credits[target]
         self.metrics.max_in_flight = max(self.metrics.max_in_flight, in_flight)
-        frames = encode(edge, batch)
-        self.metrics.bytes_out += sum(len(f) for f in frames)
+        header, frames = transport.batch_message(edge, batch)
+        self.metrics.bytes_out += sum(transport.frame_sizes(frames))
         self.metrics.batches_out += 1
-        self.dealers[target].send_multipart(frames, copy=False)
+        transport.send(self.dealers[target], header, frames)
 
     def _mark(self, edge: int, index: int, mark: Any) -> None:
         # No credit: at most one mark follows each data batch, which credits bound already.
         target = self.first_target[edge] + index
-        self.dealers[target].send_multipart([_WATERMARK, pickle.dumps((edge, mark))])
+        transport.send(self.dealers[target], *transport.watermark_message(edge, mark))
 
     def _await_credit(self, target: int) -> None:
         started = time.monotonic()
@@ -178,7 +181,9 @@ class _Subtask:
         for sock, _ in self.poller.poll(None if block else 0):
             while True:
                 try:
-                    sock.recv(zmq.NOBLOCK)
+                    # Only the consumer this DEALER connected to sends here, only credits:
+                    # each message is one, whatever it holds, so nothing is decoded.
+                    sock.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
                 self.credits[self.target_of[sock]] += 1
@@ -218,7 +223,7 @@ class _Subtask:
         finally:
             runner.close_files()
         for edge, target in self.out_channels:
-            self.dealers[target].send_multipart([_END, str(edge).encode()])
+            transport.send(self.dealers[target], p.EndOfInput(edge))
         m = self.metrics
         m.records_in = runner.records_in
         m.records_out = runner.records_out
@@ -236,16 +241,26 @@ class _Subtask:
                 inbox.poll()
                 self.waiting += time.monotonic() - t
             parts = inbox.recv_multipart(copy=False)
-            kind = parts[1].bytes
-            if kind == _DATA:
-                edge, batch = decode(parts[2:])
-                self.runner.push(job.edges[edge].target, batch)
-                inbox.send_multipart([parts[0], _CREDIT])
-            elif kind == _WATERMARK:
-                edge, mark = pickle.loads(parts[2].bytes)
-                channel = (parts[0].bytes, edge)
-                self.runner.watermark(job.edges[edge].target, channel, mark)
-            elif kind == _END:
+            try:
+                identity, body = transport.split_envelope(parts, routed=True)
+                message, frames = transport.parse_data(body)
+                if isinstance(message, (p.BatchData, p.Watermark)):
+                    if not 0 <= message.edge < len(job.edges):
+                        raise p.ProtocolError(f"no edge {message.edge} in the job")
+                    target = job.edges[message.edge].target
+                if isinstance(message, p.BatchData):
+                    batch = transport.batch_from(message, frames)
+                elif isinstance(message, p.Watermark):
+                    mark = transport.watermark_from(message, frames)
+            except p.ProtocolError as error:
+                log.error("subtask %d dropped a malformed data message: %s", self.gid, error)
+                continue
+            if isinstance(message, p.BatchData):
+                self.runner.push(target, batch)
+                inbox.send_multipart([identity, b"", _CREDIT])
+            elif isinstance(message, p.Watermark):
+                self.runner.watermark(target, (identity, message.edge), mark)
+            elif isinstance(message, p.EndOfInput):
                 ends += 1
 
     def close(self) -> None:
@@ -268,13 +283,9 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
         if c.parallelism > slice_index
     ]
     endpoints = {s.gid: s.endpoint for s in subtasks if s.endpoint}
-    control.send_pyobj(("ready", attempt, slice_index, endpoints, os.getpid()))
-    if not control.poll(int(spec.master_timeout * 1000)):
-        raise RuntimeError(f"no word from the job master in {spec.master_timeout:g} s")
-    message = control.recv_pyobj()
-    if message[0] != "peers":
-        raise RuntimeError(f"the job master sent {message[0]!r}, expected 'peers'")
-    peers: dict[int, str] = message[1]
+    ready = p.SliceReady(p.PROTOCOL_VERSION, attempt, slice_index, endpoints, os.getpid())
+    transport.send(control, ready)
+    peers = _await_peers(control, spec.master_timeout)
     threads = []
     for s in subtasks:
         thread = threading.Thread(target=_in_thread, args=(s, peers), daemon=True)
@@ -286,10 +297,10 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
         now = time.monotonic()
         if now - reported > _REPORT_EVERY:
             reported = now
-            snapshot = {s.gid: s.snapshot() for s in subtasks}
-            control.send_pyobj(("metrics", attempt, slice_index, snapshot))
+            snapshot = {s.gid: figures(s.snapshot()) for s in subtasks}
+            transport.send(control, p.SliceMetrics(attempt, slice_index, snapshot))
         while control.poll(0):
-            control.recv()
+            control.recv_multipart()  # MasterAlive: hearing anything is what matters
             heard = now
         if now - heard > spec.master_timeout:
             os._exit(71)  # the master is gone; threads blocked on peers cannot be stopped
@@ -300,7 +311,7 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
             if s.error is not None:
                 # Tell the master first (it cancels the whole attempt); the other threads
                 # may be blocked on peers that will never send, so end this process.
-                control.send_pyobj(("failed", attempt, slice_index, s.error))
+                transport.send(control, p.SliceFailed(attempt, slice_index, s.error))
                 if any(t.is_alive() for _, t in pending):
                     # Threads blocked on peers cannot be stopped: once the master has the
                     # error it kills this slot with the rest of the attempt (a force cancel,
@@ -315,6 +326,25 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
     control.close()
     context.term()
     return _slice_result(plan, subtasks)
+
+
+def _await_peers(control: zmq.Socket[Any], timeout: float) -> dict[int, str]:
+    """The master's answer to ``SliceReady``: every data endpoint of the attempt. A refusal
+    (another protocol version) ends the slice with the master's reason."""
+    deadline = time.monotonic() + timeout
+    while control.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+        try:
+            _, body = transport.split_envelope(control.recv_multipart(copy=False), routed=False)
+            message = transport.parse_job(body)
+        except p.ProtocolError as error:
+            log.error("dropped a malformed message from the job master: %s", error)
+            continue
+        if isinstance(message, p.Peers):
+            return message.peers
+        if isinstance(message, p.Error):
+            raise RuntimeError(f"the job master refused this slice: {message.message}")
+        log.error("expected Peers from the job master, got %s", type(message).__name__)
+    raise RuntimeError(f"no word from the job master in {timeout:g} s")
 
 
 def _in_thread(subtask: _Subtask, peers: dict[int, str]) -> None:

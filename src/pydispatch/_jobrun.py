@@ -8,13 +8,15 @@ lost workers. A thread here runs :class:`pydispatch._jobmaster.JobMaster` and pe
 instructions: it binds a control ROUTER that slices report to (``ready`` with their data
 endpoints, ``failed`` with a traceback), answers with the peers' endpoints, cancels a failed
 attempt's slices by force (their slot processes are killed and replaced) and redeploys after
-the restart strategy's delay.
+the restart strategy's delay. Every control message is a ``protocol.JobMessage`` struct: a
+malformed one is logged and dropped, and a slice of another protocol version is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -24,11 +26,11 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import cloudpickle
+import msgspec
 import zmq
 
 from . import _jobmaster as jm
-from . import _sources
+from . import _sources, transport
 from . import protocol as p
 from ._exec_task import SliceSpec, SubtaskMetrics, run_slice
 from ._jobgraph import JobGraph
@@ -67,8 +69,8 @@ class _Attempt:
     connected: bool = False
 
 
+log = logging.getLogger(__name__)
 _ids = itertools.count(1)
-_ALIVE = cloudpickle.dumps(("alive",))
 
 
 class JobHandle:
@@ -122,8 +124,9 @@ class JobHandle:
         #: Per collect sink (original operator id): what each of its subtasks received.
         self.subtask_results: dict[int, list[Batch]] = {}
         self._context: zmq.Context[Any] = zmq.Context()
-        self._control = self._context.socket(zmq.ROUTER)
-        self._control.setsockopt(zmq.LINGER, 0)
+        # ROUTER_MANDATORY (make_socket): a reply to a peer gone already raises
+        # EHOSTUNREACH, which _reply logs, instead of vanishing.
+        self._control = transport.make_socket(self._context, zmq.ROUTER)
         port = self._control.bind_to_random_port(f"tcp://{options.host}")
         self._endpoint = f"tcp://{options.host}:{port}"
         self._started = time.monotonic()
@@ -254,29 +257,64 @@ class JobHandle:
     def _receive(self) -> None:
         while True:
             try:
-                identity, payload = self._control.recv_multipart(zmq.NOBLOCK)
+                parts = self._control.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            message = cloudpickle.loads(payload)
-            if message[0] == "ready":
-                _, attempt, index, endpoints, _pid = message
-                record = self._attempts.get(attempt)
-                if record is not None:
-                    record.identities[index] = identity
-                self._perform(self._master.slice_ready(attempt, index, endpoints))
-            elif message[0] == "metrics":
-                _, attempt, index, snapshot = message
-                self._control.send_multipart([identity, _ALIVE])  # the slice watches for it
-                if attempt == self._master.attempt_of(index):
-                    self._live[index] = snapshot
-            elif message[0] == "cancel":  # from `pydispatch cancel ADDRESS JOB`
-                reply: Future[bool] = Future()
-                self._event(("cancel", reply))
-                self._control.send_multipart([identity, cloudpickle.dumps(reply.result())])
-            elif message[0] == "failed":
-                _, attempt, index, error = message
-                self._control.send_multipart([identity, cloudpickle.dumps(("ack",))])
-                self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
+            try:
+                identity, body = transport.split_envelope(parts, routed=True)
+                message = transport.parse_job(body)
+            except p.ProtocolError as error:  # anyone can connect: drop it, keep the job
+                log.error("job %s dropped a malformed control message: %s", self.job_id, error)
+                continue
+            self._handle(identity, message)
+
+    def _reply(self, identity: bytes, message: p.JobMessage) -> None:
+        try:
+            transport.send(self._control, message, identity=identity)
+        except zmq.ZMQError as error:  # the peer left (EHOSTUNREACH): nothing to answer
+            log.warning("job %s could not answer a control peer: %s", self.job_id, error)
+
+    def _handle(self, identity: bytes, message: p.JobMessage) -> None:
+        reports = (p.SliceReady, p.SliceMetrics, p.SliceFailed)
+        if isinstance(message, reports) and not 0 <= message.index < self.plan.n_slots:
+            # Well-formed but from no slice of this job: the master must not index with it.
+            log.error("job %s dropped a report of slice %d", self.job_id, message.index)
+            return
+        if isinstance(message, p.SliceReady):
+            if message.version != p.PROTOCOL_VERSION:
+                reason = (
+                    f"slice {message.index} speaks protocol version {message.version}, this "
+                    f"job master speaks {p.PROTOCOL_VERSION} (mixed pydispatch versions?)"
+                )
+                log.error("job %s refused a slice: %s", self.job_id, reason)
+                self._reply(identity, p.Error("version", reason))
+                return
+            record = self._attempts.get(message.attempt)
+            if record is not None:
+                record.identities[message.index] = identity
+            ready = self._master.slice_ready(message.attempt, message.index, message.endpoints)
+            self._perform(ready)
+        elif isinstance(message, p.SliceMetrics):
+            self._reply(identity, p.MasterAlive())  # the slice watches for it
+            if message.attempt == self._master.attempt_of(message.index):
+                self._live[message.index] = {
+                    gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
+                    for gid, figures in message.figures.items()
+                }
+        elif isinstance(message, p.JobCancel):  # from `pydispatch cancel ADDRESS JOB`
+            reply: Future[bool] = Future()
+            self._event(("cancel", reply))
+            self._reply(identity, p.JobCancelled(reply.result()))
+        elif isinstance(message, p.SliceFailed):
+            self._reply(identity, p.MasterAck())
+            now = time.monotonic()
+            self._perform(
+                self._master.slice_failed(message.attempt, message.index, message.error, now)
+            )
+        else:
+            log.error(
+                "job %s ignored a %s on its control socket", self.job_id, type(message).__name__
+            )
 
     def _event(self, event: tuple[Any, ...]) -> None:
         if event[0] == "cancel":
@@ -305,9 +343,9 @@ class JobHandle:
                 self._deploy(ins.attempt, ins.slices)
             elif isinstance(ins, jm.SendPeers):
                 self._attempts[ins.attempt].connected = True
-                peers = cloudpickle.dumps(("peers", ins.peers))
+                peers = p.Peers(dict(ins.peers))
                 for identity in self._attempts[ins.attempt].identities.values():
-                    self._control.send_multipart([identity, peers])
+                    self._reply(identity, peers)
             elif isinstance(ins, jm.CancelAttempt):
                 for future in self._attempts[ins.attempt].futures.values():
                     with contextlib.suppress(ValueError):

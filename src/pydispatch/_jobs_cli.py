@@ -18,11 +18,10 @@ import sys
 from concurrent.futures import CancelledError
 from typing import Any
 
-import cloudpickle
 import zmq
 
 from . import protocol as p
-from .transport import make_socket, parse, send, split_envelope
+from .transport import make_socket, parse, parse_job, send, split_envelope
 
 
 def fetch_jobs(address: str, timeout: float = 5.0) -> list[p.JobInfo]:
@@ -54,14 +53,17 @@ def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
         found = "no job" if not matches else f"{len(matches)} jobs"
         raise LookupError(f"{found} named {job!r} at {address}")
     context: zmq.Context[Any] = zmq.Context()
-    sock = context.socket(zmq.DEALER)
+    sock = make_socket(context, zmq.DEALER)
     try:
         sock.connect(matches[0].endpoint)
-        sock.send(cloudpickle.dumps(("cancel",)))
+        send(sock, p.JobCancel())
         if not sock.poll(int(timeout * 1000)):
             raise TimeoutError(f"the master of job {matches[0].job_id} did not answer")
-        answer: bool = cloudpickle.loads(sock.recv())
-        return answer
+        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
+        answer = parse_job(body)
+        if not isinstance(answer, p.JobCancelled):
+            raise p.ProtocolError(f"expected JobCancelled, got {type(answer).__name__}")
+        return answer.cancelled
     finally:
         sock.close(linger=0)
         context.term()

@@ -14,11 +14,16 @@ encode, which matters when thousands of tasks per second go through the dispatch
 The protocol version travels on the two handshakes (:class:`ClientHello` and
 :class:`Register`); a peer speaking another version gets an :class:`Error` reply and nothing
 else.
+
+Dataflow jobs have two planes of their own, each a separate tagged union so that a socket
+decodes only what may arrive there: :data:`JobMessage` on a job master's control socket
+(slices, ``pydispatch cancel``; the version travels on :class:`SliceReady`) and
+:data:`DataMessage` between subtasks (batches with numeric columns as raw frames).
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal, cast
+from typing import Any, Final, Literal, cast
 
 import msgspec
 
@@ -296,21 +301,164 @@ Message = (
     | JobsReply
 )
 
+
+# ---------------------------------------------------------- dataflow job plane (control)
+# The job master's control ROUTER (``_jobrun``) and its slices (``_exec_task``) speak only
+# these, decoded with :func:`decode_job`: a peer that can connect there cannot make the master
+# unpickle anything. The version travels on :class:`SliceReady`, a slice's first report.
+
+
+class SubtaskFigures(msgspec.Struct, array_like=True):
+    """One subtask's metrics as a running slice reports them (keys: operator ids)."""
+
+    records_in: dict[int, int]
+    records_out: dict[int, int]
+    bytes_out: int
+    batches_out: int
+    busy: float
+    backpressured: float
+    max_in_flight: int
+
+
+class SliceReady(_Header):
+    """Slice -> master: up, its subtasks' data endpoints (by global subtask id)."""
+
+    version: int
+    attempt: int
+    index: int
+    endpoints: dict[int, str]
+    pid: int
+
+
+class SliceMetrics(_Header):
+    """Slice -> master, every half second while running (answered with :class:`MasterAlive`)."""
+
+    attempt: int
+    index: int
+    figures: dict[int, SubtaskFigures]
+
+
+class SliceFailed(_Header):
+    """Slice -> master: a subtask raised (answered with :class:`MasterAck`)."""
+
+    attempt: int
+    index: int
+    error: str
+
+
+class Peers(_Header):
+    """Master -> slices, once every slice of the attempt is ready: every data endpoint."""
+
+    peers: dict[int, str]
+
+
+class MasterAlive(_Header):
+    """Master -> slice: the answer to a metrics report (a slice ends if it hears none)."""
+
+
+class MasterAck(_Header):
+    """Master -> slice: the failure was received (the master kills the attempt's slots)."""
+
+
+class JobCancel(_Header):
+    """``pydispatch cancel`` -> master: cancel the job (answered with :class:`JobCancelled`)."""
+
+
+class JobCancelled(_Header):
+    cancelled: bool  # False: the job had ended already
+
+
+JobMessage = (
+    SliceReady
+    | SliceMetrics
+    | SliceFailed
+    | Peers
+    | MasterAlive
+    | MasterAck
+    | JobCancel
+    | JobCancelled
+    | Error
+)
+
+# ------------------------------------------------------------- dataflow job plane (data)
+# A producer subtask's DEALER sends ``[header, *frames]`` to a consumer's ROUTER, decoded with
+# :func:`decode_data`. Numeric columns travel as raw frames described by :class:`Column`;
+# anything else (records, object columns) is user data and travels pickled in a :class:`Blob`.
+
+BATCH_COLUMNS: Final = "columns"  # a columnar batch: ``columns`` describe its raw frames
+BATCH_PICKLED: Final = "pickled"  # a list of records (or object columns): ``pickled``
+
+
+class Column(msgspec.Struct, array_like=True):
+    """One numpy column of a columnar batch, its memory in frame ``frame``."""
+
+    name: str
+    dtype: str  # numpy dtype string, e.g. "<f8" (never an object dtype)
+    shape: tuple[int, ...]
+    frame: int
+    nbytes: int
+
+
+class BatchData(_Header):
+    edge: int
+    kind: Literal["columns", "pickled"]
+    columns: list[Column] = []
+    pickled: Blob | None = None
+
+
+class Watermark(_Header):
+    """A watermark on ``edge``: a plain number, else (a user's time type) pickled in ``pickled``."""
+
+    edge: int
+    mark: int | float = 0
+    pickled: Blob | None = None
+
+
+class EndOfInput(_Header):
+    """The producer sent its last batch on ``edge``."""
+
+    edge: int
+
+
+class Credit(_Header):
+    """Consumer -> producer: one batch processed, one more may be sent."""
+
+
+DataMessage = BatchData | Watermark | EndOfInput | Credit
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
 
-def encode(message: Message) -> bytes:
+_job_decoder = msgspec.msgpack.Decoder(JobMessage)
+_data_decoder = msgspec.msgpack.Decoder(DataMessage)
+
+
+def encode(message: Message | JobMessage | DataMessage) -> bytes:
     return _encoder.encode(message)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> Any:
+    try:
+        return decoder.decode(data)
+    # msgspec raises UnicodeDecodeError (a ValueError) for invalid UTF-8 in a tag or string.
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as error:
+        raise ProtocolError(f"malformed header: {error}") from None
 
 
 def decode(data: bytes | memoryview) -> Message:
     """Decode one header; any malformed input raises :class:`ProtocolError`, never crashes."""
-    try:
-        return cast(Message, _decoder.decode(data))
-    # msgspec raises UnicodeDecodeError (a ValueError) for invalid UTF-8 in a tag or string.
-    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as error:
-        raise ProtocolError(f"malformed header: {error}") from None
+    return cast(Message, _decode(_decoder, data))
+
+
+def decode_job(data: bytes | memoryview) -> JobMessage:
+    """Decode a job plane control header (:data:`JobMessage`); raises :class:`ProtocolError`."""
+    return cast(JobMessage, _decode(_job_decoder, data))
+
+
+def decode_data(data: bytes | memoryview) -> DataMessage:
+    """Decode a job plane data header (:data:`DataMessage`); raises :class:`ProtocolError`."""
+    return cast(DataMessage, _decode(_data_decoder, data))
 
 
 def check_blob(blob: Blob, frame_sizes: list[int]) -> None:
