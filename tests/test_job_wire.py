@@ -1,0 +1,160 @@
+"""The job master's control socket against hostile or mismatched peers, on real processes.
+
+Anyone who can connect to a job master's control ROUTER can send it anything: garbage, a
+pickle that would run code when loaded, a slice of another protocol version. Each is dropped
+(or refused with a clear error) and the job finishes with the right result."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pytest
+import zmq
+
+from process_guard import eventually
+from pydispatch import protocol as p
+from pydispatch import transport
+from pydispatch._exec_task import _await_peers
+from pydispatch._jobs_cli import fetch_jobs
+from pydispatch.cluster import LocalCluster
+from pydispatch.stream import JobHandle, StreamEnvironment
+
+# Functions defined here travel by value: slot processes cannot import this test module.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
+TOTAL = 5000
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(workers=2, slots=2, **FAST) as running:
+        yield running
+
+
+def _gated_source(path: Path) -> Callable[..., Iterator[int]]:
+    """Records ``0..TOTAL``; holds the last one back until ``path/go`` exists, so the job is
+    surely running while the test talks to its master."""
+
+    def source(index: int = 0, parallelism: int = 1) -> Iterator[int]:
+        (path / f"started-{index}").write_text("")
+        for i in range(index, TOTAL, parallelism):
+            if i + parallelism >= TOTAL:
+                while not (path / "go").exists():
+                    time.sleep(0.01)
+            yield i
+
+    return source
+
+
+def _start(cluster: LocalCluster, tmp_path: Path) -> tuple[StreamEnvironment, JobHandle, str]:
+    env = StreamEnvironment(cluster, parallelism=2)
+    stream = env.from_source(_gated_source(tmp_path), parallel=True).rebalance()
+    stream.map(lambda x: x * 2)._sink("Collect", {"sink": "collect", "columnar": False})
+    handle = env.execute("wire")
+    assert isinstance(handle, JobHandle)
+    eventually(lambda: len(list(tmp_path.glob("started-*"))) == 2, "both sources started")
+    (job,) = [j for j in fetch_jobs(cluster.address) if j.job_id == handle.job_id]
+    return env, handle, job.endpoint
+
+
+def _finish(env: StreamEnvironment, handle: JobHandle, tmp_path: Path) -> None:
+    assert handle.status() == "RUNNING"
+    (tmp_path / "go").write_text("")
+    result = handle.result(timeout=60)
+    ((_, got),) = result.collected.items()
+    assert sorted(got) == [2 * x for x in range(TOTAL)]
+    assert handle.metrics()["restarts"] == 0
+    env.close()
+
+
+class _Exploit:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (self.path, "w"))  # unpickling it would create the file
+
+
+def _dealer(context: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    sock = transport.make_socket(context, zmq.DEALER)
+    sock.connect(endpoint)
+    return sock
+
+
+def _answer(sock: zmq.Socket[Any]) -> p.JobMessage:
+    assert sock.poll(10_000), "the job master did not answer"
+    _, body = transport.split_envelope(sock.recv_multipart(copy=False), routed=False)
+    return transport.parse_job(body)
+
+
+def test_garbage_on_the_control_socket_is_dropped(cluster: LocalCluster, tmp_path: Path) -> None:
+    env, handle, endpoint = _start(cluster, tmp_path)
+    pwned = tmp_path / "pwned"
+    context: zmq.Context[Any] = zmq.Context()
+    sock = _dealer(context, endpoint)
+    try:
+        for parts in (
+            [b"no delimiter"],
+            [b"", b"\xff\xfe\x00garbage"],
+            [b"", pickle.dumps(_Exploit(pwned))],
+            [b"", cloudpickle.dumps(("cancel",))],  # the old wire format
+            [b"", p.encode(p.JobCancel()), b"an extra frame"],
+            [b"", p.encode(p.Cancel([1]))],  # a dispatcher message: not this plane's
+            [b"", p.encode(p.Peers({}))],  # the master's own message: ignored
+            [b"", os.urandom(4096)],
+            [b"", p.encode(p.SliceMetrics(1, 99, {}))],  # no slice 99 in this job
+            [b"", p.encode(p.SliceFailed(1, -1, "forged"))],
+        ):
+            sock.send_multipart(parts)
+        # The master is still serving its socket: a report of no attempt of this job is
+        # answered, and changes nothing.
+        transport.send(sock, p.SliceMetrics(-1, 0, {}))
+        assert isinstance(_answer(sock), p.MasterAlive)
+    finally:
+        sock.close()
+        context.term()
+    assert not pwned.exists()
+    _finish(env, handle, tmp_path)
+
+
+def test_a_slice_of_another_protocol_version_is_refused(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    env, handle, endpoint = _start(cluster, tmp_path)
+    context: zmq.Context[Any] = zmq.Context()
+    sock = _dealer(context, endpoint)
+    try:
+        ready = p.SliceReady(p.PROTOCOL_VERSION + 1, 1, 0, {99: "tcp://127.0.0.1:1"}, 1)
+        transport.send(sock, ready)
+        refusal = _answer(sock)
+        assert isinstance(refusal, p.Error)
+        assert refusal.code == "version"
+        assert f"protocol version {p.PROTOCOL_VERSION + 1}" in refusal.message
+        assert f"speaks {p.PROTOCOL_VERSION}" in refusal.message
+        # The slice side turns the refusal into a clear error (it ends the slice's task).
+        transport.send(sock, ready)
+        with pytest.raises(RuntimeError, match=r"refused this slice: .*protocol version"):
+            _await_peers(sock, 10.0)
+    finally:
+        sock.close()
+        context.term()
+    _finish(env, handle, tmp_path)
+
+
+def test_a_malformed_data_message_is_dropped_by_the_subtask() -> None:
+    # Unit level: the consumer side's parsing refuses a column that lies about its frame.
+    frames = [zmq.Frame(np.zeros(2).tobytes())]
+    header = p.BatchData(0, "columns", [p.Column("x", "<f8", (3,), 0, 24)])
+    message, rest = transport.parse_data([zmq.Frame(p.encode(header)), *frames])
+    assert isinstance(message, p.BatchData)
+    with pytest.raises(p.ProtocolError, match="16 bytes"):
+        transport.batch_from(message, rest)
