@@ -6,6 +6,7 @@ pickle that would run code when loaded, a slice of another protocol version. Eac
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
@@ -96,7 +97,10 @@ def _answer(sock: zmq.Socket[Any]) -> p.JobMessage:
     return transport.parse_job(body)
 
 
-def test_garbage_on_the_control_socket_is_dropped(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_garbage_on_the_control_socket_is_dropped(
+    cluster: LocalCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="pydispatch._jobrun")
     env, handle, endpoint = _start(cluster, tmp_path)
     pwned = tmp_path / "pwned"
     context: zmq.Context[Any] = zmq.Context()
@@ -119,6 +123,10 @@ def test_garbage_on_the_control_socket_is_dropped(cluster: LocalCluster, tmp_pat
         # answered, and changes nothing.
         transport.send(sock, p.SliceMetrics(-1, 0, {}))
         assert isinstance(_answer(sock), p.MasterAlive)
+        logged = [r.getMessage() for r in caplog.records]
+        assert sum("dropped a malformed control message" in m for m in logged) == 7
+        assert sum("ignored a Peers" in m for m in logged) == 1
+        assert sum("dropped a report of slice" in m for m in logged) == 2
     finally:
         sock.close()
         context.term()
@@ -147,6 +155,36 @@ def test_a_slice_of_another_protocol_version_is_refused(
     finally:
         sock.close()
         context.term()
+    _finish(env, handle, tmp_path)
+
+
+def test_garbage_on_a_subtask_data_socket_is_dropped(cluster: LocalCluster, tmp_path: Path) -> None:
+    env, handle, _ = _start(cluster, tmp_path)
+    # The consumers' data endpoints, as their slices reported them to the master.
+    ready = [r.ready for r in handle._master._regions]
+    endpoints = [e for slices in ready for by_gid in slices.values() for e in by_gid.values()]
+    assert endpoints
+    pwned = tmp_path / "pwned"
+    lying = p.BatchData(0, "columns", [p.Column("x", "<f8", (1000,), 0, 8000)])
+    context: zmq.Context[Any] = zmq.Context()
+    socks = [_dealer(context, endpoint) for endpoint in endpoints]
+    try:
+        for sock in socks:
+            for parts in (
+                [b"no delimiter"],
+                [b"", b"\xff\xfe\x00garbage"],
+                [b"", pickle.dumps(_Exploit(pwned))],
+                [b"", p.encode(lying), np.zeros(1).tobytes()],
+                [b"", p.encode(p.BatchData(99, "columns"))],  # no edge 99 in this job
+                [b"", p.encode(p.MasterAlive())],  # a control message: not this plane's
+            ):
+                sock.send_multipart(parts)
+        time.sleep(0.5)  # let the subtasks read them before their input ends
+    finally:
+        for sock in socks:
+            sock.close()
+        context.term()
+    assert not pwned.exists()
     _finish(env, handle, tmp_path)
 
 
