@@ -16,20 +16,7 @@ from hypothesis import strategies as st
 
 from pydispatch import protocol as p
 from pydispatch import transport
-
-
-def _through_zmq(frames: list[transport.FrameLike]) -> list[zmq.Frame]:
-    context = zmq.Context()
-    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    try:
-        a.bind("inproc://job-protocol")
-        b.connect("inproc://job-protocol")
-        a.send_multipart(frames, copy=False)
-        return b.recv_multipart(copy=False)
-    finally:
-        a.close()
-        b.close()
-        context.term()
+from wire import through_zmq
 
 
 def test_every_job_message_round_trips() -> None:
@@ -103,7 +90,7 @@ def test_a_pickle_is_never_unpickled() -> None:
 
 def _round_trip(batch: object) -> tuple[p.BatchData, object]:
     header, frames = transport.batch_message(5, batch)
-    message, received = transport.parse_data(_through_zmq([p.encode(header), *frames]))
+    message, received = transport.parse_data(through_zmq([p.encode(header), *frames]))
     assert isinstance(message, p.BatchData)
     assert message == header
     return message, transport.batch_from(message, received)
@@ -161,7 +148,7 @@ def test_records_and_object_columns_are_pickled_data() -> None:
     ],
 )
 def test_a_lying_batch_header_is_a_protocol_error(column: p.Column) -> None:
-    frames = _through_zmq([np.zeros(1).data])
+    frames = through_zmq([np.zeros(1).data])
     with pytest.raises(p.ProtocolError):
         transport.batch_from(p.BatchData(0, "columns", [column]), frames)
 
@@ -177,7 +164,7 @@ def test_a_pickled_batch_without_its_blob_is_a_protocol_error() -> None:
 def test_watermarks_keep_their_value_and_type(mark: object) -> None:
     header, frames = transport.watermark_message(1, mark)
     assert (header.pickled is None) == (type(mark) in (int, float) and mark != 2**70)
-    message, received = transport.parse_data(_through_zmq([p.encode(header), *frames]))
+    message, received = transport.parse_data(through_zmq([p.encode(header), *frames]))
     assert isinstance(message, p.Watermark)
     value = transport.watermark_from(message, received)
     assert value == mark

@@ -6,12 +6,12 @@ import contextlib
 
 import numpy as np
 import pytest
-import zmq
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pydispatch import protocol as p
 from pydispatch import transport
+from wire import through_zmq
 
 
 def test_every_message_kind_round_trips() -> None:
@@ -67,20 +67,6 @@ def test_blob_checks_indices_and_sizes() -> None:
         p.check_blob(p.Blob(0, (p.BufferMeta(1, 100, "B", (100,)),)), [10, 99])
 
 
-def _through_zmq(frames: list[transport.FrameLike]) -> list[zmq.Frame]:
-    context = zmq.Context()
-    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    try:
-        a.bind("inproc://t")
-        b.connect("inproc://t")
-        a.send_multipart(frames, copy=False)
-        return b.recv_multipart(copy=False)
-    finally:
-        a.close()
-        b.close()
-        context.term()
-
-
 def test_numpy_buffers_travel_out_of_band() -> None:
     big = np.arange(100_000, dtype=np.float64)
     small = np.arange(3)
@@ -96,7 +82,7 @@ def test_numpy_buffers_travel_out_of_band() -> None:
     assert len(blob.data) < 2000
     assert len(frames) == 1
     assert meta.frame == 0
-    received = _through_zmq(frames)
+    received = through_zmq(frames)
     value = transport.loads(blob, received)
     np.testing.assert_array_equal(value["big"], big)
     assert value["big"].flags.writeable
@@ -109,7 +95,7 @@ def test_small_objects_travel_inline_and_large_ones_in_frames() -> None:
     large = transport.dumps(b"x" * 100_000, frames)
     assert small.frame == p.INLINE
     assert large.frame == 0
-    received = _through_zmq(frames)
+    received = through_zmq(frames)
     assert transport.loads(small, received) == {"a": 1}
     assert transport.loads(large, received) == b"x" * 100_000
 

@@ -144,6 +144,19 @@ def receive_pending(sock: Socket, peer: str) -> Iterator[tuple[Message, list[zmq
         yield message, frames
 
 
+def _out_of_band(
+    buffers: Sequence[pickle.PickleBuffer], frames: list[FrameLike]
+) -> tuple[BufferMeta, ...]:
+    """Append each out-of-band buffer to ``frames`` as a raw frame; describe where it went."""
+    metas = []
+    for buffer in buffers:
+        view = memoryview(buffer)
+        raw = buffer.raw()
+        metas.append(BufferMeta(len(frames), raw.nbytes, view.format, tuple(view.shape or ())))
+        frames.append(raw)
+    return tuple(metas)
+
+
 def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT) -> Blob:
     """Pickle ``obj`` and return the blob that locates it; frames it needs are appended.
 
@@ -174,13 +187,8 @@ def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT
     first = INLINE if inline else len(frames)
     if not inline:
         frames.append(data)
-    metas = []
-    for buffer in buffers:
-        view = memoryview(buffer)
-        raw = buffer.raw()
-        metas.append(BufferMeta(len(frames), raw.nbytes, view.format, tuple(view.shape or ())))
-        frames.append(raw)
-    return Blob(first, tuple(metas), data if inline else b"")
+    metas = _out_of_band(buffers, frames)
+    return Blob(first, metas, data if inline else b"")
 
 
 _ATOMS: Final = frozenset({int, float, str, bytes, bool, type(None)})
@@ -280,13 +288,8 @@ def _pickle_data(obj: object, frames: list[FrameLike]) -> Blob:
         buffers = []
         data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     frames.append(data)
-    metas = []
-    for buffer in buffers:
-        view = memoryview(buffer)
-        raw = buffer.raw()
-        metas.append(BufferMeta(len(frames), raw.nbytes, view.format, tuple(view.shape or ())))
-        frames.append(raw)
-    return Blob(0, tuple(metas))
+    metas = _out_of_band(buffers, frames)
+    return Blob(0, metas)
 
 
 def _raw_column(column: object) -> bool:
