@@ -8,6 +8,7 @@ import pytest
 
 from pydispatch.cli import build_parser, format_status, parse_amount, parse_label, parse_resources
 from pydispatch.cluster import _format_resources
+from pydispatch.placement import amount_text
 
 
 @pytest.mark.parametrize(
@@ -16,6 +17,13 @@ from pydispatch.cluster import _format_resources
 )
 def test_parse_amount(text: str, amount: float) -> None:
     assert parse_amount(text) == amount
+
+
+@pytest.mark.parametrize("amount", [8 * 2**30, 2**29, 1.5 * 2**40, 0.5, 3.0, 12_345_678.0])
+def test_amount_text_is_readable_and_parses_back(amount: float) -> None:
+    text = amount_text(amount)
+    assert "e+" not in text
+    assert parse_amount(text.replace(",", "")) == amount
 
 
 def test_bad_amounts_and_labels_are_argument_errors() -> None:
@@ -55,5 +63,5 @@ def test_format_status_is_readable() -> None:
     text = format_status(status)
     assert "queued 3" in text
     assert "1/2" in text
-    assert "memory=536,870,912/1,073,741,824" in text
+    assert "memory=512MiB/1GiB" in text
     assert "draining" in text

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from .placement import amount_text
 from .server import DEFAULT_PREFETCH
 from .transport import DEFAULT_MAX_MESSAGE_SIZE
 
@@ -26,10 +27,6 @@ _UNITS = {
 
 
 _AMOUNT = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]i?)?[bB]?\s*")
-
-
-def _amount_text(value: float) -> str:
-    return f"{value:,.0f}" if value >= 1e6 else f"{value:g}"
 
 
 def parse_amount(text: str) -> float:
@@ -140,7 +137,7 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     for w in status["workers"]:
         resources = " ".join(
-            f"{k}={_amount_text(w['free_resources'].get(k, 0))}/{_amount_text(v)}"
+            f"{k}={amount_text(w['free_resources'].get(k, 0))}/{amount_text(v)}"
             for k, v in w["resources"].items()
         )
         labels = ",".join(f"{k}={v}" for k, v in w["labels"].items())

@@ -18,6 +18,20 @@ from typing import Protocol
 
 SLOTS = "slots"  # the implicit resource every task needs one of
 
+_BINARY_UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20))
+
+
+def amount_text(value: float) -> str:
+    """A resource amount for people: ``8GiB``, ``512MiB``, ``1.5``, ``3,000,000``.
+
+    Whole numbers of MiB and up take their binary unit (as ``pydispatch worker --resources``
+    reads them back); other large amounts get thousands separators rather than an exponent.
+    """
+    for unit, size in _BINARY_UNITS:
+        if value >= size and value % size == 0:
+            return f"{value / size:g}{unit}"
+    return f"{value:,.0f}" if value >= 1e6 else f"{value:g}"
+
 
 @dataclass(frozen=True, slots=True)
 class PlacementRequest:

@@ -30,6 +30,7 @@ from .placement import (
     PlacementRequest,
     Placer,
     WorkerCapacity,
+    amount_text,
     fits,
     greedy_best_fit,
 )
@@ -626,11 +627,13 @@ class Scheduler:
                 task.resources, task.labels, 1, worker.resources, worker.labels
             ):
                 return ""
-        wanted = ", ".join(f"{k}={v:g}" for k, v in task.resources.items()) or "no resources"
+        wanted = (
+            ", ".join(f"{k}={amount_text(v)}" for k, v in task.resources.items()) or "no resources"
+        )
         selector = ", ".join(f"{k}={v}" for k, v in task.labels.items()) or "no labels"
         offered = "; ".join(
             f"{w.name}: slots={w.slots} "
-            + " ".join(f"{k}={v:g}" for k, v in w.resources.items())
+            + " ".join(f"{k}={amount_text(v)}" for k, v in w.resources.items())
             + (" labels " + ",".join(f"{k}={v}" for k, v in w.labels.items()) if w.labels else "")
             for w in candidates[:8]
         )
