@@ -39,7 +39,30 @@ class StreamInput:
     partitioner: Callable[[Any, int], int] | None = None
 
 
-class DataStream:
+class _Aggregations:
+    """``reduce``/``sum``/``min``/``max``/``count``, shared by keyed and windowed streams: each
+    class says what an aggregation becomes through its own ``_aggregate``."""
+
+    def _aggregate(self, agg: str, field: int | str | None, function: Any = None) -> DataStream:
+        raise NotImplementedError
+
+    def reduce(self, function: Callable[[Any, Any], Any]) -> DataStream:
+        return self._aggregate("reduce", None, check_callable(function, "reduce"))
+
+    def sum(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("sum", field)
+
+    def min(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("min", field)
+
+    def max(self, field: int | str | None = None) -> DataStream:
+        return self._aggregate("max", field)
+
+    def count(self) -> DataStream:
+        return self._aggregate("count", None)
+
+
+class DataStream(_Aggregations):
     """A stream of records: the output of one operator, or (after ``union``, ``key_by`` or a
     partitioning call) of several operators with the way each reaches the next operator."""
 
@@ -234,21 +257,6 @@ class DataStream:
         params = {"agg": agg, "field": field, "key": key}
         return self._then("aggregate", name, function, params=params, schema=schema)
 
-    def reduce(self, function: Callable[[Any, Any], Any]) -> DataStream:
-        return self._aggregate("reduce", None, check_callable(function, "reduce"))
-
-    def sum(self, field: int | str | None = None) -> DataStream:
-        return self._aggregate("sum", field)
-
-    def min(self, field: int | str | None = None) -> DataStream:
-        return self._aggregate("min", field)
-
-    def max(self, field: int | str | None = None) -> DataStream:
-        return self._aggregate("max", field)
-
-    def count(self) -> DataStream:
-        return self._aggregate("count", None)
-
     def count_window(self, size: int) -> WindowedStream:
         """Tumbling windows of ``size`` records per key."""
         key = self._keyed("count_window")
@@ -302,7 +310,7 @@ class KeyedStream(DataStream):
         return self._keyed("key")
 
 
-class WindowedStream:
+class WindowedStream(_Aggregations):
     """A keyed stream cut into tumbling windows; an aggregation closes it."""
 
     def __init__(self, stream: DataStream, key: KeySpec, window: dict[str, Any]) -> None:
@@ -317,21 +325,6 @@ class WindowedStream:
         size = self._window["size"]
         name = f"Window({self._window['window']} {size}, {agg})"
         return self._stream._then("window", name, function, params=params, schema=Schema())
-
-    def reduce(self, function: Callable[[Any, Any], Any]) -> DataStream:
-        return self._aggregate("reduce", None, check_callable(function, "reduce"))
-
-    def sum(self, field: int | str | None = None) -> DataStream:
-        return self._aggregate("sum", field)
-
-    def min(self, field: int | str | None = None) -> DataStream:
-        return self._aggregate("min", field)
-
-    def max(self, field: int | str | None = None) -> DataStream:
-        return self._aggregate("max", field)
-
-    def count(self) -> DataStream:
-        return self._aggregate("count", None)
 
 
 class DataStreamSink:
