@@ -21,26 +21,15 @@ from typing import Any
 import zmq
 
 from . import protocol as p
-from .transport import make_socket, parse, parse_job, send, split_envelope
+from .transport import make_socket, parse_job, request, send, split_envelope
 
 
 def fetch_jobs(address: str, timeout: float = 5.0) -> list[p.JobInfo]:
     """The dataflow jobs a dispatcher knows of, oldest change first."""
-    context: zmq.Context[Any] = zmq.Context()
-    sock = make_socket(context, zmq.DEALER)
-    try:
-        sock.connect(address)
-        send(sock, p.JobsRequest())
-        if not sock.poll(int(timeout * 1000)):
-            raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s")
-        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
-        message, _ = parse(body)
-        if not isinstance(message, p.JobsReply):
-            raise p.ProtocolError(f"expected JobsReply, got {type(message).__name__}")
-        return message.jobs
-    finally:
-        sock.close(linger=0)
-        context.term()
+    message = request(address, p.JobsRequest(), timeout)
+    if not isinstance(message, p.JobsReply):
+        raise p.ProtocolError(f"expected JobsReply, got {type(message).__name__}")
+    return message.jobs
 
 
 def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:

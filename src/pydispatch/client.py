@@ -48,11 +48,10 @@ from .transport import (
     frame_sizes,
     loads,
     make_socket,
-    parse,
     rebase,
     receive_pending,
+    request,
     send,
-    split_envelope,
 )
 
 log = logging.getLogger(__name__)
@@ -478,18 +477,7 @@ def _close_fds(*fds: int) -> None:
 
 def fetch_status(address: str, timeout: float = 5.0) -> p.StatusReply:
     """Ask a dispatcher for its status without becoming a client (used by the CLI)."""
-    context: zmq.Context[Any] = zmq.Context()
-    sock = make_socket(context, zmq.DEALER)
-    try:
-        sock.connect(address)
-        send(sock, p.StatusRequest())
-        if not sock.poll(int(timeout * 1000)):
-            raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s")
-        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
-        message, _ = parse(body)
-        if not isinstance(message, p.StatusReply):
-            raise p.ProtocolError(f"expected StatusReply, got {type(message).__name__}")
-        return message
-    finally:
-        sock.close(linger=0)
-        context.term()
+    message = request(address, p.StatusRequest(), timeout)
+    if not isinstance(message, p.StatusReply):
+        raise p.ProtocolError(f"expected StatusReply, got {type(message).__name__}")
+    return message

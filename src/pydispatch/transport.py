@@ -157,6 +157,24 @@ def _out_of_band(
     return tuple(metas)
 
 
+def request(address: str, message: Message, timeout: float = 5.0) -> Message:
+    """One question to a dispatcher without becoming its client: connect a DEALER, send
+    ``message``, wait up to ``timeout`` seconds for the answer, close (for CLI look-ups)."""
+    context: zmq.Context[Any] = zmq.Context()
+    sock = make_socket(context, zmq.DEALER)
+    try:
+        sock.connect(address)
+        send(sock, message)
+        if not sock.poll(int(timeout * 1000)):
+            raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s")
+        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
+        answer, _ = parse(body)
+        return answer
+    finally:
+        sock.close(linger=0)
+        context.term()
+
+
 def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT) -> Blob:
     """Pickle ``obj`` and return the blob that locates it; frames it needs are appended.
 
