@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import zmq
 
-from process_guard import eventually
+from process_guard import children, eventually
 from pydispatch import protocol as p
 from pydispatch.client import Client
 from pydispatch.cluster import LocalCluster
@@ -283,23 +283,49 @@ def test_sigstop_past_heartbeat_timeout_fails_over_and_discards_late_results() -
     with LocalCluster(workers=2, slots=1, **FAST) as cluster:
         client = cluster.client()
         victim = cluster.workers[0]
-        # One slow task on each worker; then freeze the victim while its task runs.
+        # One slow task on each worker; then freeze the victim's node (the worker and its
+        # slot processes, as a network partition would) while its task runs.
         futures = [client.submit(sleep_then, 0.5, i) for i in range(2)]
         eventually(lambda: all(f.running() for f in futures), "both tasks running")
-        os.kill(victim.pid, signal.SIGSTOP)
+        frozen = [victim.pid, *children(victim.pid)]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
         try:
             assert [f.result(timeout=30) for f in futures] == [0, 1]
             status = client.status()
             assert [w.name for w in status.workers] == ["worker-1"]
             assert status.retried == 1
         finally:
-            os.kill(victim.pid, signal.SIGCONT)
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
         # The victim's late result is discarded; it registers again and gets work.
         eventually(lambda: client.status().discarded_late_results >= 1, "late result discarded")
         cluster.wait_for_workers(2)
         assert client.status().finished == 2
         more = [client.submit(sleep_then, 0.05, i) for i in range(20)]
         assert [f.result(timeout=20) for f in more] == list(range(20))
+
+
+def test_a_stopped_worker_process_alone_is_removed_and_its_slots_results_discarded() -> None:
+    """Tasks skip the worker process, so a frozen supervisor does not stop its slots' work,
+    but a worker that cannot heartbeat (or kill a slot) is removed all the same: its slot's
+    result, arriving after the removal, is discarded and the task runs elsewhere."""
+    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        victim = cluster.workers[0]
+        futures = [client.submit(sleep_then, 2.0, i) for i in range(2)]
+        eventually(lambda: all(f.running() for f in futures), "both tasks running")
+        os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            eventually(lambda: len(client.status().workers) == 1, "the frozen worker removed")
+            assert [f.result(timeout=30) for f in futures] == [0, 1]
+            eventually(lambda: client.status().discarded_late_results >= 1, "late result")
+        finally:
+            os.kill(victim.pid, signal.SIGCONT)
+        cluster.wait_for_workers(2)
+        status = client.status()
+        assert (status.finished, status.retried) == (2, 1)
+        assert {f.worker for f in futures} == {"worker-1"}
 
 
 def test_sigterm_drains_a_worker(tmp_path: Path) -> None:
@@ -549,9 +575,11 @@ def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -
         context: zmq.Context[Any] = zmq.Context()
         fake = context.socket(zmq.DEALER)
         fake.setsockopt(zmq.LINGER, 0)
+        fake.setsockopt(zmq.ROUTING_ID, b"fake")
         fake.connect(cluster.address)
         try:
-            register = p.Register(p.PROTOCOL_VERSION, "fake", "node", 1, 1)
+            # A worker that is its own (only) slot: tasks come to this socket.
+            register = p.Register(p.PROTOCOL_VERSION, "fake", "node", 1, 1, slot_ids=[b"fake"])
             assert isinstance(exchange(fake, b"", p.encode(register)), p.Registered)
             client = cluster.client()
             future = client.submit(add, 1, 2)

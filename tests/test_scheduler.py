@@ -219,7 +219,7 @@ def test_cancel_pending_and_running() -> None:
     assert cancelled.status == "cancelled"
     # Not forced: a running task keeps running.
     assert s.cancel(C1, [0], force=False) == []
-    assert s.cancel(C1, [0], force=True) == [KillAttempts(W1, [attempt])]
+    assert s.cancel(C1, [0], force=True) == [KillAttempts(W1, W1 + b"/0", [attempt])]
     out = s.attempts_finished(W1, [AttemptOutcome(attempt, "cancelled")], now=1)
     assert [(r.task_id, r.status) for r in resolved(out)] == [(0, "cancelled")]
     # The slot is free again and the last task runs; unknown ids are ignored.
@@ -419,3 +419,86 @@ def test_every_task_resolves_exactly_once_and_slots_balance(script: list[tuple])
     # Whatever has not resolved is still queued or running, never forgotten.
     final = s.snapshot(now)
     assert len(submitted) - len(outcomes) == final.queued + final.running
+
+
+# --------------------------------------------------------------------- slots (own sockets)
+
+S1, S2 = b"worker-1/slot-a", b"worker-1/slot-b"
+
+
+def by_slot(instructions: Sequence[Instruction]) -> dict[bytes, list[int]]:
+    out: dict[bytes, list[int]] = {}
+    for ins in instructions:
+        if isinstance(ins, RunAttempts):
+            out.setdefault(ins.slot, []).extend(a for a, _ in ins.attempts)
+    return out
+
+
+def test_attempts_go_to_ready_slots_least_loaded_first() -> None:
+    s = Scheduler(prefetch=1)
+    s.register_worker(W1, now=0, slots=2, slot_ids=[S1])  # the second slot is still starting
+    s.submit(C1, tasks(5))
+    assert {slot: len(ids) for slot, ids in by_slot(s.schedule()).items()} == {S1: 2}
+    s.slot_ready(W1, S2, now=1)
+    assert {slot: len(ids) for slot, ids in by_slot(s.schedule()).items()} == {S2: 2}
+    # A slot beyond the declared count is ignored: capacity never exceeds what was declared.
+    s.slot_ready(W1, b"worker-1/slot-c", now=1)
+    assert s.schedule() == []
+
+
+def test_results_are_accepted_only_from_the_slot_holding_the_attempt_or_its_worker() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=2, slot_ids=[S1, S2])
+    s.submit(C1, tasks(2))
+    placed = by_slot(s.schedule())
+    a1, a2 = placed[S1][0], placed[S2][0]
+    assert s.attempts_finished(S2, [AttemptOutcome(a1, "ok")], now=1) == []  # not S2's
+    assert s.counters.discarded_late_results == 1
+    assert [
+        r.task_id for r in resolved(s.attempts_finished(S1, [AttemptOutcome(a1, "ok")], 1))
+    ] == [0]
+    # The worker itself may report its slots' attempts (a cancel before the attempt started).
+    assert [
+        r.status for r in resolved(s.attempts_finished(W1, [AttemptOutcome(a2, "cancelled")], 1))
+    ] == ["cancelled"]
+
+
+def test_a_lost_slot_settles_its_running_attempt_and_requeues_the_rest_uncounted() -> None:
+    s = Scheduler(prefetch=2)
+    s.register_worker(W1, now=0, slots=1, slot_ids=[S1])
+    s.submit(C1, tasks(3, retries=0))
+    running, *queued = by_slot(s.schedule())[S1]
+    out = s.slot_lost(W1, S1, running, "failed", "the slot died (exit code 3)", now=1)
+    (crashed,) = resolved(out)
+    assert (crashed.task_id, crashed.status) == (0, "failed")
+    assert "exit code 3" in crashed.error
+    assert (s.snapshot(1).queued, s.snapshot(1).running) == (2, 0)
+    assert s.schedule() == []  # no slot left until its replacement is ready
+    s.slot_ready(W1, S2, now=2)
+    again = by_slot(s.schedule())[S2]
+    # retries=0, yet the two that never started run: losing them was not their attempt.
+    assert len(again) == 2
+    done = s.attempts_finished(S2, [AttemptOutcome(a, "ok") for a in again], now=3)
+    assert sorted(r.task_id for r in resolved(done)) == [1, 2]
+    # A late report from the lost slot is discarded (an unknown sender is asked to register:
+    # a slot process ignores that, its worker replaced it already).
+    late = s.attempts_finished(S1, [AttemptOutcome(queued[0], "ok")], now=3)
+    assert late == [AskToReregister(S1)]
+    assert s.counters.discarded_late_results == 1
+
+
+def test_force_cancel_kills_through_the_slot_and_a_lost_drain_attempt_is_retried() -> None:
+    s = Scheduler()
+    s.register_worker(W1, now=0, slots=2, slot_ids=[S1, S2])
+    s.submit(C1, tasks(2))
+    placed = by_slot(s.schedule())
+    (kill,) = s.cancel(C1, [0], force=True)
+    assert kill == KillAttempts(W1, S1, placed[S1])
+    out = s.slot_lost(W1, S1, placed[S1][0], "cancelled", "force-cancelled (slot killed)", 1)
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(0, "cancelled")]
+    # Abandoned by a draining worker: lost, re-queued (counted as an attempt).
+    assert s.slot_lost(W1, S2, placed[S2][0], "lost", "drain grace ended", now=1) == []
+    assert (s.snapshot(1).queued, s.counters.retried) == (1, 1)
+    # Unknown slots and workers: nothing happens, or the worker must register again.
+    assert s.slot_lost(W1, b"nobody", 0, "failed", "", now=1) == []
+    assert s.slot_lost(W2, S1, 0, "failed", "", now=1) == [AskToReregister(W2)]

@@ -1,31 +1,79 @@
-"""A worker slot: a subprocess that runs one task at a time for its worker.
+"""A worker slot: a subprocess that runs one task at a time, talking to the dispatcher itself.
 
-Each slot is its own process so that a running task can be force-cancelled (the worker kills
+Each slot is its own process so that a running task can be force-cancelled (its worker kills
 the slot with SIGKILL and starts a fresh one) and so that a task that crashes its interpreter
-takes only its slot down. The worker talks to it over a PAIR socket on ``ipc://`` using the
-same messages as the dispatcher (``Run`` in, ``Done`` out), forwarding frames without copies.
+takes only its slot down. It has its own DEALER socket to the dispatcher: tasks (``Run``) come
+straight from the dispatcher and results (``Done``) go straight back, so the worker process is
+not on the data path (it registers, heartbeats and supervises).
 
-Run as ``python -m pydispatch._slot ENDPOINT WORKER_PID``.
+What the worker needs to know of a slot it reads from a small shared file (:class:`SlotState`),
+not from messages: whether the slot is welcomed by the dispatcher, and which attempt it is
+running. That is what lets the worker kill the right slot for a force-cancel and say which
+attempt a dead slot took down.
+
+Run as ``python -m pydispatch._slot ADDRESS WORKER_ID SLOT_ID STATE_PATH WORKER_PID
+MAX_MESSAGE_SIZE`` (identities in hex).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import logging
+import mmap
 import os
 import signal
+import struct
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import zmq
 
 from . import protocol as p
 from .errors import RemoteError
-from .transport import FrameLike, dumps, loads, make_socket, parse
+from .transport import FrameLike, dumps, loads, make_socket, receive_pending, send
 
-READY = b"ready"  # the first message a slot sends once connected
+log = logging.getLogger(__name__)
+
+_HELLO_EVERY: Final = 0.5  # seconds between SlotHello messages until one is welcomed
+_EXIT_REFUSED: Final = 3  # exit code: the dispatcher refused the hello (protocol version)
+_STATE = struct.Struct("=qq")  # (welcomed: 0/1, running attempt id: 0 = none)
+
+
+class SlotState:
+    """The slot's state, shared with its worker through a memory-mapped 16-byte file.
+
+    One writer (the slot), one reader (the worker). Each field is an aligned 8-byte word, so
+    a read never sees half a write.
+    """
+
+    def __init__(self, path: str, create: bool = False) -> None:
+        if create:
+            with open(path, "wb") as f:
+                f.write(bytes(_STATE.size))
+        with open(path, "r+b") as f:
+            self._map = mmap.mmap(f.fileno(), _STATE.size)
+
+    @property
+    def welcomed(self) -> bool:
+        return bool(struct.unpack_from("=q", self._map, 0)[0])
+
+    @property
+    def running(self) -> int:
+        return int(struct.unpack_from("=q", self._map, 8)[0])
+
+    def set_welcomed(self) -> None:
+        struct.pack_into("=q", self._map, 0, 1)
+
+    def set_running(self, attempt_id: int) -> None:
+        struct.pack_into("=q", self._map, 8, attempt_id)
+
+    def close(self) -> None:
+        self._map.close()
 
 
 def _watch_parent(worker_pid: int) -> None:
@@ -68,42 +116,99 @@ def _run_one(
         return p.AttemptResult(spec.attempt_id, "error", blob, error, text), out
 
 
-def main(endpoint: str, worker_pid: int) -> None:
+class _Slot:
+    def __init__(self, sock: zmq.Socket[Any], state: SlotState) -> None:
+        self._sock = sock
+        self._state = state
+        # Attempts received and not started, highest priority first (FIFO among equals).
+        self._queue: list[tuple[int, int, p.RunSpec, list[zmq.Frame]]] = []
+        self._order = itertools.count()
+        self._skip: set[int] = set()
+        self._functions: dict[bytes, Callable[..., Any]] = {}
+
+    def hello(self, worker: bytes) -> None:
+        while True:
+            send(self._sock, p.SlotHello(p.PROTOCOL_VERSION, worker))
+            if not self._sock.poll(int(_HELLO_EVERY * 1000)):
+                continue
+            for message, _ in receive_pending(self._sock, "the dispatcher"):
+                if isinstance(message, p.SlotWelcome):
+                    self._state.set_welcomed()
+                    return
+                if isinstance(message, p.Error):
+                    log.error("the dispatcher refused this slot: %s", message.message)
+                    sys.exit(_EXIT_REFUSED)
+
+    def serve(self) -> None:
+        while True:
+            if not self._queue:
+                self._sock.poll()  # idle: wait for work
+            self._receive()
+            if self._queue:
+                self._run_next()
+
+    def _receive(self) -> None:
+        for message, frames in receive_pending(self._sock, "the dispatcher"):
+            match message:
+                case p.Run(attempts=attempts):
+                    for spec in attempts:
+                        entry = (-spec.priority, next(self._order), spec, frames)
+                        heapq.heappush(self._queue, entry)
+                case p.Kill(attempt_ids=ids):
+                    self._skip.update(ids)
+                case p.Error(message=text):
+                    log.error("the dispatcher refused a message: %s", text)
+                case _:  # a late SlotWelcome, a Reregister meant for the worker: nothing to do
+                    pass
+
+    def _run_next(self) -> None:
+        _, _, spec, frames = heapq.heappop(self._queue)
+        # Announce the attempt before looking for a Kill once more: the worker kills this
+        # process if it sees a cancelled attempt here, and a Kill that arrives after this
+        # check finds it here.
+        self._state.set_running(spec.attempt_id)
+        if self._sock.poll(0):
+            self._receive()
+        if spec.attempt_id in self._skip:
+            self._skip.discard(spec.attempt_id)
+            self._state.set_running(0)
+            cancelled = p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled")
+            send(self._sock, p.Done([cancelled]))
+            return
+        result, out = _run_one(spec, frames, self._functions)
+        # Cleared before the result goes: if this process dies in between, the worker says
+        # "nothing running" and the dispatcher re-queues the attempt (run again, not lost).
+        self._state.set_running(0)
+        send(self._sock, p.Done([result]), out)
+
+
+def main(
+    address: str,
+    worker: bytes,
+    identity: bytes,
+    state_path: str,
+    worker_pid: int,
+    max_message_size: int,
+) -> None:
     # The worker decides when a slot ends; a terminal's Ctrl-C or a SIGTERM to the process
     # group must not kill tasks that a draining worker wants to finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(worker_pid,), daemon=True).start()
     context: zmq.Context[Any] = zmq.Context()
-    sock = make_socket(context, zmq.PAIR)
-    sock.connect(endpoint)
-    sock.send(READY)
-    functions: dict[bytes, Callable[..., Any]] = {}
-    skip: set[int] = set()
-    while True:
-        message, frames = parse(sock.recv_multipart(copy=False))
-        if isinstance(message, p.Kill):
-            skip.update(message.attempt_ids)
-            continue
-        if not isinstance(message, p.Run):
-            continue
-        for spec in message.attempts:
-            # While a batch runs the worker sends only Kill: attempts of this batch that must
-            # not start. (A running one is stopped by killing this process instead.)
-            while sock.poll(0):
-                control, _ = parse(sock.recv_multipart(copy=False))
-                if isinstance(control, p.Kill):
-                    skip.update(control.attempt_ids)
-            if spec.attempt_id in skip:
-                skip.discard(spec.attempt_id)
-                cancelled = p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled")
-                sock.send_multipart([p.encode(p.Done([cancelled]))])
-                continue
-            # Each result goes back at once: if the worker must kill this process for a
-            # running attempt, no finished result is held here to be lost (and re-run).
-            result, out = _run_one(spec, frames, functions)
-            sock.send_multipart([p.encode(p.Done([result])), *out], copy=False)
+    sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
+    sock.connect(address)
+    slot = _Slot(sock, SlotState(state_path))
+    slot.hello(worker)
+    slot.serve()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(
+        sys.argv[1],
+        bytes.fromhex(sys.argv[2]),
+        bytes.fromhex(sys.argv[3]),
+        sys.argv[4],
+        int(sys.argv[5]),
+        int(sys.argv[6]),
+    )

@@ -11,9 +11,15 @@ pickle stream.
 Structs are ``array_like`` (encoded as msgpack arrays, not maps): headers are small and fast to
 encode, which matters when thousands of tasks per second go through the dispatcher.
 
-The protocol version travels on the two handshakes (:class:`ClientHello` and
-:class:`Register`); a peer speaking another version gets an :class:`Error` reply and nothing
-else.
+The protocol version travels on the three handshakes (:class:`ClientHello`,
+:class:`Register` and a slot's :class:`SlotHello`); a peer speaking another version gets an
+:class:`Error` reply and nothing else.
+
+Tasks do not pass through the worker process: each of its slot processes has its own socket
+to the dispatcher, which sends it :class:`Run` and gets :class:`Done` back directly. The worker
+registers its slots' identities, heartbeats, and supervises them: it kills a slot to
+force-cancel an attempt and reports a slot that died or was killed (:class:`SlotLost`) and its
+replacement (:class:`SlotReady`).
 
 Dataflow jobs have two planes of their own, each a separate tagged union so that a socket
 decodes only what may arrive there: :data:`JobMessage` on a job master's control socket
@@ -27,7 +33,7 @@ from typing import Any, Final, Literal, cast
 
 import msgspec
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2  # 2: slots talk to the dispatcher directly
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -105,6 +111,9 @@ class Register(_Header):
     resources: dict[str, float] = {}
     labels: dict[str, str] = {}
     data_address: str = ""
+    # The zmq identities of its slot processes, each connected to the dispatcher already
+    # (see SlotHello): the dispatcher sends tasks to them, not to the worker.
+    slot_ids: list[bytes] = []
 
 
 class Registered(_Header):
@@ -223,9 +232,40 @@ class Run(_Header):
 
 
 class Kill(_Header):
-    """Force-cancel: stop these running attempts now (the worker kills their slot process)."""
+    """Force-cancel these attempts. Sent to the slot holding them (it skips those it has not
+    started) and to its worker (it kills the slot process if one of them is running)."""
 
     attempt_ids: list[int]
+
+
+class SlotHello(_Header):
+    """A slot process's first message on its own socket (repeated until welcomed)."""
+
+    version: int
+    worker: bytes  # the identity of the worker that started it
+
+
+class SlotWelcome(_Header):
+    """Reply to :class:`SlotHello`: the dispatcher can route to this slot now."""
+
+
+class SlotReady(_Header):
+    """Worker -> dispatcher: a new slot process (replacing a lost one) is welcomed."""
+
+    slot: bytes
+
+
+class SlotLost(_Header):
+    """Worker -> dispatcher: this slot process is gone (died, or killed by the worker).
+
+    ``running`` is the attempt it was running (0: none); its outcome is ``status``, with
+    ``error``. Attempts queued on the slot and not started go back to the dispatcher's queue.
+    """
+
+    slot: bytes
+    running: int
+    status: Status
+    error: str = ""
 
 
 class AttemptResult(msgspec.Struct, array_like=True):
@@ -293,6 +333,10 @@ Message = (
     | Reregister
     | Run
     | Kill
+    | SlotHello
+    | SlotWelcome
+    | SlotReady
+    | SlotLost
     | Done
     | Drain
     | Goodbye

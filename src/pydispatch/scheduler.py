@@ -8,8 +8,13 @@ Invariants the tests pin:
 
 * every submitted task resolves exactly once (one :class:`Resolve`), unless its client left;
 * a worker's free slots/resources equal its totals minus what its running attempts hold;
-* a result is accepted only from the worker running that attempt now; anything else (a late
-  result from a worker removed for silence, a second result) is counted and discarded;
+* an attempt is placed on one slot (a slot process of a worker, with its own socket to the
+  dispatcher); its result is accepted only from that slot, or from its worker, while the
+  attempt is theirs; anything else (a late result from a worker removed for silence or from
+  a slot reported lost, a second result) is counted and discarded;
+* a slot reported lost settles every attempt it held: the one it was running with the
+  outcome its worker reports, the others (queued on it, never started) go back to the queue
+  without using up a retry;
 * a task whose demand no registered worker could ever meet fails at once with the reason; one
   that only has to wait for busy workers waits (so does everything while no worker is
   registered: workers may still be starting).
@@ -44,15 +49,20 @@ Outcome = Literal["ok", "error", "failed", "cancelled", "lost"]
 
 @dataclass(frozen=True, slots=True)
 class RunAttempts:
-    """Send these attempts ``(attempt id, task payload)`` to ``worker``."""
+    """Send these attempts ``(attempt id, task payload)`` to ``slot``, a slot of ``worker``."""
 
     worker: bytes
+    slot: bytes
     attempts: list[tuple[int, object]]
 
 
 @dataclass(frozen=True, slots=True)
 class KillAttempts:
+    """Force-cancel: tell ``slot`` (to skip those not started) and ``worker`` (to kill the
+    slot process if it runs one of them)."""
+
     worker: bytes
+    slot: bytes
     attempt_ids: list[int]
 
 
@@ -159,11 +169,20 @@ class _Worker:
     resources: dict[str, float]
     labels: dict[str, str]
     last_seen: float
-    free_slots: int = 0  # attempts it can still take: slots x (1 + prefetch) - running
+    free_slots: int = 0  # attempts it can still take: ready slots x (1 + prefetch) - placed
     free: dict[str, float] = field(default_factory=dict)
     attempts: dict[int, _Task] = field(default_factory=dict)
+    # Its slot processes that can take work, each with its attempts placed and not reported.
+    slot_attempts: dict[bytes, dict[int, _Task]] = field(default_factory=dict)
+    attempt_slot: dict[int, bytes] = field(default_factory=dict)
     draining: bool = False
     data_address: str = ""
+
+    def has_idle_slot(self) -> bool:
+        return any(not held for held in self.slot_attempts.values())
+
+    def least_loaded_slot(self) -> bytes:
+        return min(self.slot_attempts, key=lambda slot: len(self.slot_attempts[slot]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +240,7 @@ class Scheduler:
         # Extra candidates a round may look at per constrained task (see _candidates).
         self._round_factor = round_factor
         self._workers: dict[bytes, _Worker] = {}
+        self._slot_owner: dict[bytes, bytes] = {}  # slot identity -> its worker
         self._tasks: dict[TaskKey, _Task] = {}
         # Per-client heaps of (-priority, seq, task); cancelled tasks are skipped lazily.
         self._queues: dict[bytes, list[tuple[int, int, _Task]]] = {}
@@ -253,7 +273,7 @@ class Scheduler:
                 node=w.node,
                 pid=w.pid,
                 slots=w.slots,
-                slots_used=min(w.slots, len(w.attempts)),
+                slots_used=sum(1 for held in w.slot_attempts.values() if held),
                 resources=dict(w.resources),
                 free_resources=dict(w.free),
                 labels=dict(w.labels),
@@ -279,27 +299,82 @@ class Scheduler:
         resources: Mapping[str, float] | None = None,
         labels: Mapping[str, str] | None = None,
         data_address: str = "",
+        slot_ids: Iterable[bytes] | None = None,
     ) -> list[Instruction]:
+        """A worker and its ready slots (``slot_ids``; by default ``slots`` made-up ones)."""
         out: list[Instruction] = []
         if worker in self._workers:
             # A new incarnation under the same identity: whatever the old one ran is lost.
             out += self._remove_worker(worker, "registered again", recheck=False)
+        slots = max(0, slots)
         totals = {k: float(v) for k, v in (resources or {}).items()}
-        self._workers[worker] = _Worker(
+        known = _Worker(
             id=worker,
             name=name or worker.hex(),
             node=node,
             pid=pid,
-            slots=max(0, slots),
+            slots=slots,
             resources=totals,
             labels=dict(labels or {}),
             last_seen=now,
-            free_slots=max(0, slots) * (1 + self._prefetch),
             free=dict(totals),
             data_address=data_address,
         )
+        self._workers[worker] = known
+        ids = (
+            list(slot_ids)
+            if slot_ids is not None
+            else [b"%s/%d" % (worker, i) for i in range(slots)]
+        )
+        for slot in ids[:slots]:
+            self._add_slot(known, slot)
         self._refresh_capacity()
         return out
+
+    def slot_ready(self, worker: bytes, slot: bytes, now: float) -> list[Instruction]:
+        """A slot process (a lost one's replacement) can take work."""
+        known = self._workers.get(worker)
+        if known is None:
+            return [AskToReregister(worker)]
+        known.last_seen = now
+        if len(known.slot_attempts) < known.slots and slot not in self._slot_owner:
+            self._add_slot(known, slot)
+        return []
+
+    def slot_lost(
+        self, worker: bytes, slot: bytes, running: int, status: Outcome, error: str, now: float
+    ) -> list[Instruction]:
+        """A slot process is gone; ``running`` (0: none) was its attempt in progress."""
+        known = self._workers.get(worker)
+        if known is None:
+            return [AskToReregister(worker)]
+        known.last_seen = now
+        held = known.slot_attempts.get(slot)
+        if held is None:
+            return []
+        out: list[Instruction] = []
+        for attempt_id, task in list(held.items()):
+            self._release(known, attempt_id, task)
+            if task.state == "cancelling":
+                out.append(self._resolve(task, "cancelled", error=f"cancelled; {error}"))
+            elif attempt_id != running:
+                task.attempts -= 1  # it never started: not an attempt
+                self._requeue_front(task)
+            elif status == "lost":
+                out += self._attempt_lost(task, error)
+            else:
+                out.append(self._resolve(task, "failed", error=error, worker=known.name))
+        del known.slot_attempts[slot]
+        del self._slot_owner[slot]
+        known.free_slots -= 1 + self._prefetch
+        if known.draining and not known.attempts:
+            out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
+        return out
+
+    def _add_slot(self, worker: _Worker, slot: bytes) -> None:
+        worker.slot_attempts[slot] = {}
+        self._slot_owner[slot] = worker.id
+        worker.free_slots += 1 + self._prefetch
 
     def heartbeat(self, worker: bytes, now: float) -> list[Instruction]:
         known = self._workers.get(worker)
@@ -341,6 +416,8 @@ class Scheduler:
         for attempt_id, task in list(gone.attempts.items()):
             self._release(gone, attempt_id, task)
             out += self._attempt_lost(task, f"worker {gone.name} lost ({reason})", recheck)
+        for slot in gone.slot_attempts:
+            self._slot_owner.pop(slot, None)
         self._refresh_capacity()
         if recheck:
             out += self._fail_impossible()
@@ -376,7 +453,7 @@ class Scheduler:
     def cancel(self, client: bytes, task_ids: Iterable[int], force: bool) -> list[Instruction]:
         """Cancel queued tasks; with ``force``, kill running ones too (resolved on report)."""
         out: list[Instruction] = []
-        kills: dict[bytes, list[int]] = {}
+        kills: dict[tuple[bytes, bytes], list[int]] = {}
         for task_id in task_ids:
             task = self._tasks.get((client, task_id))
             if task is None:
@@ -386,9 +463,10 @@ class Scheduler:
                 out.append(self._resolve(task, "cancelled", error="cancelled while queued"))
             elif task.state == "running" and force:
                 task.state = "cancelling"
-                kills.setdefault(task.worker, []).append(task.attempt_id)
+                slot = self._workers[task.worker].attempt_slot[task.attempt_id]
+                kills.setdefault((task.worker, slot), []).append(task.attempt_id)
             # Running without force: it finishes; the client has dropped interest already.
-        out += [KillAttempts(worker, ids) for worker, ids in kills.items()]
+        out += [KillAttempts(worker, slot, ids) for (worker, slot), ids in kills.items()]
         return out
 
     def client_gone(self, client: bytes) -> list[Instruction]:
@@ -404,17 +482,22 @@ class Scheduler:
         return []
 
     def attempts_finished(
-        self, worker: bytes, outcomes: Iterable[AttemptOutcome], now: float
+        self, sender: bytes, outcomes: Iterable[AttemptOutcome], now: float
     ) -> list[Instruction]:
+        """Outcomes reported by a slot (of its own attempts) or a worker (of its slots')."""
+        worker = self._slot_owner.get(sender, sender)
         known = self._workers.get(worker)
         if known is None:
             self.counters.discarded_late_results += sum(1 for _ in outcomes)
-            return [AskToReregister(worker)]
-        known.last_seen = now
+            return [AskToReregister(sender)]
+        if sender == worker:
+            known.last_seen = now
         out: list[Instruction] = []
         for outcome in outcomes:
             task = known.attempts.get(outcome.attempt_id)
-            if task is None:
+            if task is None or (
+                sender != worker and known.attempt_slot[outcome.attempt_id] != sender
+            ):
                 self.counters.discarded_late_results += 1
                 continue
             self._release(known, outcome.attempt_id, task)
@@ -453,14 +536,14 @@ class Scheduler:
         # where they can start.
         capacities = [
             WorkerCapacity(w.free_slots, w.free, w.labels)
-            if len(w.attempts) < w.slots
+            if w.has_idle_slot()
             else WorkerCapacity(w.free_slots, {}, {})
             for w in workers
         ]
         requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
         assignments = self._placer(requests, capacities)
 
-        runs: dict[bytes, list[tuple[int, object]]] = {}
+        runs: dict[tuple[bytes, bytes], list[tuple[int, object]]] = {}
         started: dict[bytes, list[int]] = {}
         placed: set[int] = set()
         for request_index, worker_index in assignments:
@@ -471,20 +554,22 @@ class Scheduler:
             task, worker = candidates[request_index], workers[worker_index]
             if not fits(task.resources, task.labels, worker.free_slots, worker.free, worker.labels):
                 continue  # never trust a placer with the invariants
-            if (task.resources or task.labels) and len(worker.attempts) >= worker.slots:
+            if (task.resources or task.labels) and not worker.has_idle_slot():
                 # Only plain tasks are prefetched. One holding resources while it waits in a
                 # worker's queue would keep them idle; one placed by label was placed on
                 # purpose (a dataflow job's slices, pinned to their workers, must all start to
                 # make progress: queued behind another job's slice they would wait forever).
                 continue
             placed.add(request_index)
-            attempt_id = self._start(task, worker)
-            runs.setdefault(worker.id, []).append((attempt_id, task.payload))
+            attempt_id, slot = self._start(task, worker)
+            runs.setdefault((worker.id, slot), []).append((attempt_id, task.payload))
             started.setdefault(task.client, []).append(task.task_id)
         for index, task in enumerate(candidates):
             if index not in placed:
                 self._requeue_front(task)
-        out: list[Instruction] = [RunAttempts(w, attempts) for w, attempts in runs.items()]
+        out: list[Instruction] = [
+            RunAttempts(worker, slot, attempts) for (worker, slot), attempts in runs.items()
+        ]
         out += [NotifyStarted(client, ids) for client, ids in started.items()]
         return out
 
@@ -530,12 +615,16 @@ class Scheduler:
         while queue and queue[0][2].state != "queued":
             heapq.heappop(queue)
 
-    def _start(self, task: _Task, worker: _Worker) -> int:
+    def _start(self, task: _Task, worker: _Worker) -> tuple[int, bytes]:
         attempt_id = next(self._attempt_ids)
         task.state = "running"
         task.attempts += 1
         task.attempt_id = attempt_id
         task.worker = worker.id
+        # An idle slot if there is one (constrained tasks are placed only where one is).
+        slot = worker.least_loaded_slot()
+        worker.slot_attempts[slot][attempt_id] = task
+        worker.attempt_slot[attempt_id] = slot
         worker.attempts[attempt_id] = task
         worker.free_slots -= 1
         for name, amount in task.resources.items():
@@ -544,10 +633,11 @@ class Scheduler:
         self._last_served[task.client] = next(self._serve_clock)
         self._running += 1
         self._constrained.discard((task.client, task.task_id))
-        return attempt_id
+        return attempt_id, slot
 
     def _release(self, worker: _Worker, attempt_id: int, task: _Task) -> None:
         del worker.attempts[attempt_id]
+        del worker.slot_attempts[worker.attempt_slot.pop(attempt_id)][attempt_id]
         worker.free_slots += 1
         for name, amount in task.resources.items():
             worker.free[name] = worker.free.get(name, 0.0) + amount

@@ -197,6 +197,12 @@ class Dispatcher:
                 for name, amount in register.resources.items():
                     if not math.isfinite(amount) or amount < 0:
                         raise p.ProtocolError(f"invalid resource {name}={amount}")
+                if len(set(register.slot_ids)) != len(register.slot_ids) or len(
+                    register.slot_ids
+                ) > max(0, register.slots):
+                    raise p.ProtocolError(
+                        f"{len(register.slot_ids)} slot identities for {register.slots} slots"
+                    )
                 # "worker": its name, so a job master can pin a slice where the solver put it.
                 labels = {"node": register.node, "worker": register.name, **register.labels}
                 self._worker_names[identity] = register.name
@@ -211,10 +217,22 @@ class Dispatcher:
                         resources=register.resources,
                         labels=labels,
                         data_address=register.data_address,
+                        slot_ids=register.slot_ids,
                     )
                 )
                 self._send(identity, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
                 log.info("worker %s registered (%d slots)", register.name, register.slots)
+            case p.SlotHello(version=version):
+                self._check_version(version)
+                # Stateless: the slot's worker registers it (Register or SlotReady) once it
+                # knows the dispatcher can route to it, which this reply proves.
+                self._send(identity, p.SlotWelcome())
+            case p.SlotReady(slot=slot):
+                self._perform(self.scheduler.slot_ready(identity, slot, now))
+            case p.SlotLost(slot=slot, running=running, status=status, error=error):
+                if status not in ("failed", "cancelled", "lost"):
+                    raise p.ProtocolError(f"a lost slot's attempt cannot end {status!r}")
+                self._perform(self.scheduler.slot_lost(identity, slot, running, status, error, now))
             case p.Drain():
                 self._perform(self.scheduler.drain_worker(identity, now))
             case p.Goodbye():
@@ -306,11 +324,13 @@ class Dispatcher:
             match ins:
                 case s.Resolve():
                     self._queue_result(ins)
-                case s.RunAttempts(worker=worker, attempts=attempts):
-                    self._send_run(worker, attempts)
+                case s.RunAttempts(slot=slot, attempts=attempts):
+                    # If the slot vanished meanwhile, its worker reports it lost.
+                    self._send_run(slot, attempts)
                 case s.NotifyStarted(client=client, task_ids=ids):
                     self._started.setdefault(client, []).extend(ids)
-                case s.KillAttempts(worker=worker, attempt_ids=ids):
+                case s.KillAttempts(worker=worker, slot=slot, attempt_ids=ids):
+                    self._send(slot, p.Kill(ids))
                     self._send(worker, p.Kill(ids))
                 case s.ReleaseWorker(worker=worker):
                     self._send(worker, p.Goodbye())
@@ -323,7 +343,7 @@ class Dispatcher:
                     )
                     log.log(level, "worker %s removed: %s", name, reason)
 
-    def _send_run(self, worker: bytes, attempts: list[tuple[int, object]]) -> None:
+    def _send_run(self, slot: bytes, attempts: list[tuple[int, object]]) -> None:
         frames: list[FrameLike] = []
         placed: dict[int, int] = {}
         specs = []
@@ -338,8 +358,7 @@ class Dispatcher:
                     payload.priority,
                 )
             )
-        # If the worker vanished meanwhile, the heartbeat timeout re-queues these attempts.
-        self._send(worker, p.Run(specs), frames)
+        self._send(slot, p.Run(specs), frames)
 
     def _queue_result(self, resolve: s.Resolve) -> None:
         frames: list[FrameLike] = []
