@@ -406,6 +406,9 @@ def test_garbage_frames_get_error_replies(raw: zmq.Socket[Any], client: Client) 
         (b"", p.encode(p.Register(999, "w", "n", 1, 1))),
         (b"", p.encode(p.Submit([]))),  # no hello on this socket yet
         (b"", p.encode(p.Run([]))),  # a worker-bound message sent to the dispatcher
+        (b"", p.encode(p.SlotHello(999, b"w"))),
+        (b"", p.encode(p.Register(p.PROTOCOL_VERSION, "w", "n", 1, 1, slot_ids=[b"a", b"b"]))),
+        (b"", p.encode(p.SlotLost(b"s", 1, "ok"))),  # a lost slot's attempt cannot be "ok"
     ]
     for frames in hostile:
         reply = exchange(raw, *frames)
@@ -413,6 +416,9 @@ def test_garbage_frames_get_error_replies(raw: zmq.Socket[Any], client: Client) 
     refusal = exchange(raw, b"", p.encode(p.ClientHello(version=999)))
     assert isinstance(refusal, p.Error)
     assert "version 999" in refusal.message
+    assert isinstance(
+        exchange(raw, b"", p.encode(p.SlotHello(p.PROTOCOL_VERSION, b"w"))), p.SlotWelcome
+    )
     # Still serving everyone.
     assert client.submit(add, 1, 2).result(timeout=20) == 3
     assert client.status().protocol_errors >= before + len(hostile)
