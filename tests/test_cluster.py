@@ -635,3 +635,18 @@ def wait_then_log(gate: str, journal: str, name: str) -> str:
     log_to(journal, "started")
     wait_for_file(gate)
     return log_to(journal, name)
+
+
+def test_a_slow_task_does_not_hold_back_results_batched_before_it(tmp_path: Path) -> None:
+    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+        client = cluster.client()
+        assert [f.result(timeout=20) for f in [client.submit(add, i) for i in range(20)]] == list(
+            range(20)
+        )  # `add` is known to be quick on the slot now: its results may be batched
+        gate = str(tmp_path / "gate")
+        quick = [client.submit(add, i) for i in range(3)]
+        slow = client.submit(wait_for_file, gate, "slow")
+        assert [f.result(timeout=20) for f in quick] == [0, 1, 2]
+        assert not slow.done()
+        Path(gate).touch()
+        assert slow.result(timeout=20) == "slow"

@@ -502,3 +502,12 @@ def test_force_cancel_kills_through_the_slot_and_a_lost_drain_attempt_is_retried
     # Unknown slots and workers: nothing happens, or the worker must register again.
     assert s.slot_lost(W1, b"nobody", 0, "failed", "", now=1) == []
     assert s.slot_lost(W2, S1, 0, "failed", "", now=1) == [AskToReregister(W2)]
+
+
+@given(st.lists(st.integers(0, 5), max_size=8), st.integers(0, 30))
+def test_slot_only_rounds_place_as_greedy_best_fit_would(free: list[int], count: int) -> None:
+    from pydispatch.scheduler import _spread
+
+    requests = [PlacementRequest({}, {})] * count
+    workers = [WorkerCapacity(slots, {}, {}) for slots in free]
+    assert _spread(count, free) == greedy_best_fit(requests, workers)

@@ -35,12 +35,18 @@ import zmq
 
 from . import protocol as p
 from .errors import RemoteError
-from .transport import FrameLike, dumps, loads, make_socket, receive_pending, send
+from .transport import FrameLike, dumps, loads, make_socket, rebase, receive_pending, send
 
 log = logging.getLogger(__name__)
 
 _HELLO_EVERY: Final = 0.5  # seconds between SlotHello messages until one is welcomed
 _EXIT_REFUSED: Final = 3  # exit code: the dispatcher refused the hello (protocol version)
+# Result batching (see _Slot._run_next): a finished result may wait for the next task only if
+# that task's function last ran in under _SHORT seconds, the oldest waiting result is younger
+# than _HOLD_AT_MOST, and fewer than _BATCH results wait.
+_SHORT: Final = 200e-6
+_HOLD_AT_MOST: Final = 1e-3
+_BATCH: Final = 64
 _STATE = struct.Struct("=qq")  # (welcomed: 0/1, running attempt id: 0 = none)
 
 
@@ -84,17 +90,29 @@ def _watch_parent(worker_pid: int) -> None:
             os._exit(1)
 
 
+def _function_key(spec: p.RunSpec, frames: list[zmq.Frame]) -> bytes:
+    if spec.fn.frame == p.INLINE:
+        return spec.fn.data
+    if 0 <= spec.fn.frame < len(frames):
+        return frames[spec.fn.frame].bytes
+    return b""  # malformed: loads() reports it
+
+
 def _run_one(
-    spec: p.RunSpec, frames: list[zmq.Frame], functions: dict[bytes, Callable[..., Any]]
+    spec: p.RunSpec,
+    frames: list[zmq.Frame],
+    functions: dict[bytes, Callable[..., Any]],
+    key: bytes,
 ) -> tuple[p.AttemptResult, list[FrameLike]]:
     out: list[FrameLike] = []
     try:
-        key = spec.fn.data if spec.fn.frame == p.INLINE else frames[spec.fn.frame].bytes
-        fn = functions.get(key)
+        fn = functions.get(key) if key else None
         if fn is None:
             if len(functions) > 256:
                 functions.clear()
-            fn = functions[key] = loads(spec.fn, frames)
+            fn = loads(spec.fn, frames)
+            if key:
+                functions[key] = fn
         args = loads(spec.args, frames)
         if spec.kind == p.KIND_MAP1:
             value: object = [fn(item) for item in args]
@@ -125,6 +143,10 @@ class _Slot:
         self._order = itertools.count()
         self._skip: set[int] = set()
         self._functions: dict[bytes, Callable[..., Any]] = {}
+        self._durations: dict[bytes, float] = {}  # function key -> how long it last ran
+        # Results not sent yet (see _run_next), and when the oldest of them was finished.
+        self._held: list[tuple[p.AttemptResult, list[FrameLike]]] = []
+        self._held_since = 0.0
 
     def hello(self, worker: bytes) -> None:
         while True:
@@ -142,10 +164,26 @@ class _Slot:
     def serve(self) -> None:
         while True:
             if not self._queue:
+                self._flush()
                 self._sock.poll()  # idle: wait for work
             self._receive()
             if self._queue:
                 self._run_next()
+
+    def _flush(self) -> None:
+        if not self._held:
+            return
+        frames: list[FrameLike] = []
+        results = []
+        for result, own in self._held:
+            blob = rebase(result.value, own, frames) if result.value is not None else None
+            results.append(
+                p.AttemptResult(
+                    result.attempt_id, result.status, blob, result.error, result.traceback
+                )
+            )
+        self._held = []
+        send(self._sock, p.Done(results), frames)
 
     def _receive(self) -> None:
         for message, frames in receive_pending(self._sock, "the dispatcher"):
@@ -163,6 +201,21 @@ class _Slot:
 
     def _run_next(self) -> None:
         _, _, spec, frames = heapq.heappop(self._queue)
+        key = _function_key(spec, frames)
+        # Results of tiny tasks go back in batches: one message per task would cost more than
+        # the task. A result waits only for a task whose function last ran in under _SHORT,
+        # for at most _HOLD_AT_MOST, so a slow task never holds back what finished before it.
+        # (Held results die with this process if it is killed: their attempts are then
+        # re-queued and run again, never lost.)
+        # Half way through what is queued here they go anyway, so that the dispatcher sends
+        # more work while the rest runs.
+        if self._held and (
+            self._durations.get(key, 1.0) >= _SHORT
+            or len(self._held) > len(self._queue)
+            or len(self._held) >= _BATCH
+            or time.perf_counter() - self._held_since >= _HOLD_AT_MOST
+        ):
+            self._flush()
         # Announce the attempt before looking for a Kill once more: the worker kills this
         # process if it sees a cancelled attempt here, and a Kill that arrives after this
         # check finds it here.
@@ -172,14 +225,23 @@ class _Slot:
         if spec.attempt_id in self._skip:
             self._skip.discard(spec.attempt_id)
             self._state.set_running(0)
-            cancelled = p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled")
-            send(self._sock, p.Done([cancelled]))
+            self._hold(p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled"), [])
             return
-        result, out = _run_one(spec, frames, self._functions)
-        # Cleared before the result goes: if this process dies in between, the worker says
-        # "nothing running" and the dispatcher re-queues the attempt (run again, not lost).
+        started = time.perf_counter()
+        result, out = _run_one(spec, frames, self._functions, key)
+        if len(self._durations) > 256:
+            self._durations.clear()
+        self._durations[key] = time.perf_counter() - started
+        # Cleared before the result is sent: if this process dies in between, the worker
+        # says "nothing running" and the dispatcher re-queues the attempt (run again, not
+        # lost).
         self._state.set_running(0)
-        send(self._sock, p.Done([result]), out)
+        self._hold(result, out)
+
+    def _hold(self, result: p.AttemptResult, frames: list[FrameLike]) -> None:
+        if not self._held:
+            self._held_since = time.perf_counter()
+        self._held.append((result, frames))
 
 
 def main(

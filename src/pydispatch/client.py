@@ -408,16 +408,11 @@ class Client(Executor):
     def _receive(self) -> None:
         for message, frames in receive_pending(self._sock, "the dispatcher"):
             match message:
-                case p.Results(results=results):
-                    for result in results:
-                        self._resolve(result, frames)
+                case p.Results(results=results, started=ids):
+                    self._started(ids)
+                    self._resolve_all(results, frames)
                 case p.Started(task_ids=ids):
-                    with self._lock:
-                        started = [self._futures.get(i) for i in ids]
-                    for future in started:
-                        # A re-queued task is started again: it is RUNNING already.
-                        if future is not None and future._state == "PENDING":
-                            future.set_running_or_notify_cancel()
+                    self._started(ids)
                 case p.StatusReply():
                     self._status_replies.put(message)
                 case p.Welcome() | p.Error() if not self._hello_answered:
@@ -438,11 +433,24 @@ class Client(Executor):
                 case _:
                     log.error("unexpected %s from the dispatcher", type(message).__name__)
 
-    def _resolve(self, result: p.TaskResult, frames: list[zmq.Frame]) -> None:
-        with self._lock:
-            future = self._futures.pop(result.task_id, None)
-        if future is None:
+    def _started(self, ids: list[int]) -> None:
+        if not ids:
             return
+        with self._lock:
+            started = [self._futures.get(i) for i in ids]
+        for future in started:
+            # A re-queued task is started again: it is RUNNING already.
+            if future is not None and future._state == "PENDING":
+                future.set_running_or_notify_cancel()
+
+    def _resolve_all(self, results: list[p.TaskResult], frames: list[zmq.Frame]) -> None:
+        with self._lock:  # once per message, not per result
+            futures = [self._futures.pop(result.task_id, None) for result in results]
+        for future, result in zip(futures, results, strict=True):
+            if future is not None:
+                self._resolve(future, result, frames)
+
+    def _resolve(self, future: TaskFuture, result: p.TaskResult, frames: list[zmq.Frame]) -> None:
         future.worker = result.worker
         try:
             if result.status == "cancelled":

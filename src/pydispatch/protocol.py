@@ -165,6 +165,7 @@ class TaskResult(msgspec.Struct, array_like=True):
 
 class Results(_Header):
     results: list[TaskResult]
+    started: list[int] = []  # task ids placed on workers since the last message (see Started)
 
 
 class Cancel(_Header):

@@ -540,8 +540,13 @@ class Scheduler:
             else WorkerCapacity(w.free_slots, {}, {})
             for w in workers
         ]
-        requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
-        assignments = self._placer(requests, capacities)
+        if any(t.resources or t.labels for t in candidates):
+            requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
+            assignments = self._placer(requests, capacities)
+        else:
+            # Slots are all these need: no packing problem, so no placer (the common round
+            # of small tasks); the same rule greedy best-fit applies to them.
+            assignments = _spread(len(candidates), [c.free_slots for c in capacities])
 
         runs: dict[tuple[bytes, bytes], list[tuple[int, object]]] = {}
         started: dict[bytes, list[int]] = {}
@@ -552,7 +557,12 @@ class Scheduler:
             if not 0 <= worker_index < len(workers):
                 continue
             task, worker = candidates[request_index], workers[worker_index]
-            if not fits(task.resources, task.labels, worker.free_slots, worker.free, worker.labels):
+            if worker.free_slots < 1 or (
+                (task.resources or task.labels)
+                and not fits(
+                    task.resources, task.labels, worker.free_slots, worker.free, worker.labels
+                )
+            ):
                 continue  # never trust a placer with the invariants
             if (task.resources or task.labels) and not worker.has_idle_slot():
                 # Only plain tasks are prefetched. One holding resources while it waits in a
@@ -705,6 +715,8 @@ class Scheduler:
 
     def _impossible(self, task: _Task) -> str:
         """Why no registered worker could ever run ``task`` ('' if one could, or none yet)."""
+        if not task.resources and not task.labels and self._fair.capacity.get(SLOTS):
+            return ""  # any slot will do, and there is one
         for name, amount in task.resources.items():
             # NaN would pass every comparison and poison a worker's free amounts.
             if not math.isfinite(amount) or amount < 0:
@@ -746,3 +758,21 @@ class Scheduler:
                 self._dequeue(task)
                 out.append(self._resolve(task, "failed", error=reason))
         return out
+
+
+def _spread(count: int, free_slots: list[int]) -> list[tuple[int, int]]:
+    """Place ``count`` slot-only requests, each on the worker with the most free slots
+    (the lowest index among equals), as :func:`~pydispatch.placement.greedy_best_fit` does."""
+    heap = [(-free, index) for index, free in enumerate(free_slots) if free > 0]
+    heapq.heapify(heap)
+    out: list[tuple[int, int]] = []
+    for request in range(count):
+        if not heap:
+            break
+        negative_free, index = heap[0]
+        out.append((request, index))
+        if negative_free == -1:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (negative_free + 1, index))
+    return out

@@ -97,7 +97,7 @@ class Dispatcher:
         self._worker_names: dict[bytes, str] = {}
         self.protocol_errors = 0
         # Per-round outgoing buffers, flushed once per loop iteration.
-        self._results: dict[bytes, list[tuple[p.TaskResult, list[FrameLike]]]] = {}
+        self._results: dict[bytes, list[s.Resolve]] = {}
         self._started: dict[bytes, list[int]] = {}
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
 
@@ -361,40 +361,40 @@ class Dispatcher:
         self._send(slot, p.Run(specs), frames)
 
     def _queue_result(self, resolve: s.Resolve) -> None:
-        frames: list[FrameLike] = []
-        blob = None
-        if resolve.value is not None:
-            value_blob, value_frames = cast(tuple[p.Blob, list[FrameLike]], resolve.value)
-            blob = rebase(value_blob, value_frames, frames)
-        result = p.TaskResult(
-            resolve.task_id, resolve.status, blob, resolve.error, resolve.traceback, resolve.worker
-        )
-        self._results.setdefault(resolve.client, []).append((result, frames))
+        self._results.setdefault(resolve.client, []).append(resolve)
 
     def _flush(self) -> None:
+        # One message per client per round: what started and what ended travel together.
         for client, ids in self._started.items():
-            self._send(client, p.Started(ids))
-        self._started.clear()
+            if client not in self._results:
+                self._send(client, p.Started(ids))
         for client, pending in self._results.items():
+            started = self._started.get(client, [])
             for start in range(0, len(pending), _RESULTS_PER_MESSAGE):
                 frames: list[FrameLike] = []
+                placed: dict[int, int] = {}
                 results = []
-                for result, own in pending[start : start + _RESULTS_PER_MESSAGE]:
-                    blob = rebase(result.value, own, frames) if result.value is not None else None
+                for resolve in pending[start : start + _RESULTS_PER_MESSAGE]:
+                    blob = None
+                    if resolve.value is not None:
+                        value, own = cast(tuple[p.Blob, list[FrameLike]], resolve.value)
+                        blob = rebase(value, own, frames, placed)
                     results.append(
                         p.TaskResult(
-                            result.task_id,
-                            result.status,
+                            resolve.task_id,
+                            resolve.status,
                             blob,
-                            result.error,
-                            result.traceback,
-                            result.worker,
+                            resolve.error,
+                            resolve.traceback,
+                            resolve.worker,
                         )
                     )
-                if not self._send(client, p.Results(results), frames):
+                if not self._send(client, p.Results(results, started), frames):
                     self._perform(self.scheduler.client_gone(client))
                     self._clients.discard(client)
                     break
+                started = []
+        self._started.clear()
         self._results.clear()
 
     def _status(self, now: float) -> p.StatusReply:
