@@ -45,12 +45,15 @@ log = logging.getLogger(__name__)
 
 # Attempts placed on a worker beyond its free slots, per slot (see Scheduler): small tasks
 # then never wait for a dispatcher round trip. 0 = exact priorities and fair share.
-DEFAULT_PREFETCH: Final = 4
+DEFAULT_PREFETCH: Final = 8
 
 _BATCH: Final = 4096  # messages handled before a placement round, at most
 _JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _KEEP_ENDED_JOBS: Final = 100  # ended dataflow jobs listed by `pydispatch jobs`
 _RESULTS_PER_MESSAGE: Final = 2048
+# "Started" notices wait this long for a result to ride with: a short task then costs its
+# client one message, not two (``future.running()`` turns true up to this much later).
+_STARTED_DELAY: Final = 0.002
 
 
 @dataclass(slots=True)
@@ -99,6 +102,7 @@ class Dispatcher:
         # Per-round outgoing buffers, flushed once per loop iteration.
         self._results: dict[bytes, list[s.Resolve]] = {}
         self._started: dict[bytes, list[int]] = {}
+        self._started_since: dict[bytes, float] = {}  # when each client's oldest notice came
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
 
     # --------------------------------------------------------------------------- loop
@@ -114,6 +118,8 @@ class Dispatcher:
         try:
             while not self._stop.is_set():
                 wait_ms = max(0, int((next_tick - time.monotonic()) * 1000))
+                if self._started:
+                    wait_ms = min(wait_ms, 1 + int(_STARTED_DELAY * 1000))
                 if poller.poll(min(wait_ms, 200)):
                     self._receive_batch()
                 now = time.monotonic()
@@ -328,6 +334,8 @@ class Dispatcher:
                     # If the slot vanished meanwhile, its worker reports it lost.
                     self._send_run(slot, attempts)
                 case s.NotifyStarted(client=client, task_ids=ids):
+                    if client not in self._started:
+                        self._started_since[client] = time.monotonic()
                     self._started.setdefault(client, []).extend(ids)
                 case s.KillAttempts(worker=worker, slot=slot, attempt_ids=ids):
                     self._send(slot, p.Kill(ids))
@@ -365,11 +373,14 @@ class Dispatcher:
 
     def _flush(self) -> None:
         # One message per client per round: what started and what ended travel together.
-        for client, ids in self._started.items():
+        due = time.monotonic() - _STARTED_DELAY
+        for client in [c for c, t in self._started_since.items() if t <= due]:
             if client not in self._results:
-                self._send(client, p.Started(ids))
+                self._send(client, p.Started(self._started.pop(client)))
+                del self._started_since[client]
         for client, pending in self._results.items():
-            started = self._started.get(client, [])
+            started = self._started.pop(client, [])
+            self._started_since.pop(client, None)
             for start in range(0, len(pending), _RESULTS_PER_MESSAGE):
                 frames: list[FrameLike] = []
                 placed: dict[int, int] = {}
@@ -394,7 +405,6 @@ class Dispatcher:
                     self._clients.discard(client)
                     break
                 started = []
-        self._started.clear()
         self._results.clear()
 
     def _status(self, now: float) -> p.StatusReply:
