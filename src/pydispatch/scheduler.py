@@ -29,6 +29,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._scheduler_vocabulary import (
+    AskToReregister,
+    AttemptOutcome,
+    Counters,
+    ForgetWorker,
+    Instruction,
+    KillAttempts,
+    NewTask,
+    NotifyStarted,
+    Outcome,
+    ReleaseWorker,
+    Resolve,
+    RunAttempts,
+    Snapshot,
+    WorkerSnapshot,
+)
 from .placement import (
     SLOTS,
     FairShare,
@@ -40,104 +56,25 @@ from .placement import (
     greedy_best_fit,
 )
 
+__all__ = [
+    "AskToReregister",
+    "AttemptOutcome",
+    "Counters",
+    "ForgetWorker",
+    "Instruction",
+    "KillAttempts",
+    "NewTask",
+    "NotifyStarted",
+    "Outcome",
+    "ReleaseWorker",
+    "Resolve",
+    "RunAttempts",
+    "Scheduler",
+    "Snapshot",
+    "WorkerSnapshot",
+]
+
 TaskKey = tuple[bytes, int]  # (client identity, client's task id)
-Outcome = Literal["ok", "error", "failed", "cancelled", "lost"]
-
-
-# ----------------------------------------------------------------------------- instructions
-
-
-@dataclass(frozen=True, slots=True)
-class RunAttempts:
-    """Send these attempts ``(attempt id, task payload)`` to ``slot``, a slot of ``worker``."""
-
-    worker: bytes
-    slot: bytes
-    attempts: list[tuple[int, object]]
-
-
-@dataclass(frozen=True, slots=True)
-class KillAttempts:
-    """Force-cancel: tell ``slot`` (to skip those not started) and ``worker`` (to kill the
-    slot process if it runs one of them)."""
-
-    worker: bytes
-    slot: bytes
-    attempt_ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class NotifyStarted:
-    client: bytes
-    task_ids: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class Resolve:
-    """The task's final outcome, to be delivered to its client."""
-
-    client: bytes
-    task_id: int
-    status: Outcome
-    value: object = None
-    error: str = ""
-    traceback: str = ""
-    worker: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseWorker:
-    """A draining worker has nothing left to run: tell it it may exit."""
-
-    worker: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ForgetWorker:
-    """A worker was removed (silent past the timeout, deregistered, or replaced)."""
-
-    worker: bytes
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class AskToReregister:
-    """An unknown worker spoke: it must register again before it gets work."""
-
-    worker: bytes
-
-
-Instruction = (
-    RunAttempts
-    | KillAttempts
-    | NotifyStarted
-    | Resolve
-    | ReleaseWorker
-    | ForgetWorker
-    | AskToReregister
-)
-
-
-# ------------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    task_id: int
-    payload: object
-    resources: Mapping[str, float] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
-    priority: int = 0
-    retries: int = 3
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptOutcome:
-    attempt_id: int
-    status: Outcome
-    value: object = None
-    error: str = ""
-    traceback: str = ""
 
 
 # ------------------------------------------------------------------------------- state
@@ -183,38 +120,6 @@ class _Worker:
 
     def least_loaded_slot(self) -> bytes:
         return min(self.slot_attempts, key=lambda slot: len(self.slot_attempts[slot]))
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSnapshot:
-    name: str
-    node: str
-    pid: int
-    slots: int
-    slots_used: int
-    resources: dict[str, float]
-    free_resources: dict[str, float]
-    labels: dict[str, str]
-    seconds_since_heartbeat: float
-    draining: bool
-    data_address: str = ""
-
-
-@dataclass(slots=True)
-class Counters:
-    finished: int = 0  # ok or user error
-    failed: int = 0
-    cancelled: int = 0
-    retried: int = 0
-    discarded_late_results: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    workers: list[WorkerSnapshot]
-    queued: int
-    running: int
-    counters: Counters
 
 
 class Scheduler:
@@ -267,22 +172,7 @@ class Scheduler:
         return worker in self._workers
 
     def snapshot(self, now: float) -> Snapshot:
-        workers = [
-            WorkerSnapshot(
-                name=w.name,
-                node=w.node,
-                pid=w.pid,
-                slots=w.slots,
-                slots_used=sum(1 for held in w.slot_attempts.values() if held),
-                resources=dict(w.resources),
-                free_resources=dict(w.free),
-                labels=dict(w.labels),
-                seconds_since_heartbeat=max(0.0, now - w.last_seen),
-                draining=w.draining,
-                data_address=w.data_address,
-            )
-            for w in self._workers.values()
-        ]
+        workers = [_worker_snapshot(w, now) for w in self._workers.values()]
         return Snapshot(workers, self._queued, self._running, self.counters)
 
     # ------------------------------------------------------------------------ workers
@@ -717,32 +607,7 @@ class Scheduler:
         """Why no registered worker could ever run ``task`` ('' if one could, or none yet)."""
         if not task.resources and not task.labels and self._fair.capacity.get(SLOTS):
             return ""  # any slot will do, and there is one
-        for name, amount in task.resources.items():
-            # NaN would pass every comparison and poison a worker's free amounts.
-            if not math.isfinite(amount) or amount < 0:
-                return f"invalid demand: {name}={amount} (must be a finite amount >= 0)"
-        candidates = [w for w in self._workers.values() if not w.draining]
-        if not candidates:
-            return ""  # workers may still be starting: wait
-        for worker in candidates:
-            if worker.slots > 0 and fits(
-                task.resources, task.labels, 1, worker.resources, worker.labels
-            ):
-                return ""
-        wanted = (
-            ", ".join(f"{k}={amount_text(v)}" for k, v in task.resources.items()) or "no resources"
-        )
-        selector = ", ".join(f"{k}={v}" for k, v in task.labels.items()) or "no labels"
-        offered = "; ".join(
-            f"{w.name}: slots={w.slots} "
-            + " ".join(f"{k}={amount_text(v)}" for k, v in w.resources.items())
-            + (" labels " + ",".join(f"{k}={v}" for k, v in w.labels.items()) if w.labels else "")
-            for w in candidates[:8]
-        )
-        return (
-            f"no registered worker could ever run this task: it needs {wanted} with {selector}; "
-            f"workers offer {offered}"
-        )
+        return _why_impossible(task, [w for w in self._workers.values() if not w.draining])
 
     def _fail_impossible(self) -> list[Instruction]:
         if not any(not w.draining for w in self._workers.values()):
@@ -776,3 +641,46 @@ def _spread(count: int, free_slots: list[int]) -> list[tuple[int, int]]:
         else:
             heapq.heapreplace(heap, (negative_free + 1, index))
     return out
+
+
+def _why_impossible(task: _Task, candidates: list[_Worker]) -> str:
+    """Why none of ``candidates`` could ever run ``task`` ('' if one could, or none yet)."""
+    for name, amount in task.resources.items():
+        # NaN would pass every comparison and poison a worker's free amounts.
+        if not math.isfinite(amount) or amount < 0:
+            return f"invalid demand: {name}={amount} (must be a finite amount >= 0)"
+    if not candidates:
+        return ""  # workers may still be starting: wait
+    for worker in candidates:
+        if worker.slots > 0 and fits(
+            task.resources, task.labels, 1, worker.resources, worker.labels
+        ):
+            return ""
+    wanted = ", ".join(f"{k}={amount_text(v)}" for k, v in task.resources.items()) or "no resources"
+    selector = ", ".join(f"{k}={v}" for k, v in task.labels.items()) or "no labels"
+    offered = "; ".join(
+        f"{w.name}: slots={w.slots} "
+        + " ".join(f"{k}={amount_text(v)}" for k, v in w.resources.items())
+        + (" labels " + ",".join(f"{k}={v}" for k, v in w.labels.items()) if w.labels else "")
+        for w in candidates[:8]
+    )
+    return (
+        f"no registered worker could ever run this task: it needs {wanted} with {selector}; "
+        f"workers offer {offered}"
+    )
+
+
+def _worker_snapshot(w: _Worker, now: float) -> WorkerSnapshot:
+    return WorkerSnapshot(
+        name=w.name,
+        node=w.node,
+        pid=w.pid,
+        slots=w.slots,
+        slots_used=sum(1 for held in w.slot_attempts.values() if held),
+        resources=dict(w.resources),
+        free_resources=dict(w.free),
+        labels=dict(w.labels),
+        seconds_since_heartbeat=max(0.0, now - w.last_seen),
+        draining=w.draining,
+        data_address=w.data_address,
+    )
