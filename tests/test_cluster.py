@@ -650,3 +650,28 @@ def test_a_slow_task_does_not_hold_back_results_batched_before_it(tmp_path: Path
         assert not slow.done()
         Path(gate).touch()
         assert slow.result(timeout=20) == "slow"
+
+
+def test_a_worker_started_before_its_dispatcher_registers_when_it_comes_up(
+    tmp_path: Path,
+) -> None:
+    address = f"ipc://{tmp_path}/later"
+    cli = [sys.executable, "-m", "pydispatch.cli"]
+    worker = subprocess.Popen([*cli, "worker", address, "--name", "early", "--slots", "2"])
+    dispatcher = None
+    try:
+        time.sleep(0.5)  # the worker and its slots are up, knocking at an empty address
+        assert worker.poll() is None
+        dispatcher = subprocess.Popen(
+            [*cli, "dispatcher", "--bind", address], stdout=subprocess.DEVNULL
+        )
+        with Client(address) as client:
+            eventually(lambda: len(client.status().workers) == 1, "the early worker registered")
+            (status,) = client.status().workers
+            assert (status.name, status.slots) == ("early", 2)
+            assert client.submit(add, 20, 22).result(timeout=20) == 42
+    finally:
+        for process in (worker, dispatcher):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=20)

@@ -125,7 +125,7 @@ class Worker:
             for index in range(self.options.slots):
                 self._slots.append(self._start_slot(index))
             # Register only once every slot can take a task: "registered" means "ready".
-            self._wait_for_slots(timeout=60.0)
+            self._wait_for_slots()
             self._register()
             heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
             heartbeat.start()
@@ -278,14 +278,18 @@ class Worker:
         )  # fmt: skip
         return _Slot(index, identity, state, process)
 
-    def _wait_for_slots(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def _wait_for_slots(self) -> None:
+        """Until the dispatcher has welcomed every slot (it may not be up yet: keep waiting)."""
+        next_note = time.monotonic() + 10.0
         while not all(slot.state.welcomed for slot in self._slots):
-            if time.monotonic() > deadline:
-                raise RuntimeError("slot processes were not welcomed by the dispatcher in time")
             if self._drain_requested:
                 return
+            if time.monotonic() > next_note:
+                log.warning("waiting for the dispatcher at %s to welcome our slots", self.address)
+                next_note += 10.0
             time.sleep(0.01)
+            if self.options.exit_with_parent and os.getppid() != self.options.exit_with_parent:
+                self.request_stop()
             self._check_slot_processes()
 
     def _announce_slots(self) -> None:
