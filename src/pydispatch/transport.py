@@ -276,6 +276,8 @@ def rebase(
             frames_out.append(frame)
         return where
 
+    if not blob.buffers:  # a function: one frame, no arrays
+        return Blob(place(blob.frame), (), blob.data)
     return Blob(
         place(blob.frame),
         tuple(
