@@ -324,7 +324,10 @@ def test_a_stopped_worker_process_alone_is_removed_and_its_slots_results_discard
             os.kill(victim.pid, signal.SIGCONT)
         cluster.wait_for_workers(2)
         status = client.status()
-        assert (status.finished, status.retried) == (2, 1)
+        assert status.finished == 2
+        # At least the frozen worker's task; more if a loaded machine also delays worker-1's
+        # heartbeats past this test's short timeout.
+        assert status.retried >= 1
         assert {f.worker for f in futures} == {"worker-1"}
 
 
@@ -675,3 +678,29 @@ def test_a_worker_started_before_its_dispatcher_registers_when_it_comes_up(
             if process is not None:
                 process.terminate()
                 process.wait(timeout=20)
+
+
+def test_an_unreachable_slot_is_dropped_its_work_requeued_and_its_worker_told() -> None:
+    with LocalCluster(workers=0, **FAST) as cluster:
+        context: zmq.Context[Any] = zmq.Context()
+        fake = context.socket(zmq.DEALER)
+        fake.setsockopt(zmq.LINGER, 0)
+        fake.connect(cluster.address)
+        try:
+            # A worker whose only slot never connects to the dispatcher.
+            register = p.Register(p.PROTOCOL_VERSION, "fake", "node", 1, 1, slot_ids=[b"ghost"])
+            assert isinstance(exchange(fake, b"", p.encode(register)), p.Registered)
+            client = cluster.client()
+            future = client.submit(add, 1, 2)
+            assert fake.poll(10_000)
+            replace = p.decode(fake.recv_multipart()[1])
+            assert replace == p.ReplaceSlot(b"ghost")
+            # The task went back to the queue, whole (no attempt used up): a real worker runs it.
+            cluster.start_worker(name="real")
+            assert future.result(timeout=20) == 3
+            assert future.worker == "real"
+            status = client.status()
+            assert (status.finished, status.failed, status.retried) == (1, 0, 0)
+        finally:
+            fake.close()
+            context.term()

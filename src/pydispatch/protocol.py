@@ -256,6 +256,13 @@ class SlotReady(_Header):
     slot: bytes
 
 
+class ReplaceSlot(_Header):
+    """Dispatcher -> worker: this slot cannot be reached; its attempts went back to the queue.
+    Kill it and start another (announced with :class:`SlotReady` as usual)."""
+
+    slot: bytes
+
+
 class SlotLost(_Header):
     """Worker -> dispatcher: this slot process is gone (died, or killed by the worker).
 
@@ -338,6 +345,7 @@ Message = (
     | SlotWelcome
     | SlotReady
     | SlotLost
+    | ReplaceSlot
     | Done
     | Drain
     | Goodbye

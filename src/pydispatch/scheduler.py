@@ -232,13 +232,24 @@ class Scheduler:
         return []
 
     def slot_lost(
-        self, worker: bytes, slot: bytes, running: int, status: Outcome, error: str, now: float
+        self,
+        worker: bytes,
+        slot: bytes,
+        running: int,
+        status: Outcome,
+        error: str,
+        now: float,
+        *,
+        reported: bool = True,
     ) -> list[Instruction]:
-        """A slot process is gone; ``running`` (0: none) was its attempt in progress."""
+        """A slot process is gone; ``running`` (0: none) was its attempt in progress.
+
+        ``reported``: its worker said so (else the dispatcher found it unreachable)."""
         known = self._workers.get(worker)
         if known is None:
-            return [AskToReregister(worker)]
-        known.last_seen = now
+            return [AskToReregister(worker)] if reported else []
+        if reported:
+            known.last_seen = now
         held = known.slot_attempts.get(slot)
         if held is None:
             return []

@@ -330,9 +330,23 @@ class Dispatcher:
             match ins:
                 case s.Resolve():
                     self._queue_result(ins)
-                case s.RunAttempts(slot=slot, attempts=attempts):
-                    # If the slot vanished meanwhile, its worker reports it lost.
-                    self._send_run(slot, attempts)
+                case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
+                    if not self._send_run(slot, attempts):
+                        # Dead (its worker reports that soon) or cut off from us while its
+                        # worker is not: either way it gets nothing more, and its worker a
+                        # request to replace it (a no-op for a slot already replaced).
+                        self._perform(
+                            self.scheduler.slot_lost(
+                                worker,
+                                slot,
+                                0,
+                                "lost",
+                                "unreachable",
+                                time.monotonic(),
+                                reported=False,
+                            )
+                        )
+                        self._send(worker, p.ReplaceSlot(slot))
                 case s.NotifyStarted(client=client, task_ids=ids):
                     if client not in self._started:
                         self._started_since[client] = time.monotonic()
@@ -351,7 +365,7 @@ class Dispatcher:
                     )
                     log.log(level, "worker %s removed: %s", name, reason)
 
-    def _send_run(self, slot: bytes, attempts: list[tuple[int, object]]) -> None:
+    def _send_run(self, slot: bytes, attempts: list[tuple[int, object]]) -> bool:
         frames: list[FrameLike] = []
         placed: dict[int, int] = {}
         specs = []
@@ -366,7 +380,7 @@ class Dispatcher:
                     payload.priority,
                 )
             )
-        self._send(slot, p.Run(specs), frames)
+        return self._send(slot, p.Run(specs), frames)
 
     def _queue_result(self, resolve: s.Resolve) -> None:
         self._results.setdefault(resolve.client, []).append(resolve)

@@ -247,6 +247,11 @@ class Worker:
                 for slot in list(self._slots):
                     self._replace_slot(slot)
                 self._register()
+            case p.ReplaceSlot(slot=identity):
+                for slot in list(self._slots):
+                    if slot.identity == identity:
+                        log.warning("the dispatcher cannot reach slot %d: replacing it", slot.index)
+                        self._replace_slot(slot)
             case p.Goodbye():
                 self._released = True
             case p.Error(code=code, message=text):
