@@ -511,3 +511,33 @@ def test_slot_only_rounds_place_as_greedy_best_fit_would(free: list[int], count:
     requests = [PlacementRequest({}, {})] * count
     workers = [WorkerCapacity(slots, {}, {}) for slots in free]
     assert _spread(count, free) == greedy_best_fit(requests, workers)
+
+
+def test_a_slot_queues_about_the_budget_of_work_measured_on_it() -> None:
+    s = Scheduler(prefetch=8, queue_budget=0.002)
+    s.register_worker(W1, now=0, slots=2, slot_ids=[S1, S2])
+    s.submit(C1, tasks(40))
+    placed = by_slot(s.schedule())
+    assert {slot: len(ids) for slot, ids in placed.items()} == {S1: 9, S2: 9}
+    # S1's tasks take 10 ms: nothing may wait behind its running one. S2's take 100 µs:
+    # 2 ms of them is 20, capped by prefetch at 8 queued.
+    slow = s.attempts_finished(S1, [AttemptOutcome(a, "ok", seconds=0.01) for a in placed[S1]], 1)
+    quick = s.attempts_finished(S2, [AttemptOutcome(a, "ok", seconds=1e-4) for a in placed[S2]], 1)
+    assert len(resolved(slow)) == len(resolved(quick)) == 9
+    again = {slot: len(ids) for slot, ids in by_slot(s.schedule()).items()}
+    assert again == {S1: 1, S2: 9}
+
+
+def test_a_constrained_task_goes_to_an_idle_slot_not_the_roomiest() -> None:
+    s = Scheduler(prefetch=8)
+    s.register_worker(W1, now=0, slots=2, resources={"cpu": 4}, slot_ids=[S1, S2])
+    s.submit(C1, tasks(2))
+    placed = by_slot(s.schedule())
+    # S2's task took 10 ms: it may hold its running task only. S1 runs one, room for 8.
+    s.attempts_finished(S2, [AttemptOutcome(placed[S2][0], "ok", seconds=0.01)], now=1)
+    s.submit(C1, [NewTask(100, "cpu-task", resources={"cpu": 1}), NewTask(101, "plain")])
+    out = s.schedule()
+    assert {p: slot for slot, ids in by_slot(out).items() for p in ids} == {
+        placed[S1][0] + 2: S2,  # the constrained one: idle S2, though S1 has more room
+        placed[S1][0] + 3: S1,  # the plain one: the roomiest
+    }

@@ -104,6 +104,7 @@ class AttemptOutcome:
     value: object = None
     error: str = ""
     traceback: str = ""
+    seconds: float = 0.0  # how long it ran (0: not measured)
 
 
 # ------------------------------------------------------------------------------ snapshots

@@ -179,7 +179,12 @@ class _Slot:
             blob = rebase(result.value, own, frames) if result.value is not None else None
             results.append(
                 p.AttemptResult(
-                    result.attempt_id, result.status, blob, result.error, result.traceback
+                    result.attempt_id,
+                    result.status,
+                    blob,
+                    result.error,
+                    result.traceback,
+                    result.seconds,
                 )
             )
         self._held = []
@@ -229,9 +234,10 @@ class _Slot:
             return
         started = time.perf_counter()
         result, out = _run_one(spec, frames, self._functions, key)
+        result.seconds = seconds = time.perf_counter() - started
         if len(self._durations) > 256:
             self._durations.clear()
-        self._durations[key] = time.perf_counter() - started
+        self._durations[key] = seconds
         # Cleared before the result is sent: if this process dies in between, the worker
         # says "nothing running" and the dispatcher re-queues the attempt (run again, not
         # lost).

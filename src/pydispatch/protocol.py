@@ -282,6 +282,7 @@ class AttemptResult(msgspec.Struct, array_like=True):
     value: Blob | None = None
     error: str = ""
     traceback: str = ""
+    seconds: float = 0.0  # how long the task ran on its slot (the dispatcher sizes prefetch)
 
 
 class Done(_Header):

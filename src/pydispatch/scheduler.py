@@ -106,11 +106,14 @@ class _Worker:
     resources: dict[str, float]
     labels: dict[str, str]
     last_seen: float
-    free_slots: int = 0  # attempts it can still take: ready slots x (1 + prefetch) - placed
+    free_slots: int = 0  # attempts it can still take: the sum of its slots' capacities - placed
     free: dict[str, float] = field(default_factory=dict)
     attempts: dict[int, _Task] = field(default_factory=dict)
-    # Its slot processes that can take work, each with its attempts placed and not reported.
+    # Its slot processes that can take work, each with its attempts placed and not reported,
+    # how many it may hold (1 running + what prefetch allows) and how long its tasks last.
     slot_attempts: dict[bytes, dict[int, _Task]] = field(default_factory=dict)
+    slot_capacity: dict[bytes, int] = field(default_factory=dict)
+    slot_seconds: dict[bytes, float] = field(default_factory=dict)
     attempt_slot: dict[int, bytes] = field(default_factory=dict)
     draining: bool = False
     data_address: str = ""
@@ -118,8 +121,40 @@ class _Worker:
     def has_idle_slot(self) -> bool:
         return any(not held for held in self.slot_attempts.values())
 
-    def least_loaded_slot(self) -> bytes:
-        return min(self.slot_attempts, key=lambda slot: len(self.slot_attempts[slot]))
+    def idle_slot(self) -> bytes:
+        return next(slot for slot, held in self.slot_attempts.items() if not held)
+
+    def roomiest_slot(self) -> bytes:
+        """The slot with the most room (idle first among equals, then the first)."""
+        return max(
+            self.slot_attempts,
+            key=lambda s: (
+                self.slot_capacity[s] - len(self.slot_attempts[s]),
+                -len(self.slot_attempts[s]),
+            ),
+        )
+
+    def add_slot(self, slot: bytes, capacity: int) -> None:
+        self.slot_attempts[slot] = {}
+        self.slot_capacity[slot] = capacity
+        self.free_slots += capacity
+
+    def remove_slot(self, slot: bytes) -> None:
+        """Forget an empty slot (its attempts were released)."""
+        del self.slot_attempts[slot]
+        self.free_slots -= self.slot_capacity.pop(slot)
+        self.slot_seconds.pop(slot, None)
+
+    def observe(self, slot: bytes, seconds: float, prefetch: int, budget: float) -> None:
+        """A task took ``seconds`` on ``slot``: let it queue about ``budget`` seconds of such
+        tasks (at most ``prefetch``) behind the running one."""
+        if slot not in self.slot_capacity:
+            return
+        mean = self.slot_seconds.get(slot, seconds)
+        mean = self.slot_seconds[slot] = 0.75 * mean + 0.25 * seconds
+        queued = prefetch if mean <= 0 else min(prefetch, int(budget / mean))
+        self.free_slots += 1 + queued - self.slot_capacity[slot]
+        self.slot_capacity[slot] = 1 + queued
 
 
 class Scheduler:
@@ -132,15 +167,19 @@ class Scheduler:
         placer: Placer = greedy_best_fit,
         round_factor: int = 4,
         prefetch: int = 0,
+        queue_budget: float = 0.002,
     ) -> None:
         self.heartbeat_timeout = heartbeat_timeout
-        # Attempts placed on a worker beyond its slots, per slot: they wait in the worker's
-        # own queue (highest priority first) so its slots never idle for a dispatcher round
-        # trip. Only tasks without resource demands or label selectors are prefetched. It
-        # buys throughput for small tasks at a price: a later task of another client (fair
-        # share), or a more urgent one when the worker is full, can wait behind up to
-        # ``prefetch`` tasks per slot. 0 keeps priorities and fair share exact.
+        # Attempts placed on a slot beyond the one it runs: they wait in the slot's own queue
+        # (highest priority first) so it never idles for a dispatcher round trip. Only tasks
+        # without resource demands or label selectors are prefetched. It buys throughput for
+        # small tasks at a price: a later task of another client (fair share), or a more
+        # urgent one when the slots are full, can wait behind what a slot holds. So a slot
+        # holds at most ``prefetch`` queued tasks and, once it has reported how long its
+        # tasks take, about ``queue_budget`` seconds of them: none behind 10 ms tasks, the
+        # whole ``prefetch`` behind 50 µs ones. 0 keeps priorities and fair share exact.
         self._prefetch = max(0, prefetch)
+        self._queue_budget = queue_budget
         self._placer = placer
         # Extra candidates a round may look at per constrained task (see _candidates).
         self._round_factor = round_factor
@@ -265,17 +304,15 @@ class Scheduler:
                 out += self._attempt_lost(task, error)
             else:
                 out.append(self._resolve(task, "failed", error=error, worker=known.name))
-        del known.slot_attempts[slot]
+        known.remove_slot(slot)
         del self._slot_owner[slot]
-        known.free_slots -= 1 + self._prefetch
         if known.draining and not known.attempts:
             out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return out
 
     def _add_slot(self, worker: _Worker, slot: bytes) -> None:
-        worker.slot_attempts[slot] = {}
+        worker.add_slot(slot, 1 + self._prefetch)
         self._slot_owner[slot] = worker.id
-        worker.free_slots += 1 + self._prefetch
 
     def heartbeat(self, worker: bytes, now: float) -> list[Instruction]:
         known = self._workers.get(worker)
@@ -402,6 +439,9 @@ class Scheduler:
                 self.counters.discarded_late_results += 1
                 continue
             self._release(known, outcome.attempt_id, task)
+            if outcome.seconds > 0:
+                slot = sender if sender != worker else b""
+                known.observe(slot, outcome.seconds, self._prefetch, self._queue_budget)
             if outcome.status == "lost":
                 out += self._attempt_lost(task, outcome.error or "abandoned by a draining worker")
             elif task.state == "cancelling" and outcome.status not in ("ok", "error"):
@@ -532,8 +572,8 @@ class Scheduler:
         task.attempts += 1
         task.attempt_id = attempt_id
         task.worker = worker.id
-        # An idle slot if there is one (constrained tasks are placed only where one is).
-        slot = worker.least_loaded_slot()
+        # A constrained task is placed only where a slot is idle, and starts there at once.
+        slot = worker.idle_slot() if task.resources or task.labels else worker.roomiest_slot()
         worker.slot_attempts[slot][attempt_id] = task
         worker.attempt_slot[attempt_id] = slot
         worker.attempts[attempt_id] = task

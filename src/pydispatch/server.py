@@ -319,7 +319,9 @@ class Dispatcher:
                     self.protocol_errors += 1
                     status, error = "failed", f"protocol error in the worker's result: {problem}"
             outcomes.append(
-                s.AttemptOutcome(result.attempt_id, status, value, error, result.traceback)
+                s.AttemptOutcome(
+                    result.attempt_id, status, value, error, result.traceback, result.seconds
+                )
             )
         return self.scheduler.attempts_finished(worker, outcomes, now)
 
