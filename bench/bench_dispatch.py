@@ -232,12 +232,57 @@ def bench_b_round_trip_latency(benchmark: Any, client: Client) -> None:
         samples.append(time.perf_counter() - start)
 
     benchmark.pedantic(one, rounds=ROUND_TRIPS, iterations=1)
+    floor = _client_floor_round_trips(ROUND_TRIPS)
     ours = np.percentile(samples, [50, 99]) * 1e6
     theirs = np.percentile(raw, [50, 99]) * 1e6
+    bare = np.percentile(floor, [50, 99]) * 1e6
     print(
         f"\n[b: round trip] pydispatch p50 {ours[0]:.0f} us p99 {ours[1]:.0f} us | raw pyzmq "
-        f"p50 {theirs[0]:.0f} us p99 {theirs[1]:.0f} us (p50 ratio {ours[0] / theirs[0]:.1f}x)"
+        f"p50 {theirs[0]:.0f} us p99 {theirs[1]:.0f} us (p50 ratio {ours[0] / theirs[0]:.1f}x) | "
+        f"our Client against a dispatcher that answers at once p50 {bare[0]:.0f} us "
+        f"p99 {bare[1]:.0f} us (the client's own share)"
     )
+
+
+_INSTANT_DISPATCHER = """
+import sys, zmq
+from pydispatch import protocol as p
+from pydispatch.transport import make_socket, parse, send, split_envelope
+sock = make_socket(zmq.Context(), zmq.ROUTER)
+sock.bind(sys.argv[1])
+while True:
+    parts = sock.recv_multipart(copy=False)
+    identity, body = split_envelope(parts, routed=True)
+    message, _ = parse(body)
+    if isinstance(message, p.ClientHello):
+        send(sock, p.Welcome(p.PROTOCOL_VERSION, 1, "bench"), identity=identity)
+    elif isinstance(message, p.Submit):
+        done = [p.TaskResult(t.task_id, "ok") for t in message.tasks]
+        send(sock, p.Results(done, [t.task_id for t in message.tasks]), identity=identity)
+    elif isinstance(message, p.ClientBye):
+        break
+"""
+
+
+def _client_floor_round_trips(n: int) -> list[float]:
+    """Round trips of our Client against a stand-in that answers every Submit at once: what
+    the client alone (its I/O thread, pickling, futures) adds to the raw pyzmq loop."""
+    import subprocess
+
+    address = f"ipc:///tmp/pydispatch-bench-floor-{os.getpid()}"
+    stand_in = subprocess.Popen([sys.executable, "-c", _INSTANT_DISPATCHER, address])
+    samples = []
+    try:
+        with Client(address) as bare:
+            for _ in range(100):
+                bare.submit(noop, 1).result()
+            for _ in range(n):
+                start = time.perf_counter()
+                bare.submit(noop, 1).result()
+                samples.append(time.perf_counter() - start)
+    finally:
+        stand_in.wait(timeout=10)
+    return samples
 
 
 # ---------------------------------------------------------------- (c) map over small items
