@@ -352,14 +352,15 @@ def test_an_unfetched_result_is_kept_for_its_retention_then_dropped(cluster: Loc
 
 
 def test_a_killed_job_master_fails_its_job_and_frees_its_slots(cluster: LocalCluster) -> None:
+    assert cluster.dispatcher is not None
+    before = set(_job_masters(cluster.dispatcher.pid))  # an earlier job's may linger
     env = StreamEnvironment(cluster, parallelism=2)
     env.set_network(master_timeout=1.0)
     env.from_source(_count, bounded=False).rebalance().for_each(lambda x: None)
     handle = env.execute("orphan")
     assert isinstance(handle, JobHandle)
     eventually(lambda: handle.metrics()["records_in"].get(1, 0) > 0, "records flow")
-    assert cluster.dispatcher is not None
-    (master,) = _job_masters(cluster.dispatcher.pid)
+    (master,) = set(_job_masters(cluster.dispatcher.pid)) - before
     os.kill(master, signal.SIGKILL)
     with pytest.raises(JobFailedError, match="master process has exited"):
         handle.result(timeout=60)
@@ -367,6 +368,26 @@ def test_a_killed_job_master_fails_its_job_and_frees_its_slots(cluster: LocalClu
     assert _job(cluster.address, handle.job_id).state == "FAILED"
     eventually(lambda: _idle(cluster), "the orphaned slices ended")
     assert StreamEnvironment(cluster).from_elements([5]).map(lambda x: x).collect() == [5]
+
+
+def test_a_killed_launcher_takes_its_masters_and_a_new_one_serves(cluster: LocalCluster) -> None:
+    assert cluster.dispatcher is not None
+    dispatcher = cluster.dispatcher.pid
+    before = set(_job_masters(dispatcher, launcher=True))  # an earlier job's may linger
+    env = StreamEnvironment(cluster, parallelism=2)
+    env.set_network(master_timeout=1.0)
+    env.from_source(_count, bounded=False).rebalance().for_each(lambda x: None)
+    handle = env.execute("launcher killed")
+    assert isinstance(handle, JobHandle)
+    (master,) = set(_job_masters(dispatcher)) - before
+    (launcher,) = before - set(_job_masters(dispatcher))
+    os.kill(launcher, signal.SIGKILL)
+    eventually(lambda: not _alive(master), "its job master exited")
+    eventually(lambda: _job(cluster.address, handle.job_id).state == "FAILED", "marked FAILED")
+    assert not _job(cluster.address, handle.job_id).endpoint
+    eventually(lambda: _idle(cluster), "the orphaned slices ended")
+    assert StreamEnvironment(cluster).from_elements([6]).map(lambda x: x).collect() == [6]
+    assert launcher not in _job_masters(dispatcher, launcher=True)
 
 
 def _count() -> Iterator[int]:

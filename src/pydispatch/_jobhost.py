@@ -28,9 +28,10 @@ A job master (:func:`_master`, in the forked child)
    ``_FETCHED_LINGER`` more, for a second look) or ``JobOptions.result_retention`` seconds
    have passed, whichever is first; then it exits 0.
 
-It exits early, cancelling a job still running, on SIGTERM or SIGINT, and when the launcher is
-no longer its parent: no job master outlives its dispatcher. Its slices then end themselves
-after the job's ``master_timeout`` (they hear nothing from the master).
+It exits early on SIGTERM or SIGINT, and when the launcher is no longer its parent (no job
+master outlives its dispatcher); a job still running then fails and its slices are killed
+through the dispatcher if it still serves. A master killed outright leaves its slices to end
+themselves after the job's ``master_timeout`` (they hear nothing from it).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ _FETCHED_LINGER: Final = 1.0  # seconds a fetched outcome stays available
 _TICK: Final = 0.2  # seconds between checks of the parent, the job and the clock
 _PAYLOAD_TIMEOUT: Final = 30.0
 _STOP_GRACE: Final = 4.0  # seconds job masters get to exit before SIGKILL
+_WARM_AFTER: Final = 1.0  # seconds idle before the launcher imports OR-tools
 
 
 # ------------------------------------------------------------------------------ job master
@@ -122,10 +124,12 @@ class _Host:
 
 def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> None:
     """Serve until the outcome was fetched or kept ``retention`` seconds, or until told to
-    stop; a job still running then is cancelled."""
+    stop; a job still running then fails (its slices are killed)."""
     ended: float | None = None
+    reason = "its master was stopped (the dispatcher stopped?)"
     while not stop.wait(_TICK):
         if parent and os.getppid() != parent:
+            reason = "its master lost the dispatcher's job launcher (killed?)"
             log.warning("job %s: its launcher is gone: exiting", run.job_id)
             break
         if not run.alive():
@@ -140,8 +144,8 @@ def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> 
             log.info("job %s: its result was kept %g s unfetched: exiting", run.job_id, retention)
             return
     if run.alive() and not run.done():
-        log.warning("job %s: cancelled, its master is ending", run.job_id)
-        run.cancel()
+        log.warning("job %s fails: %s", run.job_id, reason)
+        run.abort(reason)
 
 
 def _master(address: str, job_id: str, token: str, parent: int) -> int:
@@ -180,9 +184,14 @@ def _master(address: str, job_id: str, token: str, parent: int) -> int:
 
 
 def _warm() -> None:
-    """Import now, once, what every job master's planning and placement import lazily."""
+    """Import now, once, what every job master's planning imports lazily."""
     from . import plan, solver, stream  # noqa: F401
 
+
+def _warm_placement() -> None:
+    """Import OR-tools (half a second), which a job master's placement uses; done once the
+    launcher has been idle a while, so that neither the cluster's start nor a job submitted
+    at once waits for it (a master forked before imports it when it places its job)."""
     # Placement falls back without OR-tools, and says why in the job's metrics.
     with contextlib.suppress(ImportError):
         from ortools.sat.python import cp_model  # noqa: F401
@@ -199,9 +208,14 @@ class _Launcher:
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the dispatcher ends us, not a Ctrl-C
         pending = b""
+        # Not while the cluster starts (2 cores go a long way less far shared with it).
+        warm_at: float | None = time.monotonic() + _WARM_AFTER
         while not self.stop.is_set():
             with contextlib.suppress(InterruptedError):
                 ready, _, _ = select.select([0], [], [], _TICK)
+                if not ready and warm_at is not None and time.monotonic() >= warm_at:
+                    _warm_placement()
+                    warm_at = None
                 if ready:
                     data = os.read(0, 65536)
                     if not data:

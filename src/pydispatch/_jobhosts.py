@@ -13,13 +13,13 @@ dispatcher's loop):
 3. ``JobHostReport`` (from the master): ``JobAccepted(job_id, endpoint)`` or
    ``Error(code, reason)`` to the submitter, who waits for one of them in ``execute()``.
 
-The launcher (``python -m pydispatch._jobhost``, a child of the dispatcher, started at its
-first tick) has imported what a job master needs and forks one per job, so a master is ready in
+The launcher (``python -m pydispatch._jobhost``, a child of the dispatcher, started with it)
+has imported what a job master needs and forks one per job, so a master is ready in
 milliseconds instead of the seconds an interpreter's start and imports take on a loaded
 machine. It reads ``["JOB_ID", "TOKEN"]`` lines on its stdin and writes ``["started", JOB_ID,
 PID]`` and ``["exited", JOB_ID, CODE]`` lines on its stdout, which the dispatcher reads without
 blocking on each tick: the dispatcher knows every master's pid and exit code. Ending the
-dispatcher closes the launcher's stdin: it ends its masters (SIGTERM, which cancels a running
+dispatcher closes the launcher's stdin: it ends its masters (SIGTERM, which fails a running
 job, then SIGKILL after a grace) and exits; a killed dispatcher's launcher reads end-of-file
 and does the same, so no job master outlives its dispatcher.
 
@@ -61,6 +61,7 @@ _ACCEPT_TIMEOUT: Final = 120.0  # a master that has not reported by then is ende
 _STOP_WAIT: Final = 8.0  # seconds the launcher gets to end its masters when we stop
 _MAX_HOSTS: Final = 256  # job masters at once: a flood of submissions is refused
 _EXITED_KEPT: Final = 1000
+_RESPAWN_EVERY: Final = 5.0  # seconds between starts of a launcher that dies
 _NAME_IN_ID: Final = 100  # characters of a job's name in its id (the line must stay short)
 
 Send = Callable[[bytes, p.Message, list[FrameLike]], bool]
@@ -97,8 +98,12 @@ class JobHosts:
         self._hosts: dict[str, _Host] = {}
         self._exited: dict[str, None] = {}  # recent job ids whose master has exited
         self._ids = itertools.count(1)
-        self._launcher: subprocess.Popen[bytes] | None = None
         self._unread = b""  # the launcher's last partial line
+        self._launcher: subprocess.Popen[bytes] | None = None
+        self._respawn_at = 0.0  # a launcher that keeps dying is not restarted every tick
+        # Started now, so that it has imported what it needs when the first job comes.
+        with contextlib.suppress(OSError):
+            self._running_launcher()
 
     # -- messages -----------------------------------------------------------------------
 
@@ -184,8 +189,14 @@ class JobHosts:
         if launcher is not None and launcher.poll() is None:
             return launcher
         if launcher is not None:
+            self._launcher = None
             self._launcher_gone(launcher)
-        self._launcher = self._spawn()
+        try:
+            self._launcher = self._spawn()
+        except OSError as error:
+            log.error("cannot start the job launcher: %s", error)
+            raise
+        self._respawn_at = time.monotonic() + _RESPAWN_EVERY
         return self._launcher
 
     def _launch(self, job_id: str, token: str) -> None:
@@ -205,6 +216,10 @@ class JobHosts:
     def _launcher_gone(self, launcher: subprocess.Popen[bytes]) -> None:
         """The launcher exited (its masters end themselves: their parent changed)."""
         self._read_launcher(launcher)
+        for pipe in (launcher.stdin, launcher.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         log.error("the job launcher exited with code %s", launcher.returncode)
         for job_id in list(self._hosts):
             self._exit(job_id, None)
@@ -239,9 +254,17 @@ class JobHosts:
     def reap(self) -> None:
         """Collect the masters that exited, end those that never reported, keep the launcher
         running (called on each of the dispatcher's ticks)."""
-        launcher = self._running_launcher()
-        self._read_launcher(launcher)
         now = time.monotonic()
+        launcher = self._launcher
+        if launcher is not None:
+            if launcher.poll() is None:
+                self._read_launcher(launcher)
+            else:
+                self._launcher = None
+                self._launcher_gone(launcher)
+        if self._launcher is None and now >= self._respawn_at:  # a new one for new jobs
+            with contextlib.suppress(OSError):
+                self._running_launcher()
         for host in self._hosts.values():
             if host.submitter is not None and now > host.deadline:
                 log.error("job %s: its master did not report in time: ending it", host.job_id)

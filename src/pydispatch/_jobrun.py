@@ -195,6 +195,15 @@ class JobRun:
         self._events.put(("cancel", reply))
         return reply.result(timeout=30)
 
+    def abort(self, reason: str) -> bool:
+        """End the job as FAILED with ``reason`` (its running slices are killed), when its
+        master must stop while it runs; False if it had ended already."""
+        if self._done.is_set():
+            return False
+        reply: Future[bool] = Future()
+        self._events.put(("abort", reply, reason))
+        return reply.result(timeout=30)
+
     def alive(self) -> bool:
         """Whether the master thread still serves the control socket."""
         return self._thread.is_alive()
@@ -409,13 +418,16 @@ class JobRun:
             )
 
     def _event(self, event: tuple[Any, ...]) -> None:
-        if event[0] == "cancel":
+        if event[0] in ("cancel", "abort"):
             reply: Future[bool] = event[1]
             if self._master.state in jm.TERMINAL:  # ended already (cancelled, perhaps)
                 reply.set_result(False)
                 return
             self._perform(self._master.cancel())
-            reply.set_result(self._master.state == jm.CANCELED)
+            if event[0] == "abort":  # killed like a cancelled job, but nobody cancelled it
+                self._master.state = jm.FAILED
+                self._error = f"job {self.job_id} failed: {event[2]}"
+            reply.set_result(self._master.state in jm.TERMINAL)
             return
         _, attempt, index, future = event
         if future.cancelled():
