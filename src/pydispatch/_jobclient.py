@@ -232,13 +232,16 @@ class JobHandle:
     def _wait(self, timeout: float | None) -> _Outcome:
         end = None if timeout is None else time.monotonic() + timeout
         while self._outcome is None:
-            left = _LONG_POLL if end is None else min(_LONG_POLL, end - time.monotonic())
+            asked = time.monotonic()
+            left = _LONG_POLL if end is None else min(_LONG_POLL, end - asked)
             reply, frames = self._ask(p.JobResultRequest(max(0.0, left)), max(0.0, left))
             if isinstance(reply, p.JobResultReply):
                 self._keep(reply, frames)
             elif end is not None and time.monotonic() >= end and self._outcome is None:
                 state = reply.state if isinstance(reply, p.JobStatusReply) else "?"
                 raise TimeoutError(f"job {self.job_id} is still {state}")
+            elif time.monotonic() - asked < min(left, _RETRY):
+                time.sleep(_RETRY)  # answered before the wait ended (a busy master): no spin
         return self._outcome
 
     def _keep(self, reply: p.JobResultReply, frames: list[zmq.Frame]) -> None:

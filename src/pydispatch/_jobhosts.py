@@ -111,7 +111,10 @@ class JobHosts:
         """Start a job master for ``message``; ProtocolError if it is malformed."""
         p.check_blob(message.payload, frame_sizes(frames))
         if len(self._hosts) >= _MAX_HOSTS:
-            reason = f"this dispatcher hosts {_MAX_HOSTS} job masters already: retry later"
+            reason = (
+                f"this dispatcher hosts {_MAX_HOSTS} job masters already (a finished job's "
+                "keeps its result until fetched or its retention passes): retry later"
+            )
             self._send(submitter, p.Error("busy", reason), [])
             return
         job_id = f"{message.name[:_NAME_IN_ID]}-{next(self._ids)}-{uuid.uuid4().hex[:6]}"

@@ -21,36 +21,25 @@ import sys
 from concurrent.futures import CancelledError
 from typing import Any
 
-import zmq
-
 from . import protocol as p
-from ._jobclient import fetch_jobs, find_job
-from .transport import make_socket, parse_job, send, split_envelope
+from ._jobclient import JobHandle, fetch_jobs, find_job
 
-__all__ = ["cancel_job", "fetch_jobs", "format_jobs"]
+__all__ = [
+    "cancel_command",
+    "cancel_job",
+    "fetch_jobs",
+    "format_jobs",
+    "jobs_command",
+    "result_command",
+    "submit_command",
+]
 
 
 def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
     """Cancel the job whose id (or unique id prefix, or unique name) is ``job``; False if it
     had ended already."""
     info = find_job(address, job, timeout)
-    if not info.endpoint:  # its master has exited: the job ended long ago
-        return False
-    context: zmq.Context[Any] = zmq.Context()
-    sock = make_socket(context, zmq.DEALER)
-    try:
-        sock.connect(info.endpoint)
-        send(sock, p.JobCancel())
-        if not sock.poll(int(timeout * 1000)):
-            raise TimeoutError(f"the master of job {info.job_id} did not answer")
-        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
-        answer = parse_job(body)
-        if not isinstance(answer, p.JobCancelled):
-            raise p.ProtocolError(f"expected JobCancelled, got {type(answer).__name__}")
-        return answer.cancelled
-    finally:
-        sock.close(linger=0)
-        context.term()
+    return JobHandle(address, info.job_id, info.name, info.endpoint, state=info.state).cancel()
 
 
 def format_jobs(jobs: list[p.JobInfo]) -> str:
@@ -86,7 +75,7 @@ def submit_command(
     retention: float | None = None,
 ) -> int:
     from ._stream_ops import DataStream
-    from .stream import JobHandle, StreamEnvironment
+    from .stream import StreamEnvironment
 
     namespace = runpy.run_path(path, run_name="pydispatch_job")
     build = namespace.get("build")
@@ -115,13 +104,11 @@ def submit_command(
 
 def result_command(address: str, job: str, timeout: float | None) -> int:
     """Print the records of a job's collect sinks once it has finished (waiting for it)."""
-    from .stream import JobHandle
-
     return _wait_and_print(JobHandle.attach(address, job), None, timeout=timeout)
 
 
 def _wait_and_print(
-    handle: Any,
+    handle: JobHandle,
     sink: int | None,
     cancel_on_interrupt: bool = False,
     timeout: float | None = None,

@@ -38,7 +38,7 @@ Records and results.
   input order is kept. Batch aggregations emit keys in first-seen order per subtask (sorted on
   the columnar path).
 
-On a cluster (``StreamEnvironment(cluster_or_client)``, ``StreamEnvironment.local()``).
+On a cluster (``StreamEnvironment(address_cluster_or_client)``, ``StreamEnvironment.local()``).
 
 - Same results as in process, up to order: ``collect()`` still concatenates sink subtask 0's
   records, then 1's...; but a subtask with several input channels sees them interleaved as they
@@ -323,7 +323,7 @@ class StreamEnvironment:
         ``collected`` waits for the result); a job that can never fit the cluster raises
         ``ValueError`` with the reason.
         ``priority``: the job's slices are queued at the dispatcher with it (higher first; jobs
-        of equal priority share the slots fairly by client)."""
+        of equal priority share the slots fairly: each job's master is a client of its own)."""
         pending = {op.id for op in self._graph.sinks()} - self._executed
         if not pending:
             raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
@@ -403,9 +403,10 @@ class StreamEnvironment:
         """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
         batches a producer may have in flight per downstream subtask) on a cluster;
         ``master_timeout``: seconds after which a job's slices end themselves if the job's
-        master process is gone (killed); ``host``: the address the job master
-        binds and workers reach it at (and the slices' data address, unless a worker machine
-        sets its own in ``PYDISPATCH_DATA_HOST``): set it for a cluster of several hosts."""
+        master process is gone (killed); ``host``: the address the job master binds on the
+        dispatcher's machine (it runs there) and workers and job handles reach it at, and the
+        slices' data address, unless a worker machine sets its own in
+        ``PYDISPATCH_DATA_HOST``: set it for a cluster of several hosts."""
         if batch_records < 1 or credits < 1 or not master_timeout > 0:
             raise ValueError("set_network: batch_records, credits, master_timeout must be > 0")
         self._batch_records = batch_records
