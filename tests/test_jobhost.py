@@ -210,6 +210,9 @@ def test_submit_detach_then_cancel_by_id(cluster: LocalCluster, tmp_path: Path) 
     again = _cli("cancel", cluster.address, job_id)
     assert again.returncode == 1
     assert "had ended already" in again.stderr
+    # Nothing to keep for a cancelled job: its master exits without waiting to be asked.
+    eventually(lambda: not _job(cluster.address, job_id).endpoint, "the master exited")
+    assert _job(cluster.address, job_id).state == "CANCELED"
 
 
 def test_a_job_that_can_never_fit_is_refused_with_the_reason(

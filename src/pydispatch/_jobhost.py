@@ -26,7 +26,7 @@ A job master (:func:`_master`, in the forked child)
 4. serves the job's control endpoint (slices; handles' status, metrics, result, cancel)
    until the job has ended and then until a handle has fetched the outcome (and
    ``_FETCHED_LINGER`` more, for a second look) or ``JobOptions.result_retention`` seconds
-   have passed, whichever is first; then it exits 0.
+   have passed, whichever is first (a cancelled job's: the linger only); then it exits 0.
 
 It exits early on SIGTERM or SIGINT, and when the launcher is no longer its parent (no job
 master outlives its dispatcher); a job still running then fails and its slices are killed
@@ -138,7 +138,9 @@ def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> 
             continue
         now = time.monotonic()
         ended = ended or now
-        if run.fetched_at is not None and now - run.fetched_at >= _FETCHED_LINGER:
+        # A cancelled job has nothing to keep that the dispatcher's listing does not say.
+        fetched = ended if run.status() == "CANCELED" else run.fetched_at
+        if fetched is not None and now - fetched >= _FETCHED_LINGER:
             return
         if now - ended >= retention:
             log.info("job %s: its result was kept %g s unfetched: exiting", run.job_id, retention)
