@@ -30,10 +30,30 @@ def test_every_job_message_round_trips() -> None:
         p.MasterAck(),
         p.JobCancel(),
         p.JobCancelled(True),
+        p.JobStatusRequest(),
+        p.JobStatusReply("j-1-ab", "j", "RUNNING", {"records_in": {1: 5}, "restarts": 0}),
+        p.JobResultRequest(2.5),
+        p.JobResultReply("j-1-ab", "j", "FINISHED", {"status": "FINISHED"}, "", p.Blob(0)),
+        p.JobResultReply("j-1-ab", "j", "FAILED", {}, "ZeroDivisionError"),
         p.Error("version", "why"),
     ]
     for message in messages:
         assert p.decode_job(p.encode(message)) == message
+
+
+def test_a_result_reply_carries_its_records_in_frames() -> None:
+    records = [("k", 1), {"x": np.arange(5000.0)}]
+    frames: list[transport.FrameLike] = []
+    reply = p.JobResultReply("j", "j", "FINISHED", {}, result=transport.dumps(records, frames))
+    message, received = transport.parse_job_reply(through_zmq([p.encode(reply), *frames]))
+    assert isinstance(message, p.JobResultReply)
+    assert message.result is not None
+    got = transport.loads(message.result, received)
+    assert got[0] == records[0]
+    np.testing.assert_array_equal(got[1]["x"], np.arange(5000.0))
+    # Requests to a master never carry frames: its socket refuses them.
+    with pytest.raises(p.ProtocolError, match="one header frame"):
+        transport.parse_job(through_zmq([p.encode(p.JobStatusRequest()), b"x"]))
 
 
 def test_every_data_message_round_trips() -> None:

@@ -2,7 +2,11 @@
 
 Anyone who can connect to a job master's control ROUTER can send it anything: garbage, a
 pickle that would run code when loaded, a slice of another protocol version. Each is dropped
-(or refused with a clear error) and the job finishes with the right result."""
+(or refused with a clear error) and the job finishes with the right result.
+
+The master here is a :class:`~pydispatch._jobrun.JobRun` in this process (the code a
+dispatcher's job-master process runs), so that its log and its state can be inspected; the
+slices run on a real cluster. ``test_jobhost.py`` sends garbage to a hosted master."""
 
 from __future__ import annotations
 
@@ -24,9 +28,9 @@ from process_guard import eventually
 from pydispatch import protocol as p
 from pydispatch import transport
 from pydispatch._exec_task import _await_peers
-from pydispatch._jobs_cli import fetch_jobs
+from pydispatch._jobrun import JobOptions, JobRun
 from pydispatch.cluster import LocalCluster
-from pydispatch.stream import JobHandle, StreamEnvironment
+from pydispatch.stream import StreamEnvironment
 
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -56,25 +60,23 @@ def _gated_source(path: Path) -> Callable[..., Iterator[int]]:
     return source
 
 
-def _start(cluster: LocalCluster, tmp_path: Path) -> tuple[StreamEnvironment, JobHandle, str]:
-    env = StreamEnvironment(cluster, parallelism=2)
+def _start(cluster: LocalCluster, tmp_path: Path) -> tuple[JobRun, str]:
+    env = StreamEnvironment(parallelism=2)
     stream = env.from_source(_gated_source(tmp_path), parallel=True).rebalance()
     stream.map(lambda x: x * 2)._sink("Collect", {"sink": "collect", "columnar": False})
-    handle = env.execute("wire")
-    assert isinstance(handle, JobHandle)
+    run = JobRun(cluster.client(), env.job_graph, "wire", JobOptions())
     eventually(lambda: len(list(tmp_path.glob("started-*"))) == 2, "both sources started")
-    (job,) = [j for j in fetch_jobs(cluster.address) if j.job_id == handle.job_id]
-    return env, handle, job.endpoint
+    return run, run.endpoint
 
 
-def _finish(env: StreamEnvironment, handle: JobHandle, tmp_path: Path) -> None:
-    assert handle.status() == "RUNNING"
+def _finish(run: JobRun, tmp_path: Path) -> None:
+    assert run.status() == "RUNNING"
     (tmp_path / "go").write_text("")
-    result = handle.result(timeout=60)
+    result = run.result(timeout=60)
     ((_, got),) = result.collected.items()
     assert sorted(got) == [2 * x for x in range(TOTAL)]
-    assert handle.metrics()["restarts"] == 0
-    env.close()
+    assert run.metrics()["restarts"] == 0
+    run.close()
 
 
 class _Exploit:
@@ -101,7 +103,7 @@ def test_garbage_on_the_control_socket_is_dropped(
     cluster: LocalCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="pydispatch._jobrun")
-    env, handle, endpoint = _start(cluster, tmp_path)
+    run, endpoint = _start(cluster, tmp_path)
     pwned = tmp_path / "pwned"
     context: zmq.Context[Any] = zmq.Context()
     sock = _dealer(context, endpoint)
@@ -131,13 +133,13 @@ def test_garbage_on_the_control_socket_is_dropped(
         sock.close()
         context.term()
     assert not pwned.exists()
-    _finish(env, handle, tmp_path)
+    _finish(run, tmp_path)
 
 
 def test_a_slice_of_another_protocol_version_is_refused(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    env, handle, endpoint = _start(cluster, tmp_path)
+    run, endpoint = _start(cluster, tmp_path)
     context: zmq.Context[Any] = zmq.Context()
     sock = _dealer(context, endpoint)
     try:
@@ -155,13 +157,13 @@ def test_a_slice_of_another_protocol_version_is_refused(
     finally:
         sock.close()
         context.term()
-    _finish(env, handle, tmp_path)
+    _finish(run, tmp_path)
 
 
 def test_garbage_on_a_subtask_data_socket_is_dropped(cluster: LocalCluster, tmp_path: Path) -> None:
-    env, handle, _ = _start(cluster, tmp_path)
+    run, _ = _start(cluster, tmp_path)
     # The consumers' data endpoints, as their slices reported them to the master.
-    ready = [r.ready for r in handle._master._regions]
+    ready = [r.ready for r in run._master._regions]
     endpoints = [e for slices in ready for by_gid in slices.values() for e in by_gid.values()]
     assert endpoints
     pwned = tmp_path / "pwned"
@@ -185,7 +187,7 @@ def test_garbage_on_a_subtask_data_socket_is_dropped(cluster: LocalCluster, tmp_
             sock.close()
         context.term()
     assert not pwned.exists()
-    _finish(env, handle, tmp_path)
+    _finish(run, tmp_path)
 
 
 def test_a_malformed_data_message_is_dropped_by_the_subtask() -> None:

@@ -35,6 +35,15 @@ def test_every_message_kind_round_trips() -> None:
         p.Done([p.AttemptResult(7, "error", blob, "ValueError", "tb")]),
         p.Drain(),
         p.Goodbye(),
+        p.JobUpdate(p.JobInfo("j-1-ab", "j", "RUNNING", "tcp://127.0.0.1:9", 1, 2)),
+        p.JobsRequest(),
+        p.JobsReply([p.JobInfo("j-1-ab", "j", "FINISHED", "", 1, 2)]),
+        p.SubmitJob("word count", 5, blob),
+        p.JobAccepted("word count-1-ab12cd", "tcp://127.0.0.1:4000"),
+        p.JobPayloadRequest("word count-1-ab12cd", "0f" * 16),
+        p.JobPayload("word count", 5, blob),
+        p.JobHostReport("word count-1-ab12cd", "0f" * 16, "tcp://127.0.0.1:4000"),
+        p.JobHostReport("word count-1-ab12cd", "0f" * 16, code="unfit", error="9 slots"),
     ]
     for message in messages:
         assert p.decode(p.encode(message)) == message

@@ -502,32 +502,6 @@ def test_time_windows_on_an_unbounded_stream_fire_on_watermarks(
             assert int((out / f"{key}-{start}").read_text()) == expected
 
 
-ORPHAN_DRIVER = """
-import itertools, os, signal, sys, time
-from pydispatch.stream import StreamEnvironment
-
-env = StreamEnvironment(sys.argv[1], parallelism=2)
-env.set_network(master_timeout=1.0)
-env.from_source(itertools.count, bounded=False).rebalance().for_each(lambda x: None)
-handle = env.execute("orphan")
-while handle.metrics()["records_in"][1] == 0:
-    time.sleep(0.02)
-os.kill(os.getpid(), signal.SIGKILL)  # the driver, and with it the job master, dies
-"""
-
-
-def test_slices_of_a_dead_driver_free_their_slots(cluster: LocalCluster, tmp_path: Path) -> None:
-    driver = tmp_path / "driver.py"
-    driver.write_text(ORPHAN_DRIVER)
-    done = subprocess.run(
-        [sys.executable, str(driver), cluster.address], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == -signal.SIGKILL, done.stderr
-    probe = cluster.client()
-    eventually(lambda: probe.status().running == 0, "the orphaned slices ended")
-    assert env_on(cluster).from_elements([5]).map(lambda x: x).collect() == [5]
-
-
 def test_a_higher_priority_job_gets_the_slots_first(cluster: LocalCluster, tmp_path: Path) -> None:
     order = tmp_path / "order"
     blocking = env_on(cluster, parallelism=4)

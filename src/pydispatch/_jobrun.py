@@ -1,4 +1,8 @@
-"""A dataflow job on a cluster: the job master's glue and the user's :class:`JobHandle` (private).
+"""A dataflow job on a cluster: the job master's glue, :class:`JobRun` (private).
+
+It runs in the job's master process, which the dispatcher starts for each submitted job
+(``pydispatch._jobhost``); users hold a :class:`pydispatch._jobclient.JobHandle` that asks it
+for status, metrics and the result over its control socket.
 
 The job is planned here (``plan.ExecutionGraph``), checked against the registered workers
 (``plan.why_not_fit``: a job that can never fit is refused at submission with the reason),
@@ -10,6 +14,9 @@ endpoints, ``failed`` with a traceback), answers with the peers' endpoints, canc
 attempt's slices by force (their slot processes are killed and replaced) and redeploys after
 the restart strategy's delay. Every control message is a ``protocol.JobMessage`` struct: a
 malformed one is logged and dropped, and a slice of another protocol version is refused.
+
+The control socket outlives the job: after the job ends it still answers status and result
+requests until :meth:`JobRun.close` (the master process keeps the result for a while).
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ class JobFailedError(RuntimeError):
     """A job failed for good (its restart strategy gave up); the message has every failure."""
 
 
+class UnfitError(ValueError):
+    """The job can never fit the cluster's registered workers (the message says why)."""
+
+
 @dataclass
 class JobOptions:
     chaining: bool = True
@@ -59,6 +70,9 @@ class JobOptions:
     deploy_timeout: float = 60.0
     priority: int = 0
     place_with_solver: bool = True
+    # How long the job's master process keeps the result after the job ends, if nobody
+    # fetches it (Flink's jobstore.expiration-time, shorter: a result can be large).
+    result_retention: float = 600.0
 
 
 @dataclass
@@ -71,13 +85,15 @@ class _Attempt:
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+_MAX_WAIT = 60.0  # the longest a result request is held before a status answer
+_MAX_WAITERS = 1024  # result requests held at once; more are answered with the status at once
 
 
-class JobHandle:
-    """A submitted job: ``status()``, ``result()``, ``cancel()``, ``metrics()``.
+class JobRun:
+    """A job's master: deploys and watches the job, serves its control socket.
 
-    ``collected`` / ``records_in`` / ``records_out`` wait for the result, like the attributes
-    of the in-process mode's ``JobResult``, so ``env.execute().collected`` works either way."""
+    ``status()``, ``result()``, ``cancel()``, ``metrics()`` as a ``JobHandle`` has them (the
+    handle asks these over the socket); :meth:`close` ends the master thread."""
 
     def __init__(
         self,
@@ -86,9 +102,10 @@ class JobHandle:
         name: str,
         options: JobOptions,
         original_ids: list[int] | None = None,
+        job_id: str | None = None,
     ) -> None:
         self.name = name
-        self.job_id = f"{name}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
+        self.job_id = job_id or f"{name}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self._client = client
         self._options = options
         self._ids = original_ids if original_ids is not None else list(range(len(job.operators)))
@@ -128,13 +145,20 @@ class JobHandle:
         # EHOSTUNREACH, which _reply logs, instead of vanishing.
         self._control = transport.make_socket(self._context, zmq.ROUTER)
         port = self._control.bind_to_random_port(f"tcp://{options.host}")
-        self._endpoint = f"tcp://{options.host}:{port}"
+        self.endpoint = f"tcp://{options.host}:{port}"
+        self._closing = threading.Event()
+        self._waiters: list[tuple[bytes, float]] = []  # result requests held until the end
+        self._outcome: tuple[p.JobResultReply, list[transport.FrameLike]] | None = None
+        #: When a handle was last sent the outcome (the master process may exit then).
+        self.fetched_at: float | None = None
         self._started = time.monotonic()
         self._announced: tuple[str, int] = ("", 0)
         self._placement: dict[str, Any] = {}
         self._live: dict[int, dict[int, SubtaskMetrics]] = {}  # slice -> its latest report
         self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
         self._perform(self._master.start())
+        # Listed before the job is reported accepted: both go out on the client's socket.
+        self._announce()
         self._thread.start()
 
     def _refuse_if_unfit(self, plan: ExecutionGraph) -> None:
@@ -142,7 +166,7 @@ class JobHandle:
         capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
         reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
         if reason:
-            raise ValueError(f"job {self.name!r} can never fit the cluster: {reason}")
+            raise UnfitError(f"job {self.name!r} can never fit the cluster: {reason}")
 
     # -- public ---------------------------------------------------------------------------
 
@@ -169,13 +193,32 @@ class JobHandle:
             return False
         reply: Future[bool] = Future()
         self._events.put(("cancel", reply))
-        return reply.result()
+        return reply.result(timeout=30)
+
+    def abort(self, reason: str) -> bool:
+        """End the job as FAILED with ``reason`` (its running slices are killed), when its
+        master must stop while it runs; False if it had ended already."""
+        if self._done.is_set():
+            return False
+        reply: Future[bool] = Future()
+        self._events.put(("abort", reply, reason))
+        return reply.result(timeout=30)
+
+    def alive(self) -> bool:
+        """Whether the master thread still serves the control socket."""
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop serving the control socket (the job should have ended: see ``cancel``)."""
+        self._closing.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
 
     def metrics(self) -> dict[str, Any]:
         """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
         seconds per chain, restarts, placement. While the job runs: the current attempt's
         figures as its slices last reported them (every 0.5 s); once finished: the final ones."""
-        base = {"status": self.status(), "attempt": self._master.attempt}
+        base: dict[str, Any] = {"status": self.status(), "attempt": self._master.attempt}
         base["restarts"] = self._master.restarts
         base["placement"] = self._placement
         if self._metrics:
@@ -197,13 +240,13 @@ class JobHandle:
         return self.result().records_out
 
     def __repr__(self) -> str:
-        return f"JobHandle({self.job_id!r}, {self.status()})"
+        return f"JobRun({self.job_id!r}, {self.status()})"
 
     # -- the master thread ----------------------------------------------------------------
 
     def _loop(self) -> None:
         try:
-            while not self._done.is_set():
+            while not self._closing.is_set():
                 if self._control.poll(20):
                     self._receive()
                 while True:
@@ -221,7 +264,9 @@ class JobHandle:
                 self._announce()
                 if self._master.state in jm.TERMINAL and not self._done.is_set():
                     self._done.set()
-        except BaseException as exc:  # the handle must end, whatever happened here
+                self._answer_waiters(now)
+        except BaseException as exc:  # the job must end, whatever happened here
+            log.exception("job %s: the master thread failed", self.job_id)
             self._error = f"the job master failed: {exc!r}"
             self._master.state = jm.FAILED
             self._done.set()
@@ -238,7 +283,7 @@ class JobHandle:
             return
         self._announced = seen
         info = p.JobInfo(
-            self.job_id, self.name, seen[0], self._endpoint, seen[1], self._master.slices
+            self.job_id, self.name, seen[0], self.endpoint, seen[1], self._master.slices
         )
         self._client._send_control(p.JobUpdate(info))
 
@@ -268,11 +313,57 @@ class JobHandle:
                 continue
             self._handle(identity, message)
 
-    def _reply(self, identity: bytes, message: p.JobMessage) -> None:
+    def _reply(
+        self,
+        identity: bytes,
+        message: p.JobMessage,
+        frames: list[transport.FrameLike] | None = None,
+    ) -> bool:
         try:
-            transport.send(self._control, message, identity=identity)
+            transport.send(self._control, message, frames or (), identity=identity)
         except zmq.ZMQError as error:  # the peer left (EHOSTUNREACH): nothing to answer
             log.warning("job %s could not answer a control peer: %s", self.job_id, error)
+            return False
+        return True
+
+    # -- requests of the job's handles ------------------------------------------------------
+
+    def _status_reply(self) -> p.JobStatusReply:
+        return p.JobStatusReply(self.job_id, self.name, self.status(), _plain(self.metrics()))
+
+    def _answer_result(self, identity: bytes) -> None:
+        if self._outcome is None:
+            reply = p.JobResultReply(
+                self.job_id, self.name, self.status(), _plain(self.metrics()), self._error or ""
+            )
+            frames: list[transport.FrameLike] = []
+            if self._result is not None:
+                # Pickled once; every handle that asks gets the same frames (no copies).
+                outcome = (self._result, self.subtask_results)
+                try:
+                    reply.result = transport.dumps(outcome, frames, inline_limit=0)
+                except Exception as error:  # the records came pickled: this is unlikely
+                    log.exception("job %s: its result cannot be pickled", self.job_id)
+                    reply.error = f"the job's result could not be pickled: {error!r}"
+                    frames = []
+            self._outcome = (reply, frames)
+        if self._reply(identity, *self._outcome):
+            self.fetched_at = time.monotonic()
+
+    def _answer_waiters(self, now: float) -> None:
+        if not self._waiters:
+            return
+        if self._done.is_set():
+            waiters, self._waiters = self._waiters, []
+            for identity, _ in waiters:
+                self._answer_result(identity)
+            return
+        due = [w for w in self._waiters if w[1] <= now]
+        if due:
+            self._waiters = [w for w in self._waiters if w[1] > now]
+            reply = self._status_reply()
+            for identity, _ in due:
+                self._reply(identity, reply)
 
     def _handle(self, identity: bytes, message: p.JobMessage) -> None:
         reports = (p.SliceReady, p.SliceMetrics, p.SliceFailed)
@@ -301,10 +392,20 @@ class JobHandle:
                     gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
                     for gid, figures in message.figures.items()
                 }
-        elif isinstance(message, p.JobCancel):  # from `pydispatch cancel ADDRESS JOB`
+        elif isinstance(message, p.JobCancel):  # a handle, or `pydispatch cancel ADDRESS JOB`
             reply: Future[bool] = Future()
             self._event(("cancel", reply))
             self._reply(identity, p.JobCancelled(reply.result()))
+        elif isinstance(message, p.JobStatusRequest):
+            self._reply(identity, self._status_reply())
+        elif isinstance(message, p.JobResultRequest):
+            wait = min(message.wait, _MAX_WAIT) if message.wait > 0 else 0.0  # NaN: 0
+            if self._done.is_set():
+                self._answer_result(identity)
+            elif wait == 0 or len(self._waiters) >= _MAX_WAITERS:
+                self._reply(identity, self._status_reply())
+            else:
+                self._waiters.append((identity, time.monotonic() + wait))
         elif isinstance(message, p.SliceFailed):
             self._reply(identity, p.MasterAck())
             now = time.monotonic()
@@ -317,11 +418,16 @@ class JobHandle:
             )
 
     def _event(self, event: tuple[Any, ...]) -> None:
-        if event[0] == "cancel":
+        if event[0] in ("cancel", "abort"):
             reply: Future[bool] = event[1]
-            instructions = self._master.cancel()
-            self._perform(instructions)
-            reply.set_result(self._master.state == jm.CANCELED)
+            if self._master.state in jm.TERMINAL:  # ended already (cancelled, perhaps)
+                reply.set_result(False)
+                return
+            self._perform(self._master.cancel())
+            if event[0] == "abort":  # killed like a cancelled job, but nobody cancelled it
+                self._master.state = jm.FAILED
+                self._error = f"job {self.job_id} failed: {event[2]}"
+            reply.set_result(self._master.state in jm.TERMINAL)
             return
         _, attempt, index, future = event
         if future.cancelled():
@@ -398,7 +504,7 @@ class JobHandle:
                 self._specs[index],
                 index,
                 attempt,
-                self._endpoint,
+                self.endpoint,
                 retries=0,
                 resources=self._slice_resources[index],
                 priority=self._options.priority,
@@ -465,6 +571,12 @@ class JobHandle:
         self._result = JobResult(
             self.name, self.plan.runtime_mode, collected, records_in, records_out
         )
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as msgpack carries them: builtins only (a tuple becomes a list)."""
+    plain: dict[str, Any] = msgspec.to_builtins(metrics, str_keys=False)
+    return plain
 
 
 def _slice_job(job: JobGraph, index: int) -> JobGraph:

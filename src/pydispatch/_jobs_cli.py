@@ -1,12 +1,15 @@
-"""``pydispatch submit | jobs | cancel``: dataflow jobs from the command line (private).
+"""``pydispatch submit | jobs | cancel | result``: dataflow jobs from the command line (private).
 
 ``submit ADDRESS job.py`` runs ``job.py`` (as ``__main__``-less module code) and calls its
 ``build(env)`` with a :class:`~pydispatch.stream.StreamEnvironment` on the dispatcher at
 ``ADDRESS``; ``build`` adds sinks, or returns a stream whose records are collected and printed.
-The job master runs in the ``submit`` process (see ``pydispatch._jobrun``), which waits for
-the job and exits 0 when it finished, 1 when it failed or was cancelled; Ctrl-C cancels it.
+The dispatcher runs the job's master in a process of its own (``pydispatch._jobhost``). By
+default ``submit`` stays attached: it waits for the job and exits 0 when it finished, 1 when it
+failed or was cancelled; Ctrl-C cancels it. ``--detach`` prints the job's id and exits 0 at once:
+the job runs on, and ``result ADDRESS JOB`` prints its records later (from any machine that
+reaches the dispatcher, within the job's result retention).
 
-``jobs ADDRESS`` lists the jobs the dispatcher was told of (their masters announce every change
+``jobs ADDRESS`` lists the jobs the dispatcher knows of (their masters announce every change
 of state); ``cancel ADDRESS JOB`` asks the job's master to cancel it.
 """
 
@@ -18,44 +21,25 @@ import sys
 from concurrent.futures import CancelledError
 from typing import Any
 
-import zmq
-
 from . import protocol as p
-from .transport import make_socket, parse_job, request, send, split_envelope
+from ._jobclient import JobHandle, fetch_jobs, find_job
 
-
-def fetch_jobs(address: str, timeout: float = 5.0) -> list[p.JobInfo]:
-    """The dataflow jobs a dispatcher knows of, oldest change first."""
-    message = request(address, p.JobsRequest(), timeout)
-    if not isinstance(message, p.JobsReply):
-        raise p.ProtocolError(f"expected JobsReply, got {type(message).__name__}")
-    return message.jobs
+__all__ = [
+    "cancel_command",
+    "cancel_job",
+    "fetch_jobs",
+    "format_jobs",
+    "jobs_command",
+    "result_command",
+    "submit_command",
+]
 
 
 def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
-    """Cancel the job whose id (or unique id prefix, or unique name) is ``job``."""
-    jobs = fetch_jobs(address, timeout)
-    matches = [j for j in jobs if j.job_id == job] or [
-        j for j in jobs if j.job_id.startswith(job) or j.name == job
-    ]
-    if len(matches) != 1:
-        found = "no job" if not matches else f"{len(matches)} jobs"
-        raise LookupError(f"{found} named {job!r} at {address}")
-    context: zmq.Context[Any] = zmq.Context()
-    sock = make_socket(context, zmq.DEALER)
-    try:
-        sock.connect(matches[0].endpoint)
-        send(sock, p.JobCancel())
-        if not sock.poll(int(timeout * 1000)):
-            raise TimeoutError(f"the master of job {matches[0].job_id} did not answer")
-        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
-        answer = parse_job(body)
-        if not isinstance(answer, p.JobCancelled):
-            raise p.ProtocolError(f"expected JobCancelled, got {type(answer).__name__}")
-        return answer.cancelled
-    finally:
-        sock.close(linger=0)
-        context.term()
+    """Cancel the job whose id (or unique id prefix, or unique name) is ``job``; False if it
+    had ended already."""
+    info = find_job(address, job, timeout)
+    return JobHandle(address, info.job_id, info.name, info.endpoint, state=info.state).cancel()
 
 
 def format_jobs(jobs: list[p.JobInfo]) -> str:
@@ -82,9 +66,16 @@ def cancel_command(address: str, job: str, timeout: float) -> int:
     return 1
 
 
-def submit_command(address: str, path: str, name: str | None, parallelism: int) -> int:
+def submit_command(
+    address: str,
+    path: str,
+    name: str | None,
+    parallelism: int,
+    detach: bool = False,
+    retention: float | None = None,
+) -> int:
     from ._stream_ops import DataStream
-    from .stream import JobHandle, StreamEnvironment
+    from .stream import StreamEnvironment
 
     namespace = runpy.run_path(path, run_name="pydispatch_job")
     build = namespace.get("build")
@@ -92,35 +83,58 @@ def submit_command(address: str, path: str, name: str | None, parallelism: int) 
         print(f"{path} must define build(env)", file=sys.stderr)
         return 2
     env = StreamEnvironment(address, parallelism=parallelism)
+    if retention is not None:
+        env.set_result_retention(retention)
+    out = build(env)
+    sink = None
+    if isinstance(out, DataStream):
+        sink = out._sink("Collect", {"sink": "collect", "columnar": out.schema.columnar}).id
     try:
-        out = build(env)
-        sink = None
-        if isinstance(out, DataStream):
-            sink = out._sink("Collect", {"sink": "collect", "columnar": out.schema.columnar}).id
         handle = env.execute(name or path)
-        assert isinstance(handle, JobHandle)
-        print(f"submitted {handle.job_id}", flush=True)
-        try:
-            result = handle.result()
-        except KeyboardInterrupt:
-            handle.cancel()
-            print(f"cancelled {handle.job_id}", file=sys.stderr)
-            return 1
-        except CancelledError:
-            print(f"{handle.job_id} was cancelled", file=sys.stderr)
-            return 1
-        except Exception as error:  # the job's failure, reported, not a crash of the CLI
-            print(f"{handle.job_id} failed: {error}", file=sys.stderr)
-            return 1
-        if sink is not None:
-            for record in _records(result.collected[sink]):
-                print(record)
-        metrics = handle.metrics()
-        summary = {k: metrics[k] for k in ("status", "restarts", "bytes_shuffled", "seconds")}
-        print(json.dumps(summary), file=sys.stderr)
+    except ValueError as error:  # refused: it can never fit, or cannot be planned
+        print(f"refused: {error}", file=sys.stderr)
+        return 1
+    assert isinstance(handle, JobHandle)
+    if detach:
+        print(handle.job_id)
         return 0
-    finally:
-        env.close()
+    print(f"submitted {handle.job_id}", flush=True)
+    return _wait_and_print(handle, sink, cancel_on_interrupt=True)
+
+
+def result_command(address: str, job: str, timeout: float | None) -> int:
+    """Print the records of a job's collect sinks once it has finished (waiting for it)."""
+    return _wait_and_print(JobHandle.attach(address, job), None, timeout=timeout)
+
+
+def _wait_and_print(
+    handle: JobHandle,
+    sink: int | None,
+    cancel_on_interrupt: bool = False,
+    timeout: float | None = None,
+) -> int:
+    try:
+        result = handle.result(timeout)
+    except KeyboardInterrupt:
+        if not cancel_on_interrupt:
+            return 130
+        handle.cancel()
+        print(f"cancelled {handle.job_id}", file=sys.stderr)
+        return 1
+    except CancelledError:
+        print(f"{handle.job_id} was cancelled", file=sys.stderr)
+        return 1
+    except Exception as error:  # the job's failure, reported, not a crash of the CLI
+        print(f"{handle.job_id} failed: {error}", file=sys.stderr)
+        return 1
+    sinks = [sink] if sink is not None else sorted(result.collected)
+    for index in sinks:
+        for record in _records(result.collected[index]):
+            print(record)
+    metrics = handle.metrics()
+    summary = {k: metrics.get(k) for k in ("status", "restarts", "bytes_shuffled", "seconds")}
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
 
 
 def _records(collected: Any) -> list[Any]:

@@ -1,5 +1,5 @@
 """``pydispatch`` command line: ``dispatcher``, ``worker``, ``status``, ``submit``, ``jobs``,
-``cancel`` and ``demo`` subcommands."""
+``cancel``, ``result`` and ``demo`` subcommands."""
 
 from __future__ import annotations
 
@@ -153,7 +153,9 @@ def format_status(status: dict[str, Any]) -> str:
 def _submit(args: argparse.Namespace) -> int:
     from ._jobs_cli import submit_command
 
-    return submit_command(args.address, args.job, args.name, args.parallelism)
+    return submit_command(
+        args.address, args.job, args.name, args.parallelism, args.detach, args.retention
+    )
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -166,6 +168,12 @@ def _cancel(args: argparse.Namespace) -> int:
     from ._jobs_cli import cancel_command
 
     return cancel_command(args.address, args.job, args.timeout)
+
+
+def _result(args: argparse.Namespace) -> int:
+    from ._jobs_cli import result_command
+
+    return result_command(args.address, args.job, args.timeout)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -225,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("job", help="a Python file defining build(env)")
     submit.add_argument("--name", default=None, help="job name (default: the file's path)")
     submit.add_argument("--parallelism", type=int, default=1, help="default parallelism")
+    submit.add_argument(
+        "--detach",
+        action="store_true",
+        help="print the job's id and exit at once; the job runs on (see `result`)",
+    )
+    submit.add_argument(
+        "--retention",
+        type=float,
+        default=None,
+        help="seconds the finished job's result is kept if nobody fetches it (default 600)",
+    )
     submit.set_defaults(run=_submit)
 
     jobs = commands.add_parser("jobs", help="list the dataflow jobs")
@@ -238,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("job", help="job id (or a unique prefix of it, or its name)")
     cancel.add_argument("--timeout", type=float, default=10.0)
     cancel.set_defaults(run=_cancel)
+
+    result = commands.add_parser("result", help="wait for a dataflow job; print its records")
+    result.add_argument("address", help="the dispatcher, e.g. tcp://HOST:5555")
+    result.add_argument("job", help="job id (or a unique prefix of it, or its name)")
+    result.add_argument("--timeout", type=float, default=None, help="seconds (default: wait)")
+    result.set_defaults(run=_result)
 
     demo = commands.add_parser("demo", help="run the main demo on generated data")
     demo.add_argument("--items", type=int, default=1_000_000, help="items to map on the cluster")

@@ -354,9 +354,11 @@ class Client(Executor):
                     send(self._sock, p.ClientHello(p.PROTOCOL_VERSION))
                 if self._terminated is not None:
                     self._fail_unfinished(self._terminated)
+                    self._send_controls()  # queued since _send_outbox: a job master's last word
                     send(self._sock, p.ClientBye())
                     return
                 if self._closing and self._all_done():
+                    self._send_controls()
                     send(self._sock, p.ClientBye())
                     return
         finally:
@@ -402,6 +404,12 @@ class Client(Executor):
                 )
             send(self._sock, p.Submit(specs), frames)
             self._sent_through = specs[-1].task_id
+        for message in controls:
+            send(self._sock, message)
+
+    def _send_controls(self) -> None:
+        with self._lock:
+            controls, self._controls = self._controls, []
         for message in controls:
             send(self._sock, message)
 

@@ -21,6 +21,11 @@ registers its slots' identities, heartbeats, and supervises them: it kills a slo
 force-cancel an attempt and reports a slot that died or was killed (:class:`SlotLost`) and its
 replacement (:class:`SlotReady`).
 
+Dataflow jobs are submitted to the dispatcher (:class:`SubmitJob`, the job pickled into a frame
+the dispatcher never unpickles), which starts a job-master process per job; that process fetches
+the job (:class:`JobPayloadRequest`) and reports back (:class:`JobHostReport`) before the
+submitter hears :class:`JobAccepted` or an :class:`Error` naming the reason.
+
 Dataflow jobs have two planes of their own, each a separate tagged union so that a socket
 decodes only what may arrive there: :data:`JobMessage` on a job master's control socket
 (slices, ``pydispatch cancel``; the version travels on :class:`SliceReady`) and
@@ -325,6 +330,52 @@ class JobsReply(_Header):
     jobs: list[JobInfo]
 
 
+class SubmitJob(_Header):
+    """Anyone -> dispatcher: host this job in a job-master process (``pydispatch._jobhosts``).
+
+    ``payload`` is the cloudpickled job (its graph, options and original operator ids) in
+    frames after the header; the dispatcher checks only that the blob fits its frames and
+    hands them to the job's process. Answered with :class:`JobAccepted` once the job is
+    planned and deployed, or an :class:`Error` (``code`` "unfit" for a job that can never fit
+    the cluster, "invalid" for one that cannot be loaded or planned)."""
+
+    name: str
+    priority: int
+    payload: Blob
+
+
+class JobAccepted(_Header):
+    """Dispatcher -> submitter: the job runs; its master serves requests at ``endpoint``."""
+
+    job_id: str
+    endpoint: str
+
+
+class JobPayloadRequest(_Header):
+    """Job-master process -> dispatcher: the job it was started for (answered with
+    :class:`JobPayload`); ``token`` is the secret it was started with."""
+
+    job_id: str
+    token: str
+
+
+class JobPayload(_Header):
+    name: str
+    priority: int
+    payload: Blob
+
+
+class JobHostReport(_Header):
+    """Job-master process -> dispatcher: the job is deployed (``endpoint``), or refused
+    (``code`` and ``error``: forwarded to the submitter as an :class:`Error`)."""
+
+    job_id: str
+    token: str
+    endpoint: str = ""
+    code: str = ""
+    error: str = ""
+
+
 Message = (
     ClientHello
     | Welcome
@@ -353,13 +404,20 @@ Message = (
     | JobUpdate
     | JobsRequest
     | JobsReply
+    | SubmitJob
+    | JobAccepted
+    | JobPayloadRequest
+    | JobPayload
+    | JobHostReport
 )
 
 
 # ---------------------------------------------------------- dataflow job plane (control)
-# The job master's control ROUTER (``_jobrun``) and its slices (``_exec_task``) speak only
-# these, decoded with :func:`decode_job`: a peer that can connect there cannot make the master
-# unpickle anything. The version travels on :class:`SliceReady`, a slice's first report.
+# The job master's control ROUTER (``_jobrun``), its slices (``_exec_task``) and the job's
+# handles (``_jobclient``) speak only these, decoded with :func:`decode_job`: a peer that can
+# connect there cannot make the master unpickle anything (requests to the master are one header
+# frame; only the master's :class:`JobResultReply` carries frames, to the handle that asked).
+# The version travels on :class:`SliceReady`, a slice's first report.
 
 
 class SubtaskFigures(msgspec.Struct, array_like=True):
@@ -422,6 +480,39 @@ class JobCancelled(_Header):
     cancelled: bool  # False: the job had ended already
 
 
+class JobStatusRequest(_Header):
+    """A job's handle -> master: state and figures (answered with :class:`JobStatusReply`)."""
+
+
+class JobStatusReply(_Header):
+    """``metrics``: plain data only (numbers, strings, lists, dicts), as ``metrics()`` gives."""
+
+    job_id: str
+    name: str
+    state: str
+    metrics: dict[str, Any]
+
+
+class JobResultRequest(_Header):
+    """A job's handle -> master: the outcome, once the job has ended. The master answers
+    with :class:`JobResultReply` as soon as it has one, or with :class:`JobStatusReply`
+    after ``wait`` seconds (a long poll: no polling loop while a job runs for hours)."""
+
+    wait: float = 0.0
+
+
+class JobResultReply(_Header):
+    """The job's outcome: ``state`` FINISHED (``result``: the pickled user records and
+    figures, in frames after the header), FAILED (``error``) or CANCELED."""
+
+    job_id: str
+    name: str
+    state: str
+    metrics: dict[str, Any]
+    error: str = ""
+    result: Blob | None = None
+
+
 JobMessage = (
     SliceReady
     | SliceMetrics
@@ -431,6 +522,10 @@ JobMessage = (
     | MasterAck
     | JobCancel
     | JobCancelled
+    | JobStatusRequest
+    | JobStatusReply
+    | JobResultRequest
+    | JobResultReply
     | Error
 )
 

@@ -27,6 +27,7 @@ import zmq
 
 from . import protocol as p
 from . import scheduler as s
+from ._jobhosts import JobHosts
 from ._solver_placement import solver_placer
 from .placement import Placer
 from .transport import (
@@ -104,6 +105,8 @@ class Dispatcher:
         self._started: dict[bytes, list[int]] = {}
         self._started_since: dict[bytes, float] = {}  # when each client's oldest notice came
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
+        # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
+        self._job_hosts = JobHosts(self.endpoint, self._send, self._jobs, self._job_update)
 
     # --------------------------------------------------------------------------- loop
 
@@ -129,9 +132,11 @@ class Dispatcher:
                         return
                     next_tick = now + tick_every
                     self._guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
+                    self._guarded(self._job_hosts.reap)
                 self._guarded(lambda: self._perform(self.scheduler.schedule()))
                 self._guarded(self._flush)
         finally:
+            self._job_hosts.close()  # no job master outlives its dispatcher
             self._socket.close(linger=0)
             self._context.term()
 
@@ -249,9 +254,15 @@ class Dispatcher:
             case p.StatusRequest():
                 self._send(identity, self._status(now))
             case p.JobUpdate(job=job):
-                self._job_update(job)
+                self._job_update(self._job_hosts.seen(job))
             case p.JobsRequest():
                 self._send(identity, p.JobsReply(list(self._jobs.values())))
+            case p.SubmitJob():
+                self._job_hosts.submit(identity, message, frames)
+            case p.JobPayloadRequest():
+                self._job_hosts.payload(identity, message)
+            case p.JobHostReport():
+                self._job_hosts.report(message)
             case _:
                 raise p.ProtocolError(f"a dispatcher does not accept {type(message).__name__}")
 

@@ -5,9 +5,11 @@ Each call on a :class:`StreamEnvironment` or a stream appends to the environment
 the environment's ``execute()``. ``pydispatch.plan`` turns the graph into chained subtasks.
 
 Modes. ``StreamEnvironment()`` (no target) runs jobs in this process, single-threaded, with the
-reference executor; with a target (a client, a cluster, or ``StreamEnvironment.local()``'s
-embedded cluster) ``execute()`` submits the job and returns a ``JobHandle``: subtasks run on the
-workers and exchange micro-batches directly (see ``pydispatch._exec_task``). A job whose
+reference executor; with a target (a dispatcher's address, a client, a cluster, or
+``StreamEnvironment.local()``'s embedded cluster) ``execute()`` submits the job to the
+dispatcher and returns a ``JobHandle``: the dispatcher runs the job's master in a process of its
+own (``pydispatch._jobhost``), so the job goes on if the submitting process exits; subtasks run
+on the workers and exchange micro-batches directly (see ``pydispatch._exec_task``). A job whose
 sources are all bounded runs in batch mode (Flink's ``AUTOMATIC`` runtime mode): keyed
 aggregations emit one final result per key at the end of input. With an unbounded source
 they are rolling: one updated result per input record.
@@ -36,12 +38,16 @@ Records and results.
   input order is kept. Batch aggregations emit keys in first-seen order per subtask (sorted on
   the columnar path).
 
-On a cluster (``StreamEnvironment(cluster_or_client)``, ``StreamEnvironment.local()``).
+On a cluster (``StreamEnvironment(address_cluster_or_client)``, ``StreamEnvironment.local()``).
 
 - Same results as in process, up to order: ``collect()`` still concatenates sink subtask 0's
   records, then 1's...; but a subtask with several input channels sees them interleaved as they
   arrive (as in Flink), so what depends on the order of one key's records across channels (count
   windows, a non-commutative ``reduce``) may differ. With one channel per consumer it does not.
+- The job belongs to the dispatcher, not to the process that submitted it: any process gets a
+  handle to it by id (``JobHandle.attach(address, job_id)``; ``pydispatch jobs`` lists them).
+  Its master keeps the outcome after the job ends until a handle fetched it or for
+  ``set_result_retention`` seconds (10 minutes by default), then exits.
 - Each slice of slot sharing (subtask ``i`` of every chain) runs as one task in one worker slot,
   placed by the solver from the plan's traffic estimates; data moves between subtasks directly,
   in micro-batches with credit-based flow control (``set_network``).
@@ -65,20 +71,18 @@ import os
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy.typing as npt
 
 from . import _sources
+from ._jobclient import JobHandle
 from ._jobgraph import Edge, JobGraph, KeySpec, Operator, Schema
 from ._jobmaster import ExponentialDelay, FailureRate, FixedDelay, NoRestart, RestartStrategy
-from ._jobrun import JobFailedError, JobHandle
+from ._jobrun import JobFailedError
 from ._stream_base import check_callable, check_parallelism
 from ._stream_ops import DataStream, DataStreamSink, KeyedStream, StreamInput, WindowedStream
 from .plan import ExecutionGraph, execution_graph
-
-if TYPE_CHECKING:
-    from .client import Client
 
 __all__ = [
     "DataStream",
@@ -135,8 +139,7 @@ class StreamEnvironment:
         self._credits = 8
         self._master_timeout = 60.0
         self._host = "127.0.0.1"
-        self._client_cache: Client | None = None
-        self._owned_client: Client | None = None
+        self._retention = 600.0
         self._owned: object | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -315,16 +318,19 @@ class StreamEnvironment:
         """Run every sink not run yet (and what feeds them) as one job.
 
         Without a target: in this process, returning the :class:`JobResult`. With a target:
-        submitted to the cluster, returning a :class:`JobHandle` at once (``status()``,
-        ``result()``, ``cancel()``, ``metrics()``; its ``collected`` waits for the result).
+        submitted to the dispatcher, returning a :class:`JobHandle` once the job's master has
+        planned and deployed it (``status()``, ``result()``, ``cancel()``, ``metrics()``; its
+        ``collected`` waits for the result); a job that can never fit the cluster raises
+        ``ValueError`` with the reason.
         ``priority``: the job's slices are queued at the dispatcher with it (higher first; jobs
-        of equal priority share the slots fairly by client)."""
+        of equal priority share the slots fairly: each job's master is a client of its own)."""
         pending = {op.id for op in self._graph.sinks()} - self._executed
         if not pending:
             raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
         keep = sorted(self._graph.ancestors(pending))
         job = self._graph.subgraph(set(keep))
         if self._target is not None:
+            from ._jobclient import dispatcher_address, submit_job
             from ._jobrun import JobOptions
 
             options = JobOptions(
@@ -335,8 +341,9 @@ class StreamEnvironment:
                 host=self._host,
                 priority=priority,
                 restart=self._restart_factory() if self._restart_factory else None,
+                result_retention=self._retention,
             )
-            handle = JobHandle(self._client(), job, name or "job", options, keep)
+            handle = submit_job(dispatcher_address(self._target), job, name or "job", options, keep)
             self._executed |= pending
             return handle
         from ._local_run import run_local
@@ -395,10 +402,11 @@ class StreamEnvironment:
     ) -> StreamEnvironment:
         """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
         batches a producer may have in flight per downstream subtask) on a cluster;
-        ``master_timeout``: seconds after which a job's slices end themselves if the process
-        that submitted the job (its job master) is gone; ``host``: the address the job master
-        binds and workers reach it at (and the slices' data address, unless a worker machine
-        sets its own in ``PYDISPATCH_DATA_HOST``): set it for a cluster of several hosts."""
+        ``master_timeout``: seconds after which a job's slices end themselves if the job's
+        master process is gone (killed); ``host``: the address the job master binds on the
+        dispatcher's machine (it runs there) and workers and job handles reach it at, and the
+        slices' data address, unless a worker machine sets its own in
+        ``PYDISPATCH_DATA_HOST``: set it for a cluster of several hosts."""
         if batch_records < 1 or credits < 1 or not master_timeout > 0:
             raise ValueError("set_network: batch_records, credits, master_timeout must be > 0")
         self._batch_records = batch_records
@@ -407,35 +415,20 @@ class StreamEnvironment:
         self._host = host
         return self
 
-    def _client(self) -> Client:
-        from .client import Client
-        from .cluster import LocalCluster
-
-        if self._client_cache is None:
-            target = self._target
-            if isinstance(target, Client):
-                self._client_cache = target
-            elif isinstance(target, LocalCluster):
-                self._client_cache = target.client()
-            elif isinstance(target, str):
-                self._client_cache = Client(target)
-                self._owned_client = self._client_cache
-            else:
-                raise TypeError(
-                    "StreamEnvironment: the target must be a Client, a LocalCluster or a "
-                    f"dispatcher address, not {type(target).__name__}"
-                )
-        return self._client_cache
+    def set_result_retention(self, seconds: float) -> StreamEnvironment:
+        """How long a finished job's master keeps its outcome for a handle to fetch (by id,
+        from any process: ``JobHandle.attach``) if nobody has; once fetched it is kept one
+        second more. Default 600 s."""
+        if not seconds >= 0:
+            raise ValueError(f"set_result_retention: seconds must be >= 0: {seconds}")
+        self._retention = float(seconds)
+        return self
 
     def close(self) -> None:
-        """End what this environment started: its client, its embedded cluster."""
-        if self._owned_client is not None:
-            self._owned_client.terminate("the StreamEnvironment was closed")
-            self._owned_client = None
+        """End what this environment started: its embedded cluster (and the jobs on it)."""
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
-        self._client_cache = None
 
     def __enter__(self) -> StreamEnvironment:
         return self

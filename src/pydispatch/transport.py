@@ -112,6 +112,12 @@ def parse_job(body: list[zmq.Frame]) -> JobMessage:
     return decode_job(body[0].buffer)
 
 
+def parse_job_reply(body: list[zmq.Frame]) -> tuple[JobMessage, list[zmq.Frame]]:
+    """Decode a job master's answer to a job's handle ``[header, *frames]`` (a result's
+    pickled records follow its header); the frames are untouched."""
+    return decode_job(body[0].buffer), body[1:]
+
+
 def parse_data(body: list[zmq.Frame]) -> tuple[DataMessage, list[zmq.Frame]]:
     """Decode a job plane data message ``[header, *frames]``; the frames are untouched."""
     return decode_data(body[0].buffer), body[1:]
@@ -160,16 +166,23 @@ def _out_of_band(
 def request(address: str, message: Message, timeout: float = 5.0) -> Message:
     """One question to a dispatcher without becoming its client: connect a DEALER, send
     ``message``, wait up to ``timeout`` seconds for the answer, close (for CLI look-ups)."""
+    return ask(address, message, (), timeout)[0]
+
+
+def ask(
+    address: str, message: Message, frames: Sequence[FrameLike] = (), timeout: float = 5.0
+) -> tuple[Message, list[zmq.Frame]]:
+    """:func:`request` with frames both ways (a job's payload to the dispatcher and back to
+    the job's process). The answer's frames stay valid after the socket is closed."""
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER)
     try:
         sock.connect(address)
-        send(sock, message)
+        send(sock, message, frames)
         if not sock.poll(int(timeout * 1000)):
             raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s")
         _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
-        answer, _ = parse(body)
-        return answer
+        return parse(body)
     finally:
         sock.close(linger=0)
         context.term()
