@@ -135,3 +135,12 @@ def test_importing_the_package_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+    # Nor do the modules those processes run, until a solve or a dataflow batch needs numpy.
+    code = (
+        "import sys, pydispatch.server, pydispatch.worker, pydispatch._slot, pydispatch.client; "
+        "assert 'numpy' not in sys.modules, 'numpy imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

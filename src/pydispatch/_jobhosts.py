@@ -90,6 +90,8 @@ class JobHosts:
         send: Send,
         jobs: Mapping[str, p.JobInfo],
         update: Callable[[p.JobInfo], None],
+        *,
+        enabled: bool = True,
     ) -> None:
         self._address = address
         self._send = send
@@ -101,15 +103,21 @@ class JobHosts:
         self._unread = b""  # the launcher's last partial line
         self._launcher: subprocess.Popen[bytes] | None = None
         self._respawn_at = 0.0  # a launcher that keeps dying is not restarted every tick
+        self._enabled = enabled
         # Started now, so that it has imported what it needs when the first job comes.
-        with contextlib.suppress(OSError):
-            self._running_launcher()
+        if enabled:
+            with contextlib.suppress(OSError):
+                self._running_launcher()
 
     # -- messages -----------------------------------------------------------------------
 
     def submit(self, submitter: bytes, message: p.SubmitJob, frames: list[zmq.Frame]) -> None:
         """Start a job master for ``message``; ProtocolError if it is malformed."""
         p.check_blob(message.payload, frame_sizes(frames))
+        if not self._enabled:
+            reason = "this dispatcher hosts no job masters (it runs with --no-job-masters)"
+            self._send(submitter, p.Error("unsupported", reason), [])
+            return
         if len(self._hosts) >= _MAX_HOSTS:
             reason = (
                 f"this dispatcher hosts {_MAX_HOSTS} job masters already (a finished job's "
@@ -265,7 +273,9 @@ class JobHosts:
             else:
                 self._launcher = None
                 self._launcher_gone(launcher)
-        if self._launcher is None and now >= self._respawn_at:  # a new one for new jobs
+        if (
+            self._enabled and self._launcher is None and now >= self._respawn_at
+        ):  # a new one for new jobs
             with contextlib.suppress(OSError):
                 self._running_launcher()
         for host in self._hosts.values():

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from .placement import SLOTS, PlacementRequest, WorkerCapacity, fits, greedy_best_fit
 
 #: Time for one exact solve inside a placement round (seconds), and solves per round: the
@@ -101,6 +99,9 @@ def _exact(
     requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity], time_limit: float
 ) -> list[int] | None:
     """Every request on a worker within capacity, or None when the solver finds no way."""
+    # Imported on the first solve: most dispatchers never need one, and start faster.
+    import numpy as np
+
     from .solver import InfeasibleError, PlacementProblem, solve
 
     names = _resource_names(requests, workers)

@@ -64,6 +64,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
         max_message_size=args.max_message_size,
         prefetch=args.prefetch,
         exit_with_parent=args.exit_with_parent,
+        job_masters=args.job_masters,
     )
     return 0
 
@@ -200,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PREFETCH,
         help="extra tasks queued on each worker per slot: more throughput for small tasks, "
         f"less exact priorities/fair share; 0 = exact (default {DEFAULT_PREFETCH})",
+    )
+    dispatcher.add_argument(
+        "--no-job-masters",
+        dest="job_masters",
+        action="store_false",
+        help="host no dataflow job masters (submitted jobs are refused; saves the launcher "
+        "process an embedded cluster whose jobs run their master in the application)",
     )
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)

@@ -46,8 +46,10 @@ class LocalCluster:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         start_timeout: float = 30.0,
         prefetch: int = DEFAULT_PREFETCH,
+        job_masters: bool = True,
     ) -> None:
         self._prefetch = prefetch
+        self._job_masters = job_masters
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-cluster-")
         self._requested_address = address or f"ipc://{self._tmpdir}/dispatcher"
         self.address = ""
@@ -102,6 +104,7 @@ class LocalCluster:
             "--max-message-size", str(self._max_message_size),
             "--prefetch", str(self._prefetch),
             "--exit-with-parent", str(os.getpid()),
+            *([] if self._job_masters else ["--no-job-masters"]),
         ]  # fmt: skip
         self.dispatcher = subprocess.Popen(
             command, stdout=subprocess.PIPE, text=True, start_new_session=True

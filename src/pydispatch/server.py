@@ -81,6 +81,7 @@ class Dispatcher:
         placer: Placer = solver_placer,
         prefetch: int = DEFAULT_PREFETCH,
         exit_with_parent: int = 0,
+        job_masters: bool = True,
     ) -> None:
         # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
         self._exit_with_parent = exit_with_parent
@@ -106,7 +107,9 @@ class Dispatcher:
         self._started_since: dict[bytes, float] = {}  # when each client's oldest notice came
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
         # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
-        self._job_hosts = JobHosts(self.endpoint, self._send, self._jobs, self._job_update)
+        self._job_hosts = JobHosts(
+            self.endpoint, self._send, self._jobs, self._job_update, enabled=job_masters
+        )
 
     # --------------------------------------------------------------------------- loop
 
@@ -474,6 +477,7 @@ def run_dispatcher(
     prefetch: int = DEFAULT_PREFETCH,
     exit_with_parent: int = 0,
     announce: bool = True,
+    job_masters: bool = True,
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT."""
     import signal
@@ -485,6 +489,7 @@ def run_dispatcher(
         max_message_size=max_message_size,
         prefetch=prefetch,
         exit_with_parent=exit_with_parent,
+        job_masters=job_masters,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())

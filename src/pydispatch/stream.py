@@ -5,11 +5,13 @@ Each call on a :class:`StreamEnvironment` or a stream appends to the environment
 the environment's ``execute()``. ``pydispatch.plan`` turns the graph into chained subtasks.
 
 Modes. ``StreamEnvironment()`` (no target) runs jobs in this process, single-threaded, with the
-reference executor; with a target (a dispatcher's address, a client, a cluster, or
-``StreamEnvironment.local()``'s embedded cluster) ``execute()`` submits the job to the
-dispatcher and returns a ``JobHandle``: the dispatcher runs the job's master in a process of its
-own (``pydispatch._jobhost``), so the job goes on if the submitting process exits; subtasks run
-on the workers and exchange micro-batches directly (see ``pydispatch._exec_task``). A job whose
+reference executor; with a target (a dispatcher's address, a client or a cluster)
+``execute()`` submits the job to the dispatcher and returns a ``JobHandle``: the dispatcher
+runs the job's master in a process of its own (``pydispatch._jobhost``), so the job goes on if
+the submitting process exits; subtasks run on the workers and exchange micro-batches directly
+(see ``pydispatch._exec_task``). ``StreamEnvironment.local()``'s embedded cluster lives and dies
+with this process, and so do its jobs: their masters run in this process (as in Flink's
+MiniCluster), behind the same ``JobHandle``. A job whose
 sources are all bounded runs in batch mode (Flink's ``AUTOMATIC`` runtime mode): keyed
 aggregations emit one final result per key at the end of input. With an unbounded source
 they are rolling: one updated result per input record.
@@ -142,6 +144,8 @@ class StreamEnvironment:
         self._retention = 600.0
         self._owned: object | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        # Job masters run here, not under the dispatcher (see local()): each with its client.
+        self._masters: list[tuple[Any, Any]] | None = None
 
     @property
     def target(self) -> object | None:
@@ -343,7 +347,11 @@ class StreamEnvironment:
                 restart=self._restart_factory() if self._restart_factory else None,
                 result_retention=self._retention,
             )
-            handle = submit_job(dispatcher_address(self._target), job, name or "job", options, keep)
+            address = dispatcher_address(self._target)
+            if self._masters is not None:
+                handle = self._run_master_here(address, job, name or "job", options, keep)
+            else:
+                handle = submit_job(address, job, name or "job", options, keep)
             self._executed |= pending
             return handle
         from ._local_run import run_local
@@ -377,12 +385,34 @@ class StreamEnvironment:
         ``workers`` processes with ``slots`` slots each, ended by :meth:`close` (or at exit)."""
         from .cluster import LocalCluster
 
-        cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
+        # The cluster lives and dies with this process, and so do its jobs, wherever their
+        # masters run: here (Flink's MiniCluster does the same) rather than in the launcher
+        # a dispatcher keeps for jobs that must outlive their submitter, which would compete
+        # with the workers for the CPU while the cluster starts.
+        cluster = LocalCluster(workers=workers, slots=slots, job_masters=False, **cluster_options)
         cluster.start()
         env = cls(cluster, parallelism=parallelism)
         env._owned = cluster
-        env._finalizer = weakref.finalize(env, cluster.close)
+        masters: list[tuple[Any, Any]] = []
+        env._masters = masters
+        env._finalizer = weakref.finalize(env, _close_local, masters, cluster)
         return env
+
+    def _run_master_here(
+        self, address: str, job: JobGraph, name: str, options: Any, keep: list[int]
+    ) -> JobHandle:
+        from ._jobrun import JobRun
+        from .client import Client
+
+        assert self._masters is not None
+        client = Client(address, name=f"job master of {name}")  # a client of its own per job
+        try:
+            run = JobRun(client, job, name, options, keep)
+        except BaseException:
+            client.shutdown(wait=False, cancel_futures=True)
+            raise
+        self._masters.append((run, client))
+        return JobHandle(address, run.job_id, name, run.endpoint, job, options.chaining)
 
     def set_restart_strategy(self, strategy: Callable[[], RestartStrategy]) -> StreamEnvironment:
         """How a job on a cluster restarts after a failure: a factory of a fresh strategy per
@@ -435,6 +465,19 @@ class StreamEnvironment:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_local(masters: list[tuple[Any, Any]], cluster: Any) -> None:
+    """End an embedded environment: its jobs' masters (cancelling jobs still running), then
+    the cluster."""
+    for run, client in masters:
+        try:
+            run.cancel()
+            run.close()
+        finally:
+            client.shutdown(wait=False, cancel_futures=True)
+    masters.clear()
+    cluster.close()
 
 
 def _paths(paths: object, func: str) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Final, TypeAlias
 
 import cloudpickle
-import numpy as np
 import zmq
 
 from .protocol import (
@@ -326,6 +325,8 @@ def _pickle_data(obj: object, frames: list[FrameLike]) -> Blob:
 
 
 def _raw_column(column: object) -> bool:
+    import numpy as np  # only the dataflow plane needs numpy: dispatchers and slots start without
+
     return (
         isinstance(column, np.ndarray)
         and not column.dtype.hasobject
@@ -339,6 +340,8 @@ def batch_message(edge: int, batch: Any) -> tuple[BatchData, list[FrameLike]]:
     as raw frames (no copy when contiguous); records, or object columns, pickled."""
     frames: list[FrameLike] = []
     if isinstance(batch, dict) and all(_raw_column(c) for c in batch.values()):
+        import numpy as np
+
         columns = []
         for name, column in batch.items():
             array = np.ascontiguousarray(column)
@@ -358,6 +361,8 @@ def batch_from(message: BatchData, frames: Sequence[zmq.Frame]) -> Any:
         if message.pickled is None:
             raise ProtocolError("a pickled batch without its blob")
         return loads(message.pickled, frames)
+    import numpy as np
+
     batch: dict[str, np.ndarray[Any, Any]] = {}
     for column in message.columns:
         if not 0 <= column.frame < len(frames):
