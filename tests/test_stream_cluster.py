@@ -98,6 +98,27 @@ def test_seed_example_on_an_embedded_cluster() -> None:
         assert env.from_elements(["a"]).map(str.upper).collect() == ["A"]
 
 
+def test_an_embedded_environment_runs_masters_here_and_its_dispatcher_hosts_none() -> None:
+    with StreamEnvironment.local(workers=1, **FAST) as env:
+        sink = collect_sink(env.from_elements(range(10)).map(lambda x: x * 2))
+        handle = env.execute("doubled")
+        assert isinstance(handle, JobHandle)
+        assert sorted(handle.result(timeout=30).collected[sink]) == list(range(0, 20, 2))
+        assert handle.status() == "FINISHED"
+        assert handle.metrics()["status"] == "FINISHED"
+        cluster = env.target
+        assert isinstance(cluster, LocalCluster)
+        address = cluster.address
+        # Its master runs in this process and announces the job to the dispatcher as any does.
+        (listed,) = [j for j in fetch_jobs(address) if j.job_id == handle.job_id]
+        assert listed.state == "FINISHED"
+        # The dispatcher itself was started without a job launcher: it refuses hosted jobs.
+        hosted = StreamEnvironment(address)
+        collect_sink(hosted.from_elements([1]))
+        with pytest.raises(RuntimeError, match="hosts no job masters"):
+            hosted.execute("refused")
+
+
 def test_word_count_equals_counter(cluster: LocalCluster) -> None:
     words = ["to", "be", "or", "not", "é", "spam"]
     lines = [" ".join(words[(i * 7 + j) % 6] for j in range(i % 9)) for i in range(3000)]
