@@ -132,53 +132,6 @@ def bench_a_noop_tasks_submit_then_gather(
     report("a: 10k no-op tasks", N_NOOP / benchmark.stats["median"], peers, "tasks/s", True)
 
 
-def bench_a_dask_distributed(client: Client) -> None:
-    distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
-    with (
-        distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True) as dc,
-        distributed.Client(dc) as dask_client,
-    ):
-        dask_client.gather([dask_client.submit(noop, i, pure=False) for i in range(100)])
-        theirs = N_NOOP / timed(
-            lambda: dask_client.gather(
-                [dask_client.submit(noop, i, pure=False) for i in range(N_NOOP)]
-            )
-        )
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
-    report("a: 10k no-op tasks", ours, {"dask.distributed": theirs}, "tasks/s", True)
-
-
-def bench_a_ipyparallel(client: Client) -> None:
-    ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
-    # A lambda travels by value: ipyparallel's engines cannot import this benchmark module.
-    identity = lambda x: x  # noqa: E731
-    with ipp.Cluster(n=WORKERS) as rc:
-        rc[:].use_cloudpickle()  # this module is registered to travel by value
-        view = rc.load_balanced_view()
-
-        def run() -> None:
-            results = [view.apply_async(identity, i) for i in range(N_NOOP)]
-            for r in results:
-                r.get()
-
-        theirs = N_NOOP / timed(run)
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
-    report("a: 10k no-op tasks", ours, {"ipyparallel": theirs}, "tasks/s", True)
-
-
-def bench_a_ray(client: Client) -> None:
-    ray = pytest.importorskip("ray", reason="ray not installed")
-    ray.init(num_cpus=WORKERS, include_dashboard=False)
-    try:
-        remote_noop = ray.remote(lambda x: x)  # by value: ray workers cannot import this module
-        ray.get([remote_noop.remote(i) for i in range(100)])
-        theirs = N_NOOP / timed(lambda: ray.get([remote_noop.remote(i) for i in range(N_NOOP)]))
-    finally:
-        ray.shutdown()
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
-    report("a: 10k no-op tasks", ours, {"ray": theirs}, "tasks/s", True)
-
-
 # ---------------------------------------------------------------- (b) round-trip latency
 
 
@@ -347,3 +300,55 @@ def bench_e_dispatcher_bytes_per_queued_task(benchmark: Any) -> None:
         client.shutdown(wait=False, cancel_futures=True)
     print(f"\n[e: memory] dispatcher {per_task:,.0f} bytes per queued task ({queued:,} queued)")
     statistics.fmean([per_task])  # keep the value visible in --benchmark-json via the print
+
+
+# ------------------------------------------------ (a) against dask, ipyparallel and Ray
+# Last: these frameworks leave processes winding down after shutdown, which would slow the
+# benchmarks measured after them.
+
+
+def bench_a_dask_distributed(client: Client) -> None:
+    distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
+    with (
+        distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True) as dc,
+        distributed.Client(dc) as dask_client,
+    ):
+        dask_client.gather([dask_client.submit(noop, i, pure=False) for i in range(100)])
+        theirs = N_NOOP / timed(
+            lambda: dask_client.gather(
+                [dask_client.submit(noop, i, pure=False) for i in range(N_NOOP)]
+            )
+        )
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"dask.distributed": theirs}, "tasks/s", True)
+
+
+def bench_a_ipyparallel(client: Client) -> None:
+    ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
+    # A lambda travels by value: ipyparallel's engines cannot import this benchmark module.
+    identity = lambda x: x  # noqa: E731
+    with ipp.Cluster(n=WORKERS) as rc:
+        rc[:].use_cloudpickle()  # this module is registered to travel by value
+        view = rc.load_balanced_view()
+
+        def run() -> None:
+            results = [view.apply_async(identity, i) for i in range(N_NOOP)]
+            for r in results:
+                r.get()
+
+        theirs = N_NOOP / timed(run)
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"ipyparallel": theirs}, "tasks/s", True)
+
+
+def bench_a_ray(client: Client) -> None:
+    ray = pytest.importorskip("ray", reason="ray not installed")
+    ray.init(num_cpus=WORKERS, include_dashboard=False)
+    try:
+        remote_noop = ray.remote(lambda x: x)  # by value: ray workers cannot import this module
+        ray.get([remote_noop.remote(i) for i in range(100)])
+        theirs = N_NOOP / timed(lambda: ray.get([remote_noop.remote(i) for i in range(N_NOOP)]))
+    finally:
+        ray.shutdown()
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    report("a: 10k no-op tasks", ours, {"ray": theirs}, "tasks/s", True)
