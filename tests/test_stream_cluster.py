@@ -112,6 +112,12 @@ def test_an_embedded_environment_runs_masters_here_and_its_dispatcher_hosts_none
         # Its master runs in this process and announces the job to the dispatcher as any does.
         (listed,) = [j for j in fetch_jobs(address) if j.job_id == handle.job_id]
         assert listed.state == "FINISHED"
+        # A master whose outcome was fetched ends when the next job starts (a second later).
+        time.sleep(1.1)
+        second = collect_sink(env.from_elements([7]))
+        assert env.execute("second").result(timeout=30).collected[second] == [7]
+        assert [run.job_id for run, _ in env._masters] != [handle.job_id]
+        assert len(env._masters) == 1
         # The dispatcher itself was started without a job launcher: it refuses hosted jobs.
         hosted = StreamEnvironment(address)
         collect_sink(hosted.from_elements([1]))

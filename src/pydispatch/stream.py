@@ -70,6 +70,7 @@ On a cluster (``StreamEnvironment(address_cluster_or_client)``, ``StreamEnvironm
 from __future__ import annotations
 
 import os
+import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -389,7 +390,8 @@ class StreamEnvironment:
         # masters run: here (Flink's MiniCluster does the same) rather than in the launcher
         # a dispatcher keeps for jobs that must outlive their submitter, which would compete
         # with the workers for the CPU while the cluster starts.
-        cluster = LocalCluster(workers=workers, slots=slots, job_masters=False, **cluster_options)
+        cluster_options.setdefault("job_masters", False)
+        cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
         cluster.start()
         env = cls(cluster, parallelism=parallelism)
         env._owned = cluster
@@ -405,6 +407,15 @@ class StreamEnvironment:
         from .client import Client
 
         assert self._masters is not None
+        # Masters whose outcome was fetched a while ago have nothing left to serve (the
+        # handle keeps the outcome): end them, as a dispatcher-hosted master ends itself.
+        now = time.monotonic()
+        for entry in list(self._masters):
+            run, old = entry
+            if run.done() and run.fetched_at is not None and now - run.fetched_at >= 1.0:
+                self._masters.remove(entry)
+                run.close()
+                old.shutdown(wait=False)
         client = Client(address, name=f"job master of {name}")  # a client of its own per job
         try:
             run = JobRun(client, job, name, options, keep)
