@@ -704,3 +704,32 @@ def test_an_unreachable_slot_is_dropped_its_work_requeued_and_its_worker_told() 
         finally:
             fake.close()
             context.term()
+
+
+def test_a_worker_whose_slots_are_refused_exits_with_the_reason(tmp_path: Path) -> None:
+    address = f"ipc://{tmp_path}/refusing"
+    context: zmq.Context[Any] = zmq.Context()
+    stand_in = context.socket(zmq.ROUTER)  # a dispatcher that speaks another version
+    stand_in.setsockopt(zmq.LINGER, 0)
+    stand_in.bind(address)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pydispatch.cli", "worker", address, "--name", "refused"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while worker.poll() is None and time.monotonic() < deadline:
+            if stand_in.poll(100):
+                identity, *_ = stand_in.recv_multipart()
+                refusal = p.Error("protocol", "protocol version 2 is not supported")
+                stand_in.send_multipart([identity, b"", p.encode(refusal)])
+        assert worker.wait(timeout=20) != 0
+        assert worker.stderr is not None
+        assert "refused this worker's slots" in worker.stderr.read()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        stand_in.close()
+        context.term()

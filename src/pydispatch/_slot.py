@@ -40,7 +40,7 @@ from .transport import FrameLike, dumps, loads, make_socket, rebase, receive_pen
 log = logging.getLogger(__name__)
 
 _HELLO_EVERY: Final = 0.5  # seconds between SlotHello messages until one is welcomed
-_EXIT_REFUSED: Final = 3  # exit code: the dispatcher refused the hello (protocol version)
+EXIT_REFUSED: Final = 3  # exit code: the dispatcher refused the hello (protocol version)
 # Result batching (see _Slot._run_next): a finished result may wait for the next task only if
 # that task's function last ran in under _SHORT seconds, the oldest waiting result is younger
 # than _HOLD_AT_MOST, and fewer than _BATCH results wait.
@@ -159,7 +159,7 @@ class _Slot:
                     return
                 if isinstance(message, p.Error):
                     log.error("the dispatcher refused this slot: %s", message.message)
-                    sys.exit(_EXIT_REFUSED)
+                    sys.exit(EXIT_REFUSED)
 
     def serve(self) -> None:
         while True:

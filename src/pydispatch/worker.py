@@ -43,7 +43,7 @@ from typing import Any, Final
 import zmq
 
 from . import protocol as p
-from ._slot import SlotState
+from ._slot import EXIT_REFUSED, SlotState
 from .transport import DEFAULT_MAX_MESSAGE_SIZE, Socket, make_socket, receive_pending, send
 
 log = logging.getLogger(__name__)
@@ -334,6 +334,11 @@ class Worker:
             code = slot.process.poll()
             if code is None:
                 continue
+            if code == EXIT_REFUSED and not slot.state.welcomed:
+                # Not a task's doing (it never had one): this dispatcher will refuse every slot.
+                raise RuntimeError(
+                    "the dispatcher refused this worker's slots (a different protocol version?)"
+                )
             log.warning("slot %d died (exit code %s): starting a new one", slot.index, code)
             error = f"the slot process running this task died (exit code {code})"
             self._replace_slot(slot, "failed", error)
