@@ -287,19 +287,23 @@ def test_sigstop_past_heartbeat_timeout_fails_over_and_discards_late_results() -
         # slot processes, as a network partition would) while its task runs.
         futures = [client.submit(sleep_then, 0.5, i) for i in range(2)]
         eventually(lambda: all(f.running() for f in futures), "both tasks running")
-        frozen = [victim.pid, *children(victim.pid)]
-        for pid in frozen:
+        slots = children(victim.pid)
+        for pid in [victim.pid, *slots]:
             os.kill(pid, signal.SIGSTOP)
         try:
             assert [f.result(timeout=30) for f in futures] == [0, 1]
             status = client.status()
             assert [w.name for w in status.workers] == ["worker-1"]
             assert status.retried == 1
-        finally:
-            for pid in frozen:
+            # The slot wakes first: its late result is discarded. (Woken together, the
+            # worker might replace its slots on re-registering before the result goes.)
+            for pid in slots:
                 os.kill(pid, signal.SIGCONT)
-        # The victim's late result is discarded; it registers again and gets work.
-        eventually(lambda: client.status().discarded_late_results >= 1, "late result discarded")
+            eventually(lambda: client.status().discarded_late_results >= 1, "late result")
+        finally:
+            for pid in [*slots, victim.pid]:
+                os.kill(pid, signal.SIGCONT)
+        # The victim registers again and gets work.
         cluster.wait_for_workers(2)
         assert client.status().finished == 2
         more = [client.submit(sleep_then, 0.05, i) for i in range(20)]
@@ -695,6 +699,12 @@ def test_an_unreachable_slot_is_dropped_its_work_requeued_and_its_worker_told() 
             assert fake.poll(10_000)
             replace = p.decode(fake.recv_multipart()[1])
             assert replace == p.ReplaceSlot(b"ghost")
+            # The dispatcher places nothing more there; it waits for the worker to say what
+            # the slot was running (nothing: the task never reached it).
+            time.sleep(0.3)
+            assert not future.done()
+            lost = p.SlotLost(b"ghost", 0, "lost", "the dispatcher could not reach its slot")
+            fake.send_multipart([b"", p.encode(lost)])
             # The task went back to the queue, whole (no attempt used up): a real worker runs it.
             cluster.start_worker(name="real")
             assert future.result(timeout=20) == 3
@@ -733,3 +743,26 @@ def test_a_worker_whose_slots_are_refused_exits_with_the_reason(tmp_path: Path) 
             worker.wait()
         stand_in.close()
         context.term()
+
+
+def test_a_usually_quick_function_turning_slow_does_not_hold_back_earlier_results(
+    tmp_path: Path,
+) -> None:
+    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+        client = cluster.client()
+        there = str(tmp_path / "there")
+        Path(there).touch()
+        warm = [client.submit(wait_for_file, there, i) for i in range(20)]
+        assert [f.result(timeout=20) for f in warm] == list(range(20))  # quick so far
+        gate = str(tmp_path / "gate")
+        # Sent together, queued on the one slot: it holds the first result for the next call
+        # of the same (so far quick) function, which now waits for the gate; the late flusher
+        # sends it. Those behind the slow one wait for it, as they must on one slot.
+        first = client.submit(wait_for_file, there, "first")
+        slow = client.submit(wait_for_file, gate, "slow")
+        behind = [client.submit(wait_for_file, there, i) for i in range(3)]
+        assert first.result(timeout=20) == "first"
+        assert not slow.done()
+        Path(gate).touch()
+        assert slow.result(timeout=20) == "slow"
+        assert [f.result(timeout=20) for f in behind] == [0, 1, 2]

@@ -541,3 +541,43 @@ def test_a_constrained_task_goes_to_an_idle_slot_not_the_roomiest() -> None:
         placed[S1][0] + 2: S2,  # the constrained one: idle S2, though S1 has more room
         placed[S1][0] + 3: S1,  # the plain one: the roomiest
     }
+
+
+def test_an_unreachable_slot_gets_nothing_more_and_its_worker_report_settles_it() -> None:
+    s = Scheduler(prefetch=2)
+    s.register_worker(W1, now=0, slots=2, slot_ids=[S1, S2])
+    s.submit(C1, tasks(2, retries=0))
+    placed = by_slot(s.schedule())
+    assert s.slot_unreachable(W1, S1) == []
+    s.submit(C1, tasks(4, start=10))
+    # Only S2 takes work now: its room is 3 - 1 held.
+    assert {slot: len(ids) for slot, ids in by_slot(s.schedule()).items()} == {S2: 2}
+    # A result from S1 still counts, and frees nothing on it.
+    (done,) = resolved(s.attempts_finished(S1, [AttemptOutcome(placed[S1][0], "ok")], now=1))
+    assert done.status == "ok"
+    assert s.schedule() == []
+    # Task 1 (retries=0) was running on S2 when it died: it fails for good rather than come
+    # back uncounted (a task that crashes its slot must not loop); 10 and 11 never started.
+    s.slot_unreachable(W1, S2)
+    crashing = placed[S2][0]
+    out = s.slot_lost(W1, S2, crashing, "lost", "the dispatcher could not reach its slot", 2)
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(1, "failed")]
+    assert (s.snapshot(2).queued, s.counters.retried) == (4, 0)
+    # A new slot gets exactly its own capacity; the closed S1 (still holding nothing) none.
+    s.slot_ready(W1, b"worker-1/slot-c", now=2)
+    assert {slot: len(ids) for slot, ids in by_slot(s.schedule()).items()} == {
+        b"worker-1/slot-c": 3
+    }
+
+
+def test_a_slot_killed_for_another_attempt_requeues_the_one_it_ran() -> None:
+    s = Scheduler(prefetch=2)
+    s.register_worker(W1, now=0, slots=1, slot_ids=[S1])
+    s.submit(C1, tasks(2))
+    first, second = by_slot(s.schedule())[S1]
+    s.cancel(C1, [0], force=True)
+    # The slot finished `first` and started `second` before the kill landed.
+    s.attempts_finished(S1, [AttemptOutcome(first, "ok")], now=1)
+    out = s.slot_lost(W1, S1, second, "cancelled", "force-cancelled (slot killed)", now=1)
+    assert resolved(out) == []  # not failed: back in the queue
+    assert (s.snapshot(1).queued, s.counters.retried) == (1, 1)

@@ -77,6 +77,7 @@ class _Host:
     payload: tuple[p.Blob, list[FrameLike]] | None  # None once fetched
     deadline: float
     pid: int = 0  # 0 until the launcher says it forked
+    timed_out: bool = False  # its submitter was told it failed: it must not run
 
 
 class JobHosts:
@@ -255,8 +256,12 @@ class JobHosts:
             log.error("the job launcher wrote %r", line[:200])
             return
         if kind == "started" and job_id in self._hosts:
-            self._hosts[job_id].pid = number
+            host = self._hosts[job_id]
+            host.pid = number
             log.info("job %s: master process %d", job_id, number)
+            if host.timed_out:  # forked after its submitter was told the job failed
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(number, signal.SIGKILL)
         elif kind == "exited":
             self._exit(job_id, number)
 
@@ -283,6 +288,9 @@ class JobHosts:
                 log.error("job %s: its master did not report in time: ending it", host.job_id)
                 reason = f"the job's master did not start within {_ACCEPT_TIMEOUT:g} s"
                 self._answer(host, p.Error("timeout", reason))
+                # Whenever its master starts, it finds no job to fetch, and is killed.
+                host.payload = None
+                host.timed_out = True
                 if host.pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(host.pid, signal.SIGKILL)

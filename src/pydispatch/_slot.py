@@ -145,8 +145,26 @@ class _Slot:
         self._functions: dict[bytes, Callable[..., Any]] = {}
         self._durations: dict[bytes, float] = {}  # function key -> how long it last ran
         # Results not sent yet (see _run_next), and when the oldest of them was finished.
+        # The lock is held around every use of the socket and of _held: the late flusher
+        # thread sends held results while a task runs, when the main thread never touches
+        # the socket (it polls it unlocked only when nothing is held).
         self._held: list[tuple[p.AttemptResult, list[FrameLike]]] = []
         self._held_since = 0.0
+        self._lock = threading.Lock()
+        self._holding = threading.Event()
+
+    def start_late_flusher(self) -> None:
+        threading.Thread(target=self._flush_late, name="late-flusher", daemon=True).start()
+
+    def _flush_late(self) -> None:
+        """Send results held for longer than _HOLD_AT_MOST: the task after them turned out
+        slow. (A task holding the GIL delays this by Python's switch interval, 5 ms.)"""
+        while True:
+            self._holding.wait()
+            time.sleep(_HOLD_AT_MOST)
+            with self._lock:
+                if self._held and time.perf_counter() - self._held_since >= _HOLD_AT_MOST:
+                    self._send_held()
 
     def hello(self, worker: bytes) -> None:
         while True:
@@ -171,6 +189,11 @@ class _Slot:
                 self._run_next()
 
     def _flush(self) -> None:
+        with self._lock:
+            self._send_held()
+
+    def _send_held(self) -> None:
+        self._holding.clear()
         if not self._held:
             return
         frames: list[FrameLike] = []
@@ -191,7 +214,9 @@ class _Slot:
         send(self._sock, p.Done(results), frames)
 
     def _receive(self) -> None:
-        for message, frames in receive_pending(self._sock, "the dispatcher"):
+        with self._lock:
+            received = list(receive_pending(self._sock, "the dispatcher"))
+        for message, frames in received:
             match message:
                 case p.Run(attempts=attempts):
                     for spec in attempts:
@@ -209,7 +234,8 @@ class _Slot:
         key = _function_key(spec, frames)
         # Results of tiny tasks go back in batches: one message per task would cost more than
         # the task. A result waits only for a task whose function last ran in under _SHORT,
-        # for at most _HOLD_AT_MOST, so a slow task never holds back what finished before it.
+        # and for about _HOLD_AT_MOST at most (the late flusher sends it if that task turns
+        # out slow), so a slow task never holds back what finished before it.
         # (Held results die with this process if it is killed: their attempts are then
         # re-queued and run again, never lost.)
         # Half way through what is queued here they go anyway, so that the dispatcher sends
@@ -221,12 +247,15 @@ class _Slot:
             or time.perf_counter() - self._held_since >= _HOLD_AT_MOST
         ):
             self._flush()
-        # Announce the attempt before looking for a Kill once more: the worker kills this
-        # process if it sees a cancelled attempt here, and a Kill that arrives after this
-        # check finds it here.
-        self._state.set_running(spec.attempt_id)
-        if self._sock.poll(0):
-            self._receive()
+        # Announce the attempt, then look for a Kill once more: the worker kills this process
+        # if it sees a cancelled attempt here, and a Kill that arrives after this check finds
+        # it here. One known to be cancelled is never announced (nor killed for).
+        if spec.attempt_id not in self._skip:
+            self._state.set_running(spec.attempt_id)
+            with self._lock:
+                waiting = self._sock.poll(0)
+            if waiting:
+                self._receive()
         if spec.attempt_id in self._skip:
             self._skip.discard(spec.attempt_id)
             self._state.set_running(0)
@@ -245,9 +274,11 @@ class _Slot:
         self._hold(result, out)
 
     def _hold(self, result: p.AttemptResult, frames: list[FrameLike]) -> None:
-        if not self._held:
-            self._held_since = time.perf_counter()
-        self._held.append((result, frames))
+        with self._lock:
+            if not self._held:
+                self._held_since = time.perf_counter()
+                self._holding.set()
+            self._held.append((result, frames))
 
 
 def main(
@@ -268,6 +299,7 @@ def main(
     sock.connect(address)
     slot = _Slot(sock, SlotState(state_path))
     slot.hello(worker)
+    slot.start_late_flusher()
     slot.serve()
 
 

@@ -114,20 +114,25 @@ class _Worker:
     slot_attempts: dict[bytes, dict[int, _Task]] = field(default_factory=dict)
     slot_capacity: dict[bytes, int] = field(default_factory=dict)
     slot_seconds: dict[bytes, float] = field(default_factory=dict)
+    # Slots the dispatcher could not reach: given nothing more, their capacity kept equal to
+    # what they hold (so they add no free capacity) until their worker reports them lost.
+    closed: set[bytes] = field(default_factory=set)
     attempt_slot: dict[int, bytes] = field(default_factory=dict)
     draining: bool = False
     data_address: str = ""
 
     def has_idle_slot(self) -> bool:
-        return any(not held for held in self.slot_attempts.values())
+        return any(not held and s not in self.closed for s, held in self.slot_attempts.items())
 
     def idle_slot(self) -> bytes:
-        return next(slot for slot, held in self.slot_attempts.items() if not held)
+        return next(
+            s for s, held in self.slot_attempts.items() if not held and s not in self.closed
+        )
 
     def roomiest_slot(self) -> bytes:
         """The slot with the most room (idle first among equals, then the first)."""
         return max(
-            self.slot_attempts,
+            (s for s in self.slot_attempts if s not in self.closed),
             key=lambda s: (
                 self.slot_capacity[s] - len(self.slot_attempts[s]),
                 -len(self.slot_attempts[s]),
@@ -144,11 +149,19 @@ class _Worker:
         del self.slot_attempts[slot]
         self.free_slots -= self.slot_capacity.pop(slot)
         self.slot_seconds.pop(slot, None)
+        self.closed.discard(slot)
+
+    def close_slot(self, slot: bytes) -> None:
+        if slot in self.slot_capacity and slot not in self.closed:
+            self.closed.add(slot)
+            held = len(self.slot_attempts[slot])
+            self.free_slots -= self.slot_capacity[slot] - held
+            self.slot_capacity[slot] = held
 
     def observe(self, slot: bytes, seconds: float, prefetch: int, budget: float) -> None:
         """A task took ``seconds`` on ``slot``: let it queue about ``budget`` seconds of such
         tasks (at most ``prefetch``) behind the running one."""
-        if slot not in self.slot_capacity:
+        if slot not in self.slot_capacity or slot in self.closed:
             return
         mean = self.slot_seconds.get(slot, seconds)
         mean = self.slot_seconds[slot] = 0.75 * mean + 0.25 * seconds
@@ -271,24 +284,13 @@ class Scheduler:
         return []
 
     def slot_lost(
-        self,
-        worker: bytes,
-        slot: bytes,
-        running: int,
-        status: Outcome,
-        error: str,
-        now: float,
-        *,
-        reported: bool = True,
+        self, worker: bytes, slot: bytes, running: int, status: Outcome, error: str, now: float
     ) -> list[Instruction]:
-        """A slot process is gone; ``running`` (0: none) was its attempt in progress.
-
-        ``reported``: its worker said so (else the dispatcher found it unreachable)."""
+        """A slot process is gone; ``running`` (0: none) was its attempt in progress."""
         known = self._workers.get(worker)
         if known is None:
-            return [AskToReregister(worker)] if reported else []
-        if reported:
-            known.last_seen = now
+            return [AskToReregister(worker)]
+        known.last_seen = now
         held = known.slot_attempts.get(slot)
         if held is None:
             return []
@@ -300,7 +302,7 @@ class Scheduler:
             elif attempt_id != running:
                 task.attempts -= 1  # it never started: not an attempt
                 self._requeue_front(task)
-            elif status == "lost":
+            elif status in ("lost", "cancelled"):  # "cancelled": killed for another attempt
                 out += self._attempt_lost(task, error)
             else:
                 out.append(self._resolve(task, "failed", error=error, worker=known.name))
@@ -309,6 +311,14 @@ class Scheduler:
         if known.draining and not known.attempts:
             out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return out
+
+    def slot_unreachable(self, worker: bytes, slot: bytes) -> list[Instruction]:
+        """The dispatcher could not send to ``slot``: place nothing more on it. What it holds
+        stays its until its worker reports it lost (with the attempt it was running)."""
+        known = self._workers.get(worker)
+        if known is not None:
+            known.close_slot(slot)
+        return []
 
     def _add_slot(self, worker: _Worker, slot: bytes) -> None:
         worker.add_slot(slot, 1 + self._prefetch)
@@ -588,8 +598,12 @@ class Scheduler:
 
     def _release(self, worker: _Worker, attempt_id: int, task: _Task) -> None:
         del worker.attempts[attempt_id]
-        del worker.slot_attempts[worker.attempt_slot.pop(attempt_id)][attempt_id]
-        worker.free_slots += 1
+        slot = worker.attempt_slot.pop(attempt_id)
+        del worker.slot_attempts[slot][attempt_id]
+        if slot in worker.closed:
+            worker.slot_capacity[slot] -= 1  # a closed slot adds no free capacity
+        else:
+            worker.free_slots += 1
         for name, amount in task.resources.items():
             worker.free[name] = worker.free.get(name, 0.0) + amount
         self._fair.add(task.client, task.resources, sign=-1.0)

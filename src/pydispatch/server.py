@@ -349,19 +349,12 @@ class Dispatcher:
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
                     if not self._send_run(slot, attempts):
                         # Dead (its worker reports that soon) or cut off from us while its
-                        # worker is not: either way it gets nothing more, and its worker a
-                        # request to replace it (a no-op for a slot already replaced).
-                        self._perform(
-                            self.scheduler.slot_lost(
-                                worker,
-                                slot,
-                                0,
-                                "lost",
-                                "unreachable",
-                                time.monotonic(),
-                                reported=False,
-                            )
-                        )
+                        # worker is not: either way it gets nothing more, and its worker is
+                        # asked to replace it (a no-op for a slot replaced already). The
+                        # worker's SlotLost names the attempt it was running: only then is
+                        # what it held settled (a task that crashes its slot must not come
+                        # back uncounted).
+                        self._perform(self.scheduler.slot_unreachable(worker, slot))
                         self._send(worker, p.ReplaceSlot(slot))
                 case s.NotifyStarted(client=client, task_ids=ids):
                     if client not in self._started:

@@ -69,6 +69,7 @@ On a cluster (``StreamEnvironment(address_cluster_or_client)``, ``StreamEnvironm
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import weakref
@@ -86,6 +87,8 @@ from ._jobrun import JobFailedError
 from ._stream_base import check_callable, check_parallelism
 from ._stream_ops import DataStream, DataStreamSink, KeyedStream, StreamInput, WindowedStream
 from .plan import ExecutionGraph, execution_graph
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DataStream",
@@ -390,13 +393,13 @@ class StreamEnvironment:
         # masters run: here (Flink's MiniCluster does the same) rather than in the launcher
         # a dispatcher keeps for jobs that must outlive their submitter, which would compete
         # with the workers for the CPU while the cluster starts.
-        cluster_options.setdefault("job_masters", False)
+        hosted = bool(cluster_options.setdefault("job_masters", False))
         cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
         cluster.start()
         env = cls(cluster, parallelism=parallelism)
         env._owned = cluster
         masters: list[tuple[Any, Any]] = []
-        env._masters = masters
+        env._masters = None if hosted else masters
         env._finalizer = weakref.finalize(env, _close_local, masters, cluster)
         return env
 
@@ -412,7 +415,8 @@ class StreamEnvironment:
         now = time.monotonic()
         for entry in list(self._masters):
             run, old = entry
-            if run.done() and run.fetched_at is not None and now - run.fetched_at >= 1.0:
+            fetched = run.fetched_at is not None and now - run.fetched_at >= 1.0
+            if run.done() and (fetched or run.status() == "CANCELED"):
                 self._masters.remove(entry)
                 run.close()
                 old.shutdown(wait=False)
@@ -481,14 +485,18 @@ class StreamEnvironment:
 def _close_local(masters: list[tuple[Any, Any]], cluster: Any) -> None:
     """End an embedded environment: its jobs' masters (cancelling jobs still running), then
     the cluster."""
-    for run, client in masters:
-        try:
-            run.cancel()
-            run.close()
-        finally:
-            client.shutdown(wait=False, cancel_futures=True)
-    masters.clear()
-    cluster.close()
+    try:
+        for run, client in masters:
+            try:
+                run.cancel()
+                run.close()
+            except Exception:  # one stuck master must not keep the others (or the cluster)
+                log.exception("could not end the master of job %s", run.job_id)
+            finally:
+                client.shutdown(wait=False, cancel_futures=True)
+        masters.clear()
+    finally:
+        cluster.close()
 
 
 def _paths(paths: object, func: str) -> tuple[str, ...]:

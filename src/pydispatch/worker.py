@@ -251,7 +251,7 @@ class Worker:
                 for slot in list(self._slots):
                     if slot.identity == identity:
                         log.warning("the dispatcher cannot reach slot %d: replacing it", slot.index)
-                        self._replace_slot(slot)
+                        self._replace_slot(slot, "lost", "the dispatcher could not reach its slot")
             case p.Goodbye():
                 self._released = True
             case p.Error(code=code, message=text):
@@ -310,6 +310,9 @@ class Worker:
         """Kill ``slot`` and start another; with ``status``, report the loss to the dispatcher."""
         _kill_process(slot.process)
         running = slot.state.running  # read after its death: it cannot change any more
+        if status == "cancelled" and running not in self._kills:
+            # It moved on to another attempt between our look and its death.
+            status, error = "lost", "its slot was killed to force-cancel another task"
         slot.state.close()
         if status is not None and slot.announced:
             send(self._sock, p.SlotLost(slot.identity, running, status, error))
