@@ -220,6 +220,8 @@ def test_cancel_pending_and_force_cancel_running(
     small_cluster: LocalCluster, tmp_path: Path
 ) -> None:
     client = small_cluster.client()
+    # A quick task first: once a slot has measured its tasks, it queues `prefetch` of them.
+    assert client.submit(add, 0).result(timeout=20) == 0
     running = client.submit(wait_for_file, str(tmp_path / "never"))
     eventually(running.running, "the long task started")
     # With prefetch the worker takes a few more; the next one waits at the dispatcher.
@@ -524,6 +526,8 @@ def test_dispatcher_restart_workers_register_again_lost_tasks_fail(tmp_path: Pat
 def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_path: Path) -> None:
     with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
         client = cluster.client()
+        # A quick task first: once a slot has measured its tasks, it queues `prefetch` of them.
+        assert client.submit(add, 0).result(timeout=20) == 0
         gate = str(tmp_path / "gate")
         first = client.submit(wait_for_file, gate, "first")
         queued_on_worker = [client.submit(add, i) for i in range(4)]

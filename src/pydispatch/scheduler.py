@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 TaskKey = tuple[bytes, int]  # (client identity, client's task id)
+_UNMEASURED_PREFETCH = 2  # tasks queued on a slot before its first task's duration is known
 
 
 # ------------------------------------------------------------------------------- state
@@ -321,7 +322,9 @@ class Scheduler:
         return []
 
     def _add_slot(self, worker: _Worker, slot: bytes) -> None:
-        worker.add_slot(slot, 1 + self._prefetch)
+        # Until its first task reports how long it took, a slot queues little: the first
+        # tasks of a job may be long ones, and tasks committed to one slot cannot move.
+        worker.add_slot(slot, 1 + min(self._prefetch, _UNMEASURED_PREFETCH))
         self._slot_owner[slot] = worker.id
 
     def heartbeat(self, worker: bytes, now: float) -> list[Instruction]:
