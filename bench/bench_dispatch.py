@@ -40,6 +40,7 @@ N_NOOP = 10_000
 N_MAP = 100_000
 N_ARRAYS = 200
 ROUND_TRIPS = 2_000
+PEER_SETTLE = 3.0  # seconds
 
 
 def noop(x: Any = None) -> Any:
@@ -309,6 +310,9 @@ def bench_e_dispatcher_bytes_per_queued_task(benchmark: Any) -> None:
 
 def bench_a_dask_distributed(client: Client) -> None:
     distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
+    # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
+    time.sleep(PEER_SETTLE)
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
     with (
         distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True) as dc,
         distributed.Client(dc) as dask_client,
@@ -319,12 +323,14 @@ def bench_a_dask_distributed(client: Client) -> None:
                 [dask_client.submit(noop, i, pure=False) for i in range(N_NOOP)]
             )
         )
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
     report("a: 10k no-op tasks", ours, {"dask.distributed": theirs}, "tasks/s", True)
 
 
 def bench_a_ipyparallel(client: Client) -> None:
     ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
+    # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
+    time.sleep(PEER_SETTLE)
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
     # A lambda travels by value: ipyparallel's engines cannot import this benchmark module.
     identity = lambda x: x  # noqa: E731
     with ipp.Cluster(n=WORKERS) as rc:
@@ -337,12 +343,14 @@ def bench_a_ipyparallel(client: Client) -> None:
                 r.get()
 
         theirs = N_NOOP / timed(run)
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
     report("a: 10k no-op tasks", ours, {"ipyparallel": theirs}, "tasks/s", True)
 
 
 def bench_a_ray(client: Client) -> None:
     ray = pytest.importorskip("ray", reason="ray not installed")
+    # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
+    time.sleep(PEER_SETTLE)
+    ours = N_NOOP / timed(lambda: _submit_gather(client))
     ray.init(num_cpus=WORKERS, include_dashboard=False)
     try:
         remote_noop = ray.remote(lambda x: x)  # by value: ray workers cannot import this module
@@ -350,5 +358,4 @@ def bench_a_ray(client: Client) -> None:
         theirs = N_NOOP / timed(lambda: ray.get([remote_noop.remote(i) for i in range(N_NOOP)]))
     finally:
         ray.shutdown()
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
     report("a: 10k no-op tasks", ours, {"ray": theirs}, "tasks/s", True)
