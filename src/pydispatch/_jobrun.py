@@ -227,18 +227,6 @@ class JobRun:
         figures = self._aggregate({g: m for r in live.values() for g, m in r.items()})
         return {**base, **figures}
 
-    @property
-    def collected(self) -> dict[int, Any]:
-        return self.result().collected
-
-    @property
-    def records_in(self) -> dict[int, int]:
-        return self.result().records_in
-
-    @property
-    def records_out(self) -> dict[int, int]:
-        return self.result().records_out
-
     def __repr__(self) -> str:
         return f"JobRun({self.job_id!r}, {self.status()})"
 
