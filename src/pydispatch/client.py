@@ -417,10 +417,10 @@ class Client(Executor):
         for message, frames in receive_pending(self._sock, "the dispatcher"):
             match message:
                 case p.Results(results=results, started=ids):
-                    self._started(ids)
+                    self._mark_started(ids)
                     self._resolve_all(results, frames)
                 case p.Started(task_ids=ids):
-                    self._started(ids)
+                    self._mark_started(ids)
                 case p.StatusReply():
                     self._status_replies.put(message)
                 case p.Welcome() | p.Error() if not self._hello_answered:
@@ -441,7 +441,7 @@ class Client(Executor):
                 case _:
                     log.error("unexpected %s from the dispatcher", type(message).__name__)
 
-    def _started(self, ids: list[int]) -> None:
+    def _mark_started(self, ids: list[int]) -> None:
         if not ids:
             return
         with self._lock:
