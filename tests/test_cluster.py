@@ -770,3 +770,53 @@ def test_a_usually_quick_function_turning_slow_does_not_hold_back_earlier_result
         Path(gate).touch()
         assert slow.result(timeout=20) == "slow"
         assert [f.result(timeout=20) for f in behind] == [0, 1, 2]
+
+
+_DOOMED_CLIENT = """
+import os, sys, time
+from pydispatch.client import Client
+
+def wait_for_file(path, value=None):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return value
+
+client = Client(sys.argv[1])
+running = client.submit(wait_for_file, sys.argv[2], "running")
+queued = [client.submit(wait_for_file, sys.argv[2], i) for i in range(20)]
+while not running.running():
+    time.sleep(0.01)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_vanished_clients_queued_tasks_fail_and_a_live_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    options: dict[str, Any] = {**FAST, "client_timeout": 1.0}
+    with LocalCluster(workers=1, slots=1, prefetch=0, **options) as cluster:
+        gate = str(tmp_path / "gate")
+        doomed = subprocess.Popen(
+            [sys.executable, "-c", _DOOMED_CLIENT, cluster.address, gate],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert doomed.stdout is not None
+            assert doomed.stdout.readline().strip() == "ready"
+            live = cluster.client()
+            mine = [live.submit(add, i) for i in range(3)]  # queued behind the doomed one
+            time.sleep(2.5)  # past the timeout: the live client's hellos keep its tasks
+            assert not any(f.done() for f in mine)
+            assert live.status().queued == 23
+            doomed.kill()
+            doomed.wait()
+            eventually(lambda: live.status().failed >= 20, "the vanished client's tasks failed")
+            assert live.status().queued == 3
+            Path(gate).touch()  # the vanished client's running task finishes unobserved
+            assert [f.result(timeout=20) for f in mine] == [0, 1, 2]
+        finally:
+            if doomed.poll() is None:
+                doomed.kill()
+                doomed.wait()

@@ -65,6 +65,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
         prefetch=args.prefetch,
         exit_with_parent=args.exit_with_parent,
         job_masters=args.job_masters,
+        client_timeout=args.client_timeout,
     )
     return 0
 
@@ -202,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tasks queued on each slot beyond the running one, at most (and about 2 ms of "
         "them once measured): more throughput for small tasks, less exact priorities/fair "
         f"share; 0 = exact (default {DEFAULT_PREFETCH})",
+    )
+    dispatcher.add_argument(
+        "--client-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client with tasks outstanding may stay silent before its queued tasks "
+        "are failed (it says hello every quarter of this; default 30)",
     )
     dispatcher.add_argument(
         "--no-job-masters",

@@ -57,7 +57,7 @@ from .transport import (
 log = logging.getLogger(__name__)
 
 _MAX_TASKS_PER_SUBMIT: Final = 8192
-_HELLO_EVERY: Final = 2.0  # seconds between liveness hellos while tasks are outstanding
+_HELLO_EVERY: Final = 2.0  # seconds between liveness hellos (until the dispatcher says)
 _CHUNK_BYTES: Final = 1 << 20  # auto-batching: at most about this many pickled bytes per chunk
 _CHUNKS_PER_SLOT: Final = 4  # ...and at least this many chunks per slot, to balance load
 
@@ -133,6 +133,7 @@ class Client(Executor):
         self._epoch = ""
         self._sent_through = -1
         self._last_hello = time.monotonic()
+        self._hello_every = _HELLO_EVERY
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name))
         self._thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
         self._thread.start()
@@ -349,7 +350,7 @@ class Client(Executor):
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
                         log.exception("error handling a message from the dispatcher")
-                if time.monotonic() - self._last_hello > _HELLO_EVERY and self._futures:
+                if time.monotonic() - self._last_hello > self._hello_every and self._futures:
                     self._last_hello = time.monotonic()
                     send(self._sock, p.ClientHello(p.PROTOCOL_VERSION))
                 if self._terminated is not None:
@@ -427,6 +428,7 @@ class Client(Executor):
                     self._hello_answered = True
                     if isinstance(message, p.Welcome):
                         self._epoch = message.epoch
+                        self._hello_every = min(_HELLO_EVERY, max(0.01, message.hello_interval))
                     self._welcome.put(message)
                 case p.Welcome(epoch=epoch, total_slots=slots):
                     self.total_slots = slots

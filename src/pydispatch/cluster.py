@@ -47,8 +47,10 @@ class LocalCluster:
         start_timeout: float = 30.0,
         prefetch: int = DEFAULT_PREFETCH,
         job_masters: bool = True,
+        client_timeout: float = 30.0,
     ) -> None:
         self._prefetch = prefetch
+        self._client_timeout = client_timeout
         self._job_masters = job_masters
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-cluster-")
         self._requested_address = address or f"ipc://{self._tmpdir}/dispatcher"
@@ -104,6 +106,7 @@ class LocalCluster:
             "--max-message-size", str(self._max_message_size),
             "--prefetch", str(self._prefetch),
             "--exit-with-parent", str(os.getpid()),
+            "--client-timeout", str(self._client_timeout),
             *([] if self._job_masters else ["--no-job-masters"]),
         ]  # fmt: skip
         self.dispatcher = subprocess.Popen(

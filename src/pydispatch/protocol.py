@@ -103,6 +103,9 @@ class Welcome(_Header):
     version: int
     total_slots: int
     epoch: str = ""
+    # How often a client with tasks outstanding must say hello again: one silent for several
+    # of these has its queued tasks failed (it is presumed dead).
+    hello_interval: float = 2.0
 
 
 class Register(_Header):

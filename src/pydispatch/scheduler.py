@@ -420,6 +420,16 @@ class Scheduler:
         out += [KillAttempts(worker, slot, ids) for (worker, slot), ids in kills.items()]
         return out
 
+    def fail_queued(self, client: bytes, reason: str) -> list[Instruction]:
+        """Fail a client's queued tasks (it fell silent: presumed gone); running ones finish."""
+        out: list[Instruction] = []
+        for _, _, task in self._queues.get(client, []):
+            if task.state == "queued":
+                self._dequeue(task)
+                out.append(self._resolve(task, "failed", error=reason))
+        self._queues.pop(client, None)
+        return out
+
     def client_gone(self, client: bytes) -> list[Instruction]:
         """Drop a departed client's queued tasks; its running ones finish unobserved."""
         for task in [t for t in self._tasks.values() if t.client == client]:

@@ -83,7 +83,13 @@ class Dispatcher:
         prefetch: int = DEFAULT_PREFETCH,
         exit_with_parent: int = 0,
         job_masters: bool = True,
+        client_timeout: float = 30.0,
     ) -> None:
+        # A client with tasks outstanding says hello every client_timeout / 4 seconds; one
+        # silent for client_timeout has its queued tasks failed (running ones finish): a
+        # client killed outright must not keep the cluster busy, nor its fair share.
+        self.client_timeout = client_timeout
+        self._client_seen: dict[bytes, float] = {}
         # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
         self._exit_with_parent = exit_with_parent
         self.heartbeat_interval = heartbeat_interval
@@ -136,6 +142,7 @@ class Dispatcher:
                         return
                     next_tick = now + tick_every
                     self._guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
+                    self._guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
                     self._guarded(self._job_hosts.reap)
                 self._guarded(lambda: self._perform(self.scheduler.schedule()))
                 self._guarded(self._flush)
@@ -143,6 +150,18 @@ class Dispatcher:
             self._job_hosts.close()  # no job master outlives its dispatcher
             self._socket.close(linger=0)
             self._context.term()
+
+    def _silent_clients(self, now: float) -> list[s.Instruction]:
+        out: list[s.Instruction] = []
+        for client, seen in list(self._client_seen.items()):
+            if now - seen > self.client_timeout:
+                self._client_seen[client] = now  # its clock restarts: no work each tick
+                reason = f"its client was silent for {now - seen:.1f} s (presumed gone)"
+                failed = self.scheduler.fail_queued(client, reason)
+                if failed:
+                    log.warning("client %r silent: %d queued task(s) failed", client, len(failed))
+                out += failed
+        return out
 
     @staticmethod
     def _guarded(step: Callable[[], None]) -> None:
@@ -191,6 +210,8 @@ class Dispatcher:
 
     def _handle(self, identity: bytes, message: p.Message, frames: list[zmq.Frame]) -> None:
         now = time.monotonic()
+        if identity in self._client_seen:
+            self._client_seen[identity] = now
         match message:
             case p.Submit(tasks=tasks):
                 if identity not in self._clients:
@@ -205,7 +226,13 @@ class Dispatcher:
             case p.ClientHello(version=version):
                 self._check_version(version)
                 self._clients.add(identity)
-                welcome = p.Welcome(p.PROTOCOL_VERSION, self.scheduler.total_slots, self.epoch)
+                self._client_seen[identity] = now
+                welcome = p.Welcome(
+                    p.PROTOCOL_VERSION,
+                    self.scheduler.total_slots,
+                    self.epoch,
+                    self.client_timeout / 4,
+                )
                 self._send(identity, welcome)
             case p.Register() as register:
                 self._check_version(register.version)
@@ -254,6 +281,7 @@ class Dispatcher:
                 self._perform(self.scheduler.deregister_worker(identity, now))
             case p.ClientBye():
                 self._clients.discard(identity)
+                self._client_seen.pop(identity, None)
                 self._perform(self.scheduler.client_gone(identity))
             case p.StatusRequest():
                 self._send(identity, self._status(now))
@@ -427,6 +455,7 @@ class Dispatcher:
                 if not self._send(client, p.Results(results, started), frames):
                     self._perform(self.scheduler.client_gone(client))
                     self._clients.discard(client)
+                    self._client_seen.pop(client, None)
                     break
                 started = []
         self._results.clear()
@@ -472,6 +501,7 @@ def run_dispatcher(
     exit_with_parent: int = 0,
     announce: bool = True,
     job_masters: bool = True,
+    client_timeout: float = 30.0,
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT."""
     import signal
@@ -484,6 +514,7 @@ def run_dispatcher(
         prefetch=prefetch,
         exit_with_parent=exit_with_parent,
         job_masters=job_masters,
+        client_timeout=client_timeout,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())
