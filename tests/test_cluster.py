@@ -270,7 +270,13 @@ def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
         client = cluster.client()
         futures = [client.submit(sleep_then, 0.02, i) for i in range(150)]
         eventually(lambda: sum(f.done() for f in futures) >= 20, "some results")
+        (slot,) = children(cluster.workers[0].pid)
+        with open(f"/proc/{slot}/cmdline", "rb") as f:
+            state_dir = os.path.dirname(f.read().split(b"\0")[6].decode())
+        assert os.path.isdir(state_dir)
         os.kill(cluster.workers[0].pid, signal.SIGKILL)
+        # Its slot notices, exits, and removes the dead worker's directory.
+        eventually(lambda: not os.path.exists(state_dir), "the worker's directory removed")
         assert [f.result(timeout=30) for f in futures] == list(range(150))
         results = list(client.map(sleep_then, [0.001] * 50, range(50), chunksize=1))
         assert results == list(range(50))

@@ -17,6 +17,7 @@ MAX_MESSAGE_SIZE`` (identities in hex).
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -82,11 +83,16 @@ class SlotState:
         self._map.close()
 
 
-def _watch_parent(worker_pid: int) -> None:
-    # If the worker dies (even by SIGKILL) its slots must not outlive it.
+def _watch_parent(worker_pid: int, state_path: str) -> None:
+    # If the worker dies (even by SIGKILL) its slots must not outlive it, nor its files: the
+    # last slot out removes the worker's directory.
     while True:
         time.sleep(0.25)
         if os.getppid() != worker_pid:
+            with contextlib.suppress(OSError):
+                os.unlink(state_path)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(state_path))
             os._exit(1)
 
 
@@ -293,7 +299,7 @@ def main(
     # group must not kill tasks that a draining worker wants to finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(worker_pid,), daemon=True).start()
+    threading.Thread(target=_watch_parent, args=(worker_pid, state_path), daemon=True).start()
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
     sock.connect(address)
