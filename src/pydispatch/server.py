@@ -110,8 +110,8 @@ class Dispatcher:
         self.protocol_errors = 0
         # Per-round outgoing buffers, flushed once per loop iteration.
         self._results: dict[bytes, list[s.Resolve]] = {}
-        self._started: dict[bytes, list[int]] = {}
-        self._started_since: dict[bytes, float] = {}  # when each client's oldest notice came
+        # Per client: when its oldest pending notice came, and the task ids started since.
+        self._started: dict[bytes, tuple[float, list[int]]] = {}
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
         # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
         self._job_hosts = JobHosts(
@@ -386,9 +386,7 @@ class Dispatcher:
                         self._perform(self.scheduler.slot_unreachable(worker, slot))
                         self._send(worker, p.ReplaceSlot(slot))
                 case s.NotifyStarted(client=client, task_ids=ids):
-                    if client not in self._started:
-                        self._started_since[client] = time.monotonic()
-                    self._started.setdefault(client, []).extend(ids)
+                    self._started.setdefault(client, (time.monotonic(), []))[1].extend(ids)
                 case s.KillAttempts(worker=worker, slot=slot, attempt_ids=ids):
                     self._send(slot, p.Kill(ids))
                     self._send(worker, p.Kill(ids))
@@ -426,13 +424,11 @@ class Dispatcher:
     def _flush(self) -> None:
         # One message per client per round: what started and what ended travel together.
         due = time.monotonic() - _STARTED_DELAY
-        for client in [c for c, t in self._started_since.items() if t <= due]:
+        for client in [c for c, (since, _) in self._started.items() if since <= due]:
             if client not in self._results:
-                self._send(client, p.Started(self._started.pop(client)))
-                del self._started_since[client]
+                self._send(client, p.Started(self._started.pop(client)[1]))
         for client, pending in self._results.items():
-            started = self._started.pop(client, [])
-            self._started_since.pop(client, None)
+            started = self._started.pop(client, (0.0, []))[1]
             for start in range(0, len(pending), _RESULTS_PER_MESSAGE):
                 frames: list[FrameLike] = []
                 placed: dict[int, int] = {}
