@@ -145,7 +145,8 @@ class _Slot:
         self._sock = sock
         self._state = state
         # Attempts received and not started, highest priority first (FIFO among equals).
-        self._queue: list[tuple[int, int, p.RunSpec, list[zmq.Frame]]] = []
+        # Each with its function's key (see _function_key).
+        self._queue: list[tuple[int, int, p.RunSpec, list[zmq.Frame], bytes]] = []
         self._order = itertools.count()
         self._skip: set[int] = set()
         self._functions: dict[bytes, Callable[..., Any]] = {}
@@ -225,8 +226,13 @@ class _Slot:
         for message, frames in received:
             match message:
                 case p.Run(attempts=attempts):
+                    # One key per function frame of the message, not one copy per task.
+                    keys: dict[int, bytes] = {}
                     for spec in attempts:
-                        entry = (-spec.priority, next(self._order), spec, frames)
+                        key = keys.get(spec.fn.frame)
+                        if key is None or spec.fn.frame == p.INLINE:
+                            key = keys[spec.fn.frame] = _function_key(spec, frames)
+                        entry = (-spec.priority, next(self._order), spec, frames, key)
                         heapq.heappush(self._queue, entry)
                 case p.Kill(attempt_ids=ids):
                     self._skip.update(ids)
@@ -236,8 +242,7 @@ class _Slot:
                     pass
 
     def _run_next(self) -> None:
-        _, _, spec, frames = heapq.heappop(self._queue)
-        key = _function_key(spec, frames)
+        _, _, spec, frames, key = heapq.heappop(self._queue)
         # Results of tiny tasks go back in batches: one message per task would cost more than
         # the task. A result waits only for a task whose function last ran in under _SHORT,
         # and for about _HOLD_AT_MOST at most (the late flusher sends it if that task turns
