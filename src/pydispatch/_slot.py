@@ -35,6 +35,7 @@ from typing import Any, Final
 import zmq
 
 from . import protocol as p
+from ._allocator import keep_large_buffers
 from .errors import RemoteError
 from .transport import FrameLike, dumps, loads, make_socket, rebase, receive_pending, send
 
@@ -48,6 +49,7 @@ EXIT_REFUSED: Final = 3  # exit code: the dispatcher refused the hello (protocol
 _SHORT: Final = 200e-6
 _HOLD_AT_MOST: Final = 1e-3
 _BATCH: Final = 64
+_KEEP_FREE: Final = 64 << 20  # freed heap a slot keeps for the next large frames
 _STATE = struct.Struct("=qq")  # (welcomed: 0/1, running attempt id: 0 = none)
 
 
@@ -305,6 +307,7 @@ def main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(worker_pid, state_path), daemon=True).start()
+    keep_large_buffers(_KEEP_FREE)
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
     sock.connect(address)

@@ -27,6 +27,7 @@ import zmq
 
 from . import protocol as p
 from . import scheduler as s
+from ._allocator import keep_large_buffers
 from ._jobhosts import JobHosts
 from ._solver_placement import solver_placer
 from .placement import Placer
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 # 0 = exact priorities and fair share.
 DEFAULT_PREFETCH: Final = 16
 
+_KEEP_FREE: Final = 256 << 20  # freed heap the dispatcher keeps for the next large frames
 _BATCH: Final = 4096  # messages handled before a placement round, at most
 _JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _KEEP_ENDED_JOBS: Final = 100  # ended dataflow jobs listed by `pydispatch jobs`
@@ -501,6 +503,9 @@ def run_dispatcher(
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT."""
     import signal
+
+    # Every task's frames pass through here and queued ones pile up: keep what they used.
+    keep_large_buffers(_KEEP_FREE)
 
     dispatcher = Dispatcher(
         bind,
