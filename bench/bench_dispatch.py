@@ -176,8 +176,70 @@ def _raw_zmq_round_trips(n: int) -> list[float]:
     return samples
 
 
+_BROKER = """
+import sys, zmq
+sock = zmq.Context().socket(zmq.ROUTER)
+sock.bind(sys.argv[1])
+worker = client = None
+while True:
+    identity, body = sock.recv_multipart()
+    if body == b"worker":
+        worker = identity
+    elif body == b"stop":
+        break
+    elif identity == worker:
+        sock.send_multipart([client, body])
+    else:
+        client = identity
+        sock.send_multipart([worker, body])
+"""
+
+_ECHO_WORKER = """
+import sys, zmq
+sock = zmq.Context().socket(zmq.DEALER)
+sock.connect(sys.argv[1])
+sock.send(b"worker")
+while True:
+    sock.send(sock.recv())
+"""
+
+
+def _brokered_round_trips(n: int) -> list[float]:
+    """The floor of any design with a dispatcher between client and worker: the same loop,
+    but through a pyzmq ROUTER that forwards each message (four hops, no work at all)."""
+    import subprocess
+
+    address = f"ipc:///tmp/pydispatch-bench-broker-{os.getpid()}"
+    broker = subprocess.Popen([sys.executable, "-c", _BROKER, address])
+    worker = subprocess.Popen([sys.executable, "-c", _ECHO_WORKER, address])
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.connect(address)
+    samples = []
+    try:
+        time.sleep(0.3)  # both connected
+        for i in range(n + 100):
+            start = time.perf_counter()
+            sock.send(b"x" * 64)
+            if not sock.poll(5000):
+                raise RuntimeError("the pyzmq broker loop did not answer")
+            sock.recv()
+            if i >= 100:
+                samples.append(time.perf_counter() - start)
+        sock.send(b"stop")
+        broker.wait(timeout=10)
+    finally:
+        for proc in (broker, worker):
+            proc.kill()
+            proc.wait()
+        sock.close(linger=0)
+        context.term()
+    return samples
+
+
 def bench_b_round_trip_latency(benchmark: Any, client: Client) -> None:
     raw = _raw_zmq_round_trips(ROUND_TRIPS)
+    brokered = _brokered_round_trips(ROUND_TRIPS)
     samples: list[float] = []
 
     def one() -> None:
@@ -190,9 +252,12 @@ def bench_b_round_trip_latency(benchmark: Any, client: Client) -> None:
     ours = np.percentile(samples, [50, 99]) * 1e6
     theirs = np.percentile(raw, [50, 99]) * 1e6
     bare = np.percentile(floor, [50, 99]) * 1e6
+    via = np.percentile(brokered, [50, 99]) * 1e6
     print(
         f"\n[b: round trip] pydispatch p50 {ours[0]:.0f} us p99 {ours[1]:.0f} us | raw pyzmq "
         f"p50 {theirs[0]:.0f} us p99 {theirs[1]:.0f} us (p50 ratio {ours[0] / theirs[0]:.1f}x) | "
+        f"raw pyzmq through a forwarding broker p50 {via[0]:.0f} us p99 {via[1]:.0f} us "
+        f"(p50 {via[0] / theirs[0]:.1f}x raw; pydispatch is {ours[0] / via[0]:.1f}x it) | "
         f"our Client against a dispatcher that answers at once p50 {bare[0]:.0f} us "
         f"p99 {bare[1]:.0f} us (the client's own share)"
     )
@@ -204,11 +269,14 @@ from pydispatch import protocol as p
 from pydispatch.transport import make_socket, parse, send, split_envelope
 sock = make_socket(zmq.Context(), zmq.ROUTER)
 sock.bind(sys.argv[1])
+senders = {}  # a client's sending socket -> the socket it listens on
 while True:
     parts = sock.recv_multipart(copy=False)
     identity, body = split_envelope(parts, routed=True)
+    identity = senders.get(identity, identity)
     message, _ = parse(body)
     if isinstance(message, p.ClientHello):
+        senders[message.sender] = identity
         send(sock, p.Welcome(p.PROTOCOL_VERSION, 1, "bench"), identity=identity)
     elif isinstance(message, p.Submit):
         done = [p.TaskResult(t.task_id, "ok") for t in message.tasks]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from pydispatch import protocol as p
 from pydispatch.client import Client
 from pydispatch.cluster import LocalCluster
 from pydispatch.errors import RemoteError, RemoteTraceback, TaskFailedError
+from pydispatch.transport import loads
 
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -437,6 +439,59 @@ def test_garbage_frames_get_error_replies(raw: zmq.Socket[Any], client: Client) 
     # Still serving everyone.
     assert client.submit(add, 1, 2).result(timeout=20) == 3
     assert client.status().protocol_errors >= before + len(hostile)
+
+
+def test_a_clients_sending_socket_is_the_client_and_answers_go_to_its_hello(
+    cluster: LocalCluster, raw: zmq.Socket[Any]
+) -> None:
+    sender = raw.context.socket(zmq.DEALER)
+    sender.setsockopt(zmq.LINGER, 0)
+    sender.setsockopt(zmq.ROUTING_ID, b"raw-sender")
+    sender.connect(cluster.address)
+    try:
+        hello = p.ClientHello(p.PROTOCOL_VERSION, "two sockets", b"raw-sender")
+        assert isinstance(exchange(raw, b"", p.encode(hello)), p.Welcome)
+        task = p.TaskSpec(5, p.KIND_CALL, p.Blob(0), p.Blob(1))
+        fn, args = cloudpickle.dumps(add), cloudpickle.dumps(((2, 3), {}))
+        sender.send_multipart([b"", p.encode(p.Submit([task])), fn, args])
+        results: list[p.TaskResult] = []
+        while not results:  # the answer comes where the hello came from, not to the sender
+            assert raw.poll(10_000), "no result on the hello's socket"
+            frames = raw.recv_multipart(copy=False)
+            message, payload = p.decode(frames[1].bytes), frames[2:]
+            if isinstance(message, p.Results):
+                results = message.results
+        assert results[0].task_id == 5
+        assert results[0].status == "ok"
+        assert results[0].value is not None
+        assert loads(results[0].value, payload) == 5
+        assert not sender.poll(50)
+        # The same client may repeat its hello (it does, as a liveness signal)...
+        again = p.ClientHello(p.PROTOCOL_VERSION, "two sockets", b"raw-sender")
+        assert isinstance(exchange(raw, b"", p.encode(again)), p.Welcome)
+        # ...but another client cannot claim its sender.
+        with contextlib.closing(raw.context.socket(zmq.DEALER)) as other:
+            other.setsockopt(zmq.LINGER, 0)
+            other.connect(cluster.address)
+            claim = p.ClientHello(p.PROTOCOL_VERSION, "thief", b"raw-sender")
+            refusal = exchange(other, b"", p.encode(claim))
+            assert isinstance(refusal, p.Error)
+            assert "sender identity" in refusal.message
+        # Bye from the sending socket ends the client: its sender is forgotten with it.
+        sender.send_multipart([b"", p.encode(p.ClientBye())])
+        eventually(lambda: _submit_refused(sender), "the sender forgotten with its client")
+    finally:
+        sender.close()
+
+
+def _submit_refused(sender: zmq.Socket[Any]) -> bool:
+    # Once forgotten, the sender is a stranger: its Submit gets "send ClientHello first",
+    # answered to the sender itself.
+    sender.send_multipart([b"", p.encode(p.Submit([]))])
+    if not sender.poll(1000):
+        return False
+    message = p.decode(sender.recv_multipart()[1])
+    return isinstance(message, p.Error) and "ClientHello" in message.message
 
 
 def test_truncated_submit_fails_only_the_bad_tasks(raw: zmq.Socket[Any]) -> None:

@@ -1,9 +1,11 @@
 """The client: a ``concurrent.futures.Executor`` backed by a pydispatch dispatcher.
 
-One I/O thread owns the socket (zmq sockets are not thread-safe). ``submit`` pickles in the
-caller's thread, appends to an outbox and wakes the I/O thread through a pipe; the I/O thread
-sends everything waiting as one ``Submit`` message, so tasks submitted in a tight loop coalesce
-into few messages without any timer.
+Two sockets, because zmq sockets are not thread-safe: the I/O thread receives on one, and
+everything the client says goes out on the other under a lock. ``submit`` pickles in the
+caller's thread and appends to an outbox. When the task is the only one outstanding the caller
+sends it at once itself (a round trip then costs no thread hand-off); otherwise it wakes the
+I/O thread through a pipe, which sends everything waiting as one ``Submit`` message, so tasks
+submitted in a tight loop coalesce into few messages without any timer.
 
 Cancellation:
 
@@ -109,6 +111,11 @@ class Client(Executor):
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
         self._sock.connect(address)
+        # The sending socket, used by any thread holding _send_lock; nothing is read from it.
+        self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
+        self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
+        self._sender.connect(address)
+        self._send_lock = threading.Lock()
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._futures: dict[int, TaskFuture] = {}
@@ -134,7 +141,7 @@ class Client(Executor):
         self._sent_through = -1
         self._last_hello = time.monotonic()
         self._hello_every = _HELLO_EVERY
-        send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name))
+        send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
         self._thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
         self._thread.start()
         try:
@@ -286,7 +293,12 @@ class Client(Executor):
             )
             self._futures[task_id] = future
             self._outbox.append((spec, frames))
-        self._wake()
+            # Alone (a caller waiting on one task at a time): no hand-off, no batch to wait for.
+            direct = len(self._futures) == 1 and not self._wake_pending
+        if direct:
+            self._send_outbox()
+        else:
+            self._wake()
         return future
 
     def _function_blob(self, fn: Callable[..., Any]) -> tuple[p.Blob, list[FrameLike]]:
@@ -352,19 +364,20 @@ class Client(Executor):
                         log.exception("error handling a message from the dispatcher")
                 if time.monotonic() - self._last_hello > self._hello_every and self._futures:
                     self._last_hello = time.monotonic()
-                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION))
+                    # On the receiving socket: a restarted dispatcher answers where we listen.
+                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
                 if self._terminated is not None:
                     self._fail_unfinished(self._terminated)
-                    self._send_controls()  # queued since _send_outbox: a job master's last word
-                    send(self._sock, p.ClientBye())
+                    self._send_controls(p.ClientBye())  # after a job master's last word
                     return
                 if self._closing and self._all_done():
-                    self._send_controls()
-                    send(self._sock, p.ClientBye())
+                    self._send_controls(p.ClientBye())
                     return
         finally:
-            with self._lock:
-                self._io_done = True
+            with self._send_lock:
+                with self._lock:
+                    self._io_done = True
+                self._sender.close(linger=500)
             self._sock.close(linger=500)
             self._context.term()
 
@@ -382,10 +395,18 @@ class Client(Executor):
             return all(f.done() for f in self._futures.values())
 
     def _send_outbox(self) -> None:
-        with self._lock:
-            outbox, self._outbox = self._outbox, []
-            controls, self._controls = self._controls, []
-            self._wake_pending = False
+        with self._send_lock:  # taken first: what is taken from the outbox goes out in order
+            with self._lock:
+                if self._io_done:
+                    return
+                outbox, self._outbox = self._outbox, []
+                controls, self._controls = self._controls, []
+                self._wake_pending = False
+            self._send_taken(outbox, controls)
+
+    def _send_taken(
+        self, outbox: list[tuple[p.TaskSpec, list[FrameLike]]], controls: list[p.Message]
+    ) -> None:
         for start in range(0, len(outbox), _MAX_TASKS_PER_SUBMIT):
             frames: list[FrameLike] = []
             placed: dict[int, int] = {}
@@ -403,16 +424,17 @@ class Client(Executor):
                         spec.retries,
                     )
                 )
-            send(self._sock, p.Submit(specs), frames)
+            send(self._sender, p.Submit(specs), frames)
             self._sent_through = specs[-1].task_id
         for message in controls:
-            send(self._sock, message)
+            send(self._sender, message)
 
-    def _send_controls(self) -> None:
-        with self._lock:
-            controls, self._controls = self._controls, []
-        for message in controls:
-            send(self._sock, message)
+    def _send_controls(self, last: p.Message) -> None:
+        with self._send_lock:
+            with self._lock:
+                controls, self._controls = self._controls, []
+            for message in [*controls, last]:
+                send(self._sender, message)
 
     def _receive(self) -> None:
         for message, frames in receive_pending(self._sock, "the dispatcher"):

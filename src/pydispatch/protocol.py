@@ -38,7 +38,7 @@ from typing import Any, Final, Literal, cast
 
 import msgspec
 
-PROTOCOL_VERSION: Final = 2  # 2: slots talk to the dispatcher directly
+PROTOCOL_VERSION: Final = 3  # 2: slots talk to the dispatcher directly; 3: ClientHello.sender
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -93,8 +93,17 @@ class Blob(msgspec.Struct, array_like=True):
 
 
 class ClientHello(_Header):
+    """A client's first word, repeated as a liveness signal while it has tasks outstanding.
+
+    ``sender``: the identity of the client's second socket, which its application threads
+    send on directly (without a hand-off to its I/O thread, which receives on the socket this
+    hello comes from). The dispatcher treats messages from ``sender`` as the client's own and
+    answers on the hello's socket.
+    """
+
     version: int
     name: str = ""
+    sender: bytes = b""
 
 
 class Welcome(_Header):

@@ -108,6 +108,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self.epoch = uuid.uuid4().hex  # tells clients apart a restarted dispatcher
         self._clients: set[bytes] = set()
+        # A client's second (sending) socket -> the client's identity (see ClientHello.sender).
+        self._senders: dict[bytes, bytes] = {}
         self._worker_names: dict[bytes, str] = {}
         self.protocol_errors = 0
         # Per-round outgoing buffers, flushed once per loop iteration.
@@ -183,6 +185,7 @@ class Dispatcher:
 
     def _handle_parts(self, parts: list[zmq.Frame]) -> None:
         identity = parts[0].bytes
+        identity = self._senders.get(identity, identity)  # a client's sending socket: the client
         try:
             _, body = split_envelope(parts, routed=True)
             message, frames = parse(body)
@@ -225,8 +228,10 @@ class Dispatcher:
                 self._perform(self.scheduler.heartbeat(worker, now))
             case p.Cancel(task_ids=task_ids, force=force):
                 self._perform(self.scheduler.cancel(identity, task_ids, force))
-            case p.ClientHello(version=version):
+            case p.ClientHello(version=version, sender=sender):
                 self._check_version(version)
+                if sender:
+                    self._add_sender(identity, sender)
                 self._clients.add(identity)
                 self._client_seen[identity] = now
                 welcome = p.Welcome(
@@ -282,9 +287,7 @@ class Dispatcher:
             case p.Goodbye():
                 self._perform(self.scheduler.deregister_worker(identity, now))
             case p.ClientBye():
-                self._clients.discard(identity)
-                self._client_seen.pop(identity, None)
-                self._perform(self.scheduler.client_gone(identity))
+                self._forget_client(identity)
             case p.StatusRequest():
                 self._send(identity, self._status(now))
             case p.JobUpdate(job=job):
@@ -299,6 +302,19 @@ class Dispatcher:
                 self._job_hosts.report(message)
             case _:
                 raise p.ProtocolError(f"a dispatcher does not accept {type(message).__name__}")
+
+    def _add_sender(self, client: bytes, sender: bytes) -> None:
+        owner = self._senders.get(sender)
+        if sender == client or sender in self._clients or owner not in (None, client):
+            raise p.ProtocolError("the hello names a sender identity that is taken")
+        self._senders[sender] = client
+
+    def _forget_client(self, client: bytes) -> None:
+        self._clients.discard(client)
+        self._client_seen.pop(client, None)
+        for sender in [alias for alias, owner in self._senders.items() if owner == client]:
+            del self._senders[sender]
+        self._perform(self.scheduler.client_gone(client))
 
     def _job_update(self, job: p.JobInfo) -> None:
         self._jobs.pop(job.job_id, None)  # re-inserted last: the dict stays in update order
@@ -451,9 +467,7 @@ class Dispatcher:
                         )
                     )
                 if not self._send(client, p.Results(results, started), frames):
-                    self._perform(self.scheduler.client_gone(client))
-                    self._clients.discard(client)
-                    self._client_seen.pop(client, None)
+                    self._forget_client(client)
                     break
                 started = []
         self._results.clear()
