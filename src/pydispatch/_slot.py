@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import zmq
 
@@ -160,7 +160,9 @@ class _Slot:
         self._held: list[tuple[p.AttemptResult, list[FrameLike]]] = []
         self._held_since = 0.0
         self._lock = threading.Lock()
-        self._holding = threading.Event()
+        self._holding = threading.Event()  # set while results are held and a task runs
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
 
     def start_late_flusher(self) -> None:
         threading.Thread(target=self._flush_late, name="late-flusher", daemon=True).start()
@@ -192,10 +194,16 @@ class _Slot:
         while True:
             if not self._queue:
                 self._flush()
-                self._sock.poll()  # idle: wait for work
-            self._receive()
+                self._poller.poll()  # idle: wait for work
+                self._receive()
+            elif self._waiting():  # what came meanwhile, before choosing what runs next
+                self._receive()
             if self._queue:
                 self._run_next()
+
+    def _waiting(self) -> bool:
+        with self._lock:
+            return bool(cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
     def _flush(self) -> None:
         with self._lock:
@@ -208,17 +216,9 @@ class _Slot:
         frames: list[FrameLike] = []
         results = []
         for result, own in self._held:
-            blob = rebase(result.value, own, frames) if result.value is not None else None
-            results.append(
-                p.AttemptResult(
-                    result.attempt_id,
-                    result.status,
-                    blob,
-                    result.error,
-                    result.traceback,
-                    result.seconds,
-                )
-            )
+            if result.value is not None:  # renumbered in place: a result is sent once
+                result.value = rebase(result.value, own, frames)
+            results.append(result)
         self._held = []
         send(self._sock, p.Done(results), frames)
 
@@ -253,21 +253,22 @@ class _Slot:
         # re-queued and run again, never lost.)
         # Half way through what is queued here they go anyway, so that the dispatcher sends
         # more work while the rest runs.
-        if self._held and (
-            self._durations.get(key, 1.0) >= _SHORT
-            or len(self._held) > len(self._queue)
-            or len(self._held) >= _BATCH
-            or time.perf_counter() - self._held_since >= _HOLD_AT_MOST
-        ):
-            self._flush()
+        if self._held:
+            if (
+                self._durations.get(key, 1.0) >= _SHORT
+                or len(self._held) > len(self._queue)
+                or len(self._held) >= _BATCH
+                or time.perf_counter() - self._held_since >= _HOLD_AT_MOST
+            ):
+                self._flush()
+            elif not self._holding.is_set():
+                self._holding.set()  # the late flusher watches while this task runs
         # Announce the attempt, then look for a Kill once more: the worker kills this process
         # if it sees a cancelled attempt here, and a Kill that arrives after this check finds
         # it here. One known to be cancelled is never announced (nor killed for).
         if spec.attempt_id not in self._skip:
             self._state.set_running(spec.attempt_id)
-            with self._lock:
-                waiting = self._sock.poll(0)
-            if waiting:
+            if self._waiting():
                 self._receive()
         if spec.attempt_id in self._skip:
             self._skip.discard(spec.attempt_id)
@@ -290,7 +291,6 @@ class _Slot:
         with self._lock:
             if not self._held:
                 self._held_since = time.perf_counter()
-                self._holding.set()
             self._held.append((result, frames))
 
 

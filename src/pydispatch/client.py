@@ -412,18 +412,10 @@ class Client(Executor):
             placed: dict[int, int] = {}
             specs = []
             for spec, own in outbox[start : start + _MAX_TASKS_PER_SUBMIT]:
-                specs.append(
-                    p.TaskSpec(
-                        spec.task_id,
-                        spec.kind,
-                        rebase(spec.fn, own, frames, placed),
-                        rebase(spec.args, own, frames, placed),
-                        spec.resources,
-                        spec.labels,
-                        spec.priority,
-                        spec.retries,
-                    )
-                )
+                # Renumbered in place: a spec is sent once, and nothing else holds it.
+                spec.fn = rebase(spec.fn, own, frames, placed)
+                spec.args = rebase(spec.args, own, frames, placed)
+                specs.append(spec)
             send(self._sender, p.Submit(specs), frames)
             self._sent_through = specs[-1].task_id
         for message in controls:

@@ -386,8 +386,8 @@ class Scheduler:
                 client=client,
                 task_id=new.task_id,
                 payload=new.payload,
-                resources={k: float(v) for k, v in new.resources.items()},
-                labels=dict(new.labels),
+                resources={k: float(v) for k, v in new.resources.items()} if new.resources else {},
+                labels=dict(new.labels) if new.labels else {},
                 priority=new.priority,
                 retries=max(0, new.retries),
                 seq=next(self._seq),
@@ -556,6 +556,9 @@ class Scheduler:
         """
         limit = free_slots
         picked: list[_Task] = []
+        waiting = [c for c, queue in self._queues.items() if queue]
+        if len(waiting) == 1:  # no one to share with: the order is the client's own
+            return self._pop_own(waiting[0], limit)
         shares = FairShare(self._fair.capacity, {c: dict(h) for c, h in self._fair.held.items()})
         served = dict(self._last_served)
         heads: list[tuple[int, float, int, int, bytes]] = []
@@ -584,6 +587,21 @@ class Scheduler:
                 heapq.heappush(heads, (priority, share, served[client], seq, client))
         return picked
 
+    def _pop_own(self, client: bytes, limit: int) -> list[_Task]:
+        """``_candidates`` for a lone client: the same picks, without the fair-share heap."""
+        picked: list[_Task] = []
+        queue = self._queues[client]
+        self._skip_dead(queue)
+        while queue and len(picked) < limit:
+            _, _, task = heapq.heappop(queue)
+            picked.append(task)
+            if task.resources or task.labels:
+                limit += self._round_factor
+            self._queued -= 1
+            task.state = "running"  # provisionally: taken out of the queue for this round
+            self._skip_dead(queue)
+        return picked
+
     @staticmethod
     def _skip_dead(queue: list[tuple[int, int, _Task]]) -> None:
         while queue and queue[0][2].state != "queued":
@@ -606,7 +624,8 @@ class Scheduler:
         self._fair.add(task.client, task.resources)
         self._last_served[task.client] = next(self._serve_clock)
         self._running += 1
-        self._constrained.discard((task.client, task.task_id))
+        if task.resources or task.labels:
+            self._constrained.discard((task.client, task.task_id))
         return attempt_id, slot
 
     def _release(self, worker: _Worker, attempt_id: int, task: _Task) -> None:

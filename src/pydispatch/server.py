@@ -39,6 +39,7 @@ from .transport import (
     make_socket,
     parse,
     rebase,
+    recv_parts,
     send,
     split_envelope,
 )
@@ -178,7 +179,7 @@ class Dispatcher:
     def _receive_batch(self) -> None:
         for _ in range(_BATCH):
             try:
-                parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = recv_parts(self._socket, zmq.NOBLOCK)
             except zmq.Again:
                 return
             self._handle_parts(parts)

@@ -78,16 +78,47 @@ def make_socket(
     return sock
 
 
+_MORE: Final = int(zmq.SNDMORE)  # plain ints: pyzmq's flag enums cost a call per operation
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+
+
 def send(
     sock: Socket,
     message: Message | JobMessage | DataMessage,
     frames: Sequence[FrameLike] = (),
     identity: bytes | None = None,
 ) -> None:
-    envelope: list[FrameLike] = [identity, b""] if identity is not None else [b""]
-    # copy=False: pyzmq still copies frames under its copy threshold, so small headers stay cheap
-    # and large buffers go out zero-copy.
-    sock.send_multipart([*envelope, encode(message), *frames], copy=False)
+    # Frame by frame rather than send_multipart, whose per-message type check and flag
+    # arithmetic cost more than the sends (3.3-4.6 us against 1.2 us a message, measured).
+    # Every frame here is bytes, a zmq.Frame or a memoryview of a pickle buffer (dumps makes
+    # them), so no send can fail half way through for a bad frame. A ROUTER refuses an unknown
+    # peer (EHOSTUNREACH) on the identity frame, before anything is queued.
+    if identity is not None:
+        sock.send(identity, _MORE)
+    sock.send(b"", _MORE)
+    header = encode(message)
+    if not frames:
+        sock.send(header, 0)
+        return
+    sock.send(header, _MORE)
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        # copy=False: pyzmq still copies frames under its copy threshold, so small ones stay
+        # cheap and large buffers go out zero-copy.
+        sock.send(frame, 0 if i == last else _MORE, copy=False)
+
+
+def recv_parts(sock: Socket, flags: int = 0) -> list[zmq.Frame]:
+    """One whole multipart message, without copies (raises zmq.Again with ``NOBLOCK``).
+
+    Like ``recv_multipart(copy=False)`` at half its cost: it reads each frame's "more" flag
+    instead of asking the socket for RCVMORE."""
+    part = sock.recv(flags, copy=False)
+    parts = [part]
+    while part.more:  # the rest of a message arrives with its first frame: never blocks
+        part = sock.recv(0, copy=False)
+        parts.append(part)
+    return parts
 
 
 def split_envelope(parts: list[zmq.Frame], routed: bool) -> tuple[bytes, list[zmq.Frame]]:
@@ -123,7 +154,7 @@ def parse_data(body: list[zmq.Frame]) -> tuple[DataMessage, list[zmq.Frame]]:
 
 
 def recv(sock: Socket, routed: bool) -> tuple[bytes, Message, list[zmq.Frame]]:
-    parts = sock.recv_multipart(copy=False)
+    parts = recv_parts(sock)
     identity, body = split_envelope(parts, routed)
     message, frames = parse(body)
     return identity, message, frames
@@ -137,7 +168,7 @@ def receive_pending(sock: Socket, peer: str) -> Iterator[tuple[Message, list[zmq
     one is logged (naming ``peer``) and dropped: a bad message must not stop the receiver."""
     while True:
         try:
-            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            parts = recv_parts(sock, _NOBLOCK)
         except zmq.Again:
             return
         try:
@@ -180,7 +211,7 @@ def ask(
         send(sock, message, frames)
         if not sock.poll(int(timeout * 1000)):
             raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s")
-        _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
+        _, body = split_envelope(recv_parts(sock), routed=False)
         return parse(body)
     finally:
         sock.close(linger=0)
@@ -276,6 +307,13 @@ def rebase(
     if blob.frame == INLINE and not blob.buffers:
         return blob  # nothing outside the header: the common case for small tasks
     memo: dict[int, int] = {} if placed is None else placed
+    if not blob.buffers:  # a function: one frame, no arrays (the other common case)
+        frame = frames_in[blob.frame]
+        where = memo.get(id(frame))
+        if where is None:
+            where = memo[id(frame)] = len(frames_out)
+            frames_out.append(frame)
+        return blob if where == blob.frame else Blob(where, (), blob.data)
 
     def place(index: int) -> int:
         if index == INLINE:
@@ -288,8 +326,6 @@ def rebase(
             frames_out.append(frame)
         return where
 
-    if not blob.buffers:  # a function: one frame, no arrays
-        return Blob(place(blob.frame), (), blob.data)
     return Blob(
         place(blob.frame),
         tuple(
