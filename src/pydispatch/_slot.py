@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import zmq
 
@@ -166,6 +166,7 @@ class _Slot:
         self._lock = threading.Lock()
         self._holding = threading.Event()  # set while results are held and a task runs
         self._poller = zmq.Poller()
+        self._received_at = 0.0  # when the socket was last read
         self._poller.register(sock, zmq.POLLIN)
 
     def start_late_flusher(self) -> None:
@@ -200,14 +201,18 @@ class _Slot:
                 self._flush()
                 self._poller.poll()  # idle: wait for work
                 self._receive()
-            elif self._waiting():  # what came meanwhile, before choosing what runs next
-                self._receive()
+            else:  # what came meanwhile, before choosing what runs next
+                self._receive_unless_fresh()
             if self._queue:
                 self._run_next()
 
-    def _waiting(self) -> bool:
-        with self._lock:
-            return bool(cast(int, self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+    def _receive_unless_fresh(self) -> None:
+        # Looking costs a few microseconds (zmq answers "nothing" with an exception, and asking
+        # ZMQ_EVENTS instead is a system call): too much to do twice per tiny task. What came
+        # in the last _SHORT seconds waits for the next look; a Kill missed that way still
+        # works, as a kill of this process (see _run_next).
+        if time.perf_counter() - self._received_at >= _SHORT:
+            self._receive()
 
     def _flush(self) -> None:
         with self._lock:
@@ -227,6 +232,7 @@ class _Slot:
         send(self._sock, p.Done(results), frames)
 
     def _receive(self) -> None:
+        self._received_at = time.perf_counter()
         with self._lock:
             received = list(receive_pending(self._sock, "the dispatcher"))
         for message, frames in received:
@@ -267,13 +273,13 @@ class _Slot:
                 self._flush()
             elif not self._holding.is_set():
                 self._holding.set()  # the late flusher watches while this task runs
-        # Announce the attempt, then look for a Kill once more: the worker kills this process
-        # if it sees a cancelled attempt here, and a Kill that arrives after this check finds
-        # it here. One known to be cancelled is never announced (nor killed for).
+        # Announce the attempt, then look for a Kill once more (unless we just looked): the
+        # worker kills this process if it sees a cancelled attempt here, so a Kill that this
+        # look misses still ends the attempt, by a kill. One known to be cancelled is never
+        # announced (nor killed for).
         if spec.attempt_id not in self._skip:
             self._state.set_running(spec.attempt_id)
-            if self._waiting():
-                self._receive()
+            self._receive_unless_fresh()
         if spec.attempt_id in self._skip:
             self._skip.discard(spec.attempt_id)
             self._state.set_running(0)
