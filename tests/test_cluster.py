@@ -584,6 +584,49 @@ def test_dispatcher_restart_workers_register_again_lost_tasks_fail(tmp_path: Pat
         assert cluster.client().submit(add, 2, 2).result(timeout=20) == 4
 
 
+def test_an_idle_client_is_known_again_after_a_dispatcher_restart() -> None:
+    # Nothing outstanding across the restart: status is asked and answered on the client's
+    # receiving socket, and the new dispatcher learns its sending socket from its idle hellos.
+    with LocalCluster(workers=1, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        assert client.submit(add, 1, 1).result(timeout=20) == 2
+        cluster.restart_dispatcher()
+        cluster.wait_for_workers(1)
+        assert client.status(timeout=20).workers
+
+        def runs_again() -> bool:
+            # One sent before that hello is refused, and fails "lost" (never hangs).
+            try:
+                return bool(client.submit(add, 2, 2).result(timeout=20) == 4)
+            except ConnectionError:
+                return False
+
+        eventually(runs_again, "the restarted dispatcher knows the client again", timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"priority": 1.5}, TypeError, "priority must be an integer"),
+        ({"retries": "3"}, TypeError, "retries must be an integer"),
+        ({"resources": {"gpu": "one"}}, TypeError, "gpu='one' is not a number"),
+        ({"resources": {"gpu": float("nan")}}, ValueError, "finite and >= 0"),
+        ({"resources": {"gpu": -1}}, ValueError, "finite and >= 0"),
+        ({"resources": {1: 1.0}}, TypeError, "resource names must be strings"),
+        ({"labels": {"zone": 1}}, TypeError, "labels must map strings to strings"),
+    ],
+)
+def test_bad_task_options_are_refused_at_submit_and_nothing_else_suffers(
+    client: Client, options: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        client.submit(add, 1, 2, **options)
+    # numpy integers are integers: they travel as such
+    assert client.submit(add, 1, 2, priority=np.int64(3), retries=np.int32(1)).result(20) == 3
+    assert client.submit(add, 2, 2).result(timeout=20) == 4
+    client.shutdown(wait=True)  # nothing left behind: shutdown does not hang
+
+
 def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_path: Path) -> None:
     with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
         client = cluster.client()

@@ -7,7 +7,9 @@ memory in again: 256 faults per MiB, which measured as half the cost of moving 1
 arguments through the dispatcher. Here blocks up to 32 MiB come from the heap and up to
 ``keep_free`` bytes of freed heap stay mapped, so a process that moved a batch of large
 frames moves the next one without faulting. The price is memory: the process keeps up to
-``keep_free`` bytes it no longer uses.
+``keep_free`` bytes of free heap top, plus what fragmentation strands among heap blocks that
+glibc would otherwise have given back one by one (measured: about 45 bytes more per queued
+task in the dispatcher with a million queued, 970 instead of 920).
 """
 
 from __future__ import annotations

@@ -208,9 +208,10 @@ class _Slot:
 
     def _receive_unless_fresh(self) -> None:
         # Looking costs a few microseconds (zmq answers "nothing" with an exception, and asking
-        # ZMQ_EVENTS instead is a system call): too much to do twice per tiny task. What came
-        # in the last _SHORT seconds waits for the next look; a Kill missed that way still
-        # works, as a kill of this process (see _run_next).
+        # ZMQ_EVENTS instead is a system call): too much to do twice per tiny task. So before
+        # choosing the next task the slot looks only if it last looked _SHORT seconds ago or
+        # more: a Run that arrives while a tiny task runs is seen after the next tiny task at
+        # worst. (The look after announcing an attempt is never skipped: see _run_next.)
         if time.perf_counter() - self._received_at >= _SHORT:
             self._receive()
 
@@ -254,7 +255,8 @@ class _Slot:
                     pass
 
     def _run_next(self) -> None:
-        _, _, spec, frames, key = heapq.heappop(self._queue)
+        entry = heapq.heappop(self._queue)
+        _, _, spec, frames, key = entry
         # Results of tiny tasks go back in batches: one message per task would cost more than
         # the task. A result waits only for a task whose function last ran in under _SHORT,
         # and for about _HOLD_AT_MOST at most (the late flusher sends it if that task turns
@@ -273,13 +275,19 @@ class _Slot:
                 self._flush()
             elif not self._holding.is_set():
                 self._holding.set()  # the late flusher watches while this task runs
-        # Announce the attempt, then look for a Kill once more (unless we just looked): the
-        # worker kills this process if it sees a cancelled attempt here, so a Kill that this
-        # look misses still ends the attempt, by a kill. One known to be cancelled is never
-        # announced (nor killed for).
+        # Announce the attempt, then look for a Kill once more, always: the worker answers
+        # "cancelled before it started" for an attempt it does not see announced, so an
+        # attempt whose Kill came must not start (and one whose Kill comes after this look is
+        # seen running by the worker, which kills this process). One known to be cancelled is
+        # never announced (nor killed for).
         if spec.attempt_id not in self._skip:
             self._state.set_running(spec.attempt_id)
-            self._receive_unless_fresh()
+            self._receive()
+            if spec.attempt_id not in self._skip and self._queue and self._queue[0] < entry:
+                # That look brought an attempt of higher priority: it goes first.
+                self._state.set_running(0)
+                heapq.heappush(self._queue, entry)
+                return
         if spec.attempt_id in self._skip:
             self._skip.discard(spec.attempt_id)
             self._state.set_running(0)

@@ -1,7 +1,8 @@
 """The client: a ``concurrent.futures.Executor`` backed by a pydispatch dispatcher.
 
-Two sockets, because zmq sockets are not thread-safe: the I/O thread receives on one, and
-everything the client says goes out on the other under a lock. ``submit`` pickles in the
+Two sockets, because zmq sockets are not thread-safe: the I/O thread receives on one (and
+says hello and asks for status there, so that answers come back to it), and everything else
+the client says goes out on the other, from any thread, under a lock. ``submit`` pickles in the
 caller's thread and appends to an outbox. When the task is the only one outstanding the caller
 sends it at once itself (a round trip then costs no thread hand-off); otherwise it wakes the
 I/O thread through a pipe, which sends everything waiting as one ``Submit`` message, so tasks
@@ -27,13 +28,14 @@ import contextlib
 import itertools
 import logging
 import math
+import operator
 import os
 import queue
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures import wait as wait_futures
 from typing import Any, Final
@@ -111,7 +113,8 @@ class Client(Executor):
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
         self._sock.connect(address)
-        # The sending socket, used by any thread holding _send_lock; nothing is read from it.
+        # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
+        # ever answers on it (see _drain_sender).
         self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
         self._sender.connect(address)
@@ -121,6 +124,7 @@ class Client(Executor):
         self._futures: dict[int, TaskFuture] = {}
         self._outbox: list[tuple[p.TaskSpec, list[FrameLike]]] = []
         self._controls: list[p.Message] = []
+        self._requests: list[p.Message] = []  # sent by the I/O thread on its own socket
         self._wake_pending = False
         self._io_done = False
         self._wake_read, self._wake_write = os.pipe()
@@ -263,7 +267,9 @@ class Client(Executor):
 
     def status(self, timeout: float = 5.0) -> p.StatusReply:
         """Workers, slots and task counts as the dispatcher sees them."""
-        self._send_control(p.StatusRequest())
+        with self._lock:  # asked on the receiving socket: the answer comes back there
+            self._requests.append(p.StatusRequest())
+        self._wake()
         return self._status_replies.get(timeout=timeout)
 
     # ------------------------------------------------------------------ internals
@@ -282,6 +288,13 @@ class Client(Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
+        # Checked here, where the caller can be told: the wire takes exact types only.
+        if type(priority) is not int:
+            priority = _integer("priority", priority)
+        if type(retries) is not int:
+            retries = _integer("retries", retries)
+        resources = _checked_resources(resources) if resources else None
+        labels = _checked_labels(labels) if labels else None
         fn_blob, fn_frames = self._function_blob(fn)
         frames: list[FrameLike] = list(fn_frames)  # the function's blob indexes from 0
         args_blob = dumps(args, frames)
@@ -357,15 +370,12 @@ class Client(Executor):
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
                 self._send_outbox()
+                self._send_requests()
                 if self._sock in ready:
                     try:
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
                         log.exception("error handling a message from the dispatcher")
-                if time.monotonic() - self._last_hello > self._hello_every and self._futures:
-                    self._last_hello = time.monotonic()
-                    # On the receiving socket: a restarted dispatcher answers where we listen.
-                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
                 if self._terminated is not None:
                     self._fail_unfinished(self._terminated)
                     self._send_controls(p.ClientBye())  # after a job master's last word
@@ -373,6 +383,15 @@ class Client(Executor):
                 if self._closing and self._all_done():
                     self._send_controls(p.ClientBye())
                     return
+                # Even when idle: a restarted dispatcher learns this client's sending socket
+                # from it, and answers on the receiving one, where we listen. While closing,
+                # only until the last result (then Bye goes out instead, on the other socket).
+                if time.monotonic() - self._last_hello > self._hello_every and (
+                    self._futures or not self._closing
+                ):
+                    self._last_hello = time.monotonic()
+                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
+                    self._drain_sender()
         finally:
             with self._send_lock:
                 with self._lock:
@@ -380,6 +399,25 @@ class Client(Executor):
                 self._sender.close(linger=500)
             self._sock.close(linger=500)
             self._context.term()
+
+    def _send_requests(self) -> None:
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for message in requests:
+            send(self._sock, message)
+
+    def _drain_sender(self) -> None:
+        # The dispatcher answers on the sending socket only a peer it does not know, i.e.
+        # after it restarted and before our next hello: refusals worth a log line, which must
+        # not pile up unread either.
+        with self._send_lock:
+            if self._io_done:
+                return
+            for message, _ in receive_pending(self._sender, "the dispatcher"):
+                if isinstance(message, p.Error):
+                    log.error(
+                        "the dispatcher refused a message: %s: %s", message.code, message.message
+                    )
 
     def _fail_unfinished(self, reason: str, through: int | None = None) -> None:
         """Fail unfinished futures (only ids <= ``through`` if given)."""
@@ -416,10 +454,23 @@ class Client(Executor):
                 spec.fn = rebase(spec.fn, own, frames, placed)
                 spec.args = rebase(spec.args, own, frames, placed)
                 specs.append(spec)
-            send(self._sender, p.Submit(specs), frames)
-            self._sent_through = specs[-1].task_id
+            with self._lock:  # before the send: a restart's Welcome may come right after it
+                self._sent_through = specs[-1].task_id
+            try:
+                send(self._sender, p.Submit(specs), frames)
+            except Exception as error:  # nothing taken from the outbox may be lost silently
+                log.exception("could not send %d task(s) to the dispatcher", len(specs))
+                self._fail_tasks([spec.task_id for spec in specs], error)
         for message in controls:
             send(self._sender, message)
+
+    def _fail_tasks(self, task_ids: list[int], error: Exception) -> None:
+        with self._lock:
+            futures = [self._futures.pop(i, None) for i in task_ids]
+        for future in futures:
+            if future is not None:
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(TaskFailedError(f"the task could not be sent: {error}"))
 
     def _send_controls(self, last: p.Message) -> None:
         with self._send_lock:
@@ -500,6 +551,35 @@ class Client(Executor):
         if result.traceback:
             exc.__cause__ = RemoteTraceback(result.traceback)
         return exc
+
+
+def _integer(name: str, value: object) -> int:
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
+
+
+def _checked_resources(resources: Mapping[str, float]) -> dict[str, float]:
+    checked = {}
+    for name, amount in resources.items():
+        if not isinstance(name, str):
+            raise TypeError(f"resource names must be strings, not {type(name).__name__}")
+        try:
+            value = float(amount)
+        except (TypeError, ValueError):
+            raise TypeError(f"resource {name}={amount!r} is not a number") from None
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"resource {name}={amount!r} must be finite and >= 0")
+        checked[name] = value
+    return checked
+
+
+def _checked_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    for name, value in labels.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"labels must map strings to strings, not {name!r}: {value!r}")
+    return dict(labels)
 
 
 def _close_fds(*fds: int) -> None:

@@ -190,8 +190,9 @@ class Scheduler:
         # small tasks at a price: a later task of another client (fair share), or a more
         # urgent one when the slots are full, can wait behind what a slot holds. So a slot
         # holds at most ``prefetch`` queued tasks and, once it has reported how long its
-        # tasks take, about ``queue_budget`` seconds of them: none behind 10 ms tasks, the
-        # whole ``prefetch`` behind 50 µs ones. 0 keeps priorities and fair share exact.
+        # tasks take, about ``queue_budget`` seconds of them: none behind 10 ms tasks, 40
+        # behind 50 µs ones (the budget is of measured durations: a task that turns out slow
+        # still holds back all that its slot queued). 0 keeps priorities and fair share exact.
         self._prefetch = max(0, prefetch)
         self._queue_budget = queue_budget
         self._placer = placer
@@ -223,6 +224,10 @@ class Scheduler:
 
     def knows_worker(self, worker: bytes) -> bool:
         return worker in self._workers
+
+    def knows_peer(self, identity: bytes) -> bool:
+        """Whether ``identity`` is a registered worker or one of its slots."""
+        return identity in self._workers or identity in self._slot_owner
 
     def snapshot(self, now: float) -> Snapshot:
         workers = [_worker_snapshot(w, now) for w in self._workers.values()]

@@ -113,6 +113,7 @@ class Dispatcher:
         self._clients: set[bytes] = set()
         # A client's second (sending) socket -> the client's identity (see ClientHello.sender).
         self._senders: dict[bytes, bytes] = {}
+        self._sender_of: dict[bytes, bytes] = {}  # and back
         self._worker_names: dict[bytes, str] = {}
         self.protocol_errors = 0
         # Per-round outgoing buffers, flushed once per loop iteration.
@@ -308,14 +309,24 @@ class Dispatcher:
 
     def _add_sender(self, client: bytes, sender: bytes) -> None:
         owner = self._senders.get(sender)
-        if sender == client or sender in self._clients or owner not in (None, client):
+        if (
+            sender == client
+            or sender in self._clients
+            or owner not in (None, client)
+            or self.scheduler.knows_peer(sender)
+        ):
             raise p.ProtocolError("the hello names a sender identity that is taken")
+        previous = self._sender_of.get(client)
+        if previous is not None and previous != sender:
+            del self._senders[previous]  # one sending socket per client
         self._senders[sender] = client
+        self._sender_of[client] = sender
 
     def _forget_client(self, client: bytes) -> None:
         self._clients.discard(client)
         self._client_seen.pop(client, None)
-        for sender in [alias for alias, owner in self._senders.items() if owner == client]:
+        sender = self._sender_of.pop(client, None)
+        if sender is not None:
             del self._senders[sender]
         self._perform(self.scheduler.client_gone(client))
 

@@ -1,0 +1,42 @@
+"""A slot's choices when messages reach it between two tiny tasks (slot_probe.py drives one).
+
+Between tiny tasks a slot reads its socket only every 200 us, to save the cost of a look per
+task; these pin what must not be lost to that: a Kill is honoured before its attempt starts
+(the worker has answered "cancelled before it started" for it), and a higher-priority attempt
+that came before the next one started goes first.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROBE = Path(__file__).with_name("slot_probe.py")
+N = 30
+
+
+def _ran(kind: str) -> list[str]:
+    out = subprocess.run(
+        [sys.executable, str(PROBE), kind, str(N)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ran: list[str] = json.loads(out.stdout)
+    return ran
+
+
+def test_a_kill_that_came_while_a_tiny_task_ran_stops_the_next_attempt() -> None:
+    ran = _ran("kill")
+    assert [r for r in ran if r.startswith("A")] == [f"A{i}" for i in range(N)]
+    assert [r for r in ran if r.startswith("B")] == []
+
+
+def test_a_higher_priority_attempt_that_came_meanwhile_goes_first() -> None:
+    ran = _ran("priority")
+    assert sorted(ran) == sorted([f"{x}{i}" for i in range(N) for x in "AHL"])
+    late = [i for i in range(N) if ran.index(f"L{i}") < ran.index(f"H{i}")]
+    assert late == []
