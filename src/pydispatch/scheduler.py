@@ -27,7 +27,8 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Final, Literal
 
 from ._scheduler_vocabulary import (
     AskToReregister,
@@ -75,6 +76,9 @@ __all__ = [
 ]
 
 TaskKey = tuple[bytes, int]  # (client identity, client's task id)
+# The demands of a plain task: one shared empty mapping rather than two dicts per queued task
+# (128 of the ~900 bytes a queued task costs).
+_NONE: Final[Mapping[str, Any]] = MappingProxyType({})
 _UNMEASURED_PREFETCH = 2  # tasks queued on a slot before its first task's duration is known
 
 
@@ -86,8 +90,8 @@ class _Task:
     client: bytes
     task_id: int
     payload: object
-    resources: dict[str, float]
-    labels: dict[str, str]
+    resources: Mapping[str, float]  # read-only: most tasks share _NONE
+    labels: Mapping[str, str]
     priority: int
     retries: int
     seq: int
@@ -391,8 +395,10 @@ class Scheduler:
                 client=client,
                 task_id=new.task_id,
                 payload=new.payload,
-                resources={k: float(v) for k, v in new.resources.items()} if new.resources else {},
-                labels=dict(new.labels) if new.labels else {},
+                resources={k: float(v) for k, v in new.resources.items()}
+                if new.resources
+                else _NONE,
+                labels=dict(new.labels) if new.labels else _NONE,
                 priority=new.priority,
                 retries=max(0, new.retries),
                 seq=next(self._seq),
