@@ -71,6 +71,12 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def peer_seconds(fn: Callable[[], Any], rounds: int = 3) -> float:
+    """A peer measured as pydispatch is: once to warm up, then the median of ``rounds``."""
+    fn()
+    return statistics.median(timed(fn) for _ in range(rounds))
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster(workers=WORKERS, slots=1) as running:
@@ -118,8 +124,8 @@ def bench_a_noop_tasks_submit_then_gather(
     benchmark: Any, client: Client, pool: Any, process_pool: cf.ProcessPoolExecutor
 ) -> None:
     peers = {
-        "multiprocessing.Pool": N_NOOP / timed(lambda: _pool_apply_gather(pool)),
-        "ProcessPoolExecutor": N_NOOP / timed(lambda: _submit_gather(process_pool)),
+        "multiprocessing.Pool": N_NOOP / peer_seconds(lambda: _pool_apply_gather(pool)),
+        "ProcessPoolExecutor": N_NOOP / peer_seconds(lambda: _submit_gather(process_pool)),
     }
     for prefetch in (0, 16):
         with (
@@ -312,7 +318,7 @@ def _client_floor_round_trips(n: int) -> list[float]:
 
 def bench_c_map_small_items(benchmark: Any, client: Client, pool: Any) -> None:
     items = list(range(N_MAP))
-    pool_rate = N_MAP / timed(lambda: pool.map(square, items))
+    pool_rate = N_MAP / peer_seconds(lambda: pool.map(square, items))
     result = benchmark.pedantic(lambda: list(client.map(square, items)), rounds=3, iterations=1)
     assert result[-1] == (N_MAP - 1) ** 2
     ours = N_MAP / benchmark.stats["median"]
@@ -333,8 +339,7 @@ def bench_d_numpy_arguments(
         assert [f.result() for f in futures] == [float(i) for i in range(N_ARRAYS)]
 
     # Both warmed once: the first batch of 200 MiB page-faults its buffers in, everywhere.
-    run(process_pool)
-    peer = megabytes / timed(lambda: run(process_pool))
+    peer = megabytes / peer_seconds(lambda: run(process_pool))
     benchmark.pedantic(run, args=(client,), rounds=3, iterations=1, warmup_rounds=1)
     ours = megabytes / benchmark.stats["median"]
     report("d: 200 x 1 MiB numpy args", ours, {"ProcessPoolExecutor": peer}, "MB/s", True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -689,6 +690,27 @@ def test_map_timeout_and_shutdown_cancelling_futures(
         assert future.cancelled() or future.result(timeout=20) == i
     other = small_cluster.client()
     assert other.submit(add, 5).result(timeout=20) == 5
+
+
+def test_a_map_dropped_early_cancels_the_chunks_not_yet_started(
+    small_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    client = small_cluster.client()
+    gate = str(tmp_path / "gate")
+    paths = ["/"] + [gate] * 9  # the first chunk is ready at once, the others wait for the gate
+    before = client.status().cancelled
+    items = client.map(wait_for_file, paths, range(10), chunksize=1)
+    assert next(items) == 0
+    del items  # dropped after one item: nobody wants the rest
+    gc.collect()
+    # What is still queued at the dispatcher is cancelled (with prefetch, up to `prefetch`
+    # of them may be on the worker already, RUNNING, and finish normally).
+    eventually(
+        lambda: client.status().cancelled - before >= 9 - 1 - small_cluster._prefetch,
+        "the rest of the map cancelled",
+    )
+    Path(gate).touch()
+    assert client.submit(add, 1, 1).result(timeout=20) == 2
 
 
 def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -> None:

@@ -215,13 +215,19 @@ class Client(Executor):
 
     @staticmethod
     def _chunk_results(futures: list[TaskFuture], end: float | None) -> Iterator[Any]:
+        # Items are handed out by chain in C: a generator resumed once per item cost more
+        # than the whole map of a cheap function (3-4 ms per 100k items, measured).
+        return itertools.chain.from_iterable(Client._chunk_lists(futures, end))
+
+    @staticmethod
+    def _chunk_lists(futures: list[TaskFuture], end: float | None) -> Iterator[list[Any]]:
         try:
             futures.reverse()
             while futures:
                 future = futures.pop()
                 left = None if end is None else end - time.monotonic()
-                yield from future.result(timeout=left)
-        finally:
+                yield future.result(timeout=left)
+        finally:  # iteration stopped early (or timed out): the rest is not wanted
             for future in futures:
                 future.cancel()
 
