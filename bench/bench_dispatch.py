@@ -135,7 +135,7 @@ def bench_a_noop_tasks_submit_then_gather(
             _submit_gather(variant_client)
             rate = N_NOOP / timed(functools.partial(_submit_gather, variant_client))
             peers[f"pydispatch prefetch={prefetch}"] = rate
-    benchmark.pedantic(_submit_gather, args=(client,), rounds=3, iterations=1)
+    benchmark.pedantic(_submit_gather, args=(client,), rounds=3, iterations=1, warmup_rounds=1)
     report("a: 10k no-op tasks", N_NOOP / benchmark.stats["median"], peers, "tasks/s", True)
 
 
@@ -319,7 +319,9 @@ def _client_floor_round_trips(n: int) -> list[float]:
 def bench_c_map_small_items(benchmark: Any, client: Client, pool: Any) -> None:
     items = list(range(N_MAP))
     pool_rate = N_MAP / peer_seconds(lambda: pool.map(square, items))
-    result = benchmark.pedantic(lambda: list(client.map(square, items)), rounds=3, iterations=1)
+    result = benchmark.pedantic(
+        lambda: list(client.map(square, items)), rounds=3, iterations=1, warmup_rounds=1
+    )
     assert result[-1] == (N_MAP - 1) ** 2
     ours = N_MAP / benchmark.stats["median"]
     report("c: map 100k items", ours, {"multiprocessing.Pool.map": pool_rate}, "items/s", True)
