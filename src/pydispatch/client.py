@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures import wait as wait_futures
+from functools import partial
 from typing import Any, Final
 
 import zmq
@@ -417,8 +418,6 @@ class Client(Executor):
         # after it restarted and before our next hello: refusals worth a log line, which must
         # not pile up unread either.
         with self._send_lock:
-            if self._io_done:
-                return
             for message, _ in receive_pending(self._sender, "the dispatcher"):
                 if isinstance(message, p.Error):
                     log.error(
@@ -429,10 +428,7 @@ class Client(Executor):
         """Fail unfinished futures (only ids <= ``through`` if given)."""
         with self._lock:
             lost = [i for i in self._futures if through is None or i <= through]
-            futures = [self._futures.pop(i) for i in lost]
-        for future in futures:
-            with contextlib.suppress(InvalidStateError):
-                future.set_exception(ConnectionError(reason))
+        self._fail_tasks(lost, partial(ConnectionError, reason))
 
     def _all_done(self) -> bool:
         with self._lock:
@@ -466,17 +462,19 @@ class Client(Executor):
                 send(self._sender, p.Submit(specs), frames)
             except Exception as error:  # nothing taken from the outbox may be lost silently
                 log.exception("could not send %d task(s) to the dispatcher", len(specs))
-                self._fail_tasks([spec.task_id for spec in specs], error)
+                reason = f"the task could not be sent: {error}"
+                self._fail_tasks([s.task_id for s in specs], partial(TaskFailedError, reason))
         for message in controls:
             send(self._sender, message)
 
-    def _fail_tasks(self, task_ids: list[int], error: Exception) -> None:
+    def _fail_tasks(self, task_ids: list[int], error: Callable[[], BaseException]) -> None:
+        """Fail these tasks' futures, each with its own ``error()`` (tracebacks attach to it)."""
         with self._lock:
             futures = [self._futures.pop(i, None) for i in task_ids]
         for future in futures:
             if future is not None:
                 with contextlib.suppress(InvalidStateError):
-                    future.set_exception(TaskFailedError(f"the task could not be sent: {error}"))
+                    future.set_exception(error())
 
     def _send_controls(self, last: p.Message) -> None:
         with self._send_lock:
@@ -567,17 +565,16 @@ def _integer(name: str, value: object) -> int:
 
 
 def _checked_resources(resources: Mapping[str, float]) -> dict[str, float]:
+    # Types only: whether an amount makes sense (finite, >= 0) the dispatcher judges, for
+    # every client alike (the task then fails with "invalid demand").
     checked = {}
     for name, amount in resources.items():
         if not isinstance(name, str):
             raise TypeError(f"resource names must be strings, not {type(name).__name__}")
         try:
-            value = float(amount)
+            checked[name] = float(amount)
         except (TypeError, ValueError):
             raise TypeError(f"resource {name}={amount!r} is not a number") from None
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"resource {name}={amount!r} must be finite and >= 0")
-        checked[name] = value
     return checked
 
 
