@@ -18,8 +18,10 @@ import concurrent.futures as cf
 import functools
 import multiprocessing
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +65,25 @@ def report(
         ratio = ours / value if higher_is_better else value / ours
         line.append(f"{peer} {value:,.1f} {unit} (pydispatch is {ratio:.2f}x)")
     print(" | ".join(line))
+
+
+_IPC_DIRS: list[str] = []
+
+
+def _ipc_dir() -> str:
+    """A private directory for this module's ipc:// sockets, removed when the module ends
+    (a killed subprocess leaves its socket file behind)."""
+    if not _IPC_DIRS:
+        _IPC_DIRS.append(tempfile.mkdtemp(prefix="pydispatch-bench-"))
+    return _IPC_DIRS[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_ipc_dir() -> Iterator[None]:
+    yield
+    for path in _IPC_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+    _IPC_DIRS.clear()
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -145,7 +166,7 @@ def bench_a_noop_tasks_submit_then_gather(
 def _raw_zmq_round_trips(n: int) -> list[float]:
     """The practical limit: a REQ-like loop between two processes over ipc, no framework."""
     context = zmq.Context()
-    address = f"ipc:///tmp/pydispatch-bench-{os.getpid()}"
+    address = f"ipc://{_ipc_dir()}/echo"
     server = context.socket(zmq.DEALER)
     server.bind(address)
     ready = threading.Event()
@@ -215,7 +236,7 @@ def _brokered_round_trips(n: int) -> list[float]:
     but through a pyzmq ROUTER that forwards each message (four hops, no work at all)."""
     import subprocess
 
-    address = f"ipc:///tmp/pydispatch-bench-broker-{os.getpid()}"
+    address = f"ipc://{_ipc_dir()}/broker"
     broker = subprocess.Popen([sys.executable, "-c", _BROKER, address])
     worker = subprocess.Popen([sys.executable, "-c", _ECHO_WORKER, address])
     context = zmq.Context()
@@ -297,7 +318,7 @@ def _client_floor_round_trips(n: int) -> list[float]:
     the client alone (its I/O thread, pickling, futures) adds to the raw pyzmq loop."""
     import subprocess
 
-    address = f"ipc:///tmp/pydispatch-bench-floor-{os.getpid()}"
+    address = f"ipc://{_ipc_dir()}/floor"
     stand_in = subprocess.Popen([sys.executable, "-c", _INSTANT_DISPATCHER, address])
     samples = []
     try:
