@@ -584,11 +584,7 @@ class Scheduler:
             client = heapq.heappop(heads)[-1]
             queue = self._queues[client]
             _, _, task = heapq.heappop(queue)
-            picked.append(task)
-            if task.resources or task.labels:
-                limit += self._round_factor
-            self._queued -= 1
-            task.state = "running"  # provisionally: taken out of the queue for this round
+            limit += self._take(task, picked)
             shares.add(client, task.resources)
             served[client] = next(self._serve_clock)
             self._skip_dead(queue)
@@ -605,13 +601,17 @@ class Scheduler:
         self._skip_dead(queue)
         while queue and len(picked) < limit:
             _, _, task = heapq.heappop(queue)
-            picked.append(task)
-            if task.resources or task.labels:
-                limit += self._round_factor
-            self._queued -= 1
-            task.state = "running"  # provisionally: taken out of the queue for this round
+            limit += self._take(task, picked)
             self._skip_dead(queue)
         return picked
+
+    def _take(self, task: _Task, picked: list[_Task]) -> int:
+        """Take a task popped from its queue into this round; returns how many more tasks the
+        round may look at for it (a constrained one may fit nowhere now)."""
+        picked.append(task)
+        self._queued -= 1
+        task.state = "running"  # provisionally: taken out of the queue for this round
+        return self._round_factor if task.resources or task.labels else 0
 
     @staticmethod
     def _skip_dead(queue: list[tuple[int, int, _Task]]) -> None:
