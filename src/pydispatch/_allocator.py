@@ -1,4 +1,7 @@
-"""glibc's malloc, tuned for the processes that receive large frames (dispatcher and slots).
+"""Memory settings of the long-running processes that move frames: the dispatcher and slots.
+
+glibc's malloc, tuned for processes that receive large frames (``keep_large_buffers``), and
+Python's cyclic garbage collector, made to run less often (``collect_less_often``).
 
 libzmq receives a large frame straight into a ``malloc`` block of the frame's size. Left to
 itself, glibc serves such blocks with ``mmap`` or returns the freed top of the heap to the
@@ -15,6 +18,7 @@ task in the dispatcher with a million queued, 970 instead of 920).
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import sys
 from typing import Final
@@ -46,3 +50,17 @@ def keep_large_buffers(keep_free: int) -> bool:
     if not ok:
         log.info("malloc did not take the large-buffer settings; frames may page-fault")
     return ok
+
+
+# Allocations between two young-generation collections (CPython's default: 700). The
+# dispatcher allocates about ten container objects per task, so by default it collected every
+# ~70 tasks and, now and then, walked every queued task in a full collection.
+_YOUNG_COLLECTION_EVERY: Final = 50_000
+
+
+def collect_less_often() -> None:
+    """Freeze what start-up allocated (never collectable) and collect young objects about
+    70x less often (10k no-op tasks: 6-12% faster, three interleaved pairs). Cyclic garbage is still
+    collected, later; reference counting frees everything else at once, as ever."""
+    gc.freeze()
+    gc.set_threshold(_YOUNG_COLLECTION_EVERY, 10, 10)

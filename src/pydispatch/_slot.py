@@ -35,7 +35,7 @@ from typing import Any, Final
 import zmq
 
 from . import protocol as p
-from ._allocator import keep_large_buffers
+from ._allocator import collect_less_often, keep_large_buffers
 from .errors import RemoteError
 from .transport import FrameLike, dumps, loads, make_socket, rebase, receive_pending, send
 
@@ -326,6 +326,7 @@ def main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(worker_pid, state_path), daemon=True).start()
     keep_large_buffers(_KEEP_FREE)
+    collect_less_often()
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
     sock.connect(address)

@@ -27,7 +27,7 @@ import zmq
 
 from . import protocol as p
 from . import scheduler as s
-from ._allocator import keep_large_buffers
+from ._allocator import collect_less_often, keep_large_buffers
 from ._jobhosts import JobHosts
 from ._solver_placement import solver_placer
 from .placement import Placer
@@ -534,6 +534,7 @@ def run_dispatcher(
 
     # Every task's frames pass through here and queued ones pile up: keep what they used.
     keep_large_buffers(_KEEP_FREE)
+    collect_less_often()
 
     dispatcher = Dispatcher(
         bind,
