@@ -410,7 +410,7 @@ def bench_a_dask_distributed(client: Client) -> None:
     distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
     # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
     time.sleep(PEER_SETTLE)
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    ours = N_NOOP / peer_seconds(lambda: _submit_gather(client))  # median: robust to a straggler
     with (
         distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True) as dc,
         distributed.Client(dc) as dask_client,
@@ -428,7 +428,7 @@ def bench_a_ipyparallel(client: Client) -> None:
     ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
     # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
     time.sleep(PEER_SETTLE)
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    ours = N_NOOP / peer_seconds(lambda: _submit_gather(client))  # median: robust to a straggler
     # A lambda travels by value: ipyparallel's engines cannot import this benchmark module.
     identity = lambda x: x  # noqa: E731
     with ipp.Cluster(n=WORKERS) as rc:
@@ -448,7 +448,7 @@ def bench_a_ray(client: Client) -> None:
     ray = pytest.importorskip("ray", reason="ray not installed")
     # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
     time.sleep(PEER_SETTLE)
-    ours = N_NOOP / timed(lambda: _submit_gather(client))
+    ours = N_NOOP / peer_seconds(lambda: _submit_gather(client))  # median: robust to a straggler
     ray.init(num_cpus=WORKERS, include_dashboard=False)
     try:
         remote_noop = ray.remote(lambda x: x)  # by value: ray workers cannot import this module
