@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
+import gc
 import multiprocessing
 import os
 import shutil
@@ -84,6 +85,19 @@ def _remove_ipc_dir() -> Iterator[None]:
     for path in _IPC_DIRS:
         shutil.rmtree(path, ignore_errors=True)
     _IPC_DIRS.clear()
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """What ``--benchmark-disable-gc`` does for the benchmarks, for the peer comparisons
+    (plain tests): a collection over pytest's whole heap would time neither side."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -406,7 +420,7 @@ def bench_e_dispatcher_bytes_per_queued_task(benchmark: Any) -> None:
 # benchmarks measured after them.
 
 
-def bench_a_dask_distributed(client: Client) -> None:
+def bench_a_dask_distributed(client: Client, no_gc: None) -> None:
     distributed = pytest.importorskip("dask.distributed", reason="dask.distributed not installed")
     # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
     time.sleep(PEER_SETTLE)
@@ -424,7 +438,7 @@ def bench_a_dask_distributed(client: Client) -> None:
     report("a: 10k no-op tasks", ours, {"dask.distributed": theirs}, "tasks/s", True)
 
 
-def bench_a_ipyparallel(client: Client) -> None:
+def bench_a_ipyparallel(client: Client, no_gc: None) -> None:
     ipp = pytest.importorskip("ipyparallel", reason="ipyparallel not installed")
     # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
     time.sleep(PEER_SETTLE)
@@ -444,7 +458,7 @@ def bench_a_ipyparallel(client: Client) -> None:
     report("a: 10k no-op tasks", ours, {"ipyparallel": theirs}, "tasks/s", True)
 
 
-def bench_a_ray(client: Client) -> None:
+def bench_a_ray(client: Client, no_gc: None) -> None:
     ray = pytest.importorskip("ray", reason="ray not installed")
     # Ours first, after a pause: a peer's processes wind down for seconds after it shuts down.
     time.sleep(PEER_SETTLE)
