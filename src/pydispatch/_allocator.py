@@ -60,7 +60,7 @@ _YOUNG_COLLECTION_EVERY: Final = 50_000
 
 def collect_less_often() -> None:
     """Freeze what start-up allocated (never collectable) and collect young objects about
-    70x less often (10k no-op tasks: 6-12% faster, three interleaved pairs). Cyclic garbage is still
-    collected, later; reference counting frees everything else at once, as ever."""
+    70x less often (10k no-op tasks: 6-12% faster, three interleaved pairs). Cyclic garbage
+    is still collected, later; reference counting frees everything else at once, as ever."""
     gc.freeze()
     gc.set_threshold(_YOUNG_COLLECTION_EVERY, 10, 10)

@@ -309,33 +309,36 @@ def rebase(
     if blob.frame == INLINE and not blob.buffers:
         return blob  # nothing outside the header: the common case for small tasks
     memo: dict[int, int] = {} if placed is None else placed
+    first = _place(blob.frame, frames_in, frames_out, memo)
     if not blob.buffers:  # a function: one frame, no arrays (the other common case)
-        frame = frames_in[blob.frame]
-        where = memo.get(id(frame))
-        if where is None:
-            where = memo[id(frame)] = len(frames_out)
-            frames_out.append(frame)
-        return blob if where == blob.frame else Blob(where, (), blob.data)
-
-    def place(index: int) -> int:
-        if index == INLINE:
-            return INLINE
-        frame = frames_in[index]
-        key = id(frame)
-        where = memo.get(key)
-        if where is None:
-            where = memo[key] = len(frames_out)
-            frames_out.append(frame)
-        return where
-
+        return blob if first == blob.frame else Blob(first, (), blob.data)
     return Blob(
-        place(blob.frame),
+        first,
         tuple(
-            BufferMeta(place(meta.frame), meta.nbytes, meta.format, meta.shape)
+            BufferMeta(
+                _place(meta.frame, frames_in, frames_out, memo),
+                meta.nbytes,
+                meta.format,
+                meta.shape,
+            )
             for meta in blob.buffers
         ),
         blob.data,
     )
+
+
+def _place(
+    index: int, frames_in: Sequence[FrameLike], frames_out: list[FrameLike], memo: dict[int, int]
+) -> int:
+    """Where frame ``index`` of ``frames_in`` is in ``frames_out``, appending it the first time."""
+    if index == INLINE:
+        return INLINE
+    frame = frames_in[index]
+    where = memo.get(id(frame))
+    if where is None:
+        where = memo[id(frame)] = len(frames_out)
+        frames_out.append(frame)
+    return where
 
 
 def frame_sizes(frames: Sequence[FrameLike]) -> list[int]:
