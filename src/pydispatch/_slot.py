@@ -11,8 +11,14 @@ not from messages: whether the slot is welcomed by the dispatcher, and which att
 running. That is what lets the worker kill the right slot for a force-cancel and say which
 attempt a dead slot took down.
 
+A slot may also have a direct endpoint (a ROUTER it binds): clients holding a lease on it (see
+``_leases``) send it their lone tasks (``DirectRun``) and get the outcome (``DirectDone``) from
+it, without the dispatcher in between. Direct attempts join the same queue, by priority; the
+dispatcher opens and closes leases (``LeaseOpen``/``LeaseClose``), and a ``DirectRun`` under a
+lease that is not open is refused (the client then sends the task through the dispatcher).
+
 Run as ``python -m pydispatch._slot ADDRESS WORKER_ID SLOT_ID STATE_PATH WORKER_PID
-MAX_MESSAGE_SIZE`` (identities in hex).
+MAX_MESSAGE_SIZE [DIRECT_BIND]`` (identities in hex).
 """
 
 from __future__ import annotations
@@ -37,7 +43,18 @@ import zmq
 from . import protocol as p
 from ._allocator import collect_less_often, keep_large_buffers
 from .errors import RemoteError
-from .transport import FrameLike, dumps, loads, make_socket, rebase, receive_pending, send
+from .transport import (
+    FrameLike,
+    dumps,
+    loads,
+    make_socket,
+    parse,
+    rebase,
+    receive_pending,
+    recv_parts,
+    send,
+    split_envelope,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +71,9 @@ _BATCH: Final = 64
 # costs more than a tiny task (3.4 results a message became about 8).
 _HALF_AT_LEAST: Final = 8
 _KEEP_FREE: Final = 64 << 20  # freed heap a slot keeps for the next large frames
+# Direct attempts finished are counted to the dispatcher on the next Done, or after this long
+# idle: never one message per lone task (each would wake the dispatcher during a round trip).
+_COUNT_AFTER_MS: Final = 200
 _STATE = struct.Struct("=qq")  # (welcomed: 0/1, running attempt id: 0 = none)
 
 
@@ -146,13 +166,22 @@ def _run_one(
         return p.AttemptResult(spec.attempt_id, "error", blob, error, text), out
 
 
+# A queued attempt: (-priority, arrival, spec, frames, function key (see _function_key), the
+# identity of the lease holder that sent it directly (b"": the dispatcher did)).
+_Entry = tuple[int, int, p.RunSpec, list[zmq.Frame], bytes, bytes]
+
+
 class _Slot:
-    def __init__(self, sock: zmq.Socket[Any], state: SlotState) -> None:
+    def __init__(
+        self, sock: zmq.Socket[Any], state: SlotState, direct: zmq.Socket[Any] | None = None
+    ) -> None:
         self._sock = sock
         self._state = state
+        self._direct = direct  # used by the main thread only
+        self._leases: set[int] = set()  # open leases (see LeaseOpen)
+        self._direct_finished = 0  # not counted to the dispatcher yet
         # Attempts received and not started, highest priority first (FIFO among equals).
-        # Each with its function's key (see _function_key).
-        self._queue: list[tuple[int, int, p.RunSpec, list[zmq.Frame], bytes]] = []
+        self._queue: list[_Entry] = []
         self._order = itertools.count()
         self._skip: set[int] = set()
         self._functions: dict[bytes, Callable[..., Any]] = {}
@@ -168,6 +197,8 @@ class _Slot:
         self._poller = zmq.Poller()
         self._received_at = 0.0  # when the socket was last read
         self._poller.register(sock, zmq.POLLIN)
+        if direct is not None:
+            self._poller.register(direct, zmq.POLLIN)
 
     def start_late_flusher(self) -> None:
         threading.Thread(target=self._flush_late, name="late-flusher", daemon=True).start()
@@ -182,9 +213,9 @@ class _Slot:
                 if self._held and time.perf_counter() - self._held_since >= _HOLD_AT_MOST:
                     self._send_held()
 
-    def hello(self, worker: bytes) -> None:
+    def hello(self, worker: bytes, direct: str = "") -> None:
         while True:
-            send(self._sock, p.SlotHello(p.PROTOCOL_VERSION, worker))
+            send(self._sock, p.SlotHello(p.PROTOCOL_VERSION, worker, direct))
             if not self._sock.poll(int(_HELLO_EVERY * 1000)):
                 continue
             for message, _ in receive_pending(self._sock, "the dispatcher"):
@@ -199,7 +230,9 @@ class _Slot:
         while True:
             if not self._queue:
                 self._flush()
-                self._poller.poll()  # idle: wait for work
+                if not self._poller.poll(_COUNT_AFTER_MS if self._direct_finished else None):
+                    self._flush(count=True)
+                    continue
                 self._receive()
             else:  # what came meanwhile, before choosing what runs next
                 self._receive_unless_fresh()
@@ -215,11 +248,17 @@ class _Slot:
         if time.perf_counter() - self._received_at >= _SHORT:
             self._receive()
 
-    def _flush(self) -> None:
+    def _flush(self, count: bool = False) -> None:
         with self._lock:
-            self._send_held()
+            if count and not self._held:
+                send(self._sock, p.Done([], self._direct_finished))
+                self._direct_finished = 0
+                return
+            if self._held:  # counts ride along (main thread only: the flusher never counts)
+                self._send_held(self._direct_finished)
+                self._direct_finished = 0
 
-    def _send_held(self) -> None:
+    def _send_held(self, direct_finished: int = 0) -> None:
         self._holding.clear()
         if not self._held:
             return
@@ -230,10 +269,12 @@ class _Slot:
                 result.value = rebase(result.value, own, frames)
             results.append(result)
         self._held = []
-        send(self._sock, p.Done(results), frames)
+        send(self._sock, p.Done(results, direct_finished), frames)
 
     def _receive(self) -> None:
         self._received_at = time.perf_counter()
+        if self._direct is not None:
+            self._receive_direct(self._direct)
         with self._lock:
             received = list(receive_pending(self._sock, "the dispatcher"))
         for message, frames in received:
@@ -245,18 +286,59 @@ class _Slot:
                         key = keys.get(spec.fn.frame)
                         if key is None or spec.fn.frame == p.INLINE:
                             key = keys[spec.fn.frame] = _function_key(spec, frames)
-                        entry = (-spec.priority, next(self._order), spec, frames, key)
+                        entry = (-spec.priority, next(self._order), spec, frames, key, b"")
                         heapq.heappush(self._queue, entry)
                 case p.Kill(attempt_ids=ids):
                     self._skip.update(ids)
+                case p.LeaseOpen(lease_id=lease_id):
+                    self._leases.add(lease_id)
+                case p.LeaseClose(lease_id=lease_id):
+                    self._leases.discard(lease_id)
                 case p.Error(message=text):
                     log.error("the dispatcher refused a message: %s", text)
                 case _:  # a late SlotWelcome, a Reregister meant for the worker: nothing to do
                     pass
 
+    def _receive_direct(self, direct: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                parts = recv_parts(direct, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                client, body = split_envelope(parts, routed=True)
+                message, frames = parse(body)
+            except p.ProtocolError as error:
+                log.error("dropped a malformed message on the direct endpoint: %s", error)
+                continue
+            if not isinstance(message, p.DirectRun) or message.attempt.attempt_id >= 0:
+                log.error("dropped a %s on the direct endpoint", type(message).__name__)
+                continue
+            spec = message.attempt
+            if message.lease_id not in self._leases or -spec.attempt_id >> 32 != message.lease_id:
+                refused = p.AttemptResult(spec.attempt_id, "failed", None, "no open lease")
+                self._answer_direct(client, refused, [], refused=True)
+                continue
+            key = _function_key(spec, frames)
+            entry = (-spec.priority, next(self._order), spec, frames, key, client)
+            heapq.heappush(self._queue, entry)
+
+    def _answer_direct(
+        self,
+        client: bytes,
+        result: p.AttemptResult,
+        frames: list[FrameLike],
+        refused: bool = False,
+    ) -> None:
+        assert self._direct is not None
+        try:
+            send(self._direct, p.DirectDone(result, refused), frames, identity=client)
+        except zmq.ZMQError as error:  # EHOSTUNREACH: the client is gone
+            log.info("could not answer a direct attempt: %s", error)
+
     def _run_next(self) -> None:
         entry = heapq.heappop(self._queue)
-        _, _, spec, frames, key = entry
+        _, _, spec, frames, key, client = entry
         # Results of tiny tasks go back in batches: one message per task would cost more than
         # the task. A result waits only for a task whose function last ran in under _SHORT,
         # and for about _HOLD_AT_MOST at most (the late flusher sends it if that task turns
@@ -291,7 +373,7 @@ class _Slot:
         if spec.attempt_id in self._skip:
             self._skip.discard(spec.attempt_id)
             self._state.set_running(0)
-            self._hold(p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled"), [])
+            self._finish(client, p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled"))
             return
         started = time.perf_counter()
         result, out = _run_one(spec, frames, self._functions, key)
@@ -303,7 +385,16 @@ class _Slot:
         # says "nothing running" and the dispatcher re-queues the attempt (run again, not
         # lost).
         self._state.set_running(0)
-        self._hold(result, out)
+        self._finish(client, result, out)
+
+    def _finish(
+        self, client: bytes, result: p.AttemptResult, frames: list[FrameLike] | None = None
+    ) -> None:
+        if client:  # a lease holder waits for this one alone: it goes at once
+            self._direct_finished += 1
+            self._answer_direct(client, result, frames or [])
+        else:
+            self._hold(result, frames or [])
 
     def _hold(self, result: p.AttemptResult, frames: list[FrameLike]) -> None:
         with self._lock:
@@ -319,6 +410,7 @@ def main(
     state_path: str,
     worker_pid: int,
     max_message_size: int,
+    direct_bind: str = "",
 ) -> None:
     # The worker decides when a slot ends; a terminal's Ctrl-C or a SIGTERM to the process
     # group must not kill tasks that a draining worker wants to finish.
@@ -330,8 +422,14 @@ def main(
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
     sock.connect(address)
-    slot = _Slot(sock, SlotState(state_path))
-    slot.hello(worker)
+    direct = None
+    endpoint = ""
+    if direct_bind:
+        direct = make_socket(context, zmq.ROUTER, max_message_size=max_message_size)
+        direct.bind(direct_bind)
+        endpoint = direct.getsockopt_string(zmq.LAST_ENDPOINT)
+    slot = _Slot(sock, SlotState(state_path), direct)
+    slot.hello(worker, endpoint)
     slot.start_late_flusher()
     slot.serve()
 
@@ -344,4 +442,5 @@ if __name__ == "__main__":
         sys.argv[4],
         int(sys.argv[5]),
         int(sys.argv[6]),
+        sys.argv[7] if len(sys.argv) > 7 else "",
     )

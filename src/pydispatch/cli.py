@@ -84,6 +84,7 @@ def _worker(args: argparse.Namespace) -> int:
         drain_grace=args.drain_grace,
         max_message_size=args.max_message_size,
         data_bind=args.data_bind,
+        direct=not args.no_direct,
         exit_with_parent=args.exit_with_parent,
     )
     run_worker(args.address, options)
@@ -235,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-bind",
         default="tcp://127.0.0.1:*",
         help="where the data socket for worker-to-worker traffic binds ('' to disable)",
+    )
+    worker.add_argument(
+        "--no-direct",
+        action="store_true",
+        help="no direct endpoints on the slots: every task goes through the dispatcher",
     )
     worker.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)

@@ -8,6 +8,13 @@ sends it at once itself (a round trip then costs no thread hand-off); otherwise 
 I/O thread through a pipe, which sends everything waiting as one ``Submit`` message, so tasks
 submitted in a tight loop coalesce into few messages without any timer.
 
+The direct lane: a lone task without resources or labels asks the dispatcher for a lease on
+the slot it is placed on. Once granted, the next lone plain tasks go straight to that slot and
+their results come straight back (two hops instead of four), received by the caller waiting in
+``result()`` itself (see ``_lane``). When the lease ends the client sends tasks through the
+dispatcher again; one that was out on the lane is sent there too (if its slot died while
+running it, that counts as a retry, as it does for the dispatcher), so nothing is lost.
+
 Cancellation:
 
 * ``future.cancel()`` works while the task is pending (queued at the dispatcher): the future is
@@ -39,11 +46,12 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import Executor, Future, InvalidStateError
 from concurrent.futures import wait as wait_futures
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import zmq
 
 from . import protocol as p
+from ._lane import DirectAttempt, Lane
 from .errors import RemoteError, RemoteTraceback, TaskFailedError
 from .transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -75,12 +83,29 @@ class TaskFuture(Future[Any]):
         self._client = client
         self.task_id = task_id
         self.worker = ""  # the worker that produced the outcome, once known
+        self._lane_attempt = 0  # its direct attempt while out on the lane (see _lane)
 
     def cancel(self) -> bool:
         cancelled = super().cancel()
         if cancelled:
             self._client._send_cancel([self.task_id], force=False)
         return cancelled
+
+    def result(self, timeout: float | None = None) -> Any:
+        return super().result(self._receive_direct(timeout))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return super().exception(self._receive_direct(timeout))
+
+    def _receive_direct(self, timeout: float | None) -> float | None:
+        """A direct attempt's outcome is received by its waiting caller itself (no hand-off
+        from the I/O thread). Returns what is left of ``timeout``."""
+        attempt_id = self._lane_attempt
+        if not attempt_id or self._state != "RUNNING":
+            return timeout
+        start = time.monotonic()
+        self._client._lane.wait(self, attempt_id, timeout)
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
 
     def __await__(self) -> Generator[Any, None, Any]:
         return asyncio.wrap_future(self).__await__()
@@ -120,6 +145,7 @@ class Client(Executor):
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
         self._sender.connect(address)
         self._send_lock = threading.Lock()
+        self._lane = Lane(self._context, max_message_size, self._lane_result, self._lane_refused)
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._futures: dict[int, TaskFuture] = {}
@@ -255,7 +281,12 @@ class Client(Executor):
         if future.cancel() and not force:
             return True
         if force:
-            self._send_cancel([future.task_id], force=True)
+            attempt_id = future._lane_attempt
+            lease_id = self._lane.kill(attempt_id) if attempt_id else 0
+            if lease_id:
+                self._send_control(p.KillDirect(lease_id, attempt_id))
+            else:
+                self._send_cancel([future.task_id], force=True)
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -314,12 +345,39 @@ class Client(Executor):
             self._futures[task_id] = future
             self._outbox.append((spec, frames))
             # Alone (a caller waiting on one task at a time): no hand-off, no batch to wait for.
-            direct = len(self._futures) == 1 and not self._wake_pending
-        if direct:
-            self._send_outbox()
-        else:
+            alone = len(self._futures) == 1 and not self._wake_pending
+        if not alone:
             self._wake()
+            return future
+        plain = kind == p.KIND_CALL and not resources and not labels
+        if plain and self._lane.lease_id and self._send_direct(future, spec, frames):
+            return future
+        self._send_outbox(ask_lease=plain)
         return future
+
+    def _send_direct(self, future: TaskFuture, spec: p.TaskSpec, frames: list[FrameLike]) -> bool:
+        with self._lock:
+            taken = self._outbox and self._outbox[-1][0] is spec
+            if taken:
+                self._outbox.pop()
+        if not taken:  # the I/O thread is sending it already
+            return True
+        try:
+            attempt_id = self._lane.try_send(future, spec, frames)
+        except Exception:
+            log.exception("could not send a task to its leased slot: sending it to the dispatcher")
+            attempt_id = 0
+        if not attempt_id:
+            with self._lock:
+                self._outbox.append((spec, frames))
+            return False
+        future._lane_attempt = attempt_id
+        with future._condition:  # like a task the dispatcher placed: cancel() cannot stop it
+            if future._state == "PENDING":
+                future._state = "RUNNING"
+        with self._lock:  # a restarted dispatcher's Welcome fails it (its slot is replaced)
+            self._sent_through = max(self._sent_through, spec.task_id)
+        return True
 
     def _function_blob(self, fn: Callable[..., Any]) -> tuple[p.Blob, list[FrameLike]]:
         # Pickle each function once; the same frame objects let the I/O thread send a
@@ -370,6 +428,7 @@ class Client(Executor):
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
+        poller.register(self._lane.fd, zmq.POLLIN)
         try:
             while True:
                 ready = dict(poller.poll(100))
@@ -383,6 +442,11 @@ class Client(Executor):
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
                         log.exception("error handling a message from the dispatcher")
+                if self._lane.fd in ready:
+                    try:
+                        self._lane.receive()
+                    except Exception:
+                        log.exception("error handling a message from a leased slot")
                 if self._terminated is not None:
                     self._fail_unfinished(self._terminated)
                     self._send_controls(p.ClientBye())  # after a job master's last word
@@ -400,6 +464,7 @@ class Client(Executor):
                     send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
                     self._drain_sender()
         finally:
+            self._lane.close()
             with self._send_lock:
                 with self._lock:
                     self._io_done = True
@@ -434,7 +499,7 @@ class Client(Executor):
         with self._lock:
             return all(f.done() for f in self._futures.values())
 
-    def _send_outbox(self) -> None:
+    def _send_outbox(self, ask_lease: bool = False) -> None:
         with self._send_lock:  # taken first: what is taken from the outbox goes out in order
             with self._lock:
                 if self._io_done:
@@ -442,10 +507,13 @@ class Client(Executor):
                 outbox, self._outbox = self._outbox, []
                 controls, self._controls = self._controls, []
                 self._wake_pending = False
-            self._send_taken(outbox, controls)
+            self._send_taken(outbox, controls, ask_lease and len(outbox) == 1)
 
     def _send_taken(
-        self, outbox: list[tuple[p.TaskSpec, list[FrameLike]]], controls: list[p.Message]
+        self,
+        outbox: list[tuple[p.TaskSpec, list[FrameLike]]],
+        controls: list[p.Message],
+        ask_lease: bool = False,
     ) -> None:
         for start in range(0, len(outbox), _MAX_TASKS_PER_SUBMIT):
             frames: list[FrameLike] = []
@@ -457,9 +525,10 @@ class Client(Executor):
                 spec.args = rebase(spec.args, own, frames, placed)
                 specs.append(spec)
             with self._lock:  # before the send: a restart's Welcome may come right after it
-                self._sent_through = specs[-1].task_id
+                # (max: a task back from the lane may be older than what went out already)
+                self._sent_through = max(self._sent_through, max(s.task_id for s in specs))
             try:
-                send(self._sender, p.Submit(specs), frames)
+                send(self._sender, p.Submit(specs, ask_lease), frames)
             except Exception as error:  # nothing taken from the outbox may be lost silently
                 log.exception("could not send %d task(s) to the dispatcher", len(specs))
                 reason = f"the task could not be sent: {error}"
@@ -504,13 +573,54 @@ class Client(Executor):
                     if epoch != self._epoch:
                         log.error("the dispatcher restarted: tasks sent to it before are lost")
                         self._epoch = epoch
+                        self._lane.reset()  # its slots were replaced: what was out is lost
                         self._fail_unfinished(
                             "the dispatcher restarted; this task was lost", self._sent_through
                         )
+                case p.LeaseGranted(lease_id=lease_id, address=address, worker=worker):
+                    self._lane.grant(lease_id, address, worker)
+                case p.LeaseEnded() as ended:
+                    for attempt, started in self._lane.ended(ended):
+                        self._resubmit(attempt, started, ended.error)
                 case p.Error(code=code, message=text):
                     log.error("the dispatcher refused a message: %s: %s", code, text)
                 case _:
                     log.error("unexpected %s from the dispatcher", type(message).__name__)
+
+    # ------------------------------------------------------------------ the direct lane
+
+    def _lane_result(
+        self, attempt: DirectAttempt, result: p.AttemptResult, frames: list[zmq.Frame]
+    ) -> None:
+        task_id = attempt.spec.task_id
+        with self._lock:
+            future = self._futures.pop(task_id, None)
+        if future is not None:
+            outcome = p.TaskResult(
+                task_id, result.status, result.value, result.error, result.traceback
+            )
+            outcome.worker = self._lane.worker
+            self._resolve(future, outcome, frames)
+
+    def _lane_refused(self, attempt: DirectAttempt) -> None:
+        self._resubmit(attempt, False, "")
+
+    def _resubmit(self, attempt: DirectAttempt, started: bool, error: str) -> None:
+        """Send a task that was out on the lane through the dispatcher instead."""
+        spec = attempt.spec
+        future = cast(TaskFuture, attempt.future)
+        future._lane_attempt = 0
+        if started:  # its slot died running it: a retry, as the dispatcher would count it
+            spec.retries -= 1
+            if spec.retries < 0:
+                reason = f"its worker was lost and it has no retries left: {error}"
+                self._fail_tasks([spec.task_id], partial(TaskFailedError, reason))
+                return
+        with self._lock:
+            if spec.task_id not in self._futures:
+                return  # failed meanwhile (the client was terminated)
+            self._outbox.append((spec, attempt.frames))
+        self._wake()
 
     def _mark_started(self, ids: list[int]) -> None:
         if not ids:

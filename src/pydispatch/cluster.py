@@ -48,7 +48,9 @@ class LocalCluster:
         prefetch: int = DEFAULT_PREFETCH,
         job_masters: bool = True,
         client_timeout: float = 30.0,
+        direct: bool = True,
     ) -> None:
+        self._direct = direct
         self._prefetch = prefetch
         self._client_timeout = client_timeout
         self._job_masters = job_masters
@@ -146,6 +148,8 @@ class LocalCluster:
             "--max-message-size", str(self._max_message_size),
             "--exit-with-parent", str(os.getpid()),
         ]  # fmt: skip
+        if not self._direct:
+            command.append("--no-direct")
         if resources:
             command += ["--resources", _format_resources(resources)]
         for key, value in (labels or {}).items():

@@ -38,7 +38,8 @@ from typing import Any, Final, Literal, cast
 
 import msgspec
 
-PROTOCOL_VERSION: Final = 3  # 2: slots talk to the dispatcher directly; 3: ClientHello.sender
+PROTOCOL_VERSION: Final = 4
+# 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane)
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -163,6 +164,9 @@ class TaskSpec(msgspec.Struct, array_like=True):
 
 class Submit(_Header):
     tasks: list[TaskSpec]
+    # The client asks for a lease on the slot its first task is placed on (see LeaseGranted):
+    # it does so for a lone task without resources or labels, when it holds no lease.
+    lease: bool = False
 
 
 class Started(_Header):
@@ -188,6 +192,69 @@ class Results(_Header):
 class Cancel(_Header):
     task_ids: list[int]
     force: bool = False
+
+
+# ----------------------------------------------------- leases: the direct client <-> slot lane
+# A lease lets a client send a lone plain task straight to one slot and get its result straight
+# back (two hops instead of four). The dispatcher grants it, tells the slot first (LeaseOpen),
+# and ends it when the slot, its worker or the client goes, or the worker drains; the client
+# then sends its tasks through the dispatcher again. A direct attempt's id is negative
+# (``-(lease_id << 32 | n)``): unique per dispatcher, never an attempt id of the dispatcher's.
+
+
+class LeaseGranted(_Header):
+    """Dispatcher -> client: ``address`` is the slot's direct endpoint, open to this lease."""
+
+    lease_id: int
+    address: str
+    worker: str = ""  # the slot's worker, by name
+
+
+class LeaseEnded(_Header):
+    """Dispatcher -> client: the lease is over. If its slot is gone, ``running`` (0: none) was
+    the direct attempt it was running, ending ``status`` (as for SlotLost) with ``error``; the
+    other direct attempts sent to it did not start. A lease ended with its slot alive
+    (``status`` "ok") keeps running what the slot accepted and sends the results as usual."""
+
+    lease_id: int
+    running: int = 0
+    status: Status = "ok"
+    error: str = ""
+
+
+class KillDirect(_Header):
+    """Client -> dispatcher: force-cancel a direct attempt: its slot skips it if it has not
+    started, and its worker kills the slot if it is running it (see Kill)."""
+
+    lease_id: int
+    attempt_id: int
+
+
+class LeaseOpen(_Header):
+    """Dispatcher -> slot: accept DirectRun under this lease."""
+
+    lease_id: int
+
+
+class LeaseClose(_Header):
+    """Dispatcher -> slot: refuse DirectRun under this lease from now on."""
+
+    lease_id: int
+
+
+class DirectRun(_Header):
+    """Client -> slot, on the slot's direct endpoint."""
+
+    lease_id: int
+    attempt: RunSpec
+
+
+class DirectDone(_Header):
+    """Slot -> client, on the direct endpoint: a direct attempt's outcome. ``refused``: the
+    lease is not open there (the client sends the task through the dispatcher instead)."""
+
+    result: AttemptResult
+    refused: bool = False
 
 
 class ClientBye(_Header):
@@ -261,6 +328,7 @@ class SlotHello(_Header):
 
     version: int
     worker: bytes  # the identity of the worker that started it
+    direct: str = ""  # its direct endpoint, for lease holders ("": none)
 
 
 class SlotWelcome(_Header):
@@ -304,6 +372,7 @@ class AttemptResult(msgspec.Struct, array_like=True):
 
 class Done(_Header):
     results: list[AttemptResult]
+    direct_finished: int = 0  # direct attempts finished since the last Done (for counts)
 
 
 class Drain(_Header):
@@ -398,6 +467,13 @@ Message = (
     | Started
     | Results
     | Cancel
+    | LeaseGranted
+    | LeaseEnded
+    | KillDirect
+    | LeaseOpen
+    | LeaseClose
+    | DirectRun
+    | DirectDone
     | ClientBye
     | StatusRequest
     | StatusReply

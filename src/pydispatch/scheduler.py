@@ -233,6 +233,10 @@ class Scheduler:
         """Whether ``identity`` is a registered worker or one of its slots."""
         return identity in self._workers or identity in self._slot_owner
 
+    def count_direct(self, finished: int) -> None:
+        """Tasks a slot ran for lease holders (see ``_leases``): counted, never scheduled."""
+        self.counters.finished += max(0, finished)
+
     def snapshot(self, now: float) -> Snapshot:
         workers = [_worker_snapshot(w, now) for w in self._workers.values()]
         return Snapshot(workers, self._queued, self._running, self.counters)

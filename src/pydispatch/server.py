@@ -29,6 +29,7 @@ from . import protocol as p
 from . import scheduler as s
 from ._allocator import collect_less_often, keep_large_buffers
 from ._jobhosts import JobHosts
+from ._leases import Lease, Leases
 from ._solver_placement import solver_placer
 from .placement import Placer
 from .transport import (
@@ -72,6 +73,7 @@ class _Payload:
     args: p.Blob
     frames: list[FrameLike]
     priority: int
+    lease_for: bytes = b""  # this client asked for a lease on the slot this task goes to
 
 
 class Dispatcher:
@@ -115,6 +117,7 @@ class Dispatcher:
         self._senders: dict[bytes, bytes] = {}
         self._sender_of: dict[bytes, bytes] = {}  # and back
         self._worker_names: dict[bytes, str] = {}
+        self._leases = Leases()
         self.protocol_errors = 0
         # Per-round outgoing buffers, flushed once per loop iteration.
         self._results: dict[bytes, list[s.Resolve]] = {}
@@ -222,12 +225,16 @@ class Dispatcher:
         if identity in self._client_seen:
             self._client_seen[identity] = now
         match message:
-            case p.Submit(tasks=tasks):
+            case p.Submit(tasks=tasks, lease=lease):
                 if identity not in self._clients:
                     raise p.ProtocolError("send ClientHello before Submit")
-                self._perform(self._submit(identity, tasks, frames))
-            case p.Done(results=results):
+                self._perform(self._submit(identity, tasks, frames, lease))
+            case p.Done(results=results, direct_finished=direct):
+                if direct:
+                    self.scheduler.count_direct(direct)
                 self._perform(self._done(identity, results, frames, now))
+            case p.KillDirect(lease_id=lease_id, attempt_id=attempt_id):
+                self._kill_direct(identity, lease_id, attempt_id)
             case p.Heartbeat(worker=worker):
                 self._perform(self.scheduler.heartbeat(worker, now))
             case p.Cancel(task_ids=task_ids, force=force):
@@ -275,8 +282,11 @@ class Dispatcher:
                 )
                 self._send(identity, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
                 log.info("worker %s registered (%d slots)", register.name, register.slots)
-            case p.SlotHello(version=version):
+            case p.SlotHello(version=version, direct=direct):
                 self._check_version(version)
+                if direct and not direct.startswith(("tcp://", "ipc://")):
+                    raise p.ProtocolError(f"a direct endpoint must be tcp:// or ipc://: {direct}")
+                self._leases.slot_endpoint(identity, direct)
                 # Stateless: the slot's worker registers it (Register or SlotReady) once it
                 # knows the dispatcher can route to it, which this reply proves.
                 self._send(identity, p.SlotWelcome())
@@ -285,8 +295,12 @@ class Dispatcher:
             case p.SlotLost(slot=slot, running=running, status=status, error=error):
                 if status not in ("failed", "cancelled", "lost"):
                     raise p.ProtocolError(f"a lost slot's attempt cannot end {status!r}")
+                self._end_leases(self._leases.slot_gone(identity, slot), running, status, error)
                 self._perform(self.scheduler.slot_lost(identity, slot, running, status, error, now))
             case p.Drain():
+                for closed in self._leases.close_worker(identity):
+                    self._send(closed.slot, p.LeaseClose(closed.lease_id))
+                    self._send(closed.client, p.LeaseEnded(closed.lease_id))
                 self._perform(self.scheduler.drain_worker(identity, now))
             case p.Goodbye():
                 self._perform(self.scheduler.deregister_worker(identity, now))
@@ -328,7 +342,41 @@ class Dispatcher:
         sender = self._sender_of.pop(client, None)
         if sender is not None:
             del self._senders[sender]
+        for lease in self._leases.client_gone(client):
+            self._send(lease.slot, p.LeaseClose(lease.lease_id))
         self._perform(self.scheduler.client_gone(client))
+
+    # ------------------------------------------------------------------------ leases
+
+    def _grant_lease(self, client: bytes, slot: bytes, worker: bytes) -> None:
+        lease = self._leases.grant(client, slot, worker)
+        if lease is None:
+            return
+        # The slot hears first: the client's first DirectRun most likely finds the lease open
+        # (if not, the slot refuses it and the client sends the task through us).
+        self._send(slot, p.LeaseOpen(lease.lease_id))
+        granted = p.LeaseGranted(lease.lease_id, lease.address, self._worker_names.get(worker, ""))
+        if not self._send(client, granted):
+            self._send(slot, p.LeaseClose(lease.lease_id))
+
+    def _end_leases(self, leases: list[Lease], running: int, status: p.Status, error: str) -> None:
+        """These leases' slots are gone: each client hears which of its direct attempts was
+        running (with its outcome); the others it sent there never started."""
+        for lease in leases:
+            if running < 0 and -running >> 32 == lease.lease_id:
+                ended = p.LeaseEnded(lease.lease_id, running, status, error)
+            else:
+                ended = p.LeaseEnded(lease.lease_id, 0, "lost", error)
+            self._send(lease.client, ended)
+
+    def _kill_direct(self, client: bytes, lease_id: int, attempt_id: int) -> None:
+        lease = self._leases.get(lease_id, client)
+        if lease is None or attempt_id >= 0 or -attempt_id >> 32 != lease_id:
+            return  # its slot is gone already (the client hears of it), or nonsense
+        # As for a dispatcher attempt: the slot skips it if not started, and its worker kills
+        # the slot if running it (the slot's loss then ends the lease, naming the attempt).
+        self._send(lease.slot, p.Kill([attempt_id]))
+        self._send(lease.worker, p.Kill([attempt_id]))
 
     def _job_update(self, job: p.JobInfo) -> None:
         self._jobs.pop(job.job_id, None)  # re-inserted last: the dict stays in update order
@@ -346,7 +394,7 @@ class Dispatcher:
             )
 
     def _submit(
-        self, client: bytes, tasks: list[p.TaskSpec], frames: list[zmq.Frame]
+        self, client: bytes, tasks: list[p.TaskSpec], frames: list[zmq.Frame], lease: bool
     ) -> list[s.Instruction]:
         sizes = frame_sizes(frames)
         new: list[s.NewTask] = []
@@ -372,6 +420,8 @@ class Dispatcher:
                 own,
                 spec.priority,
             )
+            if lease and len(tasks) == 1 and _leasable(spec):
+                payload.lease_for = client
             new.append(
                 s.NewTask(
                     spec.task_id, payload, spec.resources, spec.labels, spec.priority, spec.retries
@@ -385,6 +435,8 @@ class Dispatcher:
         sizes = frame_sizes(frames)
         outcomes = []
         for result in results:
+            if result.attempt_id < 0:
+                continue  # a worker's "not started" for a direct attempt: the slot answers it
             status, value, error = result.status, None, result.error
             if result.value is not None:
                 try:
@@ -408,7 +460,11 @@ class Dispatcher:
                 case s.Resolve():
                     self._queue_result(ins)
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
-                    if not self._send_run(slot, attempts):
+                    if self._send_run(slot, attempts):
+                        for _, payload in attempts:
+                            if cast(_Payload, payload).lease_for:
+                                self._grant_lease(cast(_Payload, payload).lease_for, slot, worker)
+                    else:
                         # Dead (its worker reports that soon) or cut off from us while its
                         # worker is not: either way it gets nothing more, and its worker is
                         # asked to replace it (a no-op for a slot replaced already). The
@@ -427,6 +483,7 @@ class Dispatcher:
                 case s.AskToReregister(worker=worker):
                     self._send(worker, p.Reregister())
                 case s.ForgetWorker(worker=worker, reason=reason):
+                    self._end_leases(self._leases.worker_gone(worker), 0, "lost", reason)
                     name = self._worker_names.pop(worker, worker.hex())
                     level = (
                         logging.INFO if reason in ("drained", "deregistered") else logging.WARNING
@@ -515,6 +572,12 @@ class Dispatcher:
             discarded_late_results=c.discarded_late_results,
             protocol_errors=self.protocol_errors,
         )
+
+
+def _leasable(spec: p.TaskSpec) -> bool:
+    # A lease is for a client's lone plain calls: a task with demands of its own must go
+    # where the scheduler places it.
+    return spec.kind == p.KIND_CALL and not spec.resources and not spec.labels
 
 
 def run_dispatcher(

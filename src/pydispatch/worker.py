@@ -75,6 +75,10 @@ class WorkerOptions:
     # dataflow jobs; nothing is served on it yet). Its bound address is advertised on
     # registration. "" disables it.
     data_bind: str = "tcp://127.0.0.1:*"
+    # Each slot binds a direct endpoint for clients holding a lease on it (see ``_leases``):
+    # in this worker's private directory when the dispatcher is on ipc://, else on the
+    # data_bind host (none if data_bind is "").
+    direct: bool = True
     # Stop (as on SIGINT) when the process with this pid is no longer our parent: set by
     # LocalCluster and ``worker --nprocs`` so that workers never outlive who started them.
     exit_with_parent: int = 0
@@ -278,10 +282,21 @@ class Worker:
             [
                 sys.executable, "-m", "pydispatch._slot", self.address, self.identity.hex(),
                 identity.hex(), path, str(os.getpid()), str(self.options.max_message_size),
+                self._direct_bind(path),
             ],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
         return _Slot(index, identity, state, process)
+
+    def _direct_bind(self, state_path: str) -> str:
+        if not self.options.direct:
+            return ""
+        if self.address.startswith("ipc://"):
+            return f"ipc://{state_path}.direct"
+        bind = self.options.data_bind
+        if bind.startswith("tcp://"):
+            return f"tcp://{bind[len('tcp://') :].rsplit(':', 1)[0]}:*"
+        return ""
 
     def _wait_for_slots(self) -> None:
         """Until the dispatcher has welcomed every slot (it may not be up yet: keep waiting)."""

@@ -1,0 +1,238 @@
+"""The client's end of a lease: lone plain tasks sent straight to one slot (see ``_leases``).
+
+One DEALER socket, connected to the leased slot's direct endpoint. Whoever holds :attr:`Lane.lock`
+may use it, and must read everything waiting on it before letting go (``_drain``): the socket's
+file descriptor (``ZMQ_FD``) signals only messages that arrive after the last look, and both the
+client's I/O thread and a caller waiting in ``result()`` watch that descriptor. The waiting
+caller receives its result itself, so a round trip costs no thread hand-off; the I/O thread
+serves everyone else (callbacks, ``as_completed``, asyncio).
+
+The lock is re-entrant because futures are resolved under it (so that a waiter who takes it
+next finds its future done), and a done-callback may submit the next task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import select
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Final
+
+import zmq
+
+from . import protocol as p
+from .transport import FrameLike, Socket, make_socket, parse, recv_parts, send, split_envelope
+
+__all__ = ["DirectAttempt", "Lane"]
+
+log = logging.getLogger(__name__)
+
+_LOOK_EVERY: Final = 0.05  # a waiter looks at its future this often even without a wake-up
+
+
+@dataclass(slots=True)
+class DirectAttempt:
+    future: Future[Any]
+    spec: p.TaskSpec  # untouched: sent through the dispatcher instead if the lane fails
+    frames: list[FrameLike]
+    lease_id: int
+    kill_asked: bool = False
+
+
+# Called under the lane's lock: an attempt's outcome, and an attempt the slot refused.
+Resolver = Callable[[DirectAttempt, p.AttemptResult, list[zmq.Frame]], None]
+Refusal = Callable[[DirectAttempt], None]
+
+
+class Lane:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        max_message_size: int,
+        on_result: Resolver,
+        on_refused: Refusal,
+    ) -> None:
+        self._sock: Socket = make_socket(
+            context,
+            zmq.DEALER,
+            max_message_size=max_message_size,
+            identity=f"lane-{uuid.uuid4().hex}".encode(),
+        )
+        self.fd = int(self._sock.getsockopt(zmq.FD))
+        self.lock = threading.RLock()
+        self.lease_id = 0  # the open lease (0: none)
+        self.worker = ""  # the leased slot's worker, by name
+        self._address = ""
+        self._numbers = itertools.count(1)
+        self.attempts: dict[int, DirectAttempt] = {}
+        self._on_result = on_result
+        self._on_refused = on_refused
+        self._closed = False
+        # Written when a future is resolved while a caller waits in wait(): that caller may
+        # have looked just before, and the descriptor will not signal again for it.
+        self._waiters = 0
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        os.set_blocking(self._wake_write, False)
+
+    # ------------------------------------------------------------- the client's I/O thread
+
+    def grant(self, lease_id: int, address: str, worker: str) -> None:
+        with self.lock:
+            if self._closed:
+                return
+            if address != self._address:
+                # Attempts still out under an older lease get their answers only while we stay
+                # connected there: a second endpoint would take every other DirectRun (a
+                # DEALER alternates), which that slot then refuses. Rare; nothing is lost.
+                if self._address and not self.attempts:
+                    self._sock.disconnect(self._address)
+                self._sock.connect(address)
+                self._address = address
+            self.lease_id = lease_id
+            self.worker = worker
+            self._drain()
+
+    def ended(self, message: p.LeaseEnded) -> list[tuple[DirectAttempt, bool]]:
+        """The dispatcher ended a lease. Returns the attempts to send through the dispatcher,
+        each with whether it had started (its slot is gone); the running one, if it failed or
+        was force-cancelled, is resolved here."""
+        with self.lock:
+            self._drain()  # what the slot answered before it went counts
+            if message.lease_id == self.lease_id:
+                self.lease_id = 0
+            if message.status == "ok":
+                return []  # closed, slot alive: what it took, it answers
+            out: list[tuple[DirectAttempt, bool]] = []
+            for attempt_id, attempt in list(self.attempts.items()):
+                if attempt.lease_id != message.lease_id:
+                    continue
+                del self.attempts[attempt_id]
+                running = attempt_id == message.running
+                if running and (message.status == "failed" or attempt.kill_asked):
+                    status: p.Status = "cancelled" if attempt.kill_asked else "failed"
+                    result = p.AttemptResult(attempt_id, status, None, message.error)
+                    self._on_result(attempt, result, [])
+                else:
+                    out.append((attempt, running))
+            self._wake_waiters()
+            return out
+
+    def reset(self) -> list[DirectAttempt]:
+        """The dispatcher restarted (its slots were replaced): forget the lease and return the
+        attempts that were out (the caller fails them)."""
+        with self.lock:
+            self.lease_id = 0
+            lost = list(self.attempts.values())
+            self.attempts.clear()
+            return lost
+
+    def receive(self) -> None:
+        """The descriptor signalled."""
+        with self.lock:
+            if not self._closed:
+                self._drain()
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            self._sock.close(linger=0)
+        for fd in (self._wake_read, self._wake_write):
+            os.close(fd)
+
+    # ---------------------------------------------------------------- application threads
+
+    def try_send(self, future: Future[Any], spec: p.TaskSpec, frames: list[FrameLike]) -> int:
+        """Send the task to the leased slot; its direct attempt id, or 0 if there is no lease."""
+        with self.lock:
+            if not self.lease_id or self._closed:
+                return 0
+            attempt_id = -(self.lease_id << 32 | next(self._numbers))
+            self.attempts[attempt_id] = DirectAttempt(future, spec, frames, self.lease_id)
+            run = p.RunSpec(attempt_id, spec.kind, spec.fn, spec.args, spec.priority)
+            try:
+                send(self._sock, p.DirectRun(self.lease_id, run), frames)
+            except Exception:
+                del self.attempts[attempt_id]
+                raise
+            self._drain()
+            return attempt_id
+
+    def kill(self, attempt_id: int) -> int:
+        """Mark a direct attempt force-cancelled; its lease id (0: it is not out any more)."""
+        with self.lock:
+            attempt = self.attempts.get(attempt_id)
+            if attempt is None:
+                return 0
+            attempt.kill_asked = True
+            return attempt.lease_id
+
+    def wait(self, future: Future[Any], attempt_id: int, timeout: float | None) -> None:
+        """Receive until ``future`` is done, it leaves the lane, or ``timeout`` passes."""
+        end = None if timeout is None else time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        poller.register(self._wake_read, select.POLLIN)
+        with self.lock:
+            self._waiters += 1
+        try:
+            while True:
+                with self.lock:
+                    if self._closed:
+                        return
+                    self._drain()
+                if future.done() or attempt_id not in self.attempts:
+                    return
+                left = _LOOK_EVERY if end is None else min(_LOOK_EVERY, end - time.monotonic())
+                if left <= 0:
+                    return
+                if poller.poll(left * 1000):
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 4096)
+        finally:
+            with self.lock:
+                self._waiters -= 1
+
+    # ----------------------------------------------------------------------- internals
+
+    def _drain(self) -> None:
+        resolved = False
+        while True:
+            try:
+                parts = recv_parts(self._sock, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                _, body = split_envelope(parts, routed=False)
+                message, frames = parse(body)
+            except p.ProtocolError as error:
+                log.error("dropped a malformed message from a leased slot: %s", error)
+                continue
+            if not isinstance(message, p.DirectDone):
+                log.error("unexpected %s from a leased slot", type(message).__name__)
+                continue
+            attempt = self.attempts.pop(message.result.attempt_id, None)
+            if attempt is None:
+                continue  # failed over already (its lease ended): the dispatcher's run counts
+            resolved = True
+            if message.refused:
+                if attempt.lease_id == self.lease_id:
+                    self.lease_id = 0
+                self._on_refused(attempt)
+            else:
+                self._on_result(attempt, message.result, frames)
+        if resolved:
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        if self._waiters:
+            with contextlib.suppress(BlockingIOError):
+                os.write(self._wake_write, b"x")
