@@ -5,10 +5,12 @@ lease on the slot where a client's lone plain task was placed, if that slot has 
 endpoint and the client holds no open lease; the client then sends its next lone tasks to the
 slot itself (two hops instead of four), until the lease is closed.
 
-Invariant: a lease stays in the book until its slot is gone (or its client is), even after it
-is closed. Direct attempts the slot accepted before the close still run there, and whoever
-waits for them must hear of it if the slot dies before answering: the book is how the
-dispatcher knows whom to tell.
+While a lease is in the book its slot is reserved in the scheduler (nothing else is placed
+there): the dispatcher does not see direct attempts, so it must not count on the slot. When
+tasks wait for a slot, open leases are closed; a closed lease stays in the book until its slot
+confirms it ran every direct attempt it took under it (``LeaseClosed``), and only then is the
+slot given work again. So a slot never holds a direct attempt and a placed one at once beyond
+what prefetch allows, and if the slot dies first the book says whom to tell.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class Leases:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    @property
+    def any_open(self) -> bool:
+        return bool(self._open_of_client)
+
     def slot_endpoint(self, slot: bytes, address: str) -> None:
         """A slot said hello with this direct endpoint ("": it has none)."""
         if address:
@@ -57,6 +63,10 @@ class Leases:
         self._open_of_client[client] = lease.lease_id
         return lease
 
+    def discard(self, lease: Lease) -> None:
+        """A lease granted here that the scheduler could not reserve a slot for."""
+        self._drop([lease])
+
     def get(self, lease_id: int, client: bytes) -> Lease | None:
         """The lease if ``client`` holds it (open or closed)."""
         lease = self._by_id.get(lease_id)
@@ -64,10 +74,22 @@ class Leases:
 
     def close_worker(self, worker: bytes) -> list[Lease]:
         """The worker drains: its open leases close (their slots still answer what they took)."""
-        closed = [x for x in self._by_id.values() if x.worker == worker and x.open]
-        for lease in closed:
-            self._close(lease)
-        return closed
+        return self._close_all([x for x in self._by_id.values() if x.worker == worker])
+
+    def close_all(self) -> list[Lease]:
+        """Tasks wait for a slot: every open lease closes."""
+        return self._close_all([self._by_id[i] for i in self._open_of_client.values()])
+
+    def close_client(self, client: bytes) -> list[Lease]:
+        """The client is gone: its open lease closes (nobody is left to tell)."""
+        return self._close_all([x for x in self._by_id.values() if x.client == client])
+
+    def confirm_closed(self, lease_id: int, slot: bytes) -> Lease | None:
+        """``slot`` ran every direct attempt of its closed lease: the lease leaves the book."""
+        lease = self._by_id.get(lease_id)
+        if lease is None or lease.slot != slot or lease.open:
+            return None
+        return self._drop([lease])[0]
 
     def slot_gone(self, worker: bytes, slot: bytes) -> list[Lease]:
         """``worker`` says its slot process is gone: every lease on it ends (open or closed)."""
@@ -83,9 +105,11 @@ class Leases:
             self._addresses.pop(lease.slot, None)
         return self._drop(gone)
 
-    def client_gone(self, client: bytes) -> list[Lease]:
-        """The client is gone: its leases end (nobody is left to tell; the slots are told)."""
-        return self._drop([x for x in self._by_id.values() if x.client == client])
+    def _close_all(self, leases: list[Lease]) -> list[Lease]:
+        closed = [x for x in leases if x.open]
+        for lease in closed:
+            self._close(lease)
+        return closed
 
     def _close(self, lease: Lease) -> None:
         lease.open = False

@@ -115,8 +115,9 @@ def _watch_parent(worker_pid: int, state_path: str) -> None:
     while True:
         time.sleep(0.25)
         if os.getppid() != worker_pid:
-            with contextlib.suppress(OSError):
-                os.unlink(state_path)
+            for path in (state_path, state_path + ".direct"):  # (the ipc direct endpoint)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.dirname(state_path))
             os._exit(1)
@@ -166,6 +167,11 @@ def _run_one(
         return p.AttemptResult(spec.attempt_id, "error", blob, error, text), out
 
 
+def _lease_of(attempt_id: int) -> int:
+    """The lease a direct attempt (negative id) was sent under (see protocol.LeaseGranted)."""
+    return -attempt_id >> 32
+
+
 # A queued attempt: (-priority, arrival, spec, frames, function key (see _function_key), the
 # identity of the lease holder that sent it directly (b"": the dispatcher did)).
 _Entry = tuple[int, int, p.RunSpec, list[zmq.Frame], bytes, bytes]
@@ -179,7 +185,11 @@ class _Slot:
         self._state = state
         self._direct = direct  # used by the main thread only
         self._leases: set[int] = set()  # open leases (see LeaseOpen)
+        # Closed leases with direct attempts still to run: LeaseClosed goes once they are done.
+        self._closing: set[int] = set()
+        self._running_lease = 0  # the lease of the direct attempt being run (0: none)
         self._direct_finished = 0  # not counted to the dispatcher yet
+        self._direct_cancelled = 0
         # Attempts received and not started, highest priority first (FIFO among equals).
         self._queue: list[_Entry] = []
         self._order = itertools.count()
@@ -251,14 +261,14 @@ class _Slot:
     def _flush(self, count: bool = False) -> None:
         with self._lock:
             if count and not self._held:
-                send(self._sock, p.Done([], self._direct_finished))
-                self._direct_finished = 0
+                send(self._sock, p.Done([], self._direct_finished, self._direct_cancelled))
+            elif self._held:  # counts ride along (main thread only: the flusher never counts)
+                self._send_held(self._direct_finished, self._direct_cancelled)
+            else:
                 return
-            if self._held:  # counts ride along (main thread only: the flusher never counts)
-                self._send_held(self._direct_finished)
-                self._direct_finished = 0
+            self._direct_finished = self._direct_cancelled = 0
 
-    def _send_held(self, direct_finished: int = 0) -> None:
+    def _send_held(self, direct_finished: int = 0, direct_cancelled: int = 0) -> None:
         self._holding.clear()
         if not self._held:
             return
@@ -269,7 +279,7 @@ class _Slot:
                 result.value = rebase(result.value, own, frames)
             results.append(result)
         self._held = []
-        send(self._sock, p.Done(results, direct_finished), frames)
+        send(self._sock, p.Done(results, direct_finished, direct_cancelled), frames)
 
     def _receive(self) -> None:
         self._received_at = time.perf_counter()
@@ -294,6 +304,8 @@ class _Slot:
                     self._leases.add(lease_id)
                 case p.LeaseClose(lease_id=lease_id):
                     self._leases.discard(lease_id)
+                    self._closing.add(lease_id)
+                    self._confirm_closed(lease_id)
                 case p.Error(message=text):
                     log.error("the dispatcher refused a message: %s", text)
                 case _:  # a late SlotWelcome, a Reregister meant for the worker: nothing to do
@@ -315,13 +327,26 @@ class _Slot:
                 log.error("dropped a %s on the direct endpoint", type(message).__name__)
                 continue
             spec = message.attempt
-            if message.lease_id not in self._leases or -spec.attempt_id >> 32 != message.lease_id:
+            if (
+                message.lease_id not in self._leases
+                or _lease_of(spec.attempt_id) != message.lease_id
+            ):
                 refused = p.AttemptResult(spec.attempt_id, "failed", None, "no open lease")
                 self._answer_direct(client, refused, [], refused=True)
                 continue
             key = _function_key(spec, frames)
             entry = (-spec.priority, next(self._order), spec, frames, key, client)
             heapq.heappush(self._queue, entry)
+
+    def _confirm_closed(self, lease_id: int) -> None:
+        """Say LeaseClosed once no direct attempt of the closed lease is queued or running."""
+        if lease_id not in self._closing or self._running_lease == lease_id:
+            return
+        if any(e[5] and _lease_of(e[2].attempt_id) == lease_id for e in self._queue):
+            return
+        self._closing.discard(lease_id)
+        with self._lock:
+            send(self._sock, p.LeaseClosed(lease_id))
 
     def _answer_direct(
         self,
@@ -339,6 +364,8 @@ class _Slot:
     def _run_next(self) -> None:
         entry = heapq.heappop(self._queue)
         _, _, spec, frames, key, client = entry
+        if client:
+            self._running_lease = _lease_of(spec.attempt_id)
         # Results of tiny tasks go back in batches: one message per task would cost more than
         # the task. A result waits only for a task whose function last ran in under _SHORT,
         # and for about _HOLD_AT_MOST at most (the late flusher sends it if that task turns
@@ -368,6 +395,7 @@ class _Slot:
             if spec.attempt_id not in self._skip and self._queue and self._queue[0] < entry:
                 # That look brought an attempt of higher priority: it goes first.
                 self._state.set_running(0)
+                self._running_lease = 0
                 heapq.heappush(self._queue, entry)
                 return
         if spec.attempt_id in self._skip:
@@ -391,8 +419,14 @@ class _Slot:
         self, client: bytes, result: p.AttemptResult, frames: list[FrameLike] | None = None
     ) -> None:
         if client:  # a lease holder waits for this one alone: it goes at once
-            self._direct_finished += 1
+            if result.status == "cancelled":
+                self._direct_cancelled += 1
+            else:
+                self._direct_finished += 1
             self._answer_direct(client, result, frames or [])
+            self._running_lease = 0
+            if self._closing:
+                self._confirm_closed(_lease_of(result.attempt_id))
         else:
             self._hold(result, frames or [])
 

@@ -242,6 +242,12 @@ class LeaseClose(_Header):
     lease_id: int
 
 
+class LeaseClosed(_Header):
+    """Slot -> dispatcher: every direct attempt it took under this closed lease is done."""
+
+    lease_id: int
+
+
 class DirectRun(_Header):
     """Client -> slot, on the slot's direct endpoint."""
 
@@ -372,7 +378,9 @@ class AttemptResult(msgspec.Struct, array_like=True):
 
 class Done(_Header):
     results: list[AttemptResult]
-    direct_finished: int = 0  # direct attempts finished since the last Done (for counts)
+    # Direct attempts finished since the last Done, and those cancelled before they started.
+    direct_finished: int = 0
+    direct_cancelled: int = 0
 
 
 class Drain(_Header):
@@ -472,6 +480,7 @@ Message = (
     | KillDirect
     | LeaseOpen
     | LeaseClose
+    | LeaseClosed
     | DirectRun
     | DirectDone
     | ClientBye

@@ -122,22 +122,32 @@ class _Worker:
     # Slots the dispatcher could not reach: given nothing more, their capacity kept equal to
     # what they hold (so they add no free capacity) until their worker reports them lost.
     closed: set[bytes] = field(default_factory=set)
+    # Slots reserved for a lease holder's direct attempts (see _leases), with the capacity each
+    # would have: like closed ones, given nothing more (their capacity follows what they hold).
+    leased: dict[bytes, int] = field(default_factory=dict)
+    # Slots whose lease closed but that may still run a direct attempt: one place less, and
+    # never idle, until they confirm (LeaseClosed).
+    direct_busy: set[bytes] = field(default_factory=set)
     attempt_slot: dict[int, bytes] = field(default_factory=dict)
     draining: bool = False
     data_address: str = ""
 
+    def _open(self, slot: bytes) -> bool:
+        return slot not in self.closed and slot not in self.leased
+
+    def _idle(self, slot: bytes) -> bool:
+        return not self.slot_attempts[slot] and self._open(slot) and slot not in self.direct_busy
+
     def has_idle_slot(self) -> bool:
-        return any(not held and s not in self.closed for s, held in self.slot_attempts.items())
+        return any(self._idle(s) for s in self.slot_attempts)
 
     def idle_slot(self) -> bytes:
-        return next(
-            s for s, held in self.slot_attempts.items() if not held and s not in self.closed
-        )
+        return next(s for s in self.slot_attempts if self._idle(s))
 
     def roomiest_slot(self) -> bytes:
         """The slot with the most room (idle first among equals, then the first)."""
         return max(
-            (s for s in self.slot_attempts if s not in self.closed),
+            (s for s in self.slot_attempts if self._open(s)),
             key=lambda s: (
                 self.slot_capacity[s] - len(self.slot_attempts[s]),
                 -len(self.slot_attempts[s]),
@@ -155,6 +165,38 @@ class _Worker:
         self.free_slots -= self.slot_capacity.pop(slot)
         self.slot_seconds.pop(slot, None)
         self.closed.discard(slot)
+        self.leased.pop(slot, None)
+        self.direct_busy.discard(slot)
+
+    @property
+    def drained(self) -> bool:
+        return self.draining and not self.attempts and not self.leased and not self.direct_busy
+
+    def _set_capacity(self, slot: bytes, capacity: int) -> None:
+        self.free_slots += capacity - self.slot_capacity[slot]
+        self.slot_capacity[slot] = capacity
+
+    def lease_slot(self, slot: bytes) -> bool:
+        if slot not in self.slot_capacity or not self._open(slot):
+            return False
+        held = len(self.slot_attempts[slot])
+        self.leased[slot] = self.slot_capacity[slot]
+        self.free_slots -= self.slot_capacity[slot] - held
+        self.slot_capacity[slot] = held
+        return True
+
+    def close_lease(self, slot: bytes) -> None:
+        capacity = self.leased.pop(slot, None)
+        if capacity is None or slot in self.closed:
+            return  # gone, or closed meanwhile (then it stays closed)
+        self.direct_busy.add(slot)
+        self._set_capacity(slot, capacity - 1)
+
+    def unlease_slot(self, slot: bytes) -> None:
+        if slot in self.direct_busy:
+            self.direct_busy.discard(slot)
+            if slot not in self.closed:
+                self._set_capacity(slot, self.slot_capacity[slot] + 1)
 
     def close_slot(self, slot: bytes) -> None:
         if slot in self.slot_capacity and slot not in self.closed:
@@ -171,8 +213,10 @@ class _Worker:
         mean = self.slot_seconds.get(slot, seconds)
         mean = self.slot_seconds[slot] = 0.75 * mean + 0.25 * seconds
         queued = prefetch if mean <= 0 else min(prefetch, int(budget / mean))
-        self.free_slots += 1 + queued - self.slot_capacity[slot]
-        self.slot_capacity[slot] = 1 + queued
+        if slot in self.leased:
+            self.leased[slot] = 1 + queued  # what it gets back when the lease closes
+        else:
+            self._set_capacity(slot, queued if slot in self.direct_busy else 1 + queued)
 
 
 class Scheduler:
@@ -233,9 +277,44 @@ class Scheduler:
         """Whether ``identity`` is a registered worker or one of its slots."""
         return identity in self._workers or identity in self._slot_owner
 
-    def count_direct(self, finished: int) -> None:
-        """Tasks a slot ran for lease holders (see ``_leases``): counted, never scheduled."""
+    # ------------------------------------------------------------------------- leases
+
+    @property
+    def waiting(self) -> int:
+        """Tasks queued here (not placed yet)."""
+        return self._queued
+
+    def lease_slot(self, worker: bytes, slot: bytes) -> bool:
+        """Reserve ``slot`` for a lease holder's direct attempts (see ``_leases``): nothing
+        more is placed on it until :meth:`unlease_slot`. Refused while tasks wait here (they
+        need slots more than a lone caller needs a shortcut) or if the worker drains."""
+        known = self._workers.get(worker)
+        if known is None or known.draining or self._queued:
+            return False
+        return known.lease_slot(slot)
+
+    def close_lease(self, worker: bytes, slot: bytes) -> None:
+        """The slot's lease closed: it takes work again, one place less while it may still run
+        a direct attempt (and it is not idle) until :meth:`unlease_slot`."""
+        known = self._workers.get(worker)
+        if known is not None:
+            known.close_lease(slot)
+
+    def unlease_slot(self, worker: bytes, slot: bytes) -> list[Instruction]:
+        """The slot ran every direct attempt of its closed lease."""
+        known = self._workers.get(worker)
+        if known is None:
+            return []
+        known.unlease_slot(slot)
+        if known.drained:
+            return [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
+        return []
+
+    def count_direct(self, finished: int = 0, cancelled: int = 0, failed: int = 0) -> None:
+        """Tasks slots ran for lease holders: counted here, never scheduled here."""
         self.counters.finished += max(0, finished)
+        self.counters.cancelled += max(0, cancelled)
+        self.counters.failed += max(0, failed)
 
     def snapshot(self, now: float) -> Snapshot:
         workers = [_worker_snapshot(w, now) for w in self._workers.values()]
@@ -322,7 +401,7 @@ class Scheduler:
                 out.append(self._resolve(task, "failed", error=error, worker=known.name))
         known.remove_slot(slot)
         del self._slot_owner[slot]
-        if known.draining and not known.attempts:
+        if known.drained:
             out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return out
 
@@ -354,7 +433,7 @@ class Scheduler:
         known.last_seen = now
         known.draining = True
         self._refresh_capacity()
-        if not known.attempts:
+        if known.drained:
             return [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return []
 
@@ -495,7 +574,7 @@ class Scheduler:
                         worker=known.name,
                     )
                 )
-        if known.draining and not known.attempts:
+        if known.drained:
             out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return out
 
@@ -647,8 +726,8 @@ class Scheduler:
         del worker.attempts[attempt_id]
         slot = worker.attempt_slot.pop(attempt_id)
         del worker.slot_attempts[slot][attempt_id]
-        if slot in worker.closed:
-            worker.slot_capacity[slot] -= 1  # a closed slot adds no free capacity
+        if not worker._open(slot):
+            worker.slot_capacity[slot] -= 1  # a closed or leased slot adds no free capacity
         else:
             worker.free_slots += 1
         for name, amount in task.resources.items():

@@ -156,6 +156,10 @@ class Dispatcher:
                     self._guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
                     self._guarded(self._job_hosts.reap)
                 self._guarded(lambda: self._perform(self.scheduler.schedule()))
+                if self.scheduler.waiting and self._leases.any_open:
+                    # Tasks wait for a slot: leased ones go back to work once their direct
+                    # attempts are done (see _leases).
+                    self._guarded(lambda: self._close_leases(self._leases.close_all()))
                 self._guarded(self._flush)
         finally:
             self._job_hosts.close()  # no job master outlives its dispatcher
@@ -225,14 +229,18 @@ class Dispatcher:
         if identity in self._client_seen:
             self._client_seen[identity] = now
         match message:
-            case p.Submit(tasks=tasks, lease=lease):
+            case p.Submit(tasks=tasks, lease=ask_lease):
                 if identity not in self._clients:
                     raise p.ProtocolError("send ClientHello before Submit")
-                self._perform(self._submit(identity, tasks, frames, lease))
-            case p.Done(results=results, direct_finished=direct):
-                if direct:
-                    self.scheduler.count_direct(direct)
+                self._perform(self._submit(identity, tasks, frames, ask_lease))
+            case p.Done(results=results, direct_finished=finished, direct_cancelled=cancelled):
+                if finished or cancelled:
+                    self.scheduler.count_direct(finished, cancelled)
                 self._perform(self._done(identity, results, frames, now))
+            case p.LeaseClosed(lease_id=lease_id):
+                lease = self._leases.confirm_closed(lease_id, identity)
+                if lease is not None:
+                    self._perform(self.scheduler.unlease_slot(lease.worker, lease.slot))
             case p.KillDirect(lease_id=lease_id, attempt_id=attempt_id):
                 self._kill_direct(identity, lease_id, attempt_id)
             case p.Heartbeat(worker=worker):
@@ -298,9 +306,7 @@ class Dispatcher:
                 self._end_leases(self._leases.slot_gone(identity, slot), running, status, error)
                 self._perform(self.scheduler.slot_lost(identity, slot, running, status, error, now))
             case p.Drain():
-                for closed in self._leases.close_worker(identity):
-                    self._send(closed.slot, p.LeaseClose(closed.lease_id))
-                    self._send(closed.client, p.LeaseEnded(closed.lease_id))
+                self._close_leases(self._leases.close_worker(identity))
                 self._perform(self.scheduler.drain_worker(identity, now))
             case p.Goodbye():
                 self._perform(self.scheduler.deregister_worker(identity, now))
@@ -342,8 +348,7 @@ class Dispatcher:
         sender = self._sender_of.pop(client, None)
         if sender is not None:
             del self._senders[sender]
-        for lease in self._leases.client_gone(client):
-            self._send(lease.slot, p.LeaseClose(lease.lease_id))
+        self._close_leases(self._leases.close_client(client))
         self._perform(self.scheduler.client_gone(client))
 
     # ------------------------------------------------------------------------ leases
@@ -352,12 +357,23 @@ class Dispatcher:
         lease = self._leases.grant(client, slot, worker)
         if lease is None:
             return
+        if not self.scheduler.lease_slot(worker, slot):
+            self._leases.discard(lease)
+            return
         # The slot hears first: the client's first DirectRun most likely finds the lease open
         # (if not, the slot refuses it and the client sends the task through us).
         self._send(slot, p.LeaseOpen(lease.lease_id))
         granted = p.LeaseGranted(lease.lease_id, lease.address, self._worker_names.get(worker, ""))
         if not self._send(client, granted):
-            self._send(slot, p.LeaseClose(lease.lease_id))
+            self._close_leases(self._leases.close_client(client))
+
+    def _close_leases(self, leases: list[Lease]) -> None:
+        """Closed: their slots refuse new direct attempts, answer those they took, then say
+        LeaseClosed (and get work again); their clients send through us again."""
+        for lease in leases:
+            self.scheduler.close_lease(lease.worker, lease.slot)
+            self._send(lease.slot, p.LeaseClose(lease.lease_id))
+            self._send(lease.client, p.LeaseEnded(lease.lease_id))
 
     def _end_leases(self, leases: list[Lease], running: int, status: p.Status, error: str) -> None:
         """These leases' slots are gone: each client hears which of its direct attempts was
@@ -365,6 +381,10 @@ class Dispatcher:
         for lease in leases:
             if running < 0 and -running >> 32 == lease.lease_id:
                 ended = p.LeaseEnded(lease.lease_id, running, status, error)
+                if status != "lost":  # killed by a forced cancel, or crashed by the task
+                    self.scheduler.count_direct(
+                        cancelled=status == "cancelled", failed=status == "failed"
+                    )
             else:
                 ended = p.LeaseEnded(lease.lease_id, 0, "lost", error)
             self._send(lease.client, ended)
