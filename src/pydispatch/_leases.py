@@ -81,7 +81,7 @@ class Leases:
         return self._close_all([self._by_id[i] for i in self._open_of_client.values()])
 
     def close_client(self, client: bytes) -> list[Lease]:
-        """The client is gone: its open lease closes (nobody is left to tell)."""
+        """The client is gone, or asks for a new lease: its open lease closes."""
         return self._close_all([x for x in self._by_id.values() if x.client == client])
 
     def confirm_closed(self, lease_id: int, slot: bytes) -> Lease | None:

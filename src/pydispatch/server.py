@@ -354,6 +354,9 @@ class Dispatcher:
     # ------------------------------------------------------------------------ leases
 
     def _grant_lease(self, client: bytes, slot: bytes, worker: bytes) -> None:
+        # A client asks only when it holds no lease: one it dropped (its slot refused it) is
+        # closed here, or its slot would stay reserved for nothing.
+        self._close_leases(self._leases.close_client(client))
         lease = self._leases.grant(client, slot, worker)
         if lease is None:
             return

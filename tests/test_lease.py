@@ -1,0 +1,373 @@
+"""Leases: the direct client -> slot lane for lone plain tasks.
+
+The lease book and the scheduler's reservations are driven by events alone; the lane itself
+runs against real processes (dispatcher, workers, slots, over ipc:// and tcp://), including
+the ways it can break: a slot or worker killed under a direct attempt, a forced cancel, a drain,
+another client's queued work, a peer that sends garbage to a slot's direct endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+import pytest
+import zmq
+
+from process_guard import eventually
+from pydispatch import protocol as p
+from pydispatch._leases import Leases
+from pydispatch.client import Client, TaskFuture
+from pydispatch.cluster import LocalCluster
+from pydispatch.errors import TaskFailedError
+from pydispatch.scheduler import NewTask, ReleaseWorker, RunAttempts, Scheduler
+from pydispatch.transport import dumps, make_socket, recv, send
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
+C1, C2 = b"client-1", b"client-2"
+W1, W2 = b"worker-1", b"worker-2"
+S1, S2 = b"slot-1", b"slot-2"
+
+
+# ------------------------------------------------------------------- the book, pure
+
+
+def test_a_lease_needs_a_direct_endpoint_and_a_client_holds_one_open_lease_at_a_time() -> None:
+    book = Leases()
+    assert book.grant(C1, S1, W1) is None  # no endpoint known for it
+    book.slot_endpoint(S1, "ipc:///tmp/s1")
+    book.slot_endpoint(S2, "ipc:///tmp/s2")
+    first = book.grant(C1, S1, W1)
+    assert first is not None and first.address == "ipc:///tmp/s1"
+    assert book.grant(C1, S2, W1) is None  # one open lease per client
+    second = book.grant(C2, S1, W1)  # another client may lease the same slot
+    assert second is not None and second.lease_id != first.lease_id
+    assert book.get(first.lease_id, C2) is None  # nobody else's to use
+    assert book.get(first.lease_id, C1) is first
+
+
+def test_closed_leases_stay_until_their_slot_confirms_or_goes() -> None:
+    book = Leases()
+    book.slot_endpoint(S1, "tcp://127.0.0.1:1")
+    lease = book.grant(C1, S1, W1)
+    assert lease is not None and book.any_open
+    assert book.confirm_closed(lease.lease_id, S1) is None  # still open: no confirmation
+    assert book.close_all() == [lease] and not book.any_open
+    assert book.close_all() == []  # closed once
+    assert book.grant(C1, S1, W1) is not None  # a closed lease does not block a new one
+    assert book.confirm_closed(lease.lease_id, S2) is None  # only its own slot confirms
+    assert book.confirm_closed(lease.lease_id, S1) is lease
+    assert book.confirm_closed(lease.lease_id, S1) is None  # once
+
+
+def test_a_slot_or_worker_gone_ends_its_leases_only_if_the_owner_says_so() -> None:
+    book = Leases()
+    book.slot_endpoint(S1, "tcp://127.0.0.1:1")
+    book.slot_endpoint(S2, "tcp://127.0.0.1:2")
+    one, two = book.grant(C1, S1, W1), book.grant(C2, S2, W2)
+    assert one is not None and two is not None
+    assert book.slot_gone(W2, S1) == []  # not W2's slot
+    assert book.slot_gone(W1, S1) == [one]
+    assert book.grant(C1, S1, W1) is None  # its endpoint is gone with it
+    assert book.worker_gone(W2) == [two]
+    assert len(book) == 0
+
+
+# ------------------------------------------------------------ the scheduler, pure
+
+
+def _one_slot(prefetch: int = 0) -> Scheduler:
+    s = Scheduler(prefetch=prefetch)
+    s.register_worker(W1, now=0, slots=1, slot_ids=[S1], resources={"cpu": 4})
+    return s
+
+
+def _placed(instructions: list[Any]) -> list[object]:
+    return [x for i in instructions if isinstance(i, RunAttempts) for _, x in i.attempts]
+
+
+def test_a_leased_slot_gets_nothing_until_its_lease_is_closed_and_confirmed() -> None:
+    s = _one_slot()
+    assert s.lease_slot(W1, S1)
+    s.submit(C2, [NewTask(1, "queued")])
+    assert _placed(s.schedule()) == []  # reserved for the lease holder
+    assert s.waiting == 1
+    s.close_lease(W1, S1)
+    assert _placed(s.schedule()) == []  # it may still run a direct attempt (prefetch 0)
+    assert s.unlease_slot(W1, S1) == []
+    assert _placed(s.schedule()) == ["queued"]
+
+
+def test_with_prefetch_a_closing_slot_queues_one_less_and_is_never_idle() -> None:
+    s = _one_slot(prefetch=4)  # an unmeasured slot holds 1 + 2 attempts
+    assert s.lease_slot(W1, S1)
+    s.close_lease(W1, S1)
+    # Constrained tasks wait for an idle slot, and a closing one is not; plain ones queue
+    # there, one fewer than usual (the direct attempt may still be running).
+    s.submit(C1, [NewTask(0, "constrained", resources={"cpu": 1})])
+    s.submit(C1, [NewTask(i, f"plain{i}") for i in range(1, 5)])
+    assert _placed(s.schedule()) == ["plain1", "plain2"]
+    s.unlease_slot(W1, S1)
+    assert _placed(s.schedule()) == ["plain3"]
+
+
+def test_no_lease_while_tasks_wait_or_the_worker_drains() -> None:
+    s = _one_slot()
+    s.submit(C1, [NewTask(1, "a"), NewTask(2, "b")])
+    s.schedule()
+    assert s.waiting == 1
+    assert not s.lease_slot(W1, S1)
+    s2 = _one_slot()
+    s2.drain_worker(W1, now=0)
+    assert not s2.lease_slot(W1, S1)
+
+
+def test_a_draining_worker_is_released_only_after_its_leases_are_confirmed() -> None:
+    s = _one_slot()
+    assert s.lease_slot(W1, S1)
+    s.close_lease(W1, S1)
+    assert s.drain_worker(W1, now=0) == []  # a direct attempt may still run there
+    assert ReleaseWorker(W1) in s.unlease_slot(W1, S1)
+
+
+# ----------------------------------------------------------- real processes
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def where() -> tuple[int, int]:
+    return os.getpid(), os.getppid()  # (slot, its worker)
+
+
+def sleep_then(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def wait_for_file(path: str, value: Any = None) -> Any:
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return value
+
+
+def signal_then_wait(started: str, gate: str, value: Any = None) -> Any:
+    open(started, "w").close()
+    return wait_for_file(gate, value)
+
+
+def crash_slot() -> None:
+    os._exit(3)
+
+
+def leased(client: Client) -> None:
+    """Run lone tasks until the client holds a lease."""
+    for _ in range(200):
+        assert client.submit(add, 1, 1).result(timeout=20) == 2
+        if client._lane.lease_id:
+            return
+    raise AssertionError("no lease was granted")
+
+
+def direct(client: Client, fn: Any, *args: Any, **kwargs: Any) -> TaskFuture:
+    future = client.submit(fn, *args, **kwargs)
+    assert future._lane_attempt < 0, "expected the task to go straight to the leased slot"
+    return future
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with LocalCluster(workers=2, slots=1, **FAST) as running:
+        yield running
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[Client]:
+    c = cluster.client()
+    try:
+        yield c
+    finally:
+        c.shutdown(wait=False, cancel_futures=True)
+
+
+def test_lone_tasks_go_straight_to_the_leased_slot_and_are_counted(client: Client) -> None:
+    leased(client)
+    before = client.status().finished
+    values = []
+    for i in range(50):
+        future = direct(client, add, i, 1)
+        values.append(future.result(timeout=20))
+        assert future.worker in ("worker-0", "worker-1")
+    assert values == [i + 1 for i in range(50)]
+    # Exceptions travel the lane with their remote traceback, as through the dispatcher.
+    with pytest.raises(ZeroDivisionError) as caught:
+        direct(client, lambda: 1 // 0).result(timeout=20)
+    assert "ZeroDivisionError" in str(caught.value.__cause__)
+    # The slot counts them to the dispatcher (after a short idle, never one message each).
+    eventually(lambda: client.status().finished >= before + 51, "direct tasks counted")
+
+
+def test_callbacks_asyncio_and_timeouts_work_on_direct_futures(client: Client) -> None:
+    leased(client)
+    seen: list[Any] = []
+    done = threading.Event()
+    future = direct(client, add, 2, 3)
+    future.add_done_callback(lambda f: (seen.append(f.result()), done.set()))
+    assert done.wait(20) and seen == [5]  # resolved by the I/O thread: nobody waited
+
+    async def awaited() -> Any:
+        return await direct(client, add, 4, 5)
+
+    assert asyncio.run(awaited()) == 9
+    slow = direct(client, sleep_then, 0.5, "late")
+    with pytest.raises(cf.TimeoutError):
+        slow.result(timeout=0.05)
+    assert slow.result(timeout=20) == "late"
+    (finished,), _ = cf.wait([direct(client, add, 1)], timeout=20)
+    assert finished.result() == 1
+    # A done-callback may submit (and wait for) the next task: the lane's lock is re-entrant.
+    chained: list[Any] = []
+    first = direct(client, add, 1)
+    first.add_done_callback(lambda f: chained.append(client.submit(add, f.result(), 1)))
+    assert first.result(timeout=20) == 1
+    eventually(lambda: bool(chained), "the callback submitted")
+    assert chained[0].result(timeout=20) == 2
+
+
+def test_a_task_that_kills_its_leased_slot_fails_and_the_lane_recovers(client: Client) -> None:
+    leased(client)
+    with pytest.raises(TaskFailedError, match="exit code 3"):
+        direct(client, crash_slot, retries=0).result(timeout=20)
+    leased(client)  # a new lease, on the slot that replaced it or the other one
+    assert direct(client, add, 40, 2).result(timeout=20) == 42
+
+
+def test_force_cancel_of_a_running_direct_task_kills_its_slot(
+    client: Client, tmp_path: Any
+) -> None:
+    leased(client)
+    before = client.status().cancelled
+    running = direct(client, wait_for_file, str(tmp_path / "never"))
+    assert running.running() and not running.cancel()  # a running task needs force
+    time.sleep(0.2)  # it is running in the slot
+    assert client.cancel(running, force=True)
+    with pytest.raises(cf.CancelledError):
+        running.result(timeout=20)
+    assert client.submit(add, 41, 1).result(timeout=20) == 42
+    eventually(lambda: client.status().cancelled == before + 1, "counted cancelled")
+
+
+def test_a_killed_worker_under_a_direct_task_fails_it_over_exactly_once() -> None:
+    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        leased(client)
+        _, victim = direct(client, where).result(timeout=20)
+        names = {w.pid: f"worker-{i}" for i, w in enumerate(cluster.workers)}
+        future = direct(client, sleep_then, 1.0, "done")
+        time.sleep(0.2)
+        os.kill(victim, signal.SIGKILL)
+        assert future.result(timeout=30) == "done"  # run again on the other worker
+        assert future.worker != names[victim]
+        assert future._lane_attempt == 0  # it left the lane for the dispatcher
+        # Nothing resolves twice, and lone tasks keep working (a new lease, elsewhere).
+        assert [client.submit(add, i).result(timeout=20) for i in range(20)] == list(range(20))
+
+
+def test_a_drained_worker_finishes_its_direct_task_and_clients_move_on() -> None:
+    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        leased(client)
+        _, victim = direct(client, where).result(timeout=20)
+        future = direct(client, sleep_then, 0.5, "finished")
+        time.sleep(0.1)
+        os.kill(victim, signal.SIGTERM)
+        assert future.result(timeout=30) == "finished"
+        eventually(lambda: client._lane.lease_id == 0 or len(client.status().workers) == 1, "")
+        assert [client.submit(add, i).result(timeout=20) for i in range(20)] == list(range(20))
+        eventually(lambda: len(client.status().workers) == 1, "the drained worker left")
+
+
+def test_another_clients_queued_work_closes_the_lease_and_runs_after_the_direct_task(
+    tmp_path: Any,
+) -> None:
+    with LocalCluster(workers=1, slots=1, prefetch=0, **FAST) as cluster:
+        holder, other = cluster.client(), cluster.client()
+        leased(holder)
+        gate, started = str(tmp_path / "gate"), str(tmp_path / "started")
+        blocker = direct(holder, signal_then_wait, started, gate, "blocker")
+        # (Sent before it started, the lease's closing could overtake it at the slot, which
+        # would then refuse it: it would go through the dispatcher, after the others.)
+        eventually(lambda: os.path.exists(started), "the direct task started")
+        queued = [other.submit(add, i) for i in range(3)]
+        # The holder is told its lease closed; the others wait for the slot (it is busy).
+        eventually(lambda: holder._lane.lease_id == 0, "the lease closed")
+        time.sleep(0.2)
+        assert not any(f.done() for f in queued)
+        open(gate, "w").close()
+        assert blocker.result(timeout=20) == "blocker"
+        assert [f.result(timeout=20) for f in queued] == [0, 1, 2]
+        # The holder's lone tasks go through the dispatcher again, then lease anew.
+        assert holder.submit(add, 5).result(timeout=20) == 5
+        leased(holder)
+
+
+def test_a_direct_endpoint_refuses_garbage_and_unopened_leases_and_keeps_serving(
+    client: Client,
+) -> None:
+    leased(client)
+    context: zmq.Context[Any] = zmq.Context()
+    raw = make_socket(context, zmq.DEALER, identity=b"intruder")
+    try:
+        raw.connect(client._lane._address)
+        raw.send_multipart([b"", b"\xc1garbage"])
+        raw.send_multipart([b"no delimiter"])
+        send(raw, p.ClientHello(p.PROTOCOL_VERSION))  # not a DirectRun: dropped
+        frames: list[Any] = []
+        fn, args = dumps(add, frames), dumps(((1, 2), {}), frames)
+        forged = p.RunSpec(-(999 << 32 | 1), p.KIND_CALL, fn, args)
+        send(raw, p.DirectRun(999, forged), frames)  # a lease nobody granted
+        assert raw.poll(20_000)
+        _, reply, _ = recv(raw, routed=False)
+        assert isinstance(reply, p.DirectDone) and reply.refused
+        assert reply.result.attempt_id == forged.attempt_id
+        assert direct(client, add, 2, 2).result(timeout=20) == 4
+    finally:
+        raw.close(linger=0)
+        context.term()
+
+
+def test_without_direct_endpoints_every_task_goes_through_the_dispatcher() -> None:
+    with LocalCluster(workers=1, slots=1, direct=False, **FAST) as cluster:
+        client = cluster.client()
+        assert [client.submit(add, i).result(timeout=20) for i in range(20)] == list(range(20))
+        assert client._lane.lease_id == 0
+
+
+def test_the_lane_works_over_tcp() -> None:
+    with LocalCluster(workers=1, slots=1, address="tcp://127.0.0.1:0", **FAST) as cluster:
+        client = cluster.client()
+        leased(client)
+        assert client._lane._address.startswith("tcp://127.0.0.1:")
+        assert direct(client, add, 1, 2).result(timeout=20) == 3
+
+
+def test_a_direct_task_the_slot_refuses_goes_through_the_dispatcher(client: Client) -> None:
+    leased(client)
+    # As when the lease closed while the task was on its way: the slot no longer has it open.
+    client._lane.lease_id += 1000
+    future = direct(client, add, 20, 22)
+    assert future.result(timeout=20) == 42
+    assert future._lane_attempt == 0  # it left the lane
+    assert client._lane.lease_id == 0  # and the client dropped the lease the slot refused
+    leased(client)
