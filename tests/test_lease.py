@@ -48,10 +48,12 @@ def test_a_lease_needs_a_direct_endpoint_and_a_client_holds_one_open_lease_at_a_
     book.slot_endpoint(S1, "ipc:///tmp/s1")
     book.slot_endpoint(S2, "ipc:///tmp/s2")
     first = book.grant(C1, S1, W1)
-    assert first is not None and first.address == "ipc:///tmp/s1"
+    assert first is not None
+    assert first.address == "ipc:///tmp/s1"
     assert book.grant(C1, S2, W1) is None  # one open lease per client
     second = book.grant(C2, S1, W1)  # another client may lease the same slot
-    assert second is not None and second.lease_id != first.lease_id
+    assert second is not None
+    assert second.lease_id != first.lease_id
     assert book.get(first.lease_id, C2) is None  # nobody else's to use
     assert book.get(first.lease_id, C1) is first
 
@@ -60,9 +62,11 @@ def test_closed_leases_stay_until_their_slot_confirms_or_goes() -> None:
     book = Leases()
     book.slot_endpoint(S1, "tcp://127.0.0.1:1")
     lease = book.grant(C1, S1, W1)
-    assert lease is not None and book.any_open
+    assert lease is not None
+    assert book.any_open
     assert book.confirm_closed(lease.lease_id, S1) is None  # still open: no confirmation
-    assert book.close_all() == [lease] and not book.any_open
+    assert book.close_all() == [lease]
+    assert not book.any_open
     assert book.close_all() == []  # closed once
     assert book.grant(C1, S1, W1) is not None  # a closed lease does not block a new one
     assert book.confirm_closed(lease.lease_id, S2) is None  # only its own slot confirms
@@ -75,7 +79,8 @@ def test_a_slot_or_worker_gone_ends_its_leases_only_if_the_owner_says_so() -> No
     book.slot_endpoint(S1, "tcp://127.0.0.1:1")
     book.slot_endpoint(S2, "tcp://127.0.0.1:2")
     one, two = book.grant(C1, S1, W1), book.grant(C2, S2, W2)
-    assert one is not None and two is not None
+    assert one is not None
+    assert two is not None
     assert book.slot_gone(W2, S1) == []  # not W2's slot
     assert book.slot_gone(W1, S1) == [one]
     assert book.grant(C1, S1, W1) is None  # its endpoint is gone with it
@@ -223,8 +228,14 @@ def test_callbacks_asyncio_and_timeouts_work_on_direct_futures(client: Client) -
     seen: list[Any] = []
     done = threading.Event()
     future = direct(client, add, 2, 3)
-    future.add_done_callback(lambda f: (seen.append(f.result()), done.set()))
-    assert done.wait(20) and seen == [5]  # resolved by the I/O thread: nobody waited
+
+    def note(f: cf.Future[Any]) -> None:
+        seen.append(f.result())
+        done.set()
+
+    future.add_done_callback(note)
+    assert done.wait(20)
+    assert seen == [5]
 
     async def awaited() -> Any:
         return await direct(client, add, 4, 5)
@@ -259,7 +270,8 @@ def test_force_cancel_of_a_running_direct_task_kills_its_slot(
     leased(client)
     before = client.status().cancelled
     running = direct(client, wait_for_file, str(tmp_path / "never"))
-    assert running.running() and not running.cancel()  # a running task needs force
+    assert running.running()
+    assert not running.cancel()
     time.sleep(0.2)  # it is running in the slot
     assert client.cancel(running, force=True)
     with pytest.raises(cf.CancelledError):
@@ -339,7 +351,8 @@ def test_a_direct_endpoint_refuses_garbage_and_unopened_leases_and_keeps_serving
         send(raw, p.DirectRun(999, forged), frames)  # a lease nobody granted
         assert raw.poll(20_000)
         _, reply, _ = recv(raw, routed=False)
-        assert isinstance(reply, p.DirectDone) and reply.refused
+        assert isinstance(reply, p.DirectDone)
+        assert reply.refused
         assert reply.result.attempt_id == forged.attempt_id
         assert direct(client, add, 2, 2).result(timeout=20) == 4
     finally:

@@ -21,6 +21,7 @@ import select
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ class Lane:
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
+        # Closed only when the lane is collected: a waiter may still be polling them when the
+        # socket closes, and their numbers must not be reused meanwhile.
+        weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
 
     # ------------------------------------------------------------- the client's I/O thread
 
@@ -145,8 +149,7 @@ class Lane:
         with self.lock:
             self._closed = True
             self._sock.close(linger=0)
-        for fd in (self._wake_read, self._wake_write):
-            os.close(fd)
+            self._wake_waiters()  # they see it closed
 
     # ---------------------------------------------------------------- application threads
 
@@ -204,6 +207,8 @@ class Lane:
     # ----------------------------------------------------------------------- internals
 
     def _drain(self) -> None:
+        if self._closed:
+            return
         resolved = False
         while True:
             try:
@@ -236,3 +241,8 @@ class Lane:
         if self._waiters:
             with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_write, b"x")
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
