@@ -67,6 +67,9 @@ class Lane:
             max_message_size=max_message_size,
             identity=f"lane-{uuid.uuid4().hex}".encode(),
         )
+        # Nothing is queued for a connection not made yet: a task sent before the lease's slot
+        # is connected goes through the dispatcher instead (see try_send).
+        self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self.fd = int(self._sock.getsockopt(zmq.FD))
         self.lock = threading.RLock()
         self.lease_id = 0  # the open lease (0: none)
@@ -154,7 +157,12 @@ class Lane:
     # ---------------------------------------------------------------- application threads
 
     def try_send(self, future: Future[Any], spec: p.TaskSpec, frames: list[FrameLike]) -> int:
-        """Send the task to the leased slot; its direct attempt id, or 0 if there is no lease."""
+        """Send the task to the leased slot; its direct attempt id, or 0 if there is no lease
+        or no connection to its slot yet (or any more).
+
+        Not before the connection is made: queued meanwhile, the task could reach the slot after
+        the dispatcher's LeaseClose caused by what the client sent next (two hops, but over a
+        connection made already), and be refused: it would run after work submitted later."""
         with self.lock:
             if not self.lease_id or self._closed:
                 return 0
@@ -162,7 +170,10 @@ class Lane:
             self.attempts[attempt_id] = DirectAttempt(future, spec, frames, self.lease_id)
             run = p.RunSpec(attempt_id, spec.kind, spec.fn, spec.args, spec.priority)
             try:
-                send(self._sock, p.DirectRun(self.lease_id, run), frames)
+                send(self._sock, p.DirectRun(self.lease_id, run), frames, noblock=True)
+            except zmq.Again:
+                del self.attempts[attempt_id]
+                return 0
             except Exception:
                 del self.attempts[attempt_id]
                 raise

@@ -283,8 +283,6 @@ class _Slot:
 
     def _receive(self) -> None:
         self._received_at = time.perf_counter()
-        if self._direct is not None:
-            self._receive_direct(self._direct)
         with self._lock:
             received = list(receive_pending(self._sock, "the dispatcher"))
         for message, frames in received:
@@ -303,6 +301,10 @@ class _Slot:
                 case p.LeaseOpen(lease_id=lease_id):
                     self._leases.add(lease_id)
                 case p.LeaseClose(lease_id=lease_id):
+                    # What its holder sent before the message that made the dispatcher close
+                    # it is taken first (it is most likely here already: one hop, not two).
+                    if self._direct is not None:
+                        self._receive_direct(self._direct)
                     self._leases.discard(lease_id)
                     self._closing.add(lease_id)
                     self._confirm_closed(lease_id)
@@ -310,6 +312,10 @@ class _Slot:
                     log.error("the dispatcher refused a message: %s", text)
                 case _:  # a late SlotWelcome, a Reregister meant for the worker: nothing to do
                     pass
+        # After the dispatcher's messages: a lease is opened there before its holder hears of
+        # it, so a DirectRun read now finds its LeaseOpen read already.
+        if self._direct is not None:
+            self._receive_direct(self._direct)
 
     def _receive_direct(self, direct: zmq.Socket[Any]) -> None:
         while True:
@@ -420,7 +426,9 @@ class _Slot:
     ) -> None:
         if client:  # a lease holder waits for this one alone: it goes at once
             if result.status == "cancelled":
+                # Rare: counted at once, before the client hears (it may ask for status).
                 self._direct_cancelled += 1
+                self._flush(count=True)
             else:
                 self._direct_finished += 1
             self._answer_direct(client, result, frames or [])

@@ -352,7 +352,7 @@ class Client(Executor):
         plain = kind == p.KIND_CALL and not resources and not labels
         if plain and self._lane.lease_id and self._send_direct(future, spec, frames):
             return future
-        self._send_outbox(ask_lease=plain)
+        self._send_outbox(ask_lease=plain and not self._lane.lease_id)
         return future
 
     def _send_direct(self, future: TaskFuture, spec: p.TaskSpec, frames: list[FrameLike]) -> bool:

@@ -87,7 +87,10 @@ def send(
     message: Message | JobMessage | DataMessage,
     frames: Sequence[FrameLike] = (),
     identity: bytes | None = None,
+    noblock: bool = False,
 ) -> None:
+    """Send ``message`` and its ``frames``; with ``noblock``, raise zmq.Again (having queued
+    nothing) if the socket cannot take it now."""
     # Frame by frame rather than send_multipart, whose per-message type check and flag
     # arithmetic cost more than the sends (3.3-4.6 us against 1.2 us a message, measured).
     # The header is encoded before anything is queued: a frame left on the socket would be
@@ -96,9 +99,11 @@ def send(
     # refuses an unknown peer (EHOSTUNREACH) on the identity frame, before anything is queued.
     # (A signal's exception raised between two frames would still leave a partial message.)
     header = encode(message)
+    first = _MORE | _NOBLOCK if noblock else _MORE  # the rest of a message never blocks
     if identity is not None:
-        sock.send(identity, _MORE)
-    sock.send(b"", _MORE)
+        sock.send(identity, first)
+        first = _MORE
+    sock.send(b"", first)
     if not frames:
         sock.send(header, 0)
         return
