@@ -83,6 +83,7 @@ class Lane:
         # Written when a future is resolved while a caller waits in wait(): that caller may
         # have looked just before, and the descriptor will not signal again for it.
         self._waiters = 0
+        self._local = threading.local()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)
         os.set_blocking(self._wake_write, False)
@@ -192,32 +193,41 @@ class Lane:
     def wait(self, future: Future[Any], attempt_id: int, timeout: float | None) -> None:
         """Receive until ``future`` is done, it leaves the lane, or ``timeout`` passes."""
         end = None if timeout is None else time.monotonic() + timeout
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        poller.register(self._wake_read, select.POLLIN)
+        poller = self._poller()
         with self.lock:
             self._waiters += 1
         try:
-            while True:
-                with self.lock:
-                    if self._closed:
-                        return
-                    self._drain()
-                if future.done() or attempt_id not in self.attempts:
-                    return
+            # No look before the first wait: whoever drained last (try_send, the I/O thread)
+            # left the descriptor to signal what comes next, or resolved the future and, as
+            # we are counted as waiting, wrote to the wake-up pipe.
+            while not future.done() and attempt_id in self.attempts:
                 left = _LOOK_EVERY if end is None else min(_LOOK_EVERY, end - time.monotonic())
                 if left <= 0:
                     return
-                if poller.poll(left * 1000):
-                    with contextlib.suppress(BlockingIOError):
-                        os.read(self._wake_read, 4096)
+                for fd, _ in poller.poll(left * 1000):
+                    if fd == self._wake_read:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake_read, 4096)
+                with self.lock:
+                    if self._closed:
+                        return
+                    self._drain(wake=False)  # (we are the waiter)
         finally:
             with self.lock:
                 self._waiters -= 1
 
+    def _poller(self) -> select.poll:
+        # One per thread: a poll object refuses concurrent use.
+        poller: select.poll | None = getattr(self._local, "poller", None)
+        if poller is None:
+            poller = self._local.poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            poller.register(self._wake_read, select.POLLIN)
+        return poller
+
     # ----------------------------------------------------------------------- internals
 
-    def _drain(self) -> None:
+    def _drain(self, wake: bool = True) -> None:
         if self._closed:
             return
         resolved = False
@@ -245,7 +255,7 @@ class Lane:
                 self._on_refused(attempt)
             else:
                 self._on_result(attempt, message.result, frames)
-        if resolved:
+        if resolved and wake:
             self._wake_waiters()
 
     def _wake_waiters(self) -> None:

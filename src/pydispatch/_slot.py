@@ -397,7 +397,11 @@ class _Slot:
         # never announced (nor killed for).
         if spec.attempt_id not in self._skip:
             self._state.set_running(spec.attempt_id)
-            self._receive()
+            # (Not for a direct attempt: the worker's "cancelled before it started" does not
+            # count for one, whose holder hears only from this slot or of its death. A Kill
+            # that comes too late lets it finish, and its holder gets the result.)
+            if not client:
+                self._receive()
             if spec.attempt_id not in self._skip and self._queue and self._queue[0] < entry:
                 # That look brought an attempt of higher priority: it goes first.
                 self._state.set_running(0)
