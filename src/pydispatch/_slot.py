@@ -281,7 +281,7 @@ class _Slot:
         self._held = []
         send(self._sock, p.Done(results, direct_finished, direct_cancelled), frames)
 
-    def _receive(self) -> None:
+    def _receive(self, direct: bool = True) -> None:
         self._received_at = time.perf_counter()
         with self._lock:
             received = list(receive_pending(self._sock, "the dispatcher"))
@@ -314,7 +314,7 @@ class _Slot:
                     pass
         # After the dispatcher's messages: a lease is opened there before its holder hears of
         # it, so a DirectRun read now finds its LeaseOpen read already.
-        if self._direct is not None:
+        if direct and self._direct is not None:
             self._receive_direct(self._direct)
 
     def _receive_direct(self, direct: zmq.Socket[Any]) -> None:
@@ -401,7 +401,7 @@ class _Slot:
             # count for one, whose holder hears only from this slot or of its death. A Kill
             # that comes too late lets it finish, and its holder gets the result.)
             if not client:
-                self._receive()
+                self._receive(direct=False)  # for a Kill: one look, not two
             if spec.attempt_id not in self._skip and self._queue and self._queue[0] < entry:
                 # That look brought an attempt of higher priority: it goes first.
                 self._state.set_running(0)
