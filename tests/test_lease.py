@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures as cf
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from pydispatch._leases import Leases
 from pydispatch.client import Client, TaskFuture
 from pydispatch.cluster import LocalCluster
 from pydispatch.errors import TaskFailedError
-from pydispatch.scheduler import NewTask, ReleaseWorker, RunAttempts, Scheduler
+from pydispatch.scheduler import AttemptOutcome, NewTask, ReleaseWorker, RunAttempts, Scheduler
 from pydispatch.transport import dumps, make_socket, recv, send
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -143,6 +144,36 @@ def test_a_draining_worker_is_released_only_after_its_leases_are_confirmed() -> 
     s.close_lease(W1, S1)
     assert s.drain_worker(W1, now=0) == []  # a direct attempt may still run there
     assert ReleaseWorker(W1) in s.unlease_slot(W1, S1)
+
+
+def test_a_slot_is_not_leased_again_before_its_closed_lease_is_confirmed() -> None:
+    s = _one_slot(prefetch=64)
+    s.submit(C1, [NewTask(1, "lone")])
+    (lone,) = [a for i in s.schedule() if isinstance(i, RunAttempts) for a, _ in i.attempts]
+    assert s.lease_slot(W1, S1)
+    s.attempts_finished(S1, [AttemptOutcome(lone, "ok")], now=0)
+    s.close_lease(W1, S1)  # its holder's direct attempt may still run there
+    s.submit(C2, [NewTask(1, "another lone one")])
+    assert _placed(s.schedule()) == ["another lone one"]  # placed behind it (prefetch)...
+    assert not s.lease_slot(W1, S1)  # ...but no second lease until the first is confirmed
+    s.drain_worker(W1, now=0)
+    assert s.unlease_slot(W1, S1) == []  # its placed attempt still runs: not released
+    assert s.snapshot(0).running == 1
+
+
+def test_closing_a_lease_on_a_slot_still_running_its_lone_task_hides_no_other_slot() -> None:
+    s = Scheduler(prefetch=0)
+    s.register_worker(W1, now=0, slots=2, slot_ids=[S1, S2])
+    s.submit(C1, [NewTask(1, "long lone task")])
+    assert _placed(s.schedule()) == ["long lone task"]
+    assert s.lease_slot(W1, S1)
+    s.submit(C2, [NewTask(1, "x1"), NewTask(2, "x2")])
+    out = s.schedule()
+    assert _placed(out) == ["x1"]  # on the other slot
+    s.close_lease(W1, S1)  # x2 waits: the lease closes while the lone task still runs
+    (x1,) = [a for i in out if isinstance(i, RunAttempts) for a, _ in i.attempts]
+    s.attempts_finished(S2, [AttemptOutcome(x1, "ok")], now=1)
+    assert _placed(s.schedule()) == ["x2"]  # the idle slot is used at once
 
 
 # ----------------------------------------------------------- real processes
@@ -387,3 +418,86 @@ def test_a_direct_task_the_slot_refuses_goes_through_the_dispatcher(client: Clie
     assert future._lane_attempt == 0  # it left the lane
     assert client._lane.lease_id == 0  # and the client dropped the lease the slot refused
     leased(client)
+
+
+def test_outcomes_are_delivered_outside_the_lanes_lock() -> None:
+    """A done-callback runs without the lane's lock held, whichever thread delivers it: one
+    that waits for a task the I/O thread must read (the next task goes through the
+    dispatcher: another client's work closed the lease) must not find that thread stuck on
+    the lock (a done-callback that blocks the I/O thread itself stays the caller's concern,
+    as for any executor)."""
+    with LocalCluster(workers=1, slots=1, prefetch=0, **FAST) as cluster:
+        holder, other = cluster.client(), cluster.client()
+        leased(holder)
+        first = direct(holder, sleep_then, 0.5, "first")
+        lock_free: list[bool] = []
+        nexts: list[TaskFuture] = []
+
+        def then(done: cf.Future[Any]) -> None:
+            free = holder._lane.lock.acquire(blocking=False)
+            if free:
+                holder._lane.lock.release()
+            lock_free.append(free)
+            nexts.append(holder.submit(add, 1, 1))
+
+        first.add_done_callback(then)
+        queued = other.submit(add, 5)
+        eventually(lambda: holder._lane.lease_id == 0, "the lease closed")
+        assert first.result(timeout=20) == "first"
+        eventually(lambda: bool(nexts), "the callback ran")
+        assert lock_free == [True]
+        assert nexts[0].result(timeout=20) == 2
+        assert queued.result(timeout=20) == 5
+
+
+def test_only_a_slot_may_count_direct_attempts(client: Client, cluster: LocalCluster) -> None:
+    context: zmq.Context[Any] = zmq.Context()
+    raw = make_socket(context, zmq.DEALER, identity=b"not-a-slot")
+    try:
+        raw.connect(cluster.address)
+        send(raw, p.Done([], 2**62, 0))
+        assert raw.poll(20_000)
+        _, reply, _ = recv(raw, routed=False)
+        assert isinstance(reply, p.Error)
+        assert "slot" in reply.message
+        assert client.status().finished < 2**62  # and status still encodes
+    finally:
+        raw.close(linger=0)
+        context.term()
+
+
+def test_a_lease_whose_slot_cannot_be_reached_is_handed_back_and_not_asked_again() -> None:
+    with LocalCluster(workers=1, slots=1, **FAST) as cluster:
+        client = cluster.client()
+        # As if the slot advertised an endpoint this client cannot reach (another host's
+        # loopback, a firewall): every lease it is granted points where nothing listens.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            nowhere = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+        grant = client._lane.grant
+        client._lane.grant = lambda lease_id, _, worker: grant(lease_id, nowhere, worker)  # type: ignore[method-assign]
+        deadline = time.monotonic() + 30
+        while client._lane.usable and time.monotonic() < deadline:
+            assert client.submit(add, 2, 2).result(timeout=20) == 4  # via the dispatcher
+            time.sleep(0.05)
+        assert not client._lane.usable
+        assert [client.submit(add, i).result(timeout=20) for i in range(20)] == list(range(20))
+        assert client._lane.lease_id == 0  # never asked for again
+
+
+def test_direct_endpoints_fall_back_to_loopback_tcp_and_wildcards_advertise_the_host() -> None:
+    from pydispatch._slot import _reachable
+    from pydispatch.worker import Worker, WorkerOptions
+
+    worker = Worker.__new__(Worker)
+    worker.options, worker.address = WorkerOptions(), "ipc:///tmp/x/dispatcher"
+    assert worker._direct_bind("/tmp/short/slot-0-1") == "ipc:///tmp/short/slot-0-1.direct"
+    assert worker._direct_bind("/tmp/" + "d" * 120 + "/slot-0-1") == "tcp://127.0.0.1:*"
+    worker.address = "tcp://10.0.0.1:5555"
+    assert worker._direct_bind("/tmp/short/slot-0-1") == "tcp://127.0.0.1:*"
+    worker.options = WorkerOptions(data_bind="")
+    assert worker._direct_bind("/tmp/short/slot-0-1") == ""
+    worker.options = WorkerOptions(direct=False)
+    assert worker._direct_bind("/tmp/short/slot-0-1") == ""
+    assert _reachable("tcp://0.0.0.0:4242") == f"tcp://{socket.gethostname()}:4242"
+    assert _reachable("tcp://127.0.0.1:4242") == "tcp://127.0.0.1:4242"

@@ -7,8 +7,11 @@ client's I/O thread and a caller waiting in ``result()`` watch that descriptor. 
 caller receives its result itself, so a round trip costs no thread hand-off; the I/O thread
 serves everyone else (callbacks, ``as_completed``, asyncio).
 
-The lock is re-entrant because futures are resolved under it (so that a waiter who takes it
-next finds its future done), and a done-callback may submit the next task.
+Outcomes are taken off the socket under the lock and delivered (futures resolved, so their
+done-callbacks run) after it is released: a callback may submit, or wait for a task whose
+answer the I/O thread must read. Whoever delivers an outcome while a caller waits writes to a
+wake-up pipe that waiter also polls: the outcome may have left the socket just before the
+waiter looked.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = ["DirectAttempt", "Lane"]
 log = logging.getLogger(__name__)
 
 _LOOK_EVERY: Final = 0.05  # a waiter looks at its future this often even without a wake-up
+_CONNECT_WITHIN: Final = 2.0  # seconds for a lease's slot to be connected, at most
 
 
 @dataclass(slots=True)
@@ -48,7 +52,9 @@ class DirectAttempt:
     kill_asked: bool = False
 
 
-# Called under the lane's lock: an attempt's outcome, and an attempt the slot refused.
+_Taken = tuple[DirectAttempt, p.DirectDone, list[zmq.Frame]]
+
+# Called without the lane's lock: an attempt's outcome, and an attempt the slot refused.
 Resolver = Callable[[DirectAttempt, p.AttemptResult, list[zmq.Frame]], None]
 Refusal = Callable[[DirectAttempt], None]
 
@@ -71,9 +77,13 @@ class Lane:
         # is connected goes through the dispatcher instead (see try_send).
         self._sock.setsockopt(zmq.IMMEDIATE, 1)
         self.fd = int(self._sock.getsockopt(zmq.FD))
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
         self.lease_id = 0  # the open lease (0: none)
         self.worker = ""  # the leased slot's worker, by name
+        # Since when no DirectRun could go out (no connection), across leases; None after one
+        # went out. Too long, and this client stops asking for leases (see unreachable).
+        self._unreached_since: float | None = None
+        self.usable = True
         self._address = ""
         self._numbers = itertools.count(1)
         self.attempts: dict[int, DirectAttempt] = {}
@@ -107,32 +117,37 @@ class Lane:
                 self._address = address
             self.lease_id = lease_id
             self.worker = worker
-            self._drain()
+            self._numbers = itertools.count(1)  # attempt numbers are per lease (32 bits)
+            taken = self._drain()
+        self._deliver(taken)
 
     def ended(self, message: p.LeaseEnded) -> list[tuple[DirectAttempt, bool]]:
         """The dispatcher ended a lease. Returns the attempts to send through the dispatcher,
         each with whether it had started (its slot is gone); the running one, if it failed or
         was force-cancelled, is resolved here."""
+        out: list[tuple[DirectAttempt, bool]] = []
         with self.lock:
-            self._drain()  # what the slot answered before it went counts
+            taken = self._drain()  # what the slot answered before it went counts
             if message.lease_id == self.lease_id:
                 self.lease_id = 0
-            if message.status == "ok":
-                return []  # closed, slot alive: what it took, it answers
-            out: list[tuple[DirectAttempt, bool]] = []
-            for attempt_id, attempt in list(self.attempts.items()):
-                if attempt.lease_id != message.lease_id:
-                    continue
-                del self.attempts[attempt_id]
-                running = attempt_id == message.running
-                if running and (message.status == "failed" or attempt.kill_asked):
-                    status: p.Status = "cancelled" if attempt.kill_asked else "failed"
-                    result = p.AttemptResult(attempt_id, status, None, message.error)
-                    self._on_result(attempt, result, [])
-                else:
-                    out.append((attempt, running))
-            self._wake_waiters()
-            return out
+            if message.status != "ok":  # "ok": closed, slot alive: what it took, it answers
+                for attempt_id, attempt in list(self.attempts.items()):
+                    if attempt.lease_id != message.lease_id:
+                        continue
+                    del self.attempts[attempt_id]
+                    running = attempt_id == message.running
+                    if running and (message.status == "failed" or attempt.kill_asked):
+                        status: p.Status = "cancelled" if attempt.kill_asked else "failed"
+                        ended = p.DirectDone(
+                            p.AttemptResult(attempt_id, status, None, message.error)
+                        )
+                        taken.append((attempt, ended, []))
+                    else:
+                        out.append((attempt, running))
+        self._deliver(taken)
+        if out:
+            self._wake_waiters()  # a waiter for one of them waits on its future instead
+        return out
 
     def reset(self) -> list[DirectAttempt]:
         """The dispatcher restarted (its slots were replaced): forget the lease and return the
@@ -146,8 +161,8 @@ class Lane:
     def receive(self) -> None:
         """The descriptor signalled."""
         with self.lock:
-            if not self._closed:
-                self._drain()
+            taken = self._drain()
+        self._deliver(taken)
 
     def close(self) -> None:
         with self.lock:
@@ -172,14 +187,33 @@ class Lane:
             run = p.RunSpec(attempt_id, spec.kind, spec.fn, spec.args, spec.priority)
             try:
                 send(self._sock, p.DirectRun(self.lease_id, run), frames, noblock=True)
-            except zmq.Again:
+            except zmq.Again:  # not connected (yet, or any more)
                 del self.attempts[attempt_id]
+                if self._unreached_since is None:
+                    self._unreached_since = time.monotonic()
                 return 0
             except Exception:
                 del self.attempts[attempt_id]
                 raise
-            self._drain()
-            return attempt_id
+            self._unreached_since = None
+            taken = self._drain()
+        self._deliver(taken)
+        return attempt_id
+
+    def unreachable(self) -> int:
+        """If no leased slot could be reached for _CONNECT_WITHIN seconds, give leases up for
+        good (their endpoints are not reachable from here, e.g. bound to another host's
+        loopback) and return the lease to hand back (0: none, or not given up)."""
+        with self.lock:
+            since = self._unreached_since
+            if since is None or time.monotonic() - since < _CONNECT_WITHIN:
+                return 0
+            lease_id, self.lease_id, self.usable = self.lease_id, 0, False
+        log.warning(
+            "the leased slot at %s cannot be reached: tasks go through the dispatcher",
+            self._address,
+        )
+        return lease_id
 
     def kill(self, attempt_id: int) -> int:
         """Mark a direct attempt force-cancelled; its lease id (0: it is not out any more)."""
@@ -211,7 +245,8 @@ class Lane:
                 with self.lock:
                     if self._closed:
                         return
-                    self._drain(wake=False)  # (we are the waiter)
+                    taken = self._drain()
+                self._deliver(taken, wake=False)  # (we are the waiter)
         finally:
             with self.lock:
                 self._waiters -= 1
@@ -227,15 +262,16 @@ class Lane:
 
     # ----------------------------------------------------------------------- internals
 
-    def _drain(self, wake: bool = True) -> None:
+    def _drain(self) -> list[_Taken]:
+        """Everything waiting on the socket (the lock is held)."""
+        taken: list[_Taken] = []
         if self._closed:
-            return
-        resolved = False
+            return taken
         while True:
             try:
                 parts = recv_parts(self._sock, zmq.NOBLOCK)
             except zmq.Again:
-                break
+                return taken
             try:
                 _, body = split_envelope(parts, routed=False)
                 message, frames = parse(body)
@@ -248,18 +284,22 @@ class Lane:
             attempt = self.attempts.pop(message.result.attempt_id, None)
             if attempt is None:
                 continue  # failed over already (its lease ended): the dispatcher's run counts
-            resolved = True
+            if message.refused and attempt.lease_id == self.lease_id:
+                self.lease_id = 0
+            taken.append((attempt, message, frames))
+
+    def _deliver(self, taken: list[_Taken], wake: bool = True) -> None:
+        """Resolve what was taken off the socket (the lock is not held)."""
+        for attempt, message, frames in taken:
             if message.refused:
-                if attempt.lease_id == self.lease_id:
-                    self.lease_id = 0
                 self._on_refused(attempt)
             else:
                 self._on_result(attempt, message.result, frames)
-        if resolved and wake:
+        if taken and wake:
             self._wake_waiters()
 
     def _wake_waiters(self) -> None:
-        if self._waiters:
+        if self._waiters:  # (read without the lock: a waiter counts itself before it looks)
             with contextlib.suppress(BlockingIOError):
                 os.write(self._wake_write, b"x")
 

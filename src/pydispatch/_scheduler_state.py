@@ -56,9 +56,11 @@ class Worker:
     # Slots reserved for a lease holder's direct attempts (see _leases), with the capacity each
     # would have: like closed ones, given nothing more (their capacity follows what they hold).
     leased: dict[bytes, int] = field(default_factory=dict)
-    # Slots whose lease closed but that may still run a direct attempt: one place less, and
-    # never idle, until they confirm (LeaseClosed).
-    direct_busy: set[bytes] = field(default_factory=set)
+    # Slots whose lease closed but that may still run a direct attempt, until they confirm
+    # (LeaseClosed): never idle, not leased again, and one place less than usual (the target
+    # kept here); their capacity is never below what they hold, so a slot that still holds
+    # the lone task that got it the lease hides no other slot's room.
+    direct_busy: dict[bytes, int] = field(default_factory=dict)
     attempt_slot: dict[int, bytes] = field(default_factory=dict)
     draining: bool = False
     data_address: str = ""
@@ -97,7 +99,7 @@ class Worker:
         self.slot_seconds.pop(slot, None)
         self.closed.discard(slot)
         self.leased.pop(slot, None)
-        self.direct_busy.discard(slot)
+        self.direct_busy.pop(slot, None)
 
     @property
     def drained(self) -> bool:
@@ -107,8 +109,17 @@ class Worker:
         self.free_slots += capacity - self.slot_capacity[slot]
         self.slot_capacity[slot] = capacity
 
+    def release_place(self, slot: bytes) -> None:
+        """An attempt held by ``slot`` ended (it is no longer in ``slot_attempts``)."""
+        if not self._open(slot):
+            self.slot_capacity[slot] -= 1  # a closed or leased slot adds no free capacity
+        elif slot in self.direct_busy and self.slot_capacity[slot] > self.direct_busy[slot]:
+            self.slot_capacity[slot] -= 1  # above its target only for what it held
+        else:
+            self.free_slots += 1
+
     def lease_slot(self, slot: bytes) -> bool:
-        if slot not in self.slot_capacity or not self._open(slot):
+        if slot not in self.slot_capacity or not self._open(slot) or slot in self.direct_busy:
             return False
         held = len(self.slot_attempts[slot])
         self.leased[slot] = self.slot_capacity[slot]
@@ -120,14 +131,13 @@ class Worker:
         capacity = self.leased.pop(slot, None)
         if capacity is None or slot in self.closed:
             return  # gone, or closed meanwhile (then it stays closed)
-        self.direct_busy.add(slot)
-        self._set_capacity(slot, capacity - 1)
+        self.direct_busy[slot] = capacity - 1
+        self._set_capacity(slot, max(capacity - 1, len(self.slot_attempts[slot])))
 
     def unlease_slot(self, slot: bytes) -> None:
-        if slot in self.direct_busy:
-            self.direct_busy.discard(slot)
-            if slot not in self.closed:
-                self._set_capacity(slot, self.slot_capacity[slot] + 1)
+        target = self.direct_busy.pop(slot, None)
+        if target is not None and slot not in self.closed:
+            self._set_capacity(slot, target + 1)
 
     def close_slot(self, slot: bytes) -> None:
         if slot in self.slot_capacity and slot not in self.closed:
@@ -146,8 +156,11 @@ class Worker:
         queued = prefetch if mean <= 0 else min(prefetch, int(budget / mean))
         if slot in self.leased:
             self.leased[slot] = 1 + queued  # what it gets back when the lease closes
+        elif slot in self.direct_busy:
+            self.direct_busy[slot] = queued
+            self._set_capacity(slot, max(queued, len(self.slot_attempts[slot])))
         else:
-            self._set_capacity(slot, queued if slot in self.direct_busy else 1 + queued)
+            self._set_capacity(slot, 1 + queued)
 
 
 def worker_snapshot(w: Worker, now: float) -> WorkerSnapshot:

@@ -30,6 +30,7 @@ import logging
 import mmap
 import os
 import signal
+import socket
 import struct
 import sys
 import threading
@@ -165,6 +166,14 @@ def _run_one(
             blob = dumps(RemoteError(f"{type(exc).__name__}: {exc}"), out)
         error = f"{type(exc).__name__}: {exc}"
         return p.AttemptResult(spec.attempt_id, "error", blob, error, text), out
+
+
+def _reachable(endpoint: str) -> str:
+    """What a client connects to: a wildcard bind is advertised under this host's name."""
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"):
+        if endpoint.startswith(wildcard):
+            return f"tcp://{socket.gethostname()}:{endpoint[len(wildcard) :]}"
+    return endpoint
 
 
 def _lease_of(attempt_id: int) -> int:
@@ -472,8 +481,13 @@ def main(
     endpoint = ""
     if direct_bind:
         direct = make_socket(context, zmq.ROUTER, max_message_size=max_message_size)
-        direct.bind(direct_bind)
-        endpoint = direct.getsockopt_string(zmq.LAST_ENDPOINT)
+        try:
+            direct.bind(direct_bind)
+            endpoint = _reachable(direct.getsockopt_string(zmq.LAST_ENDPOINT))
+        except zmq.ZMQError as error:  # the slot still works: its tasks come through the dispatcher
+            log.warning("no direct endpoint (could not bind %s: %s)", direct_bind, error)
+            direct.close(linger=0)
+            direct = None
     slot = _Slot(sock, SlotState(state_path), direct)
     slot.hello(worker, endpoint)
     slot.start_late_flusher()

@@ -350,9 +350,12 @@ class Client(Executor):
             self._wake()
             return future
         plain = kind == p.KIND_CALL and not resources and not labels
-        if plain and self._lane.lease_id and self._send_direct(future, spec, frames):
-            return future
-        self._send_outbox(ask_lease=plain and not self._lane.lease_id)
+        if plain and self._lane.lease_id:
+            if self._send_direct(future, spec, frames):
+                return future
+            if returned := self._lane.unreachable():
+                self._send_control(p.ReturnLease(returned))
+        self._send_outbox(ask_lease=plain and self._lane.usable and not self._lane.lease_id)
         return future
 
     def _send_direct(self, future: TaskFuture, spec: p.TaskSpec, frames: list[FrameLike]) -> bool:

@@ -230,6 +230,13 @@ class KillDirect(_Header):
     attempt_id: int
 
 
+class ReturnLease(_Header):
+    """Client -> dispatcher: this lease is of no use here (its slot's endpoint cannot be
+    reached from the client): close it."""
+
+    lease_id: int
+
+
 class LeaseOpen(_Header):
     """Dispatcher -> slot: accept DirectRun under this lease."""
 
@@ -478,6 +485,7 @@ Message = (
     | LeaseGranted
     | LeaseEnded
     | KillDirect
+    | ReturnLease
     | LeaseOpen
     | LeaseClose
     | LeaseClosed

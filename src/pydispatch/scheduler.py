@@ -138,6 +138,9 @@ class Scheduler:
     def knows_worker(self, worker: bytes) -> bool:
         return worker in self._workers
 
+    def knows_slot(self, identity: bytes) -> bool:
+        return identity in self._slot_owner
+
     def knows_peer(self, identity: bytes) -> bool:
         """Whether ``identity`` is a registered worker or one of its slots."""
         return identity in self._workers or identity in self._slot_owner
@@ -591,10 +594,7 @@ class Scheduler:
         del worker.attempts[attempt_id]
         slot = worker.attempt_slot.pop(attempt_id)
         del worker.slot_attempts[slot][attempt_id]
-        if not worker._open(slot):
-            worker.slot_capacity[slot] -= 1  # a closed or leased slot adds no free capacity
-        else:
-            worker.free_slots += 1
+        worker.release_place(slot)
         for name, amount in task.resources.items():
             worker.free[name] = worker.free.get(name, 0.0) + amount
         self._fair.add(task.client, task.resources, sign=-1.0)

@@ -59,6 +59,7 @@ _BATCH: Final = 4096  # messages handled before a placement round, at most
 _JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _KEEP_ENDED_JOBS: Final = 100  # ended dataflow jobs listed by `pydispatch jobs`
 _RESULTS_PER_MESSAGE: Final = 2048
+_MAX_COUNT: Final = 1 << 24  # direct attempts a slot may count in one Done (0.2 s of them)
 # "Started" notices wait this long for a result to ride with: a short task then costs its
 # client one message, not two (``future.running()`` turns true up to this much later).
 _STARTED_DELAY: Final = 0.002
@@ -235,6 +236,10 @@ class Dispatcher:
                 self._perform(self._submit(identity, tasks, frames, ask_lease))
             case p.Done(results=results, direct_finished=finished, direct_cancelled=cancelled):
                 if finished or cancelled:
+                    if not self.scheduler.knows_slot(identity):
+                        raise p.ProtocolError("only a slot counts direct attempts")
+                    if not (0 <= finished <= _MAX_COUNT and 0 <= cancelled <= _MAX_COUNT):
+                        raise p.ProtocolError(f"implausible counts {finished}, {cancelled}")
                     self.scheduler.count_direct(finished, cancelled)
                 self._perform(self._done(identity, results, frames, now))
             case p.LeaseClosed(lease_id=lease_id):
@@ -243,6 +248,10 @@ class Dispatcher:
                     self._perform(self.scheduler.unlease_slot(lease.worker, lease.slot))
             case p.KillDirect(lease_id=lease_id, attempt_id=attempt_id):
                 self._kill_direct(identity, lease_id, attempt_id)
+            case p.ReturnLease(lease_id=lease_id):
+                lease = self._leases.get(lease_id, identity)
+                if lease is not None and lease.open:
+                    self._close_leases(self._leases.close_client(identity))
             case p.Heartbeat(worker=worker):
                 self._perform(self.scheduler.heartbeat(worker, now))
             case p.Cancel(task_ids=task_ids, force=force):
@@ -485,8 +494,10 @@ class Dispatcher:
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
                     if self._send_run(slot, attempts):
                         for _, payload in attempts:
-                            if cast(_Payload, payload).lease_for:
-                                self._grant_lease(cast(_Payload, payload).lease_for, slot, worker)
+                            task = cast(_Payload, payload)
+                            if task.lease_for:  # once: not again if it is retried
+                                self._grant_lease(task.lease_for, slot, worker)
+                                task.lease_for = b""
                     else:
                         # Dead (its worker reports that soon) or cut off from us while its
                         # worker is not: either way it gets nothing more, and its worker is

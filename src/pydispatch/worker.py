@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _REGISTER_RETRY: Final = 5.0  # seconds without a Registered reply before registering again
 _KILL_WATCH: Final = 2.0  # seconds a force-cancelled attempt is watched for on the slots
+_IPC_PATH_MAX: Final = 100  # bytes of an ipc:// socket path (sun_path holds 108 with its NUL)
 _CHECK_EVERY: Final = 0.05  # seconds between checks that the slot processes are alive
 
 
@@ -292,7 +293,9 @@ class Worker:
         if not self.options.direct:
             return ""
         if self.address.startswith("ipc://"):
-            return f"ipc://{state_path}.direct"
+            path = f"{state_path}.direct"
+            # A socket path longer than sun_path (108 bytes) cannot be bound: loopback TCP.
+            return f"ipc://{path}" if len(path.encode()) < _IPC_PATH_MAX else "tcp://127.0.0.1:*"
         bind = self.options.data_bind
         if bind.startswith("tcp://"):
             return f"tcp://{bind[len('tcp://') :].rsplit(':', 1)[0]}:*"
