@@ -311,14 +311,19 @@ def bench_b_round_trip_latency(benchmark: Any, client: Client) -> None:
 
 def _dispatcher_path_round_trips(n: int) -> list[float]:
     """The same loop with no direct lane: every task through the dispatcher (four hops)."""
-    samples = []
     with LocalCluster(workers=WORKERS, slots=1, direct=False) as relayed, relayed.client() as c:
-        for _ in range(100):
-            c.submit(noop, 1).result()
-        for _ in range(n):
-            start = time.perf_counter()
-            c.submit(noop, 1).result()
-            samples.append(time.perf_counter() - start)
+        return _lone_round_trips(c, n)
+
+
+def _lone_round_trips(client: Client, n: int) -> list[float]:
+    """``n`` timed round trips of one no-op task at a time, after 100 untimed ones."""
+    for _ in range(100):
+        client.submit(noop, 1).result()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        client.submit(noop, 1).result()
+        samples.append(time.perf_counter() - start)
     return samples
 
 
@@ -352,18 +357,11 @@ def _client_floor_round_trips(n: int) -> list[float]:
 
     address = f"ipc://{_ipc_dir()}/floor"
     stand_in = subprocess.Popen([sys.executable, "-c", _INSTANT_DISPATCHER, address])
-    samples = []
     try:
         with Client(address) as bare:
-            for _ in range(100):
-                bare.submit(noop, 1).result()
-            for _ in range(n):
-                start = time.perf_counter()
-                bare.submit(noop, 1).result()
-                samples.append(time.perf_counter() - start)
+            return _lone_round_trips(bare, n)
     finally:
         stand_in.wait(timeout=10)
-    return samples
 
 
 # ---------------------------------------------------------------- (c) map over small items

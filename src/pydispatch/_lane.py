@@ -33,7 +33,7 @@ from typing import Any, Final
 import zmq
 
 from . import protocol as p
-from .transport import FrameLike, Socket, make_socket, parse, recv_parts, send, split_envelope
+from .transport import FrameLike, Socket, make_socket, receive_pending, send
 
 __all__ = ["DirectAttempt", "Lane"]
 
@@ -267,17 +267,7 @@ class Lane:
         taken: list[_Taken] = []
         if self._closed:
             return taken
-        while True:
-            try:
-                parts = recv_parts(self._sock, zmq.NOBLOCK)
-            except zmq.Again:
-                return taken
-            try:
-                _, body = split_envelope(parts, routed=False)
-                message, frames = parse(body)
-            except p.ProtocolError as error:
-                log.error("dropped a malformed message from a leased slot: %s", error)
-                continue
+        for message, frames in receive_pending(self._sock, "a leased slot"):
             if not isinstance(message, p.DirectDone):
                 log.error("unexpected %s from a leased slot", type(message).__name__)
                 continue
@@ -287,6 +277,7 @@ class Lane:
             if message.refused and attempt.lease_id == self.lease_id:
                 self.lease_id = 0
             taken.append((attempt, message, frames))
+        return taken
 
     def _deliver(self, taken: list[_Taken], wake: bool = True) -> None:
         """Resolve what was taken off the socket (the lock is not held)."""
