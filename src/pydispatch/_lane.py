@@ -172,28 +172,39 @@ class Lane:
 
     # ---------------------------------------------------------------- application threads
 
-    def try_send(self, future: Future[Any], spec: p.TaskSpec, frames: list[FrameLike]) -> int:
+    def try_send(
+        self,
+        future: Future[Any],
+        spec: p.TaskSpec,
+        frames: list[FrameLike],
+        mark: Callable[[int], None],
+    ) -> int:
         """Send the task to the leased slot; its direct attempt id, or 0 if there is no lease
         or no connection to its slot yet (or any more).
 
         Not before the connection is made: queued meanwhile, the task could reach the slot after
         the dispatcher's LeaseClose caused by what the client sent next (two hops, but over a
-        connection made already), and be refused: it would run after work submitted later."""
+        connection made already), and be refused: it would run after work submitted later.
+        ``mark`` is called with the attempt id before the send (and with 0 if it fails), so
+        that whatever resolves the attempt finds the future marked."""
         with self.lock:
             if not self.lease_id or self._closed:
                 return 0
             attempt_id = -(self.lease_id << 32 | next(self._numbers))
             self.attempts[attempt_id] = DirectAttempt(future, spec, frames, self.lease_id)
             run = p.RunSpec(attempt_id, spec.kind, spec.fn, spec.args, spec.priority)
+            mark(attempt_id)
             try:
                 send(self._sock, p.DirectRun(self.lease_id, run), frames, noblock=True)
             except zmq.Again:  # not connected (yet, or any more)
                 del self.attempts[attempt_id]
+                mark(0)
                 if self._unreached_since is None:
                     self._unreached_since = time.monotonic()
                 return 0
             except Exception:
                 del self.attempts[attempt_id]
+                mark(0)
                 raise
             self._unreached_since = None
             taken = self._drain()

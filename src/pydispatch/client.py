@@ -366,7 +366,7 @@ class Client(Executor):
         if not taken:  # the I/O thread is sending it already
             return True
         try:
-            attempt_id = self._lane.try_send(future, spec, frames)
+            attempt_id = self._lane.try_send(future, spec, frames, partial(_mark_direct, future))
         except Exception:
             log.exception("could not send a task to its leased slot: sending it to the dispatcher")
             attempt_id = 0
@@ -374,10 +374,6 @@ class Client(Executor):
             with self._lock:
                 self._outbox.append((spec, frames))
             return False
-        future._lane_attempt = attempt_id
-        with future._condition:  # like a task the dispatcher placed: cancel() cannot stop it
-            if future._state == "PENDING":
-                future._state = "RUNNING"
         with self._lock:  # a restarted dispatcher's Welcome fails it (its slot is replaced)
             self._sent_through = max(self._sent_through, spec.task_id)
         return True
@@ -668,6 +664,17 @@ class Client(Executor):
         if result.traceback:
             exc.__cause__ = RemoteTraceback(result.traceback)
         return exc
+
+
+def _mark_direct(future: TaskFuture, attempt_id: int) -> None:
+    """Before its DirectRun goes (0: it did not go): like a task the dispatcher placed, it is
+    RUNNING, and cancel() cannot stop it."""
+    with future._condition:
+        future._lane_attempt = attempt_id
+        if attempt_id and future._state == "PENDING":
+            future._state = "RUNNING"
+        elif not attempt_id and future._state == "RUNNING":
+            future._state = "PENDING"
 
 
 def _integer(name: str, value: object) -> int:

@@ -235,11 +235,10 @@ class Dispatcher:
                     raise p.ProtocolError("send ClientHello before Submit")
                 self._perform(self._submit(identity, tasks, frames, ask_lease))
             case p.Done(results=results, direct_finished=finished, direct_cancelled=cancelled):
-                if finished or cancelled:
-                    if not self.scheduler.knows_slot(identity):
-                        raise p.ProtocolError("only a slot counts direct attempts")
-                    if not (0 <= finished <= _MAX_COUNT and 0 <= cancelled <= _MAX_COUNT):
-                        raise p.ProtocolError(f"implausible counts {finished}, {cancelled}")
+                if not (0 <= finished <= _MAX_COUNT and 0 <= cancelled <= _MAX_COUNT):
+                    raise p.ProtocolError(f"implausible counts {finished}, {cancelled}")
+                # Only a registered slot counts (a removed one's results are discarded below).
+                if (finished or cancelled) and self.scheduler.knows_slot(identity):
                     self.scheduler.count_direct(finished, cancelled)
                 self._perform(self._done(identity, results, frames, now))
             case p.LeaseClosed(lease_id=lease_id):
