@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from process_guard import ENV, eventually, tagged_processes
+from pydispatch.client import Client
+from pydispatch.cluster import LocalCluster
 
 # A profile for 2 shared cores: enough examples to find a bug, no deadline flakiness.
 settings.register_profile(
@@ -43,3 +45,13 @@ def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
             for pid in left:  # do not leak them into the next module or session either
                 os.kill(pid, signal.SIGKILL)
             pytest.fail(f"{request.module.__name__} left processes behind: pids {left}")
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[Client]:
+    """A client of the module's ``cluster`` fixture, shut down without waiting afterwards."""
+    c = cluster.client()
+    try:
+        yield c
+    finally:
+        c.shutdown(wait=False, cancel_futures=True)

@@ -51,15 +51,6 @@ def cluster() -> Iterator[LocalCluster]:
         yield running
 
 
-@pytest.fixture
-def client(cluster: LocalCluster) -> Iterator[Client]:
-    c = cluster.client()
-    try:
-        yield c
-    finally:
-        c.shutdown(wait=False, cancel_futures=True)
-
-
 # ------------------------------------------------------------------------ task functions
 
 

@@ -231,15 +231,6 @@ def cluster() -> Iterator[LocalCluster]:
         yield running
 
 
-@pytest.fixture
-def client(cluster: LocalCluster) -> Iterator[Client]:
-    c = cluster.client()
-    try:
-        yield c
-    finally:
-        c.shutdown(wait=False, cancel_futures=True)
-
-
 def test_lone_tasks_go_straight_to_the_leased_slot_and_are_counted(client: Client) -> None:
     leased(client)
     before = client.status().finished
