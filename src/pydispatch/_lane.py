@@ -149,14 +149,12 @@ class Lane:
             self._wake_waiters()  # a waiter for one of them waits on its future instead
         return out
 
-    def reset(self) -> list[DirectAttempt]:
-        """The dispatcher restarted (its slots were replaced): forget the lease and return the
-        attempts that were out (the caller fails them)."""
+    def reset(self) -> None:
+        """The dispatcher restarted (its slots were replaced): forget the lease and what was
+        out on it (the client fails those tasks with the others the restart lost)."""
         with self.lock:
             self.lease_id = 0
-            lost = list(self.attempts.values())
             self.attempts.clear()
-            return lost
 
     def receive(self) -> None:
         """The descriptor signalled."""

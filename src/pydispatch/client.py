@@ -343,36 +343,32 @@ class Client(Executor):
                 task_id, kind, fn_blob, args_blob, resources or {}, labels or {}, priority, retries
             )
             self._futures[task_id] = future
-            self._outbox.append((spec, frames))
             # Alone (a caller waiting on one task at a time): no hand-off, no batch to wait for.
             alone = len(self._futures) == 1 and not self._wake_pending
+            plain = kind == p.KIND_CALL and not resources and not labels
+            lane = alone and plain and self._lane.lease_id != 0
+            if not lane:
+                self._outbox.append((spec, frames))
         if not alone:
             self._wake()
             return future
-        plain = kind == p.KIND_CALL and not resources and not labels
-        if plain and self._lane.lease_id:
+        if lane:
             if self._send_direct(future, spec, frames):
                 return future
             if returned := self._lane.unreachable():
                 self._send_control(p.ReturnLease(returned))
+            with self._lock:  # (after the tasks submitted meanwhile, if any: ids may interleave)
+                self._outbox.append((spec, frames))
         self._send_outbox(ask_lease=plain and self._lane.usable and not self._lane.lease_id)
         return future
 
     def _send_direct(self, future: TaskFuture, spec: p.TaskSpec, frames: list[FrameLike]) -> bool:
-        with self._lock:
-            taken = self._outbox and self._outbox[-1][0] is spec
-            if taken:
-                self._outbox.pop()
-        if not taken:  # the I/O thread is sending it already
-            return True
         try:
             attempt_id = self._lane.try_send(future, spec, frames, partial(_mark_direct, future))
         except Exception:
             log.exception("could not send a task to its leased slot: sending it to the dispatcher")
-            attempt_id = 0
+            return False
         if not attempt_id:
-            with self._lock:
-                self._outbox.append((spec, frames))
             return False
         with self._lock:  # a restarted dispatcher's Welcome fails it (its slot is replaced)
             self._sent_through = max(self._sent_through, spec.task_id)
