@@ -33,8 +33,8 @@ import numpy as np
 import pytest
 import zmq
 
-from pydispatch.client import Client
-from pydispatch.cluster import LocalCluster
+from pydispatch.runtime.client import Client
+from pydispatch.runtime.cluster import LocalCluster
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -330,7 +330,7 @@ def _lone_round_trips(client: Client, n: int) -> list[float]:
 _INSTANT_DISPATCHER = """
 import sys, zmq
 from pydispatch import protocol as p
-from pydispatch.transport import make_socket, parse, send, split_envelope
+from pydispatch.wire.transport import make_socket, parse, send, split_envelope
 sock = make_socket(zmq.Context(), zmq.ROUTER)
 sock.bind(sys.argv[1])
 senders = {}  # a client's sending socket -> the socket it listens on

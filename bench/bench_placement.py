@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import Recorder
-from pydispatch.placement import PlacementRequest, WorkerCapacity, greedy_best_fit
+from pydispatch.scheduling.placer import PlacementRequest, WorkerCapacity, greedy_best_fit
 from test_placement import reference_greedy_best_fit
 
 GiB = 2**30

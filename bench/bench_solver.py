@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from bench_solver_instances import all_to_all, chu_beasley, keyed_pipeline
-from pydispatch import _solver_exact as exact
-from pydispatch import _solver_native as native
 from pydispatch.solver import Placement, flink_slot_sharing, solve
+from pydispatch.solver import _exact as exact
+from pydispatch.solver import _native as native
 
 GAP_SECONDS = float(os.environ.get("PYDISPATCH_BENCH_GAP_SECONDS", "10"))
 JOB_SECONDS = float(os.environ.get("PYDISPATCH_BENCH_JOB_SECONDS", "0.6"))

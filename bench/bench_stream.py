@@ -25,7 +25,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from pydispatch.cluster import LocalCluster
+from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import DataStream, JobHandle, StreamEnvironment
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from process_guard import ENV, eventually, tagged_processes
-from pydispatch.client import Client
-from pydispatch.cluster import LocalCluster
+from pydispatch.runtime.client import Client
+from pydispatch.runtime.cluster import LocalCluster
 
 # A profile for 2 shared cores: enough examples to find a bug, no deadline flakiness.
 settings.register_profile(

@@ -1,5 +1,5 @@
-"""Drives one slot (``pydispatch._slot._Slot``) in this process against a ROUTER that plays the
-dispatcher, and prints what the slot ran. Run by ``test_slot.py`` in a subprocess, which ends
+"""Drives one slot (``pydispatch.runtime.slot._Slot``) in this process against a ROUTER that plays
+the dispatcher, and prints what the slot ran. Run by ``test_slot.py`` in a subprocess, which ends
 it: the slot's serve loop never returns.
 
 Each scenario makes a message reach the slot's socket while a tiny task runs, i.e. just
@@ -22,9 +22,9 @@ from typing import Any
 
 import zmq
 
-from pydispatch import protocol as p
-from pydispatch._slot import SlotState, _Slot
-from pydispatch.transport import dumps, make_socket
+from pydispatch.runtime.slot import SlotState, _Slot
+from pydispatch.wire import protocol as p
+from pydispatch.wire.transport import dumps, make_socket
 
 ROUTER: Any = None  # the "dispatcher" end of the slot's socket
 RAN: list[str] = []  # what the slot ran, in order

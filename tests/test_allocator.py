@@ -9,8 +9,8 @@ import sys
 import cloudpickle
 import numpy as np
 
-from pydispatch._allocator import keep_large_buffers
-from pydispatch.cluster import LocalCluster
+from pydispatch.runtime.cluster import LocalCluster
+from pydispatch.runtime.memory import keep_large_buffers
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -18,7 +18,7 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 # page faults of one such batch once the process has seen two.
 _BATCHES = """
 import resource, sys
-from pydispatch._allocator import keep_large_buffers
+from pydispatch.runtime.memory import keep_large_buffers
 if sys.argv[1] == "tuned":
     assert keep_large_buffers(256 << 20)
 def batch():

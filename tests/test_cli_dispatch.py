@@ -6,9 +6,15 @@ import argparse
 
 import pytest
 
-from pydispatch.cli import build_parser, format_status, parse_amount, parse_label, parse_resources
-from pydispatch.cluster import _format_resources
-from pydispatch.placement import amount_text
+from pydispatch.cli.main import (
+    build_parser,
+    format_status,
+    parse_amount,
+    parse_label,
+    parse_resources,
+)
+from pydispatch.runtime.cluster import _format_resources
+from pydispatch.scheduling.placer import amount_text
 
 
 @pytest.mark.parametrize(

@@ -29,11 +29,11 @@ import pytest
 import zmq
 
 from process_guard import children, eventually
-from pydispatch import protocol as p
-from pydispatch.client import Client
-from pydispatch.cluster import LocalCluster
 from pydispatch.errors import RemoteError, RemoteTraceback, TaskFailedError
-from pydispatch.transport import loads
+from pydispatch.runtime.client import Client
+from pydispatch.runtime.cluster import LocalCluster
+from pydispatch.wire import protocol as p
+from pydispatch.wire.transport import loads
 
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -893,7 +893,7 @@ def test_a_usually_quick_function_turning_slow_does_not_hold_back_earlier_result
 
 _DOOMED_CLIENT = """
 import os, sys, time
-from pydispatch.client import Client
+from pydispatch.runtime.client import Client
 
 def wait_for_file(path, value=None):
     while not os.path.exists(path):

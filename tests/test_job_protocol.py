@@ -14,8 +14,8 @@ import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydispatch import protocol as p
-from pydispatch import transport
+from pydispatch.wire import protocol as p
+from pydispatch.wire import transport
 from wire import through_zmq
 
 
@@ -192,7 +192,7 @@ def test_watermarks_keep_their_value_and_type(mark: object) -> None:
 
 
 def test_subtask_figures_mirror_the_metrics() -> None:
-    from pydispatch._exec_task import SubtaskMetrics, figures
+    from pydispatch.dataflow.slice import SubtaskMetrics, figures
 
     metrics = SubtaskMetrics({1: 2}, {1: 1}, 10, 1, 0.5, 0.1, 3)
     assert SubtaskMetrics(**msgspec.structs.asdict(figures(metrics))) == metrics

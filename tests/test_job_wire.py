@@ -4,7 +4,7 @@ Anyone who can connect to a job master's control ROUTER can send it anything: ga
 pickle that would run code when loaded, a slice of another protocol version. Each is dropped
 (or refused with a clear error) and the job finishes with the right result.
 
-The master here is a :class:`~pydispatch._jobrun.JobRun` in this process (the code a
+The master here is a :class:`~pydispatch.dataflow.job_run.JobRun` in this process (the code a
 dispatcher's job-master process runs), so that its log and its state can be inspected; the
 slices run on a real cluster. ``test_jobhost.py`` sends garbage to a hosted master."""
 
@@ -25,12 +25,12 @@ import pytest
 import zmq
 
 from process_guard import eventually
-from pydispatch import protocol as p
-from pydispatch import transport
-from pydispatch._exec_task import _await_peers
-from pydispatch._jobrun import JobOptions, JobRun
-from pydispatch.cluster import LocalCluster
+from pydispatch.dataflow.job_run import JobOptions, JobRun
+from pydispatch.dataflow.slice import _await_peers
+from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import StreamEnvironment
+from pydispatch.wire import protocol as p
+from pydispatch.wire import transport
 
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -102,7 +102,7 @@ def _answer(sock: zmq.Socket[Any]) -> p.JobMessage:
 def test_garbage_on_the_control_socket_is_dropped(
     cluster: LocalCluster, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="pydispatch._jobrun")
+    caplog.set_level(logging.ERROR, logger="pydispatch.dataflow.job_run")
     run, endpoint = _start(cluster, tmp_path)
     pwned = tmp_path / "pwned"
     context: zmq.Context[Any] = zmq.Context()

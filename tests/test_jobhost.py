@@ -23,11 +23,12 @@ import pytest
 import zmq
 
 from process_guard import eventually
-from pydispatch import protocol as p
-from pydispatch import transport
-from pydispatch._jobclient import fetch_jobs
-from pydispatch.cluster import LocalCluster
-from pydispatch.stream import JobFailedError, JobHandle, StreamEnvironment
+from pydispatch.dataflow.handle import fetch_jobs
+from pydispatch.errors import JobFailedError
+from pydispatch.runtime.cluster import LocalCluster
+from pydispatch.stream import JobHandle, StreamEnvironment
+from pydispatch.wire import protocol as p
+from pydispatch.wire import transport
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -72,7 +73,11 @@ def _job_masters(dispatcher: int, launcher: bool = False) -> list[int]:
     """The job masters of the dispatcher with pid ``dispatcher`` (children of its launcher,
     named ``pydispatch-job``), and with ``launcher`` the launcher too."""
     every = _processes()
-    launchers = {pid for pid, ppid, _, cmd in every if ppid == dispatcher and b"_jobhost" in cmd}
+    launchers = {
+        pid
+        for pid, ppid, _, cmd in every
+        if ppid == dispatcher and b"pydispatch.dataflow.master_process" in cmd
+    }
     named = "pydispatch-job"
     masters = [pid for pid, ppid, name, _ in every if ppid in launchers and name == named]
     return masters + sorted(launchers) if launcher else masters

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pydispatch import _jobmaster as jm
+from pydispatch.dataflow import lifecycle as jm
 
 
 def _run_to_peers(master: jm.JobMaster, attempt: int) -> None:

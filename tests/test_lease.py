@@ -24,13 +24,19 @@ import pytest
 import zmq
 
 from process_guard import eventually
-from pydispatch import protocol as p
-from pydispatch._leases import Leases
-from pydispatch.client import Client, TaskFuture
-from pydispatch.cluster import LocalCluster
 from pydispatch.errors import TaskFailedError
-from pydispatch.scheduler import AttemptOutcome, NewTask, ReleaseWorker, RunAttempts, Scheduler
-from pydispatch.transport import dumps, make_socket, recv, send
+from pydispatch.runtime.client import Client, TaskFuture
+from pydispatch.runtime.cluster import LocalCluster
+from pydispatch.scheduling.leases import Leases
+from pydispatch.scheduling.scheduler import (
+    AttemptOutcome,
+    NewTask,
+    ReleaseWorker,
+    RunAttempts,
+    Scheduler,
+)
+from pydispatch.wire import protocol as p
+from pydispatch.wire.transport import dumps, make_socket, recv, send
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -483,8 +489,8 @@ def test_a_lease_whose_slot_cannot_be_reached_is_handed_back_and_not_asked_again
 
 
 def test_direct_endpoints_fall_back_to_loopback_tcp_and_wildcards_advertise_the_host() -> None:
-    from pydispatch._slot import _reachable
-    from pydispatch.worker import Worker, WorkerOptions
+    from pydispatch.runtime.slot import _reachable
+    from pydispatch.runtime.worker import Worker, WorkerOptions
 
     worker = Worker.__new__(Worker)
     worker.options, worker.address = WorkerOptions(), "ipc:///tmp/x/dispatcher"

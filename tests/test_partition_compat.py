@@ -15,12 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 import partition_reference as ref
 from pydispatch import _core
-from pydispatch.partition import (
-    default_max_parallelism,
-    key_group_range,
-    key_groups,
-    partition,
-)
+from pydispatch.partition import default_max_parallelism, key_group_range, key_groups, partition
 
 FLINK_CONFIGS = [(128, 1), (128, 2), (128, 4), (128, 7), (256, 5), (32768, 100), (1000, 3)]
 

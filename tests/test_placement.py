@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydispatch import placement
-from pydispatch.placement import PlacementRequest, WorkerCapacity, fits, greedy_best_fit
+from pydispatch.scheduling import placer as placement
+from pydispatch.scheduling.placer import PlacementRequest, WorkerCapacity, fits, greedy_best_fit
 
 
 def _reference_greedy_best_fit(

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydispatch import plan as pl
-from pydispatch._plan_placement import worker_capacity
+from pydispatch.plan._placement_input import worker_capacity
 from pydispatch.stream import StreamEnvironment
 
 

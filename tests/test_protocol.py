@@ -9,8 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pydispatch import protocol as p
-from pydispatch import transport
+from pydispatch.wire import protocol as p
+from pydispatch.wire import transport
 from wire import through_zmq
 
 

@@ -129,7 +129,7 @@ def test_importing_the_package_stays_light() -> None:
     code = (
         "import sys, pydispatch; pydispatch.__version__; "
         "assert 'numpy' not in sys.modules, 'numpy imported'; "
-        "pydispatch.Client; assert 'pydispatch.client' in sys.modules"
+        "pydispatch.Client; assert 'pydispatch.runtime.client' in sys.modules"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
@@ -137,7 +137,8 @@ def test_importing_the_package_stays_light() -> None:
     assert result.returncode == 0, result.stderr
     # Nor do the modules those processes run, until a solve or a dataflow batch needs numpy.
     code = (
-        "import sys, pydispatch.server, pydispatch.worker, pydispatch._slot, pydispatch.client; "
+        "import sys, pydispatch.runtime.dispatcher, pydispatch.runtime.worker, "
+        "pydispatch.runtime.slot, pydispatch.runtime.client; "
         "assert 'numpy' not in sys.modules, 'numpy imported'"
     )
     result = subprocess.run(

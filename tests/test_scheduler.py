@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pydispatch.placement import PlacementRequest, WorkerCapacity, greedy_best_fit
-from pydispatch.scheduler import (
+from pydispatch.scheduling.placer import PlacementRequest, WorkerCapacity, greedy_best_fit
+from pydispatch.scheduling.scheduler import (
     AskToReregister,
     AttemptOutcome,
     ForgetWorker,
@@ -506,7 +506,7 @@ def test_force_cancel_kills_through_the_slot_and_a_lost_drain_attempt_is_retried
 
 @given(st.lists(st.integers(0, 5), max_size=8), st.integers(0, 30))
 def test_slot_only_rounds_place_as_greedy_best_fit_would(free: list[int], count: int) -> None:
-    from pydispatch.scheduler import _spread
+    from pydispatch.scheduling.scheduler import _spread
 
     requests = [PlacementRequest({}, {})] * count
     workers = [WorkerCapacity(slots, {}, {}) for slots in free]

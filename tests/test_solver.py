@@ -560,7 +560,7 @@ def test_incremental_deltas_match_recomputed_objective(seed: int) -> None:
     # the local search and the kicks decide on tracked deltas (relocate, swap, the swap's
     # shared-edge correction); they must add up to the true change, in both distance modes,
     # with parallel edges, self loops, anti-affinity and pinning in the way
-    from pydispatch import _solver_native as native
+    from pydispatch.solver import _native as native
 
     rng = np.random.default_rng(seed)
     T, W = 30, 6

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pydispatch._solver_placement import solver_placer
-from pydispatch.placement import PlacementRequest, WorkerCapacity, fits, greedy_best_fit
+from pydispatch.scheduling.placer import PlacementRequest, WorkerCapacity, fits, greedy_best_fit
+from pydispatch.scheduling.solver_placer import solver_placer
 
 
 def request(labels: dict[str, str] | None = None, **resources: float) -> PlacementRequest:
@@ -95,7 +95,7 @@ def test_random_rounds_are_valid_and_never_worse_than_greedy() -> None:
 def test_busy_queues_never_call_the_solver(monkeypatch: pytest.MonkeyPatch) -> None:
     # More candidates than slots, homogeneous demands: greedy's prefix is the longest possible,
     # so no exact solve may run (it would cost the dispatcher's loop time on every round).
-    import pydispatch._solver_placement as placement
+    import pydispatch.scheduling.solver_placer as placement
 
     solves: list[int] = []
     real = placement._exact
@@ -121,6 +121,6 @@ def test_busy_queues_never_call_the_solver(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_dispatcher_places_with_the_solver_by_default() -> None:
     import inspect
 
-    from pydispatch.server import Dispatcher
+    from pydispatch.runtime.dispatcher import Dispatcher
 
     assert inspect.signature(Dispatcher).parameters["placer"].default is solver_placer

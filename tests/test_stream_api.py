@@ -8,7 +8,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from pydispatch._local_run import run_local
+from pydispatch.dataflow.local import run_local
 from pydispatch.stream import JobGraph, KeyedStream, StreamEnvironment
 
 

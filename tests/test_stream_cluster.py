@@ -21,17 +21,11 @@ import numpy as np
 import pytest
 
 from process_guard import eventually
-from pydispatch._jobs_cli import fetch_jobs
-from pydispatch._local_run import run_local
-from pydispatch.cluster import LocalCluster
-from pydispatch.stream import (
-    DataStream,
-    FixedDelay,
-    JobFailedError,
-    JobHandle,
-    NoRestart,
-    StreamEnvironment,
-)
+from pydispatch.cli.jobs import fetch_jobs
+from pydispatch.dataflow.local import run_local
+from pydispatch.errors import JobFailedError
+from pydispatch.runtime.cluster import LocalCluster
+from pydispatch.stream import DataStream, FixedDelay, JobHandle, NoRestart, StreamEnvironment
 
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydispatch._local_run import LocalResult, run_local
+from pydispatch.dataflow.local import LocalResult, run_local
 from pydispatch.plan import ExecutionGraph
 from pydispatch.stream import DataStream, StreamEnvironment
 

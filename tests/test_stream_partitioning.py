@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pydispatch import partition as pt
-from pydispatch._local_run import run_local
-from pydispatch._routing import key_array
+from pydispatch.dataflow.local import run_local
+from pydispatch.dataflow.routing import key_array
 from pydispatch.stream import DataStream, StreamEnvironment
 
 

@@ -6,7 +6,7 @@ import uuid
 
 import zmq
 
-from pydispatch import transport
+from pydispatch.wire import transport
 
 
 def through_zmq(frames: list[transport.FrameLike]) -> list[zmq.Frame]:

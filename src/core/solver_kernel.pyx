@@ -7,7 +7,7 @@ import numpy as _sol_np
 
 
 cdef class SolverKernel:
-    """Native placement state over one validated problem (built by pydispatch._solver_native)."""
+    """Native placement state over one validated problem (built by pydispatch.solver._native)."""
 
     cdef _sol_ctx c
     cdef list _keep

@@ -1,9 +1,13 @@
 """pydispatch: a task dispatcher for Python.
 
-Subpackages are public by name (``pydispatch.partition``); the names re-exported here are the
-package's public API, pinned by ``tests/test_public_api.py``. They are imported on first use
-(PEP 562), so that processes needing none of them (the dispatcher, workers, slot processes)
-start without importing numpy: a cold ``StreamEnvironment.local()`` starts five processes.
+The public API is what this module re-exports, and the public subpackages ``partition``,
+``solver``, ``plan`` and ``stream`` with ``errors``; it is pinned by
+``tests/test_public_api.py``. The other subpackages are the layers underneath (see
+ARCHITECTURE.md): ``scheduling``, ``wire``, ``runtime``, ``dataflow`` and ``cli``.
+
+The names below are imported on first use (PEP 562), so that processes needing none of them (the
+dispatcher, workers, slot processes) start without importing numpy: a cold
+``StreamEnvironment.local()`` starts five processes.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from . import partition, plan, solver, stream
-    from .client import Client, TaskFuture
-    from .cluster import LocalCluster
     from .errors import RemoteError, RemoteTraceback, TaskFailedError
+    from .runtime.client import Client, TaskFuture
+    from .runtime.cluster import LocalCluster
 
 __version__ = "0.1.0"
 
@@ -39,9 +43,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "plan": ("plan", None),
     "solver": ("solver", None),
     "stream": ("stream", None),
-    "Client": ("client", "Client"),
-    "TaskFuture": ("client", "TaskFuture"),
-    "LocalCluster": ("cluster", "LocalCluster"),
+    "Client": ("runtime.client", "Client"),
+    "TaskFuture": ("runtime.client", "TaskFuture"),
+    "LocalCluster": ("runtime.cluster", "LocalCluster"),
     "RemoteError": ("errors", "RemoteError"),
     "RemoteTraceback": ("errors", "RemoteTraceback"),
     "TaskFailedError": ("errors", "TaskFailedError"),

@@ -1,7 +1,20 @@
-"""Exceptions a task's future can raise besides the task's own (kept import-light: slot
-processes import this module)."""
+"""Every public error type of pydispatch's own (kept import-light: slot processes import this
+module). A task's exception reaches its caller as itself; these are what pydispatch adds.
+
+Errors of a single subsystem's input stay beside it and are re-exported by its public module:
+:class:`pydispatch.solver.InfeasibleError` (no placement exists), ``ValueError``/``TypeError``
+for bad arguments everywhere.
+"""
 
 from __future__ import annotations
+
+__all__ = [
+    "JobFailedError",
+    "RemoteError",
+    "RemoteTraceback",
+    "TaskFailedError",
+    "UnfitError",
+]
 
 
 class TaskFailedError(RuntimeError):
@@ -21,3 +34,12 @@ class RemoteTraceback(Exception):  # noqa: N818 - a traceback, not an error
 
     def __str__(self) -> str:
         return f'\n"""\n{self.traceback}"""'
+
+
+class JobFailedError(RuntimeError):
+    """A dataflow job failed for good (its restart strategy gave up); the message has every
+    failure."""
+
+
+class UnfitError(ValueError):
+    """A dataflow job can never fit the cluster's registered workers (the message says why)."""

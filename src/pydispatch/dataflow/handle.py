@@ -1,0 +1,315 @@
+"""Submitting a dataflow job to a dispatcher, and :class:`JobHandle`, the job's remote handle
+(private; documented in ``pydispatch.stream``).
+
+:func:`submit_job` cloudpickles the job (functions and lambdas by value, numpy columns out of band
+as raw frames) into a ``protocol.SubmitJob`` to the dispatcher, which starts the job's master
+process (``pydispatch.dataflow.master_process``) and answers once that process has planned and
+deployed the job (``JobAccepted``: its id and its master's control endpoint) or refused it (an
+``Error``: raised here, e.g. ``ValueError`` for a job that can never fit the cluster).
+
+A :class:`JobHandle` holds no socket and no thread: each call asks the master one question on a
+fresh DEALER (no stale answers after a timeout, safe from any thread), and the job's outcome,
+once fetched, is kept here, so ``status()`` / ``metrics()`` after ``result()`` cost nothing and
+still work after the master has exited. Any process can get a handle to a job by its id
+(:meth:`JobHandle.attach`): the job does not depend on the process that submitted it.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import CancelledError
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+
+import zmq
+
+from ..errors import JobFailedError
+from ..wire import protocol as p
+from ..wire import transport
+
+if TYPE_CHECKING:
+    from ..plan import ExecutionGraph
+    from ..plan._job_graph import JobGraph
+    from .job_run import JobOptions
+    from .result import JobResult
+
+TERMINAL: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
+_ANSWER_TIMEOUT: Final = 5.0  # seconds a master may take to answer beyond a request's wait
+_LONG_POLL: Final = 10.0  # seconds a result request waits at the master per round
+_SUBMIT_TIMEOUT: Final = 180.0  # a master's start: a process, the job's unpickling, the solver
+_RETRY: Final = 0.1  # seconds between questions to a master that cannot be reached
+# A master that cannot be reached: nothing listens at its port (its process died), or the
+# connection to it was lost while it held our request.
+_LOST: Final = zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+
+
+def dispatcher_address(target: object) -> str:
+    """The address of a target: a Client, a LocalCluster or an address."""
+    from ..runtime.client import Client
+    from ..runtime.cluster import LocalCluster
+
+    if isinstance(target, Client | LocalCluster):
+        return target.address
+    if isinstance(target, str):
+        return target
+    raise TypeError(
+        "StreamEnvironment: the target must be a Client, a LocalCluster or a dispatcher "
+        f"address, not {type(target).__name__}"
+    )
+
+
+def fetch_jobs(address: str, timeout: float = 5.0) -> list[p.JobInfo]:
+    """The dataflow jobs a dispatcher knows of, oldest change first."""
+    message = transport.request(address, p.JobsRequest(), timeout)
+    if not isinstance(message, p.JobsReply):
+        raise p.ProtocolError(f"expected JobsReply, got {type(message).__name__}")
+    return message.jobs
+
+
+def find_job(address: str, job: str, timeout: float = 5.0) -> p.JobInfo:
+    """The job whose id (or unique id prefix, or unique name) is ``job``; LookupError."""
+    jobs = fetch_jobs(address, timeout)
+    matches = [j for j in jobs if j.job_id == job] or [
+        j for j in jobs if j.job_id.startswith(job) or j.name == job
+    ]
+    if len(matches) != 1:
+        found = "no job" if not matches else f"{len(matches)} jobs"
+        raise LookupError(f"{found} named {job!r} at {address}")
+    return matches[0]
+
+
+def submit_job(
+    address: str,
+    job: JobGraph,
+    name: str,
+    options: JobOptions,
+    original_ids: list[int],
+    timeout: float = _SUBMIT_TIMEOUT,
+) -> JobHandle:
+    """Hand the job to the dispatcher at ``address``; its handle once its master runs it."""
+    fetch_jobs(address, min(timeout, 10.0))  # a missing dispatcher: a quick, clear error
+    frames: list[transport.FrameLike] = []
+    payload = transport.dumps((job, options, original_ids), frames, inline_limit=0)
+    message = p.SubmitJob(name, options.priority, payload)
+    answer, _ = transport.ask(address, message, frames, timeout)
+    if isinstance(answer, p.JobAccepted):
+        return JobHandle(address, answer.job_id, name, answer.endpoint, job, options.chaining)
+    if isinstance(answer, p.Error):
+        if answer.code in ("unfit", "invalid"):
+            raise ValueError(answer.message)
+        raise RuntimeError(f"the dispatcher refused job {name!r}: {answer.code}: {answer.message}")
+    raise p.ProtocolError(f"expected JobAccepted, got {type(answer).__name__}")
+
+
+@dataclass
+class _Outcome:
+    state: str
+    metrics: dict[str, Any]
+    error: str = ""
+    result: JobResult | None = None
+    subtask_results: dict[int, list[Any]] = field(default_factory=dict)
+    gone: bool = False  # the master had exited: the result is no longer to be had
+
+
+class JobHandle:
+    """A job running on a cluster: ``status()``, ``result()``, ``cancel()``, ``metrics()``.
+
+    ``collected`` / ``records_in`` / ``records_out`` wait for the result, like the attributes
+    of the in-process mode's ``JobResult``, so ``env.execute().collected`` works either way;
+    ``subtask_results``: per collect sink, what each of its subtasks received. ``plan``: the
+    job's execution plan (None for a handle from :meth:`attach`)."""
+
+    def __init__(
+        self,
+        address: str,
+        job_id: str,
+        name: str,
+        endpoint: str,
+        job: JobGraph | None = None,
+        chaining: bool = True,
+        state: str = "",
+    ) -> None:
+        self.job_id = job_id
+        self.name = name
+        self.address = address
+        self.endpoint = endpoint
+        self._job = job
+        self._chaining = chaining
+        self._plan: ExecutionGraph | None = None
+        self._outcome: _Outcome | None = None
+        if not endpoint:  # listed by the dispatcher, but its master has exited
+            self._outcome = _gone(job_id, state)
+
+    @classmethod
+    def attach(cls, target: object, job: str) -> JobHandle:
+        """A handle to the job ``job`` (its id, a unique id prefix or its unique name) of the
+        dispatcher ``target`` (an address, a Client or a LocalCluster), from any process."""
+        address = dispatcher_address(target)
+        info = find_job(address, job)
+        return cls(address, info.job_id, info.name, info.endpoint, state=info.state)
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def plan(self) -> ExecutionGraph | None:
+        if self._plan is None and self._job is not None:
+            from ..plan import ExecutionGraph
+
+            self._plan = ExecutionGraph(self._job, chaining=self._chaining)
+        return self._plan
+
+    def status(self) -> str:
+        """CREATED, RUNNING, RESTARTING, FINISHED, FAILED or CANCELED."""
+        if self._outcome is not None:
+            return self._outcome.state
+        reply, _ = self._ask(p.JobStatusRequest())
+        if isinstance(reply, p.JobStatusReply):
+            return reply.state
+        return self._known().state
+
+    def done(self) -> bool:
+        return self.status() in TERMINAL
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait for the job; raises :class:`JobFailedError` or ``CancelledError``, or
+        ``LookupError`` when its master has exited and its result is no longer kept."""
+        outcome = self._wait(timeout)
+        if outcome.state == "CANCELED":
+            raise CancelledError(f"job {self.job_id} was cancelled")
+        if outcome.result is not None:
+            return outcome.result
+        if outcome.gone and outcome.state == "FINISHED":
+            raise LookupError(outcome.error)
+        raise JobFailedError(outcome.error or "the job failed")
+
+    def cancel(self) -> bool:
+        """Cancel the job (its running slices are killed); False if it had ended already."""
+        if self._outcome is not None:
+            return False
+        reply, _ = self._ask(p.JobCancel())
+        return isinstance(reply, p.JobCancelled) and reply.cancelled
+
+    def metrics(self) -> dict[str, Any]:
+        """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
+        seconds per chain, restarts, placement. While the job runs: the current attempt's
+        figures as its slices last reported them (every 0.5 s); once finished: the final ones."""
+        if self._outcome is None:
+            reply, _ = self._ask(p.JobStatusRequest())
+            if isinstance(reply, p.JobStatusReply):
+                return reply.metrics
+        return dict(self._known().metrics)
+
+    @property
+    def collected(self) -> dict[int, Any]:
+        return self.result().collected
+
+    @property
+    def records_in(self) -> dict[int, int]:
+        return self.result().records_in
+
+    @property
+    def records_out(self) -> dict[int, int]:
+        return self.result().records_out
+
+    @property
+    def subtask_results(self) -> dict[int, list[Any]]:
+        self.result()
+        return self._known().subtask_results
+
+    def __repr__(self) -> str:
+        state = self._outcome.state if self._outcome is not None else "..."
+        return f"JobHandle({self.job_id!r}, {state})"
+
+    # -- the master's answers ---------------------------------------------------------------
+
+    def _known(self) -> _Outcome:
+        """The outcome, which the caller knows is here (``_ask`` sets it when the master has
+        exited)."""
+        if self._outcome is None:
+            raise RuntimeError(f"job {self.job_id}: no outcome yet")
+        return self._outcome
+
+    def _wait(self, timeout: float | None) -> _Outcome:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self._outcome is None:
+            asked = time.monotonic()
+            left = _LONG_POLL if end is None else min(_LONG_POLL, end - asked)
+            reply, frames = self._ask(p.JobResultRequest(max(0.0, left)), max(0.0, left))
+            if isinstance(reply, p.JobResultReply):
+                self._keep(reply, frames)
+            elif end is not None and time.monotonic() >= end and self._outcome is None:
+                state = reply.state if isinstance(reply, p.JobStatusReply) else "?"
+                raise TimeoutError(f"job {self.job_id} is still {state}")
+            elif time.monotonic() - asked < min(left, _RETRY):
+                time.sleep(_RETRY)  # answered before the wait ended (a busy master): no spin
+        return self._outcome
+
+    def _keep(self, reply: p.JobResultReply, frames: list[zmq.Frame]) -> None:
+        outcome = _Outcome(reply.state, reply.metrics, reply.error)
+        if reply.result is not None:
+            outcome.result, outcome.subtask_results = transport.loads(reply.result, frames)
+        self._outcome = outcome
+
+    def _ask(
+        self, message: p.JobMessage, wait: float = 0.0
+    ) -> tuple[p.JobMessage | None, list[zmq.Frame]]:
+        """The master's answer; ``(None, [])`` once it is known to have exited (the outcome
+        is then set from the dispatcher's listing, which drops a master's endpoint within a
+        tick of its exit). TimeoutError if it neither answers nor is known to be gone."""
+        end = time.monotonic() + wait + _ANSWER_TIMEOUT
+        while True:
+            answer = _one_question(self.endpoint, message, end - time.monotonic())
+            if answer is not None:
+                reply, frames = answer
+                if isinstance(reply, p.Error):
+                    raise RuntimeError(f"the master of job {self.job_id} refused: {reply.message}")
+                return reply, frames
+            info = find_job(self.address, self.job_id)
+            if not info.endpoint:
+                self._outcome = _gone(self.job_id, info.state)
+                return None, []
+            if time.monotonic() >= end:
+                where = f"at {self.endpoint} does not answer"
+                raise TimeoutError(f"the master of job {self.job_id} {where}")
+            time.sleep(_RETRY)
+
+
+def _one_question(
+    endpoint: str, message: p.JobMessage, timeout: float
+) -> tuple[p.JobMessage, list[zmq.Frame]] | None:
+    """The answer to ``message``, or None: no answer within ``timeout``, or the master's
+    socket refused the connection or dropped it (its process died) before answering."""
+    sock = transport.make_socket(zmq.Context.instance(), zmq.DEALER)
+    monitor = sock.get_monitor_socket(_LOST)
+    try:
+        sock.connect(endpoint)
+        transport.send(sock, message)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
+        end = time.monotonic() + max(0.0, timeout)
+        while (left := end - time.monotonic()) > 0:
+            ready = dict(poller.poll(int(left * 1000) + 1))
+            if sock in ready:
+                _, body = transport.split_envelope(sock.recv_multipart(copy=False), routed=False)
+                return transport.parse_job_reply(body)
+            if monitor in ready:
+                monitor.recv_multipart()
+                return None
+        return None
+    finally:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+
+
+def _gone(job_id: str, state: str) -> _Outcome:
+    """The outcome of a job whose master has exited: only its final state is known."""
+    if state not in TERMINAL:
+        state = "FAILED"
+    if state == "FINISHED":
+        why = "its result was fetched already, or kept past its retention"
+    else:
+        why = "the details went to whoever fetched its outcome, or to the dispatcher's log"
+    error = f"job {job_id} ended {state} and its master process has exited: {why}"
+    return _Outcome(state, {"status": state}, error, gone=True)

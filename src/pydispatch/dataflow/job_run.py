@@ -1,0 +1,597 @@
+"""A dataflow job on a cluster: the job master's glue, :class:`JobRun` (private).
+
+It runs in the job's master process, which the dispatcher starts for each submitted job
+(``pydispatch.dataflow.master_process``); users hold a :class:`pydispatch.stream.JobHandle` that
+asks it for status, metrics and the result over its control socket.
+
+The job is planned here (``plan.ExecutionGraph``), checked against the registered workers
+(``plan.why_not_fit``: a job that can never fit is refused at submission with the reason),
+and deployed as one dispatcher task per slot-sharing slice (``_exec_task.run_slice``), so the
+dispatcher's solver-backed placer puts slices on slots like any task and its heartbeats find
+lost workers. A thread here runs :class:`pydispatch.dataflow.lifecycle.JobMaster` and performs its
+instructions: it binds a control ROUTER that slices report to (``ready`` with their data
+endpoints, ``failed`` with a traceback), answers with the peers' endpoints, cancels a failed
+attempt's slices by force (their slot processes are killed and replaced) and redeploys after
+the restart strategy's delay. Every control message is a ``protocol.JobMessage`` struct: a
+malformed one is logged and dropped, and a slice of another protocol version is refused.
+
+The control socket outlives the job: after the job ends it still answers status and result
+requests until :meth:`JobRun.close` (the master process keeps the result for a while).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import zmq
+
+from ..errors import JobFailedError, UnfitError
+from ..plan import ExecutionGraph, _sources, placement_input, placement_problem, why_not_fit
+from ..plan._job_graph import JobGraph
+from ..wire import protocol as p
+from ..wire import transport
+from . import lifecycle as jm
+from .operators import Batch, concat, size
+from .slice import SliceSpec, SubtaskMetrics, run_slice
+
+if TYPE_CHECKING:
+    from ..runtime.client import Client
+    from .result import JobResult
+
+
+@dataclass
+class JobOptions:
+    chaining: bool = True
+    batch_records: int = 4096
+    credits: int = 8
+    host: str = "127.0.0.1"  # where the control socket and the slices' data sockets bind
+    master_timeout: float = 60.0  # slices end themselves when their master is silent this long
+    restart: jm.RestartStrategy | None = None
+    # Slices wait for each other at start-up; if the cluster cannot run them all at once
+    # (other jobs hold the slots) the attempt fails after this long rather than hold its slots.
+    deploy_timeout: float = 60.0
+    priority: int = 0
+    place_with_solver: bool = True
+    # How long the job's master process keeps the result after the job ends, if nobody
+    # fetches it (Flink's jobstore.expiration-time, shorter: a result can be large).
+    result_retention: float = 600.0
+
+
+@dataclass
+class _Attempt:
+    futures: dict[int, Future[Any]] = field(default_factory=dict)  # by slice index
+    identities: dict[int, bytes] = field(default_factory=dict)
+    deployed_at: float = 0.0
+    connected: bool = False
+
+
+log = logging.getLogger(__name__)
+_ids = itertools.count(1)
+_MAX_WAIT = 60.0  # the longest a result request is held before a status answer
+_MAX_WAITERS = 1024  # result requests held at once; more are answered with the status at once
+
+
+class JobRun:
+    """A job's master: deploys and watches the job, serves its control socket.
+
+    ``status()``, ``result()``, ``cancel()``, ``metrics()`` as a ``JobHandle`` has them (the
+    handle asks these over the socket); :meth:`close` ends the master thread."""
+
+    def __init__(
+        self,
+        client: Client,
+        job: JobGraph,
+        name: str,
+        options: JobOptions,
+        original_ids: list[int] | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        self.name = name
+        self.job_id = job_id or f"{name}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
+        self._client = client
+        self._options = options
+        self._ids = original_ids if original_ids is not None else list(range(len(job.operators)))
+        self.plan = plan = ExecutionGraph(job, chaining=options.chaining)
+        self._refuse_if_unfit(plan)
+        pairs = zip(
+            plan.subtask_index[plan.channel_src].tolist(),
+            plan.subtask_index[plan.channel_dst].tolist(),
+            strict=True,
+        )
+        regions = jm.regions_of(list(pairs), plan.n_slots)
+        self._master = jm.JobMaster(plan.n_slots, options.restart, regions)
+        self._final: dict[int, Future[Any]] = {}  # each slice's latest future
+        self._specs = [
+            SliceSpec(
+                _slice_job(job, index),
+                options.chaining,
+                options.batch_records,
+                options.credits,
+                options.host,
+                options.master_timeout,
+            )
+            for index in range(plan.n_slots)
+        ]
+        self._slice_resources = _slice_resources(plan)
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._attempts: dict[int, _Attempt] = {}
+        self._timers: list[tuple[float, int]] = []
+        self._done = threading.Event()
+        self._result: JobResult | None = None
+        self._error: str | None = None
+        self._metrics: dict[str, Any] = {}
+        #: Per collect sink (original operator id): what each of its subtasks received.
+        self.subtask_results: dict[int, list[Batch]] = {}
+        self._context: zmq.Context[Any] = zmq.Context()
+        # ROUTER_MANDATORY (make_socket): a reply to a peer gone already raises
+        # EHOSTUNREACH, which _reply logs, instead of vanishing.
+        self._control = transport.make_socket(self._context, zmq.ROUTER)
+        port = self._control.bind_to_random_port(f"tcp://{options.host}")
+        self.endpoint = f"tcp://{options.host}:{port}"
+        self._closing = threading.Event()
+        self._waiters: list[tuple[bytes, float]] = []  # result requests held until the end
+        self._outcome: tuple[p.JobResultReply, list[transport.FrameLike]] | None = None
+        #: When a handle was last sent the outcome (the master process may exit then).
+        self.fetched_at: float | None = None
+        self._started = time.monotonic()
+        self._announced: tuple[str, int] = ("", 0)
+        self._placement: dict[str, Any] = {}
+        self._live: dict[int, dict[int, SubtaskMetrics]] = {}  # slice -> its latest report
+        self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
+        self._perform(self._master.start())
+        # Listed before the job is reported accepted: both go out on the client's socket.
+        self._announce()
+        self._thread.start()
+
+    def _refuse_if_unfit(self, plan: ExecutionGraph) -> None:
+        workers = [w for w in self._client.status().workers if not w.draining]
+        capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
+        reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
+        if reason:
+            raise UnfitError(f"job {self.name!r} can never fit the cluster: {reason}")
+
+    # -- public ---------------------------------------------------------------------------
+
+    def status(self) -> str:
+        """CREATED, RUNNING, RESTARTING, FINISHED, FAILED or CANCELED."""
+        return self._master.state
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        """Wait for the job; raises :class:`JobFailedError` or ``CancelledError``."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"job {self.job_id} is still {self.status()}")
+        if self._master.state == jm.CANCELED:
+            raise CancelledError(f"job {self.job_id} was cancelled")
+        if self._result is None:
+            raise JobFailedError(self._error or "the job failed")
+        return self._result
+
+    def cancel(self) -> bool:
+        """Cancel the job (its running slices are killed); False if it had ended already."""
+        if self._done.is_set():
+            return False
+        reply: Future[bool] = Future()
+        self._events.put(("cancel", reply))
+        return reply.result(timeout=30)
+
+    def abort(self, reason: str) -> bool:
+        """End the job as FAILED with ``reason`` (its running slices are killed), when its
+        master must stop while it runs; False if it had ended already."""
+        if self._done.is_set():
+            return False
+        reply: Future[bool] = Future()
+        self._events.put(("abort", reply, reason))
+        return reply.result(timeout=30)
+
+    def alive(self) -> bool:
+        """Whether the master thread still serves the control socket."""
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop serving the control socket (the job should have ended: see ``cancel``)."""
+        self._closing.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    def metrics(self) -> dict[str, Any]:
+        """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
+        seconds per chain, restarts, placement. While the job runs: the current attempt's
+        figures as its slices last reported them (every 0.5 s); once finished: the final ones."""
+        base: dict[str, Any] = {"status": self.status(), "attempt": self._master.attempt}
+        base["restarts"] = self._master.restarts
+        base["placement"] = self._placement
+        if self._metrics:
+            return {**base, **self._metrics}
+        live = dict(self._live)  # the master thread replaces entries, never mutates them
+        figures = self._aggregate({g: m for r in live.values() for g, m in r.items()})
+        return {**base, **figures}
+
+    def __repr__(self) -> str:
+        return f"JobRun({self.job_id!r}, {self.status()})"
+
+    # -- the master thread ----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while not self._closing.is_set():
+                if self._control.poll(20):
+                    self._receive()
+                while True:
+                    try:
+                        event = self._events.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._event(event)
+                now = time.monotonic()
+                due = [t for t in self._timers if t[0] <= now]
+                for timer in due:
+                    self._timers.remove(timer)
+                    self._perform(self._master.timer_fired(timer[1]))
+                self._check_deployment(now)
+                self._announce()
+                if self._master.state in jm.TERMINAL and not self._done.is_set():
+                    self._done.set()
+                self._answer_waiters(now)
+        except BaseException as exc:  # the job must end, whatever happened here
+            log.exception("job %s: the master thread failed", self.job_id)
+            self._error = f"the job master failed: {exc!r}"
+            self._master.state = jm.FAILED
+            self._done.set()
+        finally:
+            with contextlib.suppress(Exception):
+                self._announce()
+            self._control.close()
+            self._context.term()
+
+    def _announce(self) -> None:
+        """Tell the dispatcher of each change of state (``pydispatch jobs`` lists them)."""
+        seen = (self._master.state, self._master.attempt)
+        if seen == self._announced:
+            return
+        self._announced = seen
+        info = p.JobInfo(
+            self.job_id, self.name, seen[0], self.endpoint, seen[1], self._master.slices
+        )
+        self._client._send_control(p.JobUpdate(info))
+
+    def _check_deployment(self, now: float) -> None:
+        for attempt in self._master.running_attempts():
+            record = self._attempts.get(attempt)
+            if record is None or record.connected:
+                continue
+            if now - record.deployed_at > self._options.deploy_timeout:
+                error = (
+                    f"not every slice of attempt {attempt} started within "
+                    f"{self._options.deploy_timeout:g} s (the cluster's slots are busy?)"
+                )
+                self._perform(self._master.slice_failed(attempt, -1, error, now))
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                parts = self._control.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                identity, body = transport.split_envelope(parts, routed=True)
+                message = transport.parse_job(body)
+            except p.ProtocolError as error:  # anyone can connect: drop it, keep the job
+                log.error("job %s dropped a malformed control message: %s", self.job_id, error)
+                continue
+            self._handle(identity, message)
+
+    def _reply(
+        self,
+        identity: bytes,
+        message: p.JobMessage,
+        frames: list[transport.FrameLike] | None = None,
+    ) -> bool:
+        try:
+            transport.send(self._control, message, frames or (), identity=identity)
+        except zmq.ZMQError as error:  # the peer left (EHOSTUNREACH): nothing to answer
+            log.warning("job %s could not answer a control peer: %s", self.job_id, error)
+            return False
+        return True
+
+    # -- requests of the job's handles ------------------------------------------------------
+
+    def _status_reply(self) -> p.JobStatusReply:
+        return p.JobStatusReply(self.job_id, self.name, self.status(), _plain(self.metrics()))
+
+    def _answer_result(self, identity: bytes) -> None:
+        if self._outcome is None:
+            reply = p.JobResultReply(
+                self.job_id, self.name, self.status(), _plain(self.metrics()), self._error or ""
+            )
+            frames: list[transport.FrameLike] = []
+            if self._result is not None:
+                # Pickled once; every handle that asks gets the same frames (no copies).
+                outcome = (self._result, self.subtask_results)
+                try:
+                    reply.result = transport.dumps(outcome, frames, inline_limit=0)
+                except Exception as error:  # the records came pickled: this is unlikely
+                    log.exception("job %s: its result cannot be pickled", self.job_id)
+                    reply.error = f"the job's result could not be pickled: {error!r}"
+                    frames = []
+            self._outcome = (reply, frames)
+        if self._reply(identity, *self._outcome):
+            self.fetched_at = time.monotonic()
+
+    def _answer_waiters(self, now: float) -> None:
+        if not self._waiters:
+            return
+        if self._done.is_set():
+            waiters, self._waiters = self._waiters, []
+            for identity, _ in waiters:
+                self._answer_result(identity)
+            return
+        due = [w for w in self._waiters if w[1] <= now]
+        if due:
+            self._waiters = [w for w in self._waiters if w[1] > now]
+            reply = self._status_reply()
+            for identity, _ in due:
+                self._reply(identity, reply)
+
+    def _handle(self, identity: bytes, message: p.JobMessage) -> None:
+        reports = (p.SliceReady, p.SliceMetrics, p.SliceFailed)
+        if isinstance(message, reports) and not 0 <= message.index < self.plan.n_slots:
+            # Well-formed but from no slice of this job: the master must not index with it.
+            log.error("job %s dropped a report of slice %d", self.job_id, message.index)
+            return
+        if isinstance(message, p.SliceReady):
+            if message.version != p.PROTOCOL_VERSION:
+                reason = (
+                    f"slice {message.index} speaks protocol version {message.version}, this "
+                    f"job master speaks {p.PROTOCOL_VERSION} (mixed pydispatch versions?)"
+                )
+                log.error("job %s refused a slice: %s", self.job_id, reason)
+                self._reply(identity, p.Error("version", reason))
+                return
+            record = self._attempts.get(message.attempt)
+            if record is not None:
+                record.identities[message.index] = identity
+            ready = self._master.slice_ready(message.attempt, message.index, message.endpoints)
+            self._perform(ready)
+        elif isinstance(message, p.SliceMetrics):
+            self._reply(identity, p.MasterAlive())  # the slice watches for it
+            if message.attempt == self._master.attempt_of(message.index):
+                self._live[message.index] = {
+                    gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
+                    for gid, figures in message.figures.items()
+                }
+        elif isinstance(message, p.JobCancel):  # a handle, or `pydispatch cancel ADDRESS JOB`
+            reply: Future[bool] = Future()
+            self._event(("cancel", reply))
+            self._reply(identity, p.JobCancelled(reply.result()))
+        elif isinstance(message, p.JobStatusRequest):
+            self._reply(identity, self._status_reply())
+        elif isinstance(message, p.JobResultRequest):
+            wait = min(message.wait, _MAX_WAIT) if message.wait > 0 else 0.0  # NaN: 0
+            if self._done.is_set():
+                self._answer_result(identity)
+            elif wait == 0 or len(self._waiters) >= _MAX_WAITERS:
+                self._reply(identity, self._status_reply())
+            else:
+                self._waiters.append((identity, time.monotonic() + wait))
+        elif isinstance(message, p.SliceFailed):
+            self._reply(identity, p.MasterAck())
+            now = time.monotonic()
+            self._perform(
+                self._master.slice_failed(message.attempt, message.index, message.error, now)
+            )
+        else:
+            log.error(
+                "job %s ignored a %s on its control socket", self.job_id, type(message).__name__
+            )
+
+    def _event(self, event: tuple[Any, ...]) -> None:
+        if event[0] in ("cancel", "abort"):
+            reply: Future[bool] = event[1]
+            if self._master.state in jm.TERMINAL:  # ended already (cancelled, perhaps)
+                reply.set_result(False)
+                return
+            self._perform(self._master.cancel())
+            if event[0] == "abort":  # killed like a cancelled job, but nobody cancelled it
+                self._master.state = jm.FAILED
+                self._error = f"job {self.job_id} failed: {event[2]}"
+            reply.set_result(self._master.state in jm.TERMINAL)
+            return
+        _, attempt, index, future = event
+        if future.cancelled():
+            error = "the slice was cancelled"
+            self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
+            return
+        exc = future.exception()
+        if exc is None:
+            self._perform(self._master.slice_finished(attempt, index, future.result()))
+        else:
+            error = f"{type(exc).__name__}: {exc}"
+            if exc.__cause__ is not None:
+                error += f"{exc.__cause__}"
+            self._perform(self._master.slice_failed(attempt, index, error, time.monotonic()))
+
+    def _perform(self, instructions: list[jm.Instruction]) -> None:
+        for ins in instructions:
+            if isinstance(ins, jm.Deploy):
+                self._deploy(ins.attempt, ins.slices)
+            elif isinstance(ins, jm.SendPeers):
+                self._attempts[ins.attempt].connected = True
+                peers = p.Peers(dict(ins.peers))
+                for identity in self._attempts[ins.attempt].identities.values():
+                    self._reply(identity, peers)
+            elif isinstance(ins, jm.CancelAttempt):
+                for future in self._attempts[ins.attempt].futures.values():
+                    with contextlib.suppress(ValueError):
+                        self._client.cancel(future, force=True)
+            elif isinstance(ins, jm.StartTimer):
+                self._timers.append((time.monotonic() + ins.delay, ins.attempt))
+            elif isinstance(ins, jm.Finish):
+                self._finish(ins.results)
+            else:
+                failures = "\n".join(self._master.failures)
+                self._error = f"job {self.job_id} failed: {ins.error}\nall failures:\n{failures}"
+
+    def _place(self) -> list[dict[str, str]]:
+        """Pin each slice to a worker chosen by the solver (compute and the plan's traffic
+        estimates between slices, over the workers' free capacity; their total capacity if the
+        job does not fit what is free now). No pins (the dispatcher places) if the solver is
+        unavailable or finds nothing; ``metrics()["placement"]`` says which happened."""
+        if self.plan.n_slots == 1:  # no traffic between slices: any free slot is as good
+            self._placement = {"pinned": False, "reason": "one slice: the dispatcher places it"}
+            return [{}]
+        free: list[dict[str, float]] = []
+        total: list[dict[str, float]] = []
+        try:
+            workers = [w for w in self._client.status().workers if not w.draining]
+            for w in workers:
+                free.append({"slots": float(w.slots - w.slots_used), **w.free_resources})
+                total.append({"slots": float(w.slots), **w.resources})
+            data = placement_input(self.plan)
+            capacity = free if why_not_fit(data, free) is None else total
+            from ..solver import solve
+
+            placement = solve(placement_problem(data, capacity), time_limit=1.0)
+        except Exception as error:  # placement is an optimisation: fall back, say why
+            self._placement = {"pinned": False, "reason": f"{type(error).__name__}: {error}"}
+            return [{} for _ in range(self.plan.n_slots)]
+        names = [workers[int(w)].name for w in placement.assignment]
+        self._placement = {"pinned": True, "workers": names, "method": placement.method}
+        return [{"worker": name} for name in names]
+
+    def _deploy(self, attempt: int, slices: tuple[int, ...]) -> None:
+        record = self._attempts[attempt] = _Attempt(deployed_at=time.monotonic())
+        for index in slices:
+            self._live.pop(index, None)
+        # The solver places the whole job; a region restarting alone goes to free slots.
+        whole = len(slices) == self.plan.n_slots and self._options.place_with_solver
+        labels = self._place() if whole else [{} for _ in range(self.plan.n_slots)]
+        for index in slices:
+            future = self._client.submit(
+                run_slice,
+                self._specs[index],
+                index,
+                attempt,
+                self.endpoint,
+                retries=0,
+                resources=self._slice_resources[index],
+                priority=self._options.priority,
+                labels=labels[index],
+            )
+            record.futures[index] = future
+            self._final[index] = future
+            future.add_done_callback(self._on_done(attempt, index))
+
+    def _aggregate(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
+        """Job figures from per-subtask ones (keyed by global subtask id)."""
+        records_in: dict[int, int] = {self._ids[op.id]: 0 for op in self.plan.job.operators}
+        records_out = dict(records_in)
+        busy: dict[str, float] = {}
+        pressured: dict[str, float] = {}
+        for gid, m in metrics.items():
+            chain = self.plan.chains[int(self.plan.subtask_chain[gid])].name
+            busy[chain] = busy.get(chain, 0.0) + m.busy
+            pressured[chain] = pressured.get(chain, 0.0) + m.backpressured
+            for op_id, n in m.records_in.items():
+                records_in[self._ids[op_id]] += n
+            for op_id, n in m.records_out.items():
+                records_out[self._ids[op_id]] += n
+        return {
+            "records_in": records_in,
+            "records_out": records_out,
+            "bytes_shuffled": sum(m.bytes_out for m in metrics.values()),
+            "batches_shuffled": sum(m.batches_out for m in metrics.values()),
+            "max_in_flight_batches": max((m.max_in_flight for m in metrics.values()), default=0),
+            "busy_seconds": busy,
+            "backpressured_seconds": pressured,
+            "seconds": time.monotonic() - self._started,
+        }
+
+    def _on_done(self, attempt: int, index: int) -> Callable[[Future[Any]], None]:
+        def put(future: Future[Any]) -> None:
+            self._events.put(("done", attempt, index, future))
+
+        return put
+
+    def _finish(self, results: dict[int, Any]) -> None:
+        from .result import JobResult
+
+        futures = [self._final[i] for i in range(self.plan.n_slots)]
+        self._placement["ran_on"] = [getattr(f, "worker", "") for f in futures]
+        job = self.plan.job
+        collected: dict[int, Any] = {}
+        for op in job.sinks():
+            if op.params.get("sink") != "collect":
+                continue
+            parts: list[Batch] = [
+                results[i]["collected"].get(op.id, []) for i in range(op.parallelism)
+            ]
+            self.subtask_results[self._ids[op.id]] = parts
+            parts = [part for part in parts if size(part)]
+            if op.params.get("columnar"):
+                collected[self._ids[op.id]] = concat(parts) if parts else {}
+            else:
+                collected[self._ids[op.id]] = concat(parts) if parts else []
+        metrics = {g: m for r in results.values() for g, m in r["metrics"].items()}
+        self._metrics = self._aggregate(metrics)
+        records_in = self._metrics["records_in"]
+        records_out = self._metrics["records_out"]
+        self._result = JobResult(
+            self.name, self.plan.runtime_mode, collected, records_in, records_out
+        )
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as msgpack carries them: builtins only (a tuple becomes a list)."""
+    plain: dict[str, Any] = msgspec.to_builtins(metrics, str_keys=False)
+    return plain
+
+
+def _slice_job(job: JobGraph, index: int) -> JobGraph:
+    """The job as slice ``index`` needs it: in-memory sources hold only that slice's split
+    (``presplit``), so a large ``from_arrays`` or ``from_collection`` is not shipped to every
+    slot whole."""
+    for op in job.sources():
+        params = op.params
+        if params["source"] not in ("arrays", "elements"):
+            continue
+        par = op.parallelism
+        new = dict(params, presplit=True)
+        if params["source"] == "arrays":
+            columns = params["columns"]
+            new["columns"] = (
+                _sources.arrays_split(columns, index, par)
+                if index < par
+                else {name: c[:0] for name, c in columns.items()}
+            )
+        else:
+            elements = params["elements"]
+            new["elements"] = (
+                tuple(_sources.sequence_split(elements, index, par)) if index < par else ()
+            )
+        job = job.replace(op.id, params=new)
+    return job
+
+
+def _slice_resources(plan: ExecutionGraph) -> list[dict[str, float]]:
+    """Each slice's demand beyond its slot: the sum over the subtasks it holds."""
+    out: list[dict[str, float]] = [{} for _ in range(plan.n_slots)]
+    for chain in plan.chains:
+        for index in range(chain.parallelism):
+            for name, amount in chain.resources.items():
+                if name != "slots":
+                    out[index][name] = out[index].get(name, 0.0) + amount
+    return out

@@ -1,0 +1,168 @@
+"""What each operator kind does to one subtask's input (private; used by ``_local_run``).
+
+A batch is a list of records, or a dict of equal-length numpy columns on the columnar path.
+Keyed state lives in one dict per subtask run: every key of a subtask is seen in that run,
+since the reference executor hands each subtask its whole input at once.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..plan._job_graph import KeySpec, Operator
+
+Columns = dict[str, npt.NDArray[Any]]
+Batch = list[Any] | Columns
+
+
+def size(batch: Batch) -> int:
+    if isinstance(batch, dict):
+        return len(next(iter(batch.values()))) if batch else 0
+    return len(batch)
+
+
+def rows(batch: Batch) -> list[Any]:
+    """The records of a batch; columns become one dict per row (Python scalars)."""
+    if not isinstance(batch, dict):
+        return batch
+    names = list(batch)
+    columns = [batch[n].tolist() for n in names]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def concat(batches: list[Batch]) -> Batch:
+    if not batches:
+        return []
+    if isinstance(batches[0], dict):
+        if len(batches) == 1:
+            return batches[0]
+        names = list(batches[0])
+        return {n: np.concatenate([b[n] for b in batches if isinstance(b, dict)]) for n in names}
+    out: list[Any] = []
+    for b in batches:
+        out.extend(rows(b))
+    return out
+
+
+def getter(spec: KeySpec) -> Callable[[Any], Any]:
+    if spec.kind == "function":
+        function: Callable[[Any], Any] = spec.selector  # type: ignore[assignment]
+        return function
+    return operator.itemgetter(spec.selector)
+
+
+def _field_getter(field: int | str | None) -> Callable[[Any], Any]:
+    return (lambda record: record) if field is None else operator.itemgetter(field)
+
+
+def _combiner(agg: str, function: Callable[[Any, Any], Any] | None) -> Callable[[Any, Any], Any]:
+    if agg == "sum":
+        return operator.add
+    if agg == "min":
+        return min
+    if agg == "max":
+        return max
+    if agg == "count":
+        return lambda acc, _: acc + 1
+    assert function is not None  # reduce
+    return function
+
+
+def _emit(agg: str) -> Callable[[Any, Any], Any]:
+    return (lambda _, acc: acc) if agg == "reduce" else (lambda key, acc: (key, acc))
+
+
+def aggregate_records(op: Operator, records: list[Any], streaming: bool) -> list[Any]:
+    """A keyed rolling (streaming) or final (batch) aggregation; keys in first-seen order."""
+    agg = op.params["agg"]
+    key_of = getter(op.params["key"])
+    value_of = (lambda _: 1) if agg == "count" else _field_getter(op.params["field"])
+    combine = _combiner(agg, op.function)
+    emit = _emit(agg)
+    state: dict[Any, Any] = {}
+    out: list[Any] = []
+    for record in records:
+        key = key_of(record)
+        value = value_of(record)
+        acc = combine(state[key], value) if key in state else value
+        state[key] = acc
+        if streaming:
+            out.append(emit(key, acc))
+    if not streaming:
+        out = [emit(key, acc) for key, acc in state.items()]
+    return out
+
+
+def _widen(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Sums of small integers in 64 bits, as numpy's ``sum`` does."""
+    if values.dtype.kind in "bi":
+        return values.astype(np.int64, copy=False)
+    if values.dtype.kind == "u":
+        return values.astype(np.uint64, copy=False)
+    return values
+
+
+def aggregate_columns(op: Operator, columns: Columns) -> Columns:
+    """A keyed sum/min/max/count over columns: sort by key, reduce each run. Keys come out
+    sorted; one output row per key of this batch (Flink's mini-batch aggregation)."""
+    agg = op.params["agg"]
+    key_name = str(op.params["key"].selector)
+    value_name = "count" if agg == "count" else str(op.params["field"])
+    keys = columns[key_name]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    n = sorted_keys.shape[0]
+    if n == 0:
+        dtype = np.int64 if agg == "count" else _widen(columns[value_name]).dtype
+        return {key_name: sorted_keys, value_name: np.zeros(0, dtype=dtype)}
+    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+    if agg == "count":
+        values = np.diff(np.append(starts, n)).astype(np.int64)
+    else:
+        ordered = columns[value_name][order]
+        ufunc = {"sum": np.add, "min": np.minimum, "max": np.maximum}[agg]
+        values = ufunc.reduceat(_widen(ordered) if agg == "sum" else ordered, starts)
+    return {key_name: sorted_keys[starts], value_name: values}
+
+
+def window_records(op: Operator, records: list[Any]) -> list[Any]:
+    """Tumbling count or event-time windows per key (see ``pydispatch.stream``)."""
+    params: Mapping[str, Any] = op.params
+    agg = params["agg"]
+    key_of = getter(params["key"])
+    value_of = (lambda _: 1) if agg == "count" else _field_getter(params["field"])
+    combine = _combiner(agg, op.function)
+    emit = _emit(agg)
+    size_ = params["size"]
+    out: list[Any] = []
+    if params["window"] == "count":
+        state: dict[Any, tuple[int, Any]] = {}
+        for record in records:
+            key = key_of(record)
+            value = value_of(record)
+            seen, acc = state.get(key, (0, None))
+            acc = value if seen == 0 else combine(acc, value)
+            if seen + 1 == size_:
+                out.append(emit(key, acc))
+                state.pop(key, None)
+            else:
+                state[key] = (seen + 1, acc)
+        return out  # incomplete windows never fire (Flink's GlobalWindows + CountTrigger)
+    time_of = getter(params["timestamp"])
+    windows: dict[tuple[Any, Any], Any] = {}
+    for record in records:
+        key = key_of(record)
+        stamp = time_of(record)
+        start = stamp - stamp % size_  # Flink's TimeWindow.getWindowStartWithOffset, offset 0
+        value = value_of(record)
+        slot = (start, key)
+        windows[slot] = combine(windows[slot], value) if slot in windows else value
+    # All windows fire at the end of input, by window start, then keys in first-seen order.
+    for (start, key), acc in sorted(windows.items(), key=lambda item: item[0][0]):
+        out.append(acc if agg == "reduce" else (key, start, acc))
+    return out

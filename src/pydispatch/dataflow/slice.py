@@ -1,0 +1,367 @@
+"""A slice of a dataflow job in a worker slot (private; the distributed executor's data plane).
+
+With slot sharing, slice ``i`` of a job is subtask ``i`` of every chain (Flink's default
+slot-sharing group): it runs as ONE dispatcher task in one slot, each subtask in its own
+thread. Start-up is a barrier with the job master: every subtask with inputs binds a ROUTER
+data socket, the slice reports the endpoints (``ready``), and the master answers with every
+subtask's endpoint (``peers``) once all slices of the attempt are up. Then:
+
+- a producer connects one DEALER (identity = its global subtask id) to each downstream subtask
+  it feeds and sends ``protocol.BatchData`` headers (``transport.batch_message``): numpy columns
+  as raw frames (no copies), records (user objects) as a pickled frame;
+- credit-based flow control: a producer starts with ``credits`` batches per downstream
+  subtask and may send only while it has some; the consumer returns one ``Credit`` per
+  batch once it has processed it. A slow consumer thus stops its producers, which stop reading
+  their own input, back to the sources: at most ``credits`` batches are ever queued on a
+  connection, so memory stays bounded whatever the speeds;
+- end of input: a producer sends ``EndOfInput`` on each of its channels after its last batch; a
+  consumer finishes (flushing its keyed state) once every input channel has ended.
+
+Control messages to and from the master are ``protocol.JobMessage`` structs, never pickles;
+a malformed message on a data socket is logged and dropped.
+
+The slice returns what its collect sinks received and its metrics as the task's result. Every
+message carries nothing of the attempt: each attempt binds fresh sockets, so stale traffic of
+an earlier attempt cannot reach it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ..plan import ExecutionGraph
+from ..plan._job_graph import JobGraph
+from ..wire import protocol as p
+from ..wire import transport
+from .operators import Batch, concat, size
+from .subtask import SubtaskRunner
+
+log = logging.getLogger(__name__)
+
+_CREDIT = p.encode(p.Credit())
+_ACK_TIMEOUT_MS = 10_000
+_KILL_WAIT = 60.0
+_REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """What every slice of a job needs (pickled once per job by the master)."""
+
+    job: JobGraph
+    chaining: bool = True
+    batch_records: int = 4096
+    credits: int = 8
+    data_host: str = "127.0.0.1"
+    # A slice whose master is silent this long (the driver process died) ends itself, so
+    # that a lost driver does not hold slots for ever. The master answers every report.
+    master_timeout: float = 60.0
+
+
+@dataclass
+class SubtaskMetrics:
+    records_in: dict[int, int] = field(default_factory=dict)
+    records_out: dict[int, int] = field(default_factory=dict)
+    bytes_out: int = 0
+    batches_out: int = 0
+    busy: float = 0.0
+    backpressured: float = 0.0
+    max_in_flight: int = 0  # most batches ever sent without their credit back, per channel
+
+
+def figures(m: SubtaskMetrics) -> p.SubtaskFigures:
+    return p.SubtaskFigures(
+        m.records_in,
+        m.records_out,
+        m.bytes_out,
+        m.batches_out,
+        m.busy,
+        m.backpressured,
+        m.max_in_flight,
+    )
+
+
+class _Subtask:
+    """One subtask's thread: its runner, its input socket and its producer side."""
+
+    def __init__(
+        self,
+        plan: ExecutionGraph,
+        spec: SliceSpec,
+        chain: int,
+        index: int,
+        context: zmq.Context[Any],
+    ) -> None:
+        self.plan = plan
+        self.spec = spec
+        self.gid = plan.subtask(chain, index)
+        self.context = context
+        self.runner = SubtaskRunner(plan, chain, index, self._send, self._mark)
+        self.metrics = SubtaskMetrics()
+        self.expected_ends = int(np.count_nonzero(plan.channel_dst == self.gid))
+        self.first_target: dict[int, int] = {}
+        for x in plan.exchanges:
+            self.first_target[x.edge] = plan.chains[x.target_chain].first_subtask
+        self.out_channels = [
+            (int(plan.exchanges[int(x)].edge), int(d))
+            for x, s, d in zip(
+                plan.channel_exchange, plan.channel_src, plan.channel_dst, strict=True
+            )
+            if s == self.gid
+        ]
+        self.inbox: zmq.Socket[Any] | None = None
+        self.endpoint = ""
+        if self.expected_ends:
+            # Where this machine's slices bind and are reached: the job's host, or this
+            # worker machine's own address in PYDISPATCH_DATA_HOST on a multi-host cluster.
+            host = os.environ.get("PYDISPATCH_DATA_HOST", spec.data_host)
+            self.inbox = context.socket(zmq.ROUTER)
+            self.inbox.setsockopt(zmq.LINGER, 0)
+            port = self.inbox.bind_to_random_port(f"tcp://{host}")
+            self.endpoint = f"tcp://{host}:{port}"
+        self.dealers: dict[int, zmq.Socket[Any]] = {}
+        self.credits: dict[int, int] = {}
+        self.target_of: dict[zmq.Socket[Any], int] = {}
+        self.poller = zmq.Poller()
+        self.error: str | None = None
+        self.started = 0.0
+        self.ended = 0.0
+        self.waiting = 0.0
+
+    def connect(self, peers: dict[int, str]) -> None:
+        for _, target in self.out_channels:
+            if target in self.dealers:
+                continue
+            sock = self.context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.IDENTITY, str(self.gid).encode())
+            sock.setsockopt(zmq.LINGER, 30_000)
+            sock.connect(peers[target])
+            self.dealers[target] = sock
+            self.target_of[sock] = target
+            self.credits[target] = self.spec.credits
+            self.poller.register(sock, zmq.POLLIN)
+
+    # -- producer side --------------------------------------------------------------------
+
+    def _send(self, edge: int, index: int, batch: Batch) -> None:
+        target = self.first_target[edge] + index
+        if self.credits[target] <= 0:
+            self._await_credit(target)
+        self.credits[target] -= 1
+        in_flight = self.spec.credits - self.credits[target]
+        self.metrics.max_in_flight = max(self.metrics.max_in_flight, in_flight)
+        header, frames = transport.batch_message(edge, batch)
+        self.metrics.bytes_out += sum(transport.frame_sizes(frames))
+        self.metrics.batches_out += 1
+        transport.send(self.dealers[target], header, frames)
+
+    def _mark(self, edge: int, index: int, mark: Any) -> None:
+        # No credit: at most one mark follows each data batch, which credits bound already.
+        target = self.first_target[edge] + index
+        transport.send(self.dealers[target], *transport.watermark_message(edge, mark))
+
+    def _await_credit(self, target: int) -> None:
+        started = time.monotonic()
+        while True:
+            self._take_credits(block=True)
+            if self.credits[target] > 0:
+                break
+        self.metrics.backpressured += time.monotonic() - started
+
+    def _take_credits(self, block: bool) -> None:
+        for sock, _ in self.poller.poll(None if block else 0):
+            while True:
+                try:
+                    # Only the consumer this DEALER connected to sends here, only credits:
+                    # each message is one, whatever it holds, so nothing is decoded.
+                    sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self.credits[self.target_of[sock]] += 1
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            self.error = "".join(traceback.format_exception(exc))
+
+    def snapshot(self) -> SubtaskMetrics:
+        """Figures so far (read from another thread: counters only grow, keys are fixed)."""
+        m = self.metrics
+        elapsed = (self.ended or time.monotonic()) - self.started if self.started else 0.0
+        return SubtaskMetrics(
+            dict(self.runner.records_in),
+            dict(self.runner.records_out),
+            m.bytes_out,
+            m.batches_out,
+            max(0.0, elapsed - self.waiting - m.backpressured),
+            m.backpressured,
+            m.max_in_flight,
+        )
+
+    def _run(self) -> None:
+        self.started = started = time.monotonic()
+        runner = self.runner
+        runner.open_files()
+        try:
+            if runner.head.kind == "source":
+                runner.run_source(self.spec.batch_records, lambda: False)
+            else:
+                self._consume()
+            runner.finish()
+        finally:
+            runner.close_files()
+        for edge, target in self.out_channels:
+            transport.send(self.dealers[target], p.EndOfInput(edge))
+        m = self.metrics
+        m.records_in = runner.records_in
+        m.records_out = runner.records_out
+        self.ended = time.monotonic()
+        m.busy = self.ended - started - self.waiting - m.backpressured
+
+    def _consume(self) -> None:
+        """Read input until every channel has ended (``waiting``: seconds without input)."""
+        assert self.inbox is not None
+        inbox, ends = self.inbox, 0
+        job = self.plan.job
+        while ends < self.expected_ends:
+            if not inbox.poll(0):
+                t = time.monotonic()
+                inbox.poll()
+                self.waiting += time.monotonic() - t
+            parts = inbox.recv_multipart(copy=False)
+            try:
+                identity, body = transport.split_envelope(parts, routed=True)
+                message, frames = transport.parse_data(body)
+                if isinstance(message, (p.BatchData, p.Watermark)):
+                    if not 0 <= message.edge < len(job.edges):
+                        raise p.ProtocolError(f"no edge {message.edge} in the job")
+                    target = job.edges[message.edge].target
+                if isinstance(message, p.BatchData):
+                    batch = transport.batch_from(message, frames)
+                elif isinstance(message, p.Watermark):
+                    mark = transport.watermark_from(message, frames)
+            except p.ProtocolError as error:
+                log.error("subtask %d dropped a malformed data message: %s", self.gid, error)
+                continue
+            if isinstance(message, p.BatchData):
+                self.runner.push(target, batch)
+                inbox.send_multipart([identity, b"", _CREDIT])
+            elif isinstance(message, p.Watermark):
+                self.runner.watermark(target, (identity, message.edge), mark)
+            elif isinstance(message, p.EndOfInput):
+                ends += 1
+
+    def close(self) -> None:
+        if self.inbox is not None:
+            self.inbox.close()
+        for sock in self.dealers.values():
+            sock.close()
+
+
+def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> dict[str, Any]:
+    """The task a slot runs for slice ``slice_index`` of a job (see the module docstring)."""
+    plan = ExecutionGraph(spec.job, chaining=spec.chaining)
+    context: zmq.Context[Any] = zmq.Context()
+    control = context.socket(zmq.DEALER)
+    control.setsockopt(zmq.LINGER, 2000)
+    control.connect(master)
+    subtasks = [
+        _Subtask(plan, spec, c.id, slice_index, context)
+        for c in plan.chains
+        if c.parallelism > slice_index
+    ]
+    endpoints = {s.gid: s.endpoint for s in subtasks if s.endpoint}
+    ready = p.SliceReady(p.PROTOCOL_VERSION, attempt, slice_index, endpoints, os.getpid())
+    transport.send(control, ready)
+    peers = _await_peers(control, spec.master_timeout)
+    threads = []
+    for s in subtasks:
+        thread = threading.Thread(target=_in_thread, args=(s, peers), daemon=True)
+        thread.start()
+        threads.append(thread)
+    pending = list(zip(subtasks, threads, strict=True))
+    reported = heard = time.monotonic()
+    while pending:
+        now = time.monotonic()
+        if now - reported > _REPORT_EVERY:
+            reported = now
+            snapshot = {s.gid: figures(s.snapshot()) for s in subtasks}
+            transport.send(control, p.SliceMetrics(attempt, slice_index, snapshot))
+        while control.poll(0):
+            control.recv_multipart()  # MasterAlive: hearing anything is what matters
+            heard = now
+        if now - heard > spec.master_timeout:
+            os._exit(71)  # the master is gone; threads blocked on peers cannot be stopped
+        for s, thread in list(pending):
+            thread.join(0.02)
+            if not thread.is_alive():
+                pending.remove((s, thread))
+            if s.error is not None:
+                # Tell the master first (it cancels the whole attempt); the other threads
+                # may be blocked on peers that will never send, so end this process.
+                transport.send(control, p.SliceFailed(attempt, slice_index, s.error))
+                if any(t.is_alive() for _, t in pending):
+                    # Threads blocked on peers cannot be stopped: once the master has the
+                    # error it kills this slot with the rest of the attempt (a force cancel,
+                    # which the worker replaces cleanly); end the process only if it does not.
+                    if control.poll(_ACK_TIMEOUT_MS):
+                        time.sleep(_KILL_WAIT)
+                    os._exit(70)
+                control.close()
+                raise RuntimeError(s.error)
+    for s in subtasks:
+        s.close()
+    control.close()
+    context.term()
+    return _slice_result(plan, subtasks)
+
+
+def _await_peers(control: zmq.Socket[Any], timeout: float) -> dict[int, str]:
+    """The master's answer to ``SliceReady``: every data endpoint of the attempt. A refusal
+    (another protocol version) ends the slice with the master's reason."""
+    deadline = time.monotonic() + timeout
+    while control.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+        try:
+            _, body = transport.split_envelope(control.recv_multipart(copy=False), routed=False)
+            message = transport.parse_job(body)
+        except p.ProtocolError as error:
+            log.error("dropped a malformed message from the job master: %s", error)
+            continue
+        if isinstance(message, p.Peers):
+            return message.peers
+        if isinstance(message, p.Error):
+            raise RuntimeError(f"the job master refused this slice: {message.message}")
+        log.error("expected Peers from the job master, got %s", type(message).__name__)
+    raise RuntimeError(f"no word from the job master in {timeout:g} s")
+
+
+def _in_thread(subtask: _Subtask, peers: dict[int, str]) -> None:
+    try:
+        subtask.connect(peers)
+    except BaseException as exc:
+        subtask.error = "".join(traceback.format_exception(exc))
+        return
+    subtask.run()
+
+
+def _slice_result(plan: ExecutionGraph, subtasks: list[_Subtask]) -> dict[str, Any]:
+    collected: dict[int, Batch] = {}
+    metrics: dict[int, SubtaskMetrics] = {}
+    for s in subtasks:
+        metrics[s.gid] = s.metrics
+        for op_id, batches in s.runner.collected.items():
+            parts = [b for b in batches if size(b)]
+            collected[op_id] = concat(parts) if parts else []
+    return {"collected": collected, "metrics": metrics}

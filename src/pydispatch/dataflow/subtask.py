@@ -1,0 +1,508 @@
+"""One subtask of a chain, run batch by batch (private; the distributed executor's operators).
+
+The reference executor (``_local_run``) hands each subtask its whole input at once; here input
+arrives in micro-batches and output leaves as soon as it is made, so state that the reference
+keeps for one call lives across batches instead. Results are the same:
+
+- ``map`` / ``flat_map`` / ``filter``: batch by batch, order kept;
+- keyed ``aggregate`` on records: one state dict for the subtask's life; batch mode emits one
+  result per key (first-seen order) at end of input, streaming mode one update per record;
+- keyed ``aggregate`` on columns: each batch is pre-aggregated (sorted keys, one row per key),
+  and the partials are merged at end of input, so memory is one row per key and batch;
+- ``window``: count windows fire as they fill; time windows fire at end of input;
+- sinks: ``collect`` keeps the subtask's batches; ``for_each`` calls at once; ``text`` writes
+  as batches come (the file is created even for an empty input, as the reference does).
+
+Routing is ``_routing``'s, split by ``partition.split`` / ``scatter`` as in the reference;
+rebalance and rescale continue their round robin across batches (the ``start`` argument).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
+from ..plan import ExecutionGraph, _sources
+from ..plan._job_graph import KeySpec, Operator
+from .operators import (
+    Batch,
+    Columns,
+    _combiner,
+    _emit,
+    _field_getter,
+    aggregate_columns,
+    concat,
+    getter,
+    rows,
+    size,
+)
+from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
+
+#: Emits ``(edge, target subtask index, batch)`` to a downstream subtask.
+Send = Callable[[int, int, Batch], None]
+#: Emits ``(edge, target subtask index, watermark)``: no record of that channel will have an
+#: earlier event time (each channel's timestamps are taken to ascend, Flink's
+#: ``forMonotonousTimestamps``).
+Mark = Callable[[int, int, Any], None]
+
+
+def source_batches(
+    params: Any, index: int, parallelism: int, batch_records: int
+) -> Iterator[Batch]:
+    """Subtask ``index``'s source records in micro-batches (column views on the columnar path)."""
+    kind = params["source"]
+    # A presplit source holds this subtask's split only (see _jobrun._slice_job).
+    whole = params.get("presplit", False)
+    if kind == "arrays":
+        columns = params["columns"]
+        if not whole:
+            columns = _sources.arrays_split(columns, index, parallelism)
+        n = size(columns)
+        step = max(batch_records, 1) * 8  # columns are cheap per row: bigger batches
+        for start in range(0, n, step):
+            yield {name: c[start : start + step] for name, c in columns.items()}
+        return
+    if kind == "elements":
+        records: Any = (
+            params["elements"]
+            if whole
+            else _sources.sequence_split(params["elements"], index, parallelism)
+        )
+    elif kind == "text":
+        records = _sources.text_lines(params["paths"], params["encoding"], index, parallelism)
+    elif kind == "csv":
+        records = _sources.csv_records(
+            params["paths"],
+            params["encoding"],
+            params["delimiter"],
+            params["fields"],
+            params["header"],
+            index,
+            parallelism,
+        )
+    elif kind == "factory":
+        records = _sources.source_iterable(
+            params["factory"], params["parallel"], index, parallelism
+        )
+    else:
+        raise ValueError(f"unknown source kind {kind!r}")
+    batch: list[Any] = []
+    # An unbounded source may be slow: a partial batch leaves after _LINGER seconds.
+    since = time.monotonic()
+    for record in records:
+        batch.append(record)
+        if len(batch) >= batch_records or time.monotonic() - since > _LINGER:
+            yield batch
+            batch = []
+            since = time.monotonic()
+    if batch:
+        yield batch
+
+
+_LINGER = 0.05
+
+
+class _Aggregate:
+    """A keyed rolling/final aggregation over records, state kept across batches."""
+
+    def __init__(self, op: Operator, streaming: bool) -> None:
+        agg = op.params["agg"]
+        self.key_of = getter(op.params["key"])
+        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(op.params["field"])
+        self.combine = _combiner(agg, op.function)
+        self.emit = _emit(agg)
+        self.streaming = streaming
+        self.state: dict[Any, Any] = {}
+
+    def push(self, records: list[Any]) -> list[Any]:
+        state, out = self.state, []
+        for record in records:
+            key = self.key_of(record)
+            value = self.value_of(record)
+            acc = self.combine(state[key], value) if key in state else value
+            state[key] = acc
+            if self.streaming:
+                out.append(self.emit(key, acc))
+        return out
+
+    def finish(self) -> list[Any]:
+        return [] if self.streaming else [self.emit(k, a) for k, a in self.state.items()]
+
+
+class _ColumnAggregate:
+    """A keyed sum/min/max/count over columns: partial per batch, merged at end of input."""
+
+    def __init__(self, op: Operator) -> None:
+        self.op = op
+        self.partials: list[Columns] = []
+        self.rows = 0
+
+    def push(self, columns: Columns) -> None:
+        part = aggregate_columns(self.op, columns)
+        self.partials.append(part)
+        self.rows += size(part)
+        if len(self.partials) > 16 and self.rows > 1 << 16:
+            self.partials = [self._merge()]
+            self.rows = size(self.partials[0])
+
+    def _merge(self) -> Columns:
+        agg = self.op.params["agg"]
+        key_name = str(self.op.params["key"].selector)
+        value_name = "count" if agg == "count" else str(self.op.params["field"])
+        data = concat(list(self.partials))
+        assert isinstance(data, dict)
+        keys = data[key_name]
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        n = sorted_keys.shape[0]
+        if n == 0:
+            return data
+        starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+        ufunc = {"sum": np.add, "count": np.add, "min": np.minimum, "max": np.maximum}[agg]
+        values = ufunc.reduceat(data[value_name][order], starts)
+        return {key_name: sorted_keys[starts], value_name: values}
+
+    def finish(self) -> Batch:
+        return self._merge() if self.partials else []
+
+
+class _CountWindow:
+    def __init__(self, op: Operator) -> None:
+        params = op.params
+        self.key_of = getter(params["key"])
+        agg = params["agg"]
+        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(params["field"])
+        self.combine = _combiner(agg, op.function)
+        self.emit = _emit(agg)
+        self.size = params["size"]
+        self.state: dict[Any, tuple[int, Any]] = {}
+
+    def push(self, records: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for record in records:
+            key = self.key_of(record)
+            value = self.value_of(record)
+            seen, acc = self.state.get(key, (0, None))
+            acc = value if seen == 0 else self.combine(acc, value)
+            if seen + 1 == self.size:
+                out.append(self.emit(key, acc))
+                self.state.pop(key, None)
+            else:
+                self.state[key] = (seen + 1, acc)
+        return out
+
+    def finish(self) -> list[Any]:
+        return []  # incomplete windows never fire
+
+
+class _TimeWindow:
+    def __init__(self, op: Operator) -> None:
+        params = op.params
+        self.key_of = getter(params["key"])
+        self.agg = agg = params["agg"]
+        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(params["field"])
+        self.combine = _combiner(agg, op.function)
+        self.time_of = getter(params["timestamp"])
+        self.size = params["size"]
+        self.windows: dict[tuple[Any, Any], Any] = {}
+        # Streaming mode: windows fire when the watermark (the least of the input channels'
+        # latest marks) reaches their end; records of a window already fired are dropped
+        # (Flink's default for late data). Batch mode: everything fires at end of input.
+        self.channels = 0
+        self.marks: dict[Any, Any] = {}
+        self.fired: Any = None  # the end of the last window fired
+        self.late = 0
+
+    def advance(self, channel: Any, mark: Any) -> list[Any]:
+        """A watermark from one input channel; the windows it completes, fired."""
+        if channel in self.marks and mark <= self.marks[channel]:
+            return []
+        self.marks[channel] = mark
+        if len(self.marks) < self.channels:
+            return []
+        watermark = min(self.marks.values())
+        due = {slot for slot in self.windows if slot[0] + self.size <= watermark}
+        if not due:
+            return []
+        items = [(slot, acc) for slot, acc in self.windows.items() if slot in due]
+        for slot in due:
+            del self.windows[slot]
+        self.fired = watermark - watermark % self.size
+        return self._emit(items)
+
+    def push(self, records: list[Any]) -> list[Any]:
+        windows = self.windows
+        for record in records:
+            key = self.key_of(record)
+            stamp = self.time_of(record)
+            if self.fired is not None and stamp < self.fired:
+                self.late += 1
+                continue
+            slot = (stamp - stamp % self.size, key)
+            value = self.value_of(record)
+            windows[slot] = self.combine(windows[slot], value) if slot in windows else value
+        return []
+
+    def finish(self) -> list[Any]:
+        return self._emit(list(self.windows.items()))
+
+    def _emit(self, items: list[tuple[tuple[Any, Any], Any]]) -> list[Any]:
+        """By window start, then keys in first-seen order (a stable sort of insertion order)."""
+        items.sort(key=lambda item: item[0][0])
+        if self.agg == "reduce":
+            return [acc for _, acc in items]
+        return [(key, start, acc) for (start, key), acc in items]
+
+
+class SubtaskRunner:
+    """Subtask ``index`` of one chain: feed it batches (``push``), then ``finish`` it.
+
+    ``send`` delivers a routed part to a downstream subtask; ``collected`` holds the collect
+    sinks' batches; ``records_in`` / ``records_out`` count per operator id."""
+
+    def __init__(
+        self, plan: ExecutionGraph, chain: int, index: int, send: Send, mark: Mark | None = None
+    ) -> None:
+        self.plan = plan
+        self.job = job = plan.job
+        self.chain = plan.chains[chain]
+        self.index = index
+        self.parallelism = self.chain.parallelism
+        self.send = send
+        streaming = plan.runtime_mode == "streaming"
+        members = set(self.chain.operators)
+        self.chained_out: dict[int, list[int]] = {o: [] for o in members}
+        self.exchange_out: dict[int, list[int]] = {o: [] for o in members}
+        for e, edge in enumerate(job.edges):
+            if edge.source in members:
+                (self.chained_out if plan.chained[e] else self.exchange_out)[edge.source].append(e)
+        self.state: dict[int, Any] = {}
+        self.files: dict[int, IO[str]] = {}
+        self.collected: dict[int, list[Batch]] = {}
+        self.records_in = dict.fromkeys(self.chain.operators, 0)
+        self.records_out = dict.fromkeys(self.chain.operators, 0)
+        self.sent: dict[int, int] = {}  # records routed so far, per edge (round robin start)
+        self.mark = mark
+        # Streaming mode: exchanges into a time window carry watermarks (event time of the
+        # window's timestamp field), per edge: the timestamp getter and the last mark sent.
+        self.time_of: dict[int, Callable[[Any], Any]] = {}
+        self.marked: dict[int, Any] = {}
+        for e in (e for out in self.exchange_out.values() for e in out):
+            target = job.operator(job.edges[e].target)
+            if streaming and target.kind == "window" and target.params["window"] == "time":
+                self.time_of[e] = getter(target.params["timestamp"])
+        for op_id in self.chain.operators:
+            op = job.operator(op_id)
+            if op.kind == "aggregate":
+                self.state[op_id] = (
+                    _ColumnAggregate(op) if op.schema.columnar else _Aggregate(op, streaming)
+                )
+            elif op.kind == "window" and op.params["window"] == "count":
+                self.state[op_id] = _CountWindow(op)
+            elif op.kind == "window":
+                window = self.state[op_id] = _TimeWindow(op)
+                if streaming:
+                    window.channels = self._channels_into(op_id)
+            elif op.kind == "sink" and op.params["sink"] == "collect":
+                self.collected[op_id] = []
+
+    def _channels_into(self, op_id: int) -> int:
+        plan = self.plan
+        gid = plan.subtask(self.chain.id, self.index)
+        targets = np.array([x.target for x in plan.exchanges], dtype=np.int64)
+        into = (plan.channel_dst == gid) & (targets[plan.channel_exchange] == op_id)
+        return int(np.count_nonzero(into))
+
+    def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
+        """A watermark arriving at time window ``op_id`` from input ``channel``."""
+        window = self.state[op_id]
+        assert isinstance(window, _TimeWindow)
+        out = window.advance(channel, mark)
+        if out:
+            self.records_out[op_id] += len(out)
+            self._forward(op_id, out)
+
+    @property
+    def head(self) -> Operator:
+        return self.job.operator(self.chain.operators[0])
+
+    def run_source(self, batch_records: int, cancelled: Callable[[], bool]) -> None:
+        head = self.head
+        for batch in source_batches(head.params, self.index, self.parallelism, batch_records):
+            if cancelled():
+                return
+            self.records_out[head.id] += size(batch)
+            self._forward(head.id, batch)
+
+    def push(self, op_id: int, batch: Batch) -> None:
+        """Process ``batch`` arriving at operator ``op_id`` of this chain."""
+        op = self.job.operator(op_id)
+        self.records_in[op_id] += size(batch)
+        out = self._apply(op, batch)
+        if size(out):
+            self.records_out[op_id] += size(out)
+            self._forward(op_id, out)
+
+    def finish(self) -> None:
+        """End of input: flush stateful operators in chain order (upstream first)."""
+        for op_id in self.chain.operators:
+            op = self.job.operator(op_id)
+            state = self.state.get(op_id)
+            if state is not None:
+                out = state.finish()
+                if size(out):
+                    self.records_out[op_id] += size(out)
+                    self._forward(op_id, out)
+            elif op.kind == "sink" and op.params["sink"] == "text":
+                self._text_file(op).close()
+
+    # -- operators ------------------------------------------------------------------------
+
+    def _apply(self, op: Operator, data: Batch) -> Batch:
+        kind = op.kind
+        f: Callable[..., Any] = op.function  # type: ignore[assignment]
+        if kind == "map":
+            return [f(r) for r in rows(data)]
+        if kind == "flat_map":
+            return [y for r in rows(data) for y in f(r)]
+        if kind == "filter":
+            return [r for r in rows(data) if f(r)]
+        if kind == "aggregate":
+            state = self.state[op.id]
+            if isinstance(state, _ColumnAggregate):
+                if isinstance(data, dict):
+                    state.push(data)
+                return []
+            out: Batch = state.push(rows(data))
+            return out
+        if kind == "window":
+            windowed: Batch = self.state[op.id].push(rows(data))
+            return windowed
+        if kind == "sink":
+            sink = op.params["sink"]
+            if sink == "collect":
+                self.collected[op.id].append(data)
+            elif sink == "for_each":
+                for r in rows(data):
+                    f(r)
+            else:
+                self._text_file(op).writelines(f"{r}\n" for r in rows(data))
+            return []
+        raise ValueError(f"unknown operator kind {kind!r}")
+
+    def _text_file(self, op: Operator) -> IO[str]:
+        handle = self.files.get(op.id)
+        if handle is None:
+            path = op.params["path"]
+            if self.parallelism > 1:
+                os.makedirs(path, exist_ok=True)
+                path = os.path.join(path, str(self.index + 1))
+            handle = self.files[op.id] = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        return handle
+
+    def open_files(self) -> None:
+        """Create text sinks' files now, so an empty input still leaves an (empty) file."""
+        for op_id in self.chain.operators:
+            op = self.job.operator(op_id)
+            if op.kind == "sink" and op.params["sink"] == "text":
+                self._text_file(op)
+
+    def close_files(self) -> None:
+        for handle in self.files.values():
+            handle.close()
+
+    # -- routing --------------------------------------------------------------------------
+
+    def _forward(self, op_id: int, out: Batch) -> None:
+        for e in self.chained_out[op_id]:
+            self.push(self.job.edges[e].target, out)
+        for e in self.exchange_out[op_id]:
+            self._route(e, out)
+
+    def _route(self, e: int, batch: Batch) -> None:
+        self._route_parts(e, batch)
+        time_of = self.time_of.get(e)
+        if time_of is None or self.mark is None or not size(batch):
+            return
+        mark = max(time_of(r) for r in rows(batch))
+        if e in self.marked and mark <= self.marked[e]:
+            return
+        self.marked[e] = mark
+        edge = self.job.edges[e]
+        kind = self.plan.edge_partitioning[e]
+        q = self.job.operator(edge.target).parallelism
+        p, index = self.parallelism, self.index
+        targets = (
+            range(index, index + 1)
+            if kind == "forward"
+            else rescale_targets(index, p, q)
+            if kind == "rescale"
+            else range(q)
+        )
+        for t in targets:  # every channel of the edge, data or not: the consumer's min moves
+            self.mark(e, t, mark)
+
+    def _route_parts(self, e: int, batch: Batch) -> None:
+        edge = self.job.edges[e]
+        kind = self.plan.edge_partitioning[e]
+        target = self.job.operator(edge.target)
+        q = target.parallelism
+        n = size(batch)
+        index, p = self.index, self.parallelism
+        if kind == "forward":
+            if n:
+                self.send(e, index, batch)
+            return
+        if kind == "broadcast":
+            parts = broadcast(batch, q) if isinstance(batch, dict) else [list(batch)] * q
+            for t in range(q):
+                self.send(e, t, parts[t])
+            return
+        targets: range = range(q)
+        start = self.sent.get(e, 0)
+        self.sent[e] = start + n
+        ids: npt.NDArray[np.int32]
+        if kind == "rebalance":
+            ids = round_robin(n, q, start=index + start)
+        elif kind == "rescale":
+            ids = rescale(n, index, p, q, start=start)
+            targets = rescale_targets(index, p, q)
+        elif kind == "hash":
+            assert edge.key is not None
+            ids = keyed_subtasks(
+                _keys(edge.key, batch), edge.key.scheme, q, max_parallelism(target)
+            )
+        else:  # custom
+            assert edge.key is not None
+            assert edge.partitioner is not None
+            if isinstance(batch, dict) and edge.key.kind == "column":
+                values = batch[str(edge.key.selector)].tolist()
+            else:
+                get = getter(edge.key)
+                values = [get(r) for r in rows(batch)]
+            ids = custom_subtasks(values, edge.partitioner, q)
+        if isinstance(batch, dict):
+            split_parts: list[Batch] = list(split(batch, ids, q))
+        else:
+            order, offsets = scatter(ids, q)
+            positions = order.tolist()
+            bounds = offsets.tolist()
+            split_parts = [
+                [batch[j] for j in positions[bounds[t] : bounds[t + 1]]] for t in range(q)
+            ]
+        for t in targets:
+            if size(split_parts[t]):
+                self.send(e, t, split_parts[t])
+
+
+def _keys(spec: KeySpec, data: Batch) -> Any:
+    if isinstance(data, dict) and spec.kind == "column":
+        return data[str(spec.selector)]
+    get = getter(spec)
+    return key_array([get(r) for r in rows(data)], spec.scheme)

@@ -1,0 +1,14 @@
+"""The processes of a cluster and their glue (internal; ``pydispatch.Client`` and
+``pydispatch.LocalCluster`` are the public names).
+
+- ``dispatcher``: the dispatcher process: one ROUTER socket, feeding the scheduler events and
+  performing its instructions;
+- ``worker``: a worker process, registering, heartbeating and supervising its slots;
+- ``slot``: a slot subprocess, running tasks (``python -m pydispatch.runtime.slot``);
+- ``client``: the client, a ``concurrent.futures.Executor``;
+- ``lane``: the client's end of a lease (the direct lane to one slot);
+- ``cluster``: :class:`~pydispatch.LocalCluster`, a dispatcher and workers on this machine;
+- ``job_masters``: the dispatcher's supervisor of dataflow job-master processes (it starts them
+  by module name and never imports the dataflow layer);
+- ``memory``: malloc and garbage-collector settings of the processes that move frames.
+"""

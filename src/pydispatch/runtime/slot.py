@@ -1,0 +1,506 @@
+"""A worker slot: a subprocess that runs one task at a time, talking to the dispatcher itself.
+
+Each slot is its own process so that a running task can be force-cancelled (its worker kills
+the slot with SIGKILL and starts a fresh one) and so that a task that crashes its interpreter
+takes only its slot down. It has its own DEALER socket to the dispatcher: tasks (``Run``) come
+straight from the dispatcher and results (``Done``) go straight back, so the worker process is
+not on the data path (it registers, heartbeats and supervises).
+
+What the worker needs to know of a slot it reads from a small shared file (:class:`SlotState`),
+not from messages: whether the slot is welcomed by the dispatcher, and which attempt it is
+running. That is what lets the worker kill the right slot for a force-cancel and say which
+attempt a dead slot took down.
+
+A slot may also have a direct endpoint (a ROUTER it binds): clients holding a lease on it (see
+``_leases``) send it their lone tasks (``DirectRun``) and get the outcome (``DirectDone``) from
+it, without the dispatcher in between. Direct attempts join the same queue, by priority; the
+dispatcher opens and closes leases (``LeaseOpen``/``LeaseClose``), and a ``DirectRun`` under a
+lease that is not open is refused (the client then sends the task through the dispatcher).
+
+Run as ``python -m pydispatch.runtime.slot ADDRESS WORKER_ID SLOT_ID STATE_PATH WORKER_PID
+MAX_MESSAGE_SIZE [DIRECT_BIND]`` (identities in hex).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import mmap
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, Final
+
+import zmq
+
+from ..errors import RemoteError
+from ..wire import protocol as p
+from ..wire.transport import (
+    FrameLike,
+    dumps,
+    loads,
+    make_socket,
+    parse,
+    rebase,
+    receive_pending,
+    recv_parts,
+    send,
+    split_envelope,
+)
+from .memory import collect_less_often, keep_large_buffers
+
+log = logging.getLogger(__name__)
+
+_HELLO_EVERY: Final = 0.5  # seconds between SlotHello messages until one is welcomed
+EXIT_REFUSED: Final = 3  # exit code: the dispatcher refused the hello (protocol version)
+# Result batching (see _Slot._run_next): a finished result may wait for the next task only if
+# that task's function last ran in under _SHORT seconds, the oldest waiting result is younger
+# than _HOLD_AT_MOST, and fewer than _BATCH results wait.
+_SHORT: Final = 200e-6
+_HOLD_AT_MOST: Final = 1e-3
+_BATCH: Final = 64
+# ...and half the queue is done (so that the dispatcher refills it while the rest runs) only
+# once this many wait: every message wakes the dispatcher, and on a busy machine a wake-up
+# costs more than a tiny task (3.4 results a message became about 8).
+_HALF_AT_LEAST: Final = 8
+_KEEP_FREE: Final = 64 << 20  # freed heap a slot keeps for the next large frames
+# Direct attempts finished are counted to the dispatcher on the next Done, or after this long
+# idle: never one message per lone task (each would wake the dispatcher during a round trip).
+_COUNT_AFTER_MS: Final = 200
+_STATE = struct.Struct("=qq")  # (welcomed: 0/1, running attempt id: 0 = none)
+
+
+class SlotState:
+    """The slot's state, shared with its worker through a memory-mapped 16-byte file.
+
+    One writer (the slot), one reader (the worker). Each field is an aligned 8-byte word, so
+    a read never sees half a write.
+    """
+
+    def __init__(self, path: str, create: bool = False) -> None:
+        if create:
+            with open(path, "wb") as f:
+                f.write(bytes(_STATE.size))
+        with open(path, "r+b") as f:
+            self._map = mmap.mmap(f.fileno(), _STATE.size)
+
+    @property
+    def welcomed(self) -> bool:
+        return bool(struct.unpack_from("=q", self._map, 0)[0])
+
+    @property
+    def running(self) -> int:
+        return int(struct.unpack_from("=q", self._map, 8)[0])
+
+    def set_welcomed(self) -> None:
+        struct.pack_into("=q", self._map, 0, 1)
+
+    def set_running(self, attempt_id: int) -> None:
+        struct.pack_into("=q", self._map, 8, attempt_id)
+
+    def close(self) -> None:
+        self._map.close()
+
+
+def _watch_parent(worker_pid: int, state_path: str) -> None:
+    # If the worker dies (even by SIGKILL) its slots must not outlive it, nor its files: the
+    # last slot out removes the worker's directory.
+    while True:
+        time.sleep(0.25)
+        if os.getppid() != worker_pid:
+            for path in (state_path, state_path + ".direct"):  # (the ipc direct endpoint)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(state_path))
+            os._exit(1)
+
+
+def _function_key(spec: p.RunSpec, frames: list[zmq.Frame]) -> bytes:
+    if spec.fn.frame == p.INLINE:
+        return spec.fn.data
+    if 0 <= spec.fn.frame < len(frames):
+        return frames[spec.fn.frame].bytes
+    return b""  # malformed: loads() reports it
+
+
+def _run_one(
+    spec: p.RunSpec,
+    frames: list[zmq.Frame],
+    functions: dict[bytes, Callable[..., Any]],
+    key: bytes,
+) -> tuple[p.AttemptResult, list[FrameLike]]:
+    out: list[FrameLike] = []
+    try:
+        fn = functions.get(key) if key else None
+        if fn is None:
+            if len(functions) > 256:
+                functions.clear()
+            fn = loads(spec.fn, frames)
+            if key:
+                functions[key] = fn
+        args = loads(spec.args, frames)
+        if spec.kind == p.KIND_MAP1:
+            value: object = list(map(fn, args))  # the loop in C, as Pool.map's
+        elif spec.kind == p.KIND_CHUNK:
+            value = list(itertools.starmap(fn, args))
+        else:
+            positional, keywords = args
+            value = fn(*positional, **keywords)
+        return p.AttemptResult(spec.attempt_id, "ok", dumps(value, out)), out
+    except BaseException as exc:  # the task's failure, whatever it is, goes back to the client
+        text = "".join(traceback.format_exception(exc))
+        out = []
+        try:
+            blob = dumps(exc, out)
+        except Exception:
+            out = []
+            blob = dumps(RemoteError(f"{type(exc).__name__}: {exc}"), out)
+        error = f"{type(exc).__name__}: {exc}"
+        return p.AttemptResult(spec.attempt_id, "error", blob, error, text), out
+
+
+def _reachable(endpoint: str) -> str:
+    """What a client connects to: a wildcard bind is advertised under this host's name."""
+    for wildcard in ("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"):
+        if endpoint.startswith(wildcard):
+            return f"tcp://{socket.gethostname()}:{endpoint[len(wildcard) :]}"
+    return endpoint
+
+
+def _lease_of(attempt_id: int) -> int:
+    """The lease a direct attempt (negative id) was sent under (see protocol.LeaseGranted)."""
+    return -attempt_id >> 32
+
+
+# A queued attempt: (-priority, arrival, spec, frames, function key (see _function_key), the
+# identity of the lease holder that sent it directly (b"": the dispatcher did)).
+_Entry = tuple[int, int, p.RunSpec, list[zmq.Frame], bytes, bytes]
+
+
+class _Slot:
+    def __init__(
+        self, sock: zmq.Socket[Any], state: SlotState, direct: zmq.Socket[Any] | None = None
+    ) -> None:
+        self._sock = sock
+        self._state = state
+        self._direct = direct  # used by the main thread only
+        self._leases: set[int] = set()  # open leases (see LeaseOpen)
+        # Closed leases with direct attempts still to run: LeaseClosed goes once they are done.
+        self._closing: set[int] = set()
+        self._running_lease = 0  # the lease of the direct attempt being run (0: none)
+        self._direct_finished = 0  # not counted to the dispatcher yet
+        self._direct_cancelled = 0
+        # Attempts received and not started, highest priority first (FIFO among equals).
+        self._queue: list[_Entry] = []
+        self._order = itertools.count()
+        self._skip: set[int] = set()
+        self._functions: dict[bytes, Callable[..., Any]] = {}
+        self._durations: dict[bytes, float] = {}  # function key -> how long it last ran
+        # Results not sent yet (see _run_next), and when the oldest of them was finished.
+        # The lock is held around every use of the socket and of _held: the late flusher
+        # thread sends held results while a task runs, when the main thread never touches
+        # the socket (it polls it unlocked only when nothing is held).
+        self._held: list[tuple[p.AttemptResult, list[FrameLike]]] = []
+        self._held_since = 0.0
+        self._lock = threading.Lock()
+        self._holding = threading.Event()  # set while results are held and a task runs
+        self._poller = zmq.Poller()
+        self._received_at = 0.0  # when the socket was last read
+        self._poller.register(sock, zmq.POLLIN)
+        if direct is not None:
+            self._poller.register(direct, zmq.POLLIN)
+
+    def start_late_flusher(self) -> None:
+        threading.Thread(target=self._flush_late, name="late-flusher", daemon=True).start()
+
+    def _flush_late(self) -> None:
+        """Send results held for longer than _HOLD_AT_MOST: the task after them turned out
+        slow. (A task holding the GIL delays this by Python's switch interval, 5 ms.)"""
+        while True:
+            self._holding.wait()
+            time.sleep(_HOLD_AT_MOST)
+            with self._lock:
+                if self._held and time.perf_counter() - self._held_since >= _HOLD_AT_MOST:
+                    self._send_held()
+
+    def hello(self, worker: bytes, direct: str = "") -> None:
+        while True:
+            send(self._sock, p.SlotHello(p.PROTOCOL_VERSION, worker, direct))
+            if not self._sock.poll(int(_HELLO_EVERY * 1000)):
+                continue
+            for message, _ in receive_pending(self._sock, "the dispatcher"):
+                if isinstance(message, p.SlotWelcome):
+                    self._state.set_welcomed()
+                    return
+                if isinstance(message, p.Error):
+                    log.error("the dispatcher refused this slot: %s", message.message)
+                    sys.exit(EXIT_REFUSED)
+
+    def serve(self) -> None:
+        while True:
+            if not self._queue:
+                self._flush()
+                if not self._poller.poll(_COUNT_AFTER_MS if self._direct_finished else None):
+                    self._flush(count=True)
+                    continue
+                self._receive()
+            else:  # what came meanwhile, before choosing what runs next
+                self._receive_unless_fresh()
+            if self._queue:
+                self._run_next()
+
+    def _receive_unless_fresh(self) -> None:
+        # Looking costs a few microseconds (zmq answers "nothing" with an exception, and asking
+        # ZMQ_EVENTS instead is a system call): too much to do twice per tiny task. So before
+        # choosing the next task the slot looks only if it last looked _SHORT seconds ago or
+        # more: a Run that arrives while a tiny task runs is seen after the next tiny task at
+        # worst. (The look after announcing an attempt is never skipped: see _run_next.)
+        if time.perf_counter() - self._received_at >= _SHORT:
+            self._receive()
+
+    def _flush(self, count: bool = False) -> None:
+        with self._lock:
+            if count and not self._held:
+                send(self._sock, p.Done([], self._direct_finished, self._direct_cancelled))
+            elif self._held:  # counts ride along (main thread only: the flusher never counts)
+                self._send_held(self._direct_finished, self._direct_cancelled)
+            else:
+                return
+            self._direct_finished = self._direct_cancelled = 0
+
+    def _send_held(self, direct_finished: int = 0, direct_cancelled: int = 0) -> None:
+        self._holding.clear()
+        if not self._held:
+            return
+        frames: list[FrameLike] = []
+        results = []
+        for result, own in self._held:
+            if result.value is not None:  # renumbered in place: a result is sent once
+                result.value = rebase(result.value, own, frames)
+            results.append(result)
+        self._held = []
+        send(self._sock, p.Done(results, direct_finished, direct_cancelled), frames)
+
+    def _receive(self, direct: bool = True) -> None:
+        self._received_at = time.perf_counter()
+        with self._lock:
+            received = list(receive_pending(self._sock, "the dispatcher"))
+        for message, frames in received:
+            match message:
+                case p.Run(attempts=attempts):
+                    # One key per function frame of the message, not one copy per task.
+                    keys: dict[int, bytes] = {}
+                    for spec in attempts:
+                        key = keys.get(spec.fn.frame)
+                        if key is None or spec.fn.frame == p.INLINE:
+                            key = keys[spec.fn.frame] = _function_key(spec, frames)
+                        entry = (-spec.priority, next(self._order), spec, frames, key, b"")
+                        heapq.heappush(self._queue, entry)
+                case p.Kill(attempt_ids=ids):
+                    self._skip.update(ids)
+                case p.LeaseOpen(lease_id=lease_id):
+                    self._leases.add(lease_id)
+                case p.LeaseClose(lease_id=lease_id):
+                    # What its holder sent before the message that made the dispatcher close
+                    # it is taken first (it is most likely here already: one hop, not two).
+                    if self._direct is not None:
+                        self._receive_direct(self._direct)
+                    self._leases.discard(lease_id)
+                    self._closing.add(lease_id)
+                    self._confirm_closed(lease_id)
+                case p.Error(message=text):
+                    log.error("the dispatcher refused a message: %s", text)
+                case _:  # a late SlotWelcome, a Reregister meant for the worker: nothing to do
+                    pass
+        # After the dispatcher's messages: a lease is opened there before its holder hears of
+        # it, so a DirectRun read now finds its LeaseOpen read already.
+        if direct and self._direct is not None:
+            self._receive_direct(self._direct)
+
+    def _receive_direct(self, direct: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                parts = recv_parts(direct, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                client, body = split_envelope(parts, routed=True)
+                message, frames = parse(body)
+            except p.ProtocolError as error:
+                log.error("dropped a malformed message on the direct endpoint: %s", error)
+                continue
+            if not isinstance(message, p.DirectRun) or message.attempt.attempt_id >= 0:
+                log.error("dropped a %s on the direct endpoint", type(message).__name__)
+                continue
+            spec = message.attempt
+            if (
+                message.lease_id not in self._leases
+                or _lease_of(spec.attempt_id) != message.lease_id
+            ):
+                refused = p.AttemptResult(spec.attempt_id, "failed", None, "no open lease")
+                self._answer_direct(client, refused, [], refused=True)
+                continue
+            key = _function_key(spec, frames)
+            entry = (-spec.priority, next(self._order), spec, frames, key, client)
+            heapq.heappush(self._queue, entry)
+
+    def _confirm_closed(self, lease_id: int) -> None:
+        """Say LeaseClosed once no direct attempt of the closed lease is queued or running."""
+        if lease_id not in self._closing or self._running_lease == lease_id:
+            return
+        if any(e[5] and _lease_of(e[2].attempt_id) == lease_id for e in self._queue):
+            return
+        self._closing.discard(lease_id)
+        with self._lock:
+            send(self._sock, p.LeaseClosed(lease_id))
+
+    def _answer_direct(
+        self,
+        client: bytes,
+        result: p.AttemptResult,
+        frames: list[FrameLike],
+        refused: bool = False,
+    ) -> None:
+        assert self._direct is not None
+        try:
+            send(self._direct, p.DirectDone(result, refused), frames, identity=client)
+        except zmq.ZMQError as error:  # EHOSTUNREACH: the client is gone
+            log.info("could not answer a direct attempt: %s", error)
+
+    def _run_next(self) -> None:
+        entry = heapq.heappop(self._queue)
+        _, _, spec, frames, key, client = entry
+        if client:
+            self._running_lease = _lease_of(spec.attempt_id)
+        # Results of tiny tasks go back in batches: one message per task would cost more than
+        # the task. A result waits only for a task whose function last ran in under _SHORT,
+        # and for about _HOLD_AT_MOST at most (the late flusher sends it if that task turns
+        # out slow), so a slow task never holds back what finished before it.
+        # (Held results die with this process if it is killed: their attempts are then
+        # re-queued and run again, never lost.)
+        # Half way through what is queued here (and at least _HALF_AT_LEAST of them) they go
+        # anyway, so that the dispatcher sends more work while the rest runs.
+        if self._held:
+            if (
+                self._durations.get(key, 1.0) >= _SHORT
+                or (len(self._held) > len(self._queue) and len(self._held) >= _HALF_AT_LEAST)
+                or len(self._held) >= _BATCH
+                or time.perf_counter() - self._held_since >= _HOLD_AT_MOST
+            ):
+                self._flush()
+            elif not self._holding.is_set():
+                self._holding.set()  # the late flusher watches while this task runs
+        # Announce the attempt, then look for a Kill once more, always: the worker answers
+        # "cancelled before it started" for an attempt it does not see announced, so an
+        # attempt whose Kill came must not start (and one whose Kill comes after this look is
+        # seen running by the worker, which kills this process). One known to be cancelled is
+        # never announced (nor killed for).
+        if spec.attempt_id not in self._skip:
+            self._state.set_running(spec.attempt_id)
+            # (Not for a direct attempt: the worker's "cancelled before it started" does not
+            # count for one, whose holder hears only from this slot or of its death. A Kill
+            # that comes too late lets it finish, and its holder gets the result.)
+            if not client:
+                self._receive(direct=False)  # for a Kill: one look, not two
+            if spec.attempt_id not in self._skip and self._queue and self._queue[0] < entry:
+                # That look brought an attempt of higher priority: it goes first.
+                self._state.set_running(0)
+                self._running_lease = 0
+                heapq.heappush(self._queue, entry)
+                return
+        if spec.attempt_id in self._skip:
+            self._skip.discard(spec.attempt_id)
+            self._state.set_running(0)
+            self._finish(client, p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled"))
+            return
+        started = time.perf_counter()
+        result, out = _run_one(spec, frames, self._functions, key)
+        result.seconds = seconds = time.perf_counter() - started
+        if len(self._durations) > 256:
+            self._durations.clear()
+        self._durations[key] = seconds
+        # Cleared before the result is sent: if this process dies in between, the worker
+        # says "nothing running" and the dispatcher re-queues the attempt (run again, not
+        # lost).
+        self._state.set_running(0)
+        self._finish(client, result, out)
+
+    def _finish(
+        self, client: bytes, result: p.AttemptResult, frames: list[FrameLike] | None = None
+    ) -> None:
+        if client:  # a lease holder waits for this one alone: it goes at once
+            if result.status == "cancelled":
+                # Rare: counted at once, before the client hears (it may ask for status).
+                self._direct_cancelled += 1
+                self._flush(count=True)
+            else:
+                self._direct_finished += 1
+            self._answer_direct(client, result, frames or [])
+            self._running_lease = 0
+            if self._closing:
+                self._confirm_closed(_lease_of(result.attempt_id))
+        else:
+            self._hold(result, frames or [])
+
+    def _hold(self, result: p.AttemptResult, frames: list[FrameLike]) -> None:
+        with self._lock:
+            if not self._held:
+                self._held_since = time.perf_counter()
+            self._held.append((result, frames))
+
+
+def main(
+    address: str,
+    worker: bytes,
+    identity: bytes,
+    state_path: str,
+    worker_pid: int,
+    max_message_size: int,
+    direct_bind: str = "",
+) -> None:
+    # The worker decides when a slot ends; a terminal's Ctrl-C or a SIGTERM to the process
+    # group must not kill tasks that a draining worker wants to finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(worker_pid, state_path), daemon=True).start()
+    keep_large_buffers(_KEEP_FREE)
+    collect_less_often()
+    context: zmq.Context[Any] = zmq.Context()
+    sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
+    sock.connect(address)
+    direct = None
+    endpoint = ""
+    if direct_bind:
+        direct = make_socket(context, zmq.ROUTER, max_message_size=max_message_size)
+        try:
+            direct.bind(direct_bind)
+            endpoint = _reachable(direct.getsockopt_string(zmq.LAST_ENDPOINT))
+        except zmq.ZMQError as error:  # the slot still works: its tasks come through the dispatcher
+            log.warning("no direct endpoint (could not bind %s: %s)", direct_bind, error)
+            direct.close(linger=0)
+            direct = None
+    slot = _Slot(sock, SlotState(state_path), direct)
+    slot.hello(worker, endpoint)
+    slot.start_late_flusher()
+    slot.serve()
+
+
+if __name__ == "__main__":
+    main(
+        sys.argv[1],
+        bytes.fromhex(sys.argv[2]),
+        bytes.fromhex(sys.argv[3]),
+        sys.argv[4],
+        int(sys.argv[5]),
+        int(sys.argv[6]),
+        sys.argv[7] if len(sys.argv) > 7 else "",
+    )

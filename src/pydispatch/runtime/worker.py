@@ -1,0 +1,390 @@
+"""A worker process: registers with the dispatcher, heartbeats, and supervises N slot processes.
+
+Tasks do not pass through this process: each slot subprocess has its own socket to the
+dispatcher and gets its tasks from it and returns results to it directly (see ``_slot``).
+The worker is the slots' supervisor:
+
+* It starts them, waits until the dispatcher has welcomed each, and registers their
+  identities; it replaces a slot that dies and reports it (``SlotLost`` naming the attempt the
+  slot was running, read from the slot's shared state) and its replacement (``SlotReady``).
+* Heartbeats come from a thread with its own socket, so nothing the main loop does (and no
+  task: tasks run in slot subprocesses) can silence them; only a stopped or dead process can.
+* Force-cancel (``Kill``): the dispatcher tells both the slot holding the attempt (which skips
+  it if it has not started) and this worker, which kills the slot process if it is running the
+  attempt, starts a fresh one, and reports the attempt ``cancelled``. The check is repeated
+  for a short while (``_KILL_WATCH``): the slot may start the attempt just after the first
+  look, before the Kill reaches the slot's own socket.
+* SIGINT stops at once (running attempts are reported ``lost`` and re-queued elsewhere).
+* SIGTERM is a graceful drain: the worker tells the dispatcher (which places nothing new on
+  it), lets running tasks finish for up to ``drain_grace`` seconds, reports any it had to
+  abandon as ``lost`` (the dispatcher re-queues them elsewhere), and exits when the dispatcher
+  releases it. A second SIGTERM ends the grace period at once.
+* ``Reregister`` (the dispatcher removed us for silence, or restarted): attempts still running
+  here were already re-queued elsewhere, so every slot is killed and replaced, then the
+  worker registers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket as _socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import zmq
+
+from ..wire import protocol as p
+from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, Socket, make_socket, receive_pending, send
+from .slot import EXIT_REFUSED, SlotState
+
+log = logging.getLogger(__name__)
+
+_REGISTER_RETRY: Final = 5.0  # seconds without a Registered reply before registering again
+_KILL_WATCH: Final = 2.0  # seconds a force-cancelled attempt is watched for on the slots
+_IPC_PATH_MAX: Final = 100  # bytes of an ipc:// socket path (sun_path holds 108 with its NUL)
+_CHECK_EVERY: Final = 0.05  # seconds between checks that the slot processes are alive
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    index: int
+    identity: bytes
+    state: SlotState
+    process: subprocess.Popen[bytes]
+    announced: bool = False  # the dispatcher knows it (in Register, or by SlotReady)
+
+
+@dataclass(slots=True)
+class WorkerOptions:
+    slots: int = 1
+    resources: dict[str, float] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    name: str = ""
+    node: str = ""
+    drain_grace: float = 30.0
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    # Where this worker's data socket binds (a ROUTER reserved for worker-to-worker traffic of
+    # dataflow jobs; nothing is served on it yet). Its bound address is advertised on
+    # registration. "" disables it.
+    data_bind: str = "tcp://127.0.0.1:*"
+    # Each slot binds a direct endpoint for clients holding a lease on it (see ``_leases``):
+    # in this worker's private directory when the dispatcher is on ipc://, else on the
+    # data_bind host (none if data_bind is "").
+    direct: bool = True
+    # Stop (as on SIGINT) when the process with this pid is no longer our parent: set by
+    # LocalCluster and ``worker --nprocs`` so that workers never outlive who started them.
+    exit_with_parent: int = 0
+
+
+class Worker:
+    def __init__(self, address: str, options: WorkerOptions | None = None) -> None:
+        self.options = options or WorkerOptions()
+        self.address = address
+        self.node = self.options.node or _socket.gethostname()
+        self.name = self.options.name or f"{self.node}-{os.getpid()}"
+        self.identity = f"{self.name}/{uuid.uuid4().hex[:8]}".encode()
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._sock = make_socket(
+            self._context,
+            zmq.DEALER,
+            max_message_size=self.options.max_message_size,
+            identity=self.identity,
+        )
+        self._sock.connect(address)
+        self._data_sock: Socket | None = None
+        self.data_address = ""
+        if self.options.data_bind:
+            self._data_sock = make_socket(
+                self._context, zmq.ROUTER, max_message_size=self.options.max_message_size
+            )
+            self._data_sock.bind(self.options.data_bind)
+            self.data_address = self._data_sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-slots-")
+        self._slots: list[_Slot] = []
+        self._slot_generation = 0
+        self._kills: dict[int, float] = {}  # force-cancelled attempt id -> watch until
+        self._heartbeat_interval = 1.0
+        self._heartbeat_stop = threading.Event()
+        self._registered_at: float | None = None
+        self._register_sent_at = 0.0
+        self._drain_requested = 0  # number of SIGTERMs received
+        self._drain_deadline: float | None = None
+        self._released = False
+
+    # ---------------------------------------------------------------------------- run
+
+    def run(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+            signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            for index in range(self.options.slots):
+                self._slots.append(self._start_slot(index))
+            # Register only once every slot can take a task: "registered" means "ready".
+            self._wait_for_slots()
+            self._register()
+            heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
+            heartbeat.start()
+            self._loop()
+        finally:
+            self._heartbeat_stop.set()
+            self._shutdown_slots()
+            self._sock.close(linger=200)
+            if self._data_sock is not None:
+                self._data_sock.close(linger=0)
+            self._context.term()
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def request_drain(self) -> None:
+        self._drain_requested += 1
+
+    def request_stop(self) -> None:
+        """Stop now: running attempts are abandoned (re-queued elsewhere by the dispatcher)."""
+        self._drain_requested += 2
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.request_drain()
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        self.request_stop()
+
+    def _loop(self) -> None:
+        next_check = 0.0
+        while True:
+            now = time.monotonic()
+            if self._drain_requested and self._drain_deadline is None:
+                self._start_drain(now)
+            if self._drain_deadline is not None and (
+                now >= self._drain_deadline or self._drain_requested > 1
+            ):
+                self._abandon_all("the worker's drain grace period ended")
+                send(self._sock, p.Goodbye())
+                return
+            if self._released:
+                return
+            if self._registered_at is None and now - self._register_sent_at > _REGISTER_RETRY:
+                self._register()
+            # While a force-cancel is watched, look at the slots often.
+            if self._sock.poll(10 if self._kills else 100):
+                self._receive_from_dispatcher()
+            self._watch_kills(time.monotonic())
+            if now >= next_check:
+                if self.options.exit_with_parent and os.getppid() != self.options.exit_with_parent:
+                    self.request_stop()
+                self._check_slot_processes()
+                self._announce_slots()
+                next_check = now + _CHECK_EVERY
+
+    # -------------------------------------------------------------------- dispatcher
+
+    def _register(self) -> None:
+        self._registered_at = None
+        self._register_sent_at = time.monotonic()
+        welcomed = [slot for slot in self._slots if slot.state.welcomed]
+        for slot in welcomed:
+            slot.announced = True
+        send(
+            self._sock,
+            p.Register(
+                p.PROTOCOL_VERSION,
+                self.name,
+                self.node,
+                os.getpid(),
+                self.options.slots,
+                self.options.resources,
+                self.options.labels,
+                self.data_address,
+                [slot.identity for slot in welcomed],
+            ),
+        )
+
+    def _heartbeat_loop(self) -> None:
+        sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
+        sock.connect(self.address)
+        try:
+            while not self._heartbeat_stop.wait(self._heartbeat_interval):
+                if self._registered_at is not None:
+                    send(sock, p.Heartbeat(self.identity))
+        finally:
+            sock.close(linger=0)
+
+    def _receive_from_dispatcher(self) -> None:
+        for message, _ in receive_pending(self._sock, "the dispatcher"):
+            try:
+                self._handle(message)
+            except Exception:  # a bad message must not kill the worker and its tasks
+                log.exception("error handling %s from the dispatcher", type(message).__name__)
+
+    def _handle(self, message: p.Message) -> None:
+        match message:
+            case p.Kill(attempt_ids=ids):
+                now = time.monotonic()
+                self._kills.update(dict.fromkeys(ids, now + _KILL_WATCH))
+                killed = self._watch_kills(now)
+                # The others wait in their slot's queue, behind a task that may run for long:
+                # cancelled now (the dispatcher frees their places), skipped by the slot.
+                waiting = [
+                    p.AttemptResult(i, "cancelled", None, "cancelled before it started")
+                    for i in ids
+                    if i not in killed
+                ]
+                if waiting:
+                    send(self._sock, p.Done(waiting))
+            case p.Registered(heartbeat_interval=interval):
+                self._heartbeat_interval = interval
+                self._registered_at = time.monotonic()
+                if self._drain_deadline is not None:
+                    send(self._sock, p.Drain())
+            case p.Reregister():
+                if self._registered_at is None:
+                    return  # a Register is already on its way
+                log.warning("the dispatcher no longer knows this worker: registering again")
+                # What the slots hold was re-queued elsewhere when we were removed.
+                for slot in list(self._slots):
+                    self._replace_slot(slot)
+                self._register()
+            case p.ReplaceSlot(slot=identity):
+                for slot in list(self._slots):
+                    if slot.identity == identity:
+                        log.warning("the dispatcher cannot reach slot %d: replacing it", slot.index)
+                        self._replace_slot(slot, "lost", "the dispatcher could not reach its slot")
+            case p.Goodbye():
+                self._released = True
+            case p.Error(code=code, message=text):
+                log.error("the dispatcher refused a message: %s: %s", code, text)
+            case _:
+                log.error("unexpected %s from the dispatcher", type(message).__name__)
+
+    def _start_drain(self, now: float) -> None:
+        log.info("draining: running tasks get %.1f s to finish", self.options.drain_grace)
+        self._drain_deadline = now + self.options.drain_grace
+        if self._registered_at is None:
+            self._released = True  # nothing was ever placed here
+            return
+        send(self._sock, p.Drain())
+
+    # ------------------------------------------------------------------------- slots
+
+    def _start_slot(self, index: int) -> _Slot:
+        self._slot_generation += 1
+        identity = b"%s/slot%d.%d" % (self.identity, index, self._slot_generation)
+        path = os.path.join(self._tmpdir, f"slot-{index}-{self._slot_generation}")
+        state = SlotState(path, create=True)
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "pydispatch.runtime.slot", self.address, self.identity.hex(),
+                identity.hex(), path, str(os.getpid()), str(self.options.max_message_size),
+                self._direct_bind(path),
+            ],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        return _Slot(index, identity, state, process)
+
+    def _direct_bind(self, state_path: str) -> str:
+        if not self.options.direct:
+            return ""
+        if self.address.startswith("ipc://"):
+            path = f"{state_path}.direct"
+            # A socket path longer than sun_path (108 bytes) cannot be bound: loopback TCP.
+            return f"ipc://{path}" if len(path.encode()) < _IPC_PATH_MAX else "tcp://127.0.0.1:*"
+        bind = self.options.data_bind
+        if bind.startswith("tcp://"):
+            return f"tcp://{bind[len('tcp://') :].rsplit(':', 1)[0]}:*"
+        return ""
+
+    def _wait_for_slots(self) -> None:
+        """Until the dispatcher has welcomed every slot (it may not be up yet: keep waiting)."""
+        next_note = time.monotonic() + 10.0
+        while not all(slot.state.welcomed for slot in self._slots):
+            if self._drain_requested:
+                return
+            if time.monotonic() > next_note:
+                log.warning("waiting for the dispatcher at %s to welcome our slots", self.address)
+                next_note += 10.0
+            time.sleep(0.01)
+            if self.options.exit_with_parent and os.getppid() != self.options.exit_with_parent:
+                self.request_stop()
+            self._check_slot_processes()
+
+    def _announce_slots(self) -> None:
+        """Tell the dispatcher of replacement slots it has welcomed (once we are registered)."""
+        if self._registered_at is None:
+            return
+        for slot in self._slots:
+            if not slot.announced and slot.state.welcomed:
+                slot.announced = True
+                send(self._sock, p.SlotReady(slot.identity))
+
+    def _replace_slot(self, slot: _Slot, status: p.Status | None = None, error: str = "") -> None:
+        """Kill ``slot`` and start another; with ``status``, report the loss to the dispatcher."""
+        _kill_process(slot.process)
+        running = slot.state.running  # read after its death: it cannot change any more
+        if status == "cancelled" and running not in self._kills:
+            # It moved on to another attempt between our look and its death.
+            status, error = "lost", "its slot was killed to force-cancel another task"
+        slot.state.close()
+        if status is not None and slot.announced:
+            send(self._sock, p.SlotLost(slot.identity, running, status, error))
+        self._slots[slot.index] = self._start_slot(slot.index)
+
+    def _watch_kills(self, now: float) -> set[int]:
+        """Kill the slots running a force-cancelled attempt; return those attempts."""
+        killed: set[int] = set()
+        if not self._kills:
+            return killed
+        for slot in list(self._slots):
+            running = slot.state.running
+            if running in self._kills:
+                killed.add(running)
+                self._replace_slot(slot, "cancelled", "force-cancelled (slot killed)")
+        for attempt_id in [a for a, until in self._kills.items() if until < now]:
+            del self._kills[attempt_id]
+        return killed
+
+    def _check_slot_processes(self) -> None:
+        for slot in list(self._slots):
+            code = slot.process.poll()
+            if code is None:
+                continue
+            if code == EXIT_REFUSED and not slot.state.welcomed:
+                # Not a task's doing (it never had one): this dispatcher will refuse every slot.
+                raise RuntimeError(
+                    "the dispatcher refused this worker's slots (a different protocol version?)"
+                )
+            log.warning("slot %d died (exit code %s): starting a new one", slot.index, code)
+            error = f"the slot process running this task died (exit code {code})"
+            self._replace_slot(slot, "failed", error)
+
+    def _abandon_all(self, reason: str) -> None:
+        """Give up every attempt the slots hold: reported ``lost``, re-queued elsewhere."""
+        for slot in self._slots:
+            _kill_process(slot.process)
+            if slot.announced:
+                send(self._sock, p.SlotLost(slot.identity, slot.state.running, "lost", reason))
+
+    def _shutdown_slots(self) -> None:
+        for slot in self._slots:
+            _kill_process(slot.process)
+
+
+def _kill_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+        log.error("slot process %d did not die", process.pid)
+
+
+def run_worker(address: str, options: WorkerOptions) -> None:
+    """Run one worker in this process until it is drained (SIGTERM) or released."""
+    Worker(address, options).run()

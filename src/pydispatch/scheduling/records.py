@@ -1,0 +1,179 @@
+"""The scheduler's records: a task as queued or running, and a worker with its slots.
+
+Kept apart from :mod:`scheduler`, which owns the decisions: what is here only keeps a worker's
+capacity consistent (free slots = the sum over its open slots of capacity - attempts held) as
+slots are added, closed, leased, measured and removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .vocabulary import WorkerSnapshot
+
+__all__ = ["Task", "Worker", "worker_snapshot"]
+
+
+@dataclass(slots=True, eq=False)
+class Task:
+    client: bytes
+    task_id: int
+    payload: object
+    resources: Mapping[str, float]  # read-only: most tasks share one empty mapping
+    labels: Mapping[str, str]
+    priority: int
+    retries: int
+    seq: int
+    state: Literal["queued", "running", "cancelling", "done"] = "queued"
+    attempts: int = 0
+    attempt_id: int = -1
+    worker: bytes = b""
+
+
+@dataclass(slots=True, eq=False)
+class Worker:
+    id: bytes
+    name: str
+    node: str
+    pid: int
+    slots: int
+    resources: dict[str, float]
+    labels: dict[str, str]
+    last_seen: float
+    free_slots: int = 0  # attempts it can still take: the sum of its slots' capacities - placed
+    free: dict[str, float] = field(default_factory=dict)
+    attempts: dict[int, Task] = field(default_factory=dict)
+    # Its slot processes that can take work, each with its attempts placed and not reported,
+    # how many it may hold (1 running + what prefetch allows) and how long its tasks last.
+    slot_attempts: dict[bytes, dict[int, Task]] = field(default_factory=dict)
+    slot_capacity: dict[bytes, int] = field(default_factory=dict)
+    slot_seconds: dict[bytes, float] = field(default_factory=dict)
+    # Slots the dispatcher could not reach: given nothing more, their capacity kept equal to
+    # what they hold (so they add no free capacity) until their worker reports them lost.
+    closed: set[bytes] = field(default_factory=set)
+    # Slots reserved for a lease holder's direct attempts (see _leases), with the capacity each
+    # would have: like closed ones, given nothing more (their capacity follows what they hold).
+    leased: dict[bytes, int] = field(default_factory=dict)
+    # Slots whose lease closed but that may still run a direct attempt, until they confirm
+    # (LeaseClosed): never idle, not leased again, and one place less than usual (the target
+    # kept here); their capacity is never below what they hold, so a slot that still holds
+    # the lone task that got it the lease hides no other slot's room.
+    direct_busy: dict[bytes, int] = field(default_factory=dict)
+    attempt_slot: dict[int, bytes] = field(default_factory=dict)
+    draining: bool = False
+    data_address: str = ""
+
+    def _open(self, slot: bytes) -> bool:
+        return slot not in self.closed and slot not in self.leased
+
+    def _idle(self, slot: bytes) -> bool:
+        return not self.slot_attempts[slot] and self._open(slot) and slot not in self.direct_busy
+
+    def has_idle_slot(self) -> bool:
+        return any(self._idle(s) for s in self.slot_attempts)
+
+    def idle_slot(self) -> bytes:
+        return next(s for s in self.slot_attempts if self._idle(s))
+
+    def roomiest_slot(self) -> bytes:
+        """The slot with the most room (idle first among equals, then the first)."""
+        return max(
+            (s for s in self.slot_attempts if self._open(s)),
+            key=lambda s: (
+                self.slot_capacity[s] - len(self.slot_attempts[s]),
+                -len(self.slot_attempts[s]),
+            ),
+        )
+
+    def add_slot(self, slot: bytes, capacity: int) -> None:
+        self.slot_attempts[slot] = {}
+        self.slot_capacity[slot] = capacity
+        self.free_slots += capacity
+
+    def remove_slot(self, slot: bytes) -> None:
+        """Forget an empty slot (its attempts were released)."""
+        del self.slot_attempts[slot]
+        self.free_slots -= self.slot_capacity.pop(slot)
+        self.slot_seconds.pop(slot, None)
+        self.closed.discard(slot)
+        self.leased.pop(slot, None)
+        self.direct_busy.pop(slot, None)
+
+    @property
+    def drained(self) -> bool:
+        return self.draining and not self.attempts and not self.leased and not self.direct_busy
+
+    def _set_capacity(self, slot: bytes, capacity: int) -> None:
+        self.free_slots += capacity - self.slot_capacity[slot]
+        self.slot_capacity[slot] = capacity
+
+    def release_place(self, slot: bytes) -> None:
+        """An attempt held by ``slot`` ended (it is no longer in ``slot_attempts``)."""
+        if not self._open(slot):
+            self.slot_capacity[slot] -= 1  # a closed or leased slot adds no free capacity
+        elif slot in self.direct_busy and self.slot_capacity[slot] > self.direct_busy[slot]:
+            self.slot_capacity[slot] -= 1  # above its target only for what it held
+        else:
+            self.free_slots += 1
+
+    def lease_slot(self, slot: bytes) -> bool:
+        if slot not in self.slot_capacity or not self._open(slot) or slot in self.direct_busy:
+            return False
+        held = len(self.slot_attempts[slot])
+        self.leased[slot] = self.slot_capacity[slot]
+        self.free_slots -= self.slot_capacity[slot] - held
+        self.slot_capacity[slot] = held
+        return True
+
+    def close_lease(self, slot: bytes) -> None:
+        capacity = self.leased.pop(slot, None)
+        if capacity is None or slot in self.closed:
+            return  # gone, or closed meanwhile (then it stays closed)
+        self.direct_busy[slot] = capacity - 1
+        self._set_capacity(slot, max(capacity - 1, len(self.slot_attempts[slot])))
+
+    def unlease_slot(self, slot: bytes) -> None:
+        target = self.direct_busy.pop(slot, None)
+        if target is not None and slot not in self.closed:
+            self._set_capacity(slot, target + 1)
+
+    def close_slot(self, slot: bytes) -> None:
+        if slot in self.slot_capacity and slot not in self.closed:
+            self.closed.add(slot)
+            held = len(self.slot_attempts[slot])
+            self.free_slots -= self.slot_capacity[slot] - held
+            self.slot_capacity[slot] = held
+
+    def observe(self, slot: bytes, seconds: float, prefetch: int, budget: float) -> None:
+        """A task took ``seconds`` on ``slot``: let it queue about ``budget`` seconds of such
+        tasks (at most ``prefetch``) behind the running one."""
+        if slot not in self.slot_capacity or slot in self.closed:
+            return
+        mean = self.slot_seconds.get(slot, seconds)
+        mean = self.slot_seconds[slot] = 0.75 * mean + 0.25 * seconds
+        queued = prefetch if mean <= 0 else min(prefetch, int(budget / mean))
+        if slot in self.leased:
+            self.leased[slot] = 1 + queued  # what it gets back when the lease closes
+        elif slot in self.direct_busy:
+            self.direct_busy[slot] = queued
+            self._set_capacity(slot, max(queued, len(self.slot_attempts[slot])))
+        else:
+            self._set_capacity(slot, 1 + queued)
+
+
+def worker_snapshot(w: Worker, now: float) -> WorkerSnapshot:
+    return WorkerSnapshot(
+        name=w.name,
+        node=w.node,
+        pid=w.pid,
+        slots=w.slots,
+        slots_used=sum(1 for held in w.slot_attempts.values() if held),
+        resources=dict(w.resources),
+        free_resources=dict(w.free),
+        labels=dict(w.labels),
+        seconds_since_heartbeat=max(0.0, now - w.last_seen),
+        draining=w.draining,
+        data_address=w.data_address,
+    )

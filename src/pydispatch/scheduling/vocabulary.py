@@ -1,0 +1,142 @@
+"""The scheduler's vocabulary: the instructions it returns, the inputs it takes, the snapshots
+it gives. Plain frozen dataclasses, re-exported by :mod:`pydispatch.scheduling.scheduler`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Outcome = Literal["ok", "error", "failed", "cancelled", "lost"]
+
+
+# ----------------------------------------------------------------------------- instructions
+
+
+@dataclass(frozen=True, slots=True)
+class RunAttempts:
+    """Send these attempts ``(attempt id, task payload)`` to ``slot``, a slot of ``worker``."""
+
+    worker: bytes
+    slot: bytes
+    attempts: list[tuple[int, object]]
+
+
+@dataclass(frozen=True, slots=True)
+class KillAttempts:
+    """Force-cancel: tell ``slot`` (to skip those not started) and ``worker`` (to kill the
+    slot process if it runs one of them)."""
+
+    worker: bytes
+    slot: bytes
+    attempt_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyStarted:
+    client: bytes
+    task_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """The task's final outcome, to be delivered to its client."""
+
+    client: bytes
+    task_id: int
+    status: Outcome
+    value: object = None
+    error: str = ""
+    traceback: str = ""
+    worker: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseWorker:
+    """A draining worker has nothing left to run: tell it it may exit."""
+
+    worker: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetWorker:
+    """A worker was removed (silent past the timeout, deregistered, or replaced)."""
+
+    worker: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AskToReregister:
+    """An unknown worker spoke: it must register again before it gets work."""
+
+    worker: bytes
+
+
+Instruction = (
+    RunAttempts
+    | KillAttempts
+    | NotifyStarted
+    | Resolve
+    | ReleaseWorker
+    | ForgetWorker
+    | AskToReregister
+)
+
+
+# ------------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    task_id: int
+    payload: object
+    resources: Mapping[str, float] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    priority: int = 0
+    retries: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    attempt_id: int
+    status: Outcome
+    value: object = None
+    error: str = ""
+    traceback: str = ""
+    seconds: float = 0.0  # how long it ran (0: not measured)
+
+
+# ------------------------------------------------------------------------------ snapshots
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    name: str
+    node: str
+    pid: int
+    slots: int
+    slots_used: int
+    resources: dict[str, float]
+    free_resources: dict[str, float]
+    labels: dict[str, str]
+    seconds_since_heartbeat: float
+    draining: bool
+    data_address: str = ""
+
+
+@dataclass(slots=True)
+class Counters:
+    finished: int = 0  # ok or user error
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    discarded_late_results: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    workers: list[WorkerSnapshot]
+    queued: int
+    running: int
+    counters: Counters

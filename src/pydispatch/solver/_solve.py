@@ -1,0 +1,360 @@
+"""Placement of subtasks on workers: compute cost + network cost under every capacity.
+
+``solve(problem, method=...)`` returns a :class:`Placement` with a proven lower bound beside the
+objective, or raises :class:`InfeasibleError` saying why. Methods:
+
+- ``greedy``: native construction (least incremental cost with a topology lookahead,
+  multi-dimensional fit; a regret construction for small problems without traffic).
+- ``local``: greedy, then native iterated local search (relocate and swap moves with
+  incremental deltas over the traffic CSR, random kicks) within the time limit.
+- ``cpsat``: exact CP-SAT model (network cost linearised per topology level), warm-started
+  from ``local`` when the problem has traffic, polished by ``local`` when it has none; returns
+  CP-SAT's proven bound.
+- ``flow``: min-cost flow (Quincy), exact, for one slot-count resource and no traffic.
+- ``auto``: flow where it applies, else CP-SAT when the model is small, else local search with
+  an LP / combinatorial lower bound.
+- baselines as Flink places slots: ``first_fit``, ``least_utilisation``, ``balanced_tasks``,
+  and :func:`flink_slot_sharing` (subtask i of every operator in one slot, slots spread by least
+  utilisation).
+
+:func:`fair_share` splits a cluster among jobs by Dominant Resource Fairness.
+Measured figures: ``bench/bench_solver_results.md``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _exact as exact
+from . import _native as native
+from ._problem import PlacementProblem
+from ._result import InfeasibleError, Placement, check_necessary, verify
+
+__all__ = [
+    "BASELINES",
+    "METHODS",
+    "InfeasibleError",
+    "Placement",
+    "PlacementProblem",
+    "fair_share",
+    "flink_slot_sharing",
+    "lower_bound",
+    "solve",
+]
+
+Method = Literal[
+    "auto", "greedy", "local", "cpsat", "flow", "first_fit", "least_utilisation", "balanced_tasks"
+]
+METHODS: tuple[str, ...] = ("auto", "greedy", "local", "cpsat", "flow")
+BASELINES: dict[str, int] = {
+    "first_fit": native.FIRST_FIT,
+    "least_utilisation": native.LEAST_UTIL,
+    "balanced_tasks": native.FEWEST_TASKS,
+}
+
+# auto uses CP-SAT below this many model variables, the LP bound below this many task x worker
+_CPSAT_MAX_VARS = 20_000
+_CPSAT_HARD_MAX_VARS = 2_000_000
+_LP_MAX_PAIRS = 20_000
+_FLOW_MAX_PAIRS = 4_000_000
+_REGRET_MAX_PAIRS = 50_000
+
+
+def _finish(
+    p: PlacementProblem,
+    nat: native.Native,
+    assign: NDArray[np.int32],
+    lb: float,
+    method: str,
+    start: float,
+    proven: bool = False,
+) -> Placement:
+    usage = verify(p, assign)
+    cc, nc = nat.evaluate(assign)
+    obj = cc + nc
+    # a bound above the objective can only be rounding noise of a tight bound
+    lb = min(lb, obj)
+    tight = obj - lb <= 1e-9 * max(1.0, abs(obj))
+    return Placement(
+        assignment=assign.astype(np.int32, copy=True),
+        objective=obj,
+        compute_cost=cc,
+        network_cost=nc,
+        lower_bound=lb,
+        status="optimal" if proven or tight else "feasible",
+        method=method,
+        wall_time=time.perf_counter() - start,
+        usage=usage,
+        resources=p.resources,
+    )
+
+
+def _cheap_bound(nat: native.Native) -> float:
+    """Capacity-free compute bound + the combinatorial network bound: O(T W + E log deg)."""
+    cmin = nat.kernel.min_cost()
+    return float(cmin.sum()) + native.network_bound(nat)
+
+
+def lower_bound(problem: PlacementProblem, time_limit: float = 1.0) -> float:
+    """The best lower bound available without CP-SAT: an LP relaxation (GLOP) of the compute
+    part when the problem is small enough, plus the combinatorial network bound."""
+    nat = native.build(problem)
+    return _bound(problem, nat, time_limit)
+
+
+def _bound(p: PlacementProblem, nat: native.Native, time_limit: float) -> float:
+    # compute and network parts are bounded separately: min(a + b) >= min a + min b
+    net = native.network_bound(nat)
+    compute = float(nat.kernel.min_cost().sum())
+    if p.n_tasks * p.n_workers <= _LP_MAX_PAIRS and time_limit > 0:
+        compute = max(compute, exact.lp_bound(p, time_limit))
+    return compute + net
+
+
+def _construct(p: PlacementProblem, nat: native.Native, time_limit: float) -> NDArray[np.int32]:
+    res = nat.construct()
+    if (
+        not p.has_traffic
+        and p.anti_affinity is None
+        and p.n_tasks * p.n_workers <= _REGRET_MAX_PAIRS
+    ):
+        regret = nat.regret_construct()
+        if regret is not None and (
+            not isinstance(res, np.ndarray) or sum(nat.evaluate(regret)) < sum(nat.evaluate(res))
+        ):
+            res = regret
+    if isinstance(res, np.ndarray):
+        return res
+    if exact.model_size(p) <= _CPSAT_MAX_VARS * 5:
+        # the heuristics got stuck: let CP-SAT decide feasibility
+        r = exact.cpsat(
+            p,
+            deadline=time.perf_counter() + time_limit,
+            gap_limit=1.0,
+            seed=0,
+            num_workers=1,
+            hint=None,
+        )
+        if r.assignment is not None:
+            return r.assignment
+        if r.proven_infeasible:
+            raise InfeasibleError(
+                "no placement satisfies every capacity and constraint together "
+                "(proven by CP-SAT; each task fits somewhere on its own)",
+                proven=True,
+            )
+    raise InfeasibleError(
+        f"no feasible placement found: task {res} fitted nowhere after the others were "
+        "placed (greedy, best-fit and first-fit orders; infeasibility not proven)",
+        proven=False,
+        task=int(res),
+    )
+
+
+def solve(
+    problem: PlacementProblem,
+    method: Method = "auto",
+    time_limit: float = 10.0,
+    gap_limit: float = 1e-4,
+    seed: int = 0,
+    *,
+    num_workers: int = 2,
+    warm_start: bool | None = None,
+) -> Placement:
+    """Place every task; see the module docstring for the methods.
+
+    ``time_limit`` bounds the search (seconds), ``gap_limit`` stops CP-SAT once the relative gap
+    is that small, ``seed`` fixes every random choice, ``num_workers`` is CP-SAT's thread count,
+    ``warm_start`` forces CP-SAT's hint from the local search on or off (default: on when the
+    problem has traffic). The result depends on the seed alone when no phase hits the limit.
+    """
+    if not isinstance(problem, PlacementProblem):
+        raise TypeError(f"problem must be a PlacementProblem, got {type(problem).__name__}")
+    if method not in METHODS and method not in BASELINES:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS + tuple(BASELINES)}")
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be positive, got {time_limit}")
+    start = time.perf_counter()
+    deadline = start + time_limit
+    p = problem
+    check_necessary(p)
+    nat = native.build(p)
+    if method in BASELINES:
+        return _baseline(p, nat, method, start)
+    why_not_flow = exact.flow_eligible(p)
+    if method == "flow" or (
+        method == "auto" and why_not_flow is None and p.n_tasks * p.n_workers <= _FLOW_MAX_PAIRS
+    ):
+        if why_not_flow is not None:
+            raise ValueError(why_not_flow)
+        r = exact.flow(p)
+        if r.assignment is None:
+            raise InfeasibleError(
+                "the workers do not have slots for every task (proven by max-flow)", proven=True
+            )
+        return _finish(p, nat, r.assignment, r.lower_bound, "flow", start, r.proven_optimal)
+    assign = _construct(p, nat, time_limit)
+    if method == "greedy":
+        return _finish(p, nat, assign, _cheap_bound(nat), "greedy", start)
+    size = exact.model_size(p)
+    if method == "cpsat" and size > _CPSAT_HARD_MAX_VARS:
+        raise ValueError(
+            f"cpsat: the model would have about {size:,} variables (limit "
+            f"{_CPSAT_HARD_MAX_VARS:,}); use method='local' or 'auto' for a problem this size"
+        )
+    use_cpsat = method == "cpsat" or (method == "auto" and size <= _CPSAT_MAX_VARS)
+    if not use_cpsat:
+        # the bound first, so that the search gets what is left and time_limit holds overall
+        lb = _bound(p, nat, min(1.0, 0.2 * max(deadline - time.perf_counter(), 0.05)))
+        nat.kernel.set_assignment(assign)
+        nat.improve(max(deadline - time.perf_counter(), 0.0), seed)
+        return _finish(p, nat, nat.kernel.assignment, lb, method, start)
+    warm = p.has_traffic if warm_start is None else warm_start
+    return _solve_cpsat(p, nat, assign, start, deadline, gap_limit, seed, num_workers, warm)
+
+
+def _solve_cpsat(
+    p: PlacementProblem,
+    nat: native.Native,
+    assign: NDArray[np.int32],
+    start: float,
+    deadline: float,
+    gap_limit: float,
+    seed: int,
+    num_workers: int,
+    warm: bool,
+) -> Placement:
+    """CP-SAT plus the native search, in the order that measured better.
+
+    warm: local search first (20% of the time), then CP-SAT hinted with its result. Without
+    traffic (GAP-like) a hint from a weaker local optimum measurably steers CP-SAT away from
+    better solutions (bench/bench_solver.py), so there CP-SAT runs unhinted and the local
+    search polishes CP-SAT's best in the last 10% of the time instead."""
+    nat.kernel.set_assignment(assign)
+    nat.kernel.local_search(max(deadline - time.perf_counter(), 0.0), seed, 1_000_000)
+    if warm:
+        nat.improve(0.2 * max(deadline - time.perf_counter(), 0.0), seed)
+    assign = nat.kernel.assignment
+    budget = deadline - time.perf_counter()
+    r = exact.cpsat(
+        p,
+        deadline=deadline - (0.0 if warm else 0.1 * budget),
+        gap_limit=gap_limit,
+        seed=seed,
+        num_workers=num_workers,
+        hint=assign if warm else None,
+    )
+    lb = max(r.lower_bound, _bound(p, nat, 0.5))
+    best = assign
+    proven = False
+    if r.assignment is not None and sum(nat.evaluate(r.assignment)) <= sum(nat.evaluate(assign)):
+        best, proven = r.assignment, r.proven_optimal
+    obj = sum(nat.evaluate(best))
+    closed = obj - lb <= gap_limit * max(abs(obj), 1e-12)
+    if not proven and not closed and deadline > time.perf_counter():
+        nat.kernel.set_assignment(best)
+        # CP-SAT cannot resume: the polish may as well use every second that is left
+        nat.improve(deadline - time.perf_counter(), seed, use_all_time=True)
+        polished = nat.kernel.assignment
+        if sum(nat.evaluate(polished)) < sum(nat.evaluate(best)):
+            best = polished
+    return _finish(p, nat, best, lb, "cpsat", start, proven)
+
+
+def _baseline(p: PlacementProblem, nat: native.Native, method: str, start: float) -> Placement:
+    order = np.arange(p.n_tasks, dtype=np.int64)
+    nat.kernel.clear()
+    nat.kernel.place_pinned()
+    stuck = nat.kernel.greedy(order, BASELINES[method])
+    if stuck >= 0:
+        raise InfeasibleError(
+            f"{method}: task {stuck} fitted nowhere after the tasks before it were placed "
+            "(a baseline does not backtrack; infeasibility not proven)",
+            proven=False,
+            task=int(stuck),
+        )
+    return _finish(p, nat, nat.kernel.assignment, _cheap_bound(nat), method, start)
+
+
+def flink_slot_sharing(problem: PlacementProblem, slot_group: ArrayLike) -> Placement:
+    """Flink's default for a pipeline: the tasks of one slot-sharing group (subtask i of every
+    operator) share one slot, which must hold their summed demand, and slots go to the worker
+    of least utilisation. Affinity and pinning are not modelled (as in Flink's default)."""
+    start = time.perf_counter()
+    p = problem
+    grp = np.asarray(slot_group)
+    if grp.dtype == bool or not np.issubdtype(grp.dtype, np.integer):
+        raise TypeError(f"slot_group must be an integer array, got dtype {grp.dtype}")
+    if grp.shape != (p.n_tasks,) or (grp < 0).any():
+        raise ValueError(f"slot_group needs one group id >= 0 per task ({p.n_tasks})")
+    ids, inv = np.unique(grp, return_inverse=True)
+    inv = inv.reshape(-1)
+    slot_demand = np.zeros((ids.size, p.n_resources))
+    np.add.at(slot_demand, inv, p.demand)
+    slots = PlacementProblem(slot_demand, p.capacity, p.resources)
+    snat = native.build(slots)
+    stuck = snat.kernel.greedy(np.arange(ids.size, dtype=np.int64), native.LEAST_UTIL)
+    if stuck >= 0:
+        raise InfeasibleError(
+            f"flink_slot_sharing: slot {int(ids[stuck])} (its tasks' summed demand) fits on "
+            "no worker",
+            proven=False,
+        )
+    assign = snat.kernel.assignment[inv].astype(np.int32)
+    nat = native.build(p)
+    return _finish(p, nat, assign, _cheap_bound(nat), "flink_slot_sharing", start)
+
+
+def fair_share(
+    job_demands: ArrayLike,
+    capacity: ArrayLike,
+    weights: ArrayLike | None = None,
+    max_tasks: ArrayLike | None = None,
+) -> NDArray[np.int64]:
+    """How many tasks of each job to admit now, by Dominant Resource Fairness (progressive
+    filling): repeatedly admit one task of the job with the least weighted dominant share
+    whose next task still fits, until no job can grow.
+
+    ``job_demands`` (jobs x resources) is one task's demand per job, ``capacity`` (resources)
+    the cluster's free total, ``weights`` (jobs, > 0) scale the shares, ``max_tasks`` (jobs)
+    caps each job at its pending tasks.
+    """
+    D = np.asarray(job_demands, dtype=np.float64)
+    C = np.asarray(capacity, dtype=np.float64)
+    if D.ndim != 2:
+        raise ValueError(f"job_demands must be 2-D (jobs x resources), got shape {D.shape}")
+    if C.shape != (D.shape[1],):
+        raise ValueError(f"capacity must have one value per resource ({D.shape[1]})")
+    if np.isnan(D).any() or np.isnan(C).any() or (D < 0).any() or (C < 0).any():
+        raise ValueError("job_demands and capacity must be non-negative numbers")
+    J = D.shape[0]
+    w = np.ones(J) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (J,) or not (w > 0).all():
+        raise ValueError("weights must be positive, one per job")
+    cap_n = np.full(J, np.iinfo(np.int64).max) if max_tasks is None else np.asarray(max_tasks)
+    if cap_n.shape != (J,) or (cap_n < 0).any():
+        raise ValueError("max_tasks must be non-negative, one per job")
+    share = np.divide(D, C, out=np.zeros_like(D), where=C > 0)
+    share[(C == 0)[None, :] & (D > 0)] = np.inf
+    dom = share.max(axis=1)
+    if max_tasks is None and ((D == 0).all(axis=1)).any():
+        raise ValueError("a job demanding nothing needs max_tasks (it would be unbounded)")
+    admitted = np.zeros(J, np.int64)
+    free = C.copy()
+    heap = [(0.0, j) for j in range(J) if cap_n[j] > 0 and math.isfinite(dom[j])]
+    heapq.heapify(heap)
+    while heap:
+        _, j = heapq.heappop(heap)
+        if (D[j] > free + 1e-12 * np.maximum(C, 1.0)).any():
+            continue  # this job is saturated; the others may still grow
+        free -= D[j]
+        admitted[j] += 1
+        if admitted[j] < cap_n[j]:
+            heapq.heappush(heap, (admitted[j] * dom[j] / w[j], j))
+    return admitted

@@ -1,0 +1,484 @@
+"""Dataflow jobs: describe a job as parallel operators over streams of records.
+
+Each call on a :class:`StreamEnvironment` or a stream appends to the environment's
+:class:`JobGraph` (a new frozen graph each time); nothing runs until a sink's ``collect()`` or
+the environment's ``execute()``. ``pydispatch.plan`` turns the graph into chained subtasks.
+
+Modes. ``StreamEnvironment()`` (no target) runs jobs in this process, single-threaded, with the
+reference executor; with a target (a dispatcher's address, a client or a cluster) ``execute()``
+submits the job to the dispatcher and returns a ``JobHandle``: the dispatcher runs the job's master
+in a process of its own (``pydispatch.dataflow.master_process``), so the job goes on if the
+submitting process exits; subtasks run on the workers and exchange micro-batches directly (see
+``pydispatch.dataflow.slice``). ``StreamEnvironment.local()``'s embedded cluster lives and dies with
+this process, and so do its jobs: their masters run in this process (as in Flink's MiniCluster),
+behind the same ``JobHandle``. A job whose sources are all bounded runs in batch mode (Flink's
+``AUTOMATIC`` runtime mode): keyed aggregations emit one final result per key at the end of input.
+With an unbounded source they are rolling: one updated result per input record.
+
+Records and results.
+
+- Records are any Python objects; ``from_arrays`` starts the columnar path: records travel as
+  dicts of numpy columns and keyed ``sum``/``min``/``max``/``count`` on a column stay columnar
+  (a Python ``map``/``filter``/``flat_map`` turns the rows into ``dict`` records).
+- Keys: ``key_by(function)``, ``key_by(i)`` (``record[i]``), ``key_by("name")`` (a dict field or a
+  column). Equal keys meet in one subtask: a key's key group (of the operator's max
+  parallelism) comes from pydispatch's hash, or Flink's with ``scheme="flink"``, and each
+  subtask owns a contiguous range of key groups as in Flink.
+- Keyed ``sum``/``min``/``max`` (of ``record[field]``, or of the record itself when ``field``
+  is None) and ``count`` emit ``(key, value)`` (Flink's keep the first record with the field
+  replaced); on the columnar path, columns ``{key_column: keys, field: values}`` (``"count"``
+  for a count). ``reduce`` emits records, as Flink's does.
+- Tumbling windows: ``count_window(n)`` fires every ``n`` records of a key, emitting
+  ``(key, value)``; as in Flink, a last incomplete window of a bounded input is not fired.
+  ``time_window(size, timestamp=...)`` groups by event time into ``[k * size, (k + 1) * size)``
+  and emits ``(key, window_start, value)``, all windows firing at the end of input (the
+  watermark of a bounded input reaches +inf then).
+- Order: Flink gives no global order across parallel subtasks. The in-process executor is
+  deterministic: ``collect()`` returns sink subtask 0's records, then subtask 1's, ...; each
+  subtask reads its input channels in upstream subtask order. With parallelism 1 throughout, the
+  input order is kept. Batch aggregations emit keys in first-seen order per subtask (sorted on
+  the columnar path).
+
+On a cluster (``StreamEnvironment(address_cluster_or_client)``, ``StreamEnvironment.local()``).
+
+- Same results as in process, up to order: ``collect()`` still concatenates sink subtask 0's
+  records, then 1's...; but a subtask with several input channels sees them interleaved as they
+  arrive (as in Flink), so what depends on the order of one key's records across channels (count
+  windows, a non-commutative ``reduce``) may differ. With one channel per consumer it does not.
+- The job belongs to the dispatcher, not to the process that submitted it: any process gets a
+  handle to it by id (``JobHandle.attach(address, job_id)``; ``pydispatch jobs`` lists them).
+  Its master keeps the outcome after the job ends until a handle fetched it or for
+  ``set_result_retention`` seconds (10 minutes by default), then exits.
+- Each slice of slot sharing (subtask ``i`` of every chain) runs as one task in one worker slot,
+  placed by the solver from the plan's traffic estimates; data moves between subtasks directly,
+  in micro-batches with credit-based flow control (``set_network``).
+- A failure (a lost worker, an exception) restarts its pipelined region (the slices joined by
+  channels: the whole job as soon as it has a keyed or rebalance exchange) from its replayable
+  sources under the restart strategy (``set_restart_strategy``; Flink's fixed delay by
+  default): collected results come from each region's successful attempt only, so nothing is
+  missing or twice; ``write_text`` rewrites its files; ``for_each`` side effects of failed
+  attempts are not undone.
+- Streaming mode (an unbounded source): a time window fires when its watermark passes the
+  window's end: each producer marks every channel into the window with the largest event time
+  it sent (timestamps taken to ascend per channel, Flink's ``forMonotonousTimestamps``), and the
+  window's watermark is the least mark over its input channels; a record older than a window
+  already fired is dropped, as Flink drops late data. A channel that never carries anything
+  holds the watermark back (Flink's idle sources), and those windows fire at end of input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy.typing as npt
+
+from ..dataflow.handle import JobHandle
+from ..dataflow.lifecycle import (
+    RestartStrategy,
+)
+from ..dataflow.result import JobResult
+from ..plan import ExecutionGraph, _sources, execution_graph
+from ..plan._job_graph import Edge, JobGraph, Operator, Schema
+from ._checks import check_callable, check_parallelism
+from ._datastream import DataStream, DataStreamSink, KeyedStream, StreamInput, WindowedStream
+
+log = logging.getLogger(__name__)
+
+__all__ = ["StreamEnvironment"]
+
+
+class StreamEnvironment:
+    """The context a job is built in; see the module docstring.
+
+    ``target``: where jobs run: None (in this process), a :class:`~pydispatch.Client`,
+    a :class:`~pydispatch.LocalCluster` or a dispatcher address; see :meth:`local`.
+    ``parallelism``: the default parallelism of new operators.
+    """
+
+    def __init__(self, target: object | None = None, *, parallelism: int = 1) -> None:
+        self._target = target
+        self._parallelism = check_parallelism(parallelism, "StreamEnvironment")
+        self._graph = JobGraph()
+        self._chaining = True
+        self._executed: set[int] = set()
+        self._restart_factory: Callable[[], RestartStrategy] | None = None
+        self._batch_records = 4096
+        self._credits = 8
+        self._master_timeout = 60.0
+        self._host = "127.0.0.1"
+        self._retention = 600.0
+        self._owned: object | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        # Job masters run here, not under the dispatcher (see local()): each with its client.
+        self._masters: list[tuple[Any, Any]] | None = None
+
+    @property
+    def target(self) -> object | None:
+        return self._target
+
+    @property
+    def parallelism(self) -> int:
+        return self._parallelism
+
+    def set_parallelism(self, parallelism: int) -> StreamEnvironment:
+        """The default parallelism of operators created from now on."""
+        self._parallelism = check_parallelism(parallelism, "set_parallelism")
+        return self
+
+    def disable_operator_chaining(self) -> StreamEnvironment:
+        self._chaining = False
+        return self
+
+    @property
+    def chaining_enabled(self) -> bool:
+        return self._chaining
+
+    @property
+    def job_graph(self) -> JobGraph:
+        return self._graph
+
+    def _replace_operator(self, op_id: int, **changes: Any) -> None:
+        self._graph = self._graph.replace(op_id, **changes)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _add(self, inputs: Sequence[StreamInput], **fields: Any) -> int:
+        op_id = len(self._graph.operators)
+        fields.setdefault("parallelism", self._parallelism)
+        op = Operator(id=op_id, **fields)
+        edges = tuple(
+            Edge(i.op, op_id, i.partitioning, i.explicit, i.key, i.partitioner) for i in inputs
+        )
+        self._graph = self._graph.with_operator(op, edges)
+        return op_id
+
+    def _source(
+        self, name: str, params: dict[str, Any], schema: Schema, **fields: Any
+    ) -> DataStream:
+        op_id = self._add(
+            (),
+            name=f"Source: {name}",
+            kind="source",
+            chaining="head",
+            params=params,
+            schema=schema,
+            **fields,
+        )
+        return DataStream(self, (StreamInput(op_id),), op=op_id)
+
+    def from_elements(self, elements: Iterable[Any], *, name: str | None = None) -> DataStream:
+        """A non-parallel bounded source of ``elements`` (copied now): parallelism 1, like
+        Flink's ``fromElements``. ``env.from_elements([1, 2, 3])`` has three records."""
+        if isinstance(elements, str | bytes) or not isinstance(elements, Iterable):
+            raise TypeError(
+                f"from_elements takes one iterable of records, not {type(elements).__name__}"
+            )
+        params = {"source": "elements", "elements": tuple(elements), "bounded": True}
+        return self._source(name or "Elements", params, Schema(), parallelism=1, parallel=False)
+
+    def from_collection(
+        self, collection: Collection[Any], *, name: str | None = None
+    ) -> DataStream:
+        """A parallel bounded source of ``collection`` (copied now), each subtask reading a
+        contiguous slice (Flink's ``fromParallelCollection``)."""
+        if isinstance(collection, str | bytes) or not isinstance(collection, Collection):
+            raise TypeError(
+                f"from_collection takes a sized collection, not {type(collection).__name__}"
+            )
+        params = {"source": "elements", "elements": tuple(collection), "bounded": True}
+        return self._source(name or "Collection", params, Schema())
+
+    def from_arrays(
+        self, columns: Mapping[str, npt.NDArray[Any]], *, name: str | None = None
+    ) -> DataStream:
+        """A parallel bounded columnar source: a dict of equal-length 1-D numpy columns, each
+        subtask reading a contiguous range of rows. The arrays are kept, not copied."""
+        checked = _sources.check_columns(columns)
+        row_bytes = float(sum(c.dtype.itemsize for c in checked.values()))
+        schema = Schema(columnar=True, fields=tuple(checked), row_bytes=row_bytes)
+        params = {"source": "arrays", "columns": checked, "bounded": True}
+        return self._source(name or "Arrays", params, schema)
+
+    def read_text(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        encoding: str = "utf-8",
+        name: str | None = None,
+    ) -> DataStream:
+        """A parallel bounded source of the lines of text files (line ends stripped). Each file
+        is cut into byte ranges, one per subtask; a line belongs to the range of its first
+        byte."""
+        files = _paths(paths, "read_text")
+        params = {"source": "text", "paths": files, "encoding": encoding, "bounded": True}
+        return self._source(name or f"Text {os.path.basename(files[0])}", params, Schema())
+
+    def read_csv(
+        self,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        header: bool = False,
+        columns: Sequence[str] | None = None,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+        name: str | None = None,
+    ) -> DataStream:
+        """A parallel bounded source of CSV rows, split like :meth:`read_text` (one record per
+        line). Rows are dicts of str when field names are known (``header=True`` reads them
+        from the first file's first line; ``columns`` names them), else tuples of str. With
+        ``header=True`` every file's first line is a header and is skipped."""
+        files = _paths(paths, "read_csv")
+        fields: tuple[str, ...] | None = None
+        if columns is not None:
+            if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+                raise TypeError("read_csv: columns must be a sequence of str")
+            fields = tuple(columns)
+        elif header:
+            fields = _sources.csv_header(files[0], encoding, delimiter)
+        if fields is not None and len(set(fields)) != len(fields):
+            raise ValueError(f"read_csv: duplicate column names in {fields}")
+        params = {
+            "source": "csv",
+            "paths": files,
+            "encoding": encoding,
+            "bounded": True,
+            "delimiter": delimiter,
+            "fields": fields,
+            "header": header,
+        }
+        return self._source(
+            name or f"CSV {os.path.basename(files[0])}", params, Schema(fields=fields)
+        )
+
+    def from_source(
+        self,
+        factory: Callable[..., Iterable[Any]],
+        *,
+        bounded: bool = True,
+        parallel: bool = False,
+        estimated_records: float | None = None,
+        name: str | None = None,
+    ) -> DataStream:
+        """A replayable source: ``factory()`` (or ``factory(index, parallelism)`` when
+        ``parallel``) returns an iterable of the records from the beginning, on every call, so a
+        failed subtask can be replayed. ``bounded=False`` marks an unbounded source: the job
+        runs in streaming mode (until cancelled, on a cluster; the in-process mode reads the
+        iterable to its end, so give it one there)."""
+        check_callable(factory, "from_source")
+        if estimated_records is not None and not estimated_records >= 0:
+            raise ValueError(f"from_source: estimated_records must be >= 0: {estimated_records}")
+        params = {
+            "source": "factory",
+            "factory": factory,
+            "parallel": bool(parallel),
+            "bounded": bool(bounded),
+            "estimated_records": estimated_records,
+        }
+        fields: dict[str, Any] = {} if parallel else {"parallelism": 1, "parallel": False}
+        return self._source(name or "Source", params, Schema(), **fields)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def execution_graph(self) -> ExecutionGraph:
+        """The chained plan of everything built so far (see :mod:`pydispatch.plan`)."""
+        return execution_graph(self._graph, chaining=self._chaining)
+
+    def execute(self, name: str | None = None, *, priority: int = 0) -> JobResult | JobHandle:
+        """Run every sink not run yet (and what feeds them) as one job.
+
+        Without a target: in this process, returning the :class:`JobResult`. With a target:
+        submitted to the dispatcher, returning a :class:`JobHandle` once the job's master has
+        planned and deployed it (``status()``, ``result()``, ``cancel()``, ``metrics()``; its
+        ``collected`` waits for the result); a job that can never fit the cluster raises
+        ``ValueError`` with the reason.
+        ``priority``: the job's slices are queued at the dispatcher with it (higher first; jobs
+        of equal priority share the slots fairly: each job's master is a client of its own)."""
+        pending = {op.id for op in self._graph.sinks()} - self._executed
+        if not pending:
+            raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
+        keep = sorted(self._graph.ancestors(pending))
+        job = self._graph.subgraph(set(keep))
+        if self._target is not None:
+            from ..dataflow.handle import dispatcher_address, submit_job
+            from ..dataflow.job_run import JobOptions
+
+            options = JobOptions(
+                chaining=self._chaining,
+                batch_records=self._batch_records,
+                credits=self._credits,
+                master_timeout=self._master_timeout,
+                host=self._host,
+                priority=priority,
+                restart=self._restart_factory() if self._restart_factory else None,
+                result_retention=self._retention,
+            )
+            address = dispatcher_address(self._target)
+            if self._masters is not None:
+                handle = self._run_master_here(address, job, name or "job", options, keep)
+            else:
+                handle = submit_job(address, job, name or "job", options, keep)
+            self._executed |= pending
+            return handle
+        from ..dataflow.local import run_local
+
+        result = run_local(job, name=name or "job", chaining=self._chaining)
+        self._executed |= pending
+
+        def old(ids: dict[int, Any]) -> dict[int, Any]:
+            return {keep[new]: value for new, value in ids.items()}
+
+        return JobResult(
+            result.name,
+            result.runtime_mode,
+            old(result.collected),
+            old(result.records_in),
+            old(result.records_out),
+        )
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    @classmethod
+    def local(
+        cls,
+        workers: int = 2,
+        *,
+        slots: int = 1,
+        parallelism: int = 1,
+        **cluster_options: Any,
+    ) -> StreamEnvironment:
+        """An environment on an embedded :class:`~pydispatch.LocalCluster` of
+        ``workers`` processes with ``slots`` slots each, ended by :meth:`close` (or at exit)."""
+        from ..runtime.cluster import LocalCluster
+
+        # The cluster lives and dies with this process, and so do its jobs, wherever their
+        # masters run: here (Flink's MiniCluster does the same) rather than in the launcher
+        # a dispatcher keeps for jobs that must outlive their submitter, which would compete
+        # with the workers for the CPU while the cluster starts.
+        hosted = bool(cluster_options.setdefault("job_masters", False))
+        cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
+        cluster.start()
+        env = cls(cluster, parallelism=parallelism)
+        env._owned = cluster
+        masters: list[tuple[Any, Any]] = []
+        env._masters = None if hosted else masters
+        env._finalizer = weakref.finalize(env, _close_local, masters, cluster)
+        return env
+
+    def _run_master_here(
+        self, address: str, job: JobGraph, name: str, options: Any, keep: list[int]
+    ) -> JobHandle:
+        from ..dataflow.job_run import JobRun
+        from ..runtime.client import Client
+
+        assert self._masters is not None
+        # Masters whose outcome was fetched a while ago have nothing left to serve (the
+        # handle keeps the outcome): end them, as a dispatcher-hosted master ends itself.
+        now = time.monotonic()
+        for entry in list(self._masters):
+            run, old = entry
+            fetched = run.fetched_at is not None and now - run.fetched_at >= 1.0
+            if run.done() and (fetched or run.status() == "CANCELED"):
+                self._masters.remove(entry)
+                run.close()
+                old.shutdown(wait=False)
+        client = Client(address, name=f"job master of {name}")  # a client of its own per job
+        try:
+            run = JobRun(client, job, name, options, keep)
+        except BaseException:
+            client.shutdown(wait=False, cancel_futures=True)
+            raise
+        self._masters.append((run, client))
+        return JobHandle(address, run.job_id, name, run.endpoint, job, options.chaining)
+
+    def set_restart_strategy(self, strategy: Callable[[], RestartStrategy]) -> StreamEnvironment:
+        """How a job on a cluster restarts after a failure: a factory of a fresh strategy per
+        job, e.g. ``lambda: FixedDelay(attempts=3, delay=0.5)`` (default: Flink's fixed delay,
+        1 restart after 1 s); see :mod:`pydispatch.dataflow.lifecycle`."""
+        check_callable(strategy, "set_restart_strategy")
+        self._restart_factory = strategy
+        return self
+
+    def set_network(
+        self,
+        *,
+        batch_records: int = 4096,
+        credits: int = 8,
+        master_timeout: float = 60.0,
+        host: str = "127.0.0.1",
+    ) -> StreamEnvironment:
+        """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
+        batches a producer may have in flight per downstream subtask) on a cluster;
+        ``master_timeout``: seconds after which a job's slices end themselves if the job's
+        master process is gone (killed); ``host``: the address the job master binds on the
+        dispatcher's machine (it runs there) and workers and job handles reach it at, and the
+        slices' data address, unless a worker machine sets its own in
+        ``PYDISPATCH_DATA_HOST``: set it for a cluster of several hosts."""
+        if batch_records < 1 or credits < 1 or not master_timeout > 0:
+            raise ValueError("set_network: batch_records, credits, master_timeout must be > 0")
+        self._batch_records = batch_records
+        self._credits = credits
+        self._master_timeout = master_timeout
+        self._host = host
+        return self
+
+    def set_result_retention(self, seconds: float) -> StreamEnvironment:
+        """How long a finished job's master keeps its outcome for a handle to fetch (by id,
+        from any process: ``JobHandle.attach``) if nobody has; once fetched it is kept one
+        second more. Default 600 s."""
+        if not seconds >= 0:
+            raise ValueError(f"set_result_retention: seconds must be >= 0: {seconds}")
+        self._retention = float(seconds)
+        return self
+
+    def close(self) -> None:
+        """End what this environment started: its embedded cluster (and the jobs on it)."""
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+
+    def __enter__(self) -> StreamEnvironment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _close_local(masters: list[tuple[Any, Any]], cluster: Any) -> None:
+    """End an embedded environment: its jobs' masters (cancelling jobs still running), then
+    the cluster."""
+    try:
+        for run, client in masters:
+            try:
+                run.cancel()
+                run.close()
+            except Exception:  # one stuck master must not keep the others (or the cluster)
+                log.exception("could not end the master of job %s", run.job_id)
+            finally:
+                client.shutdown(wait=False, cancel_futures=True)
+        masters.clear()
+    finally:
+        cluster.close()
+
+
+def _paths(paths: object, func: str) -> tuple[str, ...]:
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    if not isinstance(paths, Sequence) or not paths:
+        raise TypeError(f"{func}: paths must be a path or a non-empty list of paths")
+    if not all(isinstance(p, str | os.PathLike) for p in paths):
+        raise TypeError(f"{func}: paths must be str or path-like")
+    files = tuple(os.fspath(p) for p in paths)
+    for f in files:
+        if not os.path.isfile(f):
+            raise ValueError(f"{func}: {f!r} is not a file")
+    return files
+
+
+# The stream classes live in a private module; they are documented and pickled under this one.
+for _cls in (DataStream, DataStreamSink, KeyedStream, WindowedStream):
+    _cls.__module__ = __name__

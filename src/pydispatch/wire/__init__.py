@@ -1,0 +1,7 @@
+"""The wire: every message pydispatch's processes exchange, and their framing (internal).
+
+- ``protocol``: each message kind a tagged msgspec struct, one union per plane (control, job,
+  data), and the protocol version;
+- ``transport``: framing over pyzmq, apart from any logic: headers, pickled objects with numpy
+  buffers as raw frames, data-plane batches as raw columns.
+"""

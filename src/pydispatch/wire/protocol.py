@@ -1,0 +1,729 @@
+"""The wire protocol: every message kind the dispatcher, workers and clients exchange.
+
+Each message on the wire is ``[identity..., b"", header, *frames]`` (see ``transport``). The
+header is one of the tagged msgspec structs below, encoded with msgpack. Python objects
+(functions, arguments, results, exceptions) are never inlined in the header: they are pickled
+into frames that follow it and the header points at them with a :class:`Blob`; numpy buffers
+inside those objects travel out of band as their own raw frames, described by
+:class:`BufferMeta` (dtype format, shape and size), so that a 1 MB array is never copied into a
+pickle stream.
+
+Structs are ``array_like`` (encoded as msgpack arrays, not maps): headers are small and fast to
+encode, which matters when thousands of tasks per second go through the dispatcher.
+
+The protocol version travels on the three handshakes (:class:`ClientHello`,
+:class:`Register` and a slot's :class:`SlotHello`); a peer speaking another version gets an
+:class:`Error` reply and nothing else.
+
+Tasks do not pass through the worker process: each of its slot processes has its own socket
+to the dispatcher, which sends it :class:`Run` and gets :class:`Done` back directly. The worker
+registers its slots' identities, heartbeats, and supervises them: it kills a slot to
+force-cancel an attempt and reports a slot that died or was killed (:class:`SlotLost`) and its
+replacement (:class:`SlotReady`).
+
+Dataflow jobs are submitted to the dispatcher (:class:`SubmitJob`, the job pickled into a frame
+the dispatcher never unpickles), which starts a job-master process per job; that process fetches
+the job (:class:`JobPayloadRequest`) and reports back (:class:`JobHostReport`) before the
+submitter hears :class:`JobAccepted` or an :class:`Error` naming the reason.
+
+Dataflow jobs have two planes of their own, each a separate tagged union so that a socket
+decodes only what may arrive there: :data:`JobMessage` on a job master's control socket
+(slices, ``pydispatch cancel``; the version travels on :class:`SliceReady`) and
+:data:`DataMessage` between subtasks (batches with numeric columns as raw frames).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal, cast
+
+import msgspec
+
+PROTOCOL_VERSION: Final = 4
+# 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane)
+
+# Outcome of a task or attempt, as reported to clients and by workers.
+#   ok        - the function returned; ``value`` holds the result
+#   error     - the function raised; ``value`` holds the pickled exception (if picklable)
+#   failed    - the system could not run it (impossible demand, retries exhausted, slot died)
+#   cancelled - cancelled before or while running
+#   lost      - (workers only) the attempt was abandoned by a draining worker; re-queue it
+Status = Literal["ok", "error", "failed", "cancelled", "lost"]
+
+# Task kinds: a single call ``fn(*args, **kwargs)``, or a chunk of a map: ``[fn(*a) for a in
+# args]`` (``[fn(a) for a in args]`` for KIND_MAP1) computed in one attempt so that small
+# items are not paid for one message each.
+INLINE: Final = -1  # Blob.frame value: the pickle stream is in Blob.data
+
+KIND_CALL: Final = 0
+KIND_CHUNK: Final = 1
+KIND_MAP1: Final = 2  # a chunk of a one-iterable map: items, not 1-tuples (cheaper to pickle)
+KINDS: Final = (KIND_CALL, KIND_CHUNK, KIND_MAP1)
+
+
+class ProtocolError(Exception):
+    """A message could not be decoded or does not follow the protocol."""
+
+
+class _Header(msgspec.Struct, array_like=True, tag=True):
+    """Base of every message header; the tag (class name) selects the kind on decoding."""
+
+
+class BufferMeta(msgspec.Struct, array_like=True):
+    """One out-of-band buffer (a numpy array's memory) carried as a raw frame."""
+
+    frame: int
+    nbytes: int
+    format: str  # struct/buffer-protocol format of the items, e.g. "d" or "<f8"
+    shape: tuple[int, ...]
+
+
+class Blob(msgspec.Struct, array_like=True):
+    """A pickled object: where its pickle stream is, and its out-of-band buffers.
+
+    A small pickle stream travels inline in the header (``frame == INLINE``, bytes in
+    ``data``): a no-op task then costs one frame per message instead of one per task, and
+    frames are what a zmq message pays for. Large streams and every buffer get frames.
+    """
+
+    frame: int
+    buffers: tuple[BufferMeta, ...] = ()
+    data: bytes = b""
+
+
+# ---------------------------------------------------------------- handshakes and errors
+
+
+class ClientHello(_Header):
+    """A client's first word, repeated as a liveness signal while it has tasks outstanding.
+
+    ``sender``: the identity of the client's second socket, which its application threads
+    send on directly (without a hand-off to its I/O thread, which receives on the socket this
+    hello comes from). The dispatcher treats messages from ``sender`` as the client's own and
+    answers on the hello's socket.
+    """
+
+    version: int
+    name: str = ""
+    sender: bytes = b""
+
+
+class Welcome(_Header):
+    """Reply to :class:`ClientHello` (clients repeat it; a new ``epoch`` = a restart)."""
+
+    version: int
+    total_slots: int
+    epoch: str = ""
+    # How often a client with tasks outstanding must say hello again: one silent for several
+    # of these has its queued tasks failed (it is presumed dead).
+    hello_interval: float = 2.0
+
+
+class Register(_Header):
+    """A worker process announces itself (again, after a blip or a dispatcher restart)."""
+
+    version: int
+    name: str
+    node: str
+    pid: int
+    slots: int
+    resources: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    data_address: str = ""
+    # The zmq identities of its slot processes, each connected to the dispatcher already
+    # (see SlotHello): the dispatcher sends tasks to them, not to the worker.
+    slot_ids: list[bytes] = []
+
+
+class Registered(_Header):
+    """Reply to :class:`Register`: the heartbeat settings the worker must follow."""
+
+    heartbeat_interval: float
+    heartbeat_timeout: float
+
+
+class Error(_Header):
+    """Something the peer sent was refused; ``code`` is machine-readable."""
+
+    code: str
+    message: str
+
+
+# ------------------------------------------------------------------- client <-> dispatcher
+
+
+class TaskSpec(msgspec.Struct, array_like=True):
+    task_id: int  # unique per client
+    kind: int
+    fn: Blob
+    args: Blob  # pickled ``(args, kwargs)`` for KIND_CALL, list of arg tuples for KIND_CHUNK
+    resources: dict[str, float] = {}
+    labels: dict[str, str] = {}
+    priority: int = 0
+    retries: int = 3
+
+
+class Submit(_Header):
+    tasks: list[TaskSpec]
+    # The client asks for a lease on the slot its first task is placed on (see LeaseGranted):
+    # it does so for a lone task without resources or labels, when it holds no lease.
+    lease: bool = False
+
+
+class Started(_Header):
+    """These tasks have been placed on a worker (futures move to RUNNING)."""
+
+    task_ids: list[int]
+
+
+class TaskResult(msgspec.Struct, array_like=True):
+    task_id: int
+    status: Status
+    value: Blob | None = None
+    error: str = ""
+    traceback: str = ""
+    worker: str = ""
+
+
+class Results(_Header):
+    results: list[TaskResult]
+    started: list[int] = []  # task ids placed on workers since the last message (see Started)
+
+
+class Cancel(_Header):
+    task_ids: list[int]
+    force: bool = False
+
+
+# ----------------------------------------------------- leases: the direct client <-> slot lane
+# A lease lets a client send a lone plain task straight to one slot and get its result straight
+# back (two hops instead of four). The dispatcher grants it, tells the slot first (LeaseOpen),
+# and ends it when the slot, its worker or the client goes, or the worker drains; the client
+# then sends its tasks through the dispatcher again. A direct attempt's id is negative
+# (``-(lease_id << 32 | n)``): unique per dispatcher, never an attempt id of the dispatcher's.
+
+
+class LeaseGranted(_Header):
+    """Dispatcher -> client: ``address`` is the slot's direct endpoint, open to this lease."""
+
+    lease_id: int
+    address: str
+    worker: str = ""  # the slot's worker, by name
+
+
+class LeaseEnded(_Header):
+    """Dispatcher -> client: the lease is over. If its slot is gone, ``running`` (0: none) was
+    the direct attempt it was running, ending ``status`` (as for SlotLost) with ``error``; the
+    other direct attempts sent to it did not start. A lease ended with its slot alive
+    (``status`` "ok") keeps running what the slot accepted and sends the results as usual."""
+
+    lease_id: int
+    running: int = 0
+    status: Status = "ok"
+    error: str = ""
+
+
+class KillDirect(_Header):
+    """Client -> dispatcher: force-cancel a direct attempt: its slot skips it if it has not
+    started, and its worker kills the slot if it is running it (see Kill)."""
+
+    lease_id: int
+    attempt_id: int
+
+
+class ReturnLease(_Header):
+    """Client -> dispatcher: this lease is of no use here (its slot's endpoint cannot be
+    reached from the client): close it."""
+
+    lease_id: int
+
+
+class LeaseOpen(_Header):
+    """Dispatcher -> slot: accept DirectRun under this lease."""
+
+    lease_id: int
+
+
+class LeaseClose(_Header):
+    """Dispatcher -> slot: refuse DirectRun under this lease from now on."""
+
+    lease_id: int
+
+
+class LeaseClosed(_Header):
+    """Slot -> dispatcher: every direct attempt it took under this closed lease is done."""
+
+    lease_id: int
+
+
+class DirectRun(_Header):
+    """Client -> slot, on the slot's direct endpoint."""
+
+    lease_id: int
+    attempt: RunSpec
+
+
+class DirectDone(_Header):
+    """Slot -> client, on the direct endpoint: a direct attempt's outcome. ``refused``: the
+    lease is not open there (the client sends the task through the dispatcher instead)."""
+
+    result: AttemptResult
+    refused: bool = False
+
+
+class ClientBye(_Header):
+    """The client shuts down: its queued tasks are dropped."""
+
+
+class StatusRequest(_Header):
+    pass
+
+
+class WorkerStatus(msgspec.Struct):
+    name: str
+    node: str
+    pid: int
+    slots: int
+    slots_used: int
+    resources: dict[str, float]
+    free_resources: dict[str, float]
+    labels: dict[str, str]
+    seconds_since_heartbeat: float
+    draining: bool
+    data_address: str = ""
+
+
+class StatusReply(_Header):
+    workers: list[WorkerStatus]
+    queued: int
+    running: int
+    finished: int
+    failed: int
+    cancelled: int
+    retried: int
+    discarded_late_results: int
+    protocol_errors: int
+
+
+# ------------------------------------------------------------------- dispatcher <-> worker
+
+
+class Heartbeat(_Header):
+    """Sent by the worker's heartbeat thread on its own socket, so it names its worker."""
+
+    worker: bytes
+
+
+class Reregister(_Header):
+    """The dispatcher does not know this worker (removed, or restarted): register again."""
+
+
+class RunSpec(msgspec.Struct, array_like=True):
+    attempt_id: int
+    kind: int
+    fn: Blob
+    args: Blob
+    priority: int = 0  # the worker runs what it holds highest priority first
+
+
+class Run(_Header):
+    attempts: list[RunSpec]
+
+
+class Kill(_Header):
+    """Force-cancel these attempts. Sent to the slot holding them (it skips those it has not
+    started) and to its worker (it kills the slot process if one of them is running)."""
+
+    attempt_ids: list[int]
+
+
+class SlotHello(_Header):
+    """A slot process's first message on its own socket (repeated until welcomed)."""
+
+    version: int
+    worker: bytes  # the identity of the worker that started it
+    direct: str = ""  # its direct endpoint, for lease holders ("": none)
+
+
+class SlotWelcome(_Header):
+    """Reply to :class:`SlotHello`: the dispatcher can route to this slot now."""
+
+
+class SlotReady(_Header):
+    """Worker -> dispatcher: a new slot process (replacing a lost one) is welcomed."""
+
+    slot: bytes
+
+
+class ReplaceSlot(_Header):
+    """Dispatcher -> worker: this slot cannot be reached; its attempts went back to the queue.
+    Kill it and start another (announced with :class:`SlotReady` as usual)."""
+
+    slot: bytes
+
+
+class SlotLost(_Header):
+    """Worker -> dispatcher: this slot process is gone (died, or killed by the worker).
+
+    ``running`` is the attempt it was running (0: none); its outcome is ``status``, with
+    ``error``. Attempts queued on the slot and not started go back to the dispatcher's queue.
+    """
+
+    slot: bytes
+    running: int
+    status: Status
+    error: str = ""
+
+
+class AttemptResult(msgspec.Struct, array_like=True):
+    attempt_id: int
+    status: Status
+    value: Blob | None = None
+    error: str = ""
+    traceback: str = ""
+    seconds: float = 0.0  # how long the task ran on its slot (the dispatcher sizes prefetch)
+
+
+class Done(_Header):
+    results: list[AttemptResult]
+    # Direct attempts finished since the last Done, and those cancelled before they started.
+    direct_finished: int = 0
+    direct_cancelled: int = 0
+
+
+class Drain(_Header):
+    """The worker is draining (SIGTERM): place nothing new on it."""
+
+
+class Goodbye(_Header):
+    """Worker -> dispatcher: deregister me. Dispatcher -> worker: drained, you may exit."""
+
+
+# ------------------------------------------------------------------- dataflow jobs
+
+
+class JobInfo(msgspec.Struct, array_like=True):
+    """A dataflow job as its job master announces it (``pydispatch jobs`` lists these)."""
+
+    job_id: str
+    name: str
+    state: str  # CREATED, RUNNING, RESTARTING, FINISHED, FAILED, CANCELED
+    endpoint: str  # the job master's control socket: where a cancel request goes
+    attempt: int
+    slices: int
+
+
+class JobUpdate(_Header):
+    """Client -> dispatcher: a job master announces its job and each change of state."""
+
+    job: JobInfo
+
+
+class JobsRequest(_Header):
+    """Anyone -> dispatcher: which dataflow jobs do you know of?"""
+
+
+class JobsReply(_Header):
+    jobs: list[JobInfo]
+
+
+class SubmitJob(_Header):
+    """Anyone -> dispatcher: host this job in a job-master process (``runtime.job_masters``).
+
+    ``payload`` is the cloudpickled job (its graph, options and original operator ids) in
+    frames after the header; the dispatcher checks only that the blob fits its frames and
+    hands them to the job's process. Answered with :class:`JobAccepted` once the job is
+    planned and deployed, or an :class:`Error` (``code`` "unfit" for a job that can never fit
+    the cluster, "invalid" for one that cannot be loaded or planned)."""
+
+    name: str
+    priority: int
+    payload: Blob
+
+
+class JobAccepted(_Header):
+    """Dispatcher -> submitter: the job runs; its master serves requests at ``endpoint``."""
+
+    job_id: str
+    endpoint: str
+
+
+class JobPayloadRequest(_Header):
+    """Job-master process -> dispatcher: the job it was started for (answered with
+    :class:`JobPayload`); ``token`` is the secret it was started with."""
+
+    job_id: str
+    token: str
+
+
+class JobPayload(_Header):
+    name: str
+    priority: int
+    payload: Blob
+
+
+class JobHostReport(_Header):
+    """Job-master process -> dispatcher: the job is deployed (``endpoint``), or refused
+    (``code`` and ``error``: forwarded to the submitter as an :class:`Error`)."""
+
+    job_id: str
+    token: str
+    endpoint: str = ""
+    code: str = ""
+    error: str = ""
+
+
+Message = (
+    ClientHello
+    | Welcome
+    | Register
+    | Registered
+    | Error
+    | Submit
+    | Started
+    | Results
+    | Cancel
+    | LeaseGranted
+    | LeaseEnded
+    | KillDirect
+    | ReturnLease
+    | LeaseOpen
+    | LeaseClose
+    | LeaseClosed
+    | DirectRun
+    | DirectDone
+    | ClientBye
+    | StatusRequest
+    | StatusReply
+    | Heartbeat
+    | Reregister
+    | Run
+    | Kill
+    | SlotHello
+    | SlotWelcome
+    | SlotReady
+    | SlotLost
+    | ReplaceSlot
+    | Done
+    | Drain
+    | Goodbye
+    | JobUpdate
+    | JobsRequest
+    | JobsReply
+    | SubmitJob
+    | JobAccepted
+    | JobPayloadRequest
+    | JobPayload
+    | JobHostReport
+)
+
+
+# ---------------------------------------------------------- dataflow job plane (control)
+# The job master's control ROUTER (``_jobrun``), its slices (``_exec_task``) and the job's
+# handles (``_jobclient``) speak only these, decoded with :func:`decode_job`: a peer that can
+# connect there cannot make the master unpickle anything (requests to the master are one header
+# frame; only the master's :class:`JobResultReply` carries frames, to the handle that asked).
+# The version travels on :class:`SliceReady`, a slice's first report.
+
+
+class SubtaskFigures(msgspec.Struct, array_like=True):
+    """One subtask's metrics as a running slice reports them (keys: operator ids)."""
+
+    records_in: dict[int, int]
+    records_out: dict[int, int]
+    bytes_out: int
+    batches_out: int
+    busy: float
+    backpressured: float
+    max_in_flight: int
+
+
+class SliceReady(_Header):
+    """Slice -> master: up, its subtasks' data endpoints (by global subtask id)."""
+
+    version: int
+    attempt: int
+    index: int
+    endpoints: dict[int, str]
+    pid: int
+
+
+class SliceMetrics(_Header):
+    """Slice -> master, every half second while running (answered with :class:`MasterAlive`)."""
+
+    attempt: int
+    index: int
+    figures: dict[int, SubtaskFigures]
+
+
+class SliceFailed(_Header):
+    """Slice -> master: a subtask raised (answered with :class:`MasterAck`)."""
+
+    attempt: int
+    index: int
+    error: str
+
+
+class Peers(_Header):
+    """Master -> slices, once every slice of the attempt is ready: every data endpoint."""
+
+    peers: dict[int, str]
+
+
+class MasterAlive(_Header):
+    """Master -> slice: the answer to a metrics report (a slice ends if it hears none)."""
+
+
+class MasterAck(_Header):
+    """Master -> slice: the failure was received (the master kills the attempt's slots)."""
+
+
+class JobCancel(_Header):
+    """``pydispatch cancel`` -> master: cancel the job (answered with :class:`JobCancelled`)."""
+
+
+class JobCancelled(_Header):
+    cancelled: bool  # False: the job had ended already
+
+
+class JobStatusRequest(_Header):
+    """A job's handle -> master: state and figures (answered with :class:`JobStatusReply`)."""
+
+
+class JobStatusReply(_Header):
+    """``metrics``: plain data only (numbers, strings, lists, dicts), as ``metrics()`` gives."""
+
+    job_id: str
+    name: str
+    state: str
+    metrics: dict[str, Any]
+
+
+class JobResultRequest(_Header):
+    """A job's handle -> master: the outcome, once the job has ended. The master answers
+    with :class:`JobResultReply` as soon as it has one, or with :class:`JobStatusReply`
+    after ``wait`` seconds (a long poll: no polling loop while a job runs for hours)."""
+
+    wait: float = 0.0
+
+
+class JobResultReply(_Header):
+    """The job's outcome: ``state`` FINISHED (``result``: the pickled user records and
+    figures, in frames after the header), FAILED (``error``) or CANCELED."""
+
+    job_id: str
+    name: str
+    state: str
+    metrics: dict[str, Any]
+    error: str = ""
+    result: Blob | None = None
+
+
+JobMessage = (
+    SliceReady
+    | SliceMetrics
+    | SliceFailed
+    | Peers
+    | MasterAlive
+    | MasterAck
+    | JobCancel
+    | JobCancelled
+    | JobStatusRequest
+    | JobStatusReply
+    | JobResultRequest
+    | JobResultReply
+    | Error
+)
+
+# ------------------------------------------------------------- dataflow job plane (data)
+# A producer subtask's DEALER sends ``[header, *frames]`` to a consumer's ROUTER, decoded with
+# :func:`decode_data`. Numeric columns travel as raw frames described by :class:`Column`;
+# anything else (records, object columns) is user data and travels pickled in a :class:`Blob`.
+
+BATCH_COLUMNS: Final = "columns"  # a columnar batch: ``columns`` describe its raw frames
+BATCH_PICKLED: Final = "pickled"  # a list of records (or object columns): ``pickled``
+
+
+class Column(msgspec.Struct, array_like=True):
+    """One numpy column of a columnar batch, its memory in frame ``frame``."""
+
+    name: str
+    dtype: str  # numpy dtype string, e.g. "<f8" (never an object dtype)
+    shape: tuple[int, ...]
+    frame: int
+    nbytes: int
+
+
+class BatchData(_Header):
+    edge: int
+    kind: Literal["columns", "pickled"]
+    columns: list[Column] = []
+    pickled: Blob | None = None
+
+
+class Watermark(_Header):
+    """A watermark on ``edge``: a plain number, else (a user's time type) pickled in ``pickled``."""
+
+    edge: int
+    mark: int | float = 0
+    pickled: Blob | None = None
+
+
+class EndOfInput(_Header):
+    """The producer sent its last batch on ``edge``."""
+
+    edge: int
+
+
+class Credit(_Header):
+    """Consumer -> producer: one batch processed, one more may be sent."""
+
+
+DataMessage = BatchData | Watermark | EndOfInput | Credit
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+_job_decoder = msgspec.msgpack.Decoder(JobMessage)
+_data_decoder = msgspec.msgpack.Decoder(DataMessage)
+
+
+def encode(message: Message | JobMessage | DataMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> Any:
+    try:
+        return decoder.decode(data)
+    # msgspec raises UnicodeDecodeError (a ValueError) for invalid UTF-8 in a tag or string.
+    except (msgspec.MsgspecError, ValueError, TypeError, RecursionError) as error:
+        raise ProtocolError(f"malformed header: {error}") from None
+
+
+def decode(data: bytes | memoryview) -> Message:
+    """Decode one header; any malformed input raises :class:`ProtocolError`, never crashes."""
+    return cast(Message, _decode(_decoder, data))
+
+
+def decode_job(data: bytes | memoryview) -> JobMessage:
+    """Decode a job plane control header (:data:`JobMessage`); raises :class:`ProtocolError`."""
+    return cast(JobMessage, _decode(_job_decoder, data))
+
+
+def decode_data(data: bytes | memoryview) -> DataMessage:
+    """Decode a job plane data header (:data:`DataMessage`); raises :class:`ProtocolError`."""
+    return cast(DataMessage, _decode(_data_decoder, data))
+
+
+def check_blob(blob: Blob, frame_sizes: list[int]) -> None:
+    """Raise :class:`ProtocolError` if ``blob`` points outside the frames or sizes disagree."""
+    if blob.frame != INLINE and not 0 <= blob.frame < len(frame_sizes):
+        raise ProtocolError(f"blob refers to frame {blob.frame} of {len(frame_sizes)}")
+    for buffer in blob.buffers:
+        if not 0 <= buffer.frame < len(frame_sizes):
+            raise ProtocolError(f"buffer refers to frame {buffer.frame} of {len(frame_sizes)}")
+        if frame_sizes[buffer.frame] != buffer.nbytes:
+            raise ProtocolError(
+                f"buffer frame {buffer.frame} holds {frame_sizes[buffer.frame]} bytes, "
+                f"header says {buffer.nbytes} (truncated message?)"
+            )
