@@ -106,8 +106,12 @@ def test_plan_exports() -> None:
             "DEFAULT_SOURCE_RECORDS",
             "DEFAULT_WORK_PER_RECORD",
             "Chain",
+            "Edge",
             "Exchange",
             "ExecutionGraph",
+            "JobGraph",
+            "KeySpec",
+            "Operator",
             "PlacementInput",
             "execution_graph",
             "is_chainable",
@@ -145,3 +149,42 @@ def test_importing_the_package_stays_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_public_names_carry_their_public_module() -> None:
+    # As trio's fixup_module_metadata: reprs, tracebacks and pickles name what users import.
+    import importlib
+
+    import pydispatch.errors
+    import pydispatch.solver
+
+    public = ["pydispatch", "errors", "partition", "plan", "solver", "stream"]
+    for short in public:
+        module = pydispatch if short == "pydispatch" else getattr(pydispatch, short)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            label = getattr(obj, "__module__", None)
+            if not isinstance(label, str) or not callable(obj):
+                continue  # constants and submodules
+            assert label in {f"pydispatch.{p}" for p in public[1:]} | {"pydispatch"}, (name, label)
+            home = importlib.import_module(label)
+            assert getattr(home, obj.__qualname__.split(".")[0]) is obj, (name, label)
+    assert repr(pydispatch.errors.JobFailedError) == "<class 'pydispatch.errors.JobFailedError'>"
+    assert pydispatch.stream.JobFailedError is pydispatch.errors.JobFailedError
+    assert pydispatch.Client.__module__ == "pydispatch"
+    assert pydispatch.stream.JobHandle.__module__ == "pydispatch.stream"
+    assert pydispatch.stream.JobHandle.result.__module__ == "pydispatch.stream"
+    assert pydispatch.solver.Placement.__module__ == "pydispatch.solver"
+    assert pydispatch.partition.partition.__module__ == "pydispatch.partition"
+
+
+def test_every_module_declares_its_names() -> None:
+    from pathlib import Path
+
+    root = Path(pydispatch.__file__).parent
+    missing = [
+        str(path.relative_to(root))
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "__main__.py" and "__all__" not in path.read_text()
+    ]
+    assert missing == []

@@ -16,6 +16,8 @@ import numpy as np
 
 from .. import partition as part
 
+__all__ = ["run", "run_cluster", "square", "where_am_i"]
+
 _T = TypeVar("_T")
 
 

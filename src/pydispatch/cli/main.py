@@ -20,6 +20,15 @@ from ..runtime.dispatcher import DEFAULT_PREFETCH
 from ..scheduling.placer import amount_text
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 
+__all__ = [
+    "build_parser",
+    "format_status",
+    "main",
+    "parse_amount",
+    "parse_label",
+    "parse_resources",
+]
+
 _UNITS = {
     "": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12,
     "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40,

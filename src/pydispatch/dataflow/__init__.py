@@ -15,3 +15,7 @@
 - ``local``: the reference executor, a job in this process;
 - ``result``: :class:`~pydispatch.stream.JobResult`.
 """
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from .job_run import JobOptions
     from .result import JobResult
 
+
+__all__ = ["TERMINAL", "JobHandle", "dispatcher_address", "fetch_jobs", "find_job", "submit_job"]
+
 TERMINAL: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _ANSWER_TIMEOUT: Final = 5.0  # seconds a master may take to answer beyond a request's wait
 _LONG_POLL: Final = 10.0  # seconds a result request waits at the master per round

@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     from .result import JobResult
 
 
+__all__ = ["JobOptions", "JobRun"]
+
+
 @dataclass
 class JobOptions:
     chaining: bool = True

@@ -35,6 +35,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+__all__ = [
+    "TERMINAL",
+    "CancelAttempt",
+    "Deploy",
+    "ExponentialDelay",
+    "Fail",
+    "FailureRate",
+    "Finish",
+    "FixedDelay",
+    "Instruction",
+    "JobMaster",
+    "NoRestart",
+    "RestartStrategy",
+    "SendPeers",
+    "StartTimer",
+    "regions_of",
+]
+
 CREATED, RUNNING, RESTARTING = "CREATED", "RUNNING", "RESTARTING"
 FINISHED, FAILED, CANCELED = "FINISHED", "FAILED", "CANCELED"
 TERMINAL = frozenset({FINISHED, FAILED, CANCELED})

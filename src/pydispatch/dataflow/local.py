@@ -53,6 +53,8 @@ from .operators import (
 )
 from .routing import custom_subtasks, key_array, key_groups_of, keyed_subtasks, max_parallelism
 
+__all__ = ["LocalResult", "run_local"]
+
 
 @dataclass
 class LocalResult:

@@ -57,6 +57,8 @@ from ..wire import protocol as p
 from ..wire import transport
 from .job_run import JobOptions, JobRun
 
+__all__ = ["main", "serve"]
+
 log = logging.getLogger(__name__)
 
 _FETCHED_LINGER: Final = 1.0  # seconds a fetched outcome stays available
@@ -186,8 +188,10 @@ def _master(address: str, job_id: str, token: str, parent: int) -> int:
 
 
 def _warm() -> None:
-    """Import now, once, what every job master's planning imports lazily."""
-    from .. import plan, solver, stream  # noqa: F401
+    """Import now, once, what every job master's planning imports lazily, and the user API
+    that a job's payload names (its restart strategies are pickled as ``pydispatch.stream``'s):
+    else each forked master would import it while unpickling its job."""
+    from .. import plan, solver, stream  # noqa: F401  (documented in tests/test_layers.py)
 
 
 def _warm_placement() -> None:

@@ -16,6 +16,18 @@ import numpy.typing as npt
 
 from ..plan._job_graph import KeySpec, Operator
 
+__all__ = [
+    "Batch",
+    "Columns",
+    "aggregate_columns",
+    "aggregate_records",
+    "concat",
+    "getter",
+    "rows",
+    "size",
+    "window_records",
+]
+
 Columns = dict[str, npt.NDArray[Any]]
 Batch = list[Any] | Columns
 

@@ -25,6 +25,15 @@ import numpy.typing as npt
 from ..partition import default_max_parallelism, key_groups, partition
 from ..plan._job_graph import Operator
 
+__all__ = [
+    "I32",
+    "custom_subtasks",
+    "key_array",
+    "key_groups_of",
+    "keyed_subtasks",
+    "max_parallelism",
+]
+
 I32 = npt.NDArray[np.int32]
 
 

@@ -45,6 +45,8 @@ from ..wire import transport
 from .operators import Batch, concat, size
 from .subtask import SubtaskRunner
 
+__all__ = ["SliceSpec", "SubtaskMetrics", "figures", "run_slice"]
+
 log = logging.getLogger(__name__)
 
 _CREDIT = p.encode(p.Credit())

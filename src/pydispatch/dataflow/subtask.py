@@ -44,6 +44,8 @@ from .operators import (
 )
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 
+__all__ = ["Mark", "Send", "SubtaskRunner", "source_batches"]
+
 #: Emits ``(edge, target subtask index, batch)`` to a downstream subtask.
 Send = Callable[[int, int, Batch], None]
 #: Emits ``(edge, target subtask index, watermark)``: no record of that channel will have an

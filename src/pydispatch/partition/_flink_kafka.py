@@ -11,6 +11,17 @@ import numpy.typing as npt
 from .. import _core
 from ._keys import Array, Keys, check_count, key_column
 
+__all__ = [
+    "FLINK_MAX_PARALLELISM",
+    "check_max_parallelism",
+    "default_max_parallelism",
+    "java_hashes",
+    "key_group_range",
+    "key_groups",
+    "partition_flink",
+    "partition_kafka",
+]
+
 # ---------------------------------------------------------------------------------------------
 # Flink
 

@@ -13,6 +13,21 @@ import numpy.typing as npt
 
 from .. import _core
 
+__all__ = [
+    "MAX_PARTITIONS",
+    "Array",
+    "Column",
+    "Keys",
+    "as_array",
+    "check_count",
+    "check_n",
+    "check_seed",
+    "hash_column",
+    "key_column",
+    "key_columns",
+    "native",
+]
+
 Array: TypeAlias = npt.NDArray[Any]
 Keys: TypeAlias = "npt.NDArray[Any] | tuple[npt.NDArray[Any], ...]"
 

@@ -20,6 +20,18 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+__all__ = [
+    "PARTITIONINGS",
+    "Chaining",
+    "Edge",
+    "JobGraph",
+    "KeyScheme",
+    "KeySpec",
+    "Operator",
+    "Partitioning",
+    "Schema",
+]
+
 #: How records of an edge are distributed over the consumer's subtasks (Flink's partitioners).
 Partitioning = Literal["forward", "rebalance", "rescale", "hash", "broadcast", "custom"]
 PARTITIONINGS: tuple[str, ...] = ("forward", "rebalance", "rescale", "hash", "broadcast", "custom")

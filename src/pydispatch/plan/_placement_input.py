@@ -17,7 +17,18 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from . import ExecutionGraph
+    from ._execution import ExecutionGraph
+
+
+__all__ = [
+    "F64",
+    "I32",
+    "PlacementInput",
+    "placement_input",
+    "placement_problem",
+    "why_not_fit",
+    "worker_capacity",
+]
 
 F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]

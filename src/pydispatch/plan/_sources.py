@@ -16,6 +16,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "Columns",
+    "arrays_split",
+    "check_columns",
+    "csv_header",
+    "csv_records",
+    "estimated_records",
+    "read_split",
+    "row_range",
+    "sequence_split",
+    "source_iterable",
+    "text_lines",
+]
+
 Columns = dict[str, npt.NDArray[Any]]
 
 

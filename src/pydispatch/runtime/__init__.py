@@ -12,3 +12,7 @@
   by module name and never imports the dataflow layer);
 - ``memory``: malloc and garbage-collector settings of the processes that move frames.
 """
+
+from __future__ import annotations
+
+__all__: list[str] = []

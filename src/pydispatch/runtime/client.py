@@ -68,6 +68,8 @@ from ..wire.transport import (
 )
 from .lane import DirectAttempt, Lane
 
+__all__ = ["Client", "TaskFuture", "fetch_status"]
+
 log = logging.getLogger(__name__)
 
 _MAX_TASKS_PER_SUBMIT: Final = 8192

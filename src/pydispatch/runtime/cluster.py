@@ -24,6 +24,8 @@ from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 from .client import Client, fetch_status
 from .dispatcher import DEFAULT_PREFETCH
 
+__all__ = ["LocalCluster"]
+
 
 def _format_resources(resources: dict[str, float]) -> str:
     # repr keeps every digit (":g" would turn 2**30 into 1.07374e+09).

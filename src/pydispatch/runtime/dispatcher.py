@@ -45,6 +45,8 @@ from ..wire.transport import (
 from .job_masters import JobHosts
 from .memory import collect_less_often, keep_large_buffers
 
+__all__ = ["DEFAULT_PREFETCH", "Dispatcher", "run_dispatcher"]
+
 log = logging.getLogger(__name__)
 
 # Attempts queued on a slot beyond the running one, at most (the scheduler also bounds them

@@ -54,6 +54,8 @@ import zmq
 from ..wire import protocol as p
 from ..wire.transport import FrameLike, frame_sizes, rebase
 
+__all__ = ["ENDED", "JobHosts", "Send"]
+
 log = logging.getLogger(__name__)
 
 ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})

@@ -23,6 +23,8 @@ import logging
 import sys
 from typing import Final
 
+__all__ = ["collect_less_often", "keep_large_buffers"]
+
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD: Final = -1

@@ -57,6 +57,8 @@ from ..wire.transport import (
 )
 from .memory import collect_less_often, keep_large_buffers
 
+__all__ = ["EXIT_REFUSED", "SlotState", "main"]
+
 log = logging.getLogger(__name__)
 
 _HELLO_EVERY: Final = 0.5  # seconds between SlotHello messages until one is welcomed

@@ -46,6 +46,8 @@ from ..wire import protocol as p
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, Socket, make_socket, receive_pending, send
 from .slot import EXIT_REFUSED, SlotState
 
+__all__ = ["Worker", "WorkerOptions", "run_worker"]
+
 log = logging.getLogger(__name__)
 
 _REGISTER_RETRY: Final = 5.0  # seconds without a Registered reply before registering again

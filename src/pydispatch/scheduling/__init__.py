@@ -15,3 +15,7 @@ without I/O.
 
 Nothing here imports numpy at module load: the dispatcher starts without it.
 """
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -19,6 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+__all__ = [
+    "SLOTS",
+    "FairShare",
+    "PlacementRequest",
+    "Placer",
+    "WorkerCapacity",
+    "amount_text",
+    "fits",
+    "greedy_best_fit",
+]
+
 SLOTS = "slots"  # the implicit resource every task needs one of
 
 _BINARY_UNITS = (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20))

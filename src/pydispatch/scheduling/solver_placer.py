@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from .placer import SLOTS, PlacementRequest, WorkerCapacity, fits, greedy_best_fit
 
+__all__ = ["DEFAULT_TIME_LIMIT", "MAX_SOLVES_PER_ROUND", "solver_placer"]
+
 #: Time for one exact solve inside a placement round (seconds), and solves per round: the
 #: dispatcher's loop waits for them, so a round costs at most their product.
 DEFAULT_TIME_LIMIT = 0.02

@@ -7,6 +7,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+__all__ = [
+    "AskToReregister",
+    "AttemptOutcome",
+    "Counters",
+    "ForgetWorker",
+    "Instruction",
+    "KillAttempts",
+    "NewTask",
+    "NotifyStarted",
+    "Outcome",
+    "ReleaseWorker",
+    "Resolve",
+    "RunAttempts",
+    "Snapshot",
+    "WorkerSnapshot",
+]
+
 Outcome = Literal["ok", "error", "failed", "cancelled", "lost"]
 
 

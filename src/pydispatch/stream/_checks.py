@@ -8,6 +8,15 @@ from typing import Any
 
 from ..plan._job_graph import KeySpec, Schema
 
+__all__ = [
+    "aggregate_schema",
+    "check_callable",
+    "check_field",
+    "check_parallelism",
+    "key_spec",
+    "union_schema",
+]
+
 _AGGREGATIONS = ("sum", "min", "max")
 
 

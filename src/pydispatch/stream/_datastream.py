@@ -25,7 +25,11 @@ from ._checks import (
 )
 
 if TYPE_CHECKING:
-    from . import StreamEnvironment
+    # import cycle: a stream holds its environment (the type only); the environment makes streams
+    from ._environment import StreamEnvironment
+
+
+__all__ = ["DataStream", "DataStreamSink", "KeyedStream", "StreamInput", "WindowedStream"]
 
 
 @dataclass(frozen=True)

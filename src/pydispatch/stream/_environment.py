@@ -85,6 +85,8 @@ from ..dataflow.result import JobResult
 from ..plan import ExecutionGraph, _sources, execution_graph
 from ..plan._job_graph import Edge, JobGraph, Operator, Schema
 from ._checks import check_callable, check_parallelism
+
+# import cycle: ``_datastream`` names this module's StreamEnvironment for type checking only
 from ._datastream import DataStream, DataStreamSink, KeyedStream, StreamInput, WindowedStream
 
 log = logging.getLogger(__name__)

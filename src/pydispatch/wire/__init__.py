@@ -5,3 +5,7 @@
 - ``transport``: framing over pyzmq, apart from any logic: headers, pickled objects with numpy
   buffers as raw frames, data-plane batches as raw columns.
 """
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -36,6 +36,33 @@ from .protocol import (
     encode,
 )
 
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "INLINE_LIMIT",
+    "FrameLike",
+    "Socket",
+    "ask",
+    "batch_from",
+    "batch_message",
+    "dumps",
+    "frame_sizes",
+    "loads",
+    "make_socket",
+    "parse",
+    "parse_data",
+    "parse_job",
+    "parse_job_reply",
+    "rebase",
+    "receive_pending",
+    "recv",
+    "recv_parts",
+    "request",
+    "send",
+    "split_envelope",
+    "watermark_from",
+    "watermark_message",
+]
+
 log = logging.getLogger(__name__)
 
 # Large enough for real payloads; small enough that a garbage length prefix cannot make a peer
