@@ -1,9 +1,12 @@
-# Placement solver kernels: traffic CSR, construction orders, greedy construction, local search
-# (relocate + swap with incremental deltas) and objective evaluation.
+# Placement solver kernels: greedy construction, local search (relocate + swap with
+# incremental deltas) and iterated local search. The traffic CSR, construction orders and
+# network bound are in solver_graph.pyx; SolverKernel, which runs these, in solver_kernel.pyx.
 #
-# Everything works on one `_sol_ctx` of raw pointers into arrays that a `SolverKernel` keeps
-# alive, so the nogil helpers take a single argument and carry no memoryview overhead.
-# Validation lives in pydispatch/_solver_problem.py: the kernels trust their input (shapes,
+# Everything works on one `_sol_ctx` (_solver_shared.pxd) of raw pointers into arrays that a
+# `SolverKernel` keeps alive, so the nogil helpers take a single argument and carry no
+# memoryview overhead. _solver_shared.pxd also holds the helpers SolverKernel calls itself
+# (_sol_now, _sol_ccost, _sol_dist, _sol_allowed, _sol_place, _sol_unplace).
+# Validation lives in pydispatch/solver/_problem.py: the kernels trust their input (shapes,
 # finite non-negative demand, symmetric distance, prefix-consistent topology groups).
 #
 # Distances come in two modes:
@@ -18,66 +21,10 @@
 
 from libc.math cimport INFINITY
 from libc.string cimport memset
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
-from _typedefs cimport int32_t, int64_t, uint8_t, uint64_t
-
-import numpy as _sol_np
-
-
-cdef struct _sol_ctx:
-    int64_t T
-    int64_t W
-    int64_t R
-    int64_t L
-    const double* dem          # (T, R)
-    const double* cap          # (W, R), may hold +inf
-    const int32_t* fin_ptr     # (W + 1,) CSR of the finite capacities of each worker
-    const int32_t* fin_idx
-    int cost_mode              # 0 none, 1 dense (T, W), 2 work[t] / speed[w]
-    const double* cost
-    const double* work
-    const double* speed
-    int dist_mode              # 0 topology levels, 1 dense (W, W)
-    const int32_t* grp         # (W, L)
-    const double* dl           # (L + 1,)
-    double dfar
-    const double* dist         # (W, W)
-    const int64_t* adj_ptr     # (T + 1,) symmetric traffic CSR, no self loops
-    const int32_t* adj_nbr
-    const double* adj_vol
-    const int32_t* tclass      # (T,) allowed-worker class, -1: any worker
-    const uint8_t* cmask       # (C, W)
-    const int32_t* pinned      # (T,) -1: free
-    const int32_t* aa_group    # (T,) anti-affinity group, -1: none
-    const int32_t* aa_limit    # (G,)
-    const int32_t* aa_dom      # (W,) anti-affinity domain of each worker
-    int64_t n_dom
-    double eps                 # capacity slack (float accumulation)
-    double eps_obj             # smallest improvement worth a move
-    # mutable state; invariant between calls: usage, n_tasks, aa_count and the per-worker
-    # lists agree with assign (assign[t] == -1 means unplaced and counted nowhere).
-    int32_t* assign
-    double* usage              # (W, R)
-    int32_t* n_tasks           # (W,)
-    int32_t* aa_count          # (G, n_dom)
-    int32_t* head              # (W,) first task on each worker, -1: none
-    int32_t* nxt               # (T,) doubly linked lists of the tasks on each worker
-    int32_t* prv
-    double* acc                # (n_groups + W,) all zero between calls
-    int64_t wbase              # offset of the worker level in acc
-    double* net                # (W,) scratch
-    double uvol                # set by _sol_net_all: t's volume to still unplaced neighbours
-    double* mass               # (n_groups + W,) placed tasks with traffic per group (greedy)
-    double mass_tot
-    double moved               # sum of the deltas of the moves made (objective tracking)
-    const int32_t* by_speed    # (W,) workers by speed, fastest first (index order if no speed)
-    const double* dmin         # (R,) the least demand of any task per resource
-
-
-cdef inline double _sol_now() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <double>ts.tv_sec + 1e-9 * <double>ts.tv_nsec
+from _typedefs cimport int32_t, int64_t, uint64_t
+from _solver_shared cimport (
+    _sol_ctx, _sol_now, _sol_ccost, _sol_dist, _sol_allowed, _sol_place, _sol_unplace,
+)
 
 
 cdef inline uint64_t _sol_rand(uint64_t* s) noexcept nogil:
@@ -87,38 +34,6 @@ cdef inline uint64_t _sol_rand(uint64_t* s) noexcept nogil:
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
     return z ^ (z >> 31)
-
-
-cdef inline double _sol_ccost(const _sol_ctx* c, int64_t t, int64_t w) noexcept nogil:
-    if c.cost_mode == 1:
-        return c.cost[t * c.W + w]
-    if c.cost_mode == 2:
-        return c.work[t] / c.speed[w]
-    return 0.0
-
-
-cdef inline double _sol_dist(const _sol_ctx* c, int64_t a, int64_t b) noexcept nogil:
-    if c.dist_mode == 1:
-        return c.dist[a * c.W + b]
-    cdef double d = c.dfar
-    cdef int64_t l
-    for l in range(c.L):
-        # prefix ids: the first level that differs ends the shared path
-        if c.grp[a * c.L + l] != c.grp[b * c.L + l]:
-            return d
-        d -= c.dl[l]
-    if a != b:
-        return d
-    return d - c.dl[c.L]
-
-
-cdef inline bint _sol_allowed(const _sol_ctx* c, int64_t t, int64_t w) noexcept nogil:
-    if c.pinned[t] >= 0:
-        return c.pinned[t] == w
-    cdef int32_t cl = c.tclass[t]
-    if cl < 0:
-        return True
-    return c.cmask[cl * c.W + w] != 0
 
 
 cdef inline bint _sol_fits(const _sol_ctx* c, int64_t t, int64_t w) noexcept nogil:
@@ -155,39 +70,6 @@ cdef inline bint _sol_aa_ok(const _sol_ctx* c, int64_t t, int64_t w,
     if leaving >= 0 and c.aa_group[leaving] == g and c.aa_dom[c.assign[leaving]] == dom:
         n -= 1
     return n <= c.aa_limit[g]
-
-
-cdef inline void _sol_place(_sol_ctx* c, int64_t t, int64_t w) noexcept nogil:
-    cdef int64_t r
-    c.assign[t] = <int32_t>w
-    for r in range(c.R):
-        c.usage[w * c.R + r] += c.dem[t * c.R + r]
-    c.n_tasks[w] += 1
-    if c.aa_group[t] >= 0:
-        c.aa_count[c.aa_group[t] * c.n_dom + c.aa_dom[w]] += 1
-    c.prv[t] = -1
-    c.nxt[t] = c.head[w]
-    if c.head[w] >= 0:
-        c.prv[c.head[w]] = <int32_t>t
-    c.head[w] = <int32_t>t
-
-
-cdef inline void _sol_unplace(_sol_ctx* c, int64_t t) noexcept nogil:
-    cdef int64_t r, w = c.assign[t]
-    if w < 0:
-        return
-    for r in range(c.R):
-        c.usage[w * c.R + r] -= c.dem[t * c.R + r]
-    c.n_tasks[w] -= 1
-    if c.aa_group[t] >= 0:
-        c.aa_count[c.aa_group[t] * c.n_dom + c.aa_dom[w]] -= 1
-    if c.prv[t] >= 0:
-        c.nxt[c.prv[t]] = c.nxt[t]
-    else:
-        c.head[w] = c.nxt[t]
-    if c.nxt[t] >= 0:
-        c.prv[c.nxt[t]] = c.prv[t]
-    c.assign[t] = -1
 
 
 cdef void _sol_net_all(_sol_ctx* c, int64_t t) noexcept nogil:

@@ -1,19 +1,19 @@
 # Traffic-graph kernels of the solver: symmetric CSR with merged parallel edges, the
-# construction order, and the knapsack lower bound on the network cost. Included by _core.pyx
-# after solver.pyx (whose cimports and helpers it shares).
+# construction order, and the knapsack lower bound on the network cost. Self-contained: plain
+# arrays in and out, no _sol_ctx.
 
 from libc.math cimport INFINITY
 from libc.stdlib cimport qsort
-
-import numpy as _sol_np
 from _typedefs cimport int32_t, int64_t, uint8_t
+
+import numpy as np
 
 
 def sol_build_csr(int64_t n, const int32_t[::1] src not None, const int32_t[::1] dst not None,
                   const double[::1] vol not None):
     """Symmetric CSR (ptr, nbr, vol) of a traffic edge list; self loops dropped (they cost 0)."""
     cdef int64_t E = src.shape[0], e, i, s, d
-    ptr = _sol_np.zeros(n + 1, dtype=_sol_np.int64)
+    ptr = np.zeros(n + 1, dtype=np.int64)
     cdef int64_t[::1] p = ptr
     with nogil:
         for e in range(E):
@@ -22,8 +22,8 @@ def sol_build_csr(int64_t n, const int32_t[::1] src not None, const int32_t[::1]
                 p[dst[e] + 1] += 1
         for i in range(n):
             p[i + 1] += p[i]
-    nbr = _sol_np.empty(max(p[n], 1), dtype=_sol_np.int32)
-    avol = _sol_np.empty(max(p[n], 1), dtype=_sol_np.float64)
+    nbr = np.empty(max(p[n], 1), dtype=np.int32)
+    avol = np.empty(max(p[n], 1), dtype=np.float64)
     fill = ptr[:n].copy()
     cdef int32_t[::1] nb = nbr
     cdef double[::1] av = avol
@@ -42,8 +42,8 @@ def sol_build_csr(int64_t n, const int32_t[::1] src not None, const int32_t[::1]
             f[d] += 1
     # merge parallel edges in place (the network bound counts distinct neighbours): where[v]
     # is v's slot in the current task's compacted row, valid while owner[v] == that task
-    cdef int64_t[::1] where = _sol_np.empty(max(n, 1), dtype=_sol_np.int64)
-    cdef int64_t[::1] owner = _sol_np.full(max(n, 1), -1, dtype=_sol_np.int64)
+    cdef int64_t[::1] where = np.empty(max(n, 1), dtype=np.int64)
+    cdef int64_t[::1] owner = np.full(max(n, 1), -1, dtype=np.int64)
     cdef int64_t k, m = 0, start
     with nogil:
         for i in range(n):
@@ -71,11 +71,11 @@ def sol_traffic_order(const int64_t[::1] ptr not None, const int32_t[::1] nbr no
     to most (a forward edge's two ends one after the other)."""
     cdef int64_t T = ptr.shape[0] - 1, n = seeds.shape[0], i, s, t, k, v, nx, qh = 0, qt = 0, m = 0
     cdef double best
-    out = _sol_np.empty(T, dtype=_sol_np.int64)
+    out = np.empty(T, dtype=np.int64)
     cdef int64_t[::1] o = out
-    cdef int64_t[::1] queue = _sol_np.empty(T, dtype=_sol_np.int64)
-    cdef uint8_t[::1] seen = _sol_np.zeros(T, dtype=_sol_np.uint8)
-    cdef double[::1] vmax = _sol_np.zeros(T, dtype=_sol_np.float64)
+    cdef int64_t[::1] queue = np.empty(T, dtype=np.int64)
+    cdef uint8_t[::1] seen = np.zeros(T, dtype=np.uint8)
+    cdef double[::1] vmax = np.zeros(T, dtype=np.float64)
     with nogil:
         for t in range(T):
             for k in range(ptr[t], ptr[t + 1]):
@@ -143,10 +143,10 @@ def sol_network_bound(const int64_t[::1] ptr not None, const int32_t[::1] nbr no
     for t in range(T):
         if ptr[t + 1] - ptr[t] > maxdeg:
             maxdeg = ptr[t + 1] - ptr[t]
-    items_arr = _sol_np.zeros(maxdeg * 3, dtype=_sol_np.float64)
+    items_arr = np.zeros(maxdeg * 3, dtype=np.float64)
     cdef double[::1] items_mv = items_arr
     cdef _sol_item* items = <_sol_item*>&items_mv[0]
-    cdef double[::1] share = _sol_np.zeros(L1, dtype=_sol_np.float64)
+    cdef double[::1] share = np.zeros(L1, dtype=np.float64)
     with nogil:
         for t in range(T):
             n = ptr[t + 1] - ptr[t]

@@ -1,9 +1,14 @@
-# SolverKernel: the Python-facing owner of one _sol_ctx (solver.pyx) and of the arrays its
-# pointers point into. Included by _core.pyx after solver_graph.pyx.
+# SolverKernel: the Python-facing owner of one _sol_ctx (_solver_shared.pxd) and of the arrays
+# its pointers point into; it runs the kernels of solver.pyx (_sol_greedy, _sol_local, _sol_ils:
+# module-level cdef functions of _core, found whatever the include order).
 
+from libc.math cimport INFINITY
 from _typedefs cimport int32_t, int64_t, uint8_t, uint64_t
+from _solver_shared cimport (
+    _sol_ctx, _sol_now, _sol_ccost, _sol_dist, _sol_allowed, _sol_place, _sol_unplace,
+)
 
-import numpy as _sol_np
+import numpy as np
 
 
 cdef class SolverKernel:
@@ -85,16 +90,16 @@ cdef class SolverKernel:
         self.c.n_dom = n_dom
         self.c.eps = eps
         self.c.eps_obj = eps_obj
-        self._assign = _sol_np.full(T, -1, dtype=_sol_np.int32)
-        self._usage = _sol_np.zeros(W * R, dtype=_sol_np.float64)
-        self._ntasks = _sol_np.zeros(W, dtype=_sol_np.int32)
-        self._aacount = _sol_np.zeros(max(aa_limit.shape[0] * n_dom, 1), dtype=_sol_np.int32)
-        self._head = _sol_np.full(W, -1, dtype=_sol_np.int32)
-        self._nxt = _sol_np.full(T, -1, dtype=_sol_np.int32)
-        self._prv = _sol_np.full(T, -1, dtype=_sol_np.int32)
-        self._acc = _sol_np.zeros(n_groups + W, dtype=_sol_np.float64)
-        self._net = _sol_np.zeros(W, dtype=_sol_np.float64)
-        self._mass = _sol_np.zeros(n_groups + W, dtype=_sol_np.float64)
+        self._assign = np.full(T, -1, dtype=np.int32)
+        self._usage = np.zeros(W * R, dtype=np.float64)
+        self._ntasks = np.zeros(W, dtype=np.int32)
+        self._aacount = np.zeros(max(aa_limit.shape[0] * n_dom, 1), dtype=np.int32)
+        self._head = np.full(W, -1, dtype=np.int32)
+        self._nxt = np.full(T, -1, dtype=np.int32)
+        self._prv = np.full(T, -1, dtype=np.int32)
+        self._acc = np.zeros(n_groups + W, dtype=np.float64)
+        self._net = np.zeros(W, dtype=np.float64)
+        self._mass = np.zeros(n_groups + W, dtype=np.float64)
         self.c.assign = &self._assign[0]
         self.c.usage = &self._usage[0]
         self.c.n_tasks = &self._ntasks[0]
@@ -107,12 +112,12 @@ cdef class SolverKernel:
         self.c.net = &self._net[0]
         self.c.mass = &self._mass[0]
         if cost_mode == 2:
-            order = _sol_np.lexsort((_sol_np.arange(W), -_sol_np.asarray(speed)[:W]))
+            order = np.lexsort((np.arange(W), -np.asarray(speed)[:W]))
         else:
-            order = _sol_np.arange(W)
-        self._by_speed = order.astype(_sol_np.int32)
+            order = np.arange(W)
+        self._by_speed = order.astype(np.int32)
         self.c.by_speed = &self._by_speed[0]
-        self._dmin = _sol_np.asarray(dem)[:T * R].reshape(T, R).min(axis=0).astype(_sol_np.float64)
+        self._dmin = np.asarray(dem)[:T * R].reshape(T, R).min(axis=0).astype(np.float64)
         self.c.dmin = &self._dmin[0]
 
     def clear(self):
@@ -160,13 +165,13 @@ cdef class SolverKernel:
                      int64_t n_swap_workers=4):
         """Relocate/swap descent from the current (complete) assignment; (moves, passes, the
         objective change as tracked by the move deltas)."""
-        perm = _sol_np.flatnonzero(_sol_np.asarray(self._pinned) < 0).astype(_sol_np.int64)
+        perm = np.flatnonzero(np.asarray(self._pinned) < 0).astype(np.int64)
         cdef int64_t n = perm.shape[0], moves = 0, passes = 0, K = max(n_swap_workers, 1)
         if n == 0:
             return 0, 0, 0.0
         cdef int64_t[::1] pm = perm
-        cdef int64_t[::1] cand = _sol_np.zeros(K, dtype=_sol_np.int64)
-        cdef double[::1] cand_d = _sol_np.zeros(K, dtype=_sol_np.float64)
+        cdef int64_t[::1] cand = np.zeros(K, dtype=np.int64)
+        cdef double[::1] cand_d = np.zeros(K, dtype=np.float64)
         cdef double deadline = _sol_now() + time_limit
         self.c.moved = 0.0
         with nogil:
@@ -178,14 +183,14 @@ cdef class SolverKernel:
                               int64_t n_swap_workers=4):
         """Local search with random kicks until the time limit; ends on the best assignment
         found. Returns (kick rounds, the objective change as tracked by the move deltas)."""
-        perm = _sol_np.flatnonzero(_sol_np.asarray(self._pinned) < 0).astype(_sol_np.int64)
+        perm = np.flatnonzero(np.asarray(self._pinned) < 0).astype(np.int64)
         cdef int64_t n = perm.shape[0], rounds = 0, K = max(n_swap_workers, 1)
         if n == 0:
             return 0, 0.0
         cdef int64_t[::1] pm = perm
-        cdef int64_t[::1] cand = _sol_np.zeros(K, dtype=_sol_np.int64)
-        cdef double[::1] cand_d = _sol_np.zeros(K, dtype=_sol_np.float64)
-        cdef int32_t[::1] best = _sol_np.empty(self.c.T, dtype=_sol_np.int32)
+        cdef int64_t[::1] cand = np.zeros(K, dtype=np.int64)
+        cdef double[::1] cand_d = np.zeros(K, dtype=np.float64)
+        cdef int32_t[::1] best = np.empty(self.c.T, dtype=np.int32)
         cdef double deadline = _sol_now() + time_limit
         with nogil:
             _sol_ils(&self.c, deadline, seed, &pm[0], n, &cand[0], &cand_d[0], K, &best[0],
@@ -206,7 +211,7 @@ cdef class SolverKernel:
 
     def min_cost(self):
         """Per task, the least compute cost over its allowed workers (a capacity-free bound)."""
-        out = _sol_np.empty(self.c.T, dtype=_sol_np.float64)
+        out = np.empty(self.c.T, dtype=np.float64)
         cdef double[::1] o = out
         cdef int64_t t, w
         cdef double m, v
@@ -231,8 +236,8 @@ cdef class SolverKernel:
 
     @property
     def assignment(self):
-        return _sol_np.asarray(self._assign).copy()
+        return np.asarray(self._assign).copy()
 
     @property
     def usage(self):
-        return _sol_np.asarray(self._usage).reshape(self.c.W, self.c.R).copy()
+        return np.asarray(self._usage).reshape(self.c.W, self.c.R).copy()
