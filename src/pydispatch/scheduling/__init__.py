@@ -4,10 +4,16 @@ Events in, instructions out, no sockets and no clocks (as dask's worker state ma
 runtime feeds them what happened and performs what they return, and the tests drive them
 without I/O.
 
-- ``scheduler``: :class:`~pydispatch.scheduling.scheduler.Scheduler`, the queue, placement
-  rounds, attempts, retries, failover and draining;
+- ``scheduler``: :class:`~pydispatch.scheduling.scheduler.Scheduler`, the state machine's
+  entry points (one method per event): placement rounds, attempts, retries, failover and
+  draining, over the two parts of its state below;
+- ``workers``: :class:`~pydispatch.scheduling.workers.WorkerTable`, the registered workers and
+  their slots, slot prefetch, the cluster's capacity, and why a task could never run;
+- ``task_queue``: :class:`~pydispatch.scheduling.task_queue.TaskQueue`, the tasks waiting, per
+  client by priority, and the fair-share (DRF) order a round takes them in;
 - ``vocabulary``: the instructions it returns, the inputs it takes, the snapshots it gives;
-- ``records``: a task as queued or running, a worker and its slots;
+- ``records``: a task as queued or running, a worker and its slots (kept consistent as
+  attempts are placed and released);
 - ``placer``: the placer interface, greedy best-fit, and Dominant Resource Fairness ordering;
 - ``solver_placer``: the default placer, greedy first and the allocation solver where greedy
   strands work;

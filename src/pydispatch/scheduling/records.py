@@ -1,7 +1,9 @@
 """The scheduler's records: a task as queued or running, and a worker with its slots.
 
-Kept apart from :mod:`scheduler`, which owns the decisions: what is here only keeps a worker's
-capacity consistent (free slots = the sum over its open slots of capacity - attempts held) as
+Kept apart from :mod:`scheduler`, which owns the decisions (and from :mod:`workers` and
+:mod:`task_queue`, which hold these records for it): what is here only keeps a worker's
+capacity consistent (free slots = the sum over its open slots of capacity - attempts held, free
+resources = its totals - what its attempts hold) as attempts are placed and released and as
 slots are added, closed, leased, measured and removed.
 """
 
@@ -109,7 +111,29 @@ class Worker:
         self.free_slots += capacity - self.slot_capacity[slot]
         self.slot_capacity[slot] = capacity
 
-    def release_place(self, slot: bytes) -> None:
+    def place(self, attempt_id: int, task: Task) -> bytes:
+        """Place an attempt of ``task`` on a slot here (it has a free place); returns the slot."""
+        # A constrained task is placed only where a slot is idle, and starts there at once.
+        slot = self.idle_slot() if task.resources or task.labels else self.roomiest_slot()
+        self.slot_attempts[slot][attempt_id] = task
+        self.attempt_slot[attempt_id] = slot
+        self.attempts[attempt_id] = task
+        self.free_slots -= 1
+        for name, amount in task.resources.items():
+            self.free[name] = self.free.get(name, 0.0) - amount
+        return slot
+
+    def release(self, attempt_id: int) -> Task:
+        """An attempt placed here ended; returns its task."""
+        task = self.attempts.pop(attempt_id)
+        slot = self.attempt_slot.pop(attempt_id)
+        del self.slot_attempts[slot][attempt_id]
+        self._release_place(slot)
+        for name, amount in task.resources.items():
+            self.free[name] = self.free.get(name, 0.0) + amount
+        return task
+
+    def _release_place(self, slot: bytes) -> None:
         """An attempt held by ``slot`` ended (it is no longer in ``slot_attempts``)."""
         if not self._open(slot):
             self.slot_capacity[slot] -= 1  # a closed or leased slot adds no free capacity

@@ -4,6 +4,21 @@ No sockets, no clocks: the server feeds events (a message arrived, the timer fir
 current time and performs the instructions returned. Task payloads are opaque here; results
 pass through (the scheduler keeps no result after handing it out).
 
+:class:`Scheduler` is the entry point, one method per event kind (as dask's worker state
+machine). It keeps the table of live tasks and their attempts (starting, settling, retrying,
+resolving and counting them) and runs the placement rounds; two parts of the state belong to
+collaborators it holds:
+
+* :class:`~pydispatch.scheduling.workers.WorkerTable` (:mod:`.workers`): the registered
+  workers and their slots, how much a slot may queue (prefetch), the cluster's capacity, and
+  why a task could never run on any worker;
+* :class:`~pydispatch.scheduling.task_queue.TaskQueue` (:mod:`.task_queue`): the tasks
+  waiting, per client by priority, and the fair-share order in which a round takes them.
+
+A worker's free slots and resources are kept consistent by its record
+(:class:`~pydispatch.scheduling.records.Worker`) as attempts are placed and released. The
+vocabulary (instructions, inputs, snapshots) is :mod:`.vocabulary`'s, re-exported here.
+
 Invariants the tests pin:
 
 * every submitted task resolves exactly once (one :class:`Resolve`), unless its client left;
@@ -24,24 +39,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from .placer import (
-    SLOTS,
-    FairShare,
-    PlacementRequest,
-    Placer,
-    WorkerCapacity,
-    amount_text,
-    fits,
-    greedy_best_fit,
-)
+from .placer import PlacementRequest, Placer, WorkerCapacity, fits, greedy_best_fit
 from .records import Task as _Task
 from .records import Worker as _Worker
-from .records import worker_snapshot
+from .task_queue import TaskKey, TaskQueue
 from .vocabulary import (
     AskToReregister,
     AttemptOutcome,
@@ -58,6 +63,7 @@ from .vocabulary import (
     Snapshot,
     WorkerSnapshot,
 )
+from .workers import WorkerTable
 
 __all__ = [
     "AskToReregister",
@@ -77,15 +83,17 @@ __all__ = [
     "WorkerSnapshot",
 ]
 
-TaskKey = tuple[bytes, int]  # (client identity, client's task id)
 # The demands of a plain task: one shared empty mapping rather than two dicts per queued task
 # (128 of the ~900 bytes a queued task costs).
 _NONE: Final[Mapping[str, Any]] = MappingProxyType({})
-_UNMEASURED_PREFETCH = 2  # tasks queued on a slot before its first task's duration is known
 
 
 class Scheduler:
-    """Owns workers and their free resources, queued tasks and running attempts."""
+    """The scheduling state machine: one method per event, each returning instructions.
+
+    It owns the live tasks and their attempts; workers and slots are its
+    :class:`WorkerTable`'s, waiting tasks and their order its :class:`TaskQueue`'s.
+    """
 
     def __init__(
         self,
@@ -97,35 +105,13 @@ class Scheduler:
         queue_budget: float = 0.002,
     ) -> None:
         self.heartbeat_timeout = heartbeat_timeout
-        # Attempts placed on a slot beyond the one it runs: they wait in the slot's own queue
-        # (highest priority first) so it never idles for a dispatcher round trip. Only tasks
-        # without resource demands or label selectors are prefetched. It buys throughput for
-        # small tasks at a price: a later task of another client (fair share), or a more
-        # urgent one when the slots are full, can wait behind what a slot holds. So a slot
-        # holds at most ``prefetch`` queued tasks and, once it has reported how long its
-        # tasks take, about ``queue_budget`` seconds of them: none behind 10 ms tasks, 40
-        # behind 50 µs ones (the budget is of measured durations: a task that turns out slow
-        # still holds back all that its slot queued). 0 keeps priorities and fair share exact.
-        self._prefetch = max(0, prefetch)
-        self._queue_budget = queue_budget
         self._placer = placer
-        # Extra candidates a round may look at per constrained task (see _candidates).
-        self._round_factor = round_factor
-        self._workers: dict[bytes, _Worker] = {}
-        self._slot_owner: dict[bytes, bytes] = {}  # slot identity -> its worker
-        self._tasks: dict[TaskKey, _Task] = {}
-        # Per-client heaps of (-priority, seq, task); cancelled tasks are skipped lazily.
-        self._queues: dict[bytes, list[tuple[int, int, _Task]]] = {}
-        self._queued = 0
+        # prefetch and queue_budget: how much a slot may queue (see WorkerTable).
+        self._workers = WorkerTable(prefetch=prefetch, queue_budget=queue_budget)
+        # round_factor: extra candidates a round may look at per constrained task.
+        self._queue = TaskQueue(round_factor=round_factor)
+        self._tasks: dict[TaskKey, _Task] = {}  # every live task: queued, running, cancelling
         self._running = 0
-        self._constrained: set[TaskKey] = set()  # queued tasks with resources or labels
-        self._fair = FairShare()
-        # Ties in dominant share (common: a client's share drops to 0 the moment its task
-        # ends, just before the round that refills the slot) go to the client served least
-        # recently, so equal shares take turns instead of the oldest queue winning forever.
-        self._serve_clock = itertools.count(1)
-        self._last_served: dict[bytes, int] = {}
-        self._seq = itertools.count()
         self._attempt_ids = itertools.count(1)
         self.counters = Counters()
 
@@ -133,31 +119,35 @@ class Scheduler:
 
     @property
     def total_slots(self) -> int:
-        return sum(w.slots for w in self._workers.values() if not w.draining)
+        return self._workers.total_slots
 
     def knows_worker(self, worker: bytes) -> bool:
         return worker in self._workers
 
     def knows_slot(self, identity: bytes) -> bool:
-        return identity in self._slot_owner
+        return self._workers.knows_slot(identity)
 
     def knows_peer(self, identity: bytes) -> bool:
         """Whether ``identity`` is a registered worker or one of its slots."""
-        return identity in self._workers or identity in self._slot_owner
-
-    # ------------------------------------------------------------------------- leases
+        return identity in self._workers or self._workers.knows_slot(identity)
 
     @property
     def waiting(self) -> int:
         """Tasks queued here (not placed yet)."""
-        return self._queued
+        return self._queue.queued
+
+    def snapshot(self, now: float) -> Snapshot:
+        workers = self._workers.snapshots(now)
+        return Snapshot(workers, self._queue.queued, self._running, self.counters)
+
+    # ------------------------------------------------------------------------- leases
 
     def lease_slot(self, worker: bytes, slot: bytes) -> bool:
         """Reserve ``slot`` for a lease holder's direct attempts (see ``_leases``): nothing
         more is placed on it until :meth:`unlease_slot`. Refused while tasks wait here (they
         need slots more than a lone caller needs a shortcut) or if the worker drains."""
         known = self._workers.get(worker)
-        if known is None or known.draining or self._queued:
+        if known is None or known.draining or self._queue.queued:
             return False
         return known.lease_slot(slot)
 
@@ -184,10 +174,6 @@ class Scheduler:
         self.counters.cancelled += max(0, cancelled)
         self.counters.failed += max(0, failed)
 
-    def snapshot(self, now: float) -> Snapshot:
-        workers = [worker_snapshot(w, now) for w in self._workers.values()]
-        return Snapshot(workers, self._queued, self._running, self.counters)
-
     # ------------------------------------------------------------------------ workers
 
     def register_worker(
@@ -209,29 +195,18 @@ class Scheduler:
         if worker in self._workers:
             # A new incarnation under the same identity: whatever the old one ran is lost.
             out += self._remove_worker(worker, "registered again", recheck=False)
-        slots = max(0, slots)
-        totals = {k: float(v) for k, v in (resources or {}).items()}
-        known = _Worker(
-            id=worker,
-            name=name or worker.hex(),
+        self._workers.add(
+            worker,
+            now=now,
+            name=name,
             node=node,
             pid=pid,
             slots=slots,
-            resources=totals,
-            labels=dict(labels or {}),
-            last_seen=now,
-            free=dict(totals),
+            resources=resources,
+            labels=labels,
             data_address=data_address,
+            slot_ids=slot_ids,
         )
-        self._workers[worker] = known
-        ids = (
-            list(slot_ids)
-            if slot_ids is not None
-            else [b"%s/%d" % (worker, i) for i in range(slots)]
-        )
-        for slot in ids[:slots]:
-            self._add_slot(known, slot)
-        self._refresh_capacity()
         return out
 
     def slot_ready(self, worker: bytes, slot: bytes, now: float) -> list[Instruction]:
@@ -240,8 +215,8 @@ class Scheduler:
         if known is None:
             return [AskToReregister(worker)]
         known.last_seen = now
-        if len(known.slot_attempts) < known.slots and slot not in self._slot_owner:
-            self._add_slot(known, slot)
+        if len(known.slot_attempts) < known.slots and not self._workers.knows_slot(slot):
+            self._workers.add_slot(known, slot)
         return []
 
     def slot_lost(
@@ -256,19 +231,18 @@ class Scheduler:
         if held is None:
             return []
         out: list[Instruction] = []
-        for attempt_id, task in list(held.items()):
-            self._release(known, attempt_id, task)
+        for attempt_id in list(held):
+            task = self._release(known, attempt_id)
             if task.state == "cancelling":
                 out.append(self._resolve(task, "cancelled", error=f"cancelled; {error}"))
             elif attempt_id != running:
                 task.attempts -= 1  # it never started: not an attempt
-                self._requeue_front(task)
+                self._queue.push(task)  # its seq keeps it ahead of later tasks
             elif status in ("lost", "cancelled"):  # "cancelled": killed for another attempt
                 out += self._attempt_lost(task, error)
             else:
                 out.append(self._resolve(task, "failed", error=error, worker=known.name))
-        known.remove_slot(slot)
-        del self._slot_owner[slot]
+        self._workers.remove_slot(known, slot)
         if known.drained:
             out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return out
@@ -280,12 +254,6 @@ class Scheduler:
         if known is not None:
             known.close_slot(slot)
         return []
-
-    def _add_slot(self, worker: _Worker, slot: bytes) -> None:
-        # Until its first task reports how long it took, a slot queues little: the first
-        # tasks of a job may be long ones, and tasks committed to one slot cannot move.
-        worker.add_slot(slot, 1 + min(self._prefetch, _UNMEASURED_PREFETCH))
-        self._slot_owner[slot] = worker.id
 
     def heartbeat(self, worker: bytes, now: float) -> list[Instruction]:
         known = self._workers.get(worker)
@@ -299,8 +267,7 @@ class Scheduler:
         if known is None:
             return [AskToReregister(worker)]
         known.last_seen = now
-        known.draining = True
-        self._refresh_capacity()
+        self._workers.drain(known)
         if known.drained:
             return [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return []
@@ -314,22 +281,17 @@ class Scheduler:
     def tick(self, now: float) -> list[Instruction]:
         """The timer: remove workers silent for longer than the heartbeat timeout."""
         out: list[Instruction] = []
-        silent = [
-            w.id for w in self._workers.values() if now - w.last_seen > self.heartbeat_timeout
-        ]
-        for worker in silent:
+        for worker in self._workers.silent(now, self.heartbeat_timeout):
             out += self._remove_worker(worker, "heartbeat timeout")
         return out
 
     def _remove_worker(self, worker: bytes, reason: str, recheck: bool = True) -> list[Instruction]:
-        gone = self._workers.pop(worker)
+        gone = self._workers.remove(worker)
         out: list[Instruction] = [ForgetWorker(worker, reason)]
-        for attempt_id, task in list(gone.attempts.items()):
-            self._release(gone, attempt_id, task)
+        for attempt_id in list(gone.attempts):
+            task = self._release(gone, attempt_id)
             out += self._attempt_lost(task, f"worker {gone.name} lost ({reason})", recheck)
-        for slot in gone.slot_attempts:
-            self._slot_owner.pop(slot, None)
-        self._refresh_capacity()
+        self._workers.refresh_capacity()  # only now: see WorkerTable.remove
         if recheck:
             out += self._fail_impossible()
         return out
@@ -352,15 +314,15 @@ class Scheduler:
                 labels=dict(new.labels) if new.labels else _NONE,
                 priority=new.priority,
                 retries=max(0, new.retries),
-                seq=next(self._seq),
+                seq=self._queue.next_seq(),
             )
-            reason = self._impossible(task)
+            reason = self._workers.why_impossible(task)
             if reason:
                 self.counters.failed += 1
                 out.append(Resolve(client, task.task_id, "failed", error=reason))
                 continue
             self._tasks[key] = task
-            self._enqueue(task)
+            self._queue.push(task)
         return out
 
     def cancel(self, client: bytes, task_ids: Iterable[int], force: bool) -> list[Instruction]:
@@ -372,7 +334,7 @@ class Scheduler:
             if task is None:
                 continue
             if task.state == "queued":
-                self._dequeue(task)
+                self._queue.dequeue(task)
                 out.append(self._resolve(task, "cancelled", error="cancelled while queued"))
             elif task.state == "running" and force:
                 task.state = "cancelling"
@@ -384,31 +346,25 @@ class Scheduler:
 
     def fail_queued(self, client: bytes, reason: str) -> list[Instruction]:
         """Fail a client's queued tasks (it fell silent: presumed gone); running ones finish."""
-        out: list[Instruction] = []
-        for _, _, task in self._queues.get(client, []):
-            if task.state == "queued":
-                self._dequeue(task)
-                out.append(self._resolve(task, "failed", error=reason))
-        self._queues.pop(client, None)
-        return out
+        return [
+            self._resolve(task, "failed", error=reason) for task in self._queue.take_client(client)
+        ]
 
     def client_gone(self, client: bytes) -> list[Instruction]:
         """Drop a departed client's queued tasks; its running ones finish unobserved."""
         for task in [t for t in self._tasks.values() if t.client == client]:
             if task.state == "queued":
-                self._dequeue(task)
-                task.state = "done"
+                self._queue.dequeue(task)
                 del self._tasks[(client, task.task_id)]
                 self.counters.cancelled += 1
-        self._queues.pop(client, None)
-        self._last_served.pop(client, None)
+        self._queue.forget_client(client)
         return []
 
     def attempts_finished(
         self, sender: bytes, outcomes: Iterable[AttemptOutcome], now: float
     ) -> list[Instruction]:
         """Outcomes reported by a slot (of its own attempts) or a worker (of its slots')."""
-        worker = self._slot_owner.get(sender, sender)
+        worker = self._workers.owner(sender)
         known = self._workers.get(worker)
         if known is None:
             self.counters.discarded_late_results += sum(1 for _ in outcomes)
@@ -417,16 +373,15 @@ class Scheduler:
             known.last_seen = now
         out: list[Instruction] = []
         for outcome in outcomes:
-            task = known.attempts.get(outcome.attempt_id)
-            if task is None or (
+            if outcome.attempt_id not in known.attempts or (
                 sender != worker and known.attempt_slot[outcome.attempt_id] != sender
             ):
                 self.counters.discarded_late_results += 1
                 continue
-            self._release(known, outcome.attempt_id, task)
+            task = self._release(known, outcome.attempt_id)
             if outcome.seconds > 0:
                 slot = sender if sender != worker else b""
-                known.observe(slot, outcome.seconds, self._prefetch, self._queue_budget)
+                self._workers.observe(known, slot, outcome.seconds)
             if outcome.status == "lost":
                 out += self._attempt_lost(task, outcome.error or "abandoned by a draining worker")
             elif task.state == "cancelling" and outcome.status not in ("ok", "error"):
@@ -450,13 +405,13 @@ class Scheduler:
 
     def schedule(self) -> list[Instruction]:
         """One placement round over the free slots."""
-        if not self._queued:
+        if not self._queue.queued:
             return []
-        workers = [w for w in self._workers.values() if not w.draining and w.free_slots > 0]
+        workers = self._workers.placeable()
         free_slots = sum(w.free_slots for w in workers)
         if not free_slots:
             return []
-        candidates = self._candidates(free_slots)
+        candidates = self._queue.candidates(free_slots, self._workers.capacity)
         # A worker whose slots are all busy can only take prefetched (plain) tasks: show the
         # placer neither free resources nor labels there, so resource and labelled tasks go
         # where they can start.
@@ -502,72 +457,14 @@ class Scheduler:
             started.setdefault(task.client, []).append(task.task_id)
         for index, task in enumerate(candidates):
             if index not in placed:
-                self._requeue_front(task)
+                self._queue.push(task)  # back in its place, ahead of later tasks
         out: list[Instruction] = [
             RunAttempts(worker, slot, attempts) for (worker, slot), attempts in runs.items()
         ]
         out += [NotifyStarted(client, ids) for client, ids in started.items()]
         return out
 
-    def _candidates(self, free_slots: int) -> list[_Task]:
-        """Pop queued tasks for a round: highest priority first, then DRF between clients.
-
-        As many as there are free slots, plus ``round_factor`` more for every constrained
-        task among them (one that may not fit anywhere now must not block the ones behind
-        it); a huge queue of plain tasks thus costs nothing but the tasks placed.
-        """
-        limit = free_slots
-        picked: list[_Task] = []
-        waiting = [c for c, queue in self._queues.items() if queue]
-        if len(waiting) == 1:  # no one to share with: the order is the client's own
-            return self._pop_own(waiting[0], limit)
-        shares = FairShare(self._fair.capacity, {c: dict(h) for c, h in self._fair.held.items()})
-        served = dict(self._last_served)
-        heads: list[tuple[int, float, int, int, bytes]] = []
-        for client, queue in self._queues.items():
-            self._skip_dead(queue)
-            if queue:
-                priority, seq, _ = queue[0]
-                share = shares.dominant_share(client)
-                heads.append((priority, share, served.get(client, 0), seq, client))
-        heapq.heapify(heads)
-        while heads and len(picked) < limit:
-            client = heapq.heappop(heads)[-1]
-            queue = self._queues[client]
-            _, _, task = heapq.heappop(queue)
-            limit += self._take(task, picked)
-            shares.add(client, task.resources)
-            served[client] = next(self._serve_clock)
-            self._skip_dead(queue)
-            if queue:
-                priority, seq, _ = queue[0]
-                share = shares.dominant_share(client)
-                heapq.heappush(heads, (priority, share, served[client], seq, client))
-        return picked
-
-    def _pop_own(self, client: bytes, limit: int) -> list[_Task]:
-        """``_candidates`` for a lone client: the same picks, without the fair-share heap."""
-        picked: list[_Task] = []
-        queue = self._queues[client]
-        self._skip_dead(queue)
-        while queue and len(picked) < limit:
-            _, _, task = heapq.heappop(queue)
-            limit += self._take(task, picked)
-            self._skip_dead(queue)
-        return picked
-
-    def _take(self, task: _Task, picked: list[_Task]) -> int:
-        """Take a task popped from its queue into this round; returns how many more tasks the
-        round may look at for it (a constrained one may fit nowhere now)."""
-        picked.append(task)
-        self._queued -= 1
-        task.state = "running"  # provisionally: taken out of the queue for this round
-        return self._round_factor if task.resources or task.labels else 0
-
-    @staticmethod
-    def _skip_dead(queue: list[tuple[int, int, _Task]]) -> None:
-        while queue and queue[0][2].state != "queued":
-            heapq.heappop(queue)
+    # ----------------------------------------------------------------------- attempts
 
     def _start(self, task: _Task, worker: _Worker) -> tuple[int, bytes]:
         attempt_id = next(self._attempt_ids)
@@ -575,46 +472,16 @@ class Scheduler:
         task.attempts += 1
         task.attempt_id = attempt_id
         task.worker = worker.id
-        # A constrained task is placed only where a slot is idle, and starts there at once.
-        slot = worker.idle_slot() if task.resources or task.labels else worker.roomiest_slot()
-        worker.slot_attempts[slot][attempt_id] = task
-        worker.attempt_slot[attempt_id] = slot
-        worker.attempts[attempt_id] = task
-        worker.free_slots -= 1
-        for name, amount in task.resources.items():
-            worker.free[name] = worker.free.get(name, 0.0) - amount
-        self._fair.add(task.client, task.resources)
-        self._last_served[task.client] = next(self._serve_clock)
+        slot = worker.place(attempt_id, task)
+        self._queue.started(task)
         self._running += 1
-        if task.resources or task.labels:
-            self._constrained.discard((task.client, task.task_id))
         return attempt_id, slot
 
-    def _release(self, worker: _Worker, attempt_id: int, task: _Task) -> None:
-        del worker.attempts[attempt_id]
-        slot = worker.attempt_slot.pop(attempt_id)
-        del worker.slot_attempts[slot][attempt_id]
-        worker.release_place(slot)
-        for name, amount in task.resources.items():
-            worker.free[name] = worker.free.get(name, 0.0) + amount
-        self._fair.add(task.client, task.resources, sign=-1.0)
+    def _release(self, worker: _Worker, attempt_id: int) -> _Task:
+        task = worker.release(attempt_id)
+        self._queue.released(task)
         self._running -= 1
-
-    # ------------------------------------------------------------------------ helpers
-
-    def _enqueue(self, task: _Task) -> None:
-        task.state = "queued"
-        heapq.heappush(self._queues.setdefault(task.client, []), (-task.priority, task.seq, task))
-        self._queued += 1
-        if task.resources or task.labels:
-            self._constrained.add((task.client, task.task_id))
-
-    _requeue_front = _enqueue  # the original seq keeps a re-queued task ahead of later ones
-
-    def _dequeue(self, task: _Task) -> None:
-        task.state = "done"  # lazily skipped in its heap
-        self._queued -= 1
-        self._constrained.discard((task.client, task.task_id))
+        return task
 
     def _resolve(
         self,
@@ -642,41 +509,22 @@ class Scheduler:
         if task.attempts > task.retries:
             message = f"{reason}; gave up after {task.attempts} attempt(s)"
             return [self._resolve(task, "failed", error=message)]
-        impossible = self._impossible(task) if recheck else ""
+        impossible = self._workers.why_impossible(task) if recheck else ""
         if impossible:
             return [self._resolve(task, "failed", error=f"{reason}; {impossible}")]
         self.counters.retried += 1
-        self._enqueue(task)
+        self._queue.push(task)
         return []
 
-    def _refresh_capacity(self) -> None:
-        capacity: dict[str, float] = {}
-        for worker in self._workers.values():
-            if worker.draining:
-                continue
-            capacity[SLOTS] = capacity.get(SLOTS, 0.0) + worker.slots
-            for name, amount in worker.resources.items():
-                capacity[name] = capacity.get(name, 0.0) + amount
-        self._fair.capacity = capacity
-
-    def _impossible(self, task: _Task) -> str:
-        """Why no registered worker could ever run ``task`` ('' if one could, or none yet)."""
-        if not task.resources and not task.labels and self._fair.capacity.get(SLOTS):
-            return ""  # any slot will do, and there is one
-        return _why_impossible(task, [w for w in self._workers.values() if not w.draining])
-
     def _fail_impossible(self) -> list[Instruction]:
-        if not any(not w.draining for w in self._workers.values()):
+        """Fail the queued tasks no worker left could ever run."""
+        if not self._workers.any_active:
             return []
         out: list[Instruction] = []
-        for key in list(self._constrained):
-            task = self._tasks.get(key)
-            if task is None or task.state != "queued":
-                self._constrained.discard(key)
-                continue
-            reason = self._impossible(task)
+        for task in self._queue.constrained(self._tasks):
+            reason = self._workers.why_impossible(task)
             if reason:
-                self._dequeue(task)
+                self._queue.dequeue(task)
                 out.append(self._resolve(task, "failed", error=reason))
         return out
 
@@ -697,30 +545,3 @@ def _spread(count: int, free_slots: list[int]) -> list[tuple[int, int]]:
         else:
             heapq.heapreplace(heap, (negative_free + 1, index))
     return out
-
-
-def _why_impossible(task: _Task, candidates: list[_Worker]) -> str:
-    """Why none of ``candidates`` could ever run ``task`` ('' if one could, or none yet)."""
-    for name, amount in task.resources.items():
-        # NaN would pass every comparison and poison a worker's free amounts.
-        if not math.isfinite(amount) or amount < 0:
-            return f"invalid demand: {name}={amount} (must be a finite amount >= 0)"
-    if not candidates:
-        return ""  # workers may still be starting: wait
-    for worker in candidates:
-        if worker.slots > 0 and fits(
-            task.resources, task.labels, 1, worker.resources, worker.labels
-        ):
-            return ""
-    wanted = ", ".join(f"{k}={amount_text(v)}" for k, v in task.resources.items()) or "no resources"
-    selector = ", ".join(f"{k}={v}" for k, v in task.labels.items()) or "no labels"
-    offered = "; ".join(
-        f"{w.name}: slots={w.slots} "
-        + " ".join(f"{k}={amount_text(v)}" for k, v in w.resources.items())
-        + (" labels " + ",".join(f"{k}={v}" for k, v in w.labels.items()) if w.labels else "")
-        for w in candidates[:8]
-    )
-    return (
-        f"no registered worker could ever run this task: it needs {wanted} with {selector}; "
-        f"workers offer {offered}"
-    )
