@@ -22,7 +22,6 @@ same per-channel order.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,13 +41,17 @@ from ..partition import (
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import JobGraph, KeySpec, Operator
 from .operators import (
+    STATELESS,
     Batch,
     aggregate_columns,
     aggregate_records,
+    call_each,
     concat,
     getter,
     rows,
     size,
+    text_sink_path,
+    transform,
     window_records,
 )
 from .routing import custom_subtasks, key_array, key_groups_of, keyed_subtasks, max_parallelism
@@ -135,15 +138,10 @@ class _Runner:
 
     def _apply(self, op: Operator, data: Batch, index: int, parallelism: int) -> Batch:
         kind = op.kind
-        f: Callable[..., Any] = op.function  # type: ignore[assignment]
+        if kind in STATELESS:
+            return transform(op, data)
         if kind == "source":
             return _sources.read_split(op.params, index, parallelism)
-        if kind == "map":
-            return [f(r) for r in rows(data)]
-        if kind == "flat_map":
-            return [y for r in rows(data) for y in f(r)]
-        if kind == "filter":
-            return [r for r in rows(data) if f(r)]
         if kind == "aggregate":
             self._check_key_groups(op, data, index, parallelism)
             if op.schema.columnar and isinstance(data, dict):
@@ -173,14 +171,9 @@ class _Runner:
         if kind == "collect":
             self.sink_parts.setdefault(op.id, {})[index] = data
         elif kind == "for_each":
-            for r in rows(data):
-                op.function(r)  # type: ignore[misc]
-        else:  # text: one file, or files 1..p in a directory (Flink's FileOutputFormat)
-            path = op.params["path"]
-            if parallelism > 1:
-                os.makedirs(path, exist_ok=True)
-                path = os.path.join(path, str(index + 1))
-            with open(path, "w", encoding="utf-8") as f:
+            call_each(op, data)
+        else:  # text
+            with open(text_sink_path(op, index, parallelism), "w", encoding="utf-8") as f:
                 f.writelines(f"{r}\n" for r in rows(data))
 
     # -- exchanges ------------------------------------------------------------------------

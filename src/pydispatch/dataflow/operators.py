@@ -1,13 +1,17 @@
-"""What each operator kind does to one subtask's input (private; used by ``_local_run``).
+"""What each operator kind does to one subtask's input, shared by both executors.
 
 A batch is a list of records, or a dict of equal-length numpy columns on the columnar path.
-Keyed state lives in one dict per subtask run: every key of a subtask is seen in that run,
-since the reference executor hands each subtask its whole input at once.
+The stateless operators (:func:`transform`) and the sinks' per-record work (:func:`call_each`,
+:func:`text_sink_path`) are the same for the reference executor (``dataflow.local``) and the
+distributed one (``dataflow.subtask``). The keyed functions below are the reference executor's:
+keyed state lives in one dict per subtask run, since that executor hands each subtask its whole
+input at once (``dataflow.subtask`` keeps the same state across micro-batches).
 """
 
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,14 +21,18 @@ import numpy.typing as npt
 from ..plan._job_graph import KeySpec, Operator
 
 __all__ = [
+    "STATELESS",
     "Batch",
     "Columns",
     "aggregate_columns",
     "aggregate_records",
+    "call_each",
     "concat",
     "getter",
     "rows",
     "size",
+    "text_sink_path",
+    "transform",
     "window_records",
 ]
 
@@ -36,6 +44,39 @@ def size(batch: Batch) -> int:
     if isinstance(batch, dict):
         return len(next(iter(batch.values()))) if batch else 0
     return len(batch)
+
+
+#: Operator kinds that map a batch to a batch with no state: :func:`transform` runs them.
+STATELESS = frozenset({"map", "flat_map", "filter"})
+
+
+def transform(op: Operator, data: Batch) -> list[Any]:
+    """A stateless operator (a kind in :data:`STATELESS`) applied to a batch's records."""
+    f: Callable[..., Any] = op.function  # type: ignore[assignment]
+    if op.kind == "map":
+        return [f(r) for r in rows(data)]
+    if op.kind == "flat_map":
+        return [y for r in rows(data) for y in f(r)]
+    if op.kind == "filter":
+        return [r for r in rows(data) if f(r)]
+    raise ValueError(f"{op.kind!r} is not a stateless operator kind")
+
+
+def call_each(op: Operator, data: Batch) -> None:
+    """A ``for_each`` sink: the user's function on every record, in order."""
+    f: Callable[..., Any] = op.function  # type: ignore[assignment]
+    for r in rows(data):
+        f(r)
+
+
+def text_sink_path(op: Operator, index: int, parallelism: int) -> str:
+    """Where subtask ``index`` of a text sink writes: the path itself, or with parallelism > 1
+    file ``index + 1`` in that directory (Flink's FileOutputFormat); the directory is made."""
+    path: str = op.params["path"]
+    if parallelism == 1:
+        return path
+    os.makedirs(path, exist_ok=True)
+    return os.path.join(path, str(index + 1))
 
 
 def rows(batch: Batch) -> list[Any]:

@@ -19,7 +19,6 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -31,16 +30,20 @@ from ..partition import broadcast, rescale, rescale_targets, round_robin, scatte
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
 from .operators import (
+    STATELESS,
     Batch,
     Columns,
     _combiner,
     _emit,
     _field_getter,
     aggregate_columns,
+    call_each,
     concat,
     getter,
     rows,
     size,
+    text_sink_path,
+    transform,
 )
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 
@@ -58,42 +61,13 @@ def source_batches(
     params: Any, index: int, parallelism: int, batch_records: int
 ) -> Iterator[Batch]:
     """Subtask ``index``'s source records in micro-batches (column views on the columnar path)."""
-    kind = params["source"]
-    # A presplit source holds this subtask's split only (see _jobrun._slice_job).
-    whole = params.get("presplit", False)
-    if kind == "arrays":
-        columns = params["columns"]
-        if not whole:
-            columns = _sources.arrays_split(columns, index, parallelism)
-        n = size(columns)
+    records = _sources.split_records(params, index, parallelism)
+    if isinstance(records, dict):
+        n = size(records)
         step = max(batch_records, 1) * 8  # columns are cheap per row: bigger batches
         for start in range(0, n, step):
-            yield {name: c[start : start + step] for name, c in columns.items()}
+            yield {name: c[start : start + step] for name, c in records.items()}
         return
-    if kind == "elements":
-        records: Any = (
-            params["elements"]
-            if whole
-            else _sources.sequence_split(params["elements"], index, parallelism)
-        )
-    elif kind == "text":
-        records = _sources.text_lines(params["paths"], params["encoding"], index, parallelism)
-    elif kind == "csv":
-        records = _sources.csv_records(
-            params["paths"],
-            params["encoding"],
-            params["delimiter"],
-            params["fields"],
-            params["header"],
-            index,
-            parallelism,
-        )
-    elif kind == "factory":
-        records = _sources.source_iterable(
-            params["factory"], params["parallel"], index, parallelism
-        )
-    else:
-        raise ValueError(f"unknown source kind {kind!r}")
     batch: list[Any] = []
     # An unbounded source may be slow: a partial batch leaves after _LINGER seconds.
     since = time.monotonic()
@@ -368,13 +342,8 @@ class SubtaskRunner:
 
     def _apply(self, op: Operator, data: Batch) -> Batch:
         kind = op.kind
-        f: Callable[..., Any] = op.function  # type: ignore[assignment]
-        if kind == "map":
-            return [f(r) for r in rows(data)]
-        if kind == "flat_map":
-            return [y for r in rows(data) for y in f(r)]
-        if kind == "filter":
-            return [r for r in rows(data) if f(r)]
+        if kind in STATELESS:
+            return transform(op, data)
         if kind == "aggregate":
             state = self.state[op.id]
             if isinstance(state, _ColumnAggregate):
@@ -391,8 +360,7 @@ class SubtaskRunner:
             if sink == "collect":
                 self.collected[op.id].append(data)
             elif sink == "for_each":
-                for r in rows(data):
-                    f(r)
+                call_each(op, data)
             else:
                 self._text_file(op).writelines(f"{r}\n" for r in rows(data))
             return []
@@ -401,10 +369,7 @@ class SubtaskRunner:
     def _text_file(self, op: Operator) -> IO[str]:
         handle = self.files.get(op.id)
         if handle is None:
-            path = op.params["path"]
-            if self.parallelism > 1:
-                os.makedirs(path, exist_ok=True)
-                path = os.path.join(path, str(self.index + 1))
+            path = text_sink_path(op, self.index, self.parallelism)
             handle = self.files[op.id] = open(path, "w", encoding="utf-8")  # noqa: SIM115
         return handle
 

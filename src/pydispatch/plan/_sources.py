@@ -27,6 +27,7 @@ __all__ = [
     "row_range",
     "sequence_split",
     "source_iterable",
+    "split_records",
     "text_lines",
 ]
 
@@ -132,30 +133,41 @@ def source_iterable(
     return iterable
 
 
-def read_split(params: Mapping[str, Any], index: int, parallelism: int) -> list[Any] | Columns:
-    """Everything subtask ``index`` of a bounded source reads (a list, or columns)."""
+def split_records(
+    params: Mapping[str, Any], index: int, parallelism: int
+) -> Iterable[Any] | Columns:
+    """What subtask ``index`` of a source reads: its columns, or its records as an iterable
+    that reads lazily (an unbounded source's never ends). A ``presplit`` source already holds
+    this subtask's split only (the distributed executor ships each slice its own)."""
     source = params["source"]
+    whole = params.get("presplit", False)
     if source == "elements":
-        return sequence_split(params["elements"], index, parallelism)
+        return (
+            params["elements"] if whole else sequence_split(params["elements"], index, parallelism)
+        )
     if source == "arrays":
-        return arrays_split(params["columns"], index, parallelism)
+        return params["columns"] if whole else arrays_split(params["columns"], index, parallelism)
     if source == "text":
-        return list(text_lines(params["paths"], params["encoding"], index, parallelism))
+        return text_lines(params["paths"], params["encoding"], index, parallelism)
     if source == "csv":
-        return list(
-            csv_records(
-                params["paths"],
-                params["encoding"],
-                params["delimiter"],
-                params["fields"],
-                params["header"],
-                index,
-                parallelism,
-            )
+        return csv_records(
+            params["paths"],
+            params["encoding"],
+            params["delimiter"],
+            params["fields"],
+            params["header"],
+            index,
+            parallelism,
         )
     if source == "factory":
-        return list(source_iterable(params["factory"], params["parallel"], index, parallelism))
+        return source_iterable(params["factory"], params["parallel"], index, parallelism)
     raise ValueError(f"unknown source kind {source!r}")
+
+
+def read_split(params: Mapping[str, Any], index: int, parallelism: int) -> list[Any] | Columns:
+    """Everything subtask ``index`` of a bounded source reads (a list, or columns)."""
+    records = split_records(params, index, parallelism)
+    return records if isinstance(records, dict | list) else list(records)
 
 
 def estimated_records(params: Mapping[str, Any], default: float, bytes_per_line: float) -> float:
