@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import partition_reference as ref
+from _support import partition_reference as ref
 from conftest import Recorder
 from pydispatch.partition import hash_keys, partition, scatter
 

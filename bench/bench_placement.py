@@ -1,7 +1,8 @@
 """One placement round of greedy_best_fit against the scan it replaced, measured in the same run.
 
-The baseline is the tests' frozen copy of the old implementation (``tests/test_placement.py``),
-so the code being beaten is the code the tests check the new answers against.
+The baseline is the tests' frozen copy of the old implementation
+(``tests/_support/placement_reference.py``), so the code being beaten is the code the tests check
+the new answers against.
 
 Run:
 
@@ -20,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from _support.placement_reference import reference_greedy_best_fit
 from conftest import Recorder
 from pydispatch.scheduling.placer import PlacementRequest, WorkerCapacity, greedy_best_fit
-from test_placement import reference_greedy_best_fit
 
 GiB = 2**30
 ZONES = ("a", "b", "c", "d")

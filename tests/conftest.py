@@ -1,4 +1,10 @@
-"""Shared test configuration: hypothesis settings, and no process left behind by any module."""
+"""Shared test configuration: hypothesis settings, no process left behind by any module, and
+the module's shared cluster.
+
+A test module that needs a running cluster asks for the ``cluster`` fixture (or ``client``);
+its shape comes from the module's ``CLUSTER`` dict (``make_cluster``'s arguments), so each
+module states what it needs in one line and the cluster is started once per module.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from process_guard import ENV, eventually, tagged_processes
+from _support.clusters import make_cluster
+from _support.process_guard import ENV, eventually, tagged_processes
 from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
 
@@ -45,6 +52,14 @@ def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
             for pid in left:  # do not leak them into the next module or session either
                 os.kill(pid, signal.SIGKILL)
             pytest.fail(f"{request.module.__name__} left processes behind: pids {left}")
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """The module's cluster, started once: ``make_cluster(**module.CLUSTER)``."""
+    shape: dict[str, object] = getattr(request.module, "CLUSTER", {})
+    with make_cluster(**shape) as running:  # type: ignore[arg-type]
+        yield running
 
 
 @pytest.fixture

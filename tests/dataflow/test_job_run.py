@@ -6,7 +6,7 @@ pickle that would run code when loaded, a slice of another protocol version. Eac
 
 The master here is a :class:`~pydispatch.dataflow.job_run.JobRun` in this process (the code a
 dispatcher's job-master process runs), so that its log and its state can be inspected; the
-slices run on a real cluster. ``test_jobhost.py`` sends garbage to a hosted master."""
+slices run on a real cluster. ``test_master_process.py`` sends garbage to a hosted master."""
 
 from __future__ import annotations
 
@@ -24,25 +24,23 @@ import numpy as np
 import pytest
 import zmq
 
-from process_guard import eventually
+from _support.process_guard import eventually
 from pydispatch.dataflow.job_run import JobOptions, JobRun
 from pydispatch.dataflow.slice import _await_peers
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import StreamEnvironment
+from pydispatch.wire import data_plane as dp
+from pydispatch.wire import job_plane as jp
 from pydispatch.wire import protocol as p
 from pydispatch.wire import transport
 
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
 TOTAL = 5000
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(workers=2, slots=2, **FAST) as running:
-        yield running
+CLUSTER: dict[str, Any] = {"workers": 2, "slots": 2}
 
 
 def _gated_source(path: Path) -> Callable[..., Iterator[int]]:
@@ -93,7 +91,7 @@ def _dealer(context: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
     return sock
 
 
-def _answer(sock: zmq.Socket[Any]) -> p.JobMessage:
+def _answer(sock: zmq.Socket[Any]) -> jp.JobMessage:
     assert sock.poll(10_000), "the job master did not answer"
     _, body = transport.split_envelope(sock.recv_multipart(copy=False), routed=False)
     return transport.parse_job(body)
@@ -113,18 +111,18 @@ def test_garbage_on_the_control_socket_is_dropped(
             [b"", b"\xff\xfe\x00garbage"],
             [b"", pickle.dumps(_Exploit(pwned))],
             [b"", cloudpickle.dumps(("cancel",))],  # the old wire format
-            [b"", p.encode(p.JobCancel()), b"an extra frame"],
+            [b"", p.encode(jp.JobCancel()), b"an extra frame"],
             [b"", p.encode(p.Cancel([1]))],  # a dispatcher message: not this plane's
-            [b"", p.encode(p.Peers({}))],  # the master's own message: ignored
+            [b"", p.encode(jp.Peers({}))],  # the master's own message: ignored
             [b"", os.urandom(4096)],
-            [b"", p.encode(p.SliceMetrics(1, 99, {}))],  # no slice 99 in this job
-            [b"", p.encode(p.SliceFailed(1, -1, "forged"))],
+            [b"", p.encode(jp.SliceMetrics(1, 99, {}))],  # no slice 99 in this job
+            [b"", p.encode(jp.SliceFailed(1, -1, "forged"))],
         ):
             sock.send_multipart(parts)
         # The master is still serving its socket: a report of no attempt of this job is
         # answered, and changes nothing.
-        transport.send(sock, p.SliceMetrics(-1, 0, {}))
-        assert isinstance(_answer(sock), p.MasterAlive)
+        transport.send(sock, jp.SliceMetrics(-1, 0, {}))
+        assert isinstance(_answer(sock), jp.MasterAlive)
         logged = [r.getMessage() for r in caplog.records]
         assert sum("dropped a malformed control message" in m for m in logged) == 7
         assert sum("ignored a Peers" in m for m in logged) == 1
@@ -143,7 +141,7 @@ def test_a_slice_of_another_protocol_version_is_refused(
     context: zmq.Context[Any] = zmq.Context()
     sock = _dealer(context, endpoint)
     try:
-        ready = p.SliceReady(p.PROTOCOL_VERSION + 1, 1, 0, {99: "tcp://127.0.0.1:1"}, 1)
+        ready = jp.SliceReady(p.PROTOCOL_VERSION + 1, 1, 0, {99: "tcp://127.0.0.1:1"}, 1)
         transport.send(sock, ready)
         refusal = _answer(sock)
         assert isinstance(refusal, p.Error)
@@ -167,7 +165,7 @@ def test_garbage_on_a_subtask_data_socket_is_dropped(cluster: LocalCluster, tmp_
     endpoints = [e for slices in ready for by_gid in slices.values() for e in by_gid.values()]
     assert endpoints
     pwned = tmp_path / "pwned"
-    lying = p.BatchData(0, "columns", [p.Column("x", "<f8", (1000,), 0, 8000)])
+    lying = dp.BatchData(0, "columns", [dp.Column("x", "<f8", (1000,), 0, 8000)])
     context: zmq.Context[Any] = zmq.Context()
     socks = [_dealer(context, endpoint) for endpoint in endpoints]
     try:
@@ -177,8 +175,8 @@ def test_garbage_on_a_subtask_data_socket_is_dropped(cluster: LocalCluster, tmp_
                 [b"", b"\xff\xfe\x00garbage"],
                 [b"", pickle.dumps(_Exploit(pwned))],
                 [b"", p.encode(lying), np.zeros(1).tobytes()],
-                [b"", p.encode(p.BatchData(99, "columns"))],  # no edge 99 in this job
-                [b"", p.encode(p.MasterAlive())],  # a control message: not this plane's
+                [b"", p.encode(dp.BatchData(99, "columns"))],  # no edge 99 in this job
+                [b"", p.encode(jp.MasterAlive())],  # a control message: not this plane's
             ):
                 sock.send_multipart(parts)
         time.sleep(0.5)  # let the subtasks read them before their input ends
@@ -193,8 +191,8 @@ def test_garbage_on_a_subtask_data_socket_is_dropped(cluster: LocalCluster, tmp_
 def test_a_malformed_data_message_is_dropped_by_the_subtask() -> None:
     # Unit level: the consumer side's parsing refuses a column that lies about its frame.
     frames = [zmq.Frame(np.zeros(2).tobytes())]
-    header = p.BatchData(0, "columns", [p.Column("x", "<f8", (3,), 0, 24)])
+    header = dp.BatchData(0, "columns", [dp.Column("x", "<f8", (3,), 0, 24)])
     message, rest = transport.parse_data([zmq.Frame(p.encode(header)), *frames])
-    assert isinstance(message, p.BatchData)
+    assert isinstance(message, dp.BatchData)
     with pytest.raises(p.ProtocolError, match="16 bytes"):
         transport.batch_from(message, rest)

@@ -22,24 +22,22 @@ import msgspec
 import pytest
 import zmq
 
-from process_guard import eventually
+from _support.clusters import make_cluster
+from _support.process_guard import eventually
 from pydispatch.dataflow.handle import fetch_jobs
 from pydispatch.errors import JobFailedError
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import JobHandle, StreamEnvironment
+from pydispatch.wire import job_plane as jp
 from pydispatch.wire import protocol as p
 from pydispatch.wire import transport
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
 TOTAL = 20_000
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(workers=2, slots=2, **FAST) as running:
-        yield running
+CLUSTER: dict[str, Any] = {"workers": 2, "slots": 2}
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -319,17 +317,17 @@ def test_garbage_on_a_hosted_masters_socket_leaves_the_job_exact(
         for parts in (
             [b"no delimiter"],
             [b"", os.urandom(512)],
-            [b"", p.encode(p.JobStatusRequest()), b"an extra frame"],
+            [b"", p.encode(jp.JobStatusRequest()), b"an extra frame"],
             [b"", p.encode(p.SubmitJob("x", 0, p.Blob(-1)))],  # a dispatcher message
-            [b"", p.encode(p.JobResultReply("x", "x", "FINISHED", {}))],  # a reply
+            [b"", p.encode(jp.JobResultReply("x", "x", "FINISHED", {}))],  # a reply
         ):
             sock.send_multipart(parts)
         # Absurd waits are bounded by the master; it still answers.
-        transport.send(sock, p.JobResultRequest(-5.0))
-        transport.send(sock, p.JobStatusRequest())
+        transport.send(sock, jp.JobResultRequest(-5.0))
+        transport.send(sock, jp.JobStatusRequest())
         assert sock.poll(10_000)
         _, body = transport.split_envelope(sock.recv_multipart(copy=False), routed=False)
-        assert isinstance(transport.parse_job(body), p.JobStatusReply)
+        assert isinstance(transport.parse_job(body), jp.JobStatusReply)
     finally:
         sock.close()
         context.term()
@@ -407,7 +405,7 @@ def _count() -> Iterator[int]:
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_no_job_master_outlives_its_dispatcher(how: str) -> None:
-    with LocalCluster(workers=1, slots=1, **FAST) as cluster:
+    with make_cluster(1, 1) as cluster:
         env = StreamEnvironment(cluster)
         env.from_source(_count, bounded=False).for_each(lambda x: None)
         handle = env.execute("forever")

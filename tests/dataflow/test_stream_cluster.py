@@ -20,7 +20,8 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from process_guard import eventually
+from _support.clusters import FAST, make_cluster
+from _support.process_guard import eventually
 from pydispatch.cli.jobs import fetch_jobs
 from pydispatch.dataflow.local import run_local
 from pydispatch.errors import JobFailedError
@@ -30,13 +31,8 @@ from pydispatch.stream import DataStream, FixedDelay, JobHandle, NoRestart, Stre
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
 
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(workers=2, slots=2, **FAST) as running:
-        yield running
+CLUSTER: dict[str, Any] = {"workers": 2, "slots": 2}
 
 
 def env_on(cluster: LocalCluster, parallelism: int = 2) -> StreamEnvironment:
@@ -354,7 +350,7 @@ def test_a_slow_consumer_back_pressures_the_source(cluster: LocalCluster, tmp_pa
 
 def test_kill_a_worker_mid_job_gives_the_identical_result(tmp_path: Path) -> None:
     total = 30_000
-    with LocalCluster(workers=3, slots=1, **FAST) as cluster:
+    with make_cluster(3, 1) as cluster:
         env = env_on(cluster)
         env.set_restart_strategy(lambda: FixedDelay(attempts=3, delay=0.1))
         env.set_network(batch_records=64, credits=2)
@@ -558,7 +554,7 @@ def test_a_lost_region_restarts_alone(tmp_path: Path) -> None:
     """Forward edges only: each slice is its own pipelined region, so killing the worker of
     slice 0 restarts slice 0 alone; slice 1's source runs once."""
     total = 40_000
-    with LocalCluster(workers=3, slots=1, **FAST) as cluster:
+    with make_cluster(3, 1) as cluster:
         env = env_on(cluster)
         env.set_restart_strategy(lambda: FixedDelay(attempts=3, delay=0.1))
         source = _progress_source(tmp_path, total)

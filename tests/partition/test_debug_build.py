@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-KERNEL_TESTS = sorted(str(p) for p in (ROOT / "tests").glob("test_partition_*.py"))
+ROOT = Path(__file__).resolve().parents[2]
+KERNEL_TESTS = sorted(str(p) for p in (ROOT / "tests" / "partition").glob("test_partition_*.py"))
 
 PROBE = """
 import numpy as np, pydispatch._core as core

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import partition_reference as ref
+from _support import partition_reference as ref
 from pydispatch import _core
 from pydispatch.partition import default_max_parallelism, key_group_range, key_groups, partition
 
@@ -22,7 +22,7 @@ FLINK_CONFIGS = [(128, 1), (128, 2), (128, 4), (128, 7), (256, 5), (32768, 100),
 
 def _flink_rows() -> list[tuple[str, object, int, list[tuple[int, int]]]]:
     rows = []
-    path = Path(__file__).parent / "data" / "flink_2.3.0_reference.tsv"
+    path = Path(__file__).parents[1] / "data" / "flink_2.3.0_reference.tsv"
     for line in path.read_text().splitlines():
         if line.startswith("#"):
             continue
@@ -79,7 +79,7 @@ def test_flink_equals_flink_2_3(
 
 
 def test_flink_published_murmur_and_ranges() -> None:
-    path = Path(__file__).parent / "data" / "flink_2.3.0_reference.tsv"
+    path = Path(__file__).parents[1] / "data" / "flink_2.3.0_reference.tsv"
     lines = [line.split("\t") for line in path.read_text().splitlines() if not line.startswith("#")]
     for row in lines:
         if row[0] == "murmur":

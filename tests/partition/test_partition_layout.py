@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import partition_reference as ref
+from _support import partition_reference as ref
 from pydispatch.partition import (
     BROADCAST,
     broadcast,
@@ -227,7 +227,7 @@ def test_round_robin(count: int, n: int, start: int) -> None:
 
 def test_rescale_matches_flink() -> None:
     # The channel sequence Flink 2.3.0's RescalePartitioner gives over 3 channels.
-    path = Path(__file__).parent / "data" / "flink_2.3.0_reference.tsv"
+    path = Path(__file__).parents[1] / "data" / "flink_2.3.0_reference.tsv"
     flink = next(
         line.split("\t")[1:]
         for line in path.read_text().splitlines()

@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 import zmq
 
-from process_guard import children, eventually
+from _support.clusters import FAST, make_cluster
+from _support.process_guard import children, eventually
 from pydispatch.errors import RemoteError, RemoteTraceback, TaskFailedError
 from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
@@ -39,16 +40,15 @@ from pydispatch.wire.transport import loads
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 MAX_MESSAGE = 4 * 1024 * 1024
-FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    with LocalCluster(
-        workers=2, slots=2, heartbeat_interval=0.2, heartbeat_timeout=5,
-        max_message_size=MAX_MESSAGE,
-    ) as running:  # fmt: skip
-        yield running
+CLUSTER: dict[str, Any] = {
+    "workers": 2,
+    "slots": 2,
+    "heartbeat_interval": 0.2,
+    "heartbeat_timeout": 5,
+    "max_message_size": MAX_MESSAGE,
+}
 
 
 # ------------------------------------------------------------------------ task functions
@@ -188,7 +188,7 @@ def test_status_cli_human_and_json(cluster: LocalCluster) -> None:
 @pytest.fixture(params=[0, 4], ids=["exact", "prefetch"])
 def small_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """One worker, one slot: execution order is observable; with and without prefetch."""
-    with LocalCluster(workers=1, slots=1, prefetch=request.param, **FAST) as running:
+    with make_cluster(1, 1, prefetch=request.param) as running:
         yield running
 
 
@@ -237,7 +237,7 @@ def test_cancel_pending_and_force_cancel_running(
 
 
 def test_resources_and_labels_are_honoured(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, slots=2, **FAST) as cluster:
+    with make_cluster(1, 2) as cluster:
         cluster.start_worker(name="gpu-box", slots=2, resources={"gpu": 1}, labels={"zone": "b"})
         cluster.wait_for_workers(2)
         client = cluster.client()
@@ -260,7 +260,7 @@ def test_resources_and_labels_are_honoured(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("prefetch", [0, 8])
 def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
-    with LocalCluster(workers=2, slots=1, prefetch=prefetch, **FAST) as cluster:
+    with make_cluster(2, 1, prefetch=prefetch) as cluster:
         client = cluster.client()
         futures = [client.submit(sleep_then, 0.02, i) for i in range(150)]
         eventually(lambda: sum(f.done() for f in futures) >= 20, "some results")
@@ -282,7 +282,7 @@ def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
 
 
 def test_sigstop_past_heartbeat_timeout_fails_over_and_discards_late_results() -> None:
-    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+    with make_cluster(2, 1) as cluster:
         client = cluster.client()
         victim = cluster.workers[0]
         # One slow task on each worker; then freeze the victim's node (the worker and its
@@ -316,7 +316,7 @@ def test_a_stopped_worker_process_alone_is_removed_and_its_slots_results_discard
     """Tasks skip the worker process, so a frozen supervisor does not stop its slots' work,
     but a worker that cannot heartbeat (or kill a slot) is removed all the same: its slot's
     result, arriving after the removal, is discarded and the task runs elsewhere."""
-    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+    with make_cluster(2, 1) as cluster:
         client = cluster.client()
         victim = cluster.workers[0]
         futures = [client.submit(sleep_then, 2.0, i) for i in range(2)]
@@ -338,7 +338,7 @@ def test_a_stopped_worker_process_alone_is_removed_and_its_slots_results_discard
 
 
 def test_sigterm_drains_a_worker(tmp_path: Path) -> None:
-    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+    with make_cluster(2, 1) as cluster:
         client = cluster.client()
         gate = str(tmp_path / "gate")
         long = [client.submit(wait_for_file, gate, i) for i in range(2)]
@@ -356,7 +356,7 @@ def test_sigterm_drains_a_worker(tmp_path: Path) -> None:
 
 
 def test_worker_cli_nprocs_resources_labels_and_drain() -> None:
-    with LocalCluster(workers=0, **FAST) as cluster:
+    with make_cluster(0) as cluster:
         group = subprocess.Popen(
             [
                 sys.executable, "-m", "pydispatch.cli", "worker", cluster.address,
@@ -521,7 +521,7 @@ def test_oversized_message_is_dropped_and_dispatcher_keeps_serving(
 
 
 def test_tcp_on_a_free_port() -> None:
-    with LocalCluster(workers=1, address="tcp://127.0.0.1:*", **FAST) as cluster:
+    with make_cluster(1, 1, address="tcp://127.0.0.1:*") as cluster:
         assert cluster.address.startswith("tcp://127.0.0.1:")
         assert cluster.client().submit(add, 20, 22).result(timeout=20) == 42
 
@@ -549,7 +549,7 @@ def test_fair_share_a_long_job_does_not_starve_a_short_one(small_cluster: LocalC
 
 
 def test_drain_grace_over_requeues_unfinished_work(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, slots=1, drain_grace=0.3, **FAST) as cluster:
+    with make_cluster(1, 1, drain_grace=0.3) as cluster:
         client = cluster.client()
         gate = str(tmp_path / "gate")
         stuck = client.submit(wait_for_file, gate, "done elsewhere")
@@ -564,7 +564,7 @@ def test_drain_grace_over_requeues_unfinished_work(tmp_path: Path) -> None:
 
 
 def test_dispatcher_restart_workers_register_again_lost_tasks_fail(tmp_path: Path) -> None:
-    with LocalCluster(workers=2, slots=1, **FAST) as cluster:
+    with make_cluster(2, 1) as cluster:
         client = cluster.client()
         stuck = client.submit(wait_for_file, str(tmp_path / "never"))
         eventually(stuck.running, "the task started")
@@ -579,7 +579,7 @@ def test_dispatcher_restart_workers_register_again_lost_tasks_fail(tmp_path: Pat
 def test_an_idle_client_is_known_again_after_a_dispatcher_restart() -> None:
     # Nothing outstanding across the restart: status is asked and answered on the client's
     # receiving socket, and the new dispatcher learns its sending socket from its idle hellos.
-    with LocalCluster(workers=1, slots=1, **FAST) as cluster:
+    with make_cluster(1, 1) as cluster:
         client = cluster.client()
         assert client.submit(add, 1, 1).result(timeout=20) == 2
         cluster.restart_dispatcher()
@@ -622,7 +622,7 @@ def test_bad_task_options_are_refused_at_submit_and_nothing_else_suffers(
 
 
 def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+    with make_cluster(1, 1, prefetch=4) as cluster:
         client = cluster.client()
         # A quick task first: once a slot has measured its tasks, it queues `prefetch` of them.
         assert client.submit(add, 0).result(timeout=20) == 0
@@ -640,7 +640,7 @@ def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_pat
 
 
 def test_closing_the_cluster_fails_unfinished_futures(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, **FAST) as cluster:
+    with make_cluster(1) as cluster:
         client = cluster.client()
         stuck = client.submit(wait_for_file, str(tmp_path / "never"))
         eventually(stuck.running, "the task started")
@@ -650,7 +650,7 @@ def test_closing_the_cluster_fails_unfinished_futures(tmp_path: Path) -> None:
 
 
 def test_workers_of_a_killed_worker_group_exit_by_themselves() -> None:
-    with LocalCluster(workers=0, **FAST) as cluster:
+    with make_cluster(0) as cluster:
         command = [sys.executable, "-m", "pydispatch.cli", "worker", cluster.address]
         group = subprocess.Popen([*command, "--nprocs", "2", "--name", "orphan"])
         try:
@@ -707,7 +707,7 @@ def test_a_map_dropped_early_cancels_the_chunks_not_yet_started(
 
 
 def test_a_raw_worker_with_broken_results_fails_its_tasks_not_the_dispatcher() -> None:
-    with LocalCluster(workers=0, **FAST) as cluster:
+    with make_cluster(0) as cluster:
         context: zmq.Context[Any] = zmq.Context()
         fake = context.socket(zmq.DEALER)
         fake.setsockopt(zmq.LINGER, 0)
@@ -742,7 +742,7 @@ def test_client_without_a_dispatcher_fails_to_connect(tmp_path: Path) -> None:
 
 
 def test_force_cancel_inside_a_slot_batch_runs_nothing_twice(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+    with make_cluster(1, 1, prefetch=4) as cluster:
         client = cluster.client()
         gate, journal = str(tmp_path / "gate"), str(tmp_path / "journal")
         # Submitted together, the five reach the idle slot as one batch.
@@ -768,7 +768,7 @@ def wait_then_log(gate: str, journal: str, name: str) -> str:
 
 
 def test_a_slow_task_does_not_hold_back_results_batched_before_it(tmp_path: Path) -> None:
-    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+    with make_cluster(1, 1, prefetch=4) as cluster:
         client = cluster.client()
         assert [f.result(timeout=20) for f in [client.submit(add, i) for i in range(20)]] == list(
             range(20)
@@ -808,7 +808,7 @@ def test_a_worker_started_before_its_dispatcher_registers_when_it_comes_up(
 
 
 def test_an_unreachable_slot_is_dropped_its_work_requeued_and_its_worker_told() -> None:
-    with LocalCluster(workers=0, **FAST) as cluster:
+    with make_cluster(0) as cluster:
         context: zmq.Context[Any] = zmq.Context()
         fake = context.socket(zmq.DEALER)
         fake.setsockopt(zmq.LINGER, 0)
@@ -871,7 +871,7 @@ def test_a_worker_whose_slots_are_refused_exits_with_the_reason(tmp_path: Path) 
 def test_a_usually_quick_function_turning_slow_does_not_hold_back_earlier_results(
     tmp_path: Path,
 ) -> None:
-    with LocalCluster(workers=1, slots=1, prefetch=4, **FAST) as cluster:
+    with make_cluster(1, 1, prefetch=4) as cluster:
         client = cluster.client()
         there = str(tmp_path / "there")
         Path(there).touch()

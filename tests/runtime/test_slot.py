@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROBE = Path(__file__).with_name("slot_probe.py")
+PROBE = Path(__file__).parents[1] / "_support" / "slot_probe.py"
 N = 30
 
 

@@ -1,8 +1,9 @@
 """greedy_best_fit's indexed round gives the scan's answer, assignment for assignment.
 
-``_reference_greedy_best_fit`` is the implementation the index replaced, copied unchanged: the
-tests compare against this frozen copy (not against ``placement._best_fit_scan``, the fallback,
-which could drift with the code under test). The benchmark imports it as its baseline.
+``reference_greedy_best_fit`` (``tests/_support/placement_reference.py``) is the implementation
+the index replaced, copied unchanged: the tests compare against this frozen copy (not against
+``placement._best_fit_scan``, the fallback, which could drift with the code under test). The
+benchmark imports it as its baseline.
 """
 
 from __future__ import annotations
@@ -14,51 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support.placement_reference import reference_greedy_best_fit
 from pydispatch.scheduling import placer as placement
 from pydispatch.scheduling.placer import PlacementRequest, WorkerCapacity, fits, greedy_best_fit
-
-
-def _reference_greedy_best_fit(
-    requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity]
-) -> list[tuple[int, int]]:
-    """greedy_best_fit as it was before the index: every open worker scanned per request."""
-    free_slots = [worker.free_slots for worker in workers]
-    free = [dict(worker.free) for worker in workers]
-    open_workers = [index for index, slots in enumerate(free_slots) if slots > 0]
-    assignments: list[tuple[int, int]] = []
-    for request_index, request in enumerate(requests):
-        if not open_workers:
-            break
-        best = -1
-        best_key = (0.0, 0)
-        for worker_index in open_workers:
-            if not fits(
-                request.resources,
-                request.labels,
-                free_slots[worker_index],
-                free[worker_index],
-                workers[worker_index].labels,
-            ):
-                continue
-            leftover = sum(
-                free[worker_index].get(name, 0.0) - amount
-                for name, amount in request.resources.items()
-            )
-            key = (leftover, -free_slots[worker_index])
-            if best < 0 or key < best_key:
-                best, best_key = worker_index, key
-        if best < 0:
-            continue
-        assignments.append((request_index, best))
-        free_slots[best] -= 1
-        for name, amount in request.resources.items():
-            free[best][name] = free[best].get(name, 0.0) - amount
-        if free_slots[best] == 0:
-            open_workers.remove(best)
-    return assignments
-
-
-reference_greedy_best_fit = _reference_greedy_best_fit  # the benchmark's baseline
 
 
 def check_capacities(
@@ -84,7 +43,7 @@ def same_as_reference(
     requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity]
 ) -> list[tuple[int, int]]:
     result = greedy_best_fit(requests, workers)
-    assert result == _reference_greedy_best_fit(requests, workers)
+    assert result == reference_greedy_best_fit(requests, workers)
     return result
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from _support.wire import through_zmq
 from pydispatch.wire import protocol as p
 from pydispatch.wire import transport
-from wire import through_zmq
 
 
 def test_every_message_kind_round_trips() -> None:

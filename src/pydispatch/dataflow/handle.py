@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 import zmq
 
 from ..errors import JobFailedError
+from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
 
@@ -165,8 +166,8 @@ class JobHandle:
         """CREATED, RUNNING, RESTARTING, FINISHED, FAILED or CANCELED."""
         if self._outcome is not None:
             return self._outcome.state
-        reply, _ = self._ask(p.JobStatusRequest())
-        if isinstance(reply, p.JobStatusReply):
+        reply, _ = self._ask(jp.JobStatusRequest())
+        if isinstance(reply, jp.JobStatusReply):
             return reply.state
         return self._known().state
 
@@ -189,16 +190,16 @@ class JobHandle:
         """Cancel the job (its running slices are killed); False if it had ended already."""
         if self._outcome is not None:
             return False
-        reply, _ = self._ask(p.JobCancel())
-        return isinstance(reply, p.JobCancelled) and reply.cancelled
+        reply, _ = self._ask(jp.JobCancel())
+        return isinstance(reply, jp.JobCancelled) and reply.cancelled
 
     def metrics(self) -> dict[str, Any]:
         """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
         seconds per chain, restarts, placement. While the job runs: the current attempt's
         figures as its slices last reported them (every 0.5 s); once finished: the final ones."""
         if self._outcome is None:
-            reply, _ = self._ask(p.JobStatusRequest())
-            if isinstance(reply, p.JobStatusReply):
+            reply, _ = self._ask(jp.JobStatusRequest())
+            if isinstance(reply, jp.JobStatusReply):
                 return reply.metrics
         return dict(self._known().metrics)
 
@@ -237,25 +238,25 @@ class JobHandle:
         while self._outcome is None:
             asked = time.monotonic()
             left = _LONG_POLL if end is None else min(_LONG_POLL, end - asked)
-            reply, frames = self._ask(p.JobResultRequest(max(0.0, left)), max(0.0, left))
-            if isinstance(reply, p.JobResultReply):
+            reply, frames = self._ask(jp.JobResultRequest(max(0.0, left)), max(0.0, left))
+            if isinstance(reply, jp.JobResultReply):
                 self._keep(reply, frames)
             elif end is not None and time.monotonic() >= end and self._outcome is None:
-                state = reply.state if isinstance(reply, p.JobStatusReply) else "?"
+                state = reply.state if isinstance(reply, jp.JobStatusReply) else "?"
                 raise TimeoutError(f"job {self.job_id} is still {state}")
             elif time.monotonic() - asked < min(left, _RETRY):
                 time.sleep(_RETRY)  # answered before the wait ended (a busy master): no spin
         return self._outcome
 
-    def _keep(self, reply: p.JobResultReply, frames: list[zmq.Frame]) -> None:
+    def _keep(self, reply: jp.JobResultReply, frames: list[zmq.Frame]) -> None:
         outcome = _Outcome(reply.state, reply.metrics, reply.error)
         if reply.result is not None:
             outcome.result, outcome.subtask_results = transport.loads(reply.result, frames)
         self._outcome = outcome
 
     def _ask(
-        self, message: p.JobMessage, wait: float = 0.0
-    ) -> tuple[p.JobMessage | None, list[zmq.Frame]]:
+        self, message: jp.JobMessage, wait: float = 0.0
+    ) -> tuple[jp.JobMessage | None, list[zmq.Frame]]:
         """The master's answer; ``(None, [])`` once it is known to have exited (the outcome
         is then set from the dispatcher's listing, which drops a master's endpoint within a
         tick of its exit). TimeoutError if it neither answers nor is known to be gone."""
@@ -278,8 +279,8 @@ class JobHandle:
 
 
 def _one_question(
-    endpoint: str, message: p.JobMessage, timeout: float
-) -> tuple[p.JobMessage, list[zmq.Frame]] | None:
+    endpoint: str, message: jp.JobMessage, timeout: float
+) -> tuple[jp.JobMessage, list[zmq.Frame]] | None:
     """The answer to ``message``, or None: no answer within ``timeout``, or the master's
     socket refused the connection or dropped it (its process died) before answering."""
     sock = transport.make_socket(zmq.Context.instance(), zmq.DEALER)

@@ -39,6 +39,7 @@ import zmq
 from ..errors import JobFailedError, UnfitError
 from ..plan import ExecutionGraph, _sources, placement_input, placement_problem, why_not_fit
 from ..plan._job_graph import JobGraph
+from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
 from . import lifecycle as jm
@@ -144,7 +145,7 @@ class JobRun:
         self.endpoint = f"tcp://{options.host}:{port}"
         self._closing = threading.Event()
         self._waiters: list[tuple[bytes, float]] = []  # result requests held until the end
-        self._outcome: tuple[p.JobResultReply, list[transport.FrameLike]] | None = None
+        self._outcome: tuple[jp.JobResultReply, list[transport.FrameLike]] | None = None
         #: When a handle was last sent the outcome (the master process may exit then).
         self.fetched_at: float | None = None
         self._started = time.monotonic()
@@ -300,7 +301,7 @@ class JobRun:
     def _reply(
         self,
         identity: bytes,
-        message: p.JobMessage,
+        message: jp.JobMessage,
         frames: list[transport.FrameLike] | None = None,
     ) -> bool:
         try:
@@ -312,12 +313,12 @@ class JobRun:
 
     # -- requests of the job's handles ------------------------------------------------------
 
-    def _status_reply(self) -> p.JobStatusReply:
-        return p.JobStatusReply(self.job_id, self.name, self.status(), _plain(self.metrics()))
+    def _status_reply(self) -> jp.JobStatusReply:
+        return jp.JobStatusReply(self.job_id, self.name, self.status(), _plain(self.metrics()))
 
     def _answer_result(self, identity: bytes) -> None:
         if self._outcome is None:
-            reply = p.JobResultReply(
+            reply = jp.JobResultReply(
                 self.job_id, self.name, self.status(), _plain(self.metrics()), self._error or ""
             )
             frames: list[transport.FrameLike] = []
@@ -349,13 +350,13 @@ class JobRun:
             for identity, _ in due:
                 self._reply(identity, reply)
 
-    def _handle(self, identity: bytes, message: p.JobMessage) -> None:
-        reports = (p.SliceReady, p.SliceMetrics, p.SliceFailed)
+    def _handle(self, identity: bytes, message: jp.JobMessage) -> None:
+        reports = (jp.SliceReady, jp.SliceMetrics, jp.SliceFailed)
         if isinstance(message, reports) and not 0 <= message.index < self.plan.n_slots:
             # Well-formed but from no slice of this job: the master must not index with it.
             log.error("job %s dropped a report of slice %d", self.job_id, message.index)
             return
-        if isinstance(message, p.SliceReady):
+        if isinstance(message, jp.SliceReady):
             if message.version != p.PROTOCOL_VERSION:
                 reason = (
                     f"slice {message.index} speaks protocol version {message.version}, this "
@@ -369,20 +370,20 @@ class JobRun:
                 record.identities[message.index] = identity
             ready = self._master.slice_ready(message.attempt, message.index, message.endpoints)
             self._perform(ready)
-        elif isinstance(message, p.SliceMetrics):
-            self._reply(identity, p.MasterAlive())  # the slice watches for it
+        elif isinstance(message, jp.SliceMetrics):
+            self._reply(identity, jp.MasterAlive())  # the slice watches for it
             if message.attempt == self._master.attempt_of(message.index):
                 self._live[message.index] = {
                     gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
                     for gid, figures in message.figures.items()
                 }
-        elif isinstance(message, p.JobCancel):  # a handle, or `pydispatch cancel ADDRESS JOB`
+        elif isinstance(message, jp.JobCancel):  # a handle, or `pydispatch cancel ADDRESS JOB`
             reply: Future[bool] = Future()
             self._event(("cancel", reply))
-            self._reply(identity, p.JobCancelled(reply.result()))
-        elif isinstance(message, p.JobStatusRequest):
+            self._reply(identity, jp.JobCancelled(reply.result()))
+        elif isinstance(message, jp.JobStatusRequest):
             self._reply(identity, self._status_reply())
-        elif isinstance(message, p.JobResultRequest):
+        elif isinstance(message, jp.JobResultRequest):
             wait = min(message.wait, _MAX_WAIT) if message.wait > 0 else 0.0  # NaN: 0
             if self._done.is_set():
                 self._answer_result(identity)
@@ -390,8 +391,8 @@ class JobRun:
                 self._reply(identity, self._status_reply())
             else:
                 self._waiters.append((identity, time.monotonic() + wait))
-        elif isinstance(message, p.SliceFailed):
-            self._reply(identity, p.MasterAck())
+        elif isinstance(message, jp.SliceFailed):
+            self._reply(identity, jp.MasterAck())
             now = time.monotonic()
             self._perform(
                 self._master.slice_failed(message.attempt, message.index, message.error, now)
@@ -433,7 +434,7 @@ class JobRun:
                 self._deploy(ins.attempt, ins.slices)
             elif isinstance(ins, jm.SendPeers):
                 self._attempts[ins.attempt].connected = True
-                peers = p.Peers(dict(ins.peers))
+                peers = jp.Peers(dict(ins.peers))
                 for identity in self._attempts[ins.attempt].identities.values():
                     self._reply(identity, peers)
             elif isinstance(ins, jm.CancelAttempt):

@@ -40,6 +40,8 @@ import zmq
 
 from ..plan import ExecutionGraph
 from ..plan._job_graph import JobGraph
+from ..wire import data_plane as dp
+from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
 from .operators import Batch, concat, size
@@ -49,7 +51,7 @@ __all__ = ["SliceSpec", "SubtaskMetrics", "figures", "run_slice"]
 
 log = logging.getLogger(__name__)
 
-_CREDIT = p.encode(p.Credit())
+_CREDIT = p.encode(dp.Credit())
 _ACK_TIMEOUT_MS = 10_000
 _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
@@ -80,8 +82,8 @@ class SubtaskMetrics:
     max_in_flight: int = 0  # most batches ever sent without their credit back, per channel
 
 
-def figures(m: SubtaskMetrics) -> p.SubtaskFigures:
-    return p.SubtaskFigures(
+def figures(m: SubtaskMetrics) -> jp.SubtaskFigures:
+    return jp.SubtaskFigures(
         m.records_in,
         m.records_out,
         m.bytes_out,
@@ -225,7 +227,7 @@ class _Subtask:
         finally:
             runner.close_files()
         for edge, target in self.out_channels:
-            transport.send(self.dealers[target], p.EndOfInput(edge))
+            transport.send(self.dealers[target], dp.EndOfInput(edge))
         m = self.metrics
         m.records_in = runner.records_in
         m.records_out = runner.records_out
@@ -246,23 +248,23 @@ class _Subtask:
             try:
                 identity, body = transport.split_envelope(parts, routed=True)
                 message, frames = transport.parse_data(body)
-                if isinstance(message, (p.BatchData, p.Watermark)):
+                if isinstance(message, (dp.BatchData, dp.Watermark)):
                     if not 0 <= message.edge < len(job.edges):
                         raise p.ProtocolError(f"no edge {message.edge} in the job")
                     target = job.edges[message.edge].target
-                if isinstance(message, p.BatchData):
+                if isinstance(message, dp.BatchData):
                     batch = transport.batch_from(message, frames)
-                elif isinstance(message, p.Watermark):
+                elif isinstance(message, dp.Watermark):
                     mark = transport.watermark_from(message, frames)
             except p.ProtocolError as error:
                 log.error("subtask %d dropped a malformed data message: %s", self.gid, error)
                 continue
-            if isinstance(message, p.BatchData):
+            if isinstance(message, dp.BatchData):
                 self.runner.push(target, batch)
                 inbox.send_multipart([identity, b"", _CREDIT])
-            elif isinstance(message, p.Watermark):
+            elif isinstance(message, dp.Watermark):
                 self.runner.watermark(target, (identity, message.edge), mark)
-            elif isinstance(message, p.EndOfInput):
+            elif isinstance(message, dp.EndOfInput):
                 ends += 1
 
     def close(self) -> None:
@@ -285,7 +287,7 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
         if c.parallelism > slice_index
     ]
     endpoints = {s.gid: s.endpoint for s in subtasks if s.endpoint}
-    ready = p.SliceReady(p.PROTOCOL_VERSION, attempt, slice_index, endpoints, os.getpid())
+    ready = jp.SliceReady(p.PROTOCOL_VERSION, attempt, slice_index, endpoints, os.getpid())
     transport.send(control, ready)
     peers = _await_peers(control, spec.master_timeout)
     threads = []
@@ -300,7 +302,7 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
         if now - reported > _REPORT_EVERY:
             reported = now
             snapshot = {s.gid: figures(s.snapshot()) for s in subtasks}
-            transport.send(control, p.SliceMetrics(attempt, slice_index, snapshot))
+            transport.send(control, jp.SliceMetrics(attempt, slice_index, snapshot))
         while control.poll(0):
             control.recv_multipart()  # MasterAlive: hearing anything is what matters
             heard = now
@@ -313,7 +315,7 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
             if s.error is not None:
                 # Tell the master first (it cancels the whole attempt); the other threads
                 # may be blocked on peers that will never send, so end this process.
-                transport.send(control, p.SliceFailed(attempt, slice_index, s.error))
+                transport.send(control, jp.SliceFailed(attempt, slice_index, s.error))
                 if any(t.is_alive() for _, t in pending):
                     # Threads blocked on peers cannot be stopped: once the master has the
                     # error it kills this slot with the rest of the attempt (a force cancel,
@@ -341,7 +343,7 @@ def _await_peers(control: zmq.Socket[Any], timeout: float) -> dict[int, str]:
         except p.ProtocolError as error:
             log.error("dropped a malformed message from the job master: %s", error)
             continue
-        if isinstance(message, p.Peers):
+        if isinstance(message, jp.Peers):
             return message.peers
         if isinstance(message, p.Error):
             raise RuntimeError(f"the job master refused this slice: {message.message}")

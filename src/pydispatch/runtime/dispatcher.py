@@ -6,9 +6,17 @@ flushes what it produced: one ``Run`` per worker and one ``Results``/``Started``
 round, however many tasks they carry. That is the whole batching story: when the dispatcher is
 busy, rounds grow and messages coalesce; when it is idle, a task goes out alone at once.
 
-Nothing a peer sends can crash the loop: malformed, unknown, wrong-version or inconsistent messages
-get an :class:`~pydispatch.wire.protocol.Error` reply (or are logged and dropped if there is nobody
-to reply to); oversized ones never reach Python (``ZMQ_MAXMSGSIZE`` disconnects the peer).
+Each message kind a dispatcher accepts has its handler (``_on_<kind>``), found by the
+message's type in a table built once. Nothing a peer sends can crash the loop: malformed,
+unknown, wrong-version or inconsistent messages get an :class:`~pydispatch.wire.protocol.Error`
+reply (or are logged and dropped if there is nobody to reply to); oversized ones never reach
+Python (``ZMQ_MAXMSGSIZE`` disconnects the peer).
+
+Three parts of the dispatcher live in modules of their own, each owned by :class:`Dispatcher`:
+:class:`~pydispatch.runtime.client_book.ClientBook` (its clients, their sending sockets, when
+each was last heard from), :class:`~pydispatch.runtime.leasing.Leasing` (the leases it grants)
+and :class:`~pydispatch.runtime.outbox.Outbox` (what clients hear of their tasks, coalesced per
+round); dataflow job masters are supervised by :mod:`~pydispatch.runtime.job_masters`.
 """
 
 from __future__ import annotations
@@ -20,13 +28,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, cast
 
 import zmq
 
 from ..scheduling import scheduler as s
-from ..scheduling.leases import Lease, Leases
 from ..scheduling.placer import Placer
 from ..scheduling.solver_placer import solver_placer
 from ..wire import protocol as p
@@ -42,8 +49,11 @@ from ..wire.transport import (
     send,
     split_envelope,
 )
+from .client_book import ClientBook
 from .job_masters import JobHosts
+from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
+from .outbox import STARTED_DELAY, Outbox
 
 __all__ = ["DEFAULT_PREFETCH", "Dispatcher", "run_dispatcher"]
 
@@ -60,11 +70,11 @@ _KEEP_FREE: Final = 256 << 20  # freed heap the dispatcher keeps for the next la
 _BATCH: Final = 4096  # messages handled before a placement round, at most
 _JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _KEEP_ENDED_JOBS: Final = 100  # ended dataflow jobs listed by `pydispatch jobs`
-_RESULTS_PER_MESSAGE: Final = 2048
 _MAX_COUNT: Final = 1 << 24  # direct attempts a slot may count in one Done (0.2 s of them)
-# "Started" notices wait this long for a result to ride with: a short task then costs its
-# client one message, not two (``future.running()`` turns true up to this much later).
-_STARTED_DELAY: Final = 0.002
+
+Frames = list[zmq.Frame]
+# A message kind's handler: (sender's identity, message, its frames, time.monotonic()).
+_Handler = Callable[[bytes, Any, Frames, float], None]
 
 
 @dataclass(slots=True)
@@ -99,7 +109,6 @@ class Dispatcher:
         # silent for client_timeout has its queued tasks failed (running ones finish): a
         # client killed outright must not keep the cluster busy, nor its fair share.
         self.client_timeout = client_timeout
-        self._client_seen: dict[bytes, float] = {}
         # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
         self._exit_with_parent = exit_with_parent
         self.heartbeat_interval = heartbeat_interval
@@ -115,22 +124,18 @@ class Dispatcher:
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self.epoch = uuid.uuid4().hex  # tells clients apart a restarted dispatcher
-        self._clients: set[bytes] = set()
-        # A client's second (sending) socket -> the client's identity (see ClientHello.sender).
-        self._senders: dict[bytes, bytes] = {}
-        self._sender_of: dict[bytes, bytes] = {}  # and back
+        self._clients = ClientBook(client_timeout, self.scheduler.knows_peer)
         self._worker_names: dict[bytes, str] = {}
-        self._leases = Leases()
+        self._leasing = Leasing(self.scheduler, self._send)  # the direct lanes, granted here
         self.protocol_errors = 0
-        # Per-round outgoing buffers, flushed once per loop iteration.
-        self._results: dict[bytes, list[s.Resolve]] = {}
-        # Per client: when its oldest pending notice came, and the task ids started since.
-        self._started: dict[bytes, tuple[float, list[int]]] = {}
+        # What clients hear of their tasks, flushed once per loop iteration.
+        self._outbox = Outbox(self._send, self._forget_client)
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
         # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
         self._job_hosts = JobHosts(
             self.endpoint, self._send, self._jobs, self._job_update, enabled=job_masters
         )
+        self._handlers = self._handler_table()
 
     # --------------------------------------------------------------------------- loop
 
@@ -145,8 +150,8 @@ class Dispatcher:
         try:
             while not self._stop.is_set():
                 wait_ms = max(0, int((next_tick - time.monotonic()) * 1000))
-                if self._started:
-                    wait_ms = min(wait_ms, 1 + int(_STARTED_DELAY * 1000))
+                if self._outbox.started_waiting:
+                    wait_ms = min(wait_ms, 1 + int(STARTED_DELAY * 1000))
                 if poller.poll(min(wait_ms, 200)):
                     self._receive_batch()
                 now = time.monotonic()
@@ -159,11 +164,11 @@ class Dispatcher:
                     self._guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
                     self._guarded(self._job_hosts.reap)
                 self._guarded(lambda: self._perform(self.scheduler.schedule()))
-                if self.scheduler.waiting and self._leases.any_open:
+                if self.scheduler.waiting and self._leasing.any_open:
                     # Tasks wait for a slot: leased ones go back to work once their direct
-                    # attempts are done (see _leases).
-                    self._guarded(lambda: self._close_leases(self._leases.close_all()))
-                self._guarded(self._flush)
+                    # attempts are done (see Leasing).
+                    self._guarded(self._leasing.close_all)
+                self._guarded(self._outbox.flush)
         finally:
             self._job_hosts.close()  # no job master outlives its dispatcher
             self._socket.close(linger=0)
@@ -171,14 +176,12 @@ class Dispatcher:
 
     def _silent_clients(self, now: float) -> list[s.Instruction]:
         out: list[s.Instruction] = []
-        for client, seen in list(self._client_seen.items()):
-            if now - seen > self.client_timeout:
-                self._client_seen[client] = now  # its clock restarts: no work each tick
-                reason = f"its client was silent for {now - seen:.1f} s (presumed gone)"
-                failed = self.scheduler.fail_queued(client, reason)
-                if failed:
-                    log.warning("client %r silent: %d queued task(s) failed", client, len(failed))
-                out += failed
+        for client, silence in self._clients.silent(now):
+            reason = f"its client was silent for {silence:.1f} s (presumed gone)"
+            failed = self.scheduler.fail_queued(client, reason)
+            if failed:
+                log.warning("client %r silent: %d queued task(s) failed", client, len(failed))
+            out += failed
         return out
 
     @staticmethod
@@ -197,9 +200,9 @@ class Dispatcher:
                 return
             self._handle_parts(parts)
 
-    def _handle_parts(self, parts: list[zmq.Frame]) -> None:
+    def _handle_parts(self, parts: Frames) -> None:
         identity = parts[0].bytes
-        identity = self._senders.get(identity, identity)  # a client's sending socket: the client
+        identity = self._clients.senders.get(identity, identity)  # a client's sending socket
         try:
             _, body = split_envelope(parts, routed=True)
             message, frames = parse(body)
@@ -227,189 +230,214 @@ class Dispatcher:
 
     # ----------------------------------------------------------------------- messages
 
-    def _handle(self, identity: bytes, message: p.Message, frames: list[zmq.Frame]) -> None:
+    def _handle(self, identity: bytes, message: p.Message, frames: Frames) -> None:
         now = time.monotonic()
-        if identity in self._client_seen:
-            self._client_seen[identity] = now
-        match message:
-            case p.Submit(tasks=tasks, lease=ask_lease):
-                if identity not in self._clients:
-                    raise p.ProtocolError("send ClientHello before Submit")
-                self._perform(self._submit(identity, tasks, frames, ask_lease))
-            case p.Done(results=results, direct_finished=finished, direct_cancelled=cancelled):
-                if not (0 <= finished <= _MAX_COUNT and 0 <= cancelled <= _MAX_COUNT):
-                    raise p.ProtocolError(f"implausible counts {finished}, {cancelled}")
-                # Only a registered slot counts (a removed one's results are discarded below).
-                if (finished or cancelled) and self.scheduler.knows_slot(identity):
-                    self.scheduler.count_direct(finished, cancelled)
-                self._perform(self._done(identity, results, frames, now))
-            case p.LeaseClosed(lease_id=lease_id):
-                lease = self._leases.confirm_closed(lease_id, identity)
-                if lease is not None:
-                    self._perform(self.scheduler.unlease_slot(lease.worker, lease.slot))
-            case p.KillDirect(lease_id=lease_id, attempt_id=attempt_id):
-                self._kill_direct(identity, lease_id, attempt_id)
-            case p.ReturnLease(lease_id=lease_id):
-                lease = self._leases.get(lease_id, identity)
-                if lease is not None and lease.open:
-                    self._close_leases(self._leases.close_client(identity))
-            case p.Heartbeat(worker=worker):
-                self._perform(self.scheduler.heartbeat(worker, now))
-            case p.Cancel(task_ids=task_ids, force=force):
-                self._perform(self.scheduler.cancel(identity, task_ids, force))
-            case p.ClientHello(version=version, sender=sender):
-                self._check_version(version)
-                if sender:
-                    self._add_sender(identity, sender)
-                self._clients.add(identity)
-                self._client_seen[identity] = now
-                welcome = p.Welcome(
-                    p.PROTOCOL_VERSION,
-                    self.scheduler.total_slots,
-                    self.epoch,
-                    self.client_timeout / 4,
-                )
-                self._send(identity, welcome)
-            case p.Register() as register:
-                self._check_version(register.version)
-                for name, amount in register.resources.items():
-                    if not math.isfinite(amount) or amount < 0:
-                        raise p.ProtocolError(f"invalid resource {name}={amount}")
-                if len(set(register.slot_ids)) != len(register.slot_ids) or len(
-                    register.slot_ids
-                ) > max(0, register.slots):
-                    raise p.ProtocolError(
-                        f"{len(register.slot_ids)} slot identities for {register.slots} slots"
-                    )
-                # "worker": its name, so a job master can pin a slice where the solver put it.
-                labels = {"node": register.node, "worker": register.name, **register.labels}
-                self._worker_names[identity] = register.name
-                self._perform(
-                    self.scheduler.register_worker(
-                        identity,
-                        now=now,
-                        name=register.name,
-                        node=register.node,
-                        pid=register.pid,
-                        slots=register.slots,
-                        resources=register.resources,
-                        labels=labels,
-                        data_address=register.data_address,
-                        slot_ids=register.slot_ids,
-                    )
-                )
-                self._send(identity, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
-                log.info("worker %s registered (%d slots)", register.name, register.slots)
-            case p.SlotHello(version=version, direct=direct):
-                self._check_version(version)
-                if direct and not direct.startswith(("tcp://", "ipc://")):
-                    raise p.ProtocolError(f"a direct endpoint must be tcp:// or ipc://: {direct}")
-                self._leases.slot_endpoint(identity, direct)
-                # Stateless: the slot's worker registers it (Register or SlotReady) once it
-                # knows the dispatcher can route to it, which this reply proves.
-                self._send(identity, p.SlotWelcome())
-            case p.SlotReady(slot=slot):
-                self._perform(self.scheduler.slot_ready(identity, slot, now))
-            case p.SlotLost(slot=slot, running=running, status=status, error=error):
-                if status not in ("failed", "cancelled", "lost"):
-                    raise p.ProtocolError(f"a lost slot's attempt cannot end {status!r}")
-                self._end_leases(self._leases.slot_gone(identity, slot), running, status, error)
-                self._perform(self.scheduler.slot_lost(identity, slot, running, status, error, now))
-            case p.Drain():
-                self._close_leases(self._leases.close_worker(identity))
-                self._perform(self.scheduler.drain_worker(identity, now))
-            case p.Goodbye():
-                self._perform(self.scheduler.deregister_worker(identity, now))
-            case p.ClientBye():
-                self._forget_client(identity)
-            case p.StatusRequest():
-                self._send(identity, self._status(now))
-            case p.JobUpdate(job=job):
-                self._job_update(self._job_hosts.seen(job))
-            case p.JobsRequest():
-                self._send(identity, p.JobsReply(list(self._jobs.values())))
-            case p.SubmitJob():
-                self._job_hosts.submit(identity, message, frames)
-            case p.JobPayloadRequest():
-                self._job_hosts.payload(identity, message)
-            case p.JobHostReport():
-                self._job_hosts.report(message)
-            case _:
-                raise p.ProtocolError(f"a dispatcher does not accept {type(message).__name__}")
+        seen = self._clients.seen
+        if identity in seen:
+            seen[identity] = now
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            raise p.ProtocolError(f"a dispatcher does not accept {type(message).__name__}")
+        handler(identity, message, frames, now)
 
-    def _add_sender(self, client: bytes, sender: bytes) -> None:
-        owner = self._senders.get(sender)
-        if (
-            sender == client
-            or sender in self._clients
-            or owner not in (None, client)
-            or self.scheduler.knows_peer(sender)
-        ):
-            raise p.ProtocolError("the hello names a sender identity that is taken")
-        previous = self._sender_of.get(client)
-        if previous is not None and previous != sender:
-            del self._senders[previous]  # one sending socket per client
-        self._senders[sender] = client
-        self._sender_of[client] = sender
+    def _handler_table(self) -> dict[type[Any], _Handler]:
+        """One handler per message kind a dispatcher accepts, by the message's exact type (a
+        dict lookup: the hot loop's cheapest dispatch, the same for every kind)."""
+        return {
+            p.Submit: self._on_submit,
+            p.Done: self._on_done,
+            p.LeaseClosed: self._on_lease_closed,
+            p.KillDirect: self._on_kill_direct,
+            p.ReturnLease: self._on_return_lease,
+            p.Heartbeat: self._on_heartbeat,
+            p.Cancel: self._on_cancel,
+            p.ClientHello: self._on_client_hello,
+            p.Register: self._on_register,
+            p.SlotHello: self._on_slot_hello,
+            p.SlotReady: self._on_slot_ready,
+            p.SlotLost: self._on_slot_lost,
+            p.Drain: self._on_drain,
+            p.Goodbye: self._on_goodbye,
+            p.ClientBye: self._on_client_bye,
+            p.StatusRequest: self._on_status_request,
+            p.JobUpdate: self._on_job_update,
+            p.JobsRequest: self._on_jobs_request,
+            p.SubmitJob: self._on_submit_job,
+            p.JobPayloadRequest: self._on_job_payload_request,
+            p.JobHostReport: self._on_job_host_report,
+        }
+
+    def _on_submit(self, peer: bytes, m: p.Submit, frames: Frames, now: float) -> None:
+        if peer not in self._clients:
+            raise p.ProtocolError("send ClientHello before Submit")
+        sizes = frame_sizes(frames)
+        new: list[s.NewTask] = []
+        refused: list[s.Instruction] = []
+        for spec in m.tasks:
+            try:
+                p.check_blob(spec.fn, sizes)
+                p.check_blob(spec.args, sizes)
+                if spec.kind not in p.KINDS:
+                    raise p.ProtocolError(f"unknown task kind {spec.kind}")
+            except p.ProtocolError as error:
+                self.protocol_errors += 1
+                refused.append(
+                    s.Resolve(peer, spec.task_id, "failed", error=f"protocol error: {error}")
+                )
+                continue
+            own: list[FrameLike] = []
+            placed: dict[int, int] = {}
+            payload = _Payload(
+                spec.kind,
+                rebase(spec.fn, frames, own, placed),
+                rebase(spec.args, frames, own, placed),
+                own,
+                spec.priority,
+            )
+            if m.lease and len(m.tasks) == 1 and _leasable(spec):
+                payload.lease_for = peer
+            new.append(
+                s.NewTask(
+                    spec.task_id, payload, spec.resources, spec.labels, spec.priority, spec.retries
+                )
+            )
+        self._perform(refused + self.scheduler.submit(peer, new))
+
+    def _on_done(self, peer: bytes, m: p.Done, frames: Frames, now: float) -> None:
+        finished, cancelled = m.direct_finished, m.direct_cancelled
+        if not (0 <= finished <= _MAX_COUNT and 0 <= cancelled <= _MAX_COUNT):
+            raise p.ProtocolError(f"implausible counts {finished}, {cancelled}")
+        # Only a registered slot counts (a removed one's results are discarded below).
+        if (finished or cancelled) and self.scheduler.knows_slot(peer):
+            self.scheduler.count_direct(finished, cancelled)
+        sizes = frame_sizes(frames)
+        outcomes = []
+        for result in m.results:
+            if result.attempt_id < 0:
+                continue  # a worker's "not started" for a direct attempt: the slot answers it
+            status, value, error = result.status, None, result.error
+            if result.value is not None:
+                try:
+                    p.check_blob(result.value, sizes)
+                    value = (result.value, frames)
+                except p.ProtocolError as problem:
+                    self.protocol_errors += 1
+                    status, error = "failed", f"protocol error in the worker's result: {problem}"
+            outcomes.append(
+                s.AttemptOutcome(
+                    result.attempt_id, status, value, error, result.traceback, result.seconds
+                )
+            )
+        self._perform(self.scheduler.attempts_finished(peer, outcomes, now))
+
+    def _on_lease_closed(self, peer: bytes, m: p.LeaseClosed, frames: Frames, now: float) -> None:
+        self._perform(self._leasing.confirm_closed(m.lease_id, peer))
+
+    def _on_kill_direct(self, peer: bytes, m: p.KillDirect, frames: Frames, now: float) -> None:
+        self._leasing.kill_direct(peer, m.lease_id, m.attempt_id)
+
+    def _on_return_lease(self, peer: bytes, m: p.ReturnLease, frames: Frames, now: float) -> None:
+        self._leasing.return_lease(peer, m.lease_id)
+
+    def _on_heartbeat(self, peer: bytes, m: p.Heartbeat, frames: Frames, now: float) -> None:
+        self._perform(self.scheduler.heartbeat(m.worker, now))
+
+    def _on_cancel(self, peer: bytes, m: p.Cancel, frames: Frames, now: float) -> None:
+        self._perform(self.scheduler.cancel(peer, m.task_ids, m.force))
+
+    def _on_client_hello(self, peer: bytes, m: p.ClientHello, frames: Frames, now: float) -> None:
+        self._check_version(m.version)
+        self._clients.hello(peer, m.sender, now)
+        welcome = p.Welcome(
+            p.PROTOCOL_VERSION, self.scheduler.total_slots, self.epoch, self.client_timeout / 4
+        )
+        self._send(peer, welcome)
+
+    def _on_register(self, peer: bytes, m: p.Register, frames: Frames, now: float) -> None:
+        self._check_version(m.version)
+        for name, amount in m.resources.items():
+            if not math.isfinite(amount) or amount < 0:
+                raise p.ProtocolError(f"invalid resource {name}={amount}")
+        if len(set(m.slot_ids)) != len(m.slot_ids) or len(m.slot_ids) > max(0, m.slots):
+            raise p.ProtocolError(f"{len(m.slot_ids)} slot identities for {m.slots} slots")
+        # "worker": its name, so a job master can pin a slice where the solver put it.
+        labels = {"node": m.node, "worker": m.name, **m.labels}
+        self._worker_names[peer] = m.name
+        self._perform(
+            self.scheduler.register_worker(
+                peer,
+                now=now,
+                name=m.name,
+                node=m.node,
+                pid=m.pid,
+                slots=m.slots,
+                resources=m.resources,
+                labels=labels,
+                data_address=m.data_address,
+                slot_ids=m.slot_ids,
+            )
+        )
+        self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
+        log.info("worker %s registered (%d slots)", m.name, m.slots)
+
+    def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
+        self._check_version(m.version)
+        if m.direct and not m.direct.startswith(("tcp://", "ipc://")):
+            raise p.ProtocolError(f"a direct endpoint must be tcp:// or ipc://: {m.direct}")
+        self._leasing.slot_endpoint(peer, m.direct)
+        # Stateless: the slot's worker registers it (Register or SlotReady) once it knows the
+        # dispatcher can route to it, which this reply proves.
+        self._send(peer, p.SlotWelcome())
+
+    def _on_slot_ready(self, peer: bytes, m: p.SlotReady, frames: Frames, now: float) -> None:
+        self._perform(self.scheduler.slot_ready(peer, m.slot, now))
+
+    def _on_slot_lost(self, peer: bytes, m: p.SlotLost, frames: Frames, now: float) -> None:
+        if m.status not in ("failed", "cancelled", "lost"):
+            raise p.ProtocolError(f"a lost slot's attempt cannot end {m.status!r}")
+        self._leasing.slot_gone(peer, m.slot, m.running, m.status, m.error)
+        self._perform(self.scheduler.slot_lost(peer, m.slot, m.running, m.status, m.error, now))
+
+    def _on_drain(self, peer: bytes, m: p.Drain, frames: Frames, now: float) -> None:
+        self._leasing.close_worker(peer)
+        self._perform(self.scheduler.drain_worker(peer, now))
+
+    def _on_goodbye(self, peer: bytes, m: p.Goodbye, frames: Frames, now: float) -> None:
+        self._perform(self.scheduler.deregister_worker(peer, now))
+
+    def _on_client_bye(self, peer: bytes, m: p.ClientBye, frames: Frames, now: float) -> None:
+        self._forget_client(peer)
+
+    def _on_status_request(
+        self, peer: bytes, m: p.StatusRequest, frames: Frames, now: float
+    ) -> None:
+        self._send(peer, self._status(now))
+
+    def _on_job_update(self, peer: bytes, m: p.JobUpdate, frames: Frames, now: float) -> None:
+        self._job_update(self._job_hosts.seen(m.job))
+
+    def _on_jobs_request(self, peer: bytes, m: p.JobsRequest, frames: Frames, now: float) -> None:
+        self._send(peer, p.JobsReply(list(self._jobs.values())))
+
+    def _on_submit_job(self, peer: bytes, m: p.SubmitJob, frames: Frames, now: float) -> None:
+        self._job_hosts.submit(peer, m, frames)
+
+    def _on_job_payload_request(
+        self, peer: bytes, m: p.JobPayloadRequest, frames: Frames, now: float
+    ) -> None:
+        self._job_hosts.payload(peer, m)
+
+    def _on_job_host_report(
+        self, peer: bytes, m: p.JobHostReport, frames: Frames, now: float
+    ) -> None:
+        self._job_hosts.report(m)
+
+    # ---------------------------------------------------------------- for the handlers
 
     def _forget_client(self, client: bytes) -> None:
-        self._clients.discard(client)
-        self._client_seen.pop(client, None)
-        sender = self._sender_of.pop(client, None)
-        if sender is not None:
-            del self._senders[sender]
-        self._close_leases(self._leases.close_client(client))
+        self._clients.forget(client)
+        self._leasing.close_client(client)
         self._perform(self.scheduler.client_gone(client))
-
-    # ------------------------------------------------------------------------ leases
-
-    def _grant_lease(self, client: bytes, slot: bytes, worker: bytes) -> None:
-        # A client asks only when it holds no lease: one it dropped (its slot refused it) is
-        # closed here, or its slot would stay reserved for nothing.
-        self._close_leases(self._leases.close_client(client))
-        lease = self._leases.grant(client, slot, worker)
-        if lease is None:
-            return
-        if not self.scheduler.lease_slot(worker, slot):
-            self._leases.discard(lease)
-            return
-        # The slot hears first: the client's first DirectRun most likely finds the lease open
-        # (if not, the slot refuses it and the client sends the task through us).
-        self._send(slot, p.LeaseOpen(lease.lease_id))
-        granted = p.LeaseGranted(lease.lease_id, lease.address, self._worker_names.get(worker, ""))
-        if not self._send(client, granted):
-            self._close_leases(self._leases.close_client(client))
-
-    def _close_leases(self, leases: list[Lease]) -> None:
-        """Closed: their slots refuse new direct attempts, answer those they took, then say
-        LeaseClosed (and get work again); their clients send through us again."""
-        for lease in leases:
-            self.scheduler.close_lease(lease.worker, lease.slot)
-            self._send(lease.slot, p.LeaseClose(lease.lease_id))
-            self._send(lease.client, p.LeaseEnded(lease.lease_id))
-
-    def _end_leases(self, leases: list[Lease], running: int, status: p.Status, error: str) -> None:
-        """These leases' slots are gone: each client hears which of its direct attempts was
-        running (with its outcome); the others it sent there never started."""
-        for lease in leases:
-            if running < 0 and -running >> 32 == lease.lease_id:
-                ended = p.LeaseEnded(lease.lease_id, running, status, error)
-                if status != "lost":  # killed by a forced cancel, or crashed by the task
-                    self.scheduler.count_direct(
-                        cancelled=status == "cancelled", failed=status == "failed"
-                    )
-            else:
-                ended = p.LeaseEnded(lease.lease_id, 0, "lost", error)
-            self._send(lease.client, ended)
-
-    def _kill_direct(self, client: bytes, lease_id: int, attempt_id: int) -> None:
-        lease = self._leases.get(lease_id, client)
-        if lease is None or attempt_id >= 0 or -attempt_id >> 32 != lease_id:
-            return  # its slot is gone already (the client hears of it), or nonsense
-        # As for a dispatcher attempt: the slot skips it if not started, and its worker kills
-        # the slot if running it (the slot's loss then ends the lease, naming the attempt).
-        self._send(lease.slot, p.Kill([attempt_id]))
-        self._send(lease.worker, p.Kill([attempt_id]))
 
     def _job_update(self, job: p.JobInfo) -> None:
         self._jobs.pop(job.job_id, None)  # re-inserted last: the dict stays in update order
@@ -426,78 +454,20 @@ class Dispatcher:
                 f"version {p.PROTOCOL_VERSION})"
             )
 
-    def _submit(
-        self, client: bytes, tasks: list[p.TaskSpec], frames: list[zmq.Frame], lease: bool
-    ) -> list[s.Instruction]:
-        sizes = frame_sizes(frames)
-        new: list[s.NewTask] = []
-        refused: list[s.Instruction] = []
-        for spec in tasks:
-            try:
-                p.check_blob(spec.fn, sizes)
-                p.check_blob(spec.args, sizes)
-                if spec.kind not in p.KINDS:
-                    raise p.ProtocolError(f"unknown task kind {spec.kind}")
-            except p.ProtocolError as error:
-                self.protocol_errors += 1
-                refused.append(
-                    s.Resolve(client, spec.task_id, "failed", error=f"protocol error: {error}")
-                )
-                continue
-            own: list[FrameLike] = []
-            placed: dict[int, int] = {}
-            payload = _Payload(
-                spec.kind,
-                rebase(spec.fn, frames, own, placed),
-                rebase(spec.args, frames, own, placed),
-                own,
-                spec.priority,
-            )
-            if lease and len(tasks) == 1 and _leasable(spec):
-                payload.lease_for = client
-            new.append(
-                s.NewTask(
-                    spec.task_id, payload, spec.resources, spec.labels, spec.priority, spec.retries
-                )
-            )
-        return refused + self.scheduler.submit(client, new)
-
-    def _done(
-        self, worker: bytes, results: list[p.AttemptResult], frames: list[zmq.Frame], now: float
-    ) -> list[s.Instruction]:
-        sizes = frame_sizes(frames)
-        outcomes = []
-        for result in results:
-            if result.attempt_id < 0:
-                continue  # a worker's "not started" for a direct attempt: the slot answers it
-            status, value, error = result.status, None, result.error
-            if result.value is not None:
-                try:
-                    p.check_blob(result.value, sizes)
-                    value = (result.value, frames)
-                except p.ProtocolError as problem:
-                    self.protocol_errors += 1
-                    status, error = "failed", f"protocol error in the worker's result: {problem}"
-            outcomes.append(
-                s.AttemptOutcome(
-                    result.attempt_id, status, value, error, result.traceback, result.seconds
-                )
-            )
-        return self.scheduler.attempts_finished(worker, outcomes, now)
-
     # ------------------------------------------------------------------- instructions
 
     def _perform(self, instructions: list[s.Instruction]) -> None:
         for ins in instructions:
             match ins:
                 case s.Resolve():
-                    self._queue_result(ins)
+                    self._outbox.result(ins)
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
                     if self._send_run(slot, attempts):
                         for _, payload in attempts:
                             task = cast(_Payload, payload)
                             if task.lease_for:  # once: not again if it is retried
-                                self._grant_lease(task.lease_for, slot, worker)
+                                name = self._worker_names.get(worker, "")
+                                self._leasing.grant(task.lease_for, slot, worker, name)
                                 task.lease_for = b""
                     else:
                         # Dead (its worker reports that soon) or cut off from us while its
@@ -509,7 +479,7 @@ class Dispatcher:
                         self._perform(self.scheduler.slot_unreachable(worker, slot))
                         self._send(worker, p.ReplaceSlot(slot))
                 case s.NotifyStarted(client=client, task_ids=ids):
-                    self._started.setdefault(client, (time.monotonic(), []))[1].extend(ids)
+                    self._outbox.started(client, ids)
                 case s.KillAttempts(worker=worker, slot=slot, attempt_ids=ids):
                     self._send(slot, p.Kill(ids))
                     self._send(worker, p.Kill(ids))
@@ -518,7 +488,7 @@ class Dispatcher:
                 case s.AskToReregister(worker=worker):
                     self._send(worker, p.Reregister())
                 case s.ForgetWorker(worker=worker, reason=reason):
-                    self._end_leases(self._leases.worker_gone(worker), 0, "lost", reason)
+                    self._leasing.worker_gone(worker, reason)
                     name = self._worker_names.pop(worker, worker.hex())
                     level = (
                         logging.INFO if reason in ("drained", "deregistered") else logging.WARNING
@@ -542,60 +512,13 @@ class Dispatcher:
             )
         return self._send(slot, p.Run(specs), frames)
 
-    def _queue_result(self, resolve: s.Resolve) -> None:
-        self._results.setdefault(resolve.client, []).append(resolve)
-
-    def _flush(self) -> None:
-        # One message per client per round: what started and what ended travel together.
-        due = time.monotonic() - _STARTED_DELAY
-        for client in [c for c, (since, _) in self._started.items() if since <= due]:
-            if client not in self._results:
-                self._send(client, p.Started(self._started.pop(client)[1]))
-        for client, pending in self._results.items():
-            started = self._started.pop(client, (0.0, []))[1]
-            for start in range(0, len(pending), _RESULTS_PER_MESSAGE):
-                frames: list[FrameLike] = []
-                placed: dict[int, int] = {}
-                results = []
-                for resolve in pending[start : start + _RESULTS_PER_MESSAGE]:
-                    blob = None
-                    if resolve.value is not None:
-                        value, own = cast(tuple[p.Blob, list[FrameLike]], resolve.value)
-                        blob = rebase(value, own, frames, placed)
-                    results.append(
-                        p.TaskResult(
-                            resolve.task_id,
-                            resolve.status,
-                            blob,
-                            resolve.error,
-                            resolve.traceback,
-                            resolve.worker,
-                        )
-                    )
-                if not self._send(client, p.Results(results, started), frames):
-                    self._forget_client(client)
-                    break
-                started = []
-        self._results.clear()
-
     def _status(self, now: float) -> p.StatusReply:
         snap = self.scheduler.snapshot(now)
         c = snap.counters
         return p.StatusReply(
+            # The scheduler's own snapshots, heartbeat ages to the millisecond.
             workers=[
-                p.WorkerStatus(
-                    w.name,
-                    w.node,
-                    w.pid,
-                    w.slots,
-                    w.slots_used,
-                    w.resources,
-                    w.free_resources,
-                    w.labels,
-                    round(w.seconds_since_heartbeat, 3),
-                    w.draining,
-                    w.data_address,
-                )
+                replace(w, seconds_since_heartbeat=round(w.seconds_since_heartbeat, 3))
                 for w in snap.workers
             ],
             queued=snap.queued,

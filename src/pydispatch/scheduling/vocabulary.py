@@ -129,6 +129,10 @@ class AttemptOutcome:
 
 @dataclass(frozen=True, slots=True)
 class WorkerSnapshot:
+    """A worker as :meth:`Scheduler.snapshot` sees it; also what a ``StatusReply`` carries
+    (msgspec encodes it as a map of these fields in this order: renaming, reordering or
+    retyping a field changes the wire format, and a new one needs a default)."""
+
     name: str
     node: str
     pid: int

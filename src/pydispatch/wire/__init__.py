@@ -1,7 +1,9 @@
 """The wire: every message pydispatch's processes exchange, and their framing (internal).
 
-- ``protocol``: each message kind a tagged msgspec struct, one union per plane (control, job,
-  data), and the protocol version;
+- ``protocol``: what every plane shares (the header base, blobs, errors, the protocol version,
+  the codec) and the control plane: clients, the dispatcher, workers and slots (:data:`Message`);
+- ``job_plane``: a job master's control socket, its slices and handles (``JobMessage``);
+- ``data_plane``: micro-batches, watermarks and credits between subtasks (``DataMessage``);
 - ``transport``: framing over pyzmq, apart from any logic: headers, pickled objects with numpy
   buffers as raw frames, data-plane batches as raw columns.
 """

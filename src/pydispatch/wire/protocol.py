@@ -26,10 +26,12 @@ the dispatcher never unpickles), which starts a job-master process per job; that
 the job (:class:`JobPayloadRequest`) and reports back (:class:`JobHostReport`) before the
 submitter hears :class:`JobAccepted` or an :class:`Error` naming the reason.
 
-Dataflow jobs have two planes of their own, each a separate tagged union so that a socket
-decodes only what may arrive there: :data:`JobMessage` on a job master's control socket
-(slices, ``pydispatch cancel``; the version travels on :class:`SliceReady`) and
-:data:`DataMessage` between subtasks (batches with numeric columns as raw frames).
+Dataflow jobs have two planes of their own, each a separate tagged union in a module of its own
+so that a socket decodes only what may arrive there: ``job_plane.JobMessage`` on a job master's
+control socket (slices, ``pydispatch cancel``; the version travels on ``SliceReady``) and
+``data_plane.DataMessage`` between subtasks (batches with numeric columns as raw frames). This
+module holds what every plane shares (the header base, blobs, errors, the codec) and the
+control plane, :data:`Message`: clients, the dispatcher, workers and slots.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from typing import Any, Final, Literal, cast
 
 import msgspec
 
+from ..scheduling.vocabulary import WorkerSnapshot
+
 __all__ = [
-    "BATCH_COLUMNS",
-    "BATCH_PICKLED",
     "INLINE",
     "KINDS",
     "KIND_CALL",
@@ -48,35 +50,24 @@ __all__ = [
     "KIND_MAP1",
     "PROTOCOL_VERSION",
     "AttemptResult",
-    "BatchData",
     "Blob",
     "BufferMeta",
     "Cancel",
     "ClientBye",
     "ClientHello",
-    "Column",
-    "Credit",
-    "DataMessage",
     "DirectDone",
     "DirectRun",
     "Done",
     "Drain",
-    "EndOfInput",
     "Error",
     "Goodbye",
+    "Header",
     "Heartbeat",
     "JobAccepted",
-    "JobCancel",
-    "JobCancelled",
     "JobHostReport",
     "JobInfo",
-    "JobMessage",
     "JobPayload",
     "JobPayloadRequest",
-    "JobResultReply",
-    "JobResultRequest",
-    "JobStatusReply",
-    "JobStatusRequest",
     "JobUpdate",
     "JobsReply",
     "JobsRequest",
@@ -87,10 +78,7 @@ __all__ = [
     "LeaseEnded",
     "LeaseGranted",
     "LeaseOpen",
-    "MasterAck",
-    "MasterAlive",
     "Message",
-    "Peers",
     "ProtocolError",
     "Register",
     "Registered",
@@ -100,9 +88,6 @@ __all__ = [
     "ReturnLease",
     "Run",
     "RunSpec",
-    "SliceFailed",
-    "SliceMetrics",
-    "SliceReady",
     "SlotHello",
     "SlotLost",
     "SlotReady",
@@ -113,16 +98,13 @@ __all__ = [
     "StatusRequest",
     "Submit",
     "SubmitJob",
-    "SubtaskFigures",
     "TaskResult",
     "TaskSpec",
-    "Watermark",
     "Welcome",
-    "WorkerStatus",
+    "WorkerSnapshot",
     "check_blob",
     "decode",
-    "decode_data",
-    "decode_job",
+    "decode_with",
     "encode",
 ]
 
@@ -152,7 +134,7 @@ class ProtocolError(Exception):
     """A message could not be decoded or does not follow the protocol."""
 
 
-class _Header(msgspec.Struct, array_like=True, tag=True):
+class Header(msgspec.Struct, array_like=True, tag=True):
     """Base of every message header; the tag (class name) selects the kind on decoding."""
 
 
@@ -181,7 +163,7 @@ class Blob(msgspec.Struct, array_like=True):
 # ---------------------------------------------------------------- handshakes and errors
 
 
-class ClientHello(_Header):
+class ClientHello(Header):
     """A client's first word, repeated as a liveness signal while it has tasks outstanding.
 
     ``sender``: the identity of the client's second socket, which its application threads
@@ -195,7 +177,7 @@ class ClientHello(_Header):
     sender: bytes = b""
 
 
-class Welcome(_Header):
+class Welcome(Header):
     """Reply to :class:`ClientHello` (clients repeat it; a new ``epoch`` = a restart)."""
 
     version: int
@@ -206,7 +188,7 @@ class Welcome(_Header):
     hello_interval: float = 2.0
 
 
-class Register(_Header):
+class Register(Header):
     """A worker process announces itself (again, after a blip or a dispatcher restart)."""
 
     version: int
@@ -222,14 +204,14 @@ class Register(_Header):
     slot_ids: list[bytes] = []
 
 
-class Registered(_Header):
+class Registered(Header):
     """Reply to :class:`Register`: the heartbeat settings the worker must follow."""
 
     heartbeat_interval: float
     heartbeat_timeout: float
 
 
-class Error(_Header):
+class Error(Header):
     """Something the peer sent was refused; ``code`` is machine-readable."""
 
     code: str
@@ -250,14 +232,14 @@ class TaskSpec(msgspec.Struct, array_like=True):
     retries: int = 3
 
 
-class Submit(_Header):
+class Submit(Header):
     tasks: list[TaskSpec]
     # The client asks for a lease on the slot its first task is placed on (see LeaseGranted):
     # it does so for a lone task without resources or labels, when it holds no lease.
     lease: bool = False
 
 
-class Started(_Header):
+class Started(Header):
     """These tasks have been placed on a worker (futures move to RUNNING)."""
 
     task_ids: list[int]
@@ -272,12 +254,12 @@ class TaskResult(msgspec.Struct, array_like=True):
     worker: str = ""
 
 
-class Results(_Header):
+class Results(Header):
     results: list[TaskResult]
     started: list[int] = []  # task ids placed on workers since the last message (see Started)
 
 
-class Cancel(_Header):
+class Cancel(Header):
     task_ids: list[int]
     force: bool = False
 
@@ -290,7 +272,7 @@ class Cancel(_Header):
 # (``-(lease_id << 32 | n)``): unique per dispatcher, never an attempt id of the dispatcher's.
 
 
-class LeaseGranted(_Header):
+class LeaseGranted(Header):
     """Dispatcher -> client: ``address`` is the slot's direct endpoint, open to this lease."""
 
     lease_id: int
@@ -298,7 +280,7 @@ class LeaseGranted(_Header):
     worker: str = ""  # the slot's worker, by name
 
 
-class LeaseEnded(_Header):
+class LeaseEnded(Header):
     """Dispatcher -> client: the lease is over. If its slot is gone, ``running`` (0: none) was
     the direct attempt it was running, ending ``status`` (as for SlotLost) with ``error``; the
     other direct attempts sent to it did not start. A lease ended with its slot alive
@@ -310,7 +292,7 @@ class LeaseEnded(_Header):
     error: str = ""
 
 
-class KillDirect(_Header):
+class KillDirect(Header):
     """Client -> dispatcher: force-cancel a direct attempt: its slot skips it if it has not
     started, and its worker kills the slot if it is running it (see Kill)."""
 
@@ -318,39 +300,39 @@ class KillDirect(_Header):
     attempt_id: int
 
 
-class ReturnLease(_Header):
+class ReturnLease(Header):
     """Client -> dispatcher: this lease is of no use here (its slot's endpoint cannot be
     reached from the client): close it."""
 
     lease_id: int
 
 
-class LeaseOpen(_Header):
+class LeaseOpen(Header):
     """Dispatcher -> slot: accept DirectRun under this lease."""
 
     lease_id: int
 
 
-class LeaseClose(_Header):
+class LeaseClose(Header):
     """Dispatcher -> slot: refuse DirectRun under this lease from now on."""
 
     lease_id: int
 
 
-class LeaseClosed(_Header):
+class LeaseClosed(Header):
     """Slot -> dispatcher: every direct attempt it took under this closed lease is done."""
 
     lease_id: int
 
 
-class DirectRun(_Header):
+class DirectRun(Header):
     """Client -> slot, on the slot's direct endpoint."""
 
     lease_id: int
     attempt: RunSpec
 
 
-class DirectDone(_Header):
+class DirectDone(Header):
     """Slot -> client, on the direct endpoint: a direct attempt's outcome. ``refused``: the
     lease is not open there (the client sends the task through the dispatcher instead)."""
 
@@ -358,30 +340,18 @@ class DirectDone(_Header):
     refused: bool = False
 
 
-class ClientBye(_Header):
+class ClientBye(Header):
     """The client shuts down: its queued tasks are dropped."""
 
 
-class StatusRequest(_Header):
+class StatusRequest(Header):
     pass
 
 
-class WorkerStatus(msgspec.Struct):
-    name: str
-    node: str
-    pid: int
-    slots: int
-    slots_used: int
-    resources: dict[str, float]
-    free_resources: dict[str, float]
-    labels: dict[str, str]
-    seconds_since_heartbeat: float
-    draining: bool
-    data_address: str = ""
-
-
-class StatusReply(_Header):
-    workers: list[WorkerStatus]
+class StatusReply(Header):
+    # The scheduler's own snapshot type (a frozen dataclass): msgspec encodes each as a map of
+    # its fields, in their order, so the wire stays the same as when this was a struct here.
+    workers: list[WorkerSnapshot]
     queued: int
     running: int
     finished: int
@@ -395,13 +365,13 @@ class StatusReply(_Header):
 # ------------------------------------------------------------------- dispatcher <-> worker
 
 
-class Heartbeat(_Header):
+class Heartbeat(Header):
     """Sent by the worker's heartbeat thread on its own socket, so it names its worker."""
 
     worker: bytes
 
 
-class Reregister(_Header):
+class Reregister(Header):
     """The dispatcher does not know this worker (removed, or restarted): register again."""
 
 
@@ -413,18 +383,18 @@ class RunSpec(msgspec.Struct, array_like=True):
     priority: int = 0  # the worker runs what it holds highest priority first
 
 
-class Run(_Header):
+class Run(Header):
     attempts: list[RunSpec]
 
 
-class Kill(_Header):
+class Kill(Header):
     """Force-cancel these attempts. Sent to the slot holding them (it skips those it has not
     started) and to its worker (it kills the slot process if one of them is running)."""
 
     attempt_ids: list[int]
 
 
-class SlotHello(_Header):
+class SlotHello(Header):
     """A slot process's first message on its own socket (repeated until welcomed)."""
 
     version: int
@@ -432,24 +402,24 @@ class SlotHello(_Header):
     direct: str = ""  # its direct endpoint, for lease holders ("": none)
 
 
-class SlotWelcome(_Header):
+class SlotWelcome(Header):
     """Reply to :class:`SlotHello`: the dispatcher can route to this slot now."""
 
 
-class SlotReady(_Header):
+class SlotReady(Header):
     """Worker -> dispatcher: a new slot process (replacing a lost one) is welcomed."""
 
     slot: bytes
 
 
-class ReplaceSlot(_Header):
+class ReplaceSlot(Header):
     """Dispatcher -> worker: this slot cannot be reached; its attempts went back to the queue.
     Kill it and start another (announced with :class:`SlotReady` as usual)."""
 
     slot: bytes
 
 
-class SlotLost(_Header):
+class SlotLost(Header):
     """Worker -> dispatcher: this slot process is gone (died, or killed by the worker).
 
     ``running`` is the attempt it was running (0: none); its outcome is ``status``, with
@@ -471,18 +441,18 @@ class AttemptResult(msgspec.Struct, array_like=True):
     seconds: float = 0.0  # how long the task ran on its slot (the dispatcher sizes prefetch)
 
 
-class Done(_Header):
+class Done(Header):
     results: list[AttemptResult]
     # Direct attempts finished since the last Done, and those cancelled before they started.
     direct_finished: int = 0
     direct_cancelled: int = 0
 
 
-class Drain(_Header):
+class Drain(Header):
     """The worker is draining (SIGTERM): place nothing new on it."""
 
 
-class Goodbye(_Header):
+class Goodbye(Header):
     """Worker -> dispatcher: deregister me. Dispatcher -> worker: drained, you may exit."""
 
 
@@ -500,21 +470,21 @@ class JobInfo(msgspec.Struct, array_like=True):
     slices: int
 
 
-class JobUpdate(_Header):
+class JobUpdate(Header):
     """Client -> dispatcher: a job master announces its job and each change of state."""
 
     job: JobInfo
 
 
-class JobsRequest(_Header):
+class JobsRequest(Header):
     """Anyone -> dispatcher: which dataflow jobs do you know of?"""
 
 
-class JobsReply(_Header):
+class JobsReply(Header):
     jobs: list[JobInfo]
 
 
-class SubmitJob(_Header):
+class SubmitJob(Header):
     """Anyone -> dispatcher: host this job in a job-master process (``runtime.job_masters``).
 
     ``payload`` is the cloudpickled job (its graph, options and original operator ids) in
@@ -528,14 +498,14 @@ class SubmitJob(_Header):
     payload: Blob
 
 
-class JobAccepted(_Header):
+class JobAccepted(Header):
     """Dispatcher -> submitter: the job runs; its master serves requests at ``endpoint``."""
 
     job_id: str
     endpoint: str
 
 
-class JobPayloadRequest(_Header):
+class JobPayloadRequest(Header):
     """Job-master process -> dispatcher: the job it was started for (answered with
     :class:`JobPayload`); ``token`` is the secret it was started with."""
 
@@ -543,13 +513,13 @@ class JobPayloadRequest(_Header):
     token: str
 
 
-class JobPayload(_Header):
+class JobPayload(Header):
     name: str
     priority: int
     payload: Blob
 
 
-class JobHostReport(_Header):
+class JobHostReport(Header):
     """Job-master process -> dispatcher: the job is deployed (``endpoint``), or refused
     (``code`` and ``error``: forwarded to the submitter as an :class:`Error`)."""
 
@@ -605,182 +575,18 @@ Message = (
 )
 
 
-# ---------------------------------------------------------- dataflow job plane (control)
-# The job master's control ROUTER (``_jobrun``), its slices (``_exec_task``) and the job's
-# handles (``_jobclient``) speak only these, decoded with :func:`decode_job`: a peer that can
-# connect there cannot make the master unpickle anything (requests to the master are one header
-# frame; only the master's :class:`JobResultReply` carries frames, to the handle that asked).
-# The version travels on :class:`SliceReady`, a slice's first report.
-
-
-class SubtaskFigures(msgspec.Struct, array_like=True):
-    """One subtask's metrics as a running slice reports them (keys: operator ids)."""
-
-    records_in: dict[int, int]
-    records_out: dict[int, int]
-    bytes_out: int
-    batches_out: int
-    busy: float
-    backpressured: float
-    max_in_flight: int
-
-
-class SliceReady(_Header):
-    """Slice -> master: up, its subtasks' data endpoints (by global subtask id)."""
-
-    version: int
-    attempt: int
-    index: int
-    endpoints: dict[int, str]
-    pid: int
-
-
-class SliceMetrics(_Header):
-    """Slice -> master, every half second while running (answered with :class:`MasterAlive`)."""
-
-    attempt: int
-    index: int
-    figures: dict[int, SubtaskFigures]
-
-
-class SliceFailed(_Header):
-    """Slice -> master: a subtask raised (answered with :class:`MasterAck`)."""
-
-    attempt: int
-    index: int
-    error: str
-
-
-class Peers(_Header):
-    """Master -> slices, once every slice of the attempt is ready: every data endpoint."""
-
-    peers: dict[int, str]
-
-
-class MasterAlive(_Header):
-    """Master -> slice: the answer to a metrics report (a slice ends if it hears none)."""
-
-
-class MasterAck(_Header):
-    """Master -> slice: the failure was received (the master kills the attempt's slots)."""
-
-
-class JobCancel(_Header):
-    """``pydispatch cancel`` -> master: cancel the job (answered with :class:`JobCancelled`)."""
-
-
-class JobCancelled(_Header):
-    cancelled: bool  # False: the job had ended already
-
-
-class JobStatusRequest(_Header):
-    """A job's handle -> master: state and figures (answered with :class:`JobStatusReply`)."""
-
-
-class JobStatusReply(_Header):
-    """``metrics``: plain data only (numbers, strings, lists, dicts), as ``metrics()`` gives."""
-
-    job_id: str
-    name: str
-    state: str
-    metrics: dict[str, Any]
-
-
-class JobResultRequest(_Header):
-    """A job's handle -> master: the outcome, once the job has ended. The master answers
-    with :class:`JobResultReply` as soon as it has one, or with :class:`JobStatusReply`
-    after ``wait`` seconds (a long poll: no polling loop while a job runs for hours)."""
-
-    wait: float = 0.0
-
-
-class JobResultReply(_Header):
-    """The job's outcome: ``state`` FINISHED (``result``: the pickled user records and
-    figures, in frames after the header), FAILED (``error``) or CANCELED."""
-
-    job_id: str
-    name: str
-    state: str
-    metrics: dict[str, Any]
-    error: str = ""
-    result: Blob | None = None
-
-
-JobMessage = (
-    SliceReady
-    | SliceMetrics
-    | SliceFailed
-    | Peers
-    | MasterAlive
-    | MasterAck
-    | JobCancel
-    | JobCancelled
-    | JobStatusRequest
-    | JobStatusReply
-    | JobResultRequest
-    | JobResultReply
-    | Error
-)
-
-# ------------------------------------------------------------- dataflow job plane (data)
-# A producer subtask's DEALER sends ``[header, *frames]`` to a consumer's ROUTER, decoded with
-# :func:`decode_data`. Numeric columns travel as raw frames described by :class:`Column`;
-# anything else (records, object columns) is user data and travels pickled in a :class:`Blob`.
-
-BATCH_COLUMNS: Final = "columns"  # a columnar batch: ``columns`` describe its raw frames
-BATCH_PICKLED: Final = "pickled"  # a list of records (or object columns): ``pickled``
-
-
-class Column(msgspec.Struct, array_like=True):
-    """One numpy column of a columnar batch, its memory in frame ``frame``."""
-
-    name: str
-    dtype: str  # numpy dtype string, e.g. "<f8" (never an object dtype)
-    shape: tuple[int, ...]
-    frame: int
-    nbytes: int
-
-
-class BatchData(_Header):
-    edge: int
-    kind: Literal["columns", "pickled"]
-    columns: list[Column] = []
-    pickled: Blob | None = None
-
-
-class Watermark(_Header):
-    """A watermark on ``edge``: a plain number, else (a user's time type) pickled in ``pickled``."""
-
-    edge: int
-    mark: int | float = 0
-    pickled: Blob | None = None
-
-
-class EndOfInput(_Header):
-    """The producer sent its last batch on ``edge``."""
-
-    edge: int
-
-
-class Credit(_Header):
-    """Consumer -> producer: one batch processed, one more may be sent."""
-
-
-DataMessage = BatchData | Watermark | EndOfInput | Credit
-
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
 
-_job_decoder = msgspec.msgpack.Decoder(JobMessage)
-_data_decoder = msgspec.msgpack.Decoder(DataMessage)
-
-
-def encode(message: Message | JobMessage | DataMessage) -> bytes:
+def encode(message: Header) -> bytes:
+    """One header of any plane: :data:`Message`, ``job_plane.JobMessage`` or
+    ``data_plane.DataMessage``."""
     return _encoder.encode(message)
 
 
-def _decode(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> Any:
+def decode_with(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> Any:
+    """Decode one header with a plane's decoder; malformed input raises :class:`ProtocolError`."""
     try:
         return decoder.decode(data)
     # msgspec raises UnicodeDecodeError (a ValueError) for invalid UTF-8 in a tag or string.
@@ -790,17 +596,7 @@ def _decode(decoder: msgspec.msgpack.Decoder[Any], data: bytes | memoryview) -> 
 
 def decode(data: bytes | memoryview) -> Message:
     """Decode one header; any malformed input raises :class:`ProtocolError`, never crashes."""
-    return cast(Message, _decode(_decoder, data))
-
-
-def decode_job(data: bytes | memoryview) -> JobMessage:
-    """Decode a job plane control header (:data:`JobMessage`); raises :class:`ProtocolError`."""
-    return cast(JobMessage, _decode(_job_decoder, data))
-
-
-def decode_data(data: bytes | memoryview) -> DataMessage:
-    """Decode a job plane data header (:data:`DataMessage`); raises :class:`ProtocolError`."""
-    return cast(DataMessage, _decode(_data_decoder, data))
+    return cast(Message, decode_with(_decoder, data))
 
 
 def check_blob(blob: Blob, frame_sizes: list[int]) -> None:

@@ -18,21 +18,16 @@ from typing import Any, Final, TypeAlias
 import cloudpickle
 import zmq
 
+from .data_plane import BatchData, Column, DataMessage, Watermark, decode_data
+from .job_plane import JobMessage, decode_job
 from .protocol import (
     INLINE,
-    BatchData,
     Blob,
     BufferMeta,
-    Column,
-    DataMessage,
-    JobMessage,
     Message,
     ProtocolError,
-    Watermark,
     check_blob,
     decode,
-    decode_data,
-    decode_job,
     encode,
 )
 

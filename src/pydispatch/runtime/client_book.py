@@ -1,0 +1,71 @@
+"""The dispatcher's book of its clients: which peers said ``ClientHello``, the second (sending)
+socket each may have, and when each was last heard from.
+
+A client may send on a socket of its own besides the one it receives on
+(:attr:`~pydispatch.wire.protocol.ClientHello.sender`): messages from that identity count as the
+client's. A client with tasks outstanding says hello every ``timeout / 4`` seconds; one silent
+for ``timeout`` is presumed gone (the dispatcher fails its queued tasks; running ones finish), so
+a client killed outright does not keep the cluster busy, nor its fair share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..wire import protocol as p
+
+__all__ = ["ClientBook"]
+
+
+class ClientBook:
+    """``is_peer`` tells whether an identity is a registered worker or slot (a client's sender
+    identity must not be one)."""
+
+    def __init__(self, timeout: float, is_peer: Callable[[bytes], bool]) -> None:
+        self.timeout = timeout
+        self._is_peer = is_peer
+        self._clients: set[bytes] = set()
+        # Read on every message (the dispatcher's hot loop), hence public:
+        self.seen: dict[bytes, float] = {}  # client -> when it was last heard from
+        self.senders: dict[bytes, bytes] = {}  # a client's sending socket -> the client
+        self._sender_of: dict[bytes, bytes] = {}  # and back
+
+    def __contains__(self, identity: bytes) -> bool:
+        return identity in self._clients
+
+    def hello(self, client: bytes, sender: bytes, now: float) -> None:
+        """``client`` said hello, naming its sending socket (``b""``: none of its own)."""
+        if sender:
+            self._add_sender(client, sender)
+        self._clients.add(client)
+        self.seen[client] = now
+
+    def forget(self, client: bytes) -> None:
+        self._clients.discard(client)
+        self.seen.pop(client, None)
+        sender = self._sender_of.pop(client, None)
+        if sender is not None:
+            del self.senders[sender]
+
+    def silent(self, now: float) -> list[tuple[bytes, float]]:
+        """The clients silent for over ``timeout``, with for how long; the clock of each
+        restarts (so they are not found again at every tick)."""
+        out = [(c, now - seen) for c, seen in self.seen.items() if now - seen > self.timeout]
+        for client, _ in out:
+            self.seen[client] = now
+        return out
+
+    def _add_sender(self, client: bytes, sender: bytes) -> None:
+        owner = self.senders.get(sender)
+        if (
+            sender == client
+            or sender in self._clients
+            or owner not in (None, client)
+            or self._is_peer(sender)
+        ):
+            raise p.ProtocolError("the hello names a sender identity that is taken")
+        previous = self._sender_of.get(client)
+        if previous is not None and previous != sender:
+            del self.senders[previous]  # one sending socket per client
+        self.senders[sender] = client
+        self._sender_of[client] = sender

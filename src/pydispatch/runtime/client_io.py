@@ -1,0 +1,561 @@
+"""The client's I/O: its sockets and I/O thread, and the futures of the tasks it sent.
+
+:class:`ClientIO` is what the ``Executor`` facade (``client``: ``pydispatch.Client``) stands on.
+It says hello to the dispatcher and keeps saying it (a restarted dispatcher is noticed), sends
+tasks (batched into ``Submit`` messages), keeps the table of outstanding futures and resolves
+them from results, and sends lone tasks on the direct lane of a lease (``lane``).
+:class:`TaskFuture` is defined here, as this module makes and resolves the futures (``client``
+imports this module, never the reverse, and re-exports it as ``pydispatch.TaskFuture``).
+
+Two sockets, because zmq sockets are not thread-safe: the I/O thread receives on one (and
+says hello and asks for status there, so that answers come back to it), and everything else
+the client says goes out on the other, from any thread, under a lock. ``submit`` pickles in the
+caller's thread and appends to an outbox. When the task is the only one outstanding the caller
+sends it at once itself (a round trip then costs no thread hand-off); otherwise it wakes the
+I/O thread through a pipe, which sends everything waiting as one ``Submit`` message, so tasks
+submitted in a tight loop coalesce into few messages without any timer.
+
+The direct lane: a lone task without resources or labels asks the dispatcher for a lease on
+the slot it is placed on. Once granted, the next lone plain tasks go straight to that slot and
+their results come straight back (two hops instead of four), received by the caller waiting in
+``result()`` itself (see ``lane``). When the lease ends the client sends tasks through the
+dispatcher again; one that was out on the lane is sent there too (if its slot died while
+running it, that counts as a retry, as it does for the dispatcher), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, InvalidStateError
+from functools import partial
+from typing import Any, Final, Protocol, cast
+
+import zmq
+
+from ..errors import RemoteError, RemoteTraceback, TaskFailedError
+from ..wire import protocol as p
+from ..wire.transport import (
+    FrameLike,
+    Socket,
+    dumps,
+    loads,
+    make_socket,
+    rebase,
+    receive_pending,
+    send,
+)
+from .lane import DirectAttempt, Lane
+
+__all__ = ["ClientIO", "TaskFuture"]
+
+log = logging.getLogger(__name__)
+
+_MAX_TASKS_PER_SUBMIT: Final = 8192
+_HELLO_EVERY: Final = 2.0  # seconds between liveness hellos (until the dispatcher says)
+
+
+class _Client(Protocol):
+    """What a future uses of the client that made it (``client.Client``, which imports this
+    module: named by its shape, not imported)."""
+
+    _lane: Lane
+
+    def _send_cancel(self, task_ids: list[int], force: bool) -> None: ...
+
+
+class TaskFuture(Future[Any]):
+    """A future for one task; also awaitable from asyncio (``await future``)."""
+
+    def __init__(self, client: _Client, task_id: int) -> None:
+        super().__init__()
+        self._client = client
+        self.task_id = task_id
+        self.worker = ""  # the worker that produced the outcome, once known
+        self._lane_attempt = 0  # its direct attempt while out on the lane (see lane)
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        if cancelled:
+            self._client._send_cancel([self.task_id], force=False)
+        return cancelled
+
+    def result(self, timeout: float | None = None) -> Any:
+        return super().result(self._receive_direct(timeout))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return super().exception(self._receive_direct(timeout))
+
+    def _receive_direct(self, timeout: float | None) -> float | None:
+        """A direct attempt's outcome is received by its waiting caller itself (no hand-off
+        from the I/O thread). Returns what is left of ``timeout``."""
+        attempt_id = self._lane_attempt
+        if not attempt_id or self._state != "RUNNING":
+            return timeout
+        start = time.monotonic()
+        self._client._lane.wait(self, attempt_id, timeout)
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return asyncio.wrap_future(self).__await__()
+
+    def _cancel_running(self) -> None:
+        """Cancel even though RUNNING: the dispatcher confirmed a forced cancellation."""
+        with self._condition:
+            if self._state == "RUNNING":
+                self._state = "PENDING"  # lets Future.cancel() do all its notifications
+            super().cancel()
+
+
+class ClientIO:
+    """A client's connection to the dispatcher at ``address``: sockets, I/O thread, futures.
+
+    Made by ``client``; the hello goes out and the I/O thread starts at once (see
+    :meth:`welcome`). ``client`` is what the futures made here name as theirs.
+    """
+
+    def __init__(self, client: _Client, address: str, name: str, max_message_size: int) -> None:
+        self.total_slots = 0
+        self._client = client
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._sock: Socket = make_socket(
+            self._context,
+            zmq.DEALER,
+            max_message_size=max_message_size,
+            identity=f"client-{uuid.uuid4().hex}".encode(),
+        )
+        self._sock.connect(address)
+        # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
+        # ever answers on it (see _drain_sender).
+        self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
+        self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
+        self._sender.connect(address)
+        self._send_lock = threading.Lock()
+        self.lane = Lane(self._context, max_message_size, self._lane_result, self._lane_refused)
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._futures: dict[int, TaskFuture] = {}
+        self._outbox: list[tuple[p.TaskSpec, list[FrameLike]]] = []
+        self._controls: list[p.Message] = []
+        self._requests: list[p.Message] = []  # sent by the I/O thread on its own socket
+        self._wake_pending = False
+        self._io_done = False
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        # Closed only when this is collected: once the I/O thread is done nothing writes to
+        # the pipe (_io_done), and the fd numbers cannot be reused meanwhile.
+        weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
+        self._functions: dict[int, tuple[Callable[..., Any], p.Blob, list[FrameLike]]] = {}
+        self.closing = False  # no new tasks: the I/O thread ends once all are done
+        self._terminated: str | None = None
+        self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
+        self._welcome: queue.Queue[p.Welcome | p.Error] = queue.Queue()
+        self._hello_answered = False
+        # The dispatcher's epoch changes when it restarts: tasks sent to the old one are lost.
+        # While tasks are outstanding the client says hello every _HELLO_EVERY seconds, and a
+        # new epoch fails the futures of every task already sent (ids <= _sent_through).
+        self._epoch = ""
+        self._sent_through = -1
+        self._last_hello = time.monotonic()
+        self._hello_every = _HELLO_EVERY
+        send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
+        self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------ the facade's requests
+
+    def welcome(self, timeout: float) -> p.Welcome | p.Error | None:
+        """The dispatcher's answer to the first hello (None: none within ``timeout``)."""
+        try:
+            reply = self._welcome.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(reply, p.Welcome):
+            self.total_slots = reply.total_slots
+        return reply
+
+    def submit(
+        self,
+        kind: int,
+        fn: Callable[..., Any],
+        args: object,
+        resources: dict[str, float] | None,
+        labels: dict[str, str] | None,
+        priority: int,
+        retries: int,
+    ) -> TaskFuture:
+        """Pickle a task (in the caller's thread) and send it or queue it; its arguments were
+        checked (``closing`` included) by the caller."""
+        fn_blob, fn_frames = self._function_blob(fn)
+        frames: list[FrameLike] = list(fn_frames)  # the function's blob indexes from 0
+        args_blob = dumps(args, frames)
+        with self._lock:  # ids are taken under the lock so the outbox is in id order
+            task_id = next(self._ids)
+            future = TaskFuture(self._client, task_id)
+            spec = p.TaskSpec(
+                task_id, kind, fn_blob, args_blob, resources or {}, labels or {}, priority, retries
+            )
+            self._futures[task_id] = future
+            # Alone (a caller waiting on one task at a time): no hand-off, no batch to wait for.
+            alone = len(self._futures) == 1 and not self._wake_pending
+            plain = kind == p.KIND_CALL and not resources and not labels
+            lane = alone and plain and self.lane.lease_id != 0
+            if not lane:
+                self._outbox.append((spec, frames))
+        if not alone:
+            self._wake()
+            return future
+        if lane:
+            if self._send_direct(future, spec, frames):
+                return future
+            if returned := self.lane.unreachable():
+                self.send_control(p.ReturnLease(returned))
+            with self._lock:  # (after the tasks submitted meanwhile, if any: ids may interleave)
+                self._outbox.append((spec, frames))
+        self._send_outbox(ask_lease=plain and self.lane.usable and not self.lane.lease_id)
+        return future
+
+    def force_cancel(self, future: TaskFuture) -> None:
+        """Ask for a running task to be stopped: on the lane, its leased slot is killed."""
+        attempt_id = future._lane_attempt
+        lease_id = self.lane.kill(attempt_id) if attempt_id else 0
+        if lease_id:
+            self.send_control(p.KillDirect(lease_id, attempt_id))
+        else:
+            self.send_control(p.Cancel([future.task_id], True))
+
+    def send_control(self, message: p.Message) -> None:
+        """Send ``message`` to the dispatcher (from the I/O thread, after the tasks queued)."""
+        with self._lock:
+            self._controls.append(message)
+        self._wake()
+
+    def status(self, timeout: float) -> p.StatusReply:
+        with self._lock:  # asked on the receiving socket: the answer comes back there
+            self._requests.append(p.StatusRequest())
+        self._wake()
+        return self._status_replies.get(timeout=timeout)
+
+    def start_closing(self) -> list[TaskFuture]:
+        """Take no new tasks: the I/O thread says goodbye and ends once every future is done
+        (after the next :meth:`wake`). Returns the futures outstanding."""
+        with self._lock:
+            self.closing = True
+            return list(self._futures.values())
+
+    def terminate(self, reason: str) -> None:
+        """Close now: every unfinished future fails with ``ConnectionError(reason)``."""
+        with self._lock:
+            self.closing = True
+            self._terminated = reason
+        self._wake()
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=5)
+
+    def wake(self) -> None:
+        """Have the I/O thread look at what is queued (and at ``closing``)."""
+        self._wake()
+
+    # ------------------------------------------------------------------ internals
+
+    def _send_direct(self, future: TaskFuture, spec: p.TaskSpec, frames: list[FrameLike]) -> bool:
+        try:
+            attempt_id = self.lane.try_send(future, spec, frames, partial(_mark_direct, future))
+        except Exception:
+            log.exception("could not send a task to its leased slot: sending it to the dispatcher")
+            return False
+        if not attempt_id:
+            return False
+        with self._lock:  # a restarted dispatcher's Welcome fails it (its slot is replaced)
+            self._sent_through = max(self._sent_through, spec.task_id)
+        return True
+
+    def _function_blob(self, fn: Callable[..., Any]) -> tuple[p.Blob, list[FrameLike]]:
+        # Pickle each function once; the same frame objects let the I/O thread send a
+        # function once per Submit message however many tasks use it.
+        cached = self._functions.get(id(fn))
+        if cached is None or cached[0] is not fn:
+            own: list[FrameLike] = []
+            blob = dumps(fn, own, inline_limit=0)
+            if len(self._functions) > 64:
+                self._functions.clear()
+            cached = self._functions[id(fn)] = (fn, blob, own)
+        return cached[1], cached[2]
+
+    def _wake(self) -> None:
+        with self._lock:
+            if self._wake_pending or self._io_done:
+                return
+            self._wake_pending = True
+        os.write(self._wake_write, b"x")
+
+    # -------------------------------------------------------------------- I/O thread
+
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._wake_read, zmq.POLLIN)
+        poller.register(self.lane.fd, zmq.POLLIN)
+        try:
+            while True:
+                ready = dict(poller.poll(100))
+                if self._wake_read in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_read, 4096)
+                self._send_outbox()
+                self._send_requests()
+                if self._sock in ready:
+                    try:
+                        self._receive()
+                    except Exception:  # the I/O thread must outlive any bad message
+                        log.exception("error handling a message from the dispatcher")
+                if self.lane.fd in ready:
+                    try:
+                        self.lane.receive()
+                    except Exception:
+                        log.exception("error handling a message from a leased slot")
+                if self._terminated is not None:
+                    self._fail_unfinished(self._terminated)
+                    self._send_controls(p.ClientBye())  # after a job master's last word
+                    return
+                if self.closing and self._all_done():
+                    self._send_controls(p.ClientBye())
+                    return
+                # Even when idle: a restarted dispatcher learns this client's sending socket
+                # from it, and answers on the receiving one, where we listen. While closing,
+                # only until the last result (then Bye goes out instead, on the other socket).
+                if time.monotonic() - self._last_hello > self._hello_every and (
+                    self._futures or not self.closing
+                ):
+                    self._last_hello = time.monotonic()
+                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
+                    self._drain_sender()
+        finally:
+            self.lane.close()
+            with self._send_lock:
+                with self._lock:
+                    self._io_done = True
+                self._sender.close(linger=500)
+            self._sock.close(linger=500)
+            self._context.term()
+
+    def _send_requests(self) -> None:
+        with self._lock:
+            requests, self._requests = self._requests, []
+        for message in requests:
+            send(self._sock, message)
+
+    def _drain_sender(self) -> None:
+        # The dispatcher answers on the sending socket only a peer it does not know, i.e.
+        # after it restarted and before our next hello: refusals worth a log line, which must
+        # not pile up unread either.
+        with self._send_lock:
+            for message, _ in receive_pending(self._sender, "the dispatcher"):
+                if isinstance(message, p.Error):
+                    log.error(
+                        "the dispatcher refused a message: %s: %s", message.code, message.message
+                    )
+
+    def _fail_unfinished(self, reason: str, through: int | None = None) -> None:
+        """Fail unfinished futures (only ids <= ``through`` if given)."""
+        with self._lock:
+            lost = [i for i in self._futures if through is None or i <= through]
+        self._fail_tasks(lost, partial(ConnectionError, reason))
+
+    def _all_done(self) -> bool:
+        with self._lock:
+            return all(f.done() for f in self._futures.values())
+
+    def _send_outbox(self, ask_lease: bool = False) -> None:
+        with self._send_lock:  # taken first: what is taken from the outbox goes out in order
+            with self._lock:
+                if self._io_done:
+                    return
+                outbox, self._outbox = self._outbox, []
+                controls, self._controls = self._controls, []
+                self._wake_pending = False
+            self._send_taken(outbox, controls, ask_lease and len(outbox) == 1)
+
+    def _send_taken(
+        self,
+        outbox: list[tuple[p.TaskSpec, list[FrameLike]]],
+        controls: list[p.Message],
+        ask_lease: bool = False,
+    ) -> None:
+        for start in range(0, len(outbox), _MAX_TASKS_PER_SUBMIT):
+            frames: list[FrameLike] = []
+            placed: dict[int, int] = {}
+            specs = []
+            for spec, own in outbox[start : start + _MAX_TASKS_PER_SUBMIT]:
+                # Renumbered in place: a spec is sent once, and nothing else holds it.
+                spec.fn = rebase(spec.fn, own, frames, placed)
+                spec.args = rebase(spec.args, own, frames, placed)
+                specs.append(spec)
+            with self._lock:  # before the send: a restart's Welcome may come right after it
+                # (max: a task back from the lane may be older than what went out already)
+                self._sent_through = max(self._sent_through, max(s.task_id for s in specs))
+            try:
+                send(self._sender, p.Submit(specs, ask_lease), frames)
+            except Exception as error:  # nothing taken from the outbox may be lost silently
+                log.exception("could not send %d task(s) to the dispatcher", len(specs))
+                reason = f"the task could not be sent: {error}"
+                self._fail_tasks([s.task_id for s in specs], partial(TaskFailedError, reason))
+        for message in controls:
+            send(self._sender, message)
+
+    def _fail_tasks(self, task_ids: list[int], error: Callable[[], BaseException]) -> None:
+        """Fail these tasks' futures, each with its own ``error()`` (tracebacks attach to it)."""
+        with self._lock:
+            futures = [self._futures.pop(i, None) for i in task_ids]
+        for future in futures:
+            if future is not None:
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(error())
+
+    def _send_controls(self, last: p.Message) -> None:
+        with self._send_lock:
+            with self._lock:
+                controls, self._controls = self._controls, []
+            for message in [*controls, last]:
+                send(self._sender, message)
+
+    def _receive(self) -> None:
+        for message, frames in receive_pending(self._sock, "the dispatcher"):
+            match message:
+                case p.Results(results=results, started=ids):
+                    self._mark_started(ids)
+                    self._resolve_all(results, frames)
+                case p.Started(task_ids=ids):
+                    self._mark_started(ids)
+                case p.StatusReply():
+                    self._status_replies.put(message)
+                case p.Welcome() | p.Error() if not self._hello_answered:
+                    self._hello_answered = True
+                    if isinstance(message, p.Welcome):
+                        self._epoch = message.epoch
+                        self._hello_every = min(_HELLO_EVERY, max(0.01, message.hello_interval))
+                    self._welcome.put(message)
+                case p.Welcome(epoch=epoch, total_slots=slots):
+                    self.total_slots = slots
+                    if epoch != self._epoch:
+                        log.error("the dispatcher restarted: tasks sent to it before are lost")
+                        self._epoch = epoch
+                        self.lane.reset()  # its slots were replaced: what was out is lost
+                        self._fail_unfinished(
+                            "the dispatcher restarted; this task was lost", self._sent_through
+                        )
+                case p.LeaseGranted(lease_id=lease_id, address=address, worker=worker):
+                    self.lane.grant(lease_id, address, worker)
+                case p.LeaseEnded() as ended:
+                    for attempt, started in self.lane.ended(ended):
+                        self._resubmit(attempt, started, ended.error)
+                case p.Error(code=code, message=text):
+                    log.error("the dispatcher refused a message: %s: %s", code, text)
+                case _:
+                    log.error("unexpected %s from the dispatcher", type(message).__name__)
+
+    # ------------------------------------------------------------------ the direct lane
+
+    def _lane_result(
+        self, attempt: DirectAttempt, result: p.AttemptResult, frames: list[zmq.Frame]
+    ) -> None:
+        task_id = attempt.spec.task_id
+        with self._lock:
+            future = self._futures.pop(task_id, None)
+        if future is not None:
+            outcome = p.TaskResult(
+                task_id, result.status, result.value, result.error, result.traceback
+            )
+            outcome.worker = self.lane.worker
+            self._resolve(future, outcome, frames)
+
+    def _lane_refused(self, attempt: DirectAttempt) -> None:
+        self._resubmit(attempt, False, "")
+
+    def _resubmit(self, attempt: DirectAttempt, started: bool, error: str) -> None:
+        """Send a task that was out on the lane through the dispatcher instead."""
+        spec = attempt.spec
+        future = cast(TaskFuture, attempt.future)
+        future._lane_attempt = 0
+        if started:  # its slot died running it: a retry, as the dispatcher would count it
+            spec.retries -= 1
+            if spec.retries < 0:
+                reason = f"its worker was lost and it has no retries left: {error}"
+                self._fail_tasks([spec.task_id], partial(TaskFailedError, reason))
+                return
+        with self._lock:
+            if spec.task_id not in self._futures:
+                return  # failed meanwhile (the client was terminated)
+            self._outbox.append((spec, attempt.frames))
+        self._wake()
+
+    # ------------------------------------------------------------------ resolving futures
+
+    def _mark_started(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            started = [self._futures.get(i) for i in ids]
+        for future in started:
+            # A re-queued task is started again: it is RUNNING already.
+            if future is not None and future._state == "PENDING":
+                future.set_running_or_notify_cancel()
+
+    def _resolve_all(self, results: list[p.TaskResult], frames: list[zmq.Frame]) -> None:
+        with self._lock:  # once per message, not per result
+            futures = [self._futures.pop(result.task_id, None) for result in results]
+        for future, result in zip(futures, results, strict=True):
+            if future is not None:
+                self._resolve(future, result, frames)
+
+    def _resolve(self, future: TaskFuture, result: p.TaskResult, frames: list[zmq.Frame]) -> None:
+        future.worker = result.worker
+        try:
+            if result.status == "cancelled":
+                future._cancel_running()
+            elif result.status == "ok":
+                value = loads(result.value, frames) if result.value is not None else None
+                future.set_result(value)
+            else:
+                future.set_exception(self._exception(result, frames))
+        except InvalidStateError:
+            pass  # cancelled here while its result was on its way
+
+    @staticmethod
+    def _exception(result: p.TaskResult, frames: list[zmq.Frame]) -> BaseException:
+        if result.status != "error":
+            return TaskFailedError(result.error or f"task {result.status}")
+        try:
+            exc = loads(result.value, frames) if result.value is not None else None
+        except Exception as problem:
+            exc = RemoteError(f"{result.error} (could not be unpickled here: {problem})")
+        if not isinstance(exc, BaseException):
+            exc = RemoteError(result.error)
+        if result.traceback:
+            exc.__cause__ = RemoteTraceback(result.traceback)
+        return exc
+
+
+def _mark_direct(future: TaskFuture, attempt_id: int) -> None:
+    """Before its DirectRun goes (0: it did not go): like a task the dispatcher placed, it is
+    RUNNING, and cancel() cannot stop it."""
+    with future._condition:
+        future._lane_attempt = attempt_id
+        if attempt_id and future._state == "PENDING":
+            future._state = "RUNNING"
+        elif not attempt_id and future._state == "RUNNING":
+            future._state = "PENDING"
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)

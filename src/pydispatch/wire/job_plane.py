@@ -1,0 +1,152 @@
+"""The dataflow job plane: what a job master's control socket, its slices and the job's handles
+say to each other (one tagged union, :data:`JobMessage`).
+
+The job master's control ROUTER (``dataflow.job_run``), its slices (``dataflow.slice``) and the
+job's handles (``dataflow.handle``) speak only these, decoded with :func:`decode_job`: a peer
+that can connect there cannot make the master unpickle anything (requests to the master are one
+header frame; only the master's :class:`JobResultReply` carries frames, to the handle that
+asked). The protocol version travels on :class:`SliceReady`, a slice's first report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import msgspec
+
+from .protocol import Blob, Error, Header, decode_with
+
+__all__ = [
+    "JobCancel",
+    "JobCancelled",
+    "JobMessage",
+    "JobResultReply",
+    "JobResultRequest",
+    "JobStatusReply",
+    "JobStatusRequest",
+    "MasterAck",
+    "MasterAlive",
+    "Peers",
+    "SliceFailed",
+    "SliceMetrics",
+    "SliceReady",
+    "SubtaskFigures",
+    "decode_job",
+]
+
+
+class SubtaskFigures(msgspec.Struct, array_like=True):
+    """One subtask's metrics as a running slice reports them (keys: operator ids)."""
+
+    records_in: dict[int, int]
+    records_out: dict[int, int]
+    bytes_out: int
+    batches_out: int
+    busy: float
+    backpressured: float
+    max_in_flight: int
+
+
+class SliceReady(Header):
+    """Slice -> master: up, its subtasks' data endpoints (by global subtask id)."""
+
+    version: int
+    attempt: int
+    index: int
+    endpoints: dict[int, str]
+    pid: int
+
+
+class SliceMetrics(Header):
+    """Slice -> master, every half second while running (answered with :class:`MasterAlive`)."""
+
+    attempt: int
+    index: int
+    figures: dict[int, SubtaskFigures]
+
+
+class SliceFailed(Header):
+    """Slice -> master: a subtask raised (answered with :class:`MasterAck`)."""
+
+    attempt: int
+    index: int
+    error: str
+
+
+class Peers(Header):
+    """Master -> slices, once every slice of the attempt is ready: every data endpoint."""
+
+    peers: dict[int, str]
+
+
+class MasterAlive(Header):
+    """Master -> slice: the answer to a metrics report (a slice ends if it hears none)."""
+
+
+class MasterAck(Header):
+    """Master -> slice: the failure was received (the master kills the attempt's slots)."""
+
+
+class JobCancel(Header):
+    """``pydispatch cancel`` -> master: cancel the job (answered with :class:`JobCancelled`)."""
+
+
+class JobCancelled(Header):
+    cancelled: bool  # False: the job had ended already
+
+
+class JobStatusRequest(Header):
+    """A job's handle -> master: state and figures (answered with :class:`JobStatusReply`)."""
+
+
+class JobStatusReply(Header):
+    """``metrics``: plain data only (numbers, strings, lists, dicts), as ``metrics()`` gives."""
+
+    job_id: str
+    name: str
+    state: str
+    metrics: dict[str, Any]
+
+
+class JobResultRequest(Header):
+    """A job's handle -> master: the outcome, once the job has ended. The master answers
+    with :class:`JobResultReply` as soon as it has one, or with :class:`JobStatusReply`
+    after ``wait`` seconds (a long poll: no polling loop while a job runs for hours)."""
+
+    wait: float = 0.0
+
+
+class JobResultReply(Header):
+    """The job's outcome: ``state`` FINISHED (``result``: the pickled user records and
+    figures, in frames after the header), FAILED (``error``) or CANCELED."""
+
+    job_id: str
+    name: str
+    state: str
+    metrics: dict[str, Any]
+    error: str = ""
+    result: Blob | None = None
+
+
+JobMessage = (
+    SliceReady
+    | SliceMetrics
+    | SliceFailed
+    | Peers
+    | MasterAlive
+    | MasterAck
+    | JobCancel
+    | JobCancelled
+    | JobStatusRequest
+    | JobStatusReply
+    | JobResultRequest
+    | JobResultReply
+    | Error
+)
+
+_decoder = msgspec.msgpack.Decoder(JobMessage)
+
+
+def decode_job(data: bytes | memoryview) -> JobMessage:
+    """Decode a job plane header (:data:`JobMessage`); raises ``ProtocolError``."""
+    return cast(JobMessage, decode_with(_decoder, data))
