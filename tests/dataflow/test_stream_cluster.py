@@ -348,6 +348,7 @@ def test_a_slow_consumer_back_pressures_the_source(cluster: LocalCluster, tmp_pa
     assert max(lags) <= 16 * 5
 
 
+@pytest.mark.slow
 def test_kill_a_worker_mid_job_gives_the_identical_result(tmp_path: Path) -> None:
     total = 30_000
     with make_cluster(3, 1) as cluster:
@@ -550,6 +551,7 @@ def test_a_higher_priority_job_gets_the_slots_first(cluster: LocalCluster, tmp_p
     assert order.read_text() == "highlow"
 
 
+@pytest.mark.slow
 def test_a_lost_region_restarts_alone(tmp_path: Path) -> None:
     """Forward edges only: each slice is its own pipelined region, so killing the worker of
     slice 0 restarts slice 0 alone; slice 1's source runs once."""

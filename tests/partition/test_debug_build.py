@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 KERNEL_TESTS = sorted(str(p) for p in (ROOT / "tests" / "partition").glob("test_partition_*.py"))
 
@@ -27,6 +29,7 @@ except IndexError:
 """
 
 
+@pytest.mark.slow
 def test_kernel_tests_pass_with_bounds_checks(tmp_path: Path) -> None:
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, tmp_path / name)

@@ -258,6 +258,7 @@ def test_resources_and_labels_are_honoured(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ failures
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefetch", [0, 8])
 def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
     with make_cluster(2, 1, prefetch=prefetch) as cluster:
@@ -281,6 +282,7 @@ def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
         assert [w.name for w in status.workers] == ["worker-1"]
 
 
+@pytest.mark.slow
 def test_sigstop_past_heartbeat_timeout_fails_over_and_discards_late_results() -> None:
     with make_cluster(2, 1) as cluster:
         client = cluster.client()
@@ -312,6 +314,7 @@ def test_sigstop_past_heartbeat_timeout_fails_over_and_discards_late_results() -
         assert [f.result(timeout=20) for f in more] == list(range(20))
 
 
+@pytest.mark.slow
 def test_a_stopped_worker_process_alone_is_removed_and_its_slots_results_discarded() -> None:
     """Tasks skip the worker process, so a frozen supervisor does not stop its slots' work,
     but a worker that cannot heartbeat (or kill a slot) is removed all the same: its slot's
@@ -563,6 +566,7 @@ def test_drain_grace_over_requeues_unfinished_work(tmp_path: Path) -> None:
         assert stuck.worker == "rescuer"
 
 
+@pytest.mark.slow
 def test_dispatcher_restart_workers_register_again_lost_tasks_fail(tmp_path: Path) -> None:
     with make_cluster(2, 1) as cluster:
         client = cluster.client()
@@ -910,6 +914,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_vanished_clients_queued_tasks_fail_and_a_live_one_keeps_its_own(
     tmp_path: Path,
 ) -> None:

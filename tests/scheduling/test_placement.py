@@ -76,6 +76,7 @@ def requests_of(demand: st.SearchStrategy[float]) -> st.SearchStrategy[list[Plac
     return st.lists(plain | labelled | sized, max_size=60)
 
 
+@pytest.mark.slow
 @settings(max_examples=600)
 @given(requests=requests_of(DEMAND), workers=workers_of(FREE))
 def test_same_assignments_as_the_scan(
@@ -117,6 +118,7 @@ SMALL = st.integers(0, 4) | st.sampled_from([0.5, 1.5, 2.5])
         max_size=120,
     ),
 )
+@pytest.mark.slow
 def test_same_assignments_when_resources_run_out(
     requests: list[PlacementRequest], workers: list[WorkerCapacity]
 ) -> None:

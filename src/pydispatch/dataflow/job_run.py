@@ -6,7 +6,7 @@ asks it for status, metrics and the result over its control socket.
 
 The job is planned here (``plan.ExecutionGraph``), checked against the registered workers
 (``plan.why_not_fit``: a job that can never fit is refused at submission with the reason),
-and deployed as one dispatcher task per slot-sharing slice (``_exec_task.run_slice``), so the
+and deployed as one dispatcher task per slot-sharing slice (``dataflow.slice.run_slice``), so the
 dispatcher's solver-backed placer puts slices on slots like any task and its heartbeats find
 lost workers. A thread here runs :class:`pydispatch.dataflow.lifecycle.JobMaster` and performs its
 instructions: it binds a control ROUTER that slices report to (``ready`` with their data

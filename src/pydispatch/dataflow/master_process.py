@@ -9,8 +9,9 @@ reaped, ``["exited", JOB_ID, CODE]`` on stdout. Forking a warm process makes a j
 milliseconds; starting Python and importing all that takes a third of a second on an idle machine
 and seconds on a loaded one, which every ``execute()`` would wait for. The launcher starts no thread
 and no zmq context, so forking it is safe (its environment pins numpy's BLAS to one thread:
-``_jobhosts``). On end-of-file (the dispatcher stopped or died), on SIGTERM, or when the dispatcher
-is no longer its parent, it ends its job masters (SIGTERM, then SIGKILL after a grace) and exits.
+``job_masters``). On end-of-file (the dispatcher stopped or died), on SIGTERM, or when the
+dispatcher is no longer its parent, it ends its job masters (SIGTERM, then SIGKILL after a grace)
+and exits.
 
 A job master (:func:`_master`, in the forked child)
 

@@ -1,6 +1,6 @@
 """One subtask of a chain, run batch by batch (private; the distributed executor's operators).
 
-The reference executor (``_local_run``) hands each subtask its whole input at once; here input
+The reference executor (``dataflow.local``) hands each subtask its whole input at once; here input
 arrives in micro-batches and output leaves as soon as it is made, so state that the reference
 keeps for one call lives across batches instead. Results are the same:
 
@@ -13,7 +13,7 @@ keeps for one call lives across batches instead. Results are the same:
 - sinks: ``collect`` keeps the subtask's batches; ``for_each`` calls at once; ``text`` writes
   as batches come (the file is created even for an empty input, as the reference does).
 
-Routing is ``_routing``'s, split by ``partition.split`` / ``scatter`` as in the reference;
+Routing is ``dataflow.routing``'s, split by ``partition.split`` / ``scatter`` as in the reference;
 rebalance and rescale continue their round robin across batches (the ``start`` argument).
 """
 

@@ -28,9 +28,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
+import msgspec
 import zmq
 
 from ..scheduling import scheduler as s
@@ -518,7 +519,9 @@ class Dispatcher:
         return p.StatusReply(
             # The scheduler's own snapshots, heartbeat ages to the millisecond.
             workers=[
-                replace(w, seconds_since_heartbeat=round(w.seconds_since_heartbeat, 3))
+                msgspec.structs.replace(
+                    w, seconds_since_heartbeat=round(w.seconds_since_heartbeat, 3)
+                )
                 for w in snap.workers
             ],
             queued=snap.queued,

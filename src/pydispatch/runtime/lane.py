@@ -1,4 +1,4 @@
-"""The client's end of a lease: lone plain tasks sent straight to one slot (see ``_leases``).
+"""The client's end of a lease: lone plain tasks sent straight to one slot (see ``leases``).
 
 One DEALER socket, connected to the leased slot's direct endpoint. Whoever holds :attr:`Lane.lock`
 may use it, and must read everything waiting on it before letting go (``_drain``): the socket's

@@ -12,7 +12,7 @@ running. That is what lets the worker kill the right slot for a force-cancel and
 attempt a dead slot took down.
 
 A slot may also have a direct endpoint (a ROUTER it binds): clients holding a lease on it (see
-``_leases``) send it their lone tasks (``DirectRun``) and get the outcome (``DirectDone``) from
+``leases``) send it their lone tasks (``DirectRun``) and get the outcome (``DirectDone``) from
 it, without the dispatcher in between. Direct attempts join the same queue, by priority; the
 dispatcher opens and closes leases (``LeaseOpen``/``LeaseClose``), and a ``DirectRun`` under a
 lease that is not open is refused (the client then sends the task through the dispatcher).

@@ -1,7 +1,7 @@
 """A worker process: registers with the dispatcher, heartbeats, and supervises N slot processes.
 
 Tasks do not pass through this process: each slot subprocess has its own socket to the
-dispatcher and gets its tasks from it and returns results to it directly (see ``_slot``).
+dispatcher and gets its tasks from it and returns results to it directly (see ``runtime.slot``).
 The worker is the slots' supervisor:
 
 * It starts them, waits until the dispatcher has welcomed each, and registers their
@@ -78,7 +78,7 @@ class WorkerOptions:
     # dataflow jobs; nothing is served on it yet). Its bound address is advertised on
     # registration. "" disables it.
     data_bind: str = "tcp://127.0.0.1:*"
-    # Each slot binds a direct endpoint for clients holding a lease on it (see ``_leases``):
+    # Each slot binds a direct endpoint for clients holding a lease on it (see ``leases``):
     # in this worker's private directory when the dispatcher is on ipc://, else on the
     # data_bind host (none if data_bind is "").
     direct: bool = True

@@ -12,6 +12,7 @@ without I/O.
 - ``task_queue``: :class:`~pydispatch.scheduling.task_queue.TaskQueue`, the tasks waiting, per
   client by priority, and the fair-share (DRF) order a round takes them in;
 - ``vocabulary``: the instructions it returns, the inputs it takes, the snapshots it gives;
+- ``snapshots``: a worker's snapshot, which a ``StatusReply`` also carries;
 - ``records``: a task as queued or running, a worker and its slots (kept consistent as
   attempts are placed and released);
 - ``placer``: the placer interface, greedy best-fit, and Dominant Resource Fairness ordering;

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .vocabulary import WorkerSnapshot
+from .snapshots import WorkerSnapshot
 
 __all__ = ["Task", "Worker", "worker_snapshot"]
 
@@ -55,7 +55,7 @@ class Worker:
     # Slots the dispatcher could not reach: given nothing more, their capacity kept equal to
     # what they hold (so they add no free capacity) until their worker reports them lost.
     closed: set[bytes] = field(default_factory=set)
-    # Slots reserved for a lease holder's direct attempts (see _leases), with the capacity each
+    # Slots reserved for a lease holder's direct attempts (see ``leases``), with the capacity each
     # would have: like closed ones, given nothing more (their capacity follows what they hold).
     leased: dict[bytes, int] = field(default_factory=dict)
     # Slots whose lease closed but that may still run a direct attempt, until they confirm

@@ -143,7 +143,7 @@ class Scheduler:
     # ------------------------------------------------------------------------- leases
 
     def lease_slot(self, worker: bytes, slot: bytes) -> bool:
-        """Reserve ``slot`` for a lease holder's direct attempts (see ``_leases``): nothing
+        """Reserve ``slot`` for a lease holder's direct attempts (see ``leases``): nothing
         more is placed on it until :meth:`unlease_slot`. Refused while tasks wait here (they
         need slots more than a lone caller needs a shortcut) or if the worker drains."""
         known = self._workers.get(worker)

@@ -1,11 +1,14 @@
 """The scheduler's vocabulary: the instructions it returns, the inputs it takes, the snapshots
-it gives. Plain frozen dataclasses, re-exported by :mod:`pydispatch.scheduling.scheduler`."""
+it gives (a worker's from ``snapshots``). Plain frozen dataclasses, re-exported by
+:mod:`pydispatch.scheduling.scheduler`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+
+from .snapshots import WorkerSnapshot
 
 __all__ = [
     "AskToReregister",
@@ -125,25 +128,6 @@ class AttemptOutcome:
 
 
 # ------------------------------------------------------------------------------ snapshots
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSnapshot:
-    """A worker as :meth:`Scheduler.snapshot` sees it; also what a ``StatusReply`` carries
-    (msgspec encodes it as a map of these fields in this order: renaming, reordering or
-    retyping a field changes the wire format, and a new one needs a default)."""
-
-    name: str
-    node: str
-    pid: int
-    slots: int
-    slots_used: int
-    resources: dict[str, float]
-    free_resources: dict[str, float]
-    labels: dict[str, str]
-    seconds_since_heartbeat: float
-    draining: bool
-    data_address: str = ""
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from .placer import SLOTS, amount_text, fits
 from .records import Task, Worker, worker_snapshot
-from .vocabulary import WorkerSnapshot
+from .snapshots import WorkerSnapshot
 
 __all__ = ["WorkerTable"]
 

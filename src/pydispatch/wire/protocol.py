@@ -40,7 +40,7 @@ from typing import Any, Final, Literal, cast
 
 import msgspec
 
-from ..scheduling.vocabulary import WorkerSnapshot
+from ..scheduling.snapshots import WorkerSnapshot
 
 __all__ = [
     "INLINE",
