@@ -10,10 +10,14 @@ frame's memory (writable, no copy).
 
 from __future__ import annotations
 
+import io
 import logging
+import marshal
 import pickle
+import types
+from collections import ChainMap
 from collections.abc import Iterator, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 import cloudpickle
 import zmq
@@ -247,6 +251,35 @@ def ask(
         context.term()
 
 
+def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """A code object as ``marshal`` writes it (as in a ``.pyc``): file name and line numbers
+    included, so that a remote traceback names the user's file, line and source line. Since
+    3.1.3, cloudpickle names every by-value function's file ``<dynamic-code>``. Client and
+    workers run the same Python version, as cloudpickle's by-value functions require anyway."""
+    try:
+        return marshal.loads, (marshal.dumps(code),)
+    except ValueError:  # a hand-made code object holding an unmarshallable constant
+        reduced: tuple[Any, tuple[Any, ...]] = _CLOUDPICKLE_CODE_REDUCE(code)
+        return reduced
+
+
+_CLOUDPICKLE_CODE_REDUCE: Final = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle's pickler, with code objects that keep their file name."""
+
+    dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def _cloudpickle(obj: object, buffer_callback: Any) -> bytes:
+    with io.BytesIO() as file:
+        _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        return file.getvalue()
+
+
 def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT) -> Blob:
     """Pickle ``obj`` and return the blob that locates it; frames it needs are appended.
 
@@ -272,7 +305,7 @@ def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT
         buffers.append(buffer)
         return False  # false means: out of band
 
-    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=take_out_of_band)
+    data = _cloudpickle(obj, take_out_of_band)
     inline = len(data) <= inline_limit
     first = INLINE if inline else len(frames)
     if not inline:
@@ -386,7 +419,7 @@ def _pickle_data(obj: object, frames: list[FrameLike]) -> Blob:
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     except (pickle.PicklingError, AttributeError, TypeError):
         buffers = []
-        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        data = _cloudpickle(obj, buffers.append)
     frames.append(data)
     metas = _out_of_band(buffers, frames)
     return Blob(0, metas)
