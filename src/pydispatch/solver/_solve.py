@@ -39,9 +39,6 @@ from ._result import InfeasibleError, Placement, check_necessary, verify
 __all__ = [
     "BASELINES",
     "METHODS",
-    "InfeasibleError",
-    "Placement",
-    "PlacementProblem",
     "fair_share",
     "flink_slot_sharing",
     "lower_bound",
