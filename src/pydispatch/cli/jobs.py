@@ -16,15 +16,17 @@ of state); ``cancel ADDRESS JOB`` asks the job's master to cancel it.
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import sys
 from concurrent.futures import CancelledError
 from typing import Any
 
-from ..dataflow.handle import JobHandle, fetch_jobs, find_job
+from ..dataflow.handle import JobHandle, JobRefusedError, fetch_jobs, find_job
 from ..wire import protocol as p
 
 __all__ = [
+    "CommandError",
     "cancel_command",
     "cancel_job",
     "fetch_jobs",
@@ -35,9 +37,14 @@ __all__ = [
 ]
 
 
+class CommandError(Exception):
+    """An ordinary mistake on the command line (a missing file, an unknown job): ``main``
+    prints it as one line, ``pydispatch COMMAND: message``, exit status 1, no traceback."""
+
+
 def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
-    """Cancel the job whose id (or unique id prefix, or unique name) is ``job``; False if it
-    had ended already."""
+    """Cancel the job ``job`` names (its id, else its name, else the start of its id: see
+    :func:`~pydispatch.dataflow.handle.find_job`); False if it had ended already."""
     info = find_job(address, job, timeout)
     return JobHandle(address, info.job_id, info.name, info.endpoint, state=info.state).cancel()
 
@@ -77,11 +84,14 @@ def submit_command(
     from ..stream import StreamEnvironment
     from ..stream._datastream import DataStream
 
+    if not os.path.isfile(path):
+        what = "is a directory, not a job file" if os.path.isdir(path) else "no such job file"
+        raise CommandError(f"{path}: {what}")
+    # Errors in the job file are the user's code: their traceback is what helps.
     namespace = runpy.run_path(path, run_name="pydispatch_job")
     build = namespace.get("build")
     if not callable(build):
-        print(f"{path} must define build(env)", file=sys.stderr)
-        return 2
+        raise CommandError(f"{path} defines no build(env) function")
     env = StreamEnvironment(address, parallelism=parallelism)
     if retention is not None:
         env.set_result_retention(retention)
@@ -89,9 +99,11 @@ def submit_command(
     sink = None
     if isinstance(out, DataStream):
         sink = out._sink("Collect", {"sink": "collect", "columnar": out.schema.columnar}).id
+    if not env.job_graph.sinks():
+        raise CommandError(f"{path}: build(env) added no sink and returned no stream")
     try:
         handle = env.execute(name or path)
-    except ValueError as error:  # refused: it can never fit, or cannot be planned
+    except (ValueError, JobRefusedError) as error:  # never fits, cannot be planned, no host
         print(f"refused: {error}", file=sys.stderr)
         return 1
     assert isinstance(handle, JobHandle)
@@ -123,6 +135,9 @@ def _wait_and_print(
         return 1
     except CancelledError:
         print(f"{handle.job_id} was cancelled", file=sys.stderr)
+        return 1
+    except (TimeoutError, LookupError) as error:  # still running, or its result is gone
+        print(error, file=sys.stderr)
         return 1
     except Exception as error:  # the job's failure, reported, not a crash of the CLI
         print(f"{handle.job_id} failed: {error}", file=sys.stderr)

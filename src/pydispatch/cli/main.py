@@ -12,22 +12,29 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from typing import Any
+from importlib import metadata
+from typing import Any, NoReturn
 
 import msgspec
+import zmq
 
 from ..runtime.dispatcher import DEFAULT_PREFETCH
 from ..scheduling.placer import amount_text
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
+from .jobs import CommandError
 
 __all__ = [
     "build_parser",
     "format_status",
     "main",
+    "parse_address",
     "parse_amount",
     "parse_label",
+    "parse_log_level",
     "parse_resources",
 ]
+
+_LOCAL = "tcp://127.0.0.1:5555"
 
 _UNITS = {
     "": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12,
@@ -66,6 +73,8 @@ def parse_label(text: str) -> tuple[str, str]:
 def _dispatcher(args: argparse.Namespace) -> int:
     from ..runtime.dispatcher import run_dispatcher
 
+    _refuse_a_taken_ipc_path(args.bind)
+
     run_dispatcher(
         args.bind,
         heartbeat_interval=args.heartbeat_interval,
@@ -77,6 +86,21 @@ def _dispatcher(args: argparse.Namespace) -> int:
         client_timeout=args.client_timeout,
     )
     return 0
+
+
+def _refuse_a_taken_ipc_path(bind: str) -> None:
+    """On ipc:// a second bind does not fail as a TCP port in use does: it takes the path
+    over, silently cutting the dispatcher there off from new peers. Ask first; a path whose
+    dispatcher is gone (a stale file) is taken over as before."""
+    if not bind.startswith("ipc://") or not os.path.exists(bind[len("ipc://") :]):
+        return
+    from ..runtime.client import fetch_status
+
+    try:
+        fetch_status(bind, timeout=0.5)
+    except TimeoutError:
+        return
+    raise CommandError(f"cannot listen on {bind}: a dispatcher already listens there")
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -124,11 +148,7 @@ def _worker_group(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from ..runtime.client import fetch_status
 
-    try:
-        status = fetch_status(args.address, timeout=args.timeout)
-    except TimeoutError as error:
-        print(error, file=sys.stderr)
-        return 2
+    status = fetch_status(args.address, timeout=args.timeout)
     # Headers are array-like on the wire; people and scripts want named fields.
     fields = {name: msgspec.to_builtins(getattr(status, name)) for name in status.__struct_fields__}
     if args.json:
@@ -196,16 +216,149 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pydispatch", description=__doc__)
-    parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
-    commands = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Argument mistakes in one line, as every other mistake is (argparse prints the usage
+    too: the help is one option away, and says more)."""
 
-    dispatcher = commands.add_parser("dispatcher", help="run the dispatcher")
-    dispatcher.add_argument("--bind", default="tcp://127.0.0.1:5555", help="endpoint to bind")
-    dispatcher.add_argument("--heartbeat-interval", type=float, default=1.0)
-    dispatcher.add_argument("--heartbeat-timeout", type=float, default=10.0)
-    dispatcher.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE)
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each option's default in its help, unless the help says it already or there is none
+    worth saying (a flag, an empty list); descriptions are printed as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or (isinstance(default, list | dict) and not default)
+            or not (action.option_strings or action.nargs == "?")
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+_ADDRESS = re.compile(r"(tcp://[^\s:]+|tcp://\[[0-9a-fA-F:.]+\]):([0-9]+|\*)|ipc://\S+")
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_address(text: str) -> str:
+    """A dispatcher (or data socket) address: ``tcp://HOST:PORT`` or ``ipc://PATH``."""
+    match = _ADDRESS.fullmatch(text)
+    if match is None or (text.endswith(":*") and not text.startswith("tcp://")):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an address: write tcp://HOST:PORT or ipc://PATH"
+        )
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _data_address(text: str) -> str:
+    return text if text == "" else parse_address(text)
+
+
+def parse_log_level(text: str) -> str:
+    level = text.upper()
+    if level not in _LEVELS:
+        raise argparse.ArgumentTypeError(f"not a log level: {text!r} (one of {', '.join(_LEVELS)})")
+    return level
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pydispatch-cluster")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+_DESCRIPTION = """\
+pydispatch: a ZeroMQ task dispatcher and dataflow runtime.
+
+A cluster is one dispatcher and any number of workers:
+  pydispatch dispatcher --bind tcp://0.0.0.0:5555
+  pydispatch worker tcp://HOST:5555 --slots 4
+Then run tasks from Python (pydispatch.Client), or dataflow jobs from here:
+  pydispatch submit tcp://HOST:5555 job.py
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Accepted after the subcommand too: its copy leaves the top-level value alone unless
+    # given (a separate action, as parents share theirs and set_defaults would reach both).
+    level_help = "how much to log on stderr: DEBUG, INFO, WARNING, ERROR or CRITICAL"
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        type=parse_log_level,
+        metavar="LEVEL",
+        default=argparse.SUPPRESS,
+        help=f"{level_help} (default: WARNING, or as given before the command)",
+    )
+    parser = _Parser(prog="pydispatch", description=_DESCRIPTION, formatter_class=_Help)
+    parser.add_argument(
+        "--log-level",
+        type=parse_log_level,
+        metavar="LEVEL",
+        default="WARNING",
+        help=f"{level_help}; also accepted after the command",
+    )
+    parser.add_argument("--version", action="version", version=f"pydispatch {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name,
+            help=summary,
+            description=f"{summary}.\n\n{description}",
+            formatter_class=_Help,
+            parents=[common],
+        )
+        return sub
+
+    dispatcher = command(
+        "dispatcher",
+        "run the dispatcher",
+        "Workers register with it, clients submit tasks and dataflow jobs to it; it places\n"
+        "tasks on workers' slots and runs each dataflow job's master. Stops on SIGTERM/SIGINT.",
+    )
+    dispatcher.add_argument(
+        "--bind",
+        type=parse_address,
+        default="tcp://127.0.0.1:5555",
+        help="where to listen: tcp://HOST:PORT (tcp://0.0.0.0:5555 for every interface) or "
+        "ipc://PATH",
+    )
+    dispatcher.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=1.0,
+        help="seconds between the heartbeats the dispatcher and its workers exchange",
+    )
+    dispatcher.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=10.0,
+        help="seconds without a heartbeat after which a worker is lost and its running "
+        "tasks are run again elsewhere",
+    )
+    dispatcher.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help="bytes; a larger message from a peer is refused and its connection dropped",
+    )
     dispatcher.add_argument(
         "--prefetch",
         type=int,
@@ -231,18 +384,52 @@ def build_parser() -> argparse.ArgumentParser:
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)
 
-    worker = commands.add_parser("worker", help="run worker process(es)")
-    worker.add_argument("address", help="the dispatcher, e.g. tcp://HOST:5555")
-    worker.add_argument("--slots", type=int, default=1, help="tasks run at once per process")
-    worker.add_argument("--nprocs", type=int, default=1, help="worker processes to start")
-    worker.add_argument("--resources", type=parse_resources, default={}, help="cpu=4,gpu=1")
-    worker.add_argument("--label", type=parse_label, action="append", default=[])
-    worker.add_argument("--name", default="", help="worker name (default: host-pid)")
+    worker = command(
+        "worker",
+        "run worker process(es)",
+        "Each worker process registers with the dispatcher and runs tasks in its slots (one\n"
+        "subprocess each). Started before its dispatcher, it waits for it. SIGTERM drains it.",
+    )
+    worker.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
+    worker.add_argument(
+        "--slots", type=_positive, default=1, help="tasks each worker process runs at once"
+    )
+    worker.add_argument(
+        "--nprocs", type=_positive, default=1, help="worker processes to start, each with its slots"
+    )
+    worker.add_argument(
+        "--resources",
+        type=parse_resources,
+        default={},
+        help="what this worker offers tasks, name=amount,...: e.g. cpu=4,gpu=1,memory=8GiB "
+        "(tasks asking for resources run only where there is enough; default: none)",
+    )
+    worker.add_argument(
+        "--label",
+        type=parse_label,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label tasks can require (labels={'zone': 'a'}); repeat for several (default: none)",
+    )
+    worker.add_argument("--name", default="", help="worker name (default: HOST-PID)")
     worker.add_argument("--node", default="", help="node name (default: the host name)")
-    worker.add_argument("--drain-grace", type=float, default=30.0, help="seconds, on SIGTERM")
-    worker.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE)
+    worker.add_argument(
+        "--drain-grace",
+        type=float,
+        default=30.0,
+        help="seconds running tasks get to finish after SIGTERM before they are re-queued "
+        "elsewhere",
+    )
+    worker.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help="bytes; a larger message is refused",
+    )
     worker.add_argument(
         "--data-bind",
+        type=_data_address,
         default="tcp://127.0.0.1:*",
         help="where the data socket for worker-to-worker traffic binds ('' to disable)",
     )
@@ -254,21 +441,36 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)
 
-    status = commands.add_parser("status", help="show workers and task counts")
-    status.add_argument("address", nargs="?", default="tcp://127.0.0.1:5555")
+    status = command(
+        "status", "show workers and task counts", "Asks the dispatcher once and prints its answer."
+    )
+    status.add_argument(
+        "address", nargs="?", type=parse_address, default=_LOCAL, help="the dispatcher"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--timeout", type=float, default=5.0)
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the dispatcher"
+    )
     status.set_defaults(run=_status)
 
-    submit = commands.add_parser("submit", help="run a dataflow job file: its build(env)")
-    submit.add_argument("address", help="the dispatcher, e.g. tcp://HOST:5555")
+    submit = command(
+        "submit",
+        "run a dataflow job file: its build(env)",
+        "The file defines build(env): it adds sinks to env, a StreamEnvironment on the\n"
+        "dispatcher, or returns a stream, whose records are printed. Relative paths in it are\n"
+        "resolved here. Waits for the job (Ctrl-C cancels it) unless --detach; exits 0 when it\n"
+        "finished, 1 when it failed, was cancelled or was refused.",
+    )
+    submit.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
     submit.add_argument("job", help="a Python file defining build(env)")
     submit.add_argument("--name", default=None, help="job name (default: the file's path)")
-    submit.add_argument("--parallelism", type=int, default=1, help="default parallelism")
+    submit.add_argument(
+        "--parallelism", type=_positive, default=1, help="the job's default parallelism"
+    )
     submit.add_argument(
         "--detach",
         action="store_true",
-        help="print the job's id and exit at once; the job runs on (see `result`)",
+        help="print the job's id and exit at once; the job runs on (see: pydispatch result)",
     )
     submit.add_argument(
         "--retention",
@@ -278,37 +480,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.set_defaults(run=_submit)
 
-    jobs = commands.add_parser("jobs", help="list the dataflow jobs")
-    jobs.add_argument("address", nargs="?", default="tcp://127.0.0.1:5555")
+    jobs = command(
+        "jobs", "list the dataflow jobs", "Every job the dispatcher knows of, with its state."
+    )
+    jobs.add_argument(
+        "address", nargs="?", type=parse_address, default=_LOCAL, help="the dispatcher"
+    )
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
-    jobs.add_argument("--timeout", type=float, default=5.0)
+    jobs.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the dispatcher"
+    )
     jobs.set_defaults(run=_jobs)
 
-    cancel = commands.add_parser("cancel", help="cancel a dataflow job")
-    cancel.add_argument("address", help="the dispatcher, e.g. tcp://HOST:5555")
-    cancel.add_argument("job", help="job id (or a unique prefix of it, or its name)")
-    cancel.add_argument("--timeout", type=float, default=10.0)
+    job_help = "job id, or the job's name, or the start of its id (each must match one job)"
+    cancel = command("cancel", "cancel a dataflow job", "Its running slices are killed.")
+    cancel.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
+    cancel.add_argument("job", help=job_help)
+    cancel.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the dispatcher"
+    )
     cancel.set_defaults(run=_cancel)
 
-    result = commands.add_parser("result", help="wait for a dataflow job; print its records")
-    result.add_argument("address", help="the dispatcher, e.g. tcp://HOST:5555")
-    result.add_argument("job", help="job id (or a unique prefix of it, or its name)")
+    result = command(
+        "result",
+        "wait for a dataflow job; print its records",
+        "Prints the records of the job's collect sinks, then a summary on stderr.",
+    )
+    result.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
+    result.add_argument("job", help=job_help)
     result.add_argument("--timeout", type=float, default=None, help="seconds (default: wait)")
     result.set_defaults(run=_result)
 
-    demo = commands.add_parser("demo", help="run the main demo on generated data")
-    demo.add_argument("--items", type=int, default=1_000_000, help="items to map on the cluster")
-    demo.add_argument("--rows", type=int, default=5_000_000, help="records to partition")
-    demo.add_argument("--parts", type=int, default=16, help="parallel subtasks")
+    demo = command(
+        "demo",
+        "run the main demo on generated data",
+        "Starts an embedded cluster, runs tasks on it, then partitions records natively.",
+    )
+    demo.add_argument(
+        "--items", type=_positive, default=1_000_000, help="items to map on the cluster"
+    )
+    demo.add_argument("--rows", type=_positive, default=5_000_000, help="records to partition")
+    demo.add_argument("--parts", type=_positive, default=16, help="parallel subtasks")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _bind_failure(error: zmq.ZMQError, args: argparse.Namespace) -> str:
+    found = re.search(r"addr='([^']*)'", str(error))
+    where = found.group(1) if found else getattr(args, "bind", "")
+    if error.errno == zmq.EADDRINUSE:
+        return f"cannot listen on {where}: address already in use (by another process)"
+    return f"{where or 'address'}: {error.strerror.split(' (addr=')[0]}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     try:
         result: int = args.run(args)
@@ -316,4 +545,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`pydispatch demo | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except (CommandError, LookupError, TimeoutError) as error:
+        print(f"pydispatch {args.command}: {error}", file=sys.stderr)
+        return 1
+    except zmq.ZMQError as error:  # an address no socket can bind or connect to
+        print(f"pydispatch {args.command}: {_bind_failure(error, args)}", file=sys.stderr)
+        return 1
     return result

@@ -12,11 +12,16 @@ fresh DEALER (no stale answers after a timeout, safe from any thread), and the j
 once fetched, is kept here, so ``status()`` / ``metrics()`` after ``result()`` cost nothing and
 still work after the master has exited. Any process can get a handle to a job by its id
 (:meth:`JobHandle.attach`): the job does not depend on the process that submitted it.
+
+A job run in process (``StreamEnvironment()`` without a target) gets a :class:`JobHandle` too,
+made by :meth:`JobHandle.finished` with its outcome already known: the same type either way, so
+code written against a cluster runs unchanged in a test without one.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -35,7 +40,15 @@ if TYPE_CHECKING:
     from .result import JobResult
 
 
-__all__ = ["TERMINAL", "JobHandle", "dispatcher_address", "fetch_jobs", "find_job", "submit_job"]
+__all__ = [
+    "TERMINAL",
+    "JobHandle",
+    "JobRefusedError",
+    "dispatcher_address",
+    "fetch_jobs",
+    "find_job",
+    "submit_job",
+]
 
 TERMINAL: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _ANSWER_TIMEOUT: Final = 5.0  # seconds a master may take to answer beyond a request's wait
@@ -45,6 +58,11 @@ _RETRY: Final = 0.1  # seconds between questions to a master that cannot be reac
 # A master that cannot be reached: nothing listens at its port (its process died), or the
 # connection to it was lost while it held our request.
 _LOST: Final = zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+
+
+class JobRefusedError(RuntimeError):
+    """The dispatcher would not take the job (it hosts no job masters, is busy or stopping):
+    a condition of the cluster, not of the job, which ``ValueError`` reports."""
 
 
 def dispatcher_address(target: object) -> str:
@@ -71,15 +89,23 @@ def fetch_jobs(address: str, timeout: float = 5.0) -> list[p.JobInfo]:
 
 
 def find_job(address: str, job: str, timeout: float = 5.0) -> p.JobInfo:
-    """The job whose id (or unique id prefix, or unique name) is ``job``; LookupError."""
+    """The job ``job`` names: its id, else its name, else the start of its id, whichever
+    matches first; LookupError (one line, saying what matched) when none or several do."""
     jobs = fetch_jobs(address, timeout)
-    matches = [j for j in jobs if j.job_id == job] or [
-        j for j in jobs if j.job_id.startswith(job) or j.name == job
-    ]
-    if len(matches) != 1:
-        found = "no job" if not matches else f"{len(matches)} jobs"
-        raise LookupError(f"{found} named {job!r} at {address}")
-    return matches[0]
+    for what, matches in (
+        ("id", [j for j in jobs if j.job_id == job]),
+        ("name", [j for j in jobs if j.name == job]),
+        ("id prefix", [j for j in jobs if job and j.job_id.startswith(job)]),
+    ):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            ids = ", ".join(j.job_id for j in matches[:5]) + (", ..." if len(matches) > 5 else "")
+            raise LookupError(
+                f"{job!r} is ambiguous at {address}: it is the {what} of {len(matches)} jobs "
+                f"({ids}); give a job id"
+            )
+    raise LookupError(f"no job {job!r} at {address} (neither a job id, a name nor an id prefix)")
 
 
 def submit_job(
@@ -101,7 +127,9 @@ def submit_job(
     if isinstance(answer, p.Error):
         if answer.code in ("unfit", "invalid"):
             raise ValueError(answer.message)
-        raise RuntimeError(f"the dispatcher refused job {name!r}: {answer.code}: {answer.message}")
+        raise JobRefusedError(
+            f"the dispatcher refused job {name!r}: {answer.code}: {answer.message}"
+        )
     raise p.ProtocolError(f"expected JobAccepted, got {type(answer).__name__}")
 
 
@@ -116,12 +144,14 @@ class _Outcome:
 
 
 class JobHandle:
-    """A job running on a cluster: ``status()``, ``result()``, ``cancel()``, ``metrics()``.
+    """A dataflow job: ``status()``, ``result()``, ``cancel()``, ``metrics()``.
 
-    ``collected`` / ``records_in`` / ``records_out`` wait for the result, like the attributes
-    of the in-process mode's ``JobResult``, so ``env.execute().collected`` works either way;
-    ``subtask_results``: per collect sink, what each of its subtasks received. ``plan``: the
-    job's execution plan (None for a handle from :meth:`attach`)."""
+    What ``StreamEnvironment.execute()`` returns, on a cluster (the job runs on) and in process
+    (the job has finished: see :meth:`finished`). ``result()`` returns the :class:`JobResult`;
+    ``collected`` / ``records_in`` / ``records_out`` / ``runtime_mode`` wait for it and are its
+    attributes, so ``env.execute().collected`` works either way; ``subtask_results``: per
+    collect sink, what each of its subtasks received. ``plan``: the job's execution plan (None
+    for a handle from :meth:`attach`)."""
 
     def __init__(
         self,
@@ -146,11 +176,38 @@ class JobHandle:
 
     @classmethod
     def attach(cls, target: object, job: str) -> JobHandle:
-        """A handle to the job ``job`` (its id, a unique id prefix or its unique name) of the
-        dispatcher ``target`` (an address, a Client or a LocalCluster), from any process."""
+        """A handle to the job ``job`` names (its id, else its name, else the start of its id;
+        see :func:`find_job`) of the dispatcher ``target`` (an address, a Client or a
+        LocalCluster), from any process."""
         address = dispatcher_address(target)
         info = find_job(address, job)
         return cls(address, info.job_id, info.name, info.endpoint, state=info.state)
+
+    @classmethod
+    def finished(
+        cls,
+        result: JobResult,
+        job: JobGraph | None = None,
+        chaining: bool = True,
+        subtask_results: dict[int, list[Any]] | None = None,
+        seconds: float = 0.0,
+    ) -> JobHandle:
+        """The handle of a job run to its end in this process: status FINISHED, ``result()``
+        at once, ``cancel()`` False (nothing left to cancel); no address, no master."""
+        handle = cls(
+            "", f"{result.name}-local-{uuid.uuid4().hex[:6]}", result.name, "", job, chaining
+        )
+        metrics = {
+            "status": "FINISHED",
+            "restarts": 0,
+            "records_in": dict(result.records_in),
+            "records_out": dict(result.records_out),
+            "bytes_shuffled": 0,
+            "seconds": seconds,
+        }
+        handle._outcome = _Outcome("FINISHED", metrics, result=result)
+        handle._outcome.subtask_results = dict(subtask_results or {})
+        return handle
 
     # -- public -----------------------------------------------------------------------------
 
@@ -214,6 +271,11 @@ class JobHandle:
     @property
     def records_out(self) -> dict[int, int]:
         return self.result().records_out
+
+    @property
+    def runtime_mode(self) -> str:
+        """``"batch"`` or ``"streaming"`` (waits for the result)."""
+        return self.result().runtime_mode
 
     @property
     def subtask_results(self) -> dict[int, list[Any]]:

@@ -44,7 +44,7 @@ from ..wire import protocol as p
 from ..wire import transport
 from . import lifecycle as jm
 from .operators import Batch, concat, size
-from .slice import SliceSpec, SubtaskMetrics, run_slice
+from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 
 if TYPE_CHECKING:
     from ..runtime.client import Client
@@ -422,6 +422,11 @@ class JobRun:
         exc = future.exception()
         if exc is None:
             self._perform(self._master.slice_finished(attempt, index, future.result()))
+        elif isinstance(exc, PathUnavailableError):
+            where = getattr(future, "worker", "") or "?"
+            error = f"worker {where} {exc}"
+            now = time.monotonic()
+            self._perform(self._master.slice_failed(attempt, index, error, now, fatal=True))
         else:
             error = f"{type(exc).__name__}: {exc}"
             if exc.__cause__ is not None:

@@ -283,13 +283,17 @@ class JobMaster:
         results = {i: res for r in self._regions for i, res in r.results.items()}
         return [Finish(dict(sorted(results.items())))]
 
-    def slice_failed(self, attempt: int, index: int, error: str, now: float) -> list[Instruction]:
-        """``index`` -1: the attempt as a whole (e.g. it could not be deployed in time)."""
+    def slice_failed(
+        self, attempt: int, index: int, error: str, now: float, *, fatal: bool = False
+    ) -> list[Instruction]:
+        """``index`` -1: the attempt as a whole (e.g. it could not be deployed in time).
+        ``fatal``: a failure no restart can mend (a worker cannot see an input file): the job
+        fails at once, without asking the restart strategy."""
         region = next((r for r in self._regions if r.attempt == attempt), None)
         if region is None or self._current(attempt, region.slices[0]) is None:
             return []  # a stale attempt, or a second report of the same failure
         self.failures.append(f"attempt {attempt}, slice {index}: {error}")
-        delay = self.strategy.next_delay(now)
+        delay = None if fatal else self.strategy.next_delay(now)
         if delay is None:
             self.state = FAILED
             return [*(CancelAttempt(a) for a in self.running_attempts()), Fail(error)]

@@ -166,9 +166,12 @@ def _master(address: str, job_id: str, token: str, parent: int) -> int:
     os.close(devnull)
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write("pydispatch-job")  # how ps and top show a job master
+    # The id holds the user's job name: a % in it must reach the log as itself, not as a
+    # formatting directive (which broke every record the master logged).
+    label = job_id.replace("%", "%%")
     for handler in logging.getLogger().handlers:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s job {job_id} %(levelname)s %(message)s")
+            logging.Formatter(f"%(asctime)s job {label} %(levelname)s %(message)s")
         )
     host = _Host(address, job_id, token)
     try:

@@ -70,12 +70,20 @@ def call_each(op: Operator, data: Batch) -> None:
 
 
 def text_sink_path(op: Operator, index: int, parallelism: int) -> str:
-    """Where subtask ``index`` of a text sink writes: the path itself, or with parallelism > 1
-    file ``index + 1`` in that directory (Flink's FileOutputFormat); the directory is made."""
+    """Where subtask ``index`` of a text sink writes: the path itself, or file ``index + 1`` in
+    that directory when it is one (``DataStream.write_text`` says when; Flink's
+    FileOutputFormat); the directory is made, and subtask 0 removes the numbered part files
+    beyond ``parallelism`` that an earlier run left (no subtask of this run writes those)."""
     path: str = op.params["path"]
-    if parallelism == 1:
+    if parallelism == 1 and not op.params.get("directory") and not os.path.isdir(path):
         return path
     os.makedirs(path, exist_ok=True)
+    if index == 0:
+        for entry in os.listdir(path):
+            if entry.isascii() and entry.isdigit() and int(entry) > parallelism:
+                stale = os.path.join(path, entry)
+                if os.path.isfile(stale):
+                    os.remove(stale)
     return os.path.join(path, str(index + 1))
 
 

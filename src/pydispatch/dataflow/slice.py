@@ -47,7 +47,14 @@ from ..wire import transport
 from .operators import Batch, concat, size
 from .subtask import SubtaskRunner
 
-__all__ = ["SliceSpec", "SubtaskMetrics", "figures", "run_slice"]
+__all__ = [
+    "PathUnavailableError",
+    "SliceSpec",
+    "SubtaskMetrics",
+    "check_paths",
+    "figures",
+    "run_slice",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,40 @@ _CREDIT = p.encode(dp.Credit())
 _ACK_TIMEOUT_MS = 10_000
 _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
+
+
+class PathUnavailableError(OSError):
+    """A file a slice's sources or sinks name is not there, or not readable or writable, on
+    this worker: no restart can help, so the job master fails the job at once."""
+
+
+def check_paths(plan: ExecutionGraph, slice_index: int) -> None:
+    """Raise :class:`PathUnavailableError` for the first path of this slice's text and CSV
+    sources and text sinks that this machine cannot use (paths are absolute: resolved where
+    the job was built). Checked before the slice starts, so a worker without the shared file
+    system fails the job with the path rather than after a restart's delay."""
+    for chain in plan.chains:
+        if chain.parallelism <= slice_index:
+            continue
+        for op_id in chain.operators:
+            op = plan.job.operator(op_id)
+            if op.kind == "source" and op.params["source"] in ("text", "csv"):
+                for path in op.params["paths"]:
+                    if not os.path.isfile(path):
+                        raise PathUnavailableError(f"cannot read {path}: no such file")
+                    if not os.access(path, os.R_OK):
+                        raise PathUnavailableError(f"cannot read {path}: permission denied")
+            elif op.kind == "sink" and op.params["sink"] == "text":
+                path = op.params["path"]
+                directory = op.params.get("directory") or chain.parallelism > 1
+                # The sink makes a directory of its own, so the nearest existing one counts.
+                where = path if directory or os.path.isdir(path) else os.path.dirname(path)
+                while directory and not os.path.exists(where) and where != os.path.dirname(where):
+                    where = os.path.dirname(where)
+                if not os.path.isdir(where):
+                    raise PathUnavailableError(f"cannot write {path}: no directory {where}")
+                if not os.access(where, os.W_OK | os.X_OK):
+                    raise PathUnavailableError(f"cannot write {path}: {where} is not writable")
 
 
 @dataclass(frozen=True)
@@ -277,6 +318,7 @@ class _Subtask:
 def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> dict[str, Any]:
     """The task a slot runs for slice ``slice_index`` of a job (see the module docstring)."""
     plan = ExecutionGraph(spec.job, chaining=spec.chaining)
+    check_paths(plan, slice_index)
     context: zmq.Context[Any] = zmq.Context()
     control = context.socket(zmq.DEALER)
     control.setsockopt(zmq.LINGER, 2000)

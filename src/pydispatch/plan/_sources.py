@@ -178,7 +178,15 @@ def estimated_records(params: Mapping[str, Any], default: float, bytes_per_line:
     if source == "arrays":
         return float(len(next(iter(params["columns"].values()))))
     if source in ("text", "csv"):
-        return sum(os.path.getsize(p) for p in params["paths"]) / bytes_per_line
+        # Sizes are taken where the job is built: a job master planning it elsewhere may not
+        # see the files (only the workers that read them must).
+        sizes = params.get("sizes")
+        if sizes is None:
+            try:
+                sizes = [os.path.getsize(p) for p in params["paths"]]
+            except OSError:
+                return default
+        return float(sum(sizes)) / bytes_per_line
     hinted = params.get("estimated_records")
     return default if hinted is None else float(hinted)
 

@@ -118,6 +118,7 @@ def check_necessary(p: PlacementProblem) -> None:
     worker even when empty, a resource the cluster has too little of in total, pinned tasks
     that overfill their worker, an anti-affinity group with too few domains."""
     cap = p.capacity
+    _check_pins(p)
     # tasks come in few kinds (same demand, affinity class and pin): check one of each kind
     pin = p.pinned if p.pinned is not None else np.full(p.n_tasks, -1, np.int32)
     kinds = np.column_stack([p.demand, p.task_class, pin])
@@ -184,4 +185,41 @@ def check_necessary(p: PlacementProblem) -> None:
                     f"placed ({p.anti_affinity_limit[g]} per domain x {n_dom} domains)",
                     proven=True,
                     shortfall=float(size - room),
+                )
+
+
+def _check_pins(p: PlacementProblem) -> None:
+    """A pin is a promise of where a task runs: one its own constraints break is no placement
+    at all (else every method would place it there and :func:`verify` would call the result a
+    bug). The pin wins over the allowed workers in :meth:`PlacementProblem.worker_mask`, so
+    this is checked here, for both."""
+    if p.pinned is None:
+        return
+    on = np.flatnonzero((p.pinned >= 0) & (p.task_class >= 0))
+    if on.size:
+        forbidden = ~p.class_mask[p.task_class[on], p.pinned[on]]
+        if forbidden.any():
+            t = int(on[np.argmax(forbidden)])
+            w = int(p.pinned[t])
+            why = "its allowed mask forbids" if p.allowed is not None else "its selectors forbid"
+            raise InfeasibleError(
+                f"task {t} is pinned to worker {w}, which {why}",
+                proven=True,
+                task=t,
+                worker=w,
+            )
+    if p.anti_affinity is not None:
+        pinned = np.flatnonzero((p.pinned >= 0) & (p.anti_affinity >= 0))
+        if pinned.size:
+            group = p.anti_affinity[pinned].astype(np.int64)
+            domain = p.anti_affinity_domain[p.pinned[pinned]].astype(np.int64)
+            pairs, counts = np.unique(np.column_stack([group, domain]), axis=0, return_counts=True)
+            over = counts > p.anti_affinity_limit[pairs[:, 0]]
+            if over.any():
+                g, d = (int(x) for x in pairs[np.argmax(over)])
+                raise InfeasibleError(
+                    f"anti-affinity group {g}: {int(counts[np.argmax(over)])} of its tasks are "
+                    f"pinned to domain {d} but at most {int(p.anti_affinity_limit[g])} may "
+                    "share one",
+                    proven=True,
                 )

@@ -296,9 +296,22 @@ class DataStream(_Aggregations):
         return collected
 
     def write_text(self, path: str | os.PathLike[str]) -> DataStreamSink:
-        """Write ``str(record)`` lines: to ``path`` with parallelism 1, else to files ``1``,
-        ``2``, ... in directory ``path`` (Flink's layout). Columnar rows are written as dicts."""
-        return self._sink("Text", {"sink": "text", "path": os.fspath(path)})
+        """Write ``str(record)`` lines (columnar rows as dicts), one file per subtask.
+
+        ``path`` names a directory when it ends with a path separator, is an existing
+        directory, or the sink's parallelism is above 1: subtask ``i`` writes file ``i + 1`` in
+        it (Flink's layout; ``"out/"`` at parallelism 1 gives ``out/1``). Else it names the one
+        file written. Existing output is overwritten, never refused: the directory is made if
+        missing, each part file replaced, and numbered part files beyond the sink's parallelism
+        (an earlier run's) removed, so the directory's part files are this run's output; files
+        of other names are left alone. A relative ``path`` is made absolute now (see
+        :class:`StreamEnvironment`)."""
+        text = os.fspath(path)
+        if not isinstance(text, str) or not text:
+            raise TypeError("write_text: path must be a non-empty str or path-like")
+        directory = text.endswith(("/", os.sep)) or os.path.isdir(text)
+        params = {"sink": "text", "path": os.path.abspath(text), "directory": directory}
+        return self._sink("Text", params)
 
     def for_each(self, function: Callable[[Any], object]) -> DataStreamSink:
         """Call ``function(record)`` for every record, in the sink's subtask."""

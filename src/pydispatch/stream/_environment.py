@@ -4,9 +4,11 @@ Each call on a :class:`StreamEnvironment` or a stream appends to the environment
 :class:`JobGraph` (a new frozen graph each time); nothing runs until a sink's ``collect()`` or
 the environment's ``execute()``. ``pydispatch.plan`` turns the graph into chained subtasks.
 
-Modes. ``StreamEnvironment()`` (no target) runs jobs in this process, single-threaded, with the
-reference executor; with a target (a dispatcher's address, a client or a cluster) ``execute()``
-submits the job to the dispatcher and returns a ``JobHandle``: the dispatcher runs the job's master
+Modes. ``execute()`` returns a ``JobHandle`` in every mode (``status()``, ``result()``,
+``cancel()``), so the same code runs in both. ``StreamEnvironment()`` (no target) runs jobs in
+this process, single-threaded, with the reference executor, before ``execute()`` returns; with a
+target (a dispatcher's address, a client or a cluster) ``execute()`` submits the job to the
+dispatcher and returns at once: the dispatcher runs the job's master
 in a process of its own (``pydispatch.dataflow.master_process``), so the job goes on if the
 submitting process exits; subtasks run on the workers and exchange micro-batches directly (see
 ``pydispatch.dataflow.slice``). ``StreamEnvironment.local()``'s embedded cluster lives and dies with
@@ -14,6 +16,11 @@ this process, and so do its jobs: their masters run in this process (as in Flink
 behind the same ``JobHandle``. A job whose sources are all bounded runs in batch mode (Flink's
 ``AUTOMATIC`` runtime mode): keyed aggregations emit one final result per key at the end of input.
 With an unbounded source they are rolling: one updated result per input record.
+
+Paths. A relative path given to ``read_text``, ``read_csv`` or ``write_text`` is made absolute
+when the operator is added, against this process's working directory: where the user wrote it,
+not where the job's master or a worker runs. On a cluster every worker must see the same path (a
+shared file system); a worker that cannot fails the job at once, naming itself and the path.
 
 Records and results.
 
@@ -217,7 +224,13 @@ class StreamEnvironment:
         is cut into byte ranges, one per subtask; a line belongs to the range of its first
         byte."""
         files = _paths(paths, "read_text")
-        params = {"source": "text", "paths": files, "encoding": encoding, "bounded": True}
+        params = {
+            "source": "text",
+            "paths": files,
+            "sizes": _sizes(files),
+            "encoding": encoding,
+            "bounded": True,
+        }
         return self._source(name or f"Text {os.path.basename(files[0])}", params, Schema())
 
     def read_csv(
@@ -247,6 +260,7 @@ class StreamEnvironment:
         params = {
             "source": "csv",
             "paths": files,
+            "sizes": _sizes(files),
             "encoding": encoding,
             "bounded": True,
             "delimiter": delimiter,
@@ -290,14 +304,17 @@ class StreamEnvironment:
         """The chained plan of everything built so far (see :mod:`pydispatch.plan`)."""
         return execution_graph(self._graph, chaining=self._chaining)
 
-    def execute(self, name: str | None = None, *, priority: int = 0) -> JobResult | JobHandle:
-        """Run every sink not run yet (and what feeds them) as one job.
+    def execute(self, name: str | None = None, *, priority: int = 0) -> JobHandle:
+        """Run every sink not run yet (and what feeds them) as one job; its :class:`JobHandle`
+        (``status()``, ``result()``, ``cancel()``, ``metrics()``; ``collected`` and the other
+        attributes of the :class:`JobResult` wait for the result), whatever the target.
 
-        Without a target: in this process, returning the :class:`JobResult`. With a target:
-        submitted to the dispatcher, returning a :class:`JobHandle` once the job's master has
-        planned and deployed it (``status()``, ``result()``, ``cancel()``, ``metrics()``; its
-        ``collected`` waits for the result); a job that can never fit the cluster raises
-        ``ValueError`` with the reason.
+        With a target: submitted to the dispatcher, returning once the job's master has planned
+        and deployed it; a job that can never fit the cluster raises ``ValueError`` with the
+        reason, and a failure while it runs is raised by ``result()`` (``JobFailedError``).
+        Without a target: run in this process before returning (the handle is FINISHED), and
+        an exception of the job (the user's functions, a bad partitioner) is raised here, as
+        itself, with its traceback.
         ``priority``: the job's slices are queued at the dispatcher with it (higher first; jobs
         of equal priority share the slots fairly: each job's master is a client of its own)."""
         pending = {op.id for op in self._graph.sinks()} - self._executed
@@ -328,18 +345,26 @@ class StreamEnvironment:
             return handle
         from ..dataflow.local import run_local
 
+        started = time.monotonic()
         result = run_local(job, name=name or "job", chaining=self._chaining)
         self._executed |= pending
 
         def old(ids: dict[int, Any]) -> dict[int, Any]:
             return {keep[new]: value for new, value in ids.items()}
 
-        return JobResult(
+        finished = JobResult(
             result.name,
             result.runtime_mode,
             old(result.collected),
             old(result.records_in),
             old(result.records_out),
+        )
+        return JobHandle.finished(
+            finished,
+            job,
+            self._chaining,
+            old(result.subtask_results),
+            time.monotonic() - started,
         )
 
     # -- cluster ----------------------------------------------------------------------------
@@ -474,11 +499,18 @@ def _paths(paths: object, func: str) -> tuple[str, ...]:
         raise TypeError(f"{func}: paths must be a path or a non-empty list of paths")
     if not all(isinstance(p, str | os.PathLike) for p in paths):
         raise TypeError(f"{func}: paths must be str or path-like")
-    files = tuple(os.fspath(p) for p in paths)
+    # Resolved here, where the user wrote them: the job's master and workers run elsewhere.
+    files = tuple(os.path.abspath(os.fspath(p)) for p in paths)
     for f in files:
         if not os.path.isfile(f):
             raise ValueError(f"{func}: {f!r} is not a file")
     return files
+
+
+def _sizes(files: tuple[str, ...]) -> tuple[int, ...]:
+    """The files' sizes now, for the plan's traffic estimates: the job's master plans where
+    the files may not be."""
+    return tuple(os.path.getsize(f) for f in files)
 
 
 # The stream classes live in a private module; they are documented and pickled under this one.
