@@ -24,7 +24,7 @@ import zmq
 
 from pydispatch.runtime.slot import SlotState, _Slot
 from pydispatch.wire import protocol as p
-from pydispatch.wire.transport import dumps, make_socket
+from pydispatch.wire.transport import dumps, keep_by_reference, make_socket
 
 ROUTER: Any = None  # the "dispatcher" end of the slot's socket
 RAN: list[str] = []  # what the slot ran, in order
@@ -53,6 +53,7 @@ def scenario(kind: str, n: int) -> list[p.RunSpec]:
     # cloudpickle would copy by value, with the socket they use).
     import slot_probe as me
 
+    keep_by_reference("slot_probe")  # under the working directory, it would go by value
     record, then_send = me.record, me.then_send
     specs = []
     for i in range(n):

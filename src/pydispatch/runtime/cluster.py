@@ -1,14 +1,23 @@
 """``LocalCluster``: a dispatcher and worker processes on this machine, in one context manager.
 
-Every process is started with ``subprocess`` and ended by its pid on :meth:`LocalCluster.close`
-(SIGINT then SIGKILL for workers, which end their own slot processes; SIGTERM then SIGKILL for
-the dispatcher). By default the cluster talks over ``ipc://`` sockets in a private temporary
-directory, so nothing binds a network port; pass ``address="tcp://127.0.0.1:0"`` for TCP on a
-free port.
+Every process is started with ``subprocess`` in a session of its own and ended by its pid on
+:meth:`LocalCluster.close`: SIGKILL to the process group the pid leads, which holds a worker
+and its slot processes (or the dispatcher and the job launcher it keeps, with its job masters).
+Nothing a closing cluster's processes could still do matters to anyone (the dispatcher they
+would report to ends with them), so they are not asked to stop gracefully: that took up to half
+a second (each process noticing its signal between two polls, one after the other), and the
+workers' files are in the cluster's own temporary directory, removed with it. A cluster never
+closed is closed at interpreter exit, quietly (``weakref.finalize``).
+
+By default the cluster talks over ``ipc://`` sockets in a private temporary directory, so
+nothing binds a network port, and the workers start at the same time as the dispatcher (its
+address is known before it binds); pass ``address="tcp://127.0.0.1:0"`` for TCP on a free port.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -16,20 +25,67 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
+
+import zmq
 
 from .._exports import publish
-from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
-from .client import Client, fetch_status
+from ..wire import protocol as p
+from ..wire.transport import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    make_socket,
+    parse,
+    recv_parts,
+    send,
+    split_envelope,
+)
+from .client import Client
 from .dispatcher import DEFAULT_PREFETCH
 
-__all__ = ["LocalCluster"]
+__all__ = ["SLOTS_DIR_ENV", "LocalCluster"]
+
+#: Where a worker makes its private directory (slot state files, ipc endpoints), if set
+#: (``runtime.worker`` reads it by this name): a LocalCluster points it into its own temporary
+#: directory, which it removes on close however its workers ended.
+SLOTS_DIR_ENV: Final = "PYDISPATCH_SLOTS_DIR"
 
 
 def _format_resources(resources: dict[str, float]) -> str:
     # repr keeps every digit (":g" would turn 2**30 into 1.07374e+09).
     return ",".join(f"{name}={float(amount)!r}" for name, amount in resources.items())
+
+
+# ``pydispatch dispatcher`` and ``pydispatch worker`` without the command line's imports
+# (argparse; for a worker, the dispatcher's modules): tens of milliseconds of CPU less per
+# process while a cluster starts on few cores. The dispatcher's first line names the address
+# it bound.
+_LOGGING: Final = """\
+import json, logging, sys
+logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
+"""
+_DISPATCHER_MAIN: Final = f"""{_LOGGING}\
+from pydispatch.runtime.dispatcher import run_dispatcher
+run_dispatcher(sys.argv[1], **json.loads(sys.argv[2]))
+"""
+_WORKER_MAIN: Final = f"""{_LOGGING}\
+from pydispatch.runtime.worker import WorkerOptions, run_worker
+run_worker(sys.argv[1], WorkerOptions(**json.loads(sys.argv[2])))
+"""
+
+
+@dataclass
+class _Owned:
+    """What a cluster must end, apart from the cluster object, so that its finalizer (which
+    must not hold the cluster) can end it at interpreter exit."""
+
+    tmpdir: str
+    owner: int = field(default_factory=os.getpid)  # a forked child must not end them
+    dispatcher: subprocess.Popen[str] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    clients: list[Client] = field(default_factory=list)
 
 
 class LocalCluster:
@@ -69,9 +125,18 @@ class LocalCluster:
         self._drain_grace = drain_grace
         self._max_message_size = max_message_size
         self._start_timeout = start_timeout
-        self.dispatcher: subprocess.Popen[str] | None = None
-        self.workers: list[subprocess.Popen[bytes]] = []
-        self._clients: list[Client] = []
+        self._owned = _Owned(self._tmpdir)
+        self._started = False
+        # Closes at interpreter exit too, if nobody did before (weakref.finalize runs then).
+        self._finalizer = weakref.finalize(self, _close, self._owned)
+
+    @property
+    def dispatcher(self) -> subprocess.Popen[str] | None:
+        return self._owned.dispatcher
+
+    @property
+    def workers(self) -> list[subprocess.Popen[bytes]]:
+        return self._owned.workers
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -88,38 +153,60 @@ class LocalCluster:
         self.close()
 
     def start(self) -> None:
+        """Start the dispatcher and the workers; return once every worker has registered."""
+        if not self._finalizer.alive:
+            raise RuntimeError("this LocalCluster was closed: make a new one")
+        if self._started:
+            return
+        self._started = True
         try:
-            self._start_dispatcher()
-            for index in range(self._n_workers):
-                self.start_worker(
-                    name=f"worker-{index}",
-                    slots=self._slots,
-                    resources=self._resources,
-                    labels=self._labels,
-                )
+            self._spawn_dispatcher()
+            if self._requested_address.startswith("ipc://"):
+                # The address is known before the dispatcher binds it: its start-up and the
+                # workers' overlap (a worker knocks until the dispatcher answers).
+                self.address = self._requested_address
+                self._start_workers()
+                self._read_address()
+            else:
+                self._read_address()  # a tcp port chosen by the OS, if asked
+                self._start_workers()
             self.wait_for_workers(self._n_workers)
         except BaseException:
             self.close()
             raise
 
-    def _start_dispatcher(self) -> None:
+    def _start_workers(self) -> None:
+        for index in range(self._n_workers):
+            self.start_worker(
+                name=f"worker-{index}",
+                slots=self._slots,
+                resources=self._resources,
+                labels=self._labels,
+            )
+
+    def _spawn_dispatcher(self) -> None:
+        options = {
+            "heartbeat_interval": self._heartbeat_interval,
+            "heartbeat_timeout": self._heartbeat_timeout,
+            "max_message_size": self._max_message_size,
+            "prefetch": self._prefetch,
+            "exit_with_parent": os.getpid(),
+            "job_masters": self._job_masters,
+            "client_timeout": self._client_timeout,
+        }
         command = [
-            sys.executable, "-m", "pydispatch.cli", "dispatcher",
-            "--bind", self._requested_address,
-            "--heartbeat-interval", str(self._heartbeat_interval),
-            "--heartbeat-timeout", str(self._heartbeat_timeout),
-            "--max-message-size", str(self._max_message_size),
-            "--prefetch", str(self._prefetch),
-            "--exit-with-parent", str(os.getpid()),
-            "--client-timeout", str(self._client_timeout),
-            *([] if self._job_masters else ["--no-job-masters"]),
+            sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)
         ]  # fmt: skip
-        self.dispatcher = subprocess.Popen(
+        self._owned.dispatcher = subprocess.Popen(
             command, stdout=subprocess.PIPE, text=True, start_new_session=True
         )
-        assert self.dispatcher.stdout is not None
+
+    def _read_address(self) -> None:
+        dispatcher = self._owned.dispatcher
+        assert dispatcher is not None
+        assert dispatcher.stdout is not None
         # The first line names the bound endpoint (a tcp port chosen by the OS, if asked).
-        line = self.dispatcher.stdout.readline()
+        line = dispatcher.stdout.readline()
         if not line:
             raise RuntimeError("the dispatcher exited during start-up")
         self.address = line.strip().rsplit(" ", 1)[-1]
@@ -127,13 +214,15 @@ class LocalCluster:
     def restart_dispatcher(self) -> None:
         """End the dispatcher and start a new one on the same address (workers re-register;
         tasks held by the old one are lost to their clients)."""
-        if self.dispatcher is not None:
-            _end(self.dispatcher, signal.SIGKILL)
-            if self.dispatcher.stdout is not None:
-                self.dispatcher.stdout.close()
+        old = self._owned.dispatcher
+        if old is not None:
+            _end(old, signal.SIGKILL)
+            if old.stdout is not None:
+                old.stdout.close()
         if self.address.startswith("tcp://"):
             self._requested_address = self.address  # the same port again
-        self._start_dispatcher()
+        self._spawn_dispatcher()
+        self._read_address()
 
     def start_worker(
         self,
@@ -144,39 +233,65 @@ class LocalCluster:
         labels: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start one more worker process (it registers by itself; see wait_for_workers)."""
-        command = [
-            sys.executable, "-m", "pydispatch.cli", "worker", self.address,
-            "--slots", str(slots), "--name", name,
-            "--drain-grace", str(self._drain_grace),
-            "--max-message-size", str(self._max_message_size),
-            "--exit-with-parent", str(os.getpid()),
-        ]  # fmt: skip
-        if not self._direct:
-            command.append("--no-direct")
-        if resources:
-            command += ["--resources", _format_resources(resources)]
-        for key, value in (labels or {}).items():
-            command += ["--label", f"{key}={value}"]
-        process = subprocess.Popen(command, start_new_session=True)
-        self.workers.append(process)
+        options = {
+            "slots": slots,
+            "resources": {name: float(amount) for name, amount in (resources or {}).items()},
+            "labels": dict(labels or {}),
+            "name": name,
+            "drain_grace": self._drain_grace,
+            "max_message_size": self._max_message_size,
+            "direct": self._direct,
+            "exit_with_parent": os.getpid(),
+        }
+        command = [sys.executable, "-c", _WORKER_MAIN, self.address, json.dumps(options)]
+        # The worker's own directory goes into ours, so that close() removes it however the
+        # worker ended.
+        env = {**os.environ, SLOTS_DIR_ENV: self._tmpdir}
+        process = subprocess.Popen(command, start_new_session=True, env=env)
+        self._owned.workers.append(process)
         return process
 
     def wait_for_workers(self, count: int, timeout: float | None = None) -> None:
+        """Until ``count`` workers (not draining) have registered; asks the dispatcher's status
+        every 10 ms over one socket (a socket and context per question cost the processes
+        starting meanwhile a millisecond of CPU each)."""
         deadline = time.monotonic() + (timeout or self._start_timeout)
-        while True:
-            failed = [w.pid for w in self.workers if w.poll() not in (None, 0)]
-            if failed or (self.dispatcher is not None and self.dispatcher.poll() is not None):
-                raise RuntimeError(f"a cluster process exited during start-up (pids {failed})")
-            status = fetch_status(self.address, timeout=max(0.1, deadline - time.monotonic()))
-            if sum(1 for w in status.workers if not w.draining) >= count:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{count} worker(s) did not register in time")
-            time.sleep(0.02)
+        dispatcher = self._owned.dispatcher
+        context: zmq.Context[Any] = zmq.Context()
+        sock = make_socket(context, zmq.DEALER)
+        try:
+            sock.connect(self.address)
+            while True:
+                failed = [w.pid for w in self.workers if w.poll() not in (None, 0)]
+                if failed or (dispatcher is not None and dispatcher.poll() is not None):
+                    raise RuntimeError(f"a cluster process exited during start-up (pids {failed})")
+                send(sock, p.StatusRequest())
+                if not sock.poll(max(100, int((deadline - time.monotonic()) * 1000))):
+                    raise TimeoutError(f"no dispatcher answered at {self.address} in time")
+                _, body = split_envelope(recv_parts(sock), routed=False)
+                status, _ = parse(body)
+                if not isinstance(status, p.StatusReply):
+                    raise p.ProtocolError(f"expected StatusReply, got {type(status).__name__}")
+                if sum(1 for w in status.workers if not w.draining) >= count:
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{count} worker(s) did not register in time")
+                time.sleep(0.01)
+        finally:
+            sock.close(linger=0)
+            context.term()
 
     def client(self, **options: Any) -> Client:
+        """A client of this cluster (ended with it: its unfinished futures fail on close)."""
+        if not self._finalizer.alive:
+            raise RuntimeError("this LocalCluster was closed: make a new one")
+        if not self.address:
+            raise RuntimeError(
+                "this LocalCluster is not started: use `with LocalCluster(...) as cluster:` "
+                "or call cluster.start() before cluster.client()"
+            )
         client = Client(self.address, **options)
-        self._clients.append(client)
+        self._owned.clients.append(client)
         return client
 
     @property
@@ -184,15 +299,44 @@ class LocalCluster:
         return [process.pid for process in self.workers]
 
     def close(self) -> None:
-        for client in self._clients:
+        """End every process of the cluster (by pid) and fail its clients' unfinished futures.
+        Closing twice does nothing."""
+        self._finalizer()
+
+
+def _close(owned: _Owned) -> None:
+    """End what a cluster started: at close, or at interpreter exit (then quietly: nothing
+    here raises or logs)."""
+    if os.getpid() != owned.owner:  # a fork of the process that started them, exiting
+        return
+    for client in owned.clients:
+        with contextlib.suppress(Exception):
             client.terminate("the LocalCluster was closed")
-        for process in self.workers:
-            _end(process, signal.SIGINT)
-        if self.dispatcher is not None:
-            _end(self.dispatcher, signal.SIGTERM)
-            if self.dispatcher.stdout is not None:
-                self.dispatcher.stdout.close()
-        shutil.rmtree(self._tmpdir, ignore_errors=True)
+    owned.clients.clear()
+    processes: list[subprocess.Popen[Any]] = list(owned.workers)
+    if owned.dispatcher is not None:
+        processes.append(owned.dispatcher)
+    for process in processes:
+        _kill_group(process)
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)  # SIGKILL does not fail: reaped at once
+    if owned.dispatcher is not None and owned.dispatcher.stdout is not None:
+        owned.dispatcher.stdout.close()
+    shutil.rmtree(owned.tmpdir, ignore_errors=True)
+
+
+def _kill_group(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL the process group ``process`` leads (it was started in a session of its own):
+    the process and its children (a worker's slots; the dispatcher's job launcher and masters).
+    Only while ``process`` is not reaped: until then its pid, and so its group id, is ours."""
+    if process.returncode is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group's leader alone, a zombie
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
 
 
 def _end(process: subprocess.Popen[Any], first: signal.Signals) -> None:

@@ -186,9 +186,16 @@ class JobHosts:
         # One BLAS thread: the launcher must have no thread but its own when it forks.
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         # Own session: a Ctrl-C meant for the dispatcher's terminal reaches the dispatcher
-        # only, which then ends its job masters itself (close).
+        # only, which then ends its job masters itself (close). A dispatcher that leads a
+        # session of its own has no terminal to share (LocalCluster starts it so): there the
+        # launcher and its masters stay in its process group, and whoever started it ends them
+        # all with one signal to that group (LocalCluster.close).
         launcher = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=os.getsid(0) != os.getpid(),
         )
         assert launcher.stdin is not None
         assert launcher.stdout is not None

@@ -110,7 +110,10 @@ class Worker:
             )
             self._data_sock.bind(self.options.data_bind)
             self.data_address = self._data_sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-slots-")
+        # In PYDISPATCH_SLOTS_DIR if set: a LocalCluster removes it however the worker ended.
+        self._tmpdir = tempfile.mkdtemp(
+            "", "pydispatch-slots-", os.environ.get("PYDISPATCH_SLOTS_DIR")
+        )
         self._slots: list[_Slot] = []
         self._slot_generation = 0
         self._kills: dict[int, float] = {}  # force-cancelled attempt id -> watch until

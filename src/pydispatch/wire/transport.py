@@ -6,14 +6,24 @@ every large buffer they contain (numpy arrays) taken out of band into its own ra
 with ``copy=False``: the array's memory goes from the user's array to the socket without being
 copied into a pickle stream, and on the receiving side the array is rebuilt over the received
 frame's memory (writable, no copy).
+
+Code travels (:func:`travels_by_value`): functions and classes of the user's own modules (a file
+under the client's working directory, not in site-packages, the standard library or pydispatch)
+are pickled by value, as ``__main__``'s are, because a worker started elsewhere cannot import
+them; a worker that still meets a module it cannot import says which, where, and what to do
+(:class:`ModuleNotImportable`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import logging
 import marshal
+import os
 import pickle
+import sys
 import types
 from collections import ChainMap
 from collections.abc import Iterator, Sequence
@@ -39,12 +49,14 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "INLINE_LIMIT",
     "FrameLike",
+    "ModuleNotImportable",
     "Socket",
     "ask",
     "batch_from",
     "batch_message",
     "dumps",
     "frame_sizes",
+    "keep_by_reference",
     "loads",
     "make_socket",
     "parse",
@@ -58,6 +70,7 @@ __all__ = [
     "request",
     "send",
     "split_envelope",
+    "travels_by_value",
     "watermark_from",
     "watermark_message",
 ]
@@ -267,17 +280,122 @@ _CLOUDPICKLE_CODE_REDUCE: Final = cloudpickle.Pickler.dispatch_table[types.CodeT
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle's pickler, with code objects that keep their file name."""
+    """cloudpickle's pickler, with code objects that keep their file name, and the user's own
+    modules pickled by value (see :func:`travels_by_value`)."""
 
     dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
         {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chosen: set[str] = set()  # modules registered here whose code this pickle holds
 
-def _cloudpickle(obj: object, buffer_callback: Any) -> bytes:
-    with io.BytesIO() as file:
-        _Pickler(file, protocol=5, buffer_callback=buffer_callback).dump(obj)
-        return file.getvalue()
+    def reducer_override(self, obj: Any) -> Any:
+        # Functions and classes only: they are what a pickle names by module (an instance
+        # names its class, which comes here in turn).
+        if type(obj) is types.FunctionType or isinstance(obj, type):
+            name = getattr(obj, "__module__", None)
+            if type(name) is str:
+                if name not in _BY_VALUE:
+                    travels_by_value(name)
+                if name in _REGISTERED:
+                    self.chosen.add(name)
+        return super().reducer_override(obj)
+
+
+# Module name -> whether it is pickled by value (decided once per module).
+_BY_VALUE: dict[str, bool] = {"__main__": False, "builtins": False}
+_REGISTERED: set[str] = set()  # those registered here (not by the user's own call)
+
+
+@functools.cache
+def _installed_roots() -> tuple[str, ...]:
+    """Where installed code lives: a module under one of these is importable on workers that
+    run the same environment (or it is not the user's to ship)."""
+    # Imported when first needed: most processes (the dispatcher, slots) never need them.
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib") if key in paths}
+    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
+    roots.add(site.getusersitepackages())
+    roots.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # pydispatch
+    return tuple(os.path.join(os.path.realpath(root), "") for root in roots if root)
+
+
+def travels_by_value(module_name: str) -> bool:
+    """Whether functions and classes of ``module_name`` are pickled by value, registering the
+    module with ``cloudpickle.register_pickle_by_value`` the first time it qualifies: its file
+    is under the current working directory and not under site-packages, the standard library
+    or pydispatch. Such a module is the user's own code (``mymod.py`` beside the script), which
+    workers started elsewhere cannot import; pickled by reference, a task using it would fail
+    there with ``ModuleNotFoundError``. Any other module travels by value once registered by
+    hand: ``cloudpickle.register_pickle_by_value(module)``."""
+    decided = _BY_VALUE.get(module_name)
+    if decided is not None:
+        return decided
+    if module_name.partition(".")[0] == "pydispatch":  # (an editable install is under a cwd)
+        _BY_VALUE[module_name] = False
+        return False
+    module = sys.modules.get(module_name)
+    file = getattr(module, "__file__", None)
+    by_value = False
+    if module is not None and isinstance(file, str):
+        path = os.path.realpath(file)
+        here = os.path.join(os.path.realpath(os.getcwd()), "")
+        if path.startswith(here) and not path.startswith(_installed_roots()):
+            if module_name not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(module)
+                _REGISTERED.add(module_name)
+            by_value = True
+    _BY_VALUE[module_name] = by_value
+    return by_value
+
+
+class ModuleNotImportable(ModuleNotFoundError):  # noqa: N818 - a ModuleNotFoundError, named
+    """An object pickled by reference to a module this process cannot import (a worker
+    unpickling a task's function or arguments, typically); the message says how to make the
+    module travel. A ``ModuleNotFoundError``, so that code catching that still does."""
+
+
+def _cloudpickle(obj: object, buffer_callback: Any, buffers: list[Any]) -> bytes:
+    """``obj`` pickled (out-of-band buffers through ``buffer_callback`` into ``buffers``)."""
+    while True:
+        with io.BytesIO() as file:
+            pickler = _Pickler(file, protocol=5, buffer_callback=buffer_callback)
+            try:
+                pickler.dump(obj)
+                return file.getvalue()
+            except Exception:
+                # A module of the user's whose code cannot go by value (a function refers to
+                # a lock or a socket at module level) goes by reference, as before it was
+                # chosen: fine wherever the workers can import it, else their error says how
+                # to make it travel.
+                if not pickler.chosen:
+                    raise
+                _by_reference_again(pickler.chosen)
+                buffers.clear()
+
+
+def keep_by_reference(module_name: str) -> None:
+    """Pickle ``module_name``'s functions and classes by reference from now on, whatever
+    :func:`travels_by_value` would choose: for code that must share its module's state with
+    the process running it (a slot run in this process, in a test)."""
+    _by_reference_again({module_name})
+    _BY_VALUE[module_name] = False
+
+
+def _by_reference_again(names: set[str]) -> None:
+    """Unregister modules :func:`travels_by_value` registered (never those the user did)."""
+    for name in names & _REGISTERED:
+        _REGISTERED.discard(name)
+        _BY_VALUE[name] = False
+        module = sys.modules.get(name)
+        if module is not None:
+            with contextlib.suppress(ValueError):
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT) -> Blob:
@@ -305,7 +423,7 @@ def dumps(obj: object, frames: list[FrameLike], inline_limit: int = INLINE_LIMIT
         buffers.append(buffer)
         return False  # false means: out of band
 
-    data = _cloudpickle(obj, take_out_of_band)
+    data = _cloudpickle(obj, take_out_of_band, buffers)
     inline = len(data) <= inline_limit
     first = INLINE if inline else len(frames)
     if not inline:
@@ -352,7 +470,27 @@ def loads(blob: Blob, frames: Sequence[zmq.Frame]) -> Any:
     """Unpickle a blob; arrays are rebuilt over the received frames' memory (no copy)."""
     check_blob(blob, [len(frame) for frame in frames])
     stream = blob.data if blob.frame == INLINE else frames[blob.frame].buffer
-    return pickle.loads(stream, buffers=[frames[meta.frame].buffer for meta in blob.buffers])
+    try:
+        return pickle.loads(stream, buffers=[frames[meta.frame].buffer for meta in blob.buffers])
+    except ModuleNotFoundError as error:
+        if isinstance(error, ModuleNotImportable) or not error.name:
+            raise
+        raise _not_importable(error.name) from error
+
+
+def _not_importable(name: str) -> ModuleNotImportable:
+    import socket
+
+    where = f"process {os.getpid()} on {socket.gethostname()}"
+    top = name.partition(".")[0]
+    return ModuleNotImportable(
+        f"module {name!r} is not importable on this worker ({where}): a function, class or "
+        f"object of it was pickled by reference. To make it travel, keep its file under the "
+        f"submitting process's working directory (such modules are pickled by value), or "
+        f"call cloudpickle.register_pickle_by_value({top}) there before submitting, or "
+        f"install it where the workers run",
+        name=name,
+    )
 
 
 def rebase(
@@ -419,7 +557,7 @@ def _pickle_data(obj: object, frames: list[FrameLike]) -> Blob:
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     except (pickle.PicklingError, AttributeError, TypeError):
         buffers = []
-        data = _cloudpickle(obj, buffers.append)
+        data = _cloudpickle(obj, buffers.append, buffers)
     frames.append(data)
     metas = _out_of_band(buffers, frames)
     return Blob(0, metas)
