@@ -696,7 +696,8 @@ def test_a_map_dropped_early_cancels_the_chunks_not_yet_started(
     gate = str(tmp_path / "gate")
     paths = ["/"] + [gate] * 9  # the first chunk is ready at once, the others wait for the gate
     before = client.status().cancelled
-    items = client.map(wait_for_file, paths, range(10), chunksize=1)
+    # (buffersize: all ten out at once; by default a map reads its input lazily)
+    items = client.map(wait_for_file, paths, range(10), chunksize=1, buffersize=10)
     assert next(items) == 0
     del items  # dropped after one item: nobody wants the rest
     gc.collect()

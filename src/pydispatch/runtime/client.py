@@ -8,21 +8,34 @@ chunks ``map``, and keeps the executor's contract (no new work after ``shutdown`
 a lease. :class:`TaskFuture` is defined there too (it is made and resolved there) and
 re-exported here.
 
-Cancellation:
+Cancellation, as for the standard library's executors:
 
-* ``future.cancel()`` works while the task is pending (queued at the dispatcher): the future is
-  cancelled at once and the dispatcher drops the task. Once the dispatcher has placed it on a
-  worker the future is RUNNING and ``cancel()`` returns False, as for any executor.
+* A future is RUNNING once the dispatcher has placed its task on a slot (a task prefetched to
+  a slot counts as running, though it may wait there behind the slot's current task).
+  ``future.cancel()`` on a task still queued at the dispatcher returns True, the future is
+  cancelled at once (CANCELLED_AND_NOTIFIED: ``wait()`` and ``as_completed()`` count it done)
+  and the dispatcher drops the task; on a placed, running or finished task it returns False.
+* The race: a cancel that crosses the task's placement returns True and the future stays
+  cancelled; should the task have been placed meanwhile, it runs and its result is discarded.
+  The future resolves exactly once either way.
+* A lone task sent on the direct lane (see ``client_io``) goes to an idle slot reserved for it
+  and starts at once: it is RUNNING when sent.
 * ``client.cancel(future, force=True)`` also stops a running task: the dispatcher tells its
   worker, which kills the slot subprocess running it (SIGKILL) and starts a fresh slot; the
   future is then cancelled and the slot is free again. Anything the task did so far stays done.
-  A task placed on a worker but not started yet (prefetch) is cancelled at once and skipped.
   A forced cancel that races with the task's own end may arrive too late: the future then
   gets the task's result (or exception) instead; it resolves exactly once either way.
+
+Interpreter exit, as ``concurrent.futures.thread``: a client never closed still gets its
+outstanding futures done before it closes (a hook run when the main thread ends, before
+``atexit`` handlers), and ``submit`` then raises ``RuntimeError``. A dispatcher that stops
+answering is logged within a few seconds, and after ``reconnect_timeout`` every unresolved
+future fails with ``ConnectionError`` (see ``client_io``).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import operator
@@ -36,17 +49,29 @@ from typing import Any, Final
 from .._exports import publish
 from ..wire import protocol as p
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, FrameLike, dumps, frame_sizes, request
-from .client_io import ClientIO, TaskFuture
+from .client_io import DEFAULT_RECONNECT_TIMEOUT, ClientIO, TaskFuture, interpreter_exiting
 from .lane import Lane
 
 __all__ = ["Client", "TaskFuture", "fetch_status"]
 
 _CHUNK_BYTES: Final = 1 << 20  # auto-batching: at most about this many pickled bytes per chunk
 _CHUNKS_PER_SLOT: Final = 4  # ...and at least this many chunks per slot, to balance load
+_SAMPLE: Final = 32  # items pickled to size the chunks
+# Items per chunk of an input of unknown length at most (a generator): its chunks cannot be
+# balanced over the slots by count, so they are kept small enough to balance by number.
+_UNSIZED_CHUNK: Final = 1024
+# Chunks in flight per slot by default (map's buffersize): twice what balancing asks for.
+_BUFFER_PER_SLOT: Final = 2 * _CHUNKS_PER_SLOT
 
 
 class Client(Executor):
-    """Submit work to the dispatcher at ``address`` (``tcp://host:port`` or ``ipc://path``)."""
+    """Submit work to the dispatcher at ``address`` (``tcp://host:port`` or ``ipc://path``).
+
+    ``reconnect_timeout`` (seconds, default 60): with work outstanding, a dispatcher that does
+    not answer for this long is given up on, and every unresolved future fails with a
+    ``ConnectionError`` naming its address and how long the client waited (a warning is logged
+    after a few seconds of silence already).
+    """
 
     def __init__(
         self,
@@ -55,9 +80,12 @@ class Client(Executor):
         name: str = "",
         connect_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
     ) -> None:
+        if not reconnect_timeout > 0:
+            raise ValueError("reconnect_timeout must be > 0")
         self.address = address
-        self._io = ClientIO(self, address, name, max_message_size)
+        self._io = ClientIO(self, address, name, max_message_size, reconnect_timeout)
         # A plain attribute, not a property: a future's result() reaches the lane through it.
         self._lane: Lane = self._io.lane
         reply = self._io.welcome(connect_timeout)
@@ -106,6 +134,7 @@ class Client(Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        buffersize: int | None = None,
         resources: dict[str, float] | None = None,
         labels: dict[str, str] | None = None,
         priority: int = 0,
@@ -113,48 +142,77 @@ class Client(Executor):
     ) -> Iterator[Any]:
         """Like ``Executor.map``; items are sent in chunks, sized automatically by default.
 
-        With ``chunksize=None`` chunks hold at most about 1 MiB of pickled arguments and there
-        are at least four per slot of the cluster, so large maps need few messages while every
-        slot still gets work. An exception in a chunk is raised when iteration reaches it.
+        The input is read lazily: at most ``buffersize`` chunks are out (submitted, their
+        results not yielded yet) at a time, the first of them submitted at once, and one more
+        is taken from the input as each is yielded (as ``ProcessPoolExecutor.map``'s
+        ``buffersize`` in Python 3.14, where it counts chunks too). ``buffersize=None``: a
+        bound of its own, 8 chunks per slot of the cluster.
+
+        With ``chunksize=None`` chunks hold at most about 1 MiB of pickled arguments and, for an
+        input of known length, there are at least four per slot of the cluster (an input of
+        unknown length, e.g. a generator, gets chunks of at most 1024 items), so large maps
+        need few messages while every slot still gets work. An exception in a chunk is raised
+        when iteration reaches it. Items already yielded are not kept.
         """
+        if buffersize is not None:
+            if type(buffersize) is not int:
+                raise TypeError("buffersize must be an integer or None")
+            if buffersize < 1:
+                raise ValueError("buffersize must be None or > 0")
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1")
         end = None if timeout is None else time.monotonic() + timeout
         kind = p.KIND_MAP1 if len(iterables) == 1 else p.KIND_CHUNK
-        items: list[Any] = (
-            list(iterables[0]) if kind == p.KIND_MAP1 else list(zip(*iterables, strict=False))
+        hint = min((operator.length_hint(i) for i in iterables), default=0)
+        source: Iterator[Any] = (
+            iter(iterables[0]) if kind == p.KIND_MAP1 else zip(*iterables, strict=False)
         )
-        if not items:
+        # Only as much is read ahead as sizing the chunks needs (nothing with a chunksize).
+        sample = list(itertools.islice(source, 1 if chunksize is not None else _SAMPLE))
+        if not sample:
             return iter(())
-        size = chunksize if chunksize is not None else self._auto_chunksize(items)
-        if size < 1:
-            raise ValueError("chunksize must be >= 1")
-        futures = [
-            self._submit(kind, fn, items[i : i + size], resources, labels, priority, retries)
-            for i in range(0, len(items), size)
-        ]
-        return self._chunk_results(futures, end)
+        size = chunksize if chunksize is not None else self._auto_chunksize(sample, hint)
+        window = buffersize or max(1, self.total_slots) * _BUFFER_PER_SLOT
+        source = itertools.chain(sample, source)
+        del sample  # (held by the chain only until it is taken)
+        chunks = iter(lambda: list(itertools.islice(source, size)), [])
+
+        def submit(chunk: list[Any]) -> TaskFuture:
+            return self._submit(kind, fn, chunk, resources, labels, priority, retries)
+
+        futures = collections.deque(map(submit, itertools.islice(chunks, window)))
+        return itertools.chain.from_iterable(self._chunk_results(futures, chunks, submit, end))
 
     @staticmethod
-    def _chunk_results(futures: list[TaskFuture], end: float | None) -> Iterator[Any]:
-        # Items are handed out by chain in C: a generator resumed once per item cost more
-        # than the whole map of a cheap function (3-4 ms per 100k items, measured).
-        return itertools.chain.from_iterable(Client._chunk_lists(futures, end))
-
-    @staticmethod
-    def _chunk_lists(futures: list[TaskFuture], end: float | None) -> Iterator[list[Any]]:
+    def _chunk_results(
+        futures: collections.deque[TaskFuture],
+        chunks: Iterator[list[Any]],
+        submit: Callable[[list[Any]], TaskFuture],
+        end: float | None,
+    ) -> Iterator[Iterator[Any]]:
+        # Items are handed out by map objects in C: a generator resumed once per item cost
+        # more than the whole map of a cheap function (3-4 ms per 100k items, measured). Each
+        # item is popped from its chunk's list as it goes: none is kept once yielded.
         try:
-            futures.reverse()
             while futures:
-                future = futures.pop()
+                future = futures.popleft()
                 left = None if end is None else end - time.monotonic()
-                yield future.result(timeout=left)
+                values: list[Any] = future.result(timeout=left)
+                del future
+                for chunk in itertools.islice(chunks, 1):  # the window stays full
+                    futures.append(submit(chunk))
+                values.reverse()
+                yield map(values.pop, itertools.repeat(-1, len(values)))
         finally:  # iteration stopped early (or timed out): the rest is not wanted
             for future in futures:
                 future.cancel()
 
-    def _auto_chunksize(self, items: list[Any]) -> int:
+    def _auto_chunksize(self, sample: list[Any], length: int) -> int:
         slots = max(1, self.total_slots)
-        by_balance = math.ceil(len(items) / (slots * _CHUNKS_PER_SLOT))
-        sample = items[: min(len(items), 32)]
+        if length > 0:
+            by_balance = math.ceil(length / (slots * _CHUNKS_PER_SLOT))
+        else:
+            by_balance = _UNSIZED_CHUNK
         frames: list[FrameLike] = []
         dumps(sample, frames)
         per_item = max(1, sum(frame_sizes(frames)) // len(sample))
@@ -164,17 +222,25 @@ class Client(Executor):
     def cancel(self, future: Future[Any], force: bool = False) -> bool:
         """Cancel a task; with ``force`` a running one is killed (its slot process is replaced).
 
-        Returns whether a cancellation was requested; the future ends cancelled once the
-        dispatcher confirms (at once when it was still pending).
+        Without ``force`` this is ``future.cancel()``: True if the task was still queued at the
+        dispatcher (the future is cancelled now and the task never runs), False if it is placed,
+        running or done (it goes on; nothing is asked of the dispatcher). With ``force``, True
+        if a cancellation was requested: a queued task is cancelled at once (and killed should
+        it have been placed meanwhile); a placed or running one's future ends cancelled once the
+        dispatcher confirms the kill (or gets the task's outcome if the task ended first). False
+        if the future is done already.
         """
         if not isinstance(future, TaskFuture) or future._client is not self:
             raise ValueError("not a future of this client")
         if future.done():
             return False
-        if future.cancel() and not force:
+        if future.cancel():
+            if force:  # it may have been placed meanwhile (see "The race" above)
+                self._io.force_cancel(future)
             return True
-        if force:
-            self._io.force_cancel(future)
+        if not force:
+            return False
+        self._io.force_cancel(future)
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -214,6 +280,8 @@ class Client(Executor):
         retries: int,
     ) -> TaskFuture:
         io = self._io
+        if interpreter_exiting():
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if io.closing:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not callable(fn):

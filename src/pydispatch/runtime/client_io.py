@@ -56,12 +56,51 @@ from ..wire.transport import (
 )
 from .lane import DirectAttempt, Lane
 
-__all__ = ["ClientIO", "TaskFuture"]
+__all__ = ["DEFAULT_RECONNECT_TIMEOUT", "ClientIO", "TaskFuture", "interpreter_exiting"]
 
 log = logging.getLogger(__name__)
 
 _MAX_TASKS_PER_SUBMIT: Final = 8192
 _HELLO_EVERY: Final = 2.0  # seconds between liveness hellos (until the dispatcher says)
+# How long a client with work outstanding waits for a silent dispatcher before it fails every
+# unresolved future with ConnectionError (see Client's reconnect_timeout).
+DEFAULT_RECONNECT_TIMEOUT: Final = 60.0
+
+# As concurrent.futures.thread does: at interpreter exit (before atexit's own handlers, so
+# before a LocalCluster closes) every client still open gets its outstanding futures done and
+# closes, and no new task is taken. Weak: a client collected needs nothing more.
+_live: weakref.WeakSet[ClientIO] = weakref.WeakSet()
+_exiting = False
+_exit_lock = threading.Lock()
+
+
+def interpreter_exiting() -> bool:
+    """Whether interpreter shutdown has begun (``submit`` then raises ``RuntimeError``)."""
+    return _exiting
+
+
+def _python_exit() -> None:
+    global _exiting
+    with _exit_lock:
+        _exiting = True
+        clients = list(_live)
+    for io in clients:
+        io.start_closing()
+        io.wake()
+    for io in clients:
+        if io.thread is not threading.current_thread():
+            io.thread.join()
+
+
+def _after_fork() -> None:
+    # A forked child has no I/O threads: its copies of the parent's clients are not its own.
+    global _exit_lock
+    _exit_lock = threading.Lock()
+    _live.clear()
+
+
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class _Client(Protocol):
@@ -84,10 +123,26 @@ class TaskFuture(Future[Any]):
         self._lane_attempt = 0  # its direct attempt while out on the lane (see lane)
 
     def cancel(self) -> bool:
-        cancelled = super().cancel()
-        if cancelled:
+        """Cancel the task unless the dispatcher has placed it on a slot (the future is then
+        RUNNING) or it ended. True if the future is cancelled.
+
+        A cancel that crosses the placement (the "started" notice was on its way) still
+        returns True and the future stays cancelled, but the task runs to its end; its result
+        is discarded. The future resolves once either way."""
+        if not super().cancel():
+            return False
+        if self._notify_cancelled():  # only the call that cancelled it tells the dispatcher
             self._client._send_cancel([self.task_id], force=False)
-        return cancelled
+        return True
+
+    def _notify_cancelled(self) -> bool:
+        """CANCELLED -> CANCELLED_AND_NOTIFIED, as an executor does when it would have started
+        the task: ``wait()`` and ``as_completed()`` count it done. False if done already."""
+        with self._condition:
+            if self._state != "CANCELLED":
+                return False
+            self.set_running_or_notify_cancel()
+            return True
 
     def result(self, timeout: float | None = None) -> Any:
         return super().result(self._receive_direct(timeout))
@@ -114,6 +169,7 @@ class TaskFuture(Future[Any]):
             if self._state == "RUNNING":
                 self._state = "PENDING"  # lets Future.cancel() do all its notifications
             super().cancel()
+            self._notify_cancelled()
 
 
 class ClientIO:
@@ -123,8 +179,17 @@ class ClientIO:
     :meth:`welcome`). ``client`` is what the futures made here name as theirs.
     """
 
-    def __init__(self, client: _Client, address: str, name: str, max_message_size: int) -> None:
+    def __init__(
+        self,
+        client: _Client,
+        address: str,
+        name: str,
+        max_message_size: int,
+        reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+    ) -> None:
         self.total_slots = 0
+        self.address = address
+        self.reconnect_timeout = reconnect_timeout
         self._client = client
         self._context: zmq.Context[Any] = zmq.Context()
         self._sock: Socket = make_socket(
@@ -154,7 +219,9 @@ class ClientIO:
         # Closed only when this is collected: once the I/O thread is done nothing writes to
         # the pipe (_io_done), and the fd numbers cannot be reused meanwhile.
         weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
-        self._functions: dict[int, tuple[Callable[..., Any], p.Blob, list[FrameLike]]] = {}
+        # id(fn) -> (a weak reference to fn, its blob, its frames): the cache must not keep a
+        # function (nor a bound method's object) alive that the caller dropped.
+        self._functions: dict[int, tuple[weakref.ref[Any], p.Blob, list[FrameLike]]] = {}
         self.closing = False  # no new tasks: the I/O thread ends once all are done
         self._terminated: str | None = None
         self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
@@ -167,9 +234,19 @@ class ClientIO:
         self._sent_through = -1
         self._last_hello = time.monotonic()
         self._hello_every = _HELLO_EVERY
+        # Since when a hello is unanswered (None: the dispatcher spoke since the last one; it
+        # answers every hello), and whether the silence has been logged: a dispatcher that
+        # goes away must not leave futures waiting forever (see _check_silence).
+        self._unanswered_since: float | None = None
+        self._silence_logged = False
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
         self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
-        self.thread.start()
+        with _exit_lock:
+            if _exiting:
+                _abandon(self.lane, self._sender, self._sock, self._context)
+                raise RuntimeError("cannot create a client after interpreter shutdown")
+            _live.add(self)
+            self.thread.start()
 
     # ------------------------------------------------------------ the facade's requests
 
@@ -283,12 +360,16 @@ class ClientIO:
         # Pickle each function once; the same frame objects let the I/O thread send a
         # function once per Submit message however many tasks use it.
         cached = self._functions.get(id(fn))
-        if cached is None or cached[0] is not fn:
+        if cached is None or cached[0]() is not fn:
             own: list[FrameLike] = []
             blob = dumps(fn, own, inline_limit=0)
+            try:
+                ref = weakref.ref(fn)
+            except TypeError:  # no weak references to it: not cached rather than kept alive
+                return blob, own
             if len(self._functions) > 64:
                 self._functions.clear()
-            cached = self._functions[id(fn)] = (fn, blob, own)
+            cached = self._functions[id(fn)] = (ref, blob, own)
         return cached[1], cached[2]
 
     def _wake(self) -> None:
@@ -314,6 +395,7 @@ class ClientIO:
                 self._send_outbox()
                 self._send_requests()
                 if self._sock in ready:
+                    self._unanswered_since = None
                     try:
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
@@ -330,6 +412,7 @@ class ClientIO:
                 if self.closing and self._all_done():
                     self._send_controls(p.ClientBye())
                     return
+                self._check_silence()
                 # Even when idle: a restarted dispatcher learns this client's sending socket
                 # from it, and answers on the receiving one, where we listen. While closing,
                 # only until the last result (then Bye goes out instead, on the other socket).
@@ -337,6 +420,8 @@ class ClientIO:
                     self._futures or not self.closing
                 ):
                     self._last_hello = time.monotonic()
+                    if self._unanswered_since is None:
+                        self._unanswered_since = self._last_hello
                     send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
                     self._drain_sender()
         finally:
@@ -347,6 +432,45 @@ class ClientIO:
                 self._sender.close(linger=500)
             self._sock.close(linger=500)
             self._context.term()
+
+    def _check_silence(self) -> None:
+        """With work outstanding, a dispatcher silent for a while is logged, and one silent
+        for ``reconnect_timeout`` is given up on: every unresolved future fails."""
+        since = self._unanswered_since
+        silence = 0.0 if since is None else time.monotonic() - since
+        if silence < min(2.0, self.reconnect_timeout / 2):
+            if self._silence_logged:
+                self._silence_logged = False
+                log.warning("the dispatcher at %s answers again", self.address)
+            return
+        with self._lock:
+            waiting = [i for i, f in self._futures.items() if not f.done()]
+        if not waiting:
+            return
+        if silence >= self.reconnect_timeout:
+            reason = (
+                f"the dispatcher at {self.address} did not answer for {silence:.1f} s "
+                f"(reconnect_timeout={self.reconnect_timeout:g} s): the task's outcome is unknown"
+            )
+            log.error("%s; %d unresolved future(s) failed", reason, len(waiting))
+            self.lane.reset()
+            self._fail_tasks(waiting, partial(ConnectionError, reason))
+            # Nobody waits for them any more: should the dispatcher come back, it stops them
+            # (queued when it does; a restarted one knows none of these ids).
+            self.send_control(p.Cancel(waiting, True))
+            # Tasks submitted from now on get a reconnect_timeout of their own.
+            self._unanswered_since = time.monotonic()
+            self._silence_logged = False
+        elif not self._silence_logged:
+            self._silence_logged = True
+            log.warning(
+                "the dispatcher at %s has not answered for %.1f s (%d task(s) outstanding); "
+                "their futures fail after %g s without an answer (reconnect_timeout)",
+                self.address,
+                silence,
+                len(waiting),
+                self.reconnect_timeout,
+            )
 
     def _send_requests(self) -> None:
         with self._lock:
@@ -546,14 +670,22 @@ class ClientIO:
 
 
 def _mark_direct(future: TaskFuture, attempt_id: int) -> None:
-    """Before its DirectRun goes (0: it did not go): like a task the dispatcher placed, it is
-    RUNNING, and cancel() cannot stop it."""
+    """Before its DirectRun goes (0: it did not go): it is RUNNING, and cancel() cannot stop
+    it (its leased slot is idle and reserved for it: it starts at once)."""
     with future._condition:
         future._lane_attempt = attempt_id
         if attempt_id and future._state == "PENDING":
             future._state = "RUNNING"
         elif not attempt_id and future._state == "RUNNING":
             future._state = "PENDING"
+
+
+def _abandon(lane: Lane, sender: Socket, sock: Socket, context: zmq.Context[Any]) -> None:
+    """Close what ClientIO.__init__ opened, its I/O thread never started."""
+    lane.close()
+    sender.close(linger=0)
+    sock.close(linger=0)
+    context.term()
 
 
 def _close_fds(*fds: int) -> None:
