@@ -329,7 +329,7 @@ def _lone_round_trips(client: Client, n: int) -> list[float]:
 
 _INSTANT_DISPATCHER = """
 import sys, zmq
-from pydispatch import protocol as p
+from pydispatch.wire import protocol as p
 from pydispatch.wire.transport import make_socket, parse, send, split_envelope
 sock = make_socket(zmq.Context(), zmq.ROUTER)
 sock.bind(sys.argv[1])
