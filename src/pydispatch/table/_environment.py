@@ -18,7 +18,7 @@ from ._planner import Node, Planner, QueryNode, SourceNode
 from ._relations import Relation
 from ._result import TableResult
 from ._sql import DIALECT, describe_error, parse, qualified, unsupported
-from ._steps import ArrowSource, CsvChunks, ParquetSource, ToChunks, ToRows
+from ._steps import ArrowSource, CsvChunks, ParquetSource, SchemaBytes, ToChunks, ToRows
 from ._table import Table
 
 if TYPE_CHECKING:
@@ -155,21 +155,28 @@ class TableEnvironment:
         return self._csv(full, delimiter)
 
     def _parquet(self, path: str) -> Table:
+        import itertools
+
         import pyarrow.parquet as pq
 
-        schema = pq.read_schema(path)
-        groups = pq.ParquetFile(path).num_row_groups
+        meta = pq.ParquetFile(path).metadata
+        schema = meta.schema.to_arrow_schema()
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        starts = (0, *itertools.accumulate(sizes))
 
         def build(env: StreamEnvironment, p: int, columns: tuple[str, ...]) -> Relation:
             wanted = columns or (schema.names[0],)
             part = schema.empty_table().select(list(wanted)).schema
-            stream = env.from_source(
-                ParquetSource(path, tuple(wanted), part),
-                parallel=True,
-                estimated_records=max(groups, 1),
-                name=f"Parquet {os.path.basename(path)}",
-            ).set_parallelism(p)
-            return Relation(stream, part, p)
+
+            def source(sql: str | None) -> DataStream:
+                return env.from_source(
+                    ParquetSource(path, tuple(wanted), starts, sql),
+                    parallel=True,
+                    estimated_records=max(len(sizes), 1),
+                    name=f"Parquet {os.path.basename(path)}",
+                ).set_parallelism(p)
+
+            return Relation(None, part, p, deferred=source)
 
         return self._table(SourceNode(os.path.basename(path), schema, build))
 
@@ -192,7 +199,7 @@ class TableEnvironment:
         def build(env: StreamEnvironment, p: int, columns: tuple[str, ...]) -> Relation:
             lines = env.read_text(path).set_parallelism(p)
             stream = lines.map_batches(
-                CsvChunks(schema, header, delimiter), name="CSV to chunks"
+                CsvChunks(SchemaBytes.of(schema), header, delimiter), name="CSV to chunks"
             ).set_parallelism(p)
             return Relation(stream, schema, p)
 
@@ -221,7 +228,7 @@ class TableEnvironment:
         p = graph.operator(next(iter(ops))).parallelism if len(ops) == 1 else self._env.parallelism
 
         def build(env: StreamEnvironment, _: int, columns: tuple[str, ...]) -> Relation:
-            chunks = stream.map_batches(ToChunks(arrow), name="Records to chunks")
+            chunks = stream.map_batches(ToChunks(SchemaBytes.of(arrow)), name="Records to chunks")
             return Relation(chunks.set_parallelism(p), arrow, p, bounded)
 
         return self._table(SourceNode("data stream", arrow, build, bounded))

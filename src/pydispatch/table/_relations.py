@@ -19,13 +19,14 @@ subtask that receives nothing from one side still has a typed empty table for it
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ..dataflow.routing import key_array, keyed_subtasks
 from ..partition import default_max_parallelism
 from ._engine import run
-from ._steps import Finish, LocalQuery, Merge, Split
+from ._steps import Finish, LocalQuery, Merge, SchemaBytes, Split
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -41,14 +42,19 @@ INPUT = "__INPUT__"
 @dataclass(frozen=True)
 class Relation:
     """``stream``'s chunks, through ``pending`` (a query over :data:`INPUT`, or None) give
-    chunks of ``schema``; ``parallelism`` is the stream's; ``bounded`` whether it ends."""
+    chunks of ``schema``; ``parallelism`` is the stream's; ``bounded`` whether it ends.
 
-    stream: DataStream
+    ``deferred`` (instead of ``stream``): a source not built yet, ``deferred(query)`` builds
+    it with the pending query (over ``input``) fused into its reads, so that DuckDB scans the
+    file and filters and pre-aggregates in one pass (a Parquet file)."""
+
+    stream: DataStream | None
     schema: pa.Schema
     parallelism: int
     bounded: bool = True
     pending: str | None = None
     pending_input: pa.Schema | None = None
+    deferred: Callable[[str | None], DataStream] | None = None
 
 
 def _compose(outer: str, inner: str | None) -> str:
@@ -67,6 +73,9 @@ def then(rel: Relation, sql: str) -> Relation:
 
 
 def _materialise(rel: Relation) -> DataStream:
+    if rel.deferred is not None:
+        return rel.deferred(None if rel.pending is None else rel.pending.replace(INPUT, "input"))
+    assert rel.stream is not None
     if rel.pending is None:
         return rel.stream
     step = LocalQuery(rel.pending.replace(INPUT, "input"))
@@ -132,12 +141,12 @@ def shuffle(
     merged = splits[0].union(*splits[1:]) if len(splits) > 1 else splits[0]
     gathered = (
         merged.key_by(0)
-        .reduce(Merge(compact_sql, schemas[0] if compact_sql else None))
+        .reduce(Merge(compact_sql, SchemaBytes.of(schemas[0]) if compact_sql else None))
         .name(f"SQL: gather for {name}")
         .set_parallelism(q)
         .set_max_parallelism(mp)
     )
-    finish = Finish(finish_sql, tuple(schemas))
+    finish = Finish(finish_sql, tuple(SchemaBytes.of(s) for s in schemas))
     empties = {f"side{i}": s.empty_table() for i, s in enumerate(schemas)}
     schema = run(finish_sql, empties).schema
     stream = gathered.map(finish).name(f"SQL: {name}").set_parallelism(q)
