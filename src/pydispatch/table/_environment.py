@@ -36,6 +36,9 @@ def prepare(tree: exp.Expr, catalog: Mapping[str, Node]) -> QueryNode:
     import duckdb
     from sqlglot import exp
 
+    from ._windows import expand
+
+    tree = expand(tree.copy(), {name: node.schema for name, node in catalog.items()})
     ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
     refs: dict[str, Node] = {}
     for table in tree.find_all(exp.Table):
@@ -303,6 +306,11 @@ class TableEnvironment:
     def _execute(self, node: Node) -> TableResult:
         import duckdb
 
+        if not node.bounded:
+            raise SqlError(
+                "a query over an unbounded table has no end to wait for: run it with "
+                "to_data_stream(table) and a sink (for_each, write_text), then execute()"
+            )
         planner = Planner(self._env, self._env.parallelism)
         stream, _ = planner.stream(node)
         try:

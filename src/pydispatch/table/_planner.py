@@ -278,15 +278,21 @@ class Planner:
         distinct = sel.args.get("distinct") is not None
         order = sel.args.get("order")
         limited = sel.args.get("limit") is not None or sel.args.get("offset") is not None
-        if not cur.bounded and (aggregated or distinct or order or limited or joins):
+        window = self._tumbling(items[0], sel) if not cur.bounded and aggregated else None
+        if not cur.bounded and (
+            distinct or order or limited or joins or (aggregated and not window)
+        ):
             raise unsupported(
                 "aggregates, joins, DISTINCT, ORDER BY and LIMIT over an unbounded table "
-                "(only projections and filters; or a TUMBLE/HOP window)"
+                "(only projections, filters, and aggregates GROUP BY a TUMBLE window's "
+                "window_start)"
             )
         keys, hidden = self._order_keys(order, projections, names)
         if distinct and hidden:
             raise unsupported("ORDER BY expressions that are not in the SELECT DISTINCT list")
-        if aggregated:
+        if window is not None:
+            body = self._aggregate(cur, sel, projections, hidden, rest, window=window)
+        elif aggregated:
             body = self._aggregate(cur, sel, projections, hidden, rest)
         else:
             cols = [f"{_sql(_renamed(p.unalias()))} AS __c{i}" for i, p in enumerate(projections)]
@@ -301,6 +307,22 @@ class Planner:
         body = self._sorted(body, keys, sel, len(projections))
         renamed = ", ".join(f"__c{i} AS {_q(n)}" for i, n in enumerate(names))
         return then(body, f"SELECT {renamed} FROM {INPUT}")
+
+    @staticmethod
+    def _tumbling(item: exp.Expr, sel: exp.Select) -> tuple[float, int] | None:
+        """For a GROUP BY over a TUMBLE window of an unbounded table: the window's size and
+        the position of its ``window_start`` among the group keys."""
+        from sqlglot import exp
+
+        size = item.meta.get("tumble") if isinstance(item, exp.Subquery) else None
+        group = sel.args.get("group")
+        if size is None or group is None:
+            return None
+        for i, g in enumerate(group.expressions):
+            is_start = isinstance(g, exp.Column) and g.name == "window_start"
+            if is_start and g.table == item.alias_or_name:
+                return size, i
+        return None
 
     @staticmethod
     def _join_kind(join: exp.Join) -> str:
@@ -392,6 +414,7 @@ class Planner:
         projections: list[exp.Expr],
         hidden: list[exp.Expr],
         rest: list[exp.Expr],
+        window: tuple[float, int] | None = None,
     ) -> Relation:
         group = sel.args.get("group")
         groups = list(group.expressions) if group is not None else []
@@ -401,6 +424,11 @@ class Planner:
         q = self.p if groups else 1
         gcols = tuple(f"__g{i}" for i in range(len(groups)))
         gsel = [f"{_sql(_renamed(g))} AS __g{i}" for i, g in enumerate(groups)]
+        if window is not None and not all(_decomposable(a) for a in found):
+            raise unsupported(
+                "over an unbounded table, aggregates other than COUNT, SUM, "
+                "MIN, MAX and AVG (without DISTINCT)"
+            )
         if not all(_decomposable(a) for a in found):
             # Rows to the owner of their group; the query as written there.
             pre = then(cur, f"SELECT *{''.join(', ' + g for g in gsel)} FROM {INPUT}{_where(rest)}")
@@ -424,6 +452,8 @@ class Planner:
             partials[text] = self._partial(agg, j)
         psel = [f"{expr} AS {col}" for _, cols in partials.values() for col, expr, _ in cols]
         by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(groups)))}" if groups else ""
+        if window is not None:  # partial rows leave in event-time order: watermarks ascend
+            by += f" ORDER BY __g{window[1]}"
         pre = then(cur, f"SELECT {', '.join(gsel + psel)} FROM {INPUT}{_where(rest)}{by}")
         types = duckdb_types(pre.schema)
         merged = [
@@ -445,6 +475,9 @@ class Planner:
             else ""
         )
         finish = f"SELECT {', '.join(cols)} FROM ({compact}) AS __m{having_sql}"
+        if window is not None:
+            merges = tuple(m for _, c in partials.values() for _, _, m in c)
+            return self._fire_on_watermarks(pre, len(groups), window, merges, finish)
         return shuffle(
             [(pre, gcols)],
             finish,
@@ -453,6 +486,38 @@ class Planner:
             compact_sql=compact,
             name="aggregate",
         )
+
+    def _fire_on_watermarks(
+        self,
+        pre: Relation,
+        width: int,
+        window: tuple[float, int],
+        merges: tuple[str, ...],
+        finish: str,
+    ) -> Relation:
+        """Partial rows through pydispatch's keyed event-time window, merged per group and
+        window, finished when the watermark passes the window's end (see ``_windows``)."""
+        from ._engine import run
+        from ._steps import SchemaBytes, ToRows
+        from ._windows import FinishRows, GroupKey, MergeRows
+
+        size, position = window
+        fired = (
+            output(pre)
+            .flat_map(ToRows())
+            .name("SQL: partial rows")
+            .set_parallelism(pre.parallelism)
+            .key_by(GroupKey(width))
+            .time_window(size if size != int(size) else int(size), timestamp=position)
+            .reduce(MergeRows(width, merges))
+            .name("SQL: tumbling window")
+            .set_parallelism(self.p)
+        )
+        stream = fired.map_batches(
+            FinishRows(SchemaBytes.of(pre.schema), finish), name="SQL: window results"
+        ).set_parallelism(self.p)
+        schema = run(finish, {"side0": pre.schema.empty_table()}).schema
+        return Relation(stream, schema, self.p, bounded=False)
 
     @staticmethod
     def _partial(agg: exp.Expr, j: int) -> tuple[str, list[tuple[str, str, str]]]:

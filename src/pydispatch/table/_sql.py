@@ -30,10 +30,12 @@ def parse(sql: str) -> exp.Expr:
     import sqlglot
     from sqlglot.errors import ParseError, TokenError
 
+    from ._windows import unwrap
+
     if not isinstance(sql, str) or not sql.strip():
         raise SqlError("expected a SQL statement, got an empty string")
     try:
-        statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
+        statements = [s for s in sqlglot.parse(unwrap(sql), read=DIALECT) if s is not None]
     except ParseError as e:
         first: dict[str, Any] = e.errors[0] if e.errors else {}
         line, column = first.get("line"), first.get("col")
