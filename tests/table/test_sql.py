@@ -98,6 +98,11 @@ FIXED = [
     "SELECT t.k, e.g FROM t LEFT JOIN e ON t.k = e.k",
     "SELECT name, count(*) AS c, sum(v) FROM t JOIN d ON t.k = d.k GROUP BY name",
     "SELECT a.k, b.name FROM d a JOIN d b ON a.k = b.k",
+    "SELECT t.i, d.w FROM t JOIN d ON t.i = d.w",
+    "SELECT t.k, a.name, b.w FROM t JOIN d a ON t.k = a.k LEFT JOIN d b ON a.k + 1 = b.k",
+    "SELECT s.k, s.n, d.name FROM (SELECT k, count(*) AS n FROM t GROUP BY k) s JOIN d "
+    "ON s.k = d.k",
+    "SELECT d.name, sum(t.v) FROM t LEFT JOIN d ON t.k = d.k AND t.g = 'a' GROUP BY d.name",
     "SELECT k FROM t UNION ALL SELECT k FROM d",
     "SELECT i FROM t UNION ALL SELECT w FROM d",
     "SELECT k FROM t UNION SELECT k FROM d",
