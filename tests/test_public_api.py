@@ -188,7 +188,6 @@ def test_public_names_carry_their_public_module() -> None:
 
     import pydispatch.errors
     import pydispatch.solver
-
     import pydispatch.stream.functions
     import pydispatch.table
 
@@ -196,9 +195,7 @@ def test_public_names_carry_their_public_module() -> None:
     public += ["stream.functions"]
     for short in public:
         module = (
-            pydispatch
-            if short == "pydispatch"
-            else importlib.import_module(f"pydispatch.{short}")
+            pydispatch if short == "pydispatch" else importlib.import_module(f"pydispatch.{short}")
         )
         for name in module.__all__:
             obj = getattr(module, name)
