@@ -18,7 +18,7 @@ import pytest
 
 from pydispatch.errors import SqlError
 from pydispatch.runtime.cluster import LocalCluster
-from pydispatch.stream import StreamEnvironment
+from pydispatch.stream import NoRestart, StreamEnvironment
 from pydispatch.stream.functions import (
     FilterFunction,
     FlatMapFunction,
@@ -284,3 +284,16 @@ def test_an_unbounded_table_refuses_what_needs_the_end_of_input() -> None:
     assert tenv.sql_query("SELECT f0 + 1 FROM s WHERE f0 > 1").columns == ["(f0 + 1)"]
     with pytest.raises(SqlError, match="over an unbounded table"):
         tenv.execute_sql("SELECT count(*) FROM s")
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_a_value_that_fails_while_running_is_a_sql_error(
+    on_cluster: bool, request: pytest.FixtureRequest
+) -> None:
+    target = request.getfixturevalue("cluster") if on_cluster else None
+    env = StreamEnvironment(target, parallelism=2).set_restart_strategy(NoRestart)
+    tenv = TableEnvironment(env)
+    tenv.create_temporary_view("t", tenv.from_arrays({"g": ["1", "x"]}))
+    with pytest.raises(SqlError, match="type mismatch: Could not convert string 'x'") as caught:
+        tenv.execute_sql("SELECT CAST(g AS INTEGER) FROM t")
+    assert "Traceback" not in str(caught.value)

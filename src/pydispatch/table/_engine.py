@@ -20,11 +20,13 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SqlError
+
 if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-__all__ = ["concat", "connection", "describe", "run"]
+__all__ = ["concat", "connection", "describe", "describe_error", "run"]
 
 _local = threading.local()
 
@@ -41,12 +43,17 @@ def connection() -> duckdb.DuckDBPyConnection:
 
 
 def run(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
-    """``sql`` over ``tables`` (each registered under its name for this query only)."""
+    """``sql`` over ``tables`` (each registered under its name for this query only); what
+    DuckDB refuses (a value it cannot convert, met while running) is a ``SqlError``."""
+    import duckdb
+
     con = connection()
     for name, table in tables.items():
         con.register(name, table)
     try:
         result: pa.Table = con.sql(sql).to_arrow_table()
+    except duckdb.Error as e:
+        raise describe_error(e) from None
     finally:
         for name in tables:
             con.unregister(name)
@@ -75,3 +82,23 @@ def concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
     if len(tables) == 1:
         return tables[0]
     return pa.concat_tables([t if t.schema == schema else t.cast(schema) for t in tables])
+
+
+def describe_error(error: Exception) -> SqlError:
+    """A DuckDB error at binding or run time as a ``SqlError``: its kind in words, its first
+    lines (the candidates DuckDB lists are left out)."""
+    text = str(error).strip()
+    kind, _, message = text.partition(": ")
+    message = message or kind
+    lines = [line for line in message.splitlines() if line.strip()]
+    head = lines[0].rstrip("!")
+    mismatch = ("No function matches", "Cannot compare", "Could not convert", "Cannot mix")
+    if any(m in head for m in mismatch) or "Conversion Error" in kind:
+        head = f"type mismatch: {head}"
+    elif kind.startswith("Binder Error") and "not found in FROM clause" in head:
+        head = f"unknown column: {head}"
+    elif kind.startswith("Catalog Error"):
+        head = f"unknown name: {head}"
+    else:
+        head = f"{kind.lower()}: {head}" if message is not text else head
+    return SqlError(head)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import SqlError
+from ..errors import JobFailedError, SqlError
 from ..stream import DataStream, StreamEnvironment
 from ._planner import Node, Planner, QueryNode, SourceNode
 from ._relations import Relation
@@ -317,6 +318,11 @@ class TableEnvironment:
             chunks = stream.collect()
         except duckdb.Error as e:  # a value DuckDB cannot convert, met while running
             raise describe_error(e) from None
+        except JobFailedError as e:  # the same, met in a worker: its message, not its trace
+            found = re.search(r"pydispatch\.errors\.SqlError: (.*)", str(e))
+            if found is None:
+                raise
+            raise SqlError(found[1]) from None
         assert isinstance(chunks, list)
         return TableResult(node.schema, chunks)
 

@@ -14,6 +14,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SqlError
+from ._engine import describe_error
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -89,23 +90,3 @@ def duckdb_types(schema: pa.Schema) -> dict[str, str]:
     from ._engine import describe
 
     return dict(describe("SELECT * FROM t", {"t": schema}))
-
-
-def describe_error(error: Exception) -> SqlError:
-    """A DuckDB error at binding or run time as a ``SqlError``: its kind in words, its first
-    lines (the candidates DuckDB lists are left out)."""
-    text = str(error).strip()
-    kind, _, message = text.partition(": ")
-    message = message or kind
-    lines = [line for line in message.splitlines() if line.strip()]
-    head = lines[0].rstrip("!")
-    mismatch = ("No function matches", "Cannot compare", "Could not convert", "Cannot mix")
-    if any(m in head for m in mismatch) or "Conversion Error" in kind:
-        head = f"type mismatch: {head}"
-    elif kind.startswith("Binder Error") and "not found in FROM clause" in head:
-        head = f"unknown column: {head}"
-    elif kind.startswith("Catalog Error"):
-        head = f"unknown name: {head}"
-    else:
-        head = f"{kind.lower()}: {head}" if message is not text else head
-    return SqlError(head)
