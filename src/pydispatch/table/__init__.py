@@ -13,9 +13,10 @@ what is supported and what differs from Flink is in the README. Needs the ``tabl
 (sqlglot, duckdb, pyarrow).
 
 Private modules: ``_environment`` (environments, catalog, sources), ``_table`` (the Table API),
-``_result`` (``TableResult``), ``_sql`` (parsing, checks, errors), ``_planner`` (a query as
-operators), ``_relations`` (the moves it is made of), ``_steps`` (what the operators call, in
-the workers), ``_engine`` (DuckDB in a slice).
+``_result`` (``TableResult``), ``_sql`` (parsing, checks, errors), ``_windows`` (TUMBLE, HOP),
+``_planner`` (a query as operators) with ``_aggregates`` and ``_rewrite``, ``_relations`` (the
+moves it is made of), ``_steps`` (what the operators call, in the workers), ``_engine`` (DuckDB
+in a slice).
 """
 
 from __future__ import annotations

@@ -27,8 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._aggregates import aggregate
 from ._relations import INPUT, Relation, output, shuffle, then
-from ._sql import DIALECT, duckdb_types, unsupported
+from ._rewrite import aggregates as _aggregates
+from ._rewrite import conjuncts as _conjuncts
+from ._rewrite import quoted as _q
+from ._rewrite import renamed as _renamed
+from ._rewrite import sql as _sql
+from ._rewrite import stripped as _stripped
+from ._rewrite import tables as _tables
+from ._rewrite import where as _where
+from ._sql import unsupported
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -62,78 +71,6 @@ class QueryNode:
 
 
 Node = SourceNode | QueryNode
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _sql(e: exp.Expr) -> str:
-    return e.sql(dialect=DIALECT)
-
-
-def _conjuncts(e: exp.Expr | None) -> list[exp.Expr]:
-    from sqlglot import exp
-
-    if e is None:
-        return []
-    if isinstance(e, exp.And):
-        return _conjuncts(e.this) + _conjuncts(e.expression)
-    if isinstance(e, exp.Paren):
-        return _conjuncts(e.this) if isinstance(e.this, exp.And) else [e]
-    return [e]
-
-
-def _tables(e: exp.Expr) -> set[str]:
-    from sqlglot import exp
-
-    return {c.table for c in e.find_all(exp.Column) if c.table}
-
-
-def _renamed(e: exp.Expr) -> exp.Expr:
-    """``alias.column`` references as the one column ``"alias.column"`` the scans made."""
-    from sqlglot import exp
-
-    def rename(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Column) and node.table:
-            return exp.Column(this=exp.Identifier(this=f"{node.table}.{node.name}", quoted=True))
-        return node
-
-    return e.copy().transform(rename)
-
-
-def _stripped(e: exp.Expr) -> exp.Expr:
-    """``alias.column`` references as the bare column (a scan's input)."""
-    from sqlglot import exp
-
-    def strip(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Column) and node.table:
-            return exp.Column(this=exp.Identifier(this=node.name, quoted=True))
-        return node
-
-    return e.copy().transform(strip)
-
-
-def _aggregates(e: exp.Expr) -> list[exp.Expr]:
-    from sqlglot import exp
-
-    return list(e.find_all(exp.AggFunc))
-
-
-def _decomposable(agg: exp.Expr) -> bool:
-    from sqlglot import exp
-
-    if isinstance(agg.parent, exp.Filter):
-        return False
-    if isinstance(agg, exp.Min | exp.Max):
-        return True
-    if isinstance(agg, exp.Count | exp.Sum | exp.Avg):
-        return not isinstance(agg.this, exp.Distinct)
-    return False
-
-
-def _where(conditions: list[exp.Expr]) -> str:
-    return f" WHERE {' AND '.join(_sql(_renamed(c)) for c in conditions)}" if conditions else ""
 
 
 class _Scope:
@@ -291,9 +228,9 @@ class Planner:
         if distinct and hidden:
             raise unsupported("ORDER BY expressions that are not in the SELECT DISTINCT list")
         if window is not None:
-            body = self._aggregate(cur, sel, projections, hidden, rest, window=window)
+            body = aggregate(self.p, cur, sel, projections, hidden, rest, window=window)
         elif aggregated:
-            body = self._aggregate(cur, sel, projections, hidden, rest)
+            body = aggregate(self.p, cur, sel, projections, hidden, rest)
         else:
             cols = [f"{_sql(_renamed(p.unalias()))} AS __c{i}" for i, p in enumerate(projections)]
             cols += [f"{_sql(_renamed(h))} AS __o{i}" for i, h in enumerate(hidden)]
@@ -406,160 +343,6 @@ class Planner:
         )
 
     # -- aggregates -------------------------------------------------------------------------
-
-    def _aggregate(
-        self,
-        cur: Relation,
-        sel: exp.Select,
-        projections: list[exp.Expr],
-        hidden: list[exp.Expr],
-        rest: list[exp.Expr],
-        window: tuple[float, int] | None = None,
-    ) -> Relation:
-        group = sel.args.get("group")
-        groups = list(group.expressions) if group is not None else []
-        having = sel.args.get("having")
-        outputs = [p.unalias() for p in projections] + hidden
-        found = [a for e in [*outputs, *([having.this] if having else [])] for a in _aggregates(e)]
-        q = self.p if groups else 1
-        gcols = tuple(f"__g{i}" for i in range(len(groups)))
-        gsel = [f"{_sql(_renamed(g))} AS __g{i}" for i, g in enumerate(groups)]
-        if window is not None and not all(_decomposable(a) for a in found):
-            raise unsupported(
-                "over an unbounded table, aggregates other than COUNT, SUM, "
-                "MIN, MAX and AVG (without DISTINCT)"
-            )
-        if not all(_decomposable(a) for a in found):
-            # Rows to the owner of their group; the query as written there.
-            pre = then(cur, f"SELECT *{''.join(', ' + g for g in gsel)} FROM {INPUT}{_where(rest)}")
-            cols = [
-                *[
-                    f"{_sql(_renamed(e))} AS __c{i}"
-                    for i, e in enumerate(outputs[: len(projections)])
-                ],
-                *[f"{_sql(_renamed(e))} AS __o{i}" for i, e in enumerate(hidden)],
-            ]
-            by = f" GROUP BY {', '.join(_sql(_renamed(g)) for g in groups)}" if groups else ""
-            having_sql = f" HAVING {_sql(_renamed(having.this))}" if having is not None else ""
-            finish = f"SELECT {', '.join(cols)} FROM side0{by}{having_sql}"
-            return shuffle([(pre, gcols)], finish, parallelism=q, drop_keys=True, name="aggregate")
-        partials: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
-        for agg in found:
-            text = _sql(_renamed(agg))
-            if text in partials:
-                continue
-            j = len(partials)
-            partials[text] = self._partial(agg, j)
-        psel = [f"{expr} AS {col}" for _, cols in partials.values() for col, expr, _ in cols]
-        by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(groups)))}" if groups else ""
-        if window is not None:  # partial rows leave in event-time order: watermarks ascend
-            by += f" ORDER BY __g{window[1]}"
-        pre = then(cur, f"SELECT {', '.join(gsel + psel)} FROM {INPUT}{_where(rest)}{by}")
-        types = duckdb_types(pre.schema)
-        merged = [
-            f"CAST({merge}({col}) AS {types[col]}) AS {col}"
-            for _, cols in partials.values()
-            for col, _, merge in cols
-        ]
-        gby = f" GROUP BY {', '.join(gcols)}" if groups else ""
-        compact = f"SELECT {', '.join([*gcols, *merged])} FROM side0{gby}"
-        final = {text: expr for text, (expr, _) in partials.items()}
-        cols = [
-            f"{self._over_partials(e, groups, final)} AS __c{i}"
-            for i, e in enumerate(outputs[: len(projections)])
-        ]
-        cols += [f"{self._over_partials(e, groups, final)} AS __o{i}" for i, e in enumerate(hidden)]
-        having_sql = (
-            f" WHERE {self._over_partials(having.this, groups, final)}"
-            if having is not None
-            else ""
-        )
-        finish = f"SELECT {', '.join(cols)} FROM ({compact}) AS __m{having_sql}"
-        if window is not None:
-            merges = tuple(m for _, c in partials.values() for _, _, m in c)
-            return self._fire_on_watermarks(pre, len(groups), window, merges, finish)
-        return shuffle(
-            [(pre, gcols)],
-            finish,
-            parallelism=q,
-            drop_keys=False,
-            compact_sql=compact,
-            name="aggregate",
-        )
-
-    def _fire_on_watermarks(
-        self,
-        pre: Relation,
-        width: int,
-        window: tuple[float, int],
-        merges: tuple[str, ...],
-        finish: str,
-    ) -> Relation:
-        """Partial rows through pydispatch's keyed event-time window, merged per group and
-        window, finished when the watermark passes the window's end (see ``_windows``)."""
-        from ._engine import run
-        from ._steps import SchemaBytes, ToRows
-        from ._windows import FinishRows, GroupKey, MergeRows
-
-        size, position = window
-        fired = (
-            output(pre)
-            .flat_map(ToRows())
-            .name("SQL: partial rows")
-            .set_parallelism(pre.parallelism)
-            .key_by(GroupKey(width))
-            .time_window(size if size != int(size) else int(size), timestamp=position)
-            .reduce(MergeRows(width, merges))
-            .name("SQL: tumbling window")
-            .set_parallelism(self.p)
-        )
-        stream = fired.map_batches(
-            FinishRows(SchemaBytes.of(pre.schema), finish), name="SQL: window results"
-        ).set_parallelism(self.p)
-        schema = run(finish, {"side0": pre.schema.empty_table()}).schema
-        return Relation(stream, schema, self.p, bounded=False)
-
-    @staticmethod
-    def _partial(agg: exp.Expr, j: int) -> tuple[str, list[tuple[str, str, str]]]:
-        """The final expression of aggregate ``j`` over its merged partial columns, and each
-        partial: ``(column, expression per chunk, merge function)``."""
-        from sqlglot import exp
-
-        arg = "*" if isinstance(agg.this, exp.Star) else _sql(_renamed(agg.this))
-        col = f"__p{j}"
-        if isinstance(agg, exp.Count):
-            return col, [(col, f"count({arg})", "sum")]
-        if isinstance(agg, exp.Sum):
-            return col, [(col, f"sum({arg})", "sum")]
-        if isinstance(agg, exp.Min):
-            return col, [(col, f"min({arg})", "min")]
-        if isinstance(agg, exp.Max):
-            return col, [(col, f"max({arg})", "max")]
-        assert isinstance(agg, exp.Avg)
-        total, count = f"{col}s", f"{col}c"
-        return (
-            f"(CAST({total} AS DOUBLE) / {count})",
-            [(total, f"sum({arg})", "sum"), (count, f"count({arg})", "sum")],
-        )
-
-    @staticmethod
-    def _over_partials(e: exp.Expr, groups: list[exp.Expr], final: dict[str, str]) -> str:
-        """``e`` (a projection, HAVING, an ORDER BY key) over the merged groups: aggregates
-        as their final expressions, group keys as their columns."""
-        import sqlglot
-        from sqlglot import exp
-
-        def swap(node: exp.Expr) -> exp.Expr:
-            if isinstance(node, exp.AggFunc):
-                return sqlglot.parse_one(final[_sql(_renamed(node))], read=DIALECT)
-            for i, g in enumerate(groups):
-                if node == g:
-                    return exp.column(f"__g{i}")
-            return node
-
-        return _sql(_renamed(e.copy().transform(swap)))
-
-    # -- DISTINCT, ORDER BY, LIMIT, UNION -------------------------------------------------------
 
     def _distinct(self, body: Relation) -> Relation:
         cols = tuple(body.schema.names)
