@@ -111,6 +111,8 @@ FIXED = [
     "WITH x AS (SELECT k, sum(v) AS sv FROM t GROUP BY k) SELECT k, sv FROM x WHERE sv > 0",
     "SELECT k + 1 AS kk, count(*) FROM t GROUP BY k + 1",
     "SELECT count(*) FROM t WHERE k > 1000",
+    "SELECT count(*), sum(t.v), count(DISTINCT e.g) FROM t JOIN e ON t.k = e.k",
+    "SELECT count(*), max(d.name) FROM t JOIN d ON t.k = d.k WHERE t.k > 1000",
 ]
 # Ordered: compared in order as well (each orders by a total key, or limits nothing tied).
 ORDERED = [

@@ -191,6 +191,8 @@ def test_from_data_stream_of_tuples_dicts_and_columns() -> None:
     columns = env.from_arrays({"k": np.array([1, 2, 2]), "v": np.array([1.0, 2.0, 3.0])})
     t3 = tenv.from_data_stream(columns, {"k": "BIGINT", "v": "DOUBLE"})
     assert sorted(t3.group_by("k").select("k", "sum(v)").execute()) == [(1, 1.0), (2, 5.0)]
+    nothing = tenv.from_data_stream(env.from_collection([]).map(lambda x: x))
+    assert list(nothing.select("count(*)", "sum(f0)").execute()) == [(0, None)]
     strings = tenv.from_data_stream(env.from_collection(["x", "y"]))  # f0 BIGINT by default
     with pytest.raises(Exception, match="give from_data_stream a schema"):
         strings.execute()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._engine import run
 from ._relations import INPUT, Relation, output, shuffle, then
 from ._rewrite import aggregates as _aggregates
 from ._rewrite import decomposable as _decomposable
@@ -59,7 +60,10 @@ def aggregate(
         by = f" GROUP BY {', '.join(_sql(_renamed(g)) for g in groups)}" if groups else ""
         having_sql = f" HAVING {_sql(_renamed(having.this))}" if having is not None else ""
         finish = f"SELECT {', '.join(cols)} FROM side0{by}{having_sql}"
-        return shuffle([(pre, gcols)], finish, parallelism=q, drop_keys=True, name="aggregate")
+        seed = None if groups else pre.schema.empty_table()
+        return shuffle(
+            [(pre, gcols)], finish, parallelism=q, drop_keys=True, name="aggregate", seed=seed
+        )
     partials: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
     for agg in found:
         text = _sql(_renamed(agg))
@@ -93,6 +97,12 @@ def aggregate(
     if window is not None:
         merges = tuple(m for _, c in partials.values() for _, _, m in c)
         return _fire_on_watermarks(parallelism, pre, len(groups), window, merges, finish)
+    # A global aggregate has one row even over no rows at all: its partial over none.
+    seed = None
+    if not groups:
+        source = pre.pending_input if pre.pending_input is not None else pre.schema
+        assert pre.pending is not None
+        seed = run(pre.pending.replace(INPUT, "input"), {"input": source.empty_table()})
     return shuffle(
         [(pre, gcols)],
         finish,
@@ -100,6 +110,7 @@ def aggregate(
         drop_keys=False,
         compact_sql=compact,
         name="aggregate",
+        seed=seed,
     )
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from ..dataflow.routing import key_array, keyed_subtasks
 from ..partition import default_max_parallelism
 from ._engine import run
-from ._steps import Finish, LocalQuery, Merge, SchemaBytes, Split
+from ._steps import ArrowSource, Finish, LocalQuery, Merge, SchemaBytes, Split
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -112,6 +112,7 @@ def shuffle(
     drop_keys: bool,
     compact_sql: str | None = None,
     name: str,
+    seed: pa.Table | None = None,
 ) -> Relation:
     """Each ``(relation, key columns)`` of ``inputs`` sent by the hash of its keys (no keys:
     all to one subtask) to ``parallelism`` subtasks that gather them per side (``side0``,
@@ -119,7 +120,9 @@ def shuffle(
 
     ``drop_keys``: the key columns were added for routing only and leave with the split.
     ``compact_sql``: a query over ``side0`` giving rows of its schema again, run on the
-    gathered chunks as they grow (a re-aggregation of partials)."""
+    gathered chunks as they grow (a re-aggregation of partials). ``seed``: a chunk for side 0
+    from a source of its own, so that the subtask runs even when no input reaches it (a global
+    aggregate has its one row over no rows too)."""
     q = parallelism
     mp = default_max_parallelism(q)
     to = routes(q, mp)
@@ -138,6 +141,13 @@ def shuffle(
         splits.append(
             stream.flat_map(split).name(f"SQL: split for {name}").set_parallelism(rel.parallelism)
         )
+    if seed is not None:
+        env = splits[0].environment
+        seeded = env.from_source(
+            ArrowSource(seed), parallel=True, name=f"SQL: seed of {name}"
+        ).set_parallelism(1)
+        split = Split(0, sides, inputs[0][1], to, mp, always=True, drop=drop_keys)
+        splits.append(seeded.flat_map(split).name(f"SQL: split for {name}").set_parallelism(1))
     merged = splits[0].union(*splits[1:]) if len(splits) > 1 else splits[0]
     gathered = (
         merged.key_by(0)
