@@ -5,6 +5,7 @@ window the watermark closed, the bounded answer."""
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import itertools
 import sys
 import time
@@ -88,7 +89,9 @@ def test_window_errors_name_the_problem(reference: Any) -> None:
     tenv = _bounded(reference)
     with pytest.raises(SqlError, match="TUMBLE takes TUMBLE"):
         tenv.sql_query("SELECT * FROM TUMBLE(ev, ts)")
-    with pytest.raises(SqlError, match="type mismatch: TUMBLE's time column 'k' is string"):
+    with pytest.raises(
+        SqlError, match=r"type mismatch: TUMBLE's time column 'k' is string; event time is a number"
+    ):
         tenv.sql_query("SELECT * FROM TUMBLE(ev, k, 10)")
     with pytest.raises(SqlError, match="unknown column 'nope' in HOP"):
         tenv.sql_query("SELECT * FROM HOP(ev, nope, 1, 2)")
@@ -145,3 +148,53 @@ def test_tumble_over_an_unbounded_stream_on_a_cluster_emits_closed_windows(
         got = ast.literal_eval((out / f"{key}-{start}").read_text())
         assert got[:-1] == expected[:-1]
         assert got[-1] == pytest.approx(expected[-1])
+
+
+def test_windows_over_a_timestamp_with_null_keys_bounded_and_unbounded() -> None:
+    base = dt.datetime(2024, 1, 1)
+    rows = [
+        (None if i % 9 == 0 else "ab"[i % 2], base + dt.timedelta(seconds=7 * i), float(i % 5))
+        for i in range(2000)
+    ]
+    table = pa.table(
+        {
+            "k": [r[0] for r in rows],
+            "ts": pa.array([r[1] for r in rows], pa.timestamp("us")),
+            "v": [r[2] for r in rows],
+        }
+    )
+    con = duckdb.connect()
+    con.register("ev", table)
+    sql = (
+        "SELECT window_start, window_end, k, count(*), sum(v) FROM TABLE(TUMBLE(TABLE ev, "
+        "DESCRIPTOR(ts), INTERVAL '10' MINUTES)) GROUP BY window_start, window_end, k"
+    )
+    want = con.sql(
+        "SELECT w, w + INTERVAL '10' MINUTES, k, count(*), sum(v) FROM (SELECT *, "
+        "time_bucket(INTERVAL '10' MINUTES, ts, TIMESTAMP '1970-01-01') AS w FROM ev) "
+        "GROUP BY ALL"
+    ).fetchall()
+    key = _row_key
+    bounded = TableEnvironment(StreamEnvironment(parallelism=2))
+    bounded.create_temporary_view("ev", bounded.from_arrow(table))
+    assert sorted(bounded.execute_sql(sql).rows(), key=key) == sorted(want, key=key)
+    hop = (
+        "SELECT window_start, count(*) "
+        "FROM HOP(ev, ts, INTERVAL '5' MINUTES, INTERVAL '10' MINUTES)"
+    )
+    hopped = bounded.execute_sql(hop + " GROUP BY window_start").rows()
+    assert sum(n for _, n in hopped) == 2 * len(rows)  # every row in two windows
+    env = StreamEnvironment(parallelism=2)
+    endless = TableEnvironment(env)
+    source = env.from_source(lambda: iter(rows), bounded=False)
+    schema = {"k": "VARCHAR", "ts": "TIMESTAMP", "v": "DOUBLE"}
+    endless.create_temporary_view("ev", endless.from_data_stream(source, schema))
+    streamed = endless.to_data_stream(endless.sql_query(sql)).collect()
+    assert isinstance(streamed, list)
+    assert sorted(streamed, key=key) == sorted(want, key=key)
+    with pytest.raises(SqlError, match="INTERVAL sizes"):
+        bounded.sql_query("SELECT * FROM TUMBLE(ev, ts, 10)")
+
+
+def _row_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple((x is None, x) for x in row)

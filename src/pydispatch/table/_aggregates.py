@@ -35,8 +35,12 @@ def aggregate(
     projections: list[exp.Expr],
     hidden: list[exp.Expr],
     rest: list[exp.Expr],
-    window: tuple[float, int] | None = None,
+    window: tuple[float, int, bool] | None = None,
 ) -> Relation:
+    """The aggregate ``sel`` over ``cur`` (see the module docstring). ``window``: the TUMBLE
+    window of an unbounded table: its size, its ``window_start``'s place among the group keys,
+    and whether it is a TIMESTAMP (then sized in microseconds, and its epoch is one more
+    group key, the event time the window operator reads)."""
     group = sel.args.get("group")
     groups = list(group.expressions) if group is not None else []
     having = sel.args.get("having")
@@ -72,9 +76,15 @@ def aggregate(
         j = len(partials)
         partials[text] = _partial(agg, j)
     psel = [f"{expr} AS {col}" for _, cols in partials.values() for col, expr, _ in cols]
-    by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(groups)))}" if groups else ""
+    position = window[1] if window is not None else 0
+    if window is not None and window[2]:
+        start = _sql(_renamed(groups[window[1]]))
+        position = len(gsel)
+        gsel = [*gsel, f"epoch_us({start}) AS __g{position}"]
+        gcols = (*gcols, f"__g{position}")
+    by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(gsel)))}" if gsel else ""
     if window is not None:  # partial rows leave in event-time order: watermarks ascend
-        by += f" ORDER BY __g{window[1]}"
+        by += f" ORDER BY __g{position}"
     pre = then(cur, f"SELECT {', '.join(gsel + psel)} FROM {INPUT}{_where(rest)}{by}")
     types = duckdb_types(pre.schema)
     merged = [
@@ -96,7 +106,8 @@ def aggregate(
     finish = f"SELECT {', '.join(cols)} FROM ({compact}) AS __m{having_sql}"
     if window is not None:
         merges = tuple(m for _, c in partials.values() for _, _, m in c)
-        return _fire_on_watermarks(parallelism, pre, len(groups), window, merges, finish)
+        size = window[0]
+        return _fire_on_watermarks(parallelism, pre, len(gcols), (size, position), merges, finish)
     # A global aggregate has one row even over no rows at all: its partial over none.
     seed = None
     if not groups:

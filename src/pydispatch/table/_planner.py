@@ -246,9 +246,10 @@ class Planner:
         return then(body, f"SELECT {renamed} FROM {INPUT}")
 
     @staticmethod
-    def _tumbling(item: exp.Expr, sel: exp.Select) -> tuple[float, int] | None:
-        """For a GROUP BY over a TUMBLE window of an unbounded table: the window's size and
-        the position of its ``window_start`` among the group keys."""
+    def _tumbling(item: exp.Expr, sel: exp.Select) -> tuple[float, int, bool] | None:
+        """For a GROUP BY over a TUMBLE window of an unbounded table: the window's size, the
+        position of its ``window_start`` among the group keys, and whether its time is a
+        TIMESTAMP (its size then in microseconds)."""
         from sqlglot import exp
 
         size = item.meta.get("tumble") if isinstance(item, exp.Subquery) else None
@@ -258,7 +259,7 @@ class Planner:
         for i, g in enumerate(group.expressions):
             is_start = isinstance(g, exp.Column) and g.name == "window_start"
             if is_start and g.table == item.alias_or_name:
-                return size, i
+                return size, i, bool(item.meta.get("epoch"))
         return None
 
     @staticmethod

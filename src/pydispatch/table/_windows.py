@@ -83,27 +83,25 @@ def expand(tree: exp.Expr, schemas: dict[str, pa.Schema]) -> exp.Expr:
         if ts not in schema.names:
             raise SqlError(f"unknown column {ts!r} in {kind}: {name} has {schema.names}")
         kind_of_ts = schema.field(ts).type
-        if not (pa.types.is_integer(kind_of_ts) or pa.types.is_floating(kind_of_ts)):
+        stamped = pa.types.is_timestamp(kind_of_ts) and kind_of_ts.tz is None
+        if not (stamped or pa.types.is_integer(kind_of_ts) or pa.types.is_floating(kind_of_ts)):
             raise SqlError(
-                f"type mismatch: {kind}'s time column {ts!r} is {kind_of_ts}; event time "
-                "here is a number (an epoch)"
+                f"type mismatch: {kind}'s time column {ts!r} is {kind_of_ts}; event time is a "
+                "number (an epoch) or a TIMESTAMP"
             )
-        sizes = []
-        for a in args[2:]:
-            if not isinstance(a, exp.Literal) or a.is_string or not float(a.this) > 0:
-                raise SqlError(f"{kind}: window sizes are positive numbers, got {a.sql()}")
-            sizes.append(a.this)
+        sizes = [_size(a, kind, stamped) for a in args[2:]]
         q = '"' + ts.replace('"', '""') + '"'
         source = '"' + name.replace('"', '""') + '"'
+
         if kind == "TUMBLE":
             (size,) = sizes
-            start = f"{q} - ({q} % {size})"
+            start = _bucket(size, q, stamped)
             body = (
                 f"SELECT *, {start} AS window_start, {start} + {size} AS window_end FROM {source}"
             )
         else:
             slide, size = sizes
-            last = f"{q} - ({q} % {slide})"
+            last = _bucket(slide, q, stamped)
             body = (
                 f"SELECT *, window_start + {size} AS window_end FROM (SELECT *, unnest("
                 f"generate_series({last} - {size} + {slide}, {last}, {slide})) AS window_start "
@@ -114,9 +112,58 @@ def expand(tree: exp.Expr, schemas: dict[str, pa.Schema]) -> exp.Expr:
             alias=exp.TableAlias(this=exp.to_identifier(table.alias or name)),
         )
         if kind == "TUMBLE":
-            sub.meta["tumble"] = float(sizes[0])
+            if stamped:
+                sub.meta["tumble"] = _micros(sizes[0])
+                sub.meta["epoch"] = True
+            else:
+                sub.meta["tumble"] = float(sizes[0])
         table.replace(sub)
     return tree
+
+
+def _bucket(size: str, time: str, stamped: bool) -> str:
+    """The start of the window of ``size`` holding ``time`` (windows from the epoch on)."""
+    if stamped:
+        return f"time_bucket({size}, {time}, TIMESTAMP '1970-01-01')"
+    return f"{time} - ({time} % {size})"
+
+
+def _size(arg: exp.Expr, kind: str, stamped: bool) -> str:
+    """A window size as SQL: a positive number, or an INTERVAL for a TIMESTAMP time."""
+    from sqlglot import exp
+
+    if stamped:
+        if not isinstance(arg, exp.Interval) or _micros(arg.sql(dialect="duckdb")) <= 0:
+            raise SqlError(f"{kind} over a TIMESTAMP takes INTERVAL sizes, got {arg.sql()}")
+        return str(arg.sql(dialect="duckdb"))
+    if not isinstance(arg, exp.Literal) or arg.is_string or not float(arg.this) > 0:
+        raise SqlError(f"{kind}: window sizes are positive numbers, got {arg.sql()}")
+    return str(arg.this)
+
+
+def _micros(interval: str) -> int:
+    """An INTERVAL's length in microseconds (DuckDB's reckoning: a month is 30 days)."""
+    import duckdb
+
+    from ._engine import connection
+
+    try:
+        rows = connection().sql(f"SELECT epoch_us({interval})").fetchall()
+    except duckdb.Error as e:
+        raise SqlError(f"not an interval: {interval} ({e})") from None
+    return int(rows[0][0])
+
+
+def _hashable(value: Any) -> Any:
+    """A group key's value as the partitioner hashes it: equal values alike (NULL one value,
+    a TIMESTAMP or other value by its text)."""
+    if value is None:
+        return "\x00NULL"
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float | str | bytes):
+        return value
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -126,7 +173,7 @@ class GroupKey:
     n: int
 
     def __call__(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        return row[: self.n]
+        return tuple(_hashable(v) for v in row[: self.n])
 
 
 def _add(a: Any, b: Any) -> Any:
