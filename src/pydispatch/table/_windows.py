@@ -3,8 +3,9 @@
 Written as Flink writes them, ``FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), 10))`` (or the
 short ``FROM TUMBLE(t, ts, 10)``; ``HOP(t, ts, slide, size)``), each becomes a subquery that
 adds ``window_start`` and ``window_end`` to the table's rows (``HOP``: one row per window that
-holds the row), so the rest of the planner sees plain SQL. The event time is a numeric column
-(an epoch in any unit); windows are ``[k * size, (k + 1) * size)``, as Flink's without offset.
+holds the row), so the rest of the planner sees plain SQL. The event time is a TIMESTAMP (sizes
+are INTERVALs; windows from the epoch on, DuckDB's ``time_bucket``) or a number (an epoch in any
+unit); windows are ``[k * size, (k + 1) * size)``, as Flink's without offset.
 
 Over a bounded table a windowed aggregate is an ordinary ``GROUP BY window_start, ...``. Over an
 unbounded one (``TUMBLE`` only), each group of a window is emitted once the watermark passes the
