@@ -71,6 +71,7 @@ def test_the_seed_example_prints_two_to_six_on_an_embedded_cluster() -> None:
     done = _run(SEED)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "(2,)\n(3,)\n(4,)\n(5,)\n(6,)\n"
+    assert done.stderr == ""  # the embedded cluster ends quietly at exit
 
 
 def test_the_seed_example_runs_on_the_cluster_named_by_pydispatch_address(
