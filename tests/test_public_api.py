@@ -117,6 +117,7 @@ def test_table_exports() -> None:
     assert sorted(pydispatch.table.__all__) == sorted(
         [
             "CloseableIterator",
+            "EnvironmentSettings",
             "GroupedTable",
             "SqlError",
             "StreamTableEnvironment",

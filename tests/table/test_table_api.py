@@ -26,7 +26,12 @@ from pydispatch.stream.functions import (
     MapFunction,
     ReduceFunction,
 )
-from pydispatch.table import StreamTableEnvironment, TableEnvironment, TableResult
+from pydispatch.table import (
+    EnvironmentSettings,
+    StreamTableEnvironment,
+    TableEnvironment,
+    TableResult,
+)
 
 CLUSTER: dict[str, Any] = {"workers": 2, "slots": 2}
 
@@ -300,3 +305,39 @@ def test_a_value_that_fails_while_running_is_a_sql_error(
     with pytest.raises(SqlError, match="type mismatch: Could not convert string 'x'") as caught:
         tenv.execute_sql("SELECT CAST(g AS INTEGER) FROM t")
     assert "Traceback" not in str(caught.value)
+
+
+# PyFlink's Table API introduction, with its import line changed.
+BATCH = """
+from pydispatch.table import EnvironmentSettings, TableEnvironment
+
+env_settings = EnvironmentSettings.in_batch_mode()
+table_env = TableEnvironment.create(env_settings)
+table = table_env.from_elements([(1, 'Hi'), (2, 'Hello'), (3, 'Hi')], ['id', 'data'])
+table_env.create_temporary_view("source", table)
+table_env.execute_sql("SELECT data, count(*) AS n FROM source GROUP BY data ORDER BY data").print()
+"""
+
+
+def test_pyflinks_batch_table_example(cluster: LocalCluster) -> None:
+    done = _run(BATCH, PYDISPATCH_ADDRESS=cluster.address)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[1] == "|  data | n |"
+    assert lines[3:5] == ["| Hello | 1 |", "|    Hi | 2 |"]
+    settings = EnvironmentSettings.new_instance().in_streaming_mode().build()
+    assert settings.is_streaming_mode()
+    assert not EnvironmentSettings.in_batch_mode().is_streaming_mode()
+
+
+def test_from_elements_infers_types_and_names() -> None:
+    tenv = TableEnvironment.create()
+    t = tenv.from_elements([(1, "a", 1.5), (2, None, None)])
+    assert t.columns == ["_1", "_2", "_3"]
+    assert sorted(t.select("_1 + 1", "_2 IS NULL", "_3 * 2").execute()) == [
+        (2, False, 3.0),
+        (3, True, None),
+    ]
+    assert list(tenv.from_elements([7, 8], ["x"]).execute()) == [(7,), (8,)]
+    with pytest.raises(ValueError, match="differ in length"):
+        tenv.from_elements([(1, 2), (3,)])

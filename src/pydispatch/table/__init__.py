@@ -25,12 +25,13 @@ import importlib.util
 
 from .._exports import publish
 from ..errors import SqlError
-from ._environment import StreamTableEnvironment, TableEnvironment
+from ._environment import EnvironmentSettings, StreamTableEnvironment, TableEnvironment
 from ._result import CloseableIterator, TableResult
 from ._table import GroupedTable, Table
 
 __all__ = [
     "CloseableIterator",
+    "EnvironmentSettings",
     "GroupedTable",
     "SqlError",
     "StreamTableEnvironment",

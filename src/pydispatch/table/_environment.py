@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from sqlglot import exp
 
-__all__ = ["StreamTableEnvironment", "TableEnvironment", "prepare"]
+__all__ = ["EnvironmentSettings", "StreamTableEnvironment", "TableEnvironment", "prepare"]
 
 #: Rows per chunk read from an in-memory table.
 CHUNK_ROWS = 1 << 20
@@ -85,9 +85,16 @@ class TableEnvironment:
 
     @classmethod
     def create(cls, env: object = None) -> TableEnvironment:
-        """PyFlink's constructor: ``create(env)``, or ``create()`` for one in this process
-        (PyFlink's ``EnvironmentSettings`` are not needed: a bounded table runs in batch
-        mode)."""
+        """PyFlink's constructor: ``create(env)`` over a stream environment, ``create()`` for
+        one in this process, or ``create(EnvironmentSettings.in_batch_mode())`` (or streaming
+        mode) for PyFlink's default, the environment
+        ``StreamExecutionEnvironment.get_execution_environment()`` gives (the cluster named by
+        ``PYDISPATCH_ADDRESS``, else an embedded one). A bounded table runs in batch mode
+        either way."""
+        if isinstance(env, EnvironmentSettings):
+            from ..stream import StreamExecutionEnvironment
+
+            return cls(StreamExecutionEnvironment.get_execution_environment())
         return cls(env if isinstance(env, StreamEnvironment) or env is None else _bad(env))
 
     @property
@@ -123,6 +130,27 @@ class TableEnvironment:
             return Relation(stream, part.schema, p)
 
         return self._table(SourceNode(label, table.schema, build))
+
+    def from_elements(self, elements: Sequence[Any], schema: Sequence[str] | None = None) -> Table:
+        """A table of rows given here (PyFlink's ``from_elements``): tuples, or single values
+        for one column; ``schema`` names the columns (default ``_1``, ``_2``... as PyFlink);
+        the types are inferred from the values."""
+        import pyarrow as pa
+
+        rows = [r if isinstance(r, tuple | list) else (r,) for r in elements]
+        if not rows:
+            raise ValueError("from_elements: no rows (a table's types come from its rows)")
+        width = len(rows[0])
+        if any(len(r) != width for r in rows):
+            raise ValueError("from_elements: the rows differ in length")
+        names = list(schema) if schema is not None else [f"_{i + 1}" for i in range(width)]
+        if len(names) != width:
+            raise ValueError(f"from_elements: {len(names)} names for rows of {width} values")
+        columns = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+        try:
+            return self.from_arrow(pa.table(columns))
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise ValueError(f"from_elements: {e}") from None
 
     def from_arrays(self, columns: Mapping[str, Any], *, name: str | None = None) -> Table:
         """A table of equal-length columns (numpy arrays, lists): a dict name -> column."""
@@ -332,6 +360,39 @@ class TableEnvironment:
             raise TypeError("to_data_stream takes a Table of this environment")
         stream, _ = Planner(self._env, self._env.parallelism).stream(table._node)
         return stream.flat_map(ToRows()).name("Chunks to rows")
+
+
+class EnvironmentSettings:
+    """PyFlink's settings of a table environment, for ``TableEnvironment.create(settings)``:
+    ``in_batch_mode()`` or ``in_streaming_mode()`` (or ``new_instance()...build()``). The mode
+    is kept for reading only: a query over bounded tables runs in batch mode, one over an
+    unbounded table in streaming mode, whatever it says."""
+
+    def __init__(self, streaming: bool = True) -> None:
+        self.streaming = streaming
+
+    @classmethod
+    def in_batch_mode(cls) -> EnvironmentSettings:
+        return cls(streaming=False)
+
+    @classmethod
+    def in_streaming_mode(cls) -> EnvironmentSettings:
+        return cls(streaming=True)
+
+    @classmethod
+    def new_instance(cls) -> EnvironmentSettings:
+        """A builder: ``new_instance().in_batch_mode().build()`` (the mode methods are
+        classmethods, so they also answer on an instance)."""
+        return cls()
+
+    def build(self) -> EnvironmentSettings:
+        return self
+
+    def is_streaming_mode(self) -> bool:
+        return self.streaming
+
+    def __repr__(self) -> str:
+        return f"EnvironmentSettings({'streaming' if self.streaming else 'batch'} mode)"
 
 
 class StreamTableEnvironment(TableEnvironment):
