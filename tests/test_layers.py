@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"plan"},
     {"dataflow"},
     {"stream"},
+    {"table"},
     {"cli"},
     {"__init__", "__main__"},
 ]

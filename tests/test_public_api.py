@@ -22,6 +22,7 @@ def test_package_exports() -> None:
             "plan",
             "solver",
             "stream",
+            "table",
         ]
     )
     for name in pydispatch.__all__:
@@ -91,11 +92,42 @@ def test_stream_exports() -> None:
             "NoRestart",
             "Operator",
             "StreamEnvironment",
+            "StreamExecutionEnvironment",
             "WindowedStream",
+            "functions",
         ]
     )
     for name in pydispatch.stream.__all__:
         assert hasattr(pydispatch.stream, name), name
+    assert sorted(pydispatch.stream.functions.__all__) == sorted(
+        [
+            "FilterFunction",
+            "FlatMapFunction",
+            "Function",
+            "KeySelector",
+            "MapFunction",
+            "ReduceFunction",
+        ]
+    )
+
+
+def test_table_exports() -> None:
+    import pydispatch.table
+
+    assert sorted(pydispatch.table.__all__) == sorted(
+        [
+            "CloseableIterator",
+            "EnvironmentSettings",
+            "GroupedTable",
+            "SqlError",
+            "StreamTableEnvironment",
+            "Table",
+            "TableEnvironment",
+            "TableResult",
+        ]
+    )
+    for name in pydispatch.table.__all__:
+        assert hasattr(pydispatch.table, name), name
 
 
 def test_plan_exports() -> None:
@@ -157,10 +189,15 @@ def test_public_names_carry_their_public_module() -> None:
 
     import pydispatch.errors
     import pydispatch.solver
+    import pydispatch.stream.functions
+    import pydispatch.table
 
-    public = ["pydispatch", "errors", "partition", "plan", "solver", "stream"]
+    public = ["pydispatch", "errors", "partition", "plan", "solver", "stream", "table"]
+    public += ["stream.functions"]
     for short in public:
-        module = pydispatch if short == "pydispatch" else getattr(pydispatch, short)
+        module = (
+            pydispatch if short == "pydispatch" else importlib.import_module(f"pydispatch.{short}")
+        )
         for name in module.__all__:
             obj = getattr(module, name)
             label = getattr(obj, "__module__", None)
@@ -176,6 +213,10 @@ def test_public_names_carry_their_public_module() -> None:
     assert pydispatch.stream.JobHandle.result.__module__ == "pydispatch.stream"
     assert pydispatch.solver.Placement.__module__ == "pydispatch.solver"
     assert pydispatch.partition.partition.__module__ == "pydispatch.partition"
+    assert pydispatch.table.Table.__module__ == "pydispatch.table"
+    assert pydispatch.table.SqlError is pydispatch.errors.SqlError
+    assert pydispatch.stream.StreamExecutionEnvironment.__module__ == "pydispatch.stream"
+    assert pydispatch.stream.functions.MapFunction.__module__ == "pydispatch.stream.functions"
 
 
 def test_every_module_declares_its_names() -> None:

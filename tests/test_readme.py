@@ -31,7 +31,8 @@ def _run(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 QUICK_START = next(block for block in BLOCKS if "LocalCluster(" in block)
 DATAFLOW = next(block for block in BLOCKS if "read_text(" in block)
-OTHERS = [block for block in BLOCKS if block not in (QUICK_START, DATAFLOW)]
+SEED_SQL = next(block for block in BLOCKS if "StreamTableEnvironment" in block)
+OTHERS = [block for block in BLOCKS if block not in (QUICK_START, DATAFLOW, SEED_SQL)]
 
 
 def test_the_readme_has_its_examples() -> None:
@@ -43,6 +44,10 @@ def test_the_readme_has_its_examples() -> None:
 @pytest.mark.parametrize("index", range(len(OTHERS)))
 def test_every_other_python_block_runs(index: int, tmp_path: Path) -> None:
     _run(OTHERS[index], tmp_path)
+
+
+def test_the_pyflink_seed_example_prints_two_to_six(tmp_path: Path) -> None:
+    assert _run(SEED_SQL, tmp_path).stdout == "(2,)\n(3,)\n(4,)\n(5,)\n(6,)\n"
 
 
 def test_quick_start_runs(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """pydispatch: a task dispatcher for Python.
 
 The public API is what this module re-exports, and the public subpackages ``partition``,
-``solver``, ``plan`` and ``stream`` with ``errors``; it is pinned by
+``solver``, ``plan``, ``stream`` and ``table`` with ``errors``; it is pinned by
 ``tests/test_public_api.py``. The other subpackages are the layers underneath (see
 ARCHITECTURE.md): ``scheduling``, ``wire``, ``runtime``, ``dataflow`` and ``cli``.
 
@@ -16,7 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import partition, plan, solver, stream
+    from . import partition, plan, solver, stream, table
     from .errors import RemoteError, RemoteTraceback, TaskFailedError
     from .runtime.client import Client, TaskFuture
     from .runtime.cluster import LocalCluster
@@ -35,6 +35,7 @@ __all__ = [
     "plan",
     "solver",
     "stream",
+    "table",
 ]
 
 # public name -> (module, attribute or None for the module itself)
@@ -43,6 +44,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "plan": ("plan", None),
     "solver": ("solver", None),
     "stream": ("stream", None),
+    "table": ("table", None),
     "Client": ("runtime.client", "Client"),
     "TaskFuture": ("runtime.client", "TaskFuture"),
     "LocalCluster": ("runtime.cluster", "LocalCluster"),

@@ -22,6 +22,8 @@ PUBLIC_MODULES = frozenset(
         "pydispatch.plan",
         "pydispatch.solver",
         "pydispatch.stream",
+        "pydispatch.stream.functions",
+        "pydispatch.table",
     }
 )
 

@@ -12,6 +12,7 @@ __all__ = [
     "JobFailedError",
     "RemoteError",
     "RemoteTraceback",
+    "SqlError",
     "TaskFailedError",
     "UnfitError",
 ]
@@ -43,3 +44,15 @@ class JobFailedError(RuntimeError):
 
 class UnfitError(ValueError):
     """A dataflow job can never fit the cluster's registered workers (the message says why)."""
+
+
+class SqlError(ValueError):
+    """A SQL statement or Table API expression pydispatch cannot run, said as a SQL user would:
+    a syntax error with its position, an unknown table or column by name, a type mismatch by
+    the types, an unsupported construct by name. ``line`` and ``column`` (1-based) locate it in
+    the statement when known."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.line = line
+        self.column = column

@@ -47,7 +47,7 @@ def size(batch: Batch) -> int:
 
 
 #: Operator kinds that map a batch to a batch with no state: :func:`transform` runs them.
-STATELESS = frozenset({"map", "flat_map", "filter"})
+STATELESS = frozenset({"map", "flat_map", "filter", "map_batches"})
 
 
 def transform(op: Operator, data: Batch) -> list[Any]:
@@ -59,6 +59,8 @@ def transform(op: Operator, data: Batch) -> list[Any]:
         return [y for r in rows(data) for y in f(r)]
     if op.kind == "filter":
         return [r for r in rows(data) if f(r)]
+    if op.kind == "map_batches":  # issue 19: the batch as it came (list or columns)
+        return list(f(data))
     raise ValueError(f"{op.kind!r} is not a stateless operator kind")
 
 

@@ -57,6 +57,7 @@ DEFAULT_SELECTIVITY: Mapping[str, float] = {
     "map": 1.0,
     "flat_map": 1.0,
     "filter": 0.5,
+    "map_batches": 1.0,
     "aggregate": 1.0,
     "window": 0.1,
     "sink": 0.0,

@@ -82,7 +82,9 @@ class Operator:
 
     id: int
     name: str
-    kind: Literal["source", "map", "flat_map", "filter", "aggregate", "window", "sink"]
+    kind: Literal[
+        "source", "map", "flat_map", "filter", "map_batches", "aggregate", "window", "sink"
+    ]
     function: Callable[..., Any] | None = None
     parallelism: int = 1
     max_parallelism: int | None = None

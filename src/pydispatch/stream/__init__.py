@@ -6,8 +6,11 @@ The user's API only, as PyFlink's ``pyflink.datastream`` is (see
 :mod:`pydispatch.dataflow`; what it returns (:class:`JobResult`, :class:`JobHandle`) and the
 restart strategies are re-exported here because this is where users meet them.
 
-Private modules: ``_environment`` (the environment, execution modes), ``_datastream`` (streams
-and their operators), ``_checks`` (argument checks and schema rules, raised at build time).
+``pydispatch.stream.functions`` holds PyFlink's user-function classes (``MapFunction``...) and
+``StreamExecutionEnvironment`` is PyFlink's name for the environment, so a PyFlink job ports by
+changing its imports. Private modules: ``_environment`` (the environment, execution modes),
+``_datastream`` (streams and their operators), ``_checks`` (argument checks and schema rules,
+raised at build time).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from ..dataflow.lifecycle import ExponentialDelay, FailureRate, FixedDelay, NoRe
 from ..dataflow.result import JobResult
 from ..errors import JobFailedError
 from ..plan._job_graph import Edge, JobGraph, KeySpec, Operator
+from . import functions
 from ._datastream import DataStream, DataStreamSink, KeyedStream, WindowedStream
-from ._environment import StreamEnvironment
+from ._environment import StreamEnvironment, StreamExecutionEnvironment
 
 __all__ = [
     "DataStream",
@@ -37,7 +41,9 @@ __all__ = [
     "NoRestart",
     "Operator",
     "StreamEnvironment",
+    "StreamExecutionEnvironment",
     "WindowedStream",
+    "functions",
 ]
 
 publish(__name__, globals(), __all__)

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..plan._job_graph import KeySpec, Schema
+from .functions import METHODS, Function
 
 __all__ = [
     "aggregate_schema",
+    "as_function",
     "check_callable",
     "check_field",
     "check_parallelism",
@@ -23,6 +25,24 @@ _AGGREGATIONS = ("sum", "min", "max")
 def check_callable(function: Any, what: str) -> Any:
     if not callable(function):
         raise TypeError(f"{what}: expected a function, got {type(function).__name__}")
+    return function
+
+
+def as_function(function: Any, expected: type[Function], what: str) -> Any:
+    """``function`` itself when it is a plain callable, else the bound method an instance of
+    ``expected`` (a :mod:`pydispatch.stream.functions` class) stands for; ``TypeError`` naming
+    what was expected otherwise."""
+    if isinstance(function, Function):
+        if not isinstance(function, expected):
+            raise TypeError(
+                f"{what}: expected a function or a {expected.__name__}, got a "
+                f"{type(function).__name__}"
+            )
+        return getattr(function, METHODS[expected])
+    if not callable(function):
+        raise TypeError(
+            f"{what}: expected a function or a {expected.__name__}, got {type(function).__name__}"
+        )
     return function
 
 

@@ -17,11 +17,19 @@ import numpy.typing as npt
 from ..plan._job_graph import PARTITIONINGS, KeyScheme, KeySpec, Operator, Partitioning, Schema
 from ._checks import (
     aggregate_schema,
+    as_function,
     check_callable,
     check_field,
     check_parallelism,
     key_spec,
     union_schema,
+)
+from .functions import (
+    FilterFunction,
+    FlatMapFunction,
+    KeySelector,
+    MapFunction,
+    ReduceFunction,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +58,8 @@ class _Aggregations:
     def _aggregate(self, agg: str, field: int | str | None, function: Any = None) -> DataStream:
         raise NotImplementedError
 
-    def reduce(self, function: Callable[[Any, Any], Any]) -> DataStream:
-        return self._aggregate("reduce", None, check_callable(function, "reduce"))
+    def reduce(self, function: Callable[[Any, Any], Any] | ReduceFunction) -> DataStream:
+        return self._aggregate("reduce", None, as_function(function, ReduceFunction, "reduce"))
 
     def sum(self, field: int | str | None = None) -> DataStream:
         return self._aggregate("sum", field)
@@ -179,22 +187,40 @@ class DataStream(_Aggregations):
         op_id = self._env._add(self._inputs, name=name, kind=kind, function=function, **fields)
         return DataStream(self._env, (StreamInput(op_id),), op=op_id)
 
-    def map(self, function: Callable[[Any], Any]) -> DataStream:
-        return self._then("map", "Map", check_callable(function, "map"))
+    def map(self, function: Callable[[Any], Any] | MapFunction) -> DataStream:
+        return self._then("map", "Map", as_function(function, MapFunction, "map"))
 
-    def flat_map(self, function: Callable[[Any], Iterable[Any]]) -> DataStream:
-        return self._then("flat_map", "Flat Map", check_callable(function, "flat_map"))
+    def flat_map(self, function: Callable[[Any], Iterable[Any]] | FlatMapFunction) -> DataStream:
+        function = as_function(function, FlatMapFunction, "flat_map")
+        return self._then("flat_map", "Flat Map", function)
 
-    def filter(self, function: Callable[[Any], bool]) -> DataStream:
+    def filter(self, function: Callable[[Any], bool] | FilterFunction) -> DataStream:
         fields = self.schema.fields
         schema = Schema(fields=fields)
-        return self._then("filter", "Filter", check_callable(function, "filter"), schema=schema)
+        function = as_function(function, FilterFunction, "filter")
+        return self._then("filter", "Filter", function, schema=schema)
+
+    def map_batches(
+        self, function: Callable[[Any], Iterable[Any]], *, name: str = "Map Batches"
+    ) -> DataStream:
+        """``function(batch)`` once per micro-batch, returning the output records (any
+        number): ``batch`` is a list of records, or a dict of numpy columns on the columnar
+        path. The batches' sizes depend on the executor and the network settings; use it for
+        work that is cheaper a batch at a time (a vectorised conversion, an embedded engine's
+        query), never for results that depend on where a batch ends."""
+        return self._then("map_batches", name, check_callable(function, "map_batches"))
+
+    def execute_and_collect(self) -> list[Any] | dict[str, npt.NDArray[Any]]:
+        """PyFlink's name for :meth:`collect`."""
+        return self.collect()
 
     def key_by(
-        self, key: Callable[[Any], Any] | int | str, *, scheme: KeyScheme = "hash"
+        self, key: Callable[[Any], Any] | KeySelector | int | str, *, scheme: KeyScheme = "hash"
     ) -> KeyedStream:
         """Partition by key: records with equal keys go to the same subtask. ``scheme``:
         ``"hash"`` (pydispatch's hash) or ``"flink"`` (Flink's key groups)."""
+        if isinstance(key, KeySelector):
+            key = as_function(key, KeySelector, "key_by")
         spec = key_spec(key, scheme, self.schema, "key_by")
         inputs = tuple(StreamInput(i.op, "hash", False, spec) for i in self._inputs)
         return KeyedStream(self._env, inputs, key=spec)
@@ -239,10 +265,14 @@ class DataStream(_Aggregations):
         return self._repartition("broadcast")
 
     def partition_custom(
-        self, partitioner: Callable[[Any, int], int], key: Callable[[Any], Any] | int | str
+        self,
+        partitioner: Callable[[Any, int], int],
+        key: Callable[[Any], Any] | KeySelector | int | str,
     ) -> DataStream:
         """Record goes to subtask ``partitioner(key(record), n)`` (must be in ``[0, n)``)."""
         check_callable(partitioner, "partition_custom")
+        if isinstance(key, KeySelector):
+            key = as_function(key, KeySelector, "partition_custom")
         spec = key_spec(key, "hash", self.schema, "partition_custom")
         return self._repartition("custom", key=spec, partitioner=partitioner)
 

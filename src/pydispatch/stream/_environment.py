@@ -98,7 +98,7 @@ from ._datastream import DataStream, DataStreamSink, KeyedStream, StreamInput, W
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StreamEnvironment"]
+__all__ = ["StreamEnvironment", "StreamExecutionEnvironment"]
 
 
 class StreamEnvironment:
@@ -473,6 +473,31 @@ class StreamEnvironment:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class StreamExecutionEnvironment(StreamEnvironment):
+    """PyFlink's name for the environment, for jobs ported by changing their imports
+    (``pyflink.datastream`` -> ``pydispatch.stream``); see :meth:`get_execution_environment`."""
+
+    @classmethod
+    def get_execution_environment(cls) -> StreamExecutionEnvironment:
+        """The cluster named by the ``PYDISPATCH_ADDRESS`` environment variable (a
+        dispatcher's address), else an embedded :meth:`local` cluster of two workers that
+        lives as long as the environment (ended by ``close()`` or at interpreter exit), as
+        PyFlink's ``get_execution_environment`` starts a MiniCluster when run locally."""
+        address = os.environ.get("PYDISPATCH_ADDRESS", "").strip()
+        if address:
+            return cls(address)
+        env = cls.local(workers=2)
+        assert isinstance(env, cls)
+        return env
+
+    def from_collection(
+        self, collection: Collection[Any], type_info: object = None, *, name: str | None = None
+    ) -> DataStream:
+        """As :meth:`StreamEnvironment.from_collection`; PyFlink's ``type_info`` is accepted
+        and not needed (records are Python objects)."""
+        return super().from_collection(collection, name=name)
 
 
 def _close_local(masters: list[tuple[Any, Any]], cluster: Any) -> None:
