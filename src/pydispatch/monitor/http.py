@@ -16,6 +16,7 @@ dispatcher has admin credentials to ask for.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
@@ -34,7 +35,13 @@ from prometheus_client import make_wsgi_app
 from .collector import JobFigures, make_registry
 from .view import DispatcherView
 
-__all__ = ["DEFAULT_HTTP", "MonitorServer", "check_http_address", "parse_http_address"]
+__all__ = [
+    "DEFAULT_HTTP",
+    "HttpEndpointError",
+    "MonitorServer",
+    "check_http_address",
+    "parse_http_address",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,10 @@ _STATIC: Final = {
 _VIEW_TIMEOUT: Final = 5.0  # seconds a request waits for the dispatcher's loop
 
 App = Callable[[WSGIEnvironment, StartResponse], Iterable[bytes]]
+
+
+class HttpEndpointError(OSError):
+    """The endpoint cannot serve where asked: refused beyond loopback, or the port is taken."""
 
 
 def parse_http_address(text: str) -> tuple[str, int]:
@@ -70,7 +81,7 @@ def check_http_address(host: str, insecure: bool) -> None:
     except ValueError:
         loopback = False  # a host name: it may resolve anywhere
     if not loopback:
-        raise PermissionError(
+        raise HttpEndpointError(
             f"refusing to serve the dashboard and metrics on {host}, beyond loopback, with no "
             "credential to protect them: use --http 127.0.0.1:PORT (and an SSH tunnel or a "
             "reverse proxy with authentication), or --http-insecure if this network is trusted"
@@ -94,8 +105,15 @@ class MonitorServer:
     """The endpoint, serving in a daemon thread from construction until :meth:`close`."""
 
     def __init__(
-        self, address: str, view: Callable[[float], DispatcherView], *, insecure: bool = False
+        self,
+        address: str,
+        view: Callable[[float], DispatcherView],
+        *,
+        insecure: bool = False,
+        fallback: bool = False,
     ) -> None:
+        """``fallback``: if the port is taken, serve on a free one (said in the log), as
+        Dask's scheduler does when its default 8787 is taken by another cluster."""
         host, port = parse_http_address(address)
         check_http_address(host, insecure)
         self._view = view
@@ -103,9 +121,27 @@ class MonitorServer:
         registry = make_registry(lambda: view(_VIEW_TIMEOUT), self._jobs)
         self._metrics_app = make_wsgi_app(registry)
         server_class = _Server6 if ":" in host else _Server
-        self._server = make_server(
-            host, port, self._app, server_class=server_class, handler_class=_QuietHandler
-        )
+        try:
+            try:
+                self._server = make_server(
+                    host, port, self._app, server_class=server_class, handler_class=_QuietHandler
+                )
+            except OSError as error:
+                if not (fallback and error.errno == errno.EADDRINUSE):
+                    raise
+                self._server = make_server(
+                    host, 0, self._app, server_class=server_class, handler_class=_QuietHandler
+                )
+                log.warning(
+                    "port %d is taken (another cluster?): serving HTTP on port %d instead",
+                    port,
+                    self._server.server_address[1],
+                )
+        except OSError as error:
+            self._jobs.close()
+            raise HttpEndpointError(
+                f"cannot serve HTTP on {address}: {error.strerror or error}"
+            ) from None
         bound_port = self._server.server_address[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound_port}"

@@ -204,7 +204,12 @@ class Dispatcher:
             reason = f"its client was silent for {silence:.1f} s (presumed gone)"
             failed = self.scheduler.fail_queued(client, reason)
             if failed:
-                log.warning("client %r silent: %d queued task(s) failed", client, len(failed))
+                log.warning(
+                    "client %r silent: %d queued task(s) failed",
+                    client,
+                    len(failed),
+                    extra={"client": client.hex()},
+                )
             out += failed
         return out
 
@@ -416,7 +421,7 @@ class Dispatcher:
             )
         )
         self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
-        log.info("worker %s registered (%d slots)", m.name, m.slots)
+        log.info("worker %s registered (%d slots)", m.name, m.slots, extra={"worker": m.name})
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
         self._check_version(m.version)
@@ -498,6 +503,13 @@ class Dispatcher:
         for ins in instructions:
             match ins:
                 case s.Resolve():
+                    if ins.status == "failed":  # the cluster's failure, not the user's error
+                        log.info(
+                            "task %d failed: %s",
+                            ins.task_id,
+                            ins.error,
+                            extra={"task_id": ins.task_id, "client": ins.client.hex()},
+                        )
                     self._outbox.result(ins)
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
                     if self._recorder is not None:
@@ -534,7 +546,7 @@ class Dispatcher:
                     level = (
                         logging.INFO if reason in ("drained", "deregistered") else logging.WARNING
                     )
-                    log.log(level, "worker %s removed: %s", name, reason)
+                    log.log(level, "worker %s removed: %s", name, reason, extra={"worker": name})
 
     def _send_run(self, slot: bytes, attempts: list[tuple[int, object]]) -> bool:
         frames: list[FrameLike] = []
@@ -613,6 +625,7 @@ def run_dispatcher(
     metrics: bool = True,
     http: str | None = None,
     http_insecure: bool = False,
+    http_fallback: bool = False,
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT; with ``http`` (``HOST:PORT``),
     serve its metrics, JSON API and dashboard there (see :mod:`pydispatch.monitor.http`)."""
@@ -637,7 +650,9 @@ def run_dispatcher(
     if http:
         from ..monitor.http import MonitorServer  # only a dispatcher serving HTTP pays for it
 
-        server = MonitorServer(http, dispatcher.view, insecure=http_insecure)
+        server = MonitorServer(
+            http, dispatcher.view, insecure=http_insecure, fallback=http_fallback
+        )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())
     if announce:
