@@ -39,9 +39,7 @@ def test_prometheus_sees_the_task_counters_move(cluster: LocalCluster, tmp_path:
             timeout=60,
         )
         middle = prometheus.value("pydispatch_tasks_finished_total") or 0.0
-        assert sum(client.map(square, range(400), chunksize=10)) == sum(
-            i * i for i in range(400)
-        )
+        assert sum(client.map(square, range(400), chunksize=10)) == sum(i * i for i in range(400))
         eventually(
             lambda: (prometheus.value("pydispatch_tasks_finished_total") or 0) >= middle + 40,
             "the finished counter moved again (40 chunks of the map)",

@@ -51,7 +51,6 @@ _STATIC: Final = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
-    "LICENSE.txt": "text/plain; charset=utf-8",
 }
 _VIEW_TIMEOUT: Final = 5.0  # seconds a request waits for the dispatcher's loop
 
