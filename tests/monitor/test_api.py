@@ -25,7 +25,7 @@ CLUSTER: dict[str, Any] = {
     "slots": 2,
     "http": True,
     "heartbeat_interval": 0.2,
-    "heartbeat_timeout": 5.0,
+    "heartbeat_timeout": 10.0,
     "direct": False,
     "prefetch": 0,
 }

@@ -23,7 +23,13 @@ from pydispatch.stream import JobHandle, StreamEnvironment
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-CLUSTER: dict[str, Any] = {"workers": 2, "slots": 2, "http": True, "heartbeat_interval": 0.2}
+CLUSTER: dict[str, Any] = {
+    "workers": 2,
+    "slots": 2,
+    "http": True,
+    "heartbeat_interval": 0.2,
+    "heartbeat_timeout": 10.0,
+}
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

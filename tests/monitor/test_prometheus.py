@@ -12,7 +12,13 @@ from _support.process_guard import eventually
 from _support.prometheus import running_prometheus
 from pydispatch.runtime.cluster import LocalCluster
 
-CLUSTER = {"workers": 2, "slots": 1, "http": True, "heartbeat_interval": 0.2}
+CLUSTER = {
+    "workers": 2,
+    "slots": 1,
+    "http": True,
+    "heartbeat_interval": 0.2,
+    "heartbeat_timeout": 10.0,
+}
 
 
 def square(x: int) -> int:

@@ -22,7 +22,13 @@ from ..runtime.dispatcher import DEFAULT_PREFETCH
 from ..scheduling.placer import amount_text
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 from .jobs import CommandError
-from .monitoring import add_alerts_command, add_http_options, add_log_format, http_arguments
+from .monitoring import (
+    add_alerts_command,
+    add_http_options,
+    add_log_format,
+    add_progress_option,
+    http_arguments,
+)
 
 __all__ = [
     "build_parser",
@@ -195,7 +201,13 @@ def _submit(args: argparse.Namespace) -> int:
     from .jobs import submit_command
 
     return submit_command(
-        args.address, args.job, args.name, args.parallelism, args.detach, args.retention
+        args.address,
+        args.job,
+        args.name,
+        args.parallelism,
+        args.detach,
+        args.retention,
+        args.progress_every,
     )
 
 
@@ -490,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds the finished job's result is kept if nobody fetches it (default 600)",
     )
+    add_progress_option(submit)
     submit.set_defaults(run=_submit)
 
     jobs = command(

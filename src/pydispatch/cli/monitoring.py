@@ -18,6 +18,7 @@ __all__ = [
     "add_alerts_command",
     "add_http_options",
     "add_log_format",
+    "add_progress_option",
     "http_arguments",
     "parse_http",
 ]
@@ -74,6 +75,17 @@ def add_log_format(parser: argparse.ArgumentParser, default: str) -> None:
         default=default,
         help="log lines as text, or as JSON objects with task_id, job_id, worker fields "
         "where a line is about one" + ("" if default == argparse.SUPPRESS else " (default: text)"),
+    )
+
+
+def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress-every",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="while waiting: live per-operator records on stderr, as bars on a terminal, "
+        "else a line every SECONDS (0: none)",
     )
 
 
