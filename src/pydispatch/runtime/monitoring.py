@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ..monitor.exchange import ViewExchange
 from ..monitor.recorder import Recorder
@@ -44,15 +45,14 @@ class Monitoring:
         for task in tasks:
             by_priority[task.priority] = by_priority.get(task.priority, 0) + 1
 
-    def placed(self, attempts: Sequence[tuple[int, object]], now: float) -> None:
+    def placed(self, attempts: Sequence[tuple[int, Any]], now: float) -> None:
         """Attempts sent to a slot: each one's wait since its task was submitted."""
         recorder = self.recorder
         if recorder is None:
             return
         recorder.placed += len(attempts)
-        recorder.queue_wait.observe_many(
-            [now - getattr(payload, "queued_at", now) for _, payload in attempts]
-        )
+        # Every payload is the dispatcher's _Payload, which has queued_at.
+        recorder.queue_wait.observe_many([now - p.queued_at for _, p in attempts])
 
     def worker_removed(self, worker: bytes, reason: str) -> None:
         self.usage.pop(worker, None)
