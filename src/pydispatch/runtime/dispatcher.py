@@ -112,15 +112,12 @@ class Dispatcher:
         client_timeout: float = 30.0,
         metrics: bool = True,
     ) -> None:
-        # --- monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
+        # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
         self._recorder = Recorder() if metrics else None
         self._monitoring = Monitoring(self._recorder)
+        self._solver_stats = SolverStats()
         if metrics and placer is solver_placer:
-            self._solver_stats = SolverStats()
             placer = functools.partial(solver_placer, stats=self._solver_stats)
-        else:
-            self._solver_stats = SolverStats()
-        # --- end monitoring
         # A client with tasks outstanding says hello every client_timeout / 4 seconds; one
         # silent for client_timeout has its queued tasks failed (running ones finish): a
         # client killed outright must not keep the cluster busy, nor its fair share.
@@ -204,12 +201,8 @@ class Dispatcher:
             reason = f"its client was silent for {silence:.1f} s (presumed gone)"
             failed = self.scheduler.fail_queued(client, reason)
             if failed:
-                log.warning(
-                    "client %r silent: %d queued task(s) failed",
-                    client,
-                    len(failed),
-                    extra={"client": client.hex()},
-                )
+                why = "client %r silent: %d queued task(s) failed"
+                log.warning(why, client, len(failed), extra={"client": client.hex()})
             out += failed
         return out
 
@@ -504,12 +497,7 @@ class Dispatcher:
             match ins:
                 case s.Resolve():
                     if ins.status == "failed":  # the cluster's failure, not the user's error
-                        log.info(
-                            "task %d failed: %s",
-                            ins.task_id,
-                            ins.error,
-                            extra={"task_id": ins.task_id, "client": ins.client.hex()},
-                        )
+                        self._monitoring.task_failed(ins)
                     self._outbox.result(ins)
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
                     if self._recorder is not None:
@@ -572,16 +560,11 @@ class Dispatcher:
         return self._monitoring.views.get(timeout)
 
     def _monitor_view(self) -> DispatcherView:
-        now = time.monotonic()
+        snapshot, jobs = self.scheduler.snapshot(time.monotonic()), list(self._jobs.values())
         return self._monitoring.view(
-            self.scheduler.snapshot(now),
-            self._worker_names,
-            list(self._jobs.values()),
-            self._solver_stats,
-            endpoint=self.endpoint,
-            epoch=self.epoch,
-            protocol_errors=self.protocol_errors,
-        )
+            snapshot, self._worker_names, jobs, self._solver_stats, self.endpoint, self.epoch,
+            self.protocol_errors,
+        )  # fmt: skip
 
     def _status(self, now: float) -> p.StatusReply:
         snap = self.scheduler.snapshot(now)

@@ -9,6 +9,7 @@ dispatcher skips the counting calls; views still work (the JSON API needs no cou
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,9 @@ from ..scheduling.solver_placer import SolverStats
 from ..wire import protocol as p
 
 __all__ = ["Monitoring"]
+
+# The dispatcher's logger: these lines are about what the dispatcher did.
+log = logging.getLogger("pydispatch.runtime.dispatcher")
 
 
 class Monitoring:
@@ -54,6 +58,16 @@ class Monitoring:
         # Every payload is the dispatcher's _Payload, which has queued_at.
         recorder.queue_wait.observe_many([now - p.queued_at for _, p in attempts])
 
+    @staticmethod
+    def task_failed(resolve: s.Resolve) -> None:
+        """The cluster failed a task (not the user's error): said in the log, with its id."""
+        log.info(
+            "task %d failed: %s",
+            resolve.task_id,
+            resolve.error,
+            extra={"task_id": resolve.task_id, "client": resolve.client.hex()},
+        )
+
     def worker_removed(self, worker: bytes, reason: str) -> None:
         self.usage.pop(worker, None)
         if self.recorder is not None:
@@ -67,7 +81,6 @@ class Monitoring:
         worker_names: dict[bytes, str],
         jobs: list[p.JobInfo],
         solver: SolverStats,
-        *,
         endpoint: str,
         epoch: str,
         protocol_errors: int,
