@@ -53,6 +53,7 @@ def test_prometheus_sees_the_task_counters_move(cluster: LocalCluster, tmp_path:
         )
         assert (prometheus.value("sum(pydispatch_tasks_submitted_total)") or 0) >= 90
         assert prometheus.value("pydispatch_workers") == 2.0
+        assert prometheus.value("pydispatch_slots") == 2.0
         eventually(
             lambda: (prometheus.value("min(pydispatch_worker_resident_memory_bytes)") or 0) > 0,
             "workers report their memory with their heartbeats",

@@ -125,6 +125,16 @@ class DispatcherCollector(Collector):
         workers = view.workers
         yield GaugeMetricFamily("pydispatch_workers", "Registered workers.", value=len(workers))
         yield GaugeMetricFamily(
+            "pydispatch_slots",
+            "Slots of the registered workers.",
+            sum(w.worker.slots for w in workers),
+        )
+        yield GaugeMetricFamily(
+            "pydispatch_slots_busy",
+            "Slots holding attempts.",
+            value=sum(w.worker.slots_used for w in workers),
+        )
+        yield GaugeMetricFamily(
             "pydispatch_workers_draining",
             "Workers draining.",
             value=sum(1 for w in workers if w.worker.draining),
