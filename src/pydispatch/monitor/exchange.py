@@ -13,12 +13,31 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 __all__ = ["ViewExchange"]
 
 V = TypeVar("V")
+
+
+class _Request(Generic[V]):
+    """One thread's wait for a view (an Event, not a concurrent.futures.Future: the dispatcher
+    process does not otherwise import concurrent.futures, and starts faster without it)."""
+
+    __slots__ = ("done", "error", "view")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.view: V | None = None
+        self.error: BaseException | None = None
+
+    def result(self, timeout: float) -> V:
+        if not self.done.wait(timeout):
+            raise TimeoutError("the dispatcher's loop did not answer in time")
+        if self.error is not None:
+            raise self.error
+        assert self.view is not None
+        return self.view
 
 
 class ViewExchange(Generic[V]):
@@ -27,7 +46,7 @@ class ViewExchange(Generic[V]):
     def __init__(self, max_age: float = 0.25) -> None:
         self.max_age = max_age
         #: Truthy while a request waits: the loop's cheap test.
-        self.waiting: collections.deque[Future[V]] = collections.deque()
+        self.waiting: collections.deque[_Request[V]] = collections.deque()
         self._latest: tuple[float, V] | None = None
         self._lock = threading.Lock()
 
@@ -38,7 +57,7 @@ class ViewExchange(Generic[V]):
             latest = self._latest
             if latest is not None and time.monotonic() - latest[0] <= self.max_age:
                 return latest[1]
-            request: Future[V] = Future()
+            request: _Request[V] = _Request()
             self.waiting.append(request)
         return request.result(timeout)
 
@@ -49,9 +68,13 @@ class ViewExchange(Generic[V]):
         except BaseException as error:  # the askers must hear of it rather than time out
             with self._lock:
                 while self.waiting:
-                    self.waiting.popleft().set_exception(error)
+                    request = self.waiting.popleft()
+                    request.error = error
+                    request.done.set()
             raise
         with self._lock:
             self._latest = (time.monotonic(), view)
             while self.waiting:
-                self.waiting.popleft().set_result(view)
+                request = self.waiting.popleft()
+                request.view = view
+                request.done.set()

@@ -375,7 +375,8 @@ class Dispatcher:
         self._leasing.return_lease(peer, m.lease_id)
 
     def _on_heartbeat(self, peer: bytes, m: p.Heartbeat, frames: Frames, now: float) -> None:
-        self._monitoring.usage[m.worker] = (m.cpu_seconds, m.rss_bytes)
+        if self.scheduler.knows_worker(m.worker):  # no table entries for strangers
+            self._monitoring.usage[m.worker] = (m.cpu_seconds, m.rss_bytes)
         self._perform(self.scheduler.heartbeat(m.worker, now))
 
     def _on_cancel(self, peer: bytes, m: p.Cancel, frames: Frames, now: float) -> None:
