@@ -1,6 +1,7 @@
 """The monitor's cost: benchmarks (a) and (c) of bench_dispatch.py on two clusters in the same
-run, one with metrics on (counting on the dispatcher's hot path, its HTTP endpoint up and
-scraped every second, as a Prometheus would) and one with metrics off and no endpoint.
+run, one with metrics on (counting on the dispatcher's hot path, its HTTP endpoint up) and one
+with metrics off and no endpoint; and, apart, what one scrape of ``/metrics`` costs the
+dispatcher (a Prometheus scrapes every 15 s by default: that cost is per scrape, not per task).
 
 Run: ``PYTHONPATH=src python -m pytest bench/bench_monitor.py -q -s --benchmark-disable-gc``.
 The rounds alternate between the two clusters (on, off, on, off, ...) so that a noisy
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import statistics
-import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +26,8 @@ from bench_dispatch import N_MAP, N_NOOP, WORKERS, _submit_gather, report, squar
 from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
 
-ROUNDS = 9
+ROUNDS = 15
+SCRAPES = 50
 
 
 class _Side:
@@ -34,6 +35,7 @@ class _Side:
         assert cluster.dispatcher is not None
         self.client = client
         self.dispatcher = psutil.Process(cluster.dispatcher.pid)
+        self.http_url = ""
 
     def cpu(self) -> float:
         times = self.dispatcher.cpu_times()
@@ -45,20 +47,12 @@ def sides() -> Iterator[tuple[_Side, _Side]]:
     with (
         LocalCluster(workers=WORKERS, slots=1, http=True) as on,
         LocalCluster(workers=WORKERS, slots=1, metrics=False) as off,
+        on.client() as client_on,
+        off.client() as client_off,
     ):
-        stop = threading.Event()
-
-        def scrape() -> None:  # what a Prometheus scraping every second costs the dispatcher
-            while not stop.wait(1.0):
-                with urllib.request.urlopen(on.http_url + "/metrics", timeout=10) as answer:
-                    answer.read()
-
-        scraper = threading.Thread(target=scrape, daemon=True)
-        scraper.start()
-        with on.client() as client_on, off.client() as client_off:
-            yield _Side(on, client_on), _Side(off, client_off)
-        stop.set()
-        scraper.join()
+        side_on = _Side(on, client_on)
+        side_on.http_url = on.http_url
+        yield side_on, _Side(off, client_off)
 
 
 def _alternating(
@@ -106,3 +100,23 @@ def bench_c_map_small_items_metrics_on_and_off(benchmark: Any, sides: tuple[_Sid
 
     _alternating("c: map 100k items", N_MAP, "items/s", mapped, on, off)
     benchmark.pedantic(mapped, args=(on.client,), rounds=1, iterations=1)
+
+
+def bench_scrape_cost(benchmark: Any, sides: tuple[_Side, _Side]) -> None:
+    on, _ = sides
+    _submit_gather(on.client)  # histograms and counters with something in them
+
+    def scrape() -> None:
+        with urllib.request.urlopen(on.http_url + "/metrics", timeout=10) as answer:
+            answer.read()
+
+    scrape()
+    before = on.cpu()
+    seconds = [timed(scrape) for _ in range(SCRAPES)]
+    cpu = (on.cpu() - before) / SCRAPES
+    print(
+        f"\n[scrape of /metrics, {WORKERS} workers] dispatcher CPU {cpu * 1000:.2f} ms a scrape, "
+        f"wall median {statistics.median(seconds) * 1000:.2f} ms (at one scrape per 15 s: "
+        f"{cpu / 15 * 100:.3f}% of a core)"
+    )
+    benchmark.pedantic(scrape, rounds=1, iterations=1)

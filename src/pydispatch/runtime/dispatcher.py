@@ -362,7 +362,7 @@ class Dispatcher:
                 )
             )
         if self._recorder is not None:
-            self._recorder.run_time.observe_many([o.seconds for o in outcomes if o.seconds > 0])
+            self._monitoring.ran(outcomes)
         self._perform(self.scheduler.attempts_finished(peer, outcomes, now))
 
     def _on_lease_closed(self, peer: bytes, m: p.LeaseClosed, frames: Frames, now: float) -> None:

@@ -9,6 +9,7 @@ dispatcher skips the counting calls; views still work (the JSON API needs no cou
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Sequence
@@ -55,8 +56,29 @@ class Monitoring:
         if recorder is None:
             return
         recorder.placed += len(attempts)
-        # Every payload is the dispatcher's _Payload, which has queued_at.
-        recorder.queue_wait.observe_many([now - p.queued_at for _, p in attempts])
+        # One pass, no list (half the cost of observe_many over a comprehension: this runs
+        # for every attempt). Every payload is the dispatcher's _Payload, with queued_at.
+        waits = recorder.queue_wait
+        counts, bounds, total = waits.counts, waits.bounds, 0.0
+        for _, payload in attempts:
+            wait = now - payload.queued_at
+            counts[bisect.bisect_left(bounds, wait)] += 1
+            total += wait
+        waits.total += total
+
+    def ran(self, outcomes: Sequence[s.AttemptOutcome]) -> None:
+        """Attempts reported done: how long each ran, as its slot measured (0: unmeasured)."""
+        recorder = self.recorder
+        if recorder is None:
+            return
+        runs = recorder.run_time
+        counts, bounds, total = runs.counts, runs.bounds, 0.0
+        for outcome in outcomes:
+            seconds = outcome.seconds
+            if seconds > 0:
+                counts[bisect.bisect_left(bounds, seconds)] += 1
+                total += seconds
+        runs.total += total
 
     @staticmethod
     def task_failed(resolve: s.Resolve) -> None:
