@@ -9,11 +9,15 @@ neighbour disturbs both alike. Two figures per benchmark: the wall-clock rate (t
 of each: on a shared machine the least disturbed one), and the CPU seconds the dispatcher
 process used over all rounds (psutil), which a busy neighbour disturbs far less: the cost of
 the counting itself.
+
+``PYDISPATCH_BENCH_MONITOR_AA=1`` turns metrics off on the "on" side too (its endpoint stays
+up): the noise floor of the same comparison, an A/A test.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,6 +31,7 @@ from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
 
 ROUNDS = 15
+_AA = os.environ.get("PYDISPATCH_BENCH_MONITOR_AA") == "1"
 SCRAPES = 50
 
 
@@ -45,7 +50,7 @@ class _Side:
 @pytest.fixture(scope="module")
 def sides() -> Iterator[tuple[_Side, _Side]]:
     with (
-        LocalCluster(workers=WORKERS, slots=1, http=True) as on,
+        LocalCluster(workers=WORKERS, slots=1, http=True, metrics=not _AA) as on,
         LocalCluster(workers=WORKERS, slots=1, metrics=False) as off,
         on.client() as client_on,
         off.client() as client_off,
