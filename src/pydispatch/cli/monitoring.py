@@ -116,8 +116,8 @@ _THRESHOLD_HELP = {
     "worker_lost_window": "alert on a worker lost (heartbeat timeout) within this window",
     "queue_growing_for": "alert when the queue has grown for this long",
     "queue_min": "... and holds more than this many tasks",
-    "backpressure_ratio": "alert when a chain is back-pressured more than this share of its "
-    "busy time",
+    "backpressure_ratio": "alert when a chain's subtasks are back-pressured more than this "
+    "share of their time",
     "backpressure_for": "... for this long",
     "restarts": "alert when a job restarts this many times",
     "restart_window": "... within this window",

@@ -23,8 +23,8 @@ class Thresholds:
     #: (PydispatchQueueGrowing).
     queue_growing_for: str = "10m"
     queue_min: int = 100
-    #: A chain back-pressured for more than this share of its subtasks' time, for
-    #: ``backpressure_for`` (PydispatchBackPressure).
+    #: A chain's subtasks back-pressured (waiting for credit downstream) for more than this
+    #: share of their time, for ``backpressure_for`` (PydispatchBackPressure).
     backpressure_ratio: float = 0.5
     backpressure_for: str = "1m"
     #: A job restarted at least this many times within ``restart_window``
@@ -50,7 +50,6 @@ def alert_rules(thresholds: Thresholds | None = None, job: str = "pydispatch") -
     failed = f"rate(pydispatch_tasks_failed_total[{t.failure_window}])"
     ended = f"({failed} + rate(pydispatch_tasks_finished_total[{t.failure_window}]))"
     pressured = f"rate(pydispatch_chain_backpressured_seconds_total[{t.backpressure_for}])"
-    busy = f"rate(pydispatch_chain_busy_seconds_total[{t.backpressure_for}])"
     rules = [
         _rule(
             "PydispatchDispatcherDown",
@@ -79,11 +78,12 @@ def alert_rules(thresholds: Thresholds | None = None, job: str = "pydispatch") -
         ),
         _rule(
             "PydispatchBackPressure",
-            f"{pressured} / ({busy} > 0) > {t.backpressure_ratio}",
+            f"{pressured} / on(job_id, chain, instance, job) pydispatch_chain_parallelism "
+            f"> {t.backpressure_ratio}",
             t.backpressure_for,
             "warning",
-            "chain {{ $labels.chain }} of job {{ $labels.job }} is back-pressured "
-            "({{ $value | humanizePercentage }} of its busy time): its downstream is too slow",
+            "chain {{ $labels.chain }} of job {{ $labels.job_id }} is back-pressured "
+            "({{ $value | humanizePercentage }} of its time): its downstream is too slow",
         ),
         _rule(
             "PydispatchJobRestarting",

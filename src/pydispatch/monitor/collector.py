@@ -233,10 +233,11 @@ class DispatcherCollector(Collector):
         for state, count in counts.items():
             by_state.add_metric([state], count)
         yield by_state
+        # "job_id", not "job": Prometheus gives every scraped series its target's "job".
         attempt = GaugeMetricFamily(
             "pydispatch_job_restarts",
             "Restarts of a listed job so far (its attempt number minus one).",
-            labels=["job", "name", "state"],
+            labels=["job_id", "name", "state"],
         )
         for job in view.jobs:
             attempt.add_metric([job.job_id, job.name, job.state], max(0, job.attempt - 1))
@@ -244,18 +245,24 @@ class DispatcherCollector(Collector):
 
     @staticmethod
     def _operators(view: DispatcherView, jobs: JobFigures) -> Iterator[Metric]:
-        op_labels = ["job", "operator", "name"]
-        chain_labels = ["job", "chain"]
+        op_labels = ["job_id", "operator", "name"]
+        chain_labels = ["job_id", "chain"]
         records_in = CounterMetricFamily(
             "pydispatch_operator_records_in", "Records into an operator.", labels=op_labels
         )
         records_out = CounterMetricFamily(
             "pydispatch_operator_records_out", "Records out of an operator.", labels=op_labels
         )
-        busy = CounterMetricFamily(
+        # A gauge: a subtask's busy time is its time so far less its waits, and a wait is
+        # counted once it ends, so the figure can step back while one is under way.
+        busy = GaugeMetricFamily(
             "pydispatch_chain_busy_seconds",
-            "Seconds a chain's subtasks were busy, summed over them.",
+            "Seconds a chain's subtasks were busy, summed over them (may step back while "
+            "a subtask waits for input).",
             labels=chain_labels,
+        )
+        parallelism = GaugeMetricFamily(
+            "pydispatch_chain_parallelism", "Subtasks of a chain.", labels=chain_labels
         )
         pressured = CounterMetricFamily(
             "pydispatch_chain_backpressured_seconds",
@@ -263,7 +270,7 @@ class DispatcherCollector(Collector):
             labels=chain_labels,
         )
         shuffled = CounterMetricFamily(
-            "pydispatch_job_shuffled_bytes", "Bytes exchanged between subtasks.", labels=["job"]
+            "pydispatch_job_shuffled_bytes", "Bytes exchanged between subtasks.", labels=["job_id"]
         )
         active = [j for j in view.jobs if j.state in ACTIVE_JOB_STATES and j.endpoint]
         for job in active[:_MAX_JOBS_ASKED]:
@@ -281,13 +288,22 @@ class DispatcherCollector(Collector):
             for chain, seconds in _items(m.get("backpressured_seconds")):
                 pressured.add_metric([job.job_id, chain], seconds)
             shuffled.add_metric([job.job_id], float(m.get("bytes_shuffled") or 0))
-        yield from (records_in, records_out, busy, pressured, shuffled)
+            for chain_name, subtasks in _chains(m):
+                parallelism.add_metric([job.job_id, chain_name], subtasks)
+        yield from (records_in, records_out, busy, pressured, parallelism, shuffled)
 
 
 def _items(figures: object) -> list[tuple[str, float]]:
     if not isinstance(figures, dict):
         return []
     return [(str(k), float(v)) for k, v in figures.items() if isinstance(v, int | float)]
+
+
+def _chains(metrics: dict[str, Any]) -> list[tuple[str, int]]:
+    graph = metrics.get("graph")
+    if not isinstance(graph, dict):
+        return []
+    return [(str(c.get("name", "")), int(c.get("parallelism", 1))) for c in graph.get("chains", [])]
 
 
 def _operator_names(metrics: dict[str, Any]) -> dict[str, str]:

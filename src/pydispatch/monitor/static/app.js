@@ -131,15 +131,19 @@ function rates(job, now) {
     }
     return out;
   };
+  // Back-pressure: the share of its subtasks' time a chain waited for credit downstream,
+  // since the previous look (over the job's life on the first).
   const pressure = {};
-  for (const [chain, busy] of Object.entries(m.busy_seconds || {})) {
-    const pressured = (m.backpressured_seconds || {})[chain] || 0;
-    let dBusy = busy, dPressured = pressured;
-    if (previous && previous.busy) {
-      dBusy = busy - (previous.busy[chain] || 0);
+  const subtasks = {};
+  for (const chain of (job.graph || {}).chains || []) subtasks[chain.name] = chain.parallelism;
+  for (const [chain, pressured] of Object.entries(m.backpressured_seconds || {})) {
+    let dPressured = pressured, dSeconds = m.seconds || 0;
+    if (previous && previous.pressured) {
       dPressured = pressured - (previous.pressured[chain] || 0);
+      dSeconds = seconds;
     }
-    pressure[chain] = dBusy > 0 ? dPressured / dBusy : 0;
+    const time = dSeconds * (subtasks[chain] || 1);
+    pressure[chain] = time > 0 ? Math.max(0, dPressured) / time : 0;
   }
   const result = { in: per(m.records_in, previous && previous.in), out: per(m.records_out, previous && previous.out), pressure };
   state.job = {
@@ -173,7 +177,7 @@ function drawGraph(graph, metrics, r) {
     children.push(make("rect", {
       class: `chain ${pressureClass(share)}`, x: x - 10, y: pad - 8, width: boxW + 20, height, rx: 8,
       "data-chain": chain.name,
-    }, make("title", {}, `${chain.name}: back-pressured ${(100 * share).toFixed(0)}% of busy time`)));
+    }, make("title", {}, `${chain.name}: back-pressured ${(100 * share).toFixed(0)}% of its time`)));
     children.push(make("text", { x, y: pad + 6 }, `chain ${chain.id} · parallelism ${chain.parallelism}`));
     chain.operators.forEach((opId, row) => {
       const op = graph.operators.find((o) => o.id === opId);
