@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"solver"},
     {"scheduling"},
     {"wire"},
+    {"monitor"},
     {"runtime"},
     {"plan"},
     {"dataflow"},

@@ -20,6 +20,7 @@ def test_package_exports() -> None:
             "__version__",
             "partition",
             "plan",
+            "progress",
             "solver",
             "stream",
             "table",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .errors import RemoteError, RemoteTraceback, TaskFailedError
     from .runtime.client import Client, TaskFuture
     from .runtime.cluster import LocalCluster
+    from .runtime.progress import progress
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "partition",
     "plan",
+    "progress",
     "solver",
     "stream",
     "table",
@@ -48,6 +50,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "Client": ("runtime.client", "Client"),
     "TaskFuture": ("runtime.client", "TaskFuture"),
     "LocalCluster": ("runtime.cluster", "LocalCluster"),
+    "progress": ("runtime.progress", "progress"),
     "RemoteError": ("errors", "RemoteError"),
     "RemoteTraceback": ("errors", "RemoteTraceback"),
     "TaskFailedError": ("errors", "TaskFailedError"),

@@ -80,6 +80,7 @@ def submit_command(
     parallelism: int,
     detach: bool = False,
     retention: float | None = None,
+    progress_every: float = 5.0,
 ) -> int:
     from ..stream import StreamEnvironment
     from ..stream._datastream import DataStream
@@ -111,7 +112,7 @@ def submit_command(
         print(handle.job_id)
         return 0
     print(f"submitted {handle.job_id}", flush=True)
-    return _wait_and_print(handle, sink, cancel_on_interrupt=True)
+    return _wait_and_print(handle, sink, cancel_on_interrupt=True, progress_every=progress_every)
 
 
 def result_command(address: str, job: str, timeout: float | None) -> int:
@@ -124,8 +125,11 @@ def _wait_and_print(
     sink: int | None,
     cancel_on_interrupt: bool = False,
     timeout: float | None = None,
+    progress_every: float = 0.0,
 ) -> int:
     try:
+        if progress_every > 0:
+            _show_progress(handle, progress_every)
         result = handle.result(timeout)
     except KeyboardInterrupt:
         if not cancel_on_interrupt:
@@ -150,6 +154,21 @@ def _wait_and_print(
     summary = {k: metrics.get(k) for k in ("status", "restarts", "bytes_shuffled", "seconds")}
     print(json.dumps(summary), file=sys.stderr)
     return 0
+
+
+def _show_progress(handle: JobHandle, every: float) -> None:
+    """Live per-operator progress on stderr: tqdm bars on a terminal, else a plain line every
+    ``every`` seconds (logs and pipes want lines, not redrawn bars)."""
+    from ..runtime.progress import job_progress_lines, progress
+
+    if sys.stderr.isatty():
+        progress(handle, file=sys.stderr, interval=min(every, 0.5))
+    else:
+        job_progress_lines(handle, _to_stderr, interval=every)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _records(collected: Any) -> list[Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import signal
@@ -18,10 +17,18 @@ from typing import Any, NoReturn
 import msgspec
 import zmq
 
+from ..monitor.logs import configure_logging
 from ..runtime.dispatcher import DEFAULT_PREFETCH
 from ..scheduling.placer import amount_text
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 from .jobs import CommandError
+from .monitoring import (
+    add_alerts_command,
+    add_http_options,
+    add_log_format,
+    add_progress_option,
+    http_arguments,
+)
 
 __all__ = [
     "build_parser",
@@ -71,10 +78,18 @@ def parse_label(text: str) -> tuple[str, str]:
 
 
 def _dispatcher(args: argparse.Namespace) -> int:
+    from ..monitor.http import HttpEndpointError
     from ..runtime.dispatcher import run_dispatcher
 
     _refuse_a_taken_ipc_path(args.bind)
+    try:
+        _run_dispatcher(run_dispatcher, args)
+    except HttpEndpointError as error:  # refused beyond loopback, or its port is taken
+        raise CommandError(str(error)) from None
+    return 0
 
+
+def _run_dispatcher(run_dispatcher: Any, args: argparse.Namespace) -> None:
     run_dispatcher(
         args.bind,
         heartbeat_interval=args.heartbeat_interval,
@@ -84,8 +99,8 @@ def _dispatcher(args: argparse.Namespace) -> int:
         exit_with_parent=args.exit_with_parent,
         job_masters=args.job_masters,
         client_timeout=args.client_timeout,
+        **http_arguments(args),
     )
-    return 0
 
 
 def _refuse_a_taken_ipc_path(bind: str) -> None:
@@ -186,7 +201,13 @@ def _submit(args: argparse.Namespace) -> int:
     from .jobs import submit_command
 
     return submit_command(
-        args.address, args.job, args.name, args.parallelism, args.detach, args.retention
+        args.address,
+        args.job,
+        args.name,
+        args.parallelism,
+        args.detach,
+        args.retention,
+        args.progress_every,
     )
 
 
@@ -306,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help=f"{level_help} (default: WARNING, or as given before the command)",
     )
+    add_log_format(common, argparse.SUPPRESS)
     parser = _Parser(prog="pydispatch", description=_DESCRIPTION, formatter_class=_Help)
     parser.add_argument(
         "--log-level",
@@ -314,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         help=f"{level_help}; also accepted after the command",
     )
+    add_log_format(parser, "text")
     parser.add_argument("--version", action="version", version=f"pydispatch {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -381,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="host no dataflow job masters (submitted jobs are refused; saves the launcher "
         "process an embedded cluster whose jobs run their master in the application)",
     )
+    add_http_options(dispatcher)
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)
 
@@ -478,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds the finished job's result is kept if nobody fetches it (default 600)",
     )
+    add_progress_option(submit)
     submit.set_defaults(run=_submit)
 
     jobs = command(
@@ -522,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=_positive, default=5_000_000, help="records to partition")
     demo.add_argument("--parts", type=_positive, default=16, help="parallel subtasks")
     demo.set_defaults(run=_demo)
+    add_alerts_command(commands, command)
     return parser
 
 
@@ -536,9 +562,7 @@ def _bind_failure(error: zmq.ZMQError, args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         result: int = args.run(args)
     except BrokenPipeError:

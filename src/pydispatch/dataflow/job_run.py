@@ -43,6 +43,7 @@ from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
 from . import lifecycle as jm
+from .graph_view import describe_plan
 from .operators import Batch, concat, size
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 
@@ -152,6 +153,7 @@ class JobRun:
         self._announced: tuple[str, int] = ("", 0)
         self._placement: dict[str, Any] = {}
         self._live: dict[int, dict[int, SubtaskMetrics]] = {}  # slice -> its latest report
+        self._graph = describe_plan(plan, self._ids)  # for the dashboard's job page
         self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
         self._perform(self._master.start())
         # Listed before the job is reported accepted: both go out on the client's socket.
@@ -218,6 +220,7 @@ class JobRun:
         base: dict[str, Any] = {"status": self.status(), "attempt": self._master.attempt}
         base["restarts"] = self._master.restarts
         base["placement"] = self._placement
+        base["graph"] = self._graph
         if self._metrics:
             return {**base, **self._metrics}
         live = dict(self._live)  # the master thread replaces entries, never mutates them
@@ -251,7 +254,9 @@ class JobRun:
                     self._done.set()
                 self._answer_waiters(now)
         except BaseException as exc:  # the job must end, whatever happened here
-            log.exception("job %s: the master thread failed", self.job_id)
+            log.exception(
+                "job %s: the master thread failed", self.job_id, extra={"job_id": self.job_id}
+            )
             self._error = f"the job master failed: {exc!r}"
             self._master.state = jm.FAILED
             self._done.set()
@@ -294,7 +299,12 @@ class JobRun:
                 identity, body = transport.split_envelope(parts, routed=True)
                 message = transport.parse_job(body)
             except p.ProtocolError as error:  # anyone can connect: drop it, keep the job
-                log.error("job %s dropped a malformed control message: %s", self.job_id, error)
+                log.error(
+                    "job %s dropped a malformed control message: %s",
+                    self.job_id,
+                    error,
+                    extra={"job_id": self.job_id},
+                )
                 continue
             self._handle(identity, message)
 
@@ -307,7 +317,12 @@ class JobRun:
         try:
             transport.send(self._control, message, frames or (), identity=identity)
         except zmq.ZMQError as error:  # the peer left (EHOSTUNREACH): nothing to answer
-            log.warning("job %s could not answer a control peer: %s", self.job_id, error)
+            log.warning(
+                "job %s could not answer a control peer: %s",
+                self.job_id,
+                error,
+                extra={"job_id": self.job_id},
+            )
             return False
         return True
 
@@ -328,7 +343,11 @@ class JobRun:
                 try:
                     reply.result = transport.dumps(outcome, frames, inline_limit=0)
                 except Exception as error:  # the records came pickled: this is unlikely
-                    log.exception("job %s: its result cannot be pickled", self.job_id)
+                    log.exception(
+                        "job %s: its result cannot be pickled",
+                        self.job_id,
+                        extra={"job_id": self.job_id},
+                    )
                     reply.error = f"the job's result could not be pickled: {error!r}"
                     frames = []
             self._outcome = (reply, frames)
@@ -354,7 +373,12 @@ class JobRun:
         reports = (jp.SliceReady, jp.SliceMetrics, jp.SliceFailed)
         if isinstance(message, reports) and not 0 <= message.index < self.plan.n_slots:
             # Well-formed but from no slice of this job: the master must not index with it.
-            log.error("job %s dropped a report of slice %d", self.job_id, message.index)
+            log.error(
+                "job %s dropped a report of slice %d",
+                self.job_id,
+                message.index,
+                extra={"job_id": self.job_id},
+            )
             return
         if isinstance(message, jp.SliceReady):
             if message.version != p.PROTOCOL_VERSION:
@@ -362,7 +386,9 @@ class JobRun:
                     f"slice {message.index} speaks protocol version {message.version}, this "
                     f"job master speaks {p.PROTOCOL_VERSION} (mixed pydispatch versions?)"
                 )
-                log.error("job %s refused a slice: %s", self.job_id, reason)
+                log.error(
+                    "job %s refused a slice: %s", self.job_id, reason, extra={"job_id": self.job_id}
+                )
                 self._reply(identity, p.Error("version", reason))
                 return
             record = self._attempts.get(message.attempt)

@@ -108,7 +108,9 @@ class _Host:
                 raise RuntimeError(f"the dispatcher did not hand over the job: {text}")
             job, options, ids = _unpack(transport.loads(answer.payload, frames))
         except Exception as error:
-            log.error("job %s could not be loaded: %r", self.job_id, error)
+            log.error(
+                "job %s could not be loaded: %r", self.job_id, error, extra={"job_id": self.job_id}
+            )
             self.report(code="invalid", error=f"could not load the job: {error}")
             return None
         options = dataclasses.replace(options, priority=answer.priority)
@@ -118,7 +120,9 @@ class _Host:
             self.report(code="unfit", error=str(error))
             return None
         except Exception as error:  # a plan the planner refuses: the submitter's error
-            log.error("job %s could not be planned: %r", self.job_id, error)
+            log.error(
+                "job %s could not be planned: %r", self.job_id, error, extra={"job_id": self.job_id}
+            )
             self.report(code="invalid", error=f"{type(error).__name__}: {error}")
             return None
         self.report(endpoint=run.endpoint)
@@ -133,7 +137,9 @@ def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> 
     while not stop.wait(_TICK):
         if parent and os.getppid() != parent:
             reason = "its master lost the dispatcher's job launcher (killed?)"
-            log.warning("job %s: its launcher is gone: exiting", run.job_id)
+            log.warning(
+                "job %s: its launcher is gone: exiting", run.job_id, extra={"job_id": run.job_id}
+            )
             break
         if not run.alive():
             return
@@ -146,10 +152,15 @@ def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> 
         if fetched is not None and now - fetched >= _FETCHED_LINGER:
             return
         if now - ended >= retention:
-            log.info("job %s: its result was kept %g s unfetched: exiting", run.job_id, retention)
+            log.info(
+                "job %s: its result was kept %g s unfetched: exiting",
+                run.job_id,
+                retention,
+                extra={"job_id": run.job_id},
+            )
             return
     if run.alive() and not run.done():
-        log.warning("job %s fails: %s", run.job_id, reason)
+        log.warning("job %s fails: %s", run.job_id, reason, extra={"job_id": run.job_id})
         run.abort(reason)
 
 
@@ -289,7 +300,9 @@ class _Launcher:
             self._reap()
             time.sleep(0.02)
         for pid, job_id in list(self.children.items()):
-            log.error("job %s: its master did not stop: killing it", job_id)
+            log.error(
+                "job %s: its master did not stop: killing it", job_id, extra={"job_id": job_id}
+            )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)

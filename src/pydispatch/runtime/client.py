@@ -139,8 +139,11 @@ class Client(Executor):
         labels: dict[str, str] | None = None,
         priority: int = 0,
         retries: int = 3,
+        progress: bool = False,
     ) -> Iterator[Any]:
         """Like ``Executor.map``; items are sent in chunks, sized automatically by default.
+        ``progress=True``: a ``tqdm`` bar counts the results as they are yielded (in a
+        terminal or Jupyter; its total is the input's length when it has one).
 
         The input is read lazily: at most ``buffersize`` chunks are out (submitted, their
         results not yielded yet) at a time, the first of them submitted at once, and one more
@@ -181,7 +184,12 @@ class Client(Executor):
             return self._submit(kind, fn, chunk, resources, labels, priority, retries)
 
         futures = collections.deque(map(submit, itertools.islice(chunks, window)))
-        return itertools.chain.from_iterable(self._chunk_results(futures, chunks, submit, end))
+        results = itertools.chain.from_iterable(self._chunk_results(futures, chunks, submit, end))
+        if progress:
+            from tqdm.auto import tqdm
+
+            return iter(tqdm(results, total=hint or None, unit="item"))
+        return results
 
     @staticmethod
     def _chunk_results(

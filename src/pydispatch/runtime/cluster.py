@@ -108,7 +108,16 @@ class LocalCluster:
         job_masters: bool = True,
         client_timeout: float = 30.0,
         direct: bool = True,
+        http: bool | str = False,
+        metrics: bool = True,
     ) -> None:
+        # The dispatcher's metrics, JSON API and dashboard: off by default (an embedded
+        # cluster is often one of many on a machine); True serves them on a free loopback
+        # port, a "HOST:PORT" there (see http_url).
+        self._http = "127.0.0.1:0" if http is True else (http or None)
+        self._metrics = metrics
+        #: Where the dispatcher serves them ("" unless asked for), once started.
+        self.http_url = ""
         self._direct = direct
         self._prefetch = prefetch
         self._client_timeout = client_timeout
@@ -193,6 +202,8 @@ class LocalCluster:
             "exit_with_parent": os.getpid(),
             "job_masters": self._job_masters,
             "client_timeout": self._client_timeout,
+            "metrics": self._metrics,
+            "http": self._http,
         }
         command = [
             sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)
@@ -210,6 +221,11 @@ class LocalCluster:
         if not line:
             raise RuntimeError("the dispatcher exited during start-up")
         self.address = line.strip().rsplit(" ", 1)[-1]
+        if self._http:  # a second line names where the HTTP endpoint listens
+            line = dispatcher.stdout.readline()
+            if not line:
+                raise RuntimeError("the dispatcher exited during start-up (its HTTP endpoint?)")
+            self.http_url = line.strip().rsplit(" ", 1)[-1]
 
     def restart_dispatcher(self) -> None:
         """End the dispatcher and start a new one on the same address (workers re-register;

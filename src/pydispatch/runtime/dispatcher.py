@@ -21,6 +21,7 @@ round); dataflow job masters are supervised by :mod:`~pydispatch.runtime.job_mas
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -34,9 +35,11 @@ from typing import Any, Final, cast
 import msgspec
 import zmq
 
+from ..monitor.recorder import Recorder
+from ..monitor.view import DispatcherView
 from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
-from ..scheduling.solver_placer import solver_placer
+from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..wire import protocol as p
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -54,6 +57,7 @@ from .client_book import ClientBook
 from .job_masters import JobHosts
 from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
+from .monitoring import Monitoring
 from .outbox import STARTED_DELAY, Outbox
 
 __all__ = ["DEFAULT_PREFETCH", "Dispatcher", "run_dispatcher"]
@@ -88,6 +92,7 @@ class _Payload:
     frames: list[FrameLike]
     priority: int
     lease_for: bytes = b""  # this client asked for a lease on the slot this task goes to
+    queued_at: float = 0.0  # when it was submitted (time.monotonic()), for the metrics
 
 
 class Dispatcher:
@@ -105,7 +110,14 @@ class Dispatcher:
         exit_with_parent: int = 0,
         job_masters: bool = True,
         client_timeout: float = 30.0,
+        metrics: bool = True,
     ) -> None:
+        # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
+        self._recorder = Recorder() if metrics else None
+        self._monitoring = Monitoring(self._recorder)
+        self._solver_stats = SolverStats()
+        if metrics and placer is solver_placer:
+            placer = functools.partial(solver_placer, stats=self._solver_stats)
         # A client with tasks outstanding says hello every client_timeout / 4 seconds; one
         # silent for client_timeout has its queued tasks failed (running ones finish): a
         # client killed outright must not keep the cluster busy, nor its fair share.
@@ -154,7 +166,10 @@ class Dispatcher:
                 if self._outbox.started_waiting:
                     wait_ms = min(wait_ms, 1 + int(STARTED_DELAY * 1000))
                 if poller.poll(min(wait_ms, 200)):
+                    began = time.monotonic()
                     self._receive_batch()
+                else:
+                    began = time.monotonic()
                 now = time.monotonic()
                 if now >= next_tick:
                     if self._exit_with_parent and os.getppid() != self._exit_with_parent:
@@ -170,6 +185,11 @@ class Dispatcher:
                     # attempts are done (see Leasing).
                     self._guarded(self._leasing.close_all)
                 self._guarded(self._outbox.flush)
+                # monitoring: the loop's own latency; views asked for by the HTTP thread.
+                if self._recorder is not None:
+                    self._recorder.loop.observe(time.monotonic() - began)
+                if self._monitoring.views.waiting:
+                    self._guarded(lambda: self._monitoring.views.serve(self._monitor_view))
         finally:
             self._job_hosts.close()  # no job master outlives its dispatcher
             self._socket.close(linger=0)
@@ -181,7 +201,8 @@ class Dispatcher:
             reason = f"its client was silent for {silence:.1f} s (presumed gone)"
             failed = self.scheduler.fail_queued(client, reason)
             if failed:
-                log.warning("client %r silent: %d queued task(s) failed", client, len(failed))
+                why = "client %r silent: %d queued task(s) failed"
+                log.warning(why, client, len(failed), extra={"client": client.hex()})
             out += failed
         return out
 
@@ -202,6 +223,10 @@ class Dispatcher:
             self._handle_parts(parts)
 
     def _handle_parts(self, parts: Frames) -> None:
+        if self._recorder is not None:
+            self._recorder.messages_in += 1
+            if len(parts) > 3:  # identity, empty delimiter, header, then the payload frames
+                self._recorder.payload_bytes_in += sum(map(len, parts[3:]))
         identity = parts[0].bytes
         identity = self._clients.senders.get(identity, identity)  # a client's sending socket
         try:
@@ -227,6 +252,10 @@ class Dispatcher:
         except zmq.ZMQError as error:  # EHOSTUNREACH: that peer is gone
             log.info("could not send %s to %r: %s", type(message).__name__, identity, error)
             return False
+        if self._recorder is not None:
+            self._recorder.messages_out += 1
+            if frames:
+                self._recorder.payload_bytes_out += sum(frame_sizes(frames))
         return True
 
     # ----------------------------------------------------------------------- messages
@@ -294,6 +323,7 @@ class Dispatcher:
                 rebase(spec.args, frames, own, placed),
                 own,
                 spec.priority,
+                queued_at=now,
             )
             if m.lease and len(m.tasks) == 1 and _leasable(spec):
                 payload.lease_for = peer
@@ -302,6 +332,8 @@ class Dispatcher:
                     spec.task_id, payload, spec.resources, spec.labels, spec.priority, spec.retries
                 )
             )
+        if self._recorder is not None:
+            self._monitoring.submitted(new, now)
         self._perform(refused + self.scheduler.submit(peer, new))
 
     def _on_done(self, peer: bytes, m: p.Done, frames: Frames, now: float) -> None:
@@ -329,6 +361,8 @@ class Dispatcher:
                     result.attempt_id, status, value, error, result.traceback, result.seconds
                 )
             )
+        if self._recorder is not None:
+            self._monitoring.ran(outcomes)
         self._perform(self.scheduler.attempts_finished(peer, outcomes, now))
 
     def _on_lease_closed(self, peer: bytes, m: p.LeaseClosed, frames: Frames, now: float) -> None:
@@ -341,6 +375,8 @@ class Dispatcher:
         self._leasing.return_lease(peer, m.lease_id)
 
     def _on_heartbeat(self, peer: bytes, m: p.Heartbeat, frames: Frames, now: float) -> None:
+        if self.scheduler.knows_worker(m.worker):  # no table entries for strangers
+            self._monitoring.usage[m.worker] = (m.cpu_seconds, m.rss_bytes)
         self._perform(self.scheduler.heartbeat(m.worker, now))
 
     def _on_cancel(self, peer: bytes, m: p.Cancel, frames: Frames, now: float) -> None:
@@ -379,7 +415,7 @@ class Dispatcher:
             )
         )
         self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
-        log.info("worker %s registered (%d slots)", m.name, m.slots)
+        log.info("worker %s registered (%d slots)", m.name, m.slots, extra={"worker": m.name})
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
         self._check_version(m.version)
@@ -461,8 +497,12 @@ class Dispatcher:
         for ins in instructions:
             match ins:
                 case s.Resolve():
+                    if ins.status == "failed":  # the cluster's failure, not the user's error
+                        self._monitoring.task_failed(ins)
                     self._outbox.result(ins)
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
+                    if self._recorder is not None:
+                        self._monitoring.placed(attempts, time.monotonic())
                     if self._send_run(slot, attempts):
                         for _, payload in attempts:
                             task = cast(_Payload, payload)
@@ -489,12 +529,13 @@ class Dispatcher:
                 case s.AskToReregister(worker=worker):
                     self._send(worker, p.Reregister())
                 case s.ForgetWorker(worker=worker, reason=reason):
+                    self._monitoring.worker_removed(worker, reason)
                     self._leasing.worker_gone(worker, reason)
                     name = self._worker_names.pop(worker, worker.hex())
                     level = (
                         logging.INFO if reason in ("drained", "deregistered") else logging.WARNING
                     )
-                    log.log(level, "worker %s removed: %s", name, reason)
+                    log.log(level, "worker %s removed: %s", name, reason, extra={"worker": name})
 
     def _send_run(self, slot: bytes, attempts: list[tuple[int, object]]) -> bool:
         frames: list[FrameLike] = []
@@ -512,6 +553,19 @@ class Dispatcher:
                 )
             )
         return self._send(slot, p.Run(specs), frames)
+
+    # --------------------------------------------------------------------- monitoring
+
+    def view(self, timeout: float = 5.0) -> DispatcherView:
+        """A picture of this dispatcher for the monitor (any thread: the loop makes it)."""
+        return self._monitoring.views.get(timeout)
+
+    def _monitor_view(self) -> DispatcherView:
+        snapshot, jobs = self.scheduler.snapshot(time.monotonic()), list(self._jobs.values())
+        return self._monitoring.view(
+            snapshot, self._worker_names, jobs, self._solver_stats, self.endpoint, self.epoch,
+            self.protocol_errors,
+        )  # fmt: skip
 
     def _status(self, now: float) -> p.StatusReply:
         snap = self.scheduler.snapshot(now)
@@ -552,8 +606,13 @@ def run_dispatcher(
     announce: bool = True,
     job_masters: bool = True,
     client_timeout: float = 30.0,
+    metrics: bool = True,
+    http: str | None = None,
+    http_insecure: bool = False,
+    http_fallback: bool = False,
 ) -> None:
-    """Run a dispatcher in this process until SIGTERM/SIGINT."""
+    """Run a dispatcher in this process until SIGTERM/SIGINT; with ``http`` (``HOST:PORT``),
+    serve its metrics, JSON API and dashboard there (see :mod:`pydispatch.monitor.http`)."""
     import signal
 
     # Every task's frames pass through here and queued ones pile up: keep what they used.
@@ -569,10 +628,24 @@ def run_dispatcher(
         exit_with_parent=exit_with_parent,
         job_masters=job_masters,
         client_timeout=client_timeout,
+        metrics=metrics,
     )
+    server = None
+    if http:
+        from ..monitor.http import MonitorServer  # only a dispatcher serving HTTP pays for it
+
+        server = MonitorServer(
+            http, dispatcher.view, insecure=http_insecure, fallback=http_fallback
+        )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())
     if announce:
         # LocalCluster reads this line to learn the port when binding to ":*" or ":0".
         print(f"pydispatch dispatcher listening on {dispatcher.endpoint}", flush=True)
-    dispatcher.serve_forever()
+        if server is not None:  # LocalCluster reads this second line when it asked for HTTP
+            print(f"pydispatch dashboard and metrics at {server.url}", flush=True)
+    try:
+        dispatcher.serve_forever()
+    finally:
+        if server is not None:
+            server.close()

@@ -45,6 +45,7 @@ import zmq
 from ..wire import protocol as p
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, Socket, make_socket, receive_pending, send
 from .slot import EXIT_REFUSED, SlotState
+from .usage import ProcessUsage
 
 __all__ = ["Worker", "WorkerOptions", "run_worker"]
 
@@ -216,9 +217,12 @@ class Worker:
         sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
         sock.connect(self.address)
         try:
+            usage = ProcessUsage()
             while not self._heartbeat_stop.wait(self._heartbeat_interval):
                 if self._registered_at is not None:
-                    send(sock, p.Heartbeat(self.identity))
+                    pids = [os.getpid(), *(slot.process.pid for slot in list(self._slots))]
+                    cpu, rss = usage.measure(pids)
+                    send(sock, p.Heartbeat(self.identity, cpu, rss))
         finally:
             sock.close(linger=0)
 

@@ -12,11 +12,13 @@ time limit. What capacity is left after that prefix is filled greedily with late
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from .placer import SLOTS, PlacementRequest, WorkerCapacity, fits, greedy_best_fit
 
-__all__ = ["DEFAULT_TIME_LIMIT", "MAX_SOLVES_PER_ROUND", "solver_placer"]
+__all__ = ["DEFAULT_TIME_LIMIT", "MAX_SOLVES_PER_ROUND", "SolverStats", "solver_placer"]
 
 #: Time for one exact solve inside a placement round (seconds), and solves per round: the
 #: dispatcher's loop waits for them, so a round costs at most their product.
@@ -24,12 +26,28 @@ DEFAULT_TIME_LIMIT = 0.02
 MAX_SOLVES_PER_ROUND = 4
 
 
+@dataclass(slots=True)
+class SolverStats:
+    """What :func:`solver_placer` did, for the dispatcher's metrics: rounds it was asked
+    (constrained ones: rounds of plain tasks need no placer), exact solves with their seconds
+    and the last optimality gap one reported, and attempts placed by a solver's answer."""
+
+    rounds: int = 0
+    solves: int = 0
+    solve_seconds: float = 0.0
+    placed_by_solver: int = 0
+    last_gap: float = 0.0
+
+
 def solver_placer(
     requests: Sequence[PlacementRequest],
     workers: Sequence[WorkerCapacity],
     *,
     time_limit: float = DEFAULT_TIME_LIMIT,
+    stats: SolverStats | None = None,
 ) -> list[tuple[int, int]]:
+    if stats is not None:
+        stats.rounds += 1
     greedy = greedy_best_fit(requests, workers)
     if len(greedy) == len(requests) or not workers:
         return greedy
@@ -48,7 +66,7 @@ def solver_placer(
     while low < high and solves < MAX_SOLVES_PER_ROUND:
         solves += 1
         middle = (low + high + 1) // 2
-        assignment = _exact(requests[:middle], workers, time_limit)
+        assignment = _exact(requests[:middle], workers, time_limit, stats)
         if assignment is None:
             high = middle - 1
         else:
@@ -59,7 +77,11 @@ def solver_placer(
     rest = greedy_best_fit(requests[low:], _left_over(requests, workers, chosen))
     chosen += [(low + index, worker) for index, worker in rest]
     # Keep greedy's answer when it places more of the round (the prefix is never shorter).
-    return chosen if len(chosen) >= len(greedy) else greedy
+    if len(chosen) < len(greedy):
+        return greedy
+    if stats is not None:
+        stats.placed_by_solver += low
+    return chosen
 
 
 def _longest_possible_prefix(
@@ -98,7 +120,10 @@ def _resource_names(
 
 
 def _exact(
-    requests: Sequence[PlacementRequest], workers: Sequence[WorkerCapacity], time_limit: float
+    requests: Sequence[PlacementRequest],
+    workers: Sequence[WorkerCapacity],
+    time_limit: float,
+    stats: SolverStats | None = None,
 ) -> list[int] | None:
     """Every request on a worker within capacity, or None when the solver finds no way."""
     # Imported on the first solve: most dispatchers never need one, and start faster.
@@ -128,10 +153,17 @@ def _exact(
         cost=np.broadcast_to(spread, (len(requests), len(workers))),
         allowed=allowed,
     )
+    started = time.perf_counter()
     try:
         placement = solve(problem, method="auto", time_limit=time_limit)
     except InfeasibleError:
         return None
+    finally:
+        if stats is not None:
+            stats.solves += 1
+            stats.solve_seconds += time.perf_counter() - started
+    if stats is not None and placement.objective > 0:
+        stats.last_gap = max(0.0, placement.objective - placement.lower_bound) / placement.objective
     return [int(worker) for worker in placement.assignment]
 
 

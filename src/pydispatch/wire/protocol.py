@@ -366,9 +366,13 @@ class StatusReply(Header):
 
 
 class Heartbeat(Header):
-    """Sent by the worker's heartbeat thread on its own socket, so it names its worker."""
+    """Sent by the worker's heartbeat thread on its own socket, so it names its worker; with
+    the CPU seconds and resident memory of its processes (it and its slots) for the metrics
+    (trailing fields with defaults: a heartbeat without them still decodes)."""
 
     worker: bytes
+    cpu_seconds: float = 0.0
+    rss_bytes: int = 0
 
 
 class Reregister(Header):
