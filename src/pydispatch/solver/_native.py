@@ -20,6 +20,8 @@ __all__ = [
     "LEAST_UTIL",
     "Native",
     "build",
+    "level_shares",
+    "max_tasks_per_worker",
     "network_bound",
 ]
 
@@ -46,6 +48,7 @@ class Native:
     adj_nbr: NDArray[np.int32]
     adj_vol: NDArray[np.float64]
     eps: float
+    n_finite: int = 0  # finite (worker, resource) capacities some task demands
 
     def evaluate(self, assign: NDArray[np.int32]) -> tuple[float, float]:
         self.kernel.set_assignment(np.ascontiguousarray(assign, dtype=np.int32))
@@ -225,10 +228,10 @@ def build(problem: PlacementProblem) -> Native:
         eps,
         eps_obj,
     )
-    return Native(p, kernel, adj_ptr, adj_nbr, adj_vol, eps)
+    return Native(p, kernel, adj_ptr, adj_nbr, adj_vol, eps, int(fin_ptr[-1]))
 
 
-def _max_tasks_per_worker(p: PlacementProblem) -> NDArray[np.int64]:
+def max_tasks_per_worker(p: PlacementProblem) -> NDArray[np.int64]:
     """An upper bound on how many tasks each worker can hold at once (by its finite capacities
     and the smallest positive demand in each resource)."""
     T = p.n_tasks
@@ -254,14 +257,14 @@ def network_bound(native: Native) -> float:
         return 0.0
     if p.distance is not None:
         # dense distances have no level structure: the cheapest pair for every edge
-        k = _max_tasks_per_worker(p)
+        k = max_tasks_per_worker(p)
         d = p.distance
         off = d + np.where(np.eye(p.n_workers, dtype=bool), np.inf, 0.0)
         dmin = float(off.min()) if p.n_workers > 1 else np.inf
         if (k >= 2).any():
             dmin = min(dmin, float(np.diag(d)[k >= 2].min()))
         return float(p.traffic_volume.sum()) * dmin
-    k = _max_tasks_per_worker(p).astype(np.float64)
+    k = max_tasks_per_worker(p).astype(np.float64)
     L = p.level_groups.shape[1]
     ld = p.level_distance
     R = p.n_resources
@@ -289,3 +292,26 @@ def network_bound(native: Native) -> float:
         float(ld[L + 1]),
     )
     return float(twice) / 2.0
+
+
+def level_shares(
+    native: Native, capl: NDArray[np.float64], saving: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Twice the knapsack bound of :func:`network_bound` on the volume sharing each level
+    (rows of ``capl`` and entries of ``saving``: the worker, then the levels fine -> coarse)."""
+    p = native.problem
+    out = np.zeros(saving.size, dtype=np.float64)
+    if not p.has_traffic:
+        return out
+    _core.sol_network_bound(
+        native.adj_ptr,
+        native.adj_nbr,
+        native.adj_vol,
+        np.ascontiguousarray(p.demand).reshape(-1),
+        p.n_resources,
+        np.ascontiguousarray(capl).reshape(-1),
+        np.ascontiguousarray(saving),
+        float(p.level_distance[-1]),
+        out,
+    )
+    return out

@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _bounds as bounds
 from . import _exact as exact
 from . import _native as native
 from ._problem import PlacementProblem
@@ -55,10 +56,9 @@ BASELINES: dict[str, int] = {
     "balanced_tasks": native.FEWEST_TASKS,
 }
 
-# auto uses CP-SAT below this many model variables, the LP bound below this many task x worker
+# auto uses CP-SAT below this many model variables
 _CPSAT_MAX_VARS = 20_000
 _CPSAT_HARD_MAX_VARS = 2_000_000
-_LP_MAX_PAIRS = 20_000
 _FLOW_MAX_PAIRS = 4_000_000
 _REGRET_MAX_PAIRS = 50_000
 
@@ -71,6 +71,7 @@ def _finish(
     method: str,
     start: float,
     proven: bool = False,
+    bound_method: str = "",
 ) -> Placement:
     usage = verify(p, assign)
     cc, nc = nat.evaluate(assign)
@@ -89,29 +90,33 @@ def _finish(
         wall_time=time.perf_counter() - start,
         usage=usage,
         resources=p.resources,
+        bound_method=bound_method,
     )
 
 
-def _cheap_bound(nat: native.Native) -> float:
-    """Capacity-free compute bound + the combinatorial network bound: O(T W + E log deg)."""
-    cmin = nat.kernel.min_cost()
-    return float(cmin.sum()) + native.network_bound(nat)
+# the bound of a fast method (greedy, baselines): fewer Lagrangian steps, no LP
+_QUICK_BOUND_SECONDS = 0.05
+
+
+def _bound(
+    p: PlacementProblem,
+    nat: native.Native,
+    time_limit: float,
+    assign: NDArray[np.int32] | None,
+    quick: bool = False,
+) -> bounds.BoundReport:
+    """The best bound of :mod:`._bounds` within about ``time_limit``; ``assign`` (a feasible
+    placement, if any) gives the Lagrangian its upper bound."""
+    upper = nat.evaluate(assign)[0] if assign is not None else None
+    return bounds.placement_bound(p, nat, time_limit, upper, quick=quick)
 
 
 def lower_bound(problem: PlacementProblem, time_limit: float = 1.0) -> float:
-    """The best lower bound available without CP-SAT: an LP relaxation (GLOP) of the compute
-    part when the problem is small enough, plus the combinatorial network bound."""
+    """The best lower bound available without CP-SAT (see :mod:`pydispatch.solver._bounds`):
+    compute part by the best of the capacity-free, Lagrangian and (small problems) LP bounds,
+    network part by the knapsack and shuffle bounds per topology level."""
     nat = native.build(problem)
-    return _bound(problem, nat, time_limit)
-
-
-def _bound(p: PlacementProblem, nat: native.Native, time_limit: float) -> float:
-    # compute and network parts are bounded separately: min(a + b) >= min a + min b
-    net = native.network_bound(nat)
-    compute = float(nat.kernel.min_cost().sum())
-    if p.n_tasks * p.n_workers <= _LP_MAX_PAIRS and time_limit > 0:
-        compute = max(compute, exact.lp_bound(p, time_limit))
-    return compute + net
+    return _bound(problem, nat, time_limit, None).value
 
 
 def _construct(p: PlacementProblem, nat: native.Native, time_limit: float) -> NDArray[np.int32]:
@@ -195,10 +200,11 @@ def solve(
             raise InfeasibleError(
                 "the workers do not have slots for every task (proven by max-flow)", proven=True
             )
-        return _finish(p, nat, r.assignment, r.lower_bound, "flow", start, r.proven_optimal)
+        return _finish(p, nat, r.assignment, r.lower_bound, "flow", start, r.proven_optimal, "flow")
     assign = _construct(p, nat, time_limit)
     if method == "greedy":
-        return _finish(p, nat, assign, _cheap_bound(nat), "greedy", start)
+        b = _bound(p, nat, _QUICK_BOUND_SECONDS, assign, quick=True)
+        return _finish(p, nat, assign, b.value, "greedy", start, bound_method=b.method)
     size = exact.model_size(p)
     if method == "cpsat" and size > _CPSAT_HARD_MAX_VARS:
         raise ValueError(
@@ -208,10 +214,10 @@ def solve(
     use_cpsat = method == "cpsat" or (method == "auto" and size <= _CPSAT_MAX_VARS)
     if not use_cpsat:
         # the bound first, so that the search gets what is left and time_limit holds overall
-        lb = _bound(p, nat, min(1.0, 0.2 * max(deadline - time.perf_counter(), 0.05)))
+        b = _bound(p, nat, min(1.0, 0.2 * max(deadline - time.perf_counter(), 0.05)), assign)
         nat.kernel.set_assignment(assign)
         nat.improve(max(deadline - time.perf_counter(), 0.0), seed)
-        return _finish(p, nat, nat.kernel.assignment, lb, method, start)
+        return _finish(p, nat, nat.kernel.assignment, b.value, method, start, bound_method=b.method)
     warm = p.has_traffic if warm_start is None else warm_start
     return _solve_cpsat(p, nat, assign, start, deadline, gap_limit, seed, num_workers, warm)
 
@@ -247,7 +253,12 @@ def _solve_cpsat(
         num_workers=num_workers,
         hint=assign if warm else None,
     )
-    lb = max(r.lower_bound, _bound(p, nat, 0.5))
+    lb, bound_method = r.lower_bound, "cpsat"
+    if not r.proven_optimal:
+        # the dispatcher's rounds end here when CP-SAT proved its answer: no time for more
+        b = _bound(p, nat, min(0.5, max(0.1 * (deadline - start), 0.005)), assign)
+        if b.value > lb:
+            lb, bound_method = b.value, b.method
     best = assign
     proven = False
     if r.assignment is not None and sum(nat.evaluate(r.assignment)) <= sum(nat.evaluate(assign)):
@@ -261,7 +272,7 @@ def _solve_cpsat(
         polished = nat.kernel.assignment
         if sum(nat.evaluate(polished)) < sum(nat.evaluate(best)):
             best = polished
-    return _finish(p, nat, best, lb, "cpsat", start, proven)
+    return _finish(p, nat, best, lb, "cpsat", start, proven, bound_method)
 
 
 def _baseline(p: PlacementProblem, nat: native.Native, method: str, start: float) -> Placement:
@@ -276,7 +287,9 @@ def _baseline(p: PlacementProblem, nat: native.Native, method: str, start: float
             proven=False,
             task=int(stuck),
         )
-    return _finish(p, nat, nat.kernel.assignment, _cheap_bound(nat), method, start)
+    assign = nat.kernel.assignment
+    b = _bound(p, nat, _QUICK_BOUND_SECONDS, assign, quick=True)
+    return _finish(p, nat, assign, b.value, method, start, bound_method=b.method)
 
 
 def flink_slot_sharing(problem: PlacementProblem, slot_group: ArrayLike) -> Placement:
@@ -305,7 +318,8 @@ def flink_slot_sharing(problem: PlacementProblem, slot_group: ArrayLike) -> Plac
         )
     assign = snat.kernel.assignment[inv].astype(np.int32)
     nat = native.build(p)
-    return _finish(p, nat, assign, _cheap_bound(nat), "flink_slot_sharing", start)
+    b = _bound(p, nat, _QUICK_BOUND_SECONDS, assign, quick=True)
+    return _finish(p, nat, assign, b.value, "flink_slot_sharing", start, bound_method=b.method)
 
 
 def fair_share(

@@ -1,0 +1,409 @@
+"""Lower bounds of a placement's cost, each valid on its own (never above the optimum).
+
+The objective is compute cost + network cost, and ``min(a + b) >= min a + min b``, so the two
+parts are bounded apart and the best bound of each part is kept:
+
+- compute: the capacity-free bound (each task on its cheapest allowed worker); the Lagrangian
+  bound with every finite capacity relaxed (native, ``solver_bound.pyx``: subgradient with
+  Polyak steps, tasks of one kind counted once); the LP relaxation (GLOP) on small problems.
+- network: cost = V dfar - sum over levels of saving[l] x (volume whose ends share level l), so
+  an upper bound on each level's shared volume is a lower bound on the cost. Two bounds per level
+  are computed and the smaller shared volume is kept (then made monotone: a finer level never
+  shares more than a coarser one):
+  - ``knapsack`` (``_native.network_bound``): per task, its neighbours that fit beside it;
+  - ``shuffle``: per pair of task kinds (an operator pair of a job: colour refinement of the
+    traffic graph), the volume that can share a group of the level given how many of each kind
+    fit in one group, over all groups at once (:func:`_pair_share`).
+
+:class:`BoundReport` carries the value and which bound it is (``Placement.bound_method``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+import pydispatch._core as _core
+
+from . import _exact as exact
+from . import _native as native
+from ._problem import PlacementProblem
+
+__all__ = [
+    "BoundReport",
+    "compute_bound",
+    "lagrangian_bound",
+    "network_bound",
+    "placement_bound",
+    "task_kinds",
+]
+
+F64 = NDArray[np.float64]
+
+_LP_MAX_PAIRS = 20_000  # GLOP's bound below this many task x worker pairs
+_ITERATIONS = 400  # subgradient steps of the Lagrangian bound (quick: for greedy, baselines)
+_QUICK_ITERATIONS = 200
+_LAGRANGIAN_SAFETY = 1.0  # seconds: the iteration count, not the clock, ends it normally
+_LAGRANGIAN_WORK = 100_000_000  # (kind, worker) visits over all its iterations at most
+_MAX_KINDS = 2_000  # the shuffle bound gives up on traffic graphs with more kinds of tasks...
+_MAX_PAIRS = 400  # ...or more communicating pairs of kinds (it would cost more than it says)
+_GRID = 17  # multipliers per axis per zoom round of the pair bound's dual
+_ZOOMS = 5
+
+
+@dataclass(frozen=True)
+class BoundReport:
+    """A lower bound and where it comes from: ``method`` names the compute part's bound and,
+    after a ``+``, the network part's (e.g. ``lagrangian+shuffle``)."""
+
+    value: float
+    method: str
+    compute: float
+    network: float
+    multipliers: F64 | None = None  # the Lagrangian prices (workers x resources), if computed
+
+
+def task_kinds(
+    p: PlacementProblem, *, with_cost: bool = True
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
+    """Tasks that no bound can tell apart: equal demand, allowed workers, pin and (with
+    ``with_cost``) compute cost. (one representative per kind, its count, each task's kind)."""
+    cols: list[NDArray[np.float64]] = [p.demand, p.task_class[:, None].astype(np.float64)]
+    if p.pinned is not None:
+        cols.append(p.pinned[:, None].astype(np.float64))
+    if with_cost:
+        if p.cost is not None:
+            cols.append(p.cost)
+        elif p.work is not None:
+            cols.append(p.work[:, None])
+    rows = np.ascontiguousarray(np.column_stack(cols))
+    _, first, inv, counts = np.unique(
+        rows, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    return first.astype(np.int64), counts.astype(np.float64), inv.reshape(-1).astype(np.int64)
+
+
+def _integral_objective(p: PlacementProblem) -> bool:
+    """Every placement's objective is an integer (so a bound may be rounded up)."""
+    if p.has_traffic:
+        return False
+    cost = p.cost if p.cost is not None else (None if p.work is not None else np.zeros(1))
+    return cost is not None and bool(np.all(cost == np.round(cost)))
+
+
+def lagrangian_bound(
+    p: PlacementProblem,
+    nat: native.Native,
+    upper: float,
+    time_limit: float,
+    iterations: int = 400,
+) -> tuple[float, F64]:
+    """The Lagrangian bound of the compute cost (capacities relaxed) and its multipliers.
+    ``upper`` is any upper bound of the compute optimum (it sets Polyak's step length)."""
+    reps, counts, _ = task_kinds(p)
+    # one step costs a pass over every (kind, worker) pair: cap the total work, so that a bound
+    # over 100,000 distinct tasks on 10,000 workers stays a fraction of a second
+    per_step = reps.size * (p.n_workers + int(nat.n_finite))
+    iterations = min(iterations, _LAGRANGIAN_WORK // max(per_step, 1))
+    if iterations < 1:
+        return -math.inf, np.zeros((p.n_workers, max(p.n_resources, 1)))
+    val, lam, _, _ = nat.kernel.lagrangian_bound(
+        reps, counts, float(upper), int(iterations), max(time_limit, 0.0)
+    )
+    # float sums over many terms: shave the last digits so that the bound stays a bound
+    return float(val) - 1e-9 * max(1.0, abs(float(val))), np.asarray(lam)
+
+
+def compute_bound(
+    p: PlacementProblem,
+    nat: native.Native,
+    time_limit: float,
+    upper: float | None = None,
+    *,
+    quick: bool = False,
+) -> tuple[float, str, F64 | None]:
+    """The best bound of the compute cost: (value, method, Lagrangian multipliers or None).
+    The Lagrangian runs a fixed number of iterations (fewer when ``quick``; ``time_limit`` is
+    only its safety net), so that the bound is a function of the problem alone; the LP is
+    skipped when ``quick``."""
+    start = time.perf_counter()
+    free = float(nat.kernel.min_cost().sum())
+    best, method, lam = free, "capacity-free", None
+    if _has_compute_cost(p) and _capacity_binds(p):
+        ub = upper if upper is not None and math.isfinite(upper) else free * 1.5 + 1.0
+        iters = _QUICK_ITERATIONS if quick else _ITERATIONS
+        val, lam = lagrangian_bound(p, nat, ub, max(time_limit, _LAGRANGIAN_SAFETY), iters)
+        if val > best:
+            best, method = val, "lagrangian"
+        left = time_limit - (time.perf_counter() - start)
+        if not quick and p.n_tasks * p.n_workers <= _LP_MAX_PAIRS and left > 0:
+            lp = exact.lp_bound(p, left)
+            if lp > best + 1e-9 * max(1.0, abs(best)):
+                best, method = lp, "lp"
+    if _integral_objective(p):
+        best = math.ceil(best - 1e-6)
+    return best, method, lam
+
+
+def _has_compute_cost(p: PlacementProblem) -> bool:
+    return p.cost is not None or p.work is not None
+
+
+def _capacity_binds(p: PlacementProblem) -> bool:
+    return bool((np.isfinite(p.capacity) & (p.demand.max(axis=0) > 0)[None, :]).any())
+
+
+# ------------------------------------------------------------------------------ network
+
+
+@dataclass
+class _Levels:
+    """Per level of sharing (0: the worker, then the topology levels fine -> coarse): the most
+    of each resource (and of tasks, last column) one group holds, how many groups there are,
+    and what sharing the level saves per unit of volume."""
+
+    capacity: F64  # (levels, R + 1)
+    groups: NDArray[np.int64]  # (levels,)
+    saving: F64  # (levels,)
+    dfar: float
+
+
+def _levels(p: PlacementProblem) -> _Levels:
+    k = native.max_tasks_per_worker(p).astype(np.float64)
+    L = p.level_groups.shape[1]
+    ld = p.level_distance
+    per_worker = np.column_stack([p.capacity, k])
+    rows = [per_worker.max(axis=0)]
+    groups = [p.n_workers]
+    for lv in range(L - 1, -1, -1):
+        g = p.level_groups[:, lv]
+        n = int(g.max()) + 1
+        sums = np.zeros((n, p.n_resources + 1))
+        np.add.at(sums, g, per_worker)
+        rows.append(sums.max(axis=0))
+        groups.append(n)
+    cap = np.array(rows)
+    cap[:, -1] = np.minimum(cap[:, -1], p.n_tasks)
+    saving = np.array(
+        [ld[1] - ld[0]] + [ld[L + 1 - lv] - ld[L - lv] for lv in range(L - 1, -1, -1)]
+    )
+    return _Levels(cap, np.array(groups, np.int64), saving, float(ld[L + 1]))
+
+
+def _traffic_kinds(p: PlacementProblem, nat: native.Native, rounds: int = 3) -> NDArray[np.int64]:
+    """Colour refinement of the traffic graph from (demand, allowed class): two tasks keep one
+    kind while their neighbours' kinds and volumes agree (a job's operators, told apart even
+    when their demands are equal, e.g. a source and a sink)."""
+    base = np.column_stack([p.demand, p.task_class[:, None].astype(np.float64)])
+    _, color = np.unique(base, axis=0, return_inverse=True)
+    color = color.reshape(-1).astype(np.int64)
+    n = int(color.max()) + 1
+    for _ in range(rounds):
+        sig = _core.sol_neighbour_signature(nat.adj_ptr, nat.adj_nbr, nat.adj_vol, color)
+        _, new = np.unique(
+            np.column_stack([color.astype(np.uint64), sig]), axis=0, return_inverse=True
+        )
+        color = new.reshape(-1).astype(np.int64)
+        m = int(color.max()) + 1
+        if m == n or m > _MAX_KINDS:
+            break
+        n = m
+    return color
+
+
+def _polygon(A: F64, c: F64, box: tuple[float, float]) -> F64:
+    """Vertices (in order) of {0 <= x <= box, A x <= c} in 2-D (Sutherland-Hodgman clipping
+    of the box; A >= 0, so the result is a down-closed convex polygon holding the origin)."""
+    pts = [(0.0, 0.0), (box[0], 0.0), (box[0], box[1]), (0.0, box[1])]
+    for (a1, a2), rhs in zip(A, c, strict=True):
+        out: list[tuple[float, float]] = []
+        for i, cur in enumerate(pts):
+            prev = pts[i - 1]
+            fc = a1 * cur[0] + a2 * cur[1] - rhs
+            fp = a1 * prev[0] + a2 * prev[1] - rhs
+            if (fc <= 0) != (fp <= 0):
+                s = fp / (fp - fc)
+                out.append((prev[0] + s * (cur[0] - prev[0]), prev[1] + s * (cur[1] - prev[1])))
+            if fc <= 0:
+                out.append(cur)
+        pts = out
+    return np.array(pts, dtype=np.float64).reshape(-1, 2)
+
+
+def _pair_share(
+    poly: F64,
+    n_groups: int,
+    count: tuple[float, float],
+    alpha: float,
+    beta: float,
+    gamma: float,
+) -> float:
+    """An upper bound on the volume between kinds a and b that can share groups of one level.
+
+    In a group holding x_a a-tasks and x_b b-tasks the shared a-b volume is at most
+    f(x) = min(alpha x_a, beta x_b, gamma x_a x_b) (alpha: the most volume one a-task has with
+    b-tasks, beta the converse, gamma the heaviest edge), and x lies in the group's polygon P
+    (capacities; a relaxation in which every group is the largest one). Summed over the G groups
+    with sum_g x_g = N, weak duality gives, for every multiplier mu,
+        shared <= G max(0, max_{x in P} f(x) - mu.x) + mu.N,
+    and since f(s x) <= s f(x) for s in [0, 1] the inner max may be taken over P's boundary,
+    edge by edge, where f - mu.x is concave (edges of a down-closed polygon do not rise): its max
+    is at an end, where the active piece of the min changes, or where the bilinear piece is
+    stationary, all in closed form. The multipliers are searched on a zooming grid; every
+    point's value is a valid bound, the least is returned."""
+    na, nb = count
+    ea = np.roll(poly, -1, axis=0) - poly  # edge directions
+    fixed_t: list[F64] = []
+    for p0, d in zip(poly, ea, strict=True):
+        ts = [0.0, 1.0]
+        # where the pieces of the min cross (all linear in t along an edge)
+        if gamma > 0 and d[1] != 0:
+            ts.append((alpha / gamma - p0[1]) / d[1])
+        if gamma > 0 and d[0] != 0:
+            ts.append((beta / gamma - p0[0]) / d[0])
+        den = alpha * d[0] - beta * d[1]
+        if den != 0:
+            ts.append((beta * p0[1] - alpha * p0[0]) / den)
+        fixed_t.append(np.clip(np.array(ts), 0.0, 1.0))
+
+    def f(q: F64) -> F64:
+        return np.minimum(
+            np.minimum(alpha * q[..., 0], beta * q[..., 1]), gamma * q[..., 0] * q[..., 1]
+        )
+
+    fixed_q = [p0 + t[:, None] * d for p0, d, t in zip(poly, ea, fixed_t, strict=True)]
+    fixed_f = [f(q) for q in fixed_q]
+    cand_q = np.concatenate(fixed_q)  # (C, 2)
+    cand_f = np.concatenate(fixed_f)  # (C,)
+    concave = [(p0, d) for p0, d in zip(poly, ea, strict=True) if d[0] * d[1] < 0 and gamma > 0]
+
+    def phi(mu: F64) -> F64:  # mu (M, 2) -> bound per mu
+        inner = (cand_f[None, :] - mu @ cand_q.T).max(axis=1)
+        for p0, d in concave:
+            # d/dt [gamma qa qb - mu.q] = 0 on the edge q = p0 + t d
+            t = (mu @ d - gamma * (p0[0] * d[1] + p0[1] * d[0])) / (2.0 * gamma * d[0] * d[1])
+            q = p0[None, :] + np.clip(t, 0.0, 1.0)[:, None] * d[None, :]
+            inner = np.maximum(inner, f(q) - (mu * q).sum(axis=1))
+        out: F64 = n_groups * np.maximum(inner, 0.0) + mu @ np.array([na, nb])
+        return out
+
+    lo = np.array([0.0, 0.0])
+    hi = np.array([alpha, beta])
+    best = min(alpha * na, beta * nb)  # mu = (alpha, 0) and (0, beta): the trivial bounds
+    for _ in range(_ZOOMS):
+        ga = np.linspace(lo[0], hi[0], _GRID)
+        gb = np.linspace(lo[1], hi[1], _GRID)
+        mu = np.stack(np.meshgrid(ga, gb, indexing="ij"), axis=-1).reshape(-1, 2)
+        val = phi(mu)
+        i = int(np.argmin(val))
+        best = min(best, float(val[i]))
+        half = (hi - lo) / (_GRID - 1) * 2.0
+        lo = np.maximum(mu[i] - half, 0.0)
+        hi = mu[i] + half
+    return best
+
+
+def _self_share(kmax: float, n: float, alpha: float, gamma: float) -> float:
+    """The same bound for edges inside one kind: f(x) = min(alpha x, gamma x (x - 1)) / 2
+    satisfies f(s x) <= s f(x), so sum_g f(x_g) <= N f(K) / K with K the most tasks of the
+    kind one group holds (an integer)."""
+    k = math.floor(min(kmax, n) + 1e-9)
+    if k <= 1:
+        return 0.0
+    return n * min(alpha, gamma * (k - 1)) / 2.0
+
+
+def _shuffle_shares(p: PlacementProblem, nat: native.Native, lev: _Levels) -> F64 | None:
+    """Per level, an upper bound on the volume that can share it (None: graph too irregular)."""
+    kind = _traffic_kinds(p, nat)
+    K = int(kind.max()) + 1
+    if K > _MAX_KINDS:
+        return None
+    total, most, heaviest = (
+        x.reshape(K, K)
+        for x in _core.sol_kind_traffic(nat.adj_ptr, nat.adj_nbr, nat.adj_vol, kind, K)
+    )
+    pairs = [(a, b) for a, b in zip(*np.nonzero(np.triu(total > 0)), strict=True)]
+    if len(pairs) > _MAX_PAIRS:
+        return None
+    n_of = np.bincount(kind, minlength=K).astype(np.float64)
+    dmin = np.full((K, p.n_resources), np.inf)
+    np.minimum.at(dmin, kind, p.demand)
+    R = p.n_resources
+    out = np.zeros(lev.groups.size)
+    for i in range(lev.groups.size):
+        capl = lev.capacity[i]
+        G = int(lev.groups[i])
+        share = 0.0
+        for a, b in pairs:
+            a, b = int(a), int(b)
+            vol = float(total[a, b]) / (2.0 if a == b else 1.0)
+            if a == b:
+                kmax = capl[R]
+                for r in range(R):
+                    if np.isfinite(capl[r]) and dmin[a, r] > 0:
+                        kmax = min(kmax, capl[r] / dmin[a, r])
+                s = _self_share(kmax, n_of[a], float(most[a, a]), float(heaviest[a, a]))
+            else:
+                rows, rhs = [], []
+                for r in range(R):
+                    if np.isfinite(capl[r]) and (dmin[a, r] > 0 or dmin[b, r] > 0):
+                        rows.append((dmin[a, r], dmin[b, r]))
+                        rhs.append(capl[r])
+                rows.append((1.0, 1.0))
+                rhs.append(capl[R])
+                poly = _polygon(np.array(rows), np.array(rhs), (n_of[a], n_of[b]))
+                s = _pair_share(
+                    poly,
+                    G,
+                    (n_of[a], n_of[b]),
+                    float(most[a, b]),
+                    float(most[b, a]),
+                    float(heaviest[a, b]),
+                )
+            share += min(s, vol)
+        out[i] = share
+    return out
+
+
+def network_bound(p: PlacementProblem, nat: native.Native) -> tuple[float, str]:
+    """The best lower bound of the network cost: (value, "knapsack" or "shuffle")."""
+    if not p.has_traffic:
+        return 0.0, ""
+    if p.distance is not None:
+        return native.network_bound(nat), "knapsack"
+    lev = _levels(p)
+    knap = native.level_shares(nat, lev.capacity, lev.saving) / 2.0
+    V = float(nat.adj_vol.sum()) / 2.0 if nat.adj_ptr[-1] > 0 else 0.0
+    knap = np.minimum(knap, V)
+    shuffle = _shuffle_shares(p, nat, lev)
+    best = knap.copy()
+    if shuffle is not None:
+        best = np.minimum(best, shuffle)
+    # a finer level shares no more volume than a coarser one (index 0 is the finest)
+    best = np.minimum.accumulate(best[::-1])[::-1]
+    knap = np.minimum.accumulate(knap[::-1])[::-1]
+    value = V * lev.dfar - float(lev.saving @ best)
+    old = V * lev.dfar - float(lev.saving @ knap)
+    method = "shuffle" if value > old + 1e-9 * max(1.0, abs(old)) else "knapsack"
+    # float sums: shave the last digits so that the bound stays a bound
+    return max(value, 0.0) - 1e-9 * max(1.0, abs(value)), method
+
+
+def placement_bound(
+    p: PlacementProblem,
+    nat: native.Native,
+    time_limit: float,
+    upper_compute: float | None = None,
+    *,
+    quick: bool = False,
+) -> BoundReport:
+    """The best bound of every kind this module computes (see :func:`compute_bound`)."""
+    net, net_method = network_bound(p, nat)
+    comp, comp_method, lam = compute_bound(p, nat, time_limit, upper_compute, quick=quick)
+    method = comp_method + ("+" + net_method if net_method else "")
+    return BoundReport(comp + net, method, comp, net, lam)
