@@ -253,10 +253,10 @@ def test_shuffle_bound_sees_a_shuffle_as_a_whole() -> None:
     )
     nat = native.build(p)
     net, method = bounds.network_bound(p, nat)
-    assert method == "shuffle"
+    assert method.startswith("shuffle")
     assert net > 1.3 * native.network_bound(nat)
     placed = solve(p, "local", time_limit=2.0)
-    assert placed.bound_method.endswith("+shuffle") or placed.bound_method == "shuffle"
+    assert placed.bound_method.split("+")[-1].startswith("shuffle")
     assert placed.lower_bound <= placed.objective
     assert placed.gap < 0.15
 

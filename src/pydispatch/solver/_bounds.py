@@ -31,6 +31,7 @@ import pydispatch._core as _core
 
 from . import _exact as exact
 from . import _native as native
+from . import _network_lp as lp
 from ._problem import PlacementProblem
 
 __all__ = [
@@ -51,6 +52,7 @@ _LAGRANGIAN_SAFETY = 1.0  # seconds: the iteration count, not the clock, ends it
 _LAGRANGIAN_WORK = 100_000_000  # (kind, worker) visits over all its iterations at most
 _MAX_KINDS = 2_000  # the shuffle bound gives up on traffic graphs with more kinds of tasks...
 _MAX_PAIRS = 400  # ...or more communicating pairs of kinds (it would cost more than it says)
+_LP_MIN_SECONDS = 0.02  # a level's LP is not started with less time than this
 _GRID = 17  # multipliers per axis per zoom round of the pair bound's dual
 _ZOOMS = 5
 
@@ -317,8 +319,8 @@ def _self_share(kmax: float, n: float, alpha: float, gamma: float) -> float:
     return n * min(alpha, gamma * (k - 1)) / 2.0
 
 
-def _shuffle_shares(p: PlacementProblem, nat: native.Native, lev: _Levels) -> F64 | None:
-    """Per level, an upper bound on the volume that can share it (None: graph too irregular)."""
+def _kind_graph(p: PlacementProblem, nat: native.Native) -> lp.KindGraph | None:
+    """The traffic graph over kinds of tasks (None: too many kinds or pairs to be worth it)."""
     kind = _traffic_kinds(p, nat)
     K = int(kind.max()) + 1
     if K > _MAX_KINDS:
@@ -327,51 +329,64 @@ def _shuffle_shares(p: PlacementProblem, nat: native.Native, lev: _Levels) -> F6
         x.reshape(K, K)
         for x in _core.sol_kind_traffic(nat.adj_ptr, nat.adj_nbr, nat.adj_vol, kind, K)
     )
-    pairs = [(a, b) for a, b in zip(*np.nonzero(np.triu(total > 0)), strict=True)]
+    pairs = [(int(a), int(b)) for a, b in zip(*np.nonzero(np.triu(total > 0)), strict=True)]
     if len(pairs) > _MAX_PAIRS:
         return None
-    n_of = np.bincount(kind, minlength=K).astype(np.float64)
     dmin = np.full((K, p.n_resources), np.inf)
     np.minimum.at(dmin, kind, p.demand)
+    return lp.KindGraph(
+        count=np.bincount(kind, minlength=K).astype(np.float64),
+        dmin=dmin,
+        pairs=pairs,
+        # a pair inside one kind sees each of its edges from both ends
+        volume=np.array([total[a, b] / (2.0 if a == b else 1.0) for a, b in pairs]),
+        alpha=np.array([most[a, b] for a, b in pairs]),
+        beta=np.array([most[b, a] for a, b in pairs]),
+        gamma=np.array([heaviest[a, b] for a, b in pairs]),
+    )
+
+
+def _pair_shares(p: PlacementProblem, g: lp.KindGraph, lev: _Levels) -> F64:
+    """(levels, pairs): an upper bound on each pair's volume sharing each level, alone."""
     R = p.n_resources
-    out = np.zeros(lev.groups.size)
+    out = np.zeros((lev.groups.size, len(g.pairs)))
     for i in range(lev.groups.size):
         capl = lev.capacity[i]
-        G = int(lev.groups[i])
-        share = 0.0
-        for a, b in pairs:
-            a, b = int(a), int(b)
-            vol = float(total[a, b]) / (2.0 if a == b else 1.0)
+        for c, (a, b) in enumerate(g.pairs):
             if a == b:
                 kmax = capl[R]
                 for r in range(R):
-                    if np.isfinite(capl[r]) and dmin[a, r] > 0:
-                        kmax = min(kmax, capl[r] / dmin[a, r])
-                s = _self_share(kmax, n_of[a], float(most[a, a]), float(heaviest[a, a]))
+                    if np.isfinite(capl[r]) and g.dmin[a, r] > 0:
+                        kmax = min(kmax, capl[r] / g.dmin[a, r])
+                s = _self_share(kmax, g.count[a], float(g.alpha[c]), float(g.gamma[c]))
             else:
                 rows, rhs = [], []
                 for r in range(R):
-                    if np.isfinite(capl[r]) and (dmin[a, r] > 0 or dmin[b, r] > 0):
-                        rows.append((dmin[a, r], dmin[b, r]))
+                    if np.isfinite(capl[r]) and (g.dmin[a, r] > 0 or g.dmin[b, r] > 0):
+                        rows.append((g.dmin[a, r], g.dmin[b, r]))
                         rhs.append(capl[r])
                 rows.append((1.0, 1.0))
                 rhs.append(capl[R])
-                poly = _polygon(np.array(rows), np.array(rhs), (n_of[a], n_of[b]))
+                poly = _polygon(np.array(rows), np.array(rhs), (g.count[a], g.count[b]))
                 s = _pair_share(
                     poly,
-                    G,
-                    (n_of[a], n_of[b]),
-                    float(most[a, b]),
-                    float(most[b, a]),
-                    float(heaviest[a, b]),
+                    int(lev.groups[i]),
+                    (g.count[a], g.count[b]),
+                    float(g.alpha[c]),
+                    float(g.beta[c]),
+                    float(g.gamma[c]),
                 )
-            share += min(s, vol)
-        out[i] = share
+            out[i, c] = min(s, float(g.volume[c]))
     return out
 
 
-def network_bound(p: PlacementProblem, nat: native.Native) -> tuple[float, str]:
-    """The best lower bound of the network cost: (value, "knapsack" or "shuffle")."""
+def network_bound(
+    p: PlacementProblem, nat: native.Native, time_limit: float = 1.0
+) -> tuple[float, str]:
+    """The best lower bound of the network cost: (value, "knapsack", "shuffle", or
+    "shuffle-lp" when the joint LP of :mod:`._network_lp` improved a level). The LPs share
+    what is left of ``time_limit`` after the rest; none runs when nothing is left."""
+    start = time.perf_counter()
     if not p.has_traffic:
         return 0.0, ""
     if p.distance is not None:
@@ -380,16 +395,27 @@ def network_bound(p: PlacementProblem, nat: native.Native) -> tuple[float, str]:
     knap = native.level_shares(nat, lev.capacity, lev.saving) / 2.0
     V = float(nat.adj_vol.sum()) / 2.0 if nat.adj_ptr[-1] > 0 else 0.0
     knap = np.minimum(knap, V)
-    shuffle = _shuffle_shares(p, nat, lev)
     best = knap.copy()
-    if shuffle is not None:
-        best = np.minimum(best, shuffle)
+    joint = False
+    g = _kind_graph(p, nat)
+    if g is not None:
+        pair = _pair_shares(p, g, lev)
+        best = np.minimum(best, pair.sum(axis=1))
+        # the coarse levels first: there the joint view gains most (a shuffle fills a zone)
+        for n, i in enumerate(range(lev.groups.size - 1, -1, -1)):
+            left = (time_limit - (time.perf_counter() - start)) / (lev.groups.size - n)
+            if left > _LP_MIN_SECONDS:
+                v = lp.level_share_lp(g, lev.capacity[i], int(lev.groups[i]), pair[i], left)
+                if v is not None and v < best[i] - 1e-9 * max(1.0, best[i]):
+                    best[i], joint = v, True
     # a finer level shares no more volume than a coarser one (index 0 is the finest)
     best = np.minimum.accumulate(best[::-1])[::-1]
     knap = np.minimum.accumulate(knap[::-1])[::-1]
     value = V * lev.dfar - float(lev.saving @ best)
     old = V * lev.dfar - float(lev.saving @ knap)
-    method = "shuffle" if value > old + 1e-9 * max(1.0, abs(old)) else "knapsack"
+    method = "knapsack"
+    if value > old + 1e-9 * max(1.0, abs(old)):
+        method = "shuffle-lp" if joint else "shuffle"
     # float sums: shave the last digits so that the bound stays a bound
     return max(value, 0.0) - 1e-9 * max(1.0, abs(value)), method
 
@@ -402,8 +428,9 @@ def placement_bound(
     *,
     quick: bool = False,
 ) -> BoundReport:
-    """The best bound of every kind this module computes (see :func:`compute_bound`)."""
-    net, net_method = network_bound(p, nat)
+    """The best bound of every kind this module computes (see :func:`compute_bound`), the
+    network part's LPs within about ``time_limit``."""
+    net, net_method = network_bound(p, nat, time_limit)
     comp, comp_method, lam = compute_bound(p, nat, time_limit, upper_compute, quick=quick)
     method = comp_method + ("+" + net_method if net_method else "")
     return BoundReport(comp + net, method, comp, net, lam)
