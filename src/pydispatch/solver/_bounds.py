@@ -206,9 +206,9 @@ def _traffic_kinds(p: PlacementProblem, nat: native.Native, rounds: int = 3) -> 
     n = int(color.max()) + 1
     for _ in range(rounds):
         sig = _core.sol_neighbour_signature(nat.adj_ptr, nat.adj_nbr, nat.adj_vol, color)
-        _, new = np.unique(
-            np.column_stack([color.astype(np.uint64), sig]), axis=0, return_inverse=True
-        )
+        # one 64-bit key per task (a collision only merges two kinds: the bound stays valid)
+        key = sig ^ (color.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
+        _, new = np.unique(key, return_inverse=True)
         color = new.reshape(-1).astype(np.int64)
         m = int(color.max()) + 1
         if m == n or m > _MAX_KINDS:
