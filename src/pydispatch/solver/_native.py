@@ -25,6 +25,8 @@ __all__ = [
     "network_bound",
 ]
 
+_REGRET_WORK = 20_000_000  # element operations of one regret construction, about
+
 # construction rules of SolverKernel.greedy (the enum in src/core/solver.pyx)
 LEAST_COST, FIRST_FIT, LEAST_UTIL, FEWEST_TASKS, BEST_FIT = 0, 1, 2, 3, 4
 
@@ -90,24 +92,38 @@ class Native:
                 return self.kernel.assignment
         return stuck
 
-    def regret_construct(self) -> NDArray[np.int32] | None:
-        """The best of the regret constructions by cost and by relative weight (Martello-Toth
-        try several desirabilities: cost alone gets stuck on tight capacities)."""
+    def regret_construct(
+        self, prices: NDArray[np.float64] | None = None
+    ) -> NDArray[np.int32] | None:
+        """The best of the regret constructions by cost, by relative weight (Martello-Toth
+        try several desirabilities: cost alone gets stuck on tight capacities) and, given
+        Lagrangian ``prices`` (workers x resources), by reduced cost: cost + the price of the
+        capacity a task takes, which steers each task away from the workers the relaxation
+        found overloaded."""
         best: NDArray[np.int32] | None = None
         best_obj = np.inf
-        for by_weight in (False, True):
-            a = self._regret(by_weight)
+        variants: list[tuple[bool, NDArray[np.float64] | None]] = [(False, prices)]
+        p = self.problem
+        # each variant costs O(T^2 W R) numpy work: the others only where that is cheap
+        if prices is None or p.n_tasks**2 * p.n_workers * p.n_resources <= _REGRET_WORK:
+            variants = [(False, None), (True, None)] + (variants if prices is not None else [])
+        for by_weight, lam in variants:
+            a = self._regret(by_weight, lam)
             if a is not None and sum(self.evaluate(a)) < best_obj:
                 best, best_obj = a, sum(self.evaluate(a))
         return best
 
-    def _regret(self, by_weight: bool) -> NDArray[np.int32] | None:
+    def _regret(
+        self, by_weight: bool, prices: NDArray[np.float64] | None = None
+    ) -> NDArray[np.int32] | None:
         """Martello-Toth regret construction for problems without traffic: repeatedly place the
         task that would lose most (second-best minus best feasible cost) if it waited. Much
         better than plain greedy on tight packings (GAP); O(T^2 W R), so only for small T x W.
         None when it gets stuck."""
         p = self.problem
         cost = p.compute_cost_matrix()
+        if prices is not None:
+            cost = cost + p.demand @ prices[:, : p.n_resources].T
         allowed = p.allowed_matrix()
         rem = p.capacity.copy()
         assign = np.full(p.n_tasks, -1, np.int32)
