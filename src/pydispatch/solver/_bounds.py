@@ -50,9 +50,11 @@ _ITERATIONS = 400  # subgradient steps of the Lagrangian bound (quick: for greed
 _QUICK_ITERATIONS = 200
 _LAGRANGIAN_SAFETY = 1.0  # seconds: the iteration count, not the clock, ends it normally
 _LAGRANGIAN_WORK = 100_000_000  # (kind, worker) visits over all its iterations at most
+_QUICK_LAGRANGIAN_WORK = 5_000_000  # ... in a quick bound (a few milliseconds)
 _MAX_KINDS = 2_000  # the shuffle bound gives up on traffic graphs with more kinds of tasks...
 _MAX_PAIRS = 400  # ...or more communicating pairs of kinds (it would cost more than it says)
-_LP_MIN_SECONDS = 0.02  # a level's LP is not started with less time than this
+_KNAPSACK_KINDS = 64  # with fewer kinds the pair bounds rarely leave the knapsack anything
+_LP_FLOOR_SECONDS = 0.5  # GLOP's time limit per level at least (it usually needs far less)
 _GRID = 17  # multipliers per axis per zoom round of the pair bound's dual
 _ZOOMS = 5
 
@@ -110,7 +112,8 @@ def lagrangian_bound(
     # one step costs a pass over every (kind, worker) pair: cap the total work, so that a bound
     # over 100,000 distinct tasks on 10,000 workers stays a fraction of a second
     per_step = reps.size * (p.n_workers + int(nat.n_finite))
-    iterations = min(iterations, _LAGRANGIAN_WORK // max(per_step, 1))
+    work = _QUICK_LAGRANGIAN_WORK if iterations <= _QUICK_ITERATIONS else _LAGRANGIAN_WORK
+    iterations = min(iterations, work // max(per_step, 1))
     if iterations < 1:
         return -math.inf, np.zeros((p.n_workers, max(p.n_resources, 1)))
     val, lam, _, _ = nat.kernel.lagrangian_bound(
@@ -381,40 +384,45 @@ def _pair_shares(p: PlacementProblem, g: lp.KindGraph, lev: _Levels) -> F64:
 
 
 def network_bound(
-    p: PlacementProblem, nat: native.Native, time_limit: float = 1.0
+    p: PlacementProblem, nat: native.Native, time_limit: float = 1.0, *, use_lp: bool = True
 ) -> tuple[float, str]:
     """The best lower bound of the network cost: (value, "knapsack", "shuffle", or
-    "shuffle-lp" when the joint LP of :mod:`._network_lp` improved a level). The LPs share
-    what is left of ``time_limit`` after the rest; none runs when nothing is left."""
+    "shuffle-lp" when the joint LP of :mod:`._network_lp` improved a level). The LPs (unless
+    not ``use_lp``) share what is left of ``time_limit``, each at least _LP_FLOOR_SECONDS."""
     start = time.perf_counter()
     if not p.has_traffic:
         return 0.0, ""
     if p.distance is not None:
         return native.network_bound(nat), "knapsack"
     lev = _levels(p)
-    knap = native.level_shares(nat, lev.capacity, lev.saving) / 2.0
     V = float(nat.adj_vol.sum()) / 2.0 if nat.adj_ptr[-1] > 0 else 0.0
-    knap = np.minimum(knap, V)
+    g = _kind_graph(p, nat)
+    knap = np.full(lev.groups.size, V)
+    if g is None or g.count.size > _KNAPSACK_KINDS:
+        # per task: worth its pass over the edges when kinds lump unlike tasks together
+        knap = np.minimum(knap, native.level_shares(nat, lev.capacity, lev.saving) / 2.0)
     best = knap.copy()
     joint = False
-    g = _kind_graph(p, nat)
     if g is not None:
         pair = _pair_shares(p, g, lev)
         best = np.minimum(best, pair.sum(axis=1))
         # the coarse levels first: there the joint view gains most (a shuffle fills a zone)
-        for n, i in enumerate(range(lev.groups.size - 1, -1, -1)):
+        for n, i in enumerate(range(lev.groups.size - 1, -1, -1) if use_lp else ()):
+            # a level's LP has a few dozen rows per cell whatever the job's size (~50 ms):
+            # it gets its floor even when the O(edges) passes above ate the budget
             left = (time_limit - (time.perf_counter() - start)) / (lev.groups.size - n)
-            if left > _LP_MIN_SECONDS:
-                v = lp.level_share_lp(g, lev.capacity[i], int(lev.groups[i]), pair[i], left)
-                if v is not None and v < best[i] - 1e-9 * max(1.0, best[i]):
-                    best[i], joint = v, True
+            v = lp.level_share_lp(
+                g, lev.capacity[i], int(lev.groups[i]), pair[i], max(left, _LP_FLOOR_SECONDS)
+            )
+            if v is not None and v < best[i] - 1e-9 * max(1.0, best[i]):
+                best[i], joint = v, True
     # a finer level shares no more volume than a coarser one (index 0 is the finest)
     best = np.minimum.accumulate(best[::-1])[::-1]
     knap = np.minimum.accumulate(knap[::-1])[::-1]
     value = V * lev.dfar - float(lev.saving @ best)
     old = V * lev.dfar - float(lev.saving @ knap)
     method = "knapsack"
-    if value > old + 1e-9 * max(1.0, abs(old)):
+    if value > old + 1e-9 * max(1.0, abs(old)) or g is not None:
         method = "shuffle-lp" if joint else "shuffle"
     # float sums: shave the last digits so that the bound stays a bound
     return max(value, 0.0) - 1e-9 * max(1.0, abs(value)), method
@@ -430,7 +438,7 @@ def placement_bound(
 ) -> BoundReport:
     """The best bound of every kind this module computes (see :func:`compute_bound`), the
     network part's LPs within about ``time_limit``."""
-    net, net_method = network_bound(p, nat, time_limit)
+    net, net_method = network_bound(p, nat, time_limit, use_lp=not quick)
     comp, comp_method, lam = compute_bound(p, nat, time_limit, upper_compute, quick=quick)
     method = comp_method + ("+" + net_method if net_method else "")
     return BoundReport(comp + net, method, comp, net, lam)
