@@ -11,8 +11,11 @@ objective, or raises :class:`InfeasibleError` saying why. Methods:
   from ``local`` when the problem has traffic, polished by ``local`` when it has none; returns
   CP-SAT's proven bound.
 - ``flow``: min-cost flow (Quincy), exact, for one slot-count resource and no traffic.
-- ``auto``: flow where it applies, else CP-SAT when the model is small, else local search with
-  an LP / combinatorial lower bound.
+- ``auto``: flow where it applies, else CP-SAT when the model is small, else local search.
+
+Every method returns the best lower bound it has (:mod:`._bounds`: CP-SAT's, the Lagrangian
+bound of the compute cost, the shuffle-aware network bounds) and names it in
+``Placement.bound_method``. The Lagrangian's prices also steer a regret construction.
 - baselines as Flink places slots: ``first_fit``, ``least_utilisation``, ``balanced_tasks``,
   and :func:`flink_slot_sharing` (subtask i of every operator in one slot, slots spread by least
   utilisation).
@@ -265,8 +268,10 @@ def _solve_cpsat(
     lb, bound_method = r.lower_bound, "cpsat"
     if not r.proven_optimal:
         # the dispatcher's rounds end here when CP-SAT proved its answer: no time for more.
-        # Quick: the Lagrangian is within a hair of the LP bound, at a fraction of its time
-        b = _bound(p, nat, min(0.5, max(0.1 * (deadline - start), 0.005)), assign, quick=True)
+        # Without traffic quick: the Lagrangian is within a hair of the LP bound, at a fraction
+        # of its time; with traffic the network LPs are what proves a gap worth the name
+        budget = min(0.5, max(0.1 * (deadline - start), 0.005))
+        b = _bound(p, nat, budget, assign, quick=not p.has_traffic)
         if b.value > lb:
             lb, bound_method = b.value, b.method
     best = assign
