@@ -130,11 +130,12 @@ def compute_bound(
     upper: float | None = None,
     *,
     quick: bool = False,
+    lp_relaxation: bool = True,
 ) -> tuple[float, str, F64 | None]:
     """The best bound of the compute cost: (value, method, Lagrangian multipliers or None).
     The Lagrangian runs a fixed number of iterations (fewer when ``quick``; ``time_limit`` is
     only its safety net), so that the bound is a function of the problem alone; the LP is
-    skipped when ``quick``."""
+    skipped when ``quick`` or not ``lp_relaxation``."""
     start = time.perf_counter()
     free = float(nat.kernel.min_cost().sum())
     best, method, lam = free, "capacity-free", None
@@ -145,7 +146,8 @@ def compute_bound(
         if val > best:
             best, method = val, "lagrangian"
         left = time_limit - (time.perf_counter() - start)
-        if not quick and p.n_tasks * p.n_workers <= _LP_MAX_PAIRS and left > 0:
+        small = p.n_tasks * p.n_workers <= _LP_MAX_PAIRS
+        if lp_relaxation and not quick and small and left > 0:
             lp = exact.lp_bound(p, left)
             if lp > best + 1e-9 * max(1.0, abs(best)):
                 best, method = lp, "lp"
@@ -435,10 +437,13 @@ def placement_bound(
     upper_compute: float | None = None,
     *,
     quick: bool = False,
+    lp_relaxation: bool = True,
 ) -> BoundReport:
     """The best bound of every kind this module computes (see :func:`compute_bound`), the
     network part's LPs within about ``time_limit``."""
     net, net_method = network_bound(p, nat, time_limit, use_lp=not quick)
-    comp, comp_method, lam = compute_bound(p, nat, time_limit, upper_compute, quick=quick)
+    comp, comp_method, lam = compute_bound(
+        p, nat, time_limit, upper_compute, quick=quick, lp_relaxation=lp_relaxation
+    )
     method = comp_method + ("+" + net_method if net_method else "")
     return BoundReport(comp + net, method, comp, net, lam)

@@ -107,11 +107,14 @@ def _bound(
     time_limit: float,
     assign: NDArray[np.int32] | None,
     quick: bool = False,
+    lp_relaxation: bool = True,
 ) -> bounds.BoundReport:
     """The best bound of :mod:`._bounds` within about ``time_limit``; ``assign`` (a feasible
     placement, if any) gives the Lagrangian its upper bound."""
     upper = nat.evaluate(assign)[0] if assign is not None else None
-    return bounds.placement_bound(p, nat, time_limit, upper, quick=quick)
+    return bounds.placement_bound(
+        p, nat, time_limit, upper, quick=quick, lp_relaxation=lp_relaxation
+    )
 
 
 def lower_bound(problem: PlacementProblem, time_limit: float = 1.0) -> float:
@@ -130,11 +133,15 @@ def _construct(p: PlacementProblem, nat: native.Native, time_limit: float) -> ND
         and p.n_tasks * p.n_workers <= _REGRET_MAX_PAIRS
     ):
         prices = None
+        # the dispatcher's 20 ms rounds get the classic regrets and one priced by a quick
+        # Lagrangian; a solve of a second or more converged prices and the mixed variants
+        thorough = time_limit >= 1.0
         if exact.flow_eligible(p) is not None:
-            # the Lagrangian's prices steer the regret construction (a few milliseconds)
             upper = nat.evaluate(res)[0] if isinstance(res, np.ndarray) else None
-            prices = bounds.compute_bound(p, nat, 0.0, upper, quick=True)[2]
-        regret = nat.regret_construct(prices)
+            prices = bounds.compute_bound(
+                p, nat, 0.0, upper, quick=not thorough, lp_relaxation=False
+            )[2]
+        regret = nat.regret_construct(prices, thorough=thorough)
         if regret is not None and (
             not isinstance(res, np.ndarray) or sum(nat.evaluate(regret)) < sum(nat.evaluate(res))
         ):
@@ -268,10 +275,10 @@ def _solve_cpsat(
     lb, bound_method = r.lower_bound, "cpsat"
     if not r.proven_optimal:
         # the dispatcher's rounds end here when CP-SAT proved its answer: no time for more.
-        # Without traffic quick: the Lagrangian is within a hair of the LP bound, at a fraction
-        # of its time; with traffic the network LPs are what proves a gap worth the name
+        # No LP relaxation of the compute part: the Lagrangian is within a hair of it at a
+        # fraction of its time. With traffic the network LPs prove a gap worth the name
         budget = min(0.5, max(0.1 * (deadline - start), 0.005))
-        b = _bound(p, nat, budget, assign, quick=not p.has_traffic)
+        b = _bound(p, nat, budget, assign, lp_relaxation=False)
         if b.value > lb:
             lb, bound_method = b.value, b.method
     best = assign
