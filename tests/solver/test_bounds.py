@@ -299,3 +299,27 @@ def test_lagrangian_prices_guide_the_regret_construction() -> None:
     assert greedy.bound_method == "lagrangian"
     assert greedy.lower_bound <= greedy.objective
     assert solve(p, "greedy").objective == greedy.objective  # deterministic
+
+
+def test_mixed_reduced_cost_regret_finishes_where_reduced_cost_gets_stuck() -> None:
+    """A type D instance (cost falls as weight rises, capacity 80% of the average weight): the
+    thorough construction (reduced cost, and its mixes with relative weight, which finish where
+    reduced cost alone can run out of room) ends within 20% of the bound, far below the classic
+    regret by weight."""
+    rng = np.random.default_rng(0)
+    m, n = 10, 100
+    r = rng.integers(1, 101, (m, n)).astype(float)
+    c = 111 - r + rng.integers(-10, 11, (m, n))
+    cap = np.full((m, m), np.inf)
+    np.fill_diagonal(cap, np.floor(0.8 * r.sum(axis=1) / m))
+    p = PlacementProblem(r.T.copy(), cap, cost=c.T.copy())
+    nat = native.build(p)
+    bound, _, prices = bounds.compute_bound(p, nat, 1.0, None, lp_relaxation=False)
+    assert prices is not None
+    by_weight = nat._regret(True)
+    assert by_weight is not None
+    thorough = nat.regret_construct(prices, thorough=True)
+    assert thorough is not None
+    cost = sum(nat.evaluate(thorough))
+    assert bound <= cost < 0.8 * sum(nat.evaluate(by_weight))
+    assert cost < 1.2 * bound
