@@ -15,7 +15,7 @@
 
 from libc.math cimport INFINITY
 from libc.string cimport memcpy
-from _typedefs cimport int32_t, int64_t, uint64_t
+from _typedefs cimport int32_t, int64_t, uint8_t, uint64_t
 from _solver_shared cimport _sol_ctx, _sol_now, _sol_ccost, _sol_allowed
 
 import numpy as np
@@ -165,3 +165,95 @@ def sol_kind_traffic(const int64_t[::1] ptr not None, const int32_t[::1] nbr not
                     mx[a * K + b] = acc[b]
                 acc[b] = 0.0
     return total, most, heaviest
+
+
+def sol_knapsack_lagrangian(const double[:, ::1] cost not None,
+                            const int64_t[:, ::1] weight not None,
+                            const int64_t[::1] cap not None,
+                            const uint8_t[:, ::1] allowed not None,
+                            double[::1] u not None, double upper, int64_t iterations,
+                            double time_limit):
+    """The Lagrangian bound of a generalised assignment with the *assignment* constraints
+    relaxed (price u[t] for placing task t), one 0-1 knapsack per worker, solved exactly by
+    dynamic programming over its integer capacity (cap[w] < 0: no limit):
+        L(u) = sum_t u[t] - sum_w max { sum_t (u[t] - cost[t, w]) x_t : sum_t weight x_t <= cap }
+    is below the optimum for every u (weights rounded down and capacities floored by the caller
+    keep it so). Subgradient ascent from u (updated in place to the best u) with Polyak steps;
+    returns (best L, iterations run)."""
+    cdef int64_t T = cost.shape[0], W = cost.shape[1], t, w, c, it, n_items, k, cw, since = 0
+    cdef int64_t maxcap = 0
+    for w in range(W):
+        if cap[w] > maxcap:
+            maxcap = cap[w]
+    cdef double[::1] dp = np.zeros(maxcap + 1, dtype=np.float64)
+    cdef uint8_t[:, ::1] keep = np.zeros((T, maxcap + 1), dtype=np.uint8)
+    cdef int64_t[::1] items = np.zeros(max(T, 1), dtype=np.int64)
+    cdef double[::1] g = np.zeros(max(T, 1), dtype=np.float64)
+    cdef double[::1] best_u = np.array(u, dtype=np.float64)
+    cdef double val, best = -INFINITY, theta = 2.0, norm, step, prof, cand, target
+    cdef double deadline = _sol_now() + time_limit
+    cdef int64_t done = 0
+    with nogil:
+        for it in range(iterations):
+            if it > 0 and _sol_now() > deadline:
+                break
+            val = 0.0
+            for t in range(T):
+                val += u[t]
+                g[t] = 1.0
+            for w in range(W):
+                n_items = 0
+                for t in range(T):
+                    if allowed[t, w] and u[t] - cost[t, w] > 0.0:
+                        items[n_items] = t
+                        n_items += 1
+                if cap[w] < 0:
+                    for k in range(n_items):
+                        t = items[k]
+                        val -= u[t] - cost[t, w]
+                        g[t] -= 1.0
+                    continue
+                cw = cap[w]
+                for c in range(cw + 1):
+                    dp[c] = 0.0
+                for k in range(n_items):
+                    t = items[k]
+                    prof = u[t] - cost[t, w]
+                    for c in range(cw, -1, -1):
+                        keep[k, c] = 0
+                        if weight[t, w] <= c:
+                            cand = dp[c - weight[t, w]] + prof
+                            if cand > dp[c]:
+                                dp[c] = cand
+                                keep[k, c] = 1
+                val -= dp[cw]
+                c = cw
+                for k in range(n_items - 1, -1, -1):
+                    if keep[k, c]:
+                        g[items[k]] -= 1.0
+                        c -= weight[items[k], w]
+            done = it + 1
+            if val > best + 1e-9 * (1.0 + (val if val > 0 else -val)):
+                best = val
+                since = 0
+                for t in range(T):
+                    best_u[t] = u[t]
+            else:
+                since += 1
+                if since >= 20:
+                    theta *= 0.5
+                    since = 0
+                    if theta < 1e-4:
+                        break
+            norm = 0.0
+            for t in range(T):
+                norm += g[t] * g[t]
+            if norm <= 0.0:
+                break  # every task placed exactly once: the relaxed solution is optimal
+            target = upper if upper > val else val + 1e-3 * (1.0 + (val if val > 0 else -val))
+            step = theta * (target - val) / norm
+            for t in range(T):
+                u[t] += step * g[t]
+    for t in range(T):
+        u[t] = best_u[t]
+    return best, done

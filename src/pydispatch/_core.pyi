@@ -67,6 +67,16 @@ def sol_network_bound(
     level_share: _F64 | None = None,
 ) -> float: ...
 def sol_neighbour_signature(ptr: _I64, nbr: _I32, vol: _F64, color: _I64) -> _U64: ...
+def sol_knapsack_lagrangian(
+    cost: _F64,
+    weight: _I64,
+    cap: _I64,
+    allowed: npt.NDArray[np.uint8],
+    u: _F64,
+    upper: float,
+    iterations: int,
+    time_limit: float,
+) -> tuple[float, int]: ...
 def sol_kind_traffic(
     ptr: _I64, nbr: _I32, vol: _F64, kind: _I64, K: int
 ) -> tuple[_F64, _F64, _F64]: ...

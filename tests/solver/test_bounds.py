@@ -84,7 +84,7 @@ def test_lagrangian_never_above_brute_force(seed: int, T: int, W: int, R: int) -
     assert comp <= best + 1e-9
     assert comp >= float(p.cost.min(axis=1).sum()) - 1e-9  # type: ignore[union-attr]
     assert lower_bound(p) <= best + 1e-9
-    assert method in ("capacity-free", "lagrangian", "lp")
+    assert method in ("capacity-free", "lagrangian", "lagrangian-knapsack", "lp")
 
 
 def test_lagrangian_against_cpsat_and_lp() -> None:
@@ -323,3 +323,47 @@ def test_mixed_reduced_cost_regret_finishes_where_reduced_cost_gets_stuck() -> N
     cost = sum(nat.evaluate(thorough))
     assert bound <= cost < 0.8 * sum(nat.evaluate(by_weight))
     assert cost < 1.2 * bound
+
+
+def agent_problem(rng: np.random.Generator, T: int, W: int) -> PlacementProblem:
+    """A GAP in the benchmark's encoding: agent w's capacity is resource w, finite on w only,
+    and task t's demand of resource w is its weight on agent w."""
+    r = rng.integers(1, 20, (W, T)).astype(float)
+    c = rng.integers(1, 40, (W, T)).astype(float)
+    cap = np.full((W, W), np.inf)
+    np.fill_diagonal(cap, np.floor(0.8 * r.sum(axis=1) / W) + rng.integers(0, 6, W))
+    return PlacementProblem(r.T.copy(), cap, cost=c.T.copy())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), T=st.integers(2, 7), W=st.integers(2, 3))
+def test_knapsack_lagrangian_never_above_brute_force(seed: int, T: int, W: int) -> None:
+    p = agent_problem(np.random.default_rng(seed), T, W)
+    try:
+        best, _ = brute_force(p)
+    except AssertionError:
+        return
+    nat = native.build(p)
+    _, lam = bounds.lagrangian_bound(p, nat, best, 1.0)
+    assert bounds.knapsack_bound(p, lam, best, 5.0) <= best + 1e-9
+    value, _, _ = bounds.compute_bound(p, nat, 5.0, best)
+    assert value <= best + 1e-9
+
+
+def test_knapsack_lagrangian_at_least_the_capacity_relaxation_and_below_cpsat() -> None:
+    """Relaxing the assignment instead of the capacities gives knapsacks per agent, a bound at
+    least the LP's (it starts from the prices the capacity relaxation implies); below the
+    optimum CP-SAT proves."""
+    rng = np.random.default_rng(2)
+    for _ in range(4):
+        p = agent_problem(rng, 24, 4)
+        nat = native.build(p)
+        r = exact.cpsat(p, deadline=math.inf, gap_limit=0.0, seed=0, num_workers=1, hint=None)
+        assert r.proven_optimal
+        assert r.assignment is not None
+        optimum = sum(nat.evaluate(r.assignment))
+        lr, lam = bounds.lagrangian_bound(p, nat, optimum, 5.0)
+        kb = bounds.knapsack_bound(p, lam, optimum, 5.0)
+        assert lr - 1e-6 <= kb <= optimum + 1e-9
+    q = gap_problem(rng, 10, 3, 2)  # two finite capacities per worker: does not apply
+    assert bounds.knapsack_bound(q, np.zeros((3, 2)), 100.0, 1.0) == -math.inf
