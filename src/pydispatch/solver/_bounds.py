@@ -5,7 +5,9 @@ parts are bounded apart and the best bound of each part is kept:
 
 - compute: the capacity-free bound (each task on its cheapest allowed worker); the Lagrangian
   bound with every finite capacity relaxed (native, ``solver_bound.pyx``: subgradient with
-  Polyak steps, tasks of one kind counted once); the LP relaxation (GLOP) on small problems.
+  Polyak steps, tasks of one kind counted once); on GAP-shaped problems the Lagrangian with the
+  assignments relaxed instead (an exact knapsack per worker); the LP relaxation (GLOP) on small
+  problems.
 - network: cost = V dfar - sum over levels of saving[l] x (volume whose ends share level l), so
   an upper bound on each level's shared volume is a lower bound on the cost. Two bounds per level
   are computed and the smaller shared volume is kept (then made monotone: a finer level never
@@ -13,7 +15,9 @@ parts are bounded apart and the best bound of each part is kept:
   - ``knapsack`` (``_native.network_bound``): per task, its neighbours that fit beside it;
   - ``shuffle``: per pair of task kinds (an operator pair of a job: colour refinement of the
     traffic graph), the volume that can share a group of the level given how many of each kind
-    fit in one group, over all groups at once (:func:`_pair_share`).
+    fit in one group, over all groups at once (:func:`_pair_share`);
+  - ``shuffle-lp``: all pairs at once, one GLOP LP per level (:mod:`._network_lp`), so that a
+    shuffle and its forward-connected neighbours compete for the same capacity.
 
 :class:`BoundReport` carries the value and which bound it is (``Placement.bound_method``).
 """
