@@ -75,13 +75,32 @@ def cluster(W: int, seed: int, cpu: float = 16.0) -> Cluster:
 
 # same worker, same rack, same zone, across zones (cost per unit of volume)
 LEVEL_DISTANCE = [0.0, 1.0, 4.0, 10.0]
+# same worker, same node, same rack, same zone, across zones
+NODE_LEVEL_DISTANCE = [0.0, 0.5, 1.0, 4.0, 10.0]
+
+
+def node_cluster(W: int, seed: int, cpu: float = 8.0) -> Cluster:
+    """W workers (`cpu` cores, 4 GB per core, speed 0.8-1.2), 4 per node, 5 nodes per rack,
+    5 racks per zone (100 workers a zone)."""
+    rng = np.random.default_rng(seed)
+    cap = np.tile([cpu, 4.0 * cpu], (W, 1))
+    node = np.arange(W) // 4
+    rack = node // 5
+    zone = rack // 5
+    speed = rng.uniform(0.8, 1.2, W)
+    return cap, np.column_stack([zone, rack, node]), speed
 
 
 def keyed_pipeline(
-    T: int, W: int, seed: int = 0, net_weight: float = 1.0, cpu: float = 16.0
+    T: int,
+    W: int,
+    seed: int = 0,
+    net_weight: float = 1.0,
+    cpu: float = 16.0,
+    nodes: bool = False,
 ) -> JobInstance:
     """source -> map (forward) -> keyBy (all-to-all) -> window -> sink (forward), each operator
-    of parallelism T / 4."""
+    of parallelism T / 4; on zones/racks (or, with `nodes`, zones/racks/nodes: node_cluster)."""
     p = T // 4
     ops_cpu = np.array([0.5, 1.0, 1.5, 0.5])
     ops_mem = np.array([1.0, 2.0, 4.0, 1.0])
@@ -99,7 +118,7 @@ def keyed_pipeline(
     src.append(p + a.ravel())
     dst.append(2 * p + b.ravel())
     vol.append(np.full(p * p, key_vol / p))
-    cap, loc, speed = cluster(W, seed, cpu)
+    cap, loc, speed = node_cluster(W, seed, cpu) if nodes else cluster(W, seed, cpu)
     prob = PlacementProblem(
         demand,
         cap,
@@ -108,10 +127,11 @@ def keyed_pipeline(
         speed=speed,
         traffic=(np.concatenate(src), np.concatenate(dst), np.concatenate(vol)),
         locations=loc,
-        level_distance=LEVEL_DISTANCE,
+        level_distance=NODE_LEVEL_DISTANCE if nodes else LEVEL_DISTANCE,
         group_hint=sub,
     )
-    return JobInstance(f"keyed-{4 * p}x{W}-cpu{cpu:g}", prob, sub.astype(np.int64))
+    name = f"keyed-{4 * p}x{W}-cpu{cpu:g}" + ("-nodes" if nodes else "")
+    return JobInstance(name, prob, sub.astype(np.int64))
 
 
 def all_to_all(

@@ -129,14 +129,17 @@ cdef int _sol_cmp_item(const void* a, const void* b) noexcept nogil:
 def sol_network_bound(const int64_t[::1] ptr not None, const int32_t[::1] nbr not None,
                       const double[::1] vol not None,
                       const double[::1] dem not None, int64_t R, const double[::1] capl not None,
-                      const double[::1] saving not None, double dfar):
+                      const double[::1] saving not None, double dfar,
+                      double[::1] level_share=None):
     """Twice a lower bound on the network cost.
 
     For a task t, the neighbours sharing its group at level i (0: its worker, then the topology
     levels fine -> coarse) must fit in that group beside t, so for every resource k their
     volume is at most a fractional knapsack of capacity capl[i, k] - dem[t, k] (k == R: a task
     count, weight 1 each). t's edges cost V_t dfar - sum_i saving[i] x (volume sharing level i),
-    and each edge is counted from both of its ends."""
+    and each edge is counted from both of its ends. `level_share`, if given (one entry per
+    level), receives twice the bound on the volume that can share each level (the sum over tasks
+    of their share), for callers that combine it with other per-level bounds."""
     cdef int64_t T = ptr.shape[0] - 1, L1 = saving.shape[0], t, i, k, j, n, idx, m, q
     cdef int64_t maxdeg = 16
     cdef double total = 0.0, V, wt, cap, cw, cv, fk, r0, v, w, ratio
@@ -147,6 +150,10 @@ def sol_network_bound(const int64_t[::1] ptr not None, const int32_t[::1] nbr no
     cdef double[::1] items_mv = items_arr
     cdef _sol_item* items = <_sol_item*>&items_mv[0]
     cdef double[::1] share = np.zeros(L1, dtype=np.float64)
+    cdef bint has_out = level_share is not None
+    cdef double[::1] out = level_share if has_out else share
+    if has_out and level_share.shape[0] < L1:
+        raise ValueError("level_share needs one entry per level")
     with nogil:
         for t in range(T):
             n = ptr[t + 1] - ptr[t]
@@ -213,5 +220,7 @@ def sol_network_bound(const int64_t[::1] ptr not None, const int32_t[::1] nbr no
             r0 = V * dfar
             for i in range(L1):
                 r0 -= saving[i] * share[i]
+                if has_out:
+                    out[i] += share[i]
             total += r0
     return total

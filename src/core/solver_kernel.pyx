@@ -234,6 +234,38 @@ cdef class SolverKernel:
                 o[t] = m
         return out
 
+    def lagrangian_bound(self, const int64_t[::1] reps not None, const double[::1] mult not None,
+                         double upper, int64_t iterations, double time_limit,
+                         int64_t patience=20):
+        """Lagrangian bound of the compute cost with every finite capacity relaxed
+        (solver_bound.pyx): tasks `reps` (one per kind) counted `mult` times each. Returns
+        (bound, multipliers as a dense (W, R) array, 0 where the capacity is infinite,
+        iterations run, each kind's worker in the relaxed choice of the best multipliers)."""
+        cdef int64_t K = reps.shape[0], k, n = self.c.fin_ptr[self.c.W], done = 0, w, q
+        if mult.shape[0] != K:
+            raise ValueError("lagrangian_bound: reps and mult differ in length")
+        for k in range(K):
+            if reps[k] < 0 or reps[k] >= self.c.T:
+                raise ValueError(f"reps[{k}] = {reps[k]} is not a task")
+        cdef double[::1] lam = np.zeros(max(n, 1), dtype=np.float64)
+        cdef double[::1] best_lam = np.zeros(max(n, 1), dtype=np.float64)
+        cdef double[::1] grad = np.zeros(max(n, 1), dtype=np.float64)
+        cdef int32_t[::1] choice = np.full(max(K, 1), -1, dtype=np.int32)
+        cdef double deadline = _sol_now() + time_limit, best = 0.0
+        if K > 0:
+            with nogil:
+                best = _sol_lagrangian(&self.c, &reps[0], &mult[0], K, upper, iterations,
+                                       max(patience, 1), deadline, &lam[0], &best_lam[0],
+                                       &grad[0], &choice[0], &done)
+                # the relaxed choice of the best multipliers (what the reduced costs suggest)
+                _sol_lagr_eval(&self.c, &reps[0], &mult[0], K, &best_lam[0], &grad[0],
+                               &choice[0])
+        dense = np.zeros((self.c.W, self.c.R), dtype=np.float64)
+        for w in range(self.c.W):
+            for q in range(self.c.fin_ptr[w], self.c.fin_ptr[w + 1]):
+                dense[w, self.c.fin_idx[q]] = best_lam[q]
+        return best, dense, done, np.asarray(choice)[:K].copy()
+
     @property
     def assignment(self):
         return np.asarray(self._assign).copy()

@@ -64,7 +64,22 @@ def sol_network_bound(
     capl: _F64,
     saving: _F64,
     dfar: float,
+    level_share: _F64 | None = None,
 ) -> float: ...
+def sol_neighbour_signature(ptr: _I64, nbr: _I32, vol: _F64, color: _I64) -> _U64: ...
+def sol_knapsack_lagrangian(
+    cost: _F64,
+    weight: _I64,
+    cap: _I64,
+    allowed: npt.NDArray[np.uint8],
+    u: _F64,
+    upper: float,
+    iterations: int,
+    time_limit: float,
+) -> tuple[float, int]: ...
+def sol_kind_traffic(
+    ptr: _I64, nbr: _I32, vol: _F64, kind: _I64, K: int
+) -> tuple[_F64, _F64, _F64]: ...
 
 class SolverKernel:
     def __init__(
@@ -112,6 +127,15 @@ class SolverKernel:
     ) -> tuple[int, float]: ...
     def objective(self, src: _I32, dst: _I32, vol: _F64) -> tuple[float, float]: ...
     def min_cost(self) -> _F64: ...
+    def lagrangian_bound(
+        self,
+        reps: _I64,
+        mult: _F64,
+        upper: float,
+        iterations: int,
+        time_limit: float,
+        patience: int = 20,
+    ) -> tuple[float, _F64, int, _I32]: ...
     @property
     def assignment(self) -> _I32: ...
     @property

@@ -269,6 +269,11 @@ def test_job_handle_status_metrics_and_refusal(cluster: LocalCluster) -> None:
     assert placement["pinned"], placement
     assert len(placement["workers"]) == 2
     assert placement["ran_on"] == placement["workers"]
+    # ...and says what it costs, how far from optimal it can be, and which bound proves it
+    assert 0 <= placement["lower_bound"] <= placement["objective"] + 1e-9
+    assert 0 <= placement["gap"] <= 1
+    assert placement["bound_method"]
+    assert f"lower bound {placement['lower_bound']:.6g}" in placement["plan"].splitlines()[-1]
     assert metrics["records_in"][2] == len(DATA)  # the map
     assert metrics["bytes_shuffled"] > 0
     assert set(metrics["busy_seconds"]) == set(metrics["backpressured_seconds"])

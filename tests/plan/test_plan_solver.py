@@ -72,3 +72,26 @@ def test_placement_input_passes_through_unchanged() -> None:
     np.testing.assert_array_equal(problem.traffic_volume, data.traffic_volume)
     assert problem.work is not None
     np.testing.assert_allclose(problem.work, data.work)
+
+
+def test_plan_describes_its_placement_cost_bound_and_gap() -> None:
+    """A keyed job of 8 x 3 subtasks (no slot sharing) on two zones of racks: the plan's
+    describe() ends with the placement's cost, its proven bound, which bound, and the gap."""
+    solver = _solver()
+    graph = _keyed_job(8)
+    workers = [{"slots": 4, "cpu": 4.0}] * 8
+    problem = pl.placement_problem(
+        graph,
+        workers,
+        slot_sharing=False,
+        locations=np.column_stack([np.arange(8) // 4, np.arange(8) // 2]),
+        level_distance=[0.0, 1.0, 4.0, 10.0],
+    )
+    placement = solver.solve(problem, method="local", time_limit=2.0)
+    assert placement.lower_bound <= placement.objective
+    assert placement.bound_method
+    last = graph.describe(placement).splitlines()[-1]
+    assert last.startswith("Placement: cost ")
+    assert f"lower bound {placement.lower_bound:.6g} ({placement.bound_method})" in last
+    assert f"gap {placement.gap:.2%}" in last
+    assert graph.describe().splitlines()[-1] != last  # without a placement: the plan alone

@@ -504,7 +504,17 @@ class JobRun:
             self._placement = {"pinned": False, "reason": f"{type(error).__name__}: {error}"}
             return [{} for _ in range(self.plan.n_slots)]
         names = [workers[int(w)].name for w in placement.assignment]
-        self._placement = {"pinned": True, "workers": names, "method": placement.method}
+        self._placement = {
+            "pinned": True,
+            "workers": names,
+            "method": placement.method,
+            # the claim of the placement: its cost, a proven lower bound, how far apart
+            "objective": placement.objective,
+            "lower_bound": placement.lower_bound,
+            "gap": placement.gap,
+            "bound_method": placement.bound_method,
+            "plan": self.plan.describe(placement),
+        }
         return [{"worker": name} for name in names]
 
     def _deploy(self, attempt: int, slices: tuple[int, ...]) -> None:

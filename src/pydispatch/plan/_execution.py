@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +50,13 @@ __all__ = [
     "is_chainable",
     "resolve_partitioning",
 ]
+
+
+class _Described(Protocol):
+    """What describe() needs of a placement (the solver is not imported by planning)."""
+
+    def describe(self) -> str: ...
+
 
 #: Output records per input record by operator kind, unless hinted. ``aggregate`` is exact in
 #: streaming mode (one update per record) and an upper bound in batch mode.
@@ -354,8 +361,10 @@ class ExecutionGraph:
             ],
         }
 
-    def describe(self) -> str:
-        """The chained plan, one chain a line with its outgoing exchanges below it."""
+    def describe(self, placement: _Described | None = None) -> str:
+        """The chained plan, one chain a line with its outgoing exchanges below it; with a
+        ``placement`` (a ``pydispatch.solver.Placement`` of this plan) a last line with its
+        cost, proven lower bound and gap."""
         lines = [
             f"Plan: {len(self.chains)} chains, {self.n_subtasks} subtasks, "
             f"{self.n_slots} slots, {self.runtime_mode} mode"
@@ -374,6 +383,8 @@ class ExecutionGraph:
                     f"{len(self.channels(n))} channels, ~{x.records:.4g} records, "
                     f"~{x.bytes:.4g} bytes"
                 )
+        if placement is not None:
+            lines.append(f"Placement: {placement.describe()}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

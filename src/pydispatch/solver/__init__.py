@@ -7,6 +7,8 @@ The public face of the allocation solver (``solve(problem, method=...)``; see
 - ``_result``: :class:`Placement`, :class:`InfeasibleError` and the checks behind both;
 - ``_native``: the bridge to the native kernels of ``pydispatch._core``;
 - ``_exact``: the exact methods and bounds with OR-Tools (CP-SAT, min-cost flow, LP);
+- ``_bounds``: the lower bounds (Lagrangian for capacities, per-level network bounds that see
+  a shuffle as a whole) and ``_network_lp``, the joint network LP per topology level (GLOP);
 - ``_solve``: ``solve``, ``lower_bound`` and the baselines (Flink's slot sharing, fair share).
 """
 

@@ -52,6 +52,9 @@ class Placement:
     wall_time: float
     usage: NDArray[np.float64]  # (workers, resources)
     resources: tuple[str, ...] = field(default=())
+    # which bound lower_bound is: "cpsat", "flow", or the compute part's bound ("capacity-free",
+    # "lagrangian", "lp") and after a "+" the network part's ("knapsack", "shuffle")
+    bound_method: str = ""
 
     @property
     def gap(self) -> float:
@@ -69,11 +72,21 @@ class Placement:
     def tasks_per_worker(self) -> NDArray[np.int64]:
         return np.bincount(self.assignment, minlength=self.usage.shape[0])
 
+    def describe(self) -> str:
+        """One line: cost (compute + network), the proven bound and which one, the gap."""
+        bound = f"{self.lower_bound:.6g}" + (f" ({self.bound_method})" if self.bound_method else "")
+        return (
+            f"cost {self.objective:.6g} (compute {self.compute_cost:.6g}, network "
+            f"{self.network_cost:.6g}), lower bound {bound}, gap {self.gap:.2%}, "
+            f"{self.status} by {self.method} in {self.wall_time:.3f}s"
+        )
+
     def __repr__(self) -> str:
         return (
             f"Placement(method={self.method!r}, status={self.status!r}, "
             f"objective={self.objective:.6g}, lower_bound={self.lower_bound:.6g}, "
-            f"gap={self.gap:.3%}, wall_time={self.wall_time:.3f}s)"
+            f"bound_method={self.bound_method!r}, gap={self.gap:.3%}, "
+            f"wall_time={self.wall_time:.3f}s)"
         )
 
 

@@ -11,8 +11,11 @@ objective, or raises :class:`InfeasibleError` saying why. Methods:
   from ``local`` when the problem has traffic, polished by ``local`` when it has none; returns
   CP-SAT's proven bound.
 - ``flow``: min-cost flow (Quincy), exact, for one slot-count resource and no traffic.
-- ``auto``: flow where it applies, else CP-SAT when the model is small, else local search with
-  an LP / combinatorial lower bound.
+- ``auto``: flow where it applies, else CP-SAT when the model is small, else local search.
+
+Every method returns the best lower bound it has (:mod:`._bounds`: CP-SAT's, the Lagrangian
+bound of the compute cost, the shuffle-aware network bounds) and names it in
+``Placement.bound_method``. The Lagrangian's prices also steer a regret construction.
 - baselines as Flink places slots: ``first_fit``, ``least_utilisation``, ``balanced_tasks``,
   and :func:`flink_slot_sharing` (subtask i of every operator in one slot, slots spread by least
   utilisation).
@@ -31,6 +34,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _bounds as bounds
 from . import _exact as exact
 from . import _native as native
 from ._problem import PlacementProblem
@@ -55,10 +59,9 @@ BASELINES: dict[str, int] = {
     "balanced_tasks": native.FEWEST_TASKS,
 }
 
-# auto uses CP-SAT below this many model variables, the LP bound below this many task x worker
+# auto uses CP-SAT below this many model variables
 _CPSAT_MAX_VARS = 20_000
 _CPSAT_HARD_MAX_VARS = 2_000_000
-_LP_MAX_PAIRS = 20_000
 _FLOW_MAX_PAIRS = 4_000_000
 _REGRET_MAX_PAIRS = 50_000
 
@@ -71,6 +74,7 @@ def _finish(
     method: str,
     start: float,
     proven: bool = False,
+    bound_method: str = "",
 ) -> Placement:
     usage = verify(p, assign)
     cc, nc = nat.evaluate(assign)
@@ -89,29 +93,36 @@ def _finish(
         wall_time=time.perf_counter() - start,
         usage=usage,
         resources=p.resources,
+        bound_method=bound_method,
     )
 
 
-def _cheap_bound(nat: native.Native) -> float:
-    """Capacity-free compute bound + the combinatorial network bound: O(T W + E log deg)."""
-    cmin = nat.kernel.min_cost()
-    return float(cmin.sum()) + native.network_bound(nat)
+# the bound of a fast method (greedy, baselines): fewer Lagrangian steps, no LP
+_QUICK_BOUND_SECONDS = 0.05
+
+
+def _bound(
+    p: PlacementProblem,
+    nat: native.Native,
+    time_limit: float,
+    assign: NDArray[np.int32] | None,
+    quick: bool = False,
+    lp_relaxation: bool = True,
+) -> bounds.BoundReport:
+    """The best bound of :mod:`._bounds` within about ``time_limit``; ``assign`` (a feasible
+    placement, if any) gives the Lagrangian its upper bound."""
+    upper = nat.evaluate(assign)[0] if assign is not None else None
+    return bounds.placement_bound(
+        p, nat, time_limit, upper, quick=quick, lp_relaxation=lp_relaxation
+    )
 
 
 def lower_bound(problem: PlacementProblem, time_limit: float = 1.0) -> float:
-    """The best lower bound available without CP-SAT: an LP relaxation (GLOP) of the compute
-    part when the problem is small enough, plus the combinatorial network bound."""
+    """The best lower bound available without CP-SAT (see :mod:`pydispatch.solver._bounds`):
+    compute part by the best of the capacity-free, Lagrangian and (small problems) LP bounds,
+    network part by the knapsack and shuffle bounds per topology level."""
     nat = native.build(problem)
-    return _bound(problem, nat, time_limit)
-
-
-def _bound(p: PlacementProblem, nat: native.Native, time_limit: float) -> float:
-    # compute and network parts are bounded separately: min(a + b) >= min a + min b
-    net = native.network_bound(nat)
-    compute = float(nat.kernel.min_cost().sum())
-    if p.n_tasks * p.n_workers <= _LP_MAX_PAIRS and time_limit > 0:
-        compute = max(compute, exact.lp_bound(p, time_limit))
-    return compute + net
+    return _bound(problem, nat, time_limit, None).value
 
 
 def _construct(p: PlacementProblem, nat: native.Native, time_limit: float) -> NDArray[np.int32]:
@@ -121,7 +132,16 @@ def _construct(p: PlacementProblem, nat: native.Native, time_limit: float) -> ND
         and p.anti_affinity is None
         and p.n_tasks * p.n_workers <= _REGRET_MAX_PAIRS
     ):
-        regret = nat.regret_construct()
+        prices = None
+        # the dispatcher's 20 ms rounds get the classic regrets and one priced by a quick
+        # Lagrangian; a solve of a second or more converged prices and the mixed variants
+        thorough = time_limit >= 1.0
+        if exact.flow_eligible(p) is not None:
+            upper = nat.evaluate(res)[0] if isinstance(res, np.ndarray) else None
+            prices = bounds.compute_bound(
+                p, nat, 0.0, upper, quick=not thorough, lp_relaxation=False
+            )[2]
+        regret = nat.regret_construct(prices, thorough=thorough)
         if regret is not None and (
             not isinstance(res, np.ndarray) or sum(nat.evaluate(regret)) < sum(nat.evaluate(res))
         ):
@@ -195,10 +215,11 @@ def solve(
             raise InfeasibleError(
                 "the workers do not have slots for every task (proven by max-flow)", proven=True
             )
-        return _finish(p, nat, r.assignment, r.lower_bound, "flow", start, r.proven_optimal)
+        return _finish(p, nat, r.assignment, r.lower_bound, "flow", start, r.proven_optimal, "flow")
     assign = _construct(p, nat, time_limit)
     if method == "greedy":
-        return _finish(p, nat, assign, _cheap_bound(nat), "greedy", start)
+        b = _bound(p, nat, _QUICK_BOUND_SECONDS, assign, quick=True)
+        return _finish(p, nat, assign, b.value, "greedy", start, bound_method=b.method)
     size = exact.model_size(p)
     if method == "cpsat" and size > _CPSAT_HARD_MAX_VARS:
         raise ValueError(
@@ -208,10 +229,14 @@ def solve(
     use_cpsat = method == "cpsat" or (method == "auto" and size <= _CPSAT_MAX_VARS)
     if not use_cpsat:
         # the bound first, so that the search gets what is left and time_limit holds overall
-        lb = _bound(p, nat, min(1.0, 0.2 * max(deadline - time.perf_counter(), 0.05)))
+        # with traffic the bound's LPs earn their time (the proven gap is the claim), while the
+        # local search rarely gains much on a good construction
+        share = 0.4 if p.has_traffic else 0.2
+        left = max(deadline - time.perf_counter(), 0.05)
+        b = _bound(p, nat, min(2.0, share * left), assign)
         nat.kernel.set_assignment(assign)
         nat.improve(max(deadline - time.perf_counter(), 0.0), seed)
-        return _finish(p, nat, nat.kernel.assignment, lb, method, start)
+        return _finish(p, nat, nat.kernel.assignment, b.value, method, start, bound_method=b.method)
     warm = p.has_traffic if warm_start is None else warm_start
     return _solve_cpsat(p, nat, assign, start, deadline, gap_limit, seed, num_workers, warm)
 
@@ -247,7 +272,15 @@ def _solve_cpsat(
         num_workers=num_workers,
         hint=assign if warm else None,
     )
-    lb = max(r.lower_bound, _bound(p, nat, 0.5))
+    lb, bound_method = r.lower_bound, "cpsat"
+    if not r.proven_optimal:
+        # the dispatcher's rounds end here when CP-SAT proved its answer: no time for more.
+        # No LP relaxation of the compute part: the Lagrangian is within a hair of it at a
+        # fraction of its time. With traffic the network LPs prove a gap worth the name
+        budget = min(0.5, max(0.1 * (deadline - start), 0.005))
+        b = _bound(p, nat, budget, assign, lp_relaxation=False)
+        if b.value > lb:
+            lb, bound_method = b.value, b.method
     best = assign
     proven = False
     if r.assignment is not None and sum(nat.evaluate(r.assignment)) <= sum(nat.evaluate(assign)):
@@ -261,7 +294,7 @@ def _solve_cpsat(
         polished = nat.kernel.assignment
         if sum(nat.evaluate(polished)) < sum(nat.evaluate(best)):
             best = polished
-    return _finish(p, nat, best, lb, "cpsat", start, proven)
+    return _finish(p, nat, best, lb, "cpsat", start, proven, bound_method)
 
 
 def _baseline(p: PlacementProblem, nat: native.Native, method: str, start: float) -> Placement:
@@ -276,7 +309,9 @@ def _baseline(p: PlacementProblem, nat: native.Native, method: str, start: float
             proven=False,
             task=int(stuck),
         )
-    return _finish(p, nat, nat.kernel.assignment, _cheap_bound(nat), method, start)
+    assign = nat.kernel.assignment
+    b = _bound(p, nat, _QUICK_BOUND_SECONDS, assign, quick=True)
+    return _finish(p, nat, assign, b.value, method, start, bound_method=b.method)
 
 
 def flink_slot_sharing(problem: PlacementProblem, slot_group: ArrayLike) -> Placement:
@@ -305,7 +340,8 @@ def flink_slot_sharing(problem: PlacementProblem, slot_group: ArrayLike) -> Plac
         )
     assign = snat.kernel.assignment[inv].astype(np.int32)
     nat = native.build(p)
-    return _finish(p, nat, assign, _cheap_bound(nat), "flink_slot_sharing", start)
+    b = _bound(p, nat, _QUICK_BOUND_SECONDS, assign, quick=True)
+    return _finish(p, nat, assign, b.value, "flink_slot_sharing", start, bound_method=b.method)
 
 
 def fair_share(
