@@ -5,8 +5,10 @@ Run: ``PYTHONPATH=src python -m pytest bench/bench_stream.py -q -s --benchmark-d
 
 - word count (``flat_map`` -> ``map`` -> ``key_by`` -> ``sum``, parallelism 2) against
   ``collections.Counter`` and, where installed, a dask bag;
-- columnar keyed sum over ``from_arrays`` (parallelism 2) against ``np.bincount`` (the best a
-  single process does for dense int keys) and, where installed, a dask dataframe groupby;
+- columnar keyed sum over ``from_arrays`` (parallelism 2) against DuckDB ``GROUP BY`` with two
+  threads and ``np.bincount`` (the best a single process does for dense int keys), with polars,
+  pandas, a dask dataframe groupby and the native kernel alone beside them (a peer that is not
+  installed is skipped with a message: ``pip install .[bench]``);
 - a Python ``map`` (parallelism 2) against a list comprehension;
 - the seed example from a cold start: ``StreamEnvironment.local(workers=2)`` included.
 
@@ -25,6 +27,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
+from pydispatch.dataflow.aggregation import group_aggregate
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import DataStream, JobHandle, StreamEnvironment
 
@@ -127,6 +130,43 @@ def bench_columnar_dask_dataframe(benchmark: Any, record: Any) -> None:
     frame = dd.from_pandas(pd.DataFrame(_columns()), npartitions=4)
     benchmark.pedantic(lambda: frame.groupby("k")["v"].sum().compute(), rounds=3, iterations=1)
     record("columnar keyed sum (rows)", "dask dataframe groupby", ROWS)
+
+
+def bench_columnar_duckdb(benchmark: Any, record: Any) -> None:
+    """DuckDB's GROUP BY over the same numpy arrays (scanned in place through a pandas frame),
+    two threads: the machine's two cores, as the cluster's two workers have."""
+    duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed (the bench extra)")
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(_columns())
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.register("rows", frame)
+    query = "SELECT k, sum(v) AS v FROM rows GROUP BY k"
+    benchmark.pedantic(lambda: con.execute(query).fetchnumpy(), rounds=3, iterations=1)
+    record("columnar keyed sum (rows)", "DuckDB GROUP BY, 2 threads", ROWS, baseline=True)
+
+
+def bench_columnar_polars(benchmark: Any, record: Any) -> None:
+    pl = pytest.importorskip("polars", reason="polars is not installed (the bench extra)")
+    frame = pl.DataFrame(_columns())
+    benchmark.pedantic(lambda: frame.group_by("k").agg(pl.col("v").sum()), rounds=3, iterations=1)
+    record("columnar keyed sum (rows)", "polars group_by", ROWS)
+
+
+def bench_columnar_pandas(benchmark: Any, record: Any) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(_columns())
+    benchmark.pedantic(lambda: frame.groupby("k")["v"].sum(), rounds=3, iterations=1)
+    record("columnar keyed sum (rows)", "pandas groupby", ROWS)
+
+
+def bench_columnar_native_one_process(benchmark: Any, record: Any) -> None:
+    """pydispatch's native hash aggregation alone, one thread: the kernel under the job."""
+    columns = _columns()
+    benchmark.pedantic(
+        lambda: group_aggregate(columns["k"], columns["v"], "sum"), rounds=3, iterations=1
+    )
+    record("columnar keyed sum (rows)", "pydispatch group_aggregate, 1 thread", ROWS)
 
 
 def bench_python_map(benchmark: Any, record: Any, cluster: LocalCluster) -> None:

@@ -7,8 +7,9 @@ keeps for one call lives across batches instead. Results are the same:
 - ``map`` / ``flat_map`` / ``filter``: batch by batch, order kept;
 - keyed ``aggregate`` on records: one state dict for the subtask's life; batch mode emits one
   result per key (first-seen order) at end of input, streaming mode one update per record;
-- keyed ``aggregate`` on columns: each batch is pre-aggregated (sorted keys, one row per key),
-  and the partials are merged at end of input, so memory is one row per key and batch;
+- keyed ``aggregate`` on columns (sum/min/max/count): a native hash aggregation across batches,
+  emitted at end of input (keys sorted), so memory is one row per key; its producers combine
+  (pre-aggregate) what they send it, so the shuffle carries partials (``_Combiner``);
 - ``window``: count windows fire as they fill; time windows fire at end of input;
 - sinks: ``collect`` keeps the subtask's batches; ``for_each`` calls at once; ``text`` writes
   as batches come (the file is created even for an empty input, as the reference does).
@@ -29,6 +30,7 @@ import numpy.typing as npt
 from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
+from .aggregation import KeyedAggregator
 from .operators import (
     STATELESS,
     Batch,
@@ -36,14 +38,16 @@ from .operators import (
     _combiner,
     _emit,
     _field_getter,
-    aggregate_columns,
+    aggregator,
     call_each,
-    concat,
+    combinable,
     getter,
     rows,
     size,
     text_sink_path,
     transform,
+    value_column,
+    weights_column,
 )
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 
@@ -112,40 +116,66 @@ class _Aggregate:
 
 
 class _ColumnAggregate:
-    """A keyed sum/min/max/count over columns: partial per batch, merged at end of input."""
+    """A keyed sum/min/max/count over columns: one native hash aggregation across batches
+    (``dataflow.aggregation``), emitted at end of input with keys sorted. When its producers
+    combine (``combinable``), its input is their partials: rows carry their row counts."""
+
+    def __init__(self, op: Operator, partials: bool) -> None:
+        self.op = op
+        self.key = str(op.params["key"].selector)
+        self.value = value_column(op)
+        self.weights = weights_column(op) if partials else None
+        self.state: KeyedAggregator | None = None
+
+    def push(self, columns: Columns) -> int:
+        """Fold a batch in; the input records it stands for."""
+        if self.state is None:
+            self.state = aggregator(self.op, columns)
+        values = None if self.op.params["agg"] == "count" else columns[self.value]
+        if self.weights is None:
+            self.state.update(columns[self.key], values)
+            return size(columns)
+        weights = columns[self.weights]
+        self.state.update(columns[self.key], values, weights)
+        return int(weights.sum())
+
+    def finish(self) -> Batch:
+        if self.state is None:
+            return []
+        keys, values = self.state.result(sort=True)
+        return {self.key: keys, self.value: values}
+
+
+class _Combiner:
+    """Pre-aggregation of the batches a subtask sends over one hash exchange into a columnar
+    keyed aggregation (Flink's local-global aggregation): the rows of a key become one partial
+    row, sent when the table holds ``FLUSH_GROUPS`` keys (memory stays bounded) and at end of
+    input. So the shuffle carries at most one row per key per flush, and, below that many
+    distinct keys, one per key per subtask."""
+
+    FLUSH_GROUPS = 1 << 18
 
     def __init__(self, op: Operator) -> None:
         self.op = op
-        self.partials: list[Columns] = []
-        self.rows = 0
+        self.key = str(op.params["key"].selector)
+        self.value = value_column(op)
+        self.weights = weights_column(op)
+        self.state: KeyedAggregator | None = None
 
-    def push(self, columns: Columns) -> None:
-        part = aggregate_columns(self.op, columns)
-        self.partials.append(part)
-        self.rows += size(part)
-        if len(self.partials) > 16 and self.rows > 1 << 16:
-            self.partials = [self._merge()]
-            self.rows = size(self.partials[0])
+    def push(self, columns: Columns) -> Columns | None:
+        """Fold a batch in; a partial batch to send when the table is full."""
+        if self.state is None:
+            self.state = aggregator(self.op, columns)
+        values = None if self.op.params["agg"] == "count" else columns[self.value]
+        self.state.update(columns[self.key], values)
+        return self.flush() if len(self.state) >= self.FLUSH_GROUPS else None
 
-    def _merge(self) -> Columns:
-        agg = self.op.params["agg"]
-        key_name = str(self.op.params["key"].selector)
-        value_name = "count" if agg == "count" else str(self.op.params["field"])
-        data = concat(list(self.partials))
-        assert isinstance(data, dict)
-        keys = data[key_name]
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        n = sorted_keys.shape[0]
-        if n == 0:
-            return data
-        starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
-        ufunc = {"sum": np.add, "count": np.add, "min": np.minimum, "max": np.maximum}[agg]
-        values = ufunc.reduceat(data[value_name][order], starts)
-        return {key_name: sorted_keys[starts], value_name: values}
-
-    def finish(self) -> Batch:
-        return self._merge() if self.partials else []
+    def flush(self) -> Columns | None:
+        if self.state is None or not len(self.state):
+            return None
+        keys, values, counts = self.state.partial()
+        self.state = None
+        return {self.key: keys, self.value: values, self.weights: counts}
 
 
 class _CountWindow:
@@ -269,15 +299,21 @@ class SubtaskRunner:
         # window's timestamp field), per edge: the timestamp getter and the last mark sent.
         self.time_of: dict[int, Callable[[Any], Any]] = {}
         self.marked: dict[int, Any] = {}
+        # Exchanges into a columnar keyed aggregation that takes partials: their combiners.
+        self.combiners: dict[int, _Combiner] = {}
         for e in (e for out in self.exchange_out.values() for e in out):
             target = job.operator(job.edges[e].target)
+            if combinable(job, target):
+                self.combiners[e] = _Combiner(target)
             if streaming and target.kind == "window" and target.params["window"] == "time":
                 self.time_of[e] = getter(target.params["timestamp"])
         for op_id in self.chain.operators:
             op = job.operator(op_id)
             if op.kind == "aggregate":
                 self.state[op_id] = (
-                    _ColumnAggregate(op) if op.schema.columnar else _Aggregate(op, streaming)
+                    _ColumnAggregate(op, combinable(job, op))
+                    if op.schema.columnar
+                    else _Aggregate(op, streaming)
                 )
             elif op.kind == "window" and op.params["window"] == "count":
                 self.state[op_id] = _CountWindow(op)
@@ -319,6 +355,10 @@ class SubtaskRunner:
     def push(self, op_id: int, batch: Batch) -> None:
         """Process ``batch`` arriving at operator ``op_id`` of this chain."""
         op = self.job.operator(op_id)
+        state = self.state.get(op_id)
+        if isinstance(state, _ColumnAggregate) and isinstance(batch, dict):
+            self.records_in[op_id] += state.push(batch)
+            return
         self.records_in[op_id] += size(batch)
         out = self._apply(op, batch)
         if size(out):
@@ -337,6 +377,10 @@ class SubtaskRunner:
                     self._forward(op_id, out)
             elif op.kind == "sink" and op.params["sink"] == "text":
                 self._text_file(op).close()
+        for e, combiner in self.combiners.items():
+            partial = combiner.flush()
+            if partial is not None:
+                self._route_parts(e, partial)
 
     # -- operators ------------------------------------------------------------------------
 
@@ -347,9 +391,7 @@ class SubtaskRunner:
         if kind == "aggregate":
             state = self.state[op.id]
             if isinstance(state, _ColumnAggregate):
-                if isinstance(data, dict):
-                    state.push(data)
-                return []
+                return []  # an empty record batch (push folds in column batches)
             out: Batch = state.push(rows(data))
             return out
         if kind == "window":
@@ -393,6 +435,12 @@ class SubtaskRunner:
             self._route(e, out)
 
     def _route(self, e: int, batch: Batch) -> None:
+        combiner = self.combiners.get(e)
+        if combiner is not None and isinstance(batch, dict):
+            partial = combiner.push(batch)
+            if partial is not None:
+                self._route_parts(e, partial)
+            return
         self._route_parts(e, batch)
         time_of = self.time_of.get(e)
         if time_of is None or self.mark is None or not size(batch):
