@@ -23,6 +23,7 @@ import pytest
 from _support.clusters import FAST, make_cluster
 from _support.process_guard import eventually
 from pydispatch.cli.jobs import fetch_jobs
+from pydispatch.dataflow.combiners import combines
 from pydispatch.dataflow.local import run_local
 from pydispatch.errors import JobFailedError
 from pydispatch.runtime.cluster import LocalCluster
@@ -130,6 +131,55 @@ def test_word_count_equals_counter(cluster: LocalCluster) -> None:
     assert isinstance(counts, list)
     assert len(counts) == len({k for k, _ in counts})
     assert dict(counts) == collections.Counter(w for line in lines for w in line.split())
+
+
+@pytest.mark.parametrize("agg", ["sum", "min", "max", "count"])
+def test_record_combiner_ships_one_record_per_key_and_subtask(
+    cluster: LocalCluster, agg: str
+) -> None:
+    """Batch mode, records: producers pre-aggregate per key before the shuffle, so 60,000
+    records of 40 keys cross it as at most 2 x 40 partial records; the results and every
+    operator's records in and out equal the reference executor's, which does not combine."""
+    data = [(f"k{i % 40}", (i * 7919) % 1000 - 500) for i in range(60_000)]
+
+    def build(env: StreamEnvironment) -> DataStream:
+        keyed = env.from_collection(data).map(lambda r: r).key_by(0)
+        return keyed.count() if agg == "count" else getattr(keyed, agg)(1)
+
+    local_env = StreamEnvironment(parallelism=2)
+    local_sink = collect_sink(build(local_env))
+    reference = run_local(local_env.job_graph, name="ref")
+    env = env_on(cluster)
+    sink = collect_sink(build(env))
+    handle = env.execute("combined records")
+    handle.result(timeout=60)
+    assert sorted(handle.collected[sink]) == sorted(reference.collected[local_sink])
+    assert handle.records_in == reference.records_in
+    assert handle.records_out == reference.records_out
+    assert handle.metrics()["bytes_shuffled"] < 2 * 40 * 60  # a few pickled tuples per key
+
+
+def test_combining_is_a_rule_of_the_plan() -> None:
+    """Which aggregations take partials: not a streaming job's rolling one on records (it
+    emits an update per record), nor reduce (a user's function need not be associative)."""
+    env = StreamEnvironment(parallelism=2)
+    keyed = env.from_collection([("a", 1)]).key_by(0)
+    ops = {name: getattr(keyed, name)(1).operator for name in ("sum", "min", "max")}
+    ops["count"] = keyed.count().operator
+    ops["reduce"] = keyed.reduce(lambda a, b: a).operator
+    plan = env.execution_graph()
+    assert {name: combines(plan, op) for name, op in ops.items()} == {
+        "sum": True,
+        "min": True,
+        "max": True,
+        "count": True,
+        "reduce": False,
+    }
+    streaming = StreamEnvironment(parallelism=2)
+    rolling = streaming.from_source(lambda: iter([("a", 1)]), bounded=False).key_by(0).sum(1)
+    assert not combines(streaming.execution_graph(), rolling.operator)
+    columnar = streaming.from_arrays({"k": np.arange(3)}).key_by("k").count()
+    assert combines(streaming.execution_graph(), columnar.operator)
 
 
 def test_keyed_sum_over_a_million_rows_equals_numpy(cluster: LocalCluster) -> None:

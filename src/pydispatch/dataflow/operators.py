@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..plan._job_graph import JobGraph, KeySpec, Operator
+from ..plan._job_graph import KeySpec, Operator
 from .aggregation import KeyedAggregator, group_aggregate
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "aggregate_records",
     "aggregator",
     "call_each",
-    "combinable",
     "concat",
     "getter",
     "rows",
@@ -182,16 +181,6 @@ def weights_column(op: Operator) -> str:
     while name in (str(op.params["key"].selector), value_column(op)):
         name += "_"
     return name
-
-
-def combinable(job: JobGraph, op: Operator) -> bool:
-    """Whether ``op`` is a columnar keyed aggregation whose producers pre-aggregate their
-    output per key before the shuffle (``dataflow.subtask``'s combiner), so that its input
-    is partials: every input a hash exchange, the aggregation one of :data:`COMBINABLE`."""
-    if op.kind != "aggregate" or not op.schema.columnar or op.params["agg"] not in COMBINABLE:
-        return False
-    edges = [e for e in job.edges if e.target == op.id]
-    return bool(edges) and all(e.partitioning == "hash" for e in edges)
 
 
 def aggregator(op: Operator, columns: Columns) -> KeyedAggregator:

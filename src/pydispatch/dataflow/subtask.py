@@ -20,6 +20,7 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -31,6 +32,7 @@ from ..partition import broadcast, rescale, rescale_targets, round_robin, scatte
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
 from .aggregation import KeyedAggregator
+from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
 from .operators import (
     STATELESS,
     Batch,
@@ -40,7 +42,6 @@ from .operators import (
     _field_getter,
     aggregator,
     call_each,
-    combinable,
     getter,
     rows,
     size,
@@ -96,11 +97,15 @@ _COLUMN_BATCH_BYTES = 2 << 20
 class _Aggregate:
     """A keyed rolling/final aggregation over records, state kept across batches."""
 
-    def __init__(self, op: Operator, streaming: bool) -> None:
+    def __init__(self, op: Operator, streaming: bool, partials: bool = False) -> None:
         agg = op.params["agg"]
         self.key_of = getter(op.params["key"])
         self.value_of = (lambda _: 1) if agg == "count" else _field_getter(op.params["field"])
         self.combine = _combiner(agg, op.function)
+        self.partials = partials
+        if partials:  # (key, value, records) from the producers' RecordCombiner
+            self.key_of, self.value_of = operator.itemgetter(0), operator.itemgetter(1)
+            self.combine = _combiner("sum" if agg == "count" else agg, None)
         self.emit = _emit(agg)
         self.streaming = streaming
         self.state: dict[Any, Any] = {}
@@ -149,38 +154,6 @@ class _ColumnAggregate:
             return []
         keys, values = self.state.result(sort=True)
         return {self.key: keys, self.value: values}
-
-
-class _Combiner:
-    """Pre-aggregation of the batches a subtask sends over one hash exchange into a columnar
-    keyed aggregation (Flink's local-global aggregation): the rows of a key become one partial
-    row, sent when the table holds ``FLUSH_GROUPS`` keys (memory stays bounded) and at end of
-    input. So the shuffle carries at most one row per key per flush, and, below that many
-    distinct keys, one per key per subtask."""
-
-    FLUSH_GROUPS = 1 << 18
-
-    def __init__(self, op: Operator) -> None:
-        self.op = op
-        self.key = str(op.params["key"].selector)
-        self.value = value_column(op)
-        self.weights = weights_column(op)
-        self.state: KeyedAggregator | None = None
-
-    def push(self, columns: Columns) -> Columns | None:
-        """Fold a batch in; a partial batch to send when the table is full."""
-        if self.state is None:
-            self.state = aggregator(self.op, columns)
-        values = None if self.op.params["agg"] == "count" else columns[self.value]
-        self.state.update(columns[self.key], values)
-        return self.flush() if len(self.state) >= self.FLUSH_GROUPS else None
-
-    def flush(self) -> Columns | None:
-        if self.state is None or not len(self.state):
-            return None
-        keys, values, counts = self.state.partial()
-        self.state = None
-        return {self.key: keys, self.value: values, self.weights: counts}
 
 
 class _CountWindow:
@@ -305,20 +278,21 @@ class SubtaskRunner:
         self.time_of: dict[int, Callable[[Any], Any]] = {}
         self.marked: dict[int, Any] = {}
         # Exchanges into a columnar keyed aggregation that takes partials: their combiners.
-        self.combiners: dict[int, _Combiner] = {}
+        self.combiners: dict[int, ColumnCombiner | RecordCombiner] = {}
         for e in (e for out in self.exchange_out.values() for e in out):
             target = job.operator(job.edges[e].target)
-            if combinable(job, target):
-                self.combiners[e] = _Combiner(target)
+            if combines(plan, target):
+                combiner = ColumnCombiner if target.schema.columnar else RecordCombiner
+                self.combiners[e] = combiner(target)
             if streaming and target.kind == "window" and target.params["window"] == "time":
                 self.time_of[e] = getter(target.params["timestamp"])
         for op_id in self.chain.operators:
             op = job.operator(op_id)
             if op.kind == "aggregate":
                 self.state[op_id] = (
-                    _ColumnAggregate(op, combinable(job, op))
+                    _ColumnAggregate(op, combines(plan, op))
                     if op.schema.columnar
-                    else _Aggregate(op, streaming)
+                    else _Aggregate(op, streaming, combines(plan, op))
                 )
             elif op.kind == "window" and op.params["window"] == "count":
                 self.state[op_id] = _CountWindow(op)
@@ -364,7 +338,10 @@ class SubtaskRunner:
         if isinstance(state, _ColumnAggregate) and isinstance(batch, dict):
             self.records_in[op_id] += state.push(batch)
             return
-        self.records_in[op_id] += size(batch)
+        if isinstance(state, _Aggregate) and state.partials and isinstance(batch, list):
+            self.records_in[op_id] += partial_records(batch)
+        else:
+            self.records_in[op_id] += size(batch)
         out = self._apply(op, batch)
         if size(out):
             self.records_out[op_id] += size(out)
@@ -441,8 +418,13 @@ class SubtaskRunner:
 
     def _route(self, e: int, batch: Batch) -> None:
         combiner = self.combiners.get(e)
-        if combiner is not None and isinstance(batch, dict):
-            partial = combiner.push(batch)
+        if combiner is not None:  # into an aggregation: no watermarks to send
+            partial: Batch | None = None
+            # Two branches, not one `or`: each narrows both types for the type checker.
+            if isinstance(combiner, ColumnCombiner) and isinstance(batch, dict):  # noqa: SIM114
+                partial = combiner.push(batch)
+            elif isinstance(combiner, RecordCombiner) and isinstance(batch, list):
+                partial = combiner.push(batch)
             if partial is not None:
                 self._route_parts(e, partial)
             return
@@ -495,9 +477,11 @@ class SubtaskRunner:
             targets = rescale_targets(index, p, q)
         elif kind == "hash":
             assert edge.key is not None
-            ids = keyed_subtasks(
-                _keys(edge.key, batch), edge.key.scheme, q, max_parallelism(target)
-            )
+            if isinstance(self.combiners.get(e), RecordCombiner):
+                keys = key_array([p[0] for p in batch], edge.key.scheme)  # partial records
+            else:
+                keys = _keys(edge.key, batch)
+            ids = keyed_subtasks(keys, edge.key.scheme, q, max_parallelism(target))
         else:  # custom
             assert edge.key is not None
             assert edge.partitioner is not None
