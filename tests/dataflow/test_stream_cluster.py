@@ -4,9 +4,11 @@ in-process reference executor, numpy and Counter; cancel, failures, restarts, ba
 from __future__ import annotations
 
 import collections
+import gc
 import itertools
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -23,9 +25,12 @@ import pytest
 from _support.clusters import FAST, make_cluster
 from _support.process_guard import eventually
 from pydispatch.cli.jobs import fetch_jobs
+from pydispatch.dataflow import handle as handle_module
 from pydispatch.dataflow.combiners import combines
+from pydispatch.dataflow.handle import SPILL_BYTES, spill_arrays
 from pydispatch.dataflow.local import run_local
 from pydispatch.errors import JobFailedError
+from pydispatch.plan._sources import MappedColumn
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import DataStream, FixedDelay, JobHandle, NoRestart, StreamEnvironment
 
@@ -157,6 +162,47 @@ def test_record_combiner_ships_one_record_per_key_and_subtask(
     assert handle.records_in == reference.records_in
     assert handle.records_out == reference.records_out
     assert handle.metrics()["bytes_shuffled"] < 2 * 40 * 60  # a few pickled tuples per key
+
+
+def test_large_arrays_reach_the_slices_through_shared_memory(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A from_arrays source above SPILL_BYTES is written once to shared memory by the client
+    and mapped by each slice: the job that travels holds paths, not the arrays; the files go
+    with the job's handle."""
+    monkeypatch.setattr(handle_module, "SPILL_BYTES", 1 << 16)
+    rng = np.random.default_rng(4)
+    keys = rng.integers(0, 97, 200_000).astype(np.int32)
+    values = rng.integers(0, 10, 200_000).astype(np.uint16)
+    env = env_on(cluster)
+    sink = collect_sink(env.from_arrays({"k": keys, "v": values}).key_by("k").sum("v"))
+    handle = env.execute("spilled")
+    job = handle._job
+    assert job is not None
+    (source,) = job.sources()
+    mapped = list(source.params["columns"].values())
+    assert all(isinstance(c, MappedColumn) for c in mapped)
+    assert len(pickle.dumps(dict(source.params["columns"]))) < 1_000
+    paths = [c.path for c in mapped]
+    assert all(os.path.isfile(path) for path in paths)
+    out = handle.collected[sink]
+    order = np.argsort(out["k"])
+    np.testing.assert_array_equal(out["k"][order], np.arange(97, dtype=np.int32))
+    np.testing.assert_array_equal(out["v"][order], np.bincount(keys, weights=values))
+    assert handle.records_in[1] == 200_000
+    del handle, job, source
+    gc.collect()
+    assert not any(os.path.exists(path) for path in paths)
+
+
+def test_small_and_object_arrays_are_not_spilled() -> None:
+    env = StreamEnvironment(parallelism=2)
+    objects = np.empty(SPILL_BYTES, dtype=object)
+    collect_sink(env.from_arrays({"k": np.arange(10)}))
+    collect_sink(env.from_arrays({"o": objects}))
+    job, directory = spill_arrays(env.job_graph)
+    assert directory is None
+    assert job is env.job_graph
 
 
 def test_combining_is_a_rule_of_the_plan() -> None:

@@ -20,8 +20,12 @@ code written against a cluster runs unchanged in a test without one.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import time
 import uuid
+import weakref
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -41,12 +45,14 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "SPILL_BYTES",
     "TERMINAL",
     "JobHandle",
     "JobRefusedError",
     "dispatcher_address",
     "fetch_jobs",
     "find_job",
+    "spill_arrays",
     "submit_job",
 ]
 
@@ -118,6 +124,67 @@ def submit_job(
 ) -> JobHandle:
     """Hand the job to the dispatcher at ``address``; its handle once its master runs it."""
     fetch_jobs(address, min(timeout, 10.0))  # a missing dispatcher: a quick, clear error
+    spilled: str | None = None
+    if address.startswith("ipc://"):  # every worker of an ipc:// dispatcher is on this host
+        job, spilled = spill_arrays(job)
+    try:
+        handle = _submit(address, job, name, options, original_ids, timeout)
+    except BaseException:
+        if spilled is not None:
+            shutil.rmtree(spilled, ignore_errors=True)
+        raise
+    if spilled is not None:
+        # The slices (and any restart of them) read the files while the job runs; the
+        # handle stands for the job, so the files go with it.
+        weakref.finalize(handle, shutil.rmtree, spilled, ignore_errors=True)
+    return handle
+
+
+#: ``from_arrays`` sources at least this large go to the slices through shared memory.
+SPILL_BYTES = 8 << 20
+
+
+def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
+    """The job with each large ``from_arrays`` source's columns written to files in shared
+    memory (``/dev/shm`` where there is one) and replaced by :class:`MappedColumn` s, and the
+    directory holding them (None: nothing written). Each slice then maps its own rows: the
+    arrays do not travel through the dispatcher and the job's master (one copy, here, instead
+    of four socket hops)."""
+    import numpy as np  # here: the CLI imports this module, and needs no numpy
+
+    from ..plan._sources import MappedColumn
+
+    directory: str | None = None
+    for op in job.sources():
+        params = op.params
+        if params["source"] != "arrays":
+            continue
+        columns = params["columns"]
+        plain = [c for c in columns.values() if isinstance(c, np.ndarray)]
+        if len(plain) != len(columns) or any(c.dtype.hasobject for c in plain):
+            continue
+        if sum(c.nbytes for c in plain) < SPILL_BYTES:
+            continue
+        if directory is None:
+            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+            directory = tempfile.mkdtemp(prefix="pydispatch-arrays-", dir=shm)
+        mapped: dict[str, Any] = {}
+        for i, (column_name, column) in enumerate(columns.items()):
+            path = os.path.join(directory, f"{op.id}-{i}")
+            np.ascontiguousarray(column).tofile(path)
+            mapped[column_name] = MappedColumn(path, column.dtype.str, column.shape[0])
+        job = job.replace(op.id, params=dict(params, columns=mapped))
+    return job, directory
+
+
+def _submit(
+    address: str,
+    job: JobGraph,
+    name: str,
+    options: JobOptions,
+    original_ids: list[int],
+    timeout: float,
+) -> JobHandle:
     frames: list[transport.FrameLike] = []
     payload = transport.dumps((job, options, original_ids), frames, inline_limit=0)
     message = p.SubmitJob(name, options.priority, payload)

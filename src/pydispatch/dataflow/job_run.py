@@ -581,6 +581,8 @@ def _slice_job(job: JobGraph, index: int) -> JobGraph:
         new = dict(params, presplit=True)
         if params["source"] == "arrays":
             columns = params["columns"]
+            if any(isinstance(c, _sources.MappedColumn) for c in columns.values()):
+                continue  # a file every slice maps its own rows of: nothing to ship
             new["columns"] = (
                 _sources.arrays_split(columns, index, par)
                 if index < par
