@@ -20,12 +20,12 @@ code written against a cluster runs unchanged in a test without one.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import time
 import uuid
-import weakref
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -55,6 +55,8 @@ __all__ = [
     "spill_arrays",
     "submit_job",
 ]
+
+log = logging.getLogger(__name__)
 
 TERMINAL: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _ANSWER_TIMEOUT: Final = 5.0  # seconds a master may take to answer beyond a request's wait
@@ -128,16 +130,14 @@ def submit_job(
     if address.startswith("ipc://"):  # every worker of an ipc:// dispatcher is on this host
         job, spilled = spill_arrays(job)
     try:
-        handle = _submit(address, job, name, options, original_ids, timeout)
+        # From here the job's master owns the files: the slices (and any restart of them)
+        # read them while the job runs, and the master removes them when it ends
+        # (JobRun.close), whether or not this process keeps the handle.
+        return _submit(address, job, name, options, original_ids, timeout)
     except BaseException:
         if spilled is not None:
             shutil.rmtree(spilled, ignore_errors=True)
         raise
-    if spilled is not None:
-        # The slices (and any restart of them) read the files while the job runs; the
-        # handle stands for the job, so the files go with it.
-        weakref.finalize(handle, shutil.rmtree, spilled, ignore_errors=True)
-    return handle
 
 
 #: ``from_arrays`` sources at least this large go to the slices through shared memory.
@@ -152,9 +152,10 @@ def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
     of four socket hops)."""
     import numpy as np  # here: the CLI imports this module, and needs no numpy
 
-    from ..plan._sources import MappedColumn
+    from ..plan._sources import SPILL_PREFIX, MappedColumn
 
     directory: str | None = None
+    original = job
     for op in job.sources():
         params = op.params
         if params["source"] != "arrays":
@@ -165,14 +166,22 @@ def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
             continue
         if sum(c.nbytes for c in plain) < SPILL_BYTES:
             continue
-        if directory is None:
-            shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-            directory = tempfile.mkdtemp(prefix="pydispatch-arrays-", dir=shm)
-        mapped: dict[str, Any] = {}
-        for i, (column_name, column) in enumerate(columns.items()):
-            path = os.path.join(directory, f"{op.id}-{i}")
-            np.ascontiguousarray(column).tofile(path)
-            mapped[column_name] = MappedColumn(path, column.dtype.str, column.shape[0])
+        try:
+            if directory is None:
+                shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+                directory = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=shm)
+            mapped: dict[str, Any] = {}
+            for i, (column_name, column) in enumerate(columns.items()):
+                path = os.path.join(directory, f"{op.id}-{i}")
+                np.ascontiguousarray(column).tofile(path)
+                mapped[column_name] = MappedColumn(path, column.dtype.str, column.shape[0])
+        except OSError as error:  # shared memory full: the arrays travel with the job
+            log.warning(
+                "from_arrays: cannot write to shared memory (%s); sending the arrays", error
+            )
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+            return original, None
         job = job.replace(op.id, params=dict(params, columns=mapped))
     return job, directory
 

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "SPILL_PREFIX",
     "Columns",
     "MappedColumn",
     "arrays_split",
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 Columns = dict[str, npt.NDArray[Any]]
+
+
+#: How the directories of MappedColumn files are named (``dataflow.handle.spill_arrays`` makes
+#: them, the job's master removes them when it ends).
+SPILL_PREFIX = "pydispatch-arrays-"
 
 
 class MappedColumn:
