@@ -14,6 +14,9 @@ from hypothesis import strategies as st
 
 from pydispatch import _core
 from pydispatch.dataflow.aggregation import AGGREGATIONS, KeyedAggregator, group_aggregate
+from pydispatch.dataflow.operators import rows
+from pydispatch.dataflow.subtask import _TimeWindow
+from pydispatch.stream import StreamEnvironment
 
 
 def reference(keys: list[Any], values: list[Any], agg: str) -> dict[Any, Any]:
@@ -220,3 +223,31 @@ def test_group_table_grows_from_empty_past_a_million_keys() -> None:
     out = np.empty(len(table), np.int64)
     table.keys(out)
     np.testing.assert_array_equal(out, keys)
+
+
+def test_time_windows_fold_column_batches_natively_as_rows_would() -> None:
+    """A time window's columnar batch goes through the kernel (push_columns takes it) and
+    leaves the same windows as its rows pushed one by one; late rows are dropped alike; a
+    function timestamp falls back to rows."""
+    rng = np.random.default_rng(6)
+    columns = {
+        "k": rng.integers(0, 7, 5_000),
+        "t": rng.integers(0, 500, 5_000),
+        "v": rng.integers(0, 100, 5_000),
+    }
+    env = StreamEnvironment()
+    keyed = env.from_arrays(columns).key_by("k")
+    for agg in ("sum", "min", "max", "count"):
+        windowed = keyed.time_window(50, timestamp="t")
+        op = (windowed.count() if agg == "count" else getattr(windowed, agg)("v")).operator
+        native, by_rows = _TimeWindow(op), _TimeWindow(op)
+        native.fired = by_rows.fired = 100  # windows before 100 fired: their rows are late
+        half = {name: c[:2_500] for name, c in columns.items()}
+        rest = {name: c[2_500:] for name, c in columns.items()}
+        assert native.push_columns(half)
+        assert native.push_columns(rest)
+        by_rows.push(rows(columns))
+        assert native.late == by_rows.late > 0
+        assert sorted(native.finish()) == sorted(by_rows.finish())
+    by_function = keyed.time_window(50, timestamp=lambda r: r["t"]).sum("v").operator
+    assert not _TimeWindow(by_function).push_columns(columns)

@@ -31,9 +31,10 @@ import numpy.typing as npt
 from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
-from .aggregation import KeyedAggregator
+from .aggregation import KeyedAggregator, group_aggregate
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
 from .operators import (
+    COMBINABLE,
     STATELESS,
     Batch,
     Columns,
@@ -185,6 +186,10 @@ class _CountWindow:
         return []  # incomplete windows never fire
 
 
+#: Windows a columnar batch may open before a time window reads its rows one by one instead.
+_NATIVE_WINDOWS = 64
+
+
 class _TimeWindow:
     def __init__(self, op: Operator) -> None:
         params = op.params
@@ -194,6 +199,9 @@ class _TimeWindow:
         self.combine = _combiner(agg, op.function)
         self.time_of = getter(params["timestamp"])
         self.size = params["size"]
+        self.params = params
+        # Partial aggregates merge as they combine, except counts, which add up.
+        self.merge = _combiner("sum" if agg == "count" else agg, op.function)
         self.windows: dict[tuple[Any, Any], Any] = {}
         # Streaming mode: windows fire when the watermark (the least of the input channels'
         # latest marks) reaches their end; records of a window already fired are dropped
@@ -219,6 +227,41 @@ class _TimeWindow:
             del self.windows[slot]
         self.fired = watermark - watermark % self.size
         return self._emit(items)
+
+    def push_columns(self, columns: Columns) -> bool:
+        """Fold a columnar batch in by native aggregation: one dict update per window and key
+        instead of per row. False (nothing done) where that does not apply (a function key or
+        timestamp, a non-numeric column, reduce, over _NATIVE_WINDOWS windows in the batch):
+        ``push`` its rows then. Same results as ``push``; keys keep first-seen order."""
+        params = self.params
+        key, stamp = params["key"], params["timestamp"]
+        if self.agg not in COMBINABLE or key.kind != "column" or stamp.kind != "column":
+            return False
+        keys = columns[str(key.selector)]
+        stamps = columns[str(stamp.selector)]
+        values = None if self.agg == "count" else columns.get(str(params["field"]))
+        if self.agg != "count" and (values is None or values.dtype.kind not in "biuf"):
+            return False
+        if stamps.dtype.kind not in "iuf":
+            return False
+        starts = stamps - stamps % self.size
+        live = None if self.fired is None else stamps >= self.fired
+        windows_of = np.unique(starts if live is None else starts[live])
+        if windows_of.shape[0] > _NATIVE_WINDOWS:
+            return False
+        if live is not None:  # late rows: their window fired already
+            self.late += int(live.shape[0] - np.count_nonzero(live))
+            keys, starts = keys[live], starts[live]
+            values = None if values is None else values[live]
+        merge, windows = self.merge, self.windows
+        for start in windows_of.tolist():
+            in_window = starts == start
+            part = None if values is None else values[in_window]
+            window_keys, accs = group_aggregate(keys[in_window], part, self.agg)
+            for k, acc in zip(window_keys.tolist(), accs.tolist(), strict=True):
+                slot = (start, k)
+                windows[slot] = merge(windows[slot], acc) if slot in windows else acc
+        return True
 
     def push(self, records: list[Any]) -> list[Any]:
         windows = self.windows
@@ -377,7 +420,11 @@ class SubtaskRunner:
             out: Batch = state.push(rows(data))
             return out
         if kind == "window":
-            windowed: Batch = self.state[op.id].push(rows(data))
+            window = self.state[op.id]
+            columnar = isinstance(window, _TimeWindow) and isinstance(data, dict)
+            if columnar and window.push_columns(data):
+                return []
+            windowed: Batch = window.push(rows(data))
             return windowed
         if kind == "sink":
             sink = op.params["sink"]
