@@ -5,9 +5,13 @@ Run: ``PYTHONPATH=src python -m pytest bench/bench_stream.py -q -s --benchmark-d
 
 - word count (``flat_map`` -> ``map`` -> ``key_by`` -> ``sum``, parallelism 2) against
   ``collections.Counter`` and, where installed, a dask bag;
-- columnar keyed sum over ``from_arrays`` (parallelism 2) against ``np.bincount`` (the best a
-  single process does for dense int keys) and, where installed, a dask dataframe groupby;
+- columnar keyed sum over ``from_arrays`` (parallelism 2) against DuckDB ``GROUP BY`` with two
+  threads and ``np.bincount`` (the best a single process does for dense int keys), with polars,
+  pandas, a dask dataframe groupby and the native kernel alone beside them (a peer that is not
+  installed is skipped with a message: ``pip install .[bench]``);
 - a Python ``map`` (parallelism 2) against a list comprehension;
+- the shuffle: 512 MiB in 1 MiB columnar batches between two processes over the data plane's
+  code, against bare pyzmq PUSH/PULL (bytes per second);
 - the seed example from a cold start: ``StreamEnvironment.local(workers=2)`` included.
 
 Shuffle MB/s (bytes sent between subtasks over the job's wall time) are printed per job.
@@ -16,6 +20,7 @@ Shuffle MB/s (bytes sent between subtasks over the job's wall time) are printed 
 from __future__ import annotations
 
 import collections
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -24,9 +29,13 @@ from typing import Any
 import cloudpickle
 import numpy as np
 import pytest
+import zmq
 
+from pydispatch.dataflow.aggregation import group_aggregate
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import DataStream, JobHandle, StreamEnvironment
+from pydispatch.wire import data_plane as dp
+from pydispatch.wire import transport
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -129,6 +138,43 @@ def bench_columnar_dask_dataframe(benchmark: Any, record: Any) -> None:
     record("columnar keyed sum (rows)", "dask dataframe groupby", ROWS)
 
 
+def bench_columnar_duckdb(benchmark: Any, record: Any) -> None:
+    """DuckDB's GROUP BY over the same numpy arrays (scanned in place through a pandas frame),
+    two threads: the machine's two cores, as the cluster's two workers have."""
+    duckdb = pytest.importorskip("duckdb", reason="duckdb is not installed (the bench extra)")
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(_columns())
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.register("rows", frame)
+    query = "SELECT k, sum(v) AS v FROM rows GROUP BY k"
+    benchmark.pedantic(lambda: con.execute(query).fetchnumpy(), rounds=3, iterations=1)
+    record("columnar keyed sum (rows)", "DuckDB GROUP BY, 2 threads", ROWS, baseline=True)
+
+
+def bench_columnar_polars(benchmark: Any, record: Any) -> None:
+    pl = pytest.importorskip("polars", reason="polars is not installed (the bench extra)")
+    frame = pl.DataFrame(_columns())
+    benchmark.pedantic(lambda: frame.group_by("k").agg(pl.col("v").sum()), rounds=3, iterations=1)
+    record("columnar keyed sum (rows)", "polars group_by", ROWS)
+
+
+def bench_columnar_pandas(benchmark: Any, record: Any) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(_columns())
+    benchmark.pedantic(lambda: frame.groupby("k")["v"].sum(), rounds=3, iterations=1)
+    record("columnar keyed sum (rows)", "pandas groupby", ROWS)
+
+
+def bench_columnar_native_one_process(benchmark: Any, record: Any) -> None:
+    """pydispatch's native hash aggregation alone, one thread: the kernel under the job."""
+    columns = _columns()
+    benchmark.pedantic(
+        lambda: group_aggregate(columns["k"], columns["v"], "sum"), rounds=3, iterations=1
+    )
+    record("columnar keyed sum (rows)", "pydispatch group_aggregate, 1 thread", ROWS)
+
+
 def bench_python_map(benchmark: Any, record: Any, cluster: LocalCluster) -> None:
     data = list(range(N_MAP))
     env = StreamEnvironment(cluster, parallelism=2)
@@ -166,3 +212,107 @@ def bench_seed_example_cold_start(benchmark: Any, record: Any) -> None:
     benchmark.pedantic(cold, setup=close_previous, rounds=5, iterations=1)
     close_previous()
     record("seed example, cold (jobs)", "pydispatch local(workers=2)", 1)
+
+
+# -- the shuffle between two processes ------------------------------------------------------
+
+SHUFFLE_BYTES = 512 << 20
+SHUFFLE_BATCH = 1 << 20
+SHUFFLE_CREDITS = 8  # SliceSpec's default
+
+# A consumer subtask's loop as dataflow.slice runs it, over a slot's memory settings: read a
+# batch, rebuild its columns over the frames, hand back a credit; print the bytes at the end.
+_CONSUMER = """
+import sys, zmq
+from pydispatch.runtime.memory import keep_large_buffers
+from pydispatch.wire import data_plane as dp, protocol as p, transport
+keep_large_buffers(64 << 20)
+sock = zmq.Context().socket(zmq.ROUTER)
+print(sock.bind_to_random_port("tcp://127.0.0.1"), flush=True)
+credit, got = p.encode(dp.Credit()), 0
+while True:
+    identity, body = transport.split_envelope(transport.recv_parts(sock), routed=True)
+    message, frames = transport.parse_data(body)
+    if isinstance(message, dp.EndOfInput):
+        break
+    got += sum(c.nbytes for c in transport.batch_from(message, frames).values())
+    sock.send_multipart([identity, b"", credit])
+print(got, flush=True)
+"""
+
+_RAW_PULL = """
+import sys, zmq
+from pydispatch.runtime.memory import keep_large_buffers
+keep_large_buffers(64 << 20)
+sock = zmq.Context().socket(zmq.PULL)
+print(sock.bind_to_random_port("tcp://127.0.0.1"), flush=True)
+got = 0
+while len(frame := sock.recv(copy=False)):
+    got += len(frame)
+print(got, flush=True)
+"""
+
+
+def _peer(code: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, f"tcp://127.0.0.1:{int(proc.stdout.readline())}"
+
+
+def _finish(proc: subprocess.Popen[str]) -> int:
+    assert proc.stdout is not None
+    got = int(proc.stdout.readline())
+    proc.wait(timeout=30)
+    return got
+
+
+def bench_shuffle_two_processes(benchmark: Any, record: Any) -> None:
+    """512 MiB in 1 MiB columnar batches from one process to another over the data plane's
+    code (``transport.batch_message``/``send``, ``batch_from``, a credit per batch, 8 credits),
+    TCP on loopback as slices use: what a shuffle between two slots on one host can move. The
+    consumer process starts in the untimed setup."""
+    half = SHUFFLE_BATCH // 16
+    batch = {"k": np.arange(half, dtype=np.int64), "v": np.ones(half)}
+    context: zmq.Context[Any] = zmq.Context()
+
+    def move(proc: subprocess.Popen[str], endpoint: str) -> None:
+        sock = context.socket(zmq.DEALER)
+        sock.connect(endpoint)
+        credits = SHUFFLE_CREDITS
+        for _ in range(SHUFFLE_BYTES // SHUFFLE_BATCH):
+            if credits == 0:
+                sock.recv_multipart()
+                credits += 1
+            transport.send(sock, *transport.batch_message(0, batch))
+            credits -= 1
+        while credits < SHUFFLE_CREDITS:
+            sock.recv_multipart()
+            credits += 1
+        transport.send(sock, dp.EndOfInput(0))
+        assert _finish(proc) == SHUFFLE_BYTES
+        sock.close()
+
+    benchmark.pedantic(move, setup=lambda: (_peer(_CONSUMER), {}), rounds=3, iterations=1)
+    context.term()
+    record("shuffle, 1 MiB batches (bytes)", "data plane, two processes, TCP", SHUFFLE_BYTES)
+
+
+def bench_shuffle_raw_pyzmq(benchmark: Any, record: Any) -> None:
+    """The floor: bare pyzmq PUSH/PULL of the same bytes in 1 MiB messages, TCP on loopback."""
+    payload = np.ones(SHUFFLE_BATCH, np.uint8)
+    context: zmq.Context[Any] = zmq.Context()
+
+    def move(proc: subprocess.Popen[str], endpoint: str) -> None:
+        sock = context.socket(zmq.PUSH)
+        sock.connect(endpoint)
+        for _ in range(SHUFFLE_BYTES // SHUFFLE_BATCH):
+            sock.send(payload, copy=False)
+        sock.send(b"")
+        assert _finish(proc) == SHUFFLE_BYTES
+        sock.close()
+
+    benchmark.pedantic(move, setup=lambda: (_peer(_RAW_PULL), {}), rounds=3, iterations=1)
+    context.term()
+    record(
+        "shuffle, 1 MiB batches (bytes)", "raw pyzmq PUSH/PULL, TCP", SHUFFLE_BYTES, baseline=True
+    )

@@ -7,6 +7,7 @@ import collections
 import itertools
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -23,8 +24,12 @@ import pytest
 from _support.clusters import FAST, make_cluster
 from _support.process_guard import eventually
 from pydispatch.cli.jobs import fetch_jobs
+from pydispatch.dataflow import handle as handle_module
+from pydispatch.dataflow.combiners import combines
+from pydispatch.dataflow.handle import SPILL_BYTES, spill_arrays
 from pydispatch.dataflow.local import run_local
 from pydispatch.errors import JobFailedError
+from pydispatch.plan._sources import MappedColumn
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import DataStream, FixedDelay, JobHandle, NoRestart, StreamEnvironment
 
@@ -132,6 +137,117 @@ def test_word_count_equals_counter(cluster: LocalCluster) -> None:
     assert dict(counts) == collections.Counter(w for line in lines for w in line.split())
 
 
+@pytest.mark.parametrize("agg", ["sum", "min", "max", "count"])
+def test_record_combiner_ships_one_record_per_key_and_subtask(
+    cluster: LocalCluster, agg: str
+) -> None:
+    """Batch mode, records: producers pre-aggregate per key before the shuffle, so 60,000
+    records of 40 keys cross it as at most 2 x 40 partial records; the results and every
+    operator's records in and out equal the reference executor's, which does not combine."""
+    data = [(f"k{i % 40}", (i * 7919) % 1000 - 500) for i in range(60_000)]
+
+    def build(env: StreamEnvironment) -> DataStream:
+        keyed = env.from_collection(data).map(lambda r: r).key_by(0)
+        return keyed.count() if agg == "count" else getattr(keyed, agg)(1)
+
+    local_env = StreamEnvironment(parallelism=2)
+    local_sink = collect_sink(build(local_env))
+    reference = run_local(local_env.job_graph, name="ref")
+    env = env_on(cluster)
+    sink = collect_sink(build(env))
+    handle = env.execute("combined records")
+    handle.result(timeout=60)
+    assert sorted(handle.collected[sink]) == sorted(reference.collected[local_sink])
+    assert handle.records_in == reference.records_in
+    assert handle.records_out == reference.records_out
+    assert handle.metrics()["bytes_shuffled"] < 2 * 40 * 60  # a few pickled tuples per key
+
+
+def test_large_arrays_reach_the_slices_through_shared_memory(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A from_arrays source above SPILL_BYTES is written once to shared memory by the client
+    and mapped by each slice: the job that travels holds paths, not the arrays; the job's
+    master removes the files when it ends, whatever the client does with its handle."""
+    monkeypatch.setattr(handle_module, "SPILL_BYTES", 1 << 16)
+    rng = np.random.default_rng(4)
+    keys = rng.integers(0, 97, 200_000).astype(np.int32)
+    values = rng.integers(0, 10, 200_000).astype(np.uint16)
+    env = env_on(cluster)
+    sink = collect_sink(env.from_arrays({"k": keys, "v": values}).key_by("k").sum("v"))
+    handle = env.execute("spilled")
+    job = handle._job
+    assert job is not None
+    (source,) = job.sources()
+    mapped = list(source.params["columns"].values())
+    assert all(isinstance(c, MappedColumn) for c in mapped)
+    assert len(pickle.dumps(dict(source.params["columns"]))) < 1_000
+    paths = [c.path for c in mapped]
+    assert all(os.path.isfile(path) for path in paths)
+    out = handle.collected[sink]
+    order = np.argsort(out["k"])
+    np.testing.assert_array_equal(out["k"][order], np.arange(97, dtype=np.int32))
+    np.testing.assert_array_equal(out["v"][order], np.bincount(keys, weights=values))
+    assert handle.records_in[1] == 200_000
+    # The master ends once its result was fetched and the retention passed (the cluster's).
+    eventually(lambda: not any(os.path.exists(path) for path in paths), "files removed", 60)
+
+
+def test_small_and_object_arrays_are_not_spilled() -> None:
+    env = StreamEnvironment(parallelism=2)
+    objects = np.empty(SPILL_BYTES, dtype=object)
+    collect_sink(env.from_arrays({"k": np.arange(10)}))
+    collect_sink(env.from_arrays({"o": objects}))
+    job, directory = spill_arrays(env.job_graph)
+    assert directory is None
+    assert job is env.job_graph
+
+
+@pytest.mark.parametrize("agg", ["sum", "min", "max", "count"])
+def test_columnar_time_windows_equal_the_reference(cluster: LocalCluster, agg: str) -> None:
+    """Time windows over columns aggregate natively per window and key (one dict update per
+    window and key of a batch); their output equals the reference's row-by-row windows. Six
+    2 MiB batches per producer, so windows span batches (integer sums: exact whatever the
+    association; min/max of floats: exact)."""
+    rng = np.random.default_rng(8)
+    rows = 300_000
+    values = rng.integers(-1_000, 1_000, rows) if agg == "sum" else rng.normal(size=rows)
+    columns = {
+        "k": rng.integers(0, 30, rows),
+        "t": np.sort(rng.integers(0, 1_000, rows)),
+        "v": values.astype(np.int32 if agg == "sum" else np.float32),
+    }
+
+    def build(env: StreamEnvironment) -> DataStream:
+        windowed = env.from_arrays(columns).key_by("k").time_window(100, timestamp="t")
+        return windowed.count() if agg == "count" else getattr(windowed, agg)("v")
+
+    run_both(build, cluster)
+
+
+def test_combining_is_a_rule_of_the_plan() -> None:
+    """Which aggregations take partials: not a streaming job's rolling one on records (it
+    emits an update per record), nor reduce (a user's function need not be associative)."""
+    env = StreamEnvironment(parallelism=2)
+    keyed = env.from_collection([("a", 1)]).key_by(0)
+    ops = {name: getattr(keyed, name)(1).operator for name in ("sum", "min", "max")}
+    ops["count"] = keyed.count().operator
+    ops["reduce"] = keyed.reduce(lambda a, b: a).operator
+    plan = env.execution_graph()
+    assert {name: combines(plan, op) for name, op in ops.items()} == {
+        "sum": True,
+        "min": True,
+        "max": True,
+        "count": True,
+        "reduce": False,
+    }
+    streaming = StreamEnvironment(parallelism=2)
+    rolling = streaming.from_source(lambda: iter([("a", 1)]), bounded=False).key_by(0).sum(1)
+    assert not combines(streaming.execution_graph(), rolling.operator)
+    columnar = streaming.from_arrays({"k": np.arange(3)}).key_by("k").count()
+    assert combines(streaming.execution_graph(), columnar.operator)
+
+
 def test_keyed_sum_over_a_million_rows_equals_numpy(cluster: LocalCluster) -> None:
     rng = np.random.default_rng(5)
     rows = 1_000_000
@@ -147,6 +263,47 @@ def test_keyed_sum_over_a_million_rows_equals_numpy(cluster: LocalCluster) -> No
     np.testing.assert_array_equal(out["k"][order], np.flatnonzero(present))
     np.testing.assert_array_equal(out["v"][order], expected[present])
     assert out["v"].dtype == np.int64
+
+
+@pytest.mark.parametrize("agg", ["sum", "min", "max", "count"])
+def test_combiner_ships_one_row_per_key_and_subtask(cluster: LocalCluster, agg: str) -> None:
+    """Local-global aggregation: each source subtask pre-aggregates before the shuffle, so
+    with 1,000 keys the shuffle carries at most 1,000 partial rows per producer (24 bytes: key,
+    value, row count) whatever the input size; results and records-in equal the reference."""
+    rng = np.random.default_rng(11)
+    rows = 300_000
+    columns = {"k": rng.integers(0, 1_000, rows), "v": rng.normal(size=rows).astype(np.float32)}
+
+    def build(env: StreamEnvironment) -> DataStream:
+        keyed = env.from_arrays(columns).key_by("k")
+        return keyed.count() if agg == "count" else getattr(keyed, agg)("v")
+
+    local_env = StreamEnvironment(parallelism=2)
+    local_sink = collect_sink(build(local_env))
+    reference = run_local(local_env.job_graph, name="ref")
+    env = env_on(cluster)
+    sink = collect_sink(build(env))
+    handle = env.execute("combined")
+    handle.result(timeout=60)
+    got, want = handle.collected[sink], reference.collected[local_sink]
+    order, ref_order = np.argsort(got["k"]), np.argsort(want["k"])
+    for name in want:
+        np.testing.assert_array_equal(got[name][order], want[name][ref_order])
+        assert got[name].dtype == want[name].dtype
+    value = "count" if agg == "count" else "v"
+    keys = columns["k"]
+    if agg == "count":
+        np.testing.assert_array_equal(got[value][order], np.bincount(keys))
+    elif agg == "sum":
+        expected = np.bincount(keys, weights=columns["v"].astype(np.float64))
+        np.testing.assert_allclose(got[value][order], expected, rtol=1e-9)
+    else:
+        expected = np.full(1_000, np.inf if agg == "min" else -np.inf, dtype=np.float32)
+        (np.minimum if agg == "min" else np.maximum).at(expected, keys, columns["v"])
+        np.testing.assert_array_equal(got[value][order], expected)
+    metrics = handle.metrics()
+    assert metrics["bytes_shuffled"] <= 2 * 1_000 * 24
+    assert handle.records_in == reference.records_in  # raw rows, not partial rows
 
 
 # -- every partitioning, windows, union: the same as the reference ----------------------------

@@ -20,6 +20,10 @@ code written against a cluster runs unchanged in a test without one.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
 import time
 import uuid
 from concurrent.futures import CancelledError
@@ -41,14 +45,18 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "SPILL_BYTES",
     "TERMINAL",
     "JobHandle",
     "JobRefusedError",
     "dispatcher_address",
     "fetch_jobs",
     "find_job",
+    "spill_arrays",
     "submit_job",
 ]
+
+log = logging.getLogger(__name__)
 
 TERMINAL: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _ANSWER_TIMEOUT: Final = 5.0  # seconds a master may take to answer beyond a request's wait
@@ -118,6 +126,74 @@ def submit_job(
 ) -> JobHandle:
     """Hand the job to the dispatcher at ``address``; its handle once its master runs it."""
     fetch_jobs(address, min(timeout, 10.0))  # a missing dispatcher: a quick, clear error
+    spilled: str | None = None
+    if address.startswith("ipc://"):  # every worker of an ipc:// dispatcher is on this host
+        job, spilled = spill_arrays(job)
+    try:
+        # From here the job's master owns the files: the slices (and any restart of them)
+        # read them while the job runs, and the master removes them when it ends
+        # (JobRun.close), whether or not this process keeps the handle.
+        return _submit(address, job, name, options, original_ids, timeout)
+    except BaseException:
+        if spilled is not None:
+            shutil.rmtree(spilled, ignore_errors=True)
+        raise
+
+
+#: ``from_arrays`` sources at least this large go to the slices through shared memory.
+SPILL_BYTES = 8 << 20
+
+
+def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
+    """The job with each large ``from_arrays`` source's columns written to files in shared
+    memory (``/dev/shm`` where there is one) and replaced by :class:`MappedColumn` s, and the
+    directory holding them (None: nothing written). Each slice then maps its own rows: the
+    arrays do not travel through the dispatcher and the job's master (one copy, here, instead
+    of four socket hops)."""
+    import numpy as np  # here: the CLI imports this module, and needs no numpy
+
+    from ..plan._sources import SPILL_PREFIX, MappedColumn
+
+    directory: str | None = None
+    original = job
+    for op in job.sources():
+        params = op.params
+        if params["source"] != "arrays":
+            continue
+        columns = params["columns"]
+        plain = [c for c in columns.values() if isinstance(c, np.ndarray)]
+        if len(plain) != len(columns) or any(c.dtype.hasobject for c in plain):
+            continue
+        if sum(c.nbytes for c in plain) < SPILL_BYTES:
+            continue
+        try:
+            if directory is None:
+                shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+                directory = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=shm)
+            mapped: dict[str, Any] = {}
+            for i, (column_name, column) in enumerate(columns.items()):
+                path = os.path.join(directory, f"{op.id}-{i}")
+                np.ascontiguousarray(column).tofile(path)
+                mapped[column_name] = MappedColumn(path, column.dtype.str, column.shape[0])
+        except OSError as error:  # shared memory full: the arrays travel with the job
+            log.warning(
+                "from_arrays: cannot write to shared memory (%s); sending the arrays", error
+            )
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+            return original, None
+        job = job.replace(op.id, params=dict(params, columns=mapped))
+    return job, directory
+
+
+def _submit(
+    address: str,
+    job: JobGraph,
+    name: str,
+    options: JobOptions,
+    original_ids: list[int],
+    timeout: float,
+) -> JobHandle:
     frames: list[transport.FrameLike] = []
     payload = transport.dumps((job, options, original_ids), frames, inline_limit=0)
     message = p.SubmitJob(name, options.priority, payload)

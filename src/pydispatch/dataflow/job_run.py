@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import queue
+import shutil
 import threading
 import time
 import uuid
@@ -208,10 +210,14 @@ class JobRun:
         return self._thread.is_alive()
 
     def close(self) -> None:
-        """Stop serving the control socket (the job should have ended: see ``cancel``)."""
+        """Stop serving the control socket (the job should have ended: see ``cancel``), and
+        remove the shared-memory files its large ``from_arrays`` sources were written to
+        (``handle.spill_arrays``): no slice of the job reads them any more."""
         self._closing.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
+        for directory in _spilled_directories(self.plan.job):
+            shutil.rmtree(directory, ignore_errors=True)
 
     def metrics(self) -> dict[str, Any]:
         """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
@@ -617,6 +623,8 @@ def _slice_job(job: JobGraph, index: int) -> JobGraph:
         new = dict(params, presplit=True)
         if params["source"] == "arrays":
             columns = params["columns"]
+            if any(isinstance(c, _sources.MappedColumn) for c in columns.values()):
+                continue  # a file every slice maps its own rows of: nothing to ship
             new["columns"] = (
                 _sources.arrays_split(columns, index, par)
                 if index < par
@@ -629,6 +637,19 @@ def _slice_job(job: JobGraph, index: int) -> JobGraph:
             )
         job = job.replace(op.id, params=new)
     return job
+
+
+def _spilled_directories(job: JobGraph) -> set[str]:
+    """The directories ``handle.spill_arrays`` wrote this job's arrays to."""
+    out = set()
+    for op in job.sources():
+        if op.params["source"] == "arrays":
+            for column in op.params["columns"].values():
+                if isinstance(column, _sources.MappedColumn):
+                    directory = os.path.dirname(column.path)
+                    if os.path.basename(directory).startswith(_sources.SPILL_PREFIX):
+                        out.add(directory)
+    return out
 
 
 def _slice_resources(plan: ExecutionGraph) -> list[dict[str, float]]:

@@ -19,13 +19,16 @@ import numpy as np
 import numpy.typing as npt
 
 from ..plan._job_graph import KeySpec, Operator
+from .aggregation import KeyedAggregator, group_aggregate
 
 __all__ = [
+    "COMBINABLE",
     "STATELESS",
     "Batch",
     "Columns",
     "aggregate_columns",
     "aggregate_records",
+    "aggregator",
     "call_each",
     "concat",
     "getter",
@@ -33,6 +36,8 @@ __all__ = [
     "size",
     "text_sink_path",
     "transform",
+    "value_column",
+    "weights_column",
     "window_records",
 ]
 
@@ -161,36 +166,43 @@ def aggregate_records(op: Operator, records: list[Any], streaming: bool) -> list
     return out
 
 
-def _widen(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Sums of small integers in 64 bits, as numpy's ``sum`` does."""
-    if values.dtype.kind in "bi":
-        return values.astype(np.int64, copy=False)
-    if values.dtype.kind == "u":
-        return values.astype(np.uint64, copy=False)
-    return values
+#: Aggregations whose partials merge (a combiner may run before the shuffle): count partials
+#: are summed, the others reduced again by their own function.
+COMBINABLE = frozenset({"sum", "min", "max", "count"})
+
+
+def value_column(op: Operator) -> str:
+    """The column a columnar keyed aggregation writes its aggregate to."""
+    return "count" if op.params["agg"] == "count" else str(op.params["field"])
+
+
+def weights_column(op: Operator) -> str:
+    """The column of a partial batch (a combiner's output) holding each row's row count: a
+    name distinct from the key's and the value's."""
+    name = "__rows"
+    while name in (str(op.params["key"].selector), value_column(op)):
+        name += "_"
+    return name
+
+
+def aggregator(op: Operator, columns: Columns) -> KeyedAggregator:
+    """An empty native aggregator for ``op`` over batches shaped like ``columns``: raw
+    batches, or its combiner's partial ones (whose values have the aggregate's dtype)."""
+    key = columns[str(op.params["key"].selector)]
+    agg = op.params["agg"]
+    values = None if agg == "count" else columns[value_column(op)].dtype
+    return KeyedAggregator(agg, key.dtype, values)
 
 
 def aggregate_columns(op: Operator, columns: Columns) -> Columns:
-    """A keyed sum/min/max/count over columns: sort by key, reduce each run. Keys come out
-    sorted; one output row per key of this batch (Flink's mini-batch aggregation)."""
-    agg = op.params["agg"]
+    """A keyed sum/min/max/count over columns by native hash aggregation
+    (``dataflow.aggregation``): one output row per key, keys sorted."""
     key_name = str(op.params["key"].selector)
-    value_name = "count" if agg == "count" else str(op.params["field"])
-    keys = columns[key_name]
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    n = sorted_keys.shape[0]
-    if n == 0:
-        dtype = np.int64 if agg == "count" else _widen(columns[value_name]).dtype
-        return {key_name: sorted_keys, value_name: np.zeros(0, dtype=dtype)}
-    starts = np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
-    if agg == "count":
-        values = np.diff(np.append(starts, n)).astype(np.int64)
-    else:
-        ordered = columns[value_name][order]
-        ufunc = {"sum": np.add, "min": np.minimum, "max": np.maximum}[agg]
-        values = ufunc.reduceat(_widen(ordered) if agg == "sum" else ordered, starts)
-    return {key_name: sorted_keys[starts], value_name: values}
+    value_name = value_column(op)
+    agg = op.params["agg"]
+    values = None if agg == "count" else columns[value_name]
+    keys, out = group_aggregate(columns[key_name], values, agg, sort=True)
+    return {key_name: keys, value_name: out}
 
 
 def window_records(op: Operator, records: list[Any]) -> list[Any]:

@@ -40,6 +40,7 @@ import zmq
 
 from ..plan import ExecutionGraph
 from ..plan._job_graph import JobGraph
+from ..plan._sources import MappedColumn
 from ..wire import data_plane as dp
 from ..wire import job_plane as jp
 from ..wire import protocol as p
@@ -79,7 +80,14 @@ def check_paths(plan: ExecutionGraph, slice_index: int) -> None:
             continue
         for op_id in chain.operators:
             op = plan.job.operator(op_id)
-            if op.kind == "source" and op.params["source"] in ("text", "csv"):
+            if op.kind == "source" and op.params["source"] == "arrays":
+                for column in op.params["columns"].values():
+                    if isinstance(column, MappedColumn) and not os.path.isfile(column.path):
+                        raise PathUnavailableError(
+                            f"cannot read the job's arrays at {column.path}: the client wrote "
+                            "them to its host's shared memory, not this worker's"
+                        )
+            elif op.kind == "source" and op.params["source"] in ("text", "csv"):
                 for path in op.params["paths"]:
                     if not os.path.isfile(path):
                         raise PathUnavailableError(f"cannot read {path}: no such file")

@@ -17,7 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "SPILL_PREFIX",
     "Columns",
+    "MappedColumn",
     "arrays_split",
     "check_columns",
     "csv_header",
@@ -32,6 +34,42 @@ __all__ = [
 ]
 
 Columns = dict[str, npt.NDArray[Any]]
+
+
+#: How the directories of MappedColumn files are named (``dataflow.handle.spill_arrays`` makes
+#: them, the job's master removes them when it ends).
+SPILL_PREFIX = "pydispatch-arrays-"
+
+
+class MappedColumn:
+    """A ``from_arrays`` column written to a file (``dataflow.handle`` writes the large ones of
+    a job submitted to a dispatcher on this host to shared memory), so that it reaches the
+    slices without travelling through the dispatcher and the job's master: it pickles as its
+    path, and each slice maps the rows it reads (``np.memmap``, no copy)."""
+
+    def __init__(self, path: str, dtype: str, rows: int) -> None:
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MappedColumn, (self.path, self.dtype.str, self.rows))
+
+    def __getitem__(self, bounds: slice) -> npt.NDArray[Any]:
+        start, stop, step = bounds.indices(self.rows)
+        if step != 1 or stop <= start:
+            return np.zeros(0, self.dtype) if stop <= start else self.read()[bounds]
+        itemsize = self.dtype.itemsize
+        mapped = np.memmap(
+            self.path, self.dtype, "r", offset=start * itemsize, shape=(stop - start,)
+        )
+        return mapped.view(np.ndarray)
+
+    def read(self) -> npt.NDArray[Any]:
+        return self[0 : self.rows]
 
 
 def row_range(rows: int, index: int, parallelism: int) -> range:

@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -399,6 +400,7 @@ class StreamEnvironment:
     def _run_master_here(
         self, address: str, job: JobGraph, name: str, options: Any, keep: list[int]
     ) -> JobHandle:
+        from ..dataflow.handle import spill_arrays
         from ..dataflow.job_run import JobRun
         from ..runtime.client import Client
 
@@ -413,11 +415,16 @@ class StreamEnvironment:
                 self._masters.remove(entry)
                 run.close()
                 old.shutdown(wait=False)
+        spilled = None
+        if address.startswith("ipc://"):  # as submit_job does: the run's close removes them
+            job, spilled = spill_arrays(job)
         client = Client(address, name=f"job master of {name}")  # a client of its own per job
         try:
             run = JobRun(client, job, name, options, keep)
         except BaseException:
             client.shutdown(wait=False, cancel_futures=True)
+            if spilled is not None:
+                shutil.rmtree(spilled, ignore_errors=True)
             raise
         self._masters.append((run, client))
         return JobHandle(address, run.job_id, name, run.endpoint, job, options.chaining)
@@ -438,7 +445,8 @@ class StreamEnvironment:
         master_timeout: float = 60.0,
         host: str = "127.0.0.1",
     ) -> StreamEnvironment:
-        """Micro-batch size (records; columnar batches hold 8 times more rows) and credits (the
+        """Micro-batch size (records; columnar batches hold 8 times more rows, and at least
+        2 MiB of columns) and credits (the
         batches a producer may have in flight per downstream subtask) on a cluster;
         ``master_timeout``: seconds after which a job's slices end themselves if the job's
         master process is gone (killed); ``host``: the address the job master binds on the
