@@ -4,11 +4,10 @@ prefix, which is a format string)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
-
-import signal
 
 from _support.process_guard import eventually
 from pydispatch.cli.main import build_parser, effective_log_level

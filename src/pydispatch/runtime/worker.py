@@ -103,9 +103,7 @@ class Worker:
             identity=self.identity,
         )
         # Connection events of the dispatcher's socket, to say when we lose and regain it.
-        self._monitor = self._sock.get_monitor_socket(
-            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
-        )
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._lost_dispatcher_at: float | None = None
         self._ever_registered = False
         self._sock.connect(address)
