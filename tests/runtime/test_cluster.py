@@ -220,7 +220,9 @@ def test_cancel_pending_and_force_cancel_running(
     eventually(running.running, "the long task started")
     # With prefetch the worker takes a few more; the next one waits at the dispatcher.
     prefetched = [client.submit(add, i) for i in range(small_cluster._prefetch)]
-    eventually(lambda: all(f.running() for f in prefetched), "the worker is full")
+    eventually(lambda: placed_or_queued(client) >= len(prefetched), "they reached the dispatcher")
+    # Placed in the slot's queue behind the long task (or queued), they have not started.
+    assert not any(f.running() for f in prefetched)
     pending = client.submit(add, 1)
     assert pending.cancel()
     assert pending.cancelled()
@@ -633,7 +635,8 @@ def test_prefetched_attempts_can_be_cancelled_and_survive_a_force_cancel(tmp_pat
         gate = str(tmp_path / "gate")
         first = client.submit(wait_for_file, gate, "first")
         queued_on_worker = [client.submit(add, i) for i in range(4)]
-        eventually(lambda: all(f.running() for f in [first, *queued_on_worker]), "prefetched")
+        eventually(first.running, "the first started")
+        eventually(lambda: placed_or_queued(client) >= 4, "the others reached the dispatcher")
         client.cancel(queued_on_worker[0], force=True)  # waiting in the worker's queue
         client.cancel(first, force=True)  # running; the slot's other attempts are re-queued
         with pytest.raises(cf.CancelledError):

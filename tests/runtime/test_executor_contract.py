@@ -85,6 +85,32 @@ def test_a_cancelled_future_completes_for_wait_as_completed_and_shutdown(tmp_pat
         assert not client._thread.is_alive()
 
 
+def test_a_task_prefetched_to_a_busy_slot_is_cancelled_and_never_runs(tmp_path: Path) -> None:
+    """With the default prefetch, tasks wait in the slot's own queue behind its running task:
+    they have not started, so cancel() is True and the slot skips them."""
+    with make_cluster(1, 1) as cluster:
+        client = cluster.client()
+        gate = str(tmp_path / "gate")
+        blocker = client.submit(wait_for_file, gate, "blocker")
+        eventually(blocker.running, "the slot runs the blocker")
+        markers = [str(tmp_path / f"marker-{i}") for i in range(6)]
+        waiting = [client.submit(touch, marker) for marker in markers]
+        # Some reach the slot's queue (as many as its prefetch allows; the rest stay queued at
+        # the dispatcher): both kinds are cancelled.
+        eventually(lambda: client.status().running >= 2, "tasks prefetched to the slot")
+        assert not any(f.running() for f in waiting)
+        assert all(f.cancel() for f in waiting)
+        assert all(f.cancelled() for f in waiting)
+        Path(gate).touch()
+        assert blocker.result(timeout=30) == "blocker"
+        # The slot goes on with later work; the cancelled tasks never ran.
+        after = str(tmp_path / "after")
+        assert client.submit(touch, after).result(timeout=30) == after
+        assert not [m for m in markers if os.path.exists(m)]
+        eventually(lambda: client.status().running == 0, "the slot's places freed")
+        client.shutdown()
+
+
 def test_client_cancel_without_force_is_future_cancel(tmp_path: Path) -> None:
     with make_cluster(1, 1) as cluster:
         client = cluster.client()

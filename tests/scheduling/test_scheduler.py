@@ -53,9 +53,13 @@ def test_places_tasks_on_free_slots_and_resolves_on_done() -> None:
     assert s.submit(C1, tasks(3)) == []
     out = s.schedule()
     assert len(runs(out)[W1]) == 2
-    started = [i for i in out if isinstance(i, NotifyStarted)]
-    assert started == [NotifyStarted(C1, [0, 1])]
+    # Placed is not started: the client hears of a start from the slot (see attempts_started).
+    assert not [i for i in out if isinstance(i, NotifyStarted)]
     attempt = runs(out)[W1][0]
+    slot = next(ins.slot for ins in out if isinstance(ins, RunAttempts))
+    assert s.attempts_started(slot, [attempt]) == [NotifyStarted(C1, [0])]
+    assert s.attempts_started(slot, [attempt]) == []  # once
+    assert s.attempts_started(b"nobody", [attempt]) == []
     done = s.attempts_finished(W1, [AttemptOutcome(attempt, "ok", value="v")], now=1)
     assert resolved(done) == [Resolve(C1, 0, "ok", "v", worker=W1.hex())]
     # The freed slot takes the third task.
@@ -218,6 +222,7 @@ def test_cancel_pending_and_running() -> None:
     (cancelled,) = resolved(s.cancel(C1, [2], force=False))
     assert cancelled.status == "cancelled"
     # Not forced: a running task keeps running.
+    s.attempts_started(W1 + b"/0", [attempt])
     assert s.cancel(C1, [0], force=False) == []
     assert s.cancel(C1, [0], force=True) == [KillAttempts(W1, W1 + b"/0", [attempt])]
     out = s.attempts_finished(W1, [AttemptOutcome(attempt, "cancelled")], now=1)
@@ -225,6 +230,53 @@ def test_cancel_pending_and_running() -> None:
     # The slot is free again and the last task runs; unknown ids are ignored.
     assert payloads(s.schedule()) == [1]
     assert s.cancel(C1, [42], force=True) == []
+
+
+def test_a_task_prefetched_to_a_slot_is_cancelled_there_until_it_starts() -> None:
+    s = Scheduler(prefetch=4)
+    s.register_worker(W1, now=0, slots=1, slot_ids=[S1])
+    s.submit(C1, tasks(3))
+    running, waiting, _last = by_slot(s.schedule())[S1]
+    # Nothing reported running there: the slot decides (skips it, or reports it started).
+    assert s.cancel(C1, [1], force=False) == [KillAttempts(W1, S1, [waiting], force=False)]
+    out = s.attempts_finished(S1, [AttemptOutcome(waiting, "cancelled")], now=1)
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(1, "cancelled")]
+    # Started in the slot before the skip reached it: it ran, and its outcome is delivered.
+    s.cancel(C1, [0], force=False)
+    out = s.attempts_finished(S1, [AttemptOutcome(running, "ok", value="v")], now=2)
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(0, "ok")]
+    assert s.snapshot(2).running == 1
+
+
+def test_behind_a_task_reported_running_a_cancel_is_answered_at_once() -> None:
+    s = Scheduler(prefetch=4)
+    s.register_worker(W1, now=0, slots=1, slot_ids=[S1])
+    s.submit(C1, tasks(3))
+    running, second, third = by_slot(s.schedule())[S1]
+    # Cancelled before the slot reported its task running: answered once it does.
+    assert s.cancel(C1, [1], force=False) == [KillAttempts(W1, S1, [second], force=False)]
+    out = s.attempts_started(S1, [running])
+    assert NotifyStarted(C1, [0]) in out
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(1, "cancelled")]
+    # After: answered at once (the slot runs one task at a time: these wait behind it).
+    out = s.cancel(C1, [2], force=False)
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(2, "cancelled")]
+    assert KillAttempts(W1, S1, [third], force=False) in out
+    assert s.cancel(C1, [0], force=False) == []  # started: it goes on
+    # The slot's places stay taken until it reports the skipped attempts, then are free;
+    # nothing is resolved twice.
+    assert s.snapshot(1).running == 3
+    done = [AttemptOutcome(second, "cancelled"), AttemptOutcome(third, "cancelled")]
+    assert s.attempts_finished(S1, done, now=1) == []
+    assert s.snapshot(1).running == 1
+    # A skipped attempt on a slot that is lost is not re-queued: its task stays cancelled.
+    s.submit(C1, tasks(1, start=3))
+    (_fourth,) = by_slot(s.schedule())[S1]
+    assert [r.task_id for r in resolved(s.cancel(C1, [3], force=False))] == [3]
+    assert s.attempts_started(S1, [running]) == []  # again: nothing new
+    out = s.slot_lost(W1, S1, running, "failed", "its process died", now=3)
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(0, "failed")]
+    assert (s.snapshot(3).queued, s.snapshot(3).running) == (0, 0)
 
 
 def test_force_cancel_when_worker_dies_resolves_cancelled_not_retried() -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from importlib import metadata
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import msgspec
 import zmq
@@ -32,6 +32,7 @@ from .monitoring import (
 
 __all__ = [
     "build_parser",
+    "effective_log_level",
     "format_status",
     "main",
     "parse_address",
@@ -325,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_log_level,
         metavar="LEVEL",
         default=argparse.SUPPRESS,
-        help=f"{level_help} (default: WARNING, or as given before the command)",
+        help=f"{level_help} (default: INFO for dispatcher and worker, WARNING for the other "
+        "commands, or as given before the command)",
     )
     add_log_format(common, argparse.SUPPRESS)
     parser = _Parser(prog="pydispatch", description=_DESCRIPTION, formatter_class=_Help)
@@ -333,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         type=parse_log_level,
         metavar="LEVEL",
-        default="WARNING",
-        help=f"{level_help}; also accepted after the command",
+        default=None,
+        help=f"{level_help}; also accepted after the command (default: INFO for the services, "
+        "dispatcher and worker, which log their registrations and lost peers; WARNING for the "
+        "other commands)",
     )
     add_log_format(parser, "text")
     parser.add_argument("--version", action="version", version=f"pydispatch {_version()}")
@@ -559,9 +563,23 @@ def _bind_failure(error: zmq.ZMQError, args: argparse.Namespace) -> str:
     return f"{where or 'address'}: {error.strerror.split(' (addr=')[0]}"
 
 
+# Long-running services say what happens to them (registered, lost and regained peers) at
+# INFO, which their operators want to see by default; one-shot commands stay quiet.
+_SERVICE_COMMANDS: Final = frozenset({"dispatcher", "worker"})
+
+
+def effective_log_level(args: argparse.Namespace) -> str:
+    """The level given on the command line, else the command's default."""
+    given: str | None = args.log_level
+    if given is not None:
+        return given
+    return "INFO" if args.command in _SERVICE_COMMANDS else "WARNING"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
+    args.log_level = effective_log_level(args)
     configure_logging(args.log_level, args.log_format)
     try:
         result: int = args.run(args)

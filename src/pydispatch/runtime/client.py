@@ -10,14 +10,18 @@ re-exported here.
 
 Cancellation, as for the standard library's executors:
 
-* A future is RUNNING once the dispatcher has placed its task on a slot (a task prefetched to
-  a slot counts as running, though it may wait there behind the slot's current task).
-  ``future.cancel()`` on a task still queued at the dispatcher returns True, the future is
-  cancelled at once (CANCELLED_AND_NOTIFIED: ``wait()`` and ``as_completed()`` count it done)
-  and the dispatcher drops the task; on a placed, running or finished task it returns False.
-* The race: a cancel that crosses the task's placement returns True and the future stays
-  cancelled; should the task have been placed meanwhile, it runs and its result is discarded.
-  The future resolves exactly once either way.
+* A future is RUNNING once its task has started in its slot: the slot reports a task that has
+  run for about a millisecond (a task that ends sooner is known started by its result). A task
+  prefetched to a slot, waiting there behind the slot's current task, is not running.
+  ``future.cancel()`` on a task that has not started returns True, the future is cancelled at
+  once (CANCELLED_AND_NOTIFIED: ``wait()`` and ``as_completed()`` count it done) and the task
+  never runs: the dispatcher drops it from its queue, or tells the slot holding it to skip it.
+  On a running or finished task it returns False.
+* So ``future.cancel()`` asks: a task not sent yet is dropped at once; for one sent, it waits
+  for the dispatcher's answer (a round trip; two when the task waits in a slot's queue, which
+  skips it), so that True always means the task never runs. From a done-callback (the client's
+  I/O thread, which cannot wait for that answer) it cancels the future at once: a task that
+  started meanwhile then runs and its result is discarded. The future resolves exactly once.
 * A lone task sent on the direct lane (see ``client_io``) goes to an idle slot reserved for it
   and starts at once: it is RUNNING when sent.
 * ``client.cancel(future, force=True)`` also stops a running task: the dispatcher tells its
@@ -230,32 +234,31 @@ class Client(Executor):
     def cancel(self, future: Future[Any], force: bool = False) -> bool:
         """Cancel a task; with ``force`` a running one is killed (its slot process is replaced).
 
-        Without ``force`` this is ``future.cancel()``: True if the task was still queued at the
-        dispatcher (the future is cancelled now and the task never runs), False if it is placed,
-        running or done (it goes on; nothing is asked of the dispatcher). With ``force``, True
-        if a cancellation was requested: a queued task is cancelled at once (and killed should
-        it have been placed meanwhile); a placed or running one's future ends cancelled once the
-        dispatcher confirms the kill (or gets the task's outcome if the task ended first). False
-        if the future is done already.
+        Without ``force`` this is ``future.cancel()``: True if the task had not started (the
+        future is cancelled now and the task never runs, whether it waited at the dispatcher or
+        in a slot's queue), False if it is running or done (it goes on; nothing is asked of the
+        dispatcher). With ``force``, True
+        if a cancellation was requested: the future ends cancelled once the dispatcher confirms
+        it (a queued task at once; a running one once its slot process is killed), or gets the
+        task's outcome if the task ended first. False if the future is done already.
         """
         if not isinstance(future, TaskFuture) or future._client is not self:
             raise ValueError("not a future of this client")
         if future.done():
             return False
-        if future.cancel():
-            if force:  # it may have been placed meanwhile (see "The race" above)
-                self._io.force_cancel(future)
-            return True
         if not force:
-            return False
+            return future.cancel()
         self._io.force_cancel(future)
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         futures = self._io.start_closing()
         if cancel_futures:
-            for future in futures:
-                future.cancel()
+            # One request for all; each future is then cancelled, or runs if it started.
+            pending = [f for f in futures if f._state == "PENDING"]
+            if not self._io.cancel_unstarted(pending):
+                for future in pending:
+                    future._cancel_now()
         self._io.wake()
         if wait:
             wait_futures(futures)
@@ -302,9 +305,6 @@ class Client(Executor):
         resources = _checked_resources(resources) if resources else None
         labels = _checked_labels(labels) if labels else None
         return io.submit(kind, fn, args, resources, labels, priority, retries)
-
-    def _send_cancel(self, task_ids: list[int], force: bool) -> None:
-        self._io.send_control(p.Cancel(task_ids, force))
 
     def _send_control(self, message: p.Message) -> None:
         """Send ``message`` to the dispatcher, after the tasks submitted before it (a job

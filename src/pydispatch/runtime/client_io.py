@@ -65,6 +65,9 @@ _HELLO_EVERY: Final = 2.0  # seconds between liveness hellos (until the dispatch
 # How long a client with work outstanding waits for a silent dispatcher before it fails every
 # unresolved future with ConnectionError (see Client's reconnect_timeout).
 DEFAULT_RECONNECT_TIMEOUT: Final = 60.0
+# A cancel() waiting for the dispatcher's answer also looks this often (seconds), whatever
+# resolves the future (a failure on reconnect_timeout, a terminate) without waking it.
+_VERDICT_POLL: Final = 0.05
 
 # As concurrent.futures.thread does: at interpreter exit (before atexit's own handlers, so
 # before a LocalCluster closes) every client still open gets its outstanding futures done and
@@ -108,8 +111,7 @@ class _Client(Protocol):
     module: named by its shape, not imported)."""
 
     _lane: Lane
-
-    def _send_cancel(self, task_ids: list[int], force: bool) -> None: ...
+    _io: ClientIO
 
 
 class TaskFuture(Future[Any]):
@@ -121,19 +123,43 @@ class TaskFuture(Future[Any]):
         self.task_id = task_id
         self.worker = ""  # the worker that produced the outcome, once known
         self._lane_attempt = 0  # its direct attempt while out on the lane (see lane)
+        # Set by the I/O thread when a cancel() waiting for the dispatcher's answer should
+        # look again (RUNNING is not announced to a Future's own waiters: result() would end).
+        self._verdict: threading.Event | None = None
 
     def cancel(self) -> bool:
-        """Cancel the task unless the dispatcher has placed it on a slot (the future is then
-        RUNNING) or it ended. True if the future is cancelled.
+        """Cancel the task unless it has started in its slot (the future is then RUNNING) or
+        it ended. True if the future is cancelled, and then the task never runs.
 
-        A cancel that crosses the placement (the "started" notice was on its way) still
-        returns True and the future stays cancelled, but the task runs to its end; its result
-        is discarded. The future resolves once either way."""
-        if not super().cancel():
-            return False
-        if self._notify_cancelled():  # only the call that cancelled it tells the dispatcher
-            self._client._send_cancel([self.task_id], force=False)
-        return True
+        A task not sent yet is dropped here. Otherwise this waits for the dispatcher's answer
+        (a round trip, or two when the task waits in a slot's queue): it cancels the task where
+        it waits, its queue or the slot's (which skips it), or tells that it started. Called
+        from the client's I/O thread (a done-callback), which cannot wait for that answer, it
+        cancels the future at once and asks the dispatcher alone: a task that started
+        meanwhile then runs and its result is discarded."""
+        with self._condition:
+            if self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED"):
+                return True
+            if self._state != "PENDING":
+                return False
+        io = self._client._io
+        self._verdict = threading.Event()
+        if not io.cancel_unstarted([self]):
+            self._cancel_now()  # no answer can come (see above): as before the answer
+            return True
+        while self._state == "PENDING":  # until "cancelled", "started" or its outcome
+            self._verdict.wait(_VERDICT_POLL)
+        return self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+
+    def _wake_verdict(self) -> None:
+        verdict = self._verdict
+        if verdict is not None:
+            verdict.set()
+
+    def _cancel_now(self) -> None:
+        """PENDING -> CANCELLED_AND_NOTIFIED here, without asking anyone."""
+        if super().cancel():
+            self._notify_cancelled()
 
     def _notify_cancelled(self) -> bool:
         """CANCELLED -> CANCELLED_AND_NOTIFIED, as an executor does when it would have started
@@ -300,6 +326,28 @@ class ClientIO:
                 self._outbox.append((spec, frames))
         self._send_outbox(ask_lease=plain and self.lane.usable and not self.lane.lease_id)
         return future
+
+    def cancel_unstarted(self, futures: list[TaskFuture]) -> bool:
+        """Cancel these futures' tasks where they have not started. Those not sent yet are
+        dropped and their futures cancelled now; the dispatcher is asked for the others and
+        answers each with "cancelled", "started" or its outcome. False if it cannot be asked
+        or its answer could not be awaited (from the I/O thread, or once that thread ended):
+        the caller then decides for the futures."""
+        ids = {future.task_id for future in futures}
+        with self._lock:
+            unsent = {spec.task_id for spec, _ in self._outbox} & ids
+            if unsent:
+                self._outbox = [(s, f) for s, f in self._outbox if s.task_id not in unsent]
+                for task_id in unsent:
+                    self._futures.pop(task_id, None)
+            answerable = not self._io_done and threading.current_thread() is not self.thread
+        asked = [f for f in futures if f.task_id not in unsent]
+        for future in futures:
+            if future.task_id in unsent:
+                future._cancel_now()
+        if asked:
+            self.send_control(p.Cancel([f.task_id for f in asked], False))
+        return answerable or not asked
 
     def force_cancel(self, future: TaskFuture) -> None:
         """Ask for a running task to be stopped: on the lane, its leased slot is killed."""
@@ -633,6 +681,7 @@ class ClientIO:
             # A re-queued task is started again: it is RUNNING already.
             if future is not None and future._state == "PENDING":
                 future.set_running_or_notify_cancel()
+                future._wake_verdict()
 
     def _resolve_all(self, results: list[p.TaskResult], frames: list[zmq.Frame]) -> None:
         with self._lock:  # once per message, not per result
@@ -653,6 +702,7 @@ class ClientIO:
                 future.set_exception(self._exception(result, frames))
         except InvalidStateError:
             pass  # cancelled here while its result was on its way
+        future._wake_verdict()
 
     @staticmethod
     def _exception(result: p.TaskResult, frames: list[zmq.Frame]) -> BaseException:

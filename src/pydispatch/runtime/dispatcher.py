@@ -343,6 +343,10 @@ class Dispatcher:
         # Only a registered slot counts (a removed one's results are discarded below).
         if (finished or cancelled) and self.scheduler.knows_slot(peer):
             self.scheduler.count_direct(finished, cancelled)
+        if m.started:
+            if len(m.started) > _MAX_COUNT:
+                raise p.ProtocolError(f"implausibly many started attempts: {len(m.started)}")
+            self._perform(self.scheduler.attempts_started(peer, m.started))
         sizes = frame_sizes(frames)
         outcomes = []
         for result in m.results:
@@ -521,9 +525,10 @@ class Dispatcher:
                         self._send(worker, p.ReplaceSlot(slot))
                 case s.NotifyStarted(client=client, task_ids=ids):
                     self._outbox.started(client, ids)
-                case s.KillAttempts(worker=worker, slot=slot, attempt_ids=ids):
+                case s.KillAttempts(worker=worker, slot=slot, attempt_ids=ids, force=force):
                     self._send(slot, p.Kill(ids))
-                    self._send(worker, p.Kill(ids))
+                    if force:
+                        self._send(worker, p.Kill(ids))
                 case s.ReleaseWorker(worker=worker):
                     self._send(worker, p.Goodbye())
                 case s.AskToReregister(worker=worker):

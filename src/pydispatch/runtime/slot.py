@@ -214,7 +214,14 @@ class _Slot:
         self._held: list[tuple[p.AttemptResult, list[FrameLike]]] = []
         self._held_since = 0.0
         self._lock = threading.Lock()
-        self._holding = threading.Event()  # set while results are held and a task runs
+        # The dispatcher's attempt being run (0: none or a direct one), since when, and the
+        # last one reported started: the late flusher reports one that runs for a while.
+        self._current = 0
+        self._current_since = 0.0
+        self._reported = 0
+        # Set while the late flusher has something to watch: held results, or a task running
+        # that was not reported started. Changed under _lock only.
+        self._watch = threading.Event()
         self._poller = zmq.Poller()
         self._received_at = 0.0  # when the socket was last read
         self._poller.register(sock, zmq.POLLIN)
@@ -225,14 +232,24 @@ class _Slot:
         threading.Thread(target=self._flush_late, name="late-flusher", daemon=True).start()
 
     def _flush_late(self) -> None:
-        """Send results held for longer than _HOLD_AT_MOST: the task after them turned out
-        slow. (A task holding the GIL delays this by Python's switch interval, 5 ms.)"""
+        """Send results held for longer than _HOLD_AT_MOST (the task after them turned out
+        slow), and report a task that has been running that long as started: until then its
+        client may still cancel it without its running. (A task holding the GIL delays this by
+        Python's switch interval, 5 ms.)"""
         while True:
-            self._holding.wait()
+            self._watch.wait()
             time.sleep(_HOLD_AT_MOST)
             with self._lock:
-                if self._held and time.perf_counter() - self._held_since >= _HOLD_AT_MOST:
-                    self._send_held()
+                now = time.perf_counter()
+                current, started = self._current, []
+                due = now - self._current_since >= _HOLD_AT_MOST
+                if current and current != self._reported and due:
+                    started = [current]
+                    self._reported = current
+                if started or (self._held and now - self._held_since >= _HOLD_AT_MOST):
+                    self._send_held(started=started)
+                if not self._held and (not self._current or self._current == self._reported):
+                    self._watch.clear()
 
     def hello(self, worker: bytes, direct: str = "") -> None:
         while True:
@@ -279,9 +296,10 @@ class _Slot:
                 return
             self._direct_finished = self._direct_cancelled = 0
 
-    def _send_held(self, direct_finished: int = 0, direct_cancelled: int = 0) -> None:
-        self._holding.clear()
-        if not self._held:
+    def _send_held(
+        self, direct_finished: int = 0, direct_cancelled: int = 0, started: list[int] | None = None
+    ) -> None:
+        if not self._held and not started:
             return
         frames: list[FrameLike] = []
         results = []
@@ -290,7 +308,7 @@ class _Slot:
                 result.value = rebase(result.value, own, frames)
             results.append(result)
         self._held = []
-        send(self._sock, p.Done(results, direct_finished, direct_cancelled), frames)
+        send(self._sock, p.Done(results, direct_finished, direct_cancelled, started or []), frames)
 
     def _receive(self, direct: bool = True) -> None:
         self._received_at = time.perf_counter()
@@ -391,16 +409,13 @@ class _Slot:
         # re-queued and run again, never lost.)
         # Half way through what is queued here (and at least _HALF_AT_LEAST of them) they go
         # anyway, so that the dispatcher sends more work while the rest runs.
-        if self._held:
-            if (
-                self._durations.get(key, 1.0) >= _SHORT
-                or (len(self._held) > len(self._queue) and len(self._held) >= _HALF_AT_LEAST)
-                or len(self._held) >= _BATCH
-                or time.perf_counter() - self._held_since >= _HOLD_AT_MOST
-            ):
-                self._flush()
-            elif not self._holding.is_set():
-                self._holding.set()  # the late flusher watches while this task runs
+        if self._held and (
+            self._durations.get(key, 1.0) >= _SHORT
+            or (len(self._held) > len(self._queue) and len(self._held) >= _HALF_AT_LEAST)
+            or len(self._held) >= _BATCH
+            or time.perf_counter() - self._held_since >= _HOLD_AT_MOST
+        ):
+            self._flush()
         # Announce the attempt, then look for a Kill once more, always: the worker answers
         # "cancelled before it started" for an attempt it does not see announced, so an
         # attempt whose Kill came must not start (and one whose Kill comes after this look is
@@ -425,7 +440,14 @@ class _Slot:
             self._finish(client, p.AttemptResult(spec.attempt_id, "cancelled", None, "cancelled"))
             return
         started = time.perf_counter()
+        with self._lock:  # the late flusher watches while this task runs
+            self._current = 0 if client else spec.attempt_id
+            self._current_since = started
+            if (self._current or self._held) and not self._watch.is_set():
+                self._watch.set()
         result, out = _run_one(spec, frames, self._functions, key)
+        self._current = 0
+        self._skip.discard(spec.attempt_id)  # a cancel that came too late
         result.seconds = seconds = time.perf_counter() - started
         if len(self._durations) > 256:
             self._durations.clear()

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from ..wire import protocol as p
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, Socket, make_socket, receive_pending, send
@@ -102,6 +103,10 @@ class Worker:
             max_message_size=self.options.max_message_size,
             identity=self.identity,
         )
+        # Connection events of the dispatcher's socket, to say when we lose and regain it.
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._lost_dispatcher_at: float | None = None
+        self._ever_registered = False
         self._sock.connect(address)
         self._data_sock: Socket | None = None
         self.data_address = ""
@@ -144,6 +149,8 @@ class Worker:
         finally:
             self._heartbeat_stop.set()
             self._shutdown_slots()
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
             self._sock.close(linger=200)
             if self._data_sock is not None:
                 self._data_sock.close(linger=0)
@@ -183,6 +190,7 @@ class Worker:
             if self._sock.poll(10 if self._kills else 100):
                 self._receive_from_dispatcher()
             self._watch_kills(time.monotonic())
+            self._read_connection_events()
             if now >= next_check:
                 if self.options.exit_with_parent and os.getppid() != self.options.exit_with_parent:
                     self.request_stop()
@@ -251,12 +259,15 @@ class Worker:
             case p.Registered(heartbeat_interval=interval):
                 self._heartbeat_interval = interval
                 self._registered_at = time.monotonic()
+                self._log_registered()
                 if self._drain_deadline is not None:
                     send(self._sock, p.Drain())
             case p.Reregister():
                 if self._registered_at is None:
                     return  # a Register is already on its way
                 log.warning("the dispatcher no longer knows this worker: registering again")
+                if self._lost_dispatcher_at is None:
+                    self._lost_dispatcher_at = time.monotonic()
                 # What the slots hold was re-queued elsewhere when we were removed.
                 for slot in list(self._slots):
                     self._replace_slot(slot)
@@ -272,6 +283,38 @@ class Worker:
                 log.error("the dispatcher refused a message: %s: %s", code, text)
             case _:
                 log.error("unexpected %s from the dispatcher", type(message).__name__)
+
+    def _log_registered(self) -> None:
+        if not self._ever_registered:
+            self._ever_registered = True
+            log.info(
+                "registered with the dispatcher at %s as %s on node %s: %d slots, resources %s,"
+                " labels %s",
+                self.address,
+                self.name,
+                self.node,
+                self.options.slots,
+                self.options.resources or "none",
+                self.options.labels or "none",
+            )
+        elif self._lost_dispatcher_at is not None:
+            log.info(
+                "registered again with the dispatcher at %s, %.1f s after losing it",
+                self.address,
+                time.monotonic() - self._lost_dispatcher_at,
+            )
+        self._lost_dispatcher_at = None
+
+    def _read_connection_events(self) -> None:
+        """Log the loss of the dispatcher's connection once; its return is logged on Registered."""
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED and self._lost_dispatcher_at is None:
+                self._lost_dispatcher_at = time.monotonic()
+                if self._ever_registered:
+                    log.warning(
+                        "lost the connection to the dispatcher at %s: reconnecting", self.address
+                    )
 
     def _start_drain(self, now: float) -> None:
         log.info("draining: running tasks get %.1f s to finish", self.options.drain_grace)

@@ -32,6 +32,7 @@ class Task:
     attempts: int = 0
     attempt_id: int = -1
     worker: bytes = b""
+    started: bool = False  # its attempt's slot reported it running (see Scheduler.cancel)
 
 
 @dataclass(slots=True, eq=False)

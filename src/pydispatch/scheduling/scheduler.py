@@ -233,6 +233,8 @@ class Scheduler:
         out: list[Instruction] = []
         for attempt_id in list(held):
             task = self._release(known, attempt_id)
+            if task.state == "done":  # cancelled before it started (see cancel)
+                continue
             if task.state == "cancelling":
                 out.append(self._resolve(task, "cancelled", error=f"cancelled; {error}"))
             elif attempt_id != running:
@@ -326,9 +328,10 @@ class Scheduler:
         return out
 
     def cancel(self, client: bytes, task_ids: Iterable[int], force: bool) -> list[Instruction]:
-        """Cancel queued tasks; with ``force``, kill running ones too (resolved on report)."""
+        """Cancel queued tasks, and placed ones their slot has not started (it skips them);
+        with ``force``, kill running ones too. Placed ones are resolved on the slot's report."""
         out: list[Instruction] = []
-        kills: dict[tuple[bytes, bytes], list[int]] = {}
+        kills: dict[tuple[bytes, bytes, bool], list[int]] = {}
         for task_id in task_ids:
             task = self._tasks.get((client, task_id))
             if task is None:
@@ -336,13 +339,49 @@ class Scheduler:
             if task.state == "queued":
                 self._queue.dequeue(task)
                 out.append(self._resolve(task, "cancelled", error="cancelled while queued"))
-            elif task.state == "running" and force:
+            elif task.state == "running" and (force or not task.started):
+                # Not reported started: waiting in its slot's queue, or started in the last
+                # millisecond or so. The slot skips it and reports it "cancelled", or reports
+                # it started (a plain cancel then lets it finish) or its outcome.
                 task.state = "cancelling"
-                slot = self._workers[task.worker].attempt_slot[task.attempt_id]
-                kills.setdefault((task.worker, slot), []).append(task.attempt_id)
+                worker = self._workers[task.worker]
+                slot = worker.attempt_slot[task.attempt_id]
+                kills.setdefault((task.worker, slot, force), []).append(task.attempt_id)
+                out += self._cancel_behind_started(worker, slot)
             # Running without force: it finishes; the client has dropped interest already.
-        out += [KillAttempts(worker, slot, ids) for (worker, slot), ids in kills.items()]
+        out += [KillAttempts(w, slot, ids, force) for (w, slot, force), ids in kills.items()]
         return out
+
+    def _cancel_behind_started(self, worker: _Worker, slot: bytes) -> list[Instruction]:
+        """Resolve as cancelled, now, the attempts being cancelled on ``slot`` while another
+        attempt there is reported running: a slot runs one task at a time, so they have not
+        started, and the skip the slot was sent reaches it before that task ends (unless it
+        ends within the skip's transit). They stay the slot's until it reports them."""
+        held = worker.slot_attempts.get(slot, {})
+        if not any(task.started for task in held.values()):
+            return []
+        return [
+            self._resolve(task, "cancelled", error="cancelled before it started")
+            for task in list(held.values())
+            if task.state == "cancelling" and not task.started
+        ]
+
+    def attempts_started(self, slot: bytes, attempt_ids: Iterable[int]) -> list[Instruction]:
+        """A slot reports attempts it has been running for a while: their futures go RUNNING
+        (and a plain cancel no longer stops them)."""
+        worker = self._workers.get(self._workers.owner(slot))
+        if worker is None:
+            return []
+        held = worker.slot_attempts.get(slot, {})
+        started: dict[bytes, list[int]] = {}
+        for attempt_id in attempt_ids:
+            task = held.get(attempt_id)
+            if task is not None and not task.started:
+                task.started = True
+                if task.state != "done":
+                    started.setdefault(task.client, []).append(task.task_id)
+        out: list[Instruction] = [NotifyStarted(c, ids) for c, ids in started.items()]
+        return out + self._cancel_behind_started(worker, slot)
 
     def fail_queued(self, client: bytes, reason: str) -> list[Instruction]:
         """Fail a client's queued tasks (it fell silent: presumed gone); running ones finish."""
@@ -379,6 +418,8 @@ class Scheduler:
                 self.counters.discarded_late_results += 1
                 continue
             task = self._release(known, outcome.attempt_id)
+            if task.state == "done":  # cancelled before it started (see cancel): it is free
+                continue
             if outcome.seconds > 0:
                 slot = sender if sender != worker else b""
                 self._workers.observe(known, slot, outcome.seconds)
@@ -430,7 +471,6 @@ class Scheduler:
             assignments = _spread(len(candidates), [c.free_slots for c in capacities])
 
         runs: dict[tuple[bytes, bytes], list[tuple[int, object]]] = {}
-        started: dict[bytes, list[int]] = {}
         placed: set[int] = set()
         for request_index, worker_index in assignments:
             if request_index in placed or not 0 <= request_index < len(candidates):
@@ -454,14 +494,12 @@ class Scheduler:
             placed.add(request_index)
             attempt_id, slot = self._start(task, worker)
             runs.setdefault((worker.id, slot), []).append((attempt_id, task.payload))
-            started.setdefault(task.client, []).append(task.task_id)
         for index, task in enumerate(candidates):
             if index not in placed:
                 self._queue.push(task)  # back in its place, ahead of later tasks
         out: list[Instruction] = [
             RunAttempts(worker, slot, attempts) for (worker, slot), attempts in runs.items()
         ]
-        out += [NotifyStarted(client, ids) for client, ids in started.items()]
         return out
 
     # ----------------------------------------------------------------------- attempts
@@ -472,6 +510,7 @@ class Scheduler:
         task.attempts += 1
         task.attempt_id = attempt_id
         task.worker = worker.id
+        task.started = False
         slot = worker.place(attempt_id, task)
         self._queue.started(task)
         self._running += 1
@@ -504,6 +543,8 @@ class Scheduler:
         return Resolve(task.client, task.task_id, status, value, error, traceback, worker)
 
     def _attempt_lost(self, task: _Task, reason: str, recheck: bool = True) -> list[Instruction]:
+        if task.state == "done":  # cancelled before it started (see cancel)
+            return []
         if task.state == "cancelling":
             return [self._resolve(task, "cancelled", error=f"cancelled; {reason}")]
         if task.attempts > task.retries:

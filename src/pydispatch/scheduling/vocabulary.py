@@ -44,12 +44,13 @@ class RunAttempts:
 
 @dataclass(frozen=True, slots=True)
 class KillAttempts:
-    """Force-cancel: tell ``slot`` (to skip those not started) and ``worker`` (to kill the
-    slot process if it runs one of them)."""
+    """Cancel attempts placed on ``slot``: tell it (to skip those not started) and, with
+    ``force``, ``worker`` too (to kill the slot process if it runs one of them)."""
 
     worker: bytes
     slot: bytes
     attempt_ids: list[int]
+    force: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 4
+PROTOCOL_VERSION: Final = 5
 # 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane)
 
 # Outcome of a task or attempt, as reported to clients and by workers.
@@ -240,7 +240,7 @@ class Submit(Header):
 
 
 class Started(Header):
-    """These tasks have been placed on a worker (futures move to RUNNING)."""
+    """These tasks have started running in their slots (futures move to RUNNING)."""
 
     task_ids: list[int]
 
@@ -256,7 +256,7 @@ class TaskResult(msgspec.Struct, array_like=True):
 
 class Results(Header):
     results: list[TaskResult]
-    started: list[int] = []  # task ids placed on workers since the last message (see Started)
+    started: list[int] = []  # task ids that started running since the last message (see Started)
 
 
 class Cancel(Header):
@@ -392,8 +392,9 @@ class Run(Header):
 
 
 class Kill(Header):
-    """Force-cancel these attempts. Sent to the slot holding them (it skips those it has not
-    started) and to its worker (it kills the slot process if one of them is running)."""
+    """Cancel these attempts. Sent to the slot holding them (it skips those it has not started
+    and reports them ``cancelled``) and, to force-cancel, to its worker too (it kills the slot
+    process if one of them is running)."""
 
     attempt_ids: list[int]
 
@@ -450,6 +451,9 @@ class Done(Header):
     # Direct attempts finished since the last Done, and those cancelled before they started.
     direct_finished: int = 0
     direct_cancelled: int = 0
+    # Attempts that have been running for a while (about a millisecond): until then a task can
+    # still be cancelled without running. One that ends sooner is known started by its result.
+    started: list[int] = []
 
 
 class Drain(Header):
