@@ -44,6 +44,7 @@ import zmq
 
 from ..errors import RemoteError, RemoteTraceback, TaskFailedError
 from ..wire import protocol as p
+from ..wire.security import Keys, connect_curve
 from ..wire.transport import (
     FrameLike,
     Socket,
@@ -186,6 +187,7 @@ class ClientIO:
         name: str,
         max_message_size: int,
         reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        keys: Keys | None = None,
     ) -> None:
         self.total_slots = 0
         self.address = address
@@ -198,14 +200,20 @@ class ClientIO:
             max_message_size=max_message_size,
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
+        if keys is not None:
+            connect_curve(self._sock, keys.public, keys.secret, keys.server)
         self._sock.connect(address)
         # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
         # ever answers on it (see _drain_sender).
         self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
+        if keys is not None:
+            connect_curve(self._sender, keys.public, keys.secret, keys.server)
         self._sender.connect(address)
         self._send_lock = threading.Lock()
-        self.lane = Lane(self._context, max_message_size, self._lane_result, self._lane_refused)
+        self.lane = Lane(
+            self._context, max_message_size, self._lane_result, self._lane_refused, keys
+        )
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._futures: dict[int, TaskFuture] = {}
@@ -578,7 +586,7 @@ class ClientIO:
                             "the dispatcher restarted; this task was lost", self._sent_through
                         )
                 case p.LeaseGranted(lease_id=lease_id, address=address, worker=worker):
-                    self.lane.grant(lease_id, address, worker)
+                    self.lane.grant(lease_id, address, worker, message.token, message.server_key)
                 case p.LeaseEnded() as ended:
                     for attempt, started in self.lane.ended(ended):
                         self._resubmit(attempt, started, ended.error)
