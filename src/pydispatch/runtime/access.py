@@ -14,8 +14,9 @@ this far):
 - dataflow jobs belong to the key that submitted them: ``pydispatch jobs`` lists a client its
   own (an admin every one).
 
-A refusal is logged once per key, and answered once per key with an ``Error`` (a hostile peer
-gets no stream of replies to fill the dispatcher's memory with).
+A refusal is logged once per key, and answered with an ``Error`` once per key (a hostile peer
+gets no stream of replies), and for every refused handshake (whose peer waits to hear why; what
+a peer does not read is bounded by the dispatcher's per-peer queue anyway).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ ALLOWED: Final[dict[str, frozenset[type]]] = {
     "admin": _CLIENT | _WORKER | {p.SubmitJob},
     "dispatcher": _CLIENT | _WORKER | {p.SubmitJob},
 }
+_HANDSHAKES: Final = frozenset({p.ClientHello, p.Register, p.SlotHello})
 _SEES_EVERY_JOB: Final = frozenset({"admin", "dispatcher"})
 _IDENTITIES_PER_KEY: Final = 1024  # socket identities one key may hold (oldest forgotten)
 _REMEMBERED: Final = 4096  # keys whose refusal was logged
@@ -113,7 +115,10 @@ class Access:
         socket)."""
         kind = type(message)
         if kind not in ALLOWED.get(peer.role, frozenset()):
-            raise self._refuse(peer.public, f"a {peer.role} key may not send {kind.__name__}")
+            refusal = self._refuse(peer.public, f"a {peer.role} key may not send {kind.__name__}")
+            # A handshake is always answered: its peer waits for that answer to say why.
+            refusal.reply = refusal.reply or kind in _HANDSHAKES
+            raise refusal
         self._bind(peer, routing)
         if client != routing and self._bound.get(client) != peer.public:
             raise self._refuse(peer.public, "a sending socket of another key's client")

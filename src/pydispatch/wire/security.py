@@ -367,7 +367,7 @@ class _Provider:
             if len(self._refused) >= _REMEMBERED:
                 self._refused.clear()
             self._refused[public] = None
-            log.warning("%s refused a connection from an unknown key %s", self._what, public)
+            log.warning("%s refused a connection from key %s (logged once)", self._what, public)
         return False
 
 
