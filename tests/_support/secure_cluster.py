@@ -8,6 +8,7 @@ and a stranger's key pair that the cluster does not know.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -120,10 +121,8 @@ class SecureCluster:
     def close(self) -> None:
         for process in self.processes:
             if process.returncode is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             process.wait(timeout=10)
             if process.stdout is not None:
                 process.stdout.close()
