@@ -77,9 +77,9 @@ def test_mistakes_are_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 1
     assert "is not a key name" in bad.stderr
     assert cli("keys", "add", str(keys), "x", "--role", "root").returncode == 2
+    cli("keys", "add", str(keys), "a", "--role", "client")
+    cli("keys", "add", str(keys), "b", "--role", "client")
     with pytest.raises(KeysError, match="which identity"):
-        cli("keys", "add", str(keys), "a", "--role", "client")
-        cli("keys", "add", str(keys), "b", "--role", "client")
         load_keys(str(keys))
     status = cli("status", "tcp://127.0.0.1:9", "--keys", str(keys), "--identity", "nobody")
     assert status.returncode == 1

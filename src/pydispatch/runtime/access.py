@@ -115,10 +115,11 @@ class Access:
         socket)."""
         kind = type(message)
         if kind not in ALLOWED.get(peer.role, frozenset()):
-            refusal = self._refuse(peer.public, f"a {peer.role} key may not send {kind.__name__}")
             # A handshake is always answered: its peer waits for that answer to say why.
-            refusal.reply = refusal.reply or kind in _HANDSHAKES
-            raise refusal
+            # (Raised, never held in a local: a traceback's frame holding its own exception
+            # would be a cycle keeping the message's frames until the next full collection.)
+            reason = f"a {peer.role} key may not send {kind.__name__}"
+            raise self._refuse(peer.public, reason, kind in _HANDSHAKES)
         self._bind(peer, routing)
         if client != routing and self._bound.get(client) != peer.public:
             raise self._refuse(peer.public, "a sending socket of another key's client")
@@ -175,7 +176,7 @@ class Access:
         held[routing] = None
         self._bound[routing] = peer.public
 
-    def _refuse(self, key: str, reason: str) -> RefusedError:
+    def _refuse(self, key: str, reason: str, answer: bool = False) -> RefusedError:
         first = key not in self._refused
         if first:
             if len(self._refused) >= _REMEMBERED:
@@ -184,7 +185,7 @@ class Access:
             identity = self.peers.get(key) if key else None
             who = f"{identity.name} ({identity.role})" if identity else f"key {key or '?'}"
             log.warning("refused %s: %s (logged once per key)", who, reason)
-        return RefusedError(reason, reply=first)
+        return RefusedError(reason, reply=first or answer)
 
 
 class JobKeys:
