@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 import zmq
@@ -92,8 +93,13 @@ class RefusedError(Exception):
 class Access:
     """The dispatcher's gatekeeper over ``peers`` (its :class:`PeerTable`)."""
 
-    def __init__(self, peers: PeerTable) -> None:
+    def __init__(
+        self, peers: PeerTable, forgotten: Callable[[bytes], None] | None = None
+    ) -> None:
         self.peers = peers
+        # Told of a socket identity forgotten to keep a key's bound (a client of that key
+        # is then forgotten too: no table a key can fill).
+        self._forgotten = forgotten
         self._bound: dict[bytes, str] = {}  # socket identity -> the key that holds it
         self._held: dict[str, OrderedDict[bytes, None]] = {}  # key -> its identities
         self._refused: dict[str, None] = {}
@@ -173,6 +179,8 @@ class Access:
         if len(held) >= _IDENTITIES_PER_KEY:  # bounded per key: its oldest is forgotten
             oldest, _ = held.popitem(last=False)
             self._bound.pop(oldest, None)
+            if self._forgotten is not None:
+                self._forgotten(oldest)
         held[routing] = None
         self._bound[routing] = peer.public
 

@@ -138,7 +138,7 @@ class Dispatcher:
         job_keys: JobKeys | None = None
         if keys is not None:
             peers = PeerTable(keys.directory)
-            self._access = Access(peers)
+            self._access = Access(peers, self._forget_if_client)
             self._gate = Gate(self._context, lambda key: peers.get(key) is not None, "dispatcher")
             serve_curve(self._socket, keys.public, keys.secret)
             job_keys = JobKeys(self._access, keys.public)
@@ -491,6 +491,10 @@ class Dispatcher:
         self._job_hosts.report(m)
 
     # ---------------------------------------------------------------- for the handlers
+
+    def _forget_if_client(self, identity: bytes) -> None:
+        if identity in self._clients:
+            self._forget_client(identity)
 
     def _forget_client(self, client: bytes) -> None:
         if self._access is not None:
