@@ -93,9 +93,7 @@ class RefusedError(Exception):
 class Access:
     """The dispatcher's gatekeeper over ``peers`` (its :class:`PeerTable`)."""
 
-    def __init__(
-        self, peers: PeerTable, forgotten: Callable[[bytes], None] | None = None
-    ) -> None:
+    def __init__(self, peers: PeerTable, forgotten: Callable[[bytes], None] | None = None) -> None:
         self.peers = peers
         # Told of a socket identity forgotten to keep a key's bound (a client of that key
         # is then forgotten too: no table a key can fill).
