@@ -42,8 +42,9 @@ from ..plan._job_graph import JobGraph
 from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
-from ..wire.security import Gate, JobCredentials, peer_key, serve_curve
+from ..wire.security import JobCredentials
 from . import lifecycle as jm
+from .control_gate import ControlGate
 from .operators import Batch, concat, size
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 
@@ -86,10 +87,6 @@ _ids = itertools.count(1)
 _MAX_WAIT = 60.0  # the longest a result request is held before a status answer
 _MAX_WAITERS = 1024  # result requests held at once; more are answered with the status at once
 _CONTROL_QUEUE = 1000  # messages queued per peer on the control socket, at most
-# With keys, what each kind of peer may say on the control socket: the job's slices (which
-# hold the job's key) report; its owner and admins ask and cancel.
-_SLICE_SAYS = (jp.SliceReady, jp.SliceMetrics, jp.SliceFailed)
-_OWNER_SAYS = (jp.JobCancel, jp.JobStatusRequest, jp.JobResultRequest)
 
 
 class JobRun:
@@ -109,7 +106,6 @@ class JobRun:
         credentials: JobCredentials | None = None,
     ) -> None:
         self.name = name
-        self._credentials = credentials
         self.job_id = job_id or f"{name}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self._client = client
         self._options = options
@@ -152,18 +148,8 @@ class JobRun:
         self._control = transport.make_socket(self._context, zmq.ROUTER)
         self._control.setsockopt(zmq.RCVHWM, _CONTROL_QUEUE)
         self._control.setsockopt(zmq.SNDHWM, _CONTROL_QUEUE)
-        # With keys: CURVE with the job's key, and only the job's slices, its owner and the
-        # admins connect (see _SLICE_SAYS, _OWNER_SAYS).
-        self._roles: dict[str, tuple[type, ...]] = {}
-        self._refused: set[str] = set()
-        self._gate: Gate | None = None
-        if credentials is not None:
-            self._roles = dict.fromkeys(credentials.admins, _OWNER_SAYS)
-            if credentials.owner:
-                self._roles[credentials.owner] = _OWNER_SAYS
-            self._roles[credentials.public] = _SLICE_SAYS
-            self._gate = Gate(self._context, self._roles.__contains__, f"job {self.job_id}")
-            serve_curve(self._control, credentials.public, credentials.secret)
+        # With keys: CURVE with the job's key; only its slices, owner and admins get in.
+        self._gate = ControlGate(self._context, self._control, credentials, self.job_id)
         port = self._control.bind_to_random_port(f"tcp://{options.host}")
         self.endpoint = f"tcp://{options.host}:{port}"
         self._closing = threading.Event()
@@ -282,8 +268,7 @@ class JobRun:
             with contextlib.suppress(Exception):
                 self._announce()
             self._control.close()
-            if self._gate is not None:
-                self._gate.stop()
+            self._gate.stop()
             self._context.term()
 
     def _announce(self) -> None:
@@ -315,9 +300,8 @@ class JobRun:
                 parts = self._control.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            key = peer_key(parts[-1])
-            if self._credentials is not None and key not in self._roles:
-                self._refuse(key, "its key is no longer accepted")  # (ZAP let it in)
+            key = self._gate.sender(parts[-1])
+            if key is None:
                 continue
             try:
                 identity, body = transport.split_envelope(parts, routed=True)
@@ -325,15 +309,8 @@ class JobRun:
             except p.ProtocolError as error:  # a peer's bug: drop it, keep the job
                 log.error("job %s dropped a malformed control message: %s", self.job_id, error)
                 continue
-            if self._credentials is not None and not isinstance(message, self._roles[key]):
-                self._refuse(key, f"{type(message).__name__} is not its to send")
-                continue
-            self._handle(identity, message)
-
-    def _refuse(self, key: str, reason: str) -> None:
-        if key not in self._refused and len(self._refused) < 4096:
-            self._refused.add(key)  # logged once per key
-            log.warning("job %s refused a message from key %s: %s", self.job_id, key, reason)
+            if self._gate.allows(key, message):
+                self._handle(identity, message)
 
     def _reply(
         self,

@@ -24,20 +24,23 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import zmq
 
 from ..wire import protocol as p
 from ..wire.security import (
+    Gate,
     Identity,
     JobCredentials,
+    Keys,
     PeerTable,
     issue_job_credentials,
     peer_key,
+    serve_curve,
 )
 
-__all__ = ["ALLOWED", "Access", "JobKeys", "RefusedError"]
+__all__ = ["ALLOWED", "Access", "JobKeys", "RefusedError", "serve_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +195,21 @@ class Access:
             who = f"{identity.name} ({identity.role})" if identity else f"key {key or '?'}"
             log.warning("refused %s: %s (logged once per key)", who, reason)
         return RefusedError(reason, reply=first or answer)
+
+
+def serve_keys(
+    context: zmq.Context[Any],
+    sock: zmq.Socket[Any],
+    keys: Keys,
+    forgotten: Callable[[bytes], None] | None = None,
+) -> tuple[Access, Gate, JobKeys]:
+    """Make the dispatcher's ``sock`` (not bound yet) a CURVE server that lets in the keys of
+    ``keys``'s directory; its gatekeeper, ZAP handler and issuer of job keys."""
+    peers = PeerTable(keys.directory)
+    access = Access(peers, forgotten)
+    gate = Gate(context, lambda key: peers.get(key) is not None, "dispatcher")
+    serve_curve(sock, keys.public, keys.secret)
+    return access, gate, JobKeys(access, keys.public)
 
 
 class JobKeys:

@@ -44,7 +44,7 @@ import zmq
 
 from ..errors import RemoteError, RemoteTraceback, TaskFailedError
 from ..wire import protocol as p
-from ..wire.security import Keys, connect_curve
+from ..wire.security import Keys, connect_with
 from ..wire.transport import (
     FrameLike,
     Socket,
@@ -200,16 +200,12 @@ class ClientIO:
             max_message_size=max_message_size,
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
-        if keys is not None:
-            connect_curve(self._sock, keys.public, keys.secret, keys.server)
-        self._sock.connect(address)
+        connect_with(self._sock, keys, address)
         # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
         # ever answers on it (see _drain_sender).
         self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
-        if keys is not None:
-            connect_curve(self._sender, keys.public, keys.secret, keys.server)
-        self._sender.connect(address)
+        connect_with(self._sender, keys, address)
         self._send_lock = threading.Lock()
         self.lane = Lane(
             self._context, max_message_size, self._lane_result, self._lane_refused, keys

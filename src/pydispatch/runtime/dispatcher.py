@@ -38,7 +38,7 @@ from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
 from ..scheduling.solver_placer import solver_placer
 from ..wire import protocol as p
-from ..wire.security import Gate, Keys, PeerTable, serve_curve
+from ..wire.security import Gate, Keys
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameLike,
@@ -51,7 +51,7 @@ from ..wire.transport import (
     send,
     split_envelope,
 )
-from .access import Access, JobKeys, RefusedError
+from .access import Access, JobKeys, RefusedError, serve_keys
 from .client_book import ClientBook
 from .job_masters import JobHosts
 from .leasing import Leasing
@@ -132,16 +132,12 @@ class Dispatcher:
         self._socket.setsockopt(zmq.SNDHWM, PEER_QUEUE)
         self._socket.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self._dropped: dict[bytes, int] = {}  # peers whose queue overflowed (logged once)
-        # With keys: CURVE, and only known keys in their roles (see access).
         self._access: Access | None = None
         self._gate: Gate | None = None
         job_keys: JobKeys | None = None
-        if keys is not None:
-            peers = PeerTable(keys.directory)
-            self._access = Access(peers, self._forget_if_client)
-            self._gate = Gate(self._context, lambda key: peers.get(key) is not None, "dispatcher")
-            serve_curve(self._socket, keys.public, keys.secret)
-            job_keys = JobKeys(self._access, keys.public)
+        if keys is not None:  # CURVE, and only known keys in their roles (see access)
+            access = serve_keys(self._context, self._socket, keys, self._forget_if_client)
+            self._access, self._gate, job_keys = access
         self._socket.bind(bind)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()

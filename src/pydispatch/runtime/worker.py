@@ -43,7 +43,7 @@ from typing import Any, Final
 import zmq
 
 from ..wire import protocol as p
-from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_curve, resolve_keys
+from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_with, resolve_keys
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, make_socket, receive_pending, send
 from .slot import EXIT_REFUSED, SlotState
 
@@ -219,9 +219,7 @@ class Worker:
             sock.close(linger=0)
 
     def _connect(self, sock: zmq.Socket[Any]) -> None:
-        if self.keys is not None:
-            connect_curve(sock, self.keys.public, self.keys.secret, self.keys.server)
-        sock.connect(self.address)
+        connect_with(sock, self.keys, self.address)
 
     def _receive_from_dispatcher(self) -> None:
         for message, _ in receive_pending(self._sock, "the dispatcher"):

@@ -50,6 +50,7 @@ __all__ = [
     "Role",
     "add_key",
     "connect_curve",
+    "connect_with",
     "create_keys",
     "issue_job_credentials",
     "list_keys",
@@ -298,6 +299,13 @@ def connect_curve(sock: zmq.Socket[Any], public: str, secret: str, server: str) 
     sock.setsockopt(zmq.CURVE_PUBLICKEY, public.encode("ascii"))
     sock.setsockopt(zmq.CURVE_SECRETKEY, secret.encode("ascii"))
     sock.setsockopt(zmq.CURVE_SERVERKEY, server.encode("ascii"))
+
+
+def connect_with(sock: zmq.Socket[Any], keys: Keys | None, address: str) -> None:
+    """Connect ``sock`` to the dispatcher at ``address``, as a CURVE client with ``keys``."""
+    if keys is not None:
+        connect_curve(sock, keys.public, keys.secret, keys.server)
+    sock.connect(address)
 
 
 def peer_key(frame: zmq.Frame) -> str:
