@@ -98,3 +98,23 @@ def test_no_plain_text_on_a_network_address_unless_insecure(tmp_path: Path) -> N
     assert not loopback("tcp://0.0.0.0:5555")
     assert not loopback("tcp://myhost:5555")
     assert not loopback("tcp://10.0.0.1:5555")
+
+
+def test_insecure_serves_plain_text_on_a_network_address_when_asked() -> None:
+    command = [sys.executable, "-m", "pydispatch.cli", "dispatcher"]
+    command += ["--bind", "tcp://0.0.0.0:0", "--insecure", "--no-job-masters"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "listening on tcp://0.0.0.0:" in line
+        from pydispatch.runtime.client import fetch_status
+
+        port = line.rsplit(":", 1)[1].strip()
+        status = fetch_status(f"tcp://127.0.0.1:{port}", 10.0, keys="")
+        assert status.workers == []
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()

@@ -115,7 +115,7 @@ def test_a_client_key_cannot_pose_as_a_worker(
     answers = []
     while sock.poll(2000):
         answers.append(p.decode(sock.recv_multipart()[1]))
-    # Each refused handshake (SlotHello, Register) is answered; nothing else is.
+    # Each refused request (SlotHello, Register) is answered; the rest are not.
     assert len(answers) == 20
     assert all(isinstance(a, p.Error) and a.code == "forbidden" for a in answers)
     assert "a client key may not send SlotHello" in answers[0].message
@@ -137,12 +137,13 @@ def test_a_worker_key_cannot_submit(
     marker = tmp_path / "marker"
     sock = raw_socket(context, secure.address, secure.key("worker"))
     send_all(sock, submit_marker(marker) * 5)
-    for _ in range(5):  # each refused hello is answered (its peer waits to hear why)...
-        assert sock.poll(10_000)
-        error = p.decode(sock.recv_multipart()[1])
-        assert isinstance(error, p.Error)
-        assert "a worker key may not send ClientHello" in error.message
-    assert silent(sock)  # ...but not each refused Submit and StatusRequest
+    answers = []
+    while sock.poll(2000):
+        answers.append(p.decode(sock.recv_multipart()[1]))
+    # Each refused request (a hello, a status request) is answered, each refused Submit not.
+    assert len(answers) == 10
+    assert all(isinstance(a, p.Error) and a.code == "forbidden" for a in answers)
+    assert "a worker key may not send ClientHello" in answers[0].message
     with pytest.raises(ConnectionError, match="refused this client"):
         Client(secure.address, keys=str(secure.keys), identity="worker", connect_timeout=20)
     victim_work_is_right(secure)
@@ -265,7 +266,9 @@ def test_a_lease_cannot_be_guessed_or_stolen(
         ]
     assert not marker.exists()
     logs = secure.log("worker-0") + secure.log("worker-1")
-    assert logs.count(f"slot refused a connection from key {secure.key('bob').public}") == 1
+    # Once per slot process (an earlier test of this module knocked at every slot's ports).
+    refusals = logs.count(f"slot refused a connection from key {secure.key('bob').public}")
+    assert 1 <= refusals <= 2
     assert logs.count("without its token") == 1
 
 
@@ -288,3 +291,32 @@ def test_nothing_unpickles_a_marker_by_mistake(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     pickle.loads(marker_blob(marker).data)
     assert marker.exists()
+
+
+def test_the_command_line_speaks_with_keys(secure: SecureCluster, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "pydispatch.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    keys = str(secure.keys)
+    status = cli("status", secure.address, "--keys", keys, "--identity", "admin", "--json")
+    assert status.returncode == 0, status.stderr
+    assert len(json.loads(status.stdout)["workers"]) == 2
+    plain = cli("status", secure.address, "--timeout", "1")
+    assert plain.returncode == 1
+    assert "no dispatcher answered" in plain.stderr
+    refused = cli("jobs", secure.address, "--keys", keys, "--identity", "worker")
+    assert refused.returncode == 1
+    assert "a worker key may not send JobsRequest" in refused.stderr
+    # A host with only its own secret key and the dispatcher's public one.
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    for name in ("bob.key_secret", "dispatcher.key"):
+        (remote / name).write_bytes((secure.keys / name).read_bytes())
+    jobs = cli("jobs", secure.address, "--keys", str(remote), "--json")
+    assert jobs.returncode == 0, jobs.stderr
+    assert all(job["owner"] == "bob" for job in json.loads(jobs.stdout))

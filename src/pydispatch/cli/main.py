@@ -576,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`pydispatch demo | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CommandError, LookupError, TimeoutError) as error:
+    except (CommandError, LookupError, TimeoutError, PermissionError) as error:
         print(f"pydispatch {args.command}: {error}", file=sys.stderr)
         return 1
     except zmq.ZMQError as error:  # an address no socket can bind or connect to

@@ -15,8 +15,9 @@ this far):
   own (an admin every one).
 
 A refusal is logged once per key, and answered with an ``Error`` once per key (a hostile peer
-gets no stream of replies), and for every refused handshake (whose peer waits to hear why; what
-a peer does not read is bounded by the dispatcher's per-peer queue anyway).
+gets no stream of replies), and for every refused request (a hello, a status or jobs request:
+its peer waits to hear why; what a peer does not read is bounded by the dispatcher's per-peer
+queue anyway).
 """
 
 from __future__ import annotations
@@ -79,7 +80,19 @@ ALLOWED: Final[dict[str, frozenset[type]]] = {
     "admin": _CLIENT | _WORKER | {p.SubmitJob},
     "dispatcher": _CLIENT | _WORKER | {p.SubmitJob},
 }
-_HANDSHAKES: Final = frozenset({p.ClientHello, p.Register, p.SlotHello})
+# Requests whose sender waits for an answer: a refused one is always answered (why), bounded
+# by the dispatcher's per-peer queue like any answer.
+_ANSWERED: Final = frozenset(
+    {
+        p.ClientHello,
+        p.Register,
+        p.SlotHello,
+        p.StatusRequest,
+        p.JobsRequest,
+        p.SubmitJob,
+        p.JobPayloadRequest,
+    }
+)
 _SEES_EVERY_JOB: Final = frozenset({"admin", "dispatcher"})
 _IDENTITIES_PER_KEY: Final = 1024  # socket identities one key may hold (oldest forgotten)
 _REMEMBERED: Final = 4096  # keys whose refusal was logged
@@ -122,11 +135,11 @@ class Access:
         socket)."""
         kind = type(message)
         if kind not in ALLOWED.get(peer.role, frozenset()):
-            # A handshake is always answered: its peer waits for that answer to say why.
+            # A request is always answered: its peer waits for that answer to say why.
             # (Raised, never held in a local: a traceback's frame holding its own exception
             # would be a cycle keeping the message's frames until the next full collection.)
             reason = f"a {peer.role} key may not send {kind.__name__}"
-            raise self._refuse(peer.public, reason, kind in _HANDSHAKES)
+            raise self._refuse(peer.public, reason, kind in _ANSWERED)
         self._bind(peer, routing)
         if client != routing and self._bound.get(client) != peer.public:
             raise self._refuse(peer.public, "a sending socket of another key's client")
