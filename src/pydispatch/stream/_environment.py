@@ -427,7 +427,9 @@ class StreamEnvironment:
                 self._masters.remove(entry)
                 run.close()
                 old.shutdown(wait=False)
-        client = Client(address, name=f"job master of {name}")  # a client of its own per job
+        # A client of its own per job; no keys (this runs for a cluster without them only,
+        # whatever the environment names: see local()).
+        client = Client(address, name=f"job master of {name}", keys="")
         try:
             run = JobRun(client, job, name, options, keep)
         except BaseException:
