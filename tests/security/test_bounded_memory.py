@@ -20,7 +20,7 @@ from _support.process_guard import eventually
 from _support.secure_cluster import SecureCluster, raw_socket
 from pydispatch import Client
 from pydispatch.wire import protocol as p
-from pydispatch.wire.transport import send
+from pydispatch.wire.transport import dumps, parse, send, split_envelope
 
 MiB = 1 << 20
 VOLUME = 512 * MiB
@@ -132,3 +132,54 @@ def test_hostile_keys_cannot_grow_the_dispatcher(secure: SecureCluster) -> None:
     # until the next full collection: 32 -> 545 -> 1571 MiB.)
     assert max(figures) - figures[0] < 128
     assert secure.log("dispatcher").count("it does not read") == 1
+
+
+def test_a_lease_holder_cannot_grow_its_slot(secure: SecureCluster) -> None:
+    """512 MiB of DirectRuns without the lease's token, by the key that holds the lease (the
+    only key the slot's direct endpoint lets in): read, refused, not kept."""
+    import secrets
+
+    from _support.process_guard import children
+    from _support.secure_cluster import listening_ports
+
+    with Client(secure.address, keys=str(secure.keys), identity="alice") as alice:
+        for _ in range(500):
+            future = alice.submit(abs, -3)
+            assert future.result(timeout=30) == 3
+            if future._lane_attempt < 0:
+                break
+        lane = alice._lane
+        assert lane.lease_id, "no lease was granted"
+        port = int(lane._address.rsplit(":", 1)[1])
+        (slot,) = [
+            pid
+            for worker in secure.pids()[1:]
+            for pid in children(worker)
+            if port in listening_ports(pid)
+        ]
+        before = rss(slot)
+        context: zmq.Context[Any] = zmq.Context()
+        try:
+            sock = raw_socket(context, lane._address, secure.key("alice"))
+            sock.setsockopt(zmq.CURVE_SERVERKEY, secure.key("worker").public.encode())
+            sock.disconnect(lane._address)
+            sock.connect(lane._address)  # (the server key is read at connect)
+            spec = p.RunSpec(-(lane.lease_id << 32 | 7), p.KIND_CALL, p.Blob(0), p.Blob(0))
+            flood(sock, p.DirectRun(lane.lease_id, spec, secrets.token_bytes(16)))
+            # Behind the flood on the same connection (read in order), one with the token:
+            # once it is answered, the slot has read the whole flood.
+            frames: list[Any] = []
+            fn, args = dumps(abs, frames), dumps(((-5,), {}), frames)
+            good = p.RunSpec(-(lane.lease_id << 32 | 99_999), p.KIND_CALL, fn, args)
+            send(sock, p.DirectRun(lane.lease_id, good, lane._token), frames)
+            assert sock.poll(300_000), "the slot answers"
+            _, body = split_envelope(sock.recv_multipart(copy=False), routed=False)
+            done, _ = parse(body)
+            assert isinstance(done, p.DirectDone)
+            assert (done.refused, done.result.status) == (False, "ok")
+            after = rss(slot)
+            assert alice.submit(abs, -4).result(timeout=60) == 4
+        finally:
+            context.destroy(linger=0)
+    print(f"\n[memory] leased slot RSS {before} MiB -> {after} MiB after 512 MiB of bad DirectRuns")
+    assert after - before < 64
