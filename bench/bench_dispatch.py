@@ -398,6 +398,68 @@ def bench_d_numpy_arguments(
     report("d: 200 x 1 MiB numpy args", ours, {"ProcessPoolExecutor": peer}, "MB/s", True)
 
 
+# ------------------------------------------------------- (a)-(d) with CURVE on and off
+
+
+@pytest.fixture(scope="module")
+def secure_client() -> Iterator[Client]:
+    """A client of a cluster like ``cluster``'s with keys: CurveZMQ on every socket (and the
+    dispatcher checking each message's key and role)."""
+    with LocalCluster(workers=WORKERS, slots=1, keys=True) as secure:
+        c = secure.client()
+        c.submit(noop).result()
+        yield c
+        c.shutdown()
+
+
+def _interleaved(
+    off: Callable[[], Any], on: Callable[[], Any], rounds: int = 3
+) -> tuple[float, float]:
+    """Median seconds of ``off`` and ``on``, measured alternately after one warm-up each (so
+    that a drift of the shared machine falls on both)."""
+    off()
+    on()
+    offs, ons = [], []
+    for _ in range(rounds):
+        offs.append(timed(off))
+        ons.append(timed(on))
+    return statistics.median(offs), statistics.median(ons)
+
+
+def _lone_p50(client: Client, n: int = ROUND_TRIPS) -> float:
+    return float(np.percentile(_lone_round_trips(client, n), 50)) * 1e6
+
+
+def bench_curve_on_and_off(
+    benchmark: Any, client: Client, secure_client: Client, no_gc: None
+) -> None:
+    arrays = [np.full(131_072, i, dtype=np.float64) for i in range(N_ARRAYS)]
+    megabytes = sum(a.nbytes for a in arrays) / 1e6
+    items = list(range(N_MAP))
+
+    def numpy_args(executor: Client) -> None:
+        futures = [executor.submit(checksum, a) for a in arrays]
+        assert [f.result() for f in futures] == [float(i) for i in range(N_ARRAYS)]
+
+    lines = []
+    off, on = _interleaved(lambda: _submit_gather(client), lambda: _submit_gather(secure_client))
+    lines.append(("a: 10k no-op tasks", N_NOOP / off, N_NOOP / on, "tasks/s"))
+    off_b, on_b = _lone_p50(client), _lone_p50(secure_client)
+    lines.append(("b: round trip p50 (lower is better)", off_b, on_b, "us"))
+    off, on = _interleaved(
+        lambda: list(client.map(square, items)), lambda: list(secure_client.map(square, items))
+    )
+    lines.append(("c: map 100k items", N_MAP / off, N_MAP / on, "items/s"))
+    off, on = _interleaved(lambda: numpy_args(client), lambda: numpy_args(secure_client))
+    lines.append(("d: 200 x 1 MiB numpy args", megabytes / off, megabytes / on, "MB/s"))
+    benchmark.pedantic(_submit_gather, args=(secure_client,), rounds=1, iterations=1)
+    for name, plain, curve, unit in lines:
+        print(
+            f"\n[CURVE {name}] off {plain:,.1f} {unit} | on {curve:,.1f} {unit} "
+            f"(on/off {curve / plain:.2f})"
+        )
+
+
 # ---------------------------------------------------------------- (e) memory per queued task
 
 

@@ -112,8 +112,6 @@ def test_a_port_in_use() -> None:
             f"pydispatch dispatcher: cannot listen on {taken}: address already in use "
             "(by another process)"
         )
-        worker = _cli("worker", taken, "--data-bind", taken)
-        assert "address already in use" in _one_line_failure(worker)
     # On ipc:// a second bind would take the path over: refused as well, and the first
     # dispatcher keeps serving.
     with make_cluster(0) as cluster:

@@ -330,7 +330,9 @@ def test_a_lease_whose_slot_cannot_be_reached_is_handed_back_and_not_asked_again
             probe.bind(("127.0.0.1", 0))
             nowhere = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
         grant = client._lane.grant
-        client._lane.grant = lambda lease_id, _, worker: grant(lease_id, nowhere, worker)  # type: ignore[method-assign]
+        client._lane.grant = lambda lease_id, _, worker, *rest: grant(
+            lease_id, nowhere, worker, *rest
+        )  # type: ignore[method-assign]
         deadline = time.monotonic() + 30
         while client._lane.usable and time.monotonic() < deadline:
             assert client.submit(add, 2, 2).result(timeout=20) == 4  # via the dispatcher

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..dataflow.handle import JobHandle, JobRefusedError, fetch_jobs, find_job
 from ..wire import protocol as p
+from ..wire.security import resolve_keys
 
 __all__ = [
     "CommandError",
@@ -45,8 +46,18 @@ class CommandError(Exception):
 def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
     """Cancel the job ``job`` names (its id, else its name, else the start of its id: see
     :func:`~pydispatch.dataflow.handle.find_job`); False if it had ended already."""
-    info = find_job(address, job, timeout)
-    return JobHandle(address, info.job_id, info.name, info.endpoint, state=info.state).cancel()
+    keys = resolve_keys()
+    info = find_job(address, job, timeout, keys or "")
+    handle = JobHandle(
+        address,
+        info.job_id,
+        info.name,
+        info.endpoint,
+        state=info.state,
+        keys=keys,
+        server_key=info.key,
+    )
+    return handle.cancel()
 
 
 def format_jobs(jobs: list[p.JobInfo]) -> str:

@@ -29,6 +29,7 @@ from .monitoring import (
     add_progress_option,
     http_arguments,
 )
+from .keys import add_key_options, add_keys_parser, apply_key_options, check_secure_bind
 
 __all__ = [
     "build_parser",
@@ -81,7 +82,10 @@ def parse_label(text: str) -> tuple[str, str]:
 def _dispatcher(args: argparse.Namespace) -> int:
     from ..monitor.http import HttpEndpointError
     from ..runtime.dispatcher import run_dispatcher
+    from ..wire.security import DISPATCHER
 
+    keys = apply_key_options(args, DISPATCHER)
+    check_secure_bind(args.bind, keys, args.insecure)
     _refuse_a_taken_ipc_path(args.bind)
     try:
         _run_dispatcher(run_dispatcher, args)
@@ -101,6 +105,7 @@ def _run_dispatcher(run_dispatcher: Any, args: argparse.Namespace) -> None:
         job_masters=args.job_masters,
         client_timeout=args.client_timeout,
         **http_arguments(args),
+        keys=keys,
     )
 
 
@@ -124,6 +129,7 @@ def _worker(args: argparse.Namespace) -> int:
         return _worker_group(args)
     from ..runtime.worker import WorkerOptions, run_worker
 
+    keys = apply_key_options(args)
     options = WorkerOptions(
         slots=args.slots,
         resources=args.resources,
@@ -135,6 +141,7 @@ def _worker(args: argparse.Namespace) -> int:
         data_bind=args.data_bind,
         direct=not args.no_direct,
         exit_with_parent=args.exit_with_parent,
+        keys=keys,
     )
     run_worker(args.address, options)
     return 0
@@ -162,6 +169,7 @@ def _worker_group(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    apply_key_options(args)
     from ..runtime.client import fetch_status
 
     status = fetch_status(args.address, timeout=args.timeout)
@@ -199,6 +207,7 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    apply_key_options(args)
     from .jobs import submit_command
 
     return submit_command(
@@ -213,18 +222,21 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    apply_key_options(args)
     from .jobs import jobs_command
 
     return jobs_command(args.address, args.json, args.timeout)
 
 
 def _cancel(args: argparse.Namespace) -> int:
+    apply_key_options(args)
     from .jobs import cancel_command
 
     return cancel_command(args.address, args.job, args.timeout)
 
 
 def _result(args: argparse.Namespace) -> int:
+    apply_key_options(args)
     from .jobs import result_command
 
     return result_command(args.address, args.job, args.timeout)
@@ -409,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
         "process an embedded cluster whose jobs run their master in the application)",
     )
     add_http_options(dispatcher)
+    dispatcher.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen in plain text on a network address without --keys (anyone who reaches "
+        "it can run code on every worker: a trusted network only)",
+    )
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)
 
@@ -459,7 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-bind",
         type=_data_address,
         default="tcp://127.0.0.1:*",
-        help="where the data socket for worker-to-worker traffic binds ('' to disable)",
+        help="the tcp://HOST:* where its slots bind their direct endpoints for lease holders "
+        "(when the dispatcher is not on ipc://; '' for none)",
     )
     worker.add_argument(
         "--no-direct",
@@ -540,6 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("--timeout", type=float, default=None, help="seconds (default: wait)")
     result.set_defaults(run=_result)
 
+    keys = command(
+        "keys",
+        "make and list the cluster's keys",
+        "CurveZMQ key pairs (pyzmq certificate files) in a directory: init makes the\n"
+        "dispatcher's and an admin's; add makes one more (a client, worker or admin); list\n"
+        "prints them. A host needs its own NAME.key_secret and dispatcher.key only.",
+    )
+    add_keys_parser(keys)
+    for talking in (worker, status, submit, jobs, cancel, result):
+        add_key_options(talking)
+    add_key_options(dispatcher, "dispatcher")
+
     demo = command(
         "demo",
         "run the main demo on generated data",
@@ -587,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`pydispatch demo | head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CommandError, LookupError, TimeoutError) as error:
+    except (CommandError, LookupError, TimeoutError, PermissionError) as error:
         print(f"pydispatch {args.command}: {error}", file=sys.stderr)
         return 1
     except zmq.ZMQError as error:  # an address no socket can bind or connect to

@@ -36,6 +36,7 @@ from ..errors import JobFailedError
 from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
+from ..wire.security import Keys, connect_curve, load_keys, resolve_keys
 
 if TYPE_CHECKING:
     from ..plan import ExecutionGraph
@@ -54,6 +55,7 @@ __all__ = [
     "find_job",
     "spill_arrays",
     "submit_job",
+    "target_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,18 +90,41 @@ def dispatcher_address(target: object) -> str:
     )
 
 
-def fetch_jobs(address: str, timeout: float = 5.0) -> list[p.JobInfo]:
-    """The dataflow jobs a dispatcher knows of, oldest change first."""
-    message = transport.request(address, p.JobsRequest(), timeout)
+def target_keys(target: object, keys: str | Keys | None, identity: str | None) -> Keys | None:
+    """The keys to reach a target with: ``keys`` if given; else a Client's own, a
+    LocalCluster's (its ``identity``, default ``"client"``), or those the environment names."""
+    from ..runtime.client import Client
+    from ..runtime.cluster import LocalCluster
+
+    if keys is not None:
+        return resolve_keys(keys, identity)
+    if isinstance(target, Client):
+        return target.keys
+    if isinstance(target, LocalCluster):
+        return load_keys(target.keys, identity or "client") if target.keys else None
+    return resolve_keys(None, identity)
+
+
+def fetch_jobs(
+    address: str, timeout: float = 5.0, keys: str | Keys | None = None
+) -> list[p.JobInfo]:
+    """The dataflow jobs a dispatcher knows of (with keys: those this key may see), oldest
+    change first."""
+    message = transport.request(address, p.JobsRequest(), timeout, keys)
+    if isinstance(message, p.Error):
+        raise PermissionError(f"the dispatcher at {address} refused: {message.message}")
     if not isinstance(message, p.JobsReply):
         raise p.ProtocolError(f"expected JobsReply, got {type(message).__name__}")
     return message.jobs
 
 
-def find_job(address: str, job: str, timeout: float = 5.0) -> p.JobInfo:
+def find_job(
+    address: str, job: str, timeout: float = 5.0, keys: str | Keys | None = None
+) -> p.JobInfo:
     """The job ``job`` names: its id, else its name, else the start of its id, whichever
-    matches first; LookupError (one line, saying what matched) when none or several do."""
-    jobs = fetch_jobs(address, timeout)
+    matches first; LookupError (one line, saying what matched) when none or several do.
+    With keys, only the jobs this key may see count (another client's job is not found)."""
+    jobs = fetch_jobs(address, timeout, keys)
     for what, matches in (
         ("id", [j for j in jobs if j.job_id == job]),
         ("name", [j for j in jobs if j.name == job]),
@@ -123,9 +148,11 @@ def submit_job(
     options: JobOptions,
     original_ids: list[int],
     timeout: float = _SUBMIT_TIMEOUT,
+    keys: Keys | None = None,
 ) -> JobHandle:
     """Hand the job to the dispatcher at ``address``; its handle once its master runs it."""
-    fetch_jobs(address, min(timeout, 10.0))  # a missing dispatcher: a quick, clear error
+    given: Keys | str = keys if keys is not None else ""  # "": none, whatever the environment
+    fetch_jobs(address, min(timeout, 10.0), given)  # a missing dispatcher: a quick, clear error
     spilled: str | None = None
     if address.startswith("ipc://"):  # every worker of an ipc:// dispatcher is on this host
         job, spilled = spill_arrays(job)
@@ -133,7 +160,7 @@ def submit_job(
         # From here the job's master owns the files: the slices (and any restart of them)
         # read them while the job runs, and the master removes them when it ends
         # (JobRun.close), whether or not this process keeps the handle.
-        return _submit(address, job, name, options, original_ids, timeout)
+        return _submit(address, job, name, options, original_ids, timeout, keys)
     except BaseException:
         if spilled is not None:
             shutil.rmtree(spilled, ignore_errors=True)
@@ -193,13 +220,24 @@ def _submit(
     options: JobOptions,
     original_ids: list[int],
     timeout: float,
+    keys: Keys | None,
 ) -> JobHandle:
+    given: Keys | str = keys if keys is not None else ""
     frames: list[transport.FrameLike] = []
     payload = transport.dumps((job, options, original_ids), frames, inline_limit=0)
     message = p.SubmitJob(name, options.priority, payload)
-    answer, _ = transport.ask(address, message, frames, timeout)
+    answer, _ = transport.ask(address, message, frames, timeout, given)
     if isinstance(answer, p.JobAccepted):
-        return JobHandle(address, answer.job_id, name, answer.endpoint, job, options.chaining)
+        return JobHandle(
+            address,
+            answer.job_id,
+            name,
+            answer.endpoint,
+            job,
+            options.chaining,
+            keys=keys,
+            server_key=answer.key,
+        )
     if isinstance(answer, p.Error):
         if answer.code in ("unfit", "invalid"):
             raise ValueError(answer.message)
@@ -238,7 +276,13 @@ class JobHandle:
         job: JobGraph | None = None,
         chaining: bool = True,
         state: str = "",
+        *,
+        keys: Keys | None = None,
+        server_key: str = "",
     ) -> None:
+        # With keys: whose key asks the job's master, and the job's key (its master's).
+        self._keys = keys
+        self._server_key = server_key
         self.job_id = job_id
         self.name = name
         self.address = address
@@ -251,13 +295,30 @@ class JobHandle:
             self._outcome = _gone(job_id, state)
 
     @classmethod
-    def attach(cls, target: object, job: str) -> JobHandle:
+    def attach(
+        cls,
+        target: object,
+        job: str,
+        *,
+        keys: str | Keys | None = None,
+        identity: str | None = None,
+    ) -> JobHandle:
         """A handle to the job ``job`` names (its id, else its name, else the start of its id;
         see :func:`find_job`) of the dispatcher ``target`` (an address, a Client or a
-        LocalCluster), from any process."""
+        LocalCluster), from any process; with keys (see :func:`target_keys`), a job this key
+        owns (or any, for an admin's)."""
         address = dispatcher_address(target)
-        info = find_job(address, job)
-        return cls(address, info.job_id, info.name, info.endpoint, state=info.state)
+        credentials = target_keys(target, keys, identity)
+        info = find_job(address, job, keys=credentials or "")
+        return cls(
+            address,
+            info.job_id,
+            info.name,
+            info.endpoint,
+            state=info.state,
+            keys=credentials,
+            server_key=info.key,
+        )
 
     @classmethod
     def finished(
@@ -400,13 +461,15 @@ class JobHandle:
         tick of its exit). TimeoutError if it neither answers nor is known to be gone."""
         end = time.monotonic() + wait + _ANSWER_TIMEOUT
         while True:
-            answer = _one_question(self.endpoint, message, end - time.monotonic())
+            answer = _one_question(
+                self.endpoint, message, end - time.monotonic(), self._keys, self._server_key
+            )
             if answer is not None:
                 reply, frames = answer
                 if isinstance(reply, p.Error):
                     raise RuntimeError(f"the master of job {self.job_id} refused: {reply.message}")
                 return reply, frames
-            info = find_job(self.address, self.job_id)
+            info = find_job(self.address, self.job_id, keys=self._keys or "")
             if not info.endpoint:
                 self._outcome = _gone(self.job_id, info.state)
                 return None, []
@@ -417,11 +480,17 @@ class JobHandle:
 
 
 def _one_question(
-    endpoint: str, message: jp.JobMessage, timeout: float
+    endpoint: str,
+    message: jp.JobMessage,
+    timeout: float,
+    keys: Keys | None = None,
+    server_key: str = "",
 ) -> tuple[jp.JobMessage, list[zmq.Frame]] | None:
     """The answer to ``message``, or None: no answer within ``timeout``, or the master's
     socket refused the connection or dropped it (its process died) before answering."""
     sock = transport.make_socket(zmq.Context.instance(), zmq.DEALER)
+    if keys is not None and server_key:
+        connect_curve(sock, keys.public, keys.secret, server_key)
     monitor = sock.get_monitor_socket(_LOST)
     try:
         sock.connect(endpoint)

@@ -44,8 +44,10 @@ from ..plan._job_graph import JobGraph
 from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
+from ..wire.security import JobCredentials
 from . import lifecycle as jm
 from .graph_view import describe_plan
+from .control_gate import ControlGate
 from .operators import Batch, concat, size
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 
@@ -87,6 +89,7 @@ log = logging.getLogger(__name__)
 _ids = itertools.count(1)
 _MAX_WAIT = 60.0  # the longest a result request is held before a status answer
 _MAX_WAITERS = 1024  # result requests held at once; more are answered with the status at once
+_CONTROL_QUEUE = 1000  # messages queued per peer on the control socket, at most
 
 
 class JobRun:
@@ -103,6 +106,7 @@ class JobRun:
         options: JobOptions,
         original_ids: list[int] | None = None,
         job_id: str | None = None,
+        credentials: JobCredentials | None = None,
     ) -> None:
         self.name = name
         self.job_id = job_id or f"{name}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
@@ -127,6 +131,7 @@ class JobRun:
                 options.credits,
                 options.host,
                 options.master_timeout,
+                (credentials.public, credentials.secret) if credentials else None,
             )
             for index in range(plan.n_slots)
         ]
@@ -144,6 +149,10 @@ class JobRun:
         # ROUTER_MANDATORY (make_socket): a reply to a peer gone already raises
         # EHOSTUNREACH, which _reply logs, instead of vanishing.
         self._control = transport.make_socket(self._context, zmq.ROUTER)
+        self._control.setsockopt(zmq.RCVHWM, _CONTROL_QUEUE)
+        self._control.setsockopt(zmq.SNDHWM, _CONTROL_QUEUE)
+        # With keys: CURVE with the job's key; only its slices, owner and admins get in.
+        self._gate = ControlGate(self._context, self._control, credentials, self.job_id)
         port = self._control.bind_to_random_port(f"tcp://{options.host}")
         self.endpoint = f"tcp://{options.host}:{port}"
         self._closing = threading.Event()
@@ -270,6 +279,7 @@ class JobRun:
             with contextlib.suppress(Exception):
                 self._announce()
             self._control.close()
+            self._gate.stop()
             self._context.term()
 
     def _announce(self) -> None:
@@ -301,10 +311,13 @@ class JobRun:
                 parts = self._control.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            key = self._gate.sender(parts[-1])
+            if key is None:
+                continue
             try:
                 identity, body = transport.split_envelope(parts, routed=True)
                 message = transport.parse_job(body)
-            except p.ProtocolError as error:  # anyone can connect: drop it, keep the job
+            except p.ProtocolError as error:  # a peer's bug: drop it, keep the job
                 log.error(
                     "job %s dropped a malformed control message: %s",
                     self.job_id,
@@ -312,7 +325,8 @@ class JobRun:
                     extra={"job_id": self.job_id},
                 )
                 continue
-            self._handle(identity, message)
+            if self._gate.allows(key, message):
+                self._handle(identity, message)
 
     def _reply(
         self,

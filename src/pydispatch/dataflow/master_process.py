@@ -3,15 +3,15 @@ each forked master does.
 
 ``python -m pydispatch.dataflow.master_process ADDRESS --parent PID`` is the launcher, started by
 the dispatcher at ``ADDRESS`` (``pydispatch.runtime.job_masters``). It imports what a job master
-needs (numpy, zmq, cloudpickle, the planner, OR-tools), then reads lines ``["JOB_ID", "TOKEN"]``
-(JSON) on stdin and forks one job master per line, reporting ``["started", JOB_ID, PID]`` and, once
-reaped, ``["exited", JOB_ID, CODE]`` on stdout. Forking a warm process makes a job master ready in
-milliseconds; starting Python and importing all that takes a third of a second on an idle machine
-and seconds on a loaded one, which every ``execute()`` would wait for. The launcher starts no thread
-and no zmq context, so forking it is safe (its environment pins numpy's BLAS to one thread:
-``job_masters``). On end-of-file (the dispatcher stopped or died), on SIGTERM, or when the
-dispatcher is no longer its parent, it ends its job masters (SIGTERM, then SIGKILL after a grace)
-and exits.
+needs (numpy, zmq, cloudpickle, the planner, OR-tools), then reads lines ``["JOB_ID", "TOKEN",
+KEYS]`` (JSON; KEYS: the job's credentials, or null) on stdin and forks one job master per line,
+reporting ``["started", JOB_ID, PID]`` and, once reaped, ``["exited", JOB_ID, CODE]`` on stdout.
+Forking a warm process makes a job master ready in milliseconds; starting Python and importing all
+that takes a third of a second on an idle machine and seconds on a loaded one, which every
+``execute()`` would wait for. The launcher starts no thread and no zmq context, so forking it is
+safe (its environment pins numpy's BLAS to one thread: ``job_masters``). On end-of-file (the
+dispatcher stopped or died), on SIGTERM, or when the dispatcher is no longer its parent, it ends its
+job masters (SIGTERM, then SIGKILL after a grace) and exits.
 
 A job master (:func:`_master`, in the forked child)
 
@@ -56,6 +56,7 @@ from ..plan._job_graph import JobGraph
 from ..runtime.client import Client
 from ..wire import protocol as p
 from ..wire import transport
+from ..wire.security import JobCredentials
 from .job_run import JobOptions, JobRun
 
 __all__ = ["main", "serve"]
@@ -88,11 +89,17 @@ def _unpack(obj: Any) -> tuple[JobGraph, JobOptions, list[int]]:
 
 
 class _Host:
-    def __init__(self, address: str, job_id: str, token: str) -> None:
+    def __init__(
+        self, address: str, job_id: str, token: str, credentials: JobCredentials | None
+    ) -> None:
         self.address = address
         self.job_id = job_id
         self.token = token
-        self.client = Client(address, name=f"job master {job_id}")
+        self.credentials = credentials
+        # With keys: the job's own key (role job-master, this job only), never the
+        # dispatcher's; "": no keys, whatever the environment names.
+        self.keys = credentials.keys(job_id) if credentials is not None else None
+        self.client = Client(address, name=f"job master {job_id}", keys=self.keys or "")
 
     def report(self, endpoint: str = "", code: str = "", error: str = "") -> None:
         report = p.JobHostReport(self.job_id, self.token, endpoint, code, error)
@@ -102,7 +109,8 @@ class _Host:
         """The running job, or None when it was refused (the dispatcher was told why)."""
         try:
             request = p.JobPayloadRequest(self.job_id, self.token)
-            answer, frames = transport.ask(self.address, request, (), _PAYLOAD_TIMEOUT)
+            keys = self.keys or ""
+            answer, frames = transport.ask(self.address, request, (), _PAYLOAD_TIMEOUT, keys)
             if not isinstance(answer, p.JobPayload):
                 text = answer.message if isinstance(answer, p.Error) else type(answer).__name__
                 raise RuntimeError(f"the dispatcher did not hand over the job: {text}")
@@ -115,7 +123,15 @@ class _Host:
             return None
         options = dataclasses.replace(options, priority=answer.priority)
         try:
-            run = JobRun(self.client, job, answer.name, options, ids, job_id=self.job_id)
+            run = JobRun(
+                self.client,
+                job,
+                answer.name,
+                options,
+                ids,
+                job_id=self.job_id,
+                credentials=self.credentials,
+            )
         except UnfitError as error:
             self.report(code="unfit", error=str(error))
             return None
@@ -164,7 +180,9 @@ def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> 
         run.abort(reason)
 
 
-def _master(address: str, job_id: str, token: str, parent: int) -> int:
+def _master(
+    address: str, job_id: str, token: str, parent: int, credentials: JobCredentials | None
+) -> int:
     """The forked child's life: the master of ``job_id``; its exit code."""
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -184,7 +202,7 @@ def _master(address: str, job_id: str, token: str, parent: int) -> int:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s job {label} %(levelname)s %(message)s")
         )
-    host = _Host(address, job_id, token)
+    host = _Host(address, job_id, token, credentials)
     try:
         started = host.start()
         if started is None:
@@ -258,10 +276,14 @@ class _Launcher:
 
     def _launch(self, line: bytes) -> None:
         try:
-            job_id, token = json.loads(line)
+            job_id, token, keys = json.loads(line)
             if not isinstance(job_id, str) or not isinstance(token, str):
                 raise TypeError("expected two strings")
-        except (ValueError, TypeError) as error:
+            credentials = None
+            if keys is not None:
+                keys["admins"] = tuple(keys["admins"])
+                credentials = JobCredentials(**keys)
+        except (ValueError, TypeError, KeyError) as error:
             log.error("the launcher ignored a line from the dispatcher: %s", error)
             return
         if len(os.listdir("/proc/self/task")) > 1:  # fork copies only this thread
@@ -270,7 +292,7 @@ class _Launcher:
         if pid == 0:  # the job master; it never returns into the launcher's loop
             code = 1
             try:
-                code = _master(self.address, job_id, token, os.getppid())
+                code = _master(self.address, job_id, token, os.getppid(), credentials)
             except BaseException:
                 traceback.print_exc()
             finally:

@@ -45,6 +45,7 @@ from ..wire import data_plane as dp
 from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
+from ..wire.security import Gate, connect_curve, serve_curve
 from .operators import Batch, concat, size
 from .subtask import SubtaskRunner
 
@@ -63,6 +64,7 @@ _CREDIT = p.encode(dp.Credit())
 _ACK_TIMEOUT_MS = 10_000
 _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
+_INBOX_QUEUE = 1000  # messages queued per producer on an inbox, at most
 
 
 class PathUnavailableError(OSError):
@@ -118,6 +120,10 @@ class SliceSpec:
     # A slice whose master is silent this long (the driver process died) ends itself, so
     # that a lost driver does not hold slots for ever. The master answers every report.
     master_timeout: float = 60.0
+    # With keys: the job's key pair (public, secret), issued by the dispatcher. The master's
+    # control socket and every inbox of the job serve with it and accept only it; slices
+    # connect with it. It reaches the slot inside this task, over CURVE.
+    job_key: tuple[str, str] | None = None
 
 
 @dataclass
@@ -179,6 +185,9 @@ class _Subtask:
             host = os.environ.get("PYDISPATCH_DATA_HOST", spec.data_host)
             self.inbox = context.socket(zmq.ROUTER)
             self.inbox.setsockopt(zmq.LINGER, 0)
+            self.inbox.setsockopt(zmq.RCVHWM, _INBOX_QUEUE)  # credits bound it already
+            if spec.job_key is not None:
+                serve_curve(self.inbox, *spec.job_key)
             port = self.inbox.bind_to_random_port(f"tcp://{host}")
             self.endpoint = f"tcp://{host}:{port}"
         self.dealers: dict[int, zmq.Socket[Any]] = {}
@@ -197,6 +206,9 @@ class _Subtask:
             sock = self.context.socket(zmq.DEALER)
             sock.setsockopt(zmq.IDENTITY, str(self.gid).encode())
             sock.setsockopt(zmq.LINGER, 30_000)
+            if self.spec.job_key is not None:
+                public, secret = self.spec.job_key
+                connect_curve(sock, public, secret, public)
             sock.connect(peers[target])
             self.dealers[target] = sock
             self.target_of[sock] = target
@@ -328,8 +340,30 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
     plan = ExecutionGraph(spec.job, chaining=spec.chaining)
     check_paths(plan, slice_index)
     context: zmq.Context[Any] = zmq.Context()
+    gate = None
+    if spec.job_key is not None:  # the job's inboxes accept the job's key only
+        gate = Gate(context, spec.job_key[0].__eq__, "a job's inbox")
+    try:
+        result = _run_slice(spec, plan, slice_index, attempt, master, context)
+    finally:
+        if gate is not None:  # (its thread would keep the context, and the slot, busy)
+            gate.stop()
+    context.term()
+    return result
+
+
+def _run_slice(
+    spec: SliceSpec,
+    plan: ExecutionGraph,
+    slice_index: int,
+    attempt: int,
+    master: str,
+    context: zmq.Context[Any],
+) -> dict[str, Any]:
     control = context.socket(zmq.DEALER)
     control.setsockopt(zmq.LINGER, 2000)
+    if spec.job_key is not None:
+        connect_curve(control, spec.job_key[0], spec.job_key[1], spec.job_key[0])
     control.connect(master)
     subtasks = [
         _Subtask(plan, spec, c.id, slice_index, context)
@@ -378,7 +412,6 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
     for s in subtasks:
         s.close()
     control.close()
-    context.term()
     return _slice_result(plan, subtasks)
 
 

@@ -52,6 +52,7 @@ from typing import Any, Final
 
 from .._exports import publish
 from ..wire import protocol as p
+from ..wire.security import Keys, resolve_keys
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, FrameLike, dumps, frame_sizes, request
 from .client_io import DEFAULT_RECONNECT_TIMEOUT, ClientIO, TaskFuture, interpreter_exiting
 from .lane import Lane
@@ -75,6 +76,10 @@ class Client(Executor):
     not answer for this long is given up on, and every unresolved future fails with a
     ``ConnectionError`` naming its address and how long the client waited (a warning is logged
     after a few seconds of silence already).
+
+    ``keys`` (a keys directory made by ``pydispatch keys``) and ``identity`` (whose key there):
+    talk CurveZMQ as that identity; by default ``PYDISPATCH_KEYS`` and ``PYDISPATCH_IDENTITY``
+    (neither set: plain text, as a LocalCluster without keys speaks).
     """
 
     def __init__(
@@ -85,17 +90,23 @@ class Client(Executor):
         connect_timeout: float = 10.0,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        keys: str | Keys | None = None,
+        identity: str | None = None,
     ) -> None:
         if not reconnect_timeout > 0:
             raise ValueError("reconnect_timeout must be > 0")
         self.address = address
-        self._io = ClientIO(self, address, name, max_message_size, reconnect_timeout)
+        self.keys = resolve_keys(keys, identity)
+        self._io = ClientIO(
+            self, address, name, max_message_size, reconnect_timeout, keys=self.keys
+        )
         # A plain attribute, not a property: a future's result() reaches the lane through it.
         self._lane: Lane = self._io.lane
         reply = self._io.welcome(connect_timeout)
         if reply is None:
             self._abort()
-            raise ConnectionError(f"no dispatcher answered at {address}")
+            why = f" (or it refused the key of {self.keys.name!r})" if self.keys else ""
+            raise ConnectionError(f"no dispatcher answered at {address}{why}")
         if isinstance(reply, p.Error):
             self._abort()
             raise ConnectionError(f"the dispatcher refused this client: {reply.message}")
@@ -343,9 +354,13 @@ def _checked_labels(labels: Mapping[str, str]) -> dict[str, str]:
     return dict(labels)
 
 
-def fetch_status(address: str, timeout: float = 5.0) -> p.StatusReply:
+def fetch_status(
+    address: str, timeout: float = 5.0, keys: str | Keys | None = None
+) -> p.StatusReply:
     """Ask a dispatcher for its status without becoming a client (used by the CLI)."""
-    message = request(address, p.StatusRequest(), timeout)
+    message = request(address, p.StatusRequest(), timeout, keys)
+    if isinstance(message, p.Error):
+        raise PermissionError(f"the dispatcher at {address} refused: {message.message}")
     if not isinstance(message, p.StatusReply):
         raise p.ProtocolError(f"expected StatusReply, got {type(message).__name__}")
     return message

@@ -44,6 +44,7 @@ import zmq
 
 from ..errors import RemoteError, RemoteTraceback, TaskFailedError
 from ..wire import protocol as p
+from ..wire.security import Keys, connect_with
 from ..wire.transport import (
     FrameLike,
     Socket,
@@ -212,6 +213,7 @@ class ClientIO:
         name: str,
         max_message_size: int,
         reconnect_timeout: float = DEFAULT_RECONNECT_TIMEOUT,
+        keys: Keys | None = None,
     ) -> None:
         self.total_slots = 0
         self.address = address
@@ -224,14 +226,16 @@ class ClientIO:
             max_message_size=max_message_size,
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
-        self._sock.connect(address)
+        connect_with(self._sock, keys, address)
         # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
         # ever answers on it (see _drain_sender).
         self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
-        self._sender.connect(address)
+        connect_with(self._sender, keys, address)
         self._send_lock = threading.Lock()
-        self.lane = Lane(self._context, max_message_size, self._lane_result, self._lane_refused)
+        self.lane = Lane(
+            self._context, max_message_size, self._lane_result, self._lane_refused, keys
+        )
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._futures: dict[int, TaskFuture] = {}
@@ -626,7 +630,7 @@ class ClientIO:
                             "the dispatcher restarted; this task was lost", self._sent_through
                         )
                 case p.LeaseGranted(lease_id=lease_id, address=address, worker=worker):
-                    self.lane.grant(lease_id, address, worker)
+                    self.lane.grant(lease_id, address, worker, message.token, message.server_key)
                 case p.LeaseEnded() as ended:
                     for attempt, started in self.lane.ended(ended):
                         self._resubmit(attempt, started, ended.error)

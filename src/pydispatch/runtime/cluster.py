@@ -12,6 +12,11 @@ closed is closed at interpreter exit, quietly (``weakref.finalize``).
 By default the cluster talks over ``ipc://`` sockets in a private temporary directory, so
 nothing binds a network port, and the workers start at the same time as the dispatcher (its
 address is known before it binds); pass ``address="tcp://127.0.0.1:0"`` for TCP on a free port.
+Without keys nothing is authenticated: the ipc sockets are in that directory, which only this
+user can enter (0700). ``keys=True`` runs the cluster with CurveZMQ on every socket and keys made
+for it in that directory (``dispatcher``, ``admin``, ``worker``, ``client``; more can be added
+there with ``pydispatch keys add``); ``keys=DIR`` uses a directory of yours, whose ``worker``
+identity the workers use.
 """
 
 from __future__ import annotations
@@ -34,6 +39,15 @@ import zmq
 
 from .._exports import publish
 from ..wire import protocol as p
+from ..wire.security import (
+    DISPATCHER,
+    IDENTITY_ENV,
+    KEYS_ENV,
+    add_key,
+    connect_curve,
+    create_keys,
+    load_keys,
+)
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     make_socket,
@@ -68,7 +82,8 @@ logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s 
 """
 _DISPATCHER_MAIN: Final = f"""{_LOGGING}\
 from pydispatch.runtime.dispatcher import run_dispatcher
-run_dispatcher(sys.argv[1], **json.loads(sys.argv[2]))
+from pydispatch.wire.security import resolve_keys
+run_dispatcher(sys.argv[1], keys=resolve_keys(), **json.loads(sys.argv[2]))
 """
 _WORKER_MAIN: Final = f"""{_LOGGING}\
 from pydispatch.runtime.worker import WorkerOptions, run_worker
@@ -110,6 +125,7 @@ class LocalCluster:
         direct: bool = True,
         http: bool | str = False,
         metrics: bool = True,
+        keys: bool | str = False,
     ) -> None:
         # The dispatcher's metrics, JSON API and dashboard: off by default (an embedded
         # cluster is often one of many on a machine); True serves them on a free loopback
@@ -123,6 +139,16 @@ class LocalCluster:
         self._client_timeout = client_timeout
         self._job_masters = job_masters
         self._tmpdir = tempfile.mkdtemp(prefix="pydispatch-cluster-")
+        #: The cluster's keys directory (None: no keys, plain text over its private ipc).
+        self.keys: str | None = None
+        if keys is True:
+            self.keys = os.path.join(self._tmpdir, "keys")
+            create_keys(self.keys)
+            add_key(self.keys, "worker", "worker")
+            add_key(self.keys, "client", "client")
+        elif isinstance(keys, str) and keys:
+            self.keys = os.path.abspath(keys)
+            load_keys(self.keys, "worker")  # a clear error now rather than workers that die
         self._requested_address = address or f"ipc://{self._tmpdir}/dispatcher"
         self.address = ""
         self._n_workers = workers
@@ -209,8 +235,20 @@ class LocalCluster:
             sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)
         ]  # fmt: skip
         self._owned.dispatcher = subprocess.Popen(
-            command, stdout=subprocess.PIPE, text=True, start_new_session=True
+            command,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env=self._environment(DISPATCHER),
         )
+
+    def _environment(self, identity: str) -> dict[str, str]:
+        """Our environment for a process of the cluster, naming its keys (or none)."""
+        env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, IDENTITY_ENV)}
+        if self.keys is not None:
+            env[KEYS_ENV] = self.keys
+            env[IDENTITY_ENV] = identity
+        return env
 
     def _read_address(self) -> None:
         dispatcher = self._owned.dispatcher
@@ -262,7 +300,7 @@ class LocalCluster:
         command = [sys.executable, "-c", _WORKER_MAIN, self.address, json.dumps(options)]
         # The worker's own directory goes into ours, so that close() removes it however the
         # worker ended.
-        env = {**os.environ, SLOTS_DIR_ENV: self._tmpdir}
+        env = {**self._environment("worker"), SLOTS_DIR_ENV: self._tmpdir}
         process = subprocess.Popen(command, start_new_session=True, env=env)
         self._owned.workers.append(process)
         return process
@@ -276,6 +314,9 @@ class LocalCluster:
         context: zmq.Context[Any] = zmq.Context()
         sock = make_socket(context, zmq.DEALER)
         try:
+            if self.keys is not None:
+                admin = load_keys(self.keys, "admin")
+                connect_curve(sock, admin.public, admin.secret, admin.server)
             sock.connect(self.address)
             while True:
                 failed = [w.pid for w in self.workers if w.poll() not in (None, 0)]
@@ -298,7 +339,8 @@ class LocalCluster:
             context.term()
 
     def client(self, **options: Any) -> Client:
-        """A client of this cluster (ended with it: its unfinished futures fail on close)."""
+        """A client of this cluster (ended with it: its unfinished futures fail on close); with
+        keys, as ``identity`` (default ``"client"``) of the cluster's keys."""
         if not self._finalizer.alive:
             raise RuntimeError("this LocalCluster was closed: make a new one")
         if not self.address:
@@ -306,6 +348,9 @@ class LocalCluster:
                 "this LocalCluster is not started: use `with LocalCluster(...) as cluster:` "
                 "or call cluster.start() before cluster.client()"
             )
+        options.setdefault("keys", self.keys or "")  # "": none, whatever the environment says
+        if self.keys is not None:
+            options.setdefault("identity", "client")
         client = Client(self.address, **options)
         self._owned.clients.append(client)
         return client

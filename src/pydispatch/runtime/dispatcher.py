@@ -41,6 +41,7 @@ from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
 from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..wire import protocol as p
+from ..wire.security import Gate, Keys
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameLike,
@@ -53,6 +54,7 @@ from ..wire.transport import (
     send,
     split_envelope,
 )
+from .access import Access, JobKeys, RefusedError, serve_keys
 from .client_book import ClientBook
 from .job_masters import JobHosts
 from .leasing import Leasing
@@ -60,7 +62,7 @@ from .memory import collect_less_often, keep_large_buffers
 from .monitoring import Monitoring
 from .outbox import STARTED_DELAY, Outbox
 
-__all__ = ["DEFAULT_PREFETCH", "Dispatcher", "run_dispatcher"]
+__all__ = ["DEFAULT_PREFETCH", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,11 @@ _BATCH: Final = 4096  # messages handled before a placement round, at most
 _JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _KEEP_ENDED_JOBS: Final = 100  # ended dataflow jobs listed by `pydispatch jobs`
 _MAX_COUNT: Final = 1 << 24  # direct attempts a slot may count in one Done (0.2 s of them)
+_MAX_JOBS: Final = 10_000  # dataflow jobs listed, at most (the oldest change goes first)
+# Messages queued for one peer, at most: beyond, what is sent to it is dropped (and logged
+# once). A peer's own libzmq reads eagerly, so only a peer that stopped reading (or never
+# reads) fills this: its memory in this process stays bounded.
+PEER_QUEUE: Final = 10_000
 
 Frames = list[zmq.Frame]
 # A message kind's handler: (sender's identity, message, its frames, time.monotonic()).
@@ -111,6 +118,7 @@ class Dispatcher:
         job_masters: bool = True,
         client_timeout: float = 30.0,
         metrics: bool = True,
+        keys: Keys | None = None,
     ) -> None:
         # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
         self._recorder = Recorder() if metrics else None
@@ -133,20 +141,36 @@ class Dispatcher:
         self._socket: Socket = make_socket(
             self._context, zmq.ROUTER, max_message_size=max_message_size
         )
+        self._socket.setsockopt(zmq.SNDHWM, PEER_QUEUE)
+        self._socket.setsockopt(zmq.RCVHWM, PEER_QUEUE)
+        self._dropped: dict[bytes, int] = {}  # peers whose queue overflowed (logged once)
+        self._access: Access | None = None
+        self._gate: Gate | None = None
+        job_keys: JobKeys | None = None
+        if keys is not None:  # CURVE, and only known keys in their roles (see access)
+            access = serve_keys(self._context, self._socket, keys, self._forget_if_client)
+            self._access, self._gate, job_keys = access
         self._socket.bind(bind)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self.epoch = uuid.uuid4().hex  # tells clients apart a restarted dispatcher
         self._clients = ClientBook(client_timeout, self.scheduler.knows_peer)
         self._worker_names: dict[bytes, str] = {}
-        self._leasing = Leasing(self.scheduler, self._send)  # the direct lanes, granted here
+        # The direct lanes, granted here.
+        key_of = self._access.key_of if self._access is not None else None
+        self._leasing = Leasing(self.scheduler, self._send, key_of)
         self.protocol_errors = 0
         # What clients hear of their tasks, flushed once per loop iteration.
         self._outbox = Outbox(self._send, self._forget_client)
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
         # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
         self._job_hosts = JobHosts(
-            self.endpoint, self._send, self._jobs, self._job_update, enabled=job_masters
+            self.endpoint,
+            self._send,
+            self._jobs,
+            self._job_update,
+            enabled=job_masters,
+            job_keys=job_keys,
         )
         self._handlers = self._handler_table()
 
@@ -193,6 +217,8 @@ class Dispatcher:
         finally:
             self._job_hosts.close()  # no job master outlives its dispatcher
             self._socket.close(linger=0)
+            if self._gate is not None:
+                self._gate.stop()
             self._context.term()
 
     def _silent_clients(self, now: float) -> list[s.Instruction]:
@@ -227,12 +253,21 @@ class Dispatcher:
             self._recorder.messages_in += 1
             if len(parts) > 3:  # identity, empty delimiter, header, then the payload frames
                 self._recorder.payload_bytes_in += sum(map(len, parts[3:]))
-        identity = parts[0].bytes
-        identity = self._clients.senders.get(identity, identity)  # a client's sending socket
+        routing = parts[0].bytes
+        identity = self._clients.senders.get(routing, routing)  # a client's sending socket
         try:
+            # Who sent it, before anything is decoded; may it send this kind, before it is
+            # handled (nothing here unpickles; slots and job masters get only what passed).
+            peer = self._access.peer(parts[-1]) if self._access is not None else None
             _, body = split_envelope(parts, routed=True)
             message, frames = parse(body)
+            if peer is not None:
+                self._access.admit(peer, routing, identity, message)  # type: ignore[union-attr]
             self._handle(identity, message, frames)
+        except RefusedError as refusal:
+            self.protocol_errors += 1
+            if refusal.reply:  # once per key (a hostile peer gets no stream of answers)
+                self._send(routing, p.Error("forbidden", str(refusal)))
         except p.ProtocolError as error:
             self._refuse(identity, "protocol", str(error))
         except Exception as error:  # a bug here must not take the dispatcher down
@@ -248,7 +283,21 @@ class Dispatcher:
         self, identity: bytes, message: p.Message, frames: list[FrameLike] | None = None
     ) -> bool:
         try:
-            send(self._socket, message, frames or (), identity=identity)
+            send(self._socket, message, frames or (), identity=identity, noblock=True)
+        except zmq.Again:  # that peer's queue is full: it does not read (see PEER_QUEUE)
+            dropped = self._dropped.get(identity, 0)
+            if not dropped:
+                if len(self._dropped) >= PEER_QUEUE:
+                    self._dropped.clear()
+                log.warning(
+                    "dropped a %s to %r: %d messages wait for it already (it does not read; "
+                    "logged once per peer)",
+                    type(message).__name__,
+                    identity,
+                    PEER_QUEUE,
+                )
+            self._dropped[identity] = dropped + 1
+            return False
         except zmq.ZMQError as error:  # EHOSTUNREACH: that peer is gone
             log.info("could not send %s to %r: %s", type(message).__name__, identity, error)
             return False
@@ -458,10 +507,14 @@ class Dispatcher:
         self._job_update(self._job_hosts.seen(m.job))
 
     def _on_jobs_request(self, peer: bytes, m: p.JobsRequest, frames: Frames, now: float) -> None:
-        self._send(peer, p.JobsReply(list(self._jobs.values())))
+        jobs = list(self._jobs.values())
+        if self._access is not None:  # a client sees its own jobs (an admin every one)
+            jobs = [job for job in jobs if self._access.sees(job)]
+        self._send(peer, p.JobsReply(jobs))
 
     def _on_submit_job(self, peer: bytes, m: p.SubmitJob, frames: Frames, now: float) -> None:
-        self._job_hosts.submit(peer, m, frames)
+        owner = self._access.current if self._access is not None else None
+        self._job_hosts.submit(peer, m, frames, owner)
 
     def _on_job_payload_request(
         self, peer: bytes, m: p.JobPayloadRequest, frames: Frames, now: float
@@ -475,7 +528,13 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- for the handlers
 
+    def _forget_if_client(self, identity: bytes) -> None:
+        if identity in self._clients:
+            self._forget_client(identity)
+
     def _forget_client(self, client: bytes) -> None:
+        if self._access is not None:
+            self._access.forget(client)
         self._clients.forget(client)
         self._leasing.close_client(client)
         self._perform(self.scheduler.client_gone(client))
@@ -486,6 +545,8 @@ class Dispatcher:
         ended = [i for i, j in self._jobs.items() if j.state in _JOB_ENDED]
         for job_id in ended[: max(0, len(ended) - _KEEP_ENDED_JOBS)]:
             del self._jobs[job_id]
+        while len(self._jobs) > _MAX_JOBS:  # bounded, whatever masters announce
+            del self._jobs[next(iter(self._jobs))]
 
     @staticmethod
     def _check_version(version: int) -> None:
@@ -615,9 +676,11 @@ def run_dispatcher(
     http: str | None = None,
     http_insecure: bool = False,
     http_fallback: bool = False,
+    keys: Keys | None = None,
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT; with ``http`` (``HOST:PORT``),
-    serve its metrics, JSON API and dashboard there (see :mod:`pydispatch.monitor.http`)."""
+    serve its metrics, JSON API and dashboard there (see :mod:`pydispatch.monitor.http`); with
+    ``keys``: CurveZMQ, and only the keys of their directory, each in its role."""
     import signal
 
     # Every task's frames pass through here and queued ones pile up: keep what they used.
@@ -634,6 +697,7 @@ def run_dispatcher(
         job_masters=job_masters,
         client_timeout=client_timeout,
         metrics=metrics,
+        keys=keys,
     )
     server = None
     if http:

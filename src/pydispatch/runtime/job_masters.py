@@ -16,12 +16,12 @@ dispatcher's loop):
 The launcher (``python -m pydispatch.dataflow.master_process``, a child of the dispatcher, started
 with it) has imported what a job master needs and forks one per job, so a master is ready in
 milliseconds instead of the seconds an interpreter's start and imports take on a loaded machine. It
-reads ``["JOB_ID", "TOKEN"]`` lines on its stdin and writes ``["started", JOB_ID, PID]`` and
-``["exited", JOB_ID, CODE]`` lines on its stdout, which the dispatcher reads without blocking on
-each tick: the dispatcher knows every master's pid and exit code. Ending the dispatcher closes the
-launcher's stdin: it ends its masters (SIGTERM, which fails a running job, then SIGKILL after a
-grace) and exits; a killed dispatcher's launcher reads end-of-file and does the same, so no job
-master outlives its dispatcher.
+reads ``["JOB_ID", "TOKEN", KEYS]`` lines (KEYS: the job's credentials, or null) on its stdin and
+writes ``["started", JOB_ID, PID]`` and ``["exited", JOB_ID, CODE]`` lines on its stdout, which the
+dispatcher reads without blocking on each tick: the dispatcher knows every master's pid and exit
+code. Ending the dispatcher closes the launcher's stdin: it ends its masters (SIGTERM, which fails a
+running job, then SIGKILL after a grace) and exits; a killed dispatcher's launcher reads end-of-file
+and does the same, so no job master outlives its dispatcher.
 
 Why the master asks for its payload rather than being given a file or a pipe: the frames go
 from the submitter's message to the master as they are, zero-copy, without the dispatcher's
@@ -34,6 +34,7 @@ drops; and the token travels on the launcher's stdin, not a command line or an e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -52,7 +53,9 @@ import msgspec
 import zmq
 
 from ..wire import protocol as p
+from ..wire.security import Identity, JobCredentials
 from ..wire.transport import FrameLike, frame_sizes, rebase
+from .access import JobKeys
 
 __all__ = ["ENDED", "JobHosts", "Send"]
 
@@ -80,6 +83,8 @@ class _Host:
     deadline: float
     pid: int = 0  # 0 until the launcher says it forked
     timed_out: bool = False  # its submitter was told it failed: it must not run
+    credentials: JobCredentials | None = None  # with keys: the job's own (see JobKeys)
+    owner: Identity | None = None  # with keys: who submitted it
 
 
 class JobHosts:
@@ -95,8 +100,10 @@ class JobHosts:
         update: Callable[[p.JobInfo], None],
         *,
         enabled: bool = True,
+        job_keys: JobKeys | None = None,
     ) -> None:
         self._address = address
+        self._job_keys = job_keys
         self._send = send
         self._jobs = jobs
         self._update = update
@@ -114,8 +121,15 @@ class JobHosts:
 
     # -- messages -----------------------------------------------------------------------
 
-    def submit(self, submitter: bytes, message: p.SubmitJob, frames: list[zmq.Frame]) -> None:
-        """Start a job master for ``message``; ProtocolError if it is malformed."""
+    def submit(
+        self,
+        submitter: bytes,
+        message: p.SubmitJob,
+        frames: list[zmq.Frame],
+        owner: Identity | None = None,
+    ) -> None:
+        """Start a job master for ``message`` (``owner``: the key that submitted it, with
+        keys); ProtocolError if it is malformed."""
         p.check_blob(message.payload, frame_sizes(frames))
         if not self._enabled:
             reason = "this dispatcher hosts no job masters (it runs with --no-job-masters)"
@@ -130,16 +144,27 @@ class JobHosts:
             return
         job_id = f"{message.name[:_NAME_IN_ID]}-{next(self._ids)}-{uuid.uuid4().hex[:6]}"
         token = secrets.token_hex(16)
+        credentials = self._job_keys.issue(job_id, owner) if self._job_keys else None
         try:
-            self._launch(job_id, token)
+            self._launch(job_id, token, credentials)
         except OSError as error:
+            if credentials is not None and self._job_keys is not None:
+                self._job_keys.revoke(credentials)
             self._send(submitter, p.Error("internal", f"cannot start a job master: {error}"), [])
             return
         own: list[FrameLike] = []
         payload = rebase(message.payload, frames, own)  # only its frames are kept
         deadline = time.monotonic() + _ACCEPT_TIMEOUT
         self._hosts[job_id] = _Host(
-            job_id, message.name, message.priority, token, submitter, (payload, own), deadline
+            job_id,
+            message.name,
+            message.priority,
+            token,
+            submitter,
+            (payload, own),
+            deadline,
+            credentials=credentials,
+            owner=owner,
         )
 
     def _host(self, job_id: str, token: str) -> _Host:
@@ -159,7 +184,8 @@ class JobHosts:
         host = self._host(message.job_id, message.token)
         host.payload = None
         if message.endpoint:
-            self._answer(host, p.JobAccepted(host.job_id, message.endpoint))
+            key = host.credentials.public if host.credentials else ""
+            self._answer(host, p.JobAccepted(host.job_id, message.endpoint, key))
         else:
             self._answer(host, p.Error(message.code or "invalid", message.error))
 
@@ -170,7 +196,24 @@ class JobHosts:
 
     def seen(self, job: p.JobInfo) -> p.JobInfo:
         """A job master's announcement as ``pydispatch jobs`` should list it: one that arrives
-        after its process was reaped names an endpoint nobody serves any more."""
+        after its process was reaped names an endpoint nobody serves any more. Who owns it and
+        its key are the dispatcher's to say, not the master's."""
+        host = self._hosts.get(job.job_id)
+        if host is not None:
+            owner = host.owner
+            key = host.credentials.public if host.credentials else ""
+            job = msgspec.structs.replace(
+                job,
+                owner=owner.name if owner else "",
+                owner_key=owner.public if owner else "",
+                key=key,
+            )
+        else:
+            known = self._jobs.get(job.job_id)
+            owner_name, owner_key, key = (
+                (known.owner, known.owner_key, known.key) if known else ("", "", "")
+            )
+            job = msgspec.structs.replace(job, owner=owner_name, owner_key=owner_key, key=key)
         if job.job_id in self._exited:
             return _orphaned(job)
         return job
@@ -220,8 +263,10 @@ class JobHosts:
         self._respawn_at = time.monotonic() + _RESPAWN_EVERY
         return self._launcher
 
-    def _launch(self, job_id: str, token: str) -> None:
-        line = json.dumps([job_id, token]).encode() + b"\n"  # < PIPE_BUF: written whole
+    def _launch(self, job_id: str, token: str, credentials: JobCredentials | None) -> None:
+        # (< PIPE_BUF even with the keys of a few dozen admins: written whole)
+        keys = dataclasses.asdict(credentials) if credentials is not None else None
+        line = json.dumps([job_id, token, keys]).encode() + b"\n"
         for _ in range(2):  # a launcher that died meanwhile is replaced once
             launcher = self._running_launcher()
             assert launcher.stdin is not None
@@ -308,6 +353,8 @@ class JobHosts:
         host = self._hosts.pop(job_id, None)
         if host is None:
             return
+        if host.credentials is not None and self._job_keys is not None:
+            self._job_keys.revoke(host.credentials)  # its master is gone: its key goes too
         self._exited[job_id] = None
         if len(self._exited) > _EXITED_KEPT:
             del self._exited[next(iter(self._exited))]

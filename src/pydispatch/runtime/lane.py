@@ -33,6 +33,7 @@ from typing import Any, Final
 import zmq
 
 from ..wire import protocol as p
+from ..wire.security import Keys, connect_curve
 from ..wire.transport import FrameLike, Socket, make_socket, receive_pending, send
 
 __all__ = ["DirectAttempt", "Lane"]
@@ -66,7 +67,9 @@ class Lane:
         max_message_size: int,
         on_result: Resolver,
         on_refused: Refusal,
+        keys: Keys | None = None,
     ) -> None:
+        self._keys = keys  # with keys, a slot's direct endpoint is a CURVE server
         self._sock: Socket = make_socket(
             context,
             zmq.DEALER,
@@ -79,6 +82,7 @@ class Lane:
         self.fd = int(self._sock.getsockopt(zmq.FD))
         self.lock = threading.Lock()
         self.lease_id = 0  # the open lease (0: none)
+        self._token = b""  # its capability, carried by every DirectRun
         self.worker = ""  # the leased slot's worker, by name
         # Since when no DirectRun could go out (no connection), across leases; None after one
         # went out. Too long, and this client stops asking for leases (see unreachable).
@@ -103,7 +107,9 @@ class Lane:
 
     # ------------------------------------------------------------- the client's I/O thread
 
-    def grant(self, lease_id: int, address: str, worker: str) -> None:
+    def grant(
+        self, lease_id: int, address: str, worker: str, token: bytes = b"", server_key: str = ""
+    ) -> None:
         with self.lock:
             if self._closed:
                 return
@@ -113,9 +119,13 @@ class Lane:
                 # DEALER alternates), which that slot then refuses. Rare; nothing is lost.
                 if self._address and not self.attempts:
                     self._sock.disconnect(self._address)
+                if self._keys is not None:  # (read by libzmq at connect)
+                    keys = self._keys
+                    connect_curve(self._sock, keys.public, keys.secret, server_key)
                 self._sock.connect(address)
                 self._address = address
             self.lease_id = lease_id
+            self._token = token
             self.worker = worker
             self._numbers = itertools.count(1)  # attempt numbers are per lease (32 bits)
             taken = self._drain()
@@ -193,7 +203,8 @@ class Lane:
             run = p.RunSpec(attempt_id, spec.kind, spec.fn, spec.args, spec.priority)
             mark(attempt_id)
             try:
-                send(self._sock, p.DirectRun(self.lease_id, run), frames, noblock=True)
+                message = p.DirectRun(self.lease_id, run, self._token)
+                send(self._sock, message, frames, noblock=True)
             except zmq.Again:  # not connected (yet, or any more)
                 del self.attempts[attempt_id]
                 mark(0)

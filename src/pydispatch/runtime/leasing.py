@@ -25,9 +25,14 @@ Send = Callable[[bytes, p.Message], bool]  # False: that peer is unreachable
 class Leasing:
     """Grant, close and end the leases of one dispatcher (whose ``send`` it uses)."""
 
-    def __init__(self, scheduler: s.Scheduler, send: Send) -> None:
+    def __init__(
+        self, scheduler: s.Scheduler, send: Send, key_of: Callable[[bytes], str] | None = None
+    ) -> None:
         self._scheduler = scheduler
         self._send = send
+        # With keys: the public key a socket identity speaks with ("" without keys). A slot
+        # opens a lease to its client's key only; the client checks the slot's.
+        self._key_of = key_of or (lambda identity: "")
         self._book = Leases()
 
     @property
@@ -51,8 +56,11 @@ class Leasing:
             return
         # The slot hears first: the client's first DirectRun most likely finds the lease open
         # (if not, the slot refuses it and the client sends the task through us).
-        self._send(slot, p.LeaseOpen(lease.lease_id))
-        if not self._send(client, p.LeaseGranted(lease.lease_id, lease.address, worker_name)):
+        self._send(slot, p.LeaseOpen(lease.lease_id, lease.token, self._key_of(client)))
+        granted = p.LeaseGranted(
+            lease.lease_id, lease.address, worker_name, lease.token, self._key_of(slot)
+        )
+        if not self._send(client, granted):
             self.close_client(client)
 
     def return_lease(self, client: bytes, lease_id: int) -> None:

@@ -29,6 +29,7 @@ import itertools
 import logging
 import mmap
 import os
+import secrets
 import signal
 import socket
 import struct
@@ -43,6 +44,7 @@ import zmq
 
 from ..errors import RemoteError
 from ..wire import protocol as p
+from ..wire.security import Gate, connect_curve, peer_key, resolve_keys, serve_curve
 from ..wire.transport import (
     FrameLike,
     dumps,
@@ -78,6 +80,7 @@ _KEEP_FREE: Final = 64 << 20  # freed heap a slot keeps for the next large frame
 # idle: never one message per lone task (each would wake the dispatcher during a round trip).
 _COUNT_AFTER_MS: Final = 200
 _STATE = struct.Struct("=qq")  # (welcomed: 0/1, running attempt id: 0 = none)
+_DIRECT_QUEUE: Final = 1000  # messages queued per peer on the direct endpoint, at most
 
 
 class SlotState:
@@ -195,7 +198,11 @@ class _Slot:
         self._sock = sock
         self._state = state
         self._direct = direct  # used by the main thread only
-        self._leases: set[int] = set()  # open leases (see LeaseOpen)
+        # Open leases (see LeaseOpen): id -> (token, the client key it is open to ("": any,
+        # without keys)). Read by the ZAP thread too (a client key of an open lease connects).
+        self._leases: dict[int, tuple[bytes, str]] = {}
+        self.secure = False  # the direct endpoint is a CURVE server
+        self._refused_keys: dict[str, None] = {}  # each logged once
         # Closed leases with direct attempts still to run: LeaseClosed goes once they are done.
         self._closing: set[int] = set()
         self._running_lease = 0  # the lease of the direct attempt being run (0: none)
@@ -327,14 +334,14 @@ class _Slot:
                         heapq.heappush(self._queue, entry)
                 case p.Kill(attempt_ids=ids):
                     self._skip.update(ids)
-                case p.LeaseOpen(lease_id=lease_id):
-                    self._leases.add(lease_id)
+                case p.LeaseOpen(lease_id=lease_id, token=token, client_key=key):
+                    self._leases[lease_id] = (token, key)
                 case p.LeaseClose(lease_id=lease_id):
                     # What its holder sent before the message that made the dispatcher close
                     # it is taken first (it is most likely here already: one hop, not two).
                     if self._direct is not None:
                         self._receive_direct(self._direct)
-                    self._leases.discard(lease_id)
+                    self._leases.pop(lease_id, None)
                     self._closing.add(lease_id)
                     self._confirm_closed(lease_id)
                 case p.Error(message=text):
@@ -352,6 +359,10 @@ class _Slot:
                 parts = recv_parts(direct, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            peer = peer_key(parts[-1])
+            if self.secure and not self.lease_key(peer):  # its lease closed since it connected
+                self._refuse(peer, "no open lease of its key")
+                continue
             try:
                 client, body = split_envelope(parts, routed=True)
                 message, frames = parse(body)
@@ -362,16 +373,32 @@ class _Slot:
                 log.error("dropped a %s on the direct endpoint", type(message).__name__)
                 continue
             spec = message.attempt
-            if (
-                message.lease_id not in self._leases
-                or _lease_of(spec.attempt_id) != message.lease_id
+            lease = self._leases.get(message.lease_id)
+            if lease is not None and not (
+                secrets.compare_digest(lease[0], message.token)
+                and (not lease[1] or lease[1] == peer)
             ):
+                # A guessed or stolen lease: refused without a reply (nothing is unpickled).
+                self._refuse(peer, f"a DirectRun under lease {message.lease_id} without its token")
+                continue
+            if lease is None or _lease_of(spec.attempt_id) != message.lease_id:
                 refused = p.AttemptResult(spec.attempt_id, "failed", None, "no open lease")
                 self._answer_direct(client, refused, [], refused=True)
                 continue
             key = _function_key(spec, frames)
             entry = (-spec.priority, next(self._order), spec, frames, key, client)
             heapq.heappush(self._queue, entry)
+
+    def lease_key(self, key: str) -> bool:
+        """Whether ``key`` holds an open lease here (the ZAP thread asks, as the loop does)."""
+        return any(client == key for _, client in list(self._leases.values()))
+
+    def _refuse(self, key: str, reason: str) -> None:
+        if key not in self._refused_keys:
+            if len(self._refused_keys) > 4096:
+                self._refused_keys.clear()
+            self._refused_keys[key] = None
+            log.warning("the direct endpoint refused key %s: %s (logged once)", key or "?", reason)
 
     def _confirm_closed(self, lease_id: int) -> None:
         """Say LeaseClosed once no direct attempt of the closed lease is queued or running."""
@@ -499,12 +526,21 @@ def main(
     keep_large_buffers(_KEEP_FREE)
     collect_less_often()
     context: zmq.Context[Any] = zmq.Context()
+    keys = resolve_keys()  # the worker's (it passes them on in the environment)
     sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
+    if keys is not None:
+        connect_curve(sock, keys.public, keys.secret, keys.server)
     sock.connect(address)
     direct = None
     endpoint = ""
+    slot_of: list[_Slot] = []  # the ZAP thread's way to the slot's open leases
     if direct_bind:
         direct = make_socket(context, zmq.ROUTER, max_message_size=max_message_size)
+        direct.setsockopt(zmq.RCVHWM, _DIRECT_QUEUE)
+        direct.setsockopt(zmq.SNDHWM, _DIRECT_QUEUE)
+        if keys is not None:  # only the key of a client holding an open lease connects
+            Gate(context, lambda key: bool(slot_of) and slot_of[0].lease_key(key), "slot")
+            serve_curve(direct, keys.public, keys.secret)
         try:
             direct.bind(direct_bind)
             endpoint = _reachable(direct.getsockopt_string(zmq.LAST_ENDPOINT))
@@ -513,6 +549,8 @@ def main(
             direct.close(linger=0)
             direct = None
     slot = _Slot(sock, SlotState(state_path), direct)
+    slot.secure = keys is not None
+    slot_of.append(slot)
     slot.hello(worker, endpoint)
     slot.start_late_flusher()
     slot.serve()

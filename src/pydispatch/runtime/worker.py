@@ -44,7 +44,8 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..wire import protocol as p
-from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, Socket, make_socket, receive_pending, send
+from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_with, resolve_keys
+from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, make_socket, receive_pending, send
 from .slot import EXIT_REFUSED, SlotState
 from .usage import ProcessUsage
 
@@ -76,9 +77,9 @@ class WorkerOptions:
     node: str = ""
     drain_grace: float = 30.0
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    # Where this worker's data socket binds (a ROUTER reserved for worker-to-worker traffic of
-    # dataflow jobs; nothing is served on it yet). Its bound address is advertised on
-    # registration. "" disables it.
+    # The host (of a tcp:// address) where this worker's slots bind their direct endpoints
+    # when the dispatcher is not on ipc:// ("": none). (It once also bound a data socket that
+    # nothing read: gone, as it only let a peer fill this process's memory.)
     data_bind: str = "tcp://127.0.0.1:*"
     # Each slot binds a direct endpoint for clients holding a lease on it (see ``leases``):
     # in this worker's private directory when the dispatcher is on ipc://, else on the
@@ -87,6 +88,9 @@ class WorkerOptions:
     # Stop (as on SIGINT) when the process with this pid is no longer our parent: set by
     # LocalCluster and ``worker --nprocs`` so that workers never outlive who started them.
     exit_with_parent: int = 0
+    # This worker's keys (None: those the environment names, if any; see security). Its
+    # slots speak with the same key, and serve their direct endpoints with it.
+    keys: Keys | None = None
 
 
 class Worker:
@@ -96,6 +100,7 @@ class Worker:
         self.node = self.options.node or _socket.gethostname()
         self.name = self.options.name or f"{self.node}-{os.getpid()}"
         self.identity = f"{self.name}/{uuid.uuid4().hex[:8]}".encode()
+        self.keys = self.options.keys if self.options.keys is not None else resolve_keys()
         self._context: zmq.Context[Any] = zmq.Context()
         self._sock = make_socket(
             self._context,
@@ -107,15 +112,8 @@ class Worker:
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self._lost_dispatcher_at: float | None = None
         self._ever_registered = False
-        self._sock.connect(address)
-        self._data_sock: Socket | None = None
+        self._connect(self._sock)
         self.data_address = ""
-        if self.options.data_bind:
-            self._data_sock = make_socket(
-                self._context, zmq.ROUTER, max_message_size=self.options.max_message_size
-            )
-            self._data_sock.bind(self.options.data_bind)
-            self.data_address = self._data_sock.getsockopt_string(zmq.LAST_ENDPOINT)
         # In PYDISPATCH_SLOTS_DIR if set: a LocalCluster removes it however the worker ended.
         self._tmpdir = tempfile.mkdtemp(
             "", "pydispatch-slots-", os.environ.get("PYDISPATCH_SLOTS_DIR")
@@ -152,8 +150,6 @@ class Worker:
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
             self._sock.close(linger=200)
-            if self._data_sock is not None:
-                self._data_sock.close(linger=0)
             self._context.term()
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
@@ -223,7 +219,7 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
-        sock.connect(self.address)
+        self._connect(sock)
         try:
             usage = ProcessUsage()
             while not self._heartbeat_stop.wait(self._heartbeat_interval):
@@ -233,6 +229,9 @@ class Worker:
                     send(sock, p.Heartbeat(self.identity, cpu, rss))
         finally:
             sock.close(linger=0)
+
+    def _connect(self, sock: zmq.Socket[Any]) -> None:
+        connect_with(sock, self.keys, self.address)
 
     def _receive_from_dispatcher(self) -> None:
         for message, _ in receive_pending(self._sock, "the dispatcher"):
@@ -338,8 +337,17 @@ class Worker:
                 self._direct_bind(path),
             ],
             stdin=subprocess.DEVNULL,
+            env=self._slot_environment(),
         )  # fmt: skip
         return _Slot(index, identity, state, process)
+
+    def _slot_environment(self) -> dict[str, str]:
+        """The worker's environment, naming its keys (a path and a name: no secret) or none."""
+        env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, IDENTITY_ENV)}
+        if self.keys is not None:
+            env[KEYS_ENV] = self.keys.directory
+            env[IDENTITY_ENV] = self.keys.name
+        return env
 
     def _direct_bind(self, state_path: str) -> str:
         if not self.options.direct:

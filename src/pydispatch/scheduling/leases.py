@@ -16,7 +16,8 @@ what prefetch allows, and if the slot dies first the book says whom to tell.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 
 __all__ = ["Lease", "Leases"]
 
@@ -29,6 +30,9 @@ class Lease:
     worker: bytes
     address: str
     open: bool = True
+    # The capability its holder shows the slot with every direct attempt: 128 random bits (the
+    # lease id is a small number, part of direct attempt ids; it is not what grants access).
+    token: bytes = field(default_factory=lambda: secrets.token_bytes(16))
 
 
 class Leases:

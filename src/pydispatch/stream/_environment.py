@@ -107,11 +107,22 @@ class StreamEnvironment:
 
     ``target``: where jobs run: None (in this process), a :class:`~pydispatch.Client`,
     a :class:`~pydispatch.LocalCluster` or a dispatcher address; see :meth:`local`.
-    ``parallelism``: the default parallelism of new operators.
+    ``parallelism``: the default parallelism of new operators. ``keys`` and ``identity``: as
+    for :class:`~pydispatch.Client` (by default a Client's or a LocalCluster's own keys, else
+    ``PYDISPATCH_KEYS`` / ``PYDISPATCH_IDENTITY``); jobs then belong to that key.
     """
 
-    def __init__(self, target: object | None = None, *, parallelism: int = 1) -> None:
+    def __init__(
+        self,
+        target: object | None = None,
+        *,
+        parallelism: int = 1,
+        keys: str | None = None,
+        identity: str | None = None,
+    ) -> None:
         self._target = target
+        self._keys = keys
+        self._identity = identity
         self._parallelism = check_parallelism(parallelism, "StreamEnvironment")
         self._graph = JobGraph()
         self._chaining = True
@@ -324,7 +335,7 @@ class StreamEnvironment:
         keep = sorted(self._graph.ancestors(pending))
         job = self._graph.subgraph(set(keep))
         if self._target is not None:
-            from ..dataflow.handle import dispatcher_address, submit_job
+            from ..dataflow.handle import dispatcher_address, submit_job, target_keys
             from ..dataflow.job_run import JobOptions
 
             options = JobOptions(
@@ -341,7 +352,8 @@ class StreamEnvironment:
             if self._masters is not None:
                 handle = self._run_master_here(address, job, name or "job", options, keep)
             else:
-                handle = submit_job(address, job, name or "job", options, keep)
+                keys = target_keys(self._target, self._keys, self._identity)
+                handle = submit_job(address, job, name or "job", options, keep, keys=keys)
             self._executed |= pending
             return handle
         from ..dataflow.local import run_local
@@ -387,7 +399,9 @@ class StreamEnvironment:
         # masters run: here (Flink's MiniCluster does the same) rather than in the launcher
         # a dispatcher keeps for jobs that must outlive their submitter, which would compete
         # with the workers for the CPU while the cluster starts.
-        hosted = bool(cluster_options.setdefault("job_masters", False))
+        # (With keys, the dispatcher hosts them: it issues each job's credentials.)
+        keyed = bool(cluster_options.get("keys"))
+        hosted = bool(cluster_options.setdefault("job_masters", keyed))
         cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
         cluster.start()
         env = cls(cluster, parallelism=parallelism)
@@ -418,7 +432,9 @@ class StreamEnvironment:
         spilled = None
         if address.startswith("ipc://"):  # as submit_job does: the run's close removes them
             job, spilled = spill_arrays(job)
-        client = Client(address, name=f"job master of {name}")  # a client of its own per job
+        # A client of its own per job; no keys (this runs for a cluster without them only,
+        # whatever the environment names: see local()).
+        client = Client(address, name=f"job master of {name}", keys="")
         try:
             run = JobRun(client, job, name, options, keep)
         except BaseException:

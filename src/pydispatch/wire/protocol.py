@@ -109,7 +109,8 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 5
-# 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane)
+# 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
+# 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -278,6 +279,10 @@ class LeaseGranted(Header):
     lease_id: int
     address: str
     worker: str = ""  # the slot's worker, by name
+    # The capability: 128 random bits every DirectRun must carry (the slot knows it from
+    # LeaseOpen); and, with keys, the slot's public key (its direct endpoint is a CURVE server).
+    token: bytes = b""
+    server_key: str = ""
 
 
 class LeaseEnded(Header):
@@ -308,9 +313,12 @@ class ReturnLease(Header):
 
 
 class LeaseOpen(Header):
-    """Dispatcher -> slot: accept DirectRun under this lease."""
+    """Dispatcher -> slot: accept DirectRun under this lease, with this token, and (with keys)
+    from this client key only."""
 
     lease_id: int
+    token: bytes = b""
+    client_key: str = ""
 
 
 class LeaseClose(Header):
@@ -330,6 +338,7 @@ class DirectRun(Header):
 
     lease_id: int
     attempt: RunSpec
+    token: bytes = b""  # the lease's (see LeaseGranted)
 
 
 class DirectDone(Header):
@@ -476,6 +485,11 @@ class JobInfo(msgspec.Struct, array_like=True):
     endpoint: str  # the job master's control socket: where a cancel request goes
     attempt: int
     slices: int
+    # Set by the dispatcher, never taken from a master: who submitted the job (name and public
+    # key; "" without keys) and the job's own public key (its master serves with it).
+    owner: str = ""
+    owner_key: str = ""
+    key: str = ""
 
 
 class JobUpdate(Header):
@@ -511,6 +525,7 @@ class JobAccepted(Header):
 
     job_id: str
     endpoint: str
+    key: str = ""  # with keys: the job's public key (its master's control socket's)
 
 
 class JobPayloadRequest(Header):

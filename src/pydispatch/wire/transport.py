@@ -44,6 +44,7 @@ from .protocol import (
     decode,
     encode,
 )
+from .security import Keys, connect_curve, resolve_keys
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -239,24 +240,35 @@ def _out_of_band(
     return tuple(metas)
 
 
-def request(address: str, message: Message, timeout: float = 5.0) -> Message:
+def request(
+    address: str, message: Message, timeout: float = 5.0, keys: str | Keys | None = None
+) -> Message:
     """One question to a dispatcher without becoming its client: connect a DEALER, send
     ``message``, wait up to ``timeout`` seconds for the answer, close (for CLI look-ups)."""
-    return ask(address, message, (), timeout)[0]
+    return ask(address, message, (), timeout, keys)[0]
 
 
 def ask(
-    address: str, message: Message, frames: Sequence[FrameLike] = (), timeout: float = 5.0
+    address: str,
+    message: Message,
+    frames: Sequence[FrameLike] = (),
+    timeout: float = 5.0,
+    keys: str | Keys | None = None,
 ) -> tuple[Message, list[zmq.Frame]]:
     """:func:`request` with frames both ways (a job's payload to the dispatcher and back to
-    the job's process). The answer's frames stay valid after the socket is closed."""
+    the job's process). The answer's frames stay valid after the socket is closed. ``keys``:
+    see ``security.resolve_keys`` (by default, those the environment names)."""
+    credentials = resolve_keys(keys)
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER)
     try:
+        if credentials is not None:
+            connect_curve(sock, credentials.public, credentials.secret, credentials.server)
         sock.connect(address)
         send(sock, message, frames)
         if not sock.poll(int(timeout * 1000)):
-            raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s")
+            why = f" (or it refused the key of {credentials.name!r})" if credentials else ""
+            raise TimeoutError(f"no dispatcher answered at {address} within {timeout} s{why}")
         _, body = split_envelope(recv_parts(sock), routed=False)
         return parse(body)
     finally:
