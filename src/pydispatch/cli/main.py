@@ -22,6 +22,7 @@ from ..runtime.dispatcher import DEFAULT_PREFETCH
 from ..scheduling.placer import amount_text
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 from .jobs import CommandError
+from .keys import add_key_options, add_keys_parser, apply_key_options, check_secure_bind
 from .monitoring import (
     add_alerts_command,
     add_http_options,
@@ -29,7 +30,6 @@ from .monitoring import (
     add_progress_option,
     http_arguments,
 )
-from .keys import add_key_options, add_keys_parser, apply_key_options, check_secure_bind
 
 __all__ = [
     "build_parser",
@@ -88,13 +88,13 @@ def _dispatcher(args: argparse.Namespace) -> int:
     check_secure_bind(args.bind, keys, args.insecure)
     _refuse_a_taken_ipc_path(args.bind)
     try:
-        _run_dispatcher(run_dispatcher, args)
+        _run_dispatcher(run_dispatcher, args, keys)
     except HttpEndpointError as error:  # refused beyond loopback, or its port is taken
         raise CommandError(str(error)) from None
     return 0
 
 
-def _run_dispatcher(run_dispatcher: Any, args: argparse.Namespace) -> None:
+def _run_dispatcher(run_dispatcher: Any, args: argparse.Namespace, keys: Any) -> None:
     run_dispatcher(
         args.bind,
         heartbeat_interval=args.heartbeat_interval,

@@ -46,8 +46,8 @@ from ..wire import protocol as p
 from ..wire import transport
 from ..wire.security import JobCredentials
 from . import lifecycle as jm
-from .graph_view import describe_plan
 from .control_gate import ControlGate
+from .graph_view import describe_plan
 from .operators import Batch, concat, size
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 
