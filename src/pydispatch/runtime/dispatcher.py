@@ -87,6 +87,8 @@ class _Payload:
     args: p.Blob
     frames: list[FrameLike]
     priority: int
+    owner: bytes  # its client's identity and task id, sent with each attempt (RunSpec.owner)
+    task_id: int
     lease_for: bytes = b""  # this client asked for a lease on the slot this task goes to
 
 
@@ -115,7 +117,12 @@ class Dispatcher:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.scheduler = s.Scheduler(
-            heartbeat_timeout=heartbeat_timeout, placer=placer, prefetch=prefetch
+            heartbeat_timeout=heartbeat_timeout,
+            placer=placer,
+            prefetch=prefetch,
+            # Above any id a previous incarnation used (2**20 a millisecond since it started):
+            # its attempts may still be reported by slots that outlived it.
+            first_attempt_id=(time.time_ns() // 1_000_000) << 20,
         )
         self._context: zmq.Context[Any] = zmq.Context()
         self._socket: Socket = make_socket(
@@ -294,6 +301,8 @@ class Dispatcher:
                 rebase(spec.args, frames, own, placed),
                 own,
                 spec.priority,
+                peer,
+                spec.task_id,
             )
             if m.lease and len(m.tasks) == 1 and _leasable(spec):
                 payload.lease_for = peer
@@ -326,7 +335,14 @@ class Dispatcher:
                     status, error = "failed", f"protocol error in the worker's result: {problem}"
             outcomes.append(
                 s.AttemptOutcome(
-                    result.attempt_id, status, value, error, result.traceback, result.seconds
+                    result.attempt_id,
+                    status,
+                    value,
+                    error,
+                    result.traceback,
+                    result.seconds,
+                    result.owner,
+                    result.task_id,
                 )
             )
         self._perform(self.scheduler.attempts_finished(peer, outcomes, now))
@@ -378,7 +394,9 @@ class Dispatcher:
                 slot_ids=m.slot_ids,
             )
         )
-        self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
+        self._send(
+            peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout, self.epoch)
+        )
         log.info("worker %s registered (%d slots)", m.name, m.slots)
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
@@ -487,7 +505,7 @@ class Dispatcher:
                 case s.ReleaseWorker(worker=worker):
                     self._send(worker, p.Goodbye())
                 case s.AskToReregister(worker=worker):
-                    self._send(worker, p.Reregister())
+                    self._send(worker, p.Reregister(self.epoch))
                 case s.ForgetWorker(worker=worker, reason=reason):
                     self._leasing.worker_gone(worker, reason)
                     name = self._worker_names.pop(worker, worker.hex())
@@ -509,6 +527,8 @@ class Dispatcher:
                     rebase(payload.fn, payload.frames, frames, placed),
                     rebase(payload.args, payload.frames, frames, placed),
                     payload.priority,
+                    payload.owner,
+                    payload.task_id,
                 )
             )
         return self._send(slot, p.Run(specs), frames)

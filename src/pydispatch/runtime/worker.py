@@ -19,9 +19,12 @@ The worker is the slots' supervisor:
   it), lets running tasks finish for up to ``drain_grace`` seconds, reports any it had to
   abandon as ``lost`` (the dispatcher re-queues them elsewhere), and exits when the dispatcher
   releases it. A second SIGTERM ends the grace period at once.
-* ``Reregister`` (the dispatcher removed us for silence, or restarted): attempts still running
+* ``Reregister``: the dispatcher removed us for silence (same epoch): attempts still running
   here were already re-queued elsewhere, so every slot is killed and replaced, then the
-  worker registers again.
+  worker registers again. Or it restarted (another epoch): nobody re-queued what the slots
+  hold, so they keep it and report its outcomes to the new dispatcher, which delivers those
+  its clients still want (the outcomes name their tasks); the worker registers its slots as
+  they are.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class Worker:
         self._slot_generation = 0
         self._kills: dict[int, float] = {}  # force-cancelled attempt id -> watch until
         self._heartbeat_interval = 1.0
+        self._dispatcher_epoch = ""  # of the dispatcher that registered us (see Reregister)
         self._heartbeat_stop = threading.Event()
         self._registered_at: float | None = None
         self._register_sent_at = 0.0
@@ -244,14 +248,19 @@ class Worker:
                 ]
                 if waiting:
                     send(self._sock, p.Done(waiting))
-            case p.Registered(heartbeat_interval=interval):
+            case p.Registered(heartbeat_interval=interval, epoch=epoch):
                 self._heartbeat_interval = interval
+                self._dispatcher_epoch = epoch
                 self._registered_at = time.monotonic()
                 if self._drain_deadline is not None:
                     send(self._sock, p.Drain())
-            case p.Reregister():
+            case p.Reregister(epoch=epoch):
                 if self._registered_at is None:
                     return  # a Register is already on its way
+                if epoch and self._dispatcher_epoch and epoch != self._dispatcher_epoch:
+                    log.warning("the dispatcher restarted: registering again (slots keep work)")
+                    self._register()
+                    return
                 log.warning("the dispatcher no longer knows this worker: registering again")
                 # What the slots hold was re-queued elsewhere when we were removed.
                 for slot in list(self._slots):

@@ -108,8 +108,10 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 4
-# 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane)
+PROTOCOL_VERSION: Final = 5
+# 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
+# 5: attempts carry their task's owner and id (results survive a dispatcher restart),
+#    Registered/Reregister carry the dispatcher's epoch
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -209,6 +211,7 @@ class Registered(Header):
 
     heartbeat_interval: float
     heartbeat_timeout: float
+    epoch: str = ""  # the dispatcher's incarnation (see Reregister)
 
 
 class Error(Header):
@@ -372,7 +375,14 @@ class Heartbeat(Header):
 
 
 class Reregister(Header):
-    """The dispatcher does not know this worker (removed, or restarted): register again."""
+    """The dispatcher does not know this worker (removed, or restarted): register again.
+
+    ``epoch``: the dispatcher's incarnation. Another than the one that registered the worker
+    means a restart: what the slots hold was not re-queued anywhere, so they keep it and
+    report it (see AttemptResult.owner); the same one means the worker was removed (its
+    attempts were re-queued elsewhere) and its slots are replaced."""
+
+    epoch: str = ""
 
 
 class RunSpec(msgspec.Struct, array_like=True):
@@ -381,6 +391,10 @@ class RunSpec(msgspec.Struct, array_like=True):
     fn: Blob
     args: Blob
     priority: int = 0  # the worker runs what it holds highest priority first
+    # The task this attempt is for (its client's identity and id), echoed in the result: a
+    # dispatcher started after this attempt was sent knows the task by them, not the attempt.
+    owner: bytes = b""
+    task_id: int = -1
 
 
 class Run(Header):
@@ -439,6 +453,8 @@ class AttemptResult(msgspec.Struct, array_like=True):
     error: str = ""
     traceback: str = ""
     seconds: float = 0.0  # how long the task ran on its slot (the dispatcher sizes prefetch)
+    owner: bytes = b""  # its RunSpec's (see there)
+    task_id: int = -1
 
 
 class Done(Header):
