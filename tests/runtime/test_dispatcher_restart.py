@@ -12,7 +12,6 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-
 from tests._support.clusters import make_cluster
 from tests._support.process_guard import eventually
 

@@ -48,7 +48,8 @@ def test_a_queued_task_is_resolved_by_its_earlier_attempt_and_a_running_one_is_n
     s = restarted()
     s.submit(C1, [NewTask(1, payload="a"), NewTask(2, payload="b")])
     placed = [a for ins in s.schedule() if isinstance(ins, RunAttempts) for a, _ in ins.attempts]
-    assert len(placed) == 1 and placed[0] >= FIRST  # task 1 runs; task 2 waits
+    assert len(placed) == 1
+    assert placed[0] >= FIRST
     out = s.attempts_finished(W1, [before_restart(5, 2, "two"), before_restart(6, 1)], now=1)
     assert out == [Resolve(C1, 2, "ok", "two")]  # task 1 runs again: that attempt answers
     assert s.counters.discarded_late_results == 1
@@ -82,8 +83,10 @@ def test_orphans_expire_and_are_bounded() -> None:
     kept = OrphanOutcomes(keep_for=10.0, at_most=2)
     for task_id in range(3):
         kept.add((C1, task_id), before_restart(task_id, task_id), now=float(task_id))
-    assert len(kept) == 2 and kept.dropped == 1  # the oldest pushed out
+    assert len(kept) == 2
+    assert kept.dropped == 1
     kept.expire(now=11.5)  # task 1's (added at 1) is too old; task 2's is not
     assert kept.take((C1, 1)) is None
     taken = kept.take((C1, 2))
-    assert taken is not None and taken.value == "v"
+    assert taken is not None
+    assert taken.value == "v"
