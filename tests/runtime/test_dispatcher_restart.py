@@ -12,8 +12,9 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
-from tests._support.clusters import make_cluster
-from tests._support.process_guard import eventually
+
+from _support.clusters import make_cluster
+from _support.process_guard import eventually
 
 ITEMS = 10_000
 

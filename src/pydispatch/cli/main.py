@@ -19,6 +19,7 @@ import msgspec
 import zmq
 
 from ..runtime.dispatcher import DEFAULT_PREFETCH
+from ..runtime.job_store import JobStoreError, default_state_dir
 from ..scheduling.placer import amount_text
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 from .jobs import CommandError
@@ -74,17 +75,20 @@ def _dispatcher(args: argparse.Namespace) -> int:
     from ..runtime.dispatcher import run_dispatcher
 
     _refuse_a_taken_ipc_path(args.bind)
-
-    run_dispatcher(
-        args.bind,
-        heartbeat_interval=args.heartbeat_interval,
-        heartbeat_timeout=args.heartbeat_timeout,
-        max_message_size=args.max_message_size,
-        prefetch=args.prefetch,
-        exit_with_parent=args.exit_with_parent,
-        job_masters=args.job_masters,
-        client_timeout=args.client_timeout,
-    )
+    try:
+        run_dispatcher(
+            args.bind,
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_timeout=args.heartbeat_timeout,
+            max_message_size=args.max_message_size,
+            prefetch=args.prefetch,
+            exit_with_parent=args.exit_with_parent,
+            job_masters=args.job_masters,
+            client_timeout=args.client_timeout,
+            state_dir=args.state_dir,
+        )
+    except JobStoreError as error:  # one line naming the file, not a traceback
+        raise CommandError(str(error)) from None
     return 0
 
 
@@ -380,6 +384,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="host no dataflow job masters (submitted jobs are refused; saves the launcher "
         "process an embedded cluster whose jobs run their master in the application)",
+    )
+    dispatcher.add_argument(
+        "--state-dir",
+        default=default_state_dir(),
+        help="where accepted dataflow jobs are kept (a SQLite file per --bind address): a "
+        "dispatcher started again there restarts the unfinished ones; '' keeps none "
+        "(default $XDG_STATE_HOME/pydispatch or ~/.local/state/pydispatch)",
     )
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)

@@ -193,6 +193,8 @@ class LocalCluster:
             "exit_with_parent": os.getpid(),
             "job_masters": self._job_masters,
             "client_timeout": self._client_timeout,
+            # Its own store, kept across restart_dispatcher(), removed with the cluster.
+            "state_dir": os.path.join(self._tmpdir, "state"),
         }
         command = [
             sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)

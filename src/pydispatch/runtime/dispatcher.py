@@ -51,7 +51,9 @@ from ..wire.transport import (
     split_envelope,
 )
 from .client_book import ClientBook
+from .durable_jobs import DurableJobs
 from .job_masters import JobHosts
+from .job_store import JobStore, SqliteJobStore, store_path
 from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
 from .outbox import STARTED_DELAY, Outbox
@@ -107,6 +109,7 @@ class Dispatcher:
         exit_with_parent: int = 0,
         job_masters: bool = True,
         client_timeout: float = 30.0,
+        job_store: JobStore | None = None,
     ) -> None:
         # A client with tasks outstanding says hello every client_timeout / 4 seconds; one
         # silent for client_timeout has its queued tasks failed (running ones finish): a
@@ -139,10 +142,19 @@ class Dispatcher:
         # What clients hear of their tasks, flushed once per loop iteration.
         self._outbox = Outbox(self._send, self._forget_client)
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
+        # Accepted jobs outlive this process in the store, if there is one (durable_jobs).
+        self._durable = DurableJobs(job_store) if job_store is not None else None
         # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
         self._job_hosts = JobHosts(
-            self.endpoint, self._send, self._jobs, self._job_update, enabled=job_masters
+            self.endpoint,
+            self._send,
+            self._jobs,
+            self._job_update,
+            enabled=job_masters,
+            keep=self._durable.keep if self._durable is not None else None,
         )
+        if self._durable is not None:
+            self._resume_jobs(self._durable)
         self._handlers = self._handler_table()
 
     # --------------------------------------------------------------------------- loop
@@ -179,6 +191,8 @@ class Dispatcher:
                 self._guarded(self._outbox.flush)
         finally:
             self._job_hosts.close()  # no job master outlives its dispatcher
+            if self._durable is not None:
+                self._durable.store.close()
             self._socket.close(linger=0)
             self._context.term()
 
@@ -394,9 +408,7 @@ class Dispatcher:
                 slot_ids=m.slot_ids,
             )
         )
-        self._send(
-            peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout, self.epoch)
-        )
+        self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout, self.epoch))
         log.info("worker %s registered (%d slots)", m.name, m.slots)
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
@@ -458,7 +470,16 @@ class Dispatcher:
         self._leasing.close_client(client)
         self._perform(self.scheduler.client_gone(client))
 
+    def _resume_jobs(self, durable: DurableJobs) -> None:
+        listed, resumable = durable.restore()
+        for job in listed:
+            self._jobs[job.job_id] = job
+        for record, blob, frames in resumable:
+            self._job_hosts.resume(record.job_id, record.name, record.priority, blob, frames)
+
     def _job_update(self, job: p.JobInfo) -> None:
+        if self._durable is not None:
+            self._durable.update(job)
         self._jobs.pop(job.job_id, None)  # re-inserted last: the dict stays in update order
         self._jobs[job.job_id] = job
         ended = [i for i, j in self._jobs.items() if j.state in _JOB_ENDED]
@@ -572,8 +593,11 @@ def run_dispatcher(
     announce: bool = True,
     job_masters: bool = True,
     client_timeout: float = 30.0,
+    state_dir: str | None = None,
 ) -> None:
-    """Run a dispatcher in this process until SIGTERM/SIGINT."""
+    """Run a dispatcher in this process until SIGTERM/SIGINT. With ``state_dir``, accepted
+    dataflow jobs are kept in a store there (one per ``bind`` address) and the unfinished ones
+    run again when a dispatcher starts there again; ``JobStoreError`` if it is unreadable."""
     import signal
 
     # Every task's frames pass through here and queued ones pile up: keep what they used.
@@ -589,6 +613,7 @@ def run_dispatcher(
         exit_with_parent=exit_with_parent,
         job_masters=job_masters,
         client_timeout=client_timeout,
+        job_store=SqliteJobStore(store_path(state_dir, bind)) if state_dir else None,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())

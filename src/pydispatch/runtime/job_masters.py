@@ -67,6 +67,9 @@ _RESPAWN_EVERY: Final = 5.0  # seconds between starts of a launcher that dies
 _NAME_IN_ID: Final = 100  # characters of a job's name in its id (the line must stay short)
 
 Send = Callable[[bytes, p.Message, list[FrameLike]], bool]
+# Writes an accepted job where it outlives the dispatcher (durable_jobs): job id, the message,
+# its submitter, the payload's blob and frames. Raises if it cannot (the job is refused).
+Keep = Callable[[str, p.SubmitJob, bytes, p.Blob, list[FrameLike]], None]
 
 
 @dataclass
@@ -95,6 +98,7 @@ class JobHosts:
         update: Callable[[p.JobInfo], None],
         *,
         enabled: bool = True,
+        keep: Keep | None = None,
     ) -> None:
         self._address = address
         self._send = send
@@ -107,6 +111,7 @@ class JobHosts:
         self._launcher: subprocess.Popen[bytes] | None = None
         self._respawn_at = 0.0  # a launcher that keeps dying is not restarted every tick
         self._enabled = enabled
+        self._keep = keep
         # Started now, so that it has imported what it needs when the first job comes.
         if enabled:
             with contextlib.suppress(OSError):
@@ -129,17 +134,40 @@ class JobHosts:
             self._send(submitter, p.Error("busy", reason), [])
             return
         job_id = f"{message.name[:_NAME_IN_ID]}-{next(self._ids)}-{uuid.uuid4().hex[:6]}"
+        own: list[FrameLike] = []
+        payload = rebase(message.payload, frames, own)  # only its frames are kept
+        if self._keep is not None:  # durable: kept before anything answers the submitter
+            try:
+                self._keep(job_id, message, submitter, payload, own)
+            except Exception as error:
+                log.exception("job %s: could not be kept", job_id)
+                self._send(submitter, p.Error("internal", f"cannot keep the job: {error}"), [])
+                return
+        self._start(job_id, message.name, message.priority, submitter, payload, own)
+
+    def resume(self, job_id: str, name: str, priority: int, payload: p.Blob,
+               frames: list[FrameLike]) -> None:  # fmt: skip
+        """Start a master again for a job a previous dispatcher accepted (durable_jobs)."""
+        if not self._enabled:  # it stays in the store, for a dispatcher that hosts masters
+            log.warning("job %s not started again: this dispatcher hosts no job masters", job_id)
+            return
+        self._start(job_id, name, priority, None, payload, frames)
+
+    def _start(self, job_id: str, name: str, priority: int, submitter: bytes | None,
+               payload: p.Blob, own: list[FrameLike]) -> None:  # fmt: skip
         token = secrets.token_hex(16)
         try:
             self._launch(job_id, token)
         except OSError as error:
-            self._send(submitter, p.Error("internal", f"cannot start a job master: {error}"), [])
+            if submitter is not None:
+                reason = f"cannot start a job master: {error}"
+                self._send(submitter, p.Error("internal", reason), [])
+            if self._keep is not None:  # (kept already: it must not run again)
+                self._update(p.JobInfo(job_id, name, "FAILED", "", 0, 0))
             return
-        own: list[FrameLike] = []
-        payload = rebase(message.payload, frames, own)  # only its frames are kept
         deadline = time.monotonic() + _ACCEPT_TIMEOUT
         self._hosts[job_id] = _Host(
-            job_id, message.name, message.priority, token, submitter, (payload, own), deadline
+            job_id, name, priority, token, submitter, (payload, own), deadline
         )
 
     def _host(self, job_id: str, token: str) -> _Host:
