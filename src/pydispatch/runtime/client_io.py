@@ -393,9 +393,15 @@ class ClientIO:
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
         poller.register(self.lane.fd, zmq.POLLIN)
+        # A new connection (the dispatcher restarted) is greeted at once, not at the next
+        # periodic hello: its Welcome's epoch has the unresolved tasks sent again sooner.
+        monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while True:
                 ready = dict(poller.poll(100))
+                if monitor in ready and _drained(monitor):
+                    self._last_hello = 0.0
                 if self._wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
@@ -432,6 +438,8 @@ class ClientIO:
                     send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
                     self._drain_sender()
         finally:
+            self._sock.disable_monitor()
+            monitor.close(linger=0)
             self.lane.close()
             with self._send_lock:
                 with self._lock:
@@ -486,15 +494,8 @@ class ClientIO:
             send(self._sock, message)
 
     def _drain_sender(self) -> None:
-        # The dispatcher answers on the sending socket only a peer it does not know, i.e.
-        # after it restarted and before our next hello: refusals worth a log line, which must
-        # not pile up unread either.
         with self._send_lock:
-            for message, _ in receive_pending(self._sender, "the dispatcher"):
-                if isinstance(message, p.Error):
-                    log.error(
-                        "the dispatcher refused a message: %s: %s", message.code, message.message
-                    )
+            _log_refusals(self._sender)
 
     def _fail_unfinished(self, reason: str) -> None:
         with self._lock:
@@ -680,6 +681,25 @@ class ClientIO:
             len(again),
         )
         self._wake()
+
+
+def _log_refusals(sender: Socket) -> None:
+    # The dispatcher answers on the sending socket only a peer it does not know, i.e. after
+    # it restarted and before our next hello: refusals worth a log line, which must not pile
+    # up unread either.
+    for message, _ in receive_pending(sender, "the dispatcher"):
+        if isinstance(message, p.Error):
+            log.error("the dispatcher refused a message: %s: %s", message.code, message.message)
+
+
+def _drained(monitor: Socket) -> bool:
+    """Read every event waiting on a socket monitor; whether there was one."""
+    seen = False
+    with contextlib.suppress(zmq.Again):
+        while True:
+            monitor.recv_multipart(zmq.NOBLOCK)
+            seen = True
+    return seen
 
 
 def _exception(result: p.TaskResult, frames: list[zmq.Frame]) -> BaseException:

@@ -108,8 +108,10 @@ class LocalCluster:
         job_masters: bool = True,
         client_timeout: float = 30.0,
         direct: bool = True,
+        keep_jobs: bool = True,
     ) -> None:
         self._direct = direct
+        self._keep_jobs = keep_jobs  # a job store (see runtime.job_store) in our directory
         self._prefetch = prefetch
         self._client_timeout = client_timeout
         self._job_masters = job_masters
@@ -194,7 +196,7 @@ class LocalCluster:
             "job_masters": self._job_masters,
             "client_timeout": self._client_timeout,
             # Its own store, kept across restart_dispatcher(), removed with the cluster.
-            "state_dir": os.path.join(self._tmpdir, "state"),
+            "state_dir": os.path.join(self._tmpdir, "state") if self._keep_jobs else None,
         }
         command = [
             sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)

@@ -167,8 +167,22 @@ class Worker:
         self.request_stop()
 
     def _loop(self) -> None:
+        # A new connection to the dispatcher (it restarted) gets a heartbeat at once: one it
+        # does not know has us register again now rather than at the next heartbeat.
+        monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            self._serve(monitor)
+        finally:
+            self._sock.disable_monitor()
+            monitor.close(linger=0)
+
+    def _serve(self, monitor: Socket) -> None:
         next_check = 0.0
         while True:
+            if monitor.poll(0) and self._registered_at is not None:
+                while monitor.poll(0):
+                    monitor.recv_multipart()
+                send(self._sock, p.Heartbeat(self.identity))
             now = time.monotonic()
             if self._drain_requested and self._drain_deadline is None:
                 self._start_drain(now)
