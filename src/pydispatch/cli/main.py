@@ -86,6 +86,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
             job_masters=args.job_masters,
             client_timeout=args.client_timeout,
             state_dir=args.state_dir,
+            ha=args.ha,
         )
     except JobStoreError as error:  # one line naming the file, not a traceback
         raise CommandError(str(error)) from None
@@ -391,6 +392,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="where accepted dataflow jobs are kept (a SQLite file per --bind address): a "
         "dispatcher started again there restarts the unfinished ones; '' keeps none "
         "(default $XDG_STATE_HOME/pydispatch or ~/.local/state/pydispatch)",
+    )
+    dispatcher.add_argument(
+        "--ha",
+        default="",
+        metavar="POSTGRESQL_URL",
+        help="standby dispatchers: keep jobs in this PostgreSQL database (postgresql://...; "
+        "needs the 'ha' extra, psycopg 3) instead of --state-dir, and serve only while "
+        "leading (an advisory lock); a standby waits, and takes over when the leader's "
+        "session ends (default: no standbys)",
     )
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)

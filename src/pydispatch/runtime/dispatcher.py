@@ -110,6 +110,7 @@ class Dispatcher:
         job_masters: bool = True,
         client_timeout: float = 30.0,
         job_store: JobStore | None = None,
+        still_leading: Callable[[], bool] | None = None,
     ) -> None:
         # A client with tasks outstanding says hello every client_timeout / 4 seconds; one
         # silent for client_timeout has its queued tasks failed (running ones finish): a
@@ -156,6 +157,9 @@ class Dispatcher:
         if self._durable is not None:
             self._resume_jobs(self._durable)
         self._handlers = self._handler_table()
+        # With standbys (pg_store): checked every tick; a deposed leader stops serving.
+        self._still_leading = still_leading
+        self.deposed = False
 
     # --------------------------------------------------------------------------- loop
 
@@ -180,6 +184,11 @@ class Dispatcher:
                         log.warning("the process that started this dispatcher is gone: exiting")
                         return
                     next_tick = now + tick_every
+                    if self._still_leading is not None and not self._still_leading():
+                        log.error("this dispatcher no longer leads (its lock session ended, or "
+                                  "another took the lead): stopping")  # fmt: skip
+                        self.deposed = True
+                        return
                     self._guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
                     self._guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
                     self._guarded(self._job_hosts.reap)
@@ -594,16 +603,23 @@ def run_dispatcher(
     job_masters: bool = True,
     client_timeout: float = 30.0,
     state_dir: str | None = None,
+    ha: str = "",
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT. With ``state_dir``, accepted
     dataflow jobs are kept in a store there (one per ``bind`` address) and the unfinished ones
-    run again when a dispatcher starts there again; ``JobStoreError`` if it is unreadable."""
+    run again when a dispatcher starts there again; ``JobStoreError`` if it is unreadable.
+    With ``ha`` (a PostgreSQL URL) the store is there instead, shared by standby dispatchers:
+    this one waits until it leads before it binds ``bind`` (see ``pg_store``)."""
     import signal
 
     # Every task's frames pass through here and queued ones pile up: keep what they used.
     keep_large_buffers(_KEEP_FREE)
     collect_less_often()
 
+    store: JobStore | None = SqliteJobStore(store_path(state_dir, bind)) if state_dir else None
+    leading: Callable[[], bool] | None = None
+    if ha:
+        store, leading = _lead(ha, bind, heartbeat_interval, heartbeat_timeout, announce)
     dispatcher = Dispatcher(
         bind,
         heartbeat_interval=heartbeat_interval,
@@ -613,7 +629,8 @@ def run_dispatcher(
         exit_with_parent=exit_with_parent,
         job_masters=job_masters,
         client_timeout=client_timeout,
-        job_store=SqliteJobStore(store_path(state_dir, bind)) if state_dir else None,
+        job_store=store,
+        still_leading=leading,
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())
@@ -621,3 +638,25 @@ def run_dispatcher(
         # LocalCluster reads this line to learn the port when binding to ":*" or ":0".
         print(f"pydispatch dispatcher listening on {dispatcher.endpoint}", flush=True)
     dispatcher.serve_forever()
+    if dispatcher.deposed:
+        raise SystemExit(3)
+
+
+def _lead(
+    dsn: str, bind: str, heartbeat_interval: float, heartbeat_timeout: float, announce: bool
+) -> tuple[JobStore, Callable[[], bool]]:
+    """Wait as a standby until this dispatcher leads; its fenced store and leadership check."""
+    from .pg_store import Leadership, PostgresJobStore
+
+    leadership = Leadership(dsn, bind, heartbeat_timeout)
+    told = ""
+
+    def standby(leader: str) -> None:
+        nonlocal told
+        if announce and leader != told:  # (LocalCluster-style readers wait for "listening")
+            print(f"pydispatch dispatcher standby: the leader is at {leader}", flush=True)
+            told = leader
+
+    epoch = leadership.wait_to_lead(every=heartbeat_interval, on_wait=standby)
+    log.warning("this dispatcher leads (epoch %d)", epoch)
+    return PostgresJobStore(dsn, epoch), leadership.still_leading

@@ -35,6 +35,7 @@ __all__ = [
     "JobRecord",
     "JobStore",
     "JobStoreError",
+    "Payload",
     "SqliteJobStore",
     "default_state_dir",
     "store_path",
