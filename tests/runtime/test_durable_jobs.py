@@ -11,6 +11,7 @@ import runpy
 import subprocess
 import sys
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from _support.clusters import make_cluster
 from _support.process_guard import eventually
-from pydispatch.dataflow.handle import fetch_jobs
+from pydispatch.dataflow.handle import JobHandle, fetch_jobs
 from pydispatch.stream import StreamEnvironment
 
 # A keyed job slow enough to be running when the dispatcher is killed. Its slices end
@@ -132,3 +133,62 @@ def test_a_dispatcher_down_longer_than_reconnect_timeout_is_a_clear_error() -> N
             waiting.result(timeout=60)
         with pytest.raises(ConnectionError, match=r"neither its master nor the dispatcher"):
             handle.result(timeout=60)
+
+
+COLLECTING_JOB = """
+import time
+
+def slow(x):
+    time.sleep(0.002)
+    return (x % 3, x)
+
+def build(env):
+    env.set_network(master_timeout=2.0)
+    return env.from_collection(range(1_000)).map(slow).key_by(lambda kv: kv[0]).sum(1)
+"""
+
+FOREVER_JOB = """
+import itertools
+
+def build(env):
+    env.set_network(master_timeout=2.0)
+    env.from_source(itertools.count, bounded=False).for_each(lambda x: None)
+"""
+
+
+@pytest.mark.slow
+def test_result_attach_and_cancel_work_across_the_restart(tmp_path: Path) -> None:
+    collecting, forever = tmp_path / "collecting.py", tmp_path / "forever.py"
+    collecting.write_text(COLLECTING_JOB)
+    forever.write_text(FOREVER_JOB)
+    expected = sorted(_reference_records(collecting))  # the job run in process
+    with make_cluster(2, 2) as cluster:
+        ids = []
+        for path, name in ((collecting, "collecting"), (forever, "forever")):
+            done = _cli("submit", cluster.address, str(path), "--detach", "--name", name)
+            assert done.returncode == 0, done.stderr
+            ids.append(done.stdout.strip())
+        eventually(
+            lambda: {j.state for j in fetch_jobs(cluster.address)} == {"RUNNING"},
+            "both jobs running",
+            timeout=60,
+        )
+        cluster.restart_dispatcher()
+        attached = JobHandle.attach(cluster, "forever")  # by name, from the store's listing
+        assert attached.job_id == ids[1]
+        eventually(lambda: attached.status() == "RUNNING", "the job runs again", timeout=60)
+        result = _cli("result", cluster.address, ids[0])
+        assert result.returncode == 0, result.stderr
+        assert sorted(result.stdout.splitlines()) == expected
+        cancelled = _cli("cancel", cluster.address, "forever")
+        assert cancelled.returncode == 0, cancelled.stderr
+        with pytest.raises(CancelledError):
+            attached.result(timeout=60)
+        states = {j.job_id: j.state for j in fetch_jobs(cluster.address)}
+        assert states == {ids[0]: "FINISHED", ids[1]: "CANCELED"}
+
+
+def _reference_records(path: Path) -> list[str]:
+    env = StreamEnvironment(parallelism=2)
+    namespace: dict[str, Any] = runpy.run_path(str(path), run_name="pydispatch_job")
+    return [str(record) for record in namespace["build"](env).collect()]
