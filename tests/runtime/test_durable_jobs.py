@@ -192,3 +192,40 @@ def _reference_records(path: Path) -> list[str]:
     env = StreamEnvironment(parallelism=2)
     namespace: dict[str, Any] = runpy.run_path(str(path), run_name="pydispatch_job")
     return [str(record) for record in namespace["build"](env).collect()]
+
+
+@pytest.mark.slow
+def test_a_finished_outcome_is_fetchable_after_the_restart_until_its_retention(
+    tmp_path: Path,
+) -> None:
+    # Finished, not fetched, then the dispatcher dies (and the master with it): the outcome
+    # was kept in the store, and `pydispatch result` gets it from there until its retention.
+    collecting = tmp_path / "collecting.py"
+    collecting.write_text(COLLECTING_JOB)
+    expected = sorted(_reference_records(collecting))
+    with make_cluster(1, 2) as cluster:
+        ids = {}
+        for name, retention in (("kept", "600"), ("short", "2")):
+            done = _cli(
+                "submit", cluster.address, str(collecting), "--detach", "--name", name,
+                "--retention", retention,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            ids[name] = done.stdout.strip()
+        eventually(
+            lambda: [j.state for j in fetch_jobs(cluster.address)] == ["FINISHED"] * 2,
+            "both jobs finished",
+            timeout=60,
+        )
+        cluster.restart_dispatcher()
+        result = _cli("result", cluster.address, ids["kept"])
+        assert result.returncode == 0, result.stderr
+        assert sorted(result.stdout.splitlines()) == expected
+        handle = JobHandle.attach(cluster, "kept")  # a handle gets it too
+        assert sorted(str(r) for rs in handle.collected.values() for r in rs) == expected
+
+        def expired() -> bool:
+            gone = _cli("result", cluster.address, ids["short"])
+            return gone.returncode == 1 and "kept past its retention" in gone.stderr
+
+        eventually(expired, "the short retention passed", timeout=60)

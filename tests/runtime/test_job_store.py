@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,27 @@ def test_an_older_schema_is_migrated_and_its_jobs_kept(tmp_path: Path) -> None:
     db.commit()
     db.close()
     store = SqliteJobStore(str(path))
-    assert store.schema_version == SCHEMA_VERSION == 2
+    assert store.schema_version == SCHEMA_VERSION == 3
     assert store.records() == [JobRecord("old-1", "old", b"\0", 3, "RUNNING", 0, "", 5.0)]
     assert store.payload("old-1") == (b"\x01\x02", [b"\xff"])
     store.update("old-1", "FINISHED", "")  # the new columns work
+    store.keep_outcome("old-1", (b"reply", [b"records"]), until=time.time() + 60)
+    assert store.outcome("old-1") == (b"reply", [b"records"])
+    store.close()
+
+
+def test_an_outcome_is_kept_until_its_time(tmp_path: Path) -> None:
+    store = SqliteJobStore(str(tmp_path / "jobs.sqlite3"))
+    for job_id in ("brief", "long"):
+        store.add(_record(job_id), (b"h", []))
+        store.update(job_id, "FINISHED", "")
+    store.keep_outcome("brief", (b"r1", [b"x" * 1000]), until=time.time() - 1)  # past already
+    store.keep_outcome("long", (b"r2", [b"y"]), until=time.time() + 60)
+    assert store.outcome("brief") is None
+    assert store.outcome("long") == (b"r2", [b"y"])
+    # The expired one's frames are gone from the file, not just hidden.
+    db = sqlite3.connect(store.path)
+    assert db.execute("SELECT job_id FROM outcome_frames").fetchall() == [("long",)]
     store.close()
 
 
@@ -85,7 +103,7 @@ def test_a_store_from_a_newer_pydispatch_is_refused(tmp_path: Path) -> None:
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.commit()
     db.close()
-    with pytest.raises(JobStoreError, match=r"new\.sqlite3 has schema version 3, newer"):
+    with pytest.raises(JobStoreError, match=r"new\.sqlite3 has schema version 4, newer"):
         SqliteJobStore(str(path))
 
 

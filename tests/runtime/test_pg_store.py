@@ -4,6 +4,7 @@ standbys told where it is, a leader whose session ends deposed, its late writes 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -68,6 +69,8 @@ def test_a_deposed_leaders_late_writes_are_refused(dsn: str) -> None:
         old.update("j1", "FINISHED", "")
     with pytest.raises(FencedError):
         old.add(_record("j2"), (b"h", []))
+    with pytest.raises(FencedError):
+        old.keep_outcome("j1", (b"late", []), until=time.time() + 60)
     new.started("j1")
     new.update("j1", "RUNNING", "tcp://h2:6000")
     assert [(r.job_id, r.state, r.attempts) for r in new.records()] == [("j1", "RUNNING", 2)]
@@ -75,5 +78,7 @@ def test_a_deposed_leaders_late_writes_are_refused(dsn: str) -> None:
     assert new.payload("j1") == (b"header", [b"a", b"b"])
     new.update("j1", "FINISHED", "")
     assert new.payload("j1") is None
+    new.keep_outcome("j1", (b"reply", [b"records"]), until=time.time() + 60)
+    assert new.outcome("j1") == (b"reply", [b"records"])
     for closing in (old, new, second, first):
         closing.close()

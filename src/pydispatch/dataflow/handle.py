@@ -174,7 +174,7 @@ class JobHandle:
         self._outcome: _Outcome | None = None
         # How long the job may be out of reach while its dispatcher restarts (see _ask).
         self.reconnect_timeout = _RECONNECT_TIMEOUT
-        if not endpoint and state in TERMINAL:  # listed, but its master has exited
+        if not endpoint and state in ("FAILED", "CANCELED"):  # listed, its master gone
             self._outcome = _gone(job_id, state)
 
     @classmethod
@@ -291,6 +291,20 @@ class JobHandle:
 
     # -- the master's answers ---------------------------------------------------------------
 
+    def _kept_outcome(self) -> _Outcome | None:
+        """The outcome the dispatcher keeps for a finished job (see ``p.JobOutcome``)."""
+        try:
+            answer, frames = transport.ask(self.address, p.JobOutcomeRequest(self.job_id))
+        except TimeoutError:
+            return None
+        if not isinstance(answer, p.JobOutcomeReply) or not answer.reply:
+            return None
+        reply = jp.decode_job(answer.reply)
+        if not isinstance(reply, jp.JobResultReply):
+            return None
+        self._keep(reply, frames)
+        return self._outcome
+
     def _listing(self) -> p.JobInfo | None:
         """The dispatcher's entry for this job; None while the dispatcher does not answer."""
         try:
@@ -350,7 +364,8 @@ class JobHandle:
                 return reply, frames
             info = self._listing()
             if info is not None and not info.endpoint and info.state in TERMINAL:
-                self._outcome = _gone(self.job_id, info.state)
+                # Its master has exited: the dispatcher may keep a finished job's outcome.
+                self._outcome = self._kept_outcome() or _gone(self.job_id, info.state)
                 return None, []
             if info is not None and info.endpoint and info.endpoint != self.endpoint:
                 self.endpoint = info.endpoint  # a new master (the dispatcher restarted)

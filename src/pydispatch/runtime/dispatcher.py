@@ -154,8 +154,8 @@ class Dispatcher:
             enabled=job_masters,
             keep=self._durable.keep if self._durable is not None else None,
         )
-        if self._durable is not None:
-            self._resume_jobs(self._durable)
+        if self._durable is not None:  # list every kept job, start the unfinished again
+            self._durable.resume(self._jobs, self._job_hosts)
         self._handlers = self._handler_table()
         # With standbys (pg_store): checked every tick; a deposed leader stops serving.
         self._still_leading = still_leading
@@ -296,6 +296,8 @@ class Dispatcher:
             p.SubmitJob: self._on_submit_job,
             p.JobPayloadRequest: self._on_job_payload_request,
             p.JobHostReport: self._on_job_host_report,
+            p.JobOutcome: self._on_job_outcome,
+            p.JobOutcomeRequest: self._on_job_outcome_request,
         }
 
     def _on_submit(self, peer: bytes, m: p.Submit, frames: Frames, now: float) -> None:
@@ -472,19 +474,24 @@ class Dispatcher:
     ) -> None:
         self._job_hosts.report(m)
 
+    def _on_job_outcome(self, peer: bytes, m: p.JobOutcome, frames: Frames, now: float) -> None:
+        self._job_hosts.check(m.job_id, m.token)  # only its own master may say it
+        if self._durable is not None:
+            self._durable.keep_outcome(m.job_id, m.reply, list(frames), m.keep_for)
+        self._send(peer, p.JobOutcomeReply())
+
+    def _on_job_outcome_request(
+        self, peer: bytes, m: p.JobOutcomeRequest, frames: Frames, now: float
+    ) -> None:
+        reply, kept = self._durable.outcome(m.job_id) if self._durable else (b"", [])
+        self._send(peer, p.JobOutcomeReply(reply), kept)
+
     # ---------------------------------------------------------------- for the handlers
 
     def _forget_client(self, client: bytes) -> None:
         self._clients.forget(client)
         self._leasing.close_client(client)
         self._perform(self.scheduler.client_gone(client))
-
-    def _resume_jobs(self, durable: DurableJobs) -> None:
-        listed, resumable = durable.restore()
-        for job in listed:
-            self._jobs[job.job_id] = job
-        for record, blob, frames in resumable:
-            self._job_hosts.resume(record.job_id, record.name, record.priority, blob, frames)
 
     def _job_update(self, job: p.JobInfo) -> None:
         if self._durable is not None:

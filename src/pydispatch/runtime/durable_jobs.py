@@ -19,6 +19,7 @@ import zmq
 
 from ..wire import protocol as p
 from ..wire.transport import FrameLike
+from .job_masters import JobHosts
 from .job_store import ENDED_STATES, JobRecord, JobStore
 
 __all__ = ["RESUMING", "DurableJobs", "Resumable"]
@@ -61,6 +62,33 @@ class DurableJobs:
         self._states[job.job_id] = job.state
         if job.state in ENDED_STATES:
             self._states.pop(job.job_id)
+
+    def keep_outcome(
+        self, job_id: str, reply: bytes, frames: list[FrameLike], keep_for: float
+    ) -> None:
+        """A finished job's outcome, as its master would answer a handle (see JobOutcome)."""
+        until = time.time() + max(0.0, keep_for)
+        try:
+            self.store.keep_outcome(job_id, (reply, [_bytes(f) for f in frames]), until)
+        except Exception:  # a handle then finds the job FINISHED without its result
+            log.exception("job %s: could not keep its outcome", job_id)
+
+    def outcome(self, job_id: str) -> tuple[bytes, list[FrameLike]]:
+        """The kept outcome (``(b"", [])``: none, or expired)."""
+        kept = self.store.outcome(job_id)
+        if kept is None:
+            return b"", []
+        header, frames = kept
+        own: list[FrameLike] = list(frames)
+        return header, own
+
+    def resume(self, jobs: dict[str, p.JobInfo], hosts: JobHosts) -> None:
+        """List every kept job in ``jobs``; have ``hosts`` start the unfinished ones again."""
+        listed, resumable = self.restore()
+        for job in listed:
+            jobs[job.job_id] = job
+        for record, blob, frames in resumable:
+            hosts.resume(record.job_id, record.name, record.priority, blob, frames)
 
     def restore(self) -> tuple[list[p.JobInfo], list[Resumable]]:
         """The jobs to list, and those to start again (their attempts counted)."""

@@ -176,6 +176,10 @@ class JobHosts:
             raise p.ProtocolError(f"no job {job_id!r} with this token")
         return host
 
+    def check(self, job_id: str, token: str) -> None:
+        """ProtocolError unless ``token`` is the secret job ``job_id``'s master was given."""
+        self._host(job_id, token)
+
     def payload(self, peer: bytes, message: p.JobPayloadRequest) -> None:
         host = self._host(message.job_id, message.token)
         if host.payload is None:

@@ -6,7 +6,10 @@ options the dispatcher reads (name, priority), its state, how many masters were 
 (``attempts``) and where its outcome is served (``endpoint``: its master's control socket). A
 dispatcher started on the same store restarts a master for every job not ended; that job runs
 again from its sources. An ended job drops its payload and keeps its record (state, attempts),
-which ``pydispatch jobs`` lists, until ``keep_ended`` newer jobs have ended.
+which ``pydispatch jobs`` lists, until ``keep_ended`` newer jobs have ended. A finished job's
+outcome (its master's answer to a handle, sent by the master: ``protocol.JobOutcome``) is kept
+until its result retention passes, so that ``result()`` works after the master or the
+dispatcher is gone.
 
 :class:`JobStore` is the interface the dispatcher uses; :class:`SqliteJobStore` the embedded
 implementation (one SQLite file in WAL mode: a crash loses no committed write, and nothing
@@ -42,7 +45,7 @@ __all__ = [
     "unfinished",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 ENDED_STATES: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _KEEP_ENDED: Final = 100  # ended jobs' records kept (as many as `pydispatch jobs` lists)
 DEFAULT_STATE_DIR: Final = "~/.local/state/pydispatch"
@@ -83,6 +86,12 @@ class JobStore(Protocol):
         """Every job kept, oldest first."""
 
     def payload(self, job_id: str) -> Payload | None: ...
+
+    def keep_outcome(self, job_id: str, outcome: Payload, until: float) -> None:
+        """A finished job's outcome (its master's reply), fetchable until ``until``."""
+
+    def outcome(self, job_id: str) -> Payload | None:
+        """The job's kept outcome, unless there is none or it expired."""
 
     def close(self) -> None: ...
 
@@ -130,6 +139,16 @@ def _v2_attempts_and_end(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
     db.execute("ALTER TABLE jobs ADD COLUMN ended_at REAL")
     db.execute("CREATE INDEX jobs_by_end ON jobs (ended_at)")
+
+
+@_migration
+def _v3_outcomes(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE jobs ADD COLUMN outcome BLOB")
+    db.execute("ALTER TABLE jobs ADD COLUMN outcome_until REAL")
+    db.execute(
+        "CREATE TABLE outcome_frames (job_id TEXT NOT NULL REFERENCES jobs ON DELETE CASCADE,"
+        " position INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (job_id, position))"
+    )
 
 
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -261,6 +280,39 @@ class SqliteJobStore:
             return None
         frames = self._db.execute(
             "SELECT data FROM job_frames WHERE job_id = ? ORDER BY position", (job_id,)
+        ).fetchall()
+        return bytes(row[0]), [bytes(f[0]) for f in frames]
+
+    def keep_outcome(self, job_id: str, outcome: Payload, until: float) -> None:
+        header, frames = outcome
+        with self._transaction():
+            self._db.execute(
+                "UPDATE jobs SET outcome = ?, outcome_until = ? WHERE job_id = ?",
+                (header, until, job_id),
+            )
+            self._db.execute("DELETE FROM outcome_frames WHERE job_id = ?", (job_id,))
+            self._db.executemany(
+                "INSERT INTO outcome_frames (job_id, position, data) VALUES (?, ?, ?)",
+                [(job_id, i, frame) for i, frame in enumerate(frames)],
+            )
+            # Expired ones go now: an outcome may be large, and nobody can fetch it any more.
+            expired = "SELECT job_id FROM jobs WHERE outcome_until < ?"
+            now = time.time()
+            self._db.execute(f"DELETE FROM outcome_frames WHERE job_id IN ({expired})", (now,))
+            self._db.execute(
+                "UPDATE jobs SET outcome = NULL, outcome_until = NULL WHERE outcome_until < ?",
+                (now,),
+            )
+
+    def outcome(self, job_id: str) -> Payload | None:
+        row = self._db.execute(
+            "SELECT outcome FROM jobs WHERE job_id = ? AND outcome_until >= ?",
+            (job_id, time.time()),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        frames = self._db.execute(
+            "SELECT data FROM outcome_frames WHERE job_id = ? ORDER BY position", (job_id,)
         ).fetchall()
         return bytes(row[0]), [bytes(f[0]) for f in frames]
 

@@ -33,7 +33,7 @@ from .job_store import ENDED_STATES, JobRecord, JobStoreError, Payload
 __all__ = ["LOCK_KEY", "FencedError", "Leadership", "PostgresJobStore", "migrate"]
 
 LOCK_KEY: Final = 0x7079_6469_7370_6174 & 0x7FFF_FFFF_FFFF_FFFF  # "pydispat", a bigint
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _KEEP_ENDED: Final = 100
 
 _SCHEMA: Final = [
@@ -46,6 +46,13 @@ _SCHEMA: Final = [
     " endpoint text NOT NULL DEFAULT '', submitted_at double precision NOT NULL,"
     " ended_at double precision, payload bytea, epoch bigint NOT NULL)",
     "CREATE TABLE job_frames (job_id text NOT NULL REFERENCES jobs ON DELETE CASCADE,"
+    " position integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (job_id, position))",
+]
+# Version 2: finished jobs' outcomes (see JobStore.keep_outcome).
+_V2: Final = [
+    "ALTER TABLE jobs ADD COLUMN outcome bytea",
+    "ALTER TABLE jobs ADD COLUMN outcome_until double precision",
+    "CREATE TABLE outcome_frames (job_id text NOT NULL REFERENCES jobs ON DELETE CASCADE,"
     " position integer NOT NULL, data bytea NOT NULL, PRIMARY KEY (job_id, position))",
 ]
 
@@ -70,6 +77,10 @@ def migrate(connection: psycopg.Connection[Any]) -> None:
             for statement in _SCHEMA[1:]:
                 connection.execute(statement)
             connection.execute("INSERT INTO pydispatch_schema (version) VALUES (%s)", (1,))
+        if version < 2:
+            for statement in _V2:
+                connection.execute(statement)
+            connection.execute("UPDATE pydispatch_schema SET version = %s", (2,))
 
 
 def _connect(dsn: str, **options: Any) -> psycopg.Connection[Any]:
@@ -236,6 +247,42 @@ class PostgresJobStore:
             return None
         frames = self._db.execute(
             "SELECT data FROM job_frames WHERE job_id = %s ORDER BY position", (job_id,)
+        ).fetchall()
+        return bytes(row[0]), [bytes(f[0]) for f in frames]
+
+    def keep_outcome(self, job_id: str, outcome: Payload, until: float) -> None:
+        header, frames = outcome
+        with self._fenced() as db:
+            db.execute(
+                "UPDATE jobs SET outcome = %s, outcome_until = %s, epoch = %s WHERE job_id = %s",
+                (header, until, self.epoch, job_id),
+            )
+            db.execute("DELETE FROM outcome_frames WHERE job_id = %s", (job_id,))
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO outcome_frames (job_id, position, data) VALUES (%s, %s, %s)",
+                    [(job_id, i, frame) for i, frame in enumerate(frames)],
+                )
+            now = time.time()
+            db.execute(
+                "DELETE FROM outcome_frames WHERE job_id IN (SELECT job_id FROM jobs WHERE"
+                " outcome_until < %s)",
+                (now,),
+            )
+            db.execute(
+                "UPDATE jobs SET outcome = NULL, outcome_until = NULL WHERE outcome_until < %s",
+                (now,),
+            )
+
+    def outcome(self, job_id: str) -> Payload | None:
+        row = self._db.execute(
+            "SELECT outcome FROM jobs WHERE job_id = %s AND outcome_until >= %s",
+            (job_id, time.time()),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        frames = self._db.execute(
+            "SELECT data FROM outcome_frames WHERE job_id = %s ORDER BY position", (job_id,)
         ).fetchall()
         return bytes(row[0]), [bytes(f[0]) for f in frames]
 

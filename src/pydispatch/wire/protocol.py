@@ -66,6 +66,9 @@ __all__ = [
     "JobAccepted",
     "JobHostReport",
     "JobInfo",
+    "JobOutcome",
+    "JobOutcomeReply",
+    "JobOutcomeRequest",
     "JobPayload",
     "JobPayloadRequest",
     "JobUpdate",
@@ -546,6 +549,30 @@ class JobHostReport(Header):
     error: str = ""
 
 
+class JobOutcome(Header):
+    """Job-master process -> dispatcher: its finished job's outcome (``reply``: the encoded
+    ``job_plane.JobResultReply`` header, its frames after it), kept in the job store for
+    ``keep_for`` seconds (the job's result retention), so that a handle still gets it after
+    the master, or the dispatcher, is gone. Answered with :class:`JobOutcomeReply` (empty)."""
+
+    job_id: str
+    token: str
+    keep_for: float
+    reply: bytes
+
+
+class JobOutcomeRequest(Header):
+    """A handle -> dispatcher: the kept outcome of a job whose master has exited."""
+
+    job_id: str
+
+
+class JobOutcomeReply(Header):
+    """``reply``: a ``job_plane.JobResultReply`` header (frames after it); b"": none kept."""
+
+    reply: bytes = b""
+
+
 Message = (
     ClientHello
     | Welcome
@@ -588,6 +615,9 @@ Message = (
     | JobPayloadRequest
     | JobPayload
     | JobHostReport
+    | JobOutcome
+    | JobOutcomeRequest
+    | JobOutcomeReply
 )
 
 
