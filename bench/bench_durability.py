@@ -12,6 +12,7 @@ Run: ``PYTHONPATH=src python -m pytest bench/bench_durability.py -q -s``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
@@ -127,4 +128,67 @@ def bench_kill_9_to_everyone_on_the_new_dispatcher(benchmark: Any) -> None:
         f"{min(workers):.2f}-{max(workers):.2f} s | client resubmitted "
         f"{min(clients):.2f}-{max(clients):.2f} s | outstanding tasks resolved "
         f"{min(tasks):.2f}-{max(tasks):.2f} s"
+    )
+
+
+def bench_standby_takeover(benchmark: Any) -> None:
+    """kill -9 of the leader (PostgreSQL, two dispatchers on one address) to the standby
+    listening, the workers registered with it and the client's tasks sent again."""
+    import signal
+    import socket
+    import subprocess
+
+    from _support.postgres import throwaway_postgres
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    timing = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "2"]
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "pydispatch.cli", *args]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+    times: list[tuple[float, float, float]] = []
+    with throwaway_postgres() as dsn:
+        dispatchers = [start("dispatcher", "--bind", address, "--ha", dsn, *timing)]
+        assert dispatchers[0].stdout is not None
+        dispatchers[0].stdout.readline()
+        workers = [start("worker", address) for _ in range(2)]
+        try:
+            client = Client(address)
+            while len(client.status().workers) < 2:
+                time.sleep(0.05)
+
+            def takeover() -> None:
+                standby = start("dispatcher", "--bind", address, "--ha", dsn, *timing)
+                assert standby.stdout is not None
+                standby.stdout.readline()  # "standby: ..."
+                dispatchers.append(standby)
+                outstanding = [client.submit(time.sleep, 0.2) for _ in range(4)]
+                epoch = client._io._epoch
+                killed = time.perf_counter()
+                os.kill(dispatchers[-2].pid, signal.SIGKILL)
+                standby.stdout.readline()  # "listening on ..."
+                listening = time.perf_counter() - killed
+                while client._io._epoch == epoch:
+                    time.sleep(0.005)
+                resubmitted = time.perf_counter() - killed
+                for future in outstanding:
+                    future.result(timeout=60)
+                times.append((listening, resubmitted, time.perf_counter() - killed))
+
+            benchmark.pedantic(takeover, rounds=RESTARTS, iterations=1)
+            client.shutdown()
+        finally:
+            for process in dispatchers + workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    listening, resubmitted, resolved = (sorted(c) for c in zip(*times, strict=True))
+    print(
+        f"\n[standby takeover, {RESTARTS} kills of the leader, heartbeat interval 0.2 s] standby "
+        f"listening {min(listening):.2f}-{max(listening):.2f} s | client resubmitted "
+        f"{min(resubmitted):.2f}-{max(resubmitted):.2f} s | outstanding tasks resolved "
+        f"{min(resolved):.2f}-{max(resolved):.2f} s"
     )

@@ -4,9 +4,12 @@ standbys told where it is, a leader whose session ends deposed, its late writes 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -82,3 +85,17 @@ def test_a_deposed_leaders_late_writes_are_refused(dsn: str) -> None:
     assert new.outcome("j1") == (b"reply", [b"records"])
     for closing in (old, new, second, first):
         closing.close()
+
+
+def test_an_unreachable_database_stops_the_dispatcher_with_one_line(tmp_path: Path) -> None:
+    dsn = f"postgresql://nobody@/x?host={tmp_path}"  # no server listens there
+    command = [
+        sys.executable, "-m", "pydispatch.cli", "dispatcher", "--bind", "tcp://127.0.0.1:0",
+        "--ha", dsn,
+    ]  # fmt: skip
+    stopped = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert stopped.returncode == 1
+    lines = stopped.stderr.strip().splitlines()
+    assert len(lines) == 1, stopped.stderr
+    assert lines[0].startswith("pydispatch dispatcher: cannot connect to the PostgreSQL job store:")
+    assert str(tmp_path) in lines[0]

@@ -87,7 +87,8 @@ def _connect(dsn: str, **options: Any) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10, **options)
     except psycopg.Error as error:
-        raise JobStoreError(f"cannot connect to the PostgreSQL job store: {error}") from None
+        reason = " ".join(str(error).split())  # libpq's message spans lines: one line here
+        raise JobStoreError(f"cannot connect to the PostgreSQL job store: {reason}") from None
 
 
 class Leadership:
