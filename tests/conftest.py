@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -20,6 +21,10 @@ from _support.clusters import make_cluster
 from _support.process_guard import ENV, eventually, tagged_processes
 from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
+
+# Dispatchers the tests start from the command line keep their dataflow jobs under
+# $XDG_STATE_HOME (runtime.job_store): in a directory of this session's, never the user's.
+os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="pydispatch-test-state-")
 
 # A profile for 2 shared cores: enough examples to find a bug, no deadline flakiness.
 settings.register_profile(

@@ -19,6 +19,7 @@ import zmq
 
 from ..monitor.logs import configure_logging
 from ..runtime.dispatcher import DEFAULT_PREFETCH
+from ..runtime.job_store import JobStoreError, default_state_dir
 from ..scheduling.placer import amount_text
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 from .jobs import CommandError
@@ -91,6 +92,8 @@ def _dispatcher(args: argparse.Namespace) -> int:
         _run_dispatcher(run_dispatcher, args, keys)
     except HttpEndpointError as error:  # refused beyond loopback, or its port is taken
         raise CommandError(str(error)) from None
+    except JobStoreError as error:  # one line naming the file, not a traceback
+        raise CommandError(str(error)) from None
     return 0
 
 
@@ -104,6 +107,8 @@ def _run_dispatcher(run_dispatcher: Any, args: argparse.Namespace, keys: Any) ->
         exit_with_parent=args.exit_with_parent,
         job_masters=args.job_masters,
         client_timeout=args.client_timeout,
+        state_dir=args.state_dir,
+        ha=args.ha,
         **http_arguments(args),
         keys=keys,
     )
@@ -426,6 +431,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen in plain text on a network address without --keys (anyone who reaches "
         "it can run code on every worker: a trusted network only)",
+    dispatcher.add_argument(
+        "--state-dir",
+        default=default_state_dir(),
+        help="where accepted dataflow jobs are kept (a SQLite file per --bind address): a "
+        "dispatcher started again there restarts the unfinished ones; '' keeps none "
+        "(default $XDG_STATE_HOME/pydispatch or ~/.local/state/pydispatch)",
+    )
+    dispatcher.add_argument(
+        "--ha",
+        default="",
+        metavar="POSTGRESQL_URL",
+        help="standby dispatchers: keep jobs in this PostgreSQL database (postgresql://...; "
+        "needs the 'ha' extra, psycopg 3) instead of --state-dir, and serve only while "
+        "leading (an advisory lock); a standby waits, and takes over when the leader's "
+        "session ends (default: no standbys)",
     )
     dispatcher.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     dispatcher.set_defaults(run=_dispatcher)

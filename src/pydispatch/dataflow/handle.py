@@ -64,6 +64,7 @@ TERMINAL: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _ANSWER_TIMEOUT: Final = 5.0  # seconds a master may take to answer beyond a request's wait
 _LONG_POLL: Final = 10.0  # seconds a result request waits at the master per round
 _SUBMIT_TIMEOUT: Final = 180.0  # a master's start: a process, the job's unpickling, the solver
+_RECONNECT_TIMEOUT: Final = 60.0  # as a Client's default
 _RETRY: Final = 0.1  # seconds between questions to a master that cannot be reached
 # A master that cannot be reached: nothing listens at its port (its process died), or the
 # connection to it was lost while it held our request.
@@ -291,7 +292,9 @@ class JobHandle:
         self._chaining = chaining
         self._plan: ExecutionGraph | None = None
         self._outcome: _Outcome | None = None
-        if not endpoint:  # listed by the dispatcher, but its master has exited
+        # How long the job may be out of reach while its dispatcher restarts (see _ask).
+        self.reconnect_timeout = _RECONNECT_TIMEOUT
+        if not endpoint and state in ("FAILED", "CANCELED"):  # listed, its master gone
             self._outcome = _gone(job_id, state)
 
     @classmethod
@@ -425,6 +428,28 @@ class JobHandle:
 
     # -- the master's answers ---------------------------------------------------------------
 
+    def _kept_outcome(self) -> _Outcome | None:
+        """The outcome the dispatcher keeps for a finished job (see ``p.JobOutcome``)."""
+        try:
+            request = p.JobOutcomeRequest(self.job_id)
+            answer, frames = transport.ask(self.address, request, keys=self._keys or "")
+        except TimeoutError:
+            return None
+        if not isinstance(answer, p.JobOutcomeReply) or not answer.reply:
+            return None
+        reply = jp.decode_job(answer.reply)
+        if not isinstance(reply, jp.JobResultReply):
+            return None
+        self._keep(reply, frames)
+        return self._outcome
+
+    def _listing(self) -> p.JobInfo | None:
+        """The dispatcher's entry for this job; None while the dispatcher does not answer."""
+        try:
+            return find_job(self.address, self.job_id, timeout=1.0, keys=self._keys or "")
+        except TimeoutError:
+            return None
+
     def _known(self) -> _Outcome:
         """The outcome, which the caller knows is here (``_ask`` sets it when the master has
         exited)."""
@@ -458,21 +483,44 @@ class JobHandle:
     ) -> tuple[jp.JobMessage | None, list[zmq.Frame]]:
         """The master's answer; ``(None, [])`` once it is known to have exited (the outcome
         is then set from the dispatcher's listing, which drops a master's endpoint within a
-        tick of its exit). TimeoutError if it neither answers nor is known to be gone."""
+        tick of its exit). TimeoutError if it neither answers nor is known to be gone.
+
+        Across a dispatcher's restart (its jobs are durable: see ``runtime.durable_jobs``) the
+        job's master is started again elsewhere: the handle follows the endpoint the
+        dispatcher lists, waiting for the dispatcher and the new master for up to
+        ``reconnect_timeout`` seconds (then ConnectionError)."""
         end = time.monotonic() + wait + _ANSWER_TIMEOUT
+        lost_since: float | None = None  # since when neither master nor dispatcher helps
         while True:
-            answer = _one_question(
-                self.endpoint, message, end - time.monotonic(), self._keys, self._server_key
-            )
+            answer = None
+            if self.endpoint:  # (none while a restarted dispatcher starts its new master)
+                answer = _one_question(
+                    self.endpoint, message, end - time.monotonic(), self._keys, self._server_key
+                )
             if answer is not None:
                 reply, frames = answer
                 if isinstance(reply, p.Error):
                     raise RuntimeError(f"the master of job {self.job_id} refused: {reply.message}")
                 return reply, frames
-            info = find_job(self.address, self.job_id, keys=self._keys or "")
-            if not info.endpoint:
-                self._outcome = _gone(self.job_id, info.state)
+            info = self._listing()
+            if info is not None and not info.endpoint and info.state in TERMINAL:
+                # Its master has exited: the dispatcher may keep a finished job's outcome.
+                self._outcome = self._kept_outcome() or _gone(self.job_id, info.state)
                 return None, []
+            if info is not None and info.endpoint and info.endpoint != self.endpoint:
+                self.endpoint = info.endpoint  # a new master (the dispatcher restarted)
+                end = max(end, time.monotonic() + _ANSWER_TIMEOUT)
+                continue
+            if info is None or not info.endpoint:  # the dispatcher, or the job's new master,
+                now = time.monotonic()  # is on its way back
+                lost_since = lost_since or now
+                if now - lost_since >= self.reconnect_timeout:
+                    raise ConnectionError(
+                        f"job {self.job_id}: neither its master nor the dispatcher at "
+                        f"{self.address} answered for {now - lost_since:.1f} s "
+                        f"(reconnect_timeout={self.reconnect_timeout:g} s)"
+                    )
+                end = max(end, now + _RETRY)
             if time.monotonic() >= end:
                 where = f"at {self.endpoint} does not answer"
                 raise TimeoutError(f"the master of job {self.job_id} {where}")

@@ -352,6 +352,11 @@ class JobRun:
         return jp.JobStatusReply(self.job_id, self.name, self.status(), _plain(self.metrics()))
 
     def _answer_result(self, identity: bytes) -> None:
+        if self._reply(identity, *self.outcome()):
+            self.fetched_at = time.monotonic()
+
+    def outcome(self) -> tuple[jp.JobResultReply, list[transport.FrameLike]]:
+        """What a handle asking for the result gets, once the job has ended."""
         if self._outcome is None:
             reply = jp.JobResultReply(
                 self.job_id, self.name, self.status(), _plain(self.metrics()), self._error or ""
@@ -371,8 +376,7 @@ class JobRun:
                     reply.error = f"the job's result could not be pickled: {error!r}"
                     frames = []
             self._outcome = (reply, frames)
-        if self._reply(identity, *self._outcome):
-            self.fetched_at = time.monotonic()
+        return self._outcome
 
     def _answer_waiters(self, now: float) -> None:
         if not self._waiters:

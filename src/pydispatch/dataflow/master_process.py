@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..errors import UnfitError
@@ -144,11 +144,30 @@ class _Host:
         self.report(endpoint=run.endpoint)
         return run, options
 
+    def keep_outcome(self, run: JobRun, keep_for: float) -> None:
+        """Hand a finished job's outcome to the dispatcher, which keeps it in its job store
+        for ``keep_for`` seconds: fetchable after this process (or the dispatcher) is gone."""
+        reply, frames = run.outcome()
+        if reply.state != "FINISHED":
+            return
+        message = p.JobOutcome(self.job_id, self.token, keep_for, p.encode(reply))
+        try:
+            transport.ask(self.address, message, frames, _PAYLOAD_TIMEOUT)
+        except Exception as error:  # it is still served from here until its retention
+            log.warning("job %s: the dispatcher did not take its outcome: %r", self.job_id, error)
 
-def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> None:
+
+def serve(
+    run: JobRun,
+    retention: float,
+    parent: int,
+    stop: threading.Event,
+    ended: Callable[[], None] = lambda: None,
+) -> None:
     """Serve until the outcome was fetched or kept ``retention`` seconds, or until told to
-    stop; a job still running then fails (its slices are killed)."""
-    ended: float | None = None
+    stop; a job still running then fails (its slices are killed). ``ended`` is called once,
+    when the job has ended."""
+    ended_at: float | None = None
     reason = "its master was stopped (the dispatcher stopped?)"
     while not stop.wait(_TICK):
         if parent and os.getppid() != parent:
@@ -162,12 +181,14 @@ def serve(run: JobRun, retention: float, parent: int, stop: threading.Event) -> 
         if not run.done():
             continue
         now = time.monotonic()
-        ended = ended or now
+        if ended_at is None:
+            ended()
+        ended_at = ended_at or now
         # A cancelled job has nothing to keep that the dispatcher's listing does not say.
-        fetched = ended if run.status() == "CANCELED" else run.fetched_at
+        fetched = ended_at if run.status() == "CANCELED" else run.fetched_at
         if fetched is not None and now - fetched >= _FETCHED_LINGER:
             return
-        if now - ended >= retention:
+        if now - ended_at >= retention:
             log.info(
                 "job %s: its result was kept %g s unfetched: exiting",
                 run.job_id,
@@ -209,7 +230,8 @@ def _master(
             return 0  # refused, and the submitter was told why: nothing went wrong here
         run, options = started
         try:
-            serve(run, options.result_retention, parent, stop)
+            retention = options.result_retention
+            serve(run, retention, parent, stop, lambda: host.keep_outcome(run, retention))
         finally:
             run.close()
         return 0

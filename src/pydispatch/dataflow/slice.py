@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 _CREDIT = p.encode(dp.Credit())
 _ACK_TIMEOUT_MS = 10_000
+# A master whose connection dropped and did not come back for this long (at most the job's
+# master_timeout) is dead: a master never comes back at its endpoint (a restarted dispatcher
+# starts a new one elsewhere), and the slot should go to the job's next attempt at once.
+_MASTER_LOST = 3.0
 _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
 _INBOX_QUEUE = 1000  # messages queued per producer on an inbox, at most
@@ -365,6 +369,8 @@ def _run_slice(
     if spec.job_key is not None:
         connect_curve(control, spec.job_key[0], spec.job_key[1], spec.job_key[0])
     control.connect(master)
+    lost = control.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    lost_at: float | None = None  # since when the connection to the master is down
     subtasks = [
         _Subtask(plan, spec, c.id, slice_index, context)
         for c in plan.chains
@@ -390,7 +396,13 @@ def _run_slice(
         while control.poll(0):
             control.recv_multipart()  # MasterAlive: hearing anything is what matters
             heard = now
-        if now - heard > spec.master_timeout:
+        while lost.poll(0):
+            event = lost.recv_multipart()[0]
+            down = int.from_bytes(event[:2], "little") == zmq.EVENT_DISCONNECTED
+            lost_at = (lost_at or now) if down else None
+        if now - heard > spec.master_timeout or (
+            lost_at is not None and now - lost_at > min(_MASTER_LOST, spec.master_timeout)
+        ):
             os._exit(71)  # the master is gone; threads blocked on peers cannot be stopped
         for s, thread in list(pending):
             thread.join(0.02)
@@ -411,6 +423,8 @@ def _run_slice(
                 raise RuntimeError(s.error)
     for s in subtasks:
         s.close()
+    control.disable_monitor()
+    lost.close(linger=0)
     control.close()
     return _slice_result(plan, subtasks)
 

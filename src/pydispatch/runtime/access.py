@@ -55,6 +55,7 @@ _CLIENT: Final = frozenset(
         p.ClientBye,
         p.StatusRequest,
         p.JobsRequest,
+        p.JobOutcomeRequest,
     }
 )
 _WORKER: Final = frozenset(
@@ -70,7 +71,7 @@ _WORKER: Final = frozenset(
         p.Goodbye,
     }
 )
-_MASTER: Final = frozenset({p.JobUpdate, p.JobPayloadRequest, p.JobHostReport})
+_MASTER: Final = frozenset({p.JobUpdate, p.JobPayloadRequest, p.JobHostReport, p.JobOutcome})
 
 #: The message kinds each role may send a dispatcher.
 ALLOWED: Final[dict[str, frozenset[type]]] = {
@@ -89,6 +90,7 @@ _ANSWERED: Final = frozenset(
         p.SlotHello,
         p.StatusRequest,
         p.JobsRequest,
+        p.JobOutcomeRequest,
         p.SubmitJob,
         p.JobPayloadRequest,
     }
@@ -155,7 +157,7 @@ class Access:
                 raise self._refuse(peer.public, f"{kind.__name__} names a socket of another key")
         if isinstance(message, p.JobUpdate):
             job = message.job.job_id
-        elif isinstance(message, p.JobPayloadRequest | p.JobHostReport):
+        elif isinstance(message, p.JobPayloadRequest | p.JobHostReport | p.JobOutcome):
             job = message.job_id
         else:
             job = peer.job

@@ -1,7 +1,8 @@
 """The client's I/O: its sockets and I/O thread, and the futures of the tasks it sent.
 
 :class:`ClientIO` is what the ``Executor`` facade (``client``: ``pydispatch.Client``) stands on.
-It says hello to the dispatcher and keeps saying it (a restarted dispatcher is noticed), sends
+It says hello to the dispatcher and keeps saying it (a restarted dispatcher is noticed: its
+epoch changed, and every unresolved task is sent to it again, see below), sends
 tasks (batched into ``Submit`` messages), keeps the table of outstanding futures and resolves
 them from results, and sends lone tasks on the direct lane of a lease (``lane``).
 :class:`TaskFuture` is defined here, as this module makes and resolves the futures (``client``
@@ -21,6 +22,13 @@ their results come straight back (two hops instead of four), received by the cal
 ``result()`` itself (see ``lane``). When the lease ends the client sends tasks through the
 dispatcher again; one that was out on the lane is sent there too (if its slot died while
 running it, that counts as a retry, as it does for the dispatcher), so nothing is lost.
+
+The client owns its tasks (as in Ray's ownership model): each future keeps what was sent for
+it until it resolves. A restarted dispatcher knows none of them, so on its first Welcome every
+unresolved task goes to it again under the same id (the scheduler ignores an id it holds
+already); a slot that ran one across the restart reports the outcome with the task's id, and
+it resolves the future if it still waits. A future resolves once; a task runs at least once
+(possibly twice). Nothing per task is written anywhere but in this process's memory.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any, Final, Protocol, cast
 
+import msgspec
 import zmq
 
 from ..errors import RemoteError, RemoteTraceback, TaskFailedError
@@ -127,6 +136,8 @@ class TaskFuture(Future[Any]):
         # Set by the I/O thread when a cancel() waiting for the dispatcher's answer should
         # look again (RUNNING is not announced to a Future's own waiters: result() would end).
         self._verdict: threading.Event | None = None
+        # What was sent, kept until the future resolves: a restarted dispatcher gets it again.
+        self._payload: tuple[p.TaskSpec, list[FrameLike]] | None = None
 
     def cancel(self) -> bool:
         """Cancel the task unless it has started in its slot (the future is then RUNNING) or
@@ -257,11 +268,10 @@ class ClientIO:
         self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
         self._welcome: queue.Queue[p.Welcome | p.Error] = queue.Queue()
         self._hello_answered = False
-        # The dispatcher's epoch changes when it restarts: tasks sent to the old one are lost.
-        # While tasks are outstanding the client says hello every _HELLO_EVERY seconds, and a
-        # new epoch fails the futures of every task already sent (ids <= _sent_through).
+        # The dispatcher's epoch changes when it restarts: it knows none of our tasks. While
+        # tasks are outstanding the client says hello every _HELLO_EVERY seconds, and a new
+        # epoch has every unresolved task sent again, under its id (see _resubmit_unresolved).
         self._epoch = ""
-        self._sent_through = -1
         self._last_hello = time.monotonic()
         self._hello_every = _HELLO_EVERY
         # Since when a hello is unanswered (None: the dispatcher spoke since the last one; it
@@ -312,6 +322,7 @@ class ClientIO:
                 task_id, kind, fn_blob, args_blob, resources or {}, labels or {}, priority, retries
             )
             self._futures[task_id] = future
+            future._payload = (spec, frames)
             # Alone (a caller waiting on one task at a time): no hand-off, no batch to wait for.
             alone = len(self._futures) == 1 and not self._wake_pending
             plain = kind == p.KIND_CALL and not resources and not labels
@@ -402,11 +413,7 @@ class ClientIO:
         except Exception:
             log.exception("could not send a task to its leased slot: sending it to the dispatcher")
             return False
-        if not attempt_id:
-            return False
-        with self._lock:  # a restarted dispatcher's Welcome fails it (its slot is replaced)
-            self._sent_through = max(self._sent_through, spec.task_id)
-        return True
+        return bool(attempt_id)
 
     def _function_blob(self, fn: Callable[..., Any]) -> tuple[p.Blob, list[FrameLike]]:
         # Pickle each function once; the same frame objects let the I/O thread send a
@@ -438,9 +445,15 @@ class ClientIO:
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
         poller.register(self.lane.fd, zmq.POLLIN)
+        # A new connection (the dispatcher restarted) is greeted at once, not at the next
+        # periodic hello: its Welcome's epoch has the unresolved tasks sent again sooner.
+        monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        poller.register(monitor, zmq.POLLIN)
         try:
             while True:
                 ready = dict(poller.poll(100))
+                if monitor in ready and _drained(monitor):
+                    self._last_hello = 0.0
                 if self._wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
@@ -477,6 +490,8 @@ class ClientIO:
                     send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
                     self._drain_sender()
         finally:
+            self._sock.disable_monitor()
+            monitor.close(linger=0)
             self.lane.close()
             with self._send_lock:
                 with self._lock:
@@ -531,20 +546,12 @@ class ClientIO:
             send(self._sock, message)
 
     def _drain_sender(self) -> None:
-        # The dispatcher answers on the sending socket only a peer it does not know, i.e.
-        # after it restarted and before our next hello: refusals worth a log line, which must
-        # not pile up unread either.
         with self._send_lock:
-            for message, _ in receive_pending(self._sender, "the dispatcher"):
-                if isinstance(message, p.Error):
-                    log.error(
-                        "the dispatcher refused a message: %s: %s", message.code, message.message
-                    )
+            _log_refusals(self._sender)
 
-    def _fail_unfinished(self, reason: str, through: int | None = None) -> None:
-        """Fail unfinished futures (only ids <= ``through`` if given)."""
+    def _fail_unfinished(self, reason: str) -> None:
         with self._lock:
-            lost = [i for i in self._futures if through is None or i <= through]
+            lost = list(self._futures)
         self._fail_tasks(lost, partial(ConnectionError, reason))
 
     def _all_done(self) -> bool:
@@ -572,13 +579,12 @@ class ClientIO:
             placed: dict[int, int] = {}
             specs = []
             for spec, own in outbox[start : start + _MAX_TASKS_PER_SUBMIT]:
-                # Renumbered in place: a spec is sent once, and nothing else holds it.
-                spec.fn = rebase(spec.fn, own, frames, placed)
-                spec.args = rebase(spec.args, own, frames, placed)
-                specs.append(spec)
-            with self._lock:  # before the send: a restart's Welcome may come right after it
-                # (max: a task back from the lane may be older than what went out already)
-                self._sent_through = max(self._sent_through, max(s.task_id for s in specs))
+                # Renumbered in a copy: the future keeps the original, to send it again.
+                fn, args = (
+                    rebase(spec.fn, own, frames, placed),
+                    rebase(spec.args, own, frames, placed),
+                )
+                specs.append(msgspec.structs.replace(spec, fn=fn, args=args))
             try:
                 send(self._sender, p.Submit(specs, ask_lease), frames)
             except Exception as error:  # nothing taken from the outbox may be lost silently
@@ -594,6 +600,7 @@ class ClientIO:
             futures = [self._futures.pop(i, None) for i in task_ids]
         for future in futures:
             if future is not None:
+                future._payload = None
                 with contextlib.suppress(InvalidStateError):
                     future.set_exception(error())
 
@@ -623,12 +630,8 @@ class ClientIO:
                 case p.Welcome(epoch=epoch, total_slots=slots):
                     self.total_slots = slots
                     if epoch != self._epoch:
-                        log.error("the dispatcher restarted: tasks sent to it before are lost")
                         self._epoch = epoch
-                        self.lane.reset()  # its slots were replaced: what was out is lost
-                        self._fail_unfinished(
-                            "the dispatcher restarted; this task was lost", self._sent_through
-                        )
+                        self._resubmit_unresolved()
                 case p.LeaseGranted(lease_id=lease_id, address=address, worker=worker):
                     self.lane.grant(lease_id, address, worker, message.token, message.server_key)
                 case p.LeaseEnded() as ended:
@@ -696,6 +699,7 @@ class ClientIO:
 
     def _resolve(self, future: TaskFuture, result: p.TaskResult, frames: list[zmq.Frame]) -> None:
         future.worker = result.worker
+        future._payload = None
         try:
             if result.status == "cancelled":
                 future._cancel_running()
@@ -703,24 +707,67 @@ class ClientIO:
                 value = loads(result.value, frames) if result.value is not None else None
                 future.set_result(value)
             else:
-                future.set_exception(self._exception(result, frames))
+                future.set_exception(_exception(result, frames))
         except InvalidStateError:
             pass  # cancelled here while its result was on its way
         future._wake_verdict()
 
-    @staticmethod
-    def _exception(result: p.TaskResult, frames: list[zmq.Frame]) -> BaseException:
-        if result.status != "error":
-            return TaskFailedError(result.error or f"task {result.status}")
-        try:
-            exc = loads(result.value, frames) if result.value is not None else None
-        except Exception as problem:
-            exc = RemoteError(f"{result.error} (could not be unpickled here: {problem})")
-        if not isinstance(exc, BaseException):
-            exc = RemoteError(result.error)
-        if result.traceback:
-            exc.__cause__ = RemoteTraceback(result.traceback)
-        return exc
+    def _resubmit_unresolved(self) -> None:
+        """The dispatcher restarted (a new epoch): every task not resolved yet is sent to it
+        again, under its id, from what its future kept. Execution is at least once: a task
+        the old dispatcher had placed may have run already (its result, if it comes, resolves
+        the future; a second result of the same id finds none)."""
+        self.lane.reset()  # its slot may well be alive; the lease died with the dispatcher
+        with self._lock:
+            queued = {spec.task_id for spec, _ in self._outbox}
+            again: list[tuple[p.TaskSpec, list[FrameLike]]] = []
+            for task_id, future in list(self._futures.items()):
+                if future.done():  # cancelled here: the old dispatcher was to confirm it
+                    del self._futures[task_id]
+                    continue
+                future._lane_attempt = 0
+                if future._payload is not None and task_id not in queued:
+                    again.append(future._payload)
+            self._outbox = sorted(again + self._outbox, key=lambda entry: entry[0].task_id)
+        log.warning(
+            "the dispatcher at %s restarted: %d unresolved task(s) sent again",
+            self.address,
+            len(again),
+        )
+        self._wake()
+
+
+def _log_refusals(sender: Socket) -> None:
+    # The dispatcher answers on the sending socket only a peer it does not know, i.e. after
+    # it restarted and before our next hello: refusals worth a log line, which must not pile
+    # up unread either.
+    for message, _ in receive_pending(sender, "the dispatcher"):
+        if isinstance(message, p.Error):
+            log.error("the dispatcher refused a message: %s: %s", message.code, message.message)
+
+
+def _drained(monitor: Socket) -> bool:
+    """Read every event waiting on a socket monitor; whether there was one."""
+    seen = False
+    with contextlib.suppress(zmq.Again):
+        while True:
+            monitor.recv_multipart(zmq.NOBLOCK)
+            seen = True
+    return seen
+
+
+def _exception(result: p.TaskResult, frames: list[zmq.Frame]) -> BaseException:
+    if result.status != "error":
+        return TaskFailedError(result.error or f"task {result.status}")
+    try:
+        exc = loads(result.value, frames) if result.value is not None else None
+    except Exception as problem:
+        exc = RemoteError(f"{result.error} (could not be unpickled here: {problem})")
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(result.error)
+    if result.traceback:
+        exc.__cause__ = RemoteTraceback(result.traceback)
+    return exc
 
 
 def _mark_direct(future: TaskFuture, attempt_id: int) -> None:

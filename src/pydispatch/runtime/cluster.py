@@ -126,6 +126,7 @@ class LocalCluster:
         http: bool | str = False,
         metrics: bool = True,
         keys: bool | str = False,
+        keep_jobs: bool = True,
     ) -> None:
         # The dispatcher's metrics, JSON API and dashboard: off by default (an embedded
         # cluster is often one of many on a machine); True serves them on a free loopback
@@ -135,6 +136,7 @@ class LocalCluster:
         #: Where the dispatcher serves them ("" unless asked for), once started.
         self.http_url = ""
         self._direct = direct
+        self._keep_jobs = keep_jobs  # a job store (see runtime.job_store) in our directory
         self._prefetch = prefetch
         self._client_timeout = client_timeout
         self._job_masters = job_masters
@@ -230,6 +232,8 @@ class LocalCluster:
             "client_timeout": self._client_timeout,
             "metrics": self._metrics,
             "http": self._http,
+            # Its own store, kept across restart_dispatcher(), removed with the cluster.
+            "state_dir": os.path.join(self._tmpdir, "state") if self._keep_jobs else None,
         }
         command = [
             sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)

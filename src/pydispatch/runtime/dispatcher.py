@@ -56,7 +56,9 @@ from ..wire.transport import (
 )
 from .access import Access, JobKeys, RefusedError, serve_keys
 from .client_book import ClientBook
+from .durable_jobs import DurableJobs
 from .job_masters import JobHosts
+from .job_store import JobStore, SqliteJobStore, store_path
 from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
 from .monitoring import Monitoring
@@ -98,6 +100,8 @@ class _Payload:
     args: p.Blob
     frames: list[FrameLike]
     priority: int
+    owner: bytes  # its client's identity and task id, sent with each attempt (RunSpec.owner)
+    task_id: int
     lease_for: bytes = b""  # this client asked for a lease on the slot this task goes to
     queued_at: float = 0.0  # when it was submitted (time.monotonic()), for the metrics
 
@@ -119,6 +123,8 @@ class Dispatcher:
         client_timeout: float = 30.0,
         metrics: bool = True,
         keys: Keys | None = None,
+        job_store: JobStore | None = None,
+        still_leading: Callable[[], bool] | None = None,
     ) -> None:
         # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
         self._recorder = Recorder() if metrics else None
@@ -135,7 +141,12 @@ class Dispatcher:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.scheduler = s.Scheduler(
-            heartbeat_timeout=heartbeat_timeout, placer=placer, prefetch=prefetch
+            heartbeat_timeout=heartbeat_timeout,
+            placer=placer,
+            prefetch=prefetch,
+            # Above any id a previous incarnation used (2**20 a millisecond since it started):
+            # its attempts may still be reported by slots that outlived it.
+            first_attempt_id=(time.time_ns() // 1_000_000) << 20,
         )
         self._context: zmq.Context[Any] = zmq.Context()
         self._socket: Socket = make_socket(
@@ -163,6 +174,8 @@ class Dispatcher:
         # What clients hear of their tasks, flushed once per loop iteration.
         self._outbox = Outbox(self._send, self._forget_client)
         self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
+        # Accepted jobs outlive this process in the store, if there is one (durable_jobs).
+        self._durable = DurableJobs(job_store) if job_store is not None else None
         # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
         self._job_hosts = JobHosts(
             self.endpoint,
@@ -171,8 +184,15 @@ class Dispatcher:
             self._job_update,
             enabled=job_masters,
             job_keys=job_keys,
+            keep=self._durable.keep if self._durable is not None else None,
         )
+        if self._durable is not None:  # list every kept job, start the unfinished again
+            peers = self._access.peers if self._access is not None else None
+            self._durable.resume(self._jobs, self._job_hosts, peers)
         self._handlers = self._handler_table()
+        # With standbys (pg_store): checked every tick; a deposed leader stops serving.
+        self._still_leading = still_leading
+        self.deposed = False
 
     # --------------------------------------------------------------------------- loop
 
@@ -200,6 +220,11 @@ class Dispatcher:
                         log.warning("the process that started this dispatcher is gone: exiting")
                         return
                     next_tick = now + tick_every
+                    if self._still_leading is not None and not self._still_leading():
+                        log.error("this dispatcher no longer leads (its lock session ended, or "
+                                  "another took the lead): stopping")  # fmt: skip
+                        self.deposed = True
+                        return
                     self._guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
                     self._guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
                     self._guarded(self._job_hosts.reap)
@@ -216,6 +241,8 @@ class Dispatcher:
                     self._guarded(lambda: self._monitoring.views.serve(self._monitor_view))
         finally:
             self._job_hosts.close()  # no job master outlives its dispatcher
+            if self._durable is not None:
+                self._durable.store.close()
             self._socket.close(linger=0)
             if self._gate is not None:
                 self._gate.stop()
@@ -344,6 +371,8 @@ class Dispatcher:
             p.SubmitJob: self._on_submit_job,
             p.JobPayloadRequest: self._on_job_payload_request,
             p.JobHostReport: self._on_job_host_report,
+            p.JobOutcome: self._on_job_outcome,
+            p.JobOutcomeRequest: self._on_job_outcome_request,
         }
 
     def _on_submit(self, peer: bytes, m: p.Submit, frames: Frames, now: float) -> None:
@@ -372,6 +401,8 @@ class Dispatcher:
                 rebase(spec.args, frames, own, placed),
                 own,
                 spec.priority,
+                peer,
+                spec.task_id,
                 queued_at=now,
             )
             if m.lease and len(m.tasks) == 1 and _leasable(spec):
@@ -411,7 +442,14 @@ class Dispatcher:
                     status, error = "failed", f"protocol error in the worker's result: {problem}"
             outcomes.append(
                 s.AttemptOutcome(
-                    result.attempt_id, status, value, error, result.traceback, result.seconds
+                    result.attempt_id,
+                    status,
+                    value,
+                    error,
+                    result.traceback,
+                    result.seconds,
+                    result.owner,
+                    result.task_id,
                 )
             )
         if self._recorder is not None:
@@ -467,7 +505,7 @@ class Dispatcher:
                 slot_ids=m.slot_ids,
             )
         )
-        self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout))
+        self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout, self.epoch))
         log.info("worker %s registered (%d slots)", m.name, m.slots, extra={"worker": m.name})
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
@@ -526,6 +564,22 @@ class Dispatcher:
     ) -> None:
         self._job_hosts.report(m)
 
+    def _on_job_outcome(self, peer: bytes, m: p.JobOutcome, frames: Frames, now: float) -> None:
+        self._job_hosts.check(m.job_id, m.token)  # only its own master may say it
+        if self._durable is not None:
+            self._durable.keep_outcome(m.job_id, m.reply, list(frames), m.keep_for)
+        self._send(peer, p.JobOutcomeReply())
+
+    def _on_job_outcome_request(
+        self, peer: bytes, m: p.JobOutcomeRequest, frames: Frames, now: float
+    ) -> None:
+        job = self._jobs.get(m.job_id)
+        if self._access is not None and (job is None or not self._access.sees(job)):
+            self._send(peer, p.JobOutcomeReply())  # as for no such job: nothing to tell
+            return
+        reply, kept = self._durable.outcome(m.job_id) if self._durable else (b"", [])
+        self._send(peer, p.JobOutcomeReply(reply), kept)
+
     # ---------------------------------------------------------------- for the handlers
 
     def _forget_if_client(self, identity: bytes) -> None:
@@ -540,6 +594,8 @@ class Dispatcher:
         self._perform(self.scheduler.client_gone(client))
 
     def _job_update(self, job: p.JobInfo) -> None:
+        if self._durable is not None:
+            self._durable.update(job)
         self._jobs.pop(job.job_id, None)  # re-inserted last: the dict stays in update order
         self._jobs[job.job_id] = job
         ended = [i for i, j in self._jobs.items() if j.state in _JOB_ENDED]
@@ -593,7 +649,7 @@ class Dispatcher:
                 case s.ReleaseWorker(worker=worker):
                     self._send(worker, p.Goodbye())
                 case s.AskToReregister(worker=worker):
-                    self._send(worker, p.Reregister())
+                    self._send(worker, p.Reregister(self.epoch))
                 case s.ForgetWorker(worker=worker, reason=reason):
                     self._monitoring.worker_removed(worker, reason)
                     self._leasing.worker_gone(worker, reason)
@@ -616,6 +672,8 @@ class Dispatcher:
                     rebase(payload.fn, payload.frames, frames, placed),
                     rebase(payload.args, payload.frames, frames, placed),
                     payload.priority,
+                    payload.owner,
+                    payload.task_id,
                 )
             )
         return self._send(slot, p.Run(specs), frames)
@@ -677,16 +735,27 @@ def run_dispatcher(
     http_insecure: bool = False,
     http_fallback: bool = False,
     keys: Keys | None = None,
+    state_dir: str | None = None,
+    ha: str = "",
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT; with ``http`` (``HOST:PORT``),
     serve its metrics, JSON API and dashboard there (see :mod:`pydispatch.monitor.http`); with
-    ``keys``: CurveZMQ, and only the keys of their directory, each in its role."""
+    ``keys``: CurveZMQ, and only the keys of their directory, each in its role. With
+    ``state_dir``, accepted dataflow jobs are kept in a store there (one per ``bind`` address)
+    and the unfinished ones run again when a dispatcher starts there again; ``JobStoreError``
+    if it is unreadable. With ``ha`` (a PostgreSQL URL) the store is there instead, shared by
+    standby dispatchers: this one waits until it leads before it binds ``bind`` (see
+    ``pg_store``)."""
     import signal
 
     # Every task's frames pass through here and queued ones pile up: keep what they used.
     keep_large_buffers(_KEEP_FREE)
     collect_less_often()
 
+    store: JobStore | None = SqliteJobStore(store_path(state_dir, bind)) if state_dir else None
+    leading: Callable[[], bool] | None = None
+    if ha:
+        store, leading = _lead(ha, bind, heartbeat_interval, heartbeat_timeout, announce)
     dispatcher = Dispatcher(
         bind,
         heartbeat_interval=heartbeat_interval,
@@ -698,6 +767,8 @@ def run_dispatcher(
         client_timeout=client_timeout,
         metrics=metrics,
         keys=keys,
+        job_store=store,
+        still_leading=leading,
     )
     server = None
     if http:
@@ -718,3 +789,25 @@ def run_dispatcher(
     finally:
         if server is not None:
             server.close()
+    if dispatcher.deposed:
+        raise SystemExit(3)
+
+
+def _lead(
+    dsn: str, bind: str, heartbeat_interval: float, heartbeat_timeout: float, announce: bool
+) -> tuple[JobStore, Callable[[], bool]]:
+    """Wait as a standby until this dispatcher leads; its fenced store and leadership check."""
+    from .pg_store import Leadership, PostgresJobStore
+
+    leadership = Leadership(dsn, bind, heartbeat_timeout)
+    told = ""
+
+    def standby(leader: str) -> None:
+        nonlocal told
+        if announce and leader != told:  # (LocalCluster-style readers wait for "listening")
+            print(f"pydispatch dispatcher standby: the leader is at {leader}", flush=True)
+            told = leader
+
+    epoch = leadership.wait_to_lead(every=heartbeat_interval, on_wait=standby)
+    log.warning("this dispatcher leads (epoch %d)", epoch)
+    return PostgresJobStore(dsn, epoch), leadership.still_leading

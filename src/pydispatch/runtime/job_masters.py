@@ -70,6 +70,9 @@ _RESPAWN_EVERY: Final = 5.0  # seconds between starts of a launcher that dies
 _NAME_IN_ID: Final = 100  # characters of a job's name in its id (the line must stay short)
 
 Send = Callable[[bytes, p.Message, list[FrameLike]], bool]
+# Writes an accepted job where it outlives the dispatcher (durable_jobs): job id, the message,
+# its submitter, the payload's blob and frames. Raises if it cannot (the job is refused).
+Keep = Callable[[str, p.SubmitJob, bytes, p.Blob, list[FrameLike], Identity | None], None]
 
 
 @dataclass
@@ -101,6 +104,7 @@ class JobHosts:
         *,
         enabled: bool = True,
         job_keys: JobKeys | None = None,
+        keep: Keep | None = None,
     ) -> None:
         self._address = address
         self._job_keys = job_keys
@@ -114,6 +118,7 @@ class JobHosts:
         self._launcher: subprocess.Popen[bytes] | None = None
         self._respawn_at = 0.0  # a launcher that keeps dying is not restarted every tick
         self._enabled = enabled
+        self._keep = keep
         # Started now, so that it has imported what it needs when the first job comes.
         if enabled:
             with contextlib.suppress(OSError):
@@ -143,6 +148,28 @@ class JobHosts:
             self._send(submitter, p.Error("busy", reason), [])
             return
         job_id = f"{message.name[:_NAME_IN_ID]}-{next(self._ids)}-{uuid.uuid4().hex[:6]}"
+        own: list[FrameLike] = []
+        payload = rebase(message.payload, frames, own)  # only its frames are kept
+        if self._keep is not None:  # durable: kept before anything answers the submitter
+            try:
+                self._keep(job_id, message, submitter, payload, own, owner)
+            except Exception as error:
+                log.exception("job %s: could not be kept", job_id)
+                self._send(submitter, p.Error("internal", f"cannot keep the job: {error}"), [])
+                return
+        self._start(job_id, message.name, message.priority, submitter, payload, own, owner)
+
+    def resume(self, job_id: str, name: str, priority: int, payload: p.Blob,
+               frames: list[FrameLike], owner: Identity | None = None) -> None:  # fmt: skip
+        """Start a master again for a job a previous dispatcher accepted (durable_jobs)."""
+        if not self._enabled:  # it stays in the store, for a dispatcher that hosts masters
+            log.warning("job %s not started again: this dispatcher hosts no job masters", job_id)
+            return
+        self._start(job_id, name, priority, None, payload, frames, owner)
+
+    def _start(self, job_id: str, name: str, priority: int, submitter: bytes | None,
+               payload: p.Blob, own: list[FrameLike],
+               owner: Identity | None = None) -> None:  # fmt: skip
         token = secrets.token_hex(16)
         credentials = self._job_keys.issue(job_id, owner) if self._job_keys else None
         try:
@@ -150,15 +177,17 @@ class JobHosts:
         except OSError as error:
             if credentials is not None and self._job_keys is not None:
                 self._job_keys.revoke(credentials)
-            self._send(submitter, p.Error("internal", f"cannot start a job master: {error}"), [])
+            if submitter is not None:
+                reason = f"cannot start a job master: {error}"
+                self._send(submitter, p.Error("internal", reason), [])
+            if self._keep is not None:  # (kept already: it must not run again)
+                self._update(p.JobInfo(job_id, name, "FAILED", "", 0, 0))
             return
-        own: list[FrameLike] = []
-        payload = rebase(message.payload, frames, own)  # only its frames are kept
         deadline = time.monotonic() + _ACCEPT_TIMEOUT
         self._hosts[job_id] = _Host(
             job_id,
-            message.name,
-            message.priority,
+            name,
+            priority,
             token,
             submitter,
             (payload, own),
@@ -172,6 +201,10 @@ class JobHosts:
         if host is None or not secrets.compare_digest(host.token.encode(), token.encode()):
             raise p.ProtocolError(f"no job {job_id!r} with this token")
         return host
+
+    def check(self, job_id: str, token: str) -> None:
+        """ProtocolError unless ``token`` is the secret job ``job_id``'s master was given."""
+        self._host(job_id, token)
 
     def payload(self, peer: bytes, message: p.JobPayloadRequest) -> None:
         host = self._host(message.job_id, message.token)

@@ -160,7 +160,9 @@ def _run_one(
         else:
             positional, keywords = args
             value = fn(*positional, **keywords)
-        return p.AttemptResult(spec.attempt_id, "ok", dumps(value, out)), out
+        ok = p.AttemptResult(spec.attempt_id, "ok", dumps(value, out))
+        ok.owner, ok.task_id = spec.owner, spec.task_id  # (see RunSpec.owner)
+        return ok, out
     except BaseException as exc:  # the task's failure, whatever it is, goes back to the client
         text = "".join(traceback.format_exception(exc))
         out = []
@@ -170,7 +172,9 @@ def _run_one(
             out = []
             blob = dumps(RemoteError(f"{type(exc).__name__}: {exc}"), out)
         error = f"{type(exc).__name__}: {exc}"
-        return p.AttemptResult(spec.attempt_id, "error", blob, error, text), out
+        raised = p.AttemptResult(spec.attempt_id, "error", blob, error, text)
+        raised.owner, raised.task_id = spec.owner, spec.task_id
+        return raised, out
 
 
 def _reachable(endpoint: str) -> str:

@@ -19,9 +19,12 @@ The worker is the slots' supervisor:
   it), lets running tasks finish for up to ``drain_grace`` seconds, reports any it had to
   abandon as ``lost`` (the dispatcher re-queues them elsewhere), and exits when the dispatcher
   releases it. A second SIGTERM ends the grace period at once.
-* ``Reregister`` (the dispatcher removed us for silence, or restarted): attempts still running
+* ``Reregister``: the dispatcher removed us for silence (same epoch): attempts still running
   here were already re-queued elsewhere, so every slot is killed and replaced, then the
-  worker registers again.
+  worker registers again. Or it restarted (another epoch): nobody re-queued what the slots
+  hold, so they keep it and report its outcomes to the new dispatcher, which delivers those
+  its clients still want (the outcomes name their tasks); the worker registers its slots as
+  they are.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class Worker:
         self._slot_generation = 0
         self._kills: dict[int, float] = {}  # force-cancelled attempt id -> watch until
         self._heartbeat_interval = 1.0
+        self._dispatcher_epoch = ""  # of the dispatcher that registered us (see Reregister)
         self._heartbeat_stop = threading.Event()
         self._registered_at: float | None = None
         self._register_sent_at = 0.0
@@ -167,8 +171,22 @@ class Worker:
         self.request_stop()
 
     def _loop(self) -> None:
+        # A new connection to the dispatcher (it restarted) gets a heartbeat at once: one it
+        # does not know has us register again now rather than at the next heartbeat.
+        monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            self._serve(monitor)
+        finally:
+            self._sock.disable_monitor()
+            monitor.close(linger=0)
+
+    def _serve(self, monitor: Socket) -> None:
         next_check = 0.0
         while True:
+            if monitor.poll(0) and self._registered_at is not None:
+                while monitor.poll(0):
+                    monitor.recv_multipart()
+                send(self._sock, p.Heartbeat(self.identity))
             now = time.monotonic()
             if self._drain_requested and self._drain_deadline is None:
                 self._start_drain(now)
@@ -255,15 +273,20 @@ class Worker:
                 ]
                 if waiting:
                     send(self._sock, p.Done(waiting))
-            case p.Registered(heartbeat_interval=interval):
+            case p.Registered(heartbeat_interval=interval, epoch=epoch):
                 self._heartbeat_interval = interval
+                self._dispatcher_epoch = epoch
                 self._registered_at = time.monotonic()
                 self._log_registered()
                 if self._drain_deadline is not None:
                     send(self._sock, p.Drain())
-            case p.Reregister():
+            case p.Reregister(epoch=epoch):
                 if self._registered_at is None:
                     return  # a Register is already on its way
+                if epoch and self._dispatcher_epoch and epoch != self._dispatcher_epoch:
+                    log.warning("the dispatcher restarted: registering again (slots keep work)")
+                    self._register()
+                    return
                 log.warning("the dispatcher no longer knows this worker: registering again")
                 if self._lost_dispatcher_at is None:
                     self._lost_dispatcher_at = time.monotonic()

@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from .orphans import OrphanOutcomes
 from .placer import PlacementRequest, Placer, WorkerCapacity, fits, greedy_best_fit
 from .records import Task as _Task
 from .records import Worker as _Worker
@@ -103,6 +104,7 @@ class Scheduler:
         round_factor: int = 4,
         prefetch: int = 0,
         queue_budget: float = 0.002,
+        first_attempt_id: int = 1,
     ) -> None:
         self.heartbeat_timeout = heartbeat_timeout
         self._placer = placer
@@ -112,8 +114,12 @@ class Scheduler:
         self._queue = TaskQueue(round_factor=round_factor)
         self._tasks: dict[TaskKey, _Task] = {}  # every live task: queued, running, cancelling
         self._running = 0
-        self._attempt_ids = itertools.count(1)
+        # A restarted dispatcher starts above its predecessor's ids (the runtime passes one
+        # from the clock): slots may still report attempts the previous one placed.
+        self._attempt_ids = itertools.count(first_attempt_id)
+        self._first_attempt_id = first_attempt_id
         self.counters = Counters()
+        self._orphans = OrphanOutcomes()  # outcomes of attempts we did not place (see there)
 
     # ------------------------------------------------------------------------ queries
 
@@ -282,6 +288,7 @@ class Scheduler:
 
     def tick(self, now: float) -> list[Instruction]:
         """The timer: remove workers silent for longer than the heartbeat timeout."""
+        self._orphans.expire(now)
         out: list[Instruction] = []
         for worker in self._workers.silent(now, self.heartbeat_timeout):
             out += self._remove_worker(worker, "heartbeat timeout")
@@ -306,6 +313,10 @@ class Scheduler:
             key = (client, new.task_id)
             if key in self._tasks:
                 continue  # a duplicate id would resolve the original's future twice
+            adopted = self._orphans.take(key)
+            if adopted is not None:  # it ran before a restart: resolved, not run again
+                out.append(self._adopt_resolve(client, adopted))
+                continue
             task = _Task(
                 client=client,
                 task_id=new.task_id,
@@ -406,15 +417,16 @@ class Scheduler:
         worker = self._workers.owner(sender)
         known = self._workers.get(worker)
         if known is None:
-            self.counters.discarded_late_results += sum(1 for _ in outcomes)
-            return [AskToReregister(sender)]
+            adopted = [i for outcome in outcomes for i in self._adopt(outcome, now)]
+            return [*adopted, AskToReregister(sender)]
         if sender == worker:
             known.last_seen = now
         out: list[Instruction] = []
         for outcome in outcomes:
-            if outcome.attempt_id not in known.attempts or (
-                sender != worker and known.attempt_slot[outcome.attempt_id] != sender
-            ):
+            if outcome.attempt_id not in known.attempts:
+                out += self._adopt(outcome, now)  # placed by another incarnation, or removed
+                continue
+            if sender != worker and known.attempt_slot[outcome.attempt_id] != sender:
                 self.counters.discarded_late_results += 1
                 continue
             task = self._release(known, outcome.attempt_id)
@@ -441,6 +453,45 @@ class Scheduler:
         if known.drained:
             out += [*self._remove_worker(worker, "drained"), ReleaseWorker(worker)]
         return out
+
+    def _adopt(self, outcome: AttemptOutcome, now: float) -> list[Instruction]:
+        """An outcome of an attempt this scheduler does not hold: it resolves its task if the
+        task is still wanted and not running again (its client resubmitted it after a
+        restart, or it was re-queued when its worker was removed); one of a predecessor's
+        attempts whose task is not here (yet) waits for it (see OrphanOutcomes). Anything
+        else is discarded."""
+        if not outcome.owner or outcome.status not in ("ok", "error"):
+            self.counters.discarded_late_results += 1
+            return []
+        key = (outcome.owner, outcome.task_id)
+        task = self._tasks.get(key)
+        if task is None:
+            if outcome.attempt_id < self._first_attempt_id:  # a predecessor placed it
+                self._orphans.add(key, outcome, now)
+            else:  # ours, removed: its task resolved already
+                self.counters.discarded_late_results += 1
+            return []
+        if task.state != "queued":  # running again: that attempt answers
+            self.counters.discarded_late_results += 1
+            return []
+        self._queue.dequeue(task)
+        self.counters.adopted_results += 1
+        return [
+            self._resolve(
+                task,
+                outcome.status,
+                value=outcome.value,
+                error=outcome.error,
+                traceback=outcome.traceback,
+            )
+        ]
+
+    def _adopt_resolve(self, client: bytes, outcome: AttemptOutcome) -> Resolve:
+        self.counters.adopted_results += 1
+        self.counters.finished += 1
+        return Resolve(
+            client, outcome.task_id, outcome.status, outcome.value, outcome.error, outcome.traceback
+        )
 
     # ---------------------------------------------------------------------- placement
 

@@ -126,6 +126,10 @@ class AttemptOutcome:
     error: str = ""
     traceback: str = ""
     seconds: float = 0.0  # how long it ran (0: not measured)
+    # Its task (client identity, task id), as the slot echoes it: an attempt this scheduler
+    # does not know (placed by a dispatcher before a restart) still resolves its task.
+    owner: bytes = b""
+    task_id: int = -1
 
 
 # ------------------------------------------------------------------------------ snapshots
@@ -138,6 +142,7 @@ class Counters:
     cancelled: int = 0
     retried: int = 0
     discarded_late_results: int = 0
+    adopted_results: int = 0  # outcomes of attempts placed before a restart, delivered
 
 
 @dataclass(frozen=True, slots=True)

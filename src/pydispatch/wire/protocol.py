@@ -66,6 +66,9 @@ __all__ = [
     "JobAccepted",
     "JobHostReport",
     "JobInfo",
+    "JobOutcome",
+    "JobOutcomeReply",
+    "JobOutcomeRequest",
     "JobPayload",
     "JobPayloadRequest",
     "JobUpdate",
@@ -110,7 +113,9 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 5
 # 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
-# 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts
+# 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts,
+#    attempts carry their task's owner and id (results survive a dispatcher restart),
+#    Registered/Reregister carry the dispatcher's epoch
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -210,6 +215,7 @@ class Registered(Header):
 
     heartbeat_interval: float
     heartbeat_timeout: float
+    epoch: str = ""  # the dispatcher's incarnation (see Reregister)
 
 
 class Error(Header):
@@ -385,7 +391,14 @@ class Heartbeat(Header):
 
 
 class Reregister(Header):
-    """The dispatcher does not know this worker (removed, or restarted): register again."""
+    """The dispatcher does not know this worker (removed, or restarted): register again.
+
+    ``epoch``: the dispatcher's incarnation. Another than the one that registered the worker
+    means a restart: what the slots hold was not re-queued anywhere, so they keep it and
+    report it (see AttemptResult.owner); the same one means the worker was removed (its
+    attempts were re-queued elsewhere) and its slots are replaced."""
+
+    epoch: str = ""
 
 
 class RunSpec(msgspec.Struct, array_like=True):
@@ -394,6 +407,10 @@ class RunSpec(msgspec.Struct, array_like=True):
     fn: Blob
     args: Blob
     priority: int = 0  # the worker runs what it holds highest priority first
+    # The task this attempt is for (its client's identity and id), echoed in the result: a
+    # dispatcher started after this attempt was sent knows the task by them, not the attempt.
+    owner: bytes = b""
+    task_id: int = -1
 
 
 class Run(Header):
@@ -453,6 +470,8 @@ class AttemptResult(msgspec.Struct, array_like=True):
     error: str = ""
     traceback: str = ""
     seconds: float = 0.0  # how long the task ran on its slot (the dispatcher sizes prefetch)
+    owner: bytes = b""  # its RunSpec's (see there)
+    task_id: int = -1
 
 
 class Done(Header):
@@ -553,6 +572,30 @@ class JobHostReport(Header):
     error: str = ""
 
 
+class JobOutcome(Header):
+    """Job-master process -> dispatcher: its finished job's outcome (``reply``: the encoded
+    ``job_plane.JobResultReply`` header, its frames after it), kept in the job store for
+    ``keep_for`` seconds (the job's result retention), so that a handle still gets it after
+    the master, or the dispatcher, is gone. Answered with :class:`JobOutcomeReply` (empty)."""
+
+    job_id: str
+    token: str
+    keep_for: float
+    reply: bytes
+
+
+class JobOutcomeRequest(Header):
+    """A handle -> dispatcher: the kept outcome of a job whose master has exited."""
+
+    job_id: str
+
+
+class JobOutcomeReply(Header):
+    """``reply``: a ``job_plane.JobResultReply`` header (frames after it); b"": none kept."""
+
+    reply: bytes = b""
+
+
 Message = (
     ClientHello
     | Welcome
@@ -595,6 +638,9 @@ Message = (
     | JobPayloadRequest
     | JobPayload
     | JobHostReport
+    | JobOutcome
+    | JobOutcomeRequest
+    | JobOutcomeReply
 )
 
 
