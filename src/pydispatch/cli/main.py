@@ -431,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="listen in plain text on a network address without --keys (anyone who reaches "
         "it can run code on every worker: a trusted network only)",
+    )
     dispatcher.add_argument(
         "--state-dir",
         default=default_state_dir(),

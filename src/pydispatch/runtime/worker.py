@@ -112,7 +112,9 @@ class Worker:
             identity=self.identity,
         )
         # Connection events of the dispatcher's socket, to say when we lose and regain it.
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self._monitor = self._sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
         self._lost_dispatcher_at: float | None = None
         self._ever_registered = False
         self._connect(self._sock)
@@ -171,22 +173,9 @@ class Worker:
         self.request_stop()
 
     def _loop(self) -> None:
-        # A new connection to the dispatcher (it restarted) gets a heartbeat at once: one it
-        # does not know has us register again now rather than at the next heartbeat.
-        monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        try:
-            self._serve(monitor)
-        finally:
-            self._sock.disable_monitor()
-            monitor.close(linger=0)
-
-    def _serve(self, monitor: Socket) -> None:
         next_check = 0.0
         while True:
-            if monitor.poll(0) and self._registered_at is not None:
-                while monitor.poll(0):
-                    monitor.recv_multipart()
-                send(self._sock, p.Heartbeat(self.identity))
+            self._read_connection_events()
             now = time.monotonic()
             if self._drain_requested and self._drain_deadline is None:
                 self._start_drain(now)
@@ -204,7 +193,6 @@ class Worker:
             if self._sock.poll(10 if self._kills else 100):
                 self._receive_from_dispatcher()
             self._watch_kills(time.monotonic())
-            self._read_connection_events()
             if now >= next_check:
                 if self.options.exit_with_parent and os.getppid() != self.options.exit_with_parent:
                     self.request_stop()
@@ -328,7 +316,10 @@ class Worker:
         self._lost_dispatcher_at = None
 
     def _read_connection_events(self) -> None:
-        """Log the loss of the dispatcher's connection once; its return is logged on Registered."""
+        """Log the loss of the dispatcher's connection once (its return is logged on
+        Registered); a new connection (it restarted) gets a heartbeat at once: one it does not
+        know has us register again now rather than at the next heartbeat."""
+        reconnected = False
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
             if event == zmq.EVENT_DISCONNECTED and self._lost_dispatcher_at is None:
@@ -337,6 +328,10 @@ class Worker:
                     log.warning(
                         "lost the connection to the dispatcher at %s: reconnecting", self.address
                     )
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                reconnected = True
+        if reconnected and self._registered_at is not None:
+            send(self._sock, p.Heartbeat(self.identity))
 
     def _start_drain(self, now: float) -> None:
         log.info("draining: running tasks get %.1f s to finish", self.options.drain_grace)
