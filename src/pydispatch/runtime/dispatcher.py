@@ -56,8 +56,7 @@ from ..wire.transport import (
 )
 from .access import Access, JobKeys, RefusedError, serve_keys
 from .client_book import ClientBook
-from .durable_jobs import DurableJobs
-from .job_masters import JobHosts
+from .job_desk import JobDesk
 from .job_store import JobStore, SqliteJobStore, store_path
 from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
@@ -77,10 +76,7 @@ DEFAULT_PREFETCH: Final = 64
 
 _KEEP_FREE: Final = 256 << 20  # freed heap the dispatcher keeps for the next large frames
 _BATCH: Final = 4096  # messages handled before a placement round, at most
-_JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
-_KEEP_ENDED_JOBS: Final = 100  # ended dataflow jobs listed by `pydispatch jobs`
 _MAX_COUNT: Final = 1 << 24  # direct attempts a slot may count in one Done (0.2 s of them)
-_MAX_JOBS: Final = 10_000  # dataflow jobs listed, at most (the oldest change goes first)
 # Messages queued for one peer, at most: beyond, what is sent to it is dropped (and logged
 # once). A peer's own libzmq reads eagerly, so only a peer that stopped reading (or never
 # reads) fills this: its memory in this process stays bounded.
@@ -173,22 +169,11 @@ class Dispatcher:
         self.protocol_errors = 0
         # What clients hear of their tasks, flushed once per loop iteration.
         self._outbox = Outbox(self._send, self._forget_client)
-        self._jobs: dict[str, p.JobInfo] = {}  # dataflow jobs, as their masters announce them
-        # Accepted jobs outlive this process in the store, if there is one (durable_jobs).
-        self._durable = DurableJobs(job_store) if job_store is not None else None
-        # Submitted dataflow jobs' master processes (spawned, tracked, reaped there).
-        self._job_hosts = JobHosts(
-            self.endpoint,
-            self._send,
-            self._jobs,
-            self._job_update,
-            enabled=job_masters,
-            job_keys=job_keys,
-            keep=self._durable.keep if self._durable is not None else None,
+        # Dataflow jobs: listed, kept in the store if there is one, their masters hosted.
+        peers = self._access.peers if self._access is not None else None
+        self._jobs = JobDesk(
+            self.endpoint, self._send, self._access, job_keys, job_masters, job_store, peers
         )
-        if self._durable is not None:  # list every kept job, start the unfinished again
-            peers = self._access.peers if self._access is not None else None
-            self._durable.resume(self._jobs, self._job_hosts, peers)
         self._handlers = self._handler_table()
         # With standbys (pg_store): checked every tick; a deposed leader stops serving.
         self._still_leading = still_leading
@@ -225,24 +210,22 @@ class Dispatcher:
                                   "another took the lead): stopping")  # fmt: skip
                         self.deposed = True
                         return
-                    self._guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
-                    self._guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
-                    self._guarded(self._job_hosts.reap)
-                self._guarded(lambda: self._perform(self.scheduler.schedule()))
+                    _guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
+                    _guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
+                    _guarded(self._jobs.hosts.reap)
+                _guarded(lambda: self._perform(self.scheduler.schedule()))
                 if self.scheduler.waiting and self._leasing.any_open:
                     # Tasks wait for a slot: leased ones go back to work once their direct
                     # attempts are done (see Leasing).
-                    self._guarded(self._leasing.close_all)
-                self._guarded(self._outbox.flush)
+                    _guarded(self._leasing.close_all)
+                _guarded(self._outbox.flush)
                 # monitoring: the loop's own latency; views asked for by the HTTP thread.
                 if self._recorder is not None:
                     self._recorder.loop.observe(time.monotonic() - began)
                 if self._monitoring.views.waiting:
-                    self._guarded(lambda: self._monitoring.views.serve(self._monitor_view))
+                    _guarded(lambda: self._monitoring.views.serve(self._monitor_view))
         finally:
-            self._job_hosts.close()  # no job master outlives its dispatcher
-            if self._durable is not None:
-                self._durable.store.close()
+            self._jobs.close()  # no job master outlives its dispatcher
             self._socket.close(linger=0)
             if self._gate is not None:
                 self._gate.stop()
@@ -258,14 +241,6 @@ class Dispatcher:
                 log.warning(why, client, len(failed), extra={"client": client.hex()})
             out += failed
         return out
-
-    @staticmethod
-    def _guarded(step: Callable[[], None]) -> None:
-        # A bug in one round must not take every client's work down with the dispatcher.
-        try:
-            step()
-        except Exception:
-            log.exception("error in the dispatcher loop (continuing)")
 
     def _receive_batch(self) -> None:
         for _ in range(_BATCH):
@@ -366,13 +341,7 @@ class Dispatcher:
             p.Goodbye: self._on_goodbye,
             p.ClientBye: self._on_client_bye,
             p.StatusRequest: self._on_status_request,
-            p.JobUpdate: self._on_job_update,
-            p.JobsRequest: self._on_jobs_request,
-            p.SubmitJob: self._on_submit_job,
-            p.JobPayloadRequest: self._on_job_payload_request,
-            p.JobHostReport: self._on_job_host_report,
-            p.JobOutcome: self._on_job_outcome,
-            p.JobOutcomeRequest: self._on_job_outcome_request,
+            **self._jobs.handlers(),
         }
 
     def _on_submit(self, peer: bytes, m: p.Submit, frames: Frames, now: float) -> None:
@@ -474,7 +443,7 @@ class Dispatcher:
         self._perform(self.scheduler.cancel(peer, m.task_ids, m.force))
 
     def _on_client_hello(self, peer: bytes, m: p.ClientHello, frames: Frames, now: float) -> None:
-        self._check_version(m.version)
+        _check_version(m.version)
         self._clients.hello(peer, m.sender, now)
         welcome = p.Welcome(
             p.PROTOCOL_VERSION, self.scheduler.total_slots, self.epoch, self.client_timeout / 4
@@ -482,12 +451,7 @@ class Dispatcher:
         self._send(peer, welcome)
 
     def _on_register(self, peer: bytes, m: p.Register, frames: Frames, now: float) -> None:
-        self._check_version(m.version)
-        for name, amount in m.resources.items():
-            if not math.isfinite(amount) or amount < 0:
-                raise p.ProtocolError(f"invalid resource {name}={amount}")
-        if len(set(m.slot_ids)) != len(m.slot_ids) or len(m.slot_ids) > max(0, m.slots):
-            raise p.ProtocolError(f"{len(m.slot_ids)} slot identities for {m.slots} slots")
+        _check_register(m)
         # "worker": its name, so a job master can pin a slice where the solver put it.
         labels = {"node": m.node, "worker": m.name, **m.labels}
         self._worker_names[peer] = m.name
@@ -509,7 +473,7 @@ class Dispatcher:
         log.info("worker %s registered (%d slots)", m.name, m.slots, extra={"worker": m.name})
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
-        self._check_version(m.version)
+        _check_version(m.version)
         if m.direct and not m.direct.startswith(("tcp://", "ipc://")):
             raise p.ProtocolError(f"a direct endpoint must be tcp:// or ipc://: {m.direct}")
         self._leasing.slot_endpoint(peer, m.direct)
@@ -539,46 +503,7 @@ class Dispatcher:
     def _on_status_request(
         self, peer: bytes, m: p.StatusRequest, frames: Frames, now: float
     ) -> None:
-        self._send(peer, self._status(now))
-
-    def _on_job_update(self, peer: bytes, m: p.JobUpdate, frames: Frames, now: float) -> None:
-        self._job_update(self._job_hosts.seen(m.job))
-
-    def _on_jobs_request(self, peer: bytes, m: p.JobsRequest, frames: Frames, now: float) -> None:
-        jobs = list(self._jobs.values())
-        if self._access is not None:  # a client sees its own jobs (an admin every one)
-            jobs = [job for job in jobs if self._access.sees(job)]
-        self._send(peer, p.JobsReply(jobs))
-
-    def _on_submit_job(self, peer: bytes, m: p.SubmitJob, frames: Frames, now: float) -> None:
-        owner = self._access.current if self._access is not None else None
-        self._job_hosts.submit(peer, m, frames, owner)
-
-    def _on_job_payload_request(
-        self, peer: bytes, m: p.JobPayloadRequest, frames: Frames, now: float
-    ) -> None:
-        self._job_hosts.payload(peer, m)
-
-    def _on_job_host_report(
-        self, peer: bytes, m: p.JobHostReport, frames: Frames, now: float
-    ) -> None:
-        self._job_hosts.report(m)
-
-    def _on_job_outcome(self, peer: bytes, m: p.JobOutcome, frames: Frames, now: float) -> None:
-        self._job_hosts.check(m.job_id, m.token)  # only its own master may say it
-        if self._durable is not None:
-            self._durable.keep_outcome(m.job_id, m.reply, list(frames), m.keep_for)
-        self._send(peer, p.JobOutcomeReply())
-
-    def _on_job_outcome_request(
-        self, peer: bytes, m: p.JobOutcomeRequest, frames: Frames, now: float
-    ) -> None:
-        job = self._jobs.get(m.job_id)
-        if self._access is not None and (job is None or not self._access.sees(job)):
-            self._send(peer, p.JobOutcomeReply())  # as for no such job: nothing to tell
-            return
-        reply, kept = self._durable.outcome(m.job_id) if self._durable else (b"", [])
-        self._send(peer, p.JobOutcomeReply(reply), kept)
+        self._send(peer, _status_reply(self.scheduler.snapshot(now), self.protocol_errors))
 
     # ---------------------------------------------------------------- for the handlers
 
@@ -592,25 +517,6 @@ class Dispatcher:
         self._clients.forget(client)
         self._leasing.close_client(client)
         self._perform(self.scheduler.client_gone(client))
-
-    def _job_update(self, job: p.JobInfo) -> None:
-        if self._durable is not None:
-            self._durable.update(job)
-        self._jobs.pop(job.job_id, None)  # re-inserted last: the dict stays in update order
-        self._jobs[job.job_id] = job
-        ended = [i for i, j in self._jobs.items() if j.state in _JOB_ENDED]
-        for job_id in ended[: max(0, len(ended) - _KEEP_ENDED_JOBS)]:
-            del self._jobs[job_id]
-        while len(self._jobs) > _MAX_JOBS:  # bounded, whatever masters announce
-            del self._jobs[next(iter(self._jobs))]
-
-    @staticmethod
-    def _check_version(version: int) -> None:
-        if version != p.PROTOCOL_VERSION:
-            raise p.ProtocolError(
-                f"protocol version {version} is not supported (this dispatcher speaks "
-                f"version {p.PROTOCOL_VERSION})"
-            )
 
     # ------------------------------------------------------------------- instructions
 
@@ -685,32 +591,55 @@ class Dispatcher:
         return self._monitoring.views.get(timeout)
 
     def _monitor_view(self) -> DispatcherView:
-        snapshot, jobs = self.scheduler.snapshot(time.monotonic()), list(self._jobs.values())
+        snapshot, jobs = self.scheduler.snapshot(time.monotonic()), self._jobs.listed()
         return self._monitoring.view(
             snapshot, self._worker_names, jobs, self._solver_stats, self.endpoint, self.epoch,
             self.protocol_errors,
         )  # fmt: skip
 
-    def _status(self, now: float) -> p.StatusReply:
-        snap = self.scheduler.snapshot(now)
-        c = snap.counters
-        return p.StatusReply(
-            # The scheduler's own snapshots, heartbeat ages to the millisecond.
-            workers=[
-                msgspec.structs.replace(
-                    w, seconds_since_heartbeat=round(w.seconds_since_heartbeat, 3)
-                )
-                for w in snap.workers
-            ],
-            queued=snap.queued,
-            running=snap.running,
-            finished=c.finished,
-            failed=c.failed,
-            cancelled=c.cancelled,
-            retried=c.retried,
-            discarded_late_results=c.discarded_late_results,
-            protocol_errors=self.protocol_errors,
+
+def _status_reply(snap: s.Snapshot, protocol_errors: int) -> p.StatusReply:
+    c = snap.counters
+    return p.StatusReply(
+        # The scheduler's own snapshots, heartbeat ages to the millisecond.
+        workers=[
+            msgspec.structs.replace(w, seconds_since_heartbeat=round(w.seconds_since_heartbeat, 3))
+            for w in snap.workers
+        ],
+        queued=snap.queued,
+        running=snap.running,
+        finished=c.finished,
+        failed=c.failed,
+        cancelled=c.cancelled,
+        retried=c.retried,
+        discarded_late_results=c.discarded_late_results,
+        protocol_errors=protocol_errors,
+    )
+
+
+def _guarded(step: Callable[[], None]) -> None:
+    # A bug in one round must not take every client's work down with the dispatcher.
+    try:
+        step()
+    except Exception:
+        log.exception("error in the dispatcher loop (continuing)")
+
+
+def _check_version(version: int) -> None:
+    if version != p.PROTOCOL_VERSION:
+        raise p.ProtocolError(
+            f"protocol version {version} is not supported (this dispatcher speaks "
+            f"version {p.PROTOCOL_VERSION})"
         )
+
+
+def _check_register(m: p.Register) -> None:
+    _check_version(m.version)
+    for name, amount in m.resources.items():
+        if not math.isfinite(amount) or amount < 0:
+            raise p.ProtocolError(f"invalid resource {name}={amount}")
+    if len(set(m.slot_ids)) != len(m.slot_ids) or len(m.slot_ids) > max(0, m.slots):
+        raise p.ProtocolError(f"{len(m.slot_ids)} slot identities for {m.slots} slots")
 
 
 def _leasable(spec: p.TaskSpec) -> bool:
