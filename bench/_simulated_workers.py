@@ -36,6 +36,7 @@ from typing import Any
 
 import zmq
 
+from pydispatch.runtime.reconnect import spread_reconnects
 from pydispatch.wire import protocol as p
 from pydispatch.wire.transport import dumps, parse, recv_parts, send, split_envelope
 
@@ -129,6 +130,7 @@ class SimulatedWorkers:
         sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        spread_reconnects(sock)  # as a real worker's sockets
         return sock
 
     def _watch(self, sock: zmq.Socket[Any], worker: _Worker, role: int) -> None:

@@ -56,7 +56,7 @@ from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
 from .outbox import STARTED_DELAY, Outbox
 
-__all__ = ["DEFAULT_PREFETCH", "Dispatcher", "run_dispatcher"]
+__all__ = ["DEFAULT_PREFETCH", "LISTEN_BACKLOG", "Dispatcher", "run_dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,11 @@ log = logging.getLogger(__name__)
 # no-ops from ~42k to ~56k tasks/s). 0 = exact priorities and fair share.
 DEFAULT_PREFETCH: Final = 64
 
+# Connections waiting to be accepted (TCP listen backlog; zmq's default is 100). A herd of
+# workers (a thousand, four connections each, at a dispatcher (re)start) overflows 100, and the
+# kernel's SYN retries (1 s, then 3 s) made a staircase of their registration. Linux caps it at
+# net.core.somaxconn (4096 by default since 5.4; lower on older kernels: raise it there).
+LISTEN_BACKLOG: Final = 4096
 _KEEP_FREE: Final = 256 << 20  # freed heap the dispatcher keeps for the next large frames
 _BATCH: Final = 4096  # messages handled before a placement round, at most
 _JOB_ENDED: Final = frozenset({"FINISHED", "FAILED", "CANCELED"})
@@ -121,6 +126,7 @@ class Dispatcher:
         self._socket: Socket = make_socket(
             self._context, zmq.ROUTER, max_message_size=max_message_size
         )
+        self._socket.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)  # issue 21: before bind
         self._socket.bind(bind)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()

@@ -56,6 +56,7 @@ from ..wire.transport import (
     split_envelope,
 )
 from .memory import collect_less_often, keep_large_buffers
+from .reconnect import spread_reconnects
 
 __all__ = ["EXIT_REFUSED", "SlotState", "main"]
 
@@ -478,6 +479,7 @@ def main(
     collect_less_often()
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
+    spread_reconnects(sock)  # issue 21: no stampede when the dispatcher restarts
     sock.connect(address)
     direct = None
     endpoint = ""

@@ -44,6 +44,7 @@ import zmq
 
 from ..wire import protocol as p
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, Socket, make_socket, receive_pending, send
+from .reconnect import spread_reconnects
 from .slot import EXIT_REFUSED, SlotState
 
 __all__ = ["Worker", "WorkerOptions", "run_worker"]
@@ -101,6 +102,7 @@ class Worker:
             max_message_size=self.options.max_message_size,
             identity=self.identity,
         )
+        spread_reconnects(self._sock)  # issue 21: no stampede when the dispatcher restarts
         self._sock.connect(address)
         self._data_sock: Socket | None = None
         self.data_address = ""
@@ -214,6 +216,7 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
+        spread_reconnects(sock)
         sock.connect(self.address)
         try:
             while not self._heartbeat_stop.wait(self._heartbeat_interval):
