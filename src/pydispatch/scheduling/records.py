@@ -67,8 +67,11 @@ class Worker:
     draining: bool = False
     data_address: str = ""
     # Told after every change to a slot's room or idleness (the table's free-capacity index,
-    # see ``free_index``), so that a placement round finds free slots without a scan.
+    # see ``free_index``), so that a placement round finds free slots without a scan; while
+    # ``deferred`` is not None, the slots changed are collected there and told at
+    # :meth:`tell_changes` (once per slot for a Run or Done of many attempts).
     on_slot_change: Callable[[Worker, bytes], None] | None = None
+    deferred: set[bytes] | None = None
 
     def _open(self, slot: bytes) -> bool:
         return slot not in self.closed and slot not in self.leased
@@ -86,8 +89,23 @@ class Worker:
         return slot in self.slot_seconds
 
     def _changed(self, slot: bytes) -> None:
-        if self.on_slot_change is not None:
+        if self.deferred is not None:
+            self.deferred.add(slot)
+        elif self.on_slot_change is not None:
             self.on_slot_change(self, slot)
+
+    def defer_changes(self) -> None:
+        """Collect slot changes until :meth:`tell_changes` (nothing may read the index
+        meanwhile)."""
+        if self.deferred is None:
+            self.deferred = set()
+
+    def tell_changes(self) -> None:
+        """Tell the changes collected since :meth:`defer_changes`, and stop collecting."""
+        changed, self.deferred = self.deferred, None
+        if changed and self.on_slot_change is not None:
+            for slot in changed:
+                self.on_slot_change(self, slot)
 
     def has_idle_slot(self) -> bool:
         return any(self.is_idle(s) for s in self.slot_attempts)
@@ -126,6 +144,8 @@ class Worker:
         return self.draining and not self.attempts and not self.leased and not self.direct_busy
 
     def _set_capacity(self, slot: bytes, capacity: int) -> None:
+        if capacity == self.slot_capacity[slot]:
+            return
         self.free_slots += capacity - self.slot_capacity[slot]
         self.slot_capacity[slot] = capacity
         self._changed(slot)
@@ -181,11 +201,13 @@ class Worker:
             return  # gone, or closed meanwhile (then it stays closed)
         self.direct_busy[slot] = capacity - 1
         self._set_capacity(slot, max(capacity - 1, len(self.slot_attempts[slot])))
+        self._changed(slot)  # its idleness changed, if not its capacity
 
     def unlease_slot(self, slot: bytes) -> None:
         target = self.direct_busy.pop(slot, None)
         if target is not None and slot not in self.closed:
             self._set_capacity(slot, target + 1)
+            self._changed(slot)
 
     def close_slot(self, slot: bytes) -> None:
         if slot in self.slot_capacity and slot not in self.closed:

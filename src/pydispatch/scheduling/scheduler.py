@@ -376,6 +376,17 @@ class Scheduler:
             return [AskToReregister(sender)]
         if sender == worker:
             known.last_seen = now
+        known.defer_changes()  # the index hears of each slot once, not once an attempt
+        try:
+            return self._settle(known, sender, outcomes)
+        finally:
+            known.tell_changes()
+
+    def _settle(
+        self, known: _Worker, sender: bytes, outcomes: Iterable[AttemptOutcome]
+    ) -> list[Instruction]:
+        """``attempts_finished`` for a known worker (whose changes the index hears after)."""
+        worker = known.id
         out: list[Instruction] = []
         for outcome in outcomes:
             if outcome.attempt_id not in known.attempts or (
@@ -464,9 +475,13 @@ class Scheduler:
             worker, slot = found
             take = min(count - done, worker.room(slot)) if worker.measured(slot) else 1
             batch = runs.setdefault((worker.id, slot), [])
-            for task in tasks[done : done + take]:
-                batch.append((self._start(task, worker, slot), task.payload))
-                started.setdefault(task.client, []).append(task.task_id)
+            worker.defer_changes()  # the index hears of the slot once, not once a task
+            try:
+                for task in tasks[done : done + take]:
+                    batch.append((self._start(task, worker, slot), task.payload))
+                    started.setdefault(task.client, []).append(task.task_id)
+            finally:
+                worker.tell_changes()
             done += take
         return tasks[done:]
 
