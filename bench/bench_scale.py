@@ -113,6 +113,42 @@ def bench_round_single_task(benchmark: Any, record: Any, workers: int, kind: str
     record(group, f"{workers} workers", 1, baseline=workers == SIZES[0])
 
 
+class _Registration:
+    """A scheduler with ``workers`` registered workers; each call registers one more (with
+    labels, a resource and 2 slots, as the dispatcher does) and removes it again."""
+
+    def __init__(self, workers: int) -> None:
+        self.scheduler = _Round(workers, "plain").scheduler
+        self.seconds: list[float] = []
+
+    def __call__(self) -> None:
+        scheduler = self.scheduler
+        started = time.perf_counter()
+        scheduler.register_worker(
+            b"newcomer",
+            now=0.0,
+            name="newcomer",
+            slots=2,
+            resources={"cpu": 2.0},
+            labels={"worker": "newcomer", "node": "n"},
+            slot_ids=[b"newcomer/0", b"newcomer/1"],
+        )
+        self.seconds.append(time.perf_counter() - started)
+        scheduler.deregister_worker(b"newcomer", 0.0)
+
+
+@pytest.mark.parametrize("workers", SIZES)
+def bench_register_worker(benchmark: Any, record: Any, workers: int) -> None:
+    register = _Registration(workers)
+    benchmark.pedantic(register, rounds=2_000, iterations=1, warmup_rounds=50)
+    record(
+        "register one worker (and deregister it)",
+        f"{workers} workers",
+        1,
+        baseline=workers == SIZES[0],
+    )
+
+
 def placement_rounds(sizes: tuple[int, ...], rounds: int = 3_000) -> dict[tuple[str, int], float]:
     """Median microseconds of ``Scheduler.schedule`` for one single-task round."""
     out: dict[tuple[str, int], float] = {}
@@ -122,6 +158,11 @@ def placement_rounds(sizes: tuple[int, ...], rounds: int = 3_000) -> dict[tuple[
             for _ in range(rounds):
                 one_round()
             out[kind, workers] = statistics.median(one_round.round_seconds) * 1e6
+    for workers in sizes:
+        register = _Registration(workers)
+        for _ in range(rounds):
+            register()
+        out["registration", workers] = statistics.median(register.seconds) * 1e6
     return out
 
 
@@ -315,10 +356,11 @@ def main() -> None:
 
 def _placement_table(sizes: list[int]) -> None:
     rounds = placement_rounds(tuple(sizes))
-    print("\none placement round (Scheduler.schedule) for a single task, median us:")
+    print("\none placement round (Scheduler.schedule) for a single task, and one worker's")
+    print("registration (Scheduler.register_worker), median us:")
     print("| task | " + " | ".join(f"{n:,} workers" for n in sizes) + " |")
     print("|---|" + "---|" * len(sizes))
-    for kind in ("plain", "pinned", "resources"):
+    for kind in ("plain", "pinned", "resources", "registration"):
         cells = " | ".join(f"{rounds[kind, n]:.1f}" for n in sizes)
         print(f"| {kind} | {cells} |")
 
