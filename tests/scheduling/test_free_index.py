@@ -69,9 +69,8 @@ def brute_force(scheduler: Scheduler) -> dict[str, object]:
     return {
         # A slot timed as slow may hold more than its new window (its room is below 0): that
         # takes nothing from other slots' room.
-        "free_total": sum(busy.values()) + sum(
-            w.slot_capacity[slot] for w in active for slot in w.slot_attempts if slot in idle
-        ),
+        "free_total": sum(busy.values())
+        + sum(w.slot_capacity[slot] for w in active for slot in w.slot_attempts if slot in idle),
         "idle": idle,
         "busy": busy,
         "idle_count": idle_count,

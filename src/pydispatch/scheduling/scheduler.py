@@ -86,6 +86,10 @@ __all__ = [
 # (128 of the ~900 bytes a queued task costs).
 _NONE: Final[Mapping[str, Any]] = MappingProxyType({})
 
+# A round's output as it is built: the attempts per (worker, slot), the task ids per client.
+_Runs = dict[tuple[bytes, bytes], list[tuple[int, object]]]
+_Started = dict[bytes, list[int]]
+
 
 class Scheduler:
     """The scheduling state machine: one method per event, each returning instructions.
@@ -435,8 +439,8 @@ class Scheduler:
         if not free_places:
             return []
         candidates = self._queue.candidates(free_places, self._workers.capacity)
-        runs: dict[tuple[bytes, bytes], list[tuple[int, object]]] = {}
-        started: dict[bytes, list[int]] = {}
+        runs: _Runs = {}
+        started: _Started = {}
         plain = [t for t in candidates if not t.resources and not t.labels]
         left: list[_Task] = []
         if len(plain) < len(candidates):
@@ -451,12 +455,7 @@ class Scheduler:
         out += [NotifyStarted(client, ids) for client, ids in started.items()]
         return out
 
-    def _place_plain(
-        self,
-        tasks: list[_Task],
-        runs: dict[tuple[bytes, bytes], list[tuple[int, object]]],
-        started: dict[bytes, list[int]],
-    ) -> list[_Task]:
+    def _place_plain(self, tasks: list[_Task], runs: _Runs, started: _Started) -> list[_Task]:
         """Place plain tasks in order; returns those left over.
 
         An idle slot first (the one idle longest), so that nothing waits in a queue while a
@@ -485,12 +484,7 @@ class Scheduler:
             done += take
         return tasks[done:]
 
-    def _place_constrained(
-        self,
-        tasks: list[_Task],
-        runs: dict[tuple[bytes, bytes], list[tuple[int, object]]],
-        started: dict[bytes, list[int]],
-    ) -> list[_Task]:
+    def _place_constrained(self, tasks: list[_Task], runs: _Runs, started: _Started) -> list[_Task]:
         """Place tasks with demands or selectors, by the placer, on idle slots only: one
         holding resources while it waits in a worker's queue would keep them idle; one placed
         by label was placed on purpose (a dataflow job's slices, pinned to their workers, must
