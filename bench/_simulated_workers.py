@@ -270,6 +270,8 @@ class SimulatedWorkers:
                     self.counters.last_registered = now
                     self._beats.append((now + interval, worker))
             case p.Reregister():
+                if not worker.registered:
+                    return  # a Register is on its way (as the real worker reasons)
                 self.counters.reregistered += 1
                 worker.registered = False
                 self.counters.registered -= 1

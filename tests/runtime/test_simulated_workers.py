@@ -3,6 +3,7 @@ and a real Client: what bench_scale measures must be what real workers would cos
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 
 from _support.clusters import make_cluster
 from _support.process_guard import eventually
-from pydispatch.runtime.client import fetch_status
+from pydispatch.runtime.client import Client, fetch_status
+from pydispatch.runtime.dispatcher import Dispatcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
@@ -82,4 +84,46 @@ def test_simulated_workers_run_a_real_clients_tasks() -> None:
     assert seen.reregistered == 0
     assert seen.attempts == TASKS + 20
     assert 1 <= seen.runs <= seen.attempts
+    assert seen.errors == []
+
+
+def _serve(address: str) -> tuple[Dispatcher, threading.Thread]:
+    dispatcher = Dispatcher(
+        address, heartbeat_interval=0.1, heartbeat_timeout=1.0, job_masters=False
+    )
+    thread = threading.Thread(target=dispatcher.serve_forever, daemon=True)
+    thread.start()
+    return dispatcher, thread
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_simulated_workers_come_back_to_a_restarted_dispatcher() -> None:
+    """A dispatcher restarts on the same address: every worker reconnects (at its own pace),
+    is asked to register again by its first heartbeat, and takes work again."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    dispatcher, thread = _serve(address)
+    simulated = _Running(address, WORKERS)
+    try:
+        eventually(lambda: len(fetch_status(address).workers) == WORKERS, "all registered")
+        dispatcher.stop()
+        thread.join(30)
+        dispatcher, thread = _serve(address)
+        eventually(lambda: len(fetch_status(address).workers) == WORKERS, "all back")
+        with Client(address) as client:
+            futures = [client.submit(noop, i) for i in range(TASKS)]
+            assert [f.result(timeout=60) for f in futures] == [None] * TASKS
+        status = fetch_status(address)
+    finally:
+        seen = simulated.stop()
+        dispatcher.stop()
+        thread.join(30)
+    assert status.finished == TASKS
+    assert status.protocol_errors == 0
+    assert seen.reregistered >= WORKERS  # each was asked once at least
+    assert seen.registered == WORKERS
     assert seen.errors == []
