@@ -556,13 +556,60 @@ def test_force_cancel_kills_through_the_slot_and_a_lost_drain_attempt_is_retried
     assert s.slot_lost(W2, S1, 0, "failed", "", now=1) == [AskToReregister(W2)]
 
 
-@given(st.lists(st.integers(0, 5), max_size=8), st.integers(0, 30))
-def test_slot_only_rounds_place_as_greedy_best_fit_would(free: list[int], count: int) -> None:
-    from pydispatch.scheduling.scheduler import _spread
+@given(st.lists(st.integers(0, 4), max_size=8), st.integers(0, 40), st.integers(0, 3))
+def test_slot_only_rounds_fill_free_places_idle_slots_first_spread_while_untimed(
+    slots: list[int], count: int, prefetch: int
+) -> None:
+    s = Scheduler(prefetch=prefetch)
+    for index, n in enumerate(slots):
+        s.register_worker(b"w%d" % index, now=0, slots=n)
+    window = 1 + min(prefetch, 2)  # untimed slots queue at most 2
+    total = sum(slots)
+    s.submit(C1, tasks(count))
+    held = [len(ids) for ids in by_slot(s.schedule()).values()]
+    assert sum(held) == min(count, total * window)
+    assert all(n <= window for n in held)
+    # No task waits in a queue while a slot is idle; untimed slots are filled evenly.
+    assert len(held) == min(count, total)
+    assert not held or max(held) - min(held) <= 1
 
-    requests = [PlacementRequest({}, {})] * count
-    workers = [WorkerCapacity(slots, {}, {}) for slots in free]
-    assert _spread(count, free) == greedy_best_fit(requests, workers)
+
+def _timed(s: Scheduler, seconds: float) -> None:
+    """Run one task on every idle slot and report it took ``seconds``."""
+    s.submit(C2, tasks(s.total_slots, start=10_000))
+    for ins in s.schedule():
+        if isinstance(ins, RunAttempts):
+            outcomes = [AttemptOutcome(a, "ok", seconds=seconds) for a, _ in ins.attempts]
+            s.attempts_finished(ins.slot, outcomes, now=1)
+
+
+def test_a_burst_fills_timed_slots_windows_rather_than_a_sliver_on_each() -> None:
+    s = Scheduler(prefetch=64, queue_budget=0.002)
+    for index in range(10):
+        s.register_worker(b"w%d" % index, now=0, slots=2)
+    _timed(s, 2e-5)  # 2 ms of 20 us tasks: 100, so every slot may hold 1 + 64
+    s.submit(C1, tasks(200))
+    sizes = sorted(len(ins.attempts) for ins in s.schedule() if isinstance(ins, RunAttempts))
+    assert sizes == [5, 65, 65, 65]  # four Run messages, not twenty of ten
+    # A lone task goes to an idle slot, not behind a window.
+    s.submit(C1, [NewTask(500, "lone")])
+    ((slot, _),) = by_slot(s.schedule()).items()
+    (worker,) = [w for w in s.snapshot(0).workers if slot.startswith(bytes.fromhex(w.name))]
+    assert worker.slots_used == 1
+    # Enough work keeps every slot busy, each window full: the idle ones get 65 each, the
+    # two partly filled ones what they still have room for.
+    s.submit(C1, tasks(20 * 65, start=1_000))
+    assert sorted(len(ids) for ids in by_slot(s.schedule()).values()) == [60, 64] + [65] * 15
+    assert s.worker_table.free_places == 0
+
+
+def test_slow_timed_slots_take_one_task_each() -> None:
+    s = Scheduler(prefetch=64, queue_budget=0.002)
+    for index in range(4):
+        s.register_worker(b"w%d" % index, now=0, slots=2)
+    _timed(s, 0.05)  # 50 ms tasks: no window at all
+    s.submit(C1, tasks(20))
+    assert sorted(len(ids) for ids in by_slot(s.schedule()).values()) == [1] * 8
 
 
 def test_a_slot_queues_about_the_budget_of_work_measured_on_it() -> None:

@@ -63,7 +63,7 @@ from .memory import collect_less_often, keep_large_buffers
 from .monitoring import Monitoring
 from .outbox import STARTED_DELAY, Outbox
 
-__all__ = ["DEFAULT_PREFETCH", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
+__all__ = ["DEFAULT_PREFETCH", "LISTEN_BACKLOG", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ log = logging.getLogger(__name__)
 # no-ops from ~42k to ~56k tasks/s). 0 = exact priorities and fair share.
 DEFAULT_PREFETCH: Final = 64
 
+# Connections waiting to be accepted (TCP listen backlog; zmq's default is 100). A herd of
+# workers (a thousand, four connections each, at a dispatcher (re)start) overflows 100, and the
+# kernel's SYN retries (1 s, then 3 s) made a staircase of their registration. Linux caps it at
+# net.core.somaxconn (4096 by default since 5.4; lower on older kernels: raise it there).
+LISTEN_BACKLOG: Final = 4096
 _KEEP_FREE: Final = 256 << 20  # freed heap the dispatcher keeps for the next large frames
 _BATCH: Final = 4096  # messages handled before a placement round, at most
 _MAX_COUNT: Final = 1 << 24  # direct attempts a slot may count in one Done (0.2 s of them)
@@ -148,6 +153,7 @@ class Dispatcher:
         self._socket: Socket = make_socket(
             self._context, zmq.ROUTER, max_message_size=max_message_size
         )
+        self._socket.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)  # issue 21: before bind
         self._socket.setsockopt(zmq.SNDHWM, PEER_QUEUE)
         self._socket.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self._dropped: dict[bytes, int] = {}  # peers whose queue overflowed (logged once)

@@ -58,6 +58,7 @@ from ..wire.transport import (
     split_envelope,
 )
 from .memory import collect_less_often, keep_large_buffers
+from .reconnect import spread_reconnects
 
 __all__ = ["EXIT_REFUSED", "SlotState", "main"]
 
@@ -532,6 +533,7 @@ def main(
     context: zmq.Context[Any] = zmq.Context()
     keys = resolve_keys()  # the worker's (it passes them on in the environment)
     sock = make_socket(context, zmq.DEALER, max_message_size=max_message_size, identity=identity)
+    spread_reconnects(sock)  # issue 21: no stampede when the dispatcher restarts
     if keys is not None:
         connect_curve(sock, keys.public, keys.secret, keys.server)
     sock.connect(address)

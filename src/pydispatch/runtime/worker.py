@@ -49,6 +49,7 @@ from zmq.utils.monitor import recv_monitor_message
 from ..wire import protocol as p
 from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_with, resolve_keys
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, make_socket, receive_pending, send
+from .reconnect import spread_reconnects
 from .slot import EXIT_REFUSED, SlotState
 from .usage import ProcessUsage
 
@@ -117,6 +118,7 @@ class Worker:
         )
         self._lost_dispatcher_at: float | None = None
         self._ever_registered = False
+        spread_reconnects(self._sock)  # issue 21: no stampede when the dispatcher restarts
         self._connect(self._sock)
         self.data_address = ""
         # In PYDISPATCH_SLOTS_DIR if set: a LocalCluster removes it however the worker ended.
@@ -225,6 +227,7 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
+        spread_reconnects(sock)
         self._connect(sock)
         try:
             usage = ProcessUsage()

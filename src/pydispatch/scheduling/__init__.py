@@ -9,6 +9,9 @@ without I/O.
   draining, over the two parts of its state below;
 - ``workers``: :class:`~pydispatch.scheduling.workers.WorkerTable`, the registered workers and
   their slots, slot prefetch, the cluster's capacity, and why a task could never run;
+- ``free_index``: :class:`~pydispatch.scheduling.free_index.FreeIndex`, the table's index of
+  free slots and of the workers with an idle one, kept up to date on events (a placement
+  round touches only the workers it places on);
 - ``task_queue``: :class:`~pydispatch.scheduling.task_queue.TaskQueue`, the tasks waiting, per
   client by priority, and the fair-share (DRF) order a round takes them in;
 - ``vocabulary``: the instructions it returns, the inputs it takes, the snapshots it gives;

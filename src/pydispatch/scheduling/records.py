@@ -9,7 +9,7 @@ slots are added, closed, leased, measured and removed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,18 +67,52 @@ class Worker:
     attempt_slot: dict[int, bytes] = field(default_factory=dict)
     draining: bool = False
     data_address: str = ""
+    # Told after every change to a slot's room or idleness (the table's free-capacity index,
+    # see ``free_index``), so that a placement round finds free slots without a scan; while
+    # ``deferred`` is not None, the slots changed are collected there and told at
+    # :meth:`tell_changes` (once per slot for a Run or Done of many attempts).
+    on_slot_change: Callable[[Worker, bytes], None] | None = None
+    deferred: set[bytes] | None = None
 
     def _open(self, slot: bytes) -> bool:
         return slot not in self.closed and slot not in self.leased
 
-    def _idle(self, slot: bytes) -> bool:
+    def is_idle(self, slot: bytes) -> bool:
+        """Whether ``slot`` holds nothing and can start a task at once."""
         return not self.slot_attempts[slot] and self._open(slot) and slot not in self.direct_busy
 
+    def room(self, slot: bytes) -> int:
+        """How many more attempts ``slot`` may take now."""
+        return self.slot_capacity[slot] - len(self.slot_attempts[slot])
+
+    def measured(self, slot: bytes) -> bool:
+        """Whether ``slot`` has reported how long its tasks take (its room is a time budget)."""
+        return slot in self.slot_seconds
+
+    def _changed(self, slot: bytes) -> None:
+        if self.deferred is not None:
+            self.deferred.add(slot)
+        elif self.on_slot_change is not None:
+            self.on_slot_change(self, slot)
+
+    def defer_changes(self) -> None:
+        """Collect slot changes until :meth:`tell_changes` (nothing may read the index
+        meanwhile)."""
+        if self.deferred is None:
+            self.deferred = set()
+
+    def tell_changes(self) -> None:
+        """Tell the changes collected since :meth:`defer_changes`, and stop collecting."""
+        changed, self.deferred = self.deferred, None
+        if changed and self.on_slot_change is not None:
+            for slot in changed:
+                self.on_slot_change(self, slot)
+
     def has_idle_slot(self) -> bool:
-        return any(self._idle(s) for s in self.slot_attempts)
+        return any(self.is_idle(s) for s in self.slot_attempts)
 
     def idle_slot(self) -> bytes:
-        return next(s for s in self.slot_attempts if self._idle(s))
+        return next(s for s in self.slot_attempts if self.is_idle(s))
 
     def roomiest_slot(self) -> bytes:
         """The slot with the most room (idle first among equals, then the first)."""
@@ -94,6 +128,7 @@ class Worker:
         self.slot_attempts[slot] = {}
         self.slot_capacity[slot] = capacity
         self.free_slots += capacity
+        self._changed(slot)
 
     def remove_slot(self, slot: bytes) -> None:
         """Forget an empty slot (its attempts were released)."""
@@ -103,25 +138,32 @@ class Worker:
         self.closed.discard(slot)
         self.leased.pop(slot, None)
         self.direct_busy.pop(slot, None)
+        self._changed(slot)
 
     @property
     def drained(self) -> bool:
         return self.draining and not self.attempts and not self.leased and not self.direct_busy
 
     def _set_capacity(self, slot: bytes, capacity: int) -> None:
+        if capacity == self.slot_capacity[slot]:
+            return
         self.free_slots += capacity - self.slot_capacity[slot]
         self.slot_capacity[slot] = capacity
+        self._changed(slot)
 
-    def place(self, attempt_id: int, task: Task) -> bytes:
-        """Place an attempt of ``task`` on a slot here (it has a free place); returns the slot."""
-        # A constrained task is placed only where a slot is idle, and starts there at once.
-        slot = self.idle_slot() if task.resources or task.labels else self.roomiest_slot()
+    def place(self, attempt_id: int, task: Task, slot: bytes | None = None) -> bytes:
+        """Place an attempt of ``task`` on ``slot`` (by default: a constrained task on an idle
+        slot, where it starts at once; a plain one on the roomiest), which has room; returns
+        the slot."""
+        if slot is None:
+            slot = self.idle_slot() if task.resources or task.labels else self.roomiest_slot()
         self.slot_attempts[slot][attempt_id] = task
         self.attempt_slot[attempt_id] = slot
         self.attempts[attempt_id] = task
         self.free_slots -= 1
         for name, amount in task.resources.items():
             self.free[name] = self.free.get(name, 0.0) - amount
+        self._changed(slot)
         return slot
 
     def release(self, attempt_id: int) -> Task:
@@ -142,6 +184,7 @@ class Worker:
             self.slot_capacity[slot] -= 1  # above its target only for what it held
         else:
             self.free_slots += 1
+        self._changed(slot)
 
     def lease_slot(self, slot: bytes) -> bool:
         if slot not in self.slot_capacity or not self._open(slot) or slot in self.direct_busy:
@@ -150,6 +193,7 @@ class Worker:
         self.leased[slot] = self.slot_capacity[slot]
         self.free_slots -= self.slot_capacity[slot] - held
         self.slot_capacity[slot] = held
+        self._changed(slot)
         return True
 
     def close_lease(self, slot: bytes) -> None:
@@ -158,11 +202,13 @@ class Worker:
             return  # gone, or closed meanwhile (then it stays closed)
         self.direct_busy[slot] = capacity - 1
         self._set_capacity(slot, max(capacity - 1, len(self.slot_attempts[slot])))
+        self._changed(slot)  # its idleness changed, if not its capacity
 
     def unlease_slot(self, slot: bytes) -> None:
         target = self.direct_busy.pop(slot, None)
         if target is not None and slot not in self.closed:
             self._set_capacity(slot, target + 1)
+            self._changed(slot)
 
     def close_slot(self, slot: bytes) -> None:
         if slot in self.slot_capacity and slot not in self.closed:
@@ -170,6 +216,7 @@ class Worker:
             held = len(self.slot_attempts[slot])
             self.free_slots -= self.slot_capacity[slot] - held
             self.slot_capacity[slot] = held
+            self._changed(slot)
 
     def observe(self, slot: bytes, seconds: float, prefetch: int, budget: float) -> None:
         """A task took ``seconds`` on ``slot``: let it queue about ``budget`` seconds of such

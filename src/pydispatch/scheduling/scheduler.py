@@ -37,7 +37,6 @@ Invariants the tests pin:
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -88,6 +87,9 @@ __all__ = [
 # (128 of the ~900 bytes a queued task costs).
 _NONE: Final[Mapping[str, Any]] = MappingProxyType({})
 
+# A round's output as it is built: the attempts per (worker, slot), the task ids per client.
+_Runs = dict[tuple[bytes, bytes], list[tuple[int, object]]]
+
 
 class Scheduler:
     """The scheduling state machine: one method per event, each returning instructions.
@@ -126,6 +128,12 @@ class Scheduler:
     @property
     def total_slots(self) -> int:
         return self._workers.total_slots
+
+    @property
+    def worker_table(self) -> WorkerTable:
+        """The registered workers and the index of their free capacity (to inspect: events
+        go through the scheduler's methods)."""
+        return self._workers
 
     def knows_worker(self, worker: bytes) -> bool:
         return worker in self._workers
@@ -421,6 +429,17 @@ class Scheduler:
             return [*adopted, AskToReregister(sender)]
         if sender == worker:
             known.last_seen = now
+        known.defer_changes()  # the index hears of each slot once, not once an attempt
+        try:
+            return self._settle(known, sender, outcomes, now)
+        finally:
+            known.tell_changes()
+
+    def _settle(
+        self, known: _Worker, sender: bytes, outcomes: Iterable[AttemptOutcome], now: float
+    ) -> list[Instruction]:
+        """``attempts_finished`` for a known worker (whose changes the index hears after)."""
+        worker = known.id
         out: list[Instruction] = []
         for outcome in outcomes:
             if outcome.attempt_id not in known.attempts:
@@ -496,76 +515,110 @@ class Scheduler:
     # ---------------------------------------------------------------------- placement
 
     def schedule(self) -> list[Instruction]:
-        """One placement round over the free slots."""
+        """One placement round over the free slots.
+
+        Its cost is that of the tasks it takes and the slots and workers it places them on,
+        not of the cluster: free slots come from the worker table's index (:mod:`.free_index`).
+        Constrained tasks (resources or labels) are placed first, by the placer, among the
+        workers with an idle slot that the index says may fit them: they can only start on an
+        idle slot, where plain tasks may also wait in a slot's prefetch window. Then plain
+        tasks go to slots (:meth:`_place_plain`).
+        """
         if not self._queue.queued:
             return []
-        workers = self._workers.placeable()
-        free_slots = sum(w.free_slots for w in workers)
-        if not free_slots:
+        free_places = self._workers.free_places
+        if not free_places:
             return []
-        candidates = self._queue.candidates(free_slots, self._workers.capacity)
-        # A worker whose slots are all busy can only take prefetched (plain) tasks: show the
-        # placer neither free resources nor labels there, so resource and labelled tasks go
-        # where they can start.
-        capacities = [
-            WorkerCapacity(w.free_slots, w.free, w.labels)
-            if w.has_idle_slot()
-            else WorkerCapacity(w.free_slots, {}, {})
-            for w in workers
-        ]
-        if any(t.resources or t.labels for t in candidates):
-            requests = [PlacementRequest(t.resources, t.labels) for t in candidates]
-            assignments = self._placer(requests, capacities)
-        else:
-            # Slots are all these need: no packing problem, so no placer (the common round
-            # of small tasks); the same rule greedy best-fit applies to them.
-            assignments = _spread(len(candidates), [c.free_slots for c in capacities])
-
-        runs: dict[tuple[bytes, bytes], list[tuple[int, object]]] = {}
-        placed: set[int] = set()
-        for request_index, worker_index in assignments:
-            if request_index in placed or not 0 <= request_index < len(candidates):
-                continue
-            if not 0 <= worker_index < len(workers):
-                continue
-            task, worker = candidates[request_index], workers[worker_index]
-            if worker.free_slots < 1 or (
-                (task.resources or task.labels)
-                and not fits(
-                    task.resources, task.labels, worker.free_slots, worker.free, worker.labels
-                )
-            ):
-                continue  # never trust a placer with the invariants
-            if (task.resources or task.labels) and not worker.has_idle_slot():
-                # Only plain tasks are prefetched. One holding resources while it waits in a
-                # worker's queue would keep them idle; one placed by label was placed on
-                # purpose (a dataflow job's slices, pinned to their workers, must all start to
-                # make progress: queued behind another job's slice they would wait forever).
-                continue
-            placed.add(request_index)
-            attempt_id, slot = self._start(task, worker)
-            runs.setdefault((worker.id, slot), []).append((attempt_id, task.payload))
-        for index, task in enumerate(candidates):
-            if index not in placed:
-                self._queue.push(task)  # back in its place, ahead of later tasks
+        candidates = self._queue.candidates(free_places, self._workers.capacity)
+        runs: _Runs = {}
+        plain = [t for t in candidates if not t.resources and not t.labels]
+        left: list[_Task] = []
+        if len(plain) < len(candidates):
+            constrained = [t for t in candidates if t.resources or t.labels]
+            left = self._place_constrained(constrained, runs)
+        left += self._place_plain(plain, runs)
+        for task in left:
+            self._queue.push(task)  # back in its place, ahead of later tasks
         out: list[Instruction] = [
             RunAttempts(worker, slot, attempts) for (worker, slot), attempts in runs.items()
         ]
         return out
 
+    def _place_plain(self, tasks: list[_Task], runs: _Runs) -> list[_Task]:
+        """Place plain tasks in order; returns those left over.
+
+        An idle slot first (the one idle longest), so that nothing waits in a queue while a
+        slot could start it; else the slot with the most room. A slot whose tasks have been
+        timed takes a whole window at once (as many as its room: about ``queue_budget``
+        seconds of them): a burst then goes out in few large ``Run`` messages rather than a
+        sliver to every slot, and no task waits behind more than that budget of work. A slot
+        not timed yet takes one at a time (its first tasks may be long: spread them).
+        """
+        index = self._workers.index
+        count, done = len(tasks), 0
+        while done < count:
+            found = index.next_slot()
+            if found is None:
+                break
+            worker, slot = found
+            take = min(count - done, worker.room(slot)) if worker.measured(slot) else 1
+            batch = runs.setdefault((worker.id, slot), [])
+            worker.defer_changes()  # the index hears of the slot once, not once a task
+            try:
+                for task in tasks[done : done + take]:
+                    batch.append((self._start(task, worker, slot), task.payload))
+            finally:
+                worker.tell_changes()
+            done += take
+        return tasks[done:]
+
+    def _place_constrained(self, tasks: list[_Task], runs: _Runs) -> list[_Task]:
+        """Place tasks with demands or selectors, by the placer, on idle slots only: one
+        holding resources while it waits in a worker's queue would keep them idle; one placed
+        by label was placed on purpose (a dataflow job's slices, pinned to their workers, must
+        all start to make progress: queued behind another job's slice they would wait
+        forever). Returns those left over."""
+        workers = self._workers.constrained_candidates(tasks)
+        if not workers:
+            return tasks
+        capacities = [
+            WorkerCapacity(self._workers.idle_slots(w), w.free, w.labels) for w in workers
+        ]
+        requests = [PlacementRequest(t.resources, t.labels) for t in tasks]
+        assignments = self._placer(requests, capacities)
+        placed: set[int] = set()
+        for request_index, worker_index in assignments:
+            if request_index in placed or not 0 <= request_index < len(tasks):
+                continue
+            if not 0 <= worker_index < len(workers):
+                continue
+            task, worker = tasks[request_index], workers[worker_index]
+            if not worker.has_idle_slot() or not fits(
+                task.resources, task.labels, 1, worker.free, worker.labels
+            ):
+                continue  # never trust a placer with the invariants
+            placed.add(request_index)
+            attempt_id = self._start(task, worker)
+            runs.setdefault((worker.id, worker.attempt_slot[attempt_id]), []).append(
+                (attempt_id, task.payload)
+            )
+        return [task for index, task in enumerate(tasks) if index not in placed]
+
     # ----------------------------------------------------------------------- attempts
 
-    def _start(self, task: _Task, worker: _Worker) -> tuple[int, bytes]:
+    def _start(self, task: _Task, worker: _Worker, slot: bytes | None = None) -> int:
+        """Start an attempt of ``task`` on ``worker`` (on ``slot``, or where the worker
+        places it); returns the attempt's id."""
         attempt_id = next(self._attempt_ids)
         task.state = "running"
         task.attempts += 1
         task.attempt_id = attempt_id
         task.worker = worker.id
         task.started = False
-        slot = worker.place(attempt_id, task)
+        worker.place(attempt_id, task, slot)
         self._queue.started(task)
         self._running += 1
-        return attempt_id, slot
+        return attempt_id
 
     def _release(self, worker: _Worker, attempt_id: int) -> _Task:
         task = worker.release(attempt_id)
@@ -619,21 +672,3 @@ class Scheduler:
                 self._queue.dequeue(task)
                 out.append(self._resolve(task, "failed", error=reason))
         return out
-
-
-def _spread(count: int, free_slots: list[int]) -> list[tuple[int, int]]:
-    """Place ``count`` slot-only requests, each on the worker with the most free slots
-    (the lowest index among equals), as :func:`.placer.greedy_best_fit` does."""
-    heap = [(-free, index) for index, free in enumerate(free_slots) if free > 0]
-    heapq.heapify(heap)
-    out: list[tuple[int, int]] = []
-    for request in range(count):
-        if not heap:
-            break
-        negative_free, index = heap[0]
-        out.append((request, index))
-        if negative_free == -1:
-            heapq.heappop(heap)
-        else:
-            heapq.heapreplace(heap, (negative_free + 1, index))
-    return out

@@ -8,7 +8,9 @@ scheduler decides (events in, instructions out), the table keeps the membership 
   time budget of them);
 * the cluster's capacity (the slots and resources of the workers not draining), which is the
   denominator of the fair shares and says whether any slot exists at all;
-* which workers a placement round may use, and why a task could never run on any of them.
+* which slots and workers a placement round may use (its :class:`~.free_index.FreeIndex`,
+  kept up to date on events: a round, and a registration, cost the same at 10 workers as at
+  3,000), and why a task could never run on any of them.
 
 It settles no attempt: a removed worker's attempts are the scheduler's to settle. A worker's
 own consistency (free slots and resources as attempts are placed and released) is kept by
@@ -18,8 +20,10 @@ own consistency (free slots and resources as attempts are placed and released) i
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
+from .free_index import FreeIndex
 from .placer import SLOTS, amount_text, fits
 from .records import Task, Worker, worker_snapshot
 from .snapshots import WorkerSnapshot
@@ -27,6 +31,9 @@ from .snapshots import WorkerSnapshot
 __all__ = ["WorkerTable"]
 
 _UNMEASURED_PREFETCH = 2  # tasks queued on a slot before its first task's duration is known
+# Workers a round considers for the constrained tasks of one shape (demands and selector), past
+# one per task: the placer picks the best fit among them, not among every worker.
+_EXTRA_CANDIDATES = 16
 
 
 class WorkerTable:
@@ -46,9 +53,13 @@ class WorkerTable:
         self._queue_budget = queue_budget
         self._workers: dict[bytes, Worker] = {}
         self._slot_owner: dict[bytes, bytes] = {}  # slot identity -> its worker
+        self._active: OrderedDict[bytes, Worker] = OrderedDict()  # the workers not draining
+        self._active_slots = 0
+        self.index = FreeIndex()  # the free slots of the active workers, and who has them
         # The slots and resources of the workers not draining, as of the last
-        # refresh_capacity() (see remove()).
+        # refresh_capacity() (see remove()): kept by adding and subtracting each worker's.
         self.capacity: dict[str, float] = {}
+        self._uncounted: list[Worker] = []  # removed, still in the capacity
 
     # ------------------------------------------------------------------------ queries
 
@@ -61,6 +72,10 @@ class WorkerTable:
     def __getitem__(self, worker: bytes) -> Worker:
         return self._workers[worker]
 
+    def records(self) -> list[Worker]:
+        """Every registered worker's record."""
+        return list(self._workers.values())
+
     def knows_slot(self, identity: bytes) -> bool:
         return identity in self._slot_owner
 
@@ -70,20 +85,46 @@ class WorkerTable:
 
     @property
     def total_slots(self) -> int:
-        return sum(w.slots for w in self._workers.values() if not w.draining)
+        return self._active_slots
 
     @property
     def any_active(self) -> bool:
         """Whether a registered worker is not draining."""
-        return any(not w.draining for w in self._workers.values())
+        return bool(self._active)
+
+    @property
+    def free_places(self) -> int:
+        """Attempts the active workers' slots may take now (running or queued)."""
+        return self.index.free_total
 
     def silent(self, now: float, timeout: float) -> list[bytes]:
         """The workers not heard from for longer than ``timeout``."""
         return [w.id for w in self._workers.values() if now - w.last_seen > timeout]
 
-    def placeable(self) -> list[Worker]:
-        """The workers a placement round may place on: not draining, with a free place."""
-        return [w for w in self._workers.values() if not w.draining and w.free_slots > 0]
+    def constrained_candidates(self, tasks: Iterable[Task]) -> list[Worker]:
+        """Workers with an idle slot where some of ``tasks`` (with demands or a selector) fit:
+        for each shape of task, as many as there are such tasks plus a few, found through the
+        index's buckets (the workers carrying a selected label, or offering a demanded
+        resource, in the order they became idle), not by a scan of every worker."""
+        wanted: dict[tuple[object, ...], tuple[Task, int]] = {}
+        for task in tasks:
+            shape = (*sorted(task.resources.items()), None, *sorted(task.labels.items()))
+            first, count = wanted.get(shape, (task, 0))
+            wanted[shape] = (first, count + 1)
+        chosen: dict[bytes, Worker] = {}
+        for task, count in wanted.values():
+            found, limit = 0, count + _EXTRA_CANDIDATES
+            for worker in self.index.idle_candidates(task.resources, task.labels).values():
+                if fits(task.resources, task.labels, 1, worker.free, worker.labels):
+                    chosen.setdefault(worker.id, worker)
+                    found += 1
+                    if found >= limit:
+                        break
+        return list(chosen.values())
+
+    def idle_slots(self, worker: Worker) -> int:
+        """How many of ``worker``'s slots are idle (0 if it drains)."""
+        return self.index.idle_count(worker.id)
 
     def snapshots(self, now: float) -> list[WorkerSnapshot]:
         return [worker_snapshot(w, now) for w in self._workers.values()]
@@ -92,7 +133,17 @@ class WorkerTable:
         """Why no registered worker could ever run ``task`` ('' if one could, or none yet)."""
         if not task.resources and not task.labels and self.capacity.get(SLOTS):
             return ""  # any slot will do, and there is one
-        return _why_impossible(task, [w for w in self._workers.values() if not w.draining])
+        if not _valid_demand(task):
+            return _why_impossible(task, [])
+        # The workers that might run it first (a bucket of the index); all of them only to
+        # explain why none can.
+        likely = self.index.could_run(task.resources, task.labels, self._active)
+        for worker in likely.values():
+            if worker.slots > 0 and fits(
+                task.resources, task.labels, 1, worker.resources, worker.labels
+            ):
+                return ""
+        return _why_impossible(task, list(self._active.values()))
 
     # ----------------------------------------------------------------------- changes
 
@@ -135,7 +186,33 @@ class WorkerTable:
         for slot in ids[:slots]:
             self.add_slot(known, slot)
         self.refresh_capacity()
+        self._activate(known)
         return known
+
+    def _activate(self, worker: Worker) -> None:
+        self._active[worker.id] = worker
+        self._active_slots += worker.slots
+        self.index.add_worker(worker)
+        self._count(worker, 1.0)
+
+    def _deactivate(self, worker: Worker) -> None:
+        del self._active[worker.id]
+        self._active_slots -= worker.slots
+        self.index.remove_worker(worker)
+
+    def _count(self, worker: Worker, sign: float) -> None:
+        """Add ``worker``'s slots and resources to the capacity (``sign`` -1: take them out)."""
+        capacity = self.capacity
+        capacity[SLOTS] = capacity.get(SLOTS, 0.0) + sign * worker.slots
+        for name, amount in worker.resources.items():
+            capacity[name] = capacity.get(name, 0.0) + sign * amount
+        if sign < 0:
+            # What no active worker offers any more is gone (not a rounding residue).
+            if not self._active:
+                capacity.clear()
+            for name in worker.resources:
+                if name not in self.index.by_resource:
+                    capacity.pop(name, None)
 
     def add_slot(self, worker: Worker, slot: bytes) -> None:
         # Until its first task reports how long it took, a slot queues little: the first
@@ -154,8 +231,12 @@ class WorkerTable:
 
     def drain(self, worker: Worker) -> None:
         """``worker`` takes nothing more; it no longer counts in the capacity."""
+        if worker.draining:
+            return
         worker.draining = True
+        self._deactivate(worker)
         self.refresh_capacity()
+        self._count(worker, -1.0)
 
     def remove(self, worker: bytes) -> Worker:
         """Take a registered worker and its slots out of the table, its attempts still on it.
@@ -167,17 +248,19 @@ class WorkerTable:
         gone = self._workers.pop(worker)
         for slot in gone.slot_attempts:
             self._slot_owner.pop(slot, None)
+        if not gone.draining:
+            self._deactivate(gone)
+            self._uncounted.append(gone)
         return gone
 
     def refresh_capacity(self) -> None:
-        capacity: dict[str, float] = {}
-        for worker in self._workers.values():
-            if worker.draining:
-                continue
-            capacity[SLOTS] = capacity.get(SLOTS, 0.0) + worker.slots
-            for name, amount in worker.resources.items():
-                capacity[name] = capacity.get(name, 0.0) + amount
-        self.capacity = capacity
+        """Take the workers removed since the last call out of the capacity."""
+        while self._uncounted:
+            self._count(self._uncounted.pop(), -1.0)
+
+
+def _valid_demand(task: Task) -> bool:
+    return all(math.isfinite(amount) and amount >= 0 for amount in task.resources.values())
 
 
 def _why_impossible(task: Task, candidates: list[Worker]) -> str:
