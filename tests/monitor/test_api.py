@@ -70,8 +70,16 @@ def test_api_counts_equal_pydispatch_status(cluster: LocalCluster) -> None:
         client.submit(fails, 1).result()
     slow = [client.submit(time.sleep, 30) for _ in range(4)]  # the 4 slots are busy
     queued = client.submit(abs, -1)
+    # At the dispatcher first (one cancelled before it left the client is dropped there,
+    # and the dispatcher never counts it).
+    eventually(lambda: get(cluster.http_url + "/api/tasks")["queued"] == 1, "1 queued")
     assert queued.cancel()
-    eventually(lambda: get(cluster.http_url + "/api/tasks")["running"] == 4, "4 running")
+
+    def settled() -> bool:
+        tasks = get(cluster.http_url + "/api/tasks")
+        return bool(tasks["running"] == 4 and tasks["cancelled"] == 1)
+
+    eventually(settled, "4 running, 1 cancelled")
 
     api = get(cluster.http_url + "/api/tasks")
     status = status_json(cluster.address)

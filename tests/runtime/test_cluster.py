@@ -224,6 +224,9 @@ def test_cancel_pending_and_force_cancel_running(
     # Placed in the slot's queue behind the long task (or queued), they have not started.
     assert not any(f.running() for f in prefetched)
     pending = client.submit(add, 1)
+    # At the dispatcher first: one cancelled before it left the client is dropped there (and
+    # the dispatcher never counts it).
+    eventually(lambda: client.status().queued == 1, "the last one queued at the dispatcher")
     assert pending.cancel()
     assert pending.cancelled()
     assert not running.cancel()  # a running task needs force

@@ -81,13 +81,20 @@ def parse_label(text: str) -> tuple[str, str]:
 
 
 def _dispatcher(args: argparse.Namespace) -> int:
-    from ..monitor.http import HttpEndpointError
+    from ..monitor.http import HttpEndpointError, check_http_address, parse_http_address
     from ..runtime.dispatcher import run_dispatcher
     from ..wire.security import DISPATCHER
 
     keys = apply_key_options(args, DISPATCHER)
     check_secure_bind(args.bind, keys, args.insecure)
     _refuse_a_taken_ipc_path(args.bind)
+    http = http_arguments(args)
+    if http["http"]:  # refused before anything starts, not after the job launcher did
+        try:
+            host, _ = parse_http_address(http["http"])
+            check_http_address(host, http["http_insecure"])
+        except (ValueError, HttpEndpointError) as error:
+            raise CommandError(str(error)) from None
     try:
         _run_dispatcher(run_dispatcher, args, keys)
     except HttpEndpointError as error:  # refused beyond loopback, or its port is taken

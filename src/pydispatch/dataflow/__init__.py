@@ -5,6 +5,8 @@
   strategies;
 - ``job_run``: :class:`~pydispatch.dataflow.job_run.JobRun`, the glue around it in a job's
   master process: deploying slices as dispatcher tasks, peers, restarts, the result;
+- ``slice_placement``: the solver's choice of a worker for each slice, and its record;
+- ``job_metrics``: a job's figures summed from its subtasks' reports;
 - ``master_process``: the job-master processes the dispatcher starts
   (``python -m pydispatch.dataflow.master_process``);
 - ``handle``: submitting a job, and :class:`~pydispatch.stream.JobHandle`, its remote handle;

@@ -39,7 +39,7 @@ import msgspec
 import zmq
 
 from ..errors import JobFailedError, UnfitError
-from ..plan import ExecutionGraph, _sources, placement_input, placement_problem, why_not_fit
+from ..plan import ExecutionGraph, _sources, placement_input, why_not_fit
 from ..plan._job_graph import JobGraph
 from ..wire import job_plane as jp
 from ..wire import protocol as p
@@ -48,8 +48,10 @@ from ..wire.security import JobCredentials
 from . import lifecycle as jm
 from .control_gate import ControlGate
 from .graph_view import describe_plan
+from .job_metrics import job_figures, sendable
 from .operators import Batch, concat, size
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
+from .slice_placement import place_slices
 
 if TYPE_CHECKING:
     from ..runtime.client import Client
@@ -239,7 +241,7 @@ class JobRun:
         if self._metrics:
             return {**base, **self._metrics}
         live = dict(self._live)  # the master thread replaces entries, never mutates them
-        figures = self._aggregate({g: m for r in live.values() for g, m in r.items()})
+        figures = self._figures({g: m for r in live.values() for g, m in r.items()})
         return {**base, **figures}
 
     def __repr__(self) -> str:
@@ -349,7 +351,7 @@ class JobRun:
     # -- requests of the job's handles ------------------------------------------------------
 
     def _status_reply(self) -> jp.JobStatusReply:
-        return jp.JobStatusReply(self.job_id, self.name, self.status(), _plain(self.metrics()))
+        return jp.JobStatusReply(self.job_id, self.name, self.status(), sendable(self.metrics()))
 
     def _answer_result(self, identity: bytes) -> None:
         if self._reply(identity, *self.outcome()):
@@ -359,7 +361,7 @@ class JobRun:
         """What a handle asking for the result gets, once the job has ended."""
         if self._outcome is None:
             reply = jp.JobResultReply(
-                self.job_id, self.name, self.status(), _plain(self.metrics()), self._error or ""
+                self.job_id, self.name, self.status(), sendable(self.metrics()), self._error or ""
             )
             frames: list[transport.FrameLike] = []
             if self._result is not None:
@@ -504,50 +506,15 @@ class JobRun:
                 failures = "\n".join(self._master.failures)
                 self._error = f"job {self.job_id} failed: {ins.error}\nall failures:\n{failures}"
 
-    def _place(self) -> list[dict[str, str]]:
-        """Pin each slice to a worker chosen by the solver (compute and the plan's traffic
-        estimates between slices, over the workers' free capacity; their total capacity if the
-        job does not fit what is free now). No pins (the dispatcher places) if the solver is
-        unavailable or finds nothing; ``metrics()["placement"]`` says which happened."""
-        if self.plan.n_slots == 1:  # no traffic between slices: any free slot is as good
-            self._placement = {"pinned": False, "reason": "one slice: the dispatcher places it"}
-            return [{}]
-        free: list[dict[str, float]] = []
-        total: list[dict[str, float]] = []
-        try:
-            workers = [w for w in self._client.status().workers if not w.draining]
-            for w in workers:
-                free.append({"slots": float(w.slots - w.slots_used), **w.free_resources})
-                total.append({"slots": float(w.slots), **w.resources})
-            data = placement_input(self.plan)
-            capacity = free if why_not_fit(data, free) is None else total
-            from ..solver import solve
-
-            placement = solve(placement_problem(data, capacity), time_limit=1.0)
-        except Exception as error:  # placement is an optimisation: fall back, say why
-            self._placement = {"pinned": False, "reason": f"{type(error).__name__}: {error}"}
-            return [{} for _ in range(self.plan.n_slots)]
-        names = [workers[int(w)].name for w in placement.assignment]
-        self._placement = {
-            "pinned": True,
-            "workers": names,
-            "method": placement.method,
-            # the claim of the placement: its cost, a proven lower bound, how far apart
-            "objective": placement.objective,
-            "lower_bound": placement.lower_bound,
-            "gap": placement.gap,
-            "bound_method": placement.bound_method,
-            "plan": self.plan.describe(placement),
-        }
-        return [{"worker": name} for name in names]
-
     def _deploy(self, attempt: int, slices: tuple[int, ...]) -> None:
         record = self._attempts[attempt] = _Attempt(deployed_at=time.monotonic())
         for index in slices:
             self._live.pop(index, None)
         # The solver places the whole job; a region restarting alone goes to free slots.
         whole = len(slices) == self.plan.n_slots and self._options.place_with_solver
-        labels = self._place() if whole else [{} for _ in range(self.plan.n_slots)]
+        labels: list[dict[str, str]] = [{} for _ in range(self.plan.n_slots)]
+        if whole:  # metrics()["placement"] says how it went
+            labels, self._placement = place_slices(self.plan, self._client)
         for index in slices:
             future = self._client.submit(
                 run_slice,
@@ -564,30 +531,8 @@ class JobRun:
             self._final[index] = future
             future.add_done_callback(self._on_done(attempt, index))
 
-    def _aggregate(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
-        """Job figures from per-subtask ones (keyed by global subtask id)."""
-        records_in: dict[int, int] = {self._ids[op.id]: 0 for op in self.plan.job.operators}
-        records_out = dict(records_in)
-        busy: dict[str, float] = {}
-        pressured: dict[str, float] = {}
-        for gid, m in metrics.items():
-            chain = self.plan.chains[int(self.plan.subtask_chain[gid])].name
-            busy[chain] = busy.get(chain, 0.0) + m.busy
-            pressured[chain] = pressured.get(chain, 0.0) + m.backpressured
-            for op_id, n in m.records_in.items():
-                records_in[self._ids[op_id]] += n
-            for op_id, n in m.records_out.items():
-                records_out[self._ids[op_id]] += n
-        return {
-            "records_in": records_in,
-            "records_out": records_out,
-            "bytes_shuffled": sum(m.bytes_out for m in metrics.values()),
-            "batches_shuffled": sum(m.batches_out for m in metrics.values()),
-            "max_in_flight_batches": max((m.max_in_flight for m in metrics.values()), default=0),
-            "busy_seconds": busy,
-            "backpressured_seconds": pressured,
-            "seconds": time.monotonic() - self._started,
-        }
+    def _figures(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
+        return job_figures(self.plan, self._ids, metrics, self._started)
 
     def _on_done(self, attempt: int, index: int) -> Callable[[Future[Any]], None]:
         def put(future: Future[Any]) -> None:
@@ -615,18 +560,12 @@ class JobRun:
             else:
                 collected[self._ids[op.id]] = concat(parts) if parts else []
         metrics = {g: m for r in results.values() for g, m in r["metrics"].items()}
-        self._metrics = self._aggregate(metrics)
+        self._metrics = self._figures(metrics)
         records_in = self._metrics["records_in"]
         records_out = self._metrics["records_out"]
         self._result = JobResult(
             self.name, self.plan.runtime_mode, collected, records_in, records_out
         )
-
-
-def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Metrics as msgpack carries them: builtins only (a tuple becomes a list)."""
-    plain: dict[str, Any] = msgspec.to_builtins(metrics, str_keys=False)
-    return plain
 
 
 def _slice_job(job: JobGraph, index: int) -> JobGraph:

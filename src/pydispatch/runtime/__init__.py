@@ -14,6 +14,10 @@
   the executor's contract);
 - ``client_io``: the client's I/O under that facade: its sockets and I/O thread, hello and
   heartbeat, batched ``Submit`` messages, and the futures of its tasks (``TaskFuture``);
+- ``hellos``: when the client says hello, and what the dispatcher's silence calls for (a
+  warning, then failing the unresolved futures after ``reconnect_timeout``);
+- ``task_pickling``: functions pickled once per client, and batches of tasks framed into
+  ``Submit`` messages;
 - ``lane``: the client's end of a lease (the direct lane to one slot);
 - ``cluster``: :class:`~pydispatch.LocalCluster`, a dispatcher and workers on this machine;
 - ``job_masters``: the dispatcher's supervisor of dataflow job-master processes (it starts them

@@ -48,7 +48,6 @@ from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any, Final, Protocol, cast
 
-import msgspec
 import zmq
 
 from ..errors import RemoteError, RemoteTraceback, TaskFailedError
@@ -60,18 +59,18 @@ from ..wire.transport import (
     dumps,
     loads,
     make_socket,
-    rebase,
     receive_pending,
     send,
 )
+from .hellos import DispatcherHellos
 from .lane import DirectAttempt, Lane
+from .task_pickling import FunctionBlobs, submit_batches
 
 __all__ = ["DEFAULT_RECONNECT_TIMEOUT", "ClientIO", "TaskFuture", "interpreter_exiting"]
 
 log = logging.getLogger(__name__)
 
 _MAX_TASKS_PER_SUBMIT: Final = 8192
-_HELLO_EVERY: Final = 2.0  # seconds between liveness hellos (until the dispatcher says)
 # How long a client with work outstanding waits for a silent dispatcher before it fails every
 # unresolved future with ConnectionError (see Client's reconnect_timeout).
 DEFAULT_RECONNECT_TIMEOUT: Final = 60.0
@@ -228,7 +227,6 @@ class ClientIO:
     ) -> None:
         self.total_slots = 0
         self.address = address
-        self.reconnect_timeout = reconnect_timeout
         self._client = client
         self._context: zmq.Context[Any] = zmq.Context()
         self._sock: Socket = make_socket(
@@ -260,25 +258,18 @@ class ClientIO:
         # Closed only when this is collected: once the I/O thread is done nothing writes to
         # the pipe (_io_done), and the fd numbers cannot be reused meanwhile.
         weakref.finalize(self, _close_fds, self._wake_read, self._wake_write)
-        # id(fn) -> (a weak reference to fn, its blob, its frames): the cache must not keep a
-        # function (nor a bound method's object) alive that the caller dropped.
-        self._functions: dict[int, tuple[weakref.ref[Any], p.Blob, list[FrameLike]]] = {}
+        self._functions = FunctionBlobs()
         self.closing = False  # no new tasks: the I/O thread ends once all are done
         self._terminated: str | None = None
         self._status_replies: queue.Queue[p.StatusReply] = queue.Queue()
         self._welcome: queue.Queue[p.Welcome | p.Error] = queue.Queue()
         self._hello_answered = False
         # The dispatcher's epoch changes when it restarts: it knows none of our tasks. While
-        # tasks are outstanding the client says hello every _HELLO_EVERY seconds, and a new
-        # epoch has every unresolved task sent again, under its id (see _resubmit_unresolved).
+        # tasks are outstanding the client says hello every few seconds, and a new epoch has
+        # every unresolved task sent again, under its id (see _resubmit_unresolved). A
+        # dispatcher that goes silent must not leave futures waiting forever (see hellos).
         self._epoch = ""
-        self._last_hello = time.monotonic()
-        self._hello_every = _HELLO_EVERY
-        # Since when a hello is unanswered (None: the dispatcher spoke since the last one; it
-        # answers every hello), and whether the silence has been logged: a dispatcher that
-        # goes away must not leave futures waiting forever (see _check_silence).
-        self._unanswered_since: float | None = None
-        self._silence_logged = False
+        self._hellos = DispatcherHellos(address, reconnect_timeout)
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
         self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
         with _exit_lock:
@@ -312,7 +303,7 @@ class ClientIO:
     ) -> TaskFuture:
         """Pickle a task (in the caller's thread) and send it or queue it; its arguments were
         checked (``closing`` included) by the caller."""
-        fn_blob, fn_frames = self._function_blob(fn)
+        fn_blob, fn_frames = self._functions.blob(fn)
         frames: list[FrameLike] = list(fn_frames)  # the function's blob indexes from 0
         args_blob = dumps(args, frames)
         with self._lock:  # ids are taken under the lock so the outbox is in id order
@@ -415,22 +406,6 @@ class ClientIO:
             return False
         return bool(attempt_id)
 
-    def _function_blob(self, fn: Callable[..., Any]) -> tuple[p.Blob, list[FrameLike]]:
-        # Pickle each function once; the same frame objects let the I/O thread send a
-        # function once per Submit message however many tasks use it.
-        cached = self._functions.get(id(fn))
-        if cached is None or cached[0]() is not fn:
-            own: list[FrameLike] = []
-            blob = dumps(fn, own, inline_limit=0)
-            try:
-                ref = weakref.ref(fn)
-            except TypeError:  # no weak references to it: not cached rather than kept alive
-                return blob, own
-            if len(self._functions) > 64:
-                self._functions.clear()
-            cached = self._functions[id(fn)] = (ref, blob, own)
-        return cached[1], cached[2]
-
     def _wake(self) -> None:
         with self._lock:
             if self._wake_pending or self._io_done:
@@ -453,14 +428,14 @@ class ClientIO:
             while True:
                 ready = dict(poller.poll(100))
                 if monitor in ready and _drained(monitor):
-                    self._last_hello = 0.0
+                    self._hellos.greet_soon()
                 if self._wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
                 self._send_outbox()
                 self._send_requests()
                 if self._sock in ready:
-                    self._unanswered_since = None
+                    self._hellos.heard()
                     try:
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
@@ -481,12 +456,7 @@ class ClientIO:
                 # Even when idle: a restarted dispatcher learns this client's sending socket
                 # from it, and answers on the receiving one, where we listen. While closing,
                 # only until the last result (then Bye goes out instead, on the other socket).
-                if time.monotonic() - self._last_hello > self._hello_every and (
-                    self._futures or not self.closing
-                ):
-                    self._last_hello = time.monotonic()
-                    if self._unanswered_since is None:
-                        self._unanswered_since = self._last_hello
+                if (self._futures or not self.closing) and self._hellos.take_turn():
                     send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
                     self._drain_sender()
         finally:
@@ -501,43 +471,21 @@ class ClientIO:
             self._context.term()
 
     def _check_silence(self) -> None:
-        """With work outstanding, a dispatcher silent for a while is logged, and one silent
-        for ``reconnect_timeout`` is given up on: every unresolved future fails."""
-        since = self._unanswered_since
-        silence = 0.0 if since is None else time.monotonic() - since
-        if silence < min(2.0, self.reconnect_timeout / 2):
-            if self._silence_logged:
-                self._silence_logged = False
-                log.warning("the dispatcher at %s answers again", self.address)
+        """With work outstanding, a dispatcher silent for ``reconnect_timeout`` is given up on
+        (the verdict: :class:`~.hellos.DispatcherHellos`): every unresolved future fails."""
+        given_up = self._hellos.check(self._unresolved_ids)
+        if given_up is None:
             return
+        waiting, reason = given_up
+        self.lane.reset()
+        self._fail_tasks(waiting, partial(ConnectionError, reason))
+        # Nobody waits for them any more: should the dispatcher come back, it stops them
+        # (queued when it does; a restarted one knows none of these ids).
+        self.send_control(p.Cancel(waiting, True))
+
+    def _unresolved_ids(self) -> list[int]:
         with self._lock:
-            waiting = [i for i, f in self._futures.items() if not f.done()]
-        if not waiting:
-            return
-        if silence >= self.reconnect_timeout:
-            reason = (
-                f"the dispatcher at {self.address} did not answer for {silence:.1f} s "
-                f"(reconnect_timeout={self.reconnect_timeout:g} s): the task's outcome is unknown"
-            )
-            log.error("%s; %d unresolved future(s) failed", reason, len(waiting))
-            self.lane.reset()
-            self._fail_tasks(waiting, partial(ConnectionError, reason))
-            # Nobody waits for them any more: should the dispatcher come back, it stops them
-            # (queued when it does; a restarted one knows none of these ids).
-            self.send_control(p.Cancel(waiting, True))
-            # Tasks submitted from now on get a reconnect_timeout of their own.
-            self._unanswered_since = time.monotonic()
-            self._silence_logged = False
-        elif not self._silence_logged:
-            self._silence_logged = True
-            log.warning(
-                "the dispatcher at %s has not answered for %.1f s (%d task(s) outstanding); "
-                "their futures fail after %g s without an answer (reconnect_timeout)",
-                self.address,
-                silence,
-                len(waiting),
-                self.reconnect_timeout,
-            )
+            return [i for i, f in self._futures.items() if not f.done()]
 
     def _send_requests(self) -> None:
         with self._lock:
@@ -574,17 +522,7 @@ class ClientIO:
         controls: list[p.Message],
         ask_lease: bool = False,
     ) -> None:
-        for start in range(0, len(outbox), _MAX_TASKS_PER_SUBMIT):
-            frames: list[FrameLike] = []
-            placed: dict[int, int] = {}
-            specs = []
-            for spec, own in outbox[start : start + _MAX_TASKS_PER_SUBMIT]:
-                # Renumbered in a copy: the future keeps the original, to send it again.
-                fn, args = (
-                    rebase(spec.fn, own, frames, placed),
-                    rebase(spec.args, own, frames, placed),
-                )
-                specs.append(msgspec.structs.replace(spec, fn=fn, args=args))
+        for specs, frames in submit_batches(outbox, _MAX_TASKS_PER_SUBMIT):
             try:
                 send(self._sender, p.Submit(specs, ask_lease), frames)
             except Exception as error:  # nothing taken from the outbox may be lost silently
@@ -625,7 +563,7 @@ class ClientIO:
                     self._hello_answered = True
                     if isinstance(message, p.Welcome):
                         self._epoch = message.epoch
-                        self._hello_every = min(_HELLO_EVERY, max(0.01, message.hello_interval))
+                        self._hellos.set_interval(message.hello_interval)
                     self._welcome.put(message)
                 case p.Welcome(epoch=epoch, total_slots=slots):
                     self.total_slots = slots

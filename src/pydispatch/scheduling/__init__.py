@@ -7,6 +7,9 @@ without I/O.
 - ``scheduler``: :class:`~pydispatch.scheduling.scheduler.Scheduler`, the state machine's
   entry points (one method per event): placement rounds, attempts, retries, failover and
   draining, over the two parts of its state below;
+- ``placement_round``: a round's placing of the tasks the queue offers on free slots
+  (constrained ones by the placer on idle slots, plain ones a prefetch window at a time);
+- ``cancellation``: what a cancel does to a queued, placed or started task;
 - ``workers``: :class:`~pydispatch.scheduling.workers.WorkerTable`, the registered workers and
   their slots, slot prefetch, the cluster's capacity, and why a task could never run;
 - ``free_index``: :class:`~pydispatch.scheduling.free_index.FreeIndex`, the table's index of

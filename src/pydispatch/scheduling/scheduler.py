@@ -15,6 +15,10 @@ collaborators it holds:
 * :class:`~pydispatch.scheduling.task_queue.TaskQueue` (:mod:`.task_queue`): the tasks
   waiting, per client by priority, and the fair-share order in which a round takes them.
 
+Two rule sets that only read that state live in their own modules: where a round places the
+tasks it takes (:mod:`.placement_round`) and what a cancel does to a task in each state
+(:mod:`.cancellation`); the scheduler starts and resolves the attempts they decide on.
+
 A worker's free slots and resources are kept consistent by its record
 (:class:`~pydispatch.scheduling.records.Worker`) as attempts are placed and released. The
 vocabulary (instructions, inputs, snapshots) is :mod:`.vocabulary`'s, re-exported here.
@@ -42,8 +46,10 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
+from .cancellation import cancel_tasks, note_started
 from .orphans import OrphanOutcomes
-from .placer import PlacementRequest, Placer, WorkerCapacity, fits, greedy_best_fit
+from .placement_round import place_round
+from .placer import Placer, greedy_best_fit
 from .records import Task as _Task
 from .records import Worker as _Worker
 from .task_queue import TaskKey, TaskQueue
@@ -86,9 +92,6 @@ __all__ = [
 # The demands of a plain task: one shared empty mapping rather than two dicts per queued task
 # (128 of the ~900 bytes a queued task costs).
 _NONE: Final[Mapping[str, Any]] = MappingProxyType({})
-
-# A round's output as it is built: the attempts per (worker, slot), the task ids per client.
-_Runs = dict[tuple[bytes, bytes], list[tuple[int, object]]]
 
 
 class Scheduler:
@@ -348,59 +351,21 @@ class Scheduler:
 
     def cancel(self, client: bytes, task_ids: Iterable[int], force: bool) -> list[Instruction]:
         """Cancel queued tasks, and placed ones their slot has not started (it skips them);
-        with ``force``, kill running ones too. Placed ones are resolved on the slot's report."""
-        out: list[Instruction] = []
-        kills: dict[tuple[bytes, bytes, bool], list[int]] = {}
-        for task_id in task_ids:
-            task = self._tasks.get((client, task_id))
-            if task is None:
-                continue
-            if task.state == "queued":
-                self._queue.dequeue(task)
-                out.append(self._resolve(task, "cancelled", error="cancelled while queued"))
-            elif task.state == "running" and (force or not task.started):
-                # Not reported started: waiting in its slot's queue, or started in the last
-                # millisecond or so. The slot skips it and reports it "cancelled", or reports
-                # it started (a plain cancel then lets it finish) or its outcome.
-                task.state = "cancelling"
-                worker = self._workers[task.worker]
-                slot = worker.attempt_slot[task.attempt_id]
-                kills.setdefault((task.worker, slot, force), []).append(task.attempt_id)
-                out += self._cancel_behind_started(worker, slot)
-            # Running without force: it finishes; the client has dropped interest already.
-        out += [KillAttempts(w, slot, ids, force) for (w, slot, force), ids in kills.items()]
-        return out
-
-    def _cancel_behind_started(self, worker: _Worker, slot: bytes) -> list[Instruction]:
-        """Resolve as cancelled, now, the attempts being cancelled on ``slot`` while another
-        attempt there is reported running: a slot runs one task at a time, so they have not
-        started, and the skip the slot was sent reaches it before that task ends (unless it
-        ends within the skip's transit). They stay the slot's until it reports them."""
-        held = worker.slot_attempts.get(slot, {})
-        if not any(task.started for task in held.values()):
-            return []
-        return [
-            self._resolve(task, "cancelled", error="cancelled before it started")
-            for task in list(held.values())
-            if task.state == "cancelling" and not task.started
-        ]
+        with ``force``, kill running ones too (the rules: :mod:`.cancellation`)."""
+        return cancel_tasks(
+            client,
+            task_ids,
+            force,
+            tasks=self._tasks,
+            queue=self._queue,
+            workers=self._workers,
+            resolve_cancelled=self._resolve_cancelled,
+        )
 
     def attempts_started(self, slot: bytes, attempt_ids: Iterable[int]) -> list[Instruction]:
         """A slot reports attempts it has been running for a while: their futures go RUNNING
         (and a plain cancel no longer stops them)."""
-        worker = self._workers.get(self._workers.owner(slot))
-        if worker is None:
-            return []
-        held = worker.slot_attempts.get(slot, {})
-        started: dict[bytes, list[int]] = {}
-        for attempt_id in attempt_ids:
-            task = held.get(attempt_id)
-            if task is not None and not task.started:
-                task.started = True
-                if task.state != "done":
-                    started.setdefault(task.client, []).append(task.task_id)
-        out: list[Instruction] = [NotifyStarted(c, ids) for c, ids in started.items()]
-        return out + self._cancel_behind_started(worker, slot)
+        return note_started(self._workers, slot, attempt_ids, self._resolve_cancelled)
 
     def fail_queued(self, client: bytes, reason: str) -> list[Instruction]:
         """Fail a client's queued tasks (it fell silent: presumed gone); running ones finish."""
@@ -515,94 +480,8 @@ class Scheduler:
     # ---------------------------------------------------------------------- placement
 
     def schedule(self) -> list[Instruction]:
-        """One placement round over the free slots.
-
-        Its cost is that of the tasks it takes and the slots and workers it places them on,
-        not of the cluster: free slots come from the worker table's index (:mod:`.free_index`).
-        Constrained tasks (resources or labels) are placed first, by the placer, among the
-        workers with an idle slot that the index says may fit them: they can only start on an
-        idle slot, where plain tasks may also wait in a slot's prefetch window. Then plain
-        tasks go to slots (:meth:`_place_plain`).
-        """
-        if not self._queue.queued:
-            return []
-        free_places = self._workers.free_places
-        if not free_places:
-            return []
-        candidates = self._queue.candidates(free_places, self._workers.capacity)
-        runs: _Runs = {}
-        plain = [t for t in candidates if not t.resources and not t.labels]
-        left: list[_Task] = []
-        if len(plain) < len(candidates):
-            constrained = [t for t in candidates if t.resources or t.labels]
-            left = self._place_constrained(constrained, runs)
-        left += self._place_plain(plain, runs)
-        for task in left:
-            self._queue.push(task)  # back in its place, ahead of later tasks
-        out: list[Instruction] = [
-            RunAttempts(worker, slot, attempts) for (worker, slot), attempts in runs.items()
-        ]
-        return out
-
-    def _place_plain(self, tasks: list[_Task], runs: _Runs) -> list[_Task]:
-        """Place plain tasks in order; returns those left over.
-
-        An idle slot first (the one idle longest), so that nothing waits in a queue while a
-        slot could start it; else the slot with the most room. A slot whose tasks have been
-        timed takes a whole window at once (as many as its room: about ``queue_budget``
-        seconds of them): a burst then goes out in few large ``Run`` messages rather than a
-        sliver to every slot, and no task waits behind more than that budget of work. A slot
-        not timed yet takes one at a time (its first tasks may be long: spread them).
-        """
-        index = self._workers.index
-        count, done = len(tasks), 0
-        while done < count:
-            found = index.next_slot()
-            if found is None:
-                break
-            worker, slot = found
-            take = min(count - done, worker.room(slot)) if worker.measured(slot) else 1
-            batch = runs.setdefault((worker.id, slot), [])
-            worker.defer_changes()  # the index hears of the slot once, not once a task
-            try:
-                for task in tasks[done : done + take]:
-                    batch.append((self._start(task, worker, slot), task.payload))
-            finally:
-                worker.tell_changes()
-            done += take
-        return tasks[done:]
-
-    def _place_constrained(self, tasks: list[_Task], runs: _Runs) -> list[_Task]:
-        """Place tasks with demands or selectors, by the placer, on idle slots only: one
-        holding resources while it waits in a worker's queue would keep them idle; one placed
-        by label was placed on purpose (a dataflow job's slices, pinned to their workers, must
-        all start to make progress: queued behind another job's slice they would wait
-        forever). Returns those left over."""
-        workers = self._workers.constrained_candidates(tasks)
-        if not workers:
-            return tasks
-        capacities = [
-            WorkerCapacity(self._workers.idle_slots(w), w.free, w.labels) for w in workers
-        ]
-        requests = [PlacementRequest(t.resources, t.labels) for t in tasks]
-        assignments = self._placer(requests, capacities)
-        placed: set[int] = set()
-        for request_index, worker_index in assignments:
-            if request_index in placed or not 0 <= request_index < len(tasks):
-                continue
-            if not 0 <= worker_index < len(workers):
-                continue
-            task, worker = tasks[request_index], workers[worker_index]
-            if not worker.has_idle_slot() or not fits(
-                task.resources, task.labels, 1, worker.free, worker.labels
-            ):
-                continue  # never trust a placer with the invariants
-            placed.add(request_index)
-            attempt_id = self._start(task, worker)
-            runs.setdefault((worker.id, worker.attempt_slot[attempt_id]), []).append(
-                (attempt_id, task.payload)
-            )
-        return [task for index, task in enumerate(tasks) if index not in placed]
+        """One placement round over the free slots (how: :mod:`.placement_round`)."""
+        return place_round(self._queue, self._workers, self._placer, self._start)
 
     # ----------------------------------------------------------------------- attempts
 
@@ -645,6 +524,9 @@ class Scheduler:
         else:
             self.counters.failed += 1
         return Resolve(task.client, task.task_id, status, value, error, traceback, worker)
+
+    def _resolve_cancelled(self, task: _Task, error: str) -> Resolve:
+        return self._resolve(task, "cancelled", error=error)
 
     def _attempt_lost(self, task: _Task, reason: str, recheck: bool = True) -> list[Instruction]:
         if task.state == "done":  # cancelled before it started (see cancel)

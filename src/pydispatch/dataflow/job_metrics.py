@@ -1,0 +1,58 @@
+"""A cluster job's figures: per-subtask metrics summed into the job's, and made sendable.
+
+Split from :class:`~pydispatch.dataflow.job_run.JobRun` because the arithmetic depends only on
+the plan (which chain each subtask runs, the user's operator ids) and the slices' reports: the
+job master calls it for live figures while the job runs and once for the final ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from ..plan import ExecutionGraph
+from .slice import SubtaskMetrics
+
+__all__ = ["job_figures", "sendable"]
+
+
+def job_figures(
+    plan: ExecutionGraph,
+    ids: Sequence[int],
+    metrics: Mapping[int, SubtaskMetrics],
+    started: float,
+) -> dict[str, Any]:
+    """Job figures from per-subtask ones (keyed by global subtask id); ``ids[i]``: operator
+    i's user id (what ``records_in``/``records_out`` are keyed by); ``started``: when the job
+    began (``time.monotonic()``)."""
+    records_in: dict[int, int] = {ids[op.id]: 0 for op in plan.job.operators}
+    records_out = dict(records_in)
+    busy: dict[str, float] = {}
+    pressured: dict[str, float] = {}
+    for gid, m in metrics.items():
+        chain = plan.chains[int(plan.subtask_chain[gid])].name
+        busy[chain] = busy.get(chain, 0.0) + m.busy
+        pressured[chain] = pressured.get(chain, 0.0) + m.backpressured
+        for op_id, n in m.records_in.items():
+            records_in[ids[op_id]] += n
+        for op_id, n in m.records_out.items():
+            records_out[ids[op_id]] += n
+    return {
+        "records_in": records_in,
+        "records_out": records_out,
+        "bytes_shuffled": sum(m.bytes_out for m in metrics.values()),
+        "batches_shuffled": sum(m.batches_out for m in metrics.values()),
+        "max_in_flight_batches": max((m.max_in_flight for m in metrics.values()), default=0),
+        "busy_seconds": busy,
+        "backpressured_seconds": pressured,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def sendable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as msgpack carries them: builtins only (a tuple becomes a list)."""
+    plain: dict[str, Any] = msgspec.to_builtins(metrics, str_keys=False)
+    return plain

@@ -1,0 +1,96 @@
+"""When a client says hello to the dispatcher, and what the dispatcher's silence calls for.
+
+A client says hello every few seconds while it has work outstanding (a restarted dispatcher
+learns its sending socket from it and answers with its new epoch), and the dispatcher answers
+every hello. So an unanswered hello starts a silence: one of a few seconds is logged, and one
+of ``reconnect_timeout`` seconds means the dispatcher is gone for this client's purposes (its
+unresolved futures must fail rather than wait forever). Split from
+:class:`~pydispatch.runtime.client_io.ClientIO` because these clocks and the verdict are their
+own concern; the I/O thread sends the hellos and fails the futures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["HELLO_EVERY", "DispatcherHellos"]
+
+log = logging.getLogger(__name__)
+
+HELLO_EVERY: Final = 2.0  # seconds between liveness hellos (until the dispatcher says)
+
+
+class DispatcherHellos:
+    """The hello clock and the silence since the first unanswered hello (I/O thread only)."""
+
+    def __init__(self, address: str, reconnect_timeout: float) -> None:
+        self.address = address
+        self.reconnect_timeout = reconnect_timeout
+        self.every = HELLO_EVERY
+        self._last = time.monotonic()
+        # Since when a hello is unanswered (None: the dispatcher spoke since the last one),
+        # and whether the silence has been logged.
+        self._unanswered_since: float | None = None
+        self._logged = False
+
+    def set_interval(self, hello_interval: float) -> None:
+        """The dispatcher's Welcome says how often it wants hellos (never less often than
+        :data:`HELLO_EVERY`: the client notices a restart by them)."""
+        self.every = min(HELLO_EVERY, max(0.01, hello_interval))
+
+    def greet_soon(self) -> None:
+        """A new connection (the dispatcher restarted): the next hello goes at once."""
+        self._last = 0.0
+
+    def heard(self) -> None:
+        """The dispatcher spoke: it is not silent."""
+        self._unanswered_since = None
+
+    def take_turn(self) -> bool:
+        """Whether a hello is due now; if so it counts as sent (the silence starts with it)."""
+        now = time.monotonic()
+        if now - self._last <= self.every:
+            return False
+        self._last = now
+        if self._unanswered_since is None:
+            self._unanswered_since = now
+        return True
+
+    def check(self, waiting: Callable[[], list[int]]) -> tuple[list[int], str] | None:
+        """Judge the silence: a short one is fine, a longer one is logged (with the tasks
+        ``waiting()`` returns, the unresolved ones), and one of ``reconnect_timeout`` gives
+        up on the dispatcher. Returns the task ids to fail and why, or None; after giving up,
+        the tasks submitted from then on get a ``reconnect_timeout`` of their own."""
+        since = self._unanswered_since
+        silence = 0.0 if since is None else time.monotonic() - since
+        if silence < min(2.0, self.reconnect_timeout / 2):
+            if self._logged:
+                self._logged = False
+                log.warning("the dispatcher at %s answers again", self.address)
+            return None
+        unresolved = waiting()  # only now: it takes the client's lock
+        if not unresolved:
+            return None
+        if silence >= self.reconnect_timeout:
+            reason = (
+                f"the dispatcher at {self.address} did not answer for {silence:.1f} s "
+                f"(reconnect_timeout={self.reconnect_timeout:g} s): the task's outcome is unknown"
+            )
+            log.error("%s; %d unresolved future(s) failed", reason, len(unresolved))
+            self._unanswered_since = time.monotonic()
+            self._logged = False
+            return unresolved, reason
+        if not self._logged:
+            self._logged = True
+            log.warning(
+                "the dispatcher at %s has not answered for %.1f s (%d task(s) outstanding); "
+                "their futures fail after %g s without an answer (reconnect_timeout)",
+                self.address,
+                silence,
+                len(unresolved),
+                self.reconnect_timeout,
+            )
+        return None
