@@ -109,9 +109,11 @@ class JobRun:
         original_ids: list[int] | None = None,
         job_id: str | None = None,
         credentials: JobCredentials | None = None,
+        token: str = "",
     ) -> None:
         self.name = name
         self.job_id = job_id or f"{name}-{next(_ids)}-{uuid.uuid4().hex[:6]}"
+        self.token = token  # given by the dispatcher that started this master (see JobUpdate)
         self._client = client
         self._options = options
         self._ids = original_ids if original_ids is not None else list(range(len(job.operators)))
@@ -293,7 +295,7 @@ class JobRun:
         info = p.JobInfo(
             self.job_id, self.name, seen[0], self.endpoint, seen[1], self._master.slices
         )
-        self._client._send_control(p.JobUpdate(info))
+        self._client._send_control(p.JobUpdate(info, self.token))
 
     def _check_deployment(self, now: float) -> None:
         for attempt in self._master.running_attempts():

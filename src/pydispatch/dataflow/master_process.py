@@ -131,6 +131,7 @@ class _Host:
                 ids,
                 job_id=self.job_id,
                 credentials=self.credentials,
+                token=self.token,
             )
         except UnfitError as error:
             self.report(code="unfit", error=str(error))

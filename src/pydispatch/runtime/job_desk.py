@@ -95,6 +95,8 @@ class JobDesk:
     # ------------------------------------------------------------------------ handlers
 
     def _on_job_update(self, peer: bytes, m: p.JobUpdate, frames: Frames, now: float) -> None:
+        if not self.hosts.current(m.job.job_id, m.token):
+            return  # a master of a previous dispatcher's (this one started its own again)
         self.update(self.hosts.seen(m.job))
 
     def _on_jobs_request(self, peer: bytes, m: p.JobsRequest, frames: Frames, now: float) -> None:

@@ -227,6 +227,12 @@ class JobHosts:
             self._send(host.submitter, message, [])
             host.submitter = None
 
+    def current(self, job_id: str, token: str) -> bool:
+        """Whether a master saying ``token`` for ``job_id`` is the one this dispatcher hosts
+        (True for a job hosted elsewhere: its master runs in the application)."""
+        host = self._hosts.get(job_id)
+        return host is None or secrets.compare_digest(host.token.encode(), token.encode())
+
     def seen(self, job: p.JobInfo) -> p.JobInfo:
         """A job master's announcement as ``pydispatch jobs`` should list it: one that arrives
         after its process was reaped names an endpoint nobody serves any more. Who owns it and

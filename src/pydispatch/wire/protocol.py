@@ -515,6 +515,9 @@ class JobUpdate(Header):
     """Client -> dispatcher: a job master announces its job and each change of state."""
 
     job: JobInfo
+    # The master's token (see JobHostReport): a restarted dispatcher ignores what the masters
+    # of its predecessor say ("": a master it did not start, e.g. in the application).
+    token: str = ""
 
 
 class JobsRequest(Header):
