@@ -60,6 +60,8 @@ def test_a_workers_sockets_reconnect_at_their_own_pace() -> None:
         assert RECONNECT_MIN_MS <= sock.getsockopt(zmq.RECONNECT_IVL) <= 4 * RECONNECT_MIN_MS
         assert sock.getsockopt(zmq.RECONNECT_IVL_MAX) == RECONNECT_MAX_MS
     finally:
+        worker._sock.disable_monitor()
+        worker._monitor.close(linger=0)
         worker._sock.close(linger=0)
         worker._context.term()
         shutil.rmtree(worker._tmpdir, ignore_errors=True)
