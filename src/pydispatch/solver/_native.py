@@ -167,7 +167,7 @@ class Native:
                 # Overflow to inf is the right answer (no room): only the warning is unwanted.
                 with np.errstate(over="ignore"):
                     share = (dem / room[None, :, :]).max(axis=2)
-                c = np.where(fits, share * mix + cost[todo] / unit, np.inf)
+                    c = np.where(fits, share * mix + cost[todo] / unit, np.inf)
             else:
                 c = np.where(fits, cost[todo], np.inf)
             if not fits.any(axis=1).all():
