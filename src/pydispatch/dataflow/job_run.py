@@ -92,6 +92,9 @@ _ids = itertools.count(1)
 _MAX_WAIT = 60.0  # the longest a result request is held before a status answer
 _MAX_WAITERS = 1024  # result requests held at once; more are answered with the status at once
 _CONTROL_QUEUE = 1000  # messages queued per peer on the control socket, at most
+# How long a master waits for a cluster with no worker at all (a dispatcher that has just
+# restarted: its workers come back within a heartbeat or two) before refusing the job.
+_WAIT_FOR_WORKERS = 10.0
 
 
 class JobRun:
@@ -176,7 +179,13 @@ class JobRun:
         self._thread.start()
 
     def _refuse_if_unfit(self, plan: ExecutionGraph) -> None:
-        workers = [w for w in self._client.status().workers if not w.draining]
+        # No worker at all is most often a dispatcher that has just (re)started, its workers
+        # reconnecting (a resumed job's master starts then): wait for them a while.
+        deadline = time.monotonic() + _WAIT_FOR_WORKERS
+        while not (workers := [w for w in self._client.status().workers if not w.draining]):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
         reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
         if reason:
