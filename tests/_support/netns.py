@@ -50,9 +50,13 @@ class TestBed:
     """``TestBed(["dispatcher", "w1", ...])``: one host per name, addresses 10.77.0.1, .2, ..."""
 
     names: list[str]
+    #: Host names that differ from the host's (bed) name: two hosts may share one.
+    hostnames: dict[str, str] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: f"pd{os.getpid() % 100000}")
     hosts: dict[str, Host] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: A keys directory (``pydispatch keys``) the cluster on the bed runs with ("": none).
+    keys: str = ""
     _namespaces: list[str] = field(default_factory=list)
 
     __test__ = False  # not a pytest test class
@@ -84,7 +88,7 @@ class TestBed:
             _ip("-n", namespace, "addr", "add", f"{address}/24", "dev", "eth0")
             _ip("-n", namespace, "link", "set", "eth0", "up")
             _ip("-n", namespace, "link", "set", "lo", "up")
-            self.hosts[name] = Host(namespace, name, address)
+            self.hosts[name] = Host(namespace, self.hostnames.get(name, name), address)
         return self
 
     def _add_namespace(self, namespace: str) -> None:
@@ -101,16 +105,23 @@ class TestBed:
             "unshare", "--uts", "sh", "-c", script, "sh", *argv,
         ]  # fmt: skip
 
-    def spawn(self, host: str, argv: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, host: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """A long-running process on ``host`` (``ip``, ``unshare`` and ``sh`` all exec into
         ``argv``: its pid is the process's own); in a session of its own, to end its group."""
         process = subprocess.Popen(
-            self.command(host, argv), start_new_session=True, stdin=subprocess.DEVNULL, **kwargs
-        )  # type: ignore[call-overload]
+            self.command(host, argv),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
         self.processes.append(process)
         return process
 
-    def python(self, host: str, code: str, timeout: float = 120.0) -> object:
+    def python(
+        self, host: str, code: str, timeout: float = 120.0, env: dict[str, str] | None = None
+    ) -> object:
         """Run ``code`` in a new Python process on ``host``; what it printed last, as JSON."""
         done = subprocess.run(
             self.command(host, [sys.executable, "-c", code]),
@@ -118,6 +129,7 @@ class TestBed:
             text=True,
             timeout=timeout,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         if done.returncode != 0:
             raise AssertionError(
