@@ -61,5 +61,6 @@ def test_a_workers_sockets_reconnect_at_their_own_pace() -> None:
         assert sock.getsockopt(zmq.RECONNECT_IVL_MAX) == RECONNECT_MAX_MS
     finally:
         worker._sock.close(linger=0)
+        worker._monitor.close(linger=0)  # an open socket would keep term() waiting forever
         worker._context.term()
         shutil.rmtree(worker._tmpdir, ignore_errors=True)
