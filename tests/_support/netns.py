@@ -11,6 +11,7 @@ their links with them; it runs however the tests ended.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -18,10 +19,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Host", "TestBed", "have_netns"]
 
 _SUBNET = "10.77.0"
+_BEDS = itertools.count()  # two beds of one process have namespaces of their own
 
 
 def have_netns() -> bool:
@@ -52,9 +55,9 @@ class TestBed:
     names: list[str]
     #: Host names that differ from the host's (bed) name: two hosts may share one.
     hostnames: dict[str, str] = field(default_factory=dict)
-    prefix: str = field(default_factory=lambda: f"pd{os.getpid() % 100000}")
+    prefix: str = field(default_factory=lambda: f"pd{os.getpid() % 100000}-{next(_BEDS)}")
     hosts: dict[str, Host] = field(default_factory=dict)
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    processes: list[subprocess.Popen[Any]] = field(default_factory=list)
     #: A keys directory (``pydispatch keys``) the cluster on the bed runs with ("": none).
     keys: str = ""
     _namespaces: list[str] = field(default_factory=list)
@@ -118,6 +121,27 @@ class TestBed:
         )
         self.processes.append(process)
         return process
+
+    def python_started(
+        self, host: str, code: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """``code`` in a Python process on ``host`` left running: read its stdout as it goes."""
+        process = subprocess.Popen(
+            self.command(host, [sys.executable, "-c", code]),
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.processes.append(process)
+        return process
+
+    def link(self, host: str, up: bool) -> None:
+        """Cut ``host`` off the bridge (its port down: packets vanish, no connection is told)
+        or heal it."""
+        port = f"port{self.names.index(host) + 1}"
+        _ip("-n", f"{self.prefix}-br", "link", "set", port, "up" if up else "down")
 
     def python(
         self, host: str, code: str, timeout: float = 120.0, env: dict[str, str] | None = None
