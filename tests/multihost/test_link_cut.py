@@ -76,3 +76,35 @@ def test_a_cut_worker_host_fails_over_and_comes_back_after_the_heal(bed: TestBed
     back_after = time.monotonic() - healed_at
     # Figures for the closing note (no timing assertion: the machine is shared).
     print(f"lost after {lost_after:.1f} s, back {back_after:.1f} s after the heal", file=sys.stderr)
+
+
+def test_work_completes_after_the_dispatchers_host_was_cut_for_15_s(bed: TestBed) -> None:
+    eventually(lambda: _names(bed) == sorted(WORKERS), "every worker registered", 60)
+    code = f"""
+        import json, time
+        from pydispatch.runtime.client import Client
+        def work(x):
+            time.sleep(0.05)
+            return x * 2
+        with Client({address(bed)!r}) as client:
+            futures = [client.submit(work, i) for i in range(150)]
+            futures[3].result(60)
+            print("running", flush=True)
+            results = [future.result(180) for future in futures]
+            print("done", flush=True)
+        print(json.dumps(results))
+    """
+    client = bed.python_started("client", textwrap.dedent(code))
+    assert client.stdout is not None
+    assert client.stdout.readline().strip() == "running"
+    bed.link("dispatcher", up=False)  # every worker and the client lose it at once
+    time.sleep(15.0)  # how long the cut lasts (the scenario, not a wait for a condition)
+    bed.link("dispatcher", up=True)
+    healed_at = time.monotonic()
+    output, _ = client.communicate(timeout=180)
+    done_after = time.monotonic() - healed_at
+    assert client.returncode == 0
+    assert json.loads(output.strip().splitlines()[-1]) == [2 * i for i in range(150)]
+    eventually(lambda: _names(bed) == sorted(WORKERS), "every worker registered again", 60)
+    back_after = time.monotonic() - healed_at
+    print(f"done {done_after:.1f} s, all back {back_after:.1f} s after the heal", file=sys.stderr)
