@@ -350,8 +350,9 @@ def test_direct_endpoints_fall_back_to_loopback_tcp_and_wildcards_advertise_the_
     worker.options, worker.address = WorkerOptions(), "ipc:///tmp/x/dispatcher"
     assert worker._direct_bind("/tmp/short/slot-0-1") == "ipc:///tmp/short/slot-0-1.direct"
     assert worker._direct_bind("/tmp/" + "d" * 120 + "/slot-0-1") == "tcp://127.0.0.1:*"
-    worker.address = "tcp://10.0.0.1:5555"
-    assert worker._direct_bind("/tmp/short/slot-0-1") == "tcp://127.0.0.1:*"
+    # Over TCP: on the address the worker reaches the dispatcher from (tests/multihost).
+    worker.address, worker.advertise_host = "tcp://10.0.0.1:5555", "10.0.0.2"
+    assert worker._direct_bind("/tmp/short/slot-0-1") == "tcp://10.0.0.2:*"
     worker.options = WorkerOptions(data_bind="")
     assert worker._direct_bind("/tmp/short/slot-0-1") == ""
     worker.options = WorkerOptions(direct=False)

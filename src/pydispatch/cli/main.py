@@ -21,6 +21,7 @@ from ..monitor.logs import configure_logging
 from ..runtime.dispatcher import DEFAULT_PREFETCH
 from ..runtime.job_store import JobStoreError, default_state_dir
 from ..scheduling.placer import amount_text
+from ..wire.addresses import ADVERTISE_ENV, host_of, is_wildcard, resolve_host
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
 from .jobs import CommandError
 from .keys import add_key_options, add_keys_parser, apply_key_options, check_secure_bind
@@ -88,6 +89,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
     keys = apply_key_options(args, DISPATCHER)
     check_secure_bind(args.bind, keys, args.insecure)
     _refuse_a_taken_ipc_path(args.bind)
+    _advertise_job_masters(args.bind, args.advertise_host)
     http = http_arguments(args)
     if http["http"]:  # refused before anything starts, not after the job launcher did
         try:
@@ -151,6 +153,7 @@ def _worker(args: argparse.Namespace) -> int:
         drain_grace=args.drain_grace,
         max_message_size=args.max_message_size,
         data_bind=args.data_bind,
+        advertise_host=args.advertise_host,
         direct=not args.no_direct,
         exit_with_parent=args.exit_with_parent,
         keys=keys,
@@ -311,6 +314,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _advertise_job_masters(bind: str, advertise_host: str) -> None:
+    """Where the job masters this dispatcher starts bind and are reached (they read it from
+    the environment they inherit): --advertise-host, else the bound address if it is one
+    (not every interface), else left to each job (the address its submitter reached us by)."""
+    host = advertise_host or os.environ.get(ADVERTISE_ENV, "")
+    if not host and not is_wildcard(host_of(bind)):
+        host = resolve_host(host_of(bind)) if host_of(bind) else ""
+    if host:
+        os.environ[ADVERTISE_ENV] = host
+
+
 def _data_address(text: str) -> str:
     return text if text == "" else parse_address(text)
 
@@ -390,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="tcp://127.0.0.1:5555",
         help="where to listen: tcp://HOST:PORT (tcp://0.0.0.0:5555 for every interface) or "
         "ipc://PATH",
+    )
+    dispatcher.add_argument(
+        "--advertise-host",
+        default="",
+        help="the address workers and clients reach this host's job masters at (default: "
+        "the --bind address, or with every interface the address each job's client used)",
     )
     dispatcher.add_argument(
         "--heartbeat-interval",
@@ -487,7 +507,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a label tasks can require (labels={'zone': 'a'}); repeat for several (default: none)",
     )
     worker.add_argument("--name", default="", help="worker name (default: HOST-PID)")
-    worker.add_argument("--node", default="", help="node name (default: the host name)")
+    worker.add_argument(
+        "--node",
+        default="",
+        help="node name: workers of one node share a machine (default: HOSTNAME@ADDRESS, the "
+        "host name and the advertised address, unique per host; the host name alone when "
+        "the dispatcher is reached over loopback)",
+    )
     worker.add_argument(
         "--drain-grace",
         type=float,
@@ -504,9 +530,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--data-bind",
         type=_data_address,
-        default="tcp://127.0.0.1:*",
+        default=None,
         help="the tcp://HOST:* where its slots bind their direct endpoints for lease holders "
-        "(when the dispatcher is not on ipc://; '' for none)",
+        "(when the dispatcher is not on ipc://; '' for none; default: the advertised host)",
+    )
+    worker.add_argument(
+        "--advertise-host",
+        default="",
+        help="the address other hosts reach this worker's slots and dataflow slices at "
+        "(default: the local address of its route to the dispatcher)",
     )
     worker.add_argument(
         "--no-direct",

@@ -36,6 +36,7 @@ from ..errors import JobFailedError
 from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
+from ..wire.addresses import host_of, resolve_host
 from ..wire.security import Keys, connect_curve, load_keys, resolve_keys
 
 if TYPE_CHECKING:
@@ -225,7 +226,10 @@ def _submit(
 ) -> JobHandle:
     given: Keys | str = keys if keys is not None else ""
     frames: list[transport.FrameLike] = []
-    payload = transport.dumps((job, options, original_ids), frames, inline_limit=0)
+    # With the address this client reached the dispatcher by: where its job master binds
+    # unless the job or the dispatcher names a host (master_process.master_host).
+    reached = resolve_host(host_of(address)) if host_of(address) else ""
+    payload = transport.dumps((job, options, original_ids, reached), frames, inline_limit=0)
     message = p.SubmitJob(name, options.priority, payload)
     answer, _ = transport.ask(address, message, frames, timeout, given)
     if isinstance(answer, p.JobAccepted):

@@ -56,6 +56,7 @@ from ..plan._job_graph import JobGraph
 from ..runtime.client import Client
 from ..wire import protocol as p
 from ..wire import transport
+from ..wire.addresses import ADVERTISE_ENV, LOOPBACK, is_loopback, is_wildcard
 from ..wire.security import JobCredentials
 from .job_run import JobOptions, JobRun
 
@@ -74,18 +75,36 @@ _WARM_AFTER: Final = 1.0  # seconds idle before the launcher imports OR-tools
 
 
 def _unpack(obj: Any) -> tuple[JobGraph, JobOptions, list[int]]:
-    """The job a payload holds, or TypeError: a payload of anything else is refused."""
-    if isinstance(obj, tuple) and len(obj) == 3:
-        job, options, ids = obj
+    """The job a payload holds, or TypeError: a payload of anything else is refused. (A
+    payload of an earlier version, kept in a job store, has no fourth item.)"""
+    if isinstance(obj, tuple) and len(obj) in (3, 4):
+        job, options, ids = obj[:3]
+        reached = obj[3] if len(obj) == 4 else ""
         if (
             isinstance(job, JobGraph)
             and isinstance(options, JobOptions)
             and isinstance(ids, list)
             and len(ids) == len(job.operators)
             and all(type(i) is int for i in ids)
+            and isinstance(reached, str)
         ):
+            if not options.host:
+                options = dataclasses.replace(options, host=master_host(reached))
             return job, options, ids
     raise TypeError(f"the payload is not a pydispatch job: {type(obj).__name__}")
+
+
+def master_host(reached: str) -> str:
+    """Where a job master binds when its job names no host: the dispatcher's advertised host
+    (``--advertise-host``, or the address it binds if that is one), else the address the
+    submitter reached the dispatcher by unless that was loopback (workers elsewhere could not
+    use it), else loopback."""
+    named = os.environ.get(ADVERTISE_ENV, "")
+    if named:
+        return named
+    if reached and not is_loopback(reached) and not is_wildcard(reached):
+        return reached
+    return LOOPBACK
 
 
 class _Host:

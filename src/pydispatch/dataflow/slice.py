@@ -45,6 +45,7 @@ from ..wire import data_plane as dp
 from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
+from ..wire.addresses import ADVERTISE_ENV, LOOPBACK, url_host
 from ..wire.security import Gate, connect_curve, serve_curve
 from .operators import Batch, concat, size
 from .subtask import SubtaskRunner
@@ -184,9 +185,15 @@ class _Subtask:
         self.inbox: zmq.Socket[Any] | None = None
         self.endpoint = ""
         if self.expected_ends:
-            # Where this machine's slices bind and are reached: the job's host, or this
-            # worker machine's own address in PYDISPATCH_DATA_HOST on a multi-host cluster.
-            host = os.environ.get("PYDISPATCH_DATA_HOST", spec.data_host)
+            # Where this machine's slices bind and are reached: PYDISPATCH_DATA_HOST if set,
+            # else the address its worker is reached at (its route to the dispatcher: peers
+            # on other hosts reach it), else the job's host.
+            host = url_host(
+                os.environ.get("PYDISPATCH_DATA_HOST")
+                or os.environ.get(ADVERTISE_ENV)
+                or spec.data_host
+                or LOOPBACK
+            )
             self.inbox = context.socket(zmq.ROUTER)
             self.inbox.setsockopt(zmq.LINGER, 0)
             self.inbox.setsockopt(zmq.RCVHWM, _INBOX_QUEUE)  # credits bound it already

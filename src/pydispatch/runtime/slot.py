@@ -44,6 +44,7 @@ import zmq
 
 from ..errors import RemoteError
 from ..wire import protocol as p
+from ..wire.addresses import ADVERTISE_ENV, advertised
 from ..wire.security import Gate, connect_curve, peer_key, resolve_keys, serve_curve
 from ..wire.transport import (
     FrameLike,
@@ -179,11 +180,9 @@ def _run_one(
 
 
 def _reachable(endpoint: str) -> str:
-    """What a client connects to: a wildcard bind is advertised under this host's name."""
-    for wildcard in ("tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:"):
-        if endpoint.startswith(wildcard):
-            return f"tcp://{socket.gethostname()}:{endpoint[len(wildcard) :]}"
-    return endpoint
+    """What a client connects to: a wildcard bind is advertised at the worker's advertised
+    host (its address toward the dispatcher), else under this host's name."""
+    return advertised(endpoint, os.environ.get(ADVERTISE_ENV) or socket.gethostname())
 
 
 def _lease_of(attempt_id: int) -> int:

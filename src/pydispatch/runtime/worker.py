@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import signal
-import socket as _socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..wire import protocol as p
+from ..wire.addresses import ADVERTISE_ENV, default_node, route_source, url_host
 from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_with, resolve_keys
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, make_socket, receive_pending, send
 from .reconnect import spread_reconnects
@@ -82,9 +82,13 @@ class WorkerOptions:
     drain_grace: float = 30.0
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # The host (of a tcp:// address) where this worker's slots bind their direct endpoints
-    # when the dispatcher is not on ipc:// ("": none). (It once also bound a data socket that
-    # nothing read: gone, as it only let a peer fill this process's memory.)
-    data_bind: str = "tcp://127.0.0.1:*"
+    # when the dispatcher is not on ipc:// ("": none; None: the advertised host, so that
+    # clients on other hosts reach them). (It once also bound a data socket that nothing
+    # read: gone, as it only let a peer fill this process's memory.)
+    data_bind: str | None = None
+    # The address this worker's slots and slices are reached at ("": the local address of
+    # its route to the dispatcher, or PYDISPATCH_ADVERTISE_HOST if set).
+    advertise_host: str = ""
     # Each slot binds a direct endpoint for clients holding a lease on it (see ``leases``):
     # in this worker's private directory when the dispatcher is on ipc://, else on the
     # data_bind host (none if data_bind is "").
@@ -101,7 +105,12 @@ class Worker:
     def __init__(self, address: str, options: WorkerOptions | None = None) -> None:
         self.options = options or WorkerOptions()
         self.address = address
-        self.node = self.options.node or _socket.gethostname()
+        self.advertise_host = (
+            self.options.advertise_host
+            or os.environ.get(ADVERTISE_ENV, "")
+            or route_source(address)
+        )
+        self.node = self.options.node or default_node(self.advertise_host)
         self.name = self.options.name or f"{self.node}-{os.getpid()}"
         self.identity = f"{self.name}/{uuid.uuid4().hex[:8]}".encode()
         self.keys = self.options.keys if self.options.keys is not None else resolve_keys()
@@ -365,6 +374,7 @@ class Worker:
     def _slot_environment(self) -> dict[str, str]:
         """The worker's environment, naming its keys (a path and a name: no secret) or none."""
         env = {k: v for k, v in os.environ.items() if k not in (KEYS_ENV, IDENTITY_ENV)}
+        env[ADVERTISE_ENV] = self.advertise_host  # where its slots and slices bind
         if self.keys is not None:
             env[KEYS_ENV] = self.keys.directory
             env[IDENTITY_ENV] = self.keys.name
@@ -378,6 +388,8 @@ class Worker:
             # A socket path longer than sun_path (108 bytes) cannot be bound: loopback TCP.
             return f"ipc://{path}" if len(path.encode()) < _IPC_PATH_MAX else "tcp://127.0.0.1:*"
         bind = self.options.data_bind
+        if bind is None:
+            return f"tcp://{url_host(self.advertise_host)}:*"
         if bind.startswith("tcp://"):
             return f"tcp://{bind[len('tcp://') :].rsplit(':', 1)[0]}:*"
         return ""

@@ -131,7 +131,7 @@ class StreamEnvironment:
         self._batch_records = 4096
         self._credits = 8
         self._master_timeout = 60.0
-        self._host = "127.0.0.1"
+        self._host = ""  # "": where the dispatcher's clients reach it (see set_network)
         self._retention = 600.0
         self._owned: object | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -350,6 +350,7 @@ class StreamEnvironment:
             )
             address = dispatcher_address(self._target)
             if self._masters is not None:
+                options.host = options.host or "127.0.0.1"  # a LocalCluster's: this host
                 handle = self._run_master_here(address, job, name or "job", options, keep)
             else:
                 keys = target_keys(self._target, self._keys, self._identity)
@@ -459,16 +460,17 @@ class StreamEnvironment:
         batch_records: int = 4096,
         credits: int = 8,
         master_timeout: float = 60.0,
-        host: str = "127.0.0.1",
+        host: str = "",
     ) -> StreamEnvironment:
         """Micro-batch size (records; columnar batches hold 8 times more rows, and at least
         2 MiB of columns) and credits (the
         batches a producer may have in flight per downstream subtask) on a cluster;
         ``master_timeout``: seconds after which a job's slices end themselves if the job's
-        master process is gone (killed); ``host``: the address the job master binds on the
-        dispatcher's machine (it runs there) and workers and job handles reach it at, and the
-        slices' data address, unless a worker machine sets its own in
-        ``PYDISPATCH_DATA_HOST``: set it for a cluster of several hosts."""
+        master process is gone (killed); ``host``: an override of the address the job master
+        binds on the dispatcher's machine (it runs there) and workers and job handles reach it
+        at (default: the dispatcher's ``--advertise-host``, else its bind address, else the
+        address this client reached it by). Slices bind on their worker's own address (its
+        route to the dispatcher, or ``PYDISPATCH_DATA_HOST`` on that worker)."""
         if batch_records < 1 or credits < 1 or not master_timeout > 0:
             raise ValueError("set_network: batch_records, credits, master_timeout must be > 0")
         self._batch_records = batch_records

@@ -1,0 +1,75 @@
+"""The cluster the multihost tests run on a :class:`~_support.netns.TestBed`: a dispatcher,
+three workers and a client host, started with the command line and the dispatcher's address
+only; the client's code runs in a Python process on the client's host and prints JSON."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any, Final
+
+from _support.netns import TestBed
+from _support.process_guard import eventually
+from pydispatch.wire.security import IDENTITY_ENV, KEYS_ENV
+
+__all__ = ["PORT", "WORKERS", "address", "cli", "keys_env", "on_client", "run", "start", "status"]
+
+WORKERS: Final = ("w1", "w2", "w3")
+PORT: Final = 5555
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pydispatch.cli", *args]
+
+
+def start(test_bed: TestBed, secure: list[str], *dispatcher_options: str) -> TestBed:
+    test_bed.start()
+    bind = f"tcp://0.0.0.0:{PORT}"
+    test_bed.spawn(
+        "dispatcher",
+        cli("dispatcher", "--bind", bind, *secure, "--no-http", *dispatcher_options),
+    )
+    for worker in WORKERS:
+        identity = ["--keys", test_bed.keys, "--identity", worker] if test_bed.keys else []
+        test_bed.spawn(worker, cli("worker", address(test_bed), "--slots", "1", *identity))
+    eventually(lambda: len(status(test_bed)["workers"]) == len(WORKERS), "3 workers", 60)
+    return test_bed
+
+
+def run(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+def keys_env(bed: TestBed, identity: str) -> dict[str, str]:
+    """The environment naming ``identity``'s keys, when the bed runs with keys."""
+    return {KEYS_ENV: bed.keys, IDENTITY_ENV: identity} if bed.keys else {}
+
+
+def address(bed: TestBed) -> str:
+    return f"tcp://{bed.hosts['dispatcher'].address}:{PORT}"
+
+
+def status(bed: TestBed) -> dict[str, Any]:
+    code = f"""
+        import json, msgspec
+        from pydispatch.runtime.client import fetch_status
+        status = fetch_status({address(bed)!r}, timeout=5.0)
+        fields = {{n: msgspec.to_builtins(getattr(status, n)) for n in status.__struct_fields__}}
+        print(json.dumps(fields))
+    """
+    try:
+        found = bed.python("client", textwrap.dedent(code), env=keys_env(bed, "admin"))
+    except AssertionError:  # not up yet
+        return {"workers": []}
+    assert isinstance(found, dict)
+    return found
+
+
+def on_client(bed: TestBed, body: str) -> Any:
+    """``body`` run on the client's host with ``client`` connected; it sets ``out``."""
+    code = "import json\nfrom pydispatch.runtime.client import Client\n"
+    code += f"with Client({address(bed)!r}) as client:\n"
+    code += textwrap.indent(textwrap.dedent(body), "    ")
+    code += "\nprint(json.dumps(out))\n"
+    return bed.python("client", code, env=keys_env(bed, "me"))

@@ -1,0 +1,133 @@
+"""Several hosts, with no option: a dispatcher, three workers and a client, each on a host of
+its own (a network namespace with its own host name, see ``_support.netns``), started with the
+command line exactly as on real machines, with nothing but the dispatcher's address.
+
+One bed per module: every check runs on the same cluster. The client's code runs in a Python
+process on the client's host (``TestBed.python``) and prints its findings as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from _support.multihost import WORKERS, address, cli, on_client, run, start, status
+from _support.netns import TestBed, have_netns
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not have_netns(), reason="needs root, ip and unshare for namespaces"),
+]
+
+TWINS = {"w2": "twin", "w3": "twin"}
+
+
+@pytest.fixture(scope="module", params=["plain", "keys"])
+def bed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestBed]:
+    """The cluster on the bed: in plain text (``--insecure``), then with CurveZMQ keys (one
+    directory here for brevity; each host would hold its own secret key)."""
+    # Two workers' hosts share a host name, as cloned machines or containers may.
+    test_bed = TestBed(["dispatcher", *WORKERS, "client"], hostnames=TWINS)
+    secure: list[str] = ["--insecure"]
+    if request.param == "keys":
+        test_bed.keys = str(tmp_path_factory.mktemp("keys") / "keys")
+        run(cli("keys", "init", test_bed.keys))
+        for name, role in [*((w, "worker") for w in WORKERS), ("me", "client")]:
+            run(cli("keys", "add", test_bed.keys, name, "--role", role))
+        secure = ["--keys", test_bed.keys]
+    try:
+        yield start(test_bed, secure)
+    finally:
+        test_bed.close()
+
+
+def test_each_host_is_a_node_of_its_own_even_with_a_shared_host_name(bed: TestBed) -> None:
+    nodes = sorted(worker["node"] for worker in status(bed)["workers"])
+    # By default a node is its host name and the address it reaches the dispatcher from.
+    assert nodes == sorted(f"{bed.hosts[w].hostname}@{bed.hosts[w].address}" for w in WORKERS)
+    assert len(set(nodes)) == len(WORKERS)
+
+
+def test_tasks_and_a_large_map_run_across_hosts(bed: TestBed) -> None:
+    out = on_client(
+        bed,
+        """
+        import socket
+        hosts = sorted({client.submit(socket.gethostname).result(60) for _ in range(30)})
+        squares = client.map(lambda x: x * x, range(100_000), chunksize=2_000)
+        total = sum(squares)
+        out = {"hosts": hosts, "total": total, "n": 100_000}
+        """,
+    )
+    assert out["total"] == sum(x * x for x in range(100_000))
+    assert out["hosts"]
+    assert set(out["hosts"]) <= {bed.hosts[w].hostname for w in WORKERS}, out["hosts"]
+
+
+def test_a_mebibyte_numpy_argument_crosses_hosts(bed: TestBed) -> None:
+    out = on_client(
+        bed,
+        """
+        import numpy as np
+        array = np.random.default_rng(7).integers(0, 1 << 30, 1 << 17)  # 1 MiB of int64
+        def checksum(a):
+            return int(a.sum()), a.nbytes
+        sums = [client.submit(checksum, array).result(60) for _ in range(3)]
+        out = {"sums": sums, "want": [int(array.sum()), array.nbytes]}
+        """,
+    )
+    assert out["want"][1] == 1 << 20
+    assert all(list(found) == out["want"] for found in out["sums"])
+
+
+def test_lone_tasks_take_the_direct_lane_across_hosts(bed: TestBed) -> None:
+    out = on_client(
+        bed,
+        """
+        import time
+        direct = 0
+        endpoint = ""
+        for _ in range(500):
+            future = client.submit(divmod, 7, 2)
+            assert future.result(60) == (3, 1)
+            if future._lane_attempt < 0:
+                direct += 1
+                if direct == 20:
+                    break
+            time.sleep(0.002)
+        out = {"direct": direct, "lease": client._lane.lease_id}
+        """,
+    )
+    # Twenty lone round trips went straight to a slot on another host, not through the
+    # dispatcher: its direct endpoint was advertised at an address the client could reach.
+    assert out["direct"] == 20, out
+
+
+def test_a_word_count_job_at_parallelism_3_equals_counter(bed: TestBed) -> None:
+    out = on_client(
+        bed,
+        f"""
+        import collections, random
+        from pydispatch.stream import StreamEnvironment
+        rng = random.Random(3)
+        words = [rng.choice("alpha beta gamma delta eps zeta eta theta".split())
+                 for _ in range(20_000)]
+        lines = [" ".join(words[i : i + 10]) for i in range(0, len(words), 10)]
+        env = StreamEnvironment({address(bed)!r}, parallelism=3)
+        counts = (
+            env.from_collection(lines)
+            .flat_map(str.split)
+            .map(lambda w: (w, 1))
+            .key_by(0)
+            .sum(1)
+            .collect()
+        )
+        want = dict(collections.Counter(words))
+        out = {{"got": dict(counts), "pairs": len(counts), "want": want}}
+        """,
+    )
+    assert out["pairs"] == len(out["want"])  # one final count per word
+    assert out["got"] == out["want"]
