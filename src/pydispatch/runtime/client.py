@@ -65,6 +65,9 @@ _SAMPLE: Final = 32  # items pickled to size the chunks
 # Items per chunk of an input of unknown length at most (a generator): its chunks cannot be
 # balanced over the slots by count, so they are kept small enough to balance by number.
 _UNSIZED_CHUNK: Final = 1024
+# How long shutdown(cancel_futures=True) and a map dropped early wait for the dispatcher to
+# answer their cancel (one round trip for all; a dispatcher gone must not hold them).
+_CANCEL_ANSWER_WAIT: Final = 5.0
 # Chunks in flight per slot by default (map's buffersize): twice what balancing asks for.
 _BUFFER_PER_SLOT: Final = 2 * _CHUNKS_PER_SLOT
 
@@ -206,8 +209,8 @@ class Client(Executor):
             return iter(tqdm(results, total=hint or None, unit="item"))
         return results
 
-    @staticmethod
     def _chunk_results(
+        self,
         futures: collections.deque[TaskFuture],
         chunks: Iterator[list[Any]],
         submit: Callable[[list[Any]], TaskFuture],
@@ -227,8 +230,11 @@ class Client(Executor):
                 values.reverse()
                 yield map(values.pop, itertools.repeat(-1, len(values)))
         finally:  # iteration stopped early (or timed out): the rest is not wanted
-            for future in futures:
-                future.cancel()
+            # One request for all, its answer awaited briefly (the dispatcher may be what
+            # timed out).
+            pending = [f for f in futures if f._state == "PENDING"]
+            if pending:
+                self._io.cancel_and_await(pending, _CANCEL_ANSWER_WAIT)
 
     def _auto_chunksize(self, sample: list[Any], length: int) -> int:
         slots = max(1, self.total_slots)
@@ -267,9 +273,7 @@ class Client(Executor):
         if cancel_futures:
             # One request for all; each future is then cancelled, or runs if it started.
             pending = [f for f in futures if f._state == "PENDING"]
-            if not self._io.cancel_unstarted(pending):
-                for future in pending:
-                    future._cancel_now()
+            self._io.cancel_and_await(pending, _CANCEL_ANSWER_WAIT)
         self._io.wake()
         if wait:
             wait_futures(futures)

@@ -355,6 +355,23 @@ class ClientIO:
             self.send_control(p.Cancel([f.task_id for f in asked], False))
         return answerable or not asked
 
+    def cancel_and_await(self, futures: list[TaskFuture], timeout: float) -> None:
+        """:meth:`cancel_unstarted` for many at once (one request), then wait at most
+        ``timeout`` for the answers: each future is then cancelled, unless its task started
+        (as an executor's ``shutdown(cancel_futures=True)`` leaves them). Where no answer can
+        be awaited they are cancelled at once."""
+        verdicts = [threading.Event() for _ in futures]
+        for future, verdict in zip(futures, verdicts, strict=True):
+            future._verdict = verdict
+        if not self.cancel_unstarted(futures):
+            for future in futures:
+                future._cancel_now()
+            return
+        deadline = time.monotonic() + timeout
+        for future, verdict in zip(futures, verdicts, strict=True):
+            while future._state == "PENDING" and (left := deadline - time.monotonic()) > 0:
+                verdict.wait(min(left, _VERDICT_POLL))
+
     def force_cancel(self, future: TaskFuture) -> None:
         """Ask for a running task to be stopped: on the lane, its leased slot is killed."""
         attempt_id = future._lane_attempt
