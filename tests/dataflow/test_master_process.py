@@ -207,7 +207,9 @@ def test_submit_detach_then_cancel_by_id(cluster: LocalCluster, tmp_path: Path) 
     assert any(line.startswith(job_id) and "RUNNING" in line for line in listed.stdout.splitlines())
     cancelled = _cli("cancel", cluster.address, job_id)
     assert cancelled.returncode == 0, cancelled.stderr
-    assert _job(cluster.address, job_id).state == "CANCELED"
+    # The dispatcher's listing follows the master's announcement, which may come just after
+    # the master answered the cancel.
+    eventually(lambda: _job(cluster.address, job_id).state == "CANCELED", "listed CANCELED")
     eventually(lambda: _idle(cluster), "the job's slots are free")
     outcome = _cli("result", cluster.address, job_id)
     assert outcome.returncode == 1
