@@ -8,7 +8,9 @@ module states what it needs in one line and the cluster is started once per modu
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import tempfile
 import uuid
@@ -20,11 +22,18 @@ from hypothesis import HealthCheck, settings
 from _support.clusters import make_cluster
 from _support.process_guard import ENV, eventually, tagged_processes
 from pydispatch.runtime.client import Client
-from pydispatch.runtime.cluster import LocalCluster
+from pydispatch.runtime.cluster import SLOTS_DIR_ENV, LocalCluster
 
-# Dispatchers the tests start from the command line keep their dataflow jobs under
-# $XDG_STATE_HOME (runtime.job_store): in a directory of this session's, never the user's.
-os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="pydispatch-test-state-")
+# One scratch directory for the session, removed at its end (every process the tests start
+# has ended by then): dispatchers started from the command line keep their dataflow jobs under
+# $XDG_STATE_HOME (runtime.job_store), never the user's; workers started from the command
+# line make their slots' directories under $PYDISPATCH_SLOTS_DIR (one killed by SIGKILL
+# cannot remove its own).
+_SCRATCH = tempfile.mkdtemp(prefix="pydispatch-test-")
+atexit.register(shutil.rmtree, _SCRATCH, True)
+for _name, _variable in (("state", "XDG_STATE_HOME"), ("slots", SLOTS_DIR_ENV)):
+    os.environ[_variable] = os.path.join(_SCRATCH, _name)
+    os.makedirs(os.environ[_variable])
 
 # A profile for 2 shared cores: enough examples to find a bug, no deadline flakiness.
 settings.register_profile(
