@@ -54,6 +54,7 @@ from .operators import (
     transform,
     window_records,
 )
+from .process import run_reference
 from .routing import custom_subtasks, key_array, key_groups_of, keyed_subtasks, max_parallelism
 
 __all__ = ["LocalResult", "run_local"]
@@ -127,7 +128,12 @@ class _Runner:
                     batches.extend(b for _, b in sorted(received, key=lambda t: t[0]))
             data = concat(batches)
             self.result.records_in[op_id] += size(data)
-            out = self._apply(op, data, index, parallelism)
+            if op.kind == "process":  # its input channels one by one (event time)
+                self._check_key_groups(op, data, index, parallelism)
+                channels = [rows(b) for b in batches]
+                out: Batch = run_reference(op, channels, index, parallelism, self.streaming)
+            else:
+                out = self._apply(op, data, index, parallelism)
             self.result.records_out[op_id] += size(out)
             outputs[op_id] = out
             for e in self.out_edges[op_id]:

@@ -43,6 +43,7 @@ from .operators import (
     text_sink_path,
     transform,
 )
+from .process import KeyedProcess
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 
 __all__ = ["Mark", "Send", "SubtaskRunner", "source_batches"]
@@ -127,8 +128,10 @@ class SubtaskRunner:
             if combines(plan, target):
                 combiner = ColumnCombiner if target.schema.columnar else RecordCombiner
                 self.combiners[e] = combiner(target)
-            if streaming and target.kind == "window" and target.params["window"] == "time":
-                self.time_of[e] = getter(target.params["timestamp"])
+            # Event time: into a time window, or a process function given a timestamp.
+            stamp = target.params.get("timestamp") if target.kind in ("window", "process") else None
+            if streaming and stamp is not None:
+                self.time_of[e] = getter(stamp)
         for op_id in self.chain.operators:
             op = job.operator(op_id)
             if op.kind == "aggregate":
@@ -143,6 +146,9 @@ class SubtaskRunner:
                 window = self.state[op_id] = TimeWindow(op)
                 if streaming:
                     window.channels = self._channels_into(op_id)
+            elif op.kind == "process":
+                process = self.state[op_id] = KeyedProcess(op, index, self.parallelism)
+                process.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
                 self.collected[op_id] = []
 
@@ -185,13 +191,38 @@ class SubtaskRunner:
         return int(np.count_nonzero(into))
 
     def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
-        """A watermark arriving at time window ``op_id`` from input ``channel``."""
+        """A watermark arriving at time window or process function ``op_id`` from input
+        ``channel``."""
         window = self.state[op_id]
-        assert isinstance(window, TimeWindow)
+        assert isinstance(window, TimeWindow | KeyedProcess)
         out = window.advance(channel, mark)
         if out:
             self.records_out[op_id] += len(out)
             self._forward(op_id, out)
+
+    def timer_wait(self) -> float | None:
+        """Seconds until this subtask's earliest processing-time timer (0 if due), or None:
+        how long its input loop may wait for input before calling :meth:`fire_timers`."""
+        due = [
+            t
+            for s in self.state.values()
+            if isinstance(s, KeyedProcess)
+            for t in [s.next_processing_time()]
+            if t is not None
+        ]
+        if not due:
+            return None
+        wait: float = (min(due) - time.time_ns() / 1e6) / 1000
+        return max(0.0, wait)
+
+    def fire_timers(self) -> None:
+        """Fire the processing-time timers whose time has come, and forward what they emit."""
+        for op_id, state in self.state.items():
+            if isinstance(state, KeyedProcess):
+                out = state.tick()
+                if out:
+                    self.records_out[op_id] += len(out)
+                    self._forward(op_id, out)
 
     @property
     def head(self) -> Operator:
@@ -250,6 +281,9 @@ class SubtaskRunner:
                 return []  # an empty record batch (push folds in column batches)
             out: Batch = state.push(rows(data))
             return out
+        if kind == "process":
+            processed: Batch = self.state[op.id].push(rows(data))
+            return processed
         if kind == "window":
             window = self.state[op.id]
             columnar = isinstance(window, TimeWindow) and isinstance(data, dict)
