@@ -15,6 +15,10 @@ subtasks with the real partitioning functions of :mod:`pydispatch.partition`:
 - batches are cut with :func:`~pydispatch.partition.split` (columns) or
   :func:`~pydispatch.partition.scatter` (record lists), which keep input order per target.
 
+A ``process`` operator (a ``KeyedProcessFunction``) gets its input channel by channel:
+``dataflow.process.run_reference`` merges them by event time and moves the watermark between
+records, so its timers fire as a pipelined run's would.
+
 Every subtask receives its whole input before it runs (a blocking exchange): results equal a
 pipelined run's for bounded jobs; rolling aggregations of a streaming job see their input in the
 same per-channel order.

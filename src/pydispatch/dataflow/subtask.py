@@ -10,9 +10,17 @@ keeps for one call lives across batches instead. Results are the same:
 - keyed ``aggregate`` on columns (sum/min/max/count): a native hash aggregation across batches,
   emitted at end of input (keys sorted), so memory is one row per key; its producers combine
   (pre-aggregate) what they send it, so the shuffle carries partials (``_Combiner``);
-- ``window``: count windows fire as they fill; time windows fire at end of input;
+- ``window``: count windows fire as they fill; time windows fire when the watermark passes
+  them (streaming), else at end of input;
+- ``process``: a ``KeyedProcessFunction`` per record; its timers fire on watermarks, on the
+  clock (``timer_wait`` / ``fire_timers`` wake an idle subtask) and at end of input
+  (``dataflow.process``);
 - sinks: ``collect`` keeps the subtask's batches; ``for_each`` calls at once; ``text`` writes
   as batches come (the file is created even for an empty input, as the reference does).
+
+The keyed operators' state (``dataflow.keyed_operators``, ``dataflow.process``) is cut by key
+group by :meth:`SubtaskRunner.snapshot_state` and loaded, for the key groups the subtask owns,
+by :meth:`SubtaskRunner.restore_state` (``dataflow.keyed_state``).
 
 Routing is ``dataflow.routing``'s, split by ``partition.split`` / ``scatter`` as in the reference;
 rebalance and rescale continue their round robin across batches (the ``start`` argument).
@@ -180,8 +188,14 @@ class SubtaskRunner:
             state = self.state.get(op_id)
             if state is None:
                 continue
-            mp = max_parallelism(self.job.operator(op_id))
-            state.restore_groups(owned_groups(snapshots, mp, self.index, self.parallelism))
+            op = self.job.operator(op_id)
+            groups = owned_groups(snapshots, max_parallelism(op), self.index, self.parallelism)
+            try:
+                state.restore_groups(groups)
+            except Exception as exc:  # another job's snapshot, or another operator's
+                raise ValueError(
+                    f"cannot restore {op.name} (operator {op_id}) from its snapshot: {exc!r}"
+                ) from exc
 
     def _channels_into(self, op_id: int) -> int:
         plan = self.plan
