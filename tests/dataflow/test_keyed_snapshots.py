@@ -255,3 +255,12 @@ def test_a_process_function_restored_keeps_its_timers() -> None:
     assert sum(len(s.groups) for s in snapshots) == len(
         set(groups_of_keys(sorted(keys), "hash", snapshots[0].max_parallelism).tolist())
     )
+
+
+def test_a_snapshot_of_another_operator_kind_is_refused_by_name() -> None:
+    _, parts = _snapshot_after(_records_job(FIRST, 2, streaming=True)[0])
+    keys = np.arange(10, dtype=np.int64)
+    plan, _ = _columns_job(keys, keys, 2, "sum")
+    assert set(parts) <= {op.id for op in plan.job.operators if op.kind == "aggregate"}
+    with pytest.raises(ValueError, match=r"cannot restore Keyed Aggregation \(sum\)"):
+        RunnerPipeline(plan, restore=parts)
