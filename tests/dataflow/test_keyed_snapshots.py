@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _support.runners import RunnerPipeline
 from pydispatch.dataflow.keyed_state import (
@@ -264,3 +266,26 @@ def test_a_snapshot_of_another_operator_kind_is_refused_by_name() -> None:
     assert set(parts) <= {op.id for op in plan.job.operators if op.kind == "aggregate"}
     with pytest.raises(ValueError, match=r"cannot restore Keyed Aggregation \(sum\)"):
         RunnerPipeline(plan, restore=parts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.integers(0, 30), st.integers(-5, 5)), max_size=300),
+    cut=st.floats(0, 1),
+    old=st.integers(1, 4),
+    new=st.integers(1, 4),
+)
+def test_any_cut_any_parallelism_gives_the_uninterrupted_records(
+    data: list[tuple[int, int]], cut: float, old: int, new: int
+) -> None:
+    split = int(len(data) * cut)
+    whole_plan, sink = _records_job(data, old, streaming=True)
+    whole = RunnerPipeline(whole_plan)
+    whole.run_sources()
+    whole.finish()
+    first, parts = _snapshot_after(_records_job(data[:split], old, streaming=True)[0])
+    rest = RunnerPipeline(_records_job(data[split:], new, streaming=True)[0], restore=parts)
+    rest.run_sources()
+    rest.finish()
+    got = Counter(first.collected(sink)) + Counter(rest.collected(sink))
+    assert got == Counter(whole.collected(sink))
