@@ -244,9 +244,13 @@ class KeyedProcess:
         # tick, not in an endless loop within this one.
         return self._fire(TimeDomain.PROCESSING_TIME, self.clock(), strict=False, most=len(queue))
 
-    def next_processing_time(self) -> Any:
-        """The earliest processing-time timer (ms since the epoch), or None."""
-        return self.backend.processing_timers.peek()
+    def timer_wait(self) -> float | None:
+        """Seconds until the earliest processing-time timer is due (0 if it is), or None."""
+        due = self.backend.processing_timers.peek()
+        if due is None:
+            return None
+        wait: float = (due - self.clock()) / 1000
+        return max(0.0, wait)
 
     def finish(self) -> list[Any]:
         out: list[Any] = []
