@@ -316,8 +316,7 @@ class _Subtask:
                 t = time.monotonic()
                 # A process function's processing-time timers fire while input is idle too.
                 wait = self.runner.timer_wait()
-                # (capped: a timer years ahead must not overflow the poll's milliseconds)
-                ready = inbox.poll(None if wait is None else int(min(wait, 60.0) * 1000) + 1)
+                ready = inbox.poll(None if wait is None else max(1, int(wait * 1000) + 1))
                 self.waiting += time.monotonic() - t
                 if not ready:
                     self.runner.fire_timers()

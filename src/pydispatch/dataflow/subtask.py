@@ -224,7 +224,8 @@ class SubtaskRunner:
             for wait in [state.timer_wait()]
             if wait is not None
         ]
-        return min(waits) if waits else None
+        # At most a minute: a timer years ahead must not overflow a poll's milliseconds.
+        return min(*waits, 60.0) if waits else None
 
     def fire_timers(self) -> None:
         """Fire the processing-time timers whose time has come, and forward what they emit."""
