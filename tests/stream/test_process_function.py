@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pydispatch.dataflow.local import run_local
@@ -268,3 +269,21 @@ def test_each_subtask_has_its_own_function_and_the_user_instance_is_untouched() 
     subtasks = result.subtask_results
     (parts,) = subtasks.values()
     assert len(parts) == 3
+
+
+def test_columnar_input_reaches_the_function_as_dict_rows() -> None:
+    class Largest(KeyedProcessFunction):
+        def open(self, runtime_context: RuntimeContext) -> None:
+            self.largest = runtime_context.get_reducing_state(
+                ReducingStateDescriptor("largest", max)
+            )
+
+        def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> list[Any]:
+            self.largest.add(value["v"])
+            return [(ctx.get_current_key(), self.largest.get())]
+
+    env = StreamEnvironment(parallelism=2)
+    keys = np.array([1, 2, 1, 1, 2], dtype=np.int64)
+    values = np.array([5, 1, 3, 9, 4], dtype=np.int64)
+    stream = env.from_arrays({"k": keys, "v": values}).key_by("k").process(Largest())
+    assert sorted(_collect(stream)) == [(1, 5), (1, 5), (1, 9), (2, 1), (2, 4)]
