@@ -39,6 +39,8 @@ from typing import Any
 
 from ..plan._job_graph import Operator
 from .keyed_state import (
+    AggregatingState,
+    AggregatingStateDescriptor,
     HeapKeyedStateBackend,
     ListState,
     ListStateDescriptor,
@@ -138,6 +140,13 @@ class RuntimeContext:
     def get_reducing_state(self, state_descriptor: ReducingStateDescriptor) -> ReducingState:
         state = self._operator.backend.state(state_descriptor, "reducing")
         assert isinstance(state, ReducingState)
+        return state
+
+    def get_aggregating_state(
+        self, state_descriptor: AggregatingStateDescriptor
+    ) -> AggregatingState:
+        state = self._operator.backend.state(state_descriptor, "aggregating")
+        assert isinstance(state, AggregatingState)
         return state
 
     def get_task_name(self) -> str:
