@@ -247,7 +247,7 @@ class State:
         self._table = table
 
     def _key(self) -> Any:
-        return self._backend.current_key()
+        return self._backend.key
 
     def clear(self) -> None:
         """Drop the current key's value."""
@@ -257,14 +257,14 @@ class State:
 class ValueState(State):
     def value(self) -> Any:
         """The current key's value, or None."""
-        return self._table.get(self._key())
+        return self._table.get(self._backend.key)
 
     def update(self, value: Any) -> None:
         """Set the current key's value (None clears it, as in Flink)."""
         if value is None:
             self.clear()
         else:
-            self._table[self._key()] = value
+            self._table[self._backend.key] = value
 
 
 class ListState(State):
@@ -430,13 +430,15 @@ class HeapKeyedStateBackend:
         self.handles: dict[str, State] = {}
         self.event_timers = TimerQueue()
         self.processing_timers = TimerQueue()
-        self._current: Any = None
+        #: The key of the record or timer being processed (an attribute: handles read it on
+        #: every access, a method call each would cost a third of a simple count's time).
+        self.key: Any = None
 
     def current_key(self) -> Any:
-        return self._current
+        return self.key
 
     def set_current_key(self, key: Any) -> None:
-        self._current = key
+        self.key = key
 
     def state(self, descriptor: StateDescriptor, kind: str) -> State:
         """The handle of ``descriptor``'s state (one per name; a name keeps its kind)."""

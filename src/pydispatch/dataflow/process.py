@@ -35,6 +35,7 @@ import pickle
 import time
 from collections.abc import Callable, Iterable
 from enum import Enum
+from types import GeneratorType
 from typing import Any
 
 from ..plan._job_graph import Operator
@@ -225,7 +226,7 @@ class KeyedProcess:
         function, context, backend, key_of = self.function, self._context, self.backend, self.key_of
         time_of = self.time_of
         for record in records:
-            backend.set_current_key(key_of(record))
+            backend.key = key_of(record)
             self.stamp = None if time_of is None else time_of(record)
             _extend(out, function.process_element(record, context), "process_element")
         out.extend(self.tick())
@@ -311,6 +312,10 @@ def _copy(function: Any) -> Any:
 
 
 def _extend(out: list[Any], produced: Iterable[Any] | None, method: str) -> None:
+    kind = type(produced)
+    if kind is list or kind is tuple or kind is GeneratorType:  # the usual: no ABC check
+        out.extend(produced)  # type: ignore[arg-type]
+        return
     if produced is None:
         return
     if isinstance(produced, str | bytes | dict) or not isinstance(produced, Iterable):
