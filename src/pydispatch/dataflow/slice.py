@@ -314,8 +314,13 @@ class _Subtask:
         while ends < self.expected_ends:
             if not inbox.poll(0):
                 t = time.monotonic()
-                inbox.poll()
+                # A process function's processing-time timers fire while input is idle too.
+                wait = self.runner.timer_wait()
+                ready = inbox.poll(None if wait is None else max(1, int(wait * 1000) + 1))
                 self.waiting += time.monotonic() - t
+                if not ready:
+                    self.runner.fire_timers()
+                    continue
             parts = inbox.recv_multipart(copy=False)
             try:
                 identity, body = transport.split_envelope(parts, routed=True)

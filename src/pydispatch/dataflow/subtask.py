@@ -10,9 +10,17 @@ keeps for one call lives across batches instead. Results are the same:
 - keyed ``aggregate`` on columns (sum/min/max/count): a native hash aggregation across batches,
   emitted at end of input (keys sorted), so memory is one row per key; its producers combine
   (pre-aggregate) what they send it, so the shuffle carries partials (``_Combiner``);
-- ``window``: count windows fire as they fill; time windows fire at end of input;
+- ``window``: count windows fire as they fill; time windows fire when the watermark passes
+  them (streaming), else at end of input;
+- ``process``: a ``KeyedProcessFunction`` per record; its timers fire on watermarks, on the
+  clock (``timer_wait`` / ``fire_timers`` wake an idle subtask) and at end of input
+  (``dataflow.process``);
 - sinks: ``collect`` keeps the subtask's batches; ``for_each`` calls at once; ``text`` writes
   as batches come (the file is created even for an empty input, as the reference does).
+
+The keyed operators' state (``dataflow.keyed_operators``, ``dataflow.process``) is cut by key
+group by :meth:`SubtaskRunner.snapshot_state` and loaded, for the key groups the subtask owns,
+by :meth:`SubtaskRunner.restore_state` (``dataflow.keyed_state``).
 
 Routing is ``dataflow.routing``'s, split by ``partition.split`` / ``scatter`` as in the reference;
 rebalance and rescale continue their round robin across batches (the ``start`` argument).
@@ -20,7 +28,6 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 
 from __future__ import annotations
 
-import operator
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -31,26 +38,20 @@ import numpy.typing as npt
 from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
-from .aggregation import KeyedAggregator, group_aggregate
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
+from .keyed_operators import Aggregate, ColumnAggregate, CountWindow, KeyedOperator, TimeWindow
+from .keyed_state import KeyedSnapshot, owned_groups
 from .operators import (
-    COMBINABLE,
     STATELESS,
     Batch,
-    Columns,
-    _combiner,
-    _emit,
-    _field_getter,
-    aggregator,
     call_each,
     getter,
     rows,
     size,
     text_sink_path,
     transform,
-    value_column,
-    weights_column,
 )
+from .process import KeyedProcess
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 
 __all__ = ["Mark", "Send", "SubtaskRunner", "source_batches"]
@@ -95,198 +96,6 @@ _LINGER = 0.05
 _COLUMN_BATCH_BYTES = 2 << 20
 
 
-class _Aggregate:
-    """A keyed rolling/final aggregation over records, state kept across batches."""
-
-    def __init__(self, op: Operator, streaming: bool, partials: bool = False) -> None:
-        agg = op.params["agg"]
-        self.key_of = getter(op.params["key"])
-        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(op.params["field"])
-        self.combine = _combiner(agg, op.function)
-        self.partials = partials
-        if partials:  # (key, value, records) from the producers' RecordCombiner
-            self.key_of, self.value_of = operator.itemgetter(0), operator.itemgetter(1)
-            self.combine = _combiner("sum" if agg == "count" else agg, None)
-        self.emit = _emit(agg)
-        self.streaming = streaming
-        self.state: dict[Any, Any] = {}
-
-    def push(self, records: list[Any]) -> list[Any]:
-        state, out = self.state, []
-        for record in records:
-            key = self.key_of(record)
-            value = self.value_of(record)
-            acc = self.combine(state[key], value) if key in state else value
-            state[key] = acc
-            if self.streaming:
-                out.append(self.emit(key, acc))
-        return out
-
-    def finish(self) -> list[Any]:
-        return [] if self.streaming else [self.emit(k, a) for k, a in self.state.items()]
-
-
-class _ColumnAggregate:
-    """A keyed sum/min/max/count over columns: one native hash aggregation across batches
-    (``dataflow.aggregation``), emitted at end of input with keys sorted. When its producers
-    combine (``combinable``), its input is their partials: rows carry their row counts."""
-
-    def __init__(self, op: Operator, partials: bool) -> None:
-        self.op = op
-        self.key = str(op.params["key"].selector)
-        self.value = value_column(op)
-        self.weights = weights_column(op) if partials else None
-        self.state: KeyedAggregator | None = None
-
-    def push(self, columns: Columns) -> int:
-        """Fold a batch in; the input records it stands for."""
-        if self.state is None:
-            self.state = aggregator(self.op, columns)
-        values = None if self.op.params["agg"] == "count" else columns[self.value]
-        if self.weights is None:
-            self.state.update(columns[self.key], values)
-            return size(columns)
-        weights = columns[self.weights]
-        self.state.update(columns[self.key], values, weights)
-        return int(weights.sum())
-
-    def finish(self) -> Batch:
-        if self.state is None:
-            return []
-        keys, values = self.state.result(sort=True)
-        return {self.key: keys, self.value: values}
-
-
-class _CountWindow:
-    def __init__(self, op: Operator) -> None:
-        params = op.params
-        self.key_of = getter(params["key"])
-        agg = params["agg"]
-        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(params["field"])
-        self.combine = _combiner(agg, op.function)
-        self.emit = _emit(agg)
-        self.size = params["size"]
-        self.state: dict[Any, tuple[int, Any]] = {}
-
-    def push(self, records: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        for record in records:
-            key = self.key_of(record)
-            value = self.value_of(record)
-            seen, acc = self.state.get(key, (0, None))
-            acc = value if seen == 0 else self.combine(acc, value)
-            if seen + 1 == self.size:
-                out.append(self.emit(key, acc))
-                self.state.pop(key, None)
-            else:
-                self.state[key] = (seen + 1, acc)
-        return out
-
-    def finish(self) -> list[Any]:
-        return []  # incomplete windows never fire
-
-
-#: Windows a columnar batch may open before a time window reads its rows one by one instead.
-_NATIVE_WINDOWS = 64
-
-
-class _TimeWindow:
-    def __init__(self, op: Operator) -> None:
-        params = op.params
-        self.key_of = getter(params["key"])
-        self.agg = agg = params["agg"]
-        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(params["field"])
-        self.combine = _combiner(agg, op.function)
-        self.time_of = getter(params["timestamp"])
-        self.size = params["size"]
-        self.params = params
-        # Partial aggregates merge as they combine, except counts, which add up.
-        self.merge = _combiner("sum" if agg == "count" else agg, op.function)
-        self.windows: dict[tuple[Any, Any], Any] = {}
-        # Streaming mode: windows fire when the watermark (the least of the input channels'
-        # latest marks) reaches their end; records of a window already fired are dropped
-        # (Flink's default for late data). Batch mode: everything fires at end of input.
-        self.channels = 0
-        self.marks: dict[Any, Any] = {}
-        self.fired: Any = None  # the end of the last window fired
-        self.late = 0
-
-    def advance(self, channel: Any, mark: Any) -> list[Any]:
-        """A watermark from one input channel; the windows it completes, fired."""
-        if channel in self.marks and mark <= self.marks[channel]:
-            return []
-        self.marks[channel] = mark
-        if len(self.marks) < self.channels:
-            return []
-        watermark = min(self.marks.values())
-        due = {slot for slot in self.windows if slot[0] + self.size <= watermark}
-        if not due:
-            return []
-        items = [(slot, acc) for slot, acc in self.windows.items() if slot in due]
-        for slot in due:
-            del self.windows[slot]
-        self.fired = watermark - watermark % self.size
-        return self._emit(items)
-
-    def push_columns(self, columns: Columns) -> bool:
-        """Fold a columnar batch in by native aggregation: one dict update per window and key
-        instead of per row. False (nothing done) where that does not apply (a function key or
-        timestamp, a non-numeric column, reduce, over _NATIVE_WINDOWS windows in the batch):
-        ``push`` its rows then. Same results as ``push``; keys keep first-seen order."""
-        params = self.params
-        key, stamp = params["key"], params["timestamp"]
-        if self.agg not in COMBINABLE or key.kind != "column" or stamp.kind != "column":
-            return False
-        keys = columns[str(key.selector)]
-        stamps = columns[str(stamp.selector)]
-        values = None if self.agg == "count" else columns.get(str(params["field"]))
-        if self.agg != "count" and (values is None or values.dtype.kind not in "biuf"):
-            return False
-        if stamps.dtype.kind not in "iuf":
-            return False
-        starts = stamps - stamps % self.size
-        live = None if self.fired is None else stamps >= self.fired
-        windows_of = np.unique(starts if live is None else starts[live])
-        if windows_of.shape[0] > _NATIVE_WINDOWS:
-            return False
-        if live is not None:  # late rows: their window fired already
-            self.late += int(live.shape[0] - np.count_nonzero(live))
-            keys, starts = keys[live], starts[live]
-            values = None if values is None else values[live]
-        merge, windows = self.merge, self.windows
-        for start in windows_of.tolist():
-            in_window = starts == start
-            part = None if values is None else values[in_window]
-            window_keys, accs = group_aggregate(keys[in_window], part, self.agg)
-            for k, acc in zip(window_keys.tolist(), accs.tolist(), strict=True):
-                slot = (start, k)
-                windows[slot] = merge(windows[slot], acc) if slot in windows else acc
-        return True
-
-    def push(self, records: list[Any]) -> list[Any]:
-        windows = self.windows
-        for record in records:
-            key = self.key_of(record)
-            stamp = self.time_of(record)
-            if self.fired is not None and stamp < self.fired:
-                self.late += 1
-                continue
-            slot = (stamp - stamp % self.size, key)
-            value = self.value_of(record)
-            windows[slot] = self.combine(windows[slot], value) if slot in windows else value
-        return []
-
-    def finish(self) -> list[Any]:
-        return self._emit(list(self.windows.items()))
-
-    def _emit(self, items: list[tuple[tuple[Any, Any], Any]]) -> list[Any]:
-        """By window start, then keys in first-seen order (a stable sort of insertion order)."""
-        items.sort(key=lambda item: item[0][0])
-        if self.agg == "reduce":
-            return [acc for _, acc in items]
-        return [(key, start, acc) for (start, key), acc in items]
-
-
 class SubtaskRunner:
     """Subtask ``index`` of one chain: feed it batches (``push``), then ``finish`` it.
 
@@ -309,7 +118,7 @@ class SubtaskRunner:
         for e, edge in enumerate(job.edges):
             if edge.source in members:
                 (self.chained_out if plan.chained[e] else self.exchange_out)[edge.source].append(e)
-        self.state: dict[int, Any] = {}
+        self.state: dict[int, Any] = {}  # op id -> its KeyedOperator
         self.files: dict[int, IO[str]] = {}
         self.collected: dict[int, list[Batch]] = {}
         self.records_in = dict.fromkeys(self.chain.operators, 0)
@@ -327,24 +136,66 @@ class SubtaskRunner:
             if combines(plan, target):
                 combiner = ColumnCombiner if target.schema.columnar else RecordCombiner
                 self.combiners[e] = combiner(target)
-            if streaming and target.kind == "window" and target.params["window"] == "time":
-                self.time_of[e] = getter(target.params["timestamp"])
+            # Event time: into a time window, or a process function given a timestamp.
+            stamp = target.params.get("timestamp") if target.kind in ("window", "process") else None
+            if streaming and stamp is not None:
+                self.time_of[e] = getter(stamp)
         for op_id in self.chain.operators:
             op = job.operator(op_id)
             if op.kind == "aggregate":
                 self.state[op_id] = (
-                    _ColumnAggregate(op, combines(plan, op))
+                    ColumnAggregate(op, combines(plan, op))
                     if op.schema.columnar
-                    else _Aggregate(op, streaming, combines(plan, op))
+                    else Aggregate(op, streaming, combines(plan, op))
                 )
             elif op.kind == "window" and op.params["window"] == "count":
-                self.state[op_id] = _CountWindow(op)
+                self.state[op_id] = CountWindow(op)
             elif op.kind == "window":
-                window = self.state[op_id] = _TimeWindow(op)
+                window = self.state[op_id] = TimeWindow(op)
                 if streaming:
                     window.channels = self._channels_into(op_id)
+            elif op.kind == "process":
+                process = self.state[op_id] = KeyedProcess(op, index, self.parallelism)
+                process.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
                 self.collected[op_id] = []
+
+    # -- keyed state snapshots (dataflow.keyed_state) ------------------------------------------
+
+    def snapshot_state(self) -> dict[int, KeyedSnapshot]:
+        """Every keyed operator's state, by operator id, cut by key group. Call it between
+        batches (on the subtask's own thread): it reads the state as it is then. The partials
+        its combiners hold are sent first (so they precede a barrier sent after this call, and
+        the consumer's snapshot has them)."""
+        for e, combiner in self.combiners.items():
+            partial = combiner.flush()
+            if partial is not None:
+                self._route_parts(e, partial)
+        out: dict[int, KeyedSnapshot] = {}
+        for op_id, state in self.state.items():
+            keyed: KeyedOperator = state
+            out[op_id] = KeyedSnapshot(
+                max_parallelism(self.job.operator(op_id)), keyed.snapshot_groups()
+            )
+        return out
+
+    def restore_state(self, parts: dict[int, list[KeyedSnapshot]]) -> None:
+        """Load, before any input, the key groups this subtask owns out of ``parts``: every
+        snapshot of each keyed operator from a previous run, at any parallelism (rescaling).
+        Operators of this chain missing from ``parts`` start empty; ids of other chains are
+        ignored (the same ``parts`` serves every subtask of the job)."""
+        for op_id, snapshots in parts.items():
+            state = self.state.get(op_id)
+            if state is None:
+                continue
+            op = self.job.operator(op_id)
+            groups = owned_groups(snapshots, max_parallelism(op), self.index, self.parallelism)
+            try:
+                state.restore_groups(groups)
+            except Exception as exc:  # another job's snapshot, or another operator's
+                raise ValueError(
+                    f"cannot restore {op.name} (operator {op_id}) from its snapshot: {exc!r}"
+                ) from exc
 
     def _channels_into(self, op_id: int) -> int:
         plan = self.plan
@@ -354,13 +205,36 @@ class SubtaskRunner:
         return int(np.count_nonzero(into))
 
     def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
-        """A watermark arriving at time window ``op_id`` from input ``channel``."""
+        """A watermark arriving at time window or process function ``op_id`` from input
+        ``channel``."""
         window = self.state[op_id]
-        assert isinstance(window, _TimeWindow)
+        assert isinstance(window, TimeWindow | KeyedProcess)
         out = window.advance(channel, mark)
         if out:
             self.records_out[op_id] += len(out)
             self._forward(op_id, out)
+
+    def timer_wait(self) -> float | None:
+        """Seconds until this subtask's earliest processing-time timer (0 if due), or None:
+        how long its input loop may wait for input before calling :meth:`fire_timers`."""
+        waits = [
+            wait
+            for state in self.state.values()
+            if isinstance(state, KeyedProcess)
+            for wait in [state.timer_wait()]
+            if wait is not None
+        ]
+        # At most a minute: a timer years ahead must not overflow a poll's milliseconds.
+        return min(*waits, 60.0) if waits else None
+
+    def fire_timers(self) -> None:
+        """Fire the processing-time timers whose time has come, and forward what they emit."""
+        for op_id, state in self.state.items():
+            if isinstance(state, KeyedProcess):
+                out = state.tick()
+                if out:
+                    self.records_out[op_id] += len(out)
+                    self._forward(op_id, out)
 
     @property
     def head(self) -> Operator:
@@ -378,10 +252,10 @@ class SubtaskRunner:
         """Process ``batch`` arriving at operator ``op_id`` of this chain."""
         op = self.job.operator(op_id)
         state = self.state.get(op_id)
-        if isinstance(state, _ColumnAggregate) and isinstance(batch, dict):
+        if isinstance(state, ColumnAggregate) and isinstance(batch, dict):
             self.records_in[op_id] += state.push(batch)
             return
-        if isinstance(state, _Aggregate) and state.partials and isinstance(batch, list):
+        if isinstance(state, Aggregate) and state.partials and isinstance(batch, list):
             self.records_in[op_id] += partial_records(batch)
         else:
             self.records_in[op_id] += size(batch)
@@ -415,13 +289,16 @@ class SubtaskRunner:
             return transform(op, data)
         if kind == "aggregate":
             state = self.state[op.id]
-            if isinstance(state, _ColumnAggregate):
+            if isinstance(state, ColumnAggregate):
                 return []  # an empty record batch (push folds in column batches)
             out: Batch = state.push(rows(data))
             return out
+        if kind == "process":
+            processed: Batch = self.state[op.id].push(rows(data))
+            return processed
         if kind == "window":
             window = self.state[op.id]
-            columnar = isinstance(window, _TimeWindow) and isinstance(data, dict)
+            columnar = isinstance(window, TimeWindow) and isinstance(data, dict)
             if columnar and window.push_columns(data):
                 return []
             windowed: Batch = window.push(rows(data))
