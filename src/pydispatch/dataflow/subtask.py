@@ -33,6 +33,7 @@ from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
 from .aggregation import KeyedAggregator, group_aggregate
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
+from .fusion import fused_runs
 from .operators import (
     COMBINABLE,
     STATELESS,
@@ -345,6 +346,10 @@ class SubtaskRunner:
                     window.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
                 self.collected[op_id] = []
+        # Stateless record operators run as one native pass (dataflow.fusion).
+        self.fused = fused_runs(
+            plan, list(self.chain.operators), self.chained_out, self.exchange_out, self.combiners
+        )
 
     def _channels_into(self, op_id: int) -> int:
         plan = self.plan
@@ -376,6 +381,14 @@ class SubtaskRunner:
 
     def push(self, op_id: int, batch: Batch) -> None:
         """Process ``batch`` arriving at operator ``op_id`` of this chain."""
+        fused = self.fused.get(op_id)
+        if fused is not None and isinstance(batch, list):
+            fused_out = fused.run(batch, self.records_in, self.records_out)
+            if fused_out and fused.combiner is not None:
+                self._route_parts(fused.edge, fused_out)
+            elif fused_out:
+                self._forward(fused.ops[-1], fused_out)
+            return
         op = self.job.operator(op_id)
         state = self.state.get(op_id)
         if isinstance(state, _ColumnAggregate) and isinstance(batch, dict):
