@@ -79,6 +79,10 @@ def source_batches(
         for start in range(0, n, step):
             yield {name: c[start : start + step] for name, c in records.items()}
         return
+    if isinstance(records, list | tuple):  # in memory: no linger to watch, no record loop
+        for start in range(0, len(records), max(batch_records, 1)):
+            yield list(records[start : start + max(batch_records, 1)])
+        return
     batch: list[Any] = []
     # An unbounded source may be slow: a partial batch leaves after _LINGER seconds.
     since = time.monotonic()

@@ -1,9 +1,12 @@
-"""The record path's native kernels (``_core.RecordFold``, ``_core.RecordChain``) against the
-Python they replace, and fused chains on a real cluster against the reference executor."""
+"""The record path: its native kernels (``_core.RecordFold``, ``_core.RecordChain``) against
+the Python they replace, fused chains on a real cluster against the reference executor, and
+large collections reaching the slices through shared memory."""
 
 from __future__ import annotations
 
 import operator
+import os
+import pickle
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,10 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _support.process_guard import eventually
 from pydispatch import _core
+from pydispatch.dataflow import handle as handle_module
 from pydispatch.dataflow.local import run_local
 from pydispatch.dataflow.operators import transform
 from pydispatch.dataflow.subtask import SubtaskRunner
+from pydispatch.plan._sources import SpilledElements
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import DataStream, JobHandle, StreamEnvironment
 
@@ -247,3 +253,53 @@ def test_a_fused_chain_feeding_a_plain_exchange_equals_the_reference(
         )
 
     _run_both(build, cluster)
+
+
+def test_a_large_collection_reaches_the_slices_through_shared_memory(
+    cluster: LocalCluster,
+) -> None:
+    """from_collection above SPILL_ELEMENTS: the client pickles each split once to a file; the
+    job that travels holds paths; each slice reads its own file; the results and counts equal
+    the reference; the job's master removes the files when it ends."""
+    lines = LINES * 4
+    assert len(lines) >= handle_module.SPILL_ELEMENTS
+
+    def build(env: StreamEnvironment) -> DataStream:
+        return env.from_collection(lines).flat_map(str.split).map(lambda w: (w, 1)).key_by(0).sum(1)
+
+    handle = _run_both(build, cluster)
+    job = handle._job
+    assert job is not None
+    (source,) = job.sources()
+    spilled = source.params["elements"]
+    assert isinstance(spilled, SpilledElements)
+    assert len(spilled) == len(lines)
+    assert len(spilled.paths) == 2
+    assert len(pickle.dumps(spilled)) < 1_000
+    eventually(lambda: not any(os.path.exists(p) for p in spilled.paths), "files removed", 60)
+
+
+def test_spilled_elements_split_as_the_collection_does(tmp_path: Any) -> None:
+    elements = list(range(10_001))
+    job_env = StreamEnvironment(parallelism=3)
+    job_env.from_collection(elements)._sink("Collect", {"sink": "collect", "columnar": False})
+    job, directory = handle_module.spill_elements(job_env.job_graph)
+    assert directory is not None
+    try:
+        (source,) = job.sources()
+        spilled = source.params["elements"]
+        assert isinstance(spilled, SpilledElements)
+        assert spilled.read() == elements
+        parts = [spilled.part(i) for i in range(3)]
+        assert [len(p) for p in parts] == [3333, 3334, 3334]
+        assert [x for p in parts for x in p] == elements
+    finally:
+        handle_module.shutil.rmtree(directory)
+    # Small collections and elements pickle cannot take travel with the job.
+    small_env = StreamEnvironment(parallelism=2)
+    small_env.from_collection([1, 2])._sink("Collect", {"sink": "collect", "columnar": False})
+    functions = [(lambda: None)] * 10_000
+    small_env.from_collection(functions)._sink("Collect", {"sink": "collect", "columnar": False})
+    job, directory = handle_module.spill_elements(small_env.job_graph)
+    assert directory is None
+    assert job is small_env.job_graph
