@@ -8,6 +8,7 @@ import operator
 import os
 import pickle
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from pydispatch.dataflow.subtask import SubtaskRunner
 from pydispatch.plan._sources import SpilledElements
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import DataStream, JobHandle, StreamEnvironment
+from pydispatch.wire.shm_files import shared_dir, spill_prefix
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -303,3 +305,28 @@ def test_spilled_elements_split_as_the_collection_does(tmp_path: Any) -> None:
     job, directory = handle_module.spill_elements(small_env.job_graph)
     assert directory is None
     assert job is small_env.job_graph
+
+
+def test_a_closing_local_cluster_removes_what_its_jobs_spilled(tmp_path: Any) -> None:
+    """Its processes end by SIGKILL, so a job's master cannot remove its spilled sources: the
+    cluster removes the directories named after its address, and no one else's."""
+    other = tempfile.mkdtemp(prefix=spill_prefix("ipc:///elsewhere"), dir=shared_dir())
+    try:
+        with LocalCluster(workers=1, slots=1) as small:
+            env = StreamEnvironment(small, parallelism=1)
+            stream = env.from_collection(list(range(20_000))).map(str)
+            stream._sink("Collect", {"sink": "collect", "columnar": False})
+            handle = env.execute("left running")
+            job = handle._job
+            assert job is not None
+            (source,) = job.sources()
+            (path,) = source.params["elements"].paths
+            assert os.path.basename(os.path.dirname(path)).startswith(spill_prefix(small.address))
+            # Finished, its result not fetched: its master keeps it, and the files, for the
+            # result's retention (minutes), until the cluster ends it.
+            eventually(lambda: handle.status() == "FINISHED", "the job finished", 60)
+            assert os.path.exists(path)
+        assert not os.path.exists(os.path.dirname(path))
+        assert os.path.isdir(other)
+    finally:
+        handle_module.shutil.rmtree(other, ignore_errors=True)

@@ -38,6 +38,7 @@ from ..wire import protocol as p
 from ..wire import transport
 from ..wire.addresses import host_of, resolve_host
 from ..wire.security import Keys, connect_curve, load_keys, resolve_keys
+from ..wire.shm_files import spill_prefix
 
 if TYPE_CHECKING:
     from ..plan import ExecutionGraph
@@ -159,7 +160,7 @@ def submit_job(
     fetch_jobs(address, min(timeout, 10.0), given)  # a missing dispatcher: a quick, clear error
     spilled: list[str] = []
     if address.startswith("ipc://"):  # every worker of an ipc:// dispatcher is on this host
-        job, spilled = spill_sources(job)
+        job, spilled = spill_sources(job, address)
     try:
         # From here the job's master owns the files: the slices (and any restart of them)
         # read them while the job runs, and the master removes them when it ends
@@ -175,7 +176,7 @@ def submit_job(
 SPILL_BYTES = 8 << 20
 
 
-def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
+def spill_arrays(job: JobGraph, address: str = "") -> tuple[JobGraph, str | None]:
     """The job with each large ``from_arrays`` source's columns written to files in shared
     memory (``/dev/shm`` where there is one) and replaced by :class:`MappedColumn` s, and the
     directory holding them (None: nothing written). Each slice then maps its own rows: the
@@ -183,7 +184,7 @@ def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
     of four socket hops)."""
     import numpy as np  # here: the CLI imports this module, and needs no numpy
 
-    from ..plan._sources import SPILL_PREFIX, MappedColumn
+    from ..plan._sources import MappedColumn
 
     directory: str | None = None
     original = job
@@ -200,7 +201,7 @@ def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
         try:
             if directory is None:
                 shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-                directory = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=shm)
+                directory = tempfile.mkdtemp(prefix=spill_prefix(address), dir=shm)
             mapped: dict[str, Any] = {}
             for i, (column_name, column) in enumerate(columns.items()):
                 path = os.path.join(directory, f"{op.id}-{i}")
@@ -221,14 +222,16 @@ def spill_arrays(job: JobGraph) -> tuple[JobGraph, str | None]:
 SPILL_ELEMENTS = 10_000
 
 
-def spill_sources(job: JobGraph) -> tuple[JobGraph, list[str]]:
-    """:func:`spill_arrays` then :func:`spill_elements`: the job and the directories written."""
-    job, arrays = spill_arrays(job)
-    job, elements = spill_elements(job)
+def spill_sources(job: JobGraph, address: str = "") -> tuple[JobGraph, list[str]]:
+    """:func:`spill_arrays` then :func:`spill_elements`: the job and the directories written.
+    ``address``: the dispatcher's, which names the directories (``wire.shm_files``), so
+    that its cluster removes what its jobs leave."""
+    job, arrays = spill_arrays(job, address)
+    job, elements = spill_elements(job, address)
     return job, [d for d in (arrays, elements) if d is not None]
 
 
-def spill_elements(job: JobGraph) -> tuple[JobGraph, str | None]:
+def spill_elements(job: JobGraph, address: str = "") -> tuple[JobGraph, str | None]:
     """The job with each large ``from_collection`` source's elements pickled to files in
     shared memory, one per split (``plan._sources.SpilledElements``), and the directory
     holding them (None: nothing written). Each slice reads its own split's file: the elements
@@ -237,7 +240,7 @@ def spill_elements(job: JobGraph) -> tuple[JobGraph, str | None]:
     with :mod:`pickle` travel with the job as before."""
     import pickle
 
-    from ..plan._sources import SPILL_PREFIX, SpilledElements, sequence_split
+    from ..plan._sources import SpilledElements, sequence_split
 
     directory: str | None = None
     original = job
@@ -258,7 +261,7 @@ def spill_elements(job: JobGraph) -> tuple[JobGraph, str | None]:
         try:
             if directory is None:
                 shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-                directory = tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=shm)
+                directory = tempfile.mkdtemp(prefix=spill_prefix(address), dir=shm)
             paths = []
             for i, data in enumerate(splits):
                 path = os.path.join(directory, f"{op.id}-elements-{i}")

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..wire import shm_files
+
 __all__ = [
     "SPILL_PREFIX",
     "Columns",
@@ -40,7 +42,7 @@ Columns = dict[str, npt.NDArray[Any]]
 
 #: How the directories of MappedColumn files are named (``dataflow.handle.spill_arrays`` makes
 #: them, the job's master removes them when it ends).
-SPILL_PREFIX = "pydispatch-arrays-"
+SPILL_PREFIX = shm_files.SPILL_PREFIX
 
 
 class MappedColumn:

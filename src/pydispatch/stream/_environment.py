@@ -432,7 +432,7 @@ class StreamEnvironment:
                 old.shutdown(wait=False)
         spilled: list[str] = []
         if address.startswith("ipc://"):  # as submit_job does: the run's close removes them
-            job, spilled = spill_sources(job)
+            job, spilled = spill_sources(job, address)
         # A client of its own per job; no keys (this runs for a cluster without them only,
         # whatever the environment names: see local()).
         client = Client(address, name=f"job master of {name}", keys="")
