@@ -21,6 +21,8 @@
 #   takes the GIL to raise MemoryError and returns -1, which Cython propagates.
 # - `except? 0` / `except? -1` with the GIL: _hash_object and _java_hash_object read Python
 #   objects and raise TypeError or OverflowError naming the offending key themselves.
+# - `except -1` with the GIL: records.pyx's RecordFold.fold and RecordChain._emit, which call
+#   the user's functions and getters and let their exceptions propagate unchanged.
 
 include "hashing.pyx"
 include "compat.pyx"
