@@ -4,7 +4,8 @@ Run: ``PYTHONPATH=src python -m pytest bench/bench_stream.py -q -s --benchmark-d
 (``-s`` shows the figures). Groups:
 
 - word count (``flat_map`` -> ``map`` -> ``key_by`` -> ``sum``, parallelism 2) against
-  ``collections.Counter`` and, where installed, a dask bag;
+  ``collections.Counter`` and, where installed, a dask bag; and its producer's work alone in
+  one process, operator by operator against the fused native pass (``dataflow.fusion``);
 - columnar keyed sum over ``from_arrays`` (parallelism 2) against DuckDB ``GROUP BY`` with two
   threads and ``np.bincount`` (the best a single process does for dense int keys), with polars,
   pandas, a dask dataframe groupby and the native kernel alone beside them (a peer that is not
@@ -99,6 +100,60 @@ def bench_word_count_dask_bag(benchmark: Any, record: Any) -> None:
         iterations=1,
     )
     record("word count (records = words)", "dask bag (default scheduler)", N_WORDS)
+
+
+def _producer_stages() -> tuple[Any, Any, Any]:
+    """A word count producer's operators as the job has them: flat_map, map, and the keyed
+    sum whose exchange combines (dataflow.fusion runs the three as one native pass)."""
+    env = StreamEnvironment(parallelism=1)
+    words = env.from_collection(["a"]).flat_map(str.split)
+    pairs = words.map(lambda w: (w, 1))
+    return words.operator, pairs.operator, pairs.key_by(0).sum(1).operator
+
+
+def bench_word_count_producer_python(benchmark: Any, record: Any) -> None:
+    """Before fusion: a list comprehension per operator (operators.transform) and the
+    combiner's former Python loop, 4,096 lines a batch, one process."""
+    from pydispatch.dataflow.operators import transform
+
+    flat_map, mapping, _ = _producer_stages()
+
+    def run() -> dict[Any, list[Any]]:
+        state: dict[Any, list[Any]] = {}
+        for start in range(0, len(LINES), 4096):
+            words = transform(flat_map, LINES[start : start + 4096])
+            for record in transform(mapping, words):
+                entry = state.get(record[0])
+                if entry is None:
+                    state[record[0]] = [record[1], 1]
+                else:
+                    entry[0] = entry[0] + record[1]
+                    entry[1] += 1
+        return state
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    group = "word count producer, 1 process (words)"
+    record(group, "operator by operator, Python combiner", N_WORDS, baseline=True)
+
+
+def bench_word_count_producer_fused(benchmark: Any, record: Any) -> None:
+    """The same through dataflow.fusion's native pass (_core.RecordChain into the record
+    combiner's _core.RecordFold)."""
+    from pydispatch import _core
+    from pydispatch.dataflow.combiners import RecordCombiner
+
+    flat_map, mapping, aggregate = _producer_stages()
+    stages = [_core.STAGE_FLAT_MAP, _core.STAGE_MAP]
+
+    def run() -> list[Any]:
+        chain = _core.RecordChain(stages, (flat_map.function, mapping.function))
+        combiner = RecordCombiner(aggregate)
+        for start in range(0, len(LINES), 4096):
+            combiner.push_through(chain, LINES[start : start + 4096])
+        return combiner.flush() or []
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    record("word count producer, 1 process (words)", "fused native pass", N_WORDS)
 
 
 def _columns() -> dict[str, Any]:

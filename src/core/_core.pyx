@@ -21,6 +21,8 @@
 #   takes the GIL to raise MemoryError and returns -1, which Cython propagates.
 # - `except? 0` / `except? -1` with the GIL: _hash_object and _java_hash_object read Python
 #   objects and raise TypeError or OverflowError naming the offending key themselves.
+# - `except -1` with the GIL: records.pyx's RecordFold.fold and RecordChain._emit, which call
+#   the user's functions and getters and let their exceptions propagate unchanged.
 
 include "hashing.pyx"
 include "compat.pyx"
@@ -30,3 +32,4 @@ include "solver_graph.pyx"
 include "solver_kernel.pyx"
 include "solver_bound.pyx"
 include "aggregate.pyx"
+include "records.pyx"

@@ -1,5 +1,6 @@
 # Type stubs for the native core (src/core/*.pyx). The kernels trust their caller: the typed
 # wrappers (pydispatch.partition, pydispatch.solver) validate shapes and dtypes first.
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -158,3 +159,33 @@ def reduce_groups(
     agg: int, groups: _I64, values: _Array, weights: _I64 | None, acc: _Array, counts: _I64
 ) -> None: ...
 def count_groups(groups: _I64, weights: _I64 | None, counts: _I64) -> None: ...
+
+# --- the record path: records.pyx -------------------------------------------------------------
+FOLD_SUM: int
+FOLD_MIN: int
+FOLD_MAX: int
+FOLD_COUNT: int
+STAGE_MAP: int
+STAGE_FLAT_MAP: int
+STAGE_FILTER: int
+
+class RecordFold:
+    def __init__(
+        self,
+        agg: int,
+        key_of: Callable[[Any], Any],
+        value_of: Callable[[Any], Any],
+        key_index: int = -1,
+        value_index: int = -1,
+    ) -> None: ...
+    def __len__(self) -> int: ...
+    def push(self, records: list[Any]) -> None: ...
+    def partial(self) -> list[tuple[Any, Any, int]]: ...
+
+class RecordChain:
+    def __init__(
+        self, kinds: Sequence[int], functions: tuple[Callable[[Any], Any], ...]
+    ) -> None: ...
+    @property
+    def counts(self) -> list[int]: ...
+    def run(self, records: list[Any], fold: RecordFold | None = None) -> list[Any]: ...

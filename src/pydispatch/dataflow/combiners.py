@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .. import _core
 from ..plan import ExecutionGraph
 from ..plan._job_graph import Operator
 from .aggregation import KeyedAggregator
 from .operators import (
     COMBINABLE,
     Columns,
-    _combiner,
     _field_getter,
     aggregator,
     getter,
@@ -87,34 +87,48 @@ class ColumnCombiner:
 
 
 class RecordCombiner:
-    """A record exchange's combiner (see the module docstring)."""
+    """A record exchange's combiner (see the module docstring), on the native
+    ``_core.RecordFold``: its Python loop was a third of a word count's producer time."""
 
     def __init__(self, op: Operator) -> None:
         agg = op.params["agg"]
-        self.key_of = getter(op.params["key"])
-        self.value_of: Callable[[Any], Any] = (
-            (lambda _: 1) if agg == "count" else _field_getter(op.params["field"])
+        key = op.params["key"]
+        field = op.params["field"]
+        value_of: Callable[[Any], Any] = (lambda _: 1) if agg == "count" else _field_getter(field)
+        self.fold = _core.RecordFold(
+            _FOLD[agg],
+            getter(key),
+            value_of,
+            _plain_index(key.selector) if key.kind == "index" else -1,
+            _plain_index(field) if agg != "count" else -1,
         )
-        # A count's partial value is a count: partials of counts add up.
-        self.combine = _combiner("sum" if agg == "count" else agg, None)
-        self.state: dict[Any, list[Any]] = {}
 
     def push(self, records: list[Any]) -> list[Any] | None:
-        """Fold records in; partial records to send when the dict is full."""
-        state, key_of, value_of, combine = self.state, self.key_of, self.value_of, self.combine
-        for record in records:
-            key = key_of(record)
-            entry = state.get(key)
-            if entry is None:
-                state[key] = [value_of(record), 1]
-            else:
-                entry[0] = combine(entry[0], value_of(record))
-                entry[1] += 1
-        return self.flush() if len(state) >= FLUSH_KEYS else None
+        """Fold records in; partial records to send when the fold is full."""
+        self.fold.push(records)
+        return self.flush() if len(self.fold) >= FLUSH_KEYS else None
+
+    def push_through(self, chain: _core.RecordChain, records: list[Any]) -> list[Any] | None:
+        """Run ``records`` through fused stateless stages straight into the fold
+        (``dataflow.fusion``); partial records to send when the fold is full."""
+        chain.run(records, self.fold)
+        return self.flush() if len(self.fold) >= FLUSH_KEYS else None
 
     def flush(self) -> list[Any] | None:
-        if not self.state:
-            return None
-        out = [(key, acc, n) for key, (acc, n) in self.state.items()]
-        self.state = {}
-        return out
+        return self.fold.partial() or None
+
+
+_FOLD = {
+    "sum": _core.FOLD_SUM,
+    "min": _core.FOLD_MIN,
+    "max": _core.FOLD_MAX,
+    "count": _core.FOLD_COUNT,
+}
+
+
+def _plain_index(selector: object) -> int:
+    """``selector`` when it is a non-negative int index (tuple and list records are then read
+    without the getter), else -1."""
+    if type(selector) is int and selector >= 0:
+        return selector
+    return -1

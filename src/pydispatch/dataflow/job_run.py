@@ -600,24 +600,28 @@ def _slice_job(job: JobGraph, index: int) -> JobGraph:
             )
         else:
             elements = params["elements"]
-            new["elements"] = (
-                tuple(_sources.sequence_split(elements, index, par)) if index < par else ()
-            )
+            if isinstance(elements, _sources.SpilledElements):  # each slice reads its file
+                new["elements"] = elements.part(index) if index < par else ()
+            else:
+                new["elements"] = (
+                    tuple(_sources.sequence_split(elements, index, par)) if index < par else ()
+                )
         job = job.replace(op.id, params=new)
     return job
 
 
 def _spilled_directories(job: JobGraph) -> set[str]:
-    """The directories ``handle.spill_arrays`` wrote this job's arrays to."""
-    out = set()
+    """The directories ``handle.spill_sources`` wrote this job's arrays and elements to."""
+    paths = []
     for op in job.sources():
         if op.params["source"] == "arrays":
             for column in op.params["columns"].values():
                 if isinstance(column, _sources.MappedColumn):
-                    directory = os.path.dirname(column.path)
-                    if os.path.basename(directory).startswith(_sources.SPILL_PREFIX):
-                        out.add(directory)
-    return out
+                    paths.append(column.path)
+        elif isinstance(op.params.get("elements"), _sources.SpilledElements):
+            paths.extend(op.params["elements"].paths)
+    directories = {os.path.dirname(path) for path in paths}
+    return {d for d in directories if os.path.basename(d).startswith(_sources.SPILL_PREFIX)}
 
 
 def _slice_resources(plan: ExecutionGraph) -> list[dict[str, float]]:

@@ -39,6 +39,7 @@ from ..partition import broadcast, rescale, rescale_targets, round_robin, scatte
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
+from .fusion import fused_runs
 from .keyed_operators import Aggregate, ColumnAggregate, CountWindow, KeyedOperator, TimeWindow
 from .keyed_state import KeyedSnapshot, owned_groups
 from .operators import (
@@ -78,6 +79,10 @@ def source_batches(
         step = max(max(batch_records, 1) * 8, _COLUMN_BATCH_BYTES // row_bytes)
         for start in range(0, n, step):
             yield {name: c[start : start + step] for name, c in records.items()}
+        return
+    if isinstance(records, list | tuple):  # in memory: no linger to watch, no record loop
+        for start in range(0, len(records), max(batch_records, 1)):
+            yield list(records[start : start + max(batch_records, 1)])
         return
     batch: list[Any] = []
     # An unbounded source may be slow: a partial batch leaves after _LINGER seconds.
@@ -159,6 +164,10 @@ class SubtaskRunner:
                 process.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
                 self.collected[op_id] = []
+        # Stateless record operators run as one native pass (dataflow.fusion).
+        self.fused = fused_runs(
+            plan, list(self.chain.operators), self.chained_out, self.exchange_out, self.combiners
+        )
 
     # -- keyed state snapshots (dataflow.keyed_state) ------------------------------------------
 
@@ -250,6 +259,14 @@ class SubtaskRunner:
 
     def push(self, op_id: int, batch: Batch) -> None:
         """Process ``batch`` arriving at operator ``op_id`` of this chain."""
+        fused = self.fused.get(op_id)
+        if fused is not None and isinstance(batch, list):
+            fused_out = fused.run(batch, self.records_in, self.records_out)
+            if fused_out and fused.combiner is not None:
+                self._route_parts(fused.edge, fused_out)
+            elif fused_out:
+                self._forward(fused.ops[-1], fused_out)
+            return
         op = self.job.operator(op_id)
         state = self.state.get(op_id)
         if isinstance(state, ColumnAggregate) and isinstance(batch, dict):

@@ -10,16 +10,20 @@ from __future__ import annotations
 import csv
 import io
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ..wire import shm_files
+
 __all__ = [
     "SPILL_PREFIX",
     "Columns",
     "MappedColumn",
+    "SpilledElements",
     "arrays_split",
     "check_columns",
     "csv_header",
@@ -38,7 +42,7 @@ Columns = dict[str, npt.NDArray[Any]]
 
 #: How the directories of MappedColumn files are named (``dataflow.handle.spill_arrays`` makes
 #: them, the job's master removes them when it ends).
-SPILL_PREFIX = "pydispatch-arrays-"
+SPILL_PREFIX = shm_files.SPILL_PREFIX
 
 
 class MappedColumn:
@@ -70,6 +74,41 @@ class MappedColumn:
 
     def read(self) -> npt.NDArray[Any]:
         return self[0 : self.rows]
+
+
+class SpilledElements:
+    """A ``from_collection`` source's elements pickled to files, one per split in subtask
+    order (``dataflow.handle`` writes the large ones of a job submitted to a dispatcher on this
+    host to shared memory): it pickles as its paths, so the elements reach the slices without
+    travelling through the dispatcher and the job's master, and each slice reads only its
+    split's file (``part``). Iterating reads the files in order."""
+
+    def __init__(self, paths: tuple[str, ...], count: int) -> None:
+        self.paths = paths
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SpilledElements, (self.paths, self.count))
+
+    def part(self, index: int) -> SpilledElements:
+        """Split ``index`` alone (the files hold ``sequence_split`` over as many splits as
+        there are files, so its count is known without reading it)."""
+        count = len(row_range(self.count, index, len(self.paths)))
+        return SpilledElements(self.paths[index : index + 1], count)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.read())
+
+    def read(self) -> list[Any]:
+        """The elements of every file, in order."""
+        out: list[Any] = []
+        for path in self.paths:
+            with open(path, "rb") as file:
+                out.extend(pickle.load(file))
+        return out
 
 
 def row_range(rows: int, index: int, parallelism: int) -> range:
@@ -180,9 +219,10 @@ def split_records(
     source = params["source"]
     whole = params.get("presplit", False)
     if source == "elements":
-        return (
-            params["elements"] if whole else sequence_split(params["elements"], index, parallelism)
-        )
+        elements = params["elements"]
+        if isinstance(elements, SpilledElements):
+            return elements.read() if whole else sequence_split(elements.read(), index, parallelism)
+        return elements if whole else sequence_split(elements, index, parallelism)
     if source == "arrays":
         return params["columns"] if whole else arrays_split(params["columns"], index, parallelism)
     if source == "text":

@@ -48,6 +48,7 @@ from ..wire.security import (
     create_keys,
     load_keys,
 )
+from ..wire.shm_files import remove_spilled
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     make_socket,
@@ -97,6 +98,7 @@ class _Owned:
     must not hold the cluster) can end it at interpreter exit."""
 
     tmpdir: str
+    address: str = ""
     owner: int = field(default_factory=os.getpid)  # a forked child must not end them
     dispatcher: subprocess.Popen[str] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -162,7 +164,7 @@ class LocalCluster:
         self._drain_grace = drain_grace
         self._max_message_size = max_message_size
         self._start_timeout = start_timeout
-        self._owned = _Owned(self._tmpdir)
+        self._owned = _Owned(self._tmpdir, self._requested_address)
         self._started = False
         # Closes at interpreter exit too, if nobody did before (weakref.finalize runs then).
         self._finalizer = weakref.finalize(self, _close, self._owned)
@@ -389,6 +391,8 @@ def _close(owned: _Owned) -> None:
     if owned.dispatcher is not None and owned.dispatcher.stdout is not None:
         owned.dispatcher.stdout.close()
     shutil.rmtree(owned.tmpdir, ignore_errors=True)
+    if owned.address.startswith("ipc://"):  # what its jobs left in /dev/shm (SIGKILLed)
+        remove_spilled(owned.address)
 
 
 def _kill_group(process: subprocess.Popen[Any]) -> None:

@@ -415,7 +415,7 @@ class StreamEnvironment:
     def _run_master_here(
         self, address: str, job: JobGraph, name: str, options: Any, keep: list[int]
     ) -> JobHandle:
-        from ..dataflow.handle import spill_arrays
+        from ..dataflow.handle import spill_sources
         from ..dataflow.job_run import JobRun
         from ..runtime.client import Client
 
@@ -430,9 +430,9 @@ class StreamEnvironment:
                 self._masters.remove(entry)
                 run.close()
                 old.shutdown(wait=False)
-        spilled = None
+        spilled: list[str] = []
         if address.startswith("ipc://"):  # as submit_job does: the run's close removes them
-            job, spilled = spill_arrays(job)
+            job, spilled = spill_sources(job, address)
         # A client of its own per job; no keys (this runs for a cluster without them only,
         # whatever the environment names: see local()).
         client = Client(address, name=f"job master of {name}", keys="")
@@ -440,8 +440,8 @@ class StreamEnvironment:
             run = JobRun(client, job, name, options, keep)
         except BaseException:
             client.shutdown(wait=False, cancel_futures=True)
-            if spilled is not None:
-                shutil.rmtree(spilled, ignore_errors=True)
+            for directory in spilled:
+                shutil.rmtree(directory, ignore_errors=True)
             raise
         self._masters.append((run, client))
         return JobHandle(address, run.job_id, name, run.endpoint, job, options.chaining)
