@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["HELLO_EVERY", "DispatcherHellos"]
+from ..wire.security import Keys
+from ..wire.transport import find_leader
+
+__all__ = ["HELLO_EVERY", "DispatcherHellos", "leader_to_start_with"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,11 @@ class DispatcherHellos:
     def heard(self) -> None:
         """The dispatcher spoke: it is not silent."""
         self._unanswered_since = None
+
+    def silence(self) -> float:
+        """Seconds since the first hello the dispatcher has not answered (0: none)."""
+        since = self._unanswered_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def take_turn(self) -> bool:
         """Whether a hello is due now; if so it counts as sent (the silence starts with it)."""
@@ -94,3 +102,14 @@ class DispatcherHellos:
                 self.reconnect_timeout,
             )
         return None
+
+
+def leader_to_start_with(addresses: list[str], keys: Keys | None, timeout: float) -> str:
+    """The address a client starts with: the only one, or the one that leads (else the first:
+    the client's wait for a Welcome then says nobody answered there)."""
+    if len(addresses) == 1:
+        return addresses[0]
+    try:
+        return find_leader(addresses, keys, timeout)
+    except TimeoutError:
+        return addresses[0]
