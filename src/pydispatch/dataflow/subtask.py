@@ -353,6 +353,20 @@ class SubtaskRunner:
         into = (plan.channel_dst == gid) & (targets[plan.channel_exchange] == op_id)
         return int(np.count_nonzero(into))
 
+    def watermarks(self) -> dict[int, tuple[float, float]]:
+        """Each time window's watermark and the newest mark of any of its input channels,
+        once every channel has marked (numeric event times only): their difference is how
+        far the slowest input trails in event time, what holds windows back."""
+        found: dict[int, tuple[float, float]] = {}
+        for op_id, state in list(self.state.items()):
+            if not isinstance(state, _TimeWindow) or not state.marks:
+                continue
+            marks = list(state.marks.values())
+            if len(marks) < state.channels or not all(isinstance(m, int | float) for m in marks):
+                continue
+            found[op_id] = (float(min(marks)), float(max(marks)))
+        return found
+
     def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
         """A watermark arriving at time window ``op_id`` from input ``channel``."""
         window = self.state[op_id]
