@@ -1,9 +1,10 @@
 """Standby dispatchers on other hosts: two dispatchers, each on a host of its own (a network
 namespace, see ``_support.netns``), share a real PostgreSQL server; workers are given both
 addresses on the command line, one worker and the client only the standby's. The standby,
-asked, names the leader; the leader is killed (SIGKILL) in the middle of a map, the standby
-takes the lead, and the workers and the client follow it to its host; the map completes with
-every item right; the old leader started again is a standby naming the new one.
+asked, names the leader; the leader is killed (SIGKILL) in the middle of a map and a keyed job,
+the standby takes the lead, and the workers and the client follow it to its host; the map
+completes with every item right and the job (run again from its sources) with the reference
+output; the old leader started again is a standby naming the new one.
 
 The PostgreSQL server listens on a Unix socket in a temporary directory: the namespaces share
 the file system, so every dispatcher host reaches it there (the network between the hosts is
@@ -19,6 +20,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -103,7 +105,7 @@ def _status(bed: TestBed, addresses: str) -> dict[str, Any]:
 
 
 def test_workers_and_a_client_follow_the_standby_to_its_host_when_the_leader_dies(
-    bed: TestBed, dsn: str
+    bed: TestBed, dsn: str, tmp_path: Path
 ) -> None:
     d1, d2 = _address(bed, "d1"), _address(bed, "d2")
     leader = _dispatcher(bed, "d1", dsn)
@@ -119,21 +121,33 @@ def test_workers_and_a_client_follow_the_standby_to_its_host_when_the_leader_die
     # A look-up given the standby only is answered by the leader (the standby is followed).
     assert _status(bed, d2) == {"workers": 2}
 
+    out_dir = tmp_path / "job"
     code = f"""
         import json, socket, time
         from pydispatch.runtime.client import Client
+        from pydispatch.stream import StreamEnvironment
         def work(x):
             time.sleep(0.002)
             return x * x, socket.gethostname()
+        def pair(x):
+            time.sleep(0.004)
+            return (x % 5, x)
+        env = StreamEnvironment({both!r}, parallelism=2)  # a job, given both addresses
+        env.set_network(master_timeout=2.0)
+        keyed = env.from_collection(range(2_000)).map(pair).key_by(lambda kv: kv[0])
+        keyed.reduce(lambda a, b: (a[0], a[1] + b[1])).write_text({str(out_dir)!r} + "/")
+        handle = env.execute("ha-job")
         with Client({d2!r}, reconnect_timeout=60) as client:  # the standby's address only
             first = client._io.address
             results = client.map(work, range(3_000), chunksize=20)
             got = [next(results) for _ in range(300)]
             print("running", flush=True)
             got += list(results)
+            handle.result(timeout=120)
             print(json.dumps({{"first": first, "last": client._io.address,
                               "squares": [square for square, _ in got],
-                              "hosts": sorted({{host for _, host in got}})}}))
+                              "hosts": sorted({{host for _, host in got}}),
+                              "job": handle.status()}}))
     """
     client = bed.python_started("client", textwrap.dedent(code))
     assert client.stdout is not None
@@ -148,6 +162,10 @@ def test_workers_and_a_client_follow_the_standby_to_its_host_when_the_leader_die
     assert out["last"] == d2  # and the client followed the new one to its host
     assert out["squares"] == [x * x for x in range(3_000)]
     assert set(out["hosts"]) <= {"w1", "w2"}
+    # The job ran again from its sources on the new leader (kept in PostgreSQL): the reference.
+    assert out["job"] == "FINISHED"
+    lines = sorted(line for f in out_dir.iterdir() for line in f.read_text().splitlines())
+    assert lines == sorted(str((k, sum(x for x in range(2_000) if x % 5 == k))) for k in range(5))
 
     # Both workers registered with the new leader (d2), one given both addresses, one only d2.
     eventually(lambda: _ask_raw(bed, d2).get("workers") == 2, "both workers at d2", 60)
