@@ -6,7 +6,7 @@ dispatcher (a Prometheus scrapes every 15 s by default: that cost is per scrape,
 Run: ``PYTHONPATH=src python -m pytest bench/bench_monitor.py -q -s --benchmark-disable-gc``.
 ``bench_a_overhead`` and ``bench_c_overhead``: pytest-benchmark rounds of each side, one per
 benchmark, alternating; each side's best round goes into the ratio table printed at the end of
-the run, "metrics off" the baseline (conftest).
+the run, "metrics off" the baseline (conftest), with the dispatcher's CPU per round beside.
 In the other two benchmarks the rounds alternate too (on, off, on, off, ...) within one
 benchmark. Two figures per benchmark: the wall-clock rate (the best round
 of each: on a shared machine the least disturbed one), and the CPU seconds the dispatcher
@@ -98,6 +98,7 @@ def _alternating(
 # round (off, on, off, on, ...: a noisy neighbour disturbs both alike); each side's best round
 # is recorded after its last.
 _BEST: dict[tuple[str, str], float] = {}
+_CPU: dict[tuple[str, str], float] = {}
 _SIDES = {"off": "metrics off, no endpoint", "on": "metrics on, HTTP endpoint up"}
 
 
@@ -109,12 +110,20 @@ def _overhead_round(
     benchmark: Any, record: Any, sides: tuple[_Side, _Side], side: str, round_: int,
     group: str, items: int, work: Callable[[Client], Any],
 ) -> None:  # fmt: skip
-    client = sides[0 if side == "on" else 1].client
-    benchmark.pedantic(work, args=(client,), rounds=1, iterations=1, warmup_rounds=int(not round_))
+    chosen = sides[0 if side == "on" else 1]
+    if not round_:
+        work(chosen.client)  # the warm-up, outside the CPU count
+    before = chosen.cpu()
+    benchmark.pedantic(work, args=(chosen.client,), rounds=1, iterations=1)
+    _CPU[(group, side)] = _CPU.get((group, side), 0.0) + chosen.cpu() - before
     best = min(_BEST.get((group, side), float("inf")), float(benchmark.stats.stats.min))
     _BEST[(group, side)] = best
     if round_ == ROUNDS - 1:
         record(group, _SIDES[side], items, baseline=side == "off", seconds=best)
+        # The dispatcher's own CPU per round (psutil): what the counting costs it, which a
+        # busy neighbour disturbs far less than the wall clock.
+        cpu = _CPU[(group, side)] / ROUNDS
+        record(f"{group}: dispatcher CPU", _SIDES[side], items, baseline=side == "off", seconds=cpu)
 
 
 @pytest.mark.parametrize("side", ["off", "on"])
