@@ -57,14 +57,12 @@ from ..wire.transport import (
     FrameLike,
     Socket,
     dumps,
-    find_leader,
     loads,
     make_socket,
     receive_pending,
     send,
-    split_addresses,
 )
-from .hellos import DispatcherHellos, leader_to_start_with
+from .hellos import DispatcherHellos, Leaders
 from .lane import DirectAttempt, Lane
 from .task_pickling import FunctionBlobs, submit_batches
 
@@ -79,9 +77,6 @@ DEFAULT_RECONNECT_TIMEOUT: Final = 60.0
 # A cancel() waiting for the dispatcher's answer also looks this often (seconds), whatever
 # resolves the future (a failure on reconnect_timeout, a terminate) without waking it.
 _VERDICT_POLL: Final = 0.05
-# Given standbys, a leader silent this long (seconds) has the others asked who leads: a hello
-# goes every 2 s at most, so that is one unanswered hello and a little.
-_LOOK_FOR_LEADER_AFTER: Final = 2.5
 
 # As concurrent.futures.thread does: at interpreter exit (before atexit's own handlers, so
 # before a LocalCluster closes) every client still open gets its outstanding futures done and
@@ -232,10 +227,8 @@ class ClientIO:
     ) -> None:
         self.total_slots = 0
         # A leader and its standbys: the client follows whichever leads (see _follow_leader).
-        self._addresses = split_addresses(address)
-        self._keys = keys
-        self.address = leader_to_start_with(self._addresses, keys, min(10.0, reconnect_timeout))
-        self._looked_for_leader_at = time.monotonic()
+        self._leaders = Leaders(address, keys, min(10.0, reconnect_timeout))
+        self.address = self._leaders.current
         self._client = client
         self._context: zmq.Context[Any] = zmq.Context()
         self._sock: Socket = make_socket(
@@ -500,15 +493,7 @@ class ClientIO:
         """With work outstanding, a dispatcher silent for ``reconnect_timeout`` is given up on
         (the verdict: :class:`~.hellos.DispatcherHellos`): every unresolved future fails.
         Given standbys, a silent leader has the others asked who leads now."""
-        now = time.monotonic()
-        if (
-            len(self._addresses) > 1
-            and self._hellos.silence() >= _LOOK_FOR_LEADER_AFTER
-            and now - self._looked_for_leader_at >= _LOOK_FOR_LEADER_AFTER
-        ):
-            self._looked_for_leader_at = now
-            with contextlib.suppress(TimeoutError):
-                self._follow_leader(find_leader(self._addresses, self._keys, 2.0))
+        self._follow_leader(self._leaders.look(self._hellos.silence()))
         given_up = self._hellos.check(self._unresolved_ids)
         if given_up is None:
             return
@@ -520,20 +505,14 @@ class ClientIO:
         self.send_control(p.Cancel(waiting, True))
 
     def _follow_leader(self, leader: str) -> None:
-        """Talk to the dispatcher at ``leader`` from now on (I/O thread). Its Welcome has a new
-        epoch: the unresolved tasks go to it (see _resubmit_unresolved); what was queued for
-        the old address is dropped with its connection."""
+        """Talk to the dispatcher at ``leader`` from now on (I/O thread): its Welcome's new
+        epoch has the unresolved tasks sent to it (what was queued for the old one is dropped)."""
         if not leader or leader == self.address:
             return
         log.warning("the dispatcher that leads is at %s now (was %s)", leader, self.address)
         with self._send_lock:
-            for sock in (self._sock, self._sender):
-                with contextlib.suppress(zmq.ZMQError):  # (never connected there)
-                    sock.disconnect(self.address)
-                connect_with(sock, self._keys, leader)
+            self._leaders.move((self._sock, self._sender), leader)
             self.address = leader
-        if leader not in self._addresses:
-            self._addresses.append(leader)
         self.lane.reset()
         self._hellos.address = leader
         self._hellos.greet_soon()
