@@ -359,10 +359,13 @@ class SubtaskRunner:
         far the slowest input trails in event time, what holds windows back."""
         found: dict[int, tuple[float, float]] = {}
         for op_id, state in list(self.state.items()):
-            if not isinstance(state, _TimeWindow) or not state.marks:
+            # Whatever keeps marks per input channel (time windows), by what it keeps.
+            by_channel = getattr(state, "marks", None)
+            if not isinstance(by_channel, dict) or not by_channel:
                 continue
-            marks = list(state.marks.values())
-            if len(marks) < state.channels or not all(isinstance(m, int | float) for m in marks):
+            marks = list(by_channel.values())
+            channels = int(getattr(state, "channels", 0))
+            if len(marks) < channels or not all(isinstance(m, int | float) for m in marks):
                 continue
             found[op_id] = (float(min(marks)), float(max(marks)))
         return found
