@@ -4,8 +4,11 @@ with metrics off and no endpoint; and, apart, what one scrape of ``/metrics`` co
 dispatcher (a Prometheus scrapes every 15 s by default: that cost is per scrape, not per task).
 
 Run: ``PYTHONPATH=src python -m pytest bench/bench_monitor.py -q -s --benchmark-disable-gc``.
-The rounds alternate between the two clusters (on, off, on, off, ...) so that a noisy
-neighbour disturbs both alike. Two figures per benchmark: the wall-clock rate (the best round
+``bench_a_overhead`` and ``bench_c_overhead``: pytest-benchmark rounds of each side, one per
+benchmark, alternating; each side's best round goes into the ratio table printed at the end of
+the run, "metrics off" the baseline (conftest), with the dispatcher's CPU per round beside.
+In the other two benchmarks the rounds alternate too (on, off, on, off, ...) within one
+benchmark. Two figures per benchmark: the wall-clock rate (the best round
 of each: on a shared machine the least disturbed one), and the CPU seconds the dispatcher
 process used over all rounds (psutil), which a busy neighbour disturbs far less: the cost of
 the counting itself.
@@ -88,6 +91,57 @@ def _alternating(
         f"median wall on/off "
         f"{statistics.median(seconds['on']) / statistics.median(seconds['off']):.3f}"
     )
+
+
+# The same-run ratios (conftest's table at the end of the run: "metrics off" the baseline).
+# One pytest-benchmark round per benchmark, parametrised so that the sides alternate round by
+# round (off, on, off, on, ...: a noisy neighbour disturbs both alike); each side's best round
+# is recorded after its last.
+_BEST: dict[tuple[str, str], float] = {}
+_CPU: dict[tuple[str, str], float] = {}
+_SIDES = {"off": "metrics off, no endpoint", "on": "metrics on, HTTP endpoint up"}
+
+
+def _mapped(client: Client) -> None:
+    assert list(client.map(square, range(N_MAP)))[-1] == (N_MAP - 1) ** 2
+
+
+def _overhead_round(
+    benchmark: Any, record: Any, sides: tuple[_Side, _Side], side: str, round_: int,
+    group: str, items: int, work: Callable[[Client], Any],
+) -> None:  # fmt: skip
+    chosen = sides[0 if side == "on" else 1]
+    if not round_:
+        work(chosen.client)  # the warm-up, outside the CPU count
+    before = chosen.cpu()
+    benchmark.pedantic(work, args=(chosen.client,), rounds=1, iterations=1)
+    _CPU[(group, side)] = _CPU.get((group, side), 0.0) + chosen.cpu() - before
+    best = min(_BEST.get((group, side), float("inf")), float(benchmark.stats.stats.min))
+    _BEST[(group, side)] = best
+    if round_ == ROUNDS - 1:
+        record(group, _SIDES[side], items, baseline=side == "off", seconds=best)
+        # The dispatcher's own CPU per round (psutil): what the counting costs it, which a
+        # busy neighbour disturbs far less than the wall clock.
+        cpu = _CPU[(group, side)] / ROUNDS
+        record(f"{group}: dispatcher CPU", _SIDES[side], items, baseline=side == "off", seconds=cpu)
+
+
+@pytest.mark.parametrize("side", ["off", "on"])
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def bench_a_overhead(
+    benchmark: Any, record: Any, sides: tuple[_Side, _Side], side: str, round_: int
+) -> None:
+    group = "a: 10k no-op tasks, monitoring overhead (best of alternating rounds)"
+    _overhead_round(benchmark, record, sides, side, round_, group, N_NOOP, _submit_gather)
+
+
+@pytest.mark.parametrize("side", ["off", "on"])
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def bench_c_overhead(
+    benchmark: Any, record: Any, sides: tuple[_Side, _Side], side: str, round_: int
+) -> None:
+    group = "c: map 100k items, monitoring overhead (best of alternating rounds)"
+    _overhead_round(benchmark, record, sides, side, round_, group, N_MAP, _mapped)
 
 
 def bench_a_noop_tasks_metrics_on_and_off(benchmark: Any, sides: tuple[_Side, _Side]) -> None:

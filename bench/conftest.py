@@ -35,8 +35,19 @@ class Recorder:
     def __init__(self, benchmark: Any) -> None:
         self._benchmark = benchmark
 
-    def __call__(self, group: str, name: str, items: int, *, baseline: bool = False) -> None:
-        seconds = float(self._benchmark.stats.stats.min)
+    def __call__(
+        self,
+        group: str,
+        name: str,
+        items: int,
+        *,
+        baseline: bool = False,
+        seconds: float | None = None,
+    ) -> None:
+        """Record this benchmark's time (``seconds``: a time of several benchmarks' rounds,
+        e.g. their best, for rounds run one per benchmark so as to alternate sides)."""
+        if seconds is None:
+            seconds = float(self._benchmark.stats.stats.min)
         _GROUPS.setdefault(group, []).append(_Entry(name, seconds, items, baseline))
 
 

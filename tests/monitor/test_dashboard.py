@@ -147,6 +147,16 @@ def test_dashboard_shows_workers_a_running_job_and_moving_figures(
         eventually(lambda: source_records_out() > 0, "the source's records out are shown")
         first = source_records_out()
         eventually(lambda: source_records_out() > first, "the source's records out grow")
+
+        # The keyed exchange's bytes: sent by pairs (its chain's tail), received by counts.
+        def exchanged(name: str, side: str) -> int:
+            selector = f'#job-graph .operator[data-name="{name}"]'
+            found = attributes(browser, selector, f"data-bytes-{side}")
+            return int(found[0]) if found else 0
+
+        eventually(lambda: exchanged("counts", "in") > 0, "bytes into the keyed operator shown")
+        assert exchanged("pairs", "out") > 0
+        assert exchanged("numbers", "in") == 0
         rows = texts(browser, "#operators-table tbody tr td:first-child")
         assert rows == ["numbers", "pairs", "counts", "discard"]
         assert len(texts(browser, "#slices-table tbody tr")) == 2

@@ -175,3 +175,33 @@ def test_a_dispatcher_lists_the_jobs_of_a_migrated_store(tmp_path: Path) -> None
         dispatcher.kill()
         dispatcher.wait()
     assert SqliteJobStore(str(path)).schema_version == SCHEMA_VERSION
+
+
+def test_finished_is_written_with_the_outcome_so_a_kill_between_loses_no_result(
+    tmp_path: Path,
+) -> None:
+    from pydispatch.runtime.durable_jobs import DurableJobs
+    from pydispatch.wire import protocol as p
+
+    store = SqliteJobStore(str(tmp_path / "jobs.sqlite"))
+    durable = DurableJobs(store)
+    store.add(_record("j1"), (b"header", [b"frame"]))
+
+    def state() -> str:
+        return {r.job_id: r.state for r in store.records()}["j1"]
+
+    durable.update(p.JobInfo("j1", "name-j1", "RUNNING", "tcp://m:1", 1, 2))
+    durable.update(p.JobInfo("j1", "name-j1", "FINISHED", "tcp://m:1", 1, 2))
+    # Finished, its outcome not written yet: a dispatcher killed now restarts it from its
+    # payload (still there), rather than list it FINISHED with its result lost.
+    assert state() == "FINISHING"
+    assert [r.job_id for r in unfinished(store.records())] == ["j1"]
+    assert store.payload("j1") is not None
+    durable.keep_outcome("j1", b"reply", [b"rows"], keep_for=60.0)
+    assert state() == "FINISHED"
+    assert store.outcome("j1") == (b"reply", [b"rows"])
+    assert unfinished(store.records()) == []
+    # Its master's exit noticed afterwards changes nothing.
+    durable.update(p.JobInfo("j1", "name-j1", "FINISHED", "", 1, 0))
+    assert state() == "FINISHED"
+    store.close()

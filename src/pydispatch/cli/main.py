@@ -40,6 +40,7 @@ __all__ = [
     "main",
     "parse_address",
     "parse_amount",
+    "parse_dispatchers",
     "parse_label",
     "parse_log_level",
     "parse_resources",
@@ -118,6 +119,7 @@ def _run_dispatcher(run_dispatcher: Any, args: argparse.Namespace, keys: Any) ->
         client_timeout=args.client_timeout,
         state_dir=args.state_dir,
         ha=args.ha,
+        advertise_host=args.advertise_host,
         **http_arguments(args),
         keys=keys,
     )
@@ -304,6 +306,15 @@ def parse_address(text: str) -> str:
     return text
 
 
+_DISPATCHERS = "the dispatcher, e.g. tcp://HOST:5555, or with standbys tcp://H1:5555,tcp://H2:5555"
+
+
+def parse_dispatchers(text: str) -> str:
+    """One dispatcher address, or several separated by commas (a leader and its standbys:
+    whichever leads is used)."""
+    return ",".join(parse_address(part.strip()) for part in text.split(","))
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -484,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Each worker process registers with the dispatcher and runs tasks in its slots (one\n"
         "subprocess each). Started before its dispatcher, it waits for it. SIGTERM drains it.",
     )
-    worker.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
+    worker.add_argument("address", type=parse_dispatchers, help=_DISPATCHERS)
     worker.add_argument(
         "--slots", type=_positive, default=1, help="tasks each worker process runs at once"
     )
@@ -552,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status", "show workers and task counts", "Asks the dispatcher once and prints its answer."
     )
     status.add_argument(
-        "address", nargs="?", type=parse_address, default=_LOCAL, help="the dispatcher"
+        "address", nargs="?", type=parse_dispatchers, default=_LOCAL, help="the dispatcher"
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
@@ -568,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
         "resolved here. Waits for the job (Ctrl-C cancels it) unless --detach; exits 0 when it\n"
         "finished, 1 when it failed, was cancelled or was refused.",
     )
-    submit.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
+    submit.add_argument("address", type=parse_dispatchers, help=_DISPATCHERS)
     submit.add_argument("job", help="a Python file defining build(env)")
     submit.add_argument("--name", default=None, help="job name (default: the file's path)")
     submit.add_argument(
@@ -592,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         "jobs", "list the dataflow jobs", "Every job the dispatcher knows of, with its state."
     )
     jobs.add_argument(
-        "address", nargs="?", type=parse_address, default=_LOCAL, help="the dispatcher"
+        "address", nargs="?", type=parse_dispatchers, default=_LOCAL, help="the dispatcher"
     )
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
     jobs.add_argument(
@@ -602,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     job_help = "job id, or the job's name, or the start of its id (each must match one job)"
     cancel = command("cancel", "cancel a dataflow job", "Its running slices are killed.")
-    cancel.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
+    cancel.add_argument("address", type=parse_dispatchers, help=_DISPATCHERS)
     cancel.add_argument("job", help=job_help)
     cancel.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for the dispatcher"
@@ -614,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         "wait for a dataflow job; print its records",
         "Prints the records of the job's collect sinks, then a summary on stderr.",
     )
-    result.add_argument("address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555")
+    result.add_argument("address", type=parse_dispatchers, help=_DISPATCHERS)
     result.add_argument("job", help=job_help)
     result.add_argument("--timeout", type=float, default=None, help="seconds (default: wait)")
     result.set_defaults(run=_result)

@@ -294,7 +294,8 @@ def _submit(
     frames: list[transport.FrameLike] = []
     # With the address this client reached the dispatcher by: where its job master binds
     # unless the job or the dispatcher names a host (master_process.master_host).
-    reached = resolve_host(host_of(address)) if host_of(address) else ""
+    # (Not with a list of standbys: which one leads is theirs to say, by --advertise-host.)
+    reached = resolve_host(host_of(address)) if host_of(address) and "," not in address else ""
     payload = transport.dumps((job, options, original_ids, reached), frames, inline_limit=0)
     message = p.SubmitJob(name, options.priority, payload)
     answer, _ = transport.ask(address, message, frames, timeout, given)

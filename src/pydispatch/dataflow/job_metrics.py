@@ -30,6 +30,8 @@ def job_figures(
     began (``time.monotonic()``)."""
     records_in: dict[int, int] = {ids[op.id]: 0 for op in plan.job.operators}
     records_out = dict(records_in)
+    bytes_in, bytes_out = dict(records_in), dict(records_in)
+    marks: dict[int, tuple[float, float]] = {}  # per operator: least watermark, newest mark
     busy: dict[str, float] = {}
     pressured: dict[str, float] = {}
     for gid, m in metrics.items():
@@ -40,9 +42,22 @@ def job_figures(
             records_in[ids[op_id]] += n
         for op_id, n in m.records_out.items():
             records_out[ids[op_id]] += n
+        for op_id, n in m.operator_bytes_in.items():
+            bytes_in[ids[op_id]] += n
+        for op_id, n in m.operator_bytes_out.items():
+            bytes_out[ids[op_id]] += n
+        for op_id, (mark, newest) in m.watermarks.items():
+            least, most = marks.get(ids[op_id], (mark, newest))
+            marks[ids[op_id]] = (min(least, mark), max(most, newest))
     return {
         "records_in": records_in,
         "records_out": records_out,
+        # Per operator, what crossed between subtasks (serialised batches); time windows in
+        # streaming mode: the watermark and how far it trails the newest input's mark.
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "watermark": {op: mark for op, (mark, _) in marks.items()},
+        "watermark_lag": {op: newest - mark for op, (mark, newest) in marks.items()},
         "bytes_shuffled": sum(m.bytes_out for m in metrics.values()),
         "batches_shuffled": sum(m.batches_out for m in metrics.values()),
         "max_in_flight_batches": max((m.max_in_flight for m in metrics.values()), default=0),

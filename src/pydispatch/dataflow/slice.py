@@ -140,6 +140,12 @@ class SubtaskMetrics:
     busy: float = 0.0
     backpressured: float = 0.0
     max_in_flight: int = 0  # most batches ever sent without their credit back, per channel
+    # Bytes of the batches (their frames) sent on each operator's out edges and received on
+    # its in edges, by operator id: what crosses between subtasks (chained operators hand
+    # records over in memory, and count none).
+    operator_bytes_in: dict[int, int] = field(default_factory=dict)
+    operator_bytes_out: dict[int, int] = field(default_factory=dict)
+    watermarks: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 def figures(m: SubtaskMetrics) -> jp.SubtaskFigures:
@@ -151,6 +157,9 @@ def figures(m: SubtaskMetrics) -> jp.SubtaskFigures:
         m.busy,
         m.backpressured,
         m.max_in_flight,
+        m.operator_bytes_in,
+        m.operator_bytes_out,
+        m.watermarks,
     )
 
 
@@ -236,8 +245,12 @@ class _Subtask:
         in_flight = self.spec.credits - self.credits[target]
         self.metrics.max_in_flight = max(self.metrics.max_in_flight, in_flight)
         header, frames = transport.batch_message(edge, batch)
-        self.metrics.bytes_out += sum(transport.frame_sizes(frames))
-        self.metrics.batches_out += 1
+        size = sum(transport.frame_sizes(frames))
+        m = self.metrics
+        m.bytes_out += size
+        source = self.plan.job.edges[edge].source
+        m.operator_bytes_out[source] = m.operator_bytes_out.get(source, 0) + size
+        m.batches_out += 1
         transport.send(self.dealers[target], header, frames)
 
     def _mark(self, edge: int, index: int, mark: Any) -> None:
@@ -284,6 +297,9 @@ class _Subtask:
             max(0.0, elapsed - self.waiting - m.backpressured),
             m.backpressured,
             m.max_in_flight,
+            dict(m.operator_bytes_in),
+            dict(m.operator_bytes_out),
+            self.runner.watermarks(),
         )
 
     def _run(self) -> None:
@@ -303,6 +319,7 @@ class _Subtask:
         m = self.metrics
         m.records_in = runner.records_in
         m.records_out = runner.records_out
+        m.watermarks = runner.watermarks()
         self.ended = time.monotonic()
         m.busy = self.ended - started - self.waiting - m.backpressured
 
@@ -337,6 +354,9 @@ class _Subtask:
                 log.error("subtask %d dropped a malformed data message: %s", self.gid, error)
                 continue
             if isinstance(message, dp.BatchData):
+                size = sum(transport.frame_sizes(frames))
+                into = self.metrics.operator_bytes_in
+                into[target] = into.get(target, 0) + size
                 self.runner.push(target, batch)
                 inbox.send_multipart([identity, b"", _CREDIT])
             elif isinstance(message, dp.Watermark):

@@ -213,6 +213,23 @@ class SubtaskRunner:
         into = (plan.channel_dst == gid) & (targets[plan.channel_exchange] == op_id)
         return int(np.count_nonzero(into))
 
+    def watermarks(self) -> dict[int, tuple[float, float]]:
+        """Each time window's watermark and the newest mark of any of its input channels,
+        once every channel has marked (numeric event times only): their difference is how
+        far the slowest input trails in event time, what holds windows back."""
+        found: dict[int, tuple[float, float]] = {}
+        for op_id, state in list(self.state.items()):
+            # Whatever keeps marks per input channel (time windows), by what it keeps.
+            by_channel = getattr(state, "marks", None)
+            if not isinstance(by_channel, dict) or not by_channel:
+                continue
+            marks = list(by_channel.values())
+            channels = int(getattr(state, "channels", 0))
+            if len(marks) < channels or not all(isinstance(m, int | float) for m in marks):
+                continue
+            found[op_id] = (float(min(marks)), float(max(marks)))
+        return found
+
     def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
         """A watermark arriving at time window or process function ``op_id`` from input
         ``channel``."""

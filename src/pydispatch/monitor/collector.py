@@ -253,6 +253,27 @@ class DispatcherCollector(Collector):
         records_out = CounterMetricFamily(
             "pydispatch_operator_records_out", "Records out of an operator.", labels=op_labels
         )
+        bytes_in = CounterMetricFamily(
+            "pydispatch_operator_bytes_in",
+            "Bytes of the batches an operator received from other subtasks.",
+            labels=op_labels,
+        )
+        bytes_out = CounterMetricFamily(
+            "pydispatch_operator_bytes_out",
+            "Bytes of the batches an operator sent to other subtasks.",
+            labels=op_labels,
+        )
+        watermark = GaugeMetricFamily(
+            "pydispatch_operator_watermark",
+            "A time window's watermark (event time, the job's own unit).",
+            labels=op_labels,
+        )
+        lag = GaugeMetricFamily(
+            "pydispatch_operator_watermark_lag",
+            "How far a time window's watermark trails the newest mark of its inputs (event "
+            "time, the job's own unit).",
+            labels=op_labels,
+        )
         # A gauge: a subtask's busy time is its time so far less its waits, and a wait is
         # counted once it ends, so the figure can step back while one is under way.
         busy = GaugeMetricFamily(
@@ -272,6 +293,12 @@ class DispatcherCollector(Collector):
         shuffled = CounterMetricFamily(
             "pydispatch_job_shuffled_bytes", "Bytes exchanged between subtasks.", labels=["job_id"]
         )
+        per_operator: list[tuple[CounterMetricFamily | GaugeMetricFamily, str]] = [
+            (bytes_in, "bytes_in"),
+            (bytes_out, "bytes_out"),
+            (watermark, "watermark"),
+            (lag, "watermark_lag"),
+        ]
         active = [j for j in view.jobs if j.state in ACTIVE_JOB_STATES and j.endpoint]
         for job in active[:_MAX_JOBS_ASKED]:
             reply = jobs.ask(job.endpoint)
@@ -283,6 +310,9 @@ class DispatcherCollector(Collector):
                 records_in.add_metric([job.job_id, op, names.get(op, "")], count)
             for op, count in _items(m.get("records_out")):
                 records_out.add_metric([job.job_id, op, names.get(op, "")], count)
+            for target, key in per_operator:
+                for op, value in _items(m.get(key)):
+                    target.add_metric([job.job_id, op, names.get(op, "")], value)
             for chain, seconds in _items(m.get("busy_seconds")):
                 busy.add_metric([job.job_id, chain], seconds)
             for chain, seconds in _items(m.get("backpressured_seconds")):
@@ -290,7 +320,8 @@ class DispatcherCollector(Collector):
             shuffled.add_metric([job.job_id], float(m.get("bytes_shuffled") or 0))
             for chain_name, subtasks in _chains(m):
                 parallelism.add_metric([job.job_id, chain_name], subtasks)
-        yield from (records_in, records_out, busy, pressured, parallelism, shuffled)
+        yield from (records_in, records_out, bytes_in, bytes_out, watermark, lag)
+        yield from (busy, pressured, parallelism, shuffled)
 
 
 def _items(figures: object) -> list[tuple[str, float]]:

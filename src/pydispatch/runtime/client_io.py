@@ -62,7 +62,7 @@ from ..wire.transport import (
     receive_pending,
     send,
 )
-from .hellos import DispatcherHellos
+from .hellos import DispatcherHellos, Leaders
 from .lane import DirectAttempt, Lane
 from .task_pickling import FunctionBlobs, submit_batches
 
@@ -226,7 +226,9 @@ class ClientIO:
         keys: Keys | None = None,
     ) -> None:
         self.total_slots = 0
-        self.address = address
+        # A leader and its standbys: the client follows whichever leads (see _follow_leader).
+        self._leaders = Leaders(address, keys, min(10.0, reconnect_timeout))
+        self.address = self._leaders.current
         self._client = client
         self._context: zmq.Context[Any] = zmq.Context()
         self._sock: Socket = make_socket(
@@ -235,12 +237,12 @@ class ClientIO:
             max_message_size=max_message_size,
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
-        connect_with(self._sock, keys, address)
+        connect_with(self._sock, keys, self.address)
         # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
         # ever answers on it (see _drain_sender).
         self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
-        connect_with(self._sender, keys, address)
+        connect_with(self._sender, keys, self.address)
         self._send_lock = threading.Lock()
         self.lane = Lane(
             self._context, max_message_size, self._lane_result, self._lane_refused, keys
@@ -269,7 +271,7 @@ class ClientIO:
         # every unresolved task sent again, under its id (see _resubmit_unresolved). A
         # dispatcher that goes silent must not leave futures waiting forever (see hellos).
         self._epoch = ""
-        self._hellos = DispatcherHellos(address, reconnect_timeout)
+        self._hellos = DispatcherHellos(self.address, reconnect_timeout)
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
         self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
         with _exit_lock:
@@ -489,7 +491,9 @@ class ClientIO:
 
     def _check_silence(self) -> None:
         """With work outstanding, a dispatcher silent for ``reconnect_timeout`` is given up on
-        (the verdict: :class:`~.hellos.DispatcherHellos`): every unresolved future fails."""
+        (the verdict: :class:`~.hellos.DispatcherHellos`): every unresolved future fails.
+        Given standbys, a silent leader has the others asked who leads now."""
+        self._follow_leader(self._leaders.look(self._hellos.silence()))
         given_up = self._hellos.check(self._unresolved_ids)
         if given_up is None:
             return
@@ -499,6 +503,19 @@ class ClientIO:
         # Nobody waits for them any more: should the dispatcher come back, it stops them
         # (queued when it does; a restarted one knows none of these ids).
         self.send_control(p.Cancel(waiting, True))
+
+    def _follow_leader(self, leader: str) -> None:
+        """Talk to the dispatcher at ``leader`` from now on (I/O thread): its Welcome's new
+        epoch has the unresolved tasks sent to it (what was queued for the old one is dropped)."""
+        if not leader or leader == self.address:
+            return
+        log.warning("the dispatcher that leads is at %s now (was %s)", leader, self.address)
+        with self._send_lock:
+            self._leaders.move((self._sock, self._sender), leader)
+            self.address = leader
+        self.lane.reset()
+        self._hellos.address = leader
+        self._hellos.greet_soon()
 
     def _unresolved_ids(self) -> list[int]:
         with self._lock:
@@ -576,6 +593,8 @@ class ClientIO:
                     self._mark_started(ids)
                 case p.StatusReply():
                     self._status_replies.put(message)
+                case p.Error(code=p.NOT_LEADER, message=leader):
+                    self._follow_leader(leader)  # a standby answered: where the leader is
                 case p.Welcome() | p.Error() if not self._hello_answered:
                     self._hello_answered = True
                     if isinstance(message, p.Welcome):

@@ -25,6 +25,7 @@ import functools
 import logging
 import math
 import os
+import socket
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
 from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..wire import protocol as p
+from ..wire.addresses import advertised
 from ..wire.security import Gate, Keys
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -672,6 +674,7 @@ def run_dispatcher(
     keys: Keys | None = None,
     state_dir: str | None = None,
     ha: str = "",
+    advertise_host: str = "",
 ) -> None:
     """Run a dispatcher in this process until SIGTERM/SIGINT; with ``http`` (``HOST:PORT``),
     serve its metrics, JSON API and dashboard there (see :mod:`pydispatch.monitor.http`); with
@@ -679,8 +682,9 @@ def run_dispatcher(
     ``state_dir``, accepted dataflow jobs are kept in a store there (one per ``bind`` address)
     and the unfinished ones run again when a dispatcher starts there again; ``JobStoreError``
     if it is unreadable. With ``ha`` (a PostgreSQL URL) the store is there instead, shared by
-    standby dispatchers: this one waits until it leads before it binds ``bind`` (see
-    ``pg_store``)."""
+    standby dispatchers: until this one leads, it answers on ``bind`` with the leader's
+    address (see ``standby``), and it names itself by ``bind`` with a wildcard host replaced
+    by ``advertise_host`` (or this host's name)."""
     import signal
 
     # Every task's frames pass through here and queued ones pile up: keep what they used.
@@ -690,7 +694,9 @@ def run_dispatcher(
     store: JobStore | None = SqliteJobStore(store_path(state_dir, bind)) if state_dir else None
     leading: Callable[[], bool] | None = None
     if ha:
-        store, leading = _lead(ha, bind, heartbeat_interval, heartbeat_timeout, announce)
+        advertised_as = advertised(bind, advertise_host or socket.gethostname())
+        store, leading = _lead(ha, bind, advertised_as, keys, heartbeat_interval,
+                               heartbeat_timeout, announce)  # fmt: skip
     dispatcher = Dispatcher(
         bind,
         heartbeat_interval=heartbeat_interval,
@@ -729,12 +735,19 @@ def run_dispatcher(
 
 
 def _lead(
-    dsn: str, bind: str, heartbeat_interval: float, heartbeat_timeout: float, announce: bool
+    dsn: str,
+    bind: str,
+    advertised_as: str,
+    keys: Keys | None,
+    heartbeat_interval: float,
+    heartbeat_timeout: float,
+    announce: bool,
 ) -> tuple[JobStore, Callable[[], bool]]:
     """Wait as a standby until this dispatcher leads; its fenced store and leadership check."""
     from .pg_store import Leadership, PostgresJobStore
+    from .standby import wait_as_standby
 
-    leadership = Leadership(dsn, bind, heartbeat_timeout)
+    leadership = Leadership(dsn, advertised_as, heartbeat_timeout)
     told = ""
 
     def standby(leader: str) -> None:
@@ -743,6 +756,6 @@ def _lead(
             print(f"pydispatch dispatcher standby: the leader is at {leader}", flush=True)
             told = leader
 
-    epoch = leadership.wait_to_lead(every=heartbeat_interval, on_wait=standby)
+    epoch = wait_as_standby(leadership, bind, keys, heartbeat_interval, standby)
     log.warning("this dispatcher leads (epoch %d)", epoch)
     return PostgresJobStore(dsn, epoch), leadership.still_leading

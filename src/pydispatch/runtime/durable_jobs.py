@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # How a job whose master a restarted dispatcher is starting again is listed until that master
 # announces it (no endpoint yet: a handle waits for one, see dataflow.handle).
 RESUMING = "RESTARTING"
+_FINISHING: Final = "FINISHING"  # finished, its outcome not written yet (see update)
 
 Resumable = tuple[JobRecord, p.Blob, list[FrameLike]]
 
@@ -39,6 +40,10 @@ class DurableJobs:
     def __init__(self, store: JobStore) -> None:
         self.store = store
         self._states: dict[str, str] = {}  # what the store says, to write changes only
+        # FINISHED jobs whose outcome and state are written (oldest first; the last 10,000:
+        # a master's late report of an older one only writes FINISHING over FINISHED, and
+        # that job then runs again after a restart, at worst).
+        self._kept: dict[str, None] = {}
 
     def keep(
         self, job_id: str, message: p.SubmitJob, submitter: bytes, payload: p.Blob,
@@ -55,16 +60,22 @@ class DurableJobs:
         self._states[job_id] = record.state
 
     def update(self, job: p.JobInfo) -> None:
-        """A master announced its job (or its exit was noticed): write what changed."""
-        if self._states.get(job.job_id) == job.state:
+        """A master announced its job (or its exit was noticed): write what changed.
+
+        FINISHED is written with the job's outcome (:meth:`keep_outcome`), not before: a
+        dispatcher killed between the two would otherwise leave the job FINISHED with its
+        result lost. Until then it is kept as FINISHING, with its payload: a dispatcher that
+        starts on the store runs it again (at least once, never lost)."""
+        state = _FINISHING if job.state == "FINISHED" else job.state
+        if job.job_id in self._kept or self._states.get(job.job_id) == state:
             return
         try:
-            self.store.update(job.job_id, job.state, job.endpoint)
+            self.store.update(job.job_id, state, job.endpoint)
         except Exception:  # the job goes on; a restart may run it again, never lose it
-            log.exception("job %s: could not write its state %s", job.job_id, job.state)
+            log.exception("job %s: could not write its state %s", job.job_id, state)
             return
-        self._states[job.job_id] = job.state
-        if job.state in ENDED_STATES:
+        self._states[job.job_id] = state
+        if state in ENDED_STATES:
             self._states.pop(job.job_id)
 
     def keep_outcome(
@@ -74,8 +85,14 @@ class DurableJobs:
         until = time.time() + max(0.0, keep_for)
         try:
             self.store.keep_outcome(job_id, (reply, [_bytes(f) for f in frames]), until)
-        except Exception:  # a handle then finds the job FINISHED without its result
+            self.store.update(job_id, "FINISHED", "")  # now: see update
+        except Exception:  # the store says FINISHING: a restart runs the job again
             log.exception("job %s: could not keep its outcome", job_id)
+            return
+        self._kept[job_id] = None
+        if len(self._kept) > 10_000:
+            del self._kept[next(iter(self._kept))]
+        self._states.pop(job_id, None)
 
     def outcome(self, job_id: str) -> tuple[bytes, list[FrameLike]]:
         """The kept outcome (``(b"", [])``: none, or expired)."""

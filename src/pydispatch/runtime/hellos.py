@@ -11,12 +11,18 @@ own concern; the I/O thread sends the hellos and fails the futures.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["HELLO_EVERY", "DispatcherHellos"]
+import zmq
+
+from ..wire.security import Keys, connect_with
+from ..wire.transport import find_leader, split_addresses
+
+__all__ = ["HELLO_EVERY", "DispatcherHellos", "Leaders"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,11 @@ class DispatcherHellos:
     def heard(self) -> None:
         """The dispatcher spoke: it is not silent."""
         self._unanswered_since = None
+
+    def silence(self) -> float:
+        """Seconds since the first hello the dispatcher has not answered (0: none)."""
+        since = self._unanswered_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def take_turn(self) -> bool:
         """Whether a hello is due now; if so it counts as sent (the silence starts with it)."""
@@ -94,3 +105,46 @@ class DispatcherHellos:
                 self.reconnect_timeout,
             )
         return None
+
+
+# Given standbys, a leader silent this long (seconds) has the others asked who leads: a hello
+# goes every 2 s at most, so that is one unanswered hello and a little.
+LOOK_FOR_LEADER_AFTER: Final = 2.5
+
+
+class Leaders:
+    """The dispatchers a client was given (``tcp://h1:5555,tcp://h2:5555``: a leader and its
+    standbys) and which one it talks to (I/O thread, once started)."""
+
+    def __init__(self, address: str, keys: Keys | None, timeout: float) -> None:
+        self.addresses = split_addresses(address)
+        self.keys = keys
+        # The only one, or the one that leads (else the first: the client's wait for a
+        # Welcome then says nobody answered there).
+        self.current = self.addresses[0]
+        if len(self.addresses) > 1:
+            with contextlib.suppress(TimeoutError):
+                self.current = find_leader(self.addresses, keys, timeout)
+        self._looked_at = time.monotonic()
+
+    def look(self, silence: float) -> str:
+        """After a silence of the one we talk to, who leads now ("": no other, or nobody
+        answered); asked at most every LOOK_FOR_LEADER_AFTER seconds."""
+        now = time.monotonic()
+        if len(self.addresses) < 2 or min(silence, now - self._looked_at) < LOOK_FOR_LEADER_AFTER:
+            return ""
+        self._looked_at = now
+        try:
+            return find_leader(self.addresses, self.keys, 2.0)
+        except TimeoutError:
+            return ""
+
+    def move(self, sockets: tuple[zmq.Socket[Any], ...], leader: str) -> None:
+        """Reconnect ``sockets`` from the current address to ``leader``'s."""
+        for sock in sockets:
+            with contextlib.suppress(zmq.ZMQError):  # (never connected there)
+                sock.disconnect(self.current)
+            connect_with(sock, self.keys, leader)
+        self.current = leader
+        if leader not in self.addresses:  # named by a standby
+            self.addresses.append(leader)

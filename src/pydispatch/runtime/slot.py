@@ -271,6 +271,8 @@ class _Slot:
                 if isinstance(message, p.SlotWelcome):
                     self._state.set_welcomed()
                     return
+                if isinstance(message, p.Error) and message.code == p.NOT_LEADER:
+                    continue  # a standby: the worker finds the leader and replaces this slot
                 if isinstance(message, p.Error):
                     log.error("the dispatcher refused this slot: %s", message.message)
                     sys.exit(EXIT_REFUSED)

@@ -29,6 +29,7 @@ The worker is the slots' supervisor:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -48,7 +49,14 @@ from zmq.utils.monitor import recv_monitor_message
 from ..wire import protocol as p
 from ..wire.addresses import ADVERTISE_ENV, default_node, route_source, url_host
 from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_with, resolve_keys
-from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, make_socket, receive_pending, send
+from ..wire.transport import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    find_leader,
+    make_socket,
+    receive_pending,
+    send,
+    split_addresses,
+)
 from .reconnect import spread_reconnects
 from .slot import EXIT_REFUSED, SlotState
 from .usage import ProcessUsage
@@ -57,6 +65,8 @@ __all__ = ["Worker", "WorkerOptions", "run_worker"]
 
 log = logging.getLogger(__name__)
 
+# Given standbys: a dispatcher lost this long (seconds) has the others asked who leads.
+_LOOK_FOR_LEADER_AFTER: Final = 2.0
 _REGISTER_RETRY: Final = 5.0  # seconds without a Registered reply before registering again
 _KILL_WATCH: Final = 2.0  # seconds a force-cancelled attempt is watched for on the slots
 _IPC_PATH_MAX: Final = 100  # bytes of an ipc:// socket path (sun_path holds 108 with its NUL)
@@ -104,11 +114,14 @@ class WorkerOptions:
 class Worker:
     def __init__(self, address: str, options: WorkerOptions | None = None) -> None:
         self.options = options or WorkerOptions()
-        self.address = address
+        # A leader and its standbys: the worker follows whichever leads (see _follow_leader).
+        self._addresses = split_addresses(address)
+        self.address = self._addresses[0]
+        self._looked_for_leader_at = 0.0
         self.advertise_host = (
             self.options.advertise_host
             or os.environ.get(ADVERTISE_ENV, "")
-            or route_source(address)
+            or route_source(self.address)
         )
         self.node = self.options.node or default_node(self.advertise_host)
         self.name = self.options.name or f"{self.node}-{os.getpid()}"
@@ -201,6 +214,7 @@ class Worker:
             if self._registered_at is None and now - self._register_sent_at > _REGISTER_RETRY:
                 self._register()
             # While a force-cancel is watched, look at the slots often.
+            self._look_for_leader(now)
             if self._sock.poll(10 if self._kills else 100):
                 self._receive_from_dispatcher()
             self._watch_kills(time.monotonic())
@@ -238,9 +252,15 @@ class Worker:
         sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
         spread_reconnects(sock)
         self._connect(sock)
+        connected_to = self.address
         try:
             usage = ProcessUsage()
             while not self._heartbeat_stop.wait(self._heartbeat_interval):
+                if connected_to != self.address:  # another dispatcher leads (_follow_leader)
+                    with contextlib.suppress(zmq.ZMQError):
+                        sock.disconnect(connected_to)
+                    connected_to = self.address
+                    connect_with(sock, self.keys, connected_to)
                 if self._registered_at is not None:
                     pids = [os.getpid(), *(slot.process.pid for slot in list(self._slots))]
                     cpu, rss = usage.measure(pids)
@@ -301,10 +321,52 @@ class Worker:
                         self._replace_slot(slot, "lost", "the dispatcher could not reach its slot")
             case p.Goodbye():
                 self._released = True
+            case p.Error(code=p.NOT_LEADER, message=leader):
+                self._follow_leader(leader)  # a standby answered: where the leader is
             case p.Error(code=code, message=text):
                 log.error("the dispatcher refused a message: %s: %s", code, text)
             case _:
                 log.error("unexpected %s from the dispatcher", type(message).__name__)
+
+    def _look_for_leader(
+        self, now: float, lost_since: float | None = None, register: bool = True
+    ) -> None:
+        """Given standbys: the dispatcher's connection lost (or a Register unanswered) for a
+        while has the others asked who leads now."""
+        if lost_since is None:
+            lost_since = self._lost_dispatcher_at
+            if self._registered_at is None:
+                lost_since = min(lost_since or now, self._register_sent_at)
+            if len(self._addresses) < 2:
+                return
+        if (
+            lost_since is None
+            or now - lost_since < _LOOK_FOR_LEADER_AFTER
+            or now - self._looked_for_leader_at < _LOOK_FOR_LEADER_AFTER
+        ):
+            return
+        self._looked_for_leader_at = now
+        with contextlib.suppress(TimeoutError):
+            self._follow_leader(find_leader(self._addresses, self.keys, 2.0), register)
+
+    def _follow_leader(self, leader: str, register: bool = True) -> None:
+        """Register with the dispatcher at ``leader``. The slots speak to the old address:
+        fresh ones replace them (what they ran runs again: its clients resubmit it)."""
+        if not leader or leader == self.address:
+            return
+        log.warning("the dispatcher that leads is at %s now (was %s)", leader, self.address)
+        with contextlib.suppress(zmq.ZMQError):
+            self._sock.disconnect(self.address)
+        self.address = leader
+        self._connect(self._sock)
+        if leader not in self._addresses:
+            self._addresses.append(leader)
+        if self._lost_dispatcher_at is None:
+            self._lost_dispatcher_at = time.monotonic()
+        for slot in list(self._slots):
+            self._replace_slot(slot)
+        if register:
+            self._register()
 
     def _log_registered(self) -> None:
         if not self._ever_registered:
@@ -396,8 +458,13 @@ class Worker:
 
     def _wait_for_slots(self) -> None:
         """Until the dispatcher has welcomed every slot (it may not be up yet: keep waiting)."""
-        next_note = time.monotonic() + 10.0
+        started = time.monotonic()
+        next_note = started + 10.0
         while not all(slot.state.welcomed for slot in self._slots):
+            # Not welcomed yet: the address may be a standby's (it answers nobody's slots), or
+            # a dead leader's among standbys: ask who leads.
+            if time.monotonic() - started > _LOOK_FOR_LEADER_AFTER:
+                self._look_for_leader(time.monotonic(), started, register=False)
             if self._drain_requested:
                 return
             if time.monotonic() > next_note:

@@ -45,6 +45,11 @@ class SubtaskFigures(msgspec.Struct, array_like=True):
     busy: float
     backpressured: float
     max_in_flight: int
+    # Later additions, defaulted: a report without them (an older slice) still decodes.
+    operator_bytes_in: dict[int, int] = msgspec.field(default_factory=dict)
+    operator_bytes_out: dict[int, int] = msgspec.field(default_factory=dict)
+    # Time windows in streaming mode: (watermark, newest mark of any input channel).
+    watermarks: dict[int, tuple[float, float]] = msgspec.field(default_factory=dict)
 
 
 class SliceReady(Header):

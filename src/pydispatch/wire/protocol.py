@@ -48,6 +48,7 @@ __all__ = [
     "KIND_CALL",
     "KIND_CHUNK",
     "KIND_MAP1",
+    "NOT_LEADER",
     "PROTOCOL_VERSION",
     "AttemptResult",
     "Blob",
@@ -223,6 +224,12 @@ class Error(Header):
 
     code: str
     message: str
+
+
+# A standby dispatcher's answer to anything: the leader's address is the ``message`` ("": none
+# known yet). An Error, not a message type of its own: peers of earlier versions log it as a
+# refusal instead of failing to decode it.
+NOT_LEADER: Final = "not_leader"
 
 
 # ------------------------------------------------------------------- client <-> dispatcher

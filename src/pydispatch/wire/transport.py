@@ -24,6 +24,7 @@ import marshal
 import os
 import pickle
 import sys
+import time
 import types
 from collections import ChainMap
 from collections.abc import Iterator, Sequence
@@ -36,10 +37,13 @@ from .data_plane import BatchData, Column, DataMessage, Watermark, decode_data
 from .job_plane import JobMessage, decode_job
 from .protocol import (
     INLINE,
+    NOT_LEADER,
     Blob,
     BufferMeta,
+    Error,
     Message,
     ProtocolError,
+    StatusRequest,
     check_blob,
     decode,
     encode,
@@ -56,6 +60,7 @@ __all__ = [
     "batch_from",
     "batch_message",
     "dumps",
+    "find_leader",
     "frame_sizes",
     "keep_by_reference",
     "loads",
@@ -70,6 +75,7 @@ __all__ = [
     "recv_parts",
     "request",
     "send",
+    "split_addresses",
     "split_envelope",
     "travels_by_value",
     "watermark_from",
@@ -257,7 +263,64 @@ def ask(
 ) -> tuple[Message, list[zmq.Frame]]:
     """:func:`request` with frames both ways (a job's payload to the dispatcher and back to
     the job's process). The answer's frames stay valid after the socket is closed. ``keys``:
-    see ``security.resolve_keys`` (by default, those the environment names)."""
+    see ``security.resolve_keys`` (by default, those the environment names).
+
+    ``address`` may list standby dispatchers (``tcp://h1:5555,tcp://h2:5555``): the one that
+    leads is asked (:func:`find_leader`); a standby asked alone names the leader, which is
+    then asked instead (a standby acts on nothing, so nothing is done twice)."""
+    addresses = split_addresses(address)
+    target = addresses[0] if len(addresses) == 1 else find_leader(addresses, keys, timeout)
+    reply = _ask_one(target, message, frames, timeout, keys)
+    if isinstance(reply[0], Error) and reply[0].code == NOT_LEADER and reply[0].message:
+        reply = _ask_one(reply[0].message, message, frames, timeout, keys)
+    return reply
+
+
+def split_addresses(address: str) -> list[str]:
+    """``"tcp://h1:5555,tcp://h2:5555"``: the dispatchers it lists, in order (ValueError if
+    it lists none)."""
+    addresses = [part.strip() for part in address.split(",") if part.strip()]
+    if not addresses:
+        raise ValueError(f"{address!r} names no dispatcher address")
+    return addresses
+
+
+def find_leader(
+    addresses: Sequence[str], keys: str | Keys | None = None, timeout: float = 5.0
+) -> str:
+    """The address among ``addresses`` (and the leaders standbys name) of the dispatcher that
+    leads: the one that answers a status request itself (a standby answers only with
+    ``Error(NOT_LEADER, leader)``). Asked in turn, each for a share of
+    ``timeout``, round after round until it passes (TimeoutError)."""
+    deadline = time.monotonic() + timeout
+    each = max(0.2, min(1.0, timeout / max(1, len(addresses))))
+    candidates = list(addresses)
+    while True:
+        for candidate in list(candidates):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"no dispatcher among {', '.join(candidates)} answered as the leader "
+                    f"within {timeout:g} s"
+                )
+            try:
+                reply, _ = _ask_one(candidate, StatusRequest(), (), min(each, left), keys)
+            except (TimeoutError, zmq.ZMQError):
+                continue
+            if not (isinstance(reply, Error) and reply.code == NOT_LEADER):
+                return candidate  # (a refusal too: standbys answer nothing but NOT_LEADER)
+            named = reply.message
+            if named and named not in candidates:  # a leader we were not told of
+                candidates.append(named)
+
+
+def _ask_one(
+    address: str,
+    message: Message,
+    frames: Sequence[FrameLike],
+    timeout: float,
+    keys: str | Keys | None,
+) -> tuple[Message, list[zmq.Frame]]:
     credentials = resolve_keys(keys)
     context: zmq.Context[Any] = zmq.Context()
     sock = make_socket(context, zmq.DEALER)

@@ -190,6 +190,8 @@ function drawGraph(graph, metrics, r) {
         class: "operator", "data-name": op.name, "data-id": op.id,
         "data-records-in": (metrics.records_in || {})[opId] ?? 0,
         "data-records-out": (metrics.records_out || {})[opId] ?? 0,
+        "data-bytes-in": (metrics.bytes_in || {})[opId] ?? 0,
+        "data-bytes-out": (metrics.bytes_out || {})[opId] ?? 0,
       },
         make("rect", { x, y, width: boxW, height: boxH, rx: 4 }),
         make("text", { x: x + 8, y: y + 18 }, `${op.name} ×${op.parallelism}`),
@@ -233,6 +235,8 @@ function renderJob(job, now) {
     fillTable("operators-table", graph.operators.map((op) => [
       op.name, op.chain, op.parallelism, number((m.records_in || {})[op.id] ?? 0),
       number((m.records_out || {})[op.id] ?? 0), number(r.in[op.id]), number(r.out[op.id]),
+      bytes((m.bytes_in || {})[op.id] ?? 0), bytes((m.bytes_out || {})[op.id] ?? 0),
+      op.id in (m.watermark_lag || {}) ? number(m.watermark_lag[op.id]) : "-",
     ]));
   }
   const placement = job.placement || {};
