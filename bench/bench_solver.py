@@ -11,6 +11,9 @@ Environment:
     PYDISPATCH_BENCH_JOB_SECONDS  time limit of the `local` runs on job-shaped instances
                                   (default 1.0, a job master's: the bound is computed inside)
     PYDISPATCH_BENCH_GAP_CASES    "all" (default), or a comma list of names such as D-20x200
+    PYDISPATCH_BENCH_ORLIB        a directory holding OR-Library's gapc.txt and gapd.txt: then
+                                  bench_orlib_gap runs their 12 instances against the published
+                                  optima (the files are not shipped; without it, it has no cases)
 
 GAP instances: the 12 Chu & Beasley C/D/E shapes of before, plus type D and E with 400 tasks on
 10, 20 and 40 agents, the shapes of Yagiura's large instances. Neither set's published files are
@@ -27,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from bench_solver_instances import all_to_all, chu_beasley, keyed_pipeline
+from bench_solver_instances import all_to_all, chu_beasley, keyed_pipeline, orlib_gap
 from pydispatch.solver import Placement, flink_slot_sharing, solve
 from pydispatch.solver import _exact as exact
 from pydispatch.solver import _native as native
@@ -103,6 +106,58 @@ def bench_gap_vs_plain_cpsat(benchmark: Any, kind: str, m: int, n: int) -> None:
     )
 
 
+ORLIB_DIR = os.environ.get("PYDISPATCH_BENCH_ORLIB", "")
+ORLIB_CASES = [
+    (kind, i)
+    for kind in "cd"
+    if ORLIB_DIR and os.path.exists(os.path.join(ORLIB_DIR, f"gap{kind}.txt"))
+    for i in range(6)
+]
+_ORLIB_ROWS: list[tuple[float, float, float, float]] = []
+
+
+@pytest.mark.parametrize(("kind", "index"), ORLIB_CASES)
+def bench_orlib_gap(benchmark: Any, kind: str, index: int) -> None:
+    """OR-Library gapc/gapd against their published optima: ours vs plain CP-SAT at equal
+    time, and our proven gap (objective vs our own bound)."""
+    inst, best = orlib_gap(os.path.join(ORLIB_DIR, f"gap{kind}.txt"), kind)[index]
+    p = inst.problem()
+    plain = exact.cpsat(
+        p,
+        deadline=time.perf_counter() + GAP_SECONDS,
+        gap_limit=1e-4,
+        seed=0,
+        num_workers=2,
+        hint=None,
+    )
+    assert plain.assignment is not None
+    plain_obj = sum(native.build(p).evaluate(plain.assignment))
+    ours = _once(benchmark, lambda: solve(p, "cpsat", time_limit=GAP_SECONDS, num_workers=2))
+    row = (
+        (ours.objective - best) / best,
+        (plain_obj - best) / best,
+        ours.gap,
+        (best - ours.lower_bound) / best,
+    )
+    _ORLIB_ROWS.append(row)
+    benchmark.extra_info.update(
+        objective=ours.objective, best_known=best, lower_bound=ours.lower_bound
+    )
+    print(
+        f"\n{inst.name:14s} published {best:6d} ours {ours.objective:7.0f} ({row[0]:6.3%}) "
+        f"plain CP-SAT {plain_obj:7.0f} ({row[1]:6.3%}); our bound {ours.lower_bound:8.1f} "
+        f"({ours.bound_method}, {row[3]:6.3%} below the optimum), proven gap {row[2]:6.3%}"
+    )
+    if len(_ORLIB_ROWS) == len(ORLIB_CASES):
+        n = len(_ORLIB_ROWS)
+        mean = [sum(r[k] for r in _ORLIB_ROWS) / n for k in range(4)]
+        print(
+            f"OR-Library means over {n}: to the published optimum ours {mean[0]:.3%} plain "
+            f"CP-SAT {mean[1]:.3%}; our proven gap {mean[2]:.3%}; our bound {mean[3]:.3%} "
+            "below the optimum"
+        )
+
+
 JOB_CASES = [
     ("keyed", 10_000, 1_000, 16.0),
     ("keyed", 10_000, 1_000, 64.0),
@@ -138,7 +193,10 @@ def bench_job_vs_flink(benchmark: Any, shape: str, T: int, W: int, cpu: float) -
         wall_time=ours.wall_time,
     )
     lb = max(r.lower_bound for r in rows.values())
-    print(f"\n{inst.name} (lower bound {lb:.0f})")
+    print(
+        f"\n{inst.name} (lower bound {lb:.0f}); local: wall / time limit "
+        f"{ours.wall_time / JOB_SECONDS:.2f}, left out for time: {', '.join(ours.skipped) or '-'}"
+    )
     for name, r in rows.items():
         print(
             f"  {name:18s} {r.wall_time:6.3f}s objective {r.objective:10.0f} "

@@ -53,6 +53,40 @@ def chu_beasley(kind: str, m: int, n: int, seed: int) -> GapInstance:
     return GapInstance(f"gap{kind}-{m}x{n}-s{seed}", c.astype(float), r, b)
 
 
+# Published optima of the OR-Library gapc/gapd sets (minimisation), proven by exact methods and
+# cited throughout the literature (e.g. Yagiura, Ibaraki & Glover 2004; Posta, Ferland &
+# Michelon 2012), in the files' order: 5x100, 5x200, 10x100, 10x200, 20x100, 20x200.
+ORLIB_BEST_KNOWN: dict[str, tuple[int, ...]] = {
+    "c": (1931, 3456, 1402, 2806, 1243, 2391),
+    "d": (6353, 12742, 6347, 12430, 6185, 12235),
+}
+
+
+def orlib_gap(path: str, kind: str) -> list[tuple[GapInstance, int]]:
+    """The instances of an OR-Library file ``gapc.txt`` / ``gapd.txt`` (count, then per
+    instance: m n, the m x n costs, the m x n weights, the m capacities) with their published
+    best known values. The files are not shipped with the project: point
+    PYDISPATCH_BENCH_ORLIB at a directory holding them."""
+    with open(path) as fh:
+        nums = [int(x) for x in fh.read().split()]
+    pos = 1
+    out: list[tuple[GapInstance, int]] = []
+    for i in range(nums[0]):
+        m, n = nums[pos], nums[pos + 1]
+        pos += 2
+        c = np.array(nums[pos : pos + m * n], dtype=float).reshape(m, n)
+        pos += m * n
+        r = np.array(nums[pos : pos + m * n], dtype=float).reshape(m, n)
+        pos += m * n
+        b = np.array(nums[pos : pos + m], dtype=float)
+        pos += m
+        name = f"orlib-{kind}{m:02d}{n}"
+        out.append((GapInstance(name, c, r, b), ORLIB_BEST_KNOWN[kind][i]))
+    if pos != len(nums):
+        raise ValueError(f"{path}: {len(nums) - pos} numbers left after {nums[0]} instances")
+    return out
+
+
 @dataclass
 class JobInstance:
     name: str

@@ -41,6 +41,7 @@ def test_solver_exports() -> None:
             "InfeasibleError",
             "Placement",
             "PlacementProblem",
+            "SolveStep",
             "fair_share",
             "flink_slot_sharing",
             "lower_bound",

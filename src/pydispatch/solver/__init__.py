@@ -4,7 +4,9 @@ The public face of the allocation solver (``solve(problem, method=...)``; see
 :mod:`pydispatch.solver._solve` for the methods and their bounds). Modules inside are private:
 
 - ``_problem``: :class:`PlacementProblem`, validated and coerced numpy arrays;
-- ``_result``: :class:`Placement`, :class:`InfeasibleError` and the checks behind both;
+- ``_result``: :class:`Placement`, :class:`SolveStep`, :class:`InfeasibleError` and the checks
+  behind them;
+- ``_steps``: the clock of one solve (deadline, what each phase did or why it was left out);
 - ``_native``: the bridge to the native kernels of ``pydispatch._core``;
 - ``_exact``: the exact methods and bounds with OR-Tools (CP-SAT, min-cost flow, LP);
 - ``_bounds``: the lower bounds (Lagrangian for capacities, per-level network bounds that see
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from .._exports import publish
 from ._problem import PlacementProblem
-from ._result import InfeasibleError, Placement
+from ._result import InfeasibleError, Placement, SolveStep
 from ._solve import BASELINES, METHODS, fair_share, flink_slot_sharing, lower_bound, solve
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "InfeasibleError",
     "Placement",
     "PlacementProblem",
+    "SolveStep",
     "fair_share",
     "flink_slot_sharing",
     "lower_bound",

@@ -37,10 +37,14 @@ from . import _exact as exact
 from . import _native as native
 from . import _network_lp as lp
 from ._problem import PlacementProblem
+from ._result import SolveStep
+from ._steps import StepLog
 
 __all__ = [
     "BoundReport",
     "compute_bound",
+    "knapsack_applies",
+    "knapsack_bound",
     "lagrangian_bound",
     "network_bound",
     "placement_bound",
@@ -60,7 +64,11 @@ _QUICK_LAGRANGIAN_WORK = 5_000_000  # ... in a quick bound (a few milliseconds)
 _MAX_KINDS = 2_000  # the shuffle bound gives up on traffic graphs with more kinds of tasks...
 _MAX_PAIRS = 400  # ...or more communicating pairs of kinds (it would cost more than it says)
 _KNAPSACK_KINDS = 64  # with fewer kinds the pair bounds rarely leave the knapsack anything
-_LP_FLOOR_SECONDS = 0.5  # GLOP's time limit per level at least (it usually needs far less)
+_LP_FIRST_ESTIMATE = 0.05  # seconds a level's LP takes (build + GLOP) before one was timed
+_LP_IMPORT_ESTIMATE = 0.15  # ... plus OR-Tools' linear solver's import on first use
+_KINDS_PASSES = 1.2  # the refined kind graph costs about this many CSR builds (0.3-1.2)
+_PAIR_SECONDS = 0.003  # one pair bound on one level (a zooming grid of 289 multipliers x 5)
+_COMPUTE_LP_ESTIMATE = 0.05  # GLOP's compute LP on a small problem: build at least
 _GRID = 17  # multipliers per axis per zoom round of the pair bound's dual
 _ZOOMS = 5
 
@@ -129,6 +137,12 @@ def lagrangian_bound(
     return float(val) - 1e-9 * max(1.0, abs(float(val))), np.asarray(lam)
 
 
+def knapsack_applies(p: PlacementProblem) -> bool:
+    """Whether :func:`knapsack_bound` may apply (size and one finite capacity per worker)."""
+    finite = np.isfinite(p.capacity) & (p.demand.max(axis=0, initial=0.0) > 0)[None, :]
+    return p.n_tasks * p.n_workers <= _KNAPSACK_MAX_PAIRS and not (finite.sum(axis=1) > 1).any()
+
+
 def knapsack_bound(
     p: PlacementProblem, lam: F64, upper: float, time_limit: float, iterations: int = 150
 ) -> float:
@@ -139,7 +153,7 @@ def knapsack_bound(
     finite capacity per worker (GAP); -inf where it does not apply."""
     T, W = p.n_tasks, p.n_workers
     finite = np.isfinite(p.capacity) & (p.demand.max(axis=0, initial=0.0) > 0)[None, :]
-    if T * W > _KNAPSACK_MAX_PAIRS or (finite.sum(axis=1) > 1).any():
+    if not knapsack_applies(p):
         return -math.inf
     res = np.where(finite.any(axis=1), finite.argmax(axis=1), -1)
     weight = np.zeros((T, W), np.int64)
@@ -170,32 +184,47 @@ def compute_bound(
     *,
     quick: bool = False,
     lp_relaxation: bool = True,
+    log: StepLog | None = None,
 ) -> tuple[float, str, F64 | None]:
     """The best bound of the compute cost: (value, method, Lagrangian multipliers or None).
     The Lagrangian runs a fixed number of iterations (fewer when ``quick``; ``time_limit`` is
     only its safety net), so that the bound is a function of the problem alone; the LP is
-    skipped when ``quick`` or not ``lp_relaxation``."""
-    start = time.perf_counter()
+    skipped when ``quick`` or not ``lp_relaxation``. ``log`` (default: one ending
+    ``time_limit`` from now) holds the deadline and records each step."""
+    log = log if log is not None else StepLog.within(time_limit)
+    t0 = time.perf_counter()
     free = float(nat.kernel.min_cost().sum())
     best, method, lam = free, "capacity-free", None
     if _has_compute_cost(p) and _capacity_binds(p):
         ub = upper if upper is not None and math.isfinite(upper) else free * 1.5 + 1.0
         iters = _QUICK_ITERATIONS if quick else _ITERATIONS
+        # a fixed iteration count (ms): always run, so the bound is a function of the problem
         val, lam = lagrangian_bound(p, nat, ub, max(time_limit, _LAGRANGIAN_SAFETY), iters)
         if val > best:
             best, method = val, "lagrangian"
-        left = time_limit - (time.perf_counter() - start)
-        if not quick and math.isfinite(val) and left > 0:
+        log.done("bound:lagrangian", t0, f"{val:.6g}")
+        applies = knapsack_applies(p)
+        if not quick and math.isfinite(val) and applies and log.affords("bound:knapsack", 0.0):
             # iteration-bounded like the other, but within the caller's time: it is the slow one
-            kb = knapsack_bound(p, lam, ub, left)
+            t0 = time.perf_counter()
+            kb = knapsack_bound(p, lam, ub, log.left())
             if kb > best:
                 best, method = kb, "lagrangian-knapsack"
-        left = time_limit - (time.perf_counter() - start)
+            log.done("bound:knapsack", t0, f"{kb:.6g}")
         small = p.n_tasks * p.n_workers <= _LP_MAX_PAIRS
-        if lp_relaxation and not quick and small and left > 0:
-            lp = exact.lp_bound(p, left)
+        if (
+            lp_relaxation
+            and not quick
+            and small
+            and log.affords("bound:compute-lp", _COMPUTE_LP_ESTIMATE)
+        ):
+            t0 = time.perf_counter()
+            lp = exact.lp_bound(p, log.left())
             if lp > best + 1e-9 * max(1.0, abs(best)):
                 best, method = lp, "lp"
+            log.done("bound:compute-lp", t0, f"{lp:.6g}")
+    else:
+        log.done("bound:compute", t0, f"capacity-free {free:.6g}")
     if _integral_objective(p):
         best = math.ceil(best - 1e-6)
     return best, method, lam
@@ -369,9 +398,10 @@ def _self_share(kmax: float, n: float, alpha: float, gamma: float) -> float:
     return n * min(alpha, gamma * (k - 1)) / 2.0
 
 
-def _kind_graph(p: PlacementProblem, nat: native.Native) -> lp.KindGraph | None:
-    """The traffic graph over kinds of tasks (None: too many kinds or pairs to be worth it)."""
-    kind = _traffic_kinds(p, nat)
+def _kind_graph(p: PlacementProblem, nat: native.Native, rounds: int = 3) -> lp.KindGraph | None:
+    """The traffic graph over kinds of tasks (None: too many kinds or pairs to be worth it);
+    ``rounds`` of colour refinement (0: kinds by demand and allowed workers alone)."""
+    kind = _traffic_kinds(p, nat, rounds)
     K = int(kind.max()) + 1
     if K > _MAX_KINDS:
         return None
@@ -430,49 +460,122 @@ def _pair_shares(p: PlacementProblem, g: lp.KindGraph, lev: _Levels) -> F64:
     return out
 
 
+def _level_name(p: PlacementProblem, i: int) -> str:
+    """Index i of :class:`_Levels` (0: the worker, then fine -> coarse) as a step's name."""
+    return "worker" if i == 0 else f"level{p.level_groups.shape[1] - i}"
+
+
 def network_bound(
-    p: PlacementProblem, nat: native.Native, time_limit: float = 1.0, *, use_lp: bool = True
+    p: PlacementProblem,
+    nat: native.Native,
+    time_limit: float = 1.0,
+    *,
+    use_lp: bool = True,
+    log: StepLog | None = None,
 ) -> tuple[float, str]:
     """The best lower bound of the network cost: (value, "knapsack", "shuffle", or
-    "shuffle-lp" when the joint LP of :mod:`._network_lp` improved a level). The LPs (unless
-    not ``use_lp``) share what is left of ``time_limit``, each at least _LP_FLOOR_SECONDS."""
-    start = time.perf_counter()
+    "shuffle-lp" when the joint LP of :mod:`._network_lp` improved a level).
+
+    Each phase runs only if its expected cost fits in what is left of ``log``'s deadline
+    (default: ``time_limit`` from now) and is recorded there, run or skipped: the kind graph
+    (about 1.5 passes over the traffic graph, timed by the CSR build), the pair bounds, then
+    one LP per level, coarse levels first (where the joint view gains most), each given the
+    time left and estimated from the one before; a level without its LP keeps the pair bound.
+    Left without any, the network part falls back to the per-task knapsack or, with no time
+    for that either, to 0 (always valid)."""
+    log = log if log is not None else StepLog.within(time_limit)
     if not p.has_traffic:
         return 0.0, ""
+    t0 = time.perf_counter()
     if p.distance is not None:
-        return native.network_bound(nat), "knapsack"
+        value = native.network_bound(nat)
+        log.done("bound:network", t0, f"knapsack {value:.6g}")
+        return value, "knapsack"
     lev = _levels(p)
     V = float(nat.adj_vol.sum()) / 2.0 if nat.adj_ptr[-1] > 0 else 0.0
-    g = _kind_graph(p, nat)
+    g = None
+    # the kinds by colour refinement (a job's operators), or, when that does not fit, by
+    # demand and allowed workers alone (one pass: unlike operators of equal demand lumped
+    # together, a weaker but valid bound)
+    for rounds, passes, how in ((3, _KINDS_PASSES, "refined"), (0, 0.5, "by demand only")):
+        if log.left() >= passes * log.graph_pass:
+            t0 = time.perf_counter()
+            g = _kind_graph(p, nat, rounds)
+            size = "" if g is None else f"{g.count.size} kinds, {len(g.pairs)} pairs "
+            log.done("bound:kinds", t0, size + how if g is not None else "too many kinds")
+            break
+    else:
+        log.skip("bound:kinds", f"needs ~{0.5 * log.graph_pass:.3f}s, {log.left():.3f}s left")
     knap = np.full(lev.groups.size, V)
-    if g is None or g.count.size > _KNAPSACK_KINDS:
+    knap_ran = False
+    if (g is None or g.count.size > _KNAPSACK_KINDS) and log.affords(
+        "bound:knapsack-network", log.graph_pass
+    ):
         # per task: worth its pass over the edges when kinds lump unlike tasks together
+        t0 = time.perf_counter()
         knap = np.minimum(knap, native.level_shares(nat, lev.capacity, lev.saving) / 2.0)
+        knap_ran = True
+        log.done("bound:knapsack-network", t0)
     best = knap.copy()
     joint = False
+    if g is not None and not log.affords(
+        "bound:pairs", _PAIR_SECONDS * lev.groups.size * len(g.pairs)
+    ):
+        g = None
     if g is not None:
+        t0 = time.perf_counter()
         pair = _pair_shares(p, g, lev)
         best = np.minimum(best, pair.sum(axis=1))
-        # the coarse levels first: there the joint view gains most (a shuffle fills a zone)
-        for n, i in enumerate(range(lev.groups.size - 1, -1, -1) if use_lp else ()):
-            # a level's LP has a few dozen rows per cell whatever the job's size (~50 ms):
-            # it gets its floor even when the O(edges) passes above ate the budget
-            left = (time_limit - (time.perf_counter() - start)) / (lev.groups.size - n)
-            v = lp.level_share_lp(
-                g, lev.capacity[i], int(lev.groups[i]), pair[i], max(left, _LP_FLOOR_SECONDS)
-            )
-            if v is not None and v < best[i] - 1e-9 * max(1.0, best[i]):
-                best[i], joint = v, True
+        log.done("bound:pairs", t0)
+        if use_lp:
+            joint = _joint_lps(p, g, lev, pair, best, log)
     # a finer level shares no more volume than a coarser one (index 0 is the finest)
     best = np.minimum.accumulate(best[::-1])[::-1]
     knap = np.minimum.accumulate(knap[::-1])[::-1]
     value = V * lev.dfar - float(lev.saving @ best)
-    old = V * lev.dfar - float(lev.saving @ knap)
-    method = "knapsack"
-    if value > old + 1e-9 * max(1.0, abs(old)) or g is not None:
+    method = "knapsack" if knap_ran else "volume"  # volume: V x the nearest distance alone
+    if g is not None:
         method = "shuffle-lp" if joint else "shuffle"
     # float sums: shave the last digits so that the bound stays a bound
-    return max(value, 0.0) - 1e-9 * max(1.0, abs(value)), method
+    return max(value - 1e-9 * max(1.0, abs(value)), 0.0), method
+
+
+def _joint_lps(
+    p: PlacementProblem, g: lp.KindGraph, lev: _Levels, pair: F64, best: F64, log: StepLog
+) -> bool:
+    """One joint LP per level, coarse first, each if it fits in the time left (the first
+    estimated, the next ones timed by the one before); ``best`` lowered in place where an LP
+    proves less sharing. Whether any did."""
+    if not lp.applies(g):
+        log.steps.append(
+            SolveStep(
+                "bound:lp", 0.0, f"not applicable: {g.count.size} kinds, {len(g.pairs)} pairs"
+            )
+        )
+        return False
+    joint = False
+    if not lp.imported():
+        if not log.affords("bound:lp-import", _LP_IMPORT_ESTIMATE + _LP_FIRST_ESTIMATE):
+            return False
+        t0 = time.perf_counter()
+        lp.load()
+        log.done("bound:lp-import", t0, "OR-Tools linear solver loaded")
+    estimate = _LP_FIRST_ESTIMATE
+    for i in range(lev.groups.size - 1, -1, -1):
+        name = f"bound:lp[{_level_name(p, i)}]"
+        if not log.affords(name, estimate):
+            continue
+        t0 = time.perf_counter()
+        v = lp.level_share_lp(g, lev.capacity[i], int(lev.groups[i]), pair[i], log.left())
+        estimate = time.perf_counter() - t0
+        if v is None:
+            log.done(name, t0, "not solved in the time left")
+        elif v < best[i] - 1e-9 * max(1.0, best[i]):
+            best[i], joint = v, True
+            log.done(name, t0, f"shared volume <= {v:.6g}")
+        else:
+            log.done(name, t0, "no better than the pair bounds")
+    return joint
 
 
 def placement_bound(
@@ -483,12 +586,16 @@ def placement_bound(
     *,
     quick: bool = False,
     lp_relaxation: bool = True,
+    log: StepLog | None = None,
 ) -> BoundReport:
-    """The best bound of every kind this module computes (see :func:`compute_bound`), the
-    network part's LPs within about ``time_limit``."""
-    net, net_method = network_bound(p, nat, time_limit, use_lp=not quick)
+    """The best bound of every kind this module computes (see :func:`compute_bound` and
+    :func:`network_bound`) whose phases fit before ``log``'s deadline (default: ``time_limit``
+    from now); ``log`` records each phase run or left out."""
+    log = log if log is not None else StepLog.within(time_limit)
+    # the compute part first: its Lagrangian takes milliseconds and also prices the search
     comp, comp_method, lam = compute_bound(
-        p, nat, time_limit, upper_compute, quick=quick, lp_relaxation=lp_relaxation
+        p, nat, time_limit, upper_compute, quick=quick, lp_relaxation=lp_relaxation, log=log
     )
+    net, net_method = network_bound(p, nat, time_limit, use_lp=not quick, log=log)
     method = comp_method + ("+" + net_method if net_method else "")
     return BoundReport(comp + net, method, comp, net, lam)

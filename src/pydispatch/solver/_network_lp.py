@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["KindGraph", "level_share_lp"]
+__all__ = ["KindGraph", "applies", "imported", "level_share_lp", "load"]
 
 F64 = NDArray[np.float64]
 
@@ -59,6 +60,21 @@ def _cells(n: float) -> list[tuple[float, float]]:
     return [(float(lo), float(hi - 1)) for lo, hi in itertools.pairwise(edges)]
 
 
+def applies(g: KindGraph) -> bool:
+    """Whether the LP is built for this kind graph (it grows with kinds x pairs x cells)."""
+    return 0 < len(g.pairs) <= _MAX_PAIRS and g.count.size <= _MAX_KINDS
+
+
+def imported() -> bool:
+    """Whether OR-Tools' linear solver is loaded (its first import costs ~0.1 s)."""
+    return "ortools.linear_solver.pywraplp" in sys.modules
+
+
+def load() -> None:
+    """Import OR-Tools' linear solver now (so that a caller can time it apart)."""
+    from ortools.linear_solver import pywraplp  # noqa: F401
+
+
 def level_share_lp(
     g: KindGraph, capacity: F64, n_groups: int, pair_bound: F64, time_limit: float
 ) -> float | None:
@@ -67,7 +83,7 @@ def level_share_lp(
     from ortools.linear_solver import pywraplp
 
     K, P = g.count.size, len(g.pairs)
-    if K > _MAX_KINDS or P > _MAX_PAIRS or P == 0:
+    if not applies(g):
         return None
     R = g.dmin.shape[1]
     kmax = np.minimum(g.count, capacity[R])
@@ -95,6 +111,16 @@ def level_share_lp(
         gp = max(shuffle, key=lambda c: g.volume[c])
         a, b = g.pairs[gp]
         grid = [(ca, cb) for ca in _cells(kmax[a]) for cb in _cells(kmax[b])]
+    inf = solver.infinity()
+
+    # rows by the low-level API (one coefficient per call): the natural API's expression
+    # objects cost 5x more than GLOP's solve on these few-thousand-row models
+    def row(terms: list[tuple[pywraplp.Variable, float]], hi: float, lo: float = -inf) -> None:
+        ct = solver.Constraint(lo, hi)
+        for var, coef in terms:
+            ct.SetCoefficient(var, coef)
+
+    objective = solver.Objective()
     z_all, X_all, Y_all = [], [], []
     for cell in grid:
         z = solver.NumVar(0.0, n_groups, "")
@@ -102,25 +128,27 @@ def level_share_lp(
         Y = [solver.NumVar(0.0, float(g.volume[c]), "") for c in range(P)]
         for r in range(R):
             if np.isfinite(capacity[r]) and (g.dmin[:, r] > 0).any():
-                solver.Add(sum(float(g.dmin[k, r]) * X[k] for k in range(K)) <= capacity[r] * z)
-        solver.Add(sum(X) <= float(capacity[R]) * z)
+                terms = [(X[k], float(g.dmin[k, r])) for k in range(K) if g.dmin[k, r] > 0]
+                row([*terms, (z, -float(capacity[r]))], 0.0)
+        row([*((x, 1.0) for x in X), (z, -float(capacity[R]))], 0.0)
         for k in range(K):
-            solver.Add(X[k] <= float(kmax[k]) * z)
+            row([(X[k], 1.0), (z, -float(kmax[k]))], 0.0)
         if gp >= 0:
             a, b = g.pairs[gp]
             (lo_a, hi_a), (lo_b, hi_b) = cell
-            solver.Add(X[a] >= lo_a * z)
-            solver.Add(X[a] <= hi_a * z)
-            solver.Add(X[b] >= lo_b * z)
-            solver.Add(X[b] <= hi_b * z)
+            row([(X[a], 1.0), (z, -lo_a)], inf, 0.0)
+            row([(X[a], 1.0), (z, -hi_a)], 0.0)
+            row([(X[b], 1.0), (z, -lo_b)], inf, 0.0)
+            row([(X[b], 1.0), (z, -hi_b)], 0.0)
         for c, (k, m) in enumerate(g.pairs):
+            objective.SetCoefficient(Y[c], 1.0)
             if k == m:
                 # inside one kind: each task's share is alpha, each edge counted twice
-                solver.Add(Y[c] <= 0.5 * float(g.alpha[c]) * X[k])
-                solver.Add(Y[c] <= 0.5 * float(g.gamma[c]) * max(kmax[k] - 1.0, 0.0) * X[k])
+                row([(Y[c], 1.0), (X[k], -0.5 * float(g.alpha[c]))], 0.0)
+                row([(Y[c], 1.0), (X[k], -0.5 * float(g.gamma[c]) * max(kmax[k] - 1.0, 0.0))], 0.0)
                 continue
-            solver.Add(Y[c] <= float(g.alpha[c]) * X[k])
-            solver.Add(Y[c] <= float(g.beta[c]) * X[m])
+            row([(Y[c], 1.0), (X[k], -float(g.alpha[c]))], 0.0)
+            row([(Y[c], 1.0), (X[m], -float(g.beta[c]))], 0.0)
             gam = float(g.gamma[c])
             if c == gp:
                 (lo_a, hi_a), (lo_b, hi_b) = cell
@@ -128,18 +156,22 @@ def level_share_lp(
                 (lo_a, hi_a), (lo_b, hi_b) = (0.0, float(kmax[k])), (0.0, float(kmax[m]))
             # McCormick: x_a x_b <= hi_b x_a + lo_a x_b - lo_a hi_b
             #             and  <= lo_b x_a + hi_a x_b - hi_a lo_b
-            solver.Add(Y[c] <= gam * (hi_b * X[k] + lo_a * X[m] - lo_a * hi_b * z))
-            solver.Add(Y[c] <= gam * (lo_b * X[k] + hi_a * X[m] - hi_a * lo_b * z))
+            row(
+                [(Y[c], 1.0), (X[k], -gam * hi_b), (X[m], -gam * lo_a), (z, gam * lo_a * hi_b)], 0.0
+            )
+            row(
+                [(Y[c], 1.0), (X[k], -gam * lo_b), (X[m], -gam * hi_a), (z, gam * hi_a * lo_b)], 0.0
+            )
         z_all.append(z)
         X_all.append(X)
         Y_all.append(Y)
-    solver.Add(sum(z_all) <= float(n_groups))
+    row([(z, 1.0) for z in z_all], float(n_groups))
     for k in range(K):
-        solver.Add(sum(X[k] for X in X_all) == float(g.count[k]))
+        row([(X[k], 1.0) for X in X_all], float(g.count[k]), float(g.count[k]))
     for c in range(P):
         if math.isfinite(pair_bound[c]):
-            solver.Add(sum(Y[c] for Y in Y_all) <= float(pair_bound[c]))
-    solver.Maximize(sum(sum(Y) for Y in Y_all))
+            row([(Y[c], 1.0) for Y in Y_all], float(pair_bound[c]))
+    objective.SetMaximization()
     if solver.Solve() != pywraplp.Solver.OPTIMAL:
         return None
     val = float(solver.Objective().Value())

@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from ._problem import PlacementProblem
 
-__all__ = ["InfeasibleError", "Placement", "check_necessary", "verify"]
+__all__ = ["InfeasibleError", "Placement", "SolveStep", "check_necessary", "verify"]
 
 
 class InfeasibleError(ValueError):
@@ -39,6 +39,23 @@ class InfeasibleError(ValueError):
 
 
 @dataclass(frozen=True)
+class SolveStep:
+    """One phase of a solve, in the order run: what it was, its wall time, what came of it.
+
+    ``name`` is e.g. ``construct``, ``bound:compute``, ``bound:kinds``, ``bound:lp[zone]``,
+    ``local-search``, ``cpsat``; ``outcome`` says what it gave or, for a phase left out,
+    why (``skipped: ...``), so a caller sees how its time limit shaped the result."""
+
+    name: str
+    seconds: float
+    outcome: str
+
+    @property
+    def skipped(self) -> bool:
+        return self.outcome.startswith("skipped")
+
+
+@dataclass(frozen=True)
 class Placement:
     """Where each task runs, what it costs and how far from optimal it can be at most."""
 
@@ -55,6 +72,10 @@ class Placement:
     # which bound lower_bound is: "cpsat", "flow", or the compute part's bound ("capacity-free",
     # "lagrangian", "lp") and after a "+" the network part's ("knapsack", "shuffle")
     bound_method: str = ""
+    # what the solve did, phase by phase (see SolveStep): which bounds ran, which the time
+    # limit left out, how long the search had
+    steps: tuple[SolveStep, ...] = ()
+    time_limit: float = math.inf
 
     @property
     def gap(self) -> float:
@@ -79,7 +100,13 @@ class Placement:
             f"cost {self.objective:.6g} (compute {self.compute_cost:.6g}, network "
             f"{self.network_cost:.6g}), lower bound {bound}, gap {self.gap:.2%}, "
             f"{self.status} by {self.method} in {self.wall_time:.3f}s"
+            + (f" (left out for time: {', '.join(skipped)})" if (skipped := self.skipped) else "")
         )
+
+    @property
+    def skipped(self) -> list[str]:
+        """The phases the time limit left out (names of :attr:`steps` marked skipped)."""
+        return [s.name for s in self.steps if s.skipped]
 
     def __repr__(self) -> str:
         return (
