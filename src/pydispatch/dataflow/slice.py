@@ -485,7 +485,7 @@ def _run_slice(
         if c.parallelism > slice_index
     ]
     if checkpoint.get("snapshots"):
-        olds = [snapshots.loads(data) for data in checkpoint["snapshots"].values()]
+        olds = [snapshots.load_snapshot(data) for data in checkpoint["snapshots"].values()]
         restored = int(checkpoint["restored"])
         for s in subtasks:
             chain = s.runner.chain.id

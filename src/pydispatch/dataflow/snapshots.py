@@ -25,7 +25,7 @@ import cloudpickle
 from ..plan import ExecutionGraph
 from .operators import Batch
 
-__all__ = ["RestorePart", "Snapshot", "describe", "dumps", "loads", "restore_part"]
+__all__ = ["RestorePart", "Snapshot", "describe", "dump_snapshot", "load_snapshot", "restore_part"]
 
 
 @dataclass
@@ -51,11 +51,11 @@ class RestorePart:
     transactions: dict[int, list[Any]] = field(default_factory=dict)
 
 
-def dumps(snapshot: Snapshot) -> bytes:
+def dump_snapshot(snapshot: Snapshot) -> bytes:
     return bytes(cloudpickle.dumps(snapshot))
 
 
-def loads(data: bytes) -> Snapshot:
+def load_snapshot(data: bytes) -> Snapshot:
     snapshot = cloudpickle.loads(data)
     if not isinstance(snapshot, Snapshot):
         raise TypeError(f"not a subtask snapshot: {type(snapshot).__name__}")

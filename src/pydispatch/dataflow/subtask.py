@@ -21,7 +21,6 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 from __future__ import annotations
 
 import itertools
-import operator
 import time
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -32,31 +31,24 @@ import numpy.typing as npt
 from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
 from ..plan import ExecutionGraph, _sources
 from ..plan._job_graph import KeySpec, Operator
-from . import snapshots
-from .aggregation import KeyedAggregator, group_aggregate
 from .barriers import SinkTransactions
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
 from .file_sink import TransactionalSink, TwoPhaseFileSink
+from .keyed_operators import Aggregate, ColumnAggregate, CountWindow, KeyedOperator, TimeWindow
+from .keyed_state import KeyedSnapshot, owned_groups
 from .operators import (
-    COMBINABLE,
     STATELESS,
     Batch,
-    Columns,
-    _combiner,
-    _emit,
-    _field_getter,
-    aggregator,
     call_each,
     getter,
     rows,
     size,
     text_sink_path,
     transform,
-    value_column,
-    weights_column,
 )
 from .positions import PositionedReader
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
+from .snapshots import RestorePart, Snapshot, dump_snapshot
 
 __all__ = ["Mark", "Send", "SubtaskRunner", "source_batches"]
 
@@ -103,198 +95,6 @@ _LINGER = 0.05
 _COLUMN_BATCH_BYTES = 2 << 20
 
 
-class _Aggregate:
-    """A keyed rolling/final aggregation over records, state kept across batches."""
-
-    def __init__(self, op: Operator, streaming: bool, partials: bool = False) -> None:
-        agg = op.params["agg"]
-        self.key_of = getter(op.params["key"])
-        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(op.params["field"])
-        self.combine = _combiner(agg, op.function)
-        self.partials = partials
-        if partials:  # (key, value, records) from the producers' RecordCombiner
-            self.key_of, self.value_of = operator.itemgetter(0), operator.itemgetter(1)
-            self.combine = _combiner("sum" if agg == "count" else agg, None)
-        self.emit = _emit(agg)
-        self.streaming = streaming
-        self.state: dict[Any, Any] = {}
-
-    def push(self, records: list[Any]) -> list[Any]:
-        state, out = self.state, []
-        for record in records:
-            key = self.key_of(record)
-            value = self.value_of(record)
-            acc = self.combine(state[key], value) if key in state else value
-            state[key] = acc
-            if self.streaming:
-                out.append(self.emit(key, acc))
-        return out
-
-    def finish(self) -> list[Any]:
-        return [] if self.streaming else [self.emit(k, a) for k, a in self.state.items()]
-
-
-class _ColumnAggregate:
-    """A keyed sum/min/max/count over columns: one native hash aggregation across batches
-    (``dataflow.aggregation``), emitted at end of input with keys sorted. When its producers
-    combine (``combinable``), its input is their partials: rows carry their row counts."""
-
-    def __init__(self, op: Operator, partials: bool) -> None:
-        self.op = op
-        self.key = str(op.params["key"].selector)
-        self.value = value_column(op)
-        self.weights = weights_column(op) if partials else None
-        self.state: KeyedAggregator | None = None
-
-    def push(self, columns: Columns) -> int:
-        """Fold a batch in; the input records it stands for."""
-        if self.state is None:
-            self.state = aggregator(self.op, columns)
-        values = None if self.op.params["agg"] == "count" else columns[self.value]
-        if self.weights is None:
-            self.state.update(columns[self.key], values)
-            return size(columns)
-        weights = columns[self.weights]
-        self.state.update(columns[self.key], values, weights)
-        return int(weights.sum())
-
-    def finish(self) -> Batch:
-        if self.state is None:
-            return []
-        keys, values = self.state.result(sort=True)
-        return {self.key: keys, self.value: values}
-
-
-class _CountWindow:
-    def __init__(self, op: Operator) -> None:
-        params = op.params
-        self.key_of = getter(params["key"])
-        agg = params["agg"]
-        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(params["field"])
-        self.combine = _combiner(agg, op.function)
-        self.emit = _emit(agg)
-        self.size = params["size"]
-        self.state: dict[Any, tuple[int, Any]] = {}
-
-    def push(self, records: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        for record in records:
-            key = self.key_of(record)
-            value = self.value_of(record)
-            seen, acc = self.state.get(key, (0, None))
-            acc = value if seen == 0 else self.combine(acc, value)
-            if seen + 1 == self.size:
-                out.append(self.emit(key, acc))
-                self.state.pop(key, None)
-            else:
-                self.state[key] = (seen + 1, acc)
-        return out
-
-    def finish(self) -> list[Any]:
-        return []  # incomplete windows never fire
-
-
-#: Windows a columnar batch may open before a time window reads its rows one by one instead.
-_NATIVE_WINDOWS = 64
-
-
-class _TimeWindow:
-    def __init__(self, op: Operator) -> None:
-        params = op.params
-        self.key_of = getter(params["key"])
-        self.agg = agg = params["agg"]
-        self.value_of = (lambda _: 1) if agg == "count" else _field_getter(params["field"])
-        self.combine = _combiner(agg, op.function)
-        self.time_of = getter(params["timestamp"])
-        self.size = params["size"]
-        self.params = params
-        # Partial aggregates merge as they combine, except counts, which add up.
-        self.merge = _combiner("sum" if agg == "count" else agg, op.function)
-        self.windows: dict[tuple[Any, Any], Any] = {}
-        # Streaming mode: windows fire when the watermark (the least of the input channels'
-        # latest marks) reaches their end; records of a window already fired are dropped
-        # (Flink's default for late data). Batch mode: everything fires at end of input.
-        self.channels = 0
-        self.marks: dict[Any, Any] = {}
-        self.fired: Any = None  # the end of the last window fired
-        self.late = 0
-
-    def advance(self, channel: Any, mark: Any) -> list[Any]:
-        """A watermark from one input channel; the windows it completes, fired."""
-        if channel in self.marks and mark <= self.marks[channel]:
-            return []
-        self.marks[channel] = mark
-        if len(self.marks) < self.channels:
-            return []
-        watermark = min(self.marks.values())
-        due = {slot for slot in self.windows if slot[0] + self.size <= watermark}
-        if not due:
-            return []
-        items = [(slot, acc) for slot, acc in self.windows.items() if slot in due]
-        for slot in due:
-            del self.windows[slot]
-        self.fired = watermark - watermark % self.size
-        return self._emit(items)
-
-    def push_columns(self, columns: Columns) -> bool:
-        """Fold a columnar batch in by native aggregation: one dict update per window and key
-        instead of per row. False (nothing done) where that does not apply (a function key or
-        timestamp, a non-numeric column, reduce, over _NATIVE_WINDOWS windows in the batch):
-        ``push`` its rows then. Same results as ``push``; keys keep first-seen order."""
-        params = self.params
-        key, stamp = params["key"], params["timestamp"]
-        if self.agg not in COMBINABLE or key.kind != "column" or stamp.kind != "column":
-            return False
-        keys = columns[str(key.selector)]
-        stamps = columns[str(stamp.selector)]
-        values = None if self.agg == "count" else columns.get(str(params["field"]))
-        if self.agg != "count" and (values is None or values.dtype.kind not in "biuf"):
-            return False
-        if stamps.dtype.kind not in "iuf":
-            return False
-        starts = stamps - stamps % self.size
-        live = None if self.fired is None else stamps >= self.fired
-        windows_of = np.unique(starts if live is None else starts[live])
-        if windows_of.shape[0] > _NATIVE_WINDOWS:
-            return False
-        if live is not None:  # late rows: their window fired already
-            self.late += int(live.shape[0] - np.count_nonzero(live))
-            keys, starts = keys[live], starts[live]
-            values = None if values is None else values[live]
-        merge, windows = self.merge, self.windows
-        for start in windows_of.tolist():
-            in_window = starts == start
-            part = None if values is None else values[in_window]
-            window_keys, accs = group_aggregate(keys[in_window], part, self.agg)
-            for k, acc in zip(window_keys.tolist(), accs.tolist(), strict=True):
-                slot = (start, k)
-                windows[slot] = merge(windows[slot], acc) if slot in windows else acc
-        return True
-
-    def push(self, records: list[Any]) -> list[Any]:
-        windows = self.windows
-        for record in records:
-            key = self.key_of(record)
-            stamp = self.time_of(record)
-            if self.fired is not None and stamp < self.fired:
-                self.late += 1
-                continue
-            slot = (stamp - stamp % self.size, key)
-            value = self.value_of(record)
-            windows[slot] = self.combine(windows[slot], value) if slot in windows else value
-        return []
-
-    def finish(self) -> list[Any]:
-        return self._emit(list(self.windows.items()))
-
-    def _emit(self, items: list[tuple[tuple[Any, Any], Any]]) -> list[Any]:
-        """By window start, then keys in first-seen order (a stable sort of insertion order)."""
-        items.sort(key=lambda item: item[0][0])
-        if self.agg == "reduce":
-            return [acc for _, acc in items]
-        return [(key, start, acc) for (start, key), acc in items]
-
-
 class SubtaskRunner:
     """Subtask ``index`` of one chain: feed it batches (``push``), then ``finish`` it.
 
@@ -325,7 +125,7 @@ class SubtaskRunner:
         for e, edge in enumerate(job.edges):
             if edge.source in members:
                 (self.chained_out if plan.chained[e] else self.exchange_out)[edge.source].append(e)
-        self.state: dict[int, Any] = {}
+        self.state: dict[int, Any] = {}  # op id -> its KeyedOperator
         self.files: dict[int, IO[str]] = {}
         self.collected: dict[int, list[Batch]] = {}
         self.records_in = dict.fromkeys(self.chain.operators, 0)
@@ -349,14 +149,14 @@ class SubtaskRunner:
             op = job.operator(op_id)
             if op.kind == "aggregate":
                 self.state[op_id] = (
-                    _ColumnAggregate(op, combines(plan, op))
+                    ColumnAggregate(op, combines(plan, op))
                     if op.schema.columnar
-                    else _Aggregate(op, streaming, combines(plan, op))
+                    else Aggregate(op, streaming, combines(plan, op))
                 )
             elif op.kind == "window" and op.params["window"] == "count":
-                self.state[op_id] = _CountWindow(op)
+                self.state[op_id] = CountWindow(op)
             elif op.kind == "window":
-                window = self.state[op_id] = _TimeWindow(op)
+                window = self.state[op_id] = TimeWindow(op)
                 if streaming:
                     window.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
@@ -373,6 +173,37 @@ class SubtaskRunner:
         self.transactions = SinkTransactions(sinks, index, self.parallelism, next_checkpoint)
         self.position: Any = None  # a restored source's position
 
+    # -- keyed state snapshots (dataflow.keyed_state) ------------------------------------------
+
+    def snapshot_state(self) -> dict[int, KeyedSnapshot]:
+        """Every keyed operator's state, by operator id, cut by key group. Call it between
+        batches (on the subtask's own thread): it reads the state as it is then. The partials
+        its combiners hold are sent first (so they precede a barrier sent after this call, and
+        the consumer's snapshot has them)."""
+        for e, combiner in self.combiners.items():
+            partial = combiner.flush()
+            if partial is not None:
+                self._route_parts(e, partial)
+        out: dict[int, KeyedSnapshot] = {}
+        for op_id, state in self.state.items():
+            keyed: KeyedOperator = state
+            out[op_id] = KeyedSnapshot(
+                max_parallelism(self.job.operator(op_id)), keyed.snapshot_groups()
+            )
+        return out
+
+    def restore_state(self, parts: dict[int, list[KeyedSnapshot]]) -> None:
+        """Load, before any input, the key groups this subtask owns out of ``parts``: every
+        snapshot of each keyed operator from a previous run, at any parallelism (rescaling).
+        Operators of this chain missing from ``parts`` start empty; ids of other chains are
+        ignored (the same ``parts`` serves every subtask of the job)."""
+        for op_id, snapshots in parts.items():
+            state = self.state.get(op_id)
+            if state is None:
+                continue
+            mp = max_parallelism(self.job.operator(op_id))
+            state.restore_groups(owned_groups(snapshots, mp, self.index, self.parallelism))
+
     def _channels_into(self, op_id: int) -> int:
         plan = self.plan
         gid = plan.subtask(self.chain.id, self.index)
@@ -383,7 +214,7 @@ class SubtaskRunner:
     def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
         """A watermark arriving at time window ``op_id`` from input ``channel``."""
         window = self.state[op_id]
-        assert isinstance(window, _TimeWindow)
+        assert isinstance(window, TimeWindow)
         out = window.advance(channel, mark)
         if out:
             self.records_out[op_id] += len(out)
@@ -419,13 +250,9 @@ class SubtaskRunner:
     def snapshot(self, checkpoint: int, position: Any = None) -> bytes:
         """This subtask's snapshot of ``checkpoint`` (its barrier is here: what came before
         is in it), its sinks' transactions pre-committed; partial pre-aggregates go out first
-        (they belong before the barrier)."""
-        for e, combiner in self.combiners.items():
-            partial = combiner.flush()
-            if partial is not None:
-                self._route_parts(e, partial)
-        keyed = self.snapshot_state() if hasattr(self, "snapshot_state") else {}
-        taken = snapshots.Snapshot(
+        (they belong before the barrier, which the caller sends after this returns)."""
+        keyed = self.snapshot_state()  # (flushes the combiners first)
+        taken = Snapshot(
             tuple(self.chain.operators),
             self.index,
             self.parallelism,
@@ -435,11 +262,11 @@ class SubtaskRunner:
             {op_id: [b for b in batches if size(b)] for op_id, batches in self.collected.items()},
             self.transactions.pre_commit(checkpoint),
         )
-        return snapshots.dumps(taken)
+        return dump_snapshot(taken)
 
-    def restore(self, part: snapshots.RestorePart) -> None:
+    def restore(self, part: RestorePart) -> None:
         """Start from a checkpoint's share (before any input)."""
-        if part.keyed and hasattr(self, "restore_state"):
+        if part.keyed:
             self.restore_state(part.keyed)
         for op_id, batches in part.collected.items():
             if op_id in self.collected:
@@ -455,10 +282,10 @@ class SubtaskRunner:
         """Process ``batch`` arriving at operator ``op_id`` of this chain."""
         op = self.job.operator(op_id)
         state = self.state.get(op_id)
-        if isinstance(state, _ColumnAggregate) and isinstance(batch, dict):
+        if isinstance(state, ColumnAggregate) and isinstance(batch, dict):
             self.records_in[op_id] += state.push(batch)
             return
-        if isinstance(state, _Aggregate) and state.partials and isinstance(batch, list):
+        if isinstance(state, Aggregate) and state.partials and isinstance(batch, list):
             self.records_in[op_id] += partial_records(batch)
         else:
             self.records_in[op_id] += size(batch)
@@ -495,13 +322,13 @@ class SubtaskRunner:
             return transform(op, data)
         if kind == "aggregate":
             state = self.state[op.id]
-            if isinstance(state, _ColumnAggregate):
+            if isinstance(state, ColumnAggregate):
                 return []  # an empty record batch (push folds in column batches)
             out: Batch = state.push(rows(data))
             return out
         if kind == "window":
             window = self.state[op.id]
-            columnar = isinstance(window, _TimeWindow) and isinstance(data, dict)
+            columnar = isinstance(window, TimeWindow) and isinstance(data, dict)
             if columnar and window.push_columns(data):
                 return []
             windowed: Batch = window.push(rows(data))
