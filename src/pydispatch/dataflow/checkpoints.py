@@ -102,7 +102,8 @@ class CheckpointCoordinator:
         self.subtasks = subtasks
         self.next_id = next_id
         self.pending: _Pending | None = None
-        self.completed: list[int] = []  # ids, oldest first
+        self.completed: list[int] = []  # ids retained, oldest first
+        self.count = 0  # checkpoints completed so far
         self.aborted = 0
         self.last_duration = 0.0
         self._last_end: float | None = None  # when the previous checkpoint ended
@@ -178,6 +179,7 @@ class CheckpointCoordinator:
     def stored(self, checkpoint: int) -> list[int]:
         """``checkpoint`` is in storage: the ids of older ones beyond ``retained`` to remove."""
         self.completed.append(checkpoint)
+        self.count += 1
         extra = len(self.completed) - self.config.retained
         if extra <= 0:
             return []

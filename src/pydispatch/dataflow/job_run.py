@@ -46,6 +46,8 @@ from ..wire import protocol as p
 from ..wire import transport
 from ..wire.security import JobCredentials
 from . import lifecycle as jm
+from .checkpoint_glue import CheckpointGlue
+from .checkpoints import CheckpointConfig
 from .control_gate import ControlGate
 from .graph_view import describe_plan
 from .job_metrics import job_figures, sendable
@@ -77,6 +79,9 @@ class JobOptions:
     # How long the job's master process keeps the result after the job ends, if nobody
     # fetches it (Flink's jobstore.expiration-time, shorter: a result can be large).
     result_retention: float = 600.0
+    # env.enable_checkpointing: barrier snapshots every interval (dataflow.checkpoints).
+    checkpoint: CheckpointConfig | None = None
+    from_savepoint: str = ""  # start from this savepoint (or checkpoint) directory
 
 
 @dataclass
@@ -139,6 +144,7 @@ class JobRun:
                 options.host,
                 options.master_timeout,
                 (credentials.public, credentials.secret) if credentials else None,
+                options.checkpoint is not None,
             )
             for index in range(plan.n_slots)
         ]
@@ -172,6 +178,17 @@ class JobRun:
         self._placement: dict[str, Any] = {}
         self._live: dict[int, dict[int, SubtaskMetrics]] = {}  # slice -> its latest report
         self._graph = describe_plan(plan, self._ids)  # for the dashboard's job page
+        self._checkpoints: CheckpointGlue | None = None
+        if options.checkpoint is not None:
+            self._checkpoints = CheckpointGlue(
+                options.checkpoint,
+                plan,
+                self.job_id,
+                self._to_slice,
+                self._savepoint_done,
+                options.from_savepoint,
+            )
+            self._checkpoints.check_savepoint()
         self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
         self._perform(self._master.start())
         # Listed before the job is reported accepted: both go out on the client's socket.
@@ -249,6 +266,8 @@ class JobRun:
         base["restarts"] = self._master.restarts
         base["placement"] = self._placement
         base["graph"] = self._graph
+        if self._checkpoints is not None:
+            base["checkpoints"] = self._checkpoints.figures()
         if self._metrics:
             return {**base, **self._metrics}
         live = dict(self._live)  # the master thread replaces entries, never mutates them
@@ -277,6 +296,10 @@ class JobRun:
                     self._timers.remove(timer)
                     self._perform(self._master.timer_fired(timer[1]))
                 self._check_deployment(now)
+                if self._checkpoints is not None:
+                    if self._all_connected():
+                        self._checkpoints.running(now)
+                    self._checkpoints.tick(now)
                 self._announce()
                 if self._master.state in jm.TERMINAL and not self._done.is_set():
                     self._done.set()
@@ -454,6 +477,8 @@ class JobRun:
                 self._reply(identity, self._status_reply())
             else:
                 self._waiters.append((identity, time.monotonic() + wait))
+        elif isinstance(message, jp.CheckpointAck | jp.CheckpointDeclined | jp.SavepointRequest):
+            self._on_checkpoint_message(identity, message)
         elif isinstance(message, jp.SliceFailed):
             self._reply(identity, jp.MasterAck())
             now = time.monotonic()
@@ -506,6 +531,8 @@ class JobRun:
                 for identity in self._attempts[ins.attempt].identities.values():
                     self._reply(identity, peers)
             elif isinstance(ins, jm.CancelAttempt):
+                if self._checkpoints is not None:
+                    self._checkpoints.failed(time.monotonic())
                 for future in self._attempts[ins.attempt].futures.values():
                     with contextlib.suppress(ValueError):
                         self._client.cancel(future, force=True)
@@ -526,6 +553,7 @@ class JobRun:
         labels: list[dict[str, str]] = [{} for _ in range(self.plan.n_slots)]
         if whole:  # metrics()["placement"] says how it went
             labels, self._placement = place_slices(self.plan, self._client)
+        checkpoint = None if self._checkpoints is None else self._checkpoints.deploy_args(slices)
         for index in slices:
             future = self._client.submit(
                 run_slice,
@@ -533,6 +561,7 @@ class JobRun:
                 index,
                 attempt,
                 self.endpoint,
+                checkpoint,
                 retries=0,
                 resources=self._slice_resources[index],
                 priority=self._options.priority,
@@ -541,6 +570,54 @@ class JobRun:
             record.futures[index] = future
             self._final[index] = future
             future.add_done_callback(self._on_done(attempt, index))
+
+    # -- checkpoints (dataflow.checkpoint_glue does the work) --------------------------------
+
+    def _all_connected(self) -> bool:
+        attempts = self._master.running_attempts()
+        return (
+            self._master.state == jm.RUNNING
+            and len(attempts) == len(self._master.regions)
+            and all(a in self._attempts and self._attempts[a].connected for a in attempts)
+        )
+
+    def _to_slice(self, index: int, message: jp.JobMessage) -> None:
+        attempt = self._master.attempt_of(index)
+        record = self._attempts.get(attempt)
+        identity = None if record is None else record.identities.get(index)
+        if identity is None:
+            return
+        if isinstance(message, jp.TriggerCheckpoint):
+            message = jp.TriggerCheckpoint(attempt, message.checkpoint)
+        self._reply(identity, message)
+
+    def _on_checkpoint_message(
+        self,
+        identity: bytes,
+        message: jp.CheckpointAck | jp.CheckpointDeclined | jp.SavepointRequest,
+    ) -> None:
+        glue, now = self._checkpoints, time.monotonic()
+        if isinstance(message, jp.SavepointRequest):
+            if glue is None or self._master.state in jm.TERMINAL:
+                why = "the job does not checkpoint" if glue is None else "the job has ended"
+                self._reply(identity, jp.SavepointReply(message.path, why))
+            else:
+                glue.savepoint(identity, message.path, message.stop)
+            return
+        if not 0 <= message.index < self.plan.n_slots:
+            return  # from no slice of this job
+        if glue is None or message.attempt != self._master.attempt_of(message.index):
+            return  # a stale attempt's
+        if isinstance(message, jp.CheckpointAck):
+            glue.acknowledged(message, now)
+        else:
+            glue.declined(message, now)
+
+    def _savepoint_done(self, identity: bytes, reply: jp.SavepointReply, stop: bool) -> None:
+        self._reply(identity, reply)
+        if stop and not reply.error:
+            done: Future[bool] = Future()
+            self._event(("cancel", done))
 
     def _figures(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
         return job_figures(self.plan, self._ids, metrics, self._started)
