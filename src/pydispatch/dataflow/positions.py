@@ -21,7 +21,7 @@ import itertools
 import os
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .operators import Batch, size
@@ -47,8 +47,10 @@ class SplitSource:
     ``i`` of ``p`` reads splits ``i, i + p, i + 2p...``, round robin between them.
     ``read(split, position)`` yields ``(record, position_after_it)`` pairs from ``position``
     (None: the split's beginning); a checkpoint keeps each split's last position, and a restored
-    job calls ``read`` again from it (also at another parallelism). ``bounded``: whether every
-    split ends. Used with ``env.from_source(my_split_source)``."""
+    job calls ``read`` again from it (also at another parallelism). An unbounded split with
+    nothing to read now yields None (rather than block), so that the source can take a
+    checkpoint meanwhile. ``bounded``: whether every split ends. Used with
+    ``env.from_source(my_split_source)``."""
 
     bounded: bool = True
 
@@ -63,7 +65,7 @@ class PositionedReader:
     """Subtask ``index``'s micro-batches of a source, and its position between them."""
 
     def __init__(
-        self, params: dict[str, Any], index: int, parallelism: int, position: Any = None
+        self, params: Mapping[str, Any], index: int, parallelism: int, position: Any = None
     ) -> None:
         self.params = params
         self.index = index
@@ -118,7 +120,7 @@ def _round_robin(
             except StopIteration:
                 del readers[n]
                 continue
-            if item is IDLE:
+            if item is None or item is IDLE:
                 yield IDLE
                 continue
             record, positions[n] = item
@@ -147,7 +149,7 @@ _LINGER = 0.05
 
 
 def monitored_lines(
-    params: dict[str, Any], index: int, parallelism: int, offsets: dict[str, int]
+    params: Mapping[str, Any], index: int, parallelism: int, offsets: dict[str, int]
 ) -> Iterator[Any]:
     """The lines of the files in ``params["path"]`` (a directory), read on as files appear or
     grow, every ``params["monitor"]`` seconds; only whole lines (a line still being written

@@ -202,7 +202,8 @@ def split_records(
         return source_iterable(params["factory"], params["parallel"], index, parallelism)
     if source == "split":  # a SplitSource (dataflow.positions), read whole, split by split
         splits = list(params["split_source"].splits())[index::parallelism]
-        return (r for s in splits for r, _ in params["split_source"].read(s, None))
+        read = params["split_source"].read
+        return (item[0] for s in splits for item in read(s, None) if item is not None)
     if source == "monitor":  # in process: the directory's files as they are now
         return _directory_lines(params["path"], params["encoding"], index, parallelism)
     raise ValueError(f"unknown source kind {source!r}")

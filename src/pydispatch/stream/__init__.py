@@ -16,8 +16,10 @@ raised at build time).
 from __future__ import annotations
 
 from .._exports import publish
+from ..dataflow.file_sink import TransactionalSink
 from ..dataflow.handle import JobHandle
 from ..dataflow.lifecycle import ExponentialDelay, FailureRate, FixedDelay, NoRestart
+from ..dataflow.positions import SplitSource
 from ..dataflow.result import JobResult
 from ..errors import JobFailedError
 from ..plan._job_graph import Edge, JobGraph, KeySpec, Operator
@@ -40,8 +42,10 @@ __all__ = [
     "KeyedStream",
     "NoRestart",
     "Operator",
+    "SplitSource",
     "StreamEnvironment",
     "StreamExecutionEnvironment",
+    "TransactionalSink",
     "WindowedStream",
     "functions",
 ]

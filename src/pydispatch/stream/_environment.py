@@ -320,7 +320,7 @@ class StreamEnvironment:
 
     def from_source(
         self,
-        factory: Callable[..., Iterable[Any]],
+        factory: Callable[..., Iterable[Any]] | SplitSource,
         *,
         bounded: bool = True,
         parallel: bool = False,
@@ -337,9 +337,12 @@ class StreamEnvironment:
         its own position in checkpoints (``bounded`` and ``parallel`` then come from it: it is
         parallel, its ``bounded`` attribute says)."""
         if isinstance(factory, SplitSource):
-            split_params = {"source": "split", "split_source": factory}
-            split_params["bounded"] = bool(factory.bounded)
-            split_params["estimated_records"] = estimated_records
+            split_params = {
+                "source": "split",
+                "split_source": factory,
+                "bounded": bool(factory.bounded),
+                "estimated_records": estimated_records,
+            }
             return self._source(name or type(factory).__name__, split_params, Schema())
         check_callable(factory, "from_source")
         if estimated_records is not None and not estimated_records >= 0:
