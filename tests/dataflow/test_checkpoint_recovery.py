@@ -1,0 +1,238 @@
+"""Checkpoints on a real cluster: exactly-once output through kills of workers, back-pressure,
+timeouts, a corrupt checkpoint, savepoints restored at another parallelism."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from _support.clusters import make_cluster
+from _support.process_guard import eventually
+from pydispatch.dataflow.file_sink import committed_lines
+from pydispatch.runtime.cluster import LocalCluster
+from pydispatch.stream import FixedDelay, JobHandle, SplitSource, StreamEnvironment
+
+KEYS = 17
+
+
+def key_of(split: int, i: int) -> str:
+    return f"k{(i * 7 + split) % KEYS}"
+
+
+class Paced(SplitSource):
+    """``per_split`` records ``(key, 1)`` in each of ``splits`` splits, ``pace`` seconds
+    every 20 records; then (unbounded) nothing, for ever, or (bounded) the end. With a
+    ``gate`` file path: records past the middle wait until the file exists."""
+
+    def __init__(
+        self, per_split: int, splits: int, pace: float, bounded: bool, gate: str = ""
+    ) -> None:
+        self.per_split = per_split
+        self.n = splits
+        self.pace = pace
+        self.bounded = bounded
+        self.gate = gate
+
+    def splits(self) -> list[int]:
+        return list(range(self.n))
+
+    def read(self, split: int, position: Any) -> Iterator[Any]:
+        i = position or 0
+        while i < self.per_split:
+            if self.gate and i >= self.per_split // 2 and not os.path.exists(self.gate):
+                time.sleep(0.02)
+                yield None
+                continue
+            yield (key_of(split, i), 1), i + 1
+            i += 1
+            if i % 20 == 0:
+                time.sleep(self.pace)
+        while not self.bounded:
+            time.sleep(0.05)
+            yield None
+
+
+def running_counts(per_split: int, splits: int) -> list[str]:
+    """The reference: each key's running count 1..n exactly once."""
+    totals = Counter(key_of(s, i) for s in range(splits) for i in range(per_split))
+    return sorted(str((k, c)) for k, n in totals.items() for c in range(1, n + 1))
+
+
+def final_counts(per_split: int, splits: int) -> list[tuple[str, int]]:
+    totals = Counter(key_of(s, i) for s in range(splits) for i in range(per_split))
+    return sorted(totals.items())
+
+
+def checkpointing_env(
+    cluster: LocalCluster, tmp_path: Path, parallelism: int = 2, **config: Any
+) -> StreamEnvironment:
+    env = StreamEnvironment(cluster, parallelism=parallelism)
+    env.enable_checkpointing(config.pop("interval", 0.5), storage=str(tmp_path / "chk"), **config)
+    env.set_restart_strategy(lambda: FixedDelay(attempts=100, delay=0.2))
+    return env
+
+
+def figures(handle: JobHandle) -> dict[str, Any]:
+    checkpoints: dict[str, Any] = handle.metrics()["checkpoints"]
+    return checkpoints
+
+
+@pytest.mark.slow
+def test_exactly_once_through_kills_of_random_workers(tmp_path: Path) -> None:
+    """An unbounded keyed running count over a positioned source into the two-phase file
+    sink; a random worker killed (SIGKILL) every 2.5 s for 12 s, a new one started: the
+    committed output equals the reference, no record lost, none twice."""
+    per_split, splits = 2500, 2
+    out = tmp_path / "out"
+    rng = random.Random(17)
+    with make_cluster(3, 1) as cluster:
+        env = checkpointing_env(cluster, tmp_path)
+        source = Paced(per_split, splits, pace=0.08, bounded=False)
+        env.from_source(source).key_by(lambda r: r[0]).sum(1).write_text(str(out))
+        handle = env.execute("kills")
+        assert isinstance(handle, JobHandle)
+        eventually(lambda: figures(handle)["completed"] >= 1, "a first checkpoint")
+        started = time.monotonic()
+        kills = 0
+        while time.monotonic() - started < 12:
+            time.sleep(2.5)
+            alive = [w for w in cluster.workers if w.poll() is None]
+            victim = rng.choice(alive)
+            os.kill(victim.pid, signal.SIGKILL)
+            kills += 1
+            cluster.start_worker(name=f"replacement-{kills}")
+            lines = committed_lines(str(out)) if out.exists() else []
+            assert len(lines) == len(set(lines)), "a committed record is visible twice"
+        reference = running_counts(per_split, splits)
+
+        def caught_up() -> bool:
+            return out.exists() and len(committed_lines(str(out))) >= len(reference)
+
+        eventually(caught_up, "the committed output caught up", timeout=90)
+        assert sorted(committed_lines(str(out))) == reference
+        assert handle.metrics()["restarts"] >= 1
+        assert figures(handle)["restored_from"]  # a restart restored a checkpoint
+        handle.cancel()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_under_back_pressure_completes(tmp_path: Path) -> None:
+    """A slow sink (a map sleeping per record, one credit per channel): barriers queue behind
+    the data, and checkpoints still complete."""
+
+    def slow(record: Any) -> Any:
+        time.sleep(0.002)
+        return record
+
+    with make_cluster(2, 1) as cluster:
+        env = checkpointing_env(cluster, tmp_path, interval=0.3)
+        env.set_network(credits=1, batch_records=50)
+        source = Paced(10**6, 2, pace=0.0, bounded=False)
+        env.from_source(source).key_by(lambda r: r[0]).map(slow).write_text(str(tmp_path / "o"))
+        handle = env.execute("slow sink")
+        assert isinstance(handle, JobHandle)
+        eventually(lambda: figures(handle)["completed"] >= 2, "checkpoints completed", 60)
+        backpressured = sum(handle.metrics()["backpressured"].values())
+        assert backpressured > 0
+        assert committed_lines(str(tmp_path / "o"))  # committed as checkpoints complete
+        handle.cancel()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_times_out_is_aborted_and_the_next_succeeds(tmp_path: Path) -> None:
+    marker = tmp_path / "stalled"
+
+    def stall_once(record: Any) -> Any:
+        if record[0] == "k3" and not marker.exists():
+            marker.write_text("")
+            time.sleep(3.0)  # longer than the checkpoint timeout
+        return record
+
+    with make_cluster(2, 1) as cluster:
+        env = checkpointing_env(cluster, tmp_path, interval=0.2, timeout=1.0)
+        env.from_source(Paced(10**6, 1, pace=0.01, bounded=False)).map(stall_once).key_by(
+            lambda r: r[0]
+        ).sum(1).write_text(str(tmp_path / "o"))
+        handle = env.execute("timeout")
+        assert isinstance(handle, JobHandle)
+        eventually(lambda: figures(handle)["aborted"] >= 1, "a checkpoint aborted", 60)
+        after_abort = figures(handle)["completed"]
+        eventually(lambda: figures(handle)["completed"] > after_abort, "the next completed", 60)
+        assert handle.metrics()["restarts"] == 0
+        handle.cancel()
+
+
+@pytest.mark.slow
+def test_a_corrupt_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) -> None:
+    """The latest checkpoint's state is damaged, then a worker killed: the job restores the
+    one before it and its collected result is still exact."""
+    per_split, splits = 3000, 2
+    with make_cluster(3, 1) as cluster:
+        env = checkpointing_env(cluster, tmp_path, interval=1.0, retained=3)
+        source = Paced(per_split, splits, pace=0.1, bounded=True)
+        sink = env.from_source(source).key_by(lambda r: r[0]).sum(1)
+        sink_id = sink._sink("Collect", {"sink": "collect", "columnar": False}).id
+        handle = env.execute("corrupt")
+        assert isinstance(handle, JobHandle)
+        eventually(lambda: figures(handle)["completed"] >= 2, "two checkpoints", 60)
+        latest = figures(handle)["latest"]
+        job_dir = next((tmp_path / "chk").iterdir())
+        state = job_dir / f"chk-{latest}" / "state"
+        data = bytearray(state.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        state.write_bytes(bytes(data))
+        for worker in cluster.workers:  # every slice fails: the whole job restores
+            if worker.poll() is None:
+                os.kill(worker.pid, signal.SIGKILL)
+                break
+        cluster.start_worker(name="replacement")
+        result = handle.result(timeout=120)
+        restored = figures(handle)["restored_from"]
+        assert restored and not restored.endswith(f"chk-{latest}")
+        assert int(restored.rsplit("-", 1)[1]) < latest
+        # Bounded: batch mode, one final count per key; nothing lost or twice.
+        assert sorted(result.collected[sink_id]) == final_counts(per_split, splits)
+
+
+@pytest.mark.slow
+def test_a_savepoint_at_parallelism_2_restores_at_3_and_1_with_identical_results(
+    tmp_path: Path,
+) -> None:
+    per_split, splits = 400, 4
+    gate = tmp_path / "gate"
+    source = Paced(per_split, splits, pace=0.01, bounded=True, gate=str(gate))
+    reference = final_counts(per_split, splits)  # bounded: batch mode, final counts
+    with make_cluster(3, 1) as cluster:
+        env = checkpointing_env(cluster, tmp_path, parallelism=2)
+        stream = env.from_source(source).key_by(lambda r: r[0]).sum(1)
+        stream._sink("Collect", {"sink": "collect", "columnar": False})
+        handle = env.execute("before")
+        assert isinstance(handle, JobHandle)
+        # Half of each split read (the rest waits for the gate), then a savepoint and stop.
+        eventually(
+            lambda: handle.metrics()["records_out"].get(0, 0) >= splits * per_split // 2,
+            "half of the input read",
+            60,
+        )
+        where = handle.savepoint(tmp_path / "sp", stop=True)
+        with pytest.raises(CancelledError):
+            handle.result(timeout=60)
+        gate.write_text("")
+        for parallelism in (3, 1):
+            again = checkpointing_env(cluster, tmp_path / f"p{parallelism}", parallelism)
+            restored = again.from_source(source).key_by(lambda r: r[0]).sum(1)
+            sink = restored._sink("Collect", {"sink": "collect", "columnar": False}).id
+            resumed = again.execute(f"at {parallelism}", from_savepoint=where)
+            assert isinstance(resumed, JobHandle)
+            result = resumed.result(timeout=120)
+            assert sorted(result.collected[sink]) == reference
+            assert figures(resumed)["restored_from"] == where
