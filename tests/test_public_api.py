@@ -92,8 +92,10 @@ def test_stream_exports() -> None:
             "KeyedStream",
             "NoRestart",
             "Operator",
+            "SplitSource",
             "StreamEnvironment",
             "StreamExecutionEnvironment",
+            "TransactionalSink",
             "WindowedStream",
             "functions",
         ]

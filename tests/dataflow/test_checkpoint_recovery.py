@@ -197,7 +197,8 @@ def test_a_corrupt_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) ->
         cluster.start_worker(name="replacement")
         result = handle.result(timeout=120)
         restored = figures(handle)["restored_from"]
-        assert restored and not restored.endswith(f"chk-{latest}")
+        assert restored
+        assert not restored.endswith(f"chk-{latest}")
         assert int(restored.rsplit("-", 1)[1]) < latest
         # Bounded: batch mode, one final count per key; nothing lost or twice.
         assert sorted(result.collected[sink_id]) == final_counts(per_split, splits)

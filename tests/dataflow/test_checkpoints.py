@@ -49,8 +49,8 @@ def test_a_checkpoint_completes_when_every_subtask_acknowledged() -> None:
     assert done.snapshots == {0: b"a", 1: b"b"}
     assert done.duration == pytest.approx(0.5)
     assert c.acknowledged(1, 1, b"late", 1.6) == []  # complete already
+    c.tick(2.0)
     with pytest.raises(ValueError, match="no subtask 7"):
-        c.tick(2.0)
         c.acknowledged(2, 7, b"", 2.1)
 
 
@@ -70,12 +70,14 @@ def test_a_checkpoint_that_times_out_is_aborted_and_the_next_one_succeeds() -> N
     assert c.tick(1.0) == [ck.Trigger(1)]
     c.acknowledged(1, 0, b"", 1.1)
     out = c.tick(3.5)
-    assert isinstance(out[0], ck.Abort) and out[0].checkpoint == 1
+    assert isinstance(out[0], ck.Abort)
+    assert out[0].checkpoint == 1
     assert out[1:] == [ck.Trigger(2)]
     assert c.acknowledged(1, 1, b"", 3.6) == []  # the aborted one's late ack
     c.acknowledged(2, 0, b"", 3.7)
     [done] = c.acknowledged(2, 1, b"", 3.8)
-    assert isinstance(done, ck.Complete) and done.checkpoint == 2
+    assert isinstance(done, ck.Complete)
+    assert done.checkpoint == 2
     assert c.aborted == 1
 
 
@@ -92,9 +94,11 @@ def test_a_failure_aborts_the_pending_checkpoint_until_the_job_runs_again() -> N
 
 def test_only_the_retained_checkpoints_are_kept() -> None:
     c = _coordinator(retained=2)
-    assert c.stored(1) == [] and c.stored(2) == []
+    assert c.stored(1) == []
+    assert c.stored(2) == []
     assert c.stored(3) == [1]
-    assert c.completed == [2, 3] and c.count == 3
+    assert c.completed == [2, 3]
+    assert c.count == 3
 
 
 def test_a_savepoint_goes_before_the_periodic_checkpoints() -> None:
@@ -104,14 +108,15 @@ def test_a_savepoint_goes_before_the_periodic_checkpoints() -> None:
     assert c.tick(0.1) == [ck.Trigger(1, "/tmp/sp")]
     c.acknowledged(1, 0, b"", 0.2)
     [done] = c.acknowledged(1, 1, b"", 0.3)
-    assert isinstance(done, ck.Complete) and done.savepoint == "/tmp/sp"
+    assert isinstance(done, ck.Complete)
+    assert done.savepoint == "/tmp/sp"
 
 
 @pytest.mark.parametrize(
     "bad", [{"interval": 0}, {"timeout": -1}, {"min_pause": -1}, {"retained": 0}]
 )
 def test_bad_settings_are_refused(bad: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"{next(iter(bad)).replace('_', '.')}"):
         ck.CheckpointConfig(**{"interval": 1.0, **bad})  # type: ignore[arg-type]
 
 
@@ -125,21 +130,26 @@ def test_storage_keeps_checkpoints_and_skips_a_corrupt_one(
     assert storage.latest() is None
     storage.write(1, {0: b"one"}, {0: [[0], 0, 1]})
     size = storage.write(2, {0: b"two", 1: b"2"}, {0: [[0], 0, 2]})
-    assert size > 0 and storage.completed() == [2, 1]
+    assert size > 0
+    assert storage.completed() == [2, 1]
     latest = storage.latest()
-    assert latest is not None and latest.checkpoint == 2 and latest.snapshots[1] == b"2"
+    assert latest is not None
+    assert latest.checkpoint == 2
+    assert latest.snapshots[1] == b"2"
     with open(os.path.join(storage.directory, "chk-2", "state"), "r+b") as f:
         f.seek(3)
         f.write(b"X")
     with caplog.at_level(logging.WARNING):
         previous = storage.latest()
-    assert previous is not None and previous.checkpoint == 1
+    assert previous is not None
+    assert previous.checkpoint == 1
     assert "skipping corrupt checkpoint 2" in caplog.text
     with pytest.raises(CorruptCheckpointError, match="digest"):
         read_checkpoint(os.path.join(storage.directory, "chk-2"))
     # A checkpoint without its metadata (a crash while writing) is not complete.
     os.makedirs(os.path.join(storage.directory, "chk-3"))
-    assert storage.completed() == [2, 1] and storage.highest() == 3
+    assert storage.completed() == [2, 1]
+    assert storage.highest() == 3
     storage.remove(1)
     assert storage.completed() == [2]
 
@@ -149,7 +159,8 @@ def test_storage_at_an_fsspec_url() -> None:
     storage = CheckpointStorage("memory://pydispatch-test", "job-9")
     storage.write(4, {3: b"state"}, {3: [[1, 2], 0, 1]})
     latest = storage.latest()
-    assert latest is not None and latest.snapshots == {3: b"state"}
+    assert latest is not None
+    assert latest.snapshots == {3: b"state"}
     assert latest.subtasks == {3: [[1, 2], 0, 1]}
     storage.write_savepoint("memory://pydispatch-test/sp", 4, {3: b"s"}, {})
     assert read_checkpoint("memory://pydispatch-test/sp").snapshots == {3: b"s"}
@@ -169,7 +180,8 @@ def test_a_url_without_fsspec_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
 def test_alignment_holds_channels_until_every_barrier_came() -> None:
     a = Aligner(3)
     assert a.barrier("x", 1) is None
-    assert a.holds("x") and not a.holds("y")
+    assert a.holds("x")
+    assert not a.holds("y")
     a.hold("x", "after x's barrier")
     assert a.end("z") is None  # an ended channel counts as aligned
     assert a.barrier("y", 1) == 1
@@ -183,7 +195,8 @@ def test_sink_transactions_commit_what_a_complete_checkpoint_covers(tmp_path: Pa
     sinks.write(7, ["a", "b"])
     pending = sinks.pre_commit(1)
     sinks.write(7, ["c"])
-    assert len(pending[7]) == 1 and committed_lines(out) == []
+    assert len(pending[7]) == 1
+    assert committed_lines(out) == []
     sinks.pre_commit(2)  # checkpoint 2 will be aborted: its file waits for a later one
     sinks.commit(1)
     assert committed_lines(out) == ["a", "b"]
@@ -237,7 +250,8 @@ def test_a_split_source_reads_on_from_its_positions_at_any_parallelism() -> None
 def test_a_counted_source_skips_what_it_emitted(tmp_path: Path) -> None:
     params = {"source": "elements", "elements": tuple(range(10)), "bounded": True}
     reader = PositionedReader(params, 1, 2, None)
-    assert _all(reader) == [5, 6, 7, 8, 9] and reader.position() == 5
+    assert _all(reader) == [5, 6, 7, 8, 9]
+    assert reader.position() == 5
     assert _all(PositionedReader(params, 1, 2, 3)) == [8, 9]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Sends a job-plane message to slice ``index`` (of its current attempt).
 SendToSlice = Callable[[int, jp.JobMessage], None]
-#: Answers a savepoint's requester: (identity, reply), and whether to stop the job after.
-Answer = Callable[[bytes, jp.SavepointReply, bool], None]
+#: Answers a savepoint's requester (its identity on the control socket).
+Reply = Callable[[bytes, jp.JobMessage], object]
 
 
 class CheckpointGlue:
@@ -40,13 +41,15 @@ class CheckpointGlue:
         plan: Any,
         job_id: str,
         send: SendToSlice,
-        answer: Answer,
+        reply: Reply,
+        stop: Callable[[], object],
         from_savepoint: str = "",
     ) -> None:
         self.plan = plan
         self.job_id = job_id
         self._send = send
-        self._answer = answer
+        self._reply = reply
+        self._stop = stop  # cancels the job (a savepoint's --stop)
         self._subtasks = describe(plan)
         root = config.storage or os.path.join(default_state_dir(), "checkpoints")
         self.storage = CheckpointStorage(root, job_id)
@@ -71,6 +74,25 @@ class CheckpointGlue:
     def tick(self, now: float) -> None:
         self._perform(self.coordinator.tick(now))
 
+    def on_message(
+        self,
+        identity: bytes,
+        message: jp.CheckpointAck | jp.CheckpointDeclined | jp.SavepointRequest,
+        attempt_of: Callable[[int], int],
+    ) -> None:
+        """A control message about checkpoints (a stale attempt's ack is dropped)."""
+        now = time.monotonic()
+        if isinstance(message, jp.SavepointRequest):
+            self.savepoint(identity, message.path, message.stop)
+        elif not 0 <= message.index < self.plan.n_slots:
+            log.error("job %s dropped a checkpoint message of slice %d", self.job_id, message.index)
+        elif message.attempt != attempt_of(message.index):
+            return
+        elif isinstance(message, jp.CheckpointAck):
+            self.acknowledged(message, now)
+        else:
+            self.declined(message, now)
+
     def acknowledged(self, message: jp.CheckpointAck, now: float) -> None:
         try:
             out = self.coordinator.acknowledged(
@@ -90,6 +112,11 @@ class CheckpointGlue:
             return
         self._requests[path] = (identity, stop)
         self.coordinator.request_savepoint(path)
+
+    def _answer(self, identity: bytes, reply: jp.SavepointReply, stop: bool) -> None:
+        self._reply(identity, reply)
+        if stop and not reply.error:
+            self._stop()
 
     # -- deployments ----------------------------------------------------------------------
 

@@ -51,9 +51,10 @@ from .checkpoints import CheckpointConfig
 from .control_gate import ControlGate
 from .graph_view import describe_plan
 from .job_metrics import job_figures, sendable
-from .operators import Batch, concat, size
+from .operators import Batch
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 from .slice_placement import place_slices
+from .slice_results import gather_collected
 
 if TYPE_CHECKING:
     from ..runtime.client import Client
@@ -126,7 +127,7 @@ class JobRun:
         self._options = options
         self._ids = original_ids if original_ids is not None else list(range(len(job.operators)))
         self.plan = plan = ExecutionGraph(job, chaining=options.chaining)
-        self._refuse_if_unfit(plan)
+        _refuse_if_unfit(client, plan, name)
         pairs = zip(
             plan.subtask_index[plan.channel_src].tolist(),
             plan.subtask_index[plan.channel_dst].tolist(),
@@ -185,7 +186,8 @@ class JobRun:
                 plan,
                 self.job_id,
                 self._to_slice,
-                self._savepoint_done,
+                self._reply,
+                lambda: self._event(("cancel", Future())),
                 options.from_savepoint,
             )
             self._checkpoints.check_savepoint()
@@ -194,19 +196,6 @@ class JobRun:
         # Listed before the job is reported accepted: both go out on the client's socket.
         self._announce()
         self._thread.start()
-
-    def _refuse_if_unfit(self, plan: ExecutionGraph) -> None:
-        # No worker at all is most often a dispatcher that has just (re)started, its workers
-        # reconnecting (a resumed job's master starts then): wait for them a while.
-        deadline = time.monotonic() + _WAIT_FOR_WORKERS
-        while not (workers := [w for w in self._client.status().workers if not w.draining]):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
-        reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
-        if reason:
-            raise UnfitError(f"job {self.name!r} can never fit the cluster: {reason}")
 
     # -- public ---------------------------------------------------------------------------
 
@@ -330,16 +319,13 @@ class JobRun:
         self._client._send_control(p.JobUpdate(info, self.token))
 
     def _check_deployment(self, now: float) -> None:
-        for attempt in self._master.running_attempts():
-            record = self._attempts.get(attempt)
-            if record is None or record.connected:
-                continue
-            if now - record.deployed_at > self._options.deploy_timeout:
-                error = (
-                    f"not every slice of attempt {attempt} started within "
-                    f"{self._options.deploy_timeout:g} s (the cluster's slots are busy?)"
-                )
-                self._perform(self._master.slice_failed(attempt, -1, error, now))
+        timeout = self._options.deploy_timeout
+        for attempt in _late(self._master.running_attempts(), self._attempts, now, timeout):
+            error = (
+                f"not every slice of attempt {attempt} started within {timeout:g} s "
+                "(the cluster's slots are busy?)"
+            )
+            self._perform(self._master.slice_failed(attempt, -1, error, now))
 
     def _receive(self) -> None:
         while True:
@@ -441,11 +427,7 @@ class JobRun:
             )
             return
         if isinstance(message, jp.SliceReady):
-            if message.version != p.PROTOCOL_VERSION:
-                reason = (
-                    f"slice {message.index} speaks protocol version {message.version}, this "
-                    f"job master speaks {p.PROTOCOL_VERSION} (mixed pydispatch versions?)"
-                )
+            if reason := _version_refusal(message):
                 log.error(
                     "job %s refused a slice: %s", self.job_id, reason, extra={"job_id": self.job_id}
                 )
@@ -478,7 +460,12 @@ class JobRun:
             else:
                 self._waiters.append((identity, time.monotonic() + wait))
         elif isinstance(message, jp.CheckpointAck | jp.CheckpointDeclined | jp.SavepointRequest):
-            self._on_checkpoint_message(identity, message)
+            if self._checkpoints is None or self._master.state in jm.TERMINAL:
+                if isinstance(message, jp.SavepointRequest):
+                    why = "the job has ended" if self._checkpoints else "it does not checkpoint"
+                    self._reply(identity, jp.SavepointReply(message.path, why))
+            else:
+                self._checkpoints.on_message(identity, message, self._master.attempt_of)
         elif isinstance(message, jp.SliceFailed):
             self._reply(identity, jp.MasterAck())
             now = time.monotonic()
@@ -591,34 +578,6 @@ class JobRun:
             message = jp.TriggerCheckpoint(attempt, message.checkpoint)
         self._reply(identity, message)
 
-    def _on_checkpoint_message(
-        self,
-        identity: bytes,
-        message: jp.CheckpointAck | jp.CheckpointDeclined | jp.SavepointRequest,
-    ) -> None:
-        glue, now = self._checkpoints, time.monotonic()
-        if isinstance(message, jp.SavepointRequest):
-            if glue is None or self._master.state in jm.TERMINAL:
-                why = "the job does not checkpoint" if glue is None else "the job has ended"
-                self._reply(identity, jp.SavepointReply(message.path, why))
-            else:
-                glue.savepoint(identity, message.path, message.stop)
-            return
-        if not 0 <= message.index < self.plan.n_slots:
-            return  # from no slice of this job
-        if glue is None or message.attempt != self._master.attempt_of(message.index):
-            return  # a stale attempt's
-        if isinstance(message, jp.CheckpointAck):
-            glue.acknowledged(message, now)
-        else:
-            glue.declined(message, now)
-
-    def _savepoint_done(self, identity: bytes, reply: jp.SavepointReply, stop: bool) -> None:
-        self._reply(identity, reply)
-        if stop and not reply.error:
-            done: Future[bool] = Future()
-            self._event(("cancel", done))
-
     def _figures(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
         return job_figures(self.plan, self._ids, metrics, self._started)
 
@@ -633,20 +592,8 @@ class JobRun:
 
         futures = [self._final[i] for i in range(self.plan.n_slots)]
         self._placement["ran_on"] = [getattr(f, "worker", "") for f in futures]
-        job = self.plan.job
-        collected: dict[int, Any] = {}
-        for op in job.sinks():
-            if op.params.get("sink") != "collect":
-                continue
-            parts: list[Batch] = [
-                results[i]["collected"].get(op.id, []) for i in range(op.parallelism)
-            ]
-            self.subtask_results[self._ids[op.id]] = parts
-            parts = [part for part in parts if size(part)]
-            if op.params.get("columnar"):
-                collected[self._ids[op.id]] = concat(parts) if parts else {}
-            else:
-                collected[self._ids[op.id]] = concat(parts) if parts else []
+        collected, per_subtask = gather_collected(self.plan, self._ids, results)
+        self.subtask_results.update(per_subtask)
         metrics = {g: m for r in results.values() for g, m in r["metrics"].items()}
         self._metrics = self._figures(metrics)
         records_in = self._metrics["records_in"]
@@ -654,6 +601,42 @@ class JobRun:
         self._result = JobResult(
             self.name, self.plan.runtime_mode, collected, records_in, records_out
         )
+
+
+def _late(
+    running: list[int], attempts: dict[int, _Attempt], now: float, timeout: float
+) -> list[int]:
+    """The running attempts whose slices are not all connected ``timeout`` after deploying."""
+    late = []
+    for attempt in running:
+        record = attempts.get(attempt)
+        if record is not None and not record.connected and now - record.deployed_at > timeout:
+            late.append(attempt)
+    return late
+
+
+def _refuse_if_unfit(client: Client, plan: ExecutionGraph, name: str) -> None:
+    # No worker at all is most often a dispatcher that has just (re)started, its workers
+    # reconnecting (a resumed job's master starts then): wait for them a while.
+    deadline = time.monotonic() + _WAIT_FOR_WORKERS
+    while not (workers := [w for w in client.status().workers if not w.draining]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
+    reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
+    if reason:
+        raise UnfitError(f"job {name!r} can never fit the cluster: {reason}")
+
+
+def _version_refusal(message: jp.SliceReady) -> str:
+    """Why a slice of another protocol version is refused ("" if it is not)."""
+    if message.version == p.PROTOCOL_VERSION:
+        return ""
+    return (
+        f"slice {message.index} speaks protocol version {message.version}, this "
+        f"job master speaks {p.PROTOCOL_VERSION} (mixed pydispatch versions?)"
+    )
 
 
 def _slice_job(job: JobGraph, index: int) -> JobGraph:

@@ -24,9 +24,10 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from ..plan import _sources
 from .operators import Batch, size
 
-__all__ = ["IDLE", "PositionedReader", "SplitSource", "monitored_lines"]
+__all__ = ["IDLE", "PositionedReader", "SplitSource", "monitored_lines", "source_batches"]
 
 
 class _Idle:
@@ -98,12 +99,45 @@ class PositionedReader:
         if self.kind in ("split", "monitor"):
             yield from _batched(self._records, batch_records)
             return
-        from .subtask import source_batches  # (subtask imports this module)
-
         skip = self.emitted
         for batch in source_batches(self.params, self.index, self.parallelism, batch_records, skip):
             self.emitted += size(batch)
             yield batch
+
+
+def source_batches(
+    params: Any, index: int, parallelism: int, batch_records: int, skip: int = 0
+) -> Iterator[Batch]:
+    """Subtask ``index``'s source records in micro-batches (column views on the columnar path),
+    without its first ``skip`` records (a source restored from a checkpoint)."""
+    records = _sources.split_records(params, index, parallelism)
+    if isinstance(records, dict):
+        if skip:
+            records = {name: c[skip:] for name, c in records.items()}
+        n = size(records)
+        # Columns are cheap per row: 8 times the rows of a record batch, and at least
+        # _COLUMN_BATCH_BYTES, since the shuffle moves large frames faster (measured between
+        # two processes over the data plane: 0.57 GB/s in 64 KiB batches, 1.2-1.7 in 1 MiB).
+        row_bytes = max(sum(c.dtype.itemsize for c in records.values()), 1)
+        step = max(max(batch_records, 1) * 8, _COLUMN_BATCH_BYTES // row_bytes)
+        for start in range(0, n, step):
+            yield {name: c[start : start + step] for name, c in records.items()}
+        return
+    batch: list[Any] = []
+    # An unbounded source may be slow: a partial batch leaves after _LINGER seconds.
+    since = time.monotonic()
+    for record in itertools.islice(records, skip, None) if skip else records:
+        batch.append(record)
+        if len(batch) >= batch_records or time.monotonic() - since > _LINGER:
+            yield batch
+            batch = []
+            since = time.monotonic()
+    if batch:
+        yield batch
+
+
+_LINGER = 0.05
+_COLUMN_BATCH_BYTES = 2 << 20
 
 
 def _round_robin(
@@ -143,9 +177,6 @@ def _batched(records: Iterator[Any], batch_records: int) -> Iterator[Batch]:
             since = time.monotonic()
     if batch:
         yield batch
-
-
-_LINGER = 0.05
 
 
 def monitored_lines(

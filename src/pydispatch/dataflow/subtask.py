@@ -20,16 +20,14 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
-from ..plan import ExecutionGraph, _sources
+from ..plan import ExecutionGraph
 from ..plan._job_graph import KeySpec, Operator
 from .barriers import SinkTransactions
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
@@ -46,7 +44,7 @@ from .operators import (
     text_sink_path,
     transform,
 )
-from .positions import PositionedReader
+from .positions import PositionedReader, source_batches
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 from .snapshots import RestorePart, Snapshot, dump_snapshot
 
@@ -58,41 +56,6 @@ Send = Callable[[int, int, Batch], None]
 #: earlier event time (each channel's timestamps are taken to ascend, Flink's
 #: ``forMonotonousTimestamps``).
 Mark = Callable[[int, int, Any], None]
-
-
-def source_batches(
-    params: Any, index: int, parallelism: int, batch_records: int, skip: int = 0
-) -> Iterator[Batch]:
-    """Subtask ``index``'s source records in micro-batches (column views on the columnar path),
-    without its first ``skip`` records (a source restored from a checkpoint)."""
-    records = _sources.split_records(params, index, parallelism)
-    if isinstance(records, dict):
-        if skip:
-            records = {name: c[skip:] for name, c in records.items()}
-        n = size(records)
-        # Columns are cheap per row: 8 times the rows of a record batch, and at least
-        # _COLUMN_BATCH_BYTES, since the shuffle moves large frames faster (measured between
-        # two processes over the data plane: 0.57 GB/s in 64 KiB batches, 1.2-1.7 in 1 MiB).
-        row_bytes = max(sum(c.dtype.itemsize for c in records.values()), 1)
-        step = max(max(batch_records, 1) * 8, _COLUMN_BATCH_BYTES // row_bytes)
-        for start in range(0, n, step):
-            yield {name: c[start : start + step] for name, c in records.items()}
-        return
-    batch: list[Any] = []
-    # An unbounded source may be slow: a partial batch leaves after _LINGER seconds.
-    since = time.monotonic()
-    for record in itertools.islice(records, skip, None) if skip else records:
-        batch.append(record)
-        if len(batch) >= batch_records or time.monotonic() - since > _LINGER:
-            yield batch
-            batch = []
-            since = time.monotonic()
-    if batch:
-        yield batch
-
-
-_LINGER = 0.05
-_COLUMN_BATCH_BYTES = 2 << 20
 
 
 class SubtaskRunner:
