@@ -237,3 +237,31 @@ def test_a_savepoint_at_parallelism_2_restores_at_3_and_1_with_identical_results
             result = resumed.result(timeout=120)
             assert sorted(result.collected[sink]) == reference
             assert figures(resumed)["restored_from"] == where
+
+
+@pytest.mark.slow
+def test_a_restarted_dispatcher_resumes_the_job_from_its_latest_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """The dispatcher killed (SIGKILL) and started again on its store: the job's new master
+    finds the job's checkpoints and resumes from the latest; the committed output is exact."""
+    per_split, splits = 1500, 2
+    out = tmp_path / "out"
+    with make_cluster(2, 2) as cluster:
+        env = checkpointing_env(cluster, tmp_path)
+        source = Paced(per_split, splits, pace=0.05, bounded=False)
+        env.from_source(source).key_by(lambda r: r[0]).sum(1).write_text(str(out))
+        handle = env.execute("durable")
+        assert isinstance(handle, JobHandle)
+        eventually(lambda: figures(handle)["completed"] >= 1, "a first checkpoint")
+        cluster.restart_dispatcher()
+        reference = running_counts(per_split, splits)
+
+        def caught_up() -> bool:
+            return out.exists() and len(committed_lines(str(out))) >= len(reference)
+
+        eventually(caught_up, "the committed output caught up", timeout=90)
+        assert sorted(committed_lines(str(out))) == reference
+        restored = figures(handle)["restored_from"]  # the new master's figures
+        assert os.path.basename(restored).startswith("chk-")
+        handle.cancel()
