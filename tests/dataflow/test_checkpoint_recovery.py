@@ -143,6 +143,9 @@ def test_a_checkpoint_under_back_pressure_completes(tmp_path: Path) -> None:
         eventually(lambda: figures(handle)["completed"] >= 2, "checkpoints completed", 60)
         backpressured = sum(handle.metrics()["backpressured_seconds"].values())
         assert backpressured > 0
+        last = figures(handle)
+        assert last["last_size"] > 0
+        assert last["last_duration"] > 0
         assert committed_lines(str(tmp_path / "o"))  # committed as checkpoints complete
         handle.cancel()
 

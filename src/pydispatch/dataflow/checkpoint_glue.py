@@ -22,6 +22,7 @@ from ..runtime.job_store import default_state_dir
 from ..wire import job_plane as jp
 from . import checkpoints as ck
 from .checkpoint_storage import CheckpointStorage, StoredCheckpoint, read_checkpoint
+from .job_metrics import checkpoint_figures
 from .snapshots import describe
 
 __all__ = ["CheckpointGlue"]
@@ -207,11 +208,7 @@ class CheckpointGlue:
     def figures(self) -> dict[str, Any]:
         """The job's checkpoint figures (``metrics()["checkpoints"]``)."""
         c = self.coordinator
-        return {
-            "completed": c.count,
-            "aborted": c.aborted,
-            "latest": c.completed[-1] if c.completed else 0,
-            "last_duration": c.last_duration,
-            "last_size": self.last_size,
-            "restored_from": self.restored_from,
-        }
+        latest = c.completed[-1] if c.completed else 0
+        return checkpoint_figures(
+            c.count, c.aborted, latest, c.last_duration, self.last_size, self.restored_from
+        )
