@@ -268,3 +268,65 @@ def test_a_restarted_dispatcher_resumes_the_job_from_its_latest_checkpoint(
         restored = figures(handle)["restored_from"]  # the new master's figures
         assert os.path.basename(restored).startswith("chk-")
         handle.cancel()
+
+
+CLI_JOB = """
+import os, time
+from pydispatch.stream import SplitSource
+
+GATE = {gate!r}
+
+class Paced(SplitSource):
+    def splits(self):
+        return [0, 1, 2, 3]
+
+    def read(self, split, position):
+        i = position or 0
+        while i < 300:
+            if i >= 150 and not os.path.exists(GATE):
+                time.sleep(0.02)
+                yield None
+                continue
+            yield (f"k{{(i * 7 + split) % 17}}", 1), i + 1
+            i += 1
+
+def build(env):
+    env.enable_checkpointing(0.5)
+    return env.from_source(Paced()).key_by(lambda r: r[0]).sum(1)
+"""
+
+
+def _cli(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pydispatch.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.slow
+def test_savepoint_and_submit_from_it_on_the_command_line(tmp_path: Path) -> None:
+    """``pydispatch savepoint ADDRESS JOB --stop`` then ``pydispatch submit ADDRESS job.py
+    --from-savepoint PATH --parallelism 3``: the records printed are the uninterrupted run's."""
+    gate = tmp_path / "gate"
+    job = tmp_path / "job.py"
+    job.write_text(CLI_JOB.format(gate=str(gate)))
+    savepoint = tmp_path / "sp"
+    with make_cluster(3, 1) as cluster:
+        submitted = _cli("submit", cluster.address, str(job), "--detach", "--parallelism", "2")
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.strip()
+        handle = JobHandle.attach(cluster.address, job_id)
+        eventually(lambda: handle.metrics()["records_out"].get(0, 0) >= 4 * 150, "half read", 60)
+        taken = _cli("savepoint", cluster.address, job_id, "--path", str(savepoint), "--stop")
+        assert taken.returncode == 0, taken.stderr
+        assert taken.stdout.strip() == str(savepoint)
+        assert (savepoint / "_metadata").is_file()
+        gate.write_text("")
+        again = _cli(
+            "submit", cluster.address, str(job), "--from-savepoint", str(savepoint),
+            "--parallelism", "3", "--progress-every", "0",
+        )  # fmt: skip
+        assert again.returncode == 0, again.stderr
+    printed = sorted(line for line in again.stdout.splitlines() if line.startswith("("))
+    assert printed == [str(kv) for kv in final_counts(300, 4)]

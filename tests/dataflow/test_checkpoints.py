@@ -154,6 +154,15 @@ def test_storage_keeps_checkpoints_and_skips_a_corrupt_one(
     assert storage.completed() == [2]
 
 
+def test_a_job_id_with_slashes_gets_a_safe_directory(tmp_path: Path) -> None:
+    storage = CheckpointStorage(str(tmp_path), "/home/me/job.py-1-abc")
+    storage.write(1, {0: b"x"}, {})
+    [directory] = os.listdir(tmp_path)
+    assert directory.startswith("_home_me_job.py-1-abc-")
+    assert CheckpointStorage(str(tmp_path), "/home/me/job.py-1-abc").completed() == [1]
+    assert CheckpointStorage(str(tmp_path), "_home_me_job.py-1-abc").completed() == []
+
+
 def test_storage_at_an_fsspec_url() -> None:
     pytest.importorskip("fsspec")
     storage = CheckpointStorage("memory://pydispatch-test", "job-9")

@@ -660,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prints them. A host needs its own NAME.key_secret and dispatcher.key only.",
     )
     add_keys_parser(keys)
-    for talking in (worker, status, submit, jobs, cancel, result):
+    for talking in (worker, status, submit, jobs, cancel, result, savepoint):
         add_key_options(talking)
     add_key_options(dispatcher, "dispatcher")
 

@@ -28,7 +28,13 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["CheckpointStorage", "CorruptCheckpointError", "StoredCheckpoint", "read_checkpoint"]
+__all__ = [
+    "CheckpointStorage",
+    "CorruptCheckpointError",
+    "StoredCheckpoint",
+    "directory_name",
+    "read_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +181,26 @@ def read_checkpoint(path: str) -> StoredCheckpoint:
     return _read(files, files.root)
 
 
+def directory_name(job: str) -> str:
+    """The directory a job's checkpoints go to: its id, made a safe file name (a job named
+    after its file's path has slashes) with a digest of the id so that names stay apart."""
+    safe = _UNSAFE.sub("_", job).strip(".")[-100:]
+    if safe == job:
+        return job
+    return f"{safe}-{hashlib.sha256(job.encode()).hexdigest()[:8]}"
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
 class CheckpointStorage:
     """The checkpoints of job ``job`` under ``root`` (see the module docstring)."""
 
     def __init__(self, root: str, job: str) -> None:
-        if not job or "/" in job or job in (".", ".."):
-            raise ValueError(f"a checkpoint storage needs a plain job name, not {job!r}")
+        if not job:
+            raise ValueError("a checkpoint storage needs the job's id")
         self._files = _Files(root)
-        self.directory = self._files.join(job)
+        self.directory = self._files.join(directory_name(job))
 
     def _chk(self, checkpoint: int) -> str:
         return self._files.sub(self.directory, f"chk-{checkpoint}")
