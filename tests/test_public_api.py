@@ -6,6 +6,7 @@ import pydispatch
 import pydispatch.partition
 import pydispatch.plan
 import pydispatch.stream
+import pydispatch.stream.state
 
 
 def test_package_exports() -> None:
@@ -98,6 +99,7 @@ def test_stream_exports() -> None:
             "TransactionalSink",
             "WindowedStream",
             "functions",
+            "state",
         ]
     )
     for name in pydispatch.stream.__all__:
@@ -108,10 +110,34 @@ def test_stream_exports() -> None:
             "FlatMapFunction",
             "Function",
             "KeySelector",
+            "KeyedProcessFunction",
             "MapFunction",
             "ReduceFunction",
+            "RuntimeContext",
+            "TimeDomain",
+            "TimerService",
         ]
     )
+    assert sorted(pydispatch.stream.state.__all__) == sorted(
+        [
+            "ListState",
+            "ListStateDescriptor",
+            "MapState",
+            "MapStateDescriptor",
+            "ReducingState",
+            "ReducingStateDescriptor",
+            "State",
+            "StateDescriptor",
+            "ValueState",
+            "ValueStateDescriptor",
+        ]
+    )
+    for name in pydispatch.stream.state.__all__:
+        assert getattr(pydispatch.stream.state, name).__module__ == "pydispatch.stream.state"
+    functions = pydispatch.stream.functions
+    assert functions.KeyedProcessFunction.Context.__module__ == "pydispatch.stream.functions"
+    assert functions.KeyedProcessFunction.Context.__qualname__ == "KeyedProcessFunction.Context"
+    assert functions.TimerService.__module__ == "pydispatch.stream.functions"
 
 
 def test_table_exports() -> None:
@@ -196,7 +222,7 @@ def test_public_names_carry_their_public_module() -> None:
     import pydispatch.table
 
     public = ["pydispatch", "errors", "partition", "plan", "solver", "stream", "table"]
-    public += ["stream.functions"]
+    public += ["stream.functions", "stream.state"]
     for short in public:
         module = (
             pydispatch if short == "pydispatch" else importlib.import_module(f"pydispatch.{short}")

@@ -23,6 +23,7 @@ PUBLIC_MODULES = frozenset(
         "pydispatch.solver",
         "pydispatch.stream",
         "pydispatch.stream.functions",
+        "pydispatch.stream.state",
         "pydispatch.table",
     }
 )

@@ -15,13 +15,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _support.runners import RunnerPipeline
-from pydispatch.dataflow.keyed_state import KeyedSnapshot, owned_groups, split_snapshots
+from pydispatch.dataflow.keyed_state import (
+    KeyedSnapshot,
+    groups_of_keys,
+    owned_groups,
+    split_snapshots,
+)
 from pydispatch.dataflow.local import run_local
 from pydispatch.partition import key_group_range
 from pydispatch.plan import ExecutionGraph
 from pydispatch.stream import StreamEnvironment
+from pydispatch.stream.functions import KeyedProcessFunction, RuntimeContext, TimeDomain
+from pydispatch.stream.state import MapStateDescriptor, ValueStateDescriptor
 
 RNG = random.Random(17)
 KEYS = [f"k{i}" for i in range(40)] + list(range(25))
@@ -159,3 +168,124 @@ def test_restore_refuses_another_max_parallelism_and_bad_snapshots() -> None:
         owned_groups(snapshots + snapshots, snapshots[0].max_parallelism, 0, 1)
     with pytest.raises(ValueError, match="outside"):
         KeyedSnapshot(128, {200: b""})
+
+
+# -- windows and process functions: state and timers ------------------------------------------
+
+
+class WindowByTimers(KeyedProcessFunction):
+    """Tumbling event-time windows of 10 made of map state and event-time timers."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.sums = runtime_context.get_map_state(MapStateDescriptor("sums"))
+        self.seen = runtime_context.get_state(ValueStateDescriptor("seen"))
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> None:
+        start = ctx.timestamp() // 10 * 10
+        self.sums.put(start, (self.sums.get(start) or 0) + value[2])
+        self.seen.update((self.seen.value() or 0) + 1)
+        ctx.timer_service().register_event_time_timer(start + 10)
+        ctx.timer_service().register_processing_time_timer(10**15)  # one per key: at the end
+
+    def on_timer(self, timestamp: Any, ctx: KeyedProcessFunction.OnTimerContext) -> list[Any]:
+        if ctx.time_domain() is TimeDomain.PROCESSING_TIME:
+            return [("seen", ctx.get_current_key(), self.seen.value())]
+        start = timestamp - 10
+        total = self.sums.get(start)
+        self.sums.remove(start)
+        return [(ctx.get_current_key(), start, total)]
+
+
+EVENTS = [(random.Random(i).choice("pqrstuvw"), i // 4, i % 7) for i in range(2000)]
+SPLIT_TIME = 283  # phase one: the events before it; phase two: the rest
+
+
+def _windowed_job(events: list[Any], parallelism: int, kind: str) -> tuple[ExecutionGraph, int]:
+    env = StreamEnvironment().set_parallelism(parallelism)
+    if kind == "count":  # one channel: a key's records keep their order across the phases
+        source = env.from_source(lambda: iter(events), bounded=False)
+    else:
+        source = env.from_source(
+            lambda index, p: iter(events[index::p]), bounded=False, parallel=True
+        ).set_parallelism(2)
+    keyed = source.key_by(lambda e: e[0])
+    if kind == "process":
+        out = keyed.process(WindowByTimers(), timestamp=1)
+    elif kind == "time":
+        out = keyed.time_window(10, timestamp=1).sum(2)
+    else:
+        out = keyed.count_window(3).reduce(lambda a, b: (a[0], a[1], a[2] * 2 + b[2]))
+    sink = out._sink("Collect", {"sink": "collect", "columnar": False})
+    return env.execution_graph(), sink.id
+
+
+@pytest.mark.parametrize("kind", ["process", "time", "count"])
+@pytest.mark.parametrize("new_parallelism", [3, 1])
+def test_windows_and_timers_continue_after_rescaling(kind: str, new_parallelism: int) -> None:
+    whole_plan, sink = _windowed_job(EVENTS, 2, kind)
+    whole = RunnerPipeline(whole_plan)
+    whole.run_sources()
+    whole.finish()
+    expected = Counter(whole.collected(sink))
+    reference = run_local(whole_plan.job).collected[sink]
+    assert Counter(reference) == expected  # the runners give the reference's records
+
+    first_events = [e for e in EVENTS if e[1] < SPLIT_TIME]
+    first, parts = _snapshot_after(_windowed_job(first_events, 2, kind)[0])
+    fired_before = Counter(first.collected(sink))
+    assert fired_before  # windows fired in phase one already (watermarks / full counts)
+    assert any(s.groups for snapshots in parts.values() for s in snapshots)
+    rest_events = EVENTS[len(first_events) :]
+    rest = RunnerPipeline(_windowed_job(rest_events, new_parallelism, kind)[0], restore=parts)
+    rest.run_sources()
+    rest.finish()
+    assert fired_before + Counter(rest.collected(sink)) == expected
+
+
+def test_a_process_function_restored_keeps_its_timers() -> None:
+    plan, _ = _windowed_job([e for e in EVENTS if e[1] < 40], 2, "process")
+    _, parts = _snapshot_after(plan)
+    ((op_id, snapshots),) = parts.items()
+    empty, _ = _windowed_job([], 1, "process")
+    restored = RunnerPipeline(empty, restore=parts)
+    (runner,) = [r for r in restored.runners.values() if op_id in r.state]
+    process = runner.state[op_id]
+    keys = {e[0] for e in EVENTS if e[1] < 40}
+    assert len(process.backend.processing_timers) == len(keys)
+    # Windows up to 30 fired in phase one (the watermark passed them); 30-40 is pending.
+    assert sorted(process.backend.event_timers.timers()) == [(40, k) for k in sorted(keys)]
+    assert sum(len(s.groups) for s in snapshots) == len(
+        set(groups_of_keys(sorted(keys), "hash", snapshots[0].max_parallelism).tolist())
+    )
+
+
+def test_a_snapshot_of_another_operator_kind_is_refused_by_name() -> None:
+    _, parts = _snapshot_after(_records_job(FIRST, 2, streaming=True)[0])
+    keys = np.arange(10, dtype=np.int64)
+    plan, _ = _columns_job(keys, keys, 2, "sum")
+    assert set(parts) <= {op.id for op in plan.job.operators if op.kind == "aggregate"}
+    with pytest.raises(ValueError, match=r"cannot restore Keyed Aggregation \(sum\)"):
+        RunnerPipeline(plan, restore=parts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.integers(0, 30), st.integers(-5, 5)), max_size=300),
+    cut=st.floats(0, 1),
+    old=st.integers(1, 4),
+    new=st.integers(1, 4),
+)
+def test_any_cut_any_parallelism_gives_the_uninterrupted_records(
+    data: list[tuple[int, int]], cut: float, old: int, new: int
+) -> None:
+    split = int(len(data) * cut)
+    whole_plan, sink = _records_job(data, old, streaming=True)
+    whole = RunnerPipeline(whole_plan)
+    whole.run_sources()
+    whole.finish()
+    first, parts = _snapshot_after(_records_job(data[:split], old, streaming=True)[0])
+    rest = RunnerPipeline(_records_job(data[split:], new, streaming=True)[0], restore=parts)
+    rest.run_sources()
+    rest.finish()
+    got = Counter(first.collected(sink)) + Counter(rest.collected(sink))
+    assert got == Counter(whole.collected(sink))

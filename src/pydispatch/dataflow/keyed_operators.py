@@ -17,7 +17,7 @@ import numpy as np
 
 from ..plan._job_graph import Operator
 from .aggregation import KeyedAggregator, group_aggregate
-from .keyed_state import by_group, decode, encode, groups_of_keys
+from .keyed_state import by_group, decode, encode, groups_of_keys, pick
 from .operators import (
     COMBINABLE,
     Batch,
@@ -51,13 +51,25 @@ def _key_scheme(op: Operator) -> tuple[str, int]:
 def snapshot_entries(
     entries: dict[Any, Any], keys: list[Any], scheme: str, mp: int, extra: Any = None
 ) -> dict[int, bytes]:
-    """A dict's items cut by the key group of each item's key (``keys``, in item order):
-    ``{group: encode((items, extra))}``."""
-    items = list(entries.items())
+    """A dict's entries cut by the key group of each entry's key (``keys``, in entry order):
+    ``{group: encode((dict keys, values, extra))}``, read back by :func:`restore_entries`."""
+    slots = list(entries)
+    values = list(entries.values())
     out: dict[int, bytes] = {}
     for group, positions in by_group(groups_of_keys(keys, scheme, mp)):
-        out[group] = encode(([items[i] for i in positions.tolist()], extra))
+        at = positions.tolist()
+        out[group] = encode((pick(slots, at), pick(values, at), extra))
     return out
+
+
+def restore_entries(entries: dict[Any, Any], groups: dict[int, bytes]) -> list[Any]:
+    """Merge what :func:`snapshot_entries` cut into ``entries``; each group's ``extra``."""
+    extras = []
+    for data in groups.values():
+        slots, values, extra = decode(data)
+        entries.update(zip(slots, values, strict=True))
+        extras.append(extra)
+    return extras
 
 
 class Aggregate:
@@ -95,9 +107,7 @@ class Aggregate:
         return snapshot_entries(self.state, list(self.state), *self.scheme)
 
     def restore_groups(self, groups: dict[int, bytes]) -> None:
-        for data in groups.values():
-            items, _ = decode(data)
-            self.state.update(items)
+        restore_entries(self.state, groups)
 
 
 class ColumnAggregate:
@@ -185,9 +195,7 @@ class CountWindow:
         return snapshot_entries(self.state, list(self.state), *self.scheme)
 
     def restore_groups(self, groups: dict[int, bytes]) -> None:
-        for data in groups.values():
-            items, _ = decode(data)
-            self.state.update(items)
+        restore_entries(self.state, groups)
 
 
 #: Windows a columnar batch may open before a time window reads its rows one by one instead.
@@ -291,9 +299,7 @@ class TimeWindow:
         return snapshot_entries(self.windows, keys, *self.scheme, extra=self.fired)
 
     def restore_groups(self, groups: dict[int, bytes]) -> None:
-        for data in groups.values():
-            items, fired = decode(data)
-            self.windows.update(items)
+        for fired in restore_entries(self.windows, groups):
             if fired is not None and (self.fired is None or fired > self.fired):
                 self.fired = fired
 

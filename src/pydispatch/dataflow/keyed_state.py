@@ -26,6 +26,7 @@ returns a handle that reads and writes the current key's value.
 from __future__ import annotations
 
 import heapq
+import operator
 import pickle
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ __all__ = [
     "encode",
     "groups_of_keys",
     "owned_groups",
+    "pick",
     "split_snapshots",
 ]
 
@@ -114,6 +116,15 @@ def by_group(groups: npt.NDArray[Any]) -> Iterator[tuple[int, npt.NDArray[np.int
     ends = np.r_[starts[1:], ordered.shape[0]]
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
         yield int(ordered[start]), order[start:end]
+
+
+def pick(items: list[Any], positions: list[int]) -> tuple[Any, ...]:
+    """``items`` at ``positions``, as a tuple picked in C (flat tuples of keys and of values
+    also pickle ten times faster than as many (key, value) pairs, which pickle memoises)."""
+    if len(positions) == 1:
+        return (items[positions[0]],)
+    picked: tuple[Any, ...] = operator.itemgetter(*positions)(items)
+    return picked
 
 
 def owned_groups(
@@ -413,10 +424,10 @@ class HeapKeyedStateBackend:
 
     def snapshot_groups(self) -> dict[int, bytes]:
         """Each key group's tables and timers: ``{group: encode((tables, event, processing))}``
-        with ``tables`` ``{name: {key: value}}`` and the timers ``[(time, key)]``."""
-        parts: dict[int, tuple[dict[str, dict[Any, Any]], list[Any], list[Any]]] = {}
+        with ``tables`` ``{name: (keys, values)}`` and the timers ``[(time, key)]``."""
+        parts: dict[int, tuple[dict[str, Any], list[Any], list[Any]]] = {}
 
-        def part(group: int) -> tuple[dict[str, dict[Any, Any]], list[Any], list[Any]]:
+        def part(group: int) -> tuple[dict[str, Any], list[Any], list[Any]]:
             entry = parts.get(group)
             if entry is None:
                 entry = parts[group] = ({}, [], [])
@@ -424,9 +435,10 @@ class HeapKeyedStateBackend:
 
         mp, scheme = self.max_parallelism, self.scheme
         for name, table in self.tables.items():
-            keys = list(table)
+            keys, values = list(table), list(table.values())
             for group, positions in by_group(groups_of_keys(keys, scheme, mp)):
-                part(group)[0][name] = {keys[i]: table[keys[i]] for i in positions.tolist()}
+                at = positions.tolist()
+                part(group)[0][name] = (pick(keys, at), pick(values, at))
         for event, queue in ((True, self.event_timers), (False, self.processing_timers)):
             timers = queue.timers()
             groups = groups_of_keys([k for _, k in timers], scheme, mp)
@@ -441,8 +453,8 @@ class HeapKeyedStateBackend:
         processing: list[tuple[Any, Any]] = []
         for data in groups.values():
             tables, event_timers, processing_timers = decode(data)
-            for name, entries in tables.items():
-                self.tables.setdefault(name, {}).update(entries)
+            for name, (keys, values) in tables.items():
+                self.tables.setdefault(name, {}).update(zip(keys, values, strict=True))
             event.extend(event_timers)
             processing.extend(processing_timers)
         for queue, timers in ((self.event_timers, event), (self.processing_timers, processing)):

@@ -15,6 +15,10 @@ subtasks with the real partitioning functions of :mod:`pydispatch.partition`:
 - batches are cut with :func:`~pydispatch.partition.split` (columns) or
   :func:`~pydispatch.partition.scatter` (record lists), which keep input order per target.
 
+A ``process`` operator (a ``KeyedProcessFunction``) gets its input channel by channel:
+``dataflow.process.run_reference`` merges them by event time and moves the watermark between
+records, so its timers fire as a pipelined run's would.
+
 Every subtask receives its whole input before it runs (a blocking exchange): results equal a
 pipelined run's for bounded jobs; rolling aggregations of a streaming job see their input in the
 same per-channel order.
@@ -54,6 +58,7 @@ from .operators import (
     transform,
     window_records,
 )
+from .process import run_reference
 from .routing import custom_subtasks, key_array, key_groups_of, keyed_subtasks, max_parallelism
 
 __all__ = ["LocalResult", "run_local"]
@@ -127,7 +132,12 @@ class _Runner:
                     batches.extend(b for _, b in sorted(received, key=lambda t: t[0]))
             data = concat(batches)
             self.result.records_in[op_id] += size(data)
-            out = self._apply(op, data, index, parallelism)
+            if op.kind == "process":  # its input channels one by one (event time)
+                self._check_key_groups(op, data, index, parallelism)
+                channels = [rows(b) for b in batches]
+                out: Batch = run_reference(op, channels, index, parallelism, self.streaming)
+            else:
+                out = self._apply(op, data, index, parallelism)
             self.result.records_out[op_id] += size(out)
             outputs[op_id] = out
             for e in self.out_edges[op_id]:

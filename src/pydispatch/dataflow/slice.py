@@ -375,9 +375,16 @@ class _Subtask:
                 continue
             if not inbox.poll(0):
                 t = time.monotonic()
-                while not inbox.poll(_IDLE_POLL_MS):
-                    self._take_completions()  # an idle sink commits all the same
+                # A process function's processing-time timers fire while input is idle too,
+                # and an idle sink commits the checkpoints that complete meanwhile.
+                wait = self.runner.timer_wait()
+                limit = _IDLE_POLL_MS if wait is None else max(1, int(wait * 1000) + 1)
+                ready = inbox.poll(min(limit, _IDLE_POLL_MS))
                 self.waiting += time.monotonic() - t
+                if not ready:
+                    self._take_completions()
+                    self.runner.fire_timers()
+                    continue
             self._take_completions()
             parts = inbox.recv_multipart(copy=False)
             try:

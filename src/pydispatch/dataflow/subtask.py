@@ -10,9 +10,17 @@ keeps for one call lives across batches instead. Results are the same:
 - keyed ``aggregate`` on columns (sum/min/max/count): a native hash aggregation across batches,
   emitted at end of input (keys sorted), so memory is one row per key; its producers combine
   (pre-aggregate) what they send it, so the shuffle carries partials (``_Combiner``);
-- ``window``: count windows fire as they fill; time windows fire at end of input;
+- ``window``: count windows fire as they fill; time windows fire when the watermark passes
+  them (streaming), else at end of input;
+- ``process``: a ``KeyedProcessFunction`` per record; its timers fire on watermarks, on the
+  clock (``timer_wait`` / ``fire_timers`` wake an idle subtask) and at end of input
+  (``dataflow.process``);
 - sinks: ``collect`` keeps the subtask's batches; ``for_each`` calls at once; ``text`` writes
   as batches come (the file is created even for an empty input, as the reference does).
+
+The keyed operators' state (``dataflow.keyed_operators``, ``dataflow.process``) is cut by key
+group by :meth:`SubtaskRunner.snapshot_state` and loaded, for the key groups the subtask owns,
+by :meth:`SubtaskRunner.restore_state` (``dataflow.keyed_state``).
 
 Routing is ``dataflow.routing``'s, split by ``partition.split`` / ``scatter`` as in the reference;
 rebalance and rescale continue their round robin across batches (the ``start`` argument).
@@ -20,6 +28,7 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -45,6 +54,7 @@ from .operators import (
     transform,
 )
 from .positions import PositionedReader, source_batches
+from .process import KeyedProcess
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 from .snapshots import RestorePart, Snapshot, dump_snapshot
 
@@ -106,8 +116,10 @@ class SubtaskRunner:
             if combines(plan, target):
                 combiner = ColumnCombiner if target.schema.columnar else RecordCombiner
                 self.combiners[e] = combiner(target)
-            if streaming and target.kind == "window" and target.params["window"] == "time":
-                self.time_of[e] = getter(target.params["timestamp"])
+            # Event time: into a time window, or a process function given a timestamp.
+            stamp = target.params.get("timestamp") if target.kind in ("window", "process") else None
+            if streaming and stamp is not None:
+                self.time_of[e] = getter(stamp)
         for op_id in self.chain.operators:
             op = job.operator(op_id)
             if op.kind == "aggregate":
@@ -122,6 +134,9 @@ class SubtaskRunner:
                 window = self.state[op_id] = TimeWindow(op)
                 if streaming:
                     window.channels = self._channels_into(op_id)
+            elif op.kind == "process":
+                process = self.state[op_id] = KeyedProcess(op, index, self.parallelism)
+                process.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
                 self.collected[op_id] = []
         # Transactional sinks (dataflow.file_sink): a sink_to's, and write_text's when the job
@@ -164,8 +179,14 @@ class SubtaskRunner:
             state = self.state.get(op_id)
             if state is None:
                 continue
-            mp = max_parallelism(self.job.operator(op_id))
-            state.restore_groups(owned_groups(snapshots, mp, self.index, self.parallelism))
+            op = self.job.operator(op_id)
+            groups = owned_groups(snapshots, max_parallelism(op), self.index, self.parallelism)
+            try:
+                state.restore_groups(groups)
+            except Exception as exc:  # another job's snapshot, or another operator's
+                raise ValueError(
+                    f"cannot restore {op.name} (operator {op_id}) from its snapshot: {exc!r}"
+                ) from exc
 
     def _channels_into(self, op_id: int) -> int:
         plan = self.plan
@@ -175,13 +196,38 @@ class SubtaskRunner:
         return int(np.count_nonzero(into))
 
     def watermark(self, op_id: int, channel: Any, mark: Any) -> None:
-        """A watermark arriving at time window ``op_id`` from input ``channel``."""
+        """A watermark arriving at time window or process function ``op_id`` from input
+        ``channel``."""
         window = self.state[op_id]
-        assert isinstance(window, TimeWindow)
+        assert isinstance(window, TimeWindow | KeyedProcess)
         out = window.advance(channel, mark)
         if out:
             self.records_out[op_id] += len(out)
             self._forward(op_id, out)
+
+    def timer_wait(self) -> float | None:
+        """Seconds until this subtask's earliest processing-time timer (0 if due), or None:
+        how long its input loop may wait for input before calling :meth:`fire_timers`."""
+        due = [
+            t
+            for s in self.state.values()
+            if isinstance(s, KeyedProcess)
+            for t in [s.next_processing_time()]
+            if t is not None
+        ]
+        if not due:
+            return None
+        wait: float = (min(due) - time.time_ns() / 1e6) / 1000
+        return max(0.0, wait)
+
+    def fire_timers(self) -> None:
+        """Fire the processing-time timers whose time has come, and forward what they emit."""
+        for op_id, state in self.state.items():
+            if isinstance(state, KeyedProcess):
+                out = state.tick()
+                if out:
+                    self.records_out[op_id] += len(out)
+                    self._forward(op_id, out)
 
     @property
     def head(self) -> Operator:
@@ -289,6 +335,9 @@ class SubtaskRunner:
                 return []  # an empty record batch (push folds in column batches)
             out: Batch = state.push(rows(data))
             return out
+        if kind == "process":
+            processed: Batch = self.state[op.id].push(rows(data))
+            return processed
         if kind == "window":
             window = self.state[op.id]
             columnar = isinstance(window, TimeWindow) and isinstance(data, dict)

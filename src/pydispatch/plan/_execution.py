@@ -67,6 +67,7 @@ DEFAULT_SELECTIVITY: Mapping[str, float] = {
     "map_batches": 1.0,
     "aggregate": 1.0,
     "window": 0.1,
+    "process": 1.0,
     "sink": 0.0,
 }
 #: Bytes per record of the record path (pickled small tuples and strings are about this size).

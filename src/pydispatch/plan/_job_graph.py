@@ -83,7 +83,15 @@ class Operator:
     id: int
     name: str
     kind: Literal[
-        "source", "map", "flat_map", "filter", "map_batches", "aggregate", "window", "sink"
+        "source",
+        "map",
+        "flat_map",
+        "filter",
+        "map_batches",
+        "aggregate",
+        "window",
+        "process",
+        "sink",
     ]
     function: Callable[..., Any] | None = None
     parallelism: int = 1

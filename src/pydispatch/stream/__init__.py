@@ -6,7 +6,8 @@ The user's API only, as PyFlink's ``pyflink.datastream`` is (see
 :mod:`pydispatch.dataflow`; what it returns (:class:`JobResult`, :class:`JobHandle`) and the
 restart strategies are re-exported here because this is where users meet them.
 
-``pydispatch.stream.functions`` holds PyFlink's user-function classes (``MapFunction``...) and
+``pydispatch.stream.functions`` holds PyFlink's user-function classes (``MapFunction``...,
+``KeyedProcessFunction``), ``pydispatch.stream.state`` the keyed state they use, and
 ``StreamExecutionEnvironment`` is PyFlink's name for the environment, so a PyFlink job ports by
 changing its imports. Private modules: ``_environment`` (the environment, execution modes),
 ``_datastream`` (streams and their operators), ``_checks`` (argument checks and schema rules,
@@ -23,7 +24,7 @@ from ..dataflow.positions import SplitSource
 from ..dataflow.result import JobResult
 from ..errors import JobFailedError
 from ..plan._job_graph import Edge, JobGraph, KeySpec, Operator
-from . import functions
+from . import functions, state
 from ._datastream import DataStream, DataStreamSink, KeyedStream, WindowedStream
 from ._environment import StreamEnvironment, StreamExecutionEnvironment
 
@@ -48,6 +49,7 @@ __all__ = [
     "TransactionalSink",
     "WindowedStream",
     "functions",
+    "state",
 ]
 
 publish(__name__, globals(), __all__)

@@ -28,6 +28,7 @@ from ._checks import (
 from .functions import (
     FilterFunction,
     FlatMapFunction,
+    KeyedProcessFunction,
     KeySelector,
     MapFunction,
     ReduceFunction,
@@ -292,6 +293,32 @@ class DataStream(_Aggregations):
         params = {"agg": agg, "field": field, "key": key}
         return self._then("aggregate", name, function, params=params, schema=schema)
 
+    def process(
+        self,
+        function: KeyedProcessFunction,
+        output_type: object = None,
+        *,
+        timestamp: Callable[[Any], Any] | int | str | None = None,
+    ) -> DataStream:
+        """Run a :class:`~pydispatch.stream.functions.KeyedProcessFunction` over the keyed
+        records, with keyed state and timers. ``timestamp`` (a function, an index or a field
+        name) is a record's event time: it is ``ctx.timestamp()``, and input channels carry
+        watermarks of it, which fire event-time timers (each channel's timestamps are taken to
+        ascend). Without it, event-time timers fire at end of input. ``output_type`` is
+        accepted for PyFlink source compatibility and not used. Keyed streams only (PyFlink's
+        non-keyed ``ProcessFunction`` is not supported): call ``key_by`` first."""
+        key = self._keyed("process")
+        if not isinstance(function, KeyedProcessFunction):
+            raise TypeError(
+                f"process: expected a KeyedProcessFunction, got {type(function).__name__}"
+            )
+        stamp = None
+        if timestamp is not None:
+            stamp = key_spec(timestamp, "hash", self.schema, "process timestamp")
+        params = {"key": key, "timestamp": stamp}
+        name = f"KeyedProcess({type(function).__name__})"
+        return self._then("process", name, function, params=params, schema=Schema())
+
     def count_window(self, size: int) -> WindowedStream:
         """Tumbling windows of ``size`` records per key."""
         key = self._keyed("count_window")
@@ -364,8 +391,8 @@ class DataStream(_Aggregations):
 
 
 class KeyedStream(DataStream):
-    """A stream partitioned by key: ``reduce``, ``sum``, ``min``, ``max``, ``count`` and the
-    windows apply; other operators after it read it hash-partitioned."""
+    """A stream partitioned by key: ``reduce``, ``sum``, ``min``, ``max``, ``count``, the
+    windows and ``process`` apply; other operators after it read it hash-partitioned."""
 
     @property
     def key(self) -> KeySpec:

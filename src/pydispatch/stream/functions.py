@@ -19,24 +19,34 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .._exports import publish
+from ..dataflow.process import Context as _Context
+from ..dataflow.process import OnTimerContext as _OnTimerContext
+from ..dataflow.process import RuntimeContext, TimeDomain, TimerService
+
 __all__ = [
     "FilterFunction",
     "FlatMapFunction",
     "Function",
     "KeySelector",
+    "KeyedProcessFunction",
     "MapFunction",
     "ReduceFunction",
+    "RuntimeContext",
+    "TimeDomain",
+    "TimerService",
 ]
 
 
 class Function:
     """The base of every user-function class (PyFlink's ``Function``)."""
 
-    def open(self, runtime_context: object) -> None:
-        """Kept for PyFlink source compatibility; pydispatch does not call it."""
+    def open(self, runtime_context: Any) -> None:
+        """Called before the first record for a :class:`KeyedProcessFunction` only; kept on
+        the others for PyFlink source compatibility."""
 
     def close(self) -> None:
-        """Kept for PyFlink source compatibility; pydispatch does not call it."""
+        """Called at end of input for a :class:`KeyedProcessFunction` only."""
 
 
 class MapFunction(Function):
@@ -75,6 +85,29 @@ class ReduceFunction(Function):
         raise NotImplementedError(f"{type(self).__name__} does not override reduce(value1, value2)")
 
 
+class KeyedProcessFunction(Function):
+    """A function over a keyed stream with keyed state and timers (``KeyedStream.process``).
+
+    Override ``process_element(value, ctx)``, returning or yielding output records (or
+    returning None); ``ctx`` is a :class:`KeyedProcessFunction.Context`: ``timestamp()``,
+    ``get_current_key()``, ``timer_service()``. Override ``on_timer(timestamp, ctx)`` when
+    registering timers (``ctx.time_domain()`` says which clock fired). Get state in ``open``
+    from the :class:`RuntimeContext`: ``runtime_context.get_state(ValueStateDescriptor(...))``.
+    """
+
+    Context = _Context
+    OnTimerContext = _OnTimerContext
+
+    def process_element(self, value: Any, ctx: _Context) -> Iterable[Any] | None:
+        raise NotImplementedError(
+            f"{type(self).__name__} does not override process_element(value, ctx)"
+        )
+
+    def on_timer(self, timestamp: Any, ctx: _OnTimerContext) -> Iterable[Any] | None:
+        """A timer of the current key fired; no output unless overridden."""
+        return None
+
+
 #: The method an instance of each class stands for (read by ``_checks.as_function``).
 METHODS: dict[type[Function], str] = {
     MapFunction: "map",
@@ -83,3 +116,9 @@ METHODS: dict[type[Function], str] = {
     KeySelector: "get_key",
     ReduceFunction: "reduce",
 }
+
+# Relabel the runtime's classes users meet here (the classes above are defined here already).
+publish(__name__, globals(), __all__)
+for _nested in (_Context, _OnTimerContext):
+    _nested.__module__ = __name__
+    _nested.__qualname__ = f"KeyedProcessFunction.{_nested.__name__}"
