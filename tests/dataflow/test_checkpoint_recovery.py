@@ -20,6 +20,8 @@ from _support.process_guard import eventually
 from pydispatch.dataflow.file_sink import committed_lines
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import FixedDelay, JobHandle, SplitSource, StreamEnvironment
+from pydispatch.stream.functions import KeyedProcessFunction, RuntimeContext
+from pydispatch.stream.state import MapStateDescriptor
 
 KEYS = 17
 
@@ -86,6 +88,24 @@ def figures(handle: JobHandle) -> dict[str, Any]:
     return checkpoints
 
 
+def kill_workers(
+    cluster: LocalCluster, rng: random.Random, seconds: float, outs: list[Path]
+) -> None:
+    """SIGKILL a random worker every 2.5 s for ``seconds``, starting a new one each time;
+    meanwhile no committed line of ``outs`` may be visible twice."""
+    started = time.monotonic()
+    kills = 0
+    while time.monotonic() - started < seconds:
+        time.sleep(2.5)
+        alive = [w for w in cluster.workers if w.poll() is None]
+        os.kill(rng.choice(alive).pid, signal.SIGKILL)
+        kills += 1
+        cluster.start_worker(name=f"replacement-{kills}")
+        for out in outs:
+            lines = committed_lines(str(out)) if out.exists() else []
+            assert len(lines) == len(set(lines)), "a committed record is visible twice"
+
+
 @pytest.mark.slow
 def test_exactly_once_through_kills_of_random_workers(tmp_path: Path) -> None:
     """An unbounded keyed running count over a positioned source into the two-phase file
@@ -101,17 +121,7 @@ def test_exactly_once_through_kills_of_random_workers(tmp_path: Path) -> None:
         handle = env.execute("kills")
         assert isinstance(handle, JobHandle)
         eventually(lambda: figures(handle)["completed"] >= 1, "a first checkpoint")
-        started = time.monotonic()
-        kills = 0
-        while time.monotonic() - started < 12:
-            time.sleep(2.5)
-            alive = [w for w in cluster.workers if w.poll() is None]
-            victim = rng.choice(alive)
-            os.kill(victim.pid, signal.SIGKILL)
-            kills += 1
-            cluster.start_worker(name=f"replacement-{kills}")
-            lines = committed_lines(str(out)) if out.exists() else []
-            assert len(lines) == len(set(lines)), "a committed record is visible twice"
+        kill_workers(cluster, rng, 12.0, [out])
         reference = running_counts(per_split, splits)
 
         def caught_up() -> bool:
@@ -267,6 +277,80 @@ def test_a_restarted_dispatcher_resumes_the_job_from_its_latest_checkpoint(
         assert sorted(committed_lines(str(out))) == reference
         restored = figures(handle)["restored_from"]  # the new master's figures
         assert os.path.basename(restored).startswith("chk-")
+        handle.cancel()
+
+
+class Stamped(SplitSource):
+    """Paced records ``(key, event time, 1)``, event time ascending per split, then idle."""
+
+    bounded = False
+
+    def __init__(self, per_split: int) -> None:
+        self.per_split = per_split
+
+    def splits(self) -> list[int]:
+        return [0, 1]
+
+    def read(self, split: int, position: Any) -> Iterator[Any]:
+        i = position or 0
+        while i < self.per_split:
+            yield (key_of(split, i), i, 1), i + 1
+            i += 1
+            if i % 20 == 0:
+                time.sleep(0.08)
+        while True:
+            time.sleep(0.05)
+            yield None
+
+
+class WindowByTimers(KeyedProcessFunction):
+    """Tumbling event-time sums kept in map state, emitted by event-time timers."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.sums = runtime_context.get_map_state(MapStateDescriptor("sums"))
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> None:
+        start = value[1] - value[1] % self.size
+        self.sums.put(start, (self.sums.get(start) or 0) + value[2])
+        ctx.timer_service().register_event_time_timer(start + self.size)
+
+    def on_timer(self, timestamp: Any, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        start = timestamp - self.size
+        yield ctx.get_current_key(), start, self.sums.get(start)
+        self.sums.remove(start)
+
+
+@pytest.mark.slow
+def test_event_time_windows_and_timers_exactly_once_through_kills(tmp_path: Path) -> None:
+    """The same with an event-time window and a process function's event-time timers: the
+    windows the final watermark (2049) closes (ends up to 2000), each exactly once, in both
+    outputs."""
+    per_split, size = 2050, 100
+    windows, timers = tmp_path / "windows", tmp_path / "timers"
+    with make_cluster(3, 1) as cluster:
+        env = checkpointing_env(cluster, tmp_path)
+        keyed = env.from_source(Stamped(per_split)).key_by(lambda r: r[0])
+        keyed.time_window(size, timestamp=1).sum(2).write_text(str(windows))
+        keyed.process(WindowByTimers(size), timestamp=1).write_text(str(timers))
+        handle = env.execute("windows")
+        assert isinstance(handle, JobHandle)
+        eventually(lambda: figures(handle)["completed"] >= 1, "a first checkpoint")
+        kill_workers(cluster, random.Random(5), 10.0, [windows, timers])
+        sums = Counter((key_of(s, i), i - i % size) for s in range(2) for i in range(per_split))
+        reference = sorted(
+            str((k, start, n)) for (k, start), n in sums.items() if start + size <= per_split - 1
+        )
+        for out in (windows, timers):
+            eventually(
+                lambda out=out: out.exists() and len(committed_lines(str(out))) >= len(reference),
+                f"{out.name} caught up",
+                timeout=90,
+            )
+            assert sorted(committed_lines(str(out))) == reference
+        assert handle.metrics()["restarts"] >= 1
         handle.cancel()
 
 
