@@ -523,6 +523,8 @@ class StreamEnvironment:
         ``write_text`` becomes a two-phase sink (see ``DataStream.write_text``)."""
         from ..dataflow.checkpoints import CheckpointConfig
 
+        if storage and "://" not in storage:  # resolved here, as write_text's paths are
+            storage = os.path.abspath(storage)
         self._checkpoint = CheckpointConfig(seconds, timeout, min_pause, retained, storage)
         return self
 
