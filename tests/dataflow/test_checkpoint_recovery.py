@@ -18,6 +18,7 @@ import pytest
 from _support.clusters import make_cluster
 from _support.process_guard import eventually
 from pydispatch.dataflow.file_sink import committed_lines
+from pydispatch.dataflow.handle import JobRefusedError
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import FixedDelay, JobHandle, SplitSource, StreamEnvironment
 from pydispatch.stream.functions import KeyedProcessFunction, RuntimeContext
@@ -241,6 +242,10 @@ def test_a_savepoint_at_parallelism_2_restores_at_3_and_1_with_identical_results
         with pytest.raises(CancelledError):
             handle.result(timeout=60)
         gate.write_text("")
+        nowhere = checkpointing_env(cluster, tmp_path / "nowhere")
+        nowhere.from_source(source).key_by(lambda r: r[0]).sum(1).for_each(print)
+        with pytest.raises((ValueError, JobRefusedError), match="_metadata"):
+            nowhere.execute("no savepoint", from_savepoint=str(tmp_path / "nothing"))
         for parallelism in (3, 1):
             again = checkpointing_env(cluster, tmp_path / f"p{parallelism}", parallelism)
             restored = again.from_source(source).key_by(lambda r: r[0]).sum(1)

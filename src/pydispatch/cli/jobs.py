@@ -22,6 +22,7 @@ import sys
 from concurrent.futures import CancelledError
 from typing import Any
 
+from ..dataflow.checkpoint_storage import directory_name
 from ..dataflow.handle import JobHandle, JobRefusedError, fetch_jobs, find_job
 from ..wire import protocol as p
 from ..wire.security import resolve_keys
@@ -67,7 +68,7 @@ def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
 def savepoint_command(address: str, job: str, path: str, stop: bool, timeout: float) -> int:
     """``pydispatch savepoint ADDRESS JOB [--path DIR] [--stop]``: prints the savepoint."""
     handle = _handle_of(address, job, min(timeout, 10.0))
-    where = path or os.path.abspath(f"savepoint-{handle.job_id}")
+    where = path or os.path.abspath(f"savepoint-{directory_name(handle.job_id)}")
     try:
         print(handle.savepoint(where, stop=stop, timeout=timeout))
     except RuntimeError as error:
