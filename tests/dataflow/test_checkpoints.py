@@ -294,3 +294,49 @@ def test_read_text_monitor_and_split_sources_run_in_process(tmp_path: Path) -> N
         env.read_text(tmp_path / "x", monitor=1)
     with pytest.raises(ValueError, match="monitor must be"):
         env.read_text(tmp_path, monitor=0)
+
+
+# -- the master's glue, with its sockets replaced by lists -----------------------------------
+
+
+def test_the_glue_triggers_stores_notifies_and_answers_savepoints(tmp_path: Path) -> None:
+    from pydispatch.dataflow.checkpoint_glue import CheckpointGlue
+    from pydispatch.dataflow.snapshots import describe
+    from pydispatch.wire import job_plane as jp
+
+    env = StreamEnvironment(parallelism=2)
+    env.from_collection(range(4)).key_by(lambda x: x % 2).sum(0).write_text(str(tmp_path / "o"))
+    plan = env.execution_graph()
+    sent: list[tuple[int, Any]] = []
+    replies: list[tuple[bytes, Any]] = []
+    stopped: list[bool] = []
+    config = ck.CheckpointConfig(1.0, storage=str(tmp_path / "chk"))
+    glue = CheckpointGlue(
+        config,
+        plan,
+        "job/1",
+        lambda index, message: sent.append((index, message)),
+        lambda identity, message: replies.append((identity, message)),
+        lambda: stopped.append(True),
+    )
+    assert glue.deploy_args((0, 1)) == {"next": 1}  # nothing to restore yet
+    glue.running(0.0)
+    glue.savepoint(b"handle", str(tmp_path / "sp"), stop=True)
+    glue.tick(0.1)
+    assert sent == [(0, jp.TriggerCheckpoint(0, 1)), (1, jp.TriggerCheckpoint(0, 1))]
+    for gid in range(len(describe(plan))):
+        glue.on_message(b"slice", jp.CheckpointAck(1, 0, 1, gid, b"s%d" % gid), lambda i: 1)
+    assert (1, jp.CheckpointComplete(1)) in sent
+    assert replies == [(b"handle", jp.SavepointReply(str(tmp_path / "sp")))]
+    assert stopped == [True]
+    assert read_checkpoint(str(tmp_path / "sp")).snapshots[0] == b"s0"
+    assert glue.figures()["completed"] == 1
+    assert glue.figures()["last_size"] > 0
+    args = glue.deploy_args((1,))  # a restart of slice 1: its own snapshots only
+    assert args["restored"] == 1
+    assert args["next"] == 2
+    mine = {plan.subtask(c.id, 1) for c in plan.chains if c.parallelism > 1}
+    assert set(args["snapshots"]) == mine
+    glue.savepoint(b"late", str(tmp_path / "sp2"), stop=False)
+    glue.tick(5.0, ended=True)
+    assert replies[-1] == (b"late", jp.SavepointReply(str(tmp_path / "sp2"), "the job has ended"))

@@ -72,7 +72,13 @@ class CheckpointGlue:
     def failed(self, now: float) -> None:
         self._perform(self.coordinator.reset(now))
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, ended: bool = False) -> None:
+        """Time passes; ``ended``: the job has ended (savepoints asked for are refused)."""
+        if ended:
+            for path, (identity, _) in list(self._requests.items()):
+                self._answer(identity, jp.SavepointReply(path, "the job has ended"), False)
+            self._requests.clear()
+            return
         self._perform(self.coordinator.tick(now))
 
     def on_message(
