@@ -419,3 +419,36 @@ def test_savepoint_and_submit_from_it_on_the_command_line(tmp_path: Path) -> Non
         assert again.returncode == 0, again.stderr
     printed = sorted(line for line in again.stdout.splitlines() if line.startswith("("))
     assert printed == [str(kv) for kv in final_counts(300, 4)]
+
+
+@pytest.mark.slow
+def test_a_monitored_directory_is_read_exactly_once_through_a_kill(tmp_path: Path) -> None:
+    """``read_text(directory, monitor=...)``: files added and appended to while the job runs,
+    a worker killed half way; every line is committed once."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    expected = []
+    with make_cluster(3, 1) as cluster:
+        env = checkpointing_env(cluster, tmp_path, interval=0.3)
+        env.read_text(inbox, monitor=0.1).map(lambda line: f"seen {line}").write_text(str(out))
+        handle = env.execute("monitored")
+        assert isinstance(handle, JobHandle)
+        for n in range(8):
+            lines = [f"{n}-{i}" for i in range(300)]
+            expected += [f"seen {line}" for line in lines]
+            (inbox / f"part-{n}.txt").write_text("\n".join(lines[:200]) + "\n")
+            with open(inbox / f"part-{n}.txt", "a") as f:  # appended: read on from its offset
+                f.write("\n".join(lines[200:]) + "\n")
+            time.sleep(0.4)
+            if n == 4:
+                alive = [w for w in cluster.workers if w.poll() is None]
+                os.kill(alive[0].pid, signal.SIGKILL)
+                cluster.start_worker(name="replacement")
+
+        def caught_up() -> bool:
+            return out.exists() and len(committed_lines(str(out))) >= len(expected)
+
+        eventually(caught_up, "every line committed", timeout=90)
+        assert sorted(committed_lines(str(out))) == sorted(expected)
+        assert handle.metrics()["restarts"] >= 1
+        handle.cancel()
