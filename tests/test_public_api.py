@@ -106,6 +106,7 @@ def test_stream_exports() -> None:
         assert hasattr(pydispatch.stream, name), name
     assert sorted(pydispatch.stream.functions.__all__) == sorted(
         [
+            "AggregateFunction",
             "FilterFunction",
             "FlatMapFunction",
             "Function",
@@ -120,6 +121,8 @@ def test_stream_exports() -> None:
     )
     assert sorted(pydispatch.stream.state.__all__) == sorted(
         [
+            "AggregatingState",
+            "AggregatingStateDescriptor",
             "ListState",
             "ListStateDescriptor",
             "MapState",

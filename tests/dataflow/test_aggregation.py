@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from pydispatch import _core
 from pydispatch.dataflow.aggregation import AGGREGATIONS, KeyedAggregator, group_aggregate
+from pydispatch.dataflow.keyed_operators import TimeWindow as _TimeWindow
 from pydispatch.dataflow.operators import rows
-from pydispatch.dataflow.subtask import _TimeWindow
 from pydispatch.stream import StreamEnvironment
 
 

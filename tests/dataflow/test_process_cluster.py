@@ -76,11 +76,16 @@ def test_a_process_function_on_the_cluster_gives_the_reference_records(
 ) -> None:
     local = StreamEnvironment(parallelism=2)
     _build(local)._sink("Collect", {"sink": "collect", "columnar": False})
-    (reference,) = run_local(local.job_graph).collected.values()
+    ran = run_local(local.job_graph)
+    (reference,) = ran.collected.values()
     env = StreamEnvironment(cluster, parallelism=2)
-    got = _build(env).collect()
-    assert isinstance(got, list)
+    sink = _build(env)._sink("Collect", {"sink": "collect", "columnar": False})
+    handle = env.execute("sessions")
+    assert isinstance(handle, JobHandle)
+    got = handle.result(timeout=120).collected[sink.id]
     assert _without_flags(got) == _without_flags(reference)
+    assert handle.records_in == ran.records_in
+    assert handle.records_out == ran.records_out
     windows = [r for r in got if r[0] == "window"]
     assert len(windows) == len({(e[0], e[1] // 10) for e in EVENTS})
     # Watermarks crossed the data plane: most windows fired before the end of input.

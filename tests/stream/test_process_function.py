@@ -7,17 +7,20 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from pydispatch.dataflow.local import run_local
 from pydispatch.stream import DataStream, StreamEnvironment
 from pydispatch.stream.functions import (
+    AggregateFunction,
     KeyedProcessFunction,
     ReduceFunction,
     RuntimeContext,
     TimeDomain,
 )
 from pydispatch.stream.state import (
+    AggregatingStateDescriptor,
     ListStateDescriptor,
     MapStateDescriptor,
     ReducingStateDescriptor,
@@ -268,3 +271,58 @@ def test_each_subtask_has_its_own_function_and_the_user_instance_is_untouched() 
     subtasks = result.subtask_results
     (parts,) = subtasks.values()
     assert len(parts) == 3
+
+
+def test_columnar_input_reaches_the_function_as_dict_rows() -> None:
+    class Largest(KeyedProcessFunction):
+        def open(self, runtime_context: RuntimeContext) -> None:
+            self.largest = runtime_context.get_reducing_state(
+                ReducingStateDescriptor("largest", max)
+            )
+
+        def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> list[Any]:
+            self.largest.add(value["v"])
+            return [(ctx.get_current_key(), self.largest.get())]
+
+    env = StreamEnvironment(parallelism=2)
+    keys = np.array([1, 2, 1, 1, 2], dtype=np.int64)
+    values = np.array([5, 1, 3, 9, 4], dtype=np.int64)
+    stream = env.from_arrays({"k": keys, "v": values}).key_by("k").process(Largest())
+    assert sorted(_collect(stream)) == [(1, 5), (1, 5), (1, 9), (2, 1), (2, 4)]
+
+
+class Mean(AggregateFunction):
+    def create_accumulator(self) -> Any:
+        return (0, 0)
+
+    def add(self, value: Any, accumulator: Any) -> Any:
+        return accumulator[0] + value, accumulator[1] + 1
+
+    def get_result(self, accumulator: Any) -> Any:
+        return accumulator[0] / accumulator[1]
+
+
+class RunningMean(KeyedProcessFunction):
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.mean = runtime_context.get_aggregating_state(
+            AggregatingStateDescriptor("mean", Mean())
+        )
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> list[Any]:
+        before = self.mean.get()
+        self.mean.add(value[1])
+        if value[1] < 0:
+            self.mean.clear()
+        return [(value[0], before, self.mean.get())]
+
+
+def test_aggregating_state_folds_through_an_aggregate_function() -> None:
+    records = [("a", 2), ("a", 4), ("b", 1), ("a", -6), ("a", 3)]
+    env = StreamEnvironment(parallelism=2)
+    got = _collect(env.from_collection(records).key_by(lambda r: r[0]).process(RunningMean()))
+    assert sorted(got, key=repr) == sorted(
+        [("a", None, 2.0), ("a", 2.0, 3.0), ("b", None, 1.0), ("a", 3.0, None), ("a", None, 3.0)],
+        key=repr,
+    )
+    with pytest.raises(TypeError, match="no create_accumulator"):
+        AggregatingStateDescriptor("x", object())

@@ -39,6 +39,8 @@ from ..partition import key_group_range
 from .routing import key_array, key_groups_of
 
 __all__ = [
+    "AggregatingState",
+    "AggregatingStateDescriptor",
     "HeapKeyedStateBackend",
     "KeyedSnapshot",
     "ListState",
@@ -222,6 +224,21 @@ class ReducingStateDescriptor(StateDescriptor):
         self.reduce_function: Callable[[Any, Any], Any] = function
 
 
+class AggregatingStateDescriptor(StateDescriptor):
+    """An :class:`AggregatingState`: the values added to a key, folded into an accumulator by
+    ``agg_function`` (an ``AggregateFunction``: ``create_accumulator()``,
+    ``add(value, accumulator)`` returning the accumulator, ``get_result(accumulator)``)."""
+
+    kind = "aggregating"
+
+    def __init__(self, name: str, agg_function: Any, state_type_info: object = None) -> None:
+        super().__init__(name, state_type_info)
+        for method in ("create_accumulator", "add", "get_result"):
+            if not callable(getattr(agg_function, method, None)):
+                raise TypeError(f"AggregatingStateDescriptor: agg_function has no {method}()")
+        self.agg_function = agg_function
+
+
 class State:
     """A keyed state handle: reads and writes the value of the backend's current key."""
 
@@ -230,7 +247,7 @@ class State:
         self._table = table
 
     def _key(self) -> Any:
-        return self._backend.current_key()
+        return self._backend.key
 
     def clear(self) -> None:
         """Drop the current key's value."""
@@ -240,14 +257,14 @@ class State:
 class ValueState(State):
     def value(self) -> Any:
         """The current key's value, or None."""
-        return self._table.get(self._key())
+        return self._table.get(self._backend.key)
 
     def update(self, value: Any) -> None:
         """Set the current key's value (None clears it, as in Flink)."""
         if value is None:
             self.clear()
         else:
-            self._table[self._key()] = value
+            self._table[self._backend.key] = value
 
 
 class ListState(State):
@@ -329,6 +346,27 @@ class ReducingState(State):
         table[key] = self._reduce(table[key], value) if key in table else value
 
 
+class AggregatingState(State):
+    def __init__(
+        self, backend: HeapKeyedStateBackend, table: dict[Any, Any], function: Any
+    ) -> None:
+        super().__init__(backend, table)
+        self._function = function
+
+    def get(self) -> Any:
+        """The result of the current key's accumulator, or None when nothing was added."""
+        key = self._key()
+        if key not in self._table:
+            return None
+        return self._function.get_result(self._table[key])
+
+    def add(self, value: Any) -> None:
+        key = self._key()
+        table = self._table
+        accumulator = table[key] if key in table else self._function.create_accumulator()
+        table[key] = self._function.add(value, accumulator)
+
+
 # -- timers ----------------------------------------------------------------------------------
 
 
@@ -392,13 +430,15 @@ class HeapKeyedStateBackend:
         self.handles: dict[str, State] = {}
         self.event_timers = TimerQueue()
         self.processing_timers = TimerQueue()
-        self._current: Any = None
+        #: The key of the record or timer being processed (an attribute: handles read it on
+        #: every access, a method call each would cost a third of a simple count's time).
+        self.key: Any = None
 
     def current_key(self) -> Any:
-        return self._current
+        return self.key
 
     def set_current_key(self, key: Any) -> None:
-        self._current = key
+        self.key = key
 
     def state(self, descriptor: StateDescriptor, kind: str) -> State:
         """The handle of ``descriptor``'s state (one per name; a name keeps its kind)."""
@@ -417,6 +457,8 @@ class HeapKeyedStateBackend:
         handle: State
         if isinstance(descriptor, ReducingStateDescriptor):
             handle = ReducingState(self, table, descriptor.reduce_function)
+        elif isinstance(descriptor, AggregatingStateDescriptor):
+            handle = AggregatingState(self, table, descriptor.agg_function)
         else:
             handle = {"value": ValueState, "list": ListState, "map": MapState}[kind](self, table)
         self.handles[name] = handle

@@ -35,10 +35,13 @@ import pickle
 import time
 from collections.abc import Callable, Iterable
 from enum import Enum
+from types import GeneratorType
 from typing import Any
 
 from ..plan._job_graph import Operator
 from .keyed_state import (
+    AggregatingState,
+    AggregatingStateDescriptor,
     HeapKeyedStateBackend,
     ListState,
     ListStateDescriptor,
@@ -140,6 +143,13 @@ class RuntimeContext:
         assert isinstance(state, ReducingState)
         return state
 
+    def get_aggregating_state(
+        self, state_descriptor: AggregatingStateDescriptor
+    ) -> AggregatingState:
+        state = self._operator.backend.state(state_descriptor, "aggregating")
+        assert isinstance(state, AggregatingState)
+        return state
+
     def get_task_name(self) -> str:
         return self._operator.op.name
 
@@ -216,7 +226,7 @@ class KeyedProcess:
         function, context, backend, key_of = self.function, self._context, self.backend, self.key_of
         time_of = self.time_of
         for record in records:
-            backend.set_current_key(key_of(record))
+            backend.key = key_of(record)
             self.stamp = None if time_of is None else time_of(record)
             _extend(out, function.process_element(record, context), "process_element")
         out.extend(self.tick())
@@ -244,9 +254,13 @@ class KeyedProcess:
         # tick, not in an endless loop within this one.
         return self._fire(TimeDomain.PROCESSING_TIME, self.clock(), strict=False, most=len(queue))
 
-    def next_processing_time(self) -> Any:
-        """The earliest processing-time timer (ms since the epoch), or None."""
-        return self.backend.processing_timers.peek()
+    def timer_wait(self) -> float | None:
+        """Seconds until the earliest processing-time timer is due (0 if it is), or None."""
+        due = self.backend.processing_timers.peek()
+        if due is None:
+            return None
+        wait: float = (due - self.clock()) / 1000
+        return max(0.0, wait)
 
     def finish(self) -> list[Any]:
         out: list[Any] = []
@@ -298,6 +312,10 @@ def _copy(function: Any) -> Any:
 
 
 def _extend(out: list[Any], produced: Iterable[Any] | None, method: str) -> None:
+    kind = type(produced)
+    if kind is list or kind is tuple or kind is GeneratorType:  # the usual: no ABC check
+        out.extend(produced)  # type: ignore[arg-type]
+        return
     if produced is None:
         return
     if isinstance(produced, str | bytes | dict) or not isinstance(produced, Iterable):

@@ -208,17 +208,15 @@ class SubtaskRunner:
     def timer_wait(self) -> float | None:
         """Seconds until this subtask's earliest processing-time timer (0 if due), or None:
         how long its input loop may wait for input before calling :meth:`fire_timers`."""
-        due = [
-            t
-            for s in self.state.values()
-            if isinstance(s, KeyedProcess)
-            for t in [s.next_processing_time()]
-            if t is not None
+        waits = [
+            wait
+            for state in self.state.values()
+            if isinstance(state, KeyedProcess)
+            for wait in [state.timer_wait()]
+            if wait is not None
         ]
-        if not due:
-            return None
-        wait: float = (min(due) - time.time_ns() / 1e6) / 1000
-        return max(0.0, wait)
+        # At most a minute: a timer years ahead must not overflow a poll's milliseconds.
+        return min(*waits, 60.0) if waits else None
 
     def fire_timers(self) -> None:
         """Fire the processing-time timers whose time has come, and forward what they emit."""

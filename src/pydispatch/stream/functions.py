@@ -25,6 +25,7 @@ from ..dataflow.process import OnTimerContext as _OnTimerContext
 from ..dataflow.process import RuntimeContext, TimeDomain, TimerService
 
 __all__ = [
+    "AggregateFunction",
     "FilterFunction",
     "FlatMapFunction",
     "Function",
@@ -83,6 +84,24 @@ class ReduceFunction(Function):
 
     def reduce(self, value1: Any, value2: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not override reduce(value1, value2)")
+
+
+class AggregateFunction(Function):
+    """Folds values into an accumulator (an ``AggregatingStateDescriptor``'s function):
+    override ``create_accumulator``, ``add(value, accumulator)`` (returns the accumulator)
+    and ``get_result(accumulator)``; ``merge`` is kept for PyFlink source compatibility."""
+
+    def create_accumulator(self) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not override create_accumulator()")
+
+    def add(self, value: Any, accumulator: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not override add(value, acc)")
+
+    def get_result(self, accumulator: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not override get_result(acc)")
+
+    def merge(self, acc_a: Any, acc_b: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not override merge(a, b)")
 
 
 class KeyedProcessFunction(Function):

@@ -17,13 +17,17 @@ compatibility and not used: values are Python objects (pickled in snapshots).
 - :class:`MapState`: ``get(key)`` / ``put`` / ``put_all`` / ``contains`` / ``remove`` /
   ``keys()`` / ``values()`` / ``items()`` / ``is_empty()`` / ``clear()``;
 - :class:`ReducingState`: ``get()`` / ``add(value)`` (folded by the descriptor's reduce
-  function) / ``clear()``.
+  function) / ``clear()``;
+- :class:`AggregatingState`: ``get()`` / ``add(value)`` / ``clear()``, through the
+  descriptor's ``AggregateFunction`` (:mod:`pydispatch.stream.functions`).
 """
 
 from __future__ import annotations
 
 from .._exports import publish
 from ..dataflow.keyed_state import (
+    AggregatingState,
+    AggregatingStateDescriptor,
     ListState,
     ListStateDescriptor,
     MapState,
@@ -37,6 +41,8 @@ from ..dataflow.keyed_state import (
 )
 
 __all__ = [
+    "AggregatingState",
+    "AggregatingStateDescriptor",
     "ListState",
     "ListStateDescriptor",
     "MapState",
