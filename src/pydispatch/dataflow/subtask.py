@@ -28,7 +28,6 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import IO, Any
 
