@@ -171,7 +171,7 @@ def test_a_checkpoint_that_times_out_is_aborted_and_the_next_succeeds(tmp_path: 
             time.sleep(3.0)  # longer than the checkpoint timeout
         return record
 
-    with make_cluster(2, 1) as cluster:
+    with make_cluster(2, 1, heartbeat_timeout=3.0) as cluster:  # no restart under load
         env = checkpointing_env(cluster, tmp_path, interval=0.2, timeout=1.0)
         env.from_source(Paced(10**6, 1, pace=0.01, bounded=False)).map(stall_once).key_by(
             lambda r: r[0]
@@ -187,10 +187,12 @@ def test_a_checkpoint_that_times_out_is_aborted_and_the_next_succeeds(tmp_path: 
 
 @pytest.mark.slow
 def test_a_corrupt_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) -> None:
-    """The latest checkpoint's state is damaged, then a worker killed: the job restores the
-    one before it and its collected result is still exact."""
+    """A slice's worker killed, then the newest checkpoint's state damaged before the loss is
+    noticed: the job restores the one before it and its collected result is still exact."""
     per_split, splits = 3000, 2
-    with make_cluster(3, 1) as cluster:
+    # Two workers of one slot for two slices: the worker killed runs one of them. A slower
+    # heartbeat than FAST, so that a loaded machine does not remove the other one too.
+    with make_cluster(2, 1, heartbeat_timeout=3.0) as cluster:
         env = checkpointing_env(cluster, tmp_path, interval=1.0, retained=3)
         source = Paced(per_split, splits, pace=0.1, bounded=True)
         sink = env.from_source(source).key_by(lambda r: r[0]).sum(1)
@@ -198,17 +200,18 @@ def test_a_corrupt_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) ->
         handle = env.execute("corrupt")
         assert isinstance(handle, JobHandle)
         eventually(lambda: figures(handle)["completed"] >= 2, "two checkpoints", 60)
-        latest = figures(handle)["latest"]
+        os.kill(cluster.workers[0].pid, signal.SIGKILL)  # one slice lost: the job restores
+        cluster.start_worker(name="replacement")
+        # No checkpoint completes without the lost slice's acks; the restore waits for the
+        # loss to be noticed (3 s): damage the newest checkpoint now.
+        time.sleep(0.3)  # (a write under way when the worker died lands first)
         job_dir = next((tmp_path / "chk").iterdir())
+        done = [p for p in job_dir.iterdir() if (p / "_metadata").exists()]
+        latest = max(int(p.name.split("-")[1]) for p in done)
         state = job_dir / f"chk-{latest}" / "state"
         data = bytearray(state.read_bytes())
         data[len(data) // 2] ^= 0xFF
         state.write_bytes(bytes(data))
-        for worker in cluster.workers:  # every slice fails: the whole job restores
-            if worker.poll() is None:
-                os.kill(worker.pid, signal.SIGKILL)
-                break
-        cluster.start_worker(name="replacement")
         result = handle.result(timeout=120)
         restored = figures(handle)["restored_from"]
         assert restored
@@ -226,7 +229,7 @@ def test_a_savepoint_at_parallelism_2_restores_at_3_and_1_with_identical_results
     gate = tmp_path / "gate"
     source = Paced(per_split, splits, pace=0.01, bounded=True, gate=str(gate))
     reference = final_counts(per_split, splits)  # bounded: batch mode, final counts
-    with make_cluster(3, 1) as cluster:
+    with make_cluster(3, 1, heartbeat_timeout=3.0) as cluster:
         env = checkpointing_env(cluster, tmp_path, parallelism=2)
         stream = env.from_source(source).key_by(lambda r: r[0]).sum(1)
         stream._sink("Collect", {"sink": "collect", "columnar": False})
