@@ -431,7 +431,7 @@ def test_a_monitored_directory_is_read_exactly_once_through_a_kill(tmp_path: Pat
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
     expected = []
-    with make_cluster(3, 1) as cluster:
+    with make_cluster(2, 1, heartbeat_timeout=3.0) as cluster:  # both run a slice
         env = checkpointing_env(cluster, tmp_path, interval=0.3)
         env.read_text(inbox, monitor=0.1).map(lambda line: f"seen {line}").write_text(str(out))
         handle = env.execute("monitored")
@@ -444,8 +444,7 @@ def test_a_monitored_directory_is_read_exactly_once_through_a_kill(tmp_path: Pat
                 f.write("\n".join(lines[200:]) + "\n")
             time.sleep(0.4)
             if n == 4:
-                alive = [w for w in cluster.workers if w.poll() is None]
-                os.kill(alive[0].pid, signal.SIGKILL)
+                os.kill(cluster.workers[0].pid, signal.SIGKILL)
                 cluster.start_worker(name="replacement")
 
         def caught_up() -> bool:
