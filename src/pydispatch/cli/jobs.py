@@ -22,6 +22,7 @@ import sys
 from concurrent.futures import CancelledError
 from typing import Any
 
+from ..dataflow.checkpoint_storage import directory_name
 from ..dataflow.handle import JobHandle, JobRefusedError, fetch_jobs, find_job
 from ..wire import protocol as p
 from ..wire.security import resolve_keys
@@ -34,6 +35,7 @@ __all__ = [
     "format_jobs",
     "jobs_command",
     "result_command",
+    "savepoint_command",
     "submit_command",
 ]
 
@@ -43,12 +45,10 @@ class CommandError(Exception):
     prints it as one line, ``pydispatch COMMAND: message``, exit status 1, no traceback."""
 
 
-def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
-    """Cancel the job ``job`` names (its id, else its name, else the start of its id: see
-    :func:`~pydispatch.dataflow.handle.find_job`); False if it had ended already."""
+def _handle_of(address: str, job: str, timeout: float) -> JobHandle:
     keys = resolve_keys()
     info = find_job(address, job, timeout, keys or "")
-    handle = JobHandle(
+    return JobHandle(
         address,
         info.job_id,
         info.name,
@@ -57,7 +57,24 @@ def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
         keys=keys,
         server_key=info.key,
     )
-    return handle.cancel()
+
+
+def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:
+    """Cancel the job ``job`` names (its id, else its name, else the start of its id: see
+    :func:`~pydispatch.dataflow.handle.find_job`); False if it had ended already."""
+    return _handle_of(address, job, timeout).cancel()
+
+
+def savepoint_command(address: str, job: str, path: str, stop: bool, timeout: float) -> int:
+    """``pydispatch savepoint ADDRESS JOB [--path DIR] [--stop]``: prints the savepoint."""
+    handle = _handle_of(address, job, min(timeout, 10.0))
+    where = path or os.path.abspath(f"savepoint-{directory_name(handle.job_id)}")
+    try:
+        print(handle.savepoint(where, stop=stop, timeout=timeout))
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
 
 
 def format_jobs(jobs: list[p.JobInfo]) -> str:
@@ -92,6 +109,7 @@ def submit_command(
     detach: bool = False,
     retention: float | None = None,
     progress_every: float = 5.0,
+    from_savepoint: str = "",
 ) -> int:
     from ..stream import StreamEnvironment
     from ..stream._datastream import DataStream
@@ -114,7 +132,8 @@ def submit_command(
     if not env.job_graph.sinks():
         raise CommandError(f"{path}: build(env) added no sink and returned no stream")
     try:
-        handle = env.execute(name or path)
+        savepoint = os.path.abspath(from_savepoint) if from_savepoint else ""
+        handle = env.execute(name or path, from_savepoint=savepoint)
     except (ValueError, JobRefusedError) as error:  # never fits, cannot be planned, no host
         print(f"refused: {error}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
 """``pydispatch`` command line: ``dispatcher``, ``worker``, ``status``, ``submit``, ``jobs``,
-``cancel``, ``result`` and ``demo`` subcommands."""
+``cancel``, ``result``, ``savepoint`` and ``demo`` subcommands."""
 
 from __future__ import annotations
 
@@ -235,7 +235,15 @@ def _submit(args: argparse.Namespace) -> int:
         args.detach,
         args.retention,
         args.progress_every,
+        args.from_savepoint,
     )
+
+
+def _savepoint(args: argparse.Namespace) -> int:
+    apply_key_options(args)
+    from .jobs import savepoint_command
+
+    return savepoint_command(args.address, args.job, args.path, args.stop, args.timeout)
 
 
 def _jobs(args: argparse.Namespace) -> int:
@@ -596,6 +604,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds the finished job's result is kept if nobody fetches it (default 600)",
     )
+    submit.add_argument(
+        "--from-savepoint",
+        default="",
+        metavar="PATH",
+        help="start the job from this savepoint (its state redistributed to --parallelism)",
+    )
     add_progress_option(submit)
     submit.set_defaults(run=_submit)
 
@@ -620,6 +634,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cancel.set_defaults(run=_cancel)
 
+    savepoint = command(
+        "savepoint",
+        "take a savepoint of a running dataflow job",
+        "The job must checkpoint (env.enable_checkpointing). Prints the savepoint's directory:\n"
+        "start a job from it with: pydispatch submit ADDRESS job.py --from-savepoint PATH.",
+    )
+    savepoint.add_argument(
+        "address", type=parse_address, help="the dispatcher, e.g. tcp://HOST:5555"
+    )
+    savepoint.add_argument("job", help=job_help)
+    savepoint.add_argument(
+        "--path", default="", help="the savepoint's directory (default: ./savepoint-JOB)"
+    )
+    savepoint.add_argument("--stop", action="store_true", help="then cancel the job")
+    savepoint.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the savepoint"
+    )
+    savepoint.set_defaults(run=_savepoint)
+
     result = command(
         "result",
         "wait for a dataflow job; print its records",
@@ -638,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prints them. A host needs its own NAME.key_secret and dispatcher.key only.",
     )
     add_keys_parser(keys)
-    for talking in (worker, status, submit, jobs, cancel, result):
+    for talking in (worker, status, submit, jobs, cancel, result, savepoint):
         add_key_options(talking)
     add_key_options(dispatcher, "dispatcher")
 

@@ -23,8 +23,14 @@ __all__ = ["OWNER_SAYS", "SLICE_SAYS", "ControlGate"]
 log = logging.getLogger(__name__)
 
 #: What the job's slices (the job's key) may send, and its owner and the admins.
-SLICE_SAYS: Final = (jp.SliceReady, jp.SliceMetrics, jp.SliceFailed)
-OWNER_SAYS: Final = (jp.JobCancel, jp.JobStatusRequest, jp.JobResultRequest)
+SLICE_SAYS: Final = (
+    jp.SliceReady,
+    jp.SliceMetrics,
+    jp.SliceFailed,
+    jp.CheckpointAck,
+    jp.CheckpointDeclined,
+)
+OWNER_SAYS: Final = (jp.JobCancel, jp.JobStatusRequest, jp.JobResultRequest, jp.SavepointRequest)
 _REMEMBERED: Final = 4096  # keys whose refusal was logged
 
 

@@ -461,6 +461,22 @@ class JobHandle:
         reply, _ = self._ask(jp.JobCancel())
         return isinstance(reply, jp.JobCancelled) and reply.cancelled
 
+    def savepoint(
+        self, path: str | os.PathLike[str], *, stop: bool = False, timeout: float = 120.0
+    ) -> str:
+        """Take a savepoint of the running job into directory ``path`` (a checkpoint the user
+        keeps: start a job from it with ``pydispatch submit ... --from-savepoint PATH``, at
+        another parallelism if need be); ``stop``: then cancel the job. Returns the path once
+        the savepoint is written; RuntimeError if it failed (the job does not checkpoint, a
+        checkpoint timed out...). Needs ``env.enable_checkpointing``."""
+        where = os.path.abspath(os.fspath(path)) if "://" not in str(path) else str(path)
+        reply, _ = self._ask(jp.SavepointRequest(where, stop), wait=timeout)
+        if not isinstance(reply, jp.SavepointReply):
+            raise RuntimeError(f"job {self.job_id}: no savepoint (the job has ended?)")
+        if reply.error:
+            raise RuntimeError(f"job {self.job_id}: savepoint failed: {reply.error}")
+        return reply.path
+
     def metrics(self) -> dict[str, Any]:
         """Records in/out per operator, bytes and batches shuffled, busy and back-pressured
         seconds per chain, restarts, placement. While the job runs: the current attempt's

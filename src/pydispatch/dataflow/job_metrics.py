@@ -16,7 +16,7 @@ import msgspec
 from ..plan import ExecutionGraph
 from .slice import SubtaskMetrics
 
-__all__ = ["job_figures", "sendable"]
+__all__ = ["checkpoint_figures", "job_figures", "sendable"]
 
 
 def job_figures(
@@ -64,6 +64,23 @@ def job_figures(
         "busy_seconds": busy,
         "backpressured_seconds": pressured,
         "seconds": time.monotonic() - started,
+    }
+
+
+def checkpoint_figures(
+    completed: int, aborted: int, latest: int, duration: float, size: int, restored_from: str
+) -> dict[str, Any]:
+    """A checkpointing job's ``metrics()["checkpoints"]`` (the monitor shows them):
+    checkpoints completed and aborted so far, the latest's id, how long the last one took
+    from trigger to the last acknowledgement (seconds), its stored size (bytes), and the
+    checkpoint or savepoint the job's latest deployment started from ("" if none)."""
+    return {
+        "completed": completed,
+        "aborted": aborted,
+        "latest": latest,
+        "last_duration": duration,
+        "last_size": size,
+        "restored_from": restored_from,
     }
 
 

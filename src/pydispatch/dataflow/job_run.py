@@ -46,12 +46,15 @@ from ..wire import protocol as p
 from ..wire import transport
 from ..wire.security import JobCredentials
 from . import lifecycle as jm
+from .checkpoint_glue import CheckpointGlue
+from .checkpoints import CheckpointConfig
 from .control_gate import ControlGate
 from .graph_view import describe_plan
 from .job_metrics import job_figures, sendable
-from .operators import Batch, concat, size
+from .operators import Batch
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 from .slice_placement import place_slices
+from .slice_results import gather_collected
 
 if TYPE_CHECKING:
     from ..runtime.client import Client
@@ -77,6 +80,9 @@ class JobOptions:
     # How long the job's master process keeps the result after the job ends, if nobody
     # fetches it (Flink's jobstore.expiration-time, shorter: a result can be large).
     result_retention: float = 600.0
+    # env.enable_checkpointing: barrier snapshots every interval (dataflow.checkpoints).
+    checkpoint: CheckpointConfig | None = None
+    from_savepoint: str = ""  # start from this savepoint (or checkpoint) directory
 
 
 @dataclass
@@ -121,7 +127,7 @@ class JobRun:
         self._options = options
         self._ids = original_ids if original_ids is not None else list(range(len(job.operators)))
         self.plan = plan = ExecutionGraph(job, chaining=options.chaining)
-        self._refuse_if_unfit(plan)
+        _refuse_if_unfit(client, plan, name)
         pairs = zip(
             plan.subtask_index[plan.channel_src].tolist(),
             plan.subtask_index[plan.channel_dst].tolist(),
@@ -139,6 +145,7 @@ class JobRun:
                 options.host,
                 options.master_timeout,
                 (credentials.public, credentials.secret) if credentials else None,
+                options.checkpoint is not None,
             )
             for index in range(plan.n_slots)
         ]
@@ -172,24 +179,23 @@ class JobRun:
         self._placement: dict[str, Any] = {}
         self._live: dict[int, dict[int, SubtaskMetrics]] = {}  # slice -> its latest report
         self._graph = describe_plan(plan, self._ids)  # for the dashboard's job page
+        self._checkpoints: CheckpointGlue | None = None
+        if options.checkpoint is not None:
+            self._checkpoints = CheckpointGlue(
+                options.checkpoint,
+                plan,
+                self.job_id,
+                self._to_slice,
+                self._reply,
+                lambda: self._event(("cancel", Future())),
+                options.from_savepoint,
+            )
+            self._checkpoints.check_savepoint()
         self._thread = threading.Thread(target=self._loop, name=f"job-{self.job_id}", daemon=True)
         self._perform(self._master.start())
         # Listed before the job is reported accepted: both go out on the client's socket.
         self._announce()
         self._thread.start()
-
-    def _refuse_if_unfit(self, plan: ExecutionGraph) -> None:
-        # No worker at all is most often a dispatcher that has just (re)started, its workers
-        # reconnecting (a resumed job's master starts then): wait for them a while.
-        deadline = time.monotonic() + _WAIT_FOR_WORKERS
-        while not (workers := [w for w in self._client.status().workers if not w.draining]):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
-        reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
-        if reason:
-            raise UnfitError(f"job {self.name!r} can never fit the cluster: {reason}")
 
     # -- public ---------------------------------------------------------------------------
 
@@ -249,6 +255,8 @@ class JobRun:
         base["restarts"] = self._master.restarts
         base["placement"] = self._placement
         base["graph"] = self._graph
+        if self._checkpoints is not None:
+            base["checkpoints"] = self._checkpoints.figures()
         if self._metrics:
             return {**base, **self._metrics}
         live = dict(self._live)  # the master thread replaces entries, never mutates them
@@ -277,6 +285,10 @@ class JobRun:
                     self._timers.remove(timer)
                     self._perform(self._master.timer_fired(timer[1]))
                 self._check_deployment(now)
+                if self._checkpoints is not None:
+                    if self._all_connected():
+                        self._checkpoints.running(now)
+                    self._checkpoints.tick(now, self._master.state in jm.TERMINAL)
                 self._announce()
                 if self._master.state in jm.TERMINAL and not self._done.is_set():
                     self._done.set()
@@ -307,16 +319,13 @@ class JobRun:
         self._client._send_control(p.JobUpdate(info, self.token))
 
     def _check_deployment(self, now: float) -> None:
-        for attempt in self._master.running_attempts():
-            record = self._attempts.get(attempt)
-            if record is None or record.connected:
-                continue
-            if now - record.deployed_at > self._options.deploy_timeout:
-                error = (
-                    f"not every slice of attempt {attempt} started within "
-                    f"{self._options.deploy_timeout:g} s (the cluster's slots are busy?)"
-                )
-                self._perform(self._master.slice_failed(attempt, -1, error, now))
+        timeout = self._options.deploy_timeout
+        for attempt in _late(self._master.running_attempts(), self._attempts, now, timeout):
+            error = (
+                f"not every slice of attempt {attempt} started within {timeout:g} s "
+                "(the cluster's slots are busy?)"
+            )
+            self._perform(self._master.slice_failed(attempt, -1, error, now))
 
     def _receive(self) -> None:
         while True:
@@ -418,11 +427,7 @@ class JobRun:
             )
             return
         if isinstance(message, jp.SliceReady):
-            if message.version != p.PROTOCOL_VERSION:
-                reason = (
-                    f"slice {message.index} speaks protocol version {message.version}, this "
-                    f"job master speaks {p.PROTOCOL_VERSION} (mixed pydispatch versions?)"
-                )
+            if reason := _version_refusal(message):
                 log.error(
                     "job %s refused a slice: %s", self.job_id, reason, extra={"job_id": self.job_id}
                 )
@@ -454,6 +459,13 @@ class JobRun:
                 self._reply(identity, self._status_reply())
             else:
                 self._waiters.append((identity, time.monotonic() + wait))
+        elif isinstance(message, jp.CheckpointAck | jp.CheckpointDeclined | jp.SavepointRequest):
+            if self._checkpoints is None or self._master.state in jm.TERMINAL:
+                if isinstance(message, jp.SavepointRequest):
+                    why = "the job has ended" if self._checkpoints else "it does not checkpoint"
+                    self._reply(identity, jp.SavepointReply(message.path, why))
+            else:
+                self._checkpoints.on_message(identity, message, self._master.attempt_of)
         elif isinstance(message, jp.SliceFailed):
             self._reply(identity, jp.MasterAck())
             now = time.monotonic()
@@ -506,6 +518,8 @@ class JobRun:
                 for identity in self._attempts[ins.attempt].identities.values():
                     self._reply(identity, peers)
             elif isinstance(ins, jm.CancelAttempt):
+                if self._checkpoints is not None:
+                    self._checkpoints.failed(time.monotonic())
                 for future in self._attempts[ins.attempt].futures.values():
                     with contextlib.suppress(ValueError):
                         self._client.cancel(future, force=True)
@@ -526,6 +540,7 @@ class JobRun:
         labels: list[dict[str, str]] = [{} for _ in range(self.plan.n_slots)]
         if whole:  # metrics()["placement"] says how it went
             labels, self._placement = place_slices(self.plan, self._client)
+        checkpoint = None if self._checkpoints is None else self._checkpoints.deploy_args(slices)
         for index in slices:
             future = self._client.submit(
                 run_slice,
@@ -533,6 +548,7 @@ class JobRun:
                 index,
                 attempt,
                 self.endpoint,
+                checkpoint,
                 retries=0,
                 resources=self._slice_resources[index],
                 priority=self._options.priority,
@@ -541,6 +557,26 @@ class JobRun:
             record.futures[index] = future
             self._final[index] = future
             future.add_done_callback(self._on_done(attempt, index))
+
+    # -- checkpoints (dataflow.checkpoint_glue does the work) --------------------------------
+
+    def _all_connected(self) -> bool:
+        attempts = self._master.running_attempts()
+        return (
+            self._master.state == jm.RUNNING
+            and len(attempts) == len(self._master.regions)
+            and all(a in self._attempts and self._attempts[a].connected for a in attempts)
+        )
+
+    def _to_slice(self, index: int, message: jp.JobMessage) -> None:
+        attempt = self._master.attempt_of(index)
+        record = self._attempts.get(attempt)
+        identity = None if record is None else record.identities.get(index)
+        if identity is None:
+            return
+        if isinstance(message, jp.TriggerCheckpoint):
+            message = jp.TriggerCheckpoint(attempt, message.checkpoint)
+        self._reply(identity, message)
 
     def _figures(self, metrics: dict[int, SubtaskMetrics]) -> dict[str, Any]:
         return job_figures(self.plan, self._ids, metrics, self._started)
@@ -556,20 +592,8 @@ class JobRun:
 
         futures = [self._final[i] for i in range(self.plan.n_slots)]
         self._placement["ran_on"] = [getattr(f, "worker", "") for f in futures]
-        job = self.plan.job
-        collected: dict[int, Any] = {}
-        for op in job.sinks():
-            if op.params.get("sink") != "collect":
-                continue
-            parts: list[Batch] = [
-                results[i]["collected"].get(op.id, []) for i in range(op.parallelism)
-            ]
-            self.subtask_results[self._ids[op.id]] = parts
-            parts = [part for part in parts if size(part)]
-            if op.params.get("columnar"):
-                collected[self._ids[op.id]] = concat(parts) if parts else {}
-            else:
-                collected[self._ids[op.id]] = concat(parts) if parts else []
+        collected, per_subtask = gather_collected(self.plan, self._ids, results)
+        self.subtask_results.update(per_subtask)
         metrics = {g: m for r in results.values() for g, m in r["metrics"].items()}
         self._metrics = self._figures(metrics)
         records_in = self._metrics["records_in"]
@@ -577,6 +601,42 @@ class JobRun:
         self._result = JobResult(
             self.name, self.plan.runtime_mode, collected, records_in, records_out
         )
+
+
+def _late(
+    running: list[int], attempts: dict[int, _Attempt], now: float, timeout: float
+) -> list[int]:
+    """The running attempts whose slices are not all connected ``timeout`` after deploying."""
+    late = []
+    for attempt in running:
+        record = attempts.get(attempt)
+        if record is not None and not record.connected and now - record.deployed_at > timeout:
+            late.append(attempt)
+    return late
+
+
+def _refuse_if_unfit(client: Client, plan: ExecutionGraph, name: str) -> None:
+    # No worker at all is most often a dispatcher that has just (re)started, its workers
+    # reconnecting (a resumed job's master starts then): wait for them a while.
+    deadline = time.monotonic() + _WAIT_FOR_WORKERS
+    while not (workers := [w for w in client.status().workers if not w.draining]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    capacity = [{"slots": float(w.slots), **w.resources} for w in workers]
+    reason = why_not_fit(placement_input(plan), capacity) if capacity else "no workers"
+    if reason:
+        raise UnfitError(f"job {name!r} can never fit the cluster: {reason}")
+
+
+def _version_refusal(message: jp.SliceReady) -> str:
+    """Why a slice of another protocol version is refused ("" if it is not)."""
+    if message.version == p.PROTOCOL_VERSION:
+        return ""
+    return (
+        f"slice {message.index} speaks protocol version {message.version}, this "
+        f"job master speaks {p.PROTOCOL_VERSION} (mixed pydispatch versions?)"
+    )
 
 
 def _slice_job(job: JobGraph, index: int) -> JobGraph:

@@ -182,6 +182,12 @@ class _Runner:
             self.sink_parts.setdefault(op.id, {})[index] = data
         elif kind == "for_each":
             call_each(op, data)
+        elif kind == "transactional":  # one transaction, committed at the end
+            sink = op.params["transactional"]
+            transaction = sink.begin(index, parallelism, 1)
+            sink.write(transaction, rows(data))
+            sink.pre_commit(transaction)
+            sink.commit(transaction)
         else:  # text
             with open(text_sink_path(op, index, parallelism), "w", encoding="utf-8") as f:
                 f.writelines(f"{r}\n" for r in rows(data))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 import traceback
@@ -47,7 +48,10 @@ from ..wire import protocol as p
 from ..wire import transport
 from ..wire.addresses import ADVERTISE_ENV, LOOPBACK, url_host
 from ..wire.security import Gate, connect_curve, serve_curve
+from . import snapshots
+from .barriers import Aligner
 from .operators import Batch, concat, size
+from .positions import PositionedReader
 from .subtask import SubtaskRunner
 
 __all__ = [
@@ -70,6 +74,7 @@ _MASTER_LOST = 3.0
 _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
 _INBOX_QUEUE = 1000  # messages queued per producer on an inbox, at most
+_IDLE_POLL_MS = 50  # an idle consumer looks for completed checkpoints this often
 
 
 class PathUnavailableError(OSError):
@@ -129,6 +134,9 @@ class SliceSpec:
     # control socket and every inbox of the job serve with it and accept only it; slices
     # connect with it. It reaches the slot inside this task, over CURVE.
     job_key: tuple[str, str] | None = None
+    # The job takes checkpoints (dataflow.checkpoints): sources take triggers, operators
+    # align barriers, text sinks write two-phase.
+    checkpointing: bool = False
 
 
 @dataclass
@@ -173,12 +181,28 @@ class _Subtask:
         chain: int,
         index: int,
         context: zmq.Context[Any],
+        next_checkpoint: int = 1,
     ) -> None:
         self.plan = plan
         self.spec = spec
         self.gid = plan.subtask(chain, index)
         self.context = context
-        self.runner = SubtaskRunner(plan, chain, index, self._send, self._mark)
+        self.runner = SubtaskRunner(
+            plan,
+            chain,
+            index,
+            self._send,
+            self._mark,
+            checkpointing=spec.checkpointing,
+            next_checkpoint=next_checkpoint,
+        )
+        # Checkpoints: triggers (sources) and completions in from the slice's main thread,
+        # snapshots out to it (it alone owns the control socket).
+        self.triggers: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.completions: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.acks: queue.SimpleQueue[tuple[int, bytes]] = queue.SimpleQueue()
+        self.acked = 0  # the latest checkpoint acknowledged
+        self.final_position: Any = None
         self.metrics = SubtaskMetrics()
         self.expected_ends = int(np.count_nonzero(plan.channel_dst == self.gid))
         self.first_target: dict[int, int] = {}
@@ -308,7 +332,7 @@ class _Subtask:
         runner.open_files()
         try:
             if runner.head.kind == "source":
-                runner.run_source(self.spec.batch_records, lambda: False)
+                runner.run_source(self.spec.batch_records, lambda: False, self._between)
             else:
                 self._consume()
             runner.finish()
@@ -323,46 +347,113 @@ class _Subtask:
         self.ended = time.monotonic()
         m.busy = self.ended - started - self.waiting - m.backpressured
 
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _between(self, reader: PositionedReader) -> None:
+        """A source between two batches: commit what completed, take what was triggered."""
+        self._take_completions()
+        while True:
+            try:
+                checkpoint = self.triggers.get_nowait()
+            except queue.Empty:
+                break
+            self.final_position = reader.position()
+            self._snapshot(checkpoint, self.final_position)
+        self.final_position = reader.position()
+
+    def _take_completions(self) -> None:
+        while True:
+            try:
+                self.runner.checkpoint_complete(self.completions.get_nowait())
+            except queue.Empty:
+                return
+
+    def _snapshot(self, checkpoint: int, position: Any = None) -> None:
+        """Snapshot, then the barrier down every output channel, then the ack."""
+        snapshot = self.runner.snapshot(checkpoint, position)
+        for edge, target in self.out_channels:
+            transport.send(self.dealers[target], dp.Barrier(edge, checkpoint))
+        self.acked = checkpoint
+        self.acks.put((checkpoint, snapshot))
+
     def _consume(self) -> None:
         """Read input until every channel has ended (``waiting``: seconds without input)."""
         assert self.inbox is not None
-        inbox, ends = self.inbox, 0
-        job = self.plan.job
-        while ends < self.expected_ends:
+        inbox = self.inbox
+        aligner = Aligner(self.expected_ends)
+        replay: list[tuple[Any, Any]] = []
+        while len(aligner.ended) < self.expected_ends:
+            if replay:
+                channel, item = replay.pop(0)
+                if aligner.holds(channel):
+                    aligner.hold(channel, item)
+                else:
+                    self._message(aligner, replay, *item)
+                continue
             if not inbox.poll(0):
                 t = time.monotonic()
-                # A process function's processing-time timers fire while input is idle too.
+                # A process function's processing-time timers fire while input is idle too,
+                # and an idle sink commits the checkpoints that complete meanwhile.
                 wait = self.runner.timer_wait()
-                ready = inbox.poll(None if wait is None else max(1, int(wait * 1000) + 1))
+                limit = _IDLE_POLL_MS if wait is None else max(1, int(wait * 1000) + 1)
+                ready = inbox.poll(min(limit, _IDLE_POLL_MS))
                 self.waiting += time.monotonic() - t
                 if not ready:
+                    self._take_completions()
                     self.runner.fire_timers()
                     continue
+            self._take_completions()
             parts = inbox.recv_multipart(copy=False)
             try:
                 identity, body = transport.split_envelope(parts, routed=True)
                 message, frames = transport.parse_data(body)
-                if isinstance(message, (dp.BatchData, dp.Watermark)):
-                    if not 0 <= message.edge < len(job.edges):
-                        raise p.ProtocolError(f"no edge {message.edge} in the job")
-                    target = job.edges[message.edge].target
-                if isinstance(message, dp.BatchData):
-                    batch = transport.batch_from(message, frames)
-                elif isinstance(message, dp.Watermark):
-                    mark = transport.watermark_from(message, frames)
             except p.ProtocolError as error:
                 log.error("subtask %d dropped a malformed data message: %s", self.gid, error)
                 continue
+            channel = (identity, getattr(message, "edge", -1))
+            if aligner.holds(channel):
+                aligner.hold(channel, (identity, message, frames))
+                continue
+            self._message(aligner, replay, identity, message, frames)
+
+    def _message(
+        self,
+        aligner: Aligner,
+        replay: list[tuple[Any, Any]],
+        identity: bytes,
+        message: dp.DataMessage,
+        frames: list[zmq.Frame],
+    ) -> None:
+        """One data message of an unheld channel."""
+        inbox = self.inbox
+        assert inbox is not None
+        job = self.plan.job
+        if isinstance(message, dp.Barrier | dp.EndOfInput):
+            channel = (identity, message.edge)
+            if isinstance(message, dp.Barrier):
+                aligned = aligner.barrier(channel, message.checkpoint)
+            else:
+                aligned = aligner.end(channel)
+            if aligned is not None:
+                self._snapshot(aligned)
+                replay.extend(aligner.release())
+            return
+        try:
+            if isinstance(message, (dp.BatchData, dp.Watermark)):
+                if not 0 <= message.edge < len(job.edges):
+                    raise p.ProtocolError(f"no edge {message.edge} in the job")
+                target = job.edges[message.edge].target
             if isinstance(message, dp.BatchData):
                 size = sum(transport.frame_sizes(frames))
                 into = self.metrics.operator_bytes_in
                 into[target] = into.get(target, 0) + size
-                self.runner.push(target, batch)
+                self.runner.push(target, transport.batch_from(message, frames))
                 inbox.send_multipart([identity, b"", _CREDIT])
             elif isinstance(message, dp.Watermark):
+                mark = transport.watermark_from(message, frames)
                 self.runner.watermark(target, (identity, message.edge), mark)
-            elif isinstance(message, dp.EndOfInput):
-                ends += 1
+        except p.ProtocolError as error:
+            log.error("subtask %d dropped a malformed data message: %s", self.gid, error)
 
     def close(self) -> None:
         if self.inbox is not None:
@@ -371,8 +462,18 @@ class _Subtask:
             sock.close()
 
 
-def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> dict[str, Any]:
-    """The task a slot runs for slice ``slice_index`` of a job (see the module docstring)."""
+def run_slice(
+    spec: SliceSpec,
+    slice_index: int,
+    attempt: int,
+    master: str,
+    checkpoint: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The task a slot runs for slice ``slice_index`` of a job (see the module docstring).
+
+    ``checkpoint`` (a checkpointing job): ``next``, the number of the next checkpoint, and
+    ``restored`` / ``snapshots`` (old subtask id -> bytes) when the slice starts from a
+    checkpoint (``dataflow.snapshots``)."""
     plan = ExecutionGraph(spec.job, chaining=spec.chaining)
     check_paths(plan, slice_index)
     context: zmq.Context[Any] = zmq.Context()
@@ -380,7 +481,7 @@ def run_slice(spec: SliceSpec, slice_index: int, attempt: int, master: str) -> d
     if spec.job_key is not None:  # the job's inboxes accept the job's key only
         gate = Gate(context, spec.job_key[0].__eq__, "a job's inbox")
     try:
-        result = _run_slice(spec, plan, slice_index, attempt, master, context)
+        result = _run_slice(spec, plan, slice_index, attempt, master, context, checkpoint or {})
     finally:
         if gate is not None:  # (its thread would keep the context, and the slot, busy)
             gate.stop()
@@ -395,6 +496,7 @@ def _run_slice(
     attempt: int,
     master: str,
     context: zmq.Context[Any],
+    checkpoint: dict[str, Any],
 ) -> dict[str, Any]:
     control = context.socket(zmq.DEALER)
     control.setsockopt(zmq.LINGER, 2000)
@@ -403,11 +505,19 @@ def _run_slice(
     control.connect(master)
     lost = control.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
     lost_at: float | None = None  # since when the connection to the master is down
+    next_checkpoint = int(checkpoint.get("next", 1))
     subtasks = [
-        _Subtask(plan, spec, c.id, slice_index, context)
+        _Subtask(plan, spec, c.id, slice_index, context, next_checkpoint)
         for c in plan.chains
         if c.parallelism > slice_index
     ]
+    if checkpoint.get("snapshots"):
+        olds = [snapshots.load_snapshot(data) for data in checkpoint["snapshots"].values()]
+        restored = int(checkpoint["restored"])
+        for s in subtasks:
+            chain = s.runner.chain.id
+            s.runner.restore(snapshots.restore_part(plan, chain, slice_index, olds, restored))
+    triggered = 0  # the latest checkpoint the master triggered
     endpoints = {s.gid: s.endpoint for s in subtasks if s.endpoint}
     ready = jp.SliceReady(p.PROTOCOL_VERSION, attempt, slice_index, endpoints, os.getpid())
     transport.send(control, ready)
@@ -426,8 +536,17 @@ def _run_slice(
             snapshot = {s.gid: figures(s.snapshot()) for s in subtasks}
             transport.send(control, jp.SliceMetrics(attempt, slice_index, snapshot))
         while control.poll(0):
-            control.recv_multipart()  # MasterAlive: hearing anything is what matters
-            heard = now
+            heard = now  # hearing anything is what matters, MasterAlive or not
+            order = _control_message(control)
+            if isinstance(order, jp.TriggerCheckpoint) and order.attempt == attempt:
+                triggered = max(triggered, order.checkpoint)
+                for s in subtasks:
+                    if s.runner.head.kind == "source":
+                        s.triggers.put(order.checkpoint)
+            elif isinstance(order, jp.CheckpointComplete):
+                for s in subtasks:
+                    s.completions.put(order.checkpoint)
+        _send_acks(control, attempt, slice_index, subtasks, triggered)
         while lost.poll(0):
             event = lost.recv_multipart()[0]
             down = int.from_bytes(event[:2], "little") == zmq.EVENT_DISCONNECTED
@@ -459,6 +578,33 @@ def _run_slice(
     lost.close(linger=0)
     control.close()
     return _slice_result(plan, subtasks)
+
+
+def _control_message(control: zmq.Socket[Any]) -> jp.JobMessage | None:
+    try:
+        _, body = transport.split_envelope(control.recv_multipart(copy=False), routed=False)
+        return transport.parse_job(body)
+    except p.ProtocolError as error:
+        log.error("dropped a malformed message from the job master: %s", error)
+        return None
+
+
+def _send_acks(
+    control: zmq.Socket[Any], attempt: int, index: int, subtasks: list[_Subtask], triggered: int
+) -> None:
+    """Send the subtasks' snapshots; a subtask that ended acknowledges every later checkpoint
+    with its final state (no barrier reaches it any more)."""
+    for s in subtasks:
+        while True:
+            try:
+                checkpoint, snapshot = s.acks.get_nowait()
+            except queue.Empty:
+                break
+            transport.send(control, jp.CheckpointAck(attempt, index, checkpoint, s.gid, snapshot))
+        if s.ended and s.error is None and s.acked < triggered:
+            s.acked = triggered
+            snapshot = s.runner.snapshot(triggered, s.final_position)
+            transport.send(control, jp.CheckpointAck(attempt, index, triggered, s.gid, snapshot))
 
 
 def _await_peers(control: zmq.Socket[Any], timeout: float) -> dict[int, str]:

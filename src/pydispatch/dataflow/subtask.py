@@ -28,18 +28,19 @@ rebalance and rescale continue their round robin across batches (the ``start`` a
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
-from ..plan import ExecutionGraph, _sources
+from ..plan import ExecutionGraph
 from ..plan._job_graph import KeySpec, Operator
+from .barriers import SinkTransactions
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
 from .fusion import fused_runs
+from .file_sink import TransactionalSink, TwoPhaseFileSink
 from .keyed_operators import Aggregate, ColumnAggregate, CountWindow, KeyedOperator, TimeWindow
 from .keyed_state import KeyedSnapshot, owned_groups
 from .operators import (
@@ -52,8 +53,10 @@ from .operators import (
     text_sink_path,
     transform,
 )
+from .positions import PositionedReader, source_batches
 from .process import KeyedProcess
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
+from .snapshots import RestorePart, Snapshot, dump_snapshot
 
 __all__ = ["Mark", "Send", "SubtaskRunner", "source_batches"]
 
@@ -65,42 +68,6 @@ Send = Callable[[int, int, Batch], None]
 Mark = Callable[[int, int, Any], None]
 
 
-def source_batches(
-    params: Any, index: int, parallelism: int, batch_records: int
-) -> Iterator[Batch]:
-    """Subtask ``index``'s source records in micro-batches (column views on the columnar path)."""
-    records = _sources.split_records(params, index, parallelism)
-    if isinstance(records, dict):
-        n = size(records)
-        # Columns are cheap per row: 8 times the rows of a record batch, and at least
-        # _COLUMN_BATCH_BYTES, since the shuffle moves large frames faster (measured between
-        # two processes over the data plane: 0.57 GB/s in 64 KiB batches, 1.2-1.7 in 1 MiB).
-        row_bytes = max(sum(c.dtype.itemsize for c in records.values()), 1)
-        step = max(max(batch_records, 1) * 8, _COLUMN_BATCH_BYTES // row_bytes)
-        for start in range(0, n, step):
-            yield {name: c[start : start + step] for name, c in records.items()}
-        return
-    if isinstance(records, list | tuple):  # in memory: no linger to watch, no record loop
-        for start in range(0, len(records), max(batch_records, 1)):
-            yield list(records[start : start + max(batch_records, 1)])
-        return
-    batch: list[Any] = []
-    # An unbounded source may be slow: a partial batch leaves after _LINGER seconds.
-    since = time.monotonic()
-    for record in records:
-        batch.append(record)
-        if len(batch) >= batch_records or time.monotonic() - since > _LINGER:
-            yield batch
-            batch = []
-            since = time.monotonic()
-    if batch:
-        yield batch
-
-
-_LINGER = 0.05
-_COLUMN_BATCH_BYTES = 2 << 20
-
-
 class SubtaskRunner:
     """Subtask ``index`` of one chain: feed it batches (``push``), then ``finish`` it.
 
@@ -108,7 +75,15 @@ class SubtaskRunner:
     sinks' batches; ``records_in`` / ``records_out`` count per operator id."""
 
     def __init__(
-        self, plan: ExecutionGraph, chain: int, index: int, send: Send, mark: Mark | None = None
+        self,
+        plan: ExecutionGraph,
+        chain: int,
+        index: int,
+        send: Send,
+        mark: Mark | None = None,
+        *,
+        checkpointing: bool = False,
+        next_checkpoint: int = 1,
     ) -> None:
         self.plan = plan
         self.job = job = plan.job
@@ -164,6 +139,17 @@ class SubtaskRunner:
                 process.channels = self._channels_into(op_id)
             elif op.kind == "sink" and op.params["sink"] == "collect":
                 self.collected[op_id] = []
+        # Transactional sinks (dataflow.file_sink): a sink_to's, and write_text's when the job
+        # checkpoints (two-phase: its files become visible with the checkpoint covering them).
+        sinks: dict[int, TransactionalSink] = {}
+        for op_id in self.chain.operators:
+            op = job.operator(op_id)
+            if op.kind == "sink" and op.params["sink"] == "transactional":
+                sinks[op_id] = op.params["transactional"]
+            elif op.kind == "sink" and op.params["sink"] == "text" and checkpointing:
+                sinks[op_id] = TwoPhaseFileSink(op.params["path"])
+        self.transactions = SinkTransactions(sinks, index, self.parallelism, next_checkpoint)
+        self.position: Any = None  # a restored source's position
         # Stateless record operators run as one native pass (dataflow.fusion).
         self.fused = fused_runs(
             plan, list(self.chain.operators), self.chained_out, self.exchange_out, self.combiners
@@ -266,13 +252,59 @@ class SubtaskRunner:
     def head(self) -> Operator:
         return self.job.operator(self.chain.operators[0])
 
-    def run_source(self, batch_records: int, cancelled: Callable[[], bool]) -> None:
+    def run_source(
+        self,
+        batch_records: int,
+        cancelled: Callable[[], bool],
+        between: Callable[[PositionedReader], None] | None = None,
+    ) -> None:
+        """Read the source and push its batches down the chain; ``between(reader)`` is called
+        before the first batch and after each (where a checkpoint's barrier may go)."""
         head = self.head
-        for batch in source_batches(head.params, self.index, self.parallelism, batch_records):
+        reader = PositionedReader(head.params, self.index, self.parallelism, self.position)
+        if between is not None:
+            between(reader)
+        for batch in reader.batches(batch_records):
             if cancelled():
                 return
-            self.records_out[head.id] += size(batch)
-            self._forward(head.id, batch)
+            if size(batch):
+                self.records_out[head.id] += size(batch)
+                self._forward(head.id, batch)
+            if between is not None:
+                between(reader)
+
+    # -- checkpoints (dataflow.checkpoints; the slice sends barriers and acks) ---------------
+
+    def snapshot(self, checkpoint: int, position: Any = None) -> bytes:
+        """This subtask's snapshot of ``checkpoint`` (its barrier is here: what came before
+        is in it), its sinks' transactions pre-committed; partial pre-aggregates go out first
+        (they belong before the barrier, which the caller sends after this returns)."""
+        keyed = self.snapshot_state()  # (flushes the combiners first)
+        taken = Snapshot(
+            tuple(self.chain.operators),
+            self.index,
+            self.parallelism,
+            checkpoint,
+            position,
+            keyed,
+            {op_id: [b for b in batches if size(b)] for op_id, batches in self.collected.items()},
+            self.transactions.pre_commit(checkpoint),
+        )
+        return dump_snapshot(taken)
+
+    def restore(self, part: RestorePart) -> None:
+        """Start from a checkpoint's share (before any input)."""
+        if part.keyed:
+            self.restore_state(part.keyed)
+        for op_id, batches in part.collected.items():
+            if op_id in self.collected:
+                self.collected[op_id] = list(batches)
+        self.position = part.position
+        self.transactions.next_id = max(self.transactions.next_id, part.checkpoint + 1)
+        self.transactions.recover(part.transactions)
+
+    def checkpoint_complete(self, checkpoint: int) -> None:
+        self.transactions.commit(checkpoint)
 
     def push(self, op_id: int, batch: Batch) -> None:
         """Process ``batch`` arriving at operator ``op_id`` of this chain."""
@@ -308,8 +340,11 @@ class SubtaskRunner:
                 if size(out):
                     self.records_out[op_id] += size(out)
                     self._forward(op_id, out)
+            elif op.kind == "sink" and op.id in self.transactions.sinks:
+                pass  # committed below
             elif op.kind == "sink" and op.params["sink"] == "text":
                 self._text_file(op).close()
+        self.transactions.finish()
         for e, combiner in self.combiners.items():
             partial = combiner.flush()
             if partial is not None:
@@ -339,7 +374,9 @@ class SubtaskRunner:
             return windowed
         if kind == "sink":
             sink = op.params["sink"]
-            if sink == "collect":
+            if op.id in self.transactions.sinks:
+                self.transactions.write(op.id, rows(data))
+            elif sink == "collect":
                 self.collected[op.id].append(data)
             elif sink == "for_each":
                 call_each(op, data)
@@ -359,7 +396,11 @@ class SubtaskRunner:
         """Create text sinks' files now, so an empty input still leaves an (empty) file."""
         for op_id in self.chain.operators:
             op = self.job.operator(op_id)
-            if op.kind == "sink" and op.params["sink"] == "text":
+            if (
+                op.kind == "sink"
+                and op.params["sink"] == "text"
+                and op_id not in self.transactions.sinks
+            ):
                 self._text_file(op)
 
     def close_files(self) -> None:

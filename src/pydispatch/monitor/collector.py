@@ -299,6 +299,21 @@ class DispatcherCollector(Collector):
             (watermark, "watermark"),
             (lag, "watermark_lag"),
         ]
+        checkpoints = CounterMetricFamily(
+            "pydispatch_job_checkpoints",
+            "Checkpoints a job completed (env.enable_checkpointing).",
+            labels=["job_id"],
+        )
+        checkpoint_seconds = GaugeMetricFamily(
+            "pydispatch_job_checkpoint_duration_seconds",
+            "How long a job's last checkpoint took, trigger to last acknowledgement.",
+            labels=["job_id"],
+        )
+        checkpoint_bytes = GaugeMetricFamily(
+            "pydispatch_job_checkpoint_size_bytes",
+            "The stored size of a job's last checkpoint.",
+            labels=["job_id"],
+        )
         active = [j for j in view.jobs if j.state in ACTIVE_JOB_STATES and j.endpoint]
         for job in active[:_MAX_JOBS_ASKED]:
             reply = jobs.ask(job.endpoint)
@@ -320,8 +335,15 @@ class DispatcherCollector(Collector):
             shuffled.add_metric([job.job_id], float(m.get("bytes_shuffled") or 0))
             for chain_name, subtasks in _chains(m):
                 parallelism.add_metric([job.job_id, chain_name], subtasks)
+            figures = m.get("checkpoints")
+            if isinstance(figures, dict):
+                checkpoints.add_metric([job.job_id], float(figures.get("completed") or 0))
+                seconds = float(figures.get("last_duration") or 0)
+                checkpoint_seconds.add_metric([job.job_id], seconds)
+                checkpoint_bytes.add_metric([job.job_id], float(figures.get("last_size") or 0))
         yield from (records_in, records_out, bytes_in, bytes_out, watermark, lag)
         yield from (busy, pressured, parallelism, shuffled)
+        yield from (checkpoints, checkpoint_seconds, checkpoint_bytes)
 
 
 def _items(figures: object) -> list[tuple[str, float]]:

@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import pickle
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -239,7 +240,25 @@ def split_records(
         )
     if source == "factory":
         return source_iterable(params["factory"], params["parallel"], index, parallelism)
+    if source == "split":  # a SplitSource (dataflow.positions), read whole, split by split
+        splits = list(params["split_source"].splits())[index::parallelism]
+        read = params["split_source"].read
+        return (item[0] for s in splits for item in read(s, None) if item is not None)
+    if source == "monitor":  # in process: the directory's files as they are now
+        return _directory_lines(params["path"], params["encoding"], index, parallelism)
     raise ValueError(f"unknown source kind {source!r}")
+
+
+def _directory_lines(path: str, encoding: str, index: int, parallelism: int) -> Iterator[str]:
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.startswith(".") or not os.path.isfile(full):
+            continue
+        if zlib.crc32(name.encode()) % parallelism == index:
+            with open(full, "rb") as f:
+                for line in f:
+                    if line.endswith(b"\n"):
+                        yield line.decode(encoding).rstrip("\r\n")
 
 
 def read_split(params: Mapping[str, Any], index: int, parallelism: int) -> list[Any] | Columns:

@@ -17,8 +17,10 @@ raised at build time).
 from __future__ import annotations
 
 from .._exports import publish
+from ..dataflow.file_sink import TransactionalSink
 from ..dataflow.handle import JobHandle
 from ..dataflow.lifecycle import ExponentialDelay, FailureRate, FixedDelay, NoRestart
+from ..dataflow.positions import SplitSource
 from ..dataflow.result import JobResult
 from ..errors import JobFailedError
 from ..plan._job_graph import Edge, JobGraph, KeySpec, Operator
@@ -41,8 +43,10 @@ __all__ = [
     "KeyedStream",
     "NoRestart",
     "Operator",
+    "SplitSource",
     "StreamEnvironment",
     "StreamExecutionEnvironment",
+    "TransactionalSink",
     "WindowedStream",
     "functions",
     "state",

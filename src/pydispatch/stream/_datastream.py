@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from ..dataflow.file_sink import TransactionalSink
 from ..plan._job_graph import PARTITIONINGS, KeyScheme, KeySpec, Operator, Partitioning, Schema
 from ._checks import (
     aggregate_schema,
@@ -362,13 +363,27 @@ class DataStream(_Aggregations):
         missing, each part file replaced, and numbered part files beyond the sink's parallelism
         (an earlier run's) removed, so the directory's part files are this run's output; files
         of other names are left alone. A relative ``path`` is made absolute now (see
-        :class:`StreamEnvironment`)."""
+        :class:`StreamEnvironment`).
+
+        With checkpointing (``env.enable_checkpointing``, on a cluster) it is an exactly-once
+        two-phase sink and ``path`` is always a directory: each subtask writes hidden
+        in-progress files, which become ``part-<subtask>-<checkpoint>`` when the checkpoint
+        that covers them completes; after any failure nothing is visible twice."""
         text = os.fspath(path)
         if not isinstance(text, str) or not text:
             raise TypeError("write_text: path must be a non-empty str or path-like")
         directory = text.endswith(("/", os.sep)) or os.path.isdir(text)
         params = {"sink": "text", "path": os.path.abspath(text), "directory": directory}
         return self._sink("Text", params)
+
+    def sink_to(self, sink: TransactionalSink) -> DataStreamSink:
+        """Write into ``sink``, a :class:`~pydispatch.stream.TransactionalSink` of one's own:
+        its transactions are pre-committed at each checkpoint's barrier and committed when
+        the checkpoint completes (exactly once with ``env.enable_checkpointing``); each
+        subtask has its own copy of ``sink``."""
+        if not isinstance(sink, TransactionalSink):
+            raise TypeError(f"sink_to takes a TransactionalSink, not {type(sink).__name__}")
+        return self._sink(type(sink).__name__, {"sink": "transactional", "transactional": sink})
 
     def for_each(self, function: Callable[[Any], object]) -> DataStreamSink:
         """Call ``function(record)`` for every record, in the sink's subtask."""

@@ -89,6 +89,7 @@ from ..dataflow.handle import JobHandle
 from ..dataflow.lifecycle import (
     RestartStrategy,
 )
+from ..dataflow.positions import SplitSource
 from ..dataflow.result import JobResult
 from ..plan import ExecutionGraph, _sources, execution_graph
 from ..plan._job_graph import Edge, JobGraph, Operator, Schema
@@ -100,6 +101,10 @@ from ._datastream import DataStream, DataStreamSink, KeyedStream, StreamInput, W
 log = logging.getLogger(__name__)
 
 __all__ = ["StreamEnvironment", "StreamExecutionEnvironment"]
+
+#: ``pydispatch submit ... --from-savepoint PATH`` runs the job's script with this set: its
+#: ``execute()`` starts from that savepoint.
+_SAVEPOINT_ENV = "PYDISPATCH_FROM_SAVEPOINT"
 
 
 class StreamEnvironment:
@@ -133,6 +138,7 @@ class StreamEnvironment:
         self._master_timeout = 60.0
         self._host = ""  # "": where the dispatcher's clients reach it (see set_network)
         self._retention = 600.0
+        self._checkpoint: Any = None  # a CheckpointConfig (enable_checkpointing)
         self._owned: object | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         # Job masters run here, not under the dispatcher (see local()): each with its client.
@@ -230,11 +236,21 @@ class StreamEnvironment:
         paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         *,
         encoding: str = "utf-8",
+        monitor: float | None = None,
         name: str | None = None,
     ) -> DataStream:
         """A parallel bounded source of the lines of text files (line ends stripped). Each file
         is cut into byte ranges, one per subtask; a line belongs to the range of its first
-        byte."""
+        byte.
+
+        ``monitor=seconds``: ``paths`` is ONE directory, read as an unbounded source (Flink's
+        continuously monitored file source): its files (names not starting with ".") are
+        read, and it is listed again every ``seconds`` for new files and for lines appended
+        to those read (whole lines only); each file goes to one subtask (by its name's
+        hash); the position a checkpoint keeps is the offset reached in each file. In process
+        (no target) the directory's files are read once, as they are."""
+        if monitor is not None:
+            return self._monitored(paths, monitor, encoding, name)
         files = _paths(paths, "read_text")
         params = {
             "source": "text",
@@ -244,6 +260,25 @@ class StreamEnvironment:
             "bounded": True,
         }
         return self._source(name or f"Text {os.path.basename(files[0])}", params, Schema())
+
+    def _monitored(
+        self, path: object, monitor: float, encoding: str, name: str | None
+    ) -> DataStream:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError("read_text(monitor=...): paths must be one directory")
+        directory = os.path.abspath(os.fspath(path))
+        if not isinstance(monitor, int | float) or not monitor > 0:
+            raise ValueError(f"read_text: monitor must be a number of seconds > 0: {monitor!r}")
+        if not os.path.isdir(directory):
+            raise ValueError(f"read_text(monitor=...): {directory} is not a directory")
+        params = {
+            "source": "monitor",
+            "path": directory,
+            "monitor": float(monitor),
+            "encoding": encoding,
+            "bounded": False,
+        }
+        return self._source(name or f"Monitored {os.path.basename(directory)}", params, Schema())
 
     def read_csv(
         self,
@@ -285,7 +320,7 @@ class StreamEnvironment:
 
     def from_source(
         self,
-        factory: Callable[..., Iterable[Any]],
+        factory: Callable[..., Iterable[Any]] | SplitSource,
         *,
         bounded: bool = True,
         parallel: bool = False,
@@ -296,7 +331,19 @@ class StreamEnvironment:
         ``parallel``) returns an iterable of the records from the beginning, on every call, so a
         failed subtask can be replayed. ``bounded=False`` marks an unbounded source: the job
         runs in streaming mode (until cancelled, on a cluster; the in-process mode reads the
-        iterable to its end, so give it one there)."""
+        iterable to its end, so give it one there).
+
+        ``factory`` may instead be a :class:`SplitSource`: a source read by splits, each with
+        its own position in checkpoints (``bounded`` and ``parallel`` then come from it: it is
+        parallel, its ``bounded`` attribute says)."""
+        if isinstance(factory, SplitSource):
+            split_params = {
+                "source": "split",
+                "split_source": factory,
+                "bounded": bool(factory.bounded),
+                "estimated_records": estimated_records,
+            }
+            return self._source(name or type(factory).__name__, split_params, Schema())
         check_callable(factory, "from_source")
         if estimated_records is not None and not estimated_records >= 0:
             raise ValueError(f"from_source: estimated_records must be >= 0: {estimated_records}")
@@ -316,7 +363,9 @@ class StreamEnvironment:
         """The chained plan of everything built so far (see :mod:`pydispatch.plan`)."""
         return execution_graph(self._graph, chaining=self._chaining)
 
-    def execute(self, name: str | None = None, *, priority: int = 0) -> JobHandle:
+    def execute(
+        self, name: str | None = None, *, priority: int = 0, from_savepoint: str = ""
+    ) -> JobHandle:
         """Run every sink not run yet (and what feeds them) as one job; its :class:`JobHandle`
         (``status()``, ``result()``, ``cancel()``, ``metrics()``; ``collected`` and the other
         attributes of the :class:`JobResult` wait for the result), whatever the target.
@@ -328,7 +377,13 @@ class StreamEnvironment:
         an exception of the job (the user's functions, a bad partitioner) is raised here, as
         itself, with its traceback.
         ``priority``: the job's slices are queued at the dispatcher with it (higher first; jobs
-        of equal priority share the slots fairly: each job's master is a client of its own)."""
+        of equal priority share the slots fairly: each job's master is a client of its own).
+        ``from_savepoint``: a savepoint's directory (``JobHandle.savepoint``) the job starts
+        from, its keyed state redistributed to this job's parallelism (on a cluster, with
+        checkpointing enabled)."""
+        from_savepoint = from_savepoint or os.environ.get(_SAVEPOINT_ENV, "")
+        if from_savepoint and (self._target is None or self._checkpoint is None):
+            raise ValueError("from_savepoint needs a cluster target and enable_checkpointing")
         pending = {op.id for op in self._graph.sinks()} - self._executed
         if not pending:
             raise RuntimeError("execute: no sinks to run; add collect/write_text/for_each first")
@@ -347,6 +402,8 @@ class StreamEnvironment:
                 priority=priority,
                 restart=self._restart_factory() if self._restart_factory else None,
                 result_retention=self._retention,
+                checkpoint=self._checkpoint,
+                from_savepoint=from_savepoint,
             )
             address = dispatcher_address(self._target)
             if self._masters is not None:
@@ -445,6 +502,31 @@ class StreamEnvironment:
             raise
         self._masters.append((run, client))
         return JobHandle(address, run.job_id, name, run.endpoint, job, options.chaining)
+
+    def enable_checkpointing(
+        self,
+        seconds: float,
+        *,
+        timeout: float = 600.0,
+        min_pause: float = 0.0,
+        retained: int = 1,
+        storage: str = "",
+    ) -> StreamEnvironment:
+        """Take a consistent snapshot of the job's state every ``seconds`` on a cluster
+        (asynchronous barrier snapshots: sources record their positions, keyed operators and
+        sinks their state); a failed region restarts from the latest complete one, so an
+        unbounded job's results are exactly once. ``timeout``: a checkpoint not complete by
+        then is aborted (the next one goes ahead); ``min_pause``: seconds between the end of one
+        and the start of the next; ``retained``: completed checkpoints kept; ``storage``: a
+        directory or an fsspec URL (default: ``checkpoints/`` under the dispatcher's state
+        directory; use a directory every host sees when masters and workers are apart).
+        ``write_text`` becomes a two-phase sink (see ``DataStream.write_text``)."""
+        from ..dataflow.checkpoints import CheckpointConfig
+
+        if storage and "://" not in storage:  # resolved here, as write_text's paths are
+            storage = os.path.abspath(storage)
+        self._checkpoint = CheckpointConfig(seconds, timeout, min_pause, retained, storage)
+        return self
 
     def set_restart_strategy(self, strategy: Callable[[], RestartStrategy]) -> StreamEnvironment:
         """How a job on a cluster restarts after a failure: a factory of a fresh strategy per

@@ -17,6 +17,7 @@ from .protocol import Blob, Header, decode_with
 __all__ = [
     "BATCH_COLUMNS",
     "BATCH_PICKLED",
+    "Barrier",
     "BatchData",
     "Column",
     "Credit",
@@ -55,6 +56,14 @@ class Watermark(Header):
     pickled: Blob | None = None
 
 
+class Barrier(Header):
+    """Checkpoint ``checkpoint``'s barrier on ``edge``: what the producer sent before it is in
+    the checkpoint, what follows is not (Carbone et al.'s asynchronous barrier snapshots)."""
+
+    edge: int
+    checkpoint: int
+
+
 class EndOfInput(Header):
     """The producer sent its last batch on ``edge``."""
 
@@ -65,7 +74,7 @@ class Credit(Header):
     """Consumer -> producer: one batch processed, one more may be sent."""
 
 
-DataMessage = BatchData | Watermark | EndOfInput | Credit
+DataMessage = BatchData | Watermark | Barrier | EndOfInput | Credit
 
 _decoder = msgspec.msgpack.Decoder(DataMessage)
 

@@ -17,6 +17,9 @@ import msgspec
 from .protocol import Blob, Error, Header, decode_with
 
 __all__ = [
+    "CheckpointAck",
+    "CheckpointComplete",
+    "CheckpointDeclined",
     "JobCancel",
     "JobCancelled",
     "JobMessage",
@@ -27,10 +30,13 @@ __all__ = [
     "MasterAck",
     "MasterAlive",
     "Peers",
+    "SavepointReply",
+    "SavepointRequest",
     "SliceFailed",
     "SliceMetrics",
     "SliceReady",
     "SubtaskFigures",
+    "TriggerCheckpoint",
     "decode_job",
 ]
 
@@ -133,6 +139,53 @@ class JobResultReply(Header):
     result: Blob | None = None
 
 
+class TriggerCheckpoint(Header):
+    """Master -> slice: its source subtasks start checkpoint ``checkpoint`` (record their
+    positions, send a barrier down every channel)."""
+
+    attempt: int
+    checkpoint: int
+
+
+class CheckpointAck(Header):
+    """Slice -> master: subtask ``subtask`` took its snapshot of ``checkpoint`` (the master
+    stores the bytes as they are; only a slice of this job unpickles them, when restored)."""
+
+    attempt: int
+    index: int
+    checkpoint: int
+    subtask: int
+    snapshot: bytes
+
+
+class CheckpointDeclined(Header):
+    """Slice -> master: a subtask could not snapshot ``checkpoint`` (it is aborted)."""
+
+    attempt: int
+    index: int
+    checkpoint: int
+    reason: str
+
+
+class CheckpointComplete(Header):
+    """Master -> slice: ``checkpoint`` is stored; sinks commit what it covers."""
+
+    checkpoint: int
+
+
+class SavepointRequest(Header):
+    """A job's handle -> master: take a savepoint into ``path`` (``stop``: then cancel the
+    job); answered with :class:`SavepointReply` once it is written or has failed."""
+
+    path: str
+    stop: bool = False
+
+
+class SavepointReply(Header):
+    path: str
+    error: str = ""
+
+
 JobMessage = (
     SliceReady
     | SliceMetrics
@@ -146,6 +199,12 @@ JobMessage = (
     | JobStatusReply
     | JobResultRequest
     | JobResultReply
+    | TriggerCheckpoint
+    | CheckpointAck
+    | CheckpointDeclined
+    | CheckpointComplete
+    | SavepointRequest
+    | SavepointReply
     | Error
 )
 

@@ -112,11 +112,12 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6
 # 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
 # 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts,
 #    attempts carry their task's owner and id (results survive a dispatcher restart),
-#    Registered/Reregister carry the dispatcher's epoch
+#    Registered/Reregister carry the dispatcher's epoch; 6: checkpoints (data-plane Barrier,
+#    job-plane TriggerCheckpoint/CheckpointAck/CheckpointDeclined/CheckpointComplete, savepoints)
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result

@@ -223,6 +223,8 @@ function renderJob(job, now) {
   const summary = [`state ${job.state}`, `attempt ${job.attempt}`, `${job.slices} slice(s)`];
   if (m.restarts !== undefined) summary.push(`${m.restarts} restart(s)`);
   if (m.bytes_shuffled !== undefined) summary.push(`${bytes(m.bytes_shuffled)} shuffled`);
+  const ck = m.checkpoints;
+  if (ck) summary.push(`${ck.completed} checkpoint(s), last ${ck.last_duration.toFixed(2)} s, ${bytes(ck.last_size)}`);
   if (job.error) summary.push(job.error);
   $("job-summary").textContent = summary.join(" · ");
   const graph = job.graph;
