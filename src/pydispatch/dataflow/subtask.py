@@ -39,8 +39,8 @@ from ..plan import ExecutionGraph
 from ..plan._job_graph import KeySpec, Operator
 from .barriers import SinkTransactions
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
-from .fusion import fused_runs
 from .file_sink import TransactionalSink, TwoPhaseFileSink
+from .fusion import fused_runs
 from .keyed_operators import Aggregate, ColumnAggregate, CountWindow, KeyedOperator, TimeWindow
 from .keyed_state import KeyedSnapshot, owned_groups
 from .operators import (
