@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -62,6 +62,7 @@ from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
 from .monitoring import Monitoring
 from .outbox import STARTED_DELAY, Outbox
+from .task_pickling import byte_bounded
 
 __all__ = ["DEFAULT_PREFETCH", "LISTEN_BACKLOG", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
 
@@ -572,23 +573,7 @@ class Dispatcher:
                     log.log(level, "worker %s removed: %s", name, reason, extra={"worker": name})
 
     def _send_run(self, slot: bytes, attempts: list[tuple[int, object]]) -> bool:
-        frames: list[FrameLike] = []
-        placed: dict[int, int] = {}
-        specs = []
-        for attempt_id, payload in attempts:
-            assert isinstance(payload, _Payload)
-            specs.append(
-                p.RunSpec(
-                    attempt_id,
-                    payload.kind,
-                    rebase(payload.fn, payload.frames, frames, placed),
-                    rebase(payload.args, payload.frames, frames, placed),
-                    payload.priority,
-                    payload.owner,
-                    payload.task_id,
-                )
-            )
-        return self._send(slot, p.Run(specs), frames)
+        return all(self._send(slot, run, frames) for run, frames in _run_messages(attempts))
 
     # --------------------------------------------------------------------- monitoring
 
@@ -602,6 +587,31 @@ class Dispatcher:
             snapshot, self._worker_names, jobs, self._solver_stats, self.endpoint, self.epoch,
             self.protocol_errors,
         )  # fmt: skip
+
+
+def _run_messages(
+    attempts: list[tuple[int, object]],
+) -> Iterator[tuple[p.Run, list[FrameLike]]]:
+    """A slot's attempts as ``Run`` messages of about ``MESSAGE_BYTES`` each: a window of
+    large arguments in one message would reach the slot only once all of it had."""
+    for batch in byte_bounded(attempts, lambda a: cast(_Payload, a[1]).frames, len(attempts)):
+        frames: list[FrameLike] = []
+        placed: dict[int, int] = {}
+        specs = []
+        for attempt_id, payload in batch:
+            assert isinstance(payload, _Payload)
+            specs.append(
+                p.RunSpec(
+                    attempt_id,
+                    payload.kind,
+                    rebase(payload.fn, payload.frames, frames, placed),
+                    rebase(payload.args, payload.frames, frames, placed),
+                    payload.priority,
+                    payload.owner,
+                    payload.task_id,
+                )
+            )
+        yield p.Run(specs), frames
 
 
 def _status_reply(snap: s.Snapshot, protocol_errors: int) -> p.StatusReply:
