@@ -55,6 +55,7 @@ from ..wire.transport import (
     split_envelope,
 )
 from .access import Access, JobKeys, RefusedError, serve_keys
+from .admin import AdminDesk
 from .client_book import ClientBook
 from .job_desk import JobDesk
 from .job_store import JobStore, SqliteJobStore, store_path
@@ -180,6 +181,14 @@ class Dispatcher:
         peers = self._access.peers if self._access is not None else None
         self._jobs = JobDesk(
             self.endpoint, self._send, self._access, job_keys, job_masters, job_store, peers
+        )
+        self._admin = AdminDesk(
+            self.scheduler,
+            self._leasing,
+            self._worker_names,
+            self._access,
+            self._perform,
+            self._send,
         )
         self._handlers = self._handler_table()
         # With standbys (pg_store): checked every tick; a deposed leader stops serving.
@@ -349,6 +358,7 @@ class Dispatcher:
             p.ClientBye: self._on_client_bye,
             p.StatusRequest: self._on_status_request,
             **self._jobs.handlers(),
+            **self._admin.handlers(),
         }
 
     def _on_submit(self, peer: bytes, m: p.Submit, frames: Frames, now: float) -> None:
@@ -510,7 +520,8 @@ class Dispatcher:
     def _on_status_request(
         self, peer: bytes, m: p.StatusRequest, frames: Frames, now: float
     ) -> None:
-        self._send(peer, _status_reply(self.scheduler.snapshot(now), self.protocol_errors))
+        reply = _status_reply(self.scheduler.snapshot(now), self.protocol_errors)
+        self._send(peer, self._access.status_for_peer(reply) if self._access else reply)
 
     # ---------------------------------------------------------------- for the handlers
 
