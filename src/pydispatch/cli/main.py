@@ -95,7 +95,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
     if http["http"]:  # refused before anything starts, not after the job launcher did
         try:
             host, _ = parse_http_address(http["http"])
-            check_http_address(host, http["http_insecure"])
+            check_http_address(host, http["http_insecure"], protected=keys is not None)
         except (ValueError, HttpEndpointError) as error:
             raise CommandError(str(error)) from None
     try:
@@ -637,7 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
         "make and list the cluster's keys",
         "CurveZMQ key pairs (pyzmq certificate files) in a directory: init makes the\n"
         "dispatcher's and an admin's; add makes one more (a client, worker or admin); list\n"
-        "prints them. A host needs its own NAME.key_secret and dispatcher.key only.",
+        "prints them; token prints an admin's bearer token for the HTTP endpoint. A host\n"
+        "needs its own NAME.key_secret and dispatcher.key only.",
     )
     add_keys_parser(keys)
     for talking in (worker, status, submit, jobs, cancel, result):

@@ -41,7 +41,7 @@ from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
 from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..wire import protocol as p
-from ..wire.security import Gate, Keys
+from ..wire.security import AdminTokens, Gate, Keys
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameLike,
@@ -730,8 +730,10 @@ def run_dispatcher(
     if http:
         from ..monitor.http import MonitorServer  # only a dispatcher serving HTTP pays for it
 
+        # With keys, every request needs an admin's token (and may then come from anywhere).
+        tokens = AdminTokens(keys).check if keys is not None else None
         server = MonitorServer(
-            http, dispatcher.view, insecure=http_insecure, fallback=http_fallback
+            http, dispatcher.view, insecure=http_insecure, fallback=http_fallback, tokens=tokens
         )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())
