@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from _support.process_guard import eventually
+from pydispatch import LocalCluster
 from pydispatch.monitor.http import HttpEndpointError, check_http_address
 from pydispatch.wire.security import add_key, admin_http_token, create_keys, load_keys
 
@@ -131,6 +132,17 @@ def test_admin_keys_added_and_removed_count_without_a_restart(served: Served) ->
     for suffix in (".key", ".key_secret"):
         (served.keys / f"ops{suffix}").unlink()
     eventually(lambda: get(url, bearer(token))[0] == 401, "the removed admin's token fails")
+
+
+def test_a_local_cluster_with_keys_hands_its_token_out() -> None:
+    with LocalCluster(workers=1, keys=True, http=True) as cluster:
+        url = cluster.http_url + "/api/workers"
+        assert get(url)[0] == 401
+        token = cluster.http_token
+        eventually(lambda: len(json.loads(get(url, bearer(token))[2])) == 1, "its worker is listed")
+    with LocalCluster(workers=1, http=True) as plain:  # no keys: loopback, no token
+        assert plain.http_token == ""
+        assert get(plain.http_url + "/api/workers")[0] == 200
 
 
 def test_beyond_loopback_only_with_a_token_or_insecure() -> None:
