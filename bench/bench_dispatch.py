@@ -430,6 +430,36 @@ def _lone_p50(client: Client, n: int = ROUND_TRIPS) -> float:
     return float(np.percentile(_lone_round_trips(client, n), 50)) * 1e6
 
 
+def _raw_push_pull(curve: bool, n: int = N_ARRAYS, size: int = 1 << 20) -> float:
+    """Seconds for ``n`` messages of ``size`` bytes from a PUSH to a PULL over ipc in this
+    process, with or without CURVE: the ceiling libzmq + libsodium put on one encrypted hop
+    (a task's argument makes two: client -> dispatcher -> slot)."""
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        pull, push = context.socket(zmq.PULL), context.socket(zmq.PUSH)
+        if curve:
+            server_public, server_secret = zmq.curve_keypair()
+            pull.curve_server = True
+            pull.curve_secretkey, pull.curve_publickey = server_secret, server_public
+            push.curve_publickey, push.curve_secretkey = zmq.curve_keypair()
+            push.curve_serverkey = server_public
+        address = f"ipc://{_ipc_dir()}/raw-{int(curve)}"
+        pull.bind(address)
+        push.connect(address)
+        data = b"x" * size
+        push.send(data)
+        pull.recv()
+        sender = threading.Thread(target=lambda: [push.send(data, copy=False) for _ in range(n)])
+        start = time.perf_counter()
+        sender.start()
+        for _ in range(n):
+            pull.recv(copy=False)
+        sender.join()
+        return time.perf_counter() - start
+    finally:
+        context.destroy(linger=0)
+
+
 def bench_curve_on_and_off(
     benchmark: Any, client: Client, secure_client: Client, no_gc: None
 ) -> None:
@@ -452,6 +482,10 @@ def bench_curve_on_and_off(
     lines.append(("c: map 100k items", N_MAP / off, N_MAP / on, "items/s"))
     off, on = _interleaved(lambda: numpy_args(client), lambda: numpy_args(secure_client))
     lines.append(("d: 200 x 1 MiB numpy args", megabytes / off, megabytes / on, "MB/s"))
+    off, on = _interleaved(lambda: _raw_push_pull(False), lambda: _raw_push_pull(True))
+    lines.append(
+        ("raw pyzmq PUSH/PULL, 200 x 1 MiB, one hop", megabytes / off, megabytes / on, "MB/s")
+    )
     benchmark.pedantic(_submit_gather, args=(secure_client,), rounds=1, iterations=1)
     for name, plain, curve, unit in lines:
         print(

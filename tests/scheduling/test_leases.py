@@ -155,3 +155,21 @@ def test_closing_a_lease_on_a_slot_still_running_its_lone_task_hides_no_other_sl
     (x1,) = [a for i in out if isinstance(i, RunAttempts) for a, _ in i.attempts]
     s.attempts_finished(S2, [AttemptOutcome(x1, "ok")], now=1)
     assert _placed(s.schedule()) == ["x2"]  # the idle slot is used at once
+
+
+def test_lease_ids_are_random_and_keep_attempt_ids_in_int64() -> None:
+    """Lease ids cannot be found by counting (the capability itself is the 128-bit token and
+    the holder's key); as the high half of direct attempt ids they stay below 2**31."""
+    book = Leases()
+    ids = []
+    for n in range(64):
+        slot = f"s{n}".encode()
+        book.slot_endpoint(slot, f"tcp://x:{n + 1}")
+        lease = book.grant(f"c{n}".encode(), slot, b"w")
+        assert lease is not None
+        ids.append(lease.lease_id)
+    assert len(set(ids)) == 64
+    assert all(0 < i < 2**31 for i in ids)
+    assert sorted(ids) != list(range(min(ids), min(ids) + 64))  # not a sequence
+    assert max(ids) > 64
+    assert -(max(ids) << 32 | (2**32 - 1)) >= -(2**63)

@@ -2,7 +2,8 @@
 
 ``keys init DIR`` makes the dispatcher's key pair and an ``admin`` key; ``keys add DIR NAME
 --role client|worker|admin`` one more identity; ``keys list DIR`` prints names, roles and
-public keys. The files are pyzmq certificates (``wire.security``).
+public keys; ``keys token DIR NAME`` an admin's bearer token for the dispatcher's HTTP
+endpoint. The files are pyzmq certificates (``wire.security``).
 
 Every command that talks to a cluster takes ``--keys DIR --identity NAME``; they are put in
 ``PYDISPATCH_KEYS`` / ``PYDISPATCH_IDENTITY`` for the rest of the command (and the processes it
@@ -91,6 +92,9 @@ def check_secure_bind(bind: str, keys: security.Keys | None, insecure: bool) -> 
 
 def keys_command(args: argparse.Namespace) -> int:
     try:
+        if args.action == "token":
+            print(_admin_token(args.directory, args.name))
+            return 0
         if args.action == "init":
             made = security.create_keys(args.directory)
         elif args.action == "add":
@@ -104,9 +108,19 @@ def keys_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_token(directory: str, name: str) -> str:
+    """An admin's bearer token at the HTTP endpoint of the dispatcher whose secret key is in
+    ``directory`` (``security.admin_http_token``)."""
+    admin = {i.name: i for i in security.list_keys(directory)}.get(name)
+    if admin is None or admin.role != "admin":
+        raise CommandError(f"{name!r} is not an admin key in {directory}")
+    dispatcher = security.load_keys(directory, security.DISPATCHER)
+    return security.admin_http_token(dispatcher.secret, admin.public)
+
+
 def add_keys_parser(command: argparse.ArgumentParser) -> None:
     actions = command.add_subparsers(
-        dest="action", required=True, metavar="ACTION", help="init, add or list"
+        dest="action", required=True, metavar="ACTION", help="init, add, list or token"
     )
     init = actions.add_parser(
         "init", help="the dispatcher's key pair and an admin key, in a new directory"
@@ -118,4 +132,11 @@ def add_keys_parser(command: argparse.ArgumentParser) -> None:
     add.add_argument("--role", required=True, choices=security.ADDABLE_ROLES)
     listing = actions.add_parser("list", help="names, roles and public keys")
     listing.add_argument("directory", metavar="DIR")
+    token = actions.add_parser(
+        "token",
+        help="an admin's bearer token for the dispatcher's HTTP endpoint (needs the "
+        "dispatcher's secret key in DIR)",
+    )
+    token.add_argument("directory", metavar="DIR")
+    token.add_argument("name", metavar="NAME")
     command.set_defaults(run=keys_command)

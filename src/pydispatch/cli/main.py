@@ -23,6 +23,7 @@ from ..runtime.job_store import JobStoreError, default_state_dir
 from ..scheduling.placer import amount_text
 from ..wire.addresses import ADVERTISE_ENV, host_of, is_wildcard, resolve_host
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE
+from .admin import add_drain_command, cancel_tasks_of
 from .jobs import CommandError
 from .keys import add_key_options, add_keys_parser, apply_key_options, check_secure_bind
 from .monitoring import (
@@ -95,7 +96,7 @@ def _dispatcher(args: argparse.Namespace) -> int:
     if http["http"]:  # refused before anything starts, not after the job launcher did
         try:
             host, _ = parse_http_address(http["http"])
-            check_http_address(host, http["http_insecure"])
+            check_http_address(host, http["http_insecure"], protected=keys is not None)
         except (ValueError, HttpEndpointError) as error:
             raise CommandError(str(error)) from None
     try:
@@ -255,6 +256,10 @@ def _jobs(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     apply_key_options(args)
+    if args.tasks_of is not None:
+        return cancel_tasks_of(args)
+    if args.job is None:
+        raise CommandError("name a job to cancel (or --tasks-of KEY)")
     from .jobs import cancel_command
 
     return cancel_command(args.address, args.job, args.timeout)
@@ -626,9 +631,17 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.set_defaults(run=_jobs)
 
     job_help = "job id, or the job's name, or the start of its id (each must match one job)"
-    cancel = command("cancel", "cancel a dataflow job", "Its running slices are killed.")
+    cancel = command(
+        "cancel",
+        "cancel a dataflow job, or a key's tasks",
+        "A job's running slices are killed. --tasks-of KEY (an admin's request) cancels\n"
+        "the tasks of every client connected with that key (--task: only those ids).",
+    )
     cancel.add_argument("address", type=parse_dispatchers, help=_DISPATCHERS)
-    cancel.add_argument("job", help=job_help)
+    cancel.add_argument("job", nargs="?", default=None, help=job_help)
+    cancel.add_argument("--tasks-of", metavar="KEY", default=None, help="a key's name")
+    cancel.add_argument("--task", metavar="ID", type=int, action="append", help="a task id")
+    cancel.add_argument("--force", action="store_true", help="kill running tasks too")
     cancel.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for the dispatcher"
     )
@@ -668,12 +681,14 @@ def build_parser() -> argparse.ArgumentParser:
         "make and list the cluster's keys",
         "CurveZMQ key pairs (pyzmq certificate files) in a directory: init makes the\n"
         "dispatcher's and an admin's; add makes one more (a client, worker or admin); list\n"
-        "prints them. A host needs its own NAME.key_secret and dispatcher.key only.",
+        "prints them; token prints an admin's bearer token for the HTTP endpoint. A host\n"
+        "needs its own NAME.key_secret and dispatcher.key only.",
     )
     add_keys_parser(keys)
     for talking in (worker, status, submit, jobs, cancel, result, savepoint):
         add_key_options(talking)
     add_key_options(dispatcher, "dispatcher")
+    add_drain_command(command, parse_dispatchers)
 
     demo = command(
         "demo",

@@ -48,6 +48,7 @@ class ControlGate:
         self._job_id = job_id
         self._roles: dict[str, tuple[type, ...]] = {}
         self._refused: set[str] = set()
+        self._malformed: set[str] = set()
         self._gate: Gate | None = None
         self.secure = credentials is not None
         if credentials is not None:
@@ -71,6 +72,19 @@ class ControlGate:
             return True
         self._refuse(key, f"{type(message).__name__} is not its to send")
         return False
+
+    def malformed(self, key: str, error: str) -> None:
+        """A message from ``key`` could not be decoded: logged once per key (a peer's bug, or
+        a flood: either way one line says who)."""
+        if key not in self._malformed and len(self._malformed) < _REMEMBERED:
+            self._malformed.add(key)
+            log.error(
+                "job %s dropped a malformed control message from key %s: %s (logged once per key)",
+                self._job_id,
+                key or "(none: no keys)",
+                error,
+                extra={"job_id": self._job_id},
+            )
 
     def stop(self) -> None:
         if self._gate is not None:

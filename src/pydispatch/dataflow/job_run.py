@@ -98,6 +98,9 @@ _ids = itertools.count(1)
 _MAX_WAIT = 60.0  # the longest a result request is held before a status answer
 _MAX_WAITERS = 1024  # result requests held at once; more are answered with the status at once
 _CONTROL_QUEUE = 1000  # messages queued per peer on the control socket, at most
+# Slices report figures and tracebacks there, never data: a larger message cuts its peer off
+# (libzmq, before anything of it is read).
+_CONTROL_MESSAGE_LIMIT = 4 << 20
 # How long a master waits for a cluster with no worker at all (a dispatcher that has just
 # restarted: its workers come back within a heartbeat or two) before refusing the job.
 _WAIT_FOR_WORKERS = 10.0
@@ -162,7 +165,9 @@ class JobRun:
         self._context: zmq.Context[Any] = zmq.Context()
         # ROUTER_MANDATORY (make_socket): a reply to a peer gone already raises
         # EHOSTUNREACH, which _reply logs, instead of vanishing.
-        self._control = transport.make_socket(self._context, zmq.ROUTER)
+        self._control = transport.make_socket(
+            self._context, zmq.ROUTER, max_message_size=_CONTROL_MESSAGE_LIMIT
+        )
         self._control.setsockopt(zmq.RCVHWM, _CONTROL_QUEUE)
         self._control.setsockopt(zmq.SNDHWM, _CONTROL_QUEUE)
         # With keys: CURVE with the job's key; only its slices, owner and admins get in.
@@ -340,12 +345,7 @@ class JobRun:
                 identity, body = transport.split_envelope(parts, routed=True)
                 message = transport.parse_job(body)
             except p.ProtocolError as error:  # a peer's bug: drop it, keep the job
-                log.error(
-                    "job %s dropped a malformed control message: %s",
-                    self.job_id,
-                    error,
-                    extra={"job_id": self.job_id},
-                )
+                self._gate.malformed(key, str(error))
                 continue
             if self._gate.allows(key, message):
                 self._handle(identity, message)

@@ -230,6 +230,7 @@ class _Subtask:
             self.inbox = context.socket(zmq.ROUTER)
             self.inbox.setsockopt(zmq.LINGER, 0)
             self.inbox.setsockopt(zmq.RCVHWM, _INBOX_QUEUE)  # credits bound it already
+            self.inbox.setsockopt(zmq.MAXMSGSIZE, transport.DEFAULT_MAX_MESSAGE_SIZE)
             if spec.job_key is not None:
                 serve_curve(self.inbox, *spec.job_key)
             port = self.inbox.bind_to_random_port(f"tcp://{host}")

@@ -9,23 +9,30 @@ no start-up time; ``/metrics`` is ``prometheus_client``'s own WSGI app. Requests
 the dispatcher's state: they get a :class:`~.view.DispatcherView` from its loop (see
 :mod:`.exchange`), and ask dataflow job masters for job figures themselves.
 
-On an address other than loopback the endpoint would show the cluster to anyone who reaches
-it: :func:`check_http_address` refuses that unless told it is meant (``insecure``) until the
-dispatcher has admin credentials to ask for.
+A dispatcher with keys asks every request for an admin's bearer token
+(``security.admin_http_token``, printed by ``pydispatch keys token DIR NAME``): in an
+``Authorization: Bearer`` header (Prometheus's ``authorization`` scrape setting, scripts), or
+for a browser once as ``?token=`` in the address, which sets an HttpOnly cookie the dashboard's
+requests then carry; so protected, it may serve beyond loopback. Without keys there is no
+credential to ask for: :func:`check_http_address` refuses an address beyond loopback unless
+told it is meant (``insecure``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import http.cookies
 import ipaddress
 import json
 import logging
 import socket
 import socketserver
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable
 from importlib import resources
-from typing import Any, Final
+from typing import Any, Final, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.types import StartResponse, WSGIEnvironment
 
@@ -70,10 +77,10 @@ def parse_http_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def check_http_address(host: str, insecure: bool) -> None:
-    """Refuse to serve the monitor beyond this machine without ``insecure``: it shows every
-    worker, task count and job to whoever connects, and has no credential to ask for yet."""
-    if insecure or host == "localhost":
+def check_http_address(host: str, insecure: bool, protected: bool = False) -> None:
+    """Refuse to serve the monitor beyond this machine unless ``protected`` (it asks for an
+    admin's token) or ``insecure``: it shows every worker, task count and job."""
+    if insecure or protected or host == "localhost":
         return
     try:
         loopback = ipaddress.ip_address(host).is_loopback
@@ -82,8 +89,9 @@ def check_http_address(host: str, insecure: bool) -> None:
     if not loopback:
         raise HttpEndpointError(
             f"refusing to serve the dashboard and metrics on {host}, beyond loopback, with no "
-            "credential to protect them: use --http 127.0.0.1:PORT (and an SSH tunnel or a "
-            "reverse proxy with authentication), or --http-insecure if this network is trusted"
+            "credential to protect them: run the dispatcher with --keys (it then asks for an "
+            "admin's token: pydispatch keys token), or use --http 127.0.0.1:PORT (and an SSH "
+            "tunnel), or --http-insecure if this network is trusted"
         )
 
 
@@ -110,12 +118,15 @@ class MonitorServer:
         *,
         insecure: bool = False,
         fallback: bool = False,
+        tokens: Callable[[str], str | None] | None = None,
     ) -> None:
         """``fallback``: if the port is taken, serve on a free one (said in the log), as
-        Dask's scheduler does when its default 8787 is taken by another cluster."""
+        Dask's scheduler does when its default 8787 is taken by another cluster. ``tokens``:
+        every request must carry a token it accepts (``security.AdminTokens.check``)."""
         host, port = parse_http_address(address)
-        check_http_address(host, insecure)
+        check_http_address(host, insecure, protected=tokens is not None)
         self._view = view
+        self._tokens = tokens
         self._jobs = JobFigures()
         registry = make_registry(lambda: view(_VIEW_TIMEOUT), self._jobs)
         self._metrics_app = make_wsgi_app(registry)
@@ -157,6 +168,20 @@ class MonitorServer:
     # ------------------------------------------------------------------------ routes
 
     def _app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if self._tokens is not None:
+            token, from_query = _presented_token(environ)
+            if not token or self._tokens(token) is None:
+                return _json(
+                    start_response,
+                    {"error": "an admin's bearer token is required (pydispatch keys token)"},
+                    "401 Unauthorized",
+                    [("WWW-Authenticate", 'Bearer realm="pydispatch"')],
+                )
+            if from_query:  # a browser's first visit: later requests carry the cookie
+                start_response = _with_cookie(start_response, token)
+        return self._route(environ, start_response)
+
+    def _route(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "/") or "/"
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return _json(start_response, {"error": "only GET is served"}, "405 Method Not Allowed")
@@ -247,7 +272,12 @@ def overview_entry(view: DispatcherView) -> dict[str, Any]:
     }
 
 
-def _json(start_response: StartResponse, body: Any, status: str = "200 OK") -> list[bytes]:
+def _json(
+    start_response: StartResponse,
+    body: Any,
+    status: str = "200 OK",
+    extra: list[tuple[str, str]] | None = None,
+) -> list[bytes]:
     data = json.dumps(body).encode()
     start_response(
         status,
@@ -255,9 +285,39 @@ def _json(start_response: StartResponse, body: Any, status: str = "200 OK") -> l
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
             ("Cache-Control", "no-store"),
+            *(extra or ()),
         ],
     )
     return [data]
+
+
+_COOKIE: Final = "pydispatch_token"
+
+
+def _presented_token(environ: WSGIEnvironment) -> tuple[str, bool]:
+    """The token a request carries (Authorization: Bearer, else the cookie, else ?token=), and
+    whether it came in the query string."""
+    scheme, _, credential = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+    if scheme.lower() == "bearer" and credential.strip():
+        return credential.strip(), False
+    cookies = http.cookies.SimpleCookie()
+    with contextlib.suppress(http.cookies.CookieError):
+        cookies.load(str(environ.get("HTTP_COOKIE", "")))
+    if _COOKIE in cookies:
+        return cookies[_COOKIE].value, False
+    query = urllib.parse.parse_qs(str(environ.get("QUERY_STRING", "")))
+    if query.get("token"):
+        return query["token"][0], True
+    return "", False
+
+
+def _with_cookie(start_response: StartResponse, token: str) -> StartResponse:
+    cookie = f"{_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+
+    def respond(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+        return start_response(status, [*headers, ("Set-Cookie", cookie)], *rest)
+
+    return cast(StartResponse, respond)
 
 
 def _static(name: str, start_response: StartResponse) -> list[bytes]:

@@ -12,7 +12,8 @@ this far):
 - the socket identity it comes from (and that a ``Heartbeat``, ``Register`` or ``SlotReady``
   names) is bound to the key that first used it: another key cannot speak through it;
 - dataflow jobs belong to the key that submitted them: ``pydispatch jobs`` lists a client its
-  own (an admin every one).
+  own (an admin every one); ``pydispatch status`` shows a non-admin no worker's pid or data
+  endpoint; only an admin drains workers and cancels another key's tasks (``admin``).
 
 A refusal is logged once per key, and answered with an ``Error`` once per key (a hostile peer
 gets no stream of replies), and for every refused request (a hello, a status or jobs request:
@@ -27,6 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
+import msgspec
 import zmq
 
 from ..wire import protocol as p
@@ -73,13 +75,15 @@ _WORKER: Final = frozenset(
 )
 _MASTER: Final = frozenset({p.JobUpdate, p.JobPayloadRequest, p.JobHostReport, p.JobOutcome})
 
+_ADMIN: Final = frozenset({p.DrainWorker, p.CancelTasksOf})
+
 #: The message kinds each role may send a dispatcher.
 ALLOWED: Final[dict[str, frozenset[type]]] = {
     "client": _CLIENT | {p.SubmitJob},
     "worker": _WORKER,
     "job-master": _CLIENT | _MASTER,
-    "admin": _CLIENT | _WORKER | {p.SubmitJob},
-    "dispatcher": _CLIENT | _WORKER | {p.SubmitJob},
+    "admin": _CLIENT | _WORKER | _ADMIN | {p.SubmitJob},
+    "dispatcher": _CLIENT | _WORKER | _ADMIN | {p.SubmitJob},
 }
 # Requests whose sender waits for an answer: a refused one is always answered (why), bounded
 # by the dispatcher's per-peer queue like any answer.
@@ -93,6 +97,8 @@ _ANSWERED: Final = frozenset(
         p.JobOutcomeRequest,
         p.SubmitJob,
         p.JobPayloadRequest,
+        p.DrainWorker,
+        p.CancelTasksOf,
     }
 )
 _SEES_EVERY_JOB: Final = frozenset({"admin", "dispatcher"})
@@ -165,6 +171,15 @@ class Access:
             raise self._refuse(peer.public, f"a key of job {peer.job!r} spoke for job {job!r}")
         self.current = peer
 
+    def identities_of(self, name: str) -> list[bytes]:
+        """The socket identities held by the key named ``name`` (its clients among them)."""
+        return [
+            routing
+            for key, held in self._held.items()
+            if (identity := self.peers.get(key)) is not None and identity.name == name
+            for routing in held
+        ]
+
     def key_of(self, routing: bytes) -> str:
         """The key that holds a socket identity ("": none)."""
         return self._bound.get(routing, "")
@@ -175,6 +190,15 @@ class Access:
         if peer is None or peer.role in _SEES_EVERY_JOB:
             return True
         return job.owner_key == peer.public or job.job_id == peer.job
+
+    def status_for_peer(self, reply: p.StatusReply) -> p.StatusReply:
+        """The status the current peer may see: an admin all of it; anyone else (a client,
+        looking at what it could ask for) no worker's pid or data endpoint."""
+        peer = self.current
+        if peer is None or peer.role in _SEES_EVERY_JOB:
+            return reply
+        workers = [msgspec.structs.replace(w, pid=0, data_address="") for w in reply.workers]
+        return msgspec.structs.replace(reply, workers=workers)
 
     def forget(self, routing: bytes) -> None:
         key = self._bound.pop(routing, None)

@@ -370,5 +370,23 @@ def fetch_status(
     return message
 
 
+def admin_request(
+    address: str,
+    message: p.DrainWorker | p.CancelTasksOf,
+    timeout: float = 5.0,
+    keys: str | Keys | None = None,
+) -> p.AdminReply:
+    """Send a dispatcher an admin's request (used by the CLI); PermissionError if its key is
+    not an admin's, LookupError if the request named nothing there."""
+    message_back = request(address, message, timeout, keys)
+    if isinstance(message_back, p.Error):
+        raise PermissionError(f"the dispatcher at {address} refused: {message_back.message}")
+    if not isinstance(message_back, p.AdminReply):
+        raise p.ProtocolError(f"expected AdminReply, got {type(message_back).__name__}")
+    if not message_back.found:
+        raise LookupError(message_back.detail)
+    return message_back
+
+
 # Users import these from ``pydispatch``: they carry that name (see ``pydispatch._exports``).
 publish("pydispatch", globals(), ["Client", "TaskFuture"])

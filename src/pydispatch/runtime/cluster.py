@@ -44,6 +44,7 @@ from ..wire.security import (
     IDENTITY_ENV,
     KEYS_ENV,
     add_key,
+    admin_http_token,
     connect_curve,
     create_keys,
     load_keys,
@@ -168,6 +169,15 @@ class LocalCluster:
         self._started = False
         # Closes at interpreter exit too, if nobody did before (weakref.finalize runs then).
         self._finalizer = weakref.finalize(self, _close, self._owned)
+
+    @property
+    def http_token(self) -> str:
+        """The ``admin`` key's bearer token for ``http_url`` (``security.admin_http_token``):
+        with keys, the endpoint asks every request for it; "" without keys."""
+        if self.keys is None:
+            return ""
+        secret = load_keys(self.keys, DISPATCHER).secret
+        return admin_http_token(secret, load_keys(self.keys, "admin").public)
 
     @property
     def dispatcher(self) -> subprocess.Popen[str] | None:

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -43,7 +43,7 @@ from ..scheduling.placer import Placer
 from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..wire import protocol as p
 from ..wire.addresses import advertised
-from ..wire.security import Gate, Keys
+from ..wire.security import AdminTokens, Gate, Keys
 from ..wire.transport import (
     DEFAULT_MAX_MESSAGE_SIZE,
     FrameLike,
@@ -57,6 +57,7 @@ from ..wire.transport import (
     split_envelope,
 )
 from .access import Access, JobKeys, RefusedError, serve_keys
+from .admin import AdminDesk
 from .client_book import ClientBook
 from .job_desk import JobDesk
 from .job_store import JobStore, SqliteJobStore, store_path
@@ -64,6 +65,7 @@ from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
 from .monitoring import Monitoring
 from .outbox import STARTED_DELAY, Outbox
+from .task_pickling import byte_bounded
 
 __all__ = ["DEFAULT_PREFETCH", "LISTEN_BACKLOG", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
 
@@ -181,6 +183,14 @@ class Dispatcher:
         peers = self._access.peers if self._access is not None else None
         self._jobs = JobDesk(
             self.endpoint, self._send, self._access, job_keys, job_masters, job_store, peers
+        )
+        self._admin = AdminDesk(
+            self.scheduler,
+            self._leasing,
+            self._worker_names,
+            self._access,
+            self._perform,
+            self._send,
         )
         self._handlers = self._handler_table()
         # With standbys (pg_store): checked every tick; a deposed leader stops serving.
@@ -350,6 +360,7 @@ class Dispatcher:
             p.ClientBye: self._on_client_bye,
             p.StatusRequest: self._on_status_request,
             **self._jobs.handlers(),
+            **self._admin.handlers(),
         }
 
     def _on_submit(self, peer: bytes, m: p.Submit, frames: Frames, now: float) -> None:
@@ -511,7 +522,8 @@ class Dispatcher:
     def _on_status_request(
         self, peer: bytes, m: p.StatusRequest, frames: Frames, now: float
     ) -> None:
-        self._send(peer, _status_reply(self.scheduler.snapshot(now), self.protocol_errors))
+        reply = _status_reply(self.scheduler.snapshot(now), self.protocol_errors)
+        self._send(peer, self._access.status_for_peer(reply) if self._access else reply)
 
     # ---------------------------------------------------------------- for the handlers
 
@@ -574,23 +586,7 @@ class Dispatcher:
                     log.log(level, "worker %s removed: %s", name, reason, extra={"worker": name})
 
     def _send_run(self, slot: bytes, attempts: list[tuple[int, object]]) -> bool:
-        frames: list[FrameLike] = []
-        placed: dict[int, int] = {}
-        specs = []
-        for attempt_id, payload in attempts:
-            assert isinstance(payload, _Payload)
-            specs.append(
-                p.RunSpec(
-                    attempt_id,
-                    payload.kind,
-                    rebase(payload.fn, payload.frames, frames, placed),
-                    rebase(payload.args, payload.frames, frames, placed),
-                    payload.priority,
-                    payload.owner,
-                    payload.task_id,
-                )
-            )
-        return self._send(slot, p.Run(specs), frames)
+        return all(self._send(slot, run, frames) for run, frames in _run_messages(attempts))
 
     # --------------------------------------------------------------------- monitoring
 
@@ -604,6 +600,31 @@ class Dispatcher:
             snapshot, self._worker_names, jobs, self._solver_stats, self.endpoint, self.epoch,
             self.protocol_errors,
         )  # fmt: skip
+
+
+def _run_messages(
+    attempts: list[tuple[int, object]],
+) -> Iterator[tuple[p.Run, list[FrameLike]]]:
+    """A slot's attempts as ``Run`` messages of about ``MESSAGE_BYTES`` each: a window of
+    large arguments in one message would reach the slot only once all of it had."""
+    for batch in byte_bounded(attempts, lambda a: cast(_Payload, a[1]).frames, len(attempts)):
+        frames: list[FrameLike] = []
+        placed: dict[int, int] = {}
+        specs = []
+        for attempt_id, payload in batch:
+            assert isinstance(payload, _Payload)
+            specs.append(
+                p.RunSpec(
+                    attempt_id,
+                    payload.kind,
+                    rebase(payload.fn, payload.frames, frames, placed),
+                    rebase(payload.args, payload.frames, frames, placed),
+                    payload.priority,
+                    payload.owner,
+                    payload.task_id,
+                )
+            )
+        yield p.Run(specs), frames
 
 
 def _status_reply(snap: s.Snapshot, protocol_errors: int) -> p.StatusReply:
@@ -715,8 +736,10 @@ def run_dispatcher(
     if http:
         from ..monitor.http import MonitorServer  # only a dispatcher serving HTTP pays for it
 
+        # With keys, every request needs an admin's token (and may then come from anywhere).
+        tokens = AdminTokens(keys).check if keys is not None else None
         server = MonitorServer(
-            http, dispatcher.view, insecure=http_insecure, fallback=http_fallback
+            http, dispatcher.view, insecure=http_insecure, fallback=http_fallback, tokens=tokens
         )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: dispatcher.stop())

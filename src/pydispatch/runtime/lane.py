@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 
 _LOOK_EVERY: Final = 0.05  # a waiter looks at its future this often even without a wake-up
 _CONNECT_WITHIN: Final = 2.0  # seconds for a lease's slot to be connected, at most
+# With keys, a connection the slot's ZAP handler refused is never tried again by libzmq (a
+# handshake refusal ends its session). The lease is granted to us as the slot is told, so our
+# first handshake can come before the slot has read its LeaseOpen (it may be running the task
+# that got us the lease): connect again, at most this often, while no DirectRun can go out.
+_HANDSHAKE_AGAIN_AFTER: Final = 0.2
 
 
 @dataclass(slots=True)
@@ -89,6 +94,7 @@ class Lane:
         self._unreached_since: float | None = None
         self.usable = True
         self._address = ""
+        self._connected_at = 0.0  # when _address was last connected to
         self._numbers = itertools.count(1)
         self.attempts: dict[int, DirectAttempt] = {}
         self._on_result = on_result
@@ -124,6 +130,7 @@ class Lane:
                     connect_curve(self._sock, keys.public, keys.secret, server_key)
                 self._sock.connect(address)
                 self._address = address
+                self._connected_at = time.monotonic()
             self.lease_id = lease_id
             self._token = token
             self.worker = worker
@@ -210,6 +217,7 @@ class Lane:
                 mark(0)
                 if self._unreached_since is None:
                     self._unreached_since = time.monotonic()
+                self._handshake_again()
                 return 0
             except Exception:
                 del self.attempts[attempt_id]
@@ -219,6 +227,19 @@ class Lane:
             taken = self._drain()
         self._deliver(taken)
         return attempt_id
+
+    def _handshake_again(self) -> None:
+        """With keys: connect to the leased slot again if the last try is old enough (its ZAP
+        handler may have refused it before it knew of the lease; see _HANDSHAKE_AGAIN_AFTER)."""
+        if self._keys is None or not self._address:
+            return
+        now = time.monotonic()
+        if now - self._connected_at < _HANDSHAKE_AGAIN_AFTER:
+            return
+        with contextlib.suppress(zmq.ZMQError):  # ENOENT: libzmq forgot it already
+            self._sock.disconnect(self._address)
+        self._sock.connect(self._address)
+        self._connected_at = now
 
     def unreachable(self) -> int:
         """If no leased slot could be reached for _CONNECT_WITHIN seconds, give leases up for

@@ -15,9 +15,9 @@ what prefetch allows, and if the slot dies first the book says whom to tell.
 
 from __future__ import annotations
 
-import itertools
 import secrets
 from dataclasses import dataclass, field
+from typing import Final
 
 __all__ = ["Lease", "Leases"]
 
@@ -30,14 +30,18 @@ class Lease:
     worker: bytes
     address: str
     open: bool = True
-    # The capability its holder shows the slot with every direct attempt: 128 random bits (the
-    # lease id is a small number, part of direct attempt ids; it is not what grants access).
+    # The capability its holder shows the slot with every direct attempt: 128 random bits,
+    # and the holder's key (with keys). The lease id is random too (31 bits: it is the high
+    # half of the lease's int64 direct attempt ids), so a lease cannot be named by counting.
     token: bytes = field(default_factory=lambda: secrets.token_bytes(16))
+
+
+# Direct attempt ids are -(lease_id << 32 | n): a lease id below 2**31 keeps them in int64.
+_LEASE_IDS: Final = 2**31 - 1
 
 
 class Leases:
     def __init__(self) -> None:
-        self._ids = itertools.count(1)
         self._by_id: dict[int, Lease] = {}
         self._open_of_client: dict[bytes, int] = {}
         self._addresses: dict[bytes, str] = {}  # slot -> its direct endpoint
@@ -62,7 +66,10 @@ class Leases:
         address = self._addresses.get(slot)
         if not address or client in self._open_of_client:
             return None
-        lease = Lease(next(self._ids), client, slot, worker, address)
+        lease_id = secrets.randbelow(_LEASE_IDS) + 1
+        while lease_id in self._by_id:  # (the book holds a few leases per client at most)
+            lease_id = secrets.randbelow(_LEASE_IDS) + 1
+        lease = Lease(lease_id, client, slot, worker, address)
         self._by_id[lease.lease_id] = lease
         self._open_of_client[client] = lease.lease_id
         return lease

@@ -148,6 +148,10 @@ class Scheduler:
         """Whether ``identity`` is a registered worker or one of its slots."""
         return identity in self._workers or self._workers.knows_slot(identity)
 
+    def task_ids_of(self, client: bytes) -> list[int]:
+        """The ids of a client's live tasks (queued, running or being cancelled)."""
+        return [t.task_id for t in self._tasks.values() if t.client == client]
+
     @property
     def waiting(self) -> int:
         """Tasks queued here (not placed yet)."""

@@ -50,16 +50,19 @@ __all__ = [
     "KIND_MAP1",
     "NOT_LEADER",
     "PROTOCOL_VERSION",
+    "AdminReply",
     "AttemptResult",
     "Blob",
     "BufferMeta",
     "Cancel",
+    "CancelTasksOf",
     "ClientBye",
     "ClientHello",
     "DirectDone",
     "DirectRun",
     "Done",
     "Drain",
+    "DrainWorker",
     "Error",
     "Goodbye",
     "Header",
@@ -112,12 +115,13 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 6
+PROTOCOL_VERSION: Final = 7
 # 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
 # 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts,
 #    attempts carry their task's owner and id (results survive a dispatcher restart),
 #    Registered/Reregister carry the dispatcher's epoch; 6: checkpoints (data-plane Barrier,
-#    job-plane TriggerCheckpoint/CheckpointAck/CheckpointDeclined/CheckpointComplete, savepoints)
+#    job-plane TriggerCheckpoint/CheckpointAck/CheckpointDeclined/CheckpointComplete, savepoints);
+#    7: an admin's DrainWorker and CancelTasksOf (answered by AdminReply)
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -500,6 +504,35 @@ class Goodbye(Header):
     """Worker -> dispatcher: deregister me. Dispatcher -> worker: drained, you may exit."""
 
 
+# ------------------------------------------------------------------- admin -> dispatcher
+
+
+class DrainWorker(Header):
+    """Drain a worker as its SIGTERM would (nothing new is placed on it; once its slots are
+    idle it is released and exits). ``worker``: its name, or its identity in hex."""
+
+    worker: str
+
+
+class CancelTasksOf(Header):
+    """Cancel the tasks of every client connected with the key named ``key`` (its name in the
+    dispatcher's keys directory): those of ``task_ids``, or all of them if empty; ``force``
+    kills running ones too (as ``Cancel``)."""
+
+    key: str
+    task_ids: list[int] = []
+    force: bool = False
+
+
+class AdminReply(Header):
+    """What an admin's request did: ``count`` workers drained or tasks cancelled; ``found``:
+    whether it named a worker or a connected key this dispatcher knows (``detail`` says)."""
+
+    found: bool
+    count: int
+    detail: str
+
+
 # ------------------------------------------------------------------- dataflow jobs
 
 
@@ -641,6 +674,9 @@ Message = (
     | Done
     | Drain
     | Goodbye
+    | DrainWorker
+    | CancelTasksOf
+    | AdminReply
     | JobUpdate
     | JobsRequest
     | JobsReply

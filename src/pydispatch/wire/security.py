@@ -20,11 +20,16 @@ or ``worker``. ``pydispatch keys init|add|list`` (``cli.keys``) makes and lists 
 - :func:`serve_curve` / :func:`connect_curve` set a socket's CURVE options (before it binds
   or connects).
 
+- :func:`admin_http_token`: an admin key's bearer token at the dispatcher's HTTP endpoint
+  (its dashboard, API and metrics), checked by :class:`AdminTokens`.
+
 Keys are z85 text (40 characters) everywhere in Python; libzmq takes them as bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import zmq
+from zmq.utils import z85
 
 __all__ = [
     "ADDABLE_ROLES",
@@ -41,6 +47,7 @@ __all__ = [
     "IDENTITY_ENV",
     "KEYS_ENV",
     "ZAP_DOMAIN",
+    "AdminTokens",
     "Gate",
     "Identity",
     "JobCredentials",
@@ -49,6 +56,7 @@ __all__ = [
     "PeerTable",
     "Role",
     "add_key",
+    "admin_http_token",
     "connect_curve",
     "connect_with",
     "create_keys",
@@ -393,3 +401,54 @@ class Gate:
 
     def stop(self) -> None:
         self._auth.stop()
+
+
+_HTTP_TOKEN_CONTEXT: Final = b"pydispatch http admin token\0"
+
+
+def admin_http_token(dispatcher_secret: str, admin_public: str) -> str:
+    """An admin key's bearer token at the dispatcher's HTTP endpoint: HMAC-SHA256 of the
+    admin's public key under the dispatcher's secret key (hex). Only who holds the
+    dispatcher's secret key makes one (``pydispatch keys token``); it stops working when the
+    admin's key leaves the directory. Nothing new to store, nothing sent in the clear that a
+    ZeroMQ peer could use."""
+    key = z85.decode(dispatcher_secret.encode("ascii"))
+    message = _HTTP_TOKEN_CONTEXT + admin_public.encode("ascii")
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+class AdminTokens:
+    """Checks bearer tokens against the ``admin`` keys of the dispatcher's keys directory
+    (read again at most once a second, so an admin key added or removed counts without a
+    restart). Every admin's token is compared, each in constant time (``hmac.compare_digest``):
+    how long a check takes says nothing of how close a guess came."""
+
+    def __init__(self, keys: Keys) -> None:
+        self._secret = keys.secret
+        self._directory = keys.directory
+        self._tokens: dict[str, str] = {}
+        self._loaded_at = -_RELOAD_EVERY
+        self._lock = threading.Lock()
+
+    def _current(self) -> dict[str, str]:
+        with self._lock:
+            if time.monotonic() - self._loaded_at >= _RELOAD_EVERY:
+                self._loaded_at = time.monotonic()
+                try:
+                    admins = [i for i in list_keys(self._directory) if i.role == "admin"]
+                except KeysError as error:
+                    log.error("cannot read the keys: %s", error)
+                else:
+                    self._tokens = {
+                        admin_http_token(self._secret, i.public): i.name for i in admins
+                    }
+            return self._tokens
+
+    def check(self, token: str) -> str | None:
+        """The name of the admin whose token this is, or None."""
+        presented = token.encode("utf-8", "replace")
+        found = None
+        for expected, name in self._current().items():
+            if hmac.compare_digest(expected.encode("ascii"), presented):
+                found = name
+        return found
