@@ -24,7 +24,11 @@ def add_drain_command(command: Command, address_type: Callable[[str], str]) -> N
         "Nothing new is placed on it, and once its slots are idle it exits, as on SIGTERM.\n"
         "Exits 1 if no registered worker has that name.",
     )
-    drain.add_argument("address", type=address_type, help="the dispatcher (or a leader and its standbys, comma-separated)")
+    drain.add_argument(
+        "address",
+        type=address_type,
+        help="the dispatcher (or a leader and its standbys, comma-separated)",
+    )
     drain.add_argument("worker", help="the worker's name (see pydispatch status)")
     drain.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the dispatcher"
