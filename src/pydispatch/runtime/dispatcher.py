@@ -56,6 +56,7 @@ from ..wire.transport import (
 )
 from .access import Access, JobKeys, RefusedError, serve_keys
 from .client_book import ClientBook
+from .heartbeat_pacing import DEFAULT_MAX_HEARTBEATS, HeartbeatPacing
 from .job_desk import JobDesk
 from .job_store import JobStore, SqliteJobStore, store_path
 from .leasing import Leasing
@@ -126,6 +127,7 @@ class Dispatcher:
         keys: Keys | None = None,
         job_store: JobStore | None = None,
         still_leading: Callable[[], bool] | None = None,
+        max_heartbeats_per_second: float = DEFAULT_MAX_HEARTBEATS,
     ) -> None:
         # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
         self._recorder = Recorder() if metrics else None
@@ -141,6 +143,10 @@ class Dispatcher:
         self._exit_with_parent = exit_with_parent
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        # Longer intervals past max_heartbeats_per_second x interval workers (issue 21).
+        self._pacing = HeartbeatPacing(
+            heartbeat_interval, heartbeat_timeout, max_heartbeats_per_second
+        )
         self.scheduler = s.Scheduler(
             heartbeat_timeout=heartbeat_timeout,
             placer=placer,
@@ -443,6 +449,8 @@ class Dispatcher:
     def _on_heartbeat(self, peer: bytes, m: p.Heartbeat, frames: Frames, now: float) -> None:
         if self.scheduler.knows_worker(m.worker):  # no table entries for strangers
             self._monitoring.usage[m.worker] = (m.cpu_seconds, m.rss_bytes)
+            if (interval := self._pacing.retell(m.worker)) is not None:  # to its main socket
+                self._send(m.worker, p.Registered(interval, self.heartbeat_timeout, self.epoch))
         self._perform(self.scheduler.heartbeat(m.worker, now))
 
     def _on_cancel(self, peer: bytes, m: p.Cancel, frames: Frames, now: float) -> None:
@@ -475,7 +483,8 @@ class Dispatcher:
                 slot_ids=m.slot_ids,
             )
         )
-        self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout, self.epoch))
+        interval = self._pacing.registered(peer)
+        self._send(peer, p.Registered(interval, self.heartbeat_timeout, self.epoch))
         log.info("worker %s registered (%d slots)", m.name, m.slots, extra={"worker": m.name})
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
@@ -563,6 +572,7 @@ class Dispatcher:
                 case s.AskToReregister(worker=worker):
                     self._send(worker, p.Reregister(self.epoch))
                 case s.ForgetWorker(worker=worker, reason=reason):
+                    self._pacing.forget(worker)
                     self._monitoring.worker_removed(worker, reason)
                     self._leasing.worker_gone(worker, reason)
                     name = self._worker_names.pop(worker, worker.hex())
