@@ -1,4 +1,4 @@
-"""Heartbeat pacing (issue 21): past ``max_heartbeats_per_second x heartbeat_interval``
+"""Heartbeat pacing (issue 21): past ``max_heartbeat_rate x heartbeat_interval``
 workers, the dispatcher tells each a longer interval (never more than a third of the timeout),
 so that a large cluster's heartbeats cost a bounded rate; workers registered earlier are told
 again on their next heartbeat. The pure policy, then a real dispatcher and real worker
@@ -25,19 +25,22 @@ from pydispatch.wire import protocol as p
 
 def test_the_interval_grows_past_the_rate_up_to_a_third_of_the_timeout() -> None:
     pacing = HeartbeatPacing(interval=1.0, timeout=10.0, max_per_second=100.0)
-    told = [pacing.registered(b"w%d" % i) for i in range(1000)]
+    told = [pacing.registered(b"w%d" % i, "e").heartbeat_interval for i in range(1000)]
     assert told[:100] == [1.0] * 100  # up to 100 workers: the configured interval
     assert told[199] == pytest.approx(2.0)  # 200 workers at 100/s: every 2 s
     assert told[-1] == pytest.approx(10.0 / 3)  # at most a third of the timeout
     # Those told 1 s are told again on their next heartbeat; those close enough are not.
-    assert pacing.retell(b"w0") == pytest.approx(10.0 / 3)
-    assert pacing.retell(b"w0") is None
-    assert pacing.retell(b"w999") is None
-    assert pacing.retell(b"stranger") is None
+    again = pacing.retell(b"w0", "e")
+    assert again is not None
+    assert again.heartbeat_interval == pytest.approx(10.0 / 3)
+    assert again.heartbeat_timeout == 10.0
+    assert pacing.retell(b"w0", "e") is None
+    assert pacing.retell(b"w999", "e") is None
+    assert pacing.retell(b"stranger", "e") is None
     for i in range(1000):
         pacing.forget(b"w%d" % i)
     assert pacing.interval() == 1.0
-    with pytest.raises(ValueError, match="max_heartbeats_per_second"):
+    with pytest.raises(ValueError, match="max_heartbeat_rate"):
         HeartbeatPacing(1.0, 10.0, 0)
 
 
@@ -67,7 +70,7 @@ def test_real_workers_follow_the_paced_interval_and_stay_registered(tmp_path: Pa
         f"ipc://{tmp_path}/d",
         heartbeat_interval=0.05,
         heartbeat_timeout=3.0,
-        max_heartbeats_per_second=2.0,
+        max_heartbeat_rate=2.0,
         job_masters=False,
         metrics=False,
     )

@@ -127,7 +127,7 @@ class Dispatcher:
         keys: Keys | None = None,
         job_store: JobStore | None = None,
         still_leading: Callable[[], bool] | None = None,
-        max_heartbeats_per_second: float = DEFAULT_MAX_HEARTBEATS,
+        max_heartbeat_rate: float = DEFAULT_MAX_HEARTBEATS,
     ) -> None:
         # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
         self._recorder = Recorder() if metrics else None
@@ -143,10 +143,7 @@ class Dispatcher:
         self._exit_with_parent = exit_with_parent
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
-        # Longer intervals past max_heartbeats_per_second x interval workers (issue 21).
-        self._pacing = HeartbeatPacing(
-            heartbeat_interval, heartbeat_timeout, max_heartbeats_per_second
-        )
+        self._pacing = HeartbeatPacing(heartbeat_interval, heartbeat_timeout, max_heartbeat_rate)
         self.scheduler = s.Scheduler(
             heartbeat_timeout=heartbeat_timeout,
             placer=placer,
@@ -449,8 +446,8 @@ class Dispatcher:
     def _on_heartbeat(self, peer: bytes, m: p.Heartbeat, frames: Frames, now: float) -> None:
         if self.scheduler.knows_worker(m.worker):  # no table entries for strangers
             self._monitoring.usage[m.worker] = (m.cpu_seconds, m.rss_bytes)
-            if (interval := self._pacing.retell(m.worker)) is not None:  # to its main socket
-                self._send(m.worker, p.Registered(interval, self.heartbeat_timeout, self.epoch))
+            if (again := self._pacing.retell(m.worker, self.epoch)) is not None:
+                self._send(m.worker, again)  # to its main socket (this came on another)
         self._perform(self.scheduler.heartbeat(m.worker, now))
 
     def _on_cancel(self, peer: bytes, m: p.Cancel, frames: Frames, now: float) -> None:
@@ -483,8 +480,7 @@ class Dispatcher:
                 slot_ids=m.slot_ids,
             )
         )
-        interval = self._pacing.registered(peer)
-        self._send(peer, p.Registered(interval, self.heartbeat_timeout, self.epoch))
+        self._send(peer, self._pacing.registered(peer, self.epoch))  # its heartbeat interval
         log.info("worker %s registered (%d slots)", m.name, m.slots, extra={"worker": m.name})
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:

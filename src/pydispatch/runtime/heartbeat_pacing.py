@@ -4,8 +4,8 @@ carry, whatever the size of the cluster (issue 21).
 Every worker heartbeats every ``heartbeat_interval`` (1 s by default): 3,000 workers are 3,000
 messages a second, about 6% of a core of an idle dispatcher. As Nomad's servers do with their
 clients' heartbeat TTLs, the dispatcher paces the cluster as a whole: past
-``max_heartbeats_per_second * heartbeat_interval`` workers, each is told a longer interval,
-so that all together send about ``max_heartbeats_per_second``. The interval never exceeds a
+``max_heartbeat_rate * heartbeat_interval`` workers, each is told a longer interval,
+so that all together send about ``max_heartbeat_rate`` a second. The interval never exceeds a
 third of ``heartbeat_timeout``, so that a worker is declared lost after the same silence as
 before, having missed three heartbeats at least (the timeout is not changed: failure
 detection takes as long as configured).
@@ -19,6 +19,8 @@ interval; nothing else changes for it).
 from __future__ import annotations
 
 from typing import Final
+
+from ..wire import protocol as p
 
 __all__ = ["DEFAULT_MAX_HEARTBEATS", "HeartbeatPacing"]
 
@@ -36,8 +38,9 @@ class HeartbeatPacing:
 
     def __init__(self, interval: float, timeout: float, max_per_second: float) -> None:
         if not max_per_second > 0:
-            raise ValueError("max_heartbeats_per_second must be > 0")
+            raise ValueError("max_heartbeat_rate (heartbeats per second) must be > 0")
         self._interval = interval
+        self._timeout = timeout
         self._longest = max(interval, timeout / _MISSED)
         self._max_per_second = max_per_second
         self._told: dict[bytes, float] = {}
@@ -47,15 +50,16 @@ class HeartbeatPacing:
         paced = len(self._told) / self._max_per_second
         return min(max(self._interval, paced), self._longest)
 
-    def registered(self, worker: bytes) -> float:
-        """``worker`` registered (again): the interval to tell it."""
+    def registered(self, worker: bytes, epoch: str) -> p.Registered:
+        """``worker`` registered (again): what to answer it (the dispatcher's ``epoch``)."""
         self._told[worker] = 0.0  # counted before the interval is chosen
         told = self._told[worker] = self.interval()
-        return told
+        return p.Registered(told, self._timeout, epoch)
 
-    def retell(self, worker: bytes) -> float | None:
-        """On a heartbeat of a registered ``worker``: a new interval to tell it, if the one it
-        has is off by more than a quarter (None: it has the right one, or is not known)."""
+    def retell(self, worker: bytes, epoch: str) -> p.Registered | None:
+        """On a heartbeat of a registered ``worker``: a ``Registered`` with a new interval, if
+        the one it has is off by more than a quarter (None: it has the right one, or is not
+        known)."""
         told = self._told.get(worker)
         if told is None:
             return None
@@ -63,7 +67,7 @@ class HeartbeatPacing:
         if right / _SLACK <= told <= right * _SLACK:
             return None
         self._told[worker] = right
-        return right
+        return p.Registered(right, self._timeout, epoch)
 
     def forget(self, worker: bytes) -> None:
         self._told.pop(worker, None)
