@@ -3,16 +3,18 @@ interpreter (``python -m pydispatch.runtime.slot``).
 
 A fresh interpreter costs about 0.1 s of CPU before the slot can say hello (the interpreter,
 ``site`` and the slot's imports: zmq, msgspec, cloudpickle), and a worker had to pay it for each
-slot at start and again for every slot it replaces (a force-cancel kills the slot). The worker
-has imported all of that already (it imports ``runtime.slot`` itself), so a fork costs a few
-milliseconds. Forking is safe here because of what the child does and does not do:
+slot at start. The worker has imported all of that already (it imports ``runtime.slot``
+itself), so a fork costs a few milliseconds. Forking is safe here because of what the child
+does and does not do:
 
 * it uses nothing of the worker's ZeroMQ context (it makes its own, as the slot's ``main``
   always did) and closes the worker's sockets' file descriptors, so that the dispatcher sees
   the worker's connections close when the worker dies, not when its slots notice it;
-* the worker forks only from its main thread while no Python thread but its own heartbeat
-  thread exists (which holds no lock the child needs); a worker run inside someone else's
-  program with threads of its own (a test, an embedding application) starts interpreters;
+* the worker forks only from its main thread while it has no other thread: its first slots,
+  before its heartbeat thread starts. A slot replaced later (a force-cancel, a slot that died)
+  and the slots of a worker inside someone else's program with threads of its own (a test, an
+  embedding application) are fresh interpreters: another thread may hold a lock (in libzmq, in
+  the allocator of a library) that the child would wait for forever;
 * the child ends with ``os._exit``: nothing of the worker (its atexit handlers, its finally
   blocks, its temporary directory) runs twice.
 """

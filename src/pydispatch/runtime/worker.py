@@ -143,7 +143,6 @@ class Worker:
         self._heartbeat_interval = 1.0
         self._dispatcher_epoch = ""  # of the dispatcher that registered us (see Reregister)
         self._heartbeat_stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
         self._registered_at: float | None = None
         self._register_sent_at = 0.0
         self._drain_requested = 0  # number of SIGTERMs received
@@ -162,8 +161,8 @@ class Worker:
             # Register only once every slot can take a task: "registered" means "ready".
             self._wait_for_slots()
             self._register()
-            self._heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
-            self._heartbeat.start()
+            heartbeat = threading.Thread(target=self._heartbeat_loop, daemon=True)
+            heartbeat.start()
             self._loop()
         finally:
             self._heartbeat_stop.set()
@@ -380,12 +379,12 @@ class Worker:
         return _Slot(index, identity, state, process)
 
     def _may_fork(self) -> bool:
-        """Only from our main thread, while no thread but our heartbeat's exists (a worker run
-        inside a program with threads of its own starts interpreters: see slot_process)."""
+        """Only while this process has no thread but ours: the worker's first slots, started
+        before its heartbeat thread (a replacement, or a worker inside a program with threads
+        of its own, starts an interpreter: a thread could hold a lock the child needs)."""
         if not hasattr(os, "fork") or threading.current_thread() is not threading.main_thread():
             return False
-        ours = {threading.main_thread(), self._heartbeat}
-        return all(thread in ours for thread in threading.enumerate())
+        return threading.active_count() == 1
 
     def _slot_environment(self) -> dict[str, str]:
         """The worker's environment, naming its keys (a path and a name: no secret) or none."""
