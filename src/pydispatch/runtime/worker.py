@@ -51,6 +51,8 @@ from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_with, resolve_
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, make_socket, receive_pending, send
 from .reconnect import spread_reconnects
 from .slot import EXIT_REFUSED, SlotState
+from .slot import main as run_slot
+from .slot_process import SlotProcess, fork_process
 from .usage import ProcessUsage
 
 __all__ = ["Worker", "WorkerOptions", "run_worker"]
@@ -69,7 +71,7 @@ class _Slot:
     index: int
     identity: bytes
     state: SlotState
-    process: subprocess.Popen[bytes]
+    process: SlotProcess
     announced: bool = False  # the dispatcher knows it (in Register, or by SlotReady)
 
 
@@ -361,16 +363,28 @@ class Worker:
         identity = b"%s/slot%d.%d" % (self.identity, index, self._slot_generation)
         path = os.path.join(self._tmpdir, f"slot-{index}-{self._slot_generation}")
         state = SlotState(path, create=True)
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "pydispatch.runtime.slot", self.address, self.identity.hex(),
-                identity.hex(), path, str(os.getpid()), str(self.options.max_message_size),
-                self._direct_bind(path),
-            ],
-            stdin=subprocess.DEVNULL,
-            env=self._slot_environment(),
+        args = (
+            self.address, self.identity, identity, path, os.getpid(),
+            self.options.max_message_size, self._direct_bind(path),
         )  # fmt: skip
+        process: SlotProcess
+        if self._may_fork():  # a few ms rather than ~0.1 s of CPU (see runtime.slot_process)
+            process = fork_process(lambda: run_slot(*args), self._slot_environment())
+        else:
+            command = [sys.executable, "-m", "pydispatch.runtime.slot"]
+            command += [a.hex() if isinstance(a, bytes) else str(a) for a in args]
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, env=self._slot_environment()
+            )
         return _Slot(index, identity, state, process)
+
+    def _may_fork(self) -> bool:
+        """Only while this process has no thread but ours: the worker's first slots, started
+        before its heartbeat thread (a replacement, or a worker inside a program with threads
+        of its own, starts an interpreter: a thread could hold a lock the child needs)."""
+        if not hasattr(os, "fork") or threading.current_thread() is not threading.main_thread():
+            return False
+        return threading.active_count() == 1
 
     def _slot_environment(self) -> dict[str, str]:
         """The worker's environment, naming its keys (a path and a name: no secret) or none."""
@@ -470,7 +484,7 @@ class Worker:
             _kill_process(slot.process)
 
 
-def _kill_process(process: subprocess.Popen[bytes]) -> None:
+def _kill_process(process: SlotProcess) -> None:
     if process.poll() is None:
         process.kill()
     try:
