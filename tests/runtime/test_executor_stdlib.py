@@ -72,17 +72,23 @@ def make(request: pytest.FixtureRequest, cluster: LocalCluster) -> Iterator[Make
         executor.shutdown(wait=True, cancel_futures=True)
 
 
-def test_shutdown_with_cancel_futures_cancels_many_and_runs_the_rest(make: Make) -> None:
+def test_shutdown_with_cancel_futures_cancels_many_and_runs_the_rest(
+    make: Make, request: pytest.FixtureRequest
+) -> None:
     executor = make()
     futures = [executor.submit(time.sleep, 0.1) for _ in range(50)]
     executor.shutdown(cancel_futures=True)
     cancelled = [f for f in futures if f.cancelled()]
     others = [f for f in futures if not f.cancelled()]
     assert len(cancelled) > 20
-    assert others  # what idle workers had taken ran
     for future in others:
         assert future.done()
         assert future.exception() is None
+    if "ProcessPoolExecutor" in request.node.name:
+        # The standard executors hand work to idle workers at once, so some always ran.
+        # A Client cancels every task that has not started in its slot, which may be all
+        # of them here: a known difference from CPython's test_cancel_futures.
+        assert others
 
 
 def test_results_survive_shutdown_without_wait_and_the_executor_dropped(make: Make) -> None:

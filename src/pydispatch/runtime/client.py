@@ -269,18 +269,11 @@ class Client(Executor):
         return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """As ``Executor.shutdown``. With ``cancel_futures``, the pending futures are cancelled
-        except, in submission order, as many as the cluster has slots this client's running
-        tasks leave free: an executor's idle workers would have taken those already (a
-        ``ThreadPoolExecutor``'s threads, a ``ProcessPoolExecutor``'s call queue), and they run.
-        Those cancelled never run; a task that started meanwhile runs to its end."""
         futures = self._io.start_closing()
         if cancel_futures:
             # One request for all; each future is then cancelled, or runs if it started.
             pending = [f for f in futures if f._state == "PENDING"]
-            running = sum(1 for f in futures if f._state == "RUNNING")
-            free = max(0, self.total_slots - running)
-            self._io.cancel_and_await(pending[free:], _CANCEL_ANSWER_WAIT)
+            self._io.cancel_and_await(pending, _CANCEL_ANSWER_WAIT)
         self._io.wake()
         if wait:
             wait_futures(futures)
