@@ -24,7 +24,8 @@ socket) and :class:`SimulatorFleet` commands them (counters, stop).
 
 from __future__ import annotations
 
-import collections
+import heapq
+import itertools
 import math
 import multiprocessing
 import multiprocessing.connection
@@ -105,8 +106,10 @@ class SimulatedWorkers:
         self._by_fd: dict[int, tuple[zmq.Socket[Any], _Worker, int]] = {}
         self._pid = pid or os.getpid()
         self._workers: list[_Worker] = []
-        # Registered workers in the order their next heartbeat is due (all beat at one rate).
-        self._beats: collections.deque[tuple[float, _Worker]] = collections.deque()
+        # Registered workers by when their next heartbeat is due (a heap: the dispatcher
+        # paces large clusters, telling workers different intervals; see heartbeat_pacing).
+        self._beats: list[tuple[float, int, _Worker]] = []
+        self._beat_order = itertools.count()
         self._touched: set[zmq.Socket[Any]] = set()  # sent on: look for input again (ZMQ_FD)
         none_frames: list[Any] = []
         self._none = dumps(None, none_frames)
@@ -161,11 +164,14 @@ class SimulatedWorkers:
             self._drain(sock, entry[1], entry[2])
         now = time.monotonic()
         while self._beats and self._beats[0][0] <= now:
-            _, worker = self._beats.popleft()
+            _, _, worker = heapq.heappop(self._beats)
             if worker.registered:
                 send(worker.beat, p.Heartbeat(worker.identity))
                 self.counters.heartbeats += 1
-                self._beats.append((now + worker.interval, worker))
+                self._beat_after(worker, now)
+
+    def _beat_after(self, worker: _Worker, now: float) -> None:
+        heapq.heappush(self._beats, (now + worker.interval, next(self._beat_order), worker))
 
     def retry_due(self) -> None:
         """Hellos and registrations left unanswered for too long go out again."""
@@ -262,13 +268,13 @@ class SimulatedWorkers:
         match message:
             case p.Registered(heartbeat_interval=interval):
                 now = time.monotonic()
+                worker.interval = interval  # again: a new interval (as the real worker takes it)
                 if not worker.registered:
                     worker.registered = True
-                    worker.interval = interval
                     self.counters.registered += 1
                     self.counters.first_registered = self.counters.first_registered or now
                     self.counters.last_registered = now
-                    self._beats.append((now + interval, worker))
+                    self._beat_after(worker, now)
             case p.Reregister():
                 if not worker.registered:
                     return  # a Register is on its way (as the real worker reasons)

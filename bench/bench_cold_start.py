@@ -12,6 +12,12 @@ costs on this machine. Variants:
 - the same never closing it (the cluster is ended at interpreter exit);
 - ``import pydispatch.stream`` alone, to tell the import from the rest.
 
+``python bench/bench_cold_start.py [ROUNDS]`` prints, per round, the seed example's wall time and
+the CPU time of every process it ran (the interpreter, the dispatcher, the workers and their
+slots: this process becomes a child subreaper, so the slots a killed worker leaves are reaped
+and counted here), next to ``python -c pass``: on a loaded machine the CPU total is the figure
+that does not depend on the neighbours.
+
 Why a subprocess rather than timing inside this process (as ``bench_stream``'s cold-start
 benchmark does): the import, the teardown and the interpreter's exit are part of what the user
 waits for, and only a process of its own measures them.
@@ -19,9 +25,14 @@ waits for, and only a process of its own measures them.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import resource
+import statistics
 import subprocess
 import sys
 import textwrap
+import time
 from typing import Any
 
 ROUNDS = 5
@@ -81,3 +92,46 @@ def bench_seed_example_never_closed_process(benchmark: Any, record: Any) -> None
         _process, args=(SEED_NEVER_CLOSED,), rounds=ROUNDS, iterations=1, warmup_rounds=1
     )
     record(GROUP, "seed example, never closed (ended at exit)", 1)
+
+
+_PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphaned descendants are reparented to us
+
+
+def _cpu_and_wall(code: str) -> tuple[float, float]:
+    """Wall time of ``python -c code`` and the CPU time of every process it started."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    _process(code)
+    wall = time.perf_counter() - started
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the orphans (slots of killed workers): reap them
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if not pid:
+            time.sleep(0.01)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main(rounds: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    figures: dict[str, list[tuple[float, float]]] = {"pass": [], "seed": []}
+    for _ in range(rounds):
+        for name, code in (("pass", "pass"), ("seed", SEED)):
+            figures[name].append(_cpu_and_wall(code))
+    for name, runs in figures.items():
+        walls = ", ".join(f"{wall:.2f}" for wall, _ in runs)
+        cpus = ", ".join(f"{cpu:.2f}" for _, cpu in runs)
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        print(f"{name}: median wall {wall:.3f} s, CPU {cpu:.3f} s  (walls {walls}; CPU {cpus})")
+    print(f"load average {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS)

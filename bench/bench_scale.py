@@ -266,18 +266,27 @@ def measure(workers: int, rounds: int = 3, log: Callable[[str], None] = print) -
     problems: list[str] = []
     try:
         fleet = start_simulators(address, workers)
+        cpu_before = _cpu_seconds(dispatcher.pid)
         started = fleet.go()
         registered = fleet.wait_registered(time.monotonic() + 120)
+        registering_cpu = _cpu_seconds(dispatcher.pid) - cpu_before  # the herd's cost to it
         if registered.registered < workers:
             problems.append(f"{workers - registered.registered} never registered")
         registered_seconds = registered.last_registered - started
-        log(f"  {workers} workers: all registered in {registered_seconds:.2f} s")
-        time.sleep(1.0)
+        log(
+            f"  {workers} workers: all registered in {registered_seconds:.2f} s "
+            f"({registering_cpu:.2f} s of dispatcher CPU)"
+        )
+        time.sleep(3.0)  # paced heartbeats settle (workers told a longer interval: issue 21)
+        fleet.counters()
         cpu_before, wall_before = _cpu_seconds(dispatcher.pid), time.monotonic()
         time.sleep(IDLE_SECONDS)
-        idle_cpu = (_cpu_seconds(dispatcher.pid) - cpu_before) / (time.monotonic() - wall_before)
+        idle_seconds = time.monotonic() - wall_before
+        idle_cpu = (_cpu_seconds(dispatcher.pid) - cpu_before) / idle_seconds
         idle_rss = _rss(dispatcher.pid)
-        log(f"  idle: {idle_cpu * 100:.1f}% CPU, {idle_rss / 2**20:.0f} MB")
+        beats = fleet.counters().heartbeats / idle_seconds
+        memory = f"{idle_rss / 2**20:.0f} MB"
+        log(f"  idle: {idle_cpu * 100:.1f}% CPU, {memory}, {beats:.0f} heartbeats/s")
         with Client(address) as client:
             _burst(client, BURST)  # warm-up: slots measure their tasks, prefetch opens
             fleet.counters()

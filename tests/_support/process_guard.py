@@ -49,3 +49,12 @@ def children(pid: int) -> list[int]:
         with open(f"/proc/{pid}/task/{task}/children") as f:
             found += [int(child) for child in f.read().split()]
     return found
+
+
+def slot_state_path(pid: int) -> str:
+    """The state file of the slot process ``pid``, which it keeps mapped (a slot forked from
+    its worker has the worker's command line, not its own arguments)."""
+    with open(f"/proc/{pid}/maps") as f:
+        paths = {line.split(maxsplit=5)[-1].strip() for line in f if "/slot-" in line}
+    (path,) = {p for p in paths if p.startswith("/")}
+    return path

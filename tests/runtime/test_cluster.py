@@ -29,7 +29,7 @@ import pytest
 import zmq
 
 from _support.clusters import FAST, make_cluster
-from _support.process_guard import children, eventually
+from _support.process_guard import children, eventually, slot_state_path
 from pydispatch.errors import RemoteError, RemoteTraceback, TaskFailedError
 from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
@@ -271,8 +271,7 @@ def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
         futures = [client.submit(sleep_then, 0.02, i) for i in range(150)]
         eventually(lambda: sum(f.done() for f in futures) >= 20, "some results")
         (slot,) = children(cluster.workers[0].pid)
-        with open(f"/proc/{slot}/cmdline", "rb") as f:
-            state_dir = os.path.dirname(f.read().split(b"\0")[6].decode())
+        state_dir = os.path.dirname(slot_state_path(slot))
         assert os.path.isdir(state_dir)
         os.kill(cluster.workers[0].pid, signal.SIGKILL)
         # Its slot notices, exits, and removes the dead worker's directory.

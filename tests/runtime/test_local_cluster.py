@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from _support.clusters import make_cluster
-from _support.process_guard import children, eventually
+from _support.process_guard import children, eventually, slot_state_path
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.stream import StreamEnvironment
 
@@ -133,12 +133,7 @@ def test_close_ends_every_process_by_pid_with_the_job_launcher_and_masters(
             assert slots
             assert {os.getpgid(pid) for pid in slots} == {worker.pid}
             for slot in slots:
-                with open(f"/proc/{slot}/cmdline", "rb") as f:
-                    (state_path,) = [
-                        a
-                        for a in f.read().decode().split("\0")
-                        if a.startswith("/") and "/slot-" in a
-                    ]
+                state_path = slot_state_path(slot)
                 assert state_path.startswith(cluster._tmpdir + os.sep)
     assert dispatcher.returncode is not None  # reaped by close()
     assert all(worker.returncode is not None for worker in cluster.workers)

@@ -59,6 +59,7 @@ from ..wire.transport import (
 from .access import Access, JobKeys, RefusedError, serve_keys
 from .admin import AdminDesk
 from .client_book import ClientBook
+from .heartbeat_pacing import DEFAULT_MAX_HEARTBEATS, HeartbeatPacing
 from .job_desk import JobDesk
 from .job_store import JobStore, SqliteJobStore, store_path
 from .leasing import Leasing
@@ -130,6 +131,7 @@ class Dispatcher:
         keys: Keys | None = None,
         job_store: JobStore | None = None,
         still_leading: Callable[[], bool] | None = None,
+        max_heartbeat_rate: float = DEFAULT_MAX_HEARTBEATS,
     ) -> None:
         # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
         self._recorder = Recorder() if metrics else None
@@ -145,6 +147,7 @@ class Dispatcher:
         self._exit_with_parent = exit_with_parent
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self._pacing = HeartbeatPacing(heartbeat_interval, heartbeat_timeout, max_heartbeat_rate)
         self.scheduler = s.Scheduler(
             heartbeat_timeout=heartbeat_timeout,
             placer=placer,
@@ -456,6 +459,8 @@ class Dispatcher:
     def _on_heartbeat(self, peer: bytes, m: p.Heartbeat, frames: Frames, now: float) -> None:
         if self.scheduler.knows_worker(m.worker):  # no table entries for strangers
             self._monitoring.usage[m.worker] = (m.cpu_seconds, m.rss_bytes)
+            if (again := self._pacing.retell(m.worker, self.epoch)) is not None:
+                self._send(m.worker, again)  # to its main socket (this came on another)
         self._perform(self.scheduler.heartbeat(m.worker, now))
 
     def _on_cancel(self, peer: bytes, m: p.Cancel, frames: Frames, now: float) -> None:
@@ -488,7 +493,7 @@ class Dispatcher:
                 slot_ids=m.slot_ids,
             )
         )
-        self._send(peer, p.Registered(self.heartbeat_interval, self.heartbeat_timeout, self.epoch))
+        self._send(peer, self._pacing.registered(peer, self.epoch))  # its heartbeat interval
         log.info("worker %s registered (%d slots)", m.name, m.slots, extra={"worker": m.name})
 
     def _on_slot_hello(self, peer: bytes, m: p.SlotHello, frames: Frames, now: float) -> None:
@@ -577,6 +582,7 @@ class Dispatcher:
                 case s.AskToReregister(worker=worker):
                     self._send(worker, p.Reregister(self.epoch))
                 case s.ForgetWorker(worker=worker, reason=reason):
+                    self._pacing.forget(worker)
                     self._monitoring.worker_removed(worker, reason)
                     self._leasing.worker_gone(worker, reason)
                     name = self._worker_names.pop(worker, worker.hex())
