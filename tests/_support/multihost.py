@@ -50,7 +50,8 @@ def address(bed: TestBed) -> str:
     return f"tcp://{bed.hosts['dispatcher'].address}:{PORT}"
 
 
-def status(bed: TestBed) -> dict[str, Any]:
+def status(bed: TestBed, host: str = "client") -> dict[str, Any]:
+    """The dispatcher's status, asked from ``host`` (empty while it cannot be had)."""
     code = f"""
         import json, msgspec
         from pydispatch.runtime.client import fetch_status
@@ -59,7 +60,7 @@ def status(bed: TestBed) -> dict[str, Any]:
         print(json.dumps(fields))
     """
     try:
-        found = bed.python("client", textwrap.dedent(code), env=keys_env(bed, "admin"))
+        found = bed.python(host, textwrap.dedent(code), env=keys_env(bed, "admin"))
     except AssertionError:  # not up yet
         return {"workers": []}
     assert isinstance(found, dict)

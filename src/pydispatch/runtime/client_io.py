@@ -64,6 +64,7 @@ from ..wire.transport import (
 )
 from .hellos import DispatcherHellos
 from .lane import DirectAttempt, Lane
+from .reconnect import CLIENT_SILENCE_S, WORKER_SILENCE_S, drop_when_silent, spread_reconnects
 from .task_pickling import FunctionBlobs, submit_batches
 
 __all__ = ["DEFAULT_RECONNECT_TIMEOUT", "ClientIO", "TaskFuture", "interpreter_exiting"]
@@ -235,11 +236,15 @@ class ClientIO:
             max_message_size=max_message_size,
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
+        spread_reconnects(self._sock)  # back within ~2 s of a healed link (issue 14)
+        drop_when_silent(self._sock, CLIENT_SILENCE_S)
         connect_with(self._sock, keys, address)
         # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
         # ever answers on it (see _drain_sender).
         self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
+        spread_reconnects(self._sender)
+        drop_when_silent(self._sender, WORKER_SILENCE_S)  # it receives nothing large
         connect_with(self._sender, keys, address)
         self._send_lock = threading.Lock()
         self.lane = Lane(
@@ -269,6 +274,7 @@ class ClientIO:
         # every unresolved task sent again, under its id (see _resubmit_unresolved). A
         # dispatcher that goes silent must not leave futures waiting forever (see hellos).
         self._epoch = ""
+        self._connections = 0  # handshakes of the receiving socket (more than one: it was cut)
         self._hellos = DispatcherHellos(address, reconnect_timeout)
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
         self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
@@ -446,6 +452,9 @@ class ClientIO:
                 ready = dict(poller.poll(100))
                 if monitor in ready and _drained(monitor):
                     self._hellos.greet_soon()
+                    self._connections += 1
+                    # A dropped connection may have taken results with it (see reconnect).
+                    self._hellos.resend_due |= self._connections > 1
                 if self._wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
@@ -584,9 +593,10 @@ class ClientIO:
                     self._welcome.put(message)
                 case p.Welcome(epoch=epoch, total_slots=slots):
                     self.total_slots = slots
-                    if epoch != self._epoch:
+                    if epoch != self._epoch or self._hellos.resend_due:
+                        self._resubmit_unresolved(restarted=epoch != self._epoch)
                         self._epoch = epoch
-                        self._resubmit_unresolved()
+                        self._hellos.resend_due = False
                 case p.LeaseGranted(lease_id=lease_id, address=address, worker=worker):
                     self.lane.grant(lease_id, address, worker, message.token, message.server_key)
                 case p.LeaseEnded() as ended:
@@ -667,11 +677,13 @@ class ClientIO:
             pass  # cancelled here while its result was on its way
         future._wake_verdict()
 
-    def _resubmit_unresolved(self) -> None:
-        """The dispatcher restarted (a new epoch): every task not resolved yet is sent to it
-        again, under its id, from what its future kept. Execution is at least once: a task
-        the old dispatcher had placed may have run already (its result, if it comes, resolves
-        the future; a second result of the same id finds none)."""
+    def _resubmit_unresolved(self, restarted: bool) -> None:
+        """The dispatcher restarted (a new epoch), or was out of reach (a long silence, a new
+        connection: it may have dropped our queued tasks, see ``hellos``, or results may have
+        been lost with a connection): every task not resolved yet is sent to it again, under
+        its id, from what its future kept. The dispatcher ignores the ids it holds. Execution
+        is at least once: a task placed before may have run already (its result, if it comes,
+        resolves the future; a second result of the same id finds none)."""
         self.lane.reset()  # its slot may well be alive; the lease died with the dispatcher
         with self._lock:
             queued = {spec.task_id for spec, _ in self._outbox}
@@ -685,8 +697,9 @@ class ClientIO:
                     again.append(future._payload)
             self._outbox = sorted(again + self._outbox, key=lambda entry: entry[0].task_id)
         log.warning(
-            "the dispatcher at %s restarted: %d unresolved task(s) sent again",
+            "the dispatcher at %s %s: %d unresolved task(s) sent again",
             self.address,
+            "restarted" if restarted else "is back",
             len(again),
         )
         self._wake()

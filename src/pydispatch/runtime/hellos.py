@@ -35,6 +35,10 @@ class DispatcherHellos:
         # and whether the silence has been logged.
         self._unanswered_since: float | None = None
         self._logged = False
+        # The dispatcher spoke again after a silence it may have taken for this client's end
+        # (it drops the queued tasks of a client silent for its client timeout): the client
+        # sends its unresolved tasks again at the next Welcome.
+        self.resend_due = False
 
     def set_interval(self, hello_interval: float) -> None:
         """The dispatcher's Welcome says how often it wants hellos (never less often than
@@ -47,7 +51,13 @@ class DispatcherHellos:
 
     def heard(self) -> None:
         """The dispatcher spoke: it is not silent."""
+        since = self._unanswered_since
+        if since is not None and time.monotonic() - since >= self._long_silence():
+            self.resend_due = True
         self._unanswered_since = None
+
+    def _long_silence(self) -> float:
+        return min(2.0, self.reconnect_timeout / 2)
 
     def take_turn(self) -> bool:
         """Whether a hello is due now; if so it counts as sent (the silence starts with it)."""
@@ -66,7 +76,7 @@ class DispatcherHellos:
         the tasks submitted from then on get a ``reconnect_timeout`` of their own."""
         since = self._unanswered_since
         silence = 0.0 if since is None else time.monotonic() - since
-        if silence < min(2.0, self.reconnect_timeout / 2):
+        if silence < self._long_silence():
             if self._logged:
                 self._logged = False
                 log.warning("the dispatcher at %s answers again", self.address)

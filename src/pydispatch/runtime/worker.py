@@ -49,7 +49,7 @@ from ..wire import protocol as p
 from ..wire.addresses import ADVERTISE_ENV, default_node, route_source, url_host
 from ..wire.security import IDENTITY_ENV, KEYS_ENV, Keys, connect_with, resolve_keys
 from ..wire.transport import DEFAULT_MAX_MESSAGE_SIZE, make_socket, receive_pending, send
-from .reconnect import spread_reconnects
+from .reconnect import WORKER_SILENCE_S, drop_when_silent, spread_reconnects
 from .slot import EXIT_REFUSED, SlotState
 from .usage import ProcessUsage
 
@@ -128,6 +128,7 @@ class Worker:
         self._lost_dispatcher_at: float | None = None
         self._ever_registered = False
         spread_reconnects(self._sock)  # issue 21: no stampede when the dispatcher restarts
+        drop_when_silent(self._sock, WORKER_SILENCE_S)  # issue 14: back soon after a link cut
         self._connect(self._sock)
         self.data_address = ""
         # In PYDISPATCH_SLOTS_DIR if set: a LocalCluster removes it however the worker ended.
@@ -237,6 +238,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
         spread_reconnects(sock)
+        drop_when_silent(sock, WORKER_SILENCE_S)
         self._connect(sock)
         try:
             usage = ProcessUsage()
