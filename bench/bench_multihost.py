@@ -21,13 +21,12 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pytest
 
-from _support.multihost import WORKERS, address, start
+from _support.multihost import WORKERS, address, delay_proxy, start
 from _support.netns import TestBed, have_netns
 from pydispatch.runtime.client import Client
 
@@ -38,7 +37,6 @@ PROXY_PORT: Final = 6000
 SUBMITS: Final = 2_000
 ROUND_TRIPS: Final = 200
 _CLONE_NEWNET: Final = 0x40000000
-_TESTS: Final = str(Path(__file__).resolve().parent.parent / "tests")
 
 
 def _setns(fd: int) -> None:
@@ -69,13 +67,10 @@ def clients() -> Iterator[dict[tuple[int, bool], Client]]:
     made: dict[tuple[int, bool], Client] = {}
     try:
         start(bed, ["--insecure"])
-        target = bed.hosts["dispatcher"].address
-        proxy = [sys.executable, "-m", "_support.delay_proxy", "127.0.0.1", str(PROXY_PORT)]
-        path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), _TESTS]))
-        bed.spawn("client", [*proxy, target, "5555", str(DELAY_MS)], env={"PYTHONPATH": path})
+        far = delay_proxy(bed, PROXY_PORT, DELAY_MS)
         with _inside(bed.hosts["client"].namespace):
             for delay, lane in [(0, True), (0, False), (DELAY_MS, True), (DELAY_MS, False)]:
-                client = Client(f"tcp://127.0.0.1:{PROXY_PORT}" if delay else address(bed))
+                client = Client(far if delay else address(bed))
                 client._lane.usable = lane
                 made[delay, lane] = client
         for client in made.values():
