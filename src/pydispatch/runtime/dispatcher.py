@@ -135,7 +135,7 @@ class Dispatcher:
         if metrics and placer is solver_placer:
             placer = functools.partial(solver_placer, stats=self._solver_stats)
         # A client with tasks outstanding says hello every client_timeout / 4 seconds; one
-        # silent for client_timeout has its queued tasks failed (running ones finish): a
+        # silent for client_timeout has its queued tasks dropped (running ones finish): a
         # client killed outright must not keep the cluster busy, nor its fair share.
         self.client_timeout = client_timeout
         # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
