@@ -238,6 +238,7 @@ class ClientIO:
         )
         spread_reconnects(self._sock)  # back within ~2 s of a healed link (issue 14)
         drop_when_silent(self._sock, CLIENT_SILENCE_S)
+        self._keys = keys
         connect_with(self._sock, keys, address)
         # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
         # ever answers on it (see _drain_sender).
@@ -245,6 +246,8 @@ class ClientIO:
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
         spread_reconnects(self._sender)
         drop_when_silent(self._sender, WORKER_SILENCE_S)  # it receives nothing large
+        # Its new connections, read by the I/O thread (made before it connects: none missed).
+        self._sender_monitor = self._sender.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         connect_with(self._sender, keys, address)
         self._send_lock = threading.Lock()
         self.lane = Lane(
@@ -274,7 +277,8 @@ class ClientIO:
         # every unresolved task sent again, under its id (see _resubmit_unresolved). A
         # dispatcher that goes silent must not leave futures waiting forever (see hellos).
         self._epoch = ""
-        self._connections = 0  # handshakes of the receiving socket (more than one: it was cut)
+        # Handshakes of the receiving and the sending socket: more than one, it was cut.
+        self._connections = [0, 0]
         self._hellos = DispatcherHellos(address, reconnect_timeout)
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
         self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
@@ -447,14 +451,13 @@ class ClientIO:
         # periodic hello: its Welcome's epoch has the unresolved tasks sent again sooner.
         monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         poller.register(monitor, zmq.POLLIN)
+        poller.register(self._sender_monitor, zmq.POLLIN)
         try:
             while True:
                 ready = dict(poller.poll(100))
-                if monitor in ready and _drained(monitor):
-                    self._hellos.greet_soon()
-                    self._connections += 1
-                    # A dropped connection may have taken results with it (see reconnect).
-                    self._hellos.resend_due |= self._connections > 1
+                for which, watch in enumerate((monitor, self._sender_monitor)):
+                    if watch in ready and _drained(watch):
+                        self._connected_again(which)
                 if self._wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
@@ -492,9 +495,25 @@ class ClientIO:
             with self._send_lock:
                 with self._lock:
                     self._io_done = True
+                self._sender.disable_monitor()
+                self._sender_monitor.close(linger=0)
                 self._sender.close(linger=500)
             self._sock.close(linger=500)
             self._context.term()
+
+    def _connected_again(self, which: int) -> None:
+        """Socket ``which`` (0: receiving, 1: sending) made a connection. The first is the
+        start; another follows a dropped one (see reconnect), which may have taken tasks or
+        results with it: every unresolved task goes again at the next Welcome. The sending
+        socket drops a silent connection sooner: the receiving one, cut off as well, is made
+        to connect afresh too."""
+        self._hellos.greet_soon()
+        self._connections[which] += 1
+        if self._connections[which] > 1:
+            self._hellos.resend_due = True
+            if which == 1:
+                self._sock.disconnect(self.address)
+                connect_with(self._sock, self._keys, self.address)
 
     def _check_silence(self) -> None:
         """With work outstanding, a dispatcher silent for ``reconnect_timeout`` is given up on

@@ -62,7 +62,7 @@ from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
 from .monitoring import Monitoring
 from .outbox import STARTED_DELAY, Outbox
-from .reconnect import watch_peers
+from .reconnect import take_over_identities
 
 __all__ = ["DEFAULT_PREFETCH", "LISTEN_BACKLOG", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
 
@@ -155,7 +155,7 @@ class Dispatcher:
             self._context, zmq.ROUTER, max_message_size=max_message_size
         )
         self._socket.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)  # issue 21: before bind
-        watch_peers(self._socket, heartbeat_interval, heartbeat_timeout)  # issue 14: link cuts
+        take_over_identities(self._socket)  # issue 14: peers reconnecting after a link cut
         self._socket.setsockopt(zmq.SNDHWM, PEER_QUEUE)
         self._socket.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self._dropped: dict[bytes, int] = {}  # peers whose queue overflowed (logged once)

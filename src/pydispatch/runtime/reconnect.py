@@ -13,25 +13,26 @@ connection with unacknowledged data then retransmits at doubling intervals, so a
 of 15 s its next packet leaves some 10 s after the link healed, and a connection attempt
 made during the cut waits for the kernel's SYN retries (1, 3, 7, 15 s ...). Hence:
 
-* the dispatcher pings every peer (ZMTP heartbeats, :func:`watch_peers`) and drops a
-  connection silent for ``heartbeat_timeout`` plus two intervals. By then its scheduler has
-  removed a silent worker and re-queued what it ran, so what the dropped connection still
-  held is not missed; a client sends its unresolved tasks again when it is back (client_io).
-  Each ping also asks the peer to drop its side as late (``HEARTBEAT_TTL``), but libzmq arms
-  that timer only when a ping was the last thing received, so
-* a worker and a client ping the dispatcher themselves (:func:`drop_when_silent`) and drop a
-  connection silent for :data:`WORKER_SILENCE_S` (the dispatcher's with its default
-  settings: a worker cannot know another's before it connects). A worker's own socket and
-  its heartbeat socket carry nothing a dispatcher that has not removed it yet would miss;
-  its slots' sockets rely on the dispatcher's side (their results must not be dropped
-  before their worker is removed). A client's receiving socket waits longer
-  (:data:`CLIENT_SILENCE_S`): the dispatcher's answer to a ping queues behind a large result
-  being sent, and a connection dropped in its middle would send the task again and again;
+* a worker and a client ping the dispatcher (ZMTP heartbeats, :func:`drop_when_silent`) and
+  drop a connection silent for :data:`WORKER_SILENCE_S` (the dispatcher's heartbeat timeout
+  and two intervals with its default settings: a worker cannot know another's before it
+  connects), then connect afresh. Their I/O threads read all the while, so dropping loses
+  nothing already received; what the dropped connection had not delivered is covered: by
+  then the dispatcher has removed a silent worker (the worker registers again, its slots
+  replaced), and a client sends its unresolved tasks again (client_io). A client's
+  receiving socket waits longer (:data:`CLIENT_SILENCE_S`): the dispatcher's answer to a
+  ping queues behind a large result being sent, and a connection dropped in its middle
+  would have the task run again and again; the client reconnects it when its sending socket
+  had to reconnect. Slots rely on their worker: it replaces them when it registers again;
 * a connection attempt gives up after ``CONNECT_TIMEOUT_MS`` and the backoff stops at
   ``RECONNECT_MAX_MS``: a peer tries a fresh connection at least every ~2 s, so it is back
   within about 2 s of the heal;
-* ``ROUTER_HANDOVER``: the new connection of a peer takes over its identity at once, even
-  if the dispatcher's side of the old one has not timed out yet.
+* the dispatcher lets the new connection of a peer take its identity over at once
+  (``ROUTER_HANDOVER``, :func:`take_over_identities`): its side of the old one may live on
+  for long. It pings nobody and drops nothing itself: after the dispatcher process was
+  stopped for a while (a debugger, a VM paused), libzmq's timers would fire before the
+  peers' answers waiting in its buffers are read, and it would drop every connection with
+  the results in them.
 """
 
 from __future__ import annotations
@@ -47,10 +48,9 @@ __all__ = [
     "RECONNECT_MAX_MS",
     "RECONNECT_MIN_MS",
     "WORKER_SILENCE_S",
-    "connection_timeout",
     "drop_when_silent",
     "spread_reconnects",
-    "watch_peers",
+    "take_over_identities",
 ]
 
 RECONNECT_MIN_MS: Final = 100  # the shortest first interval a socket may draw
@@ -61,7 +61,6 @@ CONNECT_TIMEOUT_MS: Final = 1_500
 WORKER_SILENCE_S: Final = 12.0  # the dispatcher's default heartbeat timeout, 2 intervals more
 CLIENT_SILENCE_S: Final = 30.0  # a 512 MiB result takes 4.3 s at 1 Gb/s, 43 s at 100 Mb/s
 _PING_EVERY_MS: Final = 1_000
-_TTL_MAX_S: Final = 6_553.0  # ZMTP carries the TTL in deciseconds, on 16 bits
 
 
 def spread_reconnects(sock: zmq.Socket[Any]) -> None:
@@ -72,19 +71,9 @@ def spread_reconnects(sock: zmq.Socket[Any]) -> None:
     sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
 
 
-def connection_timeout(heartbeat_interval: float, heartbeat_timeout: float) -> float:
-    """Seconds of silence after which a connection to the dispatcher is dropped: later than
-    the scheduler's verdict on a silent worker (its next tick included)."""
-    return min(heartbeat_timeout + 2 * heartbeat_interval, _TTL_MAX_S)
-
-
-def watch_peers(sock: zmq.Socket[Any], heartbeat_interval: float, heartbeat_timeout: float) -> None:
-    """Set the dispatcher's ROUTER (before it binds) to ping its peers and drop silent
-    connections on both sides, and to let a reconnecting peer take its identity over."""
-    timeout_ms = int(connection_timeout(heartbeat_interval, heartbeat_timeout) * 1000)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, max(100, int(heartbeat_interval * 1000)))
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout_ms)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, timeout_ms)
+def take_over_identities(sock: zmq.Socket[Any]) -> None:
+    """Set the dispatcher's ROUTER so that a peer connecting again under its identity takes
+    it over from its old connection (which is closed), rather than being ignored."""
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
 
 
