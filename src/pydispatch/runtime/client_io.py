@@ -277,8 +277,6 @@ class ClientIO:
         # every unresolved task sent again, under its id (see _resubmit_unresolved). A
         # dispatcher that goes silent must not leave futures waiting forever (see hellos).
         self._epoch = ""
-        # Handshakes of the receiving and the sending socket: more than one, it was cut.
-        self._connections = [0, 0]
         self._hellos = DispatcherHellos(address, reconnect_timeout)
         send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
         self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
@@ -455,9 +453,11 @@ class ClientIO:
         try:
             while True:
                 ready = dict(poller.poll(100))
-                for which, watch in enumerate((monitor, self._sender_monitor)):
-                    if watch in ready and _drained(watch):
-                        self._connected_again(which)
+                for sending, watch in enumerate((monitor, self._sender_monitor)):
+                    # After a dropped connection, the sending socket's: reconnect the other.
+                    if watch in ready and _drained(watch) and self._hellos.connected(sending):
+                        self._sock.disconnect(self.address)
+                        connect_with(self._sock, self._keys, self.address)
                 if self._wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
@@ -500,20 +500,6 @@ class ClientIO:
                 self._sender.close(linger=500)
             self._sock.close(linger=500)
             self._context.term()
-
-    def _connected_again(self, which: int) -> None:
-        """Socket ``which`` (0: receiving, 1: sending) made a connection. The first is the
-        start; another follows a dropped one (see reconnect), which may have taken tasks or
-        results with it: every unresolved task goes again at the next Welcome. The sending
-        socket drops a silent connection sooner: the receiving one, cut off as well, is made
-        to connect afresh too."""
-        self._hellos.greet_soon()
-        self._connections[which] += 1
-        if self._connections[which] > 1:
-            self._hellos.resend_due = True
-            if which == 1:
-                self._sock.disconnect(self.address)
-                connect_with(self._sock, self._keys, self.address)
 
     def _check_silence(self) -> None:
         """With work outstanding, a dispatcher silent for ``reconnect_timeout`` is given up on
@@ -697,12 +683,10 @@ class ClientIO:
         future._wake_verdict()
 
     def _resubmit_unresolved(self, restarted: bool) -> None:
-        """The dispatcher restarted (a new epoch), or was out of reach (a long silence, a new
-        connection: it may have dropped our queued tasks, see ``hellos``, or results may have
-        been lost with a connection): every task not resolved yet is sent to it again, under
-        its id, from what its future kept. The dispatcher ignores the ids it holds. Execution
-        is at least once: a task placed before may have run already (its result, if it comes,
-        resolves the future; a second result of the same id finds none)."""
+        """The dispatcher restarted (a new epoch) or was out of reach (see ``hellos``): every
+        unresolved task is sent to it again, under its id, from what its future kept (it
+        ignores the ids it holds). At least once: a task placed before may have run already
+        (its result, if it comes, resolves the future; a second one finds none)."""
         self.lane.reset()  # its slot may well be alive; the lease died with the dispatcher
         with self._lock:
             queued = {spec.task_id for spec, _ in self._outbox}

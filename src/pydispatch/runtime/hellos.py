@@ -36,9 +36,11 @@ class DispatcherHellos:
         self._unanswered_since: float | None = None
         self._logged = False
         # The dispatcher spoke again after a silence it may have taken for this client's end
-        # (it drops the queued tasks of a client silent for its client timeout): the client
-        # sends its unresolved tasks again at the next Welcome.
+        # (it drops the queued tasks of a client silent for its client timeout), or a socket
+        # connected again (a dropped connection may have taken tasks or results with it, see
+        # reconnect): the client sends its unresolved tasks again at the next Welcome.
         self.resend_due = False
+        self._connections = [0, 0]  # handshakes of the receiving and the sending socket
 
     def set_interval(self, hello_interval: float) -> None:
         """The dispatcher's Welcome says how often it wants hellos (never less often than
@@ -48,6 +50,16 @@ class DispatcherHellos:
     def greet_soon(self) -> None:
         """A new connection (the dispatcher restarted): the next hello goes at once."""
         self._last = 0.0
+
+    def connected(self, sending: int) -> bool:
+        """The receiving (0) or sending (1) socket made a connection: a hello goes at once.
+        Whether it was the sending socket connecting again (its silent connection dropped:
+        the receiving one, cut off as well, is to connect afresh too)."""
+        self.greet_soon()
+        self._connections[sending] += 1
+        again = self._connections[sending] > 1
+        self.resend_due |= again
+        return again and sending == 1
 
     def heard(self) -> None:
         """The dispatcher spoke: it is not silent."""
