@@ -4,19 +4,33 @@ only; the client's code runs in a Python process on the client's host and prints
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any, Final
 
 from _support.netns import TestBed
 from _support.process_guard import eventually
 from pydispatch.wire.security import IDENTITY_ENV, KEYS_ENV
 
-__all__ = ["PORT", "WORKERS", "address", "cli", "keys_env", "on_client", "run", "start", "status"]
+__all__ = [
+    "PORT",
+    "WORKERS",
+    "address",
+    "cli",
+    "delay_proxy",
+    "keys_env",
+    "on_client",
+    "run",
+    "start",
+    "status",
+]
 
 WORKERS: Final = ("w1", "w2", "w3")
 PORT: Final = 5555
+_TESTS: Final = str(Path(__file__).resolve().parent.parent)  # where _support is found
 
 
 def cli(*args: str) -> list[str]:
@@ -50,7 +64,8 @@ def address(bed: TestBed) -> str:
     return f"tcp://{bed.hosts['dispatcher'].address}:{PORT}"
 
 
-def status(bed: TestBed) -> dict[str, Any]:
+def status(bed: TestBed, host: str = "client") -> dict[str, Any]:
+    """The dispatcher's status, asked from ``host`` (empty while it cannot be had)."""
     code = f"""
         import json, msgspec
         from pydispatch.runtime.client import fetch_status
@@ -59,7 +74,7 @@ def status(bed: TestBed) -> dict[str, Any]:
         print(json.dumps(fields))
     """
     try:
-        found = bed.python("client", textwrap.dedent(code), env=keys_env(bed, "admin"))
+        found = bed.python(host, textwrap.dedent(code), env=keys_env(bed, "admin"))
     except AssertionError:  # not up yet
         return {"workers": []}
     assert isinstance(found, dict)
@@ -73,3 +88,16 @@ def on_client(bed: TestBed, body: str) -> Any:
     code += textwrap.indent(textwrap.dedent(body), "    ")
     code += "\nprint(json.dumps(out))\n"
     return bed.python("client", code, env=keys_env(bed, "me"))
+
+
+def delay_proxy(bed: TestBed, port: int, delay_ms: float) -> str:
+    """Start the delay proxy (``_support.delay_proxy``) on the client's host, listening on
+    its loopback at ``port`` and forwarding to the dispatcher; its address, once listening."""
+    code = "import sys\nfrom _support.delay_proxy import main\nmain(sys.argv[1:])\n"
+    target = bed.hosts["dispatcher"].address
+    argv = ["127.0.0.1", str(port), target, str(PORT), str(delay_ms)]
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), _TESTS]))
+    proxy = bed.python_started("client", code, env={"PYTHONPATH": path}, args=argv)
+    assert proxy.stdout is not None
+    assert proxy.stdout.readline().strip() == "ready"
+    return f"tcp://127.0.0.1:{port}"

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,11 +124,12 @@ class TestBed:
         return process
 
     def python_started(
-        self, host: str, code: str, env: dict[str, str] | None = None
+        self, host: str, code: str, env: dict[str, str] | None = None, args: Sequence[str] = ()
     ) -> subprocess.Popen[str]:
-        """``code`` in a Python process on ``host`` left running: read its stdout as it goes."""
+        """``code`` in a Python process on ``host`` left running (``args``: its ``sys.argv[1:]``):
+        read its stdout as it goes."""
         process = subprocess.Popen(
-            self.command(host, [sys.executable, "-c", code]),
+            self.command(host, [sys.executable, "-c", code, *args]),
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
@@ -144,11 +146,17 @@ class TestBed:
         _ip("-n", f"{self.prefix}-br", "link", "set", port, "up" if up else "down")
 
     def python(
-        self, host: str, code: str, timeout: float = 120.0, env: dict[str, str] | None = None
+        self,
+        host: str,
+        code: str,
+        timeout: float = 120.0,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> object:
-        """Run ``code`` in a new Python process on ``host``; what it printed last, as JSON."""
+        """Run ``code`` in a new Python process on ``host`` (``args``: its ``sys.argv[1:]``);
+        what it printed last, as JSON."""
         done = subprocess.run(
-            self.command(host, [sys.executable, "-c", code]),
+            self.command(host, [sys.executable, "-c", code, *args]),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -8,11 +8,22 @@ process on the client's host (``TestBed.python``) and prints its findings as JSO
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 
 import pytest
 
-from _support.multihost import WORKERS, address, cli, on_client, run, start, status
+from _support.multihost import (
+    WORKERS,
+    address,
+    cli,
+    delay_proxy,
+    keys_env,
+    on_client,
+    run,
+    start,
+    status,
+)
 from _support.netns import TestBed, have_netns
 
 pytestmark = [
@@ -131,3 +142,39 @@ def test_a_word_count_job_at_parallelism_3_equals_counter(bed: TestBed) -> None:
     )
     assert out["pairs"] == len(out["want"])  # one final count per word
     assert out["got"] == out["want"]
+
+
+def test_through_a_20_ms_delay_every_result_comes_and_the_lane_still_goes_direct(
+    bed: TestBed,
+) -> None:
+    """The client's host reaches the dispatcher through the delay proxy (20 ms each way):
+    2,000 separate submits all resolve, right; a round trip through the dispatcher takes the
+    delay (at least 40 ms: the proxy cannot be faster), and lone tasks still go straight to a
+    leased slot on another host, around it. (The rates: ``bench/bench_multihost.py``.)"""
+    far = delay_proxy(bed, 6000, 20)
+    code = """
+        import json, sys, time
+        from pydispatch.runtime.client import Client
+        with Client(sys.argv[1]) as client:
+            futures = [client.submit(abs, -i) for i in range(2_000)]
+            values = [future.result(120) for future in futures]
+            direct = 0
+            for _ in range(500):
+                future = client.submit(divmod, 7, 2)
+                assert future.result(60) == (3, 1)
+                direct += future._lane_attempt < 0
+                if direct == 5:
+                    break
+                time.sleep(0.002)
+            client._lane.usable, client._lane.lease_id = False, 0  # a private switch: off
+            began = time.perf_counter()
+            assert client.submit(divmod, 9, 2).result(60) == (4, 1)
+            round_trip = time.perf_counter() - began
+        print(json.dumps({"ok": values == list(range(2_000)), "direct": direct, "rt": round_trip}))
+    """
+
+    out = bed.python("client", textwrap.dedent(code), env=keys_env(bed, "me"), args=[far])
+    assert isinstance(out, dict)
+    assert out["ok"], out
+    assert out["direct"] == 5, out
+    assert out["rt"] >= 0.040, out

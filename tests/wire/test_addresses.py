@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import zmq
 
 from pydispatch.wire.addresses import (
+    ADVERTISE_ENV,
     LOOPBACK,
     advertised,
+    await_connections,
+    connection_watch,
     default_node,
     host_of,
     is_loopback,
@@ -67,3 +73,39 @@ def test_names_resolve_to_addresses() -> None:
 @pytest.mark.parametrize(("host", "suffix"), [("127.0.0.1", ""), ("10.2.0.5", "@10.2.0.5")])
 def test_a_default_node_carries_the_address_unless_loopback(host: str, suffix: str) -> None:
     assert default_node(host) == socket.gethostname() + suffix
+
+
+@pytest.fixture
+def context() -> Iterator[zmq.Context[Any]]:
+    made: zmq.Context[Any] = zmq.Context()
+    yield made
+    made.destroy(linger=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:  # bound, then closed: nobody listens there
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def test_connections_made_are_awaited_and_one_nobody_accepts_is_an_error_naming_it(
+    context: zmq.Context[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ADVERTISE_ENV, "10.9.8.7")  # this worker's host, as a slot has it
+    listener = context.socket(zmq.ROUTER)
+    port = listener.bind_to_random_port(f"tcp://{LOOPBACK}")
+    reachable, nowhere = f"tcp://{LOOPBACK}:{port}", f"tcp://{LOOPBACK}:{_free_port()}"
+    watches = {}
+    for address in (reachable, nowhere):
+        sock = context.socket(zmq.DEALER)
+        watches[address] = connection_watch(sock)
+        sock.connect(address)
+    with pytest.raises(ConnectionError) as raised:
+        await_connections(watches, "the job master", within=1.0)
+    # The address not reached, from where, and what it was; not the one that was reached.
+    assert f"cannot reach the job master at {nowhere} from 10.9.8.7" in str(raised.value)
+    assert reachable not in str(raised.value)
+    again = context.socket(zmq.DEALER)
+    watch = connection_watch(again)
+    again.connect(reachable)
+    await_connections({reachable: watch}, "the job master")  # returns: it was reached

@@ -467,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds a client with tasks outstanding may stay silent before its queued tasks "
-        "are failed (it says hello every quarter of this; default 30)",
+        "are dropped (it says hello every quarter of this; one only cut off sends them again "
+        "when it is back; default 30)",
     )
     dispatcher.add_argument(
         "--no-job-masters",

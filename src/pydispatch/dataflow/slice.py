@@ -27,6 +27,7 @@ an earlier attempt cannot reach it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -46,7 +47,13 @@ from ..wire import data_plane as dp
 from ..wire import job_plane as jp
 from ..wire import protocol as p
 from ..wire import transport
-from ..wire.addresses import ADVERTISE_ENV, LOOPBACK, url_host
+from ..wire.addresses import (
+    ADVERTISE_ENV,
+    LOOPBACK,
+    await_connections,
+    connection_watch,
+    url_host,
+)
 from ..wire.security import Gate, connect_curve, serve_curve
 from . import snapshots
 from .barriers import Aligner
@@ -245,6 +252,9 @@ class _Subtask:
         self.waiting = 0.0
 
     def connect(self, peers: dict[int, str]) -> None:
+        """Connect to the inboxes this subtask sends to; a ConnectionError naming those not
+        reached within seconds (zmq alone would retry in silence)."""
+        watches: dict[str, zmq.Socket[Any]] = {}
         for _, target in self.out_channels:
             if target in self.dealers:
                 continue
@@ -254,11 +264,20 @@ class _Subtask:
             if self.spec.job_key is not None:
                 public, secret = self.spec.job_key
                 connect_curve(sock, public, secret, public)
+            watches[peers[target]] = connection_watch(sock)
             sock.connect(peers[target])
             self.dealers[target] = sock
             self.target_of[sock] = target
             self.credits[target] = self.spec.credits
             self.poller.register(sock, zmq.POLLIN)
+        try:
+            await_connections(watches, "the inboxes of the next operators")
+        finally:
+            for sock in self.dealers.values():
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disable_monitor()
+            for watch in watches.values():
+                watch.close(linger=0)
 
     # -- producer side --------------------------------------------------------------------
 
@@ -503,8 +522,8 @@ def _run_slice(
     control.setsockopt(zmq.LINGER, 2000)
     if spec.job_key is not None:
         connect_curve(control, spec.job_key[0], spec.job_key[1], spec.job_key[0])
+    lost = connection_watch(control)  # before connecting: the first handshake counts
     control.connect(master)
-    lost = control.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
     lost_at: float | None = None  # since when the connection to the master is down
     next_checkpoint = int(checkpoint.get("next", 1))
     subtasks = [
@@ -522,6 +541,15 @@ def _run_slice(
     endpoints = {s.gid: s.endpoint for s in subtasks if s.endpoint}
     ready = jp.SliceReady(p.PROTOCOL_VERSION, attempt, slice_index, endpoints, os.getpid())
     transport.send(control, ready)
+    try:
+        await_connections({master: lost}, "the job master")
+    except ConnectionError:
+        control.disable_monitor()
+        lost.close(linger=0)
+        control.close(linger=0)
+        for s in subtasks:
+            s.close()
+        raise
     peers = _await_peers(control, spec.master_timeout)
     threads = []
     for s in subtasks:

@@ -4,7 +4,7 @@ socket each may have, and when each was last heard from.
 A client may send on a socket of its own besides the one it receives on
 (:attr:`~pydispatch.wire.protocol.ClientHello.sender`): messages from that identity count as the
 client's. A client with tasks outstanding says hello every ``timeout / 4`` seconds; one silent
-for ``timeout`` is presumed gone (the dispatcher fails its queued tasks; running ones finish), so
+for ``timeout`` is presumed gone (the dispatcher drops its queued tasks; running ones finish), so
 a client killed outright does not keep the cluster busy, nor its fair share.
 """
 

@@ -64,6 +64,7 @@ from ..wire.transport import (
 )
 from .hellos import DispatcherHellos, Leaders
 from .lane import DirectAttempt, Lane
+from .reconnect import CLIENT_SILENCE_S, WORKER_SILENCE_S, drop_when_silent, spread_reconnects
 from .task_pickling import FunctionBlobs, submit_batches
 
 __all__ = ["DEFAULT_RECONNECT_TIMEOUT", "ClientIO", "TaskFuture", "interpreter_exiting"]
@@ -237,11 +238,18 @@ class ClientIO:
             max_message_size=max_message_size,
             identity=f"client-{uuid.uuid4().hex}".encode(),
         )
+        spread_reconnects(self._sock)  # back within ~2 s of a healed link (issue 14)
+        drop_when_silent(self._sock, CLIENT_SILENCE_S)
+        self._keys = keys
         connect_with(self._sock, keys, self.address)
         # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
         # ever answers on it (see _drain_sender).
         self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
         self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
+        spread_reconnects(self._sender)
+        drop_when_silent(self._sender, WORKER_SILENCE_S)  # it receives nothing large
+        # Its new connections, read by the I/O thread (made before it connects: none missed).
+        self._sender_monitor = self._sender.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         connect_with(self._sender, keys, self.address)
         self._send_lock = threading.Lock()
         self.lane = Lane(
@@ -443,11 +451,15 @@ class ClientIO:
         # periodic hello: its Welcome's epoch has the unresolved tasks sent again sooner.
         monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         poller.register(monitor, zmq.POLLIN)
+        poller.register(self._sender_monitor, zmq.POLLIN)
         try:
             while True:
                 ready = dict(poller.poll(100))
-                if monitor in ready and _drained(monitor):
-                    self._hellos.greet_soon()
+                for sending, watch in enumerate((monitor, self._sender_monitor)):
+                    # After a dropped connection, the sending socket's: reconnect the other.
+                    if watch in ready and _drained(watch) and self._hellos.connected(sending):
+                        self._sock.disconnect(self.address)
+                        connect_with(self._sock, self._keys, self.address)
                 if self._wake_read in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_read, 4096)
@@ -485,6 +497,8 @@ class ClientIO:
             with self._send_lock:
                 with self._lock:
                     self._io_done = True
+                self._sender.disable_monitor()
+                self._sender_monitor.close(linger=0)
                 self._sender.close(linger=500)
             self._sock.close(linger=500)
             self._context.term()
@@ -603,9 +617,10 @@ class ClientIO:
                     self._welcome.put(message)
                 case p.Welcome(epoch=epoch, total_slots=slots):
                     self.total_slots = slots
-                    if epoch != self._epoch:
+                    if epoch != self._epoch or self._hellos.resend_due:
+                        self._resubmit_unresolved(restarted=epoch != self._epoch)
                         self._epoch = epoch
-                        self._resubmit_unresolved()
+                        self._hellos.resend_due = False
                 case p.LeaseGranted(lease_id=lease_id, address=address, worker=worker):
                     self.lane.grant(lease_id, address, worker, message.token, message.server_key)
                 case p.LeaseEnded() as ended:
@@ -686,11 +701,11 @@ class ClientIO:
             pass  # cancelled here while its result was on its way
         future._wake_verdict()
 
-    def _resubmit_unresolved(self) -> None:
-        """The dispatcher restarted (a new epoch): every task not resolved yet is sent to it
-        again, under its id, from what its future kept. Execution is at least once: a task
-        the old dispatcher had placed may have run already (its result, if it comes, resolves
-        the future; a second result of the same id finds none)."""
+    def _resubmit_unresolved(self, restarted: bool) -> None:
+        """The dispatcher restarted (a new epoch) or was out of reach (see ``hellos``): every
+        unresolved task is sent to it again, under its id, from what its future kept (it
+        ignores the ids it holds). At least once: a task placed before may have run already
+        (its result, if it comes, resolves the future; a second one finds none)."""
         self.lane.reset()  # its slot may well be alive; the lease died with the dispatcher
         with self._lock:
             queued = {spec.task_id for spec, _ in self._outbox}
@@ -704,8 +719,9 @@ class ClientIO:
                     again.append(future._payload)
             self._outbox = sorted(again + self._outbox, key=lambda entry: entry[0].task_id)
         log.warning(
-            "the dispatcher at %s restarted: %d unresolved task(s) sent again",
+            "the dispatcher at %s %s: %d unresolved task(s) sent again",
             self.address,
+            "restarted" if restarted else "is back",
             len(again),
         )
         self._wake()

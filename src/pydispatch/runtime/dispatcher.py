@@ -66,6 +66,7 @@ from .leasing import Leasing
 from .memory import collect_less_often, keep_large_buffers
 from .monitoring import Monitoring
 from .outbox import STARTED_DELAY, Outbox
+from .reconnect import take_over_identities
 from .task_pickling import byte_bounded
 
 __all__ = ["DEFAULT_PREFETCH", "LISTEN_BACKLOG", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
@@ -140,7 +141,7 @@ class Dispatcher:
         if metrics and placer is solver_placer:
             placer = functools.partial(solver_placer, stats=self._solver_stats)
         # A client with tasks outstanding says hello every client_timeout / 4 seconds; one
-        # silent for client_timeout has its queued tasks failed (running ones finish): a
+        # silent for client_timeout has its queued tasks dropped (running ones finish): a
         # client killed outright must not keep the cluster busy, nor its fair share.
         self.client_timeout = client_timeout
         # Stop when the process with this pid is no longer our parent (LocalCluster sets it).
@@ -161,6 +162,7 @@ class Dispatcher:
             self._context, zmq.ROUTER, max_message_size=max_message_size
         )
         self._socket.setsockopt(zmq.BACKLOG, LISTEN_BACKLOG)  # issue 21: before bind
+        take_over_identities(self._socket)  # issue 14: peers reconnecting after a link cut
         self._socket.setsockopt(zmq.SNDHWM, PEER_QUEUE)
         self._socket.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self._dropped: dict[bytes, int] = {}  # peers whose queue overflowed (logged once)
@@ -232,7 +234,7 @@ class Dispatcher:
                         self.deposed = True
                         return
                     _guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
-                    _guarded(lambda: self._perform(self._silent_clients(time.monotonic())))
+                    _guarded(lambda: self._drop_silent_clients(time.monotonic()))
                     _guarded(self._jobs.hosts.reap)
                 _guarded(lambda: self._perform(self.scheduler.schedule()))
                 if self.scheduler.waiting and self._leasing.any_open:
@@ -252,16 +254,12 @@ class Dispatcher:
                 self._gate.stop()
             self._context.term()
 
-    def _silent_clients(self, now: float) -> list[s.Instruction]:
-        out: list[s.Instruction] = []
+    def _drop_silent_clients(self, now: float) -> None:
+        # Not failed: a client only cut off sends its unresolved tasks again when it is back.
         for client, silence in self._clients.silent(now):
-            reason = f"its client was silent for {silence:.1f} s (presumed gone)"
-            failed = self.scheduler.fail_queued(client, reason)
-            if failed:
-                why = "client %r silent: %d queued task(s) failed"
-                log.warning(why, client, len(failed), extra={"client": client.hex()})
-            out += failed
-        return out
+            if dropped := self.scheduler.drop_queued(client):
+                why = "client %r silent for %.1f s (presumed gone): %d queued task(s) dropped"
+                log.warning(why, client, silence, dropped, extra={"client": client.hex()})
 
     def _receive_batch(self) -> None:
         for _ in range(_BATCH):

@@ -41,6 +41,12 @@ class DispatcherHellos:
         # and whether the silence has been logged.
         self._unanswered_since: float | None = None
         self._logged = False
+        # The dispatcher spoke again after a silence it may have taken for this client's end
+        # (it drops the queued tasks of a client silent for its client timeout), or a socket
+        # connected again (a dropped connection may have taken tasks or results with it, see
+        # reconnect): the client sends its unresolved tasks again at the next Welcome.
+        self.resend_due = False
+        self._connections = [0, 0]  # handshakes of the receiving and the sending socket
 
     def set_interval(self, hello_interval: float) -> None:
         """The dispatcher's Welcome says how often it wants hellos (never less often than
@@ -51,14 +57,30 @@ class DispatcherHellos:
         """A new connection (the dispatcher restarted): the next hello goes at once."""
         self._last = 0.0
 
+    def connected(self, sending: int) -> bool:
+        """The receiving (0) or sending (1) socket made a connection: a hello goes at once.
+        Whether it was the sending socket connecting again (its silent connection dropped:
+        the receiving one, cut off as well, is to connect afresh too)."""
+        self.greet_soon()
+        self._connections[sending] += 1
+        again = self._connections[sending] > 1
+        self.resend_due |= again
+        return again and sending == 1
+
     def heard(self) -> None:
         """The dispatcher spoke: it is not silent."""
+        since = self._unanswered_since
+        if since is not None and time.monotonic() - since >= self._long_silence():
+            self.resend_due = True
         self._unanswered_since = None
 
     def silence(self) -> float:
         """Seconds since the first hello the dispatcher has not answered (0: none)."""
         since = self._unanswered_since
         return 0.0 if since is None else time.monotonic() - since
+
+    def _long_silence(self) -> float:
+        return min(2.0, self.reconnect_timeout / 2)
 
     def take_turn(self) -> bool:
         """Whether a hello is due now; if so it counts as sent (the silence starts with it)."""
@@ -77,7 +99,7 @@ class DispatcherHellos:
         the tasks submitted from then on get a ``reconnect_timeout`` of their own."""
         since = self._unanswered_since
         silence = 0.0 if since is None else time.monotonic() - since
-        if silence < min(2.0, self.reconnect_timeout / 2):
+        if silence < self._long_silence():
             if self._logged:
                 self._logged = False
                 log.warning("the dispatcher at %s answers again", self.address)

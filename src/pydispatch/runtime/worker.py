@@ -57,7 +57,7 @@ from ..wire.transport import (
     send,
     split_addresses,
 )
-from .reconnect import spread_reconnects
+from .reconnect import WORKER_SILENCE_S, drop_when_silent, spread_reconnects
 from .slot import EXIT_REFUSED, SlotState
 from .slot import main as run_slot
 from .slot_process import SlotProcess, fork_process
@@ -144,6 +144,7 @@ class Worker:
         self._lost_dispatcher_at: float | None = None
         self._ever_registered = False
         spread_reconnects(self._sock)  # issue 21: no stampede when the dispatcher restarts
+        drop_when_silent(self._sock, WORKER_SILENCE_S)  # issue 14: back soon after a link cut
         self._connect(self._sock)
         self.data_address = ""
         # In PYDISPATCH_SLOTS_DIR if set: a LocalCluster removes it however the worker ended.
@@ -254,6 +255,7 @@ class Worker:
     def _heartbeat_loop(self) -> None:
         sock = make_socket(self._context, zmq.DEALER, identity=self.identity + b"/heartbeat")
         spread_reconnects(sock)
+        drop_when_silent(sock, WORKER_SILENCE_S)
         self._connect(sock)
         connected_to = self.address
         try:

@@ -371,11 +371,16 @@ class Scheduler:
         (and a plain cancel no longer stops them)."""
         return note_started(self._workers, slot, attempt_ids, self._resolve_cancelled)
 
-    def fail_queued(self, client: bytes, reason: str) -> list[Instruction]:
-        """Fail a client's queued tasks (it fell silent: presumed gone); running ones finish."""
-        return [
-            self._resolve(task, "failed", error=reason) for task in self._queue.take_client(client)
-        ]
+    def drop_queued(self, client: bytes) -> int:
+        """Drop a client's queued tasks, telling it nothing (it fell silent: presumed gone; one
+        that was only cut off sends them again when it is back); running ones finish. Returns
+        how many were dropped (counted as cancelled)."""
+        dropped = self._queue.take_client(client)
+        for task in dropped:
+            task.state = "done"
+            del self._tasks[(task.client, task.task_id)]
+        self.counters.cancelled += len(dropped)
+        return len(dropped)
 
     def client_gone(self, client: bytes) -> list[Instruction]:
         """Drop a departed client's queued tasks; its running ones finish unobserved."""

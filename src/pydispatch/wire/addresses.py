@@ -5,18 +5,30 @@ A worker binds its slots' direct endpoints and its slices' inboxes on the local 
 route to the dispatcher leaves from (the kernel's choice, read from a connected UDP socket: no
 packet is sent); a job master binds on the address the dispatcher was reached by. An explicit
 host (``--advertise-host``, ``PYDISPATCH_ADVERTISE_HOST``) overrides either.
+
+When an address cannot be reached all the same (a wrong override, a firewall), zmq would retry
+in silence forever: :func:`await_connections` turns that into an error within seconds that
+names the address and the host it was tried from.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
-from typing import Final
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import zmq
 
 __all__ = [
     "ADVERTISE_ENV",
     "LOOPBACK",
+    "REACH_WITHIN",
     "advertised",
+    "await_connections",
+    "connection_watch",
     "default_node",
     "host_of",
     "is_loopback",
@@ -30,6 +42,9 @@ __all__ = [
 ADVERTISE_ENV: Final = "PYDISPATCH_ADVERTISE_HOST"
 LOOPBACK: Final = "127.0.0.1"
 _WILDCARDS: Final = frozenset({"0.0.0.0", "*", "::", "[::]", ""})
+#: Seconds a peer has to accept a connection before it is called unreachable (a connection
+#: takes milliseconds; this leaves room for a loaded machine).
+REACH_WITHIN: Final = 10.0
 
 
 def host_of(address: str) -> str:
@@ -100,3 +115,43 @@ def default_node(advertise_host: str) -> str:
     the dispatcher, and every worker so named, is on this one host)."""
     name = socket.gethostname()
     return name if is_loopback(advertise_host) else f"{name}@{advertise_host}"
+
+
+def connection_watch(sock: zmq.Socket[Any]) -> zmq.Socket[Any]:
+    """A monitor of ``sock``'s finished handshakes; made before ``sock`` connects, so that
+    no connection is missed."""
+    return sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+
+
+def await_connections(
+    watches: Mapping[str, zmq.Socket[Any]], what: str, within: float = REACH_WITHIN
+) -> None:
+    """Wait until each socket watched (by :func:`connection_watch`, keyed by the address it
+    connects to) has made a connection; raise :class:`ConnectionError` naming ``what``, the
+    addresses not reached and this host if some have not within ``within`` seconds."""
+    waiting = dict(watches)
+    poller = zmq.Poller()
+    for watch in waiting.values():
+        poller.register(watch, zmq.POLLIN)
+    deadline = time.monotonic() + within
+    while waiting:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            here = os.environ.get(ADVERTISE_ENV) or socket.gethostname()
+            raise ConnectionError(
+                f"cannot reach {what} at {', '.join(sorted(waiting))} from {here} "
+                f"(no connection within {within:g} s)"
+            )
+        ready = dict(poller.poll(int(left * 1000) + 1))
+        for address, watch in list(waiting.items()):
+            if watch in ready and _handshake_seen(watch):
+                poller.unregister(watch)
+                del waiting[address]
+
+
+def _handshake_seen(watch: zmq.Socket[Any]) -> bool:
+    seen = False
+    while watch.poll(0):
+        event = watch.recv_multipart()[0]
+        seen |= int.from_bytes(event[:2], "little") == zmq.EVENT_HANDSHAKE_SUCCEEDED
+    return seen

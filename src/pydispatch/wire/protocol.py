@@ -196,7 +196,7 @@ class Welcome(Header):
     total_slots: int
     epoch: str = ""
     # How often a client with tasks outstanding must say hello again: one silent for several
-    # of these has its queued tasks failed (it is presumed dead).
+    # of these has its queued tasks dropped (it is presumed dead; if not, it sends them again).
     hello_interval: float = 2.0
 
 
