@@ -232,25 +232,10 @@ class ClientIO:
         self.address = self._leaders.current
         self._client = client
         self._context: zmq.Context[Any] = zmq.Context()
-        self._sock: Socket = make_socket(
-            self._context,
-            zmq.DEALER,
-            max_message_size=max_message_size,
-            identity=f"client-{uuid.uuid4().hex}".encode(),
-        )
-        spread_reconnects(self._sock)  # back within ~2 s of a healed link (issue 14)
-        drop_when_silent(self._sock, CLIENT_SILENCE_S)
         self._keys = keys
-        connect_with(self._sock, keys, self.address)
-        # The sending socket, used by any thread holding _send_lock. Only a restarted dispatcher
-        # ever answers on it (see _drain_sender).
-        self._sender_id = f"client-{uuid.uuid4().hex}-send".encode()
-        self._sender: Socket = make_socket(self._context, zmq.DEALER, identity=self._sender_id)
-        spread_reconnects(self._sender)
-        drop_when_silent(self._sender, WORKER_SILENCE_S)  # it receives nothing large
-        # Its new connections, read by the I/O thread (made before it connects: none missed).
-        self._sender_monitor = self._sender.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        connect_with(self._sender, keys, self.address)
+        self._sock, self._sender_id, self._sender, self._sender_monitor = _dispatcher_sockets(
+            self._context, max_message_size, keys, self.address
+        )
         self._send_lock = threading.Lock()
         self.lane = Lane(
             self._context, max_message_size, self._lane_result, self._lane_refused, keys
@@ -782,3 +767,28 @@ def _abandon(lane: Lane, sender: Socket, sock: Socket, context: zmq.Context[Any]
 def _close_fds(*fds: int) -> None:
     for fd in fds:
         os.close(fd)
+
+
+def _dispatcher_sockets(
+    context: zmq.Context[Any], max_message_size: int, keys: Keys | None, address: str
+) -> tuple[Socket, bytes, Socket, Socket]:
+    """A client's two DEALERs to its dispatcher, connected: the receiving one, and the
+    sending one (used by any thread holding the send lock; only a restarted dispatcher ever
+    answers on it, see ``_drain_sender``) with its id and a monitor of its new connections
+    (made before it connects: none missed; read by the I/O thread)."""
+    sock: Socket = make_socket(
+        context,
+        zmq.DEALER,
+        max_message_size=max_message_size,
+        identity=f"client-{uuid.uuid4().hex}".encode(),
+    )
+    spread_reconnects(sock)  # back within ~2 s of a healed link (issue 14)
+    drop_when_silent(sock, CLIENT_SILENCE_S)
+    connect_with(sock, keys, address)
+    sender_id = f"client-{uuid.uuid4().hex}-send".encode()
+    sender: Socket = make_socket(context, zmq.DEALER, identity=sender_id)
+    spread_reconnects(sender)
+    drop_when_silent(sender, WORKER_SILENCE_S)  # it receives nothing large
+    monitor = sender.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    connect_with(sender, keys, address)
+    return sock, sender_id, sender, monitor
