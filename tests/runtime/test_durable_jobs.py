@@ -22,14 +22,17 @@ from _support.process_guard import eventually
 from pydispatch.dataflow.handle import JobHandle, fetch_jobs
 from pydispatch.stream import StreamEnvironment
 
-# A keyed job slow enough to be running when the dispatcher is killed. Its slices end
+# A keyed job that runs until the test opens its gate (a file), so that both jobs are
+# running when the dispatcher is killed, whatever the machine's speed. Its slices end
 # themselves 3 s after their master's connection dropped (the default master_timeout, 60 s,
 # is for a master that is alive but silent), freeing their slots for the job's new master.
 JOB = """
+import os
 import time
 
 def slow(x):
-    time.sleep(0.002)
+    while not os.path.exists({gate!r}):
+        time.sleep(0.01)
     return (x % 7, x)
 
 def build(env):
@@ -47,10 +50,10 @@ def _lines(directory: Path) -> list[str]:
     return sorted(line for f in directory.iterdir() for line in f.read_text().splitlines())
 
 
-def _job_file(tmp_path: Path, name: str) -> tuple[Path, Path]:
+def _job_file(tmp_path: Path, name: str, gate: Path) -> tuple[Path, Path]:
     out = tmp_path / f"{name}-out"
     path = tmp_path / f"{name}.py"
-    path.write_text(JOB.format(out=str(out) + "/"))
+    path.write_text(JOB.format(out=str(out) + "/", gate=str(gate)))
     return path, out
 
 
@@ -63,15 +66,18 @@ def _build(path: Path, env: StreamEnvironment) -> None:
 def test_kill_9_in_the_middle_of_two_keyed_jobs_both_complete_after_the_restart(
     tmp_path: Path,
 ) -> None:
-    reference_job, reference_out = _job_file(tmp_path, "reference")
+    gate = tmp_path / "gate"
+    open_gate = tmp_path / "open"
+    open_gate.touch()
+    reference_job, reference_out = _job_file(tmp_path, "reference", open_gate)
     reference = StreamEnvironment(parallelism=2)
     _build(reference_job, reference)
     reference.execute("reference")
     expected = _lines(reference_out)
     assert len(expected) == 7  # batch mode: one sum per key
 
-    attached_job, attached_out = _job_file(tmp_path, "attached")
-    detached_job, detached_out = _job_file(tmp_path, "detached")
+    attached_job, attached_out = _job_file(tmp_path, "attached", gate)
+    detached_job, detached_out = _job_file(tmp_path, "detached", gate)
     with make_cluster(2, 2) as cluster:
         env = StreamEnvironment(cluster, parallelism=2)
         _build(attached_job, env)
@@ -94,6 +100,7 @@ def test_kill_9_in_the_middle_of_two_keyed_jobs_both_complete_after_the_restart(
         listed = {j.job_id: j.state for j in fetch_jobs(cluster.address)}
         assert listed[handle.job_id] in ("RESTARTING", "CREATED", "RUNNING")
         assert listed[detached_id] in ("RESTARTING", "CREATED", "RUNNING")
+        gate.touch()  # the restarted runs may finish
 
         result = handle.result(timeout=120)  # the handle follows the job's new master
         assert handle.status() == "FINISHED"
@@ -135,11 +142,14 @@ def test_a_dispatcher_down_longer_than_reconnect_timeout_is_a_clear_error() -> N
             handle.result(timeout=60)
 
 
+# Collects its records once its gate (a file) is open: see JOB.
 COLLECTING_JOB = """
+import os
 import time
 
 def slow(x):
-    time.sleep(0.002)
+    while not os.path.exists({gate!r}):
+        time.sleep(0.01)
     return (x % 3, x)
 
 def build(env):
@@ -159,9 +169,12 @@ def build(env):
 @pytest.mark.slow
 def test_result_attach_and_cancel_work_across_the_restart(tmp_path: Path) -> None:
     collecting, forever = tmp_path / "collecting.py", tmp_path / "forever.py"
-    collecting.write_text(COLLECTING_JOB)
+    gate = tmp_path / "gate"
+    reference = tmp_path / "reference.py"
+    reference.write_text(COLLECTING_JOB.format(gate=str(tmp_path)))  # an open gate
+    collecting.write_text(COLLECTING_JOB.format(gate=str(gate)))
     forever.write_text(FOREVER_JOB)
-    expected = sorted(_reference_records(collecting))  # the job run in process
+    expected = sorted(_reference_records(reference))  # the job run in process
     with make_cluster(2, 2) as cluster:
         ids = []
         for path, name in ((collecting, "collecting"), (forever, "forever")):
@@ -174,6 +187,7 @@ def test_result_attach_and_cancel_work_across_the_restart(tmp_path: Path) -> Non
             timeout=60,
         )
         cluster.restart_dispatcher()
+        gate.touch()  # the collecting job's restarted run may finish
         attached = JobHandle.attach(cluster, "forever")  # by name, from the store's listing
         assert attached.job_id == ids[1]
         eventually(lambda: attached.status() == "RUNNING", "the job runs again", timeout=60)
@@ -201,7 +215,7 @@ def test_a_finished_outcome_is_fetchable_after_the_restart_until_its_retention(
     # Finished, not fetched, then the dispatcher dies (and the master with it): the outcome
     # was kept in the store, and `pydispatch result` gets it from there until its retention.
     collecting = tmp_path / "collecting.py"
-    collecting.write_text(COLLECTING_JOB)
+    collecting.write_text(COLLECTING_JOB.format(gate=str(tmp_path)))  # an open gate
     expected = sorted(_reference_records(collecting))
     with make_cluster(1, 2) as cluster:
         ids = {}
