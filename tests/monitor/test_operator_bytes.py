@@ -108,3 +108,36 @@ def test_a_finished_jobs_exchange_bytes_balance(cluster: LocalCluster) -> None:
     assert into["sums"] == out["pairs"]
     assert out["numbers"] == into["pairs"] == 0  # chained: no bytes between them
     assert _by_name(m, "watermark") == {}  # batch mode: no watermarks
+
+
+def _job_samples(url: str, job_id: str) -> dict[str, float]:
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("job_id") == job_id and "operator" not in sample.labels
+    }
+
+
+def test_a_checkpointing_jobs_checkpoints_are_scraped(cluster: LocalCluster, tmp_path: Any) -> None:
+    env = StreamEnvironment(cluster, parallelism=2)
+    env.enable_checkpointing(0.2, storage=str(tmp_path / "checkpoints"))
+    events = env.from_source(timed_events, bounded=False).name("events")
+    events.key_by(0).sum(2).name("sums").for_each(lambda r: None).name("drop")
+    handle = env.execute("checkpointed")
+    try:
+        scraped: dict[str, float] = {}
+
+        def two_checkpoints() -> bool:
+            scraped.update(_job_samples(cluster.http_url, handle.job_id))
+            return scraped.get("pydispatch_job_checkpoints_total", 0) >= 2
+
+        eventually(two_checkpoints, "two checkpoints scraped", 60)
+        figures = handle.metrics()["checkpoints"]
+        assert figures["completed"] >= scraped["pydispatch_job_checkpoints_total"]
+        assert scraped["pydispatch_job_checkpoint_size_bytes"] > 0  # the keyed sums' state
+        assert scraped["pydispatch_job_checkpoint_duration_seconds"] > 0
+        assert "pydispatch_job_checkpoints_aborted_total" in scraped
+    finally:
+        handle.cancel()

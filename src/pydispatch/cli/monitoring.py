@@ -96,7 +96,8 @@ def add_alerts_command(
         "alerts",
         "print Prometheus alerting rules",
         "Rules for a worker lost, the queue growing, back-pressure, a job restarting\n"
-        "repeatedly, tasks failing and the dispatcher down, over the dispatcher's /metrics.\n"
+        "repeatedly, tasks failing, a job's checkpoints aborting and the dispatcher down, over\n"
+        "the dispatcher's /metrics.\n"
         "Save them to a file named in prometheus.yml's rule_files.",
     )
     alerts.add_argument(
@@ -125,6 +126,8 @@ _THRESHOLD_HELP = {
     "failure_window": "... over this window, for as long",
     "failure_min_rate": "... and at least this many tasks end per second",
     "down_for": "alert when the dispatcher has not been scraped for this long",
+    "checkpoint_failures": "alert when at least this many of a job's checkpoints aborted ...",
+    "checkpoint_failure_window": "... within this window",
 }
 
 

@@ -36,6 +36,10 @@ class Thresholds:
     failure_ratio: float = 0.1
     failure_window: str = "5m"
     failure_min_rate: float = 0.1
+    #: At least this many of a job's checkpoints aborted (timed out, declined, lost with a
+    #: failed region) within ``checkpoint_failure_window`` (PydispatchCheckpointsFailing).
+    checkpoint_failures: int = 3
+    checkpoint_failure_window: str = "15m"
     #: The dispatcher not scraped successfully for this long (PydispatchDispatcherDown).
     down_for: str = "1m"
 
@@ -101,6 +105,19 @@ def alert_rules(thresholds: Thresholds | None = None, job: str = "pydispatch") -
             "warning",
             "{{ $value | humanizePercentage }} of the tasks ending on {{ $labels.instance }} "
             "fail (lost workers, impossible demands, retries used up)",
+        ),
+        _rule(
+            "PydispatchCheckpointsFailing",
+            # Not increase(): it extrapolates (as for restarts above).
+            f"max_over_time(pydispatch_job_checkpoints_aborted_total"
+            f"[{t.checkpoint_failure_window}]) - min_over_time("
+            f"pydispatch_job_checkpoints_aborted_total[{t.checkpoint_failure_window}]) "
+            f">= {t.checkpoint_failures}",
+            "0s",
+            "warning",
+            f"job {{{{ $labels.job_id }}}} had {{{{ $value }}}} checkpoints aborted in "
+            f"{t.checkpoint_failure_window}: its state is not being saved (timeouts, "
+            "back-pressure, failing regions)",
         ),
     ]
     return "groups:\n  - name: pydispatch\n    rules:\n" + "".join(rules)

@@ -304,6 +304,11 @@ class DispatcherCollector(Collector):
             "Checkpoints a job completed (env.enable_checkpointing).",
             labels=["job_id"],
         )
+        checkpoints_aborted = CounterMetricFamily(
+            "pydispatch_job_checkpoints_aborted",
+            "Checkpoints of a job aborted (timed out, declined, or lost with a failed region).",
+            labels=["job_id"],
+        )
         checkpoint_seconds = GaugeMetricFamily(
             "pydispatch_job_checkpoint_duration_seconds",
             "How long a job's last checkpoint took, trigger to last acknowledgement.",
@@ -338,12 +343,14 @@ class DispatcherCollector(Collector):
             figures = m.get("checkpoints")
             if isinstance(figures, dict):
                 checkpoints.add_metric([job.job_id], float(figures.get("completed") or 0))
+                aborted = float(figures.get("aborted") or 0)
+                checkpoints_aborted.add_metric([job.job_id], aborted)
                 seconds = float(figures.get("last_duration") or 0)
                 checkpoint_seconds.add_metric([job.job_id], seconds)
                 checkpoint_bytes.add_metric([job.job_id], float(figures.get("last_size") or 0))
         yield from (records_in, records_out, bytes_in, bytes_out, watermark, lag)
         yield from (busy, pressured, parallelism, shuffled)
-        yield from (checkpoints, checkpoint_seconds, checkpoint_bytes)
+        yield from (checkpoints, checkpoints_aborted, checkpoint_seconds, checkpoint_bytes)
 
 
 def _items(figures: object) -> list[tuple[str, float]]:
