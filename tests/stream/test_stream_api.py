@@ -242,8 +242,10 @@ def test_bad_sources(tmp_path: Path) -> None:
         env.from_arrays({"a": np.arange(2), "b": np.arange(3)})
     with pytest.raises(ValueError, match="1-D"):
         env.from_arrays({"a": np.zeros((2, 2))})
-    with pytest.raises(ValueError, match="is not a file"):
+    with pytest.raises(ValueError, match=r"missing\.txt'?: no such file"):
         env.read_text(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="a directory, not a file"):
+        env.read_text(tmp_path)
     with pytest.raises(TypeError, match="paths"):
         env.read_text([])
     (tmp_path / "d.csv").write_text("a,a\n")

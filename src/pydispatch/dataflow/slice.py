@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from ..plan import ExecutionGraph
+from ..plan import ExecutionGraph, _files
 from ..plan._job_graph import JobGraph
 from ..plan._sources import MappedColumn
 from ..wire import data_plane as dp
@@ -108,10 +108,9 @@ def check_paths(plan: ExecutionGraph, slice_index: int) -> None:
                         )
             elif op.kind == "source" and op.params["source"] in ("text", "csv"):
                 for path in op.params["paths"]:
-                    if not os.path.isfile(path):
-                        raise PathUnavailableError(f"cannot read {path}: no such file")
-                    if not os.access(path, os.R_OK):
-                        raise PathUnavailableError(f"cannot read {path}: permission denied")
+                    reason = _files.unreadable(path)  # a local path, or an fsspec URL
+                    if reason is not None:
+                        raise PathUnavailableError(f"cannot read {path}: {reason}")
             elif op.kind == "sink" and op.params["sink"] == "text":
                 path = op.params["path"]
                 directory = op.params.get("directory") or chain.parallelism > 1

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..wire import shm_files
+from ._files import file_size, open_binary
 
 __all__ = [
     "SPILL_PREFIX",
@@ -134,10 +135,10 @@ def _byte_split_lines(path: str, index: int, parallelism: int) -> Iterator[bytes
     Hadoop's rule for text splits: every line belongs to exactly one split (the one holding its
     first byte), so the splits partition the file's lines whatever the cut points.
     """
-    size = os.path.getsize(path)
+    size = file_size(path)
     start = index * size // parallelism
     end = (index + 1) * size // parallelism
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         if start > 0:
             f.seek(start - 1)
             # A line starts at `start` only if the byte before it ends a line: skip the rest of
@@ -157,7 +158,7 @@ def text_lines(
     """Subtask ``index``'s lines (without the line end) over every file, file by file."""
     for path in paths:
         # The header is the line at byte 0: only a split starting at byte 0 can hold it.
-        first = os.path.getsize(path) * index // parallelism == 0
+        first = file_size(path) * index // parallelism == 0
         for n, line in enumerate(_byte_split_lines(path, index, parallelism)):
             if skip_first and first and n == 0:
                 continue
@@ -190,8 +191,8 @@ def csv_records(
 
 
 def csv_header(path: str, encoding: str, delimiter: str) -> tuple[str, ...]:
-    with open(path, encoding=encoding, newline="") as f:
-        first = f.readline()
+    with open_binary(path) as f:
+        first = f.readline().decode(encoding)
     row = next(csv.reader(io.StringIO(first), delimiter=delimiter), None)
     if not row:
         raise ValueError(f"read_csv: {path} has no header line")
@@ -280,8 +281,8 @@ def estimated_records(params: Mapping[str, Any], default: float, bytes_per_line:
         sizes = params.get("sizes")
         if sizes is None:
             try:
-                sizes = [os.path.getsize(p) for p in params["paths"]]
-            except OSError:
+                sizes = [file_size(p) for p in params["paths"]]
+            except (OSError, ImportError, ValueError):
                 return default
         return float(sum(sizes)) / bytes_per_line
     hinted = params.get("estimated_records")

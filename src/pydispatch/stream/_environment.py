@@ -91,7 +91,7 @@ from ..dataflow.lifecycle import (
 )
 from ..dataflow.positions import SplitSource
 from ..dataflow.result import JobResult
-from ..plan import ExecutionGraph, _sources, execution_graph
+from ..plan import ExecutionGraph, _files, _sources, execution_graph
 from ..plan._job_graph import Edge, JobGraph, Operator, Schema
 from ._checks import check_callable, check_parallelism
 
@@ -633,17 +633,21 @@ def _paths(paths: object, func: str) -> tuple[str, ...]:
     if not all(isinstance(p, str | os.PathLike) for p in paths):
         raise TypeError(f"{func}: paths must be str or path-like")
     # Resolved here, where the user wrote them: the job's master and workers run elsewhere.
-    files = tuple(os.path.abspath(os.fspath(p)) for p in paths)
+    # fsspec URLs stay as they are: each worker opens its split through fsspec.
+    files = tuple(
+        p if _files.is_url(p) else os.path.abspath(p) for p in (os.fspath(x) for x in paths)
+    )
     for f in files:
-        if not os.path.isfile(f):
-            raise ValueError(f"{func}: {f!r} is not a file")
+        reason = _files.unreadable(f)
+        if reason is not None:
+            raise ValueError(f"{func}: cannot read {f!r}: {reason}")
     return files
 
 
 def _sizes(files: tuple[str, ...]) -> tuple[int, ...]:
     """The files' sizes now, for the plan's traffic estimates: the job's master plans where
     the files may not be."""
-    return tuple(os.path.getsize(f) for f in files)
+    return tuple(_files.file_size(f) for f in files)
 
 
 # The stream classes live in a private module; they are documented and pickled under this one.
