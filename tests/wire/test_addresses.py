@@ -101,7 +101,8 @@ def test_connections_made_are_awaited_and_one_nobody_accepts_is_an_error_naming_
         watches[address] = connection_watch(sock)
         sock.connect(address)
     with pytest.raises(ConnectionError) as raised:
-        await_connections(watches, "the job master", within=1.0)
+        # (3 s: time enough for the reachable one to connect on a loaded machine)
+        await_connections(watches, "the job master", within=3.0)
     # The address not reached, from where, and what it was; not the one that was reached.
     assert f"cannot reach the job master at {nowhere} from 10.9.8.7" in str(raised.value)
     assert reachable not in str(raised.value)
