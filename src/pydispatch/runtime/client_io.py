@@ -431,7 +431,8 @@ class ClientIO:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
-        poller.register(self.lane.fd, zmq.POLLIN)
+        lane_fd = self.lane.fd
+        poller.register(lane_fd, zmq.POLLIN)
         # A new connection (the dispatcher restarted) is greeted at once, not at the next
         # periodic hello: its Welcome's epoch has the unresolved tasks sent again sooner.
         monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -439,6 +440,10 @@ class ClientIO:
         poller.register(self._sender_monitor, zmq.POLLIN)
         try:
             while True:
+                if self.lane.fd != lane_fd:  # a lease on another slot: a new lane socket
+                    poller.unregister(lane_fd)
+                    lane_fd = self.lane.fd
+                    poller.register(lane_fd, zmq.POLLIN)
                 ready = dict(poller.poll(100))
                 for sending, watch in enumerate((monitor, self._sender_monitor)):
                     # After a dropped connection, the sending socket's: reconnect the other.
@@ -456,7 +461,7 @@ class ClientIO:
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
                         log.exception("error handling a message from the dispatcher")
-                if self.lane.fd in ready:
+                if lane_fd in ready:
                     try:
                         self.lane.receive()
                     except Exception:
