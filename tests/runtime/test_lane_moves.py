@@ -10,6 +10,9 @@ now makes a new socket, with no identity of its own, when its lease moves.
 
 Real sockets: two ROUTERs made as a slot makes its direct endpoint, answering with the real
 protocol. The first slot is not read while the lease is elsewhere, as a busy slot is not.
+
+And the safety net, on a real cluster: a DirectRun lost on the way however it happens is sent
+through the dispatcher once the slot confirms its lease closed (``LeaseEnded.settled``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import pytest
 import zmq
 
+from _support.clusters import make_cluster
 from _support.process_guard import eventually
 from pydispatch.runtime.lane import DirectAttempt, Lane
 from pydispatch.wire import protocol as p
@@ -102,3 +106,31 @@ def test_a_lease_back_on_a_slot_that_was_busy_meanwhile_still_reaches_it(
         lane.close()
         first.close(linger=0)
         second.close(linger=0)
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+def test_a_direct_task_lost_on_the_way_goes_through_the_dispatcher_once_the_lease_closed() -> None:
+    with make_cluster(1, 1, prefetch=0) as cluster:
+        holder, other = cluster.client(), cluster.client()
+        for _ in range(500):  # lone tasks until one went straight to the leased slot
+            future = holder.submit(add, 1, 1)
+            assert future.result(timeout=20) == 2
+            if future._lane_attempt < 0:
+                break
+        lane = holder._lane
+        lease_id = lane.lease_id
+        assert lease_id, "no lease was granted"
+        # Lost on the way: the slot drops a DirectRun without its lease's token without a
+        # word (a guessed lease), as it would never see one lost between the two.
+        lane._token = bytes(16)
+        lost = holder.submit(add, 2, 3)
+        assert lost._lane_attempt < 0, "expected the task to go straight to the leased slot"
+        # Work of another client waits for the only slot: the dispatcher closes the lease, the
+        # slot confirms (it holds nothing of it), and the holder hears it is settled.
+        assert other.submit(add, 1).result(timeout=30) == 1
+        assert lost.result(timeout=60) == 5
+        assert not lane.attempts
+        assert holder.submit(add, 7).result(timeout=30) == 7

@@ -148,7 +148,9 @@ class Lane:
             taken = self._drain()  # what the slot answered before it went counts
             if message.lease_id == self.lease_id:
                 self.lease_id = 0
-            if message.status != "ok":  # "ok": closed, slot alive: what it took, it answers
+            # "ok": closed, slot alive: what it took, it answers. Settled: it answered all it
+            # took (drained above), so what is still out here never reached it.
+            if message.status != "ok" or message.settled:
                 for attempt_id, attempt in list(self.attempts.items()):
                     if attempt.lease_id != message.lease_id:
                         continue
