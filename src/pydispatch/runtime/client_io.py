@@ -431,8 +431,6 @@ class ClientIO:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
-        lane_fd = self.lane.fd
-        poller.register(lane_fd, zmq.POLLIN)
         # A new connection (the dispatcher restarted) is greeted at once, not at the next
         # periodic hello: its Welcome's epoch has the unresolved tasks sent again sooner.
         monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -440,11 +438,7 @@ class ClientIO:
         poller.register(self._sender_monitor, zmq.POLLIN)
         try:
             while True:
-                if self.lane.fd != lane_fd:  # a lease on another slot: a new lane socket
-                    poller.unregister(lane_fd)
-                    lane_fd = self.lane.fd
-                    poller.register(lane_fd, zmq.POLLIN)
-                ready = dict(poller.poll(100))
+                ready = self.lane.poll(poller, 100)  # (watching the lane's current socket)
                 for sending, watch in enumerate((monitor, self._sender_monitor)):
                     # After a dropped connection, the sending socket's: reconnect the other.
                     if watch in ready and _drained(watch) and self._hellos.connected(sending):
@@ -461,7 +455,7 @@ class ClientIO:
                         self._receive()
                     except Exception:  # the I/O thread must outlive any bad message
                         log.exception("error handling a message from the dispatcher")
-                if lane_fd in ready:
+                if self.lane.fd in ready:
                     try:
                         self.lane.receive()
                     except Exception:

@@ -80,6 +80,7 @@ class Lane:
         # The socket's descriptor: it changes when a lease on another slot replaces the socket
         # (see grant); the client's I/O thread and waiters watch the current one.
         self.fd = int(self._sock.getsockopt(zmq.FD))
+        self._io_watched = -1  # the descriptor the I/O thread's poller watches (see poll)
         self.lock = threading.Lock()
         self.lease_id = 0  # the open lease (0: none)
         self._token = b""  # its capability, carried by every DirectRun
@@ -294,6 +295,16 @@ class Lane:
         finally:
             with self.lock:
                 self._waiters -= 1
+
+    def poll(self, poller: zmq.Poller, timeout_ms: int) -> dict[Any, int]:
+        """``poller.poll`` for the client's I/O thread, which watches this lane's socket among
+        its others: the socket is replaced when a lease moves to another slot (see grant)."""
+        if self._io_watched != self.fd:
+            if self._io_watched >= 0:
+                poller.unregister(self._io_watched)
+            poller.register(self.fd, zmq.POLLIN)
+            self._io_watched = self.fd
+        return dict(poller.poll(timeout_ms))
 
     def _poller(self) -> select.poll:
         # One per thread: a poll object refuses concurrent use.
