@@ -431,7 +431,6 @@ class ClientIO:
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
         poller.register(self._wake_read, zmq.POLLIN)
-        poller.register(self.lane.fd, zmq.POLLIN)
         # A new connection (the dispatcher restarted) is greeted at once, not at the next
         # periodic hello: its Welcome's epoch has the unresolved tasks sent again sooner.
         monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -439,7 +438,7 @@ class ClientIO:
         poller.register(self._sender_monitor, zmq.POLLIN)
         try:
             while True:
-                ready = dict(poller.poll(100))
+                ready = self.lane.poll(poller, 100)  # (watching the lane's current socket)
                 for sending, watch in enumerate((monitor, self._sender_monitor)):
                     # After a dropped connection, the sending socket's: reconnect the other.
                     if watch in ready and _drained(watch) and self._hellos.connected(sending):

@@ -23,7 +23,6 @@ import os
 import select
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -75,16 +74,13 @@ class Lane:
         keys: Keys | None = None,
     ) -> None:
         self._keys = keys  # with keys, a slot's direct endpoint is a CURVE server
-        self._sock: Socket = make_socket(
-            context,
-            zmq.DEALER,
-            max_message_size=max_message_size,
-            identity=f"lane-{uuid.uuid4().hex}".encode(),
-        )
-        # Nothing is queued for a connection not made yet: a task sent before the lease's slot
-        # is connected goes through the dispatcher instead (see try_send).
-        self._sock.setsockopt(zmq.IMMEDIATE, 1)
+        self._context = context
+        self._max_message_size = max_message_size
+        self._sock: Socket = self._new_socket()
+        # The socket's descriptor: it changes when a lease on another slot replaces the socket
+        # (see grant); the client's I/O thread and waiters watch the current one.
         self.fd = int(self._sock.getsockopt(zmq.FD))
+        self._io_watched = -1  # the descriptor the I/O thread's poller watches (see poll)
         self.lock = threading.Lock()
         self.lease_id = 0  # the open lease (0: none)
         self._token = b""  # its capability, carried by every DirectRun
@@ -124,7 +120,13 @@ class Lane:
                 # connected there: a second endpoint would take every other DirectRun (a
                 # DEALER alternates), which that slot then refuses. Rare; nothing is lost.
                 if self._address and not self.attempts:
-                    self._sock.disconnect(self._address)
+                    # A new socket, not disconnect(): with ZMQ_IMMEDIATE libzmq leaves the old
+                    # connection's pipe writable until its session has gone, and the next
+                    # DirectRun could go into it and be lost (no error, no answer: its caller
+                    # would wait forever). Nothing is out on the old socket to wait for.
+                    self._sock.close(linger=0)
+                    self._sock = self._new_socket()
+                    self.fd = int(self._sock.getsockopt(zmq.FD))
                 if self._keys is not None:  # (read by libzmq at connect)
                     keys = self._keys
                     connect_curve(self._sock, keys.public, keys.secret, server_key)
@@ -147,7 +149,9 @@ class Lane:
             taken = self._drain()  # what the slot answered before it went counts
             if message.lease_id == self.lease_id:
                 self.lease_id = 0
-            if message.status != "ok":  # "ok": closed, slot alive: what it took, it answers
+            # "ok": closed, slot alive: what it took, it answers. Settled: it answered all it
+            # took (drained above), so what is still out here never reached it.
+            if message.status != "ok" or message.settled:
                 for attempt_id, attempt in list(self.attempts.items()):
                     if attempt.lease_id != message.lease_id:
                         continue
@@ -292,14 +296,40 @@ class Lane:
             with self.lock:
                 self._waiters -= 1
 
+    def poll(self, poller: zmq.Poller, timeout_ms: int) -> dict[Any, int]:
+        """``poller.poll`` for the client's I/O thread, which watches this lane's socket among
+        its others: the socket is replaced when a lease moves to another slot (see grant)."""
+        if self._io_watched != self.fd:
+            if self._io_watched >= 0:
+                poller.unregister(self._io_watched)
+            poller.register(self.fd, zmq.POLLIN)
+            self._io_watched = self.fd
+        return dict(poller.poll(timeout_ms))
+
     def _poller(self) -> select.poll:
         # One per thread: a poll object refuses concurrent use.
         poller: select.poll | None = getattr(self._local, "poller", None)
         if poller is None:
             poller = self._local.poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
             poller.register(self._wake_read, select.POLLIN)
+            self._local.fd = None
+        if self._local.fd != self.fd:  # the socket was replaced (see grant)
+            if self._local.fd is not None:
+                poller.unregister(self._local.fd)
+            poller.register(self.fd, select.POLLIN)
+            self._local.fd = self.fd
         return poller
+
+    def _new_socket(self) -> Socket:
+        # No routing identity of our own: the slot's ROUTER names each connection itself. A
+        # fixed one would be refused there as a duplicate when we come back to a slot that has
+        # not yet seen our last connection to it go (it was busy running tasks), and what we
+        # sent over the refused connection would be dropped without a word.
+        sock = make_socket(self._context, zmq.DEALER, max_message_size=self._max_message_size)
+        # Nothing is queued for a connection not made yet: a task sent before the lease's slot
+        # is connected goes through the dispatcher instead (see try_send).
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        return sock
 
     # ----------------------------------------------------------------------- internals
 

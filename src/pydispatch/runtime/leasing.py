@@ -86,6 +86,10 @@ class Leasing:
         lease = self._book.confirm_closed(lease_id, slot)
         if lease is None:
             return []
+        # Its client hears, after the slot's answers (sent before LeaseClosed, one hop to our
+        # two): a direct attempt it still waits for never reached the slot, or its answer was
+        # lost. Without this, its future would wait forever.
+        self._send(lease.client, p.LeaseEnded(lease.lease_id, settled=True))
         return self._scheduler.unlease_slot(lease.worker, lease.slot)
 
     def kill_direct(self, client: bytes, lease_id: int, attempt_id: int) -> None:

@@ -366,9 +366,12 @@ class _Slot:
             except zmq.Again:
                 return
             peer = peer_key(parts[-1])
-            if self.secure and not self.lease_key(peer):  # its lease closed since it connected
+            # Its lease closed since it connected (only a key holding one gets in: see Gate).
+            # Answered as an unopened lease is, below: its holder may have sent this before it
+            # heard that the lease ended, and waits for an answer to send the task elsewhere.
+            unleased = self.secure and not self.lease_key(peer)
+            if unleased:
                 self._refuse(peer, "no open lease of its key")
-                continue
             try:
                 client, body = split_envelope(parts, routed=True)
                 message, frames = parse(body)
@@ -379,7 +382,7 @@ class _Slot:
                 log.error("dropped a %s on the direct endpoint", type(message).__name__)
                 continue
             spec = message.attempt
-            lease = self._leases.get(message.lease_id)
+            lease = None if unleased else self._leases.get(message.lease_id)
             if lease is not None and not (
                 secrets.compare_digest(lease[0], message.token)
                 and (not lease[1] or lease[1] == peer)

@@ -307,12 +307,16 @@ class LeaseEnded(Header):
     """Dispatcher -> client: the lease is over. If its slot is gone, ``running`` (0: none) was
     the direct attempt it was running, ending ``status`` (as for SlotLost) with ``error``; the
     other direct attempts sent to it did not start. A lease ended with its slot alive
-    (``status`` "ok") keeps running what the slot accepted and sends the results as usual."""
+    (``status`` "ok") keeps running what the slot accepted and sends the results as usual.
+    ``settled``: sent after that, once the slot said LeaseClosed: it answered every direct
+    attempt it took under the lease and refuses any other, so one still out was lost on the
+    way (the client sends it through the dispatcher). A trailing field: older peers ignore it."""
 
     lease_id: int
     running: int = 0
     status: Status = "ok"
     error: str = ""
+    settled: bool = False
 
 
 class KillDirect(Header):
