@@ -62,7 +62,7 @@ from ..wire.transport import (
     receive_pending,
     send,
 )
-from .hellos import DispatcherHellos, Leaders
+from .hellos import DispatcherHellos, Leaders, ask_status
 from .lane import DirectAttempt, Lane
 from .reconnect import CLIENT_SILENCE_S, WORKER_SILENCE_S, drop_when_silent, spread_reconnects
 from .task_pickling import FunctionBlobs, submit_batches
@@ -383,14 +383,15 @@ class ClientIO:
         self._wake()
 
     def status(self, timeout: float) -> p.StatusReply:
-        with self._lock:  # asked on the receiving socket: the answer comes back there
+        return ask_status(self._ask_status, self._status_replies, timeout, self.address)
+
+    def _ask_status(self) -> None:  # on the receiving socket: the answer comes back there
+        with self._lock:
             self._requests.append(p.StatusRequest())
         self._wake()
-        return self._status_replies.get(timeout=timeout)
 
     def start_closing(self) -> list[TaskFuture]:
-        """Take no new tasks: the I/O thread says goodbye and ends once every future is done
-        (after the next :meth:`wake`). Returns the futures outstanding."""
+        """Take no new tasks (the I/O thread ends once all are done); the futures outstanding."""
         with self._lock:
             self.closing = True
             return list(self._futures.values())

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
 
+from ..wire import protocol as p
 from ..wire.security import Keys, connect_with
 from ..wire.transport import find_leader, split_addresses
 
-__all__ = ["HELLO_EVERY", "DispatcherHellos", "Leaders"]
+__all__ = ["HELLO_EVERY", "DispatcherHellos", "Leaders", "ask_status"]
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +172,18 @@ class Leaders:
         self.current = leader
         if leader not in self.addresses:  # named by a standby
             self.addresses.append(leader)
+
+
+def ask_status(
+    ask: Callable[[], None], replies: queue.Queue[p.StatusReply], timeout: float, address: str
+) -> p.StatusReply:
+    """The dispatcher's status, asked again every second (a request is lost while the client
+    moves to a new leader); TimeoutError when none comes within ``timeout`` seconds."""
+    while not replies.empty():  # late answers to an earlier call
+        replies.get_nowait()
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        ask()
+        with contextlib.suppress(queue.Empty):
+            return replies.get(timeout=min(left, 1.0))
+    raise TimeoutError(f"the dispatcher at {address} gave no status in {timeout:g} s")
