@@ -10,10 +10,8 @@ holder's key, made while the lease was open (only then does the slot's ZAP handl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import zmq
 
 from _support.process_guard import eventually
@@ -21,19 +19,6 @@ from _support.secure_cluster import SecureCluster, raw_socket
 from pydispatch import Client
 from pydispatch.wire import protocol as p
 from pydispatch.wire.transport import dumps, parse, send, split_envelope
-
-
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
-    with SecureCluster(tmp_path_factory.mktemp("secure")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 def square(x: int) -> int:

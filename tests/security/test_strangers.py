@@ -12,7 +12,6 @@ import os
 import pickle
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +33,6 @@ from pydispatch.wire import data_plane as dp
 from pydispatch.wire import job_plane as jp
 from pydispatch.wire import protocol as p
 from pydispatch.wire.transport import send
-
-
-@pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureCluster]:
-    with SecureCluster(tmp_path_factory.mktemp("secure")) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[Any]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
 
 
 def square(x: int) -> int:
