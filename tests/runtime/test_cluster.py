@@ -34,7 +34,7 @@ from pydispatch.errors import RemoteError, RemoteTraceback, TaskFailedError
 from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.wire import protocol as p
-from pydispatch.wire.transport import loads
+from pydispatch.wire.transport import loads, recv, send
 
 # Functions defined here travel by value: slot processes cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -291,6 +291,26 @@ def test_kill_9_worker_mid_map_every_result_exactly_once(prefetch: int) -> None:
         assert status.failed == 0
         assert status.retried >= 1
         assert [w.name for w in status.workers] == ["worker-1"]
+
+
+def test_a_dispatcher_stopped_past_the_heartbeat_timeout_keeps_its_workers() -> None:
+    # The converse: the dispatcher frozen (a GC pause, swapped out, SIGSTOP) for twice the
+    # heartbeat timeout does not declare its workers lost on waking; their work goes on.
+    with make_cluster(2, 1) as cluster:
+        client = cluster.client()
+        futures = [client.submit(sleep_then, 1.0, i) for i in range(2)]
+        eventually(lambda: all(f.running() for f in futures), "both tasks running")
+        dispatcher = cluster.dispatcher
+        assert dispatcher is not None
+        os.kill(dispatcher.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.0)  # FAST: a heartbeat timeout of 1 s
+        finally:
+            os.kill(dispatcher.pid, signal.SIGCONT)
+        assert [f.result(timeout=30) for f in futures] == [0, 1]
+        status = client.status()
+        assert sorted(w.name for w in status.workers) == ["worker-0", "worker-1"]
+        assert (status.finished, status.retried) == (2, 0)
 
 
 @pytest.mark.slow
@@ -888,6 +908,46 @@ def test_a_worker_whose_slots_are_refused_exits_with_the_reason(tmp_path: Path) 
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+        stand_in.close()
+        context.term()
+
+
+def test_a_worker_heartbeats_at_once_at_the_pace_its_registration_tells(tmp_path: Path) -> None:
+    # A dispatcher with a short timeout (here 0.5 s) tells a short interval when the worker
+    # registers: the worker must follow it at once, not after the 1 s it waits by default
+    # first (a worker used to be declared lost just after registering).
+    address = f"ipc://{tmp_path}/stand-in"
+    context: zmq.Context[Any] = zmq.Context()
+    stand_in = context.socket(zmq.ROUTER)
+    stand_in.setsockopt(zmq.LINGER, 0)
+    stand_in.bind(address)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pydispatch.cli", "worker", address, "--name", "paced"],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        registered_at: float | None = None
+        heartbeats: list[float] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (
+            registered_at is None or time.monotonic() < registered_at + 0.8
+        ):
+            if not stand_in.poll(50):
+                continue
+            identity, message, _ = recv(stand_in, routed=True)
+            if isinstance(message, p.SlotHello):
+                send(stand_in, p.SlotWelcome(), identity=identity)
+            elif isinstance(message, p.Register):
+                send(stand_in, p.Registered(0.05, 0.5, "epoch"), identity=identity)
+                registered_at = time.monotonic()
+            elif isinstance(message, p.Heartbeat):
+                heartbeats.append(time.monotonic())
+        assert registered_at is not None, "the worker never registered"
+        # 0.8 s at 0.05 s: about 16 (none came before the first second, then).
+        assert len([t for t in heartbeats if t < registered_at + 0.8]) >= 4
+    finally:
+        worker.kill()
+        worker.wait()
         stand_in.close()
         context.term()
 

@@ -11,7 +11,7 @@ import runpy
 import subprocess
 import sys
 import time
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +94,20 @@ def test_kill_9_in_the_middle_of_two_keyed_jobs_both_complete_after_the_restart(
             return states == {"attached": "RUNNING", "detached": "RUNNING"}
 
         eventually(both_running, "both jobs running", timeout=60)
-        killed = time.monotonic()
-        cluster.restart_dispatcher()  # SIGKILL; a new one on the same address and store
-        # Listed at once, from the store (their masters are being started again).
-        listed = {j.job_id: j.state for j in fetch_jobs(cluster.address)}
-        assert listed[handle.job_id] in ("RESTARTING", "CREATED", "RUNNING")
-        assert listed[detached_id] in ("RESTARTING", "CREATED", "RUNNING")
-        gate.touch()  # the restarted runs may finish
-
-        result = handle.result(timeout=120)  # the handle follows the job's new master
+        # A handle already waiting for the result when the dispatcher dies: the old master,
+        # ended by its launcher, must not answer it FAILED (the job is handed over).
+        with ThreadPoolExecutor(1) as waiter:
+            waiting = waiter.submit(handle.result, 120)
+            time.sleep(0.5)  # its request is held by the master
+            dispatcher = cluster.dispatcher
+            assert dispatcher is not None
+            killed = time.monotonic()
+            dispatcher.kill()
+            dispatcher.wait()
+            time.sleep(1.0)  # the old launcher ends its masters (it polls every 0.2 s)
+            assert not waiting.done()
+            cluster.restart_dispatcher()  # a new one on the same address and store
+            result = _follow(cluster, handle, detached_id, gate, waiting)
         assert handle.status() == "FINISHED"
         assert result.records_out  # figures of the run that finished
 
@@ -120,6 +125,17 @@ def test_kill_9_in_the_middle_of_two_keyed_jobs_both_complete_after_the_restart(
         assert states == {handle.job_id: "FINISHED", detached_id: "FINISHED"}
     assert _lines(attached_out) == expected
     assert _lines(detached_out) == expected
+
+
+def _follow(
+    cluster: Any, handle: JobHandle, detached_id: str, gate: Path, waiting: Future[Any]
+) -> Any:
+    # Listed at once, from the store (their masters are being started again).
+    listed = {j.job_id: j.state for j in fetch_jobs(cluster.address)}
+    assert listed[handle.job_id] in ("RESTARTING", "CREATED", "RUNNING")
+    assert listed[detached_id] in ("RESTARTING", "CREATED", "RUNNING")
+    gate.touch()  # the restarted runs may finish
+    return waiting.result(timeout=130)  # the handle followed the job's new master
 
 
 def test_a_dispatcher_down_longer_than_reconnect_timeout_is_a_clear_error() -> None:

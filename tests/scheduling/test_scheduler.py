@@ -183,6 +183,26 @@ def test_worker_lost_requeues_with_numbered_attempts_and_late_result_is_discarde
     assert [(r.task_id, r.status) for r in resolved(done)] == [(first_task_of(first, W1), "ok")]
 
 
+def test_a_paused_dispatcher_does_not_count_its_pause_as_its_workers_silence() -> None:
+    s = Scheduler(heartbeat_timeout=1)
+    s.register_worker(W1, now=0, slots=1)
+    s.register_worker(W2, now=0, slots=1)
+    s.submit(C1, tasks(2, retries=0))
+    s.schedule()
+    s.heartbeat(W1, now=0.5)
+    s.heartbeat(W2, now=0.5)
+    # The dispatcher stopped for 5 s from 0.6: on waking, its workers are not presumed lost.
+    assert s.dispatcher_paused(5.0, now=5.6) == []
+    assert s.tick(now=5.6) == []
+    # Silence after the pause still counts: W2's heartbeats, queued meanwhile, arrive; W1's
+    # never do, and a second later W1 is lost with its task.
+    s.heartbeat(W2, now=5.7)
+    out = s.tick(now=6.7)
+    forgotten = [i for i in out if isinstance(i, ForgetWorker)]
+    assert forgotten == [ForgetWorker(W1, "heartbeat timeout")]
+    assert [r.status for r in resolved(out)] == ["failed"]
+
+
 def first_task_of(placed: dict[bytes, list[int]], worker: bytes) -> int:
     # Attempt ids are handed out in task order in these tests: attempt n ran task n-1.
     return placed[worker][0] - 1

@@ -176,6 +176,7 @@ class JobRun:
         self.endpoint = f"tcp://{options.host}:{port}"
         self._closing = threading.Event()
         self._waiters: list[tuple[bytes, float]] = []  # result requests held until the end
+        self._handed_over = False  # see abort
         self._outcome: tuple[jp.JobResultReply, list[transport.FrameLike]] | None = None
         #: When a handle was last sent the outcome (the master process may exit then).
         self.fetched_at: float | None = None
@@ -229,13 +230,14 @@ class JobRun:
         self._events.put(("cancel", reply))
         return reply.result(timeout=30)
 
-    def abort(self, reason: str) -> bool:
+    def abort(self, reason: str, hand_over: bool = False) -> bool:
         """End the job as FAILED with ``reason`` (its running slices are killed), when its
-        master must stop while it runs; False if it had ended already."""
+        master must stop while it runs; False if it had ended already. ``hand_over``: to
+        the next dispatcher's master: no result request is answered (this master exits)."""
         if self._done.is_set():
             return False
         reply: Future[bool] = Future()
-        self._events.put(("abort", reply, reason))
+        self._events.put(("abort", reply, reason, hand_over))
         return reply.result(timeout=30)
 
     def alive(self) -> bool:
@@ -401,7 +403,7 @@ class JobRun:
         return self._outcome
 
     def _answer_waiters(self, now: float) -> None:
-        if not self._waiters:
+        if not self._waiters or self._handed_over:
             return
         if self._done.is_set():
             waiters, self._waiters = self._waiters, []
@@ -453,7 +455,9 @@ class JobRun:
             self._reply(identity, self._status_reply())
         elif isinstance(message, jp.JobResultRequest):
             wait = min(message.wait, _MAX_WAIT) if message.wait > 0 else 0.0  # NaN: 0
-            if self._done.is_set():
+            if self._handed_over:  # its outcome is the next master's to give (see abort)
+                pass
+            elif self._done.is_set():
                 self._answer_result(identity)
             elif wait == 0 or len(self._waiters) >= _MAX_WAITERS:
                 self._reply(identity, self._status_reply())
@@ -487,6 +491,7 @@ class JobRun:
             if event[0] == "abort":  # killed like a cancelled job, but nobody cancelled it
                 self._master.state = jm.FAILED
                 self._error = f"job {self.job_id} failed: {event[2]}"
+                self._handed_over = event[3]
             reply.set_result(self._master.state in jm.TERMINAL)
             return
         _, attempt, index, future = event

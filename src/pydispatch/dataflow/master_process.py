@@ -119,6 +119,7 @@ class _Host:
         # dispatcher's; "": no keys, whatever the environment names.
         self.keys = credentials.keys(job_id) if credentials is not None else None
         self.client = Client(address, name=f"job master {job_id}", keys=self.keys or "")
+        self.durable = False  # whether the dispatcher keeps the job in a store
 
     def report(self, endpoint: str = "", code: str = "", error: str = "") -> None:
         report = p.JobHostReport(self.job_id, self.token, endpoint, code, error)
@@ -141,6 +142,7 @@ class _Host:
             self.report(code="invalid", error=f"could not load the job: {error}")
             return None
         options = dataclasses.replace(options, priority=answer.priority)
+        self.durable = answer.durable
         try:
             run = JobRun(
                 self.client,
@@ -183,15 +185,23 @@ def serve(
     parent: int,
     stop: threading.Event,
     ended: Callable[[], None] = lambda: None,
+    durable: bool = False,
 ) -> None:
     """Serve until the outcome was fetched or kept ``retention`` seconds, or until told to
     stop; a job still running then fails (its slices are killed). ``ended`` is called once,
-    when the job has ended."""
+    when the job has ended.
+
+    A ``durable`` job (its dispatcher keeps it in a store) told to stop is not failed but
+    handed over: its slices are killed and no outcome is given, for the dispatcher that
+    starts next on that store runs it again, and its handles follow the new master (a
+    FAILED answered here, as the dispatcher died, ended a handle that was waiting)."""
     ended_at: float | None = None
+    stopped = True
     reason = "its master was stopped (the dispatcher stopped?)"
     while not stop.wait(_TICK):
         if parent and os.getppid() != parent:
             reason = "its master lost the dispatcher's job launcher (killed?)"
+            stopped = False
             log.warning(
                 "job %s: its launcher is gone: exiting", run.job_id, extra={"job_id": run.job_id}
             )
@@ -217,6 +227,14 @@ def serve(
             )
             return
     if run.alive() and not run.done():
+        if durable and stopped:
+            log.warning(
+                "job %s: its dispatcher stopped; the next one on its job store runs it again",
+                run.job_id,
+                extra={"job_id": run.job_id},
+            )
+            run.abort(reason, hand_over=True)
+            return
         log.warning("job %s fails: %s", run.job_id, reason, extra={"job_id": run.job_id})
         run.abort(reason)
 
@@ -251,7 +269,8 @@ def _master(
         run, options = started
         try:
             retention = options.result_retention
-            serve(run, retention, parent, stop, lambda: host.keep_outcome(run, retention))
+            keep = lambda: host.keep_outcome(run, retention)  # noqa: E731
+            serve(run, retention, parent, stop, keep, host.durable)
         finally:
             run.close()
         return 0

@@ -227,6 +227,9 @@ class Dispatcher:
                     if self._exit_with_parent and os.getppid() != self._exit_with_parent:
                         log.warning("the process that started this dispatcher is gone: exiting")
                         return
+                    if (paused := now - next_tick) > self.heartbeat_timeout / 2:
+                        log.warning("did not run for %.1f s: not the workers' silence", paused)
+                        self._perform(self.scheduler.dispatcher_paused(paused, now))
                     next_tick = now + tick_every
                     if self._still_leading is not None and not self._still_leading():
                         log.error("this dispatcher no longer leads (its lock session ended, or "

@@ -56,6 +56,7 @@ from ..wire import protocol as p
 from ..wire.security import Identity, JobCredentials
 from ..wire.transport import FrameLike, frame_sizes, rebase
 from .access import JobKeys
+from .reconnect import RECONNECT_MAX_MS
 
 __all__ = ["ENDED", "JobHosts", "Send"]
 
@@ -68,6 +69,12 @@ _MAX_HOSTS: Final = 256  # job masters at once: a flood of submissions is refuse
 _EXITED_KEPT: Final = 1000
 _RESPAWN_EVERY: Final = 5.0  # seconds between starts of a launcher that dies
 _NAME_IN_ID: Final = 100  # characters of a job's name in its id (the line must stay short)
+# A restarted dispatcher starts its kept jobs' masters again this long after it started: by
+# then every live worker and slot has connected again (their reconnect backoff is capped at
+# RECONNECT_MAX_MS) and registered. A master started before would place its job on the part
+# of the cluster back first: two jobs pinned their slices to the same two slots, each waiting
+# for the other's, until the deployment timeout (60 s) restarted them.
+RESUME_AFTER: Final = 2 * RECONNECT_MAX_MS / 1000
 
 Send = Callable[[bytes, p.Message, list[FrameLike]], bool]
 # Writes an accepted job where it outlives the dispatcher (durable_jobs): job id, the message,
@@ -119,6 +126,9 @@ class JobHosts:
         self._respawn_at = 0.0  # a launcher that keeps dying is not restarted every tick
         self._enabled = enabled
         self._keep = keep
+        # Kept jobs a restarted dispatcher starts again, once RESUME_AFTER has passed.
+        self._resuming: list[tuple[str, str, int, p.Blob, list[FrameLike], Identity | None]] = []
+        self._resume_at = 0.0
         # Started now, so that it has imported what it needs when the first job comes.
         if enabled:
             with contextlib.suppress(OSError):
@@ -165,7 +175,15 @@ class JobHosts:
         if not self._enabled:  # it stays in the store, for a dispatcher that hosts masters
             log.warning("job %s not started again: this dispatcher hosts no job masters", job_id)
             return
-        self._start(job_id, name, priority, None, payload, frames, owner)
+        if not self._resuming:
+            self._resume_at = time.monotonic() + RESUME_AFTER
+        self._resuming.append((job_id, name, priority, payload, frames, owner))
+
+    def _start_resumed(self, now: float) -> None:
+        if self._resuming and now >= self._resume_at:
+            resuming, self._resuming = self._resuming, []
+            for job_id, name, priority, payload, frames, owner in resuming:
+                self._start(job_id, name, priority, None, payload, frames, owner)
 
     def _start(self, job_id: str, name: str, priority: int, submitter: bytes | None,
                payload: p.Blob, own: list[FrameLike],
@@ -211,7 +229,8 @@ class JobHosts:
         if host.payload is None:
             raise p.ProtocolError(f"job {message.job_id!r} was handed over already")
         (blob, frames), host.payload = host.payload, None
-        self._send(peer, p.JobPayload(host.name, host.priority, blob), frames)
+        durable = self._keep is not None
+        self._send(peer, p.JobPayload(host.name, host.priority, blob, durable), frames)
 
     def report(self, message: p.JobHostReport) -> None:
         host = self._host(message.job_id, message.token)
@@ -376,6 +395,7 @@ class JobHosts:
         ):  # a new one for new jobs
             with contextlib.suppress(OSError):
                 self._running_launcher()
+        self._start_resumed(now)
         for host in self._hosts.values():
             if host.submitter is not None and now > host.deadline:
                 log.error("job %s: its master did not report in time: ending it", host.job_id)

@@ -157,6 +157,10 @@ class Worker:
         self._heartbeat_interval = 1.0
         self._dispatcher_epoch = ""  # of the dispatcher that registered us (see Reregister)
         self._heartbeat_stop = threading.Event()
+        # Set when the dispatcher tells an interval: the next heartbeat follows at that pace,
+        # not after the one being waited out (1 s at first: a dispatcher with a timeout of
+        # 1 s declared a worker lost just after it registered).
+        self._heartbeat_retold = threading.Event()
         self._registered_at: float | None = None
         self._register_sent_at = 0.0
         self._drain_requested = 0  # number of SIGTERMs received
@@ -180,6 +184,7 @@ class Worker:
             self._loop()
         finally:
             self._heartbeat_stop.set()
+            self._heartbeat_retold.set()
             self._shutdown_slots()
             self._sock.disable_monitor()
             self._monitor.close(linger=0)
@@ -260,7 +265,11 @@ class Worker:
         connected_to = self.address
         try:
             usage = ProcessUsage()
-            while not self._heartbeat_stop.wait(self._heartbeat_interval):
+            while True:
+                self._heartbeat_retold.wait(self._heartbeat_interval)
+                if self._heartbeat_stop.is_set():
+                    break
+                self._heartbeat_retold.clear()
                 if connected_to != self.address:  # another dispatcher leads (_follow_leader)
                     with contextlib.suppress(zmq.ZMQError):
                         sock.disconnect(connected_to)
@@ -299,6 +308,8 @@ class Worker:
                 if waiting:
                     send(self._sock, p.Done(waiting))
             case p.Registered(heartbeat_interval=interval, epoch=epoch):
+                if interval < self._heartbeat_interval:
+                    self._heartbeat_retold.set()
                 self._heartbeat_interval = interval
                 self._dispatcher_epoch = epoch
                 self._registered_at = time.monotonic()

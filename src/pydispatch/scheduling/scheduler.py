@@ -301,6 +301,14 @@ class Scheduler:
             return []
         return self._remove_worker(worker, "deregistered")
 
+    def dispatcher_paused(self, seconds: float, now: float) -> list[Instruction]:
+        """The dispatcher itself did not run for ``seconds`` (stopped, swapped out, starved
+        of CPU): its workers' heartbeats of that time wait unread in its socket, so that time
+        is not counted as their silence (else a pause longer than the heartbeat timeout
+        would remove every worker at once, and fail over all their work)."""
+        self._workers.excuse(seconds, now)
+        return []
+
     def tick(self, now: float) -> list[Instruction]:
         """The timer: remove workers silent for longer than the heartbeat timeout."""
         self._orphans.expire(now)

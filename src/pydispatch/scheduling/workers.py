@@ -97,6 +97,11 @@ class WorkerTable:
         """Attempts the active workers' slots may take now (running or queued)."""
         return self.index.free_total
 
+    def excuse(self, seconds: float, now: float) -> None:
+        """Count ``seconds`` of every worker's silence as heard (never past ``now``)."""
+        for worker in self._workers.values():
+            worker.last_seen = min(now, worker.last_seen + seconds)
+
     def silent(self, now: float, timeout: float) -> list[bytes]:
         """The workers not heard from for longer than ``timeout``."""
         return [w.id for w in self._workers.values() if now - w.last_seen > timeout]

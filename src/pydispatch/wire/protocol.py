@@ -607,6 +607,9 @@ class JobPayload(Header):
     name: str
     priority: int
     payload: Blob
+    # The dispatcher keeps the job in a store: a master stopped with its dispatcher hands
+    # the job over to the next one on that store (no FAILED outcome; see master_process).
+    durable: bool = False
 
 
 class JobHostReport(Header):
