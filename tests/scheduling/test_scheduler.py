@@ -268,6 +268,24 @@ def test_a_task_prefetched_to_a_slot_is_cancelled_there_until_it_starts() -> Non
     assert s.snapshot(2).running == 1
 
 
+def test_the_first_task_an_idle_slot_holds_counts_as_started_for_a_plain_cancel() -> None:
+    # Cancelled in the same breath as submitted (shutdown(cancel_futures=True)): the task sent
+    # to an idle slot starts as the slot reads it, so it runs; those behind it are skipped.
+    s = Scheduler(prefetch=4)
+    s.register_worker(W1, now=0, slots=1, slot_ids=[S1])
+    s.submit(C1, tasks(3))
+    first, second, third = by_slot(s.schedule())[S1]
+    out = s.cancel(C1, [0, 1, 2], force=False)
+    assert NotifyStarted(C1, [0]) in out
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(1, "cancelled"), (2, "cancelled")]
+    assert KillAttempts(W1, S1, [second, third], force=False) in out
+    # Forced, the first is killed too.
+    s.submit(C1, tasks(1, start=3))
+    s.attempts_finished(S1, [AttemptOutcome(first, "ok", value="v")], now=1)
+    (fourth,) = by_slot(s.schedule())[S1]
+    assert KillAttempts(W1, S1, [fourth], force=True) in s.cancel(C1, [3], force=True)
+
+
 def test_behind_a_task_reported_running_a_cancel_is_answered_at_once() -> None:
     s = Scheduler(prefetch=4)
     s.register_worker(W1, now=0, slots=1, slot_ids=[S1])

@@ -328,15 +328,15 @@ class ClientIO:
         self._send_outbox(ask_lease=plain and self.lane.usable and not self.lane.lease_id)
         return future
 
-    def cancel_unstarted(self, futures: list[TaskFuture]) -> bool:
+    def cancel_unstarted(self, futures: list[TaskFuture], drop_unsent: bool = True) -> bool:
         """Cancel these futures' tasks where they have not started. Those not sent yet are
-        dropped and their futures cancelled now; the dispatcher is asked for the others and
-        answers each with "cancelled", "started" or its outcome. False if it cannot be asked
-        or its answer could not be awaited (from the I/O thread, or once that thread ended):
-        the caller then decides for the futures."""
+        dropped and their futures cancelled now (unless not ``drop_unsent``); the dispatcher
+        is asked for the others and answers each with "cancelled", "started" or its outcome.
+        False if it cannot be asked or its answer could not be awaited (from the I/O thread,
+        or once that thread ended): the caller then decides for the futures."""
         ids = {future.task_id for future in futures}
         with self._lock:
-            unsent = {spec.task_id for spec, _ in self._outbox} & ids
+            unsent = {spec.task_id for spec, _ in self._outbox} & ids if drop_unsent else set()
             if unsent:
                 self._outbox = [(s, f) for s, f in self._outbox if s.task_id not in unsent]
                 for task_id in unsent:
@@ -354,11 +354,13 @@ class ClientIO:
         """:meth:`cancel_unstarted` for many at once (one request), then wait at most
         ``timeout`` for the answers: each future is then cancelled, unless its task started
         (as an executor's ``shutdown(cancel_futures=True)`` leaves them). Where no answer can
-        be awaited they are cancelled at once."""
+        be awaited they are cancelled at once. Tasks not sent yet go too, before the request:
+        as with the standard executors, whose idle workers take work at once, those the
+        cluster's idle slots start first run (all would be cancelled here, just after submit)."""
         verdicts = [threading.Event() for _ in futures]
         for future, verdict in zip(futures, verdicts, strict=True):
             future._verdict = verdict
-        if not self.cancel_unstarted(futures):
+        if not self.cancel_unstarted(futures, drop_unsent=False):
             for future in futures:
                 future._cancel_now()
             return

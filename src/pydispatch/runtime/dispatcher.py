@@ -465,6 +465,10 @@ class Dispatcher:
         self._perform(self.scheduler.heartbeat(m.worker, now))
 
     def _on_cancel(self, peer: bytes, m: p.Cancel, frames: Frames, now: float) -> None:
+        # Tasks submitted before are placed first, as if each message were handled alone:
+        # read in one batch with their submission, all would be cancelled before any ran
+        # (shutdown(cancel_futures=True) just after submit: the standard executors run some).
+        self._perform(self.scheduler.schedule())
         self._perform(self.scheduler.cancel(peer, m.task_ids, m.force))
 
     def _on_client_hello(self, peer: bytes, m: p.ClientHello, frames: Frames, now: float) -> None:

@@ -46,12 +46,20 @@ def cancel_tasks(
             queue.dequeue(task)
             out.append(resolve_cancelled(task, "cancelled while queued"))
         elif task.state == "running" and (force or not task.started):
+            worker = workers[task.worker]
+            slot = worker.attempt_slot[task.attempt_id]
+            if not force and next(iter(worker.slot_attempts[slot])) == task.attempt_id:
+                # The first its slot holds: sent to an idle slot, which starts it as it reads
+                # it (as the standard executors' idle workers take a task at once). Had the
+                # slot read the Kill with its Run, every task would be cancelled in
+                # shutdown(cancel_futures=True) just after submit.
+                task.started = True
+                out.append(NotifyStarted(task.client, [task.task_id]))
+                continue
             # Not reported started: waiting in its slot's queue, or started in the last
             # millisecond or so. The slot skips it and reports it "cancelled", or reports it
             # started (a plain cancel then lets it finish) or its outcome.
             task.state = "cancelling"
-            worker = workers[task.worker]
-            slot = worker.attempt_slot[task.attempt_id]
             kills.setdefault((task.worker, slot, force), []).append(task.attempt_id)
             out += _cancel_behind_started(worker, slot, resolve_cancelled)
         # Running without force: it finishes; the client has dropped interest already.
