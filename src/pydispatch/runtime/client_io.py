@@ -330,10 +330,9 @@ class ClientIO:
 
     def cancel_unstarted(self, futures: list[TaskFuture], drop_unsent: bool = True) -> bool:
         """Cancel these futures' tasks where they have not started. Those not sent yet are
-        dropped and their futures cancelled now (unless not ``drop_unsent``); the dispatcher
-        is asked for the others and answers each with "cancelled", "started" or its outcome.
-        False if it cannot be asked or its answer could not be awaited (from the I/O thread,
-        or once that thread ended): the caller then decides for the futures."""
+        dropped (if ``drop_unsent``); the dispatcher is asked for the others and answers each
+        "cancelled", "started" or its outcome. False if it cannot be asked or its answer could
+        not be awaited (from the I/O thread, or once it ended): the caller then decides."""
         ids = {future.task_id for future in futures}
         with self._lock:
             unsent = {spec.task_id for spec, _ in self._outbox} & ids if drop_unsent else set()
@@ -354,9 +353,8 @@ class ClientIO:
         """:meth:`cancel_unstarted` for many at once (one request), then wait at most
         ``timeout`` for the answers: each future is then cancelled, unless its task started
         (as an executor's ``shutdown(cancel_futures=True)`` leaves them). Where no answer can
-        be awaited they are cancelled at once. Tasks not sent yet go too, before the request:
-        as with the standard executors, whose idle workers take work at once, those the
-        cluster's idle slots start first run (all would be cancelled here, just after submit)."""
+        be awaited they are cancelled at once. Tasks not sent yet go first: as with the
+        standard executors, what idle slots take at once runs (else, just after submit, none)."""
         verdicts = [threading.Event() for _ in futures]
         for future, verdict in zip(futures, verdicts, strict=True):
             future._verdict = verdict
