@@ -23,9 +23,8 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 from ..dataflow.checkpoint_storage import directory_name
-from ..dataflow.handle import JobHandle, JobRefusedError, fetch_jobs, find_job
+from ..dataflow.handle import JobHandle, JobRefusedError, fetch_jobs
 from ..wire import protocol as p
-from ..wire.security import resolve_keys
 
 __all__ = [
     "CommandError",
@@ -46,17 +45,7 @@ class CommandError(Exception):
 
 
 def _handle_of(address: str, job: str, timeout: float) -> JobHandle:
-    keys = resolve_keys()
-    info = find_job(address, job, timeout, keys or "")
-    return JobHandle(
-        address,
-        info.job_id,
-        info.name,
-        info.endpoint,
-        state=info.state,
-        keys=keys,
-        server_key=info.key,
-    )
+    return JobHandle.attach(address, job, timeout=timeout)  # keys: the environment's
 
 
 def cancel_job(address: str, job: str, timeout: float = 10.0) -> bool:

@@ -376,14 +376,15 @@ class JobHandle:
         *,
         keys: str | Keys | None = None,
         identity: str | None = None,
+        timeout: float = 5.0,
     ) -> JobHandle:
         """A handle to the job ``job`` names (its id, else its name, else the start of its id;
         see :func:`find_job`) of the dispatcher ``target`` (an address, a Client or a
         LocalCluster), from any process; with keys (see :func:`target_keys`), a job this key
-        owns (or any, for an admin's)."""
+        owns (or any, for an admin's). ``timeout``: for the dispatcher's listing."""
         address = dispatcher_address(target)
         credentials = target_keys(target, keys, identity)
-        info = find_job(address, job, keys=credentials or "")
+        info = find_job(address, job, timeout, keys=credentials or "")
         return cls(
             address,
             info.job_id,
