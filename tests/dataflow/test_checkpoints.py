@@ -101,6 +101,36 @@ def test_only_the_retained_checkpoints_are_kept() -> None:
     assert c.count == 3
 
 
+@pytest.mark.parametrize(
+    ("outcome", "retain_on_cancellation", "discarded"),
+    [
+        ("FINISHED", False, True),
+        ("FINISHED", True, True),
+        ("CANCELED", False, True),
+        ("CANCELED", True, False),
+        ("FAILED", False, False),
+        ("FAILED", True, False),
+    ],
+)
+def test_an_ended_job_discards_or_keeps_its_checkpoints_as_flink_does(
+    outcome: str, retain_on_cancellation: bool, discarded: bool
+) -> None:
+    c = _coordinator(retain_on_cancellation=retain_on_cancellation)
+    c.running(0.0)
+    assert c.tick(1.0) == [ck.Trigger(1)]  # pending when the job ends: aborted
+    out = c.ended(outcome, 1.5)
+    assert out[0] == ck.Abort(1, f"the job ended {outcome}")
+    assert (ck.Discard(outcome) in out) is discarded
+    assert c.ended(outcome, 2.0) == []  # once
+    c.running(3.0)
+    assert c.tick(10.0) == []  # nothing triggered after the end
+
+
+def test_ended_refuses_a_state_that_is_not_final() -> None:
+    with pytest.raises(ValueError, match="not a final state"):
+        _coordinator().ended("RUNNING", 0.0)
+
+
 def test_a_savepoint_goes_before_the_periodic_checkpoints() -> None:
     c = _coordinator(interval=100.0)
     c.running(0.0)
@@ -173,6 +203,33 @@ def test_storage_at_an_fsspec_url() -> None:
     assert latest.subtasks == {3: [[1, 2], 0, 1]}
     storage.write_savepoint("memory://pydispatch-test/sp", 4, {3: b"s"}, {})
     assert read_checkpoint("memory://pydispatch-test/sp").snapshots == {3: b"s"}
+
+
+@pytest.mark.parametrize("url", [False, True], ids=["directory", "fsspec memory://"])
+def test_discarding_removes_every_checkpoint_but_not_a_savepoint_inside(
+    tmp_path: Path, url: bool
+) -> None:
+    if url:
+        pytest.importorskip("fsspec")
+    root = "memory://pydispatch-discard" if url else str(tmp_path)
+    storage = CheckpointStorage(root, "job-2")
+    storage.write(1, {0: b"one"}, {})
+    storage.write(2, {0: b"two"}, {})
+    assert storage.discard_all() == 2
+    assert storage.completed() == []
+    assert storage.highest() == 0
+    if not url:
+        assert os.listdir(tmp_path) == []  # no directory of the job left behind
+    else:
+        import fsspec
+
+        assert not fsspec.filesystem("memory").exists("/pydispatch-discard/job-2")
+    # A savepoint the user wrote under the job's directory is the user's: it stays.
+    storage.write(3, {0: b"three"}, {})
+    inside = f"{storage.directory}/my-savepoint"
+    storage.write_savepoint(inside, 3, {0: b"three"}, {})
+    assert storage.discard_all() == 1
+    assert read_checkpoint(inside).snapshots == {0: b"three"}
 
 
 def test_a_url_without_fsspec_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -338,5 +395,61 @@ def test_the_glue_triggers_stores_notifies_and_answers_savepoints(tmp_path: Path
     mine = {plan.subtask(c.id, 1) for c in plan.chains if c.parallelism > 1}
     assert set(args["snapshots"]) == mine
     glue.savepoint(b"late", str(tmp_path / "sp2"), stop=False)
-    glue.tick(5.0, ended=True)
+    assert glue.storage.completed() == [1]
+    glue.tick(5.0, "CANCELED")  # (the savepoint's stop)
     assert replies[-1] == (b"late", jp.SavepointReply(str(tmp_path / "sp2"), "the job has ended"))
+    assert glue.storage.completed() == []  # cancelled: its checkpoints removed...
+    assert read_checkpoint(str(tmp_path / "sp")).snapshots[0] == b"s0"  # ...its savepoint not
+
+
+def _glue(tmp_path: Path, **config: Any) -> Any:
+    from pydispatch.dataflow.checkpoint_glue import CheckpointGlue
+
+    env = StreamEnvironment(parallelism=2)
+    env.from_collection(range(4)).key_by(lambda x: x % 2).sum(0).write_text(str(tmp_path / "o"))
+    settings = ck.CheckpointConfig(0.5, storage=str(tmp_path / "chk"), **config)
+    return CheckpointGlue(
+        settings, env.execution_graph(), "job-7", lambda i, m: None, lambda i, m: None, list
+    )
+
+
+def _complete_one(glue: Any, now: float) -> None:
+    from pydispatch.dataflow.snapshots import describe
+    from pydispatch.wire import job_plane as jp
+
+    checkpoint = glue.coordinator.next_id
+    glue.tick(now)
+    assert glue.coordinator.pending is not None
+    for gid in range(len(describe(glue.plan))):
+        glue.acknowledged(jp.CheckpointAck(1, 0, checkpoint, gid, b"x"), now)
+    assert glue.coordinator.pending is None
+
+
+def test_the_glue_removes_checkpoints_beyond_retained_from_storage(tmp_path: Path) -> None:
+    glue = _glue(tmp_path, retained=2)
+    glue.running(0.0)
+    for n in range(1, 5):
+        _complete_one(glue, n * 1.0)
+        assert glue.storage.completed() == list(range(n, max(n - 2, 0), -1))
+    assert sorted(os.listdir(glue.storage.directory)) == ["chk-3", "chk-4"]
+    glue.tick(9.0, "FAILED")  # a failed job keeps them (to be resumed)
+    assert glue.storage.completed() == [4, 3]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "retain", "kept"),
+    [("FINISHED", True, False), ("CANCELED", True, True), ("CANCELED", False, False)],
+)
+def test_the_glue_discards_an_ended_jobs_checkpoints(
+    tmp_path: Path, outcome: str, retain: bool, kept: bool
+) -> None:
+    glue = _glue(tmp_path, retained=2, retain_on_cancellation=retain)
+    glue.running(0.0)
+    _complete_one(glue, 1.0)
+    _complete_one(glue, 2.0)
+    glue.tick(3.0, outcome)
+    assert glue.storage.completed() == ([2, 1] if kept else [])
+    assert os.path.exists(glue.storage.directory) is kept
+    assert os.listdir(tmp_path / "chk") == (
+        [os.path.basename(glue.storage.directory)] if kept else []
+    )
