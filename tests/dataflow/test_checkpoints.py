@@ -273,6 +273,28 @@ def test_sink_transactions_commit_what_a_complete_checkpoint_covers(tmp_path: Pa
     assert not [n for n in os.listdir(out) if n.startswith(".")]
 
 
+def test_a_pre_commit_syncs_in_the_background_and_its_checkpoint_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    out = str(tmp_path / "out")
+    sinks = SinkTransactions({7: TwoPhaseFileSink(out)}, 0, 1, next_id=1)
+    sinks.write(7, [f"line {i}" for i in range(20_000)])
+    sinks.pre_commit(1)
+    [syncing] = sinks.take_durability()  # the acknowledgement of checkpoint 1 waits for it
+    assert sinks.take_durability() == []
+    sinks.write(7, ["next"])  # the subtask goes on meanwhile, into the next transaction
+    syncing.result(timeout=60)
+    [temp] = [n for n in os.listdir(out) if n.endswith(".inprogress") and "000000001" in n]
+    with open(os.path.join(out, temp)) as f:
+        assert sum(1 for _ in f) == 20_000  # flushed whole before the fsync
+    sinks.pre_commit(2)
+    assert len(sinks.take_durability()) == 1
+    sinks.commit(2)  # waits for checkpoint 2's fsync too before it renames
+    assert len(committed_lines(out)) == 20_001
+    sinks.pre_commit(3)  # nothing written since: no transaction, nothing to wait for
+    assert sinks.take_durability() == []
+
+
 def test_recovery_commits_the_checkpoint_and_drops_what_came_after(tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     first = SinkTransactions({0: TwoPhaseFileSink(out)}, 1, 2, next_id=1)
