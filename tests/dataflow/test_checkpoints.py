@@ -343,6 +343,67 @@ def test_a_counted_source_skips_what_it_emitted(tmp_path: Path) -> None:
     assert _all(PositionedReader(params, 1, 2, 3)) == [8, 9]
 
 
+def _file_job(path: Path, parallelism: int) -> Any:
+    env = StreamEnvironment(parallelism=parallelism)
+    env.read_text(str(path)).map(lambda line: line).for_each(print)
+    return env.execution_graph()
+
+
+def _read_some(readers: list[PositionedReader], batches: int) -> list[Any]:
+    """``batches`` batches of 7 records from each reader (fewer where one ends)."""
+    out = []
+    for reader in readers:
+        iterator = reader.batches(7)
+        for _ in range(batches):
+            out += next(iterator, [])
+    return out
+
+
+def test_a_file_source_restores_at_another_parallelism_from_its_counts(tmp_path: Path) -> None:
+    from pydispatch.dataflow.snapshots import Snapshot, restore_part
+
+    lines = [f"line {i}" for i in range(200)]
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(lines) + "\n")
+    plan = _file_job(path, 2)
+    chain = plan.chains[0]
+    source = plan.job.operator(chain.operators[0])
+    ops = tuple(chain.operators)
+
+    def readers_at(parallelism: int, olds: list[Snapshot]) -> list[PositionedReader]:
+        plan = _file_job(path, parallelism)
+        parts = [restore_part(plan, 0, i, olds, 1) for i in range(parallelism)]
+        return [PositionedReader(source.params, i, parallelism, parts[i].position) for i in
+                range(parallelism)]  # fmt: skip
+
+    first = [PositionedReader(source.params, i, 2, None) for i in range(2)]
+    seen = _read_some(first, 3)  # part of each split at parallelism 2
+    at_2 = [Snapshot(ops, i, 2, 1, r.position()) for i, r in enumerate(first)]
+    assert all(0 < s.position < 100 for s in at_2)  # counts: split by split, part read
+    second = readers_at(3, at_2)  # subtask 2 of 3 gets no old split: it reads nothing
+    assert [sorted(r.position().counts) for r in second] == [[0], [1], []]
+    seen += _read_some(second, 2)
+    at_3 = [Snapshot(ops, i, 3, 1, r.position()) for i, r in enumerate(second)]
+    [last] = readers_at(1, at_3)  # back to one subtask: both old splits, round robin
+    seen += _read_some([last], 1000)
+    assert sorted(seen) == sorted(lines)  # every line once
+    assert len(seen) == len(lines)
+
+
+def test_a_collection_refuses_another_parallelism_naming_why() -> None:
+    from pydispatch.dataflow.snapshots import Snapshot, restore_part
+
+    def plan_at(parallelism: int) -> Any:
+        env = StreamEnvironment(parallelism=parallelism)
+        env.from_collection(range(10)).map(lambda x: x).for_each(print)
+        return env.execution_graph()
+
+    ops = tuple(plan_at(2).chains[0].operators)
+    olds = [Snapshot(ops, i, 2, 1, 3) for i in range(2)]
+    with pytest.raises(ValueError, match=r"restores at that parallelism only.*collection"):
+        restore_part(plan_at(3), 0, 0, olds, 1)
+
+
 def test_a_monitored_directory_reads_new_files_and_whole_lines(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("1\n2\n")
     (tmp_path / "b.txt").write_text("3\npartial")
