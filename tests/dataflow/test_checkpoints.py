@@ -536,3 +536,53 @@ def test_the_glue_discards_an_ended_jobs_checkpoints(
     assert os.listdir(tmp_path / "chk") == (
         [os.path.basename(glue.storage.directory)] if kept else []
     )
+
+
+def test_a_slice_acks_once_its_fsyncs_are_done_in_order_and_declines_a_failed_one() -> None:
+    """The slice's ack sender (``slice._send_acks``) over a real ZeroMQ pair: an ack waits
+    for its sinks' background fsyncs, later acks wait behind it, a failed fsync declines."""
+    import queue
+    import types
+    from collections import deque
+    from concurrent.futures import Future
+
+    import zmq
+
+    from pydispatch.dataflow.slice import _send_acks
+    from pydispatch.wire import job_plane as jp
+    from pydispatch.wire import transport
+
+    context = zmq.Context()
+    master = context.socket(zmq.ROUTER)
+    slice_side = context.socket(zmq.DEALER)
+    try:
+        master.bind("inproc://acks")
+        slice_side.connect("inproc://acks")
+        first, second = Future[None](), Future[None]()
+        subtask = types.SimpleNamespace(
+            acks=queue.SimpleQueue(), unsynced=deque(), ended=False, error=None, acked=2, gid=5
+        )
+        subtask.acks.put((1, b"one", [first]))
+        subtask.acks.put((2, b"two", [second]))
+        second.set_result(None)  # done, but checkpoint 1's fsync is not yet
+
+        def received() -> list[Any]:
+            out = []
+            while master.poll(200):
+                _, body = transport.split_envelope(master.recv_multipart(copy=False), True)
+                out.append(transport.parse_job(body))
+            return out
+
+        _send_acks(slice_side, 3, 0, [subtask], 2)  # type: ignore[list-item]
+        assert received() == []
+        first.set_exception(OSError(5, "Input/output error"))
+        _send_acks(slice_side, 3, 0, [subtask], 2)  # type: ignore[list-item]
+        declined, acked = received()
+        assert isinstance(declined, jp.CheckpointDeclined)
+        assert (declined.checkpoint, declined.attempt) == (1, 3)
+        assert "Input/output error" in declined.reason
+        assert acked == jp.CheckpointAck(3, 0, 2, 5, b"two")
+    finally:
+        slice_side.close(linger=0)
+        master.close(linger=0)
+        context.term()
