@@ -23,9 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 __all__ = ["TransactionalSink", "TwoPhaseFileSink", "committed_lines"]
@@ -80,6 +79,9 @@ class TwoPhaseFileSink(TransactionalSink):
         self.encoding = encoding
         self._open: dict[str, IO[str]] = {}
         self._syncing: dict[str, Future[None]] = {}  # temporary path -> its fsync
+        # One thread, started at the first pre-commit (starting one per pre-commit waits for
+        # it to run: a millisecond on a busy machine); it ends with the sink (collected).
+        self._syncer: ThreadPoolExecutor | None = None
 
     def begin(self, subtask: int, parallelism: int, checkpoint: int) -> Any:
         os.makedirs(self.directory, exist_ok=True)
@@ -95,7 +97,9 @@ class TwoPhaseFileSink(TransactionalSink):
         handle = self._open.pop(transaction[0], None)
         if handle is not None:
             handle.flush()  # (to the OS: the fsync's thread touches no Python buffer)
-            self._syncing[transaction[0]] = _in_thread(_sync_and_close, handle)
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(1, thread_name_prefix="pre-commit fsync")
+            self._syncing[transaction[0]] = self._syncer.submit(_sync_and_close, handle)
 
     def durable(self, transaction: Any) -> Future[None] | None:
         """The pre-committed ``transaction``'s fsync under way (None: none is); its
@@ -143,23 +147,6 @@ def _sync_and_close(handle: IO[str]) -> None:
         os.fsync(handle.fileno())
     finally:
         handle.close()
-
-
-def _in_thread(work: Any, *args: Any) -> Future[None]:
-    """``work(*args)`` on a thread of its own (one per pre-commit, a few per second at most:
-    no pool to shut down when the slice ends)."""
-    done: Future[None] = Future()
-
-    def run() -> None:
-        try:
-            work(*args)
-        except BaseException as error:
-            done.set_exception(error)
-        else:
-            done.set_result(None)
-
-    threading.Thread(target=run, name="pre-commit fsync", daemon=True).start()
-    return done
 
 
 def committed_lines(directory: str) -> list[str]:
