@@ -425,6 +425,19 @@ def test_a_monitored_directory_reads_new_files_and_whole_lines(tmp_path: Path) -
     assert next(restored.batches(100)) == ["2"]
 
 
+def test_a_monitored_position_counts_every_line_of_a_batch_cut_mid_file(tmp_path: Path) -> None:
+    """A batch that fills (or lingers) in the middle of a file: the position taken after it
+    covers its last line too, so that a restore does not read that line again."""
+    (tmp_path / "a.txt").write_text("".join(f"{i}\n" for i in range(5)))
+    params = {"source": "monitor", "path": str(tmp_path), "monitor": 0.01, "bounded": False}
+    reader = PositionedReader(params, 0, 1, None)
+    batches = reader.batches(2)
+    assert next(batches) == ["0", "1"]
+    assert reader.position() == {"a.txt": 4}
+    restored = PositionedReader(params, 0, 1, reader.position())
+    assert next(restored.batches(2)) == ["2", "3"]
+
+
 def test_read_text_monitor_and_split_sources_run_in_process(tmp_path: Path) -> None:
     (tmp_path / "x").write_text("a\nb\n")
     env = StreamEnvironment()

@@ -257,7 +257,7 @@ def monitored_lines(
     """The lines of the files in ``params["path"]`` (a directory), read on as files appear or
     grow, every ``params["monitor"]`` seconds; only whole lines (a line still being written
     waits for its end). Subtask ``index`` reads the files whose name hashes to it; ``offsets``
-    (file name -> bytes read) is kept up to date after each line it yields."""
+    (file name -> bytes read) counts each line as it is yielded."""
     directory, every = params["path"], float(params["monitor"])
     encoding = params.get("encoding", "utf-8")
     while True:
@@ -282,8 +282,10 @@ def monitored_lines(
                         break
                     offset += len(line)
                     found = True
-                    yield line.decode(encoding).rstrip("\r\n")
+                    # Before the yield: a batch that ends with this line is emitted before the
+                    # position is taken, so the position must count it already.
                     offsets[name] = offset
+                    yield line.decode(encoding).rstrip("\r\n")
         if not found:
             yield IDLE
             time.sleep(every)
