@@ -103,7 +103,7 @@ def bench_one_million_keys(benchmark: Any, cluster: LocalCluster) -> None:
     with tempfile.TemporaryDirectory() as out:
         storage = os.path.join(out, "chk")
         env = StreamEnvironment(cluster, parallelism=2)
-        env.enable_checkpointing(2.0, storage=storage, timeout=120)
+        env.enable_checkpointing(2.0, storage=storage, timeout=120, retain_on_cancellation=True)
         env.set_restart_strategy(lambda: FixedDelay(attempts=3, delay=0.2))
         source = Counting(keys // 2, keys, idle=True)
         summed = env.from_source(source).key_by(lambda r: r[0]).sum(1)

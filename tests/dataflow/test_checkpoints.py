@@ -101,6 +101,36 @@ def test_only_the_retained_checkpoints_are_kept() -> None:
     assert c.count == 3
 
 
+@pytest.mark.parametrize(
+    ("outcome", "retain_on_cancellation", "discarded"),
+    [
+        ("FINISHED", False, True),
+        ("FINISHED", True, True),
+        ("CANCELED", False, True),
+        ("CANCELED", True, False),
+        ("FAILED", False, False),
+        ("FAILED", True, False),
+    ],
+)
+def test_an_ended_job_discards_or_keeps_its_checkpoints_as_flink_does(
+    outcome: str, retain_on_cancellation: bool, discarded: bool
+) -> None:
+    c = _coordinator(retain_on_cancellation=retain_on_cancellation)
+    c.running(0.0)
+    assert c.tick(1.0) == [ck.Trigger(1)]  # pending when the job ends: aborted
+    out = c.ended(outcome, 1.5)
+    assert out[0] == ck.Abort(1, f"the job ended {outcome}")
+    assert (ck.Discard(outcome) in out) is discarded
+    assert c.ended(outcome, 2.0) == []  # once
+    c.running(3.0)
+    assert c.tick(10.0) == []  # nothing triggered after the end
+
+
+def test_ended_refuses_a_state_that_is_not_final() -> None:
+    with pytest.raises(ValueError, match="not a final state"):
+        _coordinator().ended("RUNNING", 0.0)
+
+
 def test_a_savepoint_goes_before_the_periodic_checkpoints() -> None:
     c = _coordinator(interval=100.0)
     c.running(0.0)
@@ -175,6 +205,33 @@ def test_storage_at_an_fsspec_url() -> None:
     assert read_checkpoint("memory://pydispatch-test/sp").snapshots == {3: b"s"}
 
 
+@pytest.mark.parametrize("url", [False, True], ids=["directory", "fsspec memory://"])
+def test_discarding_removes_every_checkpoint_but_not_a_savepoint_inside(
+    tmp_path: Path, url: bool
+) -> None:
+    if url:
+        pytest.importorskip("fsspec")
+    root = "memory://pydispatch-discard" if url else str(tmp_path)
+    storage = CheckpointStorage(root, "job-2")
+    storage.write(1, {0: b"one"}, {})
+    storage.write(2, {0: b"two"}, {})
+    assert storage.discard_all() == 2
+    assert storage.completed() == []
+    assert storage.highest() == 0
+    if not url:
+        assert os.listdir(tmp_path) == []  # no directory of the job left behind
+    else:
+        import fsspec
+
+        assert not fsspec.filesystem("memory").exists("/pydispatch-discard/job-2")
+    # A savepoint the user wrote under the job's directory is the user's: it stays.
+    storage.write(3, {0: b"three"}, {})
+    inside = f"{storage.directory}/my-savepoint"
+    storage.write_savepoint(inside, 3, {0: b"three"}, {})
+    assert storage.discard_all() == 1
+    assert read_checkpoint(inside).snapshots == {0: b"three"}
+
+
 def test_a_url_without_fsspec_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
@@ -214,6 +271,28 @@ def test_sink_transactions_commit_what_a_complete_checkpoint_covers(tmp_path: Pa
     sinks.commit(3)
     assert committed_lines(out) == ["a", "b", "c", "d"]
     assert not [n for n in os.listdir(out) if n.startswith(".")]
+
+
+def test_a_pre_commit_syncs_in_the_background_and_its_checkpoint_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    out = str(tmp_path / "out")
+    sinks = SinkTransactions({7: TwoPhaseFileSink(out)}, 0, 1, next_id=1)
+    sinks.write(7, [f"line {i}" for i in range(20_000)])
+    sinks.pre_commit(1)
+    [syncing] = sinks.take_durability()  # the acknowledgement of checkpoint 1 waits for it
+    assert sinks.take_durability() == []
+    sinks.write(7, ["next"])  # the subtask goes on meanwhile, into the next transaction
+    syncing.result(timeout=60)
+    [temp] = [n for n in os.listdir(out) if n.endswith(".inprogress") and "000000001" in n]
+    with open(os.path.join(out, temp)) as f:
+        assert sum(1 for _ in f) == 20_000  # flushed whole before the fsync
+    sinks.pre_commit(2)
+    assert len(sinks.take_durability()) == 1
+    sinks.commit(2)  # waits for checkpoint 2's fsync too before it renames
+    assert len(committed_lines(out)) == 20_001
+    sinks.pre_commit(3)  # nothing written since: no transaction, nothing to wait for
+    assert sinks.take_durability() == []
 
 
 def test_recovery_commits_the_checkpoint_and_drops_what_came_after(tmp_path: Path) -> None:
@@ -264,6 +343,67 @@ def test_a_counted_source_skips_what_it_emitted(tmp_path: Path) -> None:
     assert _all(PositionedReader(params, 1, 2, 3)) == [8, 9]
 
 
+def _file_job(path: Path, parallelism: int) -> Any:
+    env = StreamEnvironment(parallelism=parallelism)
+    env.read_text(str(path)).map(lambda line: line).for_each(print)
+    return env.execution_graph()
+
+
+def _read_some(readers: list[PositionedReader], batches: int) -> list[Any]:
+    """``batches`` batches of 7 records from each reader (fewer where one ends)."""
+    out = []
+    for reader in readers:
+        iterator = reader.batches(7)
+        for _ in range(batches):
+            out += next(iterator, [])
+    return out
+
+
+def test_a_file_source_restores_at_another_parallelism_from_its_counts(tmp_path: Path) -> None:
+    from pydispatch.dataflow.snapshots import Snapshot, restore_part
+
+    lines = [f"line {i}" for i in range(200)]
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(lines) + "\n")
+    plan = _file_job(path, 2)
+    chain = plan.chains[0]
+    source = plan.job.operator(chain.operators[0])
+    ops = tuple(chain.operators)
+
+    def readers_at(parallelism: int, olds: list[Snapshot]) -> list[PositionedReader]:
+        plan = _file_job(path, parallelism)
+        parts = [restore_part(plan, 0, i, olds, 1) for i in range(parallelism)]
+        return [PositionedReader(source.params, i, parallelism, parts[i].position) for i in
+                range(parallelism)]  # fmt: skip
+
+    first = [PositionedReader(source.params, i, 2, None) for i in range(2)]
+    seen = _read_some(first, 3)  # part of each split at parallelism 2
+    at_2 = [Snapshot(ops, i, 2, 1, r.position()) for i, r in enumerate(first)]
+    assert all(0 < s.position < 100 for s in at_2)  # counts: split by split, part read
+    second = readers_at(3, at_2)  # subtask 2 of 3 gets no old split: it reads nothing
+    assert [sorted(r.position().counts) for r in second] == [[0], [1], []]
+    seen += _read_some(second, 2)
+    at_3 = [Snapshot(ops, i, 3, 1, r.position()) for i, r in enumerate(second)]
+    [last] = readers_at(1, at_3)  # back to one subtask: both old splits, round robin
+    seen += _read_some([last], 1000)
+    assert sorted(seen) == sorted(lines)  # every line once
+    assert len(seen) == len(lines)
+
+
+def test_a_collection_refuses_another_parallelism_naming_why() -> None:
+    from pydispatch.dataflow.snapshots import Snapshot, restore_part
+
+    def plan_at(parallelism: int) -> Any:
+        env = StreamEnvironment(parallelism=parallelism)
+        env.from_collection(range(10)).map(lambda x: x).for_each(print)
+        return env.execution_graph()
+
+    ops = tuple(plan_at(2).chains[0].operators)
+    olds = [Snapshot(ops, i, 2, 1, 3) for i in range(2)]
+    with pytest.raises(ValueError, match=r"restores at that parallelism only.*collection"):
+        restore_part(plan_at(3), 0, 0, olds, 1)
+
+
 def test_a_monitored_directory_reads_new_files_and_whole_lines(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("1\n2\n")
     (tmp_path / "b.txt").write_text("3\npartial")
@@ -283,6 +423,19 @@ def test_a_monitored_directory_reads_new_files_and_whole_lines(tmp_path: Path) -
     assert sorted(seen[3:]) == ["4", "partial line"]
     restored = PositionedReader(params, 0, 1, {"a.txt": 2, "b.txt": 15, "c.txt": 2})
     assert next(restored.batches(100)) == ["2"]
+
+
+def test_a_monitored_position_counts_every_line_of_a_batch_cut_mid_file(tmp_path: Path) -> None:
+    """A batch that fills (or lingers) in the middle of a file: the position taken after it
+    covers its last line too, so that a restore does not read that line again."""
+    (tmp_path / "a.txt").write_text("".join(f"{i}\n" for i in range(5)))
+    params = {"source": "monitor", "path": str(tmp_path), "monitor": 0.01, "bounded": False}
+    reader = PositionedReader(params, 0, 1, None)
+    batches = reader.batches(2)
+    assert next(batches) == ["0", "1"]
+    assert reader.position() == {"a.txt": 4}
+    restored = PositionedReader(params, 0, 1, reader.position())
+    assert next(restored.batches(2)) == ["2", "3"]
 
 
 def test_read_text_monitor_and_split_sources_run_in_process(tmp_path: Path) -> None:
@@ -338,5 +491,111 @@ def test_the_glue_triggers_stores_notifies_and_answers_savepoints(tmp_path: Path
     mine = {plan.subtask(c.id, 1) for c in plan.chains if c.parallelism > 1}
     assert set(args["snapshots"]) == mine
     glue.savepoint(b"late", str(tmp_path / "sp2"), stop=False)
-    glue.tick(5.0, ended=True)
+    assert glue.storage.completed() == [1]
+    glue.tick(5.0, "CANCELED")  # (the savepoint's stop)
     assert replies[-1] == (b"late", jp.SavepointReply(str(tmp_path / "sp2"), "the job has ended"))
+    assert glue.storage.completed() == []  # cancelled: its checkpoints removed...
+    assert read_checkpoint(str(tmp_path / "sp")).snapshots[0] == b"s0"  # ...its savepoint not
+
+
+def _glue(tmp_path: Path, **config: Any) -> Any:
+    from pydispatch.dataflow.checkpoint_glue import CheckpointGlue
+
+    env = StreamEnvironment(parallelism=2)
+    env.from_collection(range(4)).key_by(lambda x: x % 2).sum(0).write_text(str(tmp_path / "o"))
+    settings = ck.CheckpointConfig(0.5, storage=str(tmp_path / "chk"), **config)
+    return CheckpointGlue(
+        settings, env.execution_graph(), "job-7", lambda i, m: None, lambda i, m: None, list
+    )
+
+
+def _complete_one(glue: Any, now: float) -> None:
+    from pydispatch.dataflow.snapshots import describe
+    from pydispatch.wire import job_plane as jp
+
+    checkpoint = glue.coordinator.next_id
+    glue.tick(now)
+    assert glue.coordinator.pending is not None
+    for gid in range(len(describe(glue.plan))):
+        glue.acknowledged(jp.CheckpointAck(1, 0, checkpoint, gid, b"x"), now)
+    assert glue.coordinator.pending is None
+
+
+def test_the_glue_removes_checkpoints_beyond_retained_from_storage(tmp_path: Path) -> None:
+    glue = _glue(tmp_path, retained=2)
+    glue.running(0.0)
+    for n in range(1, 5):
+        _complete_one(glue, n * 1.0)
+        assert glue.storage.completed() == list(range(n, max(n - 2, 0), -1))
+    assert sorted(os.listdir(glue.storage.directory)) == ["chk-3", "chk-4"]
+    glue.tick(9.0, "FAILED")  # a failed job keeps them (to be resumed)
+    assert glue.storage.completed() == [4, 3]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "retain", "kept"),
+    [("FINISHED", True, False), ("CANCELED", True, True), ("CANCELED", False, False)],
+)
+def test_the_glue_discards_an_ended_jobs_checkpoints(
+    tmp_path: Path, outcome: str, retain: bool, kept: bool
+) -> None:
+    glue = _glue(tmp_path, retained=2, retain_on_cancellation=retain)
+    glue.running(0.0)
+    _complete_one(glue, 1.0)
+    _complete_one(glue, 2.0)
+    glue.tick(3.0, outcome)
+    assert glue.storage.completed() == ([2, 1] if kept else [])
+    assert os.path.exists(glue.storage.directory) is kept
+    assert os.listdir(tmp_path / "chk") == (
+        [os.path.basename(glue.storage.directory)] if kept else []
+    )
+
+
+def test_a_slice_acks_once_its_fsyncs_are_done_in_order_and_declines_a_failed_one() -> None:
+    """The slice's ack sender (``slice._send_acks``) over a real ZeroMQ pair: an ack waits
+    for its sinks' background fsyncs, later acks wait behind it, a failed fsync declines."""
+    import queue
+    import types
+    from collections import deque
+    from concurrent.futures import Future
+
+    import zmq
+
+    from pydispatch.dataflow.slice import _send_acks
+    from pydispatch.wire import job_plane as jp
+    from pydispatch.wire import transport
+
+    context = zmq.Context()
+    master = context.socket(zmq.ROUTER)
+    slice_side = context.socket(zmq.DEALER)
+    try:
+        master.bind("inproc://acks")
+        slice_side.connect("inproc://acks")
+        first, second = Future[None](), Future[None]()
+        subtask = types.SimpleNamespace(
+            acks=queue.SimpleQueue(), unsynced=deque(), ended=False, error=None, acked=2, gid=5
+        )
+        subtask.acks.put((1, b"one", [first]))
+        subtask.acks.put((2, b"two", [second]))
+        second.set_result(None)  # done, but checkpoint 1's fsync is not yet
+
+        def received() -> list[Any]:
+            out = []
+            while master.poll(200):
+                _, body = transport.split_envelope(master.recv_multipart(copy=False), True)
+                out.append(transport.parse_job(body))
+            return out
+
+        _send_acks(slice_side, 3, 0, [subtask], 2)  # type: ignore[list-item]
+        assert received() == []
+        first.set_exception(OSError(5, "Input/output error"))
+        _send_acks(slice_side, 3, 0, [subtask], 2)  # type: ignore[list-item]
+        declined, acked = received()
+        assert isinstance(declined, jp.CheckpointDeclined)
+        assert (declined.checkpoint, declined.attempt) == (1, 3)
+        assert "Input/output error" in declined.reason
+        assert acked == jp.CheckpointAck(3, 0, 2, 5, b"two")
+    finally:
+        slice_side.close(linger=0)
+        master.close(linger=0)
+        context.term()

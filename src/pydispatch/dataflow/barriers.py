@@ -8,13 +8,16 @@ checkpoints). A channel that ended counts as aligned.
 
 :class:`SinkTransactions`: the transactional sinks of one subtask (``dataflow.file_sink``): a
 transaction open per sink, begun lazily; pre-committed at each barrier, committed when the
-master says the checkpoint is complete, or at the end of input.
+master says the checkpoint is complete, or at the end of input. A sink whose pre-commit
+finishes in the background (``TwoPhaseFileSink.durable``) hands the slice the futures its
+acknowledgement waits for (:meth:`SinkTransactions.take_durability`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Hashable
+from concurrent.futures import Future
 from typing import Any
 
 from .file_sink import TransactionalSink
@@ -82,6 +85,7 @@ class SinkTransactions:
         self.next_id = next_id
         self.open: dict[int, Any] = {}
         self.pending: list[tuple[int, int, Any]] = []  # (checkpoint, op id, transaction)
+        self._durability: list[Future[None]] = []  # pre-commits still under way
 
     def write(self, op_id: int, records: list[Any]) -> None:
         transaction = self.open.get(op_id)
@@ -93,14 +97,24 @@ class SinkTransactions:
     def pre_commit(self, checkpoint: int) -> dict[int, list[Any]]:
         """At ``checkpoint``'s barrier; every transaction still to commit, per sink."""
         for op_id, transaction in self.open.items():
-            self.sinks[op_id].pre_commit(transaction)
+            sink = self.sinks[op_id]
+            sink.pre_commit(transaction)
             self.pending.append((checkpoint, op_id, transaction))
+            durable = getattr(sink, "durable", None)  # (the file sink's; not the interface's)
+            if durable is not None and (syncing := durable(transaction)) is not None:
+                self._durability.append(syncing)
         self.open = {}
         self.next_id = max(self.next_id, checkpoint + 1)
         out: dict[int, list[Any]] = {}
         for _, op_id, transaction in self.pending:
             out.setdefault(op_id, []).append(transaction)
         return out
+
+    def take_durability(self) -> list[Future[None]]:
+        """What the latest pre-commits still do in the background: the checkpoint's
+        acknowledgement waits for these (a failed one declines it)."""
+        taken, self._durability = self._durability, []
+        return taken
 
     def commit(self, checkpoint: int) -> None:
         """``checkpoint`` is complete: commit what it covers (older pending ones too: an

@@ -7,7 +7,8 @@ savepoint requests; the glue triggers checkpoints at the slices, writes complete
 sinks commit), and says what each deployment starts from: the latest readable checkpoint (a
 corrupt one is skipped for the previous, with a log line), else the savepoint the job was
 submitted with. A restarted dispatcher starts a new master for an unfinished job under the
-same id: it finds the job's checkpoints there and resumes from the latest.
+same id: it finds the job's checkpoints there and resumes from the latest. When the job ends,
+its checkpoints are removed or kept by the coordinator's rule (``dataflow.checkpoints``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from ..runtime.job_store import default_state_dir
 from ..wire import job_plane as jp
 from . import checkpoints as ck
+from . import lifecycle as jm
 from .checkpoint_storage import CheckpointStorage, StoredCheckpoint, read_checkpoint
 from .job_metrics import checkpoint_figures
 from .snapshots import describe
@@ -72,14 +74,16 @@ class CheckpointGlue:
     def failed(self, now: float) -> None:
         self._perform(self.coordinator.reset(now))
 
-    def tick(self, now: float, ended: bool = False) -> None:
-        """Time passes; ``ended``: the job has ended (savepoints asked for are refused)."""
-        if ended:
-            for path, (identity, _) in list(self._requests.items()):
-                self._answer(identity, jp.SavepointReply(path, "the job has ended"), False)
-            self._requests.clear()
+    def tick(self, now: float, state: str = jm.RUNNING) -> None:
+        """Time passes; the job's ``state``: once it is final, savepoints asked for are
+        refused and the job's checkpoints removed or kept (once)."""
+        if state not in jm.TERMINAL:
+            self._perform(self.coordinator.tick(now))
             return
-        self._perform(self.coordinator.tick(now))
+        self._perform(self.coordinator.ended(state, now))
+        for path, (identity, _) in list(self._requests.items()):
+            self._answer(identity, jp.SavepointReply(path, "the job has ended"), False)
+        self._requests.clear()
 
     def on_message(
         self,
@@ -173,6 +177,8 @@ class CheckpointGlue:
                     self._send(index, jp.TriggerCheckpoint(0, ins.checkpoint))
             elif isinstance(ins, ck.Complete):
                 self._complete(ins)
+            elif isinstance(ins, ck.Discard):
+                self._discard(ins.outcome)
             else:
                 log.warning(
                     "job %s: checkpoint %d aborted: %s", self.job_id, ins.checkpoint, ins.reason
@@ -210,6 +216,14 @@ class CheckpointGlue:
         if ins.savepoint:
             identity, stop = self._requests.pop(ins.savepoint, (b"", False))
             self._answer(identity, jp.SavepointReply(ins.savepoint), stop)
+
+    def _discard(self, outcome: str) -> None:
+        try:
+            removed = self.storage.discard_all()
+        except OSError as error:  # (the job's outcome stands; the files stay)
+            log.error("job %s: its checkpoints not removed: %s", self.job_id, error)
+            return
+        log.info("job %s %s: %d checkpoints removed", self.job_id, outcome, removed)
 
     def figures(self) -> dict[str, Any]:
         """The job's checkpoint figures (``metrics()["checkpoints"]``)."""

@@ -132,6 +132,15 @@ class _Files:
             return
         shutil.rmtree(path, ignore_errors=True)
 
+    def remove_if_empty(self, path: str) -> None:
+        if self.fs is not None:
+            if self.fs.exists(path) and not self.fs.ls(path, detail=False):
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(path, recursive=True)
+            return
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.rmdir(path)  # (OSError: not empty, e.g. a savepoint the user put there)
+
 
 def _write(
     files: _Files,
@@ -217,6 +226,15 @@ class CheckpointStorage:
 
     def remove(self, checkpoint: int) -> None:
         self._files.remove_tree(self._chk(checkpoint))
+
+    def discard_all(self) -> int:
+        """Remove every checkpoint of the job (``chk-<n>``, complete or not) and then its
+        directory if nothing else is in it; how many were removed."""
+        names = [n for n in self._files.listdir(self.directory) if _CHK.match(n)]
+        for name in names:
+            self._files.remove_tree(self._files.sub(self.directory, name))
+        self._files.remove_if_empty(self.directory)
+        return len(names)
 
     def completed(self) -> list[int]:
         """Ids of the checkpoints with metadata, newest first."""

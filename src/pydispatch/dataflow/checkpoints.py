@@ -11,14 +11,24 @@ storage and tells the slices, whose two-phase sinks commit what ``n`` covers. A 
 complete within ``timeout`` is aborted (its partial snapshots dropped) and the next one is
 triggered as usual; at most one checkpoint is pending at a time.
 
-Events in (``tick``, ``acknowledged``, ``declined``, ``reset``, ``stored``), instructions out
-(:class:`Trigger`, :class:`Complete`, :class:`Abort`); no sockets and no clock: ``now`` is
-passed in (``tests/dataflow/test_checkpoints.py``).
+When the job ends its checkpoints go as Flink's externalized checkpoints do: a job that
+FINISHED has no use for them (removed); a CANCELED job's are removed too unless the
+configuration says ``retain_on_cancellation`` (Flink's
+``ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION``), so that it can be started again
+from its latest checkpoint; a FAILED job keeps them (what failed may be fixed and the job
+resumed; a master stopped with its dispatcher ends FAILED and the next one resumes from them).
+Savepoints are the user's: never removed.
+
+Events in (``tick``, ``acknowledged``, ``declined``, ``reset``, ``stored``, ``ended``),
+instructions out (:class:`Trigger`, :class:`Complete`, :class:`Abort`, :class:`Discard`); no
+sockets and no clock: ``now`` is passed in (``tests/dataflow/test_checkpoints.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .lifecycle import CANCELED, FAILED, FINISHED
 
 __all__ = [
     "Abort",
@@ -26,6 +36,7 @@ __all__ = [
     "CheckpointCoordinator",
     "CheckpointInstruction",
     "Complete",
+    "Discard",
     "Trigger",
 ]
 
@@ -39,6 +50,7 @@ class CheckpointConfig:
     min_pause: float = 0.0
     retained: int = 1
     storage: str = ""  # a directory or an fsspec URL; "" = under the state directory
+    retain_on_cancellation: bool = False  # keep a cancelled job's checkpoints
 
     def __post_init__(self) -> None:
         if not self.interval > 0:
@@ -78,7 +90,15 @@ class Abort:
     savepoint: str = ""
 
 
-CheckpointInstruction = Trigger | Complete | Abort
+@dataclass(frozen=True)
+class Discard:
+    """The job ended ``outcome``: remove all its checkpoints from storage (including those
+    of an earlier master of the same job); savepoints stay."""
+
+    outcome: str
+
+
+CheckpointInstruction = Trigger | Complete | Abort | Discard
 
 
 @dataclass
@@ -110,10 +130,11 @@ class CheckpointCoordinator:
         self._started_at: float | None = None  # when the job (its latest attempt) ran
         self._savepoints: list[str] = []  # requested, not triggered yet
         self._previous_start = 0.0
+        self.ended_as = ""  # the job's final state, once it ended
 
     def running(self, now: float) -> None:
         """The job's subtasks all run (again): checkpoints may be triggered from now on."""
-        if self._started_at is None:
+        if self._started_at is None and not self.ended_as:
             self._started_at = now
 
     def reset(self, now: float) -> list[CheckpointInstruction]:
@@ -185,6 +206,20 @@ class CheckpointCoordinator:
             return []
         dropped, self.completed = self.completed[:extra], self.completed[extra:]
         return dropped
+
+    def ended(self, outcome: str, now: float) -> list[CheckpointInstruction]:
+        """The job ended FINISHED, CANCELED or FAILED: the pending checkpoint is aborted and,
+        by Flink's rule (see the module docstring), its checkpoints discarded or kept; nothing
+        is triggered any more. Only the first call counts."""
+        if outcome not in (FINISHED, CANCELED, FAILED):
+            raise ValueError(f"not a final state of a job: {outcome!r}")
+        if self.ended_as:
+            return []
+        self.ended_as = outcome
+        self._started_at = None
+        out = self._abort(now, f"the job ended {outcome}")
+        retained = outcome == FAILED or (outcome == CANCELED and self.config.retain_on_cancellation)
+        return out if retained else [*out, Discard(outcome)]
 
     def _abort(self, now: float, reason: str) -> list[CheckpointInstruction]:
         pending = self.pending

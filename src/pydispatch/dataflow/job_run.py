@@ -295,7 +295,7 @@ class JobRun:
                 if self._checkpoints is not None:
                     if self._all_connected():
                         self._checkpoints.running(now)
-                    self._checkpoints.tick(now, self._master.state in jm.TERMINAL)
+                    self._checkpoints.tick(now, self._master.state)
                 self._announce()
                 if self._master.state in jm.TERMINAL and not self._done.is_set():
                     self._done.set()

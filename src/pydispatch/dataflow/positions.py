@@ -7,7 +7,12 @@ it are read again on restore.
 
 - collections, arrays, text and CSV files, replayable factories: the number of records the
   subtask emitted (its split is the same on every run at the same parallelism, Hadoop's line
-  rule for files: ``plan._sources``), so restoring skips that many;
+  rule for files: ``plan._sources``), so restoring skips that many. Files and parallel
+  factories also restore at another parallelism: the old subtasks' splits then become the
+  splits of the new ones (old split ``j`` of ``p`` goes to subtask ``j % p'``, read on from
+  its count, round robin by batch), and the position is ``{"parallelism": p, "counts": {j:
+  count}}`` from then on (:class:`CountedSplits`). Collections and arrays do not: a slice
+  is shipped its own split of them only;
 - a :class:`SplitSource`: a position per split, given by the source itself (a file offset, a
   partition's offset...); splits go to subtasks round robin, so they are redistributed when
   the source's parallelism changes;
@@ -22,12 +27,21 @@ import os
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..plan import _sources
 from .operators import Batch, size
 
-__all__ = ["IDLE", "PositionedReader", "SplitSource", "monitored_lines", "source_batches"]
+__all__ = [
+    "IDLE",
+    "RESCALABLE_COUNTED",
+    "CountedSplits",
+    "PositionedReader",
+    "SplitSource",
+    "monitored_lines",
+    "source_batches",
+]
 
 
 class _Idle:
@@ -73,6 +87,7 @@ class PositionedReader:
         self.parallelism = parallelism
         kind = params["source"]
         self.kind = kind
+        self.splits: CountedSplits | None = None  # a count-positioned source, rescaled
         if kind == "split":
             source: SplitSource = params["split_source"]
             mine = list(source.splits())[index::parallelism]
@@ -84,6 +99,8 @@ class PositionedReader:
         elif kind == "monitor":
             self.offsets: dict[str, int] = dict(position or {})
             self._records = monitored_lines(params, index, parallelism, self.offsets)
+        elif isinstance(position, CountedSplits):
+            self.splits = position
         else:
             self.emitted = int(position or 0)
 
@@ -92,6 +109,8 @@ class PositionedReader:
             return dict(self.positions)
         if self.kind == "monitor":
             return dict(self.offsets)
+        if self.splits is not None:
+            return CountedSplits(self.splits.parallelism, dict(self.splits.counts))
         return self.emitted
 
     def batches(self, batch_records: int) -> Iterator[Batch]:
@@ -99,10 +118,58 @@ class PositionedReader:
         if self.kind in ("split", "monitor"):
             yield from _batched(self._records, batch_records)
             return
+        if self.splits is not None:
+            yield from self._old_splits(self.splits, batch_records)
+            return
         skip = self.emitted
         for batch in source_batches(self.params, self.index, self.parallelism, batch_records, skip):
             self.emitted += size(batch)
             yield batch
+
+    def _old_splits(self, splits: CountedSplits, batch_records: int) -> Iterator[Batch]:
+        """The remainders of the old subtasks' splits that fall to this one, a batch of each
+        in turn (an unbounded one does not starve the others)."""
+        counts = splits.counts
+        readers = {
+            j: source_batches(self.params, j, splits.parallelism, batch_records, counts[j])
+            for j in sorted(counts)
+        }
+        while readers:
+            for j in list(readers):
+                batch = next(readers[j], None)
+                if batch is None:
+                    del readers[j]
+                    continue
+                counts[j] += size(batch)
+                yield batch
+
+
+@dataclass(frozen=True)
+class CountedSplits:
+    """A count-positioned source restored at another parallelism: the old subtasks' splits
+    (of ``parallelism``) this subtask reads, each with the records emitted of it."""
+
+    parallelism: int
+    counts: dict[int, int]
+
+    @staticmethod
+    def rescaled(olds: list[tuple[int, int, Any]], index: int, parallelism: int) -> CountedSplits:
+        """Subtask ``index`` of ``parallelism``'s share of the old subtasks' positions
+        (``(old index, old parallelism, position)`` each: a count, or a CountedSplits)."""
+        base = olds[0][1]
+        counts: dict[int, int] = {}
+        for old_index, _, position in olds:
+            if isinstance(position, CountedSplits):
+                base = position.parallelism
+                counts.update(position.counts)
+            else:
+                counts[old_index] = int(position or 0)
+        return CountedSplits(base, {j: c for j, c in counts.items() if j % parallelism == index})
+
+
+#: Count-positioned sources that restore at another parallelism: a slice reads any split of
+#: them itself (a collection's or arrays' split is shipped to its own slice only).
+RESCALABLE_COUNTED = ("text", "csv", "factory")
 
 
 def source_batches(
@@ -190,7 +257,7 @@ def monitored_lines(
     """The lines of the files in ``params["path"]`` (a directory), read on as files appear or
     grow, every ``params["monitor"]`` seconds; only whole lines (a line still being written
     waits for its end). Subtask ``index`` reads the files whose name hashes to it; ``offsets``
-    (file name -> bytes read) is kept up to date after each line it yields."""
+    (file name -> bytes read) counts each line as it is yielded."""
     directory, every = params["path"], float(params["monitor"])
     encoding = params.get("encoding", "utf-8")
     while True:
@@ -215,8 +282,10 @@ def monitored_lines(
                         break
                     offset += len(line)
                     found = True
-                    yield line.decode(encoding).rstrip("\r\n")
+                    # Before the yield: a batch that ends with this line is emitted before the
+                    # position is taken, so the position must count it already.
                     offsets[name] = offset
+                    yield line.decode(encoding).rstrip("\r\n")
         if not found:
             yield IDLE
             time.sleep(every)

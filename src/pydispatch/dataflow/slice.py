@@ -34,6 +34,8 @@ import queue
 import threading
 import time
 import traceback
+from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +84,8 @@ _KILL_WAIT = 60.0
 _REPORT_EVERY = 0.5  # seconds between a running slice's metric reports to its master
 _INBOX_QUEUE = 1000  # messages queued per producer on an inbox, at most
 _IDLE_POLL_MS = 50  # an idle consumer looks for completed checkpoints this often
+#: A subtask's acknowledgement: checkpoint, snapshot, its sinks' fsyncs still under way.
+_Ack = tuple[int, bytes, list[Future[None]]]
 
 
 class PathUnavailableError(OSError):
@@ -206,7 +210,8 @@ class _Subtask:
         # snapshots out to it (it alone owns the control socket).
         self.triggers: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.completions: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.acks: queue.SimpleQueue[tuple[int, bytes]] = queue.SimpleQueue()
+        self.acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
+        self.unsynced: deque[_Ack] = deque()  # acks waiting for their fsyncs (main thread's)
         self.acked = 0  # the latest checkpoint acknowledged
         self.final_position: Any = None
         self.metrics = SubtaskMetrics()
@@ -393,7 +398,8 @@ class _Subtask:
         for edge, target in self.out_channels:
             transport.send(self.dealers[target], dp.Barrier(edge, checkpoint))
         self.acked = checkpoint
-        self.acks.put((checkpoint, snapshot))
+        # Its sinks' fsyncs go on in the background: the slice acks once they are done.
+        self.acks.put((checkpoint, snapshot, self.runner.transactions.take_durability()))
 
     def _consume(self) -> None:
         """Read input until every channel has ended (``waiting``: seconds without input)."""
@@ -625,10 +631,20 @@ def _send_acks(
     for s in subtasks:
         while True:
             try:
-                checkpoint, snapshot = s.acks.get_nowait()
+                s.unsynced.append(s.acks.get_nowait())
             except queue.Empty:
                 break
-            transport.send(control, jp.CheckpointAck(attempt, index, checkpoint, s.gid, snapshot))
+        while s.unsynced and all(f.done() for f in s.unsynced[0][2]):
+            checkpoint, snapshot, durability = s.unsynced.popleft()
+            failed = next((e for f in durability if (e := f.exception()) is not None), None)
+            if failed is not None:
+                reason = f"a sink's pre-commit failed: {failed!r}"
+                transport.send(control, jp.CheckpointDeclined(attempt, index, checkpoint, reason))
+            else:
+                ack = jp.CheckpointAck(attempt, index, checkpoint, s.gid, snapshot)
+                transport.send(control, ack)
+        if s.unsynced:
+            continue  # (a final ack goes after the ones still waiting)
         if s.ended and s.error is None and s.acked < triggered:
             s.acked = triggered
             snapshot = s.runner.snapshot(triggered, s.final_position)

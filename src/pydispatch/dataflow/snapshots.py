@@ -12,7 +12,9 @@ parallelism (a savepoint restored with ``--parallelism N``), a subtask takes, pe
 every old subtask's keyed state (``restore_state`` keeps the key groups of its range), the
 collected batches and transactions of the old subtasks ``j`` with ``j % parallelism == index``,
 and the source positions of every old subtask when its source is read by split (a split
-source, a monitored directory); a count-positioned source cannot change parallelism.
+source, a monitored directory); a count-positioned source's old splits are dealt out
+(``dataflow.positions.CountedSplits``: files and parallel factories; a collection or arrays
+cannot change parallelism).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import cloudpickle
 
 from ..plan import ExecutionGraph
 from .operators import Batch
+from .positions import RESCALABLE_COUNTED, CountedSplits
 
 __all__ = ["RestorePart", "Snapshot", "describe", "dump_snapshot", "load_snapshot", "restore_part"]
 
@@ -94,11 +97,15 @@ def restore_part(
                 for s in holders:
                     merged.update(s.position or {})
                 part.position = merged
+            elif op.params["source"] in RESCALABLE_COUNTED:
+                olds_at = [(s.index, s.parallelism, s.position) for s in holders]
+                part.position = CountedSplits.rescaled(olds_at, index, parallelism)
             else:
                 raise ValueError(
                     f"the checkpoint's source {op.name!r} ran at parallelism "
                     f"{holders[0].parallelism}: it restores at that parallelism only (a "
-                    "SplitSource or read_text(monitor=...) may change it)"
+                    "collection's or arrays' splits are shipped to their own subtasks; files, "
+                    "factories, a SplitSource or read_text(monitor=...) may change it)"
                 )
         keyed = [s.keyed[op_id] for s in holders if op_id in s.keyed]
         if keyed:

@@ -511,6 +511,7 @@ class StreamEnvironment:
         min_pause: float = 0.0,
         retained: int = 1,
         storage: str = "",
+        retain_on_cancellation: bool = False,
     ) -> StreamEnvironment:
         """Take a consistent snapshot of the job's state every ``seconds`` on a cluster
         (asynchronous barrier snapshots: sources record their positions, keyed operators and
@@ -520,12 +521,18 @@ class StreamEnvironment:
         and the start of the next; ``retained``: completed checkpoints kept; ``storage``: a
         directory or an fsspec URL (default: ``checkpoints/`` under the dispatcher's state
         directory; use a directory every host sees when masters and workers are apart).
-        ``write_text`` becomes a two-phase sink (see ``DataStream.write_text``)."""
+        When the job ends, as Flink's externalized checkpoints: FINISHED removes its
+        checkpoints, CANCELED too unless ``retain_on_cancellation`` (PyFlink's
+        ``ExternalizedCheckpointRetention.RETAIN_ON_CANCELLATION``: restart it with
+        ``from_savepoint=`` a kept ``chk-<n>`` directory), FAILED keeps them; savepoints are
+        never removed. ``write_text`` becomes a two-phase sink (see ``DataStream.write_text``)."""
         from ..dataflow.checkpoints import CheckpointConfig
 
         if storage and "://" not in storage:  # resolved here, as write_text's paths are
             storage = os.path.abspath(storage)
-        self._checkpoint = CheckpointConfig(seconds, timeout, min_pause, retained, storage)
+        self._checkpoint = CheckpointConfig(
+            seconds, timeout, min_pause, retained, storage, retain_on_cancellation
+        )
         return self
 
     def set_restart_strategy(self, strategy: Callable[[], RestartStrategy]) -> StreamEnvironment:
