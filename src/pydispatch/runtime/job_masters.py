@@ -75,6 +75,7 @@ _NAME_IN_ID: Final = 100  # characters of a job's name in its id (the line must 
 # of the cluster back first: two jobs pinned their slices to the same two slots, each waiting
 # for the other's, until the deployment timeout (60 s) restarted them.
 RESUME_AFTER: Final = 2 * RECONNECT_MAX_MS / 1000
+_RESUME_EACH_WITHIN: Final = 30.0  # seconds a kept job's master may take to deploy it
 
 Send = Callable[[bytes, p.Message, list[FrameLike]], bool]
 # Writes an accepted job where it outlives the dispatcher (durable_jobs): job id, the message,
@@ -129,6 +130,7 @@ class JobHosts:
         # Kept jobs a restarted dispatcher starts again, once RESUME_AFTER has passed.
         self._resuming: list[tuple[str, str, int, p.Blob, list[FrameLike], Identity | None]] = []
         self._resume_at = 0.0
+        self._resumed_last, self._resumed_at = "", 0.0  # the kept job started last, and when
         # Started now, so that it has imported what it needs when the first job comes.
         if enabled:
             with contextlib.suppress(OSError):
@@ -180,10 +182,23 @@ class JobHosts:
         self._resuming.append((job_id, name, priority, payload, frames, owner))
 
     def _start_resumed(self, now: float) -> None:
-        if self._resuming and now >= self._resume_at:
-            resuming, self._resuming = self._resuming, []
-            for job_id, name, priority, payload, frames, owner in resuming:
-                self._start(job_id, name, priority, None, payload, frames, owner)
+        """One kept job at a time, the next once the one before is deployed (listed RUNNING)
+        or ended, or after _RESUME_EACH_WITHIN: masters placing at once each see every slot
+        free, and two jobs pinned their slices to the same two slots, each job waiting for
+        the other's slot until the deployment timeout."""
+        if not self._resuming or now < self._resume_at:
+            return
+        last = self._jobs.get(self._resumed_last)  # (listed without an endpoint till it starts)
+        deploying = (
+            last is not None
+            and last.state not in ENDED
+            and (last.state == "CREATED" or not last.endpoint)
+        )
+        if deploying and now < self._resumed_at + _RESUME_EACH_WITHIN:
+            return
+        job_id, name, priority, payload, frames, owner = self._resuming.pop(0)
+        self._resumed_last, self._resumed_at = job_id, now
+        self._start(job_id, name, priority, None, payload, frames, owner)
 
     def _start(self, job_id: str, name: str, priority: int, submitter: bytes | None,
                payload: p.Blob, own: list[FrameLike],
