@@ -5,6 +5,14 @@ Owned by :class:`~pydispatch.runtime.dispatcher.Dispatcher` and used by its loop
 except :attr:`Monitoring.views`, the exchange through which other threads ask for a
 :class:`~pydispatch.monitor.view.DispatcherView`. With metrics off (``recorder`` None) the
 dispatcher skips the counting calls; views still work (the JSON API needs no counters).
+
+Tasks are also counted by client and priority (:attr:`Recorder.client_tasks`), the client by
+its name's label (:mod:`~pydispatch.monitor.client_labels`: a bounded set, never its random
+identity): submitted, finished, failed and cancelled as their client is told (a silent or
+departed client's queued tasks, dropped untold, are in the totals only), retried as attempts
+placed again; queued and running ones are counted from the scheduler's snapshot in each view.
+Tasks a client sends straight to a slot (the direct lane) never pass here: they are in the
+finished totals only.
 """
 
 from __future__ import annotations
@@ -15,9 +23,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..monitor.client_labels import ClientLabels, label_limit
 from ..monitor.exchange import ViewExchange
-from ..monitor.recorder import Recorder
-from ..monitor.view import DispatcherView, SolverView, TaskCounts, WorkerView
+from ..monitor.recorder import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    RETRIED,
+    SUBMITTED,
+    TALLY_NAMES,
+    Recorder,
+)
+from ..monitor.view import ClientTasks, DispatcherView, SolverView, TaskCounts, WorkerView
 from ..scheduling import scheduler as s
 from ..scheduling.solver_placer import SolverStats
 from ..wire import protocol as p
@@ -27,12 +44,16 @@ __all__ = ["Monitoring"]
 # The dispatcher's logger: these lines are about what the dispatcher did.
 log = logging.getLogger("pydispatch.runtime.dispatcher")
 
+_OUTCOME_INDEX = {"ok": FINISHED, "error": FINISHED, "failed": FAILED, "cancelled": CANCELLED}
+
 
 class Monitoring:
     """Counting helpers and the view exchange of one dispatcher."""
 
     def __init__(self, recorder: Recorder | None) -> None:
         self.recorder = recorder
+        #: The label of each client's tasks (its book, runtime.client_book, keeps it current).
+        self.labels = ClientLabels(label_limit())
         self.views: ViewExchange[DispatcherView] = ViewExchange()
         #: Per worker identity: (CPU seconds, resident bytes) of its processes, as its last
         #: heartbeat said.
@@ -41,14 +62,17 @@ class Monitoring:
 
     # ------------------------------------------------------------ counting (loop thread)
 
-    def submitted(self, tasks: Sequence[s.NewTask], now: float) -> None:
+    def submitted(self, client: bytes, tasks: Sequence[s.NewTask], now: float) -> None:
         recorder = self.recorder
         if recorder is None:
             return
         recorder.submitted += len(tasks)
-        by_priority = recorder.submitted_by_priority
-        for task in tasks:
-            by_priority[task.priority] = by_priority.get(task.priority, 0) + 1
+        label, priority, tally = self.labels.label(client), None, [0]
+        for task in tasks:  # a batch is mostly of one priority: one look-up per change
+            if task.priority != priority:
+                priority = task.priority
+                tally = recorder.tally(label, priority)
+            tally[SUBMITTED] += 1
 
     def placed(self, attempts: Sequence[tuple[int, Any]], now: float) -> None:
         """Attempts sent to a slot: each one's wait since its task was submitted."""
@@ -64,6 +88,11 @@ class Monitoring:
             wait = now - payload.queued_at
             counts[bisect.bisect_left(bounds, wait)] += 1
             total += wait
+            if payload.placed:  # placed before: its worker or slot was lost
+                label = self.labels.label(payload.owner)
+                recorder.tally(label, payload.priority)[RETRIED] += 1
+            else:
+                payload.placed = True
         waits.total += total
 
     def ran(self, outcomes: Sequence[s.AttemptOutcome]) -> None:
@@ -80,15 +109,21 @@ class Monitoring:
                 total += seconds
         runs.total += total
 
-    @staticmethod
-    def task_failed(resolve: s.Resolve) -> None:
-        """The cluster failed a task (not the user's error): said in the log, with its id."""
-        log.info(
-            "task %d failed: %s",
-            resolve.task_id,
-            resolve.error,
-            extra={"task_id": resolve.task_id, "client": resolve.client.hex()},
-        )
+    def resolved(self, resolve: s.Resolve) -> None:
+        """A task's outcome goes to its client: counted; a failure (the cluster's, not the
+        user's error) said in the log, with the task's id."""
+        status = resolve.status
+        if status == "failed":
+            log.info(
+                "task %d failed: %s",
+                resolve.task_id,
+                resolve.error,
+                extra={"task_id": resolve.task_id, "client": resolve.client.hex()},
+            )
+        recorder = self.recorder
+        if recorder is not None:
+            tally = recorder.tally(self.labels.label(resolve.client), resolve.priority)
+            tally[_OUTCOME_INDEX[status]] += 1
 
     def worker_removed(self, worker: bytes, reason: str) -> None:
         self.usage.pop(worker, None)
@@ -139,4 +174,21 @@ class Monitoring:
             jobs=jobs,
             solver=solver_view,
             recorder=recorder,
+            clients=self._client_tasks(recorder, snapshot.by_client),
         )
+
+    def _client_tasks(
+        self, recorder: Recorder, live: dict[tuple[bytes, int], list[int]]
+    ) -> list[ClientTasks]:
+        """The recorder's tallies and the scheduler's live counts, by label and priority."""
+        rows: dict[tuple[str, int], list[int]] = {
+            key: [*tally, 0, 0] for key, tally in recorder.client_tasks.items()
+        }
+        for (client, priority), (queued, running) in live.items():
+            key = (self.labels.label(client), priority)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = [0] * (len(TALLY_NAMES) + 2)
+            row[-2] += queued
+            row[-1] += running
+        return [ClientTasks(*key, *row) for key, row in sorted(rows.items())]
