@@ -269,6 +269,7 @@ def overview_entry(view: DispatcherView) -> dict[str, Any]:
         "slots": sum(w.slots for w in workers),
         "slots_busy": sum(w.slots_used for w in workers),
         "tasks": msgspec.to_builtins(view.tasks),
+        "clients": msgspec.to_builtins(view.clients),
         "jobs": len(view.jobs),
     }
 
