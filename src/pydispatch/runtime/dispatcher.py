@@ -184,7 +184,7 @@ class Dispatcher:
         self._leasing = Leasing(self.scheduler, self._send, key_of)
         self.protocol_errors = 0
         # What clients hear of their tasks, flushed once per loop iteration.
-        self._outbox = Outbox(self._send, self._forget_client)
+        self._outbox = Outbox(self._send, self._forget_client, monitoring.resolved)
         # Dataflow jobs: listed, kept in the store if there is one, their masters hosted.
         peers = self._access.peers if self._access is not None else None
         self._jobs = JobDesk(
@@ -554,8 +554,7 @@ class Dispatcher:
     def _perform(self, instructions: list[s.Instruction]) -> None:
         for ins in instructions:
             match ins:
-                case s.Resolve():
-                    self._monitoring.resolved(ins)
+                case s.Resolve():  # counted, and a failure logged, by the monitor
                     self._outbox.result(ins)
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
                     if self._recorder is not None:

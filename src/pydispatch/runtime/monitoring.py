@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..monitor.client_labels import ClientLabels, label_limit
+from ..monitor.client_labels import OTHER, ClientLabels, label_limit
 from ..monitor.exchange import ViewExchange
 from ..monitor.recorder import (
     CANCELLED,
@@ -44,6 +44,7 @@ __all__ = ["Monitoring"]
 # The dispatcher's logger: these lines are about what the dispatcher did.
 log = logging.getLogger("pydispatch.runtime.dispatcher")
 
+_UNUSED: list[int] = []
 _OUTCOME_INDEX = {"ok": FINISHED, "error": FINISHED, "failed": FAILED, "cancelled": CANCELLED}
 
 
@@ -109,21 +110,27 @@ class Monitoring:
                 total += seconds
         runs.total += total
 
-    def resolved(self, resolve: s.Resolve) -> None:
-        """A task's outcome goes to its client: counted; a failure (the cluster's, not the
-        user's error) said in the log, with the task's id."""
-        status = resolve.status
-        if status == "failed":
-            log.info(
-                "task %d failed: %s",
-                resolve.task_id,
-                resolve.error,
-                extra={"task_id": resolve.task_id, "client": resolve.client.hex()},
-            )
+    def resolved(self, client: bytes, resolves: list[s.Resolve]) -> None:
+        """Outcomes about to go to ``client`` (from the outbox: a client's at once): counted;
+        a failure (the cluster's, not the user's error) said in the log, with its task id."""
         recorder = self.recorder
-        if recorder is not None:
-            tally = recorder.tally(self.labels.label(resolve.client), resolve.priority)
-            tally[_OUTCOME_INDEX[status]] += 1
+        label = self.labels.of.get(client, OTHER)
+        priority: int | None = None
+        tally = _UNUSED  # replaced at the first resolve (no priority is None)
+        for resolve in resolves:
+            status = resolve.status
+            if status == "failed":
+                log.info(
+                    "task %d failed: %s",
+                    resolve.task_id,
+                    resolve.error,
+                    extra={"task_id": resolve.task_id, "client": client.hex()},
+                )
+            if recorder is not None:
+                if resolve.priority != priority:  # a client's results: mostly one priority
+                    priority = resolve.priority
+                    tally = recorder.tally(label, priority)
+                tally[_OUTCOME_INDEX[status]] += 1
 
     def worker_removed(self, worker: bytes, reason: str) -> None:
         self.usage.pop(worker, None)
