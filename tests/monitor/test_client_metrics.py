@@ -36,6 +36,8 @@ from pydispatch.monitor.client_labels import (
 from pydispatch.runtime.client import Client
 from pydispatch.runtime.cluster import LocalCluster
 from pydispatch.runtime.dispatcher import Dispatcher
+from pydispatch.runtime.monitoring import Monitoring
+from pydispatch.scheduling import scheduler as s
 from pydispatch.wire import protocol as p
 from pydispatch.wire.transport import loads
 
@@ -352,3 +354,13 @@ def test_the_limit_comes_from_the_environment() -> None:
     for bad in ("-1", "many"):
         with pytest.raises(ValueError, match=LIMIT_ENV):
             label_limit({LIMIT_ENV: bad})
+
+
+def test_live_tasks_are_walked_at_most_every_hundred_walks_time() -> None:
+    monitoring = Monitoring(None)
+    assert monitoring.walk_due()
+    monitoring._walk_started -= 0.05  # as if this view's walk took 50 ms
+    walked = s.Snapshot([], 1, 0, s.Counters(), {(b"c", 0): [1, 0]})
+    assert monitoring._live_tasks(walked) == {(b"c", 0): [1, 0]}
+    assert not monitoring.walk_due()  # not for 5 s: the next views reuse that count
+    assert monitoring._live_tasks(s.Snapshot([], 2, 0, s.Counters())) == {(b"c", 0): [1, 0]}

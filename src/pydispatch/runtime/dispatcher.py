@@ -605,7 +605,7 @@ class Dispatcher:
         return self._monitoring.views.get(timeout)
 
     def _monitor_view(self) -> DispatcherView:
-        snapshot = self.scheduler.snapshot(time.monotonic(), by_client=True)
+        snapshot = self.scheduler.snapshot(time.monotonic(), by_client=self._monitoring.walk_due())
         return self._monitoring.view(
             snapshot, self._worker_names, self._jobs.listed(), self._solver_stats, self.endpoint,
             self.epoch, self.protocol_errors,
