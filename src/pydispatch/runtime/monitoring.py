@@ -136,7 +136,7 @@ class Monitoring:
                 if resolve.priority != priority:  # a client's results: mostly one priority
                     priority = resolve.priority
                     tally = recorder.tally(label, priority)
-                tally[_OUTCOME_INDEX[status]] += 1
+                tally[_OUTCOME_INDEX.get(status, FAILED)] += 1  # never raises: results wait
 
     def worker_removed(self, worker: bytes, reason: str) -> None:
         self.usage.pop(worker, None)
