@@ -122,6 +122,21 @@ def test_dashboard_shows_workers_a_running_job_and_moving_figures(
             lambda: any(handle.job_id in t for t in texts(browser, "#jobs-table tbody tr")),
             "the jobs table lists the running job",
         )
+        # Tasks by client: the job's slices are tasks of its master's client; a named one's.
+        named = cluster.client(name="dashboard test")
+        assert named.submit(abs, -3).result(60) == 3
+        named.shutdown()
+
+        def client_rows() -> dict[str, list[str]]:
+            rows: list[list[str]] = browser.execute_script(  # in one script: see texts()
+                "return Array.from(document.querySelectorAll('#clients-table tbody tr'))"
+                ".map(r => Array.from(r.cells).map(c => c.textContent))"
+            )
+            return {row[0]: row for row in rows if row}
+
+        eventually(lambda: "dashboard test" in client_rows(), "the named client's row shows")
+        assert client_rows()["dashboard test"][2] == "1"  # submitted
+        assert "job-master" in client_rows()
         browser.save_screenshot(str(tmp_path / "overview.png"))
 
         # The job's link, followed as a click would (found and clicked in one script: the

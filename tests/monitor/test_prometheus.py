@@ -37,7 +37,7 @@ def square(x: int) -> int:
 @pytest.mark.slow
 def test_prometheus_sees_the_task_counters_move(cluster: LocalCluster, tmp_path: Path) -> None:
     target = urllib.parse.urlsplit(cluster.http_url).netloc
-    client = cluster.client()
+    client = cluster.client(name="prom test")
     with running_prometheus(tmp_path, [target]) as prometheus:
         eventually(
             lambda: prometheus.value('up{job="pydispatch"}') == 1.0,
@@ -61,6 +61,13 @@ def test_prometheus_sees_the_task_counters_move(cluster: LocalCluster, tmp_path:
             timeout=60,
         )
         assert (prometheus.value("sum(pydispatch_tasks_submitted_total)") or 0) >= 90
+        # By client: this one's name is its label (Prometheus stores the series as scraped).
+        by_name = 'sum(pydispatch_client_tasks_finished_total{client="prom test"})'
+        eventually(
+            lambda: (prometheus.value(by_name) or 0) >= 90,
+            "the client's own finished counter stored",
+            timeout=60,
+        )
         assert prometheus.value("pydispatch_workers") == 2.0
         assert prometheus.value("pydispatch_slots") == 2.0
         eventually(

@@ -56,6 +56,40 @@ def _histogram(name: str, documentation: str, buckets: Buckets) -> HistogramMetr
     )
 
 
+def _client_tasks(view: DispatcherView) -> Iterator[Metric]:
+    """Tasks by client (its name's label: a bounded set, see client_labels) and priority."""
+    key = ["client", "priority"]
+    submitted = CounterMetricFamily(
+        "pydispatch_tasks_submitted", "Tasks submitted, by client and priority.", labels=key
+    )
+    families = [
+        CounterMetricFamily(f"pydispatch_client_tasks_{name}", doc, labels=key)
+        for name, doc in (
+            ("finished", "Tasks that ran to the end, by client and priority."),
+            ("failed", "Tasks failed by the cluster, by client and priority."),
+            ("cancelled", "Tasks cancelled (as their client was told), by client and priority."),
+            ("retried", "Attempts placed again (a worker or slot lost), by client and priority."),
+        )
+    ]
+    queued = GaugeMetricFamily(
+        "pydispatch_client_tasks_queued", "Tasks waiting, by client and priority.", labels=key
+    )
+    running = GaugeMetricFamily(
+        "pydispatch_client_tasks_running", "Tasks placed, by client and priority.", labels=key
+    )
+    for row in view.clients:
+        labels = [row.client, str(row.priority)]
+        if row.submitted:
+            submitted.add_metric(labels, row.submitted)
+        for family, value in zip(
+            families, (row.finished, row.failed, row.cancelled, row.retried), strict=True
+        ):
+            family.add_metric(labels, value)
+        queued.add_metric(labels, row.queued)
+        running.add_metric(labels, row.running)
+    yield from (submitted, *families, queued, running)
+
+
 class DispatcherCollector(Collector):
     """``collect()`` yields the metric families of one view (see the module docstring)."""
 
@@ -75,12 +109,7 @@ class DispatcherCollector(Collector):
     @staticmethod
     def _tasks(view: DispatcherView) -> Iterator[Metric]:
         t, r = view.tasks, view.recorder
-        submitted = CounterMetricFamily(
-            "pydispatch_tasks_submitted", "Tasks submitted, by priority.", labels=["priority"]
-        )
-        for priority, count in sorted(r.submitted_by_priority.items()):
-            submitted.add_metric([str(priority)], count)
-        yield submitted
+        yield from _client_tasks(view)
         for name, value, doc in (
             ("finished", t.finished, "Tasks that ran to the end (a result or the user's error)."),
             ("failed", t.failed, "Tasks failed by the cluster (lost too often, impossible, ...)."),

@@ -252,6 +252,7 @@ def tasks_entry(view: DispatcherView) -> dict[str, Any]:
     entry: dict[str, Any] = msgspec.to_builtins(view.tasks)
     r = view.recorder
     entry["submitted_by_priority"] = {str(k): v for k, v in r.submitted_by_priority.items()}
+    entry["by_client"] = msgspec.to_builtins(view.clients)
     entry["placed"] = r.placed
     entry["placed_by_solver"] = view.solver.placed_by_solver
     entry["queue_wait"] = msgspec.to_builtins(r.queue_wait)
@@ -268,6 +269,7 @@ def overview_entry(view: DispatcherView) -> dict[str, Any]:
         "slots": sum(w.slots for w in workers),
         "slots_busy": sum(w.slots_used for w in workers),
         "tasks": msgspec.to_builtins(view.tasks),
+        "clients": msgspec.to_builtins(view.clients),
         "jobs": len(view.jobs),
     }
 

@@ -19,9 +19,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
+    "CANCELLED",
+    "FAILED",
+    "FINISHED",
     "LOOP_BUCKETS",
     "QUEUE_WAIT_BUCKETS",
+    "RETRIED",
     "RUN_TIME_BUCKETS",
+    "SUBMITTED",
+    "TALLY_NAMES",
     "Buckets",
     "Recorder",
 ]
@@ -33,6 +39,11 @@ RUN_TIME_BUCKETS: Final = (
 )  # fmt: skip
 QUEUE_WAIT_BUCKETS: Final = RUN_TIME_BUCKETS
 LOOP_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
+
+#: A client's tally (:attr:`Recorder.client_tasks`) is a list of counts at these indices: a
+#: list and an index rather than an object with attributes, the cheapest to bump per task.
+SUBMITTED, FINISHED, FAILED, CANCELLED, RETRIED = range(5)
+TALLY_NAMES: Final = ("submitted", "finished", "failed", "cancelled", "retried")
 
 
 @dataclass(slots=True)
@@ -76,7 +87,10 @@ class Recorder:
     """A dispatcher's counters (see the module docstring); ints only grow."""
 
     submitted: int = 0
-    submitted_by_priority: dict[int, int] = field(default_factory=dict)
+    #: Tasks by (client label, priority) (see :mod:`.client_labels`), a tally each: submitted,
+    #: finished (a result or the user's error), failed, cancelled (as their client was told)
+    #: and retried (attempts placed again), at the indices above.
+    client_tasks: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     placed: int = 0  # attempts sent to slots (by the solver's answer or greedily)
     messages_in: int = 0
     messages_out: int = 0
@@ -87,13 +101,28 @@ class Recorder:
     run_time: Buckets = field(default_factory=lambda: Buckets(RUN_TIME_BUCKETS))
     loop: Buckets = field(default_factory=lambda: Buckets(LOOP_BUCKETS))
 
+    @property
+    def submitted_by_priority(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for (_, priority), tally in self.client_tasks.items():
+            out[priority] = out.get(priority, 0) + tally[SUBMITTED]
+        return {priority: count for priority, count in out.items() if count}
+
+    def tally(self, client: str, priority: int) -> list[int]:
+        """The counts of ``client``'s tasks of ``priority`` (to bump)."""
+        key = (client, priority)
+        found = self.client_tasks.get(key)
+        if found is None:
+            found = self.client_tasks[key] = [0] * len(TALLY_NAMES)
+        return found
+
     def worker_removed(self, reason: str) -> None:
         self.workers_removed[reason] = self.workers_removed.get(reason, 0) + 1
 
     def copy(self) -> Recorder:
         return Recorder(
             self.submitted,
-            dict(self.submitted_by_priority),
+            {key: list(tally) for key, tally in self.client_tasks.items()},
             self.placed,
             self.messages_in,
             self.messages_out,

@@ -14,7 +14,7 @@ from ..scheduling.snapshots import WorkerSnapshot
 from ..wire.protocol import JobInfo
 from .recorder import Recorder
 
-__all__ = ["DispatcherView", "SolverView", "TaskCounts", "WorkerView"]
+__all__ = ["ClientTasks", "DispatcherView", "SolverView", "TaskCounts", "WorkerView"]
 
 
 class WorkerView(msgspec.Struct, frozen=True):
@@ -40,6 +40,21 @@ class TaskCounts(msgspec.Struct, frozen=True):
     protocol_errors: int
 
 
+class ClientTasks(msgspec.Struct, frozen=True):
+    """The tasks of the clients under one label (see :mod:`.client_labels`) and of one
+    priority: counters since the dispatcher started, and those live now."""
+
+    client: str
+    priority: int
+    submitted: int = 0
+    finished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    retried: int = 0
+    queued: int = 0
+    running: int = 0
+
+
 class SolverView(msgspec.Struct, frozen=True):
     rounds: int
     solves: int
@@ -60,3 +75,4 @@ class DispatcherView(msgspec.Struct, frozen=True):
     jobs: list[JobInfo]
     solver: SolverView
     recorder: Recorder
+    clients: list[ClientTasks] = []  # by label and priority, sorted

@@ -43,6 +43,8 @@ import collections
 import itertools
 import math
 import operator
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -83,6 +85,10 @@ class Client(Executor):
     ``keys`` (a keys directory made by ``pydispatch keys``) and ``identity`` (whose key there):
     talk CurveZMQ as that identity; by default ``PYDISPATCH_KEYS`` and ``PYDISPATCH_IDENTITY``
     (neither set: plain text, as a LocalCluster without keys speaks).
+
+    ``name``: what the dispatcher's task metrics count this client's tasks under (the first 20
+    names a dispatcher hears get a ``client`` label each, later ones count as ``other``); by
+    default the name of the script or ``-m`` module the process runs.
     """
 
     def __init__(
@@ -99,9 +105,9 @@ class Client(Executor):
         if not reconnect_timeout > 0:
             raise ValueError("reconnect_timeout must be > 0")
         self.address = address
-        self.keys = resolve_keys(keys, identity)
+        self.keys = keys = resolve_keys(keys, identity)
         self._io = ClientIO(
-            self, address, name, max_message_size, reconnect_timeout, keys=self.keys
+            self, address, name or _default_name(), max_message_size, reconnect_timeout, keys=keys
         )
         # A plain attribute, not a property: a future's result() reaches the lane through it.
         self._lane: Lane = self._io.lane
@@ -328,6 +334,17 @@ class Client(Executor):
 
     def _abort(self) -> None:
         self.terminate("the client could not connect")
+
+
+def _default_name() -> str:
+    """The running script's name (``etl`` for ``python etl.py``), the ``-m`` module's, or
+    ``client`` (an interactive session, a notebook)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return str(spec.name).removesuffix(".__main__")
+    path = getattr(main, "__file__", None)
+    return os.path.splitext(os.path.basename(path))[0] if isinstance(path, str) else "client"
 
 
 def _integer(name: str, value: object) -> int:

@@ -5,13 +5,16 @@ A client may send on a socket of its own besides the one it receives on
 (:attr:`~pydispatch.wire.protocol.ClientHello.sender`): messages from that identity count as the
 client's. A client with tasks outstanding says hello every ``timeout / 4`` seconds; one silent
 for ``timeout`` is presumed gone (the dispatcher drops its queued tasks; running ones finish), so
-a client killed outright does not keep the cluster busy, nor its fair share.
+a client killed outright does not keep the cluster busy, nor its fair share. Each client's name
+goes to the monitor's :class:`~pydispatch.monitor.client_labels.ClientLabels` (its metrics'
+label) and leaves it with the client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..monitor.client_labels import ClientLabels
 from ..wire import protocol as p
 
 __all__ = ["ClientBook"]
@@ -21,8 +24,14 @@ class ClientBook:
     """``is_peer`` tells whether an identity is a registered worker or slot (a client's sender
     identity must not be one)."""
 
-    def __init__(self, timeout: float, is_peer: Callable[[bytes], bool]) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        is_peer: Callable[[bytes], bool],
+        labels: ClientLabels | None = None,
+    ) -> None:
         self.timeout = timeout
+        self.labels = labels if labels is not None else ClientLabels()
         self._is_peer = is_peer
         self._clients: set[bytes] = set()
         # Read on every message (the dispatcher's hot loop), hence public:
@@ -33,15 +42,18 @@ class ClientBook:
     def __contains__(self, identity: bytes) -> bool:
         return identity in self._clients
 
-    def hello(self, client: bytes, sender: bytes, now: float) -> None:
-        """``client`` said hello, naming its sending socket (``b""``: none of its own)."""
+    def hello(self, client: bytes, sender: bytes, now: float, name: str = "") -> None:
+        """``client`` said hello, naming its sending socket (``b""``: none of its own) and
+        itself (``""``: no name, or the one it gave before)."""
         if sender:
             self._add_sender(client, sender)
+        self.labels.hello(client, name)
         self._clients.add(client)
         self.seen[client] = now
 
     def forget(self, client: bytes) -> None:
         self._clients.discard(client)
+        self.labels.forget(client)
         self.seen.pop(client, None)
         sender = self._sender_of.pop(client, None)
         if sender is not None:

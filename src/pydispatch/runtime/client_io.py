@@ -260,12 +260,12 @@ class ClientIO:
         self._welcome: queue.Queue[p.Welcome | p.Error] = queue.Queue()
         self._hello_answered = False
         # The dispatcher's epoch changes when it restarts: it knows none of our tasks. While
-        # tasks are outstanding the client says hello every few seconds, and a new epoch has
-        # every unresolved task sent again, under its id (see _resubmit_unresolved). A
-        # dispatcher that goes silent must not leave futures waiting forever (see hellos).
-        self._epoch = ""
+        # tasks are outstanding the client says hello (with its name) every few seconds, and
+        # a new epoch has every unresolved task sent again, under its id (_resubmit_unresolved).
+        self._epoch = ""  # a silent dispatcher must not leave futures waiting (see hellos)
         self._hellos = DispatcherHellos(self.address, reconnect_timeout)
-        send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id))
+        self._hello = p.ClientHello(p.PROTOCOL_VERSION, name, self._sender_id)
+        send(self._sock, self._hello)
         self.thread = threading.Thread(target=self._io_loop, name="pydispatch-client", daemon=True)
         with _exit_lock:
             if _exiting:
@@ -473,7 +473,7 @@ class ClientIO:
                 # from it, and answers on the receiving one, where we listen. While closing,
                 # only until the last result (then Bye goes out instead, on the other socket).
                 if (self._futures or not self.closing) and self._hellos.take_turn():
-                    send(self._sock, p.ClientHello(p.PROTOCOL_VERSION, sender=self._sender_id))
+                    send(self._sock, self._hello)
                     self._drain_sender()
         finally:
             self._sock.disable_monitor()

@@ -111,6 +111,7 @@ class _Payload:
     task_id: int
     lease_for: bytes = b""  # this client asked for a lease on the slot this task goes to
     queued_at: float = 0.0  # when it was submitted (time.monotonic()), for the metrics
+    placed: bool = False  # an attempt of it was placed (the metrics count the next as retried)
 
 
 class Dispatcher:
@@ -136,7 +137,7 @@ class Dispatcher:
     ) -> None:
         # Monitoring (issue 16): counters the loop bumps, views it hands the HTTP thread.
         self._recorder = Recorder() if metrics else None
-        self._monitoring = Monitoring(self._recorder)
+        self._monitoring = monitoring = Monitoring(self._recorder)
         self._solver_stats = SolverStats()
         if metrics and placer is solver_placer:
             placer = functools.partial(solver_placer, stats=self._solver_stats)
@@ -176,14 +177,14 @@ class Dispatcher:
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self.epoch = uuid.uuid4().hex  # tells clients apart a restarted dispatcher
-        self._clients = ClientBook(client_timeout, self.scheduler.knows_peer)
+        self._clients = ClientBook(client_timeout, self.scheduler.knows_peer, monitoring.labels)
         self._worker_names: dict[bytes, str] = {}
         # The direct lanes, granted here.
         key_of = self._access.key_of if self._access is not None else None
         self._leasing = Leasing(self.scheduler, self._send, key_of)
         self.protocol_errors = 0
         # What clients hear of their tasks, flushed once per loop iteration.
-        self._outbox = Outbox(self._send, self._forget_client)
+        self._outbox = Outbox(self._send, self._forget_client, monitoring.resolved)
         # Dataflow jobs: listed, kept in the store if there is one, their masters hosted.
         peers = self._access.peers if self._access is not None else None
         self._jobs = JobDesk(
@@ -405,7 +406,7 @@ class Dispatcher:
                 )
             )
         if self._recorder is not None:
-            self._monitoring.submitted(new, now)
+            self._monitoring.submitted(peer, new, now)
         self._perform(refused + self.scheduler.submit(peer, new))
 
     def _on_done(self, peer: bytes, m: p.Done, frames: Frames, now: float) -> None:
@@ -473,7 +474,7 @@ class Dispatcher:
 
     def _on_client_hello(self, peer: bytes, m: p.ClientHello, frames: Frames, now: float) -> None:
         _check_version(m.version)
-        self._clients.hello(peer, m.sender, now)
+        self._clients.hello(peer, m.sender, now, m.name)
         welcome = p.Welcome(
             p.PROTOCOL_VERSION, self.scheduler.total_slots, self.epoch, self.client_timeout / 4
         )
@@ -553,9 +554,7 @@ class Dispatcher:
     def _perform(self, instructions: list[s.Instruction]) -> None:
         for ins in instructions:
             match ins:
-                case s.Resolve():
-                    if ins.status == "failed":  # the cluster's failure, not the user's error
-                        self._monitoring.task_failed(ins)
+                case s.Resolve():  # counted, and a failure logged, by the monitor
                     self._outbox.result(ins)
                 case s.RunAttempts(worker=worker, slot=slot, attempts=attempts):
                     if self._recorder is not None:
@@ -606,10 +605,10 @@ class Dispatcher:
         return self._monitoring.views.get(timeout)
 
     def _monitor_view(self) -> DispatcherView:
-        snapshot, jobs = self.scheduler.snapshot(time.monotonic()), self._jobs.listed()
+        snapshot = self.scheduler.snapshot(time.monotonic(), by_client=self._monitoring.walk_due())
         return self._monitoring.view(
-            snapshot, self._worker_names, jobs, self._solver_stats, self.endpoint, self.epoch,
-            self.protocol_errors,
+            snapshot, self._worker_names, self._jobs.listed(), self._solver_stats, self.endpoint,
+            self.epoch, self.protocol_errors,
         )  # fmt: skip
 
 

@@ -31,11 +31,18 @@ Send = Callable[[bytes, p.Message, list[FrameLike]], bool]  # False: that peer i
 class Outbox:
     """Per-round buffers of results and started notices, by client. ``send`` sends a message
     with its frames; ``unreachable`` is called with a client that a message could not reach
-    (what is left for it this round is dropped)."""
+    (what is left for it this round is dropped); ``resolved`` is told each client's results
+    before they go (the monitor counts them: once a client, not once a task)."""
 
-    def __init__(self, send: Send, unreachable: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        send: Send,
+        unreachable: Callable[[bytes], None],
+        resolved: Callable[[bytes, list[s.Resolve]], None] | None = None,
+    ) -> None:
         self._send = send
         self._unreachable = unreachable
+        self._resolved = resolved
         self._results: dict[bytes, list[s.Resolve]] = {}
         # Per client: when its oldest pending notice came, and the task ids started since.
         self._started: dict[bytes, tuple[float, list[int]]] = {}
@@ -58,6 +65,8 @@ class Outbox:
             if client not in self._results:
                 self._send(client, p.Started(self._started.pop(client)[1]), [])
         for client, pending in self._results.items():
+            if self._resolved is not None:
+                self._resolved(client, pending)
             started = self._started.pop(client, (0.0, []))[1]
             for start in range(0, len(pending), _RESULTS_PER_MESSAGE):
                 frames: list[FrameLike] = []

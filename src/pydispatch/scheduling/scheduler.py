@@ -157,9 +157,19 @@ class Scheduler:
         """Tasks queued here (not placed yet)."""
         return self._queue.queued
 
-    def snapshot(self, now: float) -> Snapshot:
+    def snapshot(self, now: float, *, by_client: bool = False) -> Snapshot:
+        """The workers and the counters; with ``by_client``, the live tasks counted by client
+        and priority too (a walk over them all: for the monitor's views, not every status)."""
         workers = self._workers.snapshots(now)
-        return Snapshot(workers, self._queue.queued, self._running, self.counters)
+        live: dict[tuple[bytes, int], list[int]] = {}
+        if by_client:
+            for task in self._tasks.values():
+                key = (task.client, task.priority)
+                counts = live.get(key)
+                if counts is None:
+                    counts = live[key] = [0, 0]
+                counts[task.state != "queued"] += 1
+        return Snapshot(workers, self._queue.queued, self._running, self.counters, live)
 
     # ------------------------------------------------------------------------- leases
 
@@ -338,7 +348,7 @@ class Scheduler:
                 continue  # a duplicate id would resolve the original's future twice
             adopted = self._orphans.take(key)
             if adopted is not None:  # it ran before a restart: resolved, not run again
-                out.append(self._adopt_resolve(client, adopted))
+                out.append(self._adopt_resolve(client, adopted, new.priority))
                 continue
             task = _Task(
                 client=client,
@@ -355,7 +365,9 @@ class Scheduler:
             reason = self._workers.why_impossible(task)
             if reason:
                 self.counters.failed += 1
-                out.append(Resolve(client, task.task_id, "failed", error=reason))
+                out.append(
+                    Resolve(client, task.task_id, "failed", error=reason, priority=task.priority)
+                )
                 continue
             self._tasks[key] = task
             self._queue.push(task)
@@ -487,12 +499,11 @@ class Scheduler:
             )
         ]
 
-    def _adopt_resolve(self, client: bytes, outcome: AttemptOutcome) -> Resolve:
+    def _adopt_resolve(self, client: bytes, outcome: AttemptOutcome, priority: int) -> Resolve:
         self.counters.adopted_results += 1
         self.counters.finished += 1
-        return Resolve(
-            client, outcome.task_id, outcome.status, outcome.value, outcome.error, outcome.traceback
-        )
+        o = outcome
+        return Resolve(client, o.task_id, o.status, o.value, o.error, o.traceback, "", priority)
 
     # ---------------------------------------------------------------------- placement
 
@@ -540,7 +551,9 @@ class Scheduler:
             self.counters.cancelled += 1
         else:
             self.counters.failed += 1
-        return Resolve(task.client, task.task_id, status, value, error, traceback, worker)
+        return Resolve(
+            task.client, task.task_id, status, value, error, traceback, worker, task.priority
+        )
 
     def _resolve_cancelled(self, task: _Task, error: str) -> Resolve:
         return self._resolve(task, "cancelled", error=error)

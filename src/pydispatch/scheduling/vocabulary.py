@@ -70,6 +70,7 @@ class Resolve:
     error: str = ""
     traceback: str = ""
     worker: str = ""
+    priority: int = 0  # the task's (its client's metrics count by it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +152,6 @@ class Snapshot:
     queued: int
     running: int
     counters: Counters
+    #: Live tasks by (client, priority): [queued, running or being cancelled] (only when
+    #: asked for: it walks every live task).
+    by_client: dict[tuple[bytes, int], list[int]] = field(default_factory=dict)

@@ -63,6 +63,11 @@ function renderOverview(overview, now) {
   $("stat-failed").textContent = number(t.failed);
   $("stat-rate").textContent = number(rate);
   drawChart();
+  // By the client's name (a bounded set of labels: see client_labels.py).
+  fillTable("clients-table", (overview.clients || []).map((c) => [
+    c.client, c.priority, ...["submitted", "queued", "running", "finished", "failed", "cancelled",
+      "retried"].map((k) => number(c[k])),
+  ]));
 }
 
 function drawChart() {
