@@ -190,7 +190,7 @@ def monitored_lines(
     """The lines of the files in ``params["path"]`` (a directory), read on as files appear or
     grow, every ``params["monitor"]`` seconds; only whole lines (a line still being written
     waits for its end). Subtask ``index`` reads the files whose name hashes to it; ``offsets``
-    (file name -> bytes read) is kept up to date after each line it yields."""
+    (file name -> bytes read) counts each line as it is yielded."""
     directory, every = params["path"], float(params["monitor"])
     encoding = params.get("encoding", "utf-8")
     while True:
@@ -213,10 +213,13 @@ def monitored_lines(
                 for line in f:
                     if not line.endswith(b"\n"):
                         break
+                    text = line.decode(encoding).rstrip("\r\n")
                     offset += len(line)
                     found = True
-                    yield line.decode(encoding).rstrip("\r\n")
+                    # Counted before the yield: the generator pauses there while its batch
+                    # leaves and a barrier may follow, and the position must hold that line.
                     offsets[name] = offset
+                    yield text
         if not found:
             yield IDLE
             time.sleep(every)
