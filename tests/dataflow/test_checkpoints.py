@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -436,6 +437,47 @@ def test_a_monitored_position_counts_every_line_of_a_batch_cut_mid_file(tmp_path
     assert reader.position() == {"a.txt": 4}
     restored = PositionedReader(params, 0, 1, reader.position())
     assert next(restored.batches(2)) == ["2", "3"]
+
+
+def _until_idle(batches: Iterator[list[Any]]) -> list[Any]:
+    out: list[Any] = []
+    for batch in batches:
+        if not batch:  # a monitored directory with nothing to read now
+            return out
+        out += batch
+    return out
+
+
+def test_a_monitored_directory_position_covers_every_line_emitted_before_it(
+    tmp_path: Path,
+) -> None:
+    """The position between two batches (where a barrier goes) counts every line emitted:
+    restored from it, the source reads each line once, also of a file that grew meanwhile.
+    (CI once committed a new file's first line twice: a one-line batch left, a checkpoint
+    was taken, and the offset was recorded only when the next line was read.)"""
+    (tmp_path / "a.txt").write_text("a0\na1\na2\n")
+    params = {"source": "monitor", "path": str(tmp_path), "monitor": 0.01, "bounded": False}
+    reader = PositionedReader(params, 0, 1, None)
+    batches = reader.batches(1)
+    assert next(batches) == ["a0"]
+    assert reader.position() == {"a.txt": 3}  # the first line of a file counts at once
+    emitted = ["a0"]
+    cuts = [(list(emitted), reader.position())]
+    for step in range(6):
+        if step == 1:  # the file grows, its last line still being written
+            with open(tmp_path / "a.txt", "a") as f:
+                f.write("a3\na4\na5")
+        if step == 3:
+            (tmp_path / "b.txt").write_text("b0\nb1\n")
+        batch = next(batches)
+        assert len(batch) == 1, batch
+        emitted += batch
+        cuts.append((list(emitted), reader.position()))
+    everything = ["a0", "a1", "a2", "a3", "a4", "b0", "b1"]
+    assert sorted(emitted) == everything
+    for before, position in cuts:
+        after = _until_idle(PositionedReader(params, 0, 1, position).batches(1))
+        assert sorted(before + after) == everything, (before, position, after)
 
 
 def test_read_text_monitor_and_split_sources_run_in_process(tmp_path: Path) -> None:

@@ -280,12 +280,13 @@ def monitored_lines(
                 for line in f:
                     if not line.endswith(b"\n"):
                         break
+                    text = line.decode(encoding).rstrip("\r\n")
                     offset += len(line)
                     found = True
-                    # Before the yield: a batch that ends with this line is emitted before the
-                    # position is taken, so the position must count it already.
+                    # Counted before the yield: the generator pauses there while its batch
+                    # leaves and a barrier may follow, and the position must hold that line.
                     offsets[name] = offset
-                    yield line.decode(encoding).rstrip("\r\n")
+                    yield text
         if not found:
             yield IDLE
             time.sleep(every)
