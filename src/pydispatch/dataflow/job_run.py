@@ -53,7 +53,7 @@ from .graph_view import describe_plan
 from .job_metrics import job_figures, sendable
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 from .slice_placement import place_slices
-from .slice_results import CollectedSlices
+from .slice_results import CollectedSlices, unpack_outcome
 
 if TYPE_CHECKING:
     from ..runtime.client import Client
@@ -212,14 +212,14 @@ class JobRun:
         return self._done.is_set()
 
     def result(self, timeout: float | None = None) -> JobResult:
-        """Wait for the job; raises :class:`JobFailedError` or ``CancelledError``."""
+        """Wait for the job (records unpickled here); raises JobFailedError or CancelledError."""
         if not self._done.wait(timeout):
             raise TimeoutError(f"job {self.job_id} is still {self.status()}")
         if self._master.state == jm.CANCELED:
             raise CancelledError(f"job {self.job_id} was cancelled")
         if self._result is None:
             raise JobFailedError(self._error or "the job failed")
-        return self._result
+        return unpack_outcome((self._result, self._collected))[0]
 
     def cancel(self) -> bool:
         """Cancel the job (its running slices are killed); False if it had ended already."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -24,9 +24,11 @@ from ..plan import ExecutionGraph
 from ..wire import transport
 from ..wire.protocol import INLINE, Blob, check_blob
 from .operators import Batch, concat, size
+from .result import JobResult
 
 __all__ = ["CollectedSlices", "PickledCollected", "gather_collected", "unpack_outcome"]
 
+_Result = TypeVar("_Result", bound=JobResult)
 _BLOB = msgspec.msgpack.Decoder(Blob)
 _ENCODE = msgspec.msgpack.Encoder()
 
@@ -124,7 +126,7 @@ def gather_collected(
     return CollectedSlices.of(plan, ids, results).gather()
 
 
-def unpack_outcome(outcome: Any) -> tuple[Any, dict[int, list[Batch]]]:
+def unpack_outcome(outcome: tuple[_Result, Any]) -> tuple[_Result, dict[int, list[Batch]]]:
     """A handle's ``(JobResult, subtask results)`` from what a master (or the job store)
     sent: ``(JobResult, CollectedSlices)``, or, kept by an earlier version, the records
     already gathered."""
