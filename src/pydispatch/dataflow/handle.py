@@ -563,7 +563,10 @@ class JobHandle:
     def _keep(self, reply: jp.JobResultReply, frames: list[zmq.Frame]) -> None:
         outcome = _Outcome(reply.state, reply.metrics, reply.error)
         if reply.result is not None:
-            outcome.result, outcome.subtask_results = transport.loads(reply.result, frames)
+            from .slice_results import unpack_outcome  # (with the records' own imports)
+
+            loaded = transport.loads(reply.result, frames)
+            outcome.result, outcome.subtask_results = unpack_outcome(loaded)
         self._outcome = outcome
 
     def _ask(

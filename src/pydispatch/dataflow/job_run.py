@@ -51,10 +51,9 @@ from .checkpoints import CheckpointConfig
 from .control_gate import ControlGate
 from .graph_view import describe_plan
 from .job_metrics import job_figures, sendable
-from .operators import Batch
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 from .slice_placement import place_slices
-from .slice_results import gather_collected
+from .slice_results import CollectedSlices, unpack_outcome
 
 if TYPE_CHECKING:
     from ..runtime.client import Client
@@ -160,8 +159,8 @@ class JobRun:
         self._result: JobResult | None = None
         self._error: str | None = None
         self._metrics: dict[str, Any] = {}
-        #: Per collect sink (original operator id): what each of its subtasks received.
-        self.subtask_results: dict[int, list[Batch]] = {}
+        #: What the collect sinks' slices returned, passed on to handles unread.
+        self._collected: CollectedSlices | None = None
         self._context: zmq.Context[Any] = zmq.Context()
         # ROUTER_MANDATORY (make_socket): a reply to a peer gone already raises
         # EHOSTUNREACH, which _reply logs, instead of vanishing.
@@ -213,14 +212,14 @@ class JobRun:
         return self._done.is_set()
 
     def result(self, timeout: float | None = None) -> JobResult:
-        """Wait for the job; raises :class:`JobFailedError` or ``CancelledError``."""
+        """Wait for the job (records unpickled here); raises JobFailedError or CancelledError."""
         if not self._done.wait(timeout):
             raise TimeoutError(f"job {self.job_id} is still {self.status()}")
         if self._master.state == jm.CANCELED:
             raise CancelledError(f"job {self.job_id} was cancelled")
         if self._result is None:
             raise JobFailedError(self._error or "the job failed")
-        return self._result
+        return unpack_outcome((self._result, self._collected))[0]
 
     def cancel(self) -> bool:
         """Cancel the job (its running slices are killed); False if it had ended already."""
@@ -387,8 +386,9 @@ class JobRun:
             )
             frames: list[transport.FrameLike] = []
             if self._result is not None:
-                # Pickled once; every handle that asks gets the same frames (no copies).
-                outcome = (self._result, self.subtask_results)
+                # Pickled once; every handle that asks gets the same frames (no copies). The
+                # records are the slices' own pickles, as frames: read by the handle only.
+                outcome = (self._result, self._collected)
                 try:
                     reply.result = transport.dumps(outcome, frames, inline_limit=0)
                 except Exception as error:  # the records came pickled: this is unlikely
@@ -597,15 +597,13 @@ class JobRun:
 
         futures = [self._final[i] for i in range(self.plan.n_slots)]
         self._placement["ran_on"] = [getattr(f, "worker", "") for f in futures]
-        collected, per_subtask = gather_collected(self.plan, self._ids, results)
-        self.subtask_results.update(per_subtask)
+        self._collected = CollectedSlices.of(self.plan, self._ids, results)
         metrics = {g: m for r in results.values() for g, m in r["metrics"].items()}
         self._metrics = self._figures(metrics)
         records_in = self._metrics["records_in"]
         records_out = self._metrics["records_out"]
-        self._result = JobResult(
-            self.name, self.plan.runtime_mode, collected, records_in, records_out
-        )
+        # ``collected`` is filled in by the handle (slice_results.unpack_outcome).
+        self._result = JobResult(self.name, self.plan.runtime_mode, {}, records_in, records_out)
 
 
 def _late(

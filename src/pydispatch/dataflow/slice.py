@@ -20,7 +20,8 @@ subtask's endpoint (``peers``) once all slices of the attempt are up. Then:
 Control messages to and from the master are ``protocol.JobMessage`` structs, never pickles;
 a malformed message on a data socket is logged and dropped.
 
-The slice returns what its collect sinks received and its metrics as the task's result. Every
+The slice returns what its collect sinks received (pickled by the slice: the master passes it
+on unread) and its metrics as the task's result. Every
 message carries nothing of the attempt: each attempt binds fresh sockets, so stale traffic of
 an earlier attempt cannot reach it.
 """
@@ -61,6 +62,7 @@ from . import snapshots
 from .barriers import Aligner
 from .operators import Batch, concat, size
 from .positions import PositionedReader
+from .slice_results import PickledCollected
 from .subtask import SubtaskRunner
 
 __all__ = [
@@ -687,4 +689,5 @@ def _slice_result(plan: ExecutionGraph, subtasks: list[_Subtask]) -> dict[str, A
         for op_id, batches in s.runner.collected.items():
             parts = [b for b in batches if size(b)]
             collected[op_id] = concat(parts) if parts else []
-    return {"collected": collected, "metrics": metrics}
+    # Pickled here, once: the master passes these bytes on unread (dataflow.slice_results).
+    return {"collected": PickledCollected.of(collected), "metrics": metrics}

@@ -115,13 +115,15 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 7
+PROTOCOL_VERSION: Final = 8
 # 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
 # 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts,
 #    attempts carry their task's owner and id (results survive a dispatcher restart),
 #    Registered/Reregister carry the dispatcher's epoch; 6: checkpoints (data-plane Barrier,
 #    job-plane TriggerCheckpoint/CheckpointAck/CheckpointDeclined/CheckpointComplete, savepoints);
-#    7: an admin's DrainWorker and CancelTasksOf (answered by AdminReply)
+#    7: an admin's DrainWorker and CancelTasksOf (answered by AdminReply); 8: a slice returns
+#    its collected records pickled by itself, and JobResultReply.result carries them so, unread
+#    by the master (dataflow.slice_results)
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
