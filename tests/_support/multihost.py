@@ -64,12 +64,13 @@ def address(bed: TestBed) -> str:
     return f"tcp://{bed.hosts['dispatcher'].address}:{PORT}"
 
 
-def status(bed: TestBed, host: str = "client") -> dict[str, Any]:
-    """The dispatcher's status, asked from ``host`` (empty while it cannot be had)."""
+def status(bed: TestBed, host: str = "client", at: str = "") -> dict[str, Any]:
+    """The dispatcher's status (the one at address ``at``, by default the bed's), asked from
+    ``host`` (empty while it cannot be had)."""
     code = f"""
         import json, msgspec
         from pydispatch.runtime.client import fetch_status
-        status = fetch_status({address(bed)!r}, timeout=5.0)
+        status = fetch_status({at or address(bed)!r}, timeout=5.0)
         fields = {{n: msgspec.to_builtins(getattr(status, n)) for n in status.__struct_fields__}}
         print(json.dumps(fields))
     """
