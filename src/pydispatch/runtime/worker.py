@@ -357,9 +357,9 @@ class Worker:
                 log.error("unexpected %s from the dispatcher", type(message).__name__)
 
     def _follow_timeout(self, timeout: float) -> None:
-        """Drop a silent connection after the dispatcher's heartbeat ``timeout`` (and two
-        pings), not before it removed us nor long after: our connection now, the heartbeat
-        thread's at its next beat (see reconnect)."""
+        """Drop a silent connection no sooner than the dispatcher's heartbeat ``timeout`` and
+        two pings, when it removed us (see reconnect): our connection now, the heartbeat
+        thread's at its next beat."""
         if not 0 < timeout < _LONGEST_TIMEOUT:  # nan included: keep the default
             log.warning("the dispatcher told an implausible heartbeat timeout: %r", timeout)
             return
