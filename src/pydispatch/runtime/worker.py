@@ -162,8 +162,9 @@ class Worker:
         self._slot_generation = 0
         self._kills: dict[int, float] = {}  # force-cancelled attempt id -> watch until
         self._heartbeat_interval = 1.0
-        # How long a connection to the dispatcher may stay silent: its timeout and a little
-        # more once it told it (issue 14; see reconnect). Read by the heartbeat thread too.
+        # How long a connection to the dispatcher may stay silent: 12 s, or its timeout and
+        # two pings once it told a longer one (issue 14; see reconnect). Read by the
+        # heartbeat thread too.
         self._silence = WORKER_SILENCE_S
         self._dispatcher_epoch = ""  # of the dispatcher that registered us (see Reregister)
         self._heartbeat_stop = threading.Event()
