@@ -17,7 +17,6 @@ Both jobs run at once with no restart; each client prints the error its job fail
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
@@ -63,7 +62,6 @@ def _internal_address(bed: TestBed, host: str) -> None:
 @pytest.fixture(scope="module")
 def bed() -> Iterator[TestBed]:
     test_bed = TestBed(["dispatcher", *WORKERS])
-    workers: list[subprocess.Popen[bytes]] = []
     try:
         test_bed.start()
         for host in INTERNAL:
@@ -73,17 +71,12 @@ def bed() -> Iterator[TestBed]:
         at = f"tcp://{test_bed.hosts['dispatcher'].address}:{PORT}"
         for worker in WORKERS:
             advertise = ["--advertise-host", INTERNAL[worker]]
-            workers.append(test_bed.spawn(worker, cli("worker", at, "--slots", "1", *advertise)))
+            test_bed.spawn(worker, cli("worker", at, "--slots", "1", *advertise))
         eventually(
             lambda: len(status(test_bed, "dispatcher")["workers"]) == len(WORKERS), "workers", 60
         )
         yield test_bed
     finally:
-        for process in workers:  # drained while their dispatcher still runs to release them
-            process.terminate()
-        for process in workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(20)
         test_bed.close()
 
 
