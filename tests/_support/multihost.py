@@ -23,6 +23,7 @@ __all__ = [
     "delay_proxy",
     "keys_env",
     "on_client",
+    "range_server",
     "run",
     "start",
     "status",
@@ -102,3 +103,14 @@ def delay_proxy(bed: TestBed, port: int, delay_ms: float) -> str:
     assert proxy.stdout is not None
     assert proxy.stdout.readline().strip() == "ready"
     return f"tcp://127.0.0.1:{port}"
+
+
+def range_server(bed: TestBed, host: str, port: int, directory: str, log: str) -> None:
+    """Serve ``directory`` over HTTP with byte ranges (``_support.range_server``) from
+    ``host``, on every interface at ``port``, logging requests to ``log``; once listening."""
+    code = "import sys\nfrom _support.range_server import main\nmain(sys.argv[1:])\n"
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), _TESTS]))
+    argv = ["0.0.0.0", str(port), directory, log]
+    server = bed.python_started(host, code, env={"PYTHONPATH": path}, args=argv)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"

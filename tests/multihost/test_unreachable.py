@@ -13,6 +13,8 @@ host has a route to (as a container bridge's or a VPN's):
   slices' inboxes are bound there, and the slice of another host cannot reach them.
 
 Both jobs run at once with no restart; each client prints the error its job failed with.
+Then a job reading a text file over HTTP at the dispatcher host's internal address fails as
+soon as its slice checks the URL.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 import pytest
 
-from _support.multihost import PORT, cli, status
+from _support.multihost import PORT, cli, range_server, status
 from _support.netns import TestBed, have_netns
 from _support.process_guard import eventually
 
@@ -131,3 +134,30 @@ def test_slices_that_cannot_reach_the_master_or_a_peer_fail_naming_it(bed: TestB
     assert unreached, peer_error
     assert unreached[1] != unreached[2]  # another host's inbox
     print(f"both failed {time.monotonic() - started:.1f} s after submission", file=sys.stderr)
+
+
+def test_a_source_url_a_worker_cannot_reach_fails_the_job_naming_it(
+    bed: TestBed, tmp_path: Path
+) -> None:
+    """A text file served over HTTP at the dispatcher host's internal address: the job's
+    client (on that host) sizes it, the worker's slice cannot connect, and the job fails at
+    once with the URL and the reason (``dataflow.slice``'s path check, through fsspec)."""
+    (tmp_path / "words.txt").write_text("alpha beta\n" * 100)
+    range_server(bed, "dispatcher", 8765, str(tmp_path), str(tmp_path / "requests.log"))
+    url = f"http://{INTERNAL['dispatcher']}:8765/words.txt"
+    shared = f"tcp://{bed.hosts['dispatcher'].address}:{PORT}"
+    code = textwrap.dedent(f"""
+        import json
+        from pydispatch.stream import NoRestart, StreamEnvironment
+        env = StreamEnvironment({shared!r}, parallelism=1)
+        env.set_restart_strategy(NoRestart)
+        env.read_text({url!r}).for_each(print)
+        try:
+            env.execute("unreadable").result(120)
+            print(json.dumps("finished"))
+        except Exception as error:
+            print(json.dumps(f"{{type(error).__name__}}: {{error}}"))
+    """)
+    error = _answer(bed.python_started("dispatcher", code))
+    assert error.startswith("JobFailedError"), error
+    assert f"cannot read {url}: ClientConnectorError" in error, error
