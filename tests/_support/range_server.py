@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 
 def _application(directory: str) -> Any:
-    @Request.application  # type: ignore[arg-type]
+    @Request.application
     def serve(request: Request) -> Any:
         path = safe_join(directory, request.path.lstrip("/"))
         if path is None:
