@@ -23,6 +23,7 @@ __all__ = [
     "delay_proxy",
     "keys_env",
     "on_client",
+    "range_server",
     "run",
     "start",
     "status",
@@ -64,12 +65,13 @@ def address(bed: TestBed) -> str:
     return f"tcp://{bed.hosts['dispatcher'].address}:{PORT}"
 
 
-def status(bed: TestBed, host: str = "client") -> dict[str, Any]:
-    """The dispatcher's status, asked from ``host`` (empty while it cannot be had)."""
+def status(bed: TestBed, host: str = "client", at: str = "") -> dict[str, Any]:
+    """The dispatcher's status (the one at address ``at``, by default the bed's), asked from
+    ``host`` (empty while it cannot be had)."""
     code = f"""
         import json, msgspec
         from pydispatch.runtime.client import fetch_status
-        status = fetch_status({address(bed)!r}, timeout=5.0)
+        status = fetch_status({at or address(bed)!r}, timeout=5.0)
         fields = {{n: msgspec.to_builtins(getattr(status, n)) for n in status.__struct_fields__}}
         print(json.dumps(fields))
     """
@@ -101,3 +103,14 @@ def delay_proxy(bed: TestBed, port: int, delay_ms: float) -> str:
     assert proxy.stdout is not None
     assert proxy.stdout.readline().strip() == "ready"
     return f"tcp://127.0.0.1:{port}"
+
+
+def range_server(bed: TestBed, host: str, port: int, directory: str, log: str) -> None:
+    """Serve ``directory`` over HTTP with byte ranges (``_support.range_server``) from
+    ``host``, on every interface at ``port``, logging requests to ``log``; once listening."""
+    code = "import sys\nfrom _support.range_server import main\nmain(sys.argv[1:])\n"
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), _TESTS]))
+    argv = ["0.0.0.0", str(port), directory, log]
+    server = bed.python_started(host, code, env={"PYTHONPATH": path}, args=argv)
+    assert server.stdout is not None
+    assert server.stdout.readline().strip() == "ready"

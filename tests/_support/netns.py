@@ -170,8 +170,10 @@ class TestBed:
         return json.loads(done.stdout.strip().splitlines()[-1])
 
     def close(self) -> None:
+        # SIGINT, not SIGTERM: a worker stops at once rather than drain, which waits for a
+        # dispatcher ending at the same moment to release it (15 s, then SIGKILL, per bed).
         for process in self.processes:
-            _signal_group(process.pid, signal.SIGTERM)
+            _signal_group(process.pid, signal.SIGINT)
         deadline = time.monotonic() + 15.0
         for process in self.processes:
             try:

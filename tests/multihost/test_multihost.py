@@ -8,8 +8,12 @@ process on the client's host (``TestBed.python``) and prints its findings as JSO
 
 from __future__ import annotations
 
+import collections
+import random
+import re
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +24,7 @@ from _support.multihost import (
     delay_proxy,
     keys_env,
     on_client,
+    range_server,
     run,
     start,
     status,
@@ -142,6 +147,35 @@ def test_a_word_count_job_at_parallelism_3_equals_counter(bed: TestBed) -> None:
     )
     assert out["pairs"] == len(out["want"])  # one final count per word
     assert out["got"] == out["want"]
+
+
+def test_a_file_on_the_clients_host_is_read_by_every_worker_through_an_http_url(
+    bed: TestBed, tmp_path: Path
+) -> None:
+    """A text source at an fsspec URL (the ``fsspec`` extra, aiohttp for HTTP) served by the
+    client's host: each worker's slice reads its own byte range over the network; the word
+    count at parallelism 3 equals ``Counter``."""
+    rng = random.Random(5)
+    vocabulary = ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta")
+    words = [rng.choice(vocabulary) for _ in range(20_000)]
+    lines = [" ".join(words[i : i + 10]) for i in range(0, len(words), 10)]
+    (tmp_path / "words.txt").write_text("\n".join(lines) + "\n")
+    log = tmp_path / "requests.log"
+    range_server(bed, "client", 8765, str(tmp_path), str(log))
+    url = f"http://{bed.hosts['client'].address}:8765/words.txt"
+    out = on_client(
+        bed,
+        f"""
+        from pydispatch.stream import StreamEnvironment
+        env = StreamEnvironment({address(bed)!r}, parallelism=3)
+        stream = env.read_text({url!r}).flat_map(str.split).map(lambda w: (w, 1))
+        out = dict(stream.key_by(0).sum(1).collect())
+        """,
+    )
+    assert out == dict(collections.Counter(words))
+    # Ranges were asked from the workers' hosts, not only the client's (which sizes the file).
+    readers = set(re.findall(r"(10\.77\.0\.\d+) - - .*\"GET /words.txt", log.read_text()))
+    assert {bed.hosts[worker].address for worker in WORKERS} <= readers, readers
 
 
 def test_through_a_20_ms_delay_every_result_comes_and_the_lane_still_goes_direct(

@@ -19,6 +19,7 @@ import zmq
 
 from ..monitor.logs import configure_logging
 from ..runtime.dispatcher import DEFAULT_PREFETCH
+from ..runtime.heartbeat_pacing import DEFAULT_MAX_HEARTBEATS
 from ..runtime.job_store import JobStoreError, default_state_dir
 from ..scheduling.placer import amount_text
 from ..wire.addresses import ADVERTISE_ENV, host_of, is_wildcard, resolve_host
@@ -113,6 +114,7 @@ def _run_dispatcher(run_dispatcher: Any, args: argparse.Namespace, keys: Any) ->
         args.bind,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_timeout=args.heartbeat_timeout,
+        max_heartbeat_rate=args.max_heartbeat_rate,
         max_message_size=args.max_message_size,
         prefetch=args.prefetch,
         exit_with_parent=args.exit_with_parent,
@@ -328,6 +330,17 @@ def parse_dispatchers(text: str) -> str:
     return ",".join(parse_address(part.strip()) for part in text.split(","))
 
 
+def _rate(text: str) -> float:
+    """A number of events per second: above 0 (``inf`` allowed), not NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:  # NaN included
+        raise argparse.ArgumentTypeError(f"must be a number of heartbeats per second > 0: {text}")
+    return value
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -447,6 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds without a heartbeat after which a worker is lost and its running "
         "tasks are run again elsewhere",
+    )
+    dispatcher.add_argument(
+        "--max-heartbeat-rate",
+        type=_rate,
+        default=DEFAULT_MAX_HEARTBEATS,
+        metavar="PER_SECOND",
+        help="heartbeats per second all workers together send at most: past PER_SECOND x "
+        "--heartbeat-interval workers, each is told a longer interval, up to a third of "
+        "--heartbeat-timeout (which is unchanged); > 0, inf = never longer (default "
+        f"{DEFAULT_MAX_HEARTBEATS:g})",
     )
     dispatcher.add_argument(
         "--max-message-size",

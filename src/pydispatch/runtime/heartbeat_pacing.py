@@ -38,7 +38,9 @@ class HeartbeatPacing:
 
     def __init__(self, interval: float, timeout: float, max_per_second: float) -> None:
         if not max_per_second > 0:
-            raise ValueError("max_heartbeat_rate (heartbeats per second) must be > 0")
+            raise ValueError(
+                f"max_heartbeat_rate (heartbeats per second) must be > 0, not {max_per_second!r}"
+            )
         self._interval = interval
         self._timeout = timeout
         self._longest = max(interval, timeout / _MISSED)

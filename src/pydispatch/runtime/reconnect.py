@@ -16,7 +16,12 @@ made during the cut waits for the kernel's SYN retries (1, 3, 7, 15 s ...). Henc
 * a worker and a client ping the dispatcher (ZMTP heartbeats, :func:`drop_when_silent`) and
   drop a connection silent for :data:`WORKER_SILENCE_S` (the dispatcher's heartbeat timeout
   and two intervals with its default settings: a worker cannot know another's before it
-  connects), then connect afresh. Their I/O threads read all the while, so dropping loses
+  connects), then connect afresh. A registered worker follows a longer timeout its
+  dispatcher tells in ``Registered`` (:func:`worker_silence`): silent for less, it would drop
+  a connection whose messages the dispatcher still waits for (it has not removed the
+  worker). libzmq copies the option into a connection when ``connect`` is called, so a
+  socket whose limit changes connects again (:func:`follow_silence`), once, just after it
+  registered. Their I/O threads read all the while, so dropping loses
   nothing already received; what the dropped connection had not delivered is covered: by
   then the dispatcher has removed a silent worker (the worker registers again, its slots
   replaced), and a client sends its unresolved tasks again (client_io). A client's
@@ -49,8 +54,10 @@ __all__ = [
     "RECONNECT_MIN_MS",
     "WORKER_SILENCE_S",
     "drop_when_silent",
+    "follow_silence",
     "spread_reconnects",
     "take_over_identities",
+    "worker_silence",
 ]
 
 RECONNECT_MIN_MS: Final = 100  # the shortest first interval a socket may draw
@@ -83,3 +90,28 @@ def drop_when_silent(sock: zmq.Socket[Any], seconds: float) -> None:
     about 2 s of the link's return."""
     sock.setsockopt(zmq.HEARTBEAT_IVL, _PING_EVERY_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(seconds * 1000))
+
+
+def worker_silence(heartbeat_timeout: float) -> float:
+    """How long a worker's connection may stay silent before it drops it, given its
+    dispatcher's ``heartbeat_timeout``: two pings longer, so that the dispatcher has removed a
+    worker cut off before the worker drops the connection (registering again then covers what
+    the dropped connection held). Never below :data:`WORKER_SILENCE_S`: a dispatcher that did
+    not run for a while (stopped, starved) does not count that time as its workers' silence
+    and removes none, so a worker dropping its connection after a pause of a few seconds
+    would lose what the dispatcher had sent it (a force-cancel's Kill, with a timeout of 1 s
+    and a limit of 3 s)."""
+    return max(WORKER_SILENCE_S, heartbeat_timeout + 2 * _PING_EVERY_MS / 1000)
+
+
+def follow_silence(sock: zmq.Socket[Any], seconds: float, address: str) -> bool:
+    """Give ``sock``, connected to ``address``, a silence limit of ``seconds``: if it differs
+    from the one its connection has, set it and connect again (the dispatcher's ROUTER hands
+    our identity over to the new connection). Whether it connected again."""
+    limit = int(seconds * 1000)
+    if sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == limit:
+        return False
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, limit)
+    sock.disconnect(address)
+    sock.connect(address)
+    return True

@@ -57,7 +57,13 @@ from ..wire.transport import (
     send,
     split_addresses,
 )
-from .reconnect import WORKER_SILENCE_S, drop_when_silent, spread_reconnects
+from .reconnect import (
+    WORKER_SILENCE_S,
+    drop_when_silent,
+    follow_silence,
+    spread_reconnects,
+    worker_silence,
+)
 from .slot import EXIT_REFUSED, SlotState
 from .slot import main as run_slot
 from .slot_process import SlotProcess, fork_process
@@ -74,6 +80,7 @@ _KILL_WATCH: Final = 2.0  # seconds a force-cancelled attempt is watched for on 
 _IPC_PATH_MAX: Final = 100  # bytes of an ipc:// socket path (sun_path holds 108 with its NUL)
 _MONITOR_EVENT: Final = struct.Struct("=H")  # a monitor message's event number (native order)
 _CHECK_EVERY: Final = 0.05  # seconds between checks that the slot processes are alive
+_LONGEST_TIMEOUT: Final = 86_400.0  # a heartbeat timeout told beyond this is not followed
 
 
 @dataclass(slots=True, eq=False)
@@ -155,6 +162,10 @@ class Worker:
         self._slot_generation = 0
         self._kills: dict[int, float] = {}  # force-cancelled attempt id -> watch until
         self._heartbeat_interval = 1.0
+        # How long a connection to the dispatcher may stay silent: 12 s, or its timeout and
+        # two pings once it told a longer one (issue 14; see reconnect). Read by the
+        # heartbeat thread too.
+        self._silence = WORKER_SILENCE_S
         self._dispatcher_epoch = ""  # of the dispatcher that registered us (see Reregister)
         self._heartbeat_stop = threading.Event()
         # Set when the dispatcher tells an interval: the next heartbeat follows at that pace,
@@ -275,6 +286,7 @@ class Worker:
                         sock.disconnect(connected_to)
                     connected_to = self.address
                     connect_with(sock, self.keys, connected_to)
+                follow_silence(sock, self._silence, connected_to)  # its timeout, once told
                 if self._registered_at is not None:
                     pids = [os.getpid(), *(slot.process.pid for slot in list(self._slots))]
                     cpu, rss = usage.measure(pids)
@@ -307,7 +319,8 @@ class Worker:
                 ]
                 if waiting:
                     send(self._sock, p.Done(waiting))
-            case p.Registered(heartbeat_interval=interval, epoch=epoch):
+            case p.Registered(heartbeat_interval=interval, heartbeat_timeout=timeout, epoch=epoch):
+                self._follow_timeout(timeout)
                 if interval < self._heartbeat_interval:
                     self._heartbeat_retold.set()
                 self._heartbeat_interval = interval
@@ -343,6 +356,17 @@ class Worker:
                 log.error("the dispatcher refused a message: %s: %s", code, text)
             case _:
                 log.error("unexpected %s from the dispatcher", type(message).__name__)
+
+    def _follow_timeout(self, timeout: float) -> None:
+        """Drop a silent connection no sooner than the dispatcher's heartbeat ``timeout`` and
+        two pings, when it removed us (see reconnect): our connection now, the heartbeat
+        thread's at its next beat."""
+        if not 0 < timeout < _LONGEST_TIMEOUT:  # nan included: keep the default
+            log.warning("the dispatcher told an implausible heartbeat timeout: %r", timeout)
+            return
+        self._silence = worker_silence(timeout)
+        # A disconnect of ours is no loss to the monitor: libzmq reports none.
+        follow_silence(self._sock, self._silence, self.address)
 
     def _look_for_leader(
         self, now: float, lost_since: float | None = None, register: bool = True
