@@ -49,7 +49,12 @@ def _slot_report() -> tuple[int, int, list[str]]:
     return os.getpid(), os.getppid(), sorted(sys.modules)
 
 
-def test_slots_are_forked_from_their_worker_and_hold_none_of_its_sockets() -> None:
+def _touch_then_sleep(path: str, seconds: float) -> None:
+    Path(path).touch()
+    time.sleep(seconds)
+
+
+def test_slots_are_forked_from_their_worker_and_hold_none_of_its_sockets(tmp_path: Path) -> None:
     with make_cluster(workers=1, slots=2) as cluster:
         client = cluster.client()
         worker = cluster.worker_pids[0]
@@ -67,9 +72,12 @@ def test_slots_are_forked_from_their_worker_and_hold_none_of_its_sockets() -> No
         # Nothing heavy came with the fork: the worker's import path stays light.
         assert {"numpy", "asyncio", "sqlite3", "ortools"}.isdisjoint(modules)
         # A slot replaced after a force-cancel (the heartbeat thread runs by then) is a fresh
-        # interpreter, and the cluster goes on.
-        blocker = client.submit(time.sleep, 60)
-        eventually(blocker.running, "the blocking task runs")
+        # interpreter, and the cluster goes on. (Waiting for the task itself to say it runs:
+        # a future sent on the direct lane is RUNNING as it leaves, and a kill that reaches the
+        # slot first only skips it, with no slot to replace.)
+        started = tmp_path / "started"
+        blocker = client.submit(_touch_then_sleep, str(started), 60)
+        eventually(started.exists, "the blocking task runs in its slot")
         assert client.cancel(blocker, force=True)
         eventually(lambda: len(set(children(worker)) - set(slots)) == 1, "a slot replaced")
         (fresh,) = set(children(worker)) - set(slots)
