@@ -8,6 +8,12 @@ before the slot picks and announces its next attempt:
 * ``kill``: task A_i runs and meanwhile the dispatcher's ``Kill`` of B_i (next in line) comes;
 * ``priority``: task A_i runs and meanwhile a ``Run`` of H_i with a higher priority than L_i
   (next in line) comes.
+
+``sync`` (n ignored): task A runs until a gate opens, B waits behind it; once the slot reported
+A running, the dispatcher counts B cancelled as it sends its Kill, which may still be on its way
+when A ends. Here the gate opens before the Kill is sent: the slot must wait for it (its Done of
+A asks for a sync) rather than start B. Prints what ran, whether B ran before the Kill was sent,
+and how B ended.
 """
 
 from __future__ import annotations
@@ -28,6 +34,12 @@ from pydispatch.wire.transport import dumps, keep_by_reference, make_socket
 
 ROUTER: Any = None  # the "dispatcher" end of the slot's socket
 RAN: list[str] = []  # what the slot ran, in order
+GATE = threading.Event()
+
+
+def wait_for_gate(name: str) -> None:
+    RAN.append(name)
+    GATE.wait(20)
 
 
 def record(name: str) -> None:
@@ -69,6 +81,46 @@ def scenario(kind: str, n: int) -> list[p.RunSpec]:
     return specs
 
 
+def _done(router: Any, until: Any) -> p.Done:
+    """The slot's next Done for which ``until(done)`` holds (others are skipped)."""
+    while True:
+        if not router.poll(20_000):
+            raise TimeoutError("the slot sent no such Done")
+        message = p.decode(router.recv_multipart()[-1])
+        if isinstance(message, p.Done) and until(message):
+            return message
+
+
+def sync_main() -> None:
+    import slot_probe as me
+
+    keep_by_reference("slot_probe")
+    context: zmq.Context[Any] = zmq.Context()
+    router = me.ROUTER = context.socket(zmq.ROUTER)
+    router.bind("inproc://dispatcher")
+    dealer = make_socket(context, zmq.DEALER, identity=b"slot")
+    dealer.connect("inproc://dispatcher")
+    dealer.send_multipart([b"", b"hello"])
+    router.recv_multipart()
+    slot = _Slot(dealer, SlotState(os.path.join(tempfile.mkdtemp(), "state"), create=True))
+    specs = [_spec(1, me.wait_for_gate, ("A",), 0), _spec(2, me.record, ("B",), 0)]
+    router.send_multipart([b"slot", b"", p.encode(p.Run(specs))])
+    slot.start_late_flusher()
+    threading.Thread(target=slot.serve, daemon=True).start()
+    _done(router, lambda d: 1 in d.started)  # A reported running: B counted cancelled
+    me.GATE.set()  # A ends before B's Kill leaves
+    done = _done(router, lambda d: any(r.attempt_id == 1 for r in d.results))
+    time.sleep(0.2)  # B, were it not waiting for the sync, has had its chance to start
+    ran_before_kill = list(me.RAN)
+    router.send_multipart([b"slot", b"", p.encode(p.Kill([2]))])
+    router.send_multipart([b"slot", b"", p.encode(p.Kill([], done.sync))])
+    b = _done(router, lambda d: any(r.attempt_id == 2 for r in d.results))
+    (status,) = [r.status for r in b.results if r.attempt_id == 2]
+    report = {"ran": me.RAN, "before_kill": ran_before_kill, "sync": done.sync, "b": status}
+    print(json.dumps(report), flush=True)
+    os._exit(0)
+
+
 def main(kind: str, n: int) -> None:
     import slot_probe as me
 
@@ -94,4 +146,7 @@ def main(kind: str, n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    if sys.argv[1] == "sync":
+        sync_main()
+    else:
+        main(sys.argv[1], int(sys.argv[2]))

@@ -12,12 +12,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 PROBE = Path(__file__).parents[1] / "_support" / "slot_probe.py"
 N = 30
 
 
-def _ran(kind: str) -> list[str]:
+def _probe(kind: str) -> Any:
     out = subprocess.run(
         [sys.executable, str(PROBE), kind, str(N)],
         capture_output=True,
@@ -25,7 +26,11 @@ def _ran(kind: str) -> list[str]:
         timeout=60,
         check=True,
     )
-    ran: list[str] = json.loads(out.stdout)
+    return json.loads(out.stdout)
+
+
+def _ran(kind: str) -> list[str]:
+    ran: list[str] = _probe(kind)
     return ran
 
 
@@ -40,3 +45,15 @@ def test_a_higher_priority_attempt_that_came_meanwhile_goes_first() -> None:
     assert sorted(ran) == sorted([f"{x}{i}" for i in range(N) for x in "AHL"])
     late = [i for i in range(N) if ran.index(f"L{i}") < ran.index(f"H{i}")]
     assert late == []
+
+
+def test_after_a_task_reported_running_the_slot_waits_for_earlier_kills() -> None:
+    # Behind a task its slot reported running, a cancelled attempt is counted cancelled as its
+    # Kill leaves (cancel() is True at once); the task may end before that Kill arrives. The
+    # slot's Done of that task asks for a sync, and the next attempt waits for its answer,
+    # which comes after every Kill sent before: the cancelled attempt never runs.
+    report = _probe("sync")
+    assert report["sync"] != 0
+    assert report["before_kill"] == ["A"]
+    assert report["ran"] == ["A"]
+    assert report["b"] == "cancelled"

@@ -277,8 +277,13 @@ def test_the_first_task_an_idle_slot_holds_counts_as_started_for_a_plain_cancel(
     first, second, third = by_slot(s.schedule())[S1]
     out = s.cancel(C1, [0, 1, 2], force=False)
     assert NotifyStarted(C1, [0]) in out
-    assert [(r.task_id, r.status) for r in resolved(out)] == [(1, "cancelled"), (2, "cancelled")]
     assert KillAttempts(W1, S1, [second, third], force=False) in out
+    # Those behind it are answered once the slot reports it running (then it waits for the
+    # Kills before it starts another: Done.sync), not before (a short one is not followed by
+    # that wait: their Kill could reach the slot after it started the next).
+    assert resolved(out) == []
+    out = s.attempts_started(S1, [first])
+    assert [(r.task_id, r.status) for r in resolved(out)] == [(1, "cancelled"), (2, "cancelled")]
     # Forced, the first is killed too.
     s.submit(C1, tasks(1, start=3))
     s.attempts_finished(S1, [AttemptOutcome(first, "ok", value="v")], now=1)

@@ -448,6 +448,8 @@ class Dispatcher:
         if self._recorder is not None:
             self._monitoring.ran(outcomes)
         self._perform(self.scheduler.attempts_finished(peer, outcomes, now))
+        if m.sync:  # a slot's barrier (see Done.sync): after every Kill sent to it so far
+            self._send(peer, p.Kill([], m.sync))
 
     def _on_lease_closed(self, peer: bytes, m: p.LeaseClosed, frames: Frames, now: float) -> None:
         self._perform(self._leasing.confirm_closed(m.lease_id, peer))

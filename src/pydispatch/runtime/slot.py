@@ -83,6 +83,9 @@ _KEEP_FREE: Final = 64 << 20  # freed heap a slot keeps for the next large frame
 _COUNT_AFTER_MS: Final = 200
 _STATE = struct.Struct("=qq")  # (welcomed: 0/1, running attempt id: 0 = none)
 _DIRECT_QUEUE: Final = 1000  # messages queued per peer on the direct endpoint, at most
+# How long a slot waits for the answer to its Done.sync before it goes on without it (its
+# dispatcher is gone or cut off: its worker replaces this slot when it registers again).
+_SYNC_WITHIN: Final = 10.0
 
 
 class SlotState:
@@ -216,6 +219,11 @@ class _Slot:
         self._queue: list[_Entry] = []
         self._order = itertools.count()
         self._skip: set[int] = set()
+        # After a task reported started, the next dispatcher attempt waits for the Kills sent
+        # before the dispatcher read that task's result (see Done.sync): the last answered.
+        self._sync_due = False
+        self._syncs = itertools.count(1)
+        self._synced = 0
         self._functions: dict[bytes, Callable[..., Any]] = {}
         self._durations: dict[bytes, float] = {}  # function key -> how long it last ran
         # Results not sent yet (see _run_next), and when the oldest of them was finished.
@@ -310,9 +318,13 @@ class _Slot:
             self._direct_finished = self._direct_cancelled = 0
 
     def _send_held(
-        self, direct_finished: int = 0, direct_cancelled: int = 0, started: list[int] | None = None
+        self,
+        direct_finished: int = 0,
+        direct_cancelled: int = 0,
+        started: list[int] | None = None,
+        sync: int = 0,
     ) -> None:
-        if not self._held and not started:
+        if not self._held and not started and not sync:
             return
         frames: list[FrameLike] = []
         results = []
@@ -321,7 +333,8 @@ class _Slot:
                 result.value = rebase(result.value, own, frames)
             results.append(result)
         self._held = []
-        send(self._sock, p.Done(results, direct_finished, direct_cancelled, started or []), frames)
+        done = p.Done(results, direct_finished, direct_cancelled, started or [], sync)
+        send(self._sock, done, frames)
 
     def _receive(self, direct: bool = True) -> None:
         self._received_at = time.perf_counter()
@@ -338,8 +351,10 @@ class _Slot:
                             key = keys[spec.fn.frame] = _function_key(spec, frames)
                         entry = (-spec.priority, next(self._order), spec, frames, key, b"")
                         heapq.heappush(self._queue, entry)
-                case p.Kill(attempt_ids=ids):
+                case p.Kill(attempt_ids=ids, sync=sync):
                     self._skip.update(ids)
+                    if sync:
+                        self._synced = sync
                 case p.LeaseOpen(lease_id=lease_id, token=token, client_key=key):
                     self._leases[lease_id] = (token, key)
                 case p.LeaseClose(lease_id=lease_id):
@@ -432,7 +447,29 @@ class _Slot:
         except zmq.ZMQError as error:  # EHOSTUNREACH: the client is gone
             log.info("could not answer a direct attempt: %s", error)
 
+    def _sync(self) -> None:
+        """Send what is held with a Done.sync and read until its answer: every Kill the
+        dispatcher sent before it is read then (it counted those attempts cancelled)."""
+        self._sync_due = False
+        token = next(self._syncs)
+        with self._lock:
+            self._send_held(self._direct_finished, self._direct_cancelled, sync=token)
+            self._direct_finished = self._direct_cancelled = 0
+        deadline = time.monotonic() + _SYNC_WITHIN
+        while self._synced != token:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "no answer from the dispatcher to a sync in %g s: going on", _SYNC_WITHIN
+                )
+                return
+            if self._sock.poll(int(left * 1000) + 1):
+                self._receive(direct=False)
+
     def _run_next(self) -> None:
+        if self._sync_due and not self._queue[0][5]:  # a dispatcher attempt is next
+            self._sync()
+            return  # chosen again: the answer may have brought Kills or other attempts
         entry = heapq.heappop(self._queue)
         _, _, spec, frames, key, client = entry
         if client:
@@ -482,7 +519,10 @@ class _Slot:
             if (self._current or self._held) and not self._watch.is_set():
                 self._watch.set()
         result, out = _run_one(spec, frames, self._functions, key)
-        self._current = 0
+        with self._lock:  # the late flusher reports it now, or did already, or never will
+            self._current = 0
+            # Reported started: the dispatcher may count what waits behind it cancelled.
+            self._sync_due |= self._reported == spec.attempt_id and not client
         self._skip.discard(spec.attempt_id)  # a cancel that came too late
         result.seconds = seconds = time.perf_counter() - started
         if len(self._durations) > 256:

@@ -82,10 +82,12 @@ def note_started(
     started: dict[bytes, list[int]] = {}
     for attempt_id in attempt_ids:
         task = held.get(attempt_id)
-        if task is not None and not task.started:
-            task.started = True
-            if task.state != "done":
-                started.setdefault(task.client, []).append(task.task_id)
+        if task is not None:
+            task.reported = True
+            if not task.started:
+                task.started = True
+                if task.state != "done":
+                    started.setdefault(task.client, []).append(task.task_id)
     out: list[Instruction] = [NotifyStarted(c, ids) for c, ids in started.items()]
     return out + _cancel_behind_started(worker, slot, resolve_cancelled)
 
@@ -94,11 +96,13 @@ def _cancel_behind_started(
     worker: Worker, slot: bytes, resolve_cancelled: ResolveCancelled
 ) -> list[Instruction]:
     """Resolve as cancelled, now, the attempts being cancelled on ``slot`` while another
-    attempt there is reported running: a slot runs one task at a time, so they have not
-    started, and the skip the slot was sent reaches it before that task ends (unless it ends
-    within the skip's transit). They stay the slot's until it reports them."""
+    attempt there is reported running by the slot: a slot runs one task at a time, so they
+    have not started, and the slot, once that task ends, waits for every Kill sent before it
+    starts another (``Done.sync``): the skip may still be on its way when the task ends. (The
+    first attempt of an idle slot, counted started without a report, does not count here: a
+    short one is not followed by that wait.) They stay the slot's until it reports them."""
     held = worker.slot_attempts.get(slot, {})
-    if not any(task.started for task in held.values()):
+    if not any(task.reported for task in held.values()):
         return []
     return [
         resolve_cancelled(task, "cancelled before it started")

@@ -32,7 +32,10 @@ class Task:
     attempts: int = 0
     attempt_id: int = -1
     worker: bytes = b""
-    started: bool = False  # its attempt's slot reported it running (see Scheduler.cancel)
+    started: bool = False  # its attempt counts as running (see Scheduler.cancel)
+    # Its slot reported it running: that slot then waits for the Kills sent before it starts
+    # the next attempt (Done.sync), so attempts behind it can be counted cancelled at once.
+    reported: bool = False
 
 
 @dataclass(slots=True, eq=False)

@@ -521,7 +521,7 @@ class Scheduler:
         task.attempts += 1
         task.attempt_id = attempt_id
         task.worker = worker.id
-        task.started = False
+        task.started = task.reported = False
         worker.place(attempt_id, task, slot)
         self._queue.started(task)
         self._running += 1

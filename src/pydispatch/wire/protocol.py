@@ -115,7 +115,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 8
+PROTOCOL_VERSION: Final = 9
 # 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
 # 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts,
 #    attempts carry their task's owner and id (results survive a dispatcher restart),
@@ -123,7 +123,8 @@ PROTOCOL_VERSION: Final = 8
 #    job-plane TriggerCheckpoint/CheckpointAck/CheckpointDeclined/CheckpointComplete, savepoints);
 #    7: an admin's DrainWorker and CancelTasksOf (answered by AdminReply); 8: a slice returns
 #    its collected records pickled by itself, and JobResultReply.result carries them so, unread
-#    by the master (dataflow.slice_results)
+#    by the master (dataflow.slice_results); 9: Done.sync and Kill.sync, a slot's barrier before
+#    it starts what was queued behind a task it reported started (see Done.sync)
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
@@ -441,6 +442,7 @@ class Kill(Header):
     process if one of them is running)."""
 
     attempt_ids: list[int]
+    sync: int = 0  # the answer to a Done with this ``sync``: every Kill sent before it is read
 
 
 class SlotHello(Header):
@@ -500,6 +502,11 @@ class Done(Header):
     # Attempts that have been running for a while (about a millisecond): until then a task can
     # still be cancelled without running. One that ends sooner is known started by its result.
     started: list[int] = []
+    # Not 0: answer with Kill([], sync) once handled. Behind an attempt reported started, the
+    # dispatcher counts those cancelled whose Kill it sent (cancel() is True at once); the
+    # slot reads messages only between tasks, so that Kill may still be on its way when the
+    # task ends. Kills travel in order: the answer comes after every one sent before.
+    sync: int = 0
 
 
 class Drain(Header):
