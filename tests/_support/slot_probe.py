@@ -91,18 +91,27 @@ def _done(router: Any, until: Any) -> p.Done:
             return message
 
 
-def sync_main() -> None:
+def _connected_slot() -> tuple[Any, _Slot]:
+    """A ROUTER playing the dispatcher (also kept as ``ROUTER``) and a slot connected to it
+    both ways, its state in a temporary file."""
     import slot_probe as me
 
-    keep_by_reference("slot_probe")
     context: zmq.Context[Any] = zmq.Context()
     router = me.ROUTER = context.socket(zmq.ROUTER)
     router.bind("inproc://dispatcher")
     dealer = make_socket(context, zmq.DEALER, identity=b"slot")
     dealer.connect("inproc://dispatcher")
     dealer.send_multipart([b"", b"hello"])
-    router.recv_multipart()
-    slot = _Slot(dealer, SlotState(os.path.join(tempfile.mkdtemp(), "state"), create=True))
+    router.recv_multipart()  # connected both ways
+    state = os.path.join(tempfile.mkdtemp(), "state")
+    return router, _Slot(dealer, SlotState(state, create=True))
+
+
+def sync_main() -> None:
+    import slot_probe as me
+
+    keep_by_reference("slot_probe")
+    router, slot = _connected_slot()
     specs = [_spec(1, me.wait_for_gate, ("A",), 0), _spec(2, me.record, ("B",), 0)]
     router.send_multipart([b"slot", b"", p.encode(p.Run(specs))])
     slot.start_late_flusher()
@@ -124,15 +133,7 @@ def sync_main() -> None:
 def main(kind: str, n: int) -> None:
     import slot_probe as me
 
-    context: zmq.Context[Any] = zmq.Context()
-    router = me.ROUTER = context.socket(zmq.ROUTER)
-    router.bind("inproc://dispatcher")
-    dealer = make_socket(context, zmq.DEALER, identity=b"slot")
-    dealer.connect("inproc://dispatcher")
-    dealer.send_multipart([b"", b"hello"])
-    router.recv_multipart()  # connected both ways
-    state = os.path.join(tempfile.mkdtemp(), "state")
-    slot = _Slot(dealer, SlotState(state, create=True))
+    router, slot = _connected_slot()
     router.send_multipart([b"slot", b"", p.encode(p.Run(scenario(kind, n)))])
     threading.Thread(target=slot.serve, daemon=True).start()
     expected = 3 * n if kind == "priority" else n  # A_i, H_i and L_i / A_i only
