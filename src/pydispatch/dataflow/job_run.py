@@ -645,13 +645,14 @@ def _version_refusal(message: jp.SliceReady) -> str:
 def _slice_job(job: JobGraph, index: int) -> JobGraph:
     """The job as slice ``index`` needs it: in-memory sources hold only that slice's split
     (``presplit``), so a large ``from_arrays`` or ``from_collection`` is not shipped to every
-    slot whole."""
+    slot whole; ``rows``, the whole's size, says where the split lies (a restore at another
+    parallelism reads old splits' rest by record number: ``positions.RowRanges``)."""
     for op in job.sources():
         params = op.params
         if params["source"] not in ("arrays", "elements"):
             continue
         par = op.parallelism
-        new = dict(params, presplit=True)
+        new = dict(params, presplit=True, rows=_sources.total_rows(params))
         if params["source"] == "arrays":
             columns = params["columns"]
             if any(isinstance(c, _sources.MappedColumn) for c in columns.values()):
