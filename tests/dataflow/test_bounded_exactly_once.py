@@ -16,6 +16,7 @@ import pytest
 
 from _support.clusters import make_cluster
 from _support.process_guard import children, eventually
+from pydispatch.dataflow import checkpoints as ck
 from pydispatch.dataflow.file_sink import committed_lines
 from pydispatch.dataflow.routing import key_array, keyed_subtasks, max_parallelism
 from pydispatch.dataflow.snapshots import load_snapshot, restore_part
@@ -190,3 +191,18 @@ def test_a_restore_from_before_the_end_writes_the_final_sums_once(tmp_path: Path
     replay.checkpoint_complete(2)
     assert sorted(committed_lines(str(out))) == reference()
     assert not [n for n in os.listdir(out) if n.endswith(".inprogress")]
+
+
+def test_the_final_checkpoint_goes_without_waiting_for_the_interval() -> None:
+    config = ck.CheckpointConfig(interval=10.0, timeout=5.0, min_pause=0.5)
+    c = ck.CheckpointCoordinator(config, subtasks=1)
+    c.running(0.0)
+    assert c.tick(10.0) == [ck.Trigger(1)]
+    [done] = c.acknowledged(1, 0, b"", 11.0)
+    assert isinstance(done, ck.Complete)
+    c.finishing()  # every subtask ended: their final checkpoint is wanted now
+    assert c.tick(11.2) == []  # min_pause still holds
+    assert c.tick(11.5) == [ck.Trigger(2)]  # not at 20.0
+    c.acknowledged(2, 0, b"", 11.6)
+    assert c.tick(12.0) == []  # then the interval again
+    assert c.tick(21.5) == [ck.Trigger(3)]

@@ -447,6 +447,8 @@ class JobRun:
                     gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
                     for gid, figures in message.figures.items()
                 }
+                if message.ended and self._checkpoints is not None:
+                    self._checkpoints.slice_ended(message.index)
         elif isinstance(message, jp.JobCancel):  # a handle, or `pydispatch cancel ADDRESS JOB`
             reply: Future[bool] = Future()
             self._event(("cancel", reply))

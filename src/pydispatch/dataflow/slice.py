@@ -573,12 +573,15 @@ def _run_slice(
     final_checkpoint = commits_on_checkpoints(plan.job, spec.checkpointing)
     completed = 0  # the latest checkpoint the master said was complete
     reported = heard = time.monotonic()
+    said_ended = False
     while pending or (final_checkpoint and not _committed_final(subtasks, completed)):
         now = time.monotonic()
-        if now - reported > _REPORT_EVERY:
+        if now - reported > _REPORT_EVERY or (not pending and not said_ended):
             reported = now
+            said_ended = not pending  # (at once: the master hurries the final checkpoint)
             snapshot = {s.gid: figures(s.snapshot()) for s in subtasks}
-            transport.send(control, jp.SliceMetrics(attempt, slice_index, snapshot))
+            report = jp.SliceMetrics(attempt, slice_index, snapshot, said_ended)
+            transport.send(control, report)
         while control.poll(0):
             heard = now  # hearing anything is what matters, MasterAlive or not
             order = _control_message(control)
