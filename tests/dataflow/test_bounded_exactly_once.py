@@ -6,9 +6,11 @@ sum exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from pydispatch.dataflow.snapshots import load_snapshot, restore_part
 from pydispatch.dataflow.subtask import SubtaskRunner
 from pydispatch.plan import ExecutionGraph
 from pydispatch.runtime.cluster import LocalCluster
-from pydispatch.stream import FixedDelay, JobHandle, StreamEnvironment
+from pydispatch.stream import FixedDelay, JobHandle, StreamEnvironment, TransactionalSink
 
 SLOW = "slow"  # the key whose final sum waits for the gate, holding its subtask in its end
 KEYS = [f"k{i}" for i in range(16)] + [SLOW]
@@ -118,6 +120,79 @@ def test_a_kill_after_one_keyed_subtask_finished_commits_each_final_sum_once(
         cluster.start_worker(name="replacement")
         eventually(lambda: gone(slot), "the killed worker's slot ended with it", timeout=30)
         gate.touch()  # (the restarted subtask goes through)
+        handle.result(timeout=120)
+        assert handle.metrics()["restarts"] >= 1
+        assert sorted(committed_lines(str(out))) == reference()
+
+
+class GatedFiles(TransactionalSink):
+    """A user's transactional sink: a file per transaction, renamed on commit; subtask
+    ``held``'s commits wait for the ``gate`` file (writing the slot's pid to ``pid_file``)."""
+
+    def __init__(self, directory: Path, held: int, gate: Path, pid_file: Path) -> None:
+        self.directory, self.held, self.gate, self.pid_file = directory, held, gate, pid_file
+
+    def begin(self, subtask: int, parallelism: int, checkpoint: int) -> Any:
+        self.directory.mkdir(exist_ok=True)
+        name = f"part-{subtask}-{checkpoint:09d}"
+        return subtask, str(self.directory / f".{name}.inprogress"), str(self.directory / name)
+
+    def write(self, transaction: Any, records: list[Any]) -> None:
+        with open(transaction[1], "a", encoding="utf-8") as f:
+            f.writelines(f"{r}\n" for r in records)
+
+    def pre_commit(self, transaction: Any) -> None:
+        pass  # (each write closed its file)
+
+    def commit(self, transaction: Any) -> None:
+        if transaction[0] == self.held and not self.gate.exists():
+            self.pid_file.write_text(str(os.getpid()))
+            while not self.gate.exists():
+                time.sleep(0.01)
+        with contextlib.suppress(FileNotFoundError):  # committed already: idempotent
+            os.replace(transaction[1], transaction[2])
+
+    def abort(self, transaction: Any) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(transaction[1])
+
+    def recover(self, subtask: int, parallelism: int, transactions: Sequence[Any]) -> None:
+        for transaction in transactions:
+            self.commit(transaction)
+        keep = {t[1] for t in transactions}
+        for name in os.listdir(self.directory) if self.directory.exists() else []:
+            path = str(self.directory / name)
+            if name.startswith(f".part-{subtask}-") and path not in keep:
+                os.remove(path)
+
+
+@pytest.mark.slow
+def test_a_kill_while_a_final_transaction_commits_leaves_each_final_sum_once(
+    tmp_path: Path,
+) -> None:
+    """The checkpoint holding every subtask's final state has completed; subtask 0's sink
+    committed, subtask 1's is still committing when its worker is killed. The job restores
+    that checkpoint: its transactions are committed (again, idempotently) and the keyed
+    subtasks, finished in it, emit nothing twice."""
+    out, gate, pid_file = tmp_path / "out", tmp_path / "gate", tmp_path / "held.pid"
+    with make_cluster(3, 1) as cluster:
+        env = StreamEnvironment(cluster, parallelism=2)
+        env.enable_checkpointing(0.2, storage=str(tmp_path / "chk"), timeout=60.0)
+        env.set_restart_strategy(lambda: FixedDelay(attempts=3, delay=0.2))
+        summed = env.from_collection(RECORDS).key_by(lambda r: r[0]).sum(1)
+        summed.sink_to(GatedFiles(out, 1, gate, pid_file))
+        owned = owners(env)
+        handle = env.execute("commit kill")
+        assert isinstance(handle, JobHandle)
+        eventually(lambda: pid_file.exists(), "subtask 1's final commit under way", timeout=60)
+        assert handle.metrics()["checkpoints"]["completed"] >= 1  # the final one
+        wanted = {str((k, v)) for k, v in final_sums().items() if owned[k] == 0}
+        eventually(lambda: wanted <= set(committed_lines(str(out))), "subtask 0 committed", 60)
+        slot = int(pid_file.read_text())
+        os.kill(worker_of(cluster, slot).pid, signal.SIGKILL)
+        cluster.start_worker(name="replacement")
+        eventually(lambda: gone(slot), "the killed worker's slot ended with it", timeout=30)
+        gate.touch()
         handle.result(timeout=120)
         assert handle.metrics()["restarts"] >= 1
         assert sorted(committed_lines(str(out))) == reference()
