@@ -443,10 +443,7 @@ class JobRun:
         elif isinstance(message, jp.SliceMetrics):
             self._reply(identity, jp.MasterAlive())  # the slice watches for it
             if message.attempt == self._master.attempt_of(message.index):
-                self._live[message.index] = {
-                    gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
-                    for gid, figures in message.figures.items()
-                }
+                self._live[message.index] = _live_figures(message)
                 if message.ended and self._checkpoints is not None:
                     self._checkpoints.slice_ended(message.index)
         elif isinstance(message, jp.JobCancel):  # a handle, or `pydispatch cancel ADDRESS JOB`
@@ -606,6 +603,13 @@ class JobRun:
         records_out = self._metrics["records_out"]
         # ``collected`` is filled in by the handle (slice_results.unpack_outcome).
         self._result = JobResult(self.name, self.plan.runtime_mode, {}, records_in, records_out)
+
+
+def _live_figures(message: jp.SliceMetrics) -> dict[int, SubtaskMetrics]:
+    return {
+        gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
+        for gid, figures in message.figures.items()
+    }
 
 
 def _late(
