@@ -198,6 +198,23 @@ def test_a_kill_while_a_final_transaction_commits_leaves_each_final_sum_once(
         assert sorted(committed_lines(str(out))) == reference()
 
 
+def test_a_bounded_job_does_not_wait_an_interval_for_its_final_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """Every slice says its subtasks ended: the master triggers their final checkpoint at
+    once, not one interval (a minute here) after the previous start."""
+    out = tmp_path / "out"
+    with make_cluster(2, 1) as cluster:
+        env = StreamEnvironment(cluster, parallelism=2)
+        env.enable_checkpointing(60.0, storage=str(tmp_path / "chk"))
+        env.from_collection(RECORDS).key_by(lambda r: r[0]).sum(1).write_text(str(out))
+        handle = env.execute("final at once")
+        assert isinstance(handle, JobHandle)
+        handle.result(timeout=40)  # (a liveness bound: the interval would be 60 s)
+        assert handle.metrics()["checkpoints"]["completed"] == 1  # the final one
+        assert sorted(committed_lines(str(out))) == reference()
+
+
 # -- without processes: a subtask's end under checkpoints -------------------------------------
 
 
