@@ -7,6 +7,8 @@ Run: ``PYTHONPATH=src python -m pytest bench/bench_checkpoints.py -q -s --benchm
   ``key_by().sum(1)``, ``write_text``) with checkpoints every second (two-phase sink) against
   the same job without checkpoints (plain files), measured in the same run: the ratio is the
   cost of checkpointing;
+- a small bounded job's submit-to-result time with checkpoints (its sinks commit with the
+  final checkpoint, triggered once every slice has ended) against none (commit at the end);
 - one checkpoint of 1M keys of keyed state: its duration (trigger to the last
   acknowledgement, from the job's metrics) and stored size, and the recovery after a worker is
   killed (SIGKILL): seconds from the kill to the first checkpoint completed by the restored
@@ -95,6 +97,36 @@ def bench_running_count(
     if checkpoints:
         figures = handles[-1].metrics()["checkpoints"]
         print(f"\n  checkpoints per run: {figures['completed']}")
+
+
+def _bounded_sum(cluster: LocalCluster, checkpoints: bool, out: str) -> None:
+    env = StreamEnvironment(cluster, parallelism=2)
+    if checkpoints:  # an interval longer than the job: its only checkpoint is the final one
+        env.enable_checkpointing(30.0, storage=os.path.join(out, "chk"))
+    records = [(i % KEYS, 1) for i in range(BOUNDED_RECORDS)]
+    env.from_collection(records).key_by(lambda r: r[0]).sum(1).write_text(os.path.join(out, "o"))
+    handle = env.execute("bounded sum")
+    assert isinstance(handle, JobHandle)
+    handle.result(timeout=600)
+
+
+BOUNDED_RECORDS = 200_000
+
+
+@pytest.mark.parametrize("checkpoints", [False, True], ids=["none", "final checkpoint"])
+def bench_bounded_job_end(
+    benchmark: Any, record: Any, cluster: LocalCluster, checkpoints: bool
+) -> None:
+    """A small bounded batch job, submit to result: with checkpoints its sinks commit with
+    the final checkpoint (triggered once every slice ended), without them at end of input."""
+
+    def job() -> None:
+        with tempfile.TemporaryDirectory() as out:
+            _bounded_sum(cluster, checkpoints, out)
+
+    benchmark.pedantic(job, rounds=5, iterations=1, warmup_rounds=1)
+    name = "final checkpoint" if checkpoints else "no checkpoints"
+    record("bounded keyed sum, 200k records", name, BOUNDED_RECORDS, baseline=not checkpoints)
 
 
 def bench_one_million_keys(benchmark: Any, cluster: LocalCluster) -> None:

@@ -391,20 +391,6 @@ def test_a_file_source_restores_at_another_parallelism_from_its_counts(tmp_path:
     assert len(seen) == len(lines)
 
 
-def test_a_collection_refuses_another_parallelism_naming_why() -> None:
-    from pydispatch.dataflow.snapshots import Snapshot, restore_part
-
-    def plan_at(parallelism: int) -> Any:
-        env = StreamEnvironment(parallelism=parallelism)
-        env.from_collection(range(10)).map(lambda x: x).for_each(print)
-        return env.execution_graph()
-
-    ops = tuple(plan_at(2).chains[0].operators)
-    olds = [Snapshot(ops, i, 2, 1, 3) for i in range(2)]
-    with pytest.raises(ValueError, match=r"restores at that parallelism only.*collection"):
-        restore_part(plan_at(3), 0, 0, olds, 1)
-
-
 def test_a_monitored_directory_reads_new_files_and_whole_lines(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("1\n2\n")
     (tmp_path / "b.txt").write_text("3\npartial")

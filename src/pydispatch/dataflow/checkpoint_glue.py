@@ -64,6 +64,7 @@ class CheckpointGlue:
         self._requests: dict[str, tuple[bytes, bool]] = {}  # savepoint path -> requester
         self.last_size = 0
         self.restored_from = ""
+        self._ended: set[int] = set()  # slices whose subtasks all ended (this attempt)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -72,7 +73,15 @@ class CheckpointGlue:
         self.coordinator.running(now)
 
     def failed(self, now: float) -> None:
+        self._ended.clear()
         self._perform(self.coordinator.reset(now))
+
+    def slice_ended(self, index: int) -> None:
+        """Slice ``index``'s subtasks have all ended and wait for their final checkpoint:
+        once every slice's have, it is triggered without waiting for the interval."""
+        self._ended.add(index)
+        if len(self._ended) == self.plan.n_slots:
+            self.coordinator.finishing()
 
     def tick(self, now: float, state: str = jm.RUNNING) -> None:
         """Time passes; the job's ``state``: once it is final, savepoints asked for are

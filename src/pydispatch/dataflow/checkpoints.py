@@ -131,6 +131,7 @@ class CheckpointCoordinator:
         self._savepoints: list[str] = []  # requested, not triggered yet
         self._previous_start = 0.0
         self.ended_as = ""  # the job's final state, once it ended
+        self._final = False  # every subtask has ended: their final checkpoint goes now
 
     def running(self, now: float) -> None:
         """The job's subtasks all run (again): checkpoints may be triggered from now on."""
@@ -147,6 +148,12 @@ class CheckpointCoordinator:
         """A savepoint to ``path``: triggered at the next tick (before any periodic one)."""
         self._savepoints.append(path)
 
+    def finishing(self) -> None:
+        """Every subtask has ended and waits for a checkpoint holding its final state (its
+        sinks commit then): the next one goes as soon as ``min_pause`` allows, not one
+        interval after the previous start (the job's end is not held back by the interval)."""
+        self._final = True
+
     def tick(self, now: float) -> list[CheckpointInstruction]:
         out: list[CheckpointInstruction] = []
         pending = self.pending
@@ -156,7 +163,9 @@ class CheckpointCoordinator:
             return out
         if self._savepoints:
             return [*out, self._trigger(now, self._savepoints.pop(0))]
-        if self._last_end is None:
+        if self._final:
+            due = now if self._last_end is None else self._last_end + self.config.min_pause
+        elif self._last_end is None:
             due = self._started_at + self.config.interval
         else:  # one interval after the previous start, and min_pause after its end
             due = max(
@@ -171,6 +180,7 @@ class CheckpointCoordinator:
         self.next_id += 1
         self.pending = _Pending(checkpoint, now, savepoint)
         self._previous_start = now
+        self._final = False
         return Trigger(checkpoint, savepoint)
 
     def acknowledged(
@@ -187,6 +197,7 @@ class CheckpointCoordinator:
         if len(pending.acks) < self.subtasks:
             return []
         self.pending = None
+        self._final = False  # (asked again while subtasks still wait for a later one)
         self._last_end = now
         self.last_duration = now - pending.started
         return [Complete(checkpoint, dict(pending.acks), self.last_duration, pending.savepoint)]

@@ -45,7 +45,9 @@ class TransactionalSink:
       ``transactions`` are the pre-committed ones of the restored checkpoint that fall to this
       subtask; the default commits them. Override it to also drop what earlier runs wrote
       after that checkpoint (the file sink removes their in-progress files).
-    Without checkpointing the job's end commits everything once, like a checkpoint would."""
+    Without checkpointing the job's end commits everything once, like a checkpoint would;
+    with it, what a subtask writes last is committed by the first checkpoint completed after
+    its end (its slice waits for it)."""
 
     def begin(self, subtask: int, parallelism: int, checkpoint: int) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not override begin()")

@@ -443,10 +443,9 @@ class JobRun:
         elif isinstance(message, jp.SliceMetrics):
             self._reply(identity, jp.MasterAlive())  # the slice watches for it
             if message.attempt == self._master.attempt_of(message.index):
-                self._live[message.index] = {
-                    gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
-                    for gid, figures in message.figures.items()
-                }
+                self._live[message.index] = _live_figures(message)
+                if message.ended and self._checkpoints is not None:
+                    self._checkpoints.slice_ended(message.index)
         elif isinstance(message, jp.JobCancel):  # a handle, or `pydispatch cancel ADDRESS JOB`
             reply: Future[bool] = Future()
             self._event(("cancel", reply))
@@ -606,6 +605,13 @@ class JobRun:
         self._result = JobResult(self.name, self.plan.runtime_mode, {}, records_in, records_out)
 
 
+def _live_figures(message: jp.SliceMetrics) -> dict[int, SubtaskMetrics]:
+    return {
+        gid: SubtaskMetrics(**msgspec.structs.asdict(figures))
+        for gid, figures in message.figures.items()
+    }
+
+
 def _late(
     running: list[int], attempts: dict[int, _Attempt], now: float, timeout: float
 ) -> list[int]:
@@ -645,13 +651,14 @@ def _version_refusal(message: jp.SliceReady) -> str:
 def _slice_job(job: JobGraph, index: int) -> JobGraph:
     """The job as slice ``index`` needs it: in-memory sources hold only that slice's split
     (``presplit``), so a large ``from_arrays`` or ``from_collection`` is not shipped to every
-    slot whole."""
+    slot whole; ``rows``, the whole's size, says where the split lies (a restore at another
+    parallelism reads old splits' rest by record number: ``positions.RowRanges``)."""
     for op in job.sources():
         params = op.params
         if params["source"] not in ("arrays", "elements"):
             continue
         par = op.parallelism
-        new = dict(params, presplit=True)
+        new = dict(params, presplit=True, rows=_sources.total_rows(params))
         if params["source"] == "arrays":
             columns = params["columns"]
             if any(isinstance(c, _sources.MappedColumn) for c in columns.values()):

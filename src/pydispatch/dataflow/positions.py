@@ -11,8 +11,10 @@ it are read again on restore.
   factories also restore at another parallelism: the old subtasks' splits then become the
   splits of the new ones (old split ``j`` of ``p`` goes to subtask ``j % p'``, read on from
   its count, round robin by batch), and the position is ``{"parallelism": p, "counts": {j:
-  count}}`` from then on (:class:`CountedSplits`). Collections and arrays do not: a slice
-  is shipped its own split of them only;
+  count}}`` from then on (:class:`CountedSplits`). Collections and arrays restore at another
+  parallelism too, by record number over the whole input (:class:`RowRanges`): what no old
+  subtask emitted yet is read by the new subtask whose own split holds it, so a slice is
+  still shipped its own split only;
 - a :class:`SplitSource`: a position per split, given by the source itself (a file offset, a
   partition's offset...); splits go to subtasks round robin, so they are redistributed when
   the source's parallelism changes;
@@ -35,9 +37,11 @@ from .operators import Batch, size
 
 __all__ = [
     "IDLE",
+    "IN_MEMORY",
     "RESCALABLE_COUNTED",
     "CountedSplits",
     "PositionedReader",
+    "RowRanges",
     "SplitSource",
     "monitored_lines",
     "source_batches",
@@ -88,6 +92,7 @@ class PositionedReader:
         kind = params["source"]
         self.kind = kind
         self.splits: CountedSplits | None = None  # a count-positioned source, rescaled
+        self.rows: list[tuple[int, int]] | None = None  # a collection or arrays, rescaled
         if kind == "split":
             source: SplitSource = params["split_source"]
             mine = list(source.splits())[index::parallelism]
@@ -101,6 +106,8 @@ class PositionedReader:
             self._records = monitored_lines(params, index, parallelism, self.offsets)
         elif isinstance(position, CountedSplits):
             self.splits = position
+        elif isinstance(position, RowRanges):
+            self.rows = list(position.ranges)
         else:
             self.emitted = int(position or 0)
 
@@ -111,6 +118,8 @@ class PositionedReader:
             return dict(self.offsets)
         if self.splits is not None:
             return CountedSplits(self.splits.parallelism, dict(self.splits.counts))
+        if self.rows is not None:
+            return RowRanges(tuple(self.rows))
         return self.emitted
 
     def batches(self, batch_records: int) -> Iterator[Batch]:
@@ -120,6 +129,9 @@ class PositionedReader:
             return
         if self.splits is not None:
             yield from self._old_splits(self.splits, batch_records)
+            return
+        if self.rows is not None:
+            yield from self._row_ranges(self.rows, batch_records)
             return
         skip = self.emitted
         for batch in source_batches(self.params, self.index, self.parallelism, batch_records, skip):
@@ -142,6 +154,55 @@ class PositionedReader:
                     continue
                 counts[j] += size(batch)
                 yield batch
+
+    def _row_ranges(self, rows: list[tuple[int, int]], batch_records: int) -> Iterator[Batch]:
+        """The records of ``rows`` (ranges of record numbers over the whole input, all in
+        this subtask's own split), in order; each range's start moves on as batches leave."""
+        offset, data = _sources.addressable_rows(self.params, self.index, self.parallelism)
+        step = max(batch_records, 1)
+        if isinstance(data, dict):
+            row_bytes = max(sum(c.dtype.itemsize for c in data.values()), 1)
+            step = max(step * 8, _COLUMN_BATCH_BYTES // row_bytes)  # as source_batches
+        while rows:
+            start, stop = rows[0]
+            end = min(start + step, stop)
+            if isinstance(data, dict):
+                batch: Batch = {n: c[start - offset : end - offset] for n, c in data.items()}
+            else:
+                batch = list(data[start - offset : end - offset])
+            rows[0] = (end, stop)
+            if end >= stop:
+                del rows[0]
+            yield batch
+
+
+@dataclass(frozen=True)
+class RowRanges:
+    """A collection or arrays source restored at another parallelism: the ranges of record
+    numbers (over the whole input, ``[start, stop)``, ascending) this subtask has still to
+    emit. Old subtask ``j`` of ``p`` that emitted ``c`` records leaves ``[row_range(n, j,
+    p).start + c, row_range(n, j, p).stop)``; new subtask ``i`` of ``p'`` reads what is left
+    inside its own split ``row_range(n, i, p')``: the only records its slice is shipped."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    @staticmethod
+    def rescaled(
+        olds: list[tuple[int, int, Any]], rows: int, index: int, parallelism: int
+    ) -> RowRanges:
+        """Subtask ``index`` of ``parallelism``'s share of the old subtasks' positions
+        (``(old index, old parallelism, position)`` each: a count, or a RowRanges) over an
+        input of ``rows`` records."""
+        left: list[tuple[int, int]] = []
+        for old_index, old_parallelism, position in olds:
+            if isinstance(position, RowRanges):
+                left.extend(position.ranges)
+            else:
+                split = _sources.row_range(rows, old_index, old_parallelism)
+                left.append((split.start + int(position or 0), split.stop))
+        own = _sources.row_range(rows, index, parallelism)
+        mine = ((max(a, own.start), min(b, own.stop)) for a, b in sorted(left))
+        return RowRanges(tuple((a, b) for a, b in mine if a < b))
 
 
 @dataclass(frozen=True)
@@ -167,9 +228,12 @@ class CountedSplits:
         return CountedSplits(base, {j: c for j, c in counts.items() if j % parallelism == index})
 
 
-#: Count-positioned sources that restore at another parallelism: a slice reads any split of
-#: them itself (a collection's or arrays' split is shipped to its own slice only).
+#: Count-positioned sources that restore at another parallelism by old split: a slice reads
+#: any split of them itself (:class:`CountedSplits`).
 RESCALABLE_COUNTED = ("text", "csv", "factory")
+#: Count-positioned sources that restore at another parallelism by record number: a slice is
+#: shipped its own split of them only (:class:`RowRanges`).
+IN_MEMORY = ("elements", "arrays")
 
 
 def source_batches(

@@ -15,7 +15,9 @@ subtask's endpoint (``peers``) once all slices of the attempt are up. Then:
   their own input, back to the sources: at most ``credits`` batches are ever queued on a
   connection, so memory stays bounded whatever the speeds;
 - end of input: a producer sends ``EndOfInput`` on each of its channels after its last batch; a
-  consumer finishes (flushing its keyed state) once every input channel has ended.
+  consumer finishes (flushing its keyed state) once every input channel has ended. A job with
+  transactional sinks that checkpoints: the slice then waits for a checkpoint holding its
+  subtasks' final states, whose completion commits their sinks' last transactions.
 
 Control messages to and from the master are ``protocol.JobMessage`` structs, never pickles;
 a malformed message on a data socket is logged and dropped.
@@ -63,7 +65,7 @@ from .barriers import Aligner
 from .operators import Batch, concat, size
 from .positions import PositionedReader
 from .slice_results import PickledCollected
-from .subtask import SubtaskRunner
+from .subtask import SubtaskRunner, commits_on_checkpoints
 
 __all__ = [
     "PathUnavailableError",
@@ -215,6 +217,7 @@ class _Subtask:
         self.acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
         self.unsynced: deque[_Ack] = deque()  # acks waiting for their fsyncs (main thread's)
         self.acked = 0  # the latest checkpoint acknowledged
+        self.final_ack = 0  # the first checkpoint acknowledged with its final state
         self.final_position: Any = None
         self.metrics = SubtaskMetrics()
         self.expected_ends = int(np.count_nonzero(plan.channel_dst == self.gid))
@@ -564,13 +567,21 @@ def _run_slice(
         thread.start()
         threads.append(thread)
     pending = list(zip(subtasks, threads, strict=True))
+    # With transactional sinks, the slice stays until a checkpoint holding every subtask's
+    # final state completes: its sinks commit their last transactions then (not at their
+    # end of input) and its subtasks can be acknowledged in that checkpoint.
+    final_checkpoint = commits_on_checkpoints(plan.job, spec.checkpointing)
+    completed = 0  # the latest checkpoint the master said was complete
     reported = heard = time.monotonic()
-    while pending:
+    said_ended = False
+    while pending or (final_checkpoint and not _committed_final(subtasks, completed)):
         now = time.monotonic()
-        if now - reported > _REPORT_EVERY:
+        if now - reported > _REPORT_EVERY or (not pending and not said_ended):
             reported = now
+            said_ended = not pending  # (at once: the master hurries the final checkpoint)
             snapshot = {s.gid: figures(s.snapshot()) for s in subtasks}
-            transport.send(control, jp.SliceMetrics(attempt, slice_index, snapshot))
+            report = jp.SliceMetrics(attempt, slice_index, snapshot, said_ended)
+            transport.send(control, report)
         while control.poll(0):
             heard = now  # hearing anything is what matters, MasterAlive or not
             order = _control_message(control)
@@ -580,6 +591,7 @@ def _run_slice(
                     if s.runner.head.kind == "source":
                         s.triggers.put(order.checkpoint)
             elif isinstance(order, jp.CheckpointComplete):
+                completed = max(completed, order.checkpoint)
                 for s in subtasks:
                     s.completions.put(order.checkpoint)
         _send_acks(control, attempt, slice_index, subtasks, triggered)
@@ -591,6 +603,12 @@ def _run_slice(
             lost_at is not None and now - lost_at > min(_MASTER_LOST, spec.master_timeout)
         ):
             os._exit(71)  # the master is gone; threads blocked on peers cannot be stopped
+        running = {s.gid for s, _ in pending}
+        for s in subtasks:  # (a running subtask's thread commits between its batches)
+            if s.gid not in running and s.error is None:
+                _take_completions(s)
+        if not pending:
+            control.poll(20)  # waiting for the final checkpoint
         for s, thread in list(pending):
             thread.join(0.02)
             if not thread.is_alive():
@@ -625,32 +643,54 @@ def _control_message(control: zmq.Socket[Any]) -> jp.JobMessage | None:
         return None
 
 
+def _committed_final(subtasks: list[_Subtask], completed: int) -> bool:
+    """Whether every subtask has finished and a checkpoint holding its final state has
+    completed (its sinks' last transactions are committed: ``_take_completions``)."""
+    return all(s.final_ack and completed >= s.final_ack for s in subtasks)
+
+
+def _take_completions(s: _Subtask) -> None:
+    """Commit what completed checkpoints cover, for a subtask whose thread has ended."""
+    while True:
+        try:
+            s.runner.checkpoint_complete(s.completions.get_nowait())
+        except queue.Empty:
+            return
+
+
 def _send_acks(
     control: zmq.Socket[Any], attempt: int, index: int, subtasks: list[_Subtask], triggered: int
 ) -> None:
     """Send the subtasks' snapshots; a subtask that ended acknowledges every later checkpoint
-    with its final state (no barrier reaches it any more)."""
+    with its final state (no barrier reaches it any more), once its sinks' last transactions
+    are durable as well."""
     for s in subtasks:
         while True:
             try:
                 s.unsynced.append(s.acks.get_nowait())
             except queue.Empty:
                 break
-        while s.unsynced and all(f.done() for f in s.unsynced[0][2]):
-            checkpoint, snapshot, durability = s.unsynced.popleft()
-            failed = next((e for f in durability if (e := f.exception()) is not None), None)
-            if failed is not None:
-                reason = f"a sink's pre-commit failed: {failed!r}"
-                transport.send(control, jp.CheckpointDeclined(attempt, index, checkpoint, reason))
-            else:
-                ack = jp.CheckpointAck(attempt, index, checkpoint, s.gid, snapshot)
-                transport.send(control, ack)
+        _send_durable(control, attempt, index, s)
         if s.unsynced:
             continue  # (a final ack goes after the ones still waiting)
         if s.ended and s.error is None and s.acked < triggered:
             s.acked = triggered
-            snapshot = s.runner.snapshot(triggered, s.final_position)
-            transport.send(control, jp.CheckpointAck(attempt, index, triggered, s.gid, snapshot))
+            s.final_ack = s.final_ack or triggered
+            snapshot = s.runner.snapshot(triggered, s.final_position, final=True)
+            s.unsynced.append((triggered, snapshot, s.runner.transactions.take_durability()))
+            _send_durable(control, attempt, index, s)
+
+
+def _send_durable(control: zmq.Socket[Any], attempt: int, index: int, s: _Subtask) -> None:
+    """Send, in order, the acks whose sinks' pre-commits are done (a failed one declines)."""
+    while s.unsynced and all(f.done() for f in s.unsynced[0][2]):
+        checkpoint, snapshot, durability = s.unsynced.popleft()
+        failed = next((e for f in durability if (e := f.exception()) is not None), None)
+        if failed is not None:
+            reason = f"a sink's pre-commit failed: {failed!r}"
+            transport.send(control, jp.CheckpointDeclined(attempt, index, checkpoint, reason))
+        else:
+            transport.send(control, jp.CheckpointAck(attempt, index, checkpoint, s.gid, snapshot))
 
 
 def _await_peers(control: zmq.Socket[Any], timeout: float) -> dict[int, str]:

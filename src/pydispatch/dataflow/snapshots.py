@@ -24,9 +24,9 @@ from typing import Any
 
 import cloudpickle
 
-from ..plan import ExecutionGraph
+from ..plan import ExecutionGraph, _sources
 from .operators import Batch
-from .positions import RESCALABLE_COUNTED, CountedSplits
+from .positions import IN_MEMORY, RESCALABLE_COUNTED, CountedSplits, RowRanges
 
 __all__ = ["RestorePart", "Snapshot", "describe", "dump_snapshot", "load_snapshot", "restore_part"]
 
@@ -100,12 +100,15 @@ def restore_part(
             elif op.params["source"] in RESCALABLE_COUNTED:
                 olds_at = [(s.index, s.parallelism, s.position) for s in holders]
                 part.position = CountedSplits.rescaled(olds_at, index, parallelism)
+            elif op.params["source"] in IN_MEMORY:
+                olds_at = [(s.index, s.parallelism, s.position) for s in holders]
+                _check_all_old_subtasks(op.name, olds_at)
+                rows = _sources.total_rows(op.params)
+                part.position = RowRanges.rescaled(olds_at, rows, index, parallelism)
             else:
                 raise ValueError(
                     f"the checkpoint's source {op.name!r} ran at parallelism "
-                    f"{holders[0].parallelism}: it restores at that parallelism only (a "
-                    "collection's or arrays' splits are shipped to their own subtasks; files, "
-                    "factories, a SplitSource or read_text(monitor=...) may change it)"
+                    f"{holders[0].parallelism}: it restores at that parallelism only"
                 )
         keyed = [s.keyed[op_id] for s in holders if op_id in s.keyed]
         if keyed:
@@ -118,3 +121,15 @@ def restore_part(
             if op_id in s.transactions:
                 part.transactions.setdefault(op_id, []).extend(s.transactions[op_id])
     return part
+
+
+def _check_all_old_subtasks(name: str, olds: list[tuple[int, int, Any]]) -> None:
+    """Every old subtask of the source must be there: the records of a missing one would be
+    lost (its position is what says how far its split was read)."""
+    parallelism = olds[0][1]
+    indices = sorted(i for i, _, _ in olds)
+    if indices != list(range(parallelism)):
+        raise ValueError(
+            f"the checkpoint holds subtasks {indices} of source {name!r}, which ran at "
+            f"parallelism {parallelism}: it cannot be restored"
+        )

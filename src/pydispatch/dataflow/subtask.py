@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from ..partition import broadcast, rescale, rescale_targets, round_robin, scatter, split
 from ..plan import ExecutionGraph
-from ..plan._job_graph import KeySpec, Operator
+from ..plan._job_graph import JobGraph, KeySpec, Operator
 from .barriers import SinkTransactions
 from .combiners import ColumnCombiner, RecordCombiner, combines, partial_records
 from .file_sink import TransactionalSink, TwoPhaseFileSink
@@ -58,7 +58,7 @@ from .process import KeyedProcess
 from .routing import custom_subtasks, key_array, keyed_subtasks, max_parallelism
 from .snapshots import RestorePart, Snapshot, dump_snapshot
 
-__all__ = ["Mark", "Send", "SubtaskRunner", "source_batches"]
+__all__ = ["Mark", "Send", "SubtaskRunner", "commits_on_checkpoints", "source_batches"]
 
 #: Emits ``(edge, target subtask index, batch)`` to a downstream subtask.
 Send = Callable[[int, int, Batch], None]
@@ -66,6 +66,13 @@ Send = Callable[[int, int, Batch], None]
 #: earlier event time (each channel's timestamps are taken to ascend, Flink's
 #: ``forMonotonousTimestamps``).
 Mark = Callable[[int, int, Any], None]
+
+
+def commits_on_checkpoints(job: JobGraph, checkpointing: bool) -> bool:
+    """Whether ``job`` has a transactional sink whose commits wait for checkpoints (a
+    ``sink_to``'s, ``write_text``'s when the job checkpoints)."""
+    sinks = [op.params["sink"] for op in job.operators if op.kind == "sink"]
+    return checkpointing and any(s == "transactional" or s == "text" for s in sinks)
 
 
 class SubtaskRunner:
@@ -149,6 +156,7 @@ class SubtaskRunner:
             elif op.kind == "sink" and op.params["sink"] == "text" and checkpointing:
                 sinks[op_id] = TwoPhaseFileSink(op.params["path"])
         self.transactions = SinkTransactions(sinks, index, self.parallelism, next_checkpoint)
+        self.checkpointing = checkpointing
         self.position: Any = None  # a restored source's position
         # Stateless record operators run as one native pass (dataflow.fusion).
         self.fused = fused_runs(
@@ -275,11 +283,13 @@ class SubtaskRunner:
 
     # -- checkpoints (dataflow.checkpoints; the slice sends barriers and acks) ---------------
 
-    def snapshot(self, checkpoint: int, position: Any = None) -> bytes:
+    def snapshot(self, checkpoint: int, position: Any = None, final: bool = False) -> bytes:
         """This subtask's snapshot of ``checkpoint`` (its barrier is here: what came before
         is in it), its sinks' transactions pre-committed; partial pre-aggregates go out first
-        (they belong before the barrier, which the caller sends after this returns)."""
-        keyed = self.snapshot_state()  # (flushes the combiners first)
+        (they belong before the barrier, which the caller sends after this returns).
+        ``final``: the subtask has finished; its keyed state is left out (everything it
+        would emit from it has gone downstream: a restore must not emit it again)."""
+        keyed = {} if final else self.snapshot_state()  # (flushes the combiners first)
         taken = Snapshot(
             tuple(self.chain.operators),
             self.index,
@@ -344,7 +354,12 @@ class SubtaskRunner:
                 pass  # committed below
             elif op.kind == "sink" and op.params["sink"] == "text":
                 self._text_file(op).close()
-        self.transactions.finish()
+        if not self.checkpointing:
+            self.transactions.finish()
+        # Checkpointing: what the sinks wrote last stays open, to be pre-committed by the
+        # first checkpoint taken after this subtask's end and committed when it completes
+        # (Flink's final checkpoint): committed now, a restore from an earlier checkpoint
+        # would write it again (dataflow.slice waits for that checkpoint).
         for e, combiner in self.combiners.items():
             partial = combiner.flush()
             if partial is not None:

@@ -26,6 +26,7 @@ __all__ = [
     "Columns",
     "MappedColumn",
     "SpilledElements",
+    "addressable_rows",
     "arrays_split",
     "check_columns",
     "csv_header",
@@ -37,6 +38,7 @@ __all__ = [
     "source_iterable",
     "split_records",
     "text_lines",
+    "total_rows",
 ]
 
 Columns = dict[str, npt.NDArray[Any]]
@@ -248,6 +250,34 @@ def split_records(
     if source == "monitor":  # in process: the directory's files as they are now
         return _directory_lines(params["path"], params["encoding"], index, parallelism)
     raise ValueError(f"unknown source kind {source!r}")
+
+
+def total_rows(params: Mapping[str, Any]) -> int:
+    """How many records a collection or arrays source holds in all (a ``presplit`` one, of
+    which a slice holds its own split only, is told the whole's size: ``rows``)."""
+    if params.get("presplit", False):
+        return int(params["rows"])
+    if params["source"] == "elements":
+        return len(params["elements"])
+    return len(next(iter(params["columns"].values())))
+
+
+def addressable_rows(
+    params: Mapping[str, Any], index: int, parallelism: int
+) -> tuple[int, Sequence[Any] | Columns]:
+    """What subtask ``index`` of a collection or arrays source can read by record number
+    over the whole input, and the number of its first record: the whole input, or, for a
+    ``presplit`` source (a slice is shipped its own split only), that split (a rescaled
+    restore reads the rest of old splits within its new one: ``dataflow.positions.RowRanges``)."""
+    offset = 0
+    if params.get("presplit", False):
+        offset = row_range(total_rows(params), index, parallelism).start
+    if params["source"] == "arrays":
+        return offset, params["columns"]
+    elements = params["elements"]
+    if isinstance(elements, SpilledElements):
+        return offset, elements.read()  # (a presplit one: the split's own file)
+    return offset, elements
 
 
 def _directory_lines(path: str, encoding: str, index: int, parallelism: int) -> Iterator[str]:

@@ -69,11 +69,15 @@ class SliceReady(Header):
 
 
 class SliceMetrics(Header):
-    """Slice -> master, every half second while running (answered with :class:`MasterAlive`)."""
+    """Slice -> master, every half second while running (answered with :class:`MasterAlive`).
+    ``ended``: every subtask of the slice has ended, and it waits for a checkpoint holding
+    their final states (its sinks commit then; the master triggers it without waiting for the
+    interval once every slice has ended). Defaulted: a report without it still decodes."""
 
     attempt: int
     index: int
     figures: dict[int, SubtaskFigures]
+    ended: bool = False
 
 
 class SliceFailed(Header):
