@@ -31,7 +31,7 @@ from pydispatch.dataflow.slice_results import (
     PickledCollected,
 )
 from pydispatch.runtime.cluster import LocalCluster
-from pydispatch.stream import DataStream, StreamEnvironment
+from pydispatch.stream import DataStream, FixedDelay, StreamEnvironment
 from pydispatch.wire import job_plane as jp
 from pydispatch.wire import protocol as p
 from pydispatch.wire import transport
@@ -146,6 +146,30 @@ def test_a_failed_job_leaves_no_directory(cluster: LocalCluster) -> None:
     )  # fmt: skip
 
 
+def test_a_restarted_region_collects_once_through_files(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    marker = str(tmp_path / "failed-once")
+
+    def fail_once(x: int) -> int:
+        if x == N - 7 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("the first attempt fails")
+        return x + 1
+
+    env = StreamEnvironment(cluster, parallelism=2)
+    env.set_restart_strategy(lambda: FixedDelay(attempts=2, delay=0.1))
+    sink = _sink(env.from_collection(list(range(N))).map(fail_once))
+    handle = env.execute("restarted")
+    assert isinstance(handle, JobHandle)
+    result = handle.result(timeout=120)
+    assert handle.metrics()["restarts"] == 1
+    assert sorted(result.collected[sink]) == list(range(1, N + 1))  # the final attempt's only
+    kept = _kept_outcome(cluster.address, handle.job_id)
+    if kept is not None:  # (its master may have handed it over a moment after the fetch)
+        assert kept[1] < 16_000
+
+
 def _masters_of(cluster: LocalCluster) -> list[int]:
     """The job-master processes (``pydispatch-job``) in the cluster dispatcher's group."""
     group = cluster._owned.dispatcher.pid  # type: ignore[union-attr]
@@ -187,6 +211,21 @@ def test_a_restarted_dispatcher_serves_the_kept_outcome_from_its_files() -> None
         address = cluster.address
         assert _directories(address)
     assert not [e for e in os.listdir(shared_dir() or "/") if e.startswith(spill_prefix(address))]
+
+
+@pytest.mark.slow
+def test_without_a_job_store_the_files_go_soon_after_the_master() -> None:
+    with make_cluster(2, 1, keep_jobs=False) as cluster:
+        env = StreamEnvironment(cluster, parallelism=2)  # (retention: 10 minutes)
+        sink = _sink(_map(env))
+        before = set(_directories(cluster.address))
+        handle = env.execute("unkept")
+        assert isinstance(handle, JobHandle)
+        (directory,) = set(_directories(cluster.address)) - before
+        assert len(handle.result(timeout=120).collected[sink]) == N
+        assert os.path.isdir(directory)  # (the handle mapped the files: they may go now)
+        # Its master exits a second after the fetch; nobody serves the outcome then.
+        eventually(lambda: not os.path.exists(directory), "the directory removed", timeout=90)
 
 
 def test_files_gone_from_shared_memory_are_a_clear_error(cluster: LocalCluster) -> None:

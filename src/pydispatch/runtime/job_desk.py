@@ -64,8 +64,8 @@ class JobDesk:
             self._durable.resume(self._jobs, self.hosts, peers)
         # Kept outcomes' shared-memory files: removed when the outcome is no longer kept.
         kept = self._durable.kept if self._durable is not None else None
-        self._spilled = SpilledOutcomes(kept)
-        if self._durable is not None:
+        self._spilled = SpilledOutcomes(kept, self._serving)
+        if self._durable is not None and endpoint.startswith("ipc://"):  # (none elsewhere)
             for job_id, reply in self._durable.kept_replies():
                 self._spilled.restore(job_id, reply)
 
@@ -79,6 +79,10 @@ class JobDesk:
             p.JobOutcome: self._on_job_outcome,
             p.JobOutcomeRequest: self._on_job_outcome_request,
         }
+
+    def _serving(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        return job is not None and bool(job.endpoint)
 
     def sweep(self) -> None:
         """Remove the shared-memory files of outcomes no longer kept (every tick)."""

@@ -5,9 +5,11 @@ On one host a job's slices write what its collect sinks received to files in a d
 client made (``dataflow.slice_results``); the job's outcome only names the files. The
 directory must therefore live exactly as long as the outcome may be fetched: its master hands
 the outcome to the dispatcher (``protocol.JobOutcome``, whose ``JobResultReply.spilled`` names
-the directory), and from then on the dispatcher removes it once the outcome's retention has
-passed or its job store no longer keeps it (expired, or the job dropped from the store). A
-dispatcher started on a store learns the directories of the outcomes kept there.
+the directory), and from then on the dispatcher removes it once its job store no longer keeps
+the outcome (expired, or the job dropped from the store). A dispatcher started on a store
+learns the directories of the outcomes kept there. Without a store only the master serves the
+outcome: the directory goes ``_GRACE`` seconds after the master (a handle that got the reply
+maps the files at once; a mapping outlives the files' removal).
 
 The reply is decoded with msgspec (typed, no pickle), and a directory is only removed if it
 is one of ours in ``/dev/shm`` (``wire.shm_files.checked_spill_dir``).
@@ -30,14 +32,16 @@ __all__ = ["SpilledOutcomes"]
 log = logging.getLogger(__name__)
 
 _SWEEP_EVERY: Final = 2.0  # seconds between two looks (each asks the store about every one)
+_GRACE: Final = 10.0  # seconds a store-less outcome's files outlive its master
 
 
 class SpilledOutcomes:
-    """``kept(job_id)``: whether the job store still keeps the job's outcome (None: no store;
-    then the outcome's retention alone decides)."""
+    """``kept(job_id)``: whether the job store still keeps the job's outcome (None: no store);
+    ``serving(job_id)``: whether the job's master still runs (and serves its outcome)."""
 
-    def __init__(self, kept: Callable[[str], bool] | None) -> None:
+    def __init__(self, kept: Callable[[str], bool] | None, serving: Callable[[str], bool]) -> None:
         self._kept = kept
+        self._serving = serving
         # job id -> (directory, until (wall clock), whether the store holds its outcome)
         self._dirs: dict[str, tuple[str, float, bool]] = {}
         self._next_sweep = 0.0
@@ -47,11 +51,10 @@ class SpilledOutcomes:
 
     def add(self, job_id: str, reply: bytes, keep_for: float, stored: bool) -> None:
         """A master handed over its job's outcome (``reply``: the encoded JobResultReply),
-        kept ``keep_for`` seconds; ``stored``: the job store took it too."""
+        served ``keep_for`` seconds at most; ``stored``: the job store took it."""
         directory = _spilled(reply)
         if directory:
-            until = math.inf if stored else time.time() + max(0.0, keep_for)
-            self._dirs[job_id] = (directory, until, stored)
+            self._dirs[job_id] = (directory, time.time() + max(0.0, keep_for) + _GRACE, stored)
 
     def restore(self, job_id: str, reply: bytes) -> None:
         """An outcome a job store kept (a dispatcher starting on it)."""
@@ -68,7 +71,14 @@ class SpilledOutcomes:
         self._next_sweep = now + _SWEEP_EVERY
         wall = time.time()
         for job_id, (directory, until, stored) in list(self._dirs.items()):
-            if wall < until and not (stored and self._kept is not None and not self._kept(job_id)):
+            if stored:  # the store says (its retention, or the job dropped)
+                if self._kept is not None and self._kept(job_id):
+                    continue
+            elif wall < until:
+                if self._serving(job_id):
+                    continue
+                if until - wall > _GRACE:  # its master is gone: nobody serves the outcome now
+                    self._dirs[job_id] = (directory, wall + _GRACE, stored)
                 continue
             if not remove_spill_dir(directory):
                 log.warning("job %s: could not remove %s (not ours?)", job_id, directory)
