@@ -302,6 +302,7 @@ def test_a_part_naming_a_path_outside_the_clusters_directory_is_refused(tmp_path
     loose = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}test-", dir=shm)
     os.chmod(loose, 0o755)
     Path(loose, "slice-1").write_bytes(b"\0" * 128)
+    private = ""
     try:
         with pytest.raises(ValueError, match="not a pydispatch directory"):
             MappedCollected(str(outside), b"", [(0, 128)]).load()
@@ -309,8 +310,18 @@ def test_a_part_naming_a_path_outside_the_clusters_directory_is_refused(tmp_path
             MappedCollected(os.path.join(loose, "slice-1"), b"", [(0, 128)]).load()
         with pytest.raises(ValueError, match="not a pydispatch directory"):
             MappedCollected(f"{shm}/../{tmp_path}/slice-1", b"", [(0, 128)]).load()
+        private = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}test-", dir=shm)
+        os.mkfifo(os.path.join(private, "fifo"))  # (opening it must not wait for a writer)
+        os.symlink(outside, os.path.join(private, "link"))
+        with pytest.raises(ValueError, match="names no file"):
+            MappedCollected(os.path.join(private, ".."), b"", [(0, 128)]).load()
+        with pytest.raises(ValueError, match="not a regular file"):
+            MappedCollected(os.path.join(private, "fifo"), b"", [(0, 128)]).load()
+        with pytest.raises(OSError, match="links"):
+            MappedCollected(os.path.join(private, "link"), b"", [(0, 128)]).load()
     finally:
         shutil.rmtree(loose)
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def test_a_short_file_is_refused() -> None:

@@ -29,6 +29,7 @@ import logging
 import mmap
 import os
 import pickle
+import stat
 import tempfile
 import uuid
 from collections.abc import Sequence
@@ -169,17 +170,25 @@ class MappedCollected:
         """The records, unpickled from a private mapping of the file (numpy columns are
         views of it: no copy until written). FileNotFoundError names the file once it is
         gone; ValueError for a path outside the cluster's directory or a short file."""
-        shm_files.checked_spill_dir(os.path.dirname(self.path))
+        directory, name = os.path.split(self.path)
+        if name in ("", ".", ".."):
+            raise ValueError(f"{self.path!r} names no file")
+        shm_files.checked_spill_dir(directory)
         end = max((o + n for o, n in self.spans), default=0)
+        # Not a link, and no wait on a FIFO: only a regular file is read (checked below).
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"the job's collected records in {self.path} are gone (the outcome's "
                 "retention passed, or the cluster that ran the job closed)"
             ) from None
         try:
-            if os.fstat(fd).st_size < end:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"{self.path!r} is not a regular file")
+            if info.st_size < end:
                 raise ValueError(f"{self.path} is shorter than the records written to it")
             mapped = mmap.mmap(fd, end, access=mmap.ACCESS_COPY) if end else b""
         finally:
