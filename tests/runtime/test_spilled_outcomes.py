@@ -29,6 +29,26 @@ def directory() -> Iterator[str]:
     shutil.rmtree(made, ignore_errors=True)
 
 
+class _Clock:
+    """The module's ``time``, moved by the test (wall and monotonic seconds together)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(spilled_outcomes, "time", fake)
+    return fake
+
+
 def _reply(spilled: str) -> bytes:
     return p.encode(jp.JobResultReply("j1", "job", "FINISHED", {}, spilled=spilled))
 
@@ -46,7 +66,7 @@ def test_a_stored_outcomes_directory_goes_when_the_store_drops_it(directory: str
 
 
 def test_a_store_less_outcomes_directory_outlives_its_master_a_little(
-    directory: str, monkeypatch: pytest.MonkeyPatch
+    directory: str, clock: _Clock
 ) -> None:
     serving = {"j1": True}
     spilled = SpilledOutcomes(None, lambda job_id: serving[job_id])
@@ -56,21 +76,41 @@ def test_a_store_less_outcomes_directory_outlives_its_master_a_little(
     serving["j1"] = False
     spilled.sweep(force=True)
     assert os.path.isdir(directory)  # the grace: a handle maps what it was just sent
-    monkeypatch.setattr(spilled_outcomes.time, "time", lambda: 1e12)  # long after
+    clock.now += spilled_outcomes._GRACE + 1
     spilled.sweep(force=True)
     assert not os.path.exists(directory)
 
 
 def test_a_store_less_outcomes_directory_goes_after_its_retention(
-    directory: str, monkeypatch: pytest.MonkeyPatch
+    directory: str, clock: _Clock
 ) -> None:
     spilled = SpilledOutcomes(None, lambda job_id: True)
     spilled.add("j1", _reply(directory), keep_for=60.0, stored=False)
     spilled.sweep(force=True)
     assert os.path.isdir(directory)
-    later = spilled_outcomes.time.time() + 60.0 + spilled_outcomes._GRACE + 1
-    monkeypatch.setattr(spilled_outcomes.time, "time", lambda: later)
+    clock.now += 60.0 + spilled_outcomes._GRACE + 1
     spilled.sweep(force=True)
+    assert not os.path.exists(directory)
+
+
+def test_the_store_is_asked_at_the_retentions_end_and_seldom_before(
+    directory: str, clock: _Clock
+) -> None:
+    asked: list[float] = []
+
+    def kept(job_id: str) -> bool:
+        asked.append(clock.now)
+        return clock.now < 1_000_600.0  # the store's retention: 600 s
+
+    spilled = SpilledOutcomes(kept, lambda job_id: False)
+    spilled.add("j1", _reply(directory), keep_for=600.0, stored=True)
+    for _ in range(100):  # 200 s of ticks: the store asked every 30 s, not every look
+        clock.now += 2.0
+        spilled.sweep()
+    assert 5 <= len(asked) <= 8
+    assert os.path.isdir(directory)
+    clock.now = 1_000_601.0
+    spilled.sweep()
     assert not os.path.exists(directory)
 
 

@@ -31,7 +31,10 @@ __all__ = ["SpilledOutcomes"]
 
 log = logging.getLogger(__name__)
 
-_SWEEP_EVERY: Final = 2.0  # seconds between two looks (each asks the store about every one)
+_SWEEP_EVERY: Final = 2.0  # seconds between two looks
+# Seconds between two questions to the store about outcomes whose retention has not passed
+# (a job dropped from the store early): not every look, for the loop's sake.
+_ASK_STORE_EVERY: Final = 30.0
 _GRACE: Final = 10.0  # seconds a store-less outcome's files outlive its master
 
 
@@ -45,6 +48,7 @@ class SpilledOutcomes:
         # job id -> (directory, until (wall clock), whether the store holds its outcome)
         self._dirs: dict[str, tuple[str, float, bool]] = {}
         self._next_sweep = 0.0
+        self._next_store_check = 0.0
 
     def __len__(self) -> int:
         return len(self._dirs)
@@ -60,7 +64,7 @@ class SpilledOutcomes:
         """An outcome a job store kept (a dispatcher starting on it)."""
         directory = _spilled(reply)
         if directory:
-            self._dirs[job_id] = (directory, math.inf, True)
+            self._dirs[job_id] = (directory, math.inf, True)  # (its retention: the store's)
 
     def sweep(self, force: bool = False) -> None:
         """Remove the directories whose outcome is not kept any more (at most every
@@ -69,9 +73,14 @@ class SpilledOutcomes:
         if not self._dirs or (now < self._next_sweep and not force):
             return
         self._next_sweep = now + _SWEEP_EVERY
+        ask_store = force or now >= self._next_store_check
+        if ask_store:
+            self._next_store_check = now + _ASK_STORE_EVERY
         wall = time.time()
         for job_id, (directory, until, stored) in list(self._dirs.items()):
-            if stored:  # the store says (its retention, or the job dropped)
+            if stored:  # the store says (its retention passed, or the job dropped)
+                if wall < until - _GRACE and not ask_store:
+                    continue
                 if self._kept is not None and self._kept(job_id):
                     continue
             elif wall < until:
