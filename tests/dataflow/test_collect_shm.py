@@ -201,6 +201,10 @@ def test_a_restarted_dispatcher_serves_the_kept_outcome_from_its_files() -> None
             "the job finished, its outcome kept",
             timeout=120,
         )
+        kept_dir = _kept_outcome(cluster.address, handle.job_id)[0].spilled  # type: ignore[index]
+        # As an outcome's directory whose retention passed while no dispatcher ran would be:
+        prefix = spill_prefix(cluster.address) + COLLECT_TAG
+        orphan = tempfile.mkdtemp(prefix=prefix, dir=shared_dir())
         cluster.restart_dispatcher()  # SIGKILL: its job masters go with it
         eventually(lambda: not _masters_of(cluster), "the master gone", timeout=60)
         attached = JobHandle.attach(cluster, handle.job_id)  # from the new dispatcher's store
@@ -209,7 +213,8 @@ def test_a_restarted_dispatcher_serves_the_kept_outcome_from_its_files() -> None
         again = JobHandle.attach(cluster, handle.job_id)
         assert _rows(again.result(timeout=60).collected[sink]) == _rows(reference)
         address = cluster.address
-        assert _directories(address)
+        assert _directories(address) == [kept_dir]  # the orphan went as the dispatcher started
+        assert not os.path.exists(orphan)
     assert not [e for e in os.listdir(shared_dir() or "/") if e.startswith(spill_prefix(address))]
 
 

@@ -16,7 +16,7 @@ from pydispatch.runtime import spilled_outcomes
 from pydispatch.runtime.spilled_outcomes import SpilledOutcomes
 from pydispatch.wire import job_plane as jp
 from pydispatch.wire import protocol as p
-from pydispatch.wire.shm_files import COLLECT_TAG, SPILL_PREFIX, shared_dir
+from pydispatch.wire.shm_files import COLLECT_TAG, SPILL_PREFIX, shared_dir, spill_prefix
 
 pytestmark = pytest.mark.skipif(shared_dir() is None, reason="needs /dev/shm (Linux)")
 
@@ -130,3 +130,20 @@ def test_only_our_directories_are_removed(tmp_path: Path) -> None:
     spilled.sweep(force=True)
     assert tmp_path.is_dir()
     assert len(spilled) == 0  # (said in the log, and not tried again)
+
+
+def test_orphans_named_after_the_address_go_and_kept_ones_stay(directory: str) -> None:
+    address = "ipc:///tmp/some-cluster/dispatcher"
+    prefix = spill_prefix(address) + COLLECT_TAG
+    kept = tempfile.mkdtemp(prefix=prefix, dir=shared_dir())
+    orphan = tempfile.mkdtemp(prefix=prefix, dir=shared_dir())
+    try:
+        spilled = SpilledOutcomes(lambda job_id: True, lambda job_id: False)
+        spilled.restore("j1", _reply(kept))
+        spilled.remove_orphans(address)
+        assert os.path.isdir(kept)
+        assert not os.path.exists(orphan)
+        assert os.path.isdir(directory)  # another address's: not ours to judge
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.rmtree(orphan, ignore_errors=True)

@@ -18,7 +18,7 @@ from ..wire import protocol as p
 from ..wire.security import PeerTable
 from ..wire.transport import FrameLike
 from .access import Access, JobKeys
-from .durable_jobs import DurableJobs
+from .durable_jobs import RESUMING, DurableJobs
 from .job_masters import JobHosts
 from .job_store import JobStore
 from .spilled_outcomes import SpilledOutcomes
@@ -68,6 +68,8 @@ class JobDesk:
         if self._durable is not None and endpoint.startswith("ipc://"):  # (none elsewhere)
             for job_id, reply in self._durable.kept_replies():
                 self._spilled.restore(job_id, reply)
+            if all(job.state != RESUMING for job in self._jobs.values()):
+                self._spilled.remove_orphans(endpoint)
 
     def handlers(self) -> dict[type[Any], Handler]:
         return {

@@ -7,7 +7,11 @@ directory must therefore live exactly as long as the outcome may be fetched: its
 the outcome to the dispatcher (``protocol.JobOutcome``, whose ``JobResultReply.spilled`` names
 the directory), and from then on the dispatcher removes it once its job store no longer keeps
 the outcome (expired, or the job dropped from the store). A dispatcher started on a store
-learns the directories of the outcomes kept there. Without a store only the master serves the
+learns the directories of the outcomes kept there; if it has no unfinished job to run again,
+every other collect directory named after its address is an orphan (an outcome that expired
+while no dispatcher ran), and goes (:meth:`SpilledOutcomes.remove_orphans`; a directory that a
+job's slices had not written to yet only makes them send their records as frames). Without a
+store only the master serves the
 outcome: the directory goes ``_GRACE`` seconds after the master (a handle that got the reply
 maps the files at once; a mapping outlives the files' removal).
 
@@ -19,13 +23,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Final
 
 from ..wire import job_plane as jp
 from ..wire import protocol as p
-from ..wire.shm_files import remove_spill_dir
+from ..wire.shm_files import COLLECT_TAG, remove_spill_dir, shared_dir, spill_prefix
 
 __all__ = ["SpilledOutcomes"]
 
@@ -65,6 +70,19 @@ class SpilledOutcomes:
         directory = _spilled(reply)
         if directory:
             self._dirs[job_id] = (directory, math.inf, True)  # (its retention: the store's)
+
+    def remove_orphans(self, address: str) -> None:
+        """Remove the collect directories named after ``address`` that no kept outcome names
+        (call it at start, once the store's are restored, with no job of the store to run)."""
+        shm = shared_dir()
+        if shm is None:
+            return
+        prefix = spill_prefix(address) + COLLECT_TAG
+        known = {directory for directory, _, _ in self._dirs.values()}
+        for entry in os.listdir(shm):
+            path = os.path.join(shm, entry)
+            if entry.startswith(prefix) and path not in known and remove_spill_dir(path):
+                log.info("removed %s: no kept outcome names it", path)
 
     def sweep(self, force: bool = False) -> None:
         """Remove the directories whose outcome is not kept any more (at most every
