@@ -161,6 +161,10 @@ def submit_job(
     spilled: list[str] = []
     if address.startswith("ipc://"):  # every worker of an ipc:// dispatcher is on this host
         job, spilled = spill_sources(job, address)
+        from .slice_results import with_collect_dir  # (the CLI imports this module: no numpy)
+
+        job, collect_to = with_collect_dir(job, address)  # and results come back the same way
+        spilled += [collect_to] if collect_to else []
     try:
         # From here the job's master owns the files: the slices (and any restart of them)
         # read them while the job runs, and the master removes them when it ends

@@ -53,7 +53,7 @@ from .graph_view import describe_plan
 from .job_metrics import job_figures, sendable
 from .slice import PathUnavailableError, SliceSpec, SubtaskMetrics, run_slice
 from .slice_placement import place_slices
-from .slice_results import CollectedSlices, unpack_outcome
+from .slice_results import CollectedSlices, collect_dir, unpack_outcome
 
 if TYPE_CHECKING:
     from ..runtime.client import Client
@@ -243,14 +243,14 @@ class JobRun:
         """Whether the master thread still serves the control socket."""
         return self._thread.is_alive()
 
-    def close(self) -> None:
-        """Stop serving the control socket (the job should have ended: see ``cancel``), and
-        remove the shared-memory files its large ``from_arrays`` sources were written to
-        (``handle.spill_arrays``): no slice of the job reads them any more."""
+    def close(self, keep_collected: bool = False) -> None:
+        """Stop serving the control socket (the job should have ended: see ``cancel``); remove
+        its sources' shared-memory files (``handle.spill_sources``), and its collected records'
+        unless the dispatcher keeps its outcome (``keep_collected``) or a next master runs it."""
         self._closing.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
-        for directory in _spilled_directories(self.plan.job):
+        for directory in _spilled_directories(self.plan.job, keep_collected or self._handed_over):
             shutil.rmtree(directory, ignore_errors=True)
 
     def metrics(self) -> dict[str, Any]:
@@ -386,6 +386,7 @@ class JobRun:
             )
             frames: list[transport.FrameLike] = []
             if self._result is not None:
+                reply.spilled = collect_dir(self.plan.job)
                 # Pickled once; every handle that asks gets the same frames (no copies). The
                 # records are the slices' own pickles, as frames: read by the handle only.
                 outcome = (self._result, self._collected)
@@ -680,8 +681,9 @@ def _slice_job(job: JobGraph, index: int) -> JobGraph:
     return job
 
 
-def _spilled_directories(job: JobGraph) -> set[str]:
-    """The directories ``handle.spill_sources`` wrote this job's arrays and elements to."""
+def _spilled_directories(job: JobGraph, keep_collected: bool) -> set[str]:
+    """The directories ``handle.spill_sources`` wrote this job's arrays and elements to, and
+    (unless ``keep_collected``) the one its slices wrote their collected records to."""
     paths = []
     for op in job.sources():
         if op.params["source"] == "arrays":
@@ -691,6 +693,8 @@ def _spilled_directories(job: JobGraph) -> set[str]:
         elif isinstance(op.params.get("elements"), _sources.SpilledElements):
             paths.extend(op.params["elements"].paths)
     directories = {os.path.dirname(path) for path in paths}
+    if not keep_collected and collect_dir(job):
+        directories.add(collect_dir(job))
     return {d for d in directories if os.path.basename(d).startswith(_sources.SPILL_PREFIX)}
 
 

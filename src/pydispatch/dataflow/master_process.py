@@ -120,6 +120,7 @@ class _Host:
         self.keys = credentials.keys(job_id) if credentials is not None else None
         self.client = Client(address, name=f"job master {job_id}", keys=self.keys or "")
         self.durable = False  # whether the dispatcher keeps the job in a store
+        self.took_outcome = False  # whether the dispatcher took the finished job's outcome
 
     def report(self, endpoint: str = "", code: str = "", error: str = "") -> None:
         report = p.JobHostReport(self.job_id, self.token, endpoint, code, error)
@@ -177,6 +178,8 @@ class _Host:
             transport.ask(self.address, message, frames, _PAYLOAD_TIMEOUT)
         except Exception as error:  # it is still served from here until its retention
             log.warning("job %s: the dispatcher did not take its outcome: %r", self.job_id, error)
+            return
+        self.took_outcome = True  # its shared-memory files are the dispatcher's to remove
 
 
 def serve(
@@ -272,7 +275,7 @@ def _master(
             keep = lambda: host.keep_outcome(run, retention)  # noqa: E731
             serve(run, retention, parent, stop, keep, host.durable)
         finally:
-            run.close()
+            run.close(keep_collected=host.took_outcome)
         return 0
     finally:
         host.client.terminate("the job master exits")

@@ -64,7 +64,7 @@ from . import snapshots
 from .barriers import Aligner
 from .operators import Batch, concat, size
 from .positions import PositionedReader
-from .slice_results import PickledCollected
+from .slice_results import PickledCollected, collect_dir
 from .subtask import SubtaskRunner, commits_on_checkpoints
 
 __all__ = [
@@ -729,5 +729,7 @@ def _slice_result(plan: ExecutionGraph, subtasks: list[_Subtask]) -> dict[str, A
         for op_id, batches in s.runner.collected.items():
             parts = [b for b in batches if size(b)]
             collected[op_id] = concat(parts) if parts else []
-    # Pickled here, once: the master passes these bytes on unread (dataflow.slice_results).
-    return {"collected": PickledCollected.of(collected), "metrics": metrics}
+    # Pickled here, once: the master passes these bytes on unread, or (one host) the client
+    # reads them from the job's shared-memory directory (dataflow.slice_results).
+    part = PickledCollected.of(collected, collect_dir(plan.job))
+    return {"collected": part, "metrics": metrics}

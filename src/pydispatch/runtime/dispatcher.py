@@ -240,6 +240,7 @@ class Dispatcher:
                     _guarded(lambda: self._perform(self.scheduler.tick(time.monotonic())))
                     _guarded(lambda: self._drop_silent_clients(time.monotonic()))
                     _guarded(self._jobs.hosts.reap)
+                    _guarded(self._jobs.sweep)  # shared-memory files of outcomes gone
                 _guarded(lambda: self._perform(self.scheduler.schedule()))
                 if self.scheduler.waiting and self._leasing.any_open:
                     # Tasks wait for a slot: leased ones go back to work once their direct

@@ -80,19 +80,37 @@ class DurableJobs:
 
     def keep_outcome(
         self, job_id: str, reply: bytes, frames: list[FrameLike], keep_for: float
-    ) -> None:
-        """A finished job's outcome, as its master would answer a handle (see JobOutcome)."""
+    ) -> bool:
+        """A finished job's outcome, as its master would answer a handle (see JobOutcome);
+        whether the store took it."""
         until = time.time() + max(0.0, keep_for)
         try:
             self.store.keep_outcome(job_id, (reply, [_bytes(f) for f in frames]), until)
             self.store.update(job_id, "FINISHED", "")  # now: see update
         except Exception:  # the store says FINISHING: a restart runs the job again
             log.exception("job %s: could not keep its outcome", job_id)
-            return
+            return False
         self._kept[job_id] = None
         if len(self._kept) > 10_000:
             del self._kept[next(iter(self._kept))]
         self._states.pop(job_id, None)
+        return True
+
+    def kept(self, job_id: str) -> bool:
+        """Whether the store still keeps the job's outcome (not expired, the job not dropped)."""
+        try:
+            return self.store.outcome(job_id) is not None
+        except Exception:  # the store is out of reach: say kept (files stay, nothing lost)
+            log.exception("job %s: could not read its kept outcome", job_id)
+            return True
+
+    def kept_replies(self) -> list[tuple[str, bytes]]:
+        """Each FINISHED job's kept outcome header (an encoded JobResultReply)."""
+        replies = []
+        for record in self.store.records():
+            if record.state == "FINISHED" and (kept := self.store.outcome(record.job_id)):
+                replies.append((record.job_id, kept[0]))
+        return replies
 
     def outcome(self, job_id: str) -> tuple[bytes, list[FrameLike]]:
         """The kept outcome (``(b"", [])``: none, or expired)."""

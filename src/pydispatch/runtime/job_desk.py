@@ -18,9 +18,10 @@ from ..wire import protocol as p
 from ..wire.security import PeerTable
 from ..wire.transport import FrameLike
 from .access import Access, JobKeys
-from .durable_jobs import DurableJobs
+from .durable_jobs import RESUMING, DurableJobs
 from .job_masters import JobHosts
 from .job_store import JobStore
+from .spilled_outcomes import SpilledOutcomes
 
 __all__ = ["JobDesk"]
 
@@ -61,6 +62,14 @@ class JobDesk:
         )
         if self._durable is not None:  # list every kept job, start the unfinished again
             self._durable.resume(self._jobs, self.hosts, peers)
+        # Kept outcomes' shared-memory files: removed when the outcome is no longer kept.
+        kept = self._durable.kept if self._durable is not None else None
+        self._spilled = SpilledOutcomes(kept, self._serving)
+        if self._durable is not None and endpoint.startswith("ipc://"):  # (none elsewhere)
+            for job_id, reply in self._durable.kept_replies():
+                self._spilled.restore(job_id, reply)
+            if all(job.state != RESUMING for job in self._jobs.values()):
+                self._spilled.remove_orphans(endpoint)
 
     def handlers(self) -> dict[type[Any], Handler]:
         return {
@@ -72,6 +81,14 @@ class JobDesk:
             p.JobOutcome: self._on_job_outcome,
             p.JobOutcomeRequest: self._on_job_outcome_request,
         }
+
+    def _serving(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        return job is not None and bool(job.endpoint)
+
+    def sweep(self) -> None:
+        """Remove the shared-memory files of outcomes no longer kept (every tick)."""
+        self._spilled.sweep()
 
     def listed(self) -> list[p.JobInfo]:
         return list(self._jobs.values())
@@ -121,8 +138,10 @@ class JobDesk:
 
     def _on_job_outcome(self, peer: bytes, m: p.JobOutcome, frames: Frames, now: float) -> None:
         self.hosts.check(m.job_id, m.token)  # only its own master may say it
+        stored = False
         if self._durable is not None:
-            self._durable.keep_outcome(m.job_id, m.reply, list(frames), m.keep_for)
+            stored = self._durable.keep_outcome(m.job_id, m.reply, list(frames), m.keep_for)
+        self._spilled.add(m.job_id, m.reply, m.keep_for, stored)
         self._send(peer, p.JobOutcomeReply(), [])
 
     def _on_job_outcome_request(

@@ -141,6 +141,9 @@ class JobResultReply(Header):
     metrics: dict[str, Any]
     error: str = ""
     result: Blob | None = None
+    # The job's directory in the host's shared memory whose files hold its collected records
+    # (dataflow.slice_results.MappedCollected): kept as long as this outcome ("": none).
+    spilled: str = ""
 
 
 class TriggerCheckpoint(Header):

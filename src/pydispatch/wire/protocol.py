@@ -115,7 +115,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 9
+PROTOCOL_VERSION: Final = 10
 # 2: slots talk to the dispatcher directly; 3: ClientHello.sender; 4: leases (the direct lane);
 # 5: keys (lease tokens and slots' keys, jobs' owners and keys), slots report started attempts,
 #    attempts carry their task's owner and id (results survive a dispatcher restart),
@@ -124,7 +124,9 @@ PROTOCOL_VERSION: Final = 9
 #    7: an admin's DrainWorker and CancelTasksOf (answered by AdminReply); 8: a slice returns
 #    its collected records pickled by itself, and JobResultReply.result carries them so, unread
 #    by the master (dataflow.slice_results); 9: Done.sync and Kill.sync, a slot's barrier before
-#    it starts what was queued behind a task it reported started (see Done.sync)
+#    it starts what was queued behind a task it reported started (see Done.sync); 10: on one
+#    host a slice's collected records may come as a file in shared memory (JobResultReply.spilled,
+#    dataflow.slice_results.MappedCollected)
 
 # Outcome of a task or attempt, as reported to clients and by workers.
 #   ok        - the function returned; ``value`` holds the result
