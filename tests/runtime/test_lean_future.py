@@ -204,3 +204,28 @@ def test_a_clients_outstanding_tasks_cost_one_tracked_object_each(cluster: Local
         # rest is the messages' and the lane's, which come and go.
         assert made < 2 * 2000, made
         assert sum(f._lazy_condition is not None for f in futures) < 2000
+
+
+def test_a_forked_child_makes_conditions_even_if_the_lock_was_held_at_the_fork() -> None:
+    import multiprocessing
+
+    from pydispatch.runtime import lean_future
+
+    def child(answer: multiprocessing.connection.Connection) -> None:
+        future: LeanFuture[int] = LeanFuture()
+        future.add_done_callback(lambda f: None)  # needs the condition (and the lock)
+        future.set_result(5)
+        answer.send(future.result(timeout=10))
+
+    ours, theirs = multiprocessing.get_context("fork").Pipe()
+    with lean_future._MAKING:  # held by this thread while the child is forked
+        process = multiprocessing.get_context("fork").Process(target=child, args=(theirs,))
+        process.start()
+    try:
+        assert ours.poll(60)
+        assert ours.recv() == 5
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()

@@ -24,6 +24,7 @@ finds the outcome stored.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -33,9 +34,18 @@ __all__ = ["LeanFuture"]
 
 T = TypeVar("T")
 
-_MAKING: Final = threading.Lock()  # makes conditions; orders lock-free resolutions with them
+_MAKING = threading.Lock()  # makes conditions; orders lock-free resolutions with them
 _FINISHED: Final = "FINISHED"
 _DONE: Final = frozenset({"CANCELLED", "CANCELLED_AND_NOTIFIED", _FINISHED})
+
+
+def _after_fork() -> None:
+    # A fork while another thread held the lock would leave the child's copy held for ever.
+    global _MAKING
+    _MAKING = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class LeanFuture(Future[T]):
