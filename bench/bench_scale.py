@@ -178,6 +178,7 @@ class Row:
     idle_rss: int  # bytes
     burst_rates: list[float]
     burst_cpu: float  # dispatcher CPU seconds per task during the bursts (robust to load)
+    client_cpu: float  # this process's (the client's, both threads) CPU seconds per task
     tasks_per_run: float
     lone_p50: float  # seconds
     lone_p99: float
@@ -191,6 +192,7 @@ class Row:
             f"{self.idle_cpu * 100:.1f}% / {self.idle_rss / 2**20:.0f} MB",
             "/".join(f"{r / 1e3:.1f}k" for r in self.burst_rates) + " /s",
             f"{self.burst_cpu * 1e6:.1f} us",
+            f"{self.client_cpu * 1e6:.1f} us",
             f"{self.tasks_per_run:.1f}",
             f"{self.lone_p50 * 1e3:.2f} / {self.lone_p99 * 1e3:.2f} ms",
             "none" if not self.problems else "; ".join(self.problems[:3]),
@@ -203,6 +205,7 @@ HEADER = [
     "idle CPU / RSS",
     "burst of 20k no-ops",
     "dispatcher CPU per task",
+    "client CPU per task",
     "tasks per Run",
     "lone round trip p50 / p99",
     "lost / errors",
@@ -290,14 +293,16 @@ def measure(workers: int, rounds: int = 3, log: Callable[[str], None] = print) -
         with Client(address) as client:
             _burst(client, BURST)  # warm-up: slots measure their tasks, prefetch opens
             fleet.counters()
-            cpu_before = _cpu_seconds(dispatcher.pid)
+            cpu_before, client_before = _cpu_seconds(dispatcher.pid), time.process_time()
             rates = [_burst(client, BURST) for _ in range(rounds)]
             burst_cpu = (_cpu_seconds(dispatcher.pid) - cpu_before) / (rounds * BURST)
+            client_cpu = (time.process_time() - client_before) / (rounds * BURST)
             seen = fleet.counters()
             per_run = seen.attempts / max(1, seen.runs)
             log(
                 f"  burst: {[round(r) for r in rates]} tasks/s, {per_run:.1f} tasks per Run, "
-                f"{burst_cpu * 1e6:.1f} us of dispatcher CPU per task"
+                f"{burst_cpu * 1e6:.1f} us of dispatcher CPU per task, "
+                f"{client_cpu * 1e6:.1f} us of the client's"
             )
             _lone(client, 100)
             trips = sorted(_lone(client, LONE))
@@ -321,6 +326,7 @@ def measure(workers: int, rounds: int = 3, log: Callable[[str], None] = print) -
             idle_rss,
             rates,
             burst_cpu,
+            client_cpu,
             per_run,
             p50,
             p99,

@@ -44,7 +44,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Generator
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import InvalidStateError
 from functools import partial
 from typing import Any, Final, Protocol, cast
 
@@ -64,6 +64,7 @@ from ..wire.transport import (
 )
 from .hellos import DispatcherHellos, Leaders, ask_status
 from .lane import DirectAttempt, Lane
+from .lean_future import LeanFuture
 from .reconnect import CLIENT_SILENCE_S, WORKER_SILENCE_S, drop_when_silent, spread_reconnects
 from .task_pickling import FunctionBlobs, submit_batches
 
@@ -124,7 +125,7 @@ class _Client(Protocol):
     _io: ClientIO
 
 
-class TaskFuture(Future[Any]):
+class TaskFuture(LeanFuture[Any]):
     """A future for one task; also awaitable from asyncio (``await future``)."""
 
     def __init__(self, client: _Client, task_id: int) -> None:
