@@ -1,8 +1,10 @@
 """``LocalCluster``: a dispatcher and worker processes on this machine, in one context manager.
 
-Every process is started with ``subprocess`` in a session of its own and ended by its pid on
-:meth:`LocalCluster.close`: SIGKILL to the process group the pid leads, which holds a worker
-and its slot processes (or the dispatcher and the job launcher it keeps, with its job masters).
+The dispatcher is started with ``subprocess``; the workers are forked by one worker host
+(``runtime.worker_host``: the worker's modules imported once, not once a worker). Every
+process is in a session of its own and ended by its pid on :meth:`LocalCluster.close`: SIGKILL
+to the process group the pid leads, which holds a worker and its slot processes (or the
+dispatcher and the job launcher it keeps, with its job masters).
 Nothing a closing cluster's processes could still do matters to anyone (the dispatcher they
 would report to ends with them), so they are not asked to stop gracefully: that took up to half
 a second (each process noticing its signal between two polls, one after the other), and the
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -38,6 +41,7 @@ from typing import Any, Final
 import zmq
 
 from .._exports import publish
+from ..scheduling.vocabulary import DEFAULT_PREFETCH
 from ..wire import protocol as p
 from ..wire.security import (
     DISPATCHER,
@@ -59,7 +63,7 @@ from ..wire.transport import (
     split_envelope,
 )
 from .client import Client
-from .dispatcher import DEFAULT_PREFETCH
+from .worker_host import HostedProcess, WorkerHost
 
 __all__ = ["SLOTS_DIR_ENV", "LocalCluster"]
 
@@ -87,10 +91,6 @@ from pydispatch.runtime.dispatcher import run_dispatcher
 from pydispatch.wire.security import resolve_keys
 run_dispatcher(sys.argv[1], keys=resolve_keys(), **json.loads(sys.argv[2]))
 """
-_WORKER_MAIN: Final = f"""{_LOGGING}\
-from pydispatch.runtime.worker import WorkerOptions, run_worker
-run_worker(sys.argv[1], WorkerOptions(**json.loads(sys.argv[2])))
-"""
 
 
 @dataclass
@@ -102,7 +102,8 @@ class _Owned:
     address: str = ""
     owner: int = field(default_factory=os.getpid)  # a forked child must not end them
     dispatcher: subprocess.Popen[str] | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    host: WorkerHost | None = None  # the workers' parent (see runtime.worker_host)
+    workers: list[HostedProcess] = field(default_factory=list)
     clients: list[Client] = field(default_factory=list)
 
 
@@ -130,7 +131,11 @@ class LocalCluster:
         metrics: bool = True,
         keys: bool | str = False,
         keep_jobs: bool = True,
+        preload: Sequence[str] = (),
     ) -> None:
+        # Modules the workers import before they start (see runtime.worker_host): forked with
+        # them, every slot has them from its start.
+        self._preload = list(preload)
         # The dispatcher's metrics, JSON API and dashboard: off by default (an embedded
         # cluster is often one of many on a machine); True serves them on a free loopback
         # port, a "HOST:PORT" there (see http_url).
@@ -167,6 +172,8 @@ class LocalCluster:
         self._start_timeout = start_timeout
         self._owned = _Owned(self._tmpdir, self._requested_address)
         self._started = False
+        self._ready = False
+        self._read_address_later = False
         # Closes at interpreter exit too, if nobody did before (weakref.finalize runs then).
         self._finalizer = weakref.finalize(self, _close, self._owned)
 
@@ -184,7 +191,9 @@ class LocalCluster:
         return self._owned.dispatcher
 
     @property
-    def workers(self) -> list[subprocess.Popen[bytes]]:
+    def workers(self) -> list[HostedProcess]:
+        """The worker processes (``Popen``'s ``pid``, ``poll``, ``wait``, ``kill``,
+        ``send_signal``; forked by the cluster's worker host, which reaps them)."""
         return self._owned.workers
 
     # ------------------------------------------------------------------ lifecycle
@@ -203,6 +212,22 @@ class LocalCluster:
 
     def start(self) -> None:
         """Start the dispatcher and the workers; return once every worker has registered."""
+        self._launch()
+        if self._ready:
+            return
+        try:
+            if self._read_address_later:
+                self._read_address_later = False
+                self._read_address()
+            self.wait_for_workers(self._n_workers)
+        except BaseException:
+            self.close()
+            raise
+        self._ready = True
+
+    def _launch(self) -> None:
+        """Start the processes, without waiting for them (``start`` waits): a caller may do
+        something of its own meanwhile (``StreamEnvironment.local`` imports a job's master)."""
         if not self._finalizer.alive:
             raise RuntimeError("this LocalCluster was closed: make a new one")
         if self._started:
@@ -212,14 +237,13 @@ class LocalCluster:
             self._spawn_dispatcher()
             if self._requested_address.startswith("ipc://"):
                 # The address is known before the dispatcher binds it: its start-up and the
-                # workers' overlap (a worker knocks until the dispatcher answers).
+                # worker host's overlap (the host forks a worker once the address is bound).
                 self.address = self._requested_address
                 self._start_workers()
-                self._read_address()
+                self._read_address_later = True
             else:
                 self._read_address()  # a tcp port chosen by the OS, if asked
                 self._start_workers()
-            self.wait_for_workers(self._n_workers)
         except BaseException:
             self.close()
             raise
@@ -301,7 +325,7 @@ class LocalCluster:
         slots: int = 1,
         resources: dict[str, float] | None = None,
         labels: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
+    ) -> HostedProcess:
         """Start one more worker process (it registers by itself; see wait_for_workers)."""
         options = {
             "slots": slots,
@@ -311,13 +335,13 @@ class LocalCluster:
             "drain_grace": self._drain_grace,
             "max_message_size": self._max_message_size,
             "direct": self._direct,
-            "exit_with_parent": os.getpid(),
         }
-        command = [sys.executable, "-c", _WORKER_MAIN, self.address, json.dumps(options)]
         # The worker's own directory goes into ours, so that close() removes it however the
         # worker ended.
         env = {**self._environment("worker"), SLOTS_DIR_ENV: self._tmpdir}
-        process = subprocess.Popen(command, start_new_session=True, env=env)
+        if self._owned.host is None:
+            self._owned.host = WorkerHost(self._preload, env)
+        process = self._owned.host.start_worker(self.address, options, env)
         self._owned.workers.append(process)
         return process
 
@@ -390,14 +414,16 @@ def _close(owned: _Owned) -> None:
         with contextlib.suppress(Exception):
             client.terminate("the LocalCluster was closed")
     owned.clients.clear()
-    processes: list[subprocess.Popen[Any]] = list(owned.workers)
+    processes: list[subprocess.Popen[Any] | HostedProcess] = list(owned.workers)
     if owned.dispatcher is not None:
         processes.append(owned.dispatcher)
     for process in processes:
         _kill_group(process)
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)  # SIGKILL does not fail: reaped at once
+            process.wait(timeout=5)  # SIGKILL does not fail: reaped at once (by the host)
+    if owned.host is not None:
+        owned.host.close()
     if owned.dispatcher is not None and owned.dispatcher.stdout is not None:
         owned.dispatcher.stdout.close()
     shutil.rmtree(owned.tmpdir, ignore_errors=True)
@@ -405,11 +431,11 @@ def _close(owned: _Owned) -> None:
         remove_spilled(owned.address)
 
 
-def _kill_group(process: subprocess.Popen[Any]) -> None:
+def _kill_group(process: subprocess.Popen[Any] | HostedProcess) -> None:
     """SIGKILL the process group ``process`` leads (it was started in a session of its own):
     the process and its children (a worker's slots; the dispatcher's job launcher and masters).
     Only while ``process`` is not reaped: until then its pid, and so its group id, is ours."""
-    if process.returncode is not None:
+    if process.poll() is not None:
         return
     try:
         os.killpg(process.pid, signal.SIGKILL)
