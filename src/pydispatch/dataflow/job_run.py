@@ -174,6 +174,18 @@ class JobRun:
         port = self._control.bind_to_random_port(f"tcp://{options.host}")
         self.endpoint = f"tcp://{options.host}:{port}"
         self._closing = threading.Event()
+        # Events from other threads (a slice's future done, cancel, close) wake the master
+        # thread at once, polled with the control socket: waiting out the 20 ms poll made a
+        # job's result and its close later by ~20 ms each. A zmq socket is not thread-safe:
+        # the sending end is used under a lock, and closed by the master thread as it ends.
+        self._wake_lock = threading.Lock()
+        self._wake_in = self._context.socket(zmq.PULL)
+        self._wake_in.bind(f"inproc://wake-{id(self)}")
+        self._wake_out: zmq.Socket[Any] | None = self._context.socket(zmq.PUSH)
+        self._wake_out.connect(f"inproc://wake-{id(self)}")
+        self._poller = zmq.Poller()
+        self._poller.register(self._control, zmq.POLLIN)
+        self._poller.register(self._wake_in, zmq.POLLIN)
         self._waiters: list[tuple[bytes, float]] = []  # result requests held until the end
         self._handed_over = False  # see abort
         self._outcome: tuple[jp.JobResultReply, list[transport.FrameLike]] | None = None
@@ -226,7 +238,7 @@ class JobRun:
         if self._done.is_set():
             return False
         reply: Future[bool] = Future()
-        self._events.put(("cancel", reply))
+        self._put(("cancel", reply))
         return reply.result(timeout=30)
 
     def abort(self, reason: str, hand_over: bool = False) -> bool:
@@ -236,7 +248,7 @@ class JobRun:
         if self._done.is_set():
             return False
         reply: Future[bool] = Future()
-        self._events.put(("abort", reply, reason, hand_over))
+        self._put(("abort", reply, reason, hand_over))
         return reply.result(timeout=30)
 
     def alive(self) -> bool:
@@ -248,6 +260,7 @@ class JobRun:
         remove the shared-memory files its large ``from_arrays`` sources were written to
         (``handle.spill_arrays``): no slice of the job reads them any more."""
         self._closing.set()
+        self._wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
         for directory in _spilled_directories(self.plan.job):
@@ -277,7 +290,12 @@ class JobRun:
     def _loop(self) -> None:
         try:
             while not self._closing.is_set():
-                if self._control.poll(20):
+                ready = dict(self._poller.poll(20))
+                if self._wake_in in ready:
+                    with contextlib.suppress(zmq.Again):
+                        while True:
+                            self._wake_in.recv(zmq.NOBLOCK)
+                if self._control in ready:
                     self._receive()
                 while True:
                     try:
@@ -310,8 +328,22 @@ class JobRun:
             with contextlib.suppress(Exception):
                 self._announce()
             self._control.close()
+            with self._wake_lock:
+                if self._wake_out is not None:
+                    self._wake_out.close(linger=0)
+                    self._wake_out = None
+            self._wake_in.close(linger=0)
             self._gate.stop()
             self._context.term()
+
+    def _put(self, event: tuple[Any, ...]) -> None:
+        self._events.put(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._wake_lock, contextlib.suppress(zmq.Again):
+            if self._wake_out is not None:  # else the master thread has ended
+                self._wake_out.send(b"", zmq.NOBLOCK)
 
     def _announce(self) -> None:
         """Tell the dispatcher of each change of state (``pydispatch jobs`` lists them)."""
@@ -588,7 +620,7 @@ class JobRun:
 
     def _on_done(self, attempt: int, index: int) -> Callable[[Future[Any]], None]:
         def put(future: Future[Any]) -> None:
-            self._events.put(("done", attempt, index, future))
+            self._put(("done", attempt, index, future))
 
         return put
 

@@ -41,7 +41,7 @@ from typing import Any, Final
 import zmq
 
 from .._exports import publish
-from ..scheduling.vocabulary import DEFAULT_PREFETCH
+from ..scheduling.prefetch import DEFAULT_PREFETCH
 from ..wire import protocol as p
 from ..wire.security import (
     DISPATCHER,

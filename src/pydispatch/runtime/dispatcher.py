@@ -41,7 +41,7 @@ from ..monitor.view import DispatcherView
 from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
 from ..scheduling.solver_placer import SolverStats, solver_placer
-from ..scheduling.vocabulary import DEFAULT_PREFETCH  # re-exported: the CLI's default
+from ..scheduling.prefetch import DEFAULT_PREFETCH  # re-exported: the CLI's default
 from ..wire import protocol as p
 from ..wire.addresses import advertised
 from ..wire.security import AdminTokens, Gate, Keys

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Literal
 
 from .snapshots import WorkerSnapshot
 
 __all__ = [
-    "DEFAULT_PREFETCH",
     "AskToReregister",
     "AttemptOutcome",
     "Counters",
@@ -27,14 +26,6 @@ __all__ = [
     "Snapshot",
     "WorkerSnapshot",
 ]
-
-# Attempts queued on a slot beyond the running one, at most (the scheduler also bounds them
-# by about 2 ms of measured work, so this cap binds only for tasks under ~30 us): small tasks
-# then never wait for a dispatcher round trip, and a slot that never runs dry is never woken
-# (on 2 cores, waking one cost the dispatcher more than sending it work: 16 -> 64 took 10k
-# no-ops from ~42k to ~56k tasks/s). 0 = exact priorities and fair share. The dispatcher's
-# default; here so that a LocalCluster names it without importing the dispatcher (~80 ms).
-DEFAULT_PREFETCH: Final = 64
 
 Outcome = Literal["ok", "error", "failed", "cancelled", "lost"]
 
