@@ -155,10 +155,13 @@ class WorkerHost:
         finally:
             os.close(requests_read)
             os.close(events_write)
+        os.set_blocking(self._events, False)
         self._buffer = b""
         self._workers: dict[int, HostedProcess] = {}
         self._started: list[int] = []  # answers not yet taken by start_worker
+        self._exits: dict[int, int] = {}  # exit codes of pids start_worker has not taken yet
         self._lock = threading.Lock()  # poll() may be called from any thread
+        self._requesting = threading.Lock()
         self._closed = False
 
     def start_worker(
@@ -167,48 +170,57 @@ class WorkerHost:
         """Ask for a worker; return it once the host says its pid."""
         request = {"address": address, "options": options, "environment": environment}
         line = json.dumps(request).encode() + b"\n"
-        with self._lock:
+        with self._requesting:  # one request at a time: the answers come in order
             try:
                 os.write(self._requests, line)  # < 64 KiB: one write into an empty pipe
-            except BrokenPipeError:
+            except (BrokenPipeError, OSError):
                 raise RuntimeError("the cluster's worker host exited") from None
             while not self._started:
-                if not self._read(None):
+                if not self.update(None):
                     raise RuntimeError("the cluster's worker host exited")
-            process = HostedProcess(self._started.pop(0), self)
-            self._workers[process.pid] = process
+            with self._lock:
+                process = HostedProcess(self._started.pop(0), self)
+                process.returncode = self._exits.pop(process.pid, None)
+                self._workers[process.pid] = process
         return process
 
     def update(self, timeout: float | None = 0.0) -> bool:
         """Read what the host said (waiting up to ``timeout`` for something, None: forever);
-        False once the host is gone."""
+        False once the host is gone. The wait holds no lock: another thread's ``poll`` does
+        not wait for it."""
+        if not self._closed:
+            with contextlib.suppress(OSError, ValueError):  # closed meanwhile
+                select.select([self._events], [], [], timeout)
         with self._lock:
-            return self._read(timeout)
+            return self._read()
 
-    def _read(self, timeout: float | None) -> bool:
-        """Read events (waiting up to ``timeout``); False once the host is gone."""
-        if self._closed:
-            for process in self._workers.values():
-                process.lost_host()
-            return False
-        readable, _, _ = select.select([self._events], [], [], timeout)
-        if not readable:
-            return True
-        data = os.read(self._events, 65536)
-        if not data:
-            self._closed = True
-            for process in self._workers.values():
-                process.lost_host()
-            return False
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            words = line.split()
-            if words[0] == b"started":
-                self._started.append(int(words[1]))
-            elif words[0] == b"exited" and int(words[1]) in self._workers:
-                self._workers[int(words[1])].returncode = int(words[2])
-        return True
+    def _read(self) -> bool:
+        """Read the events there are (without waiting); False once the host is gone."""
+        while not self._closed:
+            try:
+                data = os.read(self._events, 65536)
+            except BlockingIOError:  # nothing (more) to read
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                self._closed = True
+                break
+            self._buffer += data
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                words = line.split()
+                if words[0] == b"started":
+                    self._started.append(int(words[1]))
+                elif words[0] == b"exited":
+                    pid, code = int(words[1]), int(words[2])
+                    if pid in self._workers:
+                        self._workers[pid].returncode = code
+                    else:  # reported before start_worker made its object
+                        self._exits[pid] = code
+        for process in self._workers.values():
+            process.lost_host()
+        return False
 
     def close(self, timeout: float = 5.0) -> None:
         """End the host (its workers, if any are left, stop when they see it gone)."""
@@ -219,9 +231,10 @@ class WorkerHost:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        with contextlib.suppress(OSError):
-            os.close(self._events)
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.close(self._events)
 
 
 class HostedProcess:
