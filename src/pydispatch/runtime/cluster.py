@@ -1,10 +1,10 @@
 """``LocalCluster``: a dispatcher and worker processes on this machine, in one context manager.
 
-The dispatcher is started with ``subprocess``; the workers are forked by one worker host
-(``runtime.worker_host``: the worker's modules imported once, not once a worker). Every
-process is in a session of its own and ended by its pid on :meth:`LocalCluster.close`: SIGKILL
-to the process group the pid leads, which holds a worker and its slot processes (or the
-dispatcher and the job launcher it keeps, with its job masters).
+The dispatcher and the workers are forked by one host process (``runtime.cluster_host``:
+what they import is imported once, not once a process). Every process is in a session of its
+own and ended by its pid on :meth:`LocalCluster.close`: SIGKILL to the process group the pid
+leads, which holds a worker and its slot processes (or the dispatcher and the job launcher it
+keeps, with its job masters).
 Nothing a closing cluster's processes could still do matters to anyone (the dispatcher they
 would report to ends with them), so they are not asked to stop gracefully: that took up to half
 a second (each process noticing its signal between two polls, one after the other), and the
@@ -24,12 +24,11 @@ identity the workers use.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import weakref
@@ -63,7 +62,7 @@ from ..wire.transport import (
     split_envelope,
 )
 from .client import Client
-from .worker_host import HostedProcess, WorkerHost
+from .cluster_host import ClusterHost, HostedProcess
 
 __all__ = ["SLOTS_DIR_ENV", "LocalCluster"]
 
@@ -78,19 +77,7 @@ def _format_resources(resources: dict[str, float]) -> str:
     return ",".join(f"{name}={float(amount)!r}" for name, amount in resources.items())
 
 
-# ``pydispatch dispatcher`` and ``pydispatch worker`` without the command line's imports
-# (argparse; for a worker, the dispatcher's modules): tens of milliseconds of CPU less per
-# process while a cluster starts on few cores. The dispatcher's first line names the address
-# it bound.
-_LOGGING: Final = """\
-import json, logging, sys
-logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
-"""
-_DISPATCHER_MAIN: Final = f"""{_LOGGING}\
-from pydispatch.runtime.dispatcher import run_dispatcher
-from pydispatch.wire.security import resolve_keys
-run_dispatcher(sys.argv[1], keys=resolve_keys(), **json.loads(sys.argv[2]))
-"""
+_LINE_STEP_S: Final = 0.05  # how often a wait for the dispatcher's first lines looks at it
 
 
 @dataclass
@@ -101,8 +88,8 @@ class _Owned:
     tmpdir: str
     address: str = ""
     owner: int = field(default_factory=os.getpid)  # a forked child must not end them
-    dispatcher: subprocess.Popen[str] | None = None
-    host: WorkerHost | None = None  # the workers' parent (see runtime.worker_host)
+    host: ClusterHost | None = None  # every process's parent (see runtime.cluster_host)
+    dispatcher: HostedProcess | None = None
     workers: list[HostedProcess] = field(default_factory=list)
     clients: list[Client] = field(default_factory=list)
 
@@ -133,8 +120,8 @@ class LocalCluster:
         keep_jobs: bool = True,
         preload: Sequence[str] = (),
     ) -> None:
-        # Modules the workers import before they start (see runtime.worker_host): forked with
-        # them, every slot has them from its start.
+        # Modules the workers import before they start (see runtime.cluster_host): forked
+        # with them, every slot has them from its start.
         self._preload = list(preload)
         # The dispatcher's metrics, JSON API and dashboard: off by default (an embedded
         # cluster is often one of many on a machine); True serves them on a free loopback
@@ -174,6 +161,7 @@ class LocalCluster:
         self._started = False
         self._ready = False
         self._read_address_later = False
+        self._output = b""  # the dispatcher's output not read yet
         # Closes at interpreter exit too, if nobody did before (weakref.finalize runs then).
         self._finalizer = weakref.finalize(self, _close, self._owned)
 
@@ -187,7 +175,9 @@ class LocalCluster:
         return admin_http_token(secret, load_keys(self.keys, "admin").public)
 
     @property
-    def dispatcher(self) -> subprocess.Popen[str] | None:
+    def dispatcher(self) -> HostedProcess | None:
+        """The dispatcher's process (``Popen``'s ``pid``, ``poll``, ``wait``, ``kill``,
+        ``send_signal``; forked by the cluster's host, which reaps it)."""
         return self._owned.dispatcher
 
     @property
@@ -263,7 +253,6 @@ class LocalCluster:
             "heartbeat_timeout": self._heartbeat_timeout,
             "max_message_size": self._max_message_size,
             "prefetch": self._prefetch,
-            "exit_with_parent": os.getpid(),
             "job_masters": self._job_masters,
             "client_timeout": self._client_timeout,
             "metrics": self._metrics,
@@ -271,16 +260,17 @@ class LocalCluster:
             # Its own store, kept across restart_dispatcher(), removed with the cluster.
             "state_dir": os.path.join(self._tmpdir, "state") if self._keep_jobs else None,
         }
-        command = [
-            sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)
-        ]  # fmt: skip
-        self._owned.dispatcher = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            env=self._environment(DISPATCHER),
-        )
+        address, env = self._requested_address, self._environment(DISPATCHER)
+        self._owned.dispatcher = self._host().start("dispatcher", address, options, env)
+
+    def _host(self) -> ClusterHost:
+        """The cluster's host process, started on first use."""
+        if self._owned.host is None:
+            # The workers' environment: the host imports the workers' modules (the
+            # dispatcher's get theirs from its request).
+            env = {**self._environment("worker"), SLOTS_DIR_ENV: self._tmpdir}
+            self._owned.host = ClusterHost(self._preload, env)
+        return self._owned.host
 
     def _environment(self, identity: str) -> dict[str, str]:
         """Our environment for a process of the cluster, naming its keys (or none)."""
@@ -291,19 +281,28 @@ class LocalCluster:
         return env
 
     def _read_address(self) -> None:
-        dispatcher = self._owned.dispatcher
-        assert dispatcher is not None
-        assert dispatcher.stdout is not None
         # The first line names the bound endpoint (a tcp port chosen by the OS, if asked).
-        line = dispatcher.stdout.readline()
-        if not line:
-            raise RuntimeError("the dispatcher exited during start-up")
-        self.address = line.strip().rsplit(" ", 1)[-1]
+        self.address = self._dispatcher_line("").rsplit(" ", 1)[-1]
         if self._http:  # a second line names where the HTTP endpoint listens
-            line = dispatcher.stdout.readline()
-            if not line:
-                raise RuntimeError("the dispatcher exited during start-up (its HTTP endpoint?)")
-            self.http_url = line.strip().rsplit(" ", 1)[-1]
+            self.http_url = self._dispatcher_line(" (its HTTP endpoint?)").rsplit(" ", 1)[-1]
+
+    def _dispatcher_line(self, hint: str) -> str:
+        """The dispatcher's next line of output, or an error once it exited (the pipe stays
+        open: the host holds it for the next dispatcher) or ``start_timeout`` passed."""
+        dispatcher, host = self._owned.dispatcher, self._owned.host
+        assert dispatcher is not None
+        assert host is not None
+        deadline = time.monotonic() + self._start_timeout
+        while b"\n" not in self._output:
+            if dispatcher.poll() is not None:
+                raise RuntimeError(f"the dispatcher exited during start-up{hint}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the dispatcher did not start in time{hint}")
+            ready, _, _ = select.select([host.dispatcher_output], [], [], _LINE_STEP_S)
+            if ready:
+                self._output += os.read(host.dispatcher_output, 4096)
+        line, self._output = self._output.split(b"\n", 1)
+        return line.decode().strip()
 
     def restart_dispatcher(self) -> None:
         """End the dispatcher and start a new one on the same address (workers re-register;
@@ -311,8 +310,7 @@ class LocalCluster:
         old = self._owned.dispatcher
         if old is not None:
             _end(old, signal.SIGKILL)
-            if old.stdout is not None:
-                old.stdout.close()
+        self._output = b""  # what the old one wrote and was not read
         if self.address.startswith("tcp://"):
             self._requested_address = self.address  # the same port again
         self._spawn_dispatcher()
@@ -339,9 +337,7 @@ class LocalCluster:
         # The worker's own directory goes into ours, so that close() removes it however the
         # worker ended.
         env = {**self._environment("worker"), SLOTS_DIR_ENV: self._tmpdir}
-        if self._owned.host is None:
-            self._owned.host = WorkerHost(self._preload, env)
-        process = self._owned.host.start_worker(self.address, options, env)
+        process = self._host().start("worker", self.address, options, env)
         self._owned.workers.append(process)
         return process
 
@@ -414,7 +410,7 @@ def _close(owned: _Owned) -> None:
         with contextlib.suppress(Exception):
             client.terminate("the LocalCluster was closed")
     owned.clients.clear()
-    processes: list[subprocess.Popen[Any] | HostedProcess] = list(owned.workers)
+    processes = list(owned.workers)
     if owned.dispatcher is not None:
         processes.append(owned.dispatcher)
     for process in processes:
@@ -423,15 +419,13 @@ def _close(owned: _Owned) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)  # SIGKILL does not fail: reaped at once (by the host)
     if owned.host is not None:
-        owned.host.close()
-    if owned.dispatcher is not None and owned.dispatcher.stdout is not None:
-        owned.dispatcher.stdout.close()
+        owned.host.close()  # and the pipe of the dispatcher's output
     shutil.rmtree(owned.tmpdir, ignore_errors=True)
     if owned.address.startswith("ipc://"):  # what its jobs left in /dev/shm (SIGKILLed)
         remove_spilled(owned.address)
 
 
-def _kill_group(process: subprocess.Popen[Any] | HostedProcess) -> None:
+def _kill_group(process: HostedProcess) -> None:
     """SIGKILL the process group ``process`` leads (it was started in a session of its own):
     the process and its children (a worker's slots; the dispatcher's job launcher and masters).
     Only while ``process`` is not reaped: until then its pid, and so its group id, is ours."""
@@ -444,7 +438,7 @@ def _kill_group(process: subprocess.Popen[Any] | HostedProcess) -> None:
             process.kill()
 
 
-def _end(process: subprocess.Popen[Any], first: signal.Signals) -> None:
+def _end(process: HostedProcess, first: signal.Signals) -> None:
     """Ask politely, then SIGKILL; always reap. (SIGCONT first: it may be stopped.)"""
     if process.poll() is not None:
         return

@@ -40,8 +40,8 @@ from ..monitor.recorder import Recorder
 from ..monitor.view import DispatcherView
 from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
-from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..scheduling.prefetch import DEFAULT_PREFETCH  # re-exported: the CLI's default
+from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..wire import protocol as p
 from ..wire.addresses import advertised
 from ..wire.security import AdminTokens, Gate, Keys

@@ -464,7 +464,7 @@ class StreamEnvironment:
         # (With keys, the dispatcher hosts them: it issues each job's credentials.)
         keyed = bool(cluster_options.get("keys"))
         hosted = bool(cluster_options.setdefault("job_masters", keyed))
-        # Every slot of the cluster runs slices: forked from a worker host that imported
+        # Every slot of the cluster runs slices: forked from a cluster host that imported
         # their modules (numpy, the plan, the operators), none imports them itself.
         cluster_options.setdefault("preload", _SLICE_MODULES)
         cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)

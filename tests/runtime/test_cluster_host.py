@@ -1,18 +1,21 @@
-"""A LocalCluster's workers are forked by one worker host (``runtime.worker_host``), which
-imports their modules once: the process tree it makes, the ``Popen``-like objects the cluster
-hands out for workers it did not fork, the preload a dataflow environment asks, and that
+"""A LocalCluster's dispatcher and workers are forked by one host process
+(``runtime.cluster_host``), which imports their modules once: the process tree it makes, the
+``Popen``-like objects the cluster hands out for processes it did not fork, the preload a
+dataflow environment asks, the dispatcher's restart and its failures at start, and that
 nothing outlives the program that started the cluster. Real processes throughout."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from _support.clusters import make_cluster
 from _support.process_guard import children, eventually
@@ -48,13 +51,16 @@ def _blas_product(seed: int) -> list[float]:
     return [float(x) for x in (a @ a.T).sum(axis=0)]
 
 
-def test_one_host_forks_every_worker_and_each_leads_the_group_of_its_slots() -> None:
+def test_one_host_forks_the_dispatcher_and_every_worker_each_in_a_group_of_its_own() -> None:
     with make_cluster(workers=2, slots=1) as cluster:
-        hosts = {_parent(pid) for pid in cluster.worker_pids}
+        assert cluster.dispatcher is not None
+        dispatcher = cluster.dispatcher.pid
+        hosts = {_parent(pid) for pid in [dispatcher, *cluster.worker_pids]}
         assert len(hosts) == 1
         (host,) = hosts
         assert host != os.getpid()
-        assert _parent(host) == os.getpid()  # the host is ours; its workers are its children
+        assert _parent(host) == os.getpid()  # the host is ours; the others are its children
+        assert os.getpgid(dispatcher) == dispatcher
         cluster.start_worker(name="later")  # forked by the same host after start
         cluster.wait_for_workers(3)
         assert {_parent(pid) for pid in cluster.worker_pids} == {host}
@@ -117,7 +123,7 @@ from pydispatch import LocalCluster
 
 cluster = LocalCluster(workers=2, slots=1)
 cluster.start()
-print(cluster._owned.host.process.pid, *cluster.worker_pids, flush=True)
+print(cluster._owned.host.process.pid, cluster.dispatcher.pid, *cluster.worker_pids, flush=True)
 time.sleep(600)
 """
 
@@ -129,11 +135,41 @@ def test_a_killed_program_leaves_no_host_and_no_worker_behind() -> None:
     try:
         assert program.stdout is not None
         pids = [int(word) for word in program.stdout.readline().split()]
-        assert len(pids) == 3
-        slots = [slot for worker in pids[1:] for slot in children(worker)]
+        assert len(pids) == 4
+        slots = [slot for worker in pids[2:] for slot in children(worker)]
     finally:
         program.kill()
         program.wait()
-    # Its end closes the host's request pipe: the host exits, then its workers (whose parent
-    # it was) and their slots stop by themselves.
-    eventually(lambda: not any(map(_alive, pids + slots)), "the host, workers and slots ended")
+    # Its end closes the host's request pipe: the host exits, then the dispatcher and the
+    # workers (whose parent it was) and their slots stop by themselves.
+    eventually(lambda: not any(map(_alive, pids + slots)), "every process ended")
+
+
+def test_a_dispatcher_restarted_on_tcp_keeps_its_port_and_the_workers_come_back() -> None:
+    with make_cluster(workers=1, slots=1, address="tcp://127.0.0.1:0") as cluster:
+        address = cluster.address
+        assert address.startswith("tcp://127.0.0.1:")
+        assert not address.endswith(":0")
+        old = cluster.dispatcher
+        assert old is not None
+        cluster.restart_dispatcher()
+        assert old.returncode == -signal.SIGKILL
+        assert cluster.dispatcher is not None
+        assert cluster.dispatcher.pid != old.pid
+        assert cluster.address == address
+        cluster.wait_for_workers(1)
+        assert cluster.client().submit(abs, -5).result(timeout=60) == 5
+
+
+def test_a_dispatcher_that_cannot_bind_fails_the_start_with_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cluster = make_cluster(workers=1, slots=1, address=f"tcp://127.0.0.1:{port}")
+        with pytest.raises(RuntimeError, match="the dispatcher exited during start-up"):
+            cluster.start()
+    # start() closed it: every process it started has ended.
+    assert cluster.dispatcher is not None
+    assert cluster.dispatcher.returncode is not None
+    assert not Path(cluster._tmpdir).exists()
