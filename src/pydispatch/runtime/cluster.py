@@ -95,7 +95,11 @@ class _Owned:
 
 
 class LocalCluster:
-    """``with LocalCluster(workers=2, slots=1) as cluster: client = cluster.client()``."""
+    """``with LocalCluster(workers=2, slots=1) as cluster: client = cluster.client()``.
+
+    ``preload``: names of modules the workers import before they start, so that every slot
+    has them from its first task (``StreamEnvironment.local`` preloads the slices' modules).
+    """
 
     def __init__(
         self,
