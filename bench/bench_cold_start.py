@@ -12,11 +12,14 @@ costs on this machine. Variants:
 - the same never closing it (the cluster is ended at interpreter exit);
 - ``import pydispatch.stream`` alone, to tell the import from the rest.
 
-``python bench/bench_cold_start.py [ROUNDS]`` prints, per round, the seed example's wall time and
-the CPU time of every process it ran (the interpreter, the dispatcher, the workers and their
-slots: this process becomes a child subreaper, so the slots a killed worker leaves are reaped
-and counted here), next to ``python -c pass``: on a loaded machine the CPU total is the figure
-that does not depend on the neighbours.
+``python bench/bench_cold_start.py [ROUNDS] [SRC ...]`` prints, per round, the seed example's wall
+time and the CPU time of every process it ran (the interpreter, the cluster's host, the
+dispatcher, the workers and their slots: this process becomes a child subreaper, so the slots a
+killed worker leaves are reaped and counted here), next to ``python -c pass``: on a loaded
+machine the CPU total is the figure that does not depend on the neighbours. With ``SRC``
+directories (say a ``git archive`` of main with its ``_core`` extension, and this tree's
+``src``), the seed example runs with each as ``PYTHONPATH``, interleaved round by round (the
+order alternating), so that before and after meet the same neighbours.
 
 Why a subprocess rather than timing inside this process (as ``bench_stream``'s cold-start
 benchmark does): the import, the teardown and the interpreter's exit are part of what the user
@@ -116,14 +119,21 @@ def _cpu_and_wall(code: str) -> tuple[float, float]:
     return wall, cpu
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, sources: list[str]) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-    figures: dict[str, list[tuple[float, float]]] = {"pass": [], "seed": []}
-    for _ in range(rounds):
-        for name, code in (("pass", "pass"), ("seed", SEED)):
-            figures[name].append(_cpu_and_wall(code))
+    variants: list[tuple[str, str | None]] = [("seed", None)]
+    if sources:
+        variants = [(f"seed {source}", source) for source in sources]
+    figures: dict[str, list[tuple[float, float]]] = {"pass": []}
+    figures.update((name, []) for name, _ in variants)
+    for round_ in range(rounds):
+        figures["pass"].append(_cpu_and_wall("pass"))
+        for name, source in variants if round_ % 2 == 0 else variants[::-1]:
+            if source is not None:
+                os.environ["PYTHONPATH"] = os.path.abspath(source)
+            figures[name].append(_cpu_and_wall(SEED))
     for name, runs in figures.items():
         walls = ", ".join(f"{wall:.2f}" for wall, _ in runs)
         cpus = ", ".join(f"{cpu:.2f}" for _, cpu in runs)
@@ -134,4 +144,4 @@ def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS, sys.argv[2:])

@@ -30,7 +30,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -105,6 +105,58 @@ _CONTROL_MESSAGE_LIMIT = 4 << 20
 _WAIT_FOR_WORKERS = 10.0
 
 
+class _Inbox:
+    """Events for a job's master thread from other threads (a slice's future done, a cancel,
+    a close), and the thread's wait for them or for its control socket: a put ends the wait
+    at once (waiting out a 20 ms poll made a job's result and its close ~20 ms later each).
+    A zmq socket is not thread-safe: the waking end is used under a lock, and closed by the
+    master thread as it ends."""
+
+    def __init__(self, context: zmq.Context[Any], control: zmq.Socket[Any]) -> None:
+        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._in = context.socket(zmq.PULL)
+        self._in.bind(f"inproc://inbox-{id(self)}")
+        self._out: zmq.Socket[Any] | None = context.socket(zmq.PUSH)
+        self._out.connect(f"inproc://inbox-{id(self)}")
+        self._control = control
+        self._poller = zmq.Poller()
+        self._poller.register(control, zmq.POLLIN)
+        self._poller.register(self._in, zmq.POLLIN)
+
+    def put(self, event: tuple[Any, ...]) -> None:
+        self._events.put(event)
+        self.wake()
+
+    def wake(self) -> None:
+        with self._lock, contextlib.suppress(zmq.Again):
+            if self._out is not None:  # else the master thread has ended
+                self._out.send(b"", zmq.NOBLOCK)
+
+    def wait(self, timeout_ms: int) -> bool:
+        """Until an event, a message or the timeout; whether the control socket has one."""
+        ready = dict(self._poller.poll(timeout_ms))
+        if self._in in ready:
+            with contextlib.suppress(zmq.Again):
+                while True:
+                    self._in.recv(zmq.NOBLOCK)
+        return self._control in ready
+
+    def events(self) -> Iterator[tuple[Any, ...]]:
+        while True:
+            try:
+                yield self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        with self._lock:
+            if self._out is not None:
+                self._out.close(linger=0)
+                self._out = None
+        self._in.close(linger=0)
+
+
 class JobRun:
     """A job's master: deploys and watches the job, serves its control socket.
 
@@ -152,7 +204,6 @@ class JobRun:
             for index in range(plan.n_slots)
         ]
         self._slice_resources = _slice_resources(plan)
-        self._events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._attempts: dict[int, _Attempt] = {}
         self._timers: list[tuple[float, int]] = []
         self._done = threading.Event()
@@ -174,6 +225,7 @@ class JobRun:
         port = self._control.bind_to_random_port(f"tcp://{options.host}")
         self.endpoint = f"tcp://{options.host}:{port}"
         self._closing = threading.Event()
+        self._inbox = _Inbox(self._context, self._control)
         self._waiters: list[tuple[bytes, float]] = []  # result requests held until the end
         self._handed_over = False  # see abort
         self._outcome: tuple[jp.JobResultReply, list[transport.FrameLike]] | None = None
@@ -226,7 +278,7 @@ class JobRun:
         if self._done.is_set():
             return False
         reply: Future[bool] = Future()
-        self._events.put(("cancel", reply))
+        self._inbox.put(("cancel", reply))
         return reply.result(timeout=30)
 
     def abort(self, reason: str, hand_over: bool = False) -> bool:
@@ -236,7 +288,7 @@ class JobRun:
         if self._done.is_set():
             return False
         reply: Future[bool] = Future()
-        self._events.put(("abort", reply, reason, hand_over))
+        self._inbox.put(("abort", reply, reason, hand_over))
         return reply.result(timeout=30)
 
     def alive(self) -> bool:
@@ -248,6 +300,7 @@ class JobRun:
         its sources' shared-memory files (``handle.spill_sources``), and its collected records'
         unless the dispatcher keeps its outcome (``keep_collected``) or a next master runs it."""
         self._closing.set()
+        self._inbox.wake()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=10)
         for directory in _spilled_directories(self.plan.job, keep_collected or self._handed_over):
@@ -277,13 +330,9 @@ class JobRun:
     def _loop(self) -> None:
         try:
             while not self._closing.is_set():
-                if self._control.poll(20):
+                if self._inbox.wait(20):
                     self._receive()
-                while True:
-                    try:
-                        event = self._events.get_nowait()
-                    except queue.Empty:
-                        break
+                for event in self._inbox.events():
                     self._event(event)
                 now = time.monotonic()
                 due = [t for t in self._timers if t[0] <= now]
@@ -310,6 +359,7 @@ class JobRun:
             with contextlib.suppress(Exception):
                 self._announce()
             self._control.close()
+            self._inbox.close()
             self._gate.stop()
             self._context.term()
 
@@ -588,7 +638,7 @@ class JobRun:
 
     def _on_done(self, attempt: int, index: int) -> Callable[[Future[Any]], None]:
         def put(future: Future[Any]) -> None:
-            self._events.put(("done", attempt, index, future))
+            self._inbox.put(("done", attempt, index, future))
 
         return put
 

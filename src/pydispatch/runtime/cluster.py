@@ -1,8 +1,10 @@
 """``LocalCluster``: a dispatcher and worker processes on this machine, in one context manager.
 
-Every process is started with ``subprocess`` in a session of its own and ended by its pid on
-:meth:`LocalCluster.close`: SIGKILL to the process group the pid leads, which holds a worker
-and its slot processes (or the dispatcher and the job launcher it keeps, with its job masters).
+The dispatcher and the workers are forked by one host process (``runtime.cluster_host``:
+what they import is imported once, not once a process). Every process is in a session of its
+own and ended by its pid on :meth:`LocalCluster.close`: SIGKILL to the process group the pid
+leads, which holds a worker and its slot processes (or the dispatcher and the job launcher it
+keeps, with its job masters).
 Nothing a closing cluster's processes could still do matters to anyone (the dispatcher they
 would report to ends with them), so they are not asked to stop gracefully: that took up to half
 a second (each process noticing its signal between two polls, one after the other), and the
@@ -22,15 +24,15 @@ identity the workers use.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
@@ -38,6 +40,7 @@ from typing import Any, Final
 import zmq
 
 from .._exports import publish
+from ..scheduling.prefetch import DEFAULT_PREFETCH
 from ..wire import protocol as p
 from ..wire.security import (
     DISPATCHER,
@@ -59,7 +62,7 @@ from ..wire.transport import (
     split_envelope,
 )
 from .client import Client
-from .dispatcher import DEFAULT_PREFETCH
+from .cluster_host import ClusterHost, HostedProcess
 
 __all__ = ["SLOTS_DIR_ENV", "LocalCluster"]
 
@@ -74,23 +77,7 @@ def _format_resources(resources: dict[str, float]) -> str:
     return ",".join(f"{name}={float(amount)!r}" for name, amount in resources.items())
 
 
-# ``pydispatch dispatcher`` and ``pydispatch worker`` without the command line's imports
-# (argparse; for a worker, the dispatcher's modules): tens of milliseconds of CPU less per
-# process while a cluster starts on few cores. The dispatcher's first line names the address
-# it bound.
-_LOGGING: Final = """\
-import json, logging, sys
-logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(levelname)s %(message)s")
-"""
-_DISPATCHER_MAIN: Final = f"""{_LOGGING}\
-from pydispatch.runtime.dispatcher import run_dispatcher
-from pydispatch.wire.security import resolve_keys
-run_dispatcher(sys.argv[1], keys=resolve_keys(), **json.loads(sys.argv[2]))
-"""
-_WORKER_MAIN: Final = f"""{_LOGGING}\
-from pydispatch.runtime.worker import WorkerOptions, run_worker
-run_worker(sys.argv[1], WorkerOptions(**json.loads(sys.argv[2])))
-"""
+_LINE_STEP_S: Final = 0.05  # how often a wait for the dispatcher's first lines looks at it
 
 
 @dataclass
@@ -101,13 +88,18 @@ class _Owned:
     tmpdir: str
     address: str = ""
     owner: int = field(default_factory=os.getpid)  # a forked child must not end them
-    dispatcher: subprocess.Popen[str] | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    host: ClusterHost | None = None  # every process's parent (see runtime.cluster_host)
+    dispatcher: HostedProcess | None = None
+    workers: list[HostedProcess] = field(default_factory=list)
     clients: list[Client] = field(default_factory=list)
 
 
 class LocalCluster:
-    """``with LocalCluster(workers=2, slots=1) as cluster: client = cluster.client()``."""
+    """``with LocalCluster(workers=2, slots=1) as cluster: client = cluster.client()``.
+
+    ``preload``: names of modules the workers import before they start, so that every slot
+    has them from its first task (``StreamEnvironment.local`` preloads the slices' modules).
+    """
 
     def __init__(
         self,
@@ -130,7 +122,11 @@ class LocalCluster:
         metrics: bool = True,
         keys: bool | str = False,
         keep_jobs: bool = True,
+        preload: Sequence[str] = (),
     ) -> None:
+        # Modules the workers import before they start (see runtime.cluster_host): forked
+        # with them, every slot has them from its start.
+        self._preload = list(preload)
         # The dispatcher's metrics, JSON API and dashboard: off by default (an embedded
         # cluster is often one of many on a machine); True serves them on a free loopback
         # port, a "HOST:PORT" there (see http_url).
@@ -167,6 +163,9 @@ class LocalCluster:
         self._start_timeout = start_timeout
         self._owned = _Owned(self._tmpdir, self._requested_address)
         self._started = False
+        self._ready = False
+        self._read_address_later = False
+        self._output = b""  # the dispatcher's output not read yet
         # Closes at interpreter exit too, if nobody did before (weakref.finalize runs then).
         self._finalizer = weakref.finalize(self, _close, self._owned)
 
@@ -180,11 +179,15 @@ class LocalCluster:
         return admin_http_token(secret, load_keys(self.keys, "admin").public)
 
     @property
-    def dispatcher(self) -> subprocess.Popen[str] | None:
+    def dispatcher(self) -> HostedProcess | None:
+        """The dispatcher's process (``Popen``'s ``pid``, ``poll``, ``wait``, ``kill``,
+        ``send_signal``; forked by the cluster's host, which reaps it)."""
         return self._owned.dispatcher
 
     @property
-    def workers(self) -> list[subprocess.Popen[bytes]]:
+    def workers(self) -> list[HostedProcess]:
+        """The worker processes (``Popen``'s ``pid``, ``poll``, ``wait``, ``kill``,
+        ``send_signal``; forked by the cluster's worker host, which reaps them)."""
         return self._owned.workers
 
     # ------------------------------------------------------------------ lifecycle
@@ -203,6 +206,22 @@ class LocalCluster:
 
     def start(self) -> None:
         """Start the dispatcher and the workers; return once every worker has registered."""
+        self._launch()
+        if self._ready:
+            return
+        try:
+            if self._read_address_later:
+                self._read_address_later = False
+                self._read_address()
+            self.wait_for_workers(self._n_workers)
+        except BaseException:
+            self.close()
+            raise
+        self._ready = True
+
+    def _launch(self) -> None:
+        """Start the processes, without waiting for them (``start`` waits): a caller may do
+        something of its own meanwhile (``StreamEnvironment.local`` imports a job's master)."""
         if not self._finalizer.alive:
             raise RuntimeError("this LocalCluster was closed: make a new one")
         if self._started:
@@ -212,14 +231,13 @@ class LocalCluster:
             self._spawn_dispatcher()
             if self._requested_address.startswith("ipc://"):
                 # The address is known before the dispatcher binds it: its start-up and the
-                # workers' overlap (a worker knocks until the dispatcher answers).
+                # worker host's overlap (the host forks a worker once the address is bound).
                 self.address = self._requested_address
                 self._start_workers()
-                self._read_address()
+                self._read_address_later = True
             else:
                 self._read_address()  # a tcp port chosen by the OS, if asked
                 self._start_workers()
-            self.wait_for_workers(self._n_workers)
         except BaseException:
             self.close()
             raise
@@ -239,7 +257,6 @@ class LocalCluster:
             "heartbeat_timeout": self._heartbeat_timeout,
             "max_message_size": self._max_message_size,
             "prefetch": self._prefetch,
-            "exit_with_parent": os.getpid(),
             "job_masters": self._job_masters,
             "client_timeout": self._client_timeout,
             "metrics": self._metrics,
@@ -247,16 +264,17 @@ class LocalCluster:
             # Its own store, kept across restart_dispatcher(), removed with the cluster.
             "state_dir": os.path.join(self._tmpdir, "state") if self._keep_jobs else None,
         }
-        command = [
-            sys.executable, "-c", _DISPATCHER_MAIN, self._requested_address, json.dumps(options)
-        ]  # fmt: skip
-        self._owned.dispatcher = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            env=self._environment(DISPATCHER),
-        )
+        address, env = self._requested_address, self._environment(DISPATCHER)
+        self._owned.dispatcher = self._host().start("dispatcher", address, options, env)
+
+    def _host(self) -> ClusterHost:
+        """The cluster's host process, started on first use."""
+        if self._owned.host is None:
+            # The workers' environment: the host imports the workers' modules (the
+            # dispatcher's get theirs from its request).
+            env = {**self._environment("worker"), SLOTS_DIR_ENV: self._tmpdir}
+            self._owned.host = ClusterHost(self._preload, env)
+        return self._owned.host
 
     def _environment(self, identity: str) -> dict[str, str]:
         """Our environment for a process of the cluster, naming its keys (or none)."""
@@ -267,19 +285,28 @@ class LocalCluster:
         return env
 
     def _read_address(self) -> None:
-        dispatcher = self._owned.dispatcher
-        assert dispatcher is not None
-        assert dispatcher.stdout is not None
         # The first line names the bound endpoint (a tcp port chosen by the OS, if asked).
-        line = dispatcher.stdout.readline()
-        if not line:
-            raise RuntimeError("the dispatcher exited during start-up")
-        self.address = line.strip().rsplit(" ", 1)[-1]
+        self.address = self._dispatcher_line("").rsplit(" ", 1)[-1]
         if self._http:  # a second line names where the HTTP endpoint listens
-            line = dispatcher.stdout.readline()
-            if not line:
-                raise RuntimeError("the dispatcher exited during start-up (its HTTP endpoint?)")
-            self.http_url = line.strip().rsplit(" ", 1)[-1]
+            self.http_url = self._dispatcher_line(" (its HTTP endpoint?)").rsplit(" ", 1)[-1]
+
+    def _dispatcher_line(self, hint: str) -> str:
+        """The dispatcher's next line of output, or an error once it exited (the pipe stays
+        open: the host holds it for the next dispatcher) or ``start_timeout`` passed."""
+        dispatcher, host = self._owned.dispatcher, self._owned.host
+        assert dispatcher is not None
+        assert host is not None
+        deadline = time.monotonic() + self._start_timeout
+        while b"\n" not in self._output:
+            if dispatcher.poll() is not None:
+                raise RuntimeError(f"the dispatcher exited during start-up{hint}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the dispatcher did not start in time{hint}")
+            ready, _, _ = select.select([host.dispatcher_output], [], [], _LINE_STEP_S)
+            if ready:
+                self._output += os.read(host.dispatcher_output, 4096)
+        line, self._output = self._output.split(b"\n", 1)
+        return line.decode().strip()
 
     def restart_dispatcher(self) -> None:
         """End the dispatcher and start a new one on the same address (workers re-register;
@@ -287,8 +314,7 @@ class LocalCluster:
         old = self._owned.dispatcher
         if old is not None:
             _end(old, signal.SIGKILL)
-            if old.stdout is not None:
-                old.stdout.close()
+        self._output = b""  # what the old one wrote and was not read
         if self.address.startswith("tcp://"):
             self._requested_address = self.address  # the same port again
         self._spawn_dispatcher()
@@ -301,7 +327,7 @@ class LocalCluster:
         slots: int = 1,
         resources: dict[str, float] | None = None,
         labels: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
+    ) -> HostedProcess:
         """Start one more worker process (it registers by itself; see wait_for_workers)."""
         options = {
             "slots": slots,
@@ -311,13 +337,11 @@ class LocalCluster:
             "drain_grace": self._drain_grace,
             "max_message_size": self._max_message_size,
             "direct": self._direct,
-            "exit_with_parent": os.getpid(),
         }
-        command = [sys.executable, "-c", _WORKER_MAIN, self.address, json.dumps(options)]
         # The worker's own directory goes into ours, so that close() removes it however the
         # worker ended.
         env = {**self._environment("worker"), SLOTS_DIR_ENV: self._tmpdir}
-        process = subprocess.Popen(command, start_new_session=True, env=env)
+        process = self._host().start("worker", self.address, options, env)
         self._owned.workers.append(process)
         return process
 
@@ -390,26 +414,26 @@ def _close(owned: _Owned) -> None:
         with contextlib.suppress(Exception):
             client.terminate("the LocalCluster was closed")
     owned.clients.clear()
-    processes: list[subprocess.Popen[Any]] = list(owned.workers)
+    processes = list(owned.workers)
     if owned.dispatcher is not None:
         processes.append(owned.dispatcher)
     for process in processes:
         _kill_group(process)
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)  # SIGKILL does not fail: reaped at once
-    if owned.dispatcher is not None and owned.dispatcher.stdout is not None:
-        owned.dispatcher.stdout.close()
+            process.wait(timeout=5)  # SIGKILL does not fail: reaped at once (by the host)
+    if owned.host is not None:
+        owned.host.close()  # and the pipe of the dispatcher's output
     shutil.rmtree(owned.tmpdir, ignore_errors=True)
     if owned.address.startswith("ipc://"):  # what its jobs left in /dev/shm (SIGKILLed)
         remove_spilled(owned.address)
 
 
-def _kill_group(process: subprocess.Popen[Any]) -> None:
+def _kill_group(process: HostedProcess) -> None:
     """SIGKILL the process group ``process`` leads (it was started in a session of its own):
     the process and its children (a worker's slots; the dispatcher's job launcher and masters).
     Only while ``process`` is not reaped: until then its pid, and so its group id, is ours."""
-    if process.returncode is not None:
+    if process.poll() is not None:
         return
     try:
         os.killpg(process.pid, signal.SIGKILL)
@@ -418,7 +442,7 @@ def _kill_group(process: subprocess.Popen[Any]) -> None:
             process.kill()
 
 
-def _end(process: subprocess.Popen[Any], first: signal.Signals) -> None:
+def _end(process: HostedProcess, first: signal.Signals) -> None:
     """Ask politely, then SIGKILL; always reap. (SIGCONT first: it may be stopped.)"""
     if process.poll() is not None:
         return

@@ -40,6 +40,7 @@ from ..monitor.recorder import Recorder
 from ..monitor.view import DispatcherView
 from ..scheduling import scheduler as s
 from ..scheduling.placer import Placer
+from ..scheduling.prefetch import DEFAULT_PREFETCH  # re-exported: the CLI's default
 from ..scheduling.solver_placer import SolverStats, solver_placer
 from ..wire import protocol as p
 from ..wire.addresses import advertised
@@ -72,13 +73,6 @@ from .task_pickling import byte_bounded
 __all__ = ["DEFAULT_PREFETCH", "LISTEN_BACKLOG", "PEER_QUEUE", "Dispatcher", "run_dispatcher"]
 
 log = logging.getLogger(__name__)
-
-# Attempts queued on a slot beyond the running one, at most (the scheduler also bounds them
-# by about 2 ms of measured work, so this cap binds only for tasks under ~30 us): small tasks
-# then never wait for a dispatcher round trip, and a slot that never runs dry is never woken
-# (on 2 cores, waking one cost the dispatcher more than sending it work: 16 -> 64 took 10k
-# no-ops from ~42k to ~56k tasks/s). 0 = exact priorities and fair share.
-DEFAULT_PREFETCH: Final = 64
 
 # Connections waiting to be accepted (TCP listen backlog; zmq's default is 100). A herd of
 # workers (a thousand, four connections each, at a dispatcher (re)start) overflows 100, and the

@@ -25,6 +25,7 @@ without I/O.
 - ``solver_placer``: the default placer, greedy first and the allocation solver where greedy
   strands work;
 - ``leases``: which client may send lone tasks straight to which slot (the direct lane).
+- ``prefetch``: the default prefetch window (named by processes that import no scheduler).
 
 Nothing here imports numpy at module load: the dispatcher starts without it.
 """

@@ -107,6 +107,10 @@ __all__ = ["StreamEnvironment", "StreamExecutionEnvironment"]
 _SAVEPOINT_ENV = "PYDISPATCH_FROM_SAVEPOINT"
 
 
+# What a slot imports to run a slice (the modules of a slice's operators come with it).
+_SLICE_MODULES = ("pydispatch.dataflow.slice",)
+
+
 class StreamEnvironment:
     """The context a job is built in; see the module docstring.
 
@@ -460,7 +464,13 @@ class StreamEnvironment:
         # (With keys, the dispatcher hosts them: it issues each job's credentials.)
         keyed = bool(cluster_options.get("keys"))
         hosted = bool(cluster_options.setdefault("job_masters", keyed))
+        # Every slot of the cluster runs slices: forked from a cluster host that imported
+        # their modules (numpy, the plan, the operators), none imports them itself.
+        cluster_options.setdefault("preload", _SLICE_MODULES)
         cluster = LocalCluster(workers=workers, slots=slots, **cluster_options)
+        cluster._launch()
+        if not hosted:  # the masters run here: import theirs while the cluster starts
+            from ..dataflow import job_run  # noqa: F401
         cluster.start()
         env = cls(cluster, parallelism=parallelism)
         env._owned = cluster
