@@ -69,6 +69,11 @@ class ClientBook:
 
     def _add_sender(self, client: bytes, sender: bytes) -> None:
         owner = self.senders.get(sender)
+        if owner is not None and owner != client and _taken_over(owner):
+            # The hello of a connection the client has since replaced (see _taken_over): the
+            # client's own hello takes its sending socket back.
+            self.forget(owner)
+            owner = None
         if (
             sender == client
             or sender in self._clients
@@ -81,3 +86,12 @@ class ClientBook:
             del self.senders[previous]  # one sending socket per client
         self.senders[sender] = client
         self._sender_of[client] = sender
+
+
+def _taken_over(identity: bytes) -> bool:
+    """Whether ``identity`` is one libzmq made up: a dispatcher's ROUTER lets a peer's new
+    connection take its identity over (``ROUTER_HANDOVER``) and names the old one
+    ``b"\\x00"`` + 4 bytes while it delivers what it still holds. Every client names its
+    sockets, so a client known by such a name is the old connection of one that has
+    reconnected."""
+    return len(identity) == 5 and identity[0] == 0

@@ -446,7 +446,8 @@ class ClientIO:
                 ready = self.lane.poll(poller, 100)  # (watching the lane's current socket)
                 for sending, watch in enumerate((monitor, self._sender_monitor)):
                     # After a dropped connection, the sending socket's: reconnect the other.
-                    if watch in ready and _drained(watch) and self._hellos.connected(sending):
+                    handshakes = _handshakes(watch) if watch in ready else []
+                    if any([self._hellos.connected(sending, e) for e in handshakes]):
                         self._sock.disconnect(self.address)
                         connect_with(self._sock, self._keys, self.address)
                 if self._wake_read in ready:
@@ -725,14 +726,14 @@ def _log_refusals(sender: Socket) -> None:
             log.error("the dispatcher refused a message: %s: %s", message.code, message.message)
 
 
-def _drained(monitor: Socket) -> bool:
-    """Read every event waiting on a socket monitor; whether there was one."""
-    seen = False
+def _handshakes(monitor: Socket) -> list[str]:
+    """Read every event waiting on a socket monitor (handshakes only): their endpoints."""
+    endpoints: list[str] = []
     with contextlib.suppress(zmq.Again):
         while True:
-            monitor.recv_multipart(zmq.NOBLOCK)
-            seen = True
-    return seen
+            event = monitor.recv_multipart(zmq.NOBLOCK)
+            endpoints.append(event[1].decode(errors="replace") if len(event) > 1 else "")
+    return endpoints
 
 
 def _exception(result: p.TaskResult, frames: list[zmq.Frame]) -> BaseException:

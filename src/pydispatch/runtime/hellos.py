@@ -15,6 +15,7 @@ import contextlib
 import logging
 import queue
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -48,7 +49,10 @@ class DispatcherHellos:
         # connected again (a dropped connection may have taken tasks or results with it, see
         # reconnect): the client sends its unresolved tasks again at the next Welcome.
         self.resend_due = False
-        self._connections = [0, 0]  # handshakes of the receiving and the sending socket
+        # Handshakes of the receiving and the sending socket, by endpoint: only a second one
+        # with the same dispatcher is a reconnection (moving from a standby to the leader
+        # makes a first one there).
+        self._connections: tuple[Counter[str], Counter[str]] = (Counter(), Counter())
 
     def set_interval(self, hello_interval: float) -> None:
         """The dispatcher's Welcome says how often it wants hellos (never less often than
@@ -59,13 +63,15 @@ class DispatcherHellos:
         """A new connection (the dispatcher restarted): the next hello goes at once."""
         self._last = 0.0
 
-    def connected(self, sending: int) -> bool:
-        """The receiving (0) or sending (1) socket made a connection: a hello goes at once.
-        Whether it was the sending socket connecting again (its silent connection dropped:
-        the receiving one, cut off as well, is to connect afresh too)."""
+    def connected(self, sending: int, endpoint: str) -> bool:
+        """The receiving (0) or sending (1) socket made a connection to ``endpoint``: a hello
+        goes at once. Whether it was the sending socket connecting again to the same
+        dispatcher (its silent connection dropped: the receiving one, cut off as well, is to
+        connect afresh too)."""
         self.greet_soon()
-        self._connections[sending] += 1
-        again = self._connections[sending] > 1
+        handshakes = self._connections[sending]
+        handshakes[endpoint] += 1
+        again = handshakes[endpoint] > 1
         self.resend_due |= again
         return again and sending == 1
 
