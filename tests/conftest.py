@@ -44,10 +44,11 @@ settings.load_profile("ci")
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``, pyproject's addopts) a test that shares a
-    fixture broader than a test (a module's cluster, bed or server) runs on the same worker as
-    the rest of its module, so that the fixture starts once; other tests go wherever a worker
-    is free. A module's own ``xdist_group`` mark (the network-namespace beds share one) wins."""
+    """Under pytest-xdist (``--dist loadgroup``, pyproject's addopts) a test that uses a
+    fixture broader than a test (a module's cluster, bed or server; also ``tmp_path``, whose
+    factory is the session's, so most modules stay whole) runs on the same worker as the rest
+    of its module, so that the fixture starts once; other tests go wherever a worker is free.
+    A module's own ``xdist_group`` mark (the network-namespace beds share one) wins."""
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
