@@ -42,6 +42,28 @@ settings.register_profile(
 settings.load_profile("ci")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``, pyproject's addopts) a test that uses a
+    fixture broader than a test (a module's cluster, bed or server; also ``tmp_path``, whose
+    factory is the session's, so most modules stay whole) runs on the same worker as the rest
+    of its module, so that the fixture starts once; other tests go wherever a worker is free.
+    A module's own ``xdist_group`` mark (the network-namespace beds share one) wins."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        fixture_info = getattr(item, "_fixtureinfo", None)
+        if fixture_info is None:
+            continue
+        shared = [
+            name
+            for name, definitions in fixture_info.name2fixturedefs.items()
+            if name != "no_process_left_behind" and definitions[-1].scope != "function"
+        ]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def no_process_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     """Tag every process this module's tests start; fail the module if one outlives it.

@@ -570,6 +570,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_cli_submit_jobs_and_cancel(cluster: LocalCluster, tmp_path: Path) -> None:
     job = tmp_path / "job.py"
     job.write_text(BOUNDED_JOB)

@@ -33,6 +33,7 @@ from _support.netns import TestBed, have_netns
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("netns"),  # pytest-xdist: one bed of hosts at a time
     pytest.mark.skipif(not have_netns(), reason="needs root, ip and unshare for namespaces"),
 ]
 

@@ -66,7 +66,7 @@ def test_kernel_tests_pass_with_bounds_checks(tmp_path: Path) -> None:
 
     assert KERNEL_TESTS
     tests = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *KERNEL_TESTS],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *KERNEL_TESTS],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -138,6 +138,7 @@ def _follow(
     return waiting.result(timeout=130)  # the handle followed the job's new master
 
 
+@pytest.mark.slow
 def test_a_dispatcher_down_longer_than_reconnect_timeout_is_a_clear_error() -> None:
     # Nothing hangs: the client's futures and the job's handle both give up, naming why.
     with make_cluster(1, 2) as cluster:

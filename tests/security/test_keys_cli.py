@@ -65,6 +65,7 @@ def test_a_remote_host_needs_two_files(tmp_path: Path) -> None:
     assert mine.server == load_keys(str(keys), "dispatcher").public
 
 
+@pytest.mark.slow
 def test_mistakes_are_one_line(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     assert cli("keys", "add", str(keys), "x", "--role", "client").returncode == 1

@@ -164,34 +164,36 @@ def test_jobs_belong_to_their_submitter_and_no_other_key_reaches_them(
 ) -> None:
     gate, out, marker = tmp_path / "gate", tmp_path / "out", tmp_path / "marker"
     job = gated_job(secure, "alice", gate, out)
-    bob = secure.key("bob")
-    assert job.job_id not in [j.job_id for j in fetch_jobs(secure.address, keys=bob)]
-    with pytest.raises(LookupError):
-        JobHandle.attach(secure.address, job.job_id, keys=str(secure.keys), identity="bob")
-    # Bob's key (and a stranger's) at the job's master: its control socket refuses them.
-    for keys in (bob, secure.stranger):
-        sock = raw_socket(context, job.endpoint, keys, server=job._server_key)
-        send_all(sock, [jp.JobCancel(), jp.SliceFailed(1, 0, "forged"), jp.JobResultRequest()])
-        assert silent(sock)
-    # A JobUpdate pointing its listing elsewhere, from a client key: refused by role.
-    forged = p.JobInfo(job.job_id, "alice-job", "RUNNING", "tcp://127.0.0.1:9", 1, 2)
-    sock = raw_socket(context, secure.address, bob)
-    send_all(sock, [p.JobUpdate(forged)])
-    assert sock.poll(10_000)
-    assert "a client key may not send JobUpdate" in p.decode(sock.recv_multipart()[1]).message
-    # Injected batches at every port the job's slots listen on (inboxes, direct endpoints).
-    workers = secure.pids()[1:]
-    slots = [child for worker in workers for child in children(worker)]
-    eventually(lambda: any(listening_ports(s) for s in slots), "the slices' inboxes are up")
-    batch = dp.BatchData(0, "pickled", pickled=marker_blob(marker))
-    for port in {port for s in slots for port in listening_ports(s)}:
-        for keys in (None, bob, secure.stranger):
-            sock = raw_socket(context, f"tcp://127.0.0.1:{port}", keys, server=job._server_key)
-            send(sock, batch, noblock=True)
-    # Alice's own key, as owner, may not report for a slice either.
-    sock = raw_socket(context, job.endpoint, secure.key("alice"), server=job._server_key)
-    send_all(sock, [jp.SliceFailed(1, 0, "forged by the owner")])
-    gate.touch()
+    try:  # a failure here must not leave the gated slices holding both slots
+        bob = secure.key("bob")
+        assert job.job_id not in [j.job_id for j in fetch_jobs(secure.address, keys=bob)]
+        with pytest.raises(LookupError):
+            JobHandle.attach(secure.address, job.job_id, keys=str(secure.keys), identity="bob")
+        # Bob's key (and a stranger's) at the job's master: its control socket refuses them.
+        for keys in (bob, secure.stranger):
+            sock = raw_socket(context, job.endpoint, keys, server=job._server_key)
+            send_all(sock, [jp.JobCancel(), jp.SliceFailed(1, 0, "forged"), jp.JobResultRequest()])
+            assert silent(sock)
+        # A JobUpdate pointing its listing elsewhere, from a client key: refused by role.
+        forged = p.JobInfo(job.job_id, "alice-job", "RUNNING", "tcp://127.0.0.1:9", 1, 2)
+        sock = raw_socket(context, secure.address, bob)
+        send_all(sock, [p.JobUpdate(forged)])
+        assert sock.poll(10_000)
+        assert "a client key may not send JobUpdate" in p.decode(sock.recv_multipart()[1]).message
+        # Injected batches at every port the job's slots listen on (inboxes, direct endpoints).
+        workers = secure.pids()[1:]
+        slots = [child for worker in workers for child in children(worker)]
+        eventually(lambda: any(listening_ports(s) for s in slots), "the slices' inboxes are up")
+        batch = dp.BatchData(0, "pickled", pickled=marker_blob(marker))
+        for port in {port for s in slots for port in listening_ports(s)}:
+            for keys in (None, bob, secure.stranger):
+                sock = raw_socket(context, f"tcp://127.0.0.1:{port}", keys, server=job._server_key)
+                send(sock, batch, noblock=True)
+        # Alice's own key, as owner, may not report for a slice either.
+        sock = raw_socket(context, job.endpoint, secure.key("alice"), server=job._server_key)
+        send_all(sock, [jp.SliceFailed(1, 0, "forged by the owner")])
+    finally:
+        gate.touch()
     job.result(timeout=120)
     assert job.status() == "FINISHED"
     assert sums(out) == EXPECTED

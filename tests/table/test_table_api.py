@@ -72,6 +72,7 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_the_seed_example_prints_two_to_six_on_an_embedded_cluster() -> None:
     done = _run(SEED)
     assert done.returncode == 0, done.stderr
@@ -79,6 +80,7 @@ def test_the_seed_example_prints_two_to_six_on_an_embedded_cluster() -> None:
     assert done.stderr == ""  # the embedded cluster ends quietly at exit
 
 
+@pytest.mark.slow
 def test_the_seed_example_runs_on_the_cluster_named_by_pydispatch_address(
     cluster: LocalCluster,
 ) -> None:
@@ -134,6 +136,7 @@ def test_function_classes_are_accepted_wherever_a_function_is() -> None:
         env.from_collection([1]).map(Lazy()).collect()
 
 
+@pytest.mark.slow
 def test_the_table_api_over_the_same_plans(cluster: LocalCluster) -> None:
     tenv = TableEnvironment(StreamEnvironment(cluster, parallelism=2))
     orders = tenv.from_arrays(
