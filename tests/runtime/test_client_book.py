@@ -25,25 +25,41 @@ SENDER = b"client-0123-send"
 CLIENT = b"client-0123"
 
 
-def _book() -> ClientBook:
-    return ClientBook(30.0, lambda identity: identity == b"worker-1")
+LEFTOVER = b"\x00\x12\x34\x56\x78"  # libzmq's name for a connection taken over
+
+
+def _book(keys: dict[bytes, str] | None = None) -> ClientBook:
+    key_of = None if keys is None else (lambda identity: keys.get(identity, ""))
+    return ClientBook(30.0, lambda identity: identity == b"worker-1", key_of=key_of)
 
 
 def test_the_old_connections_hello_gives_the_sending_socket_back_to_the_clients_own() -> None:
-    book = _book()
-    leftover = b"\x00\x12\x34\x56\x78"  # libzmq's name for a connection taken over
-    book.hello(leftover, SENDER, now=0.0)
+    book = _book({LEFTOVER: "alice", CLIENT: "alice"})  # one key: the same client
+    book.hello(LEFTOVER, SENDER, now=0.0)
     book.hello(CLIENT, SENDER, now=1.0)
     assert book.senders == {SENDER: CLIENT}
     assert CLIENT in book
-    assert leftover not in book
-    assert leftover not in book.seen
+    assert LEFTOVER not in book
+    assert LEFTOVER not in book.seen
+
+
+@pytest.mark.parametrize(
+    "keys", [None, {LEFTOVER: "alice", CLIENT: "mallory"}], ids=["no keys", "another key"]
+)
+def test_an_unnamed_clients_sending_socket_is_not_given_to_another(
+    keys: dict[bytes, str] | None,
+) -> None:
+    book = _book(keys)  # an unnamed socket gets such a name too: only its own key takes over
+    book.hello(LEFTOVER, SENDER, now=0.0)
+    with pytest.raises(p.ProtocolError, match="sender identity that is taken"):
+        book.hello(CLIENT, SENDER, now=1.0)
+    assert book.senders == {SENDER: LEFTOVER}
 
 
 def test_a_named_clients_sending_socket_cannot_be_taken() -> None:
     book = _book()
     book.hello(CLIENT, SENDER, now=0.0)
-    for other in (b"client-4567", b"\x00\x12\x34\x56\x78"):
+    for other in (b"client-4567", LEFTOVER):
         with pytest.raises(p.ProtocolError, match="sender identity that is taken"):
             book.hello(other, SENDER, now=1.0)
     assert book.senders == {SENDER: CLIENT}

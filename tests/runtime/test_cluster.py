@@ -197,11 +197,16 @@ def test_priorities_order_queued_tasks(small_cluster: LocalCluster, tmp_path: Pa
     gate, journal = str(tmp_path / "gate"), str(tmp_path / "journal")
     blocker = client.submit(wait_for_file, gate)
     eventually(blocker.running, "the blocker started")
+    # With prefetch, the busy slot may queue two tasks before it has timed one: fill that
+    # window first, so that the tasks below all wait at the dispatcher, whichever messages
+    # bring them there (a low task arriving alone would otherwise go to the slot's window).
+    fillers = [client.submit(wait_for_file, gate) for _ in range(2)]
+    eventually(lambda: placed_or_queued(client) == 3, "the slot's window filled")
     low = [client.submit(log_to, journal, f"low{i}") for i in range(3)]
     high = client.submit(log_to, journal, "high", priority=10)
-    eventually(lambda: placed_or_queued(client) == 5, "all five at the dispatcher")
+    eventually(lambda: placed_or_queued(client) == 7, "all seven at the dispatcher")
     Path(gate).touch()
-    cf.wait([*low, high], timeout=20)
+    cf.wait([*fillers, *low, high], timeout=20)
     assert Path(journal).read_text().split() == ["high", "low0", "low1", "low2"]
 
 

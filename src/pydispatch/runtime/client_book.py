@@ -29,8 +29,10 @@ class ClientBook:
         timeout: float,
         is_peer: Callable[[bytes], bool],
         labels: ClientLabels | None = None,
+        key_of: Callable[[bytes], str] | None = None,
     ) -> None:
         self.timeout = timeout
+        self._key_of = key_of  # with keys: the key an identity holds ("" none)
         self.labels = labels if labels is not None else ClientLabels()
         self._is_peer = is_peer
         self._clients: set[bytes] = set()
@@ -67,12 +69,21 @@ class ClientBook:
             self.seen[client] = now
         return out
 
+    def _taken_over(self, owner: bytes, client: bytes) -> bool:
+        """Whether ``owner`` is the old connection of ``client``, which has reconnected: a
+        dispatcher's ROUTER lets a peer's new connection take its identity over
+        (``ROUTER_HANDOVER``) and names the old one ``b"\\x00"`` + 4 bytes while it delivers
+        what it still holds (a hello, say). Such names are also every unnamed socket's, so
+        only the same key's hello may take a sending socket from one: with keys only."""
+        if len(owner) != 5 or owner[0] != 0 or self._key_of is None:
+            return False
+        key = self._key_of(owner)
+        return bool(key) and key == self._key_of(client)
+
     def _add_sender(self, client: bytes, sender: bytes) -> None:
         owner = self.senders.get(sender)
-        if owner is not None and owner != client and _taken_over(owner):
-            # The hello of a connection the client has since replaced (see _taken_over): the
-            # client's own hello takes its sending socket back.
-            self.forget(owner)
+        if owner is not None and owner != client and self._taken_over(owner, client):
+            self.forget(owner)  # the client's own hello takes its sending socket back
             owner = None
         if (
             sender == client
@@ -86,12 +97,3 @@ class ClientBook:
             del self.senders[previous]  # one sending socket per client
         self.senders[sender] = client
         self._sender_of[client] = sender
-
-
-def _taken_over(identity: bytes) -> bool:
-    """Whether ``identity`` is one libzmq made up: a dispatcher's ROUTER lets a peer's new
-    connection take its identity over (``ROUTER_HANDOVER``) and names the old one
-    ``b"\\x00"`` + 4 bytes while it delivers what it still holds. Every client names its
-    sockets, so a client known by such a name is the old connection of one that has
-    reconnected."""
-    return len(identity) == 5 and identity[0] == 0

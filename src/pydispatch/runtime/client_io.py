@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from concurrent.futures import InvalidStateError
 from functools import partial
 from typing import Any, Final, Protocol, cast
@@ -446,8 +446,7 @@ class ClientIO:
                 ready = self.lane.poll(poller, 100)  # (watching the lane's current socket)
                 for sending, watch in enumerate((monitor, self._sender_monitor)):
                     # After a dropped connection, the sending socket's: reconnect the other.
-                    handshakes = _handshakes(watch) if watch in ready else []
-                    if any([self._hellos.connected(sending, e) for e in handshakes]):
+                    if any([self._hellos.connected(sending, e) for e in _handshakes(watch, ready)]):
                         self._sock.disconnect(self.address)
                         connect_with(self._sock, self._keys, self.address)
                 if self._wake_read in ready:
@@ -726,9 +725,11 @@ def _log_refusals(sender: Socket) -> None:
             log.error("the dispatcher refused a message: %s: %s", message.code, message.message)
 
 
-def _handshakes(monitor: Socket) -> list[str]:
-    """Read every event waiting on a socket monitor (handshakes only): their endpoints."""
+def _handshakes(monitor: Socket, ready: Collection[object]) -> list[str]:
+    """Read every event waiting on a ready socket monitor (handshakes only): their endpoints."""
     endpoints: list[str] = []
+    if monitor not in ready:
+        return endpoints
     with contextlib.suppress(zmq.Again):
         while True:
             event = monitor.recv_multipart(zmq.NOBLOCK)

@@ -171,10 +171,11 @@ class Dispatcher:
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self.epoch = uuid.uuid4().hex  # tells clients apart a restarted dispatcher
-        self._clients = ClientBook(client_timeout, self.scheduler.knows_peer, monitoring.labels)
+        key_of = self._access.key_of if self._access is not None else None
+        labels, knows_peer = monitoring.labels, self.scheduler.knows_peer
+        self._clients = ClientBook(client_timeout, knows_peer, labels, key_of)
         self._worker_names: dict[bytes, str] = {}
         # The direct lanes, granted here.
-        key_of = self._access.key_of if self._access is not None else None
         self._leasing = Leasing(self.scheduler, self._send, key_of)
         self.protocol_errors = 0
         # What clients hear of their tasks, flushed once per loop iteration.
