@@ -8,8 +8,9 @@ objective, or raises :class:`InfeasibleError` saying why. Methods:
 - ``local``: greedy, then native iterated local search (relocate and swap moves with
   incremental deltas over the traffic CSR, random kicks) within the time limit.
 - ``cpsat``: exact CP-SAT model (network cost linearised per topology level), hinted with
-  the local search's placement; without traffic CP-SAT stops early for a native polish (each
-  pair of workers re-split exactly, then ``local``); returns CP-SAT's proven bound.
+  the local search's placement (with traffic or >= 10 workers); without traffic CP-SAT stops
+  early for a native polish (each pair of workers re-split exactly, then ``local``); returns
+  CP-SAT's proven bound.
 - ``flow``: min-cost flow (Quincy), exact, for one slot-count resource and no traffic.
 - ``auto``: flow where it applies, else CP-SAT when the model is small, else local search.
 
@@ -70,6 +71,12 @@ _REGRET_MAX_PAIRS = 50_000
 # budgets: branch-and-bound nodes, and the table of its dynamic programme (cells, cells x
 # tasks: 2**21 updates take ~5 ms idle). OR-Library D 20x200: 12,412 -> 12,369.
 _POLISH_SHARE = 0.1
+# Without traffic CP-SAT is hinted from this many workers up: there its own first solutions
+# stay far above the local search's (OR-Library C 20x200, load 15: 2,534 unhinted after 8.5 s
+# against the hint's 2,411; hinted 2,397-2,408 against 2,409-2,411 unhinted, D 10x200 12,481-
+# 12,492 against 12,510), while on 5 workers its LP-guided search closes in alone and a hint
+# holds it back (D 5x100: 6,371-6,372 hinted, 6,361 unhinted; C 5x200: 3,457-3,466 / 3,456-3,457).
+_HINT_MIN_WORKERS = 10
 _PAIR_SHARE = 0.5
 _PAIR_NODES = 10_000
 _PAIR_DP_CELLS = 2**18
@@ -209,7 +216,8 @@ def solve(
 
     ``time_limit`` bounds the search (seconds), ``gap_limit`` stops CP-SAT once the relative gap
     is that small, ``seed`` fixes every random choice, ``num_workers`` is CP-SAT's thread count,
-    ``warm_start`` turns CP-SAT's hint from the local search off (default: on). The result
+    ``warm_start`` forces CP-SAT's hint from the local search on or off (default: on with
+    traffic or at least 10 workers). The result
     depends on the seed alone when no phase hits the limit.
     """
     if not isinstance(problem, PlacementProblem):
@@ -280,7 +288,8 @@ def solve(
         return _finish(
             p, nat, nat.kernel.assignment, b.value, method, start, bound_method=b.method, log=log
         )
-    warm = True if warm_start is None else warm_start
+    hint_pays = p.has_traffic or p.n_workers >= _HINT_MIN_WORKERS
+    warm = hint_pays if warm_start is None else warm_start
     return _solve_cpsat(p, nat, assign, start, log, gap_limit, seed, num_workers, warm)
 
 
@@ -300,10 +309,8 @@ def _solve_cpsat(
     warm: CP-SAT is hinted with the local search's result (with traffic the iterated local
     search first gets 20% of the time). Without traffic (GAP-like) CP-SAT stops 10% early and
     the native polish re-splits each pair of workers exactly, then runs the iterated local
-    search from CP-SAT's best. On the OR-Library C/D instances (load 13-19, 6 of them x 10 s,
-    same process) the hint and the pair step gave 0.921% above the optimum against 1.005%
-    unhinted without them; an unhinted CP-SAT first stayed above the hint (C 20x200: 2,534
-    after 8.5 s against the hint's 2,411)."""
+    search from the better of CP-SAT's best and the local search's (OR-Library D 20x200:
+    12,360-12,369 against 12,394 with the iterated local search alone)."""
     deadline = log.deadline
     t0 = time.perf_counter()
     nat.kernel.set_assignment(assign)
