@@ -1,6 +1,7 @@
 """Pair re-optimisation (``SolverKernel.pair_descent``): the free tasks of two workers re-split
 between the two, exactly, by dynamic programming or branch and bound; and its place in
-``solve(..., "cpsat")`` (CP-SAT hinted, then the pair step and the local search polish).
+``solve(..., "cpsat")`` without traffic (CP-SAT, then the local search and the pair step
+polish the better of its placement and the local search's).
 
 The exactness is checked against brute force over every split; no assertion is on a duration.
 """
@@ -164,17 +165,17 @@ def test_pair_descent_refuses_an_incomplete_assignment() -> None:
         nat.kernel.pair_descent(1.0, 0, 100)
 
 
-def test_cpsat_without_traffic_is_hinted_and_polished_by_the_pair_step() -> None:
+def test_cpsat_hinted_without_traffic_is_polished_by_the_pair_step() -> None:
     rng = np.random.default_rng(2)
     p = random_gap(rng, 10, 100)
-    placed = solve(p, "cpsat", time_limit=3.0, num_workers=2)
+    placed = solve(p, "cpsat", time_limit=3.0, num_workers=2, warm_start=True)
     names = [s.name for s in placed.steps]
     steps = {s.name: s for s in placed.steps}
     searched = float(steps["local-search"].outcome.split()[-1])
     cpsat_cost = float(steps["cpsat"].outcome.split("cost ")[1].split(",")[0])
     # hinted with the local search's placement, CP-SAT's best (if it has one) is no worse
     assert cpsat_cost <= searched or cpsat_cost == float("inf")
-    if "polish" in steps:  # CP-SAT did not close the gap: the polish ran, pairs first
+    if "polish" in steps:  # CP-SAT did not close the gap: the polish ran, pairs within it
         assert names.index("cpsat") < names.index("pairs") < names.index("polish")
         assert "pairs improved" in steps["pairs"].outcome
     assert placed.objective <= min(cpsat_cost, searched)
@@ -182,9 +183,9 @@ def test_cpsat_without_traffic_is_hinted_and_polished_by_the_pair_step() -> None
     verify(p, placed.assignment)
 
 
-def test_warm_start_off_keeps_cpsat_unhinted_and_still_polishes() -> None:
+def test_by_default_cpsat_without_traffic_is_unhinted_and_still_polished() -> None:
     p = random_gap(np.random.default_rng(4), 8, 60)
-    placed = solve(p, "cpsat", time_limit=2.0, num_workers=2, warm_start=False)
+    placed = solve(p, "cpsat", time_limit=2.0, num_workers=2)
     names = [s.name for s in placed.steps]
     assert names[:4] == ["build", "construct", "local-search", "cpsat"]
     searched = float(placed.steps[2].outcome.split()[-1])

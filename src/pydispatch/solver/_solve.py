@@ -77,7 +77,7 @@ _POLISH_SHARE = 0.1
 # 12,492 against 12,510), while on 5 workers its LP-guided search closes in alone and a hint
 # holds it back (D 5x100: 6,371-6,372 hinted, 6,361 unhinted; C 5x200: 3,457-3,466 / 3,456-3,457).
 _HINT_MIN_WORKERS = 10
-_PAIR_SHARE = 0.5
+_PAIR_SHARE = 0.25
 _PAIR_NODES = 10_000
 _PAIR_DP_CELLS = 2**18
 _PAIR_DP_WORK = 2**21
@@ -288,8 +288,7 @@ def solve(
         return _finish(
             p, nat, nat.kernel.assignment, b.value, method, start, bound_method=b.method, log=log
         )
-    hint_pays = p.has_traffic or p.n_workers >= _HINT_MIN_WORKERS
-    warm = hint_pays if warm_start is None else warm_start
+    warm = p.has_traffic if warm_start is None else warm_start
     return _solve_cpsat(p, nat, assign, start, log, gap_limit, seed, num_workers, warm)
 
 
@@ -350,14 +349,17 @@ def _solve_cpsat(
     if not proven and not closed and deadline > time.perf_counter():
         t0 = time.perf_counter()
         nat.kernel.set_assignment(best)
-        if _pairs_apply(p):
+        pairs = _pairs_apply(p)
+        # CP-SAT cannot resume: the polish may as well use every second that is left
+        ils_end = deadline - (_PAIR_SHARE * (deadline - t0) if pairs else 0.0)
+        nat.improve(ils_end - time.perf_counter(), seed, use_all_time=True)
+        if pairs:
+            t1 = time.perf_counter()
             improved = nat.kernel.pair_descent(
-                _PAIR_SHARE * (deadline - t0), seed, _PAIR_NODES, _PAIR_DP_CELLS, _PAIR_DP_WORK
+                deadline - t1, seed, _PAIR_NODES, _PAIR_DP_CELLS, _PAIR_DP_WORK
             )[0]
             pair_cost = sum(nat.evaluate(nat.kernel.assignment))
-            log.done("pairs", t0, f"{improved} pairs improved, cost {pair_cost:.6g}")
-        # CP-SAT cannot resume: the polish may as well use every second that is left
-        nat.improve(deadline - time.perf_counter(), seed, use_all_time=True)
+            log.done("pairs", t1, f"{improved} pairs improved, cost {pair_cost:.6g}")
         polished = nat.kernel.assignment
         if sum(nat.evaluate(polished)) < sum(nat.evaluate(best)):
             best = polished
