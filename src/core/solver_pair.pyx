@@ -1,9 +1,11 @@
 # Pair re-optimisation for placements without traffic: the free tasks of two workers are
-# re-split between those two workers by a depth-first branch and bound, exact within a node
-# budget. The neighbourhood holds every relocation and swap between the two and every
+# re-split between those two workers exactly: by dynamic programming over the two free
+# capacities when each worker has one finite resource with integer demands and the table is
+# small enough, else by a depth-first branch and bound (exact within its node budget). The
+# neighbourhood holds every relocation and swap between the two and every
 # multi-task exchange (an ejection chain confined to two workers), which the relocate/swap
-# descent of solver.pyx cannot reach on tight packings (OR-Library type D: 12,510 -> 12,488
-# by pair re-optimisation where CP-SAT and the descent had stopped).
+# descent of solver.pyx cannot reach on tight packings (OR-Library D 20x100 from that
+# descent's local optimum: 6,384 -> 6,359; D 20x200: 12,403 -> 12,380).
 #
 # Only the compute cost is counted: the caller runs this on problems without traffic, where a
 # task's cost depends on its own worker alone, and without anti-affinity (not checked here).

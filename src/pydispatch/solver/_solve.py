@@ -7,10 +7,10 @@ objective, or raises :class:`InfeasibleError` saying why. Methods:
   multi-dimensional fit; a regret construction for small problems without traffic).
 - ``local``: greedy, then native iterated local search (relocate and swap moves with
   incremental deltas over the traffic CSR, random kicks) within the time limit.
-- ``cpsat``: exact CP-SAT model (network cost linearised per topology level), hinted with
-  the local search's placement (with traffic or >= 10 workers); without traffic CP-SAT stops
-  early for a native polish (each pair of workers re-split exactly, then ``local``); returns
-  CP-SAT's proven bound.
+- ``cpsat``: exact CP-SAT model (network cost linearised per topology level), warm-started
+  from ``local`` when the problem has traffic; without traffic CP-SAT stops early for a native
+  polish (``local``, then each pair of workers re-split exactly); returns CP-SAT's proven
+  bound.
 - ``flow``: min-cost flow (Quincy), exact, for one slot-count resource and no traffic.
 - ``auto``: flow where it applies, else CP-SAT when the model is small, else local search.
 
@@ -66,17 +66,14 @@ _CPSAT_MAX_VARS = 20_000
 _CPSAT_HARD_MAX_VARS = 2_000_000
 _FLOW_MAX_PAIRS = 4_000_000
 _REGRET_MAX_PAIRS = 50_000
-# Without traffic CP-SAT stops this share of its time early for the native polish, of which
-# the pair re-optimisation gets this share (the iterated local search the rest). The pair's
-# budgets: branch-and-bound nodes, and the table of its dynamic programme (cells, cells x
-# tasks: 2**21 updates take ~5 ms idle). OR-Library D 20x200: 12,412 -> 12,369.
+# Without traffic CP-SAT stops this share of its time early for the native polish: the
+# iterated local search, then in the polish's last quarter the pair re-optimisation (it finds
+# what relocate/swap moves cannot: OR-Library D 20x100 6,280 -> 6,253 in one run; given the
+# first half instead it held the local search back, same-run A/B). The pair's budgets:
+# branch-and-bound nodes, and its dynamic programme's table (cells; cells x tasks: 2**21
+# updates take ~5 ms idle). A hint from the local search measured no better without traffic
+# (worse on 5 workers: D 5x100 6,371 hinted against 6,361), so CP-SAT runs unhinted there.
 _POLISH_SHARE = 0.1
-# Without traffic CP-SAT is hinted from this many workers up: there its own first solutions
-# stay far above the local search's (OR-Library C 20x200, load 15: 2,534 unhinted after 8.5 s
-# against the hint's 2,411; hinted 2,397-2,408 against 2,409-2,411 unhinted, D 10x200 12,481-
-# 12,492 against 12,510), while on 5 workers its LP-guided search closes in alone and a hint
-# holds it back (D 5x100: 6,371-6,372 hinted, 6,361 unhinted; C 5x200: 3,457-3,466 / 3,456-3,457).
-_HINT_MIN_WORKERS = 10
 _PAIR_SHARE = 0.25
 _PAIR_NODES = 10_000
 _PAIR_DP_CELLS = 2**18
@@ -216,8 +213,8 @@ def solve(
 
     ``time_limit`` bounds the search (seconds), ``gap_limit`` stops CP-SAT once the relative gap
     is that small, ``seed`` fixes every random choice, ``num_workers`` is CP-SAT's thread count,
-    ``warm_start`` forces CP-SAT's hint from the local search on or off (default: on with
-    traffic or at least 10 workers). The result
+    ``warm_start`` forces CP-SAT's hint from the local search on or off (default: on when the
+    problem has traffic). The result
     depends on the seed alone when no phase hits the limit.
     """
     if not isinstance(problem, PlacementProblem):
@@ -306,10 +303,9 @@ def _solve_cpsat(
     """CP-SAT plus the native search, in the order that measured better.
 
     warm: CP-SAT is hinted with the local search's result (with traffic the iterated local
-    search first gets 20% of the time). Without traffic (GAP-like) CP-SAT stops 10% early and
-    the native polish re-splits each pair of workers exactly, then runs the iterated local
-    search from the better of CP-SAT's best and the local search's (OR-Library D 20x200:
-    12,360-12,369 against 12,394 with the iterated local search alone)."""
+    search first gets 20% of the time). Without traffic (GAP-like; unhinted by default) CP-SAT
+    stops 10% early and the native polish runs the iterated local search from the better of
+    CP-SAT's best and the local search's, then re-splits each pair of workers exactly."""
     deadline = log.deadline
     t0 = time.perf_counter()
     nat.kernel.set_assignment(assign)
