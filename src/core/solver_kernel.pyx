@@ -197,6 +197,47 @@ cdef class SolverKernel:
                      stall, &rounds)
         return rounds, self.c.moved
 
+    def pair_descent(self, double time_limit, uint64_t seed, int64_t max_nodes,
+                     int64_t dp_cells=0, int64_t dp_work=0):
+        """Re-split the free tasks of each pair of workers between the two, exactly, until a
+        sweep over the pairs improves nothing or the time limit passes; for problems without
+        traffic or anti-affinity (only the compute cost is counted), from a complete
+        assignment. A pair is split by dynamic programming over the two free capacities when
+        each has one finite resource with integer demands and the table has at most
+        `dp_cells` cells and `dp_work` cells x tasks, else by branch and bound of at most
+        `max_nodes` nodes (then exact only if the budget sufficed).
+        Returns (pairs improved, objective change, B&B nodes, B&B searches cut short,
+        dynamic programmes run)."""
+        if self.c.R > _PAIR_MAX_R:
+            raise ValueError(f"pair_descent handles at most {_PAIR_MAX_R} resources")
+        if (np.asarray(self._assign) < 0).any():
+            raise ValueError("pair_descent needs every task placed")
+        cdef int64_t W = self.c.W, improved = 0
+        busy = np.asarray(self._ntasks) > 0
+        a, b = np.triu_indices(W, 1)
+        keep = busy[a] | busy[b]
+        pairs = (a[keep] * W + b[keep]).astype(np.int64)
+        self.c.moved = 0.0
+        if pairs.size == 0:
+            return 0, 0.0, 0, 0, 0
+        cdef int64_t[::1] pr = pairs
+        cdef int64_t n = pairs.shape[0]
+        cdef _pair_search s
+        s.total_nodes = 0
+        s.cut_short = 0
+        s.dp_runs = 0
+        s.dp_cells = max(dp_cells, 0)
+        s.dp_work = max(dp_work, 0)
+        # the scratch of the dynamic programme: allocated here, the kernel allocates nothing
+        cdef double[::1] dp_f = np.empty(max(s.dp_cells, 1), dtype=np.float64)
+        cdef uint8_t[::1] dp_side = np.empty(max(s.dp_work, 1), dtype=np.uint8)
+        s.dp_f = &dp_f[0] if s.dp_cells > 0 and s.dp_work > 0 else NULL
+        s.dp_side = &dp_side[0]
+        cdef double deadline = _sol_now() + time_limit
+        with nogil:
+            improved = _sol_pair_descent(&self.c, deadline, seed, max_nodes, &pr[0], n, &s)
+        return improved, self.c.moved, s.total_nodes, s.cut_short, s.dp_runs
+
     def objective(self, const int32_t[::1] src not None, const int32_t[::1] dst not None,
                   const double[::1] vol not None):
         """(compute cost, network cost) of the current complete assignment."""
