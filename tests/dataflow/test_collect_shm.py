@@ -76,6 +76,15 @@ def _kept_outcome(address: str, job_id: str) -> tuple[jp.JobResultReply, int] | 
     return reply, sum(len(f) for f in frames)
 
 
+def _kept_soon(address: str, job_id: str) -> tuple[jp.JobResultReply, int]:
+    """The kept outcome, once the master has handed it over (it may answer the job's handle
+    first: ``result()`` returns before the dispatcher has it)."""
+    eventually(lambda: _kept_outcome(address, job_id) is not None, "the outcome kept", 60)
+    kept = _kept_outcome(address, job_id)
+    assert kept is not None
+    return kept
+
+
 def _directories(address: str) -> list[str]:
     directory = shared_dir()
     assert directory is not None
@@ -101,8 +110,7 @@ def test_collected_records_come_through_files_the_master_never_passes_on(
     assert [_rows(part) for part in got] == [_rows(part) for part in want]
     # What the master handed the dispatcher (the same frames it answers a handle with): the
     # files' description, a few kB, where the records are megabytes.
-    kept = _kept_outcome(cluster.address, handle.job_id)
-    assert kept is not None
+    kept = _kept_soon(cluster.address, handle.job_id)
     reply, sent = kept
     assert reply.spilled in _directories(cluster.address)
     files = [os.path.join(reply.spilled, name) for name in os.listdir(reply.spilled)]
@@ -171,8 +179,7 @@ def test_a_restarted_region_collects_once_through_files(
         "the outcome kept",
         timeout=60,
     )
-    kept = _kept_outcome(cluster.address, handle.job_id)
-    assert kept is not None
+    kept = _kept_soon(cluster.address, handle.job_id)
     assert kept[1] < 16_000  # both parts came as files
 
 
@@ -249,8 +256,7 @@ def test_files_gone_from_shared_memory_are_a_clear_error(cluster: LocalCluster) 
         "the job finished, its outcome kept",
         timeout=120,
     )
-    kept = _kept_outcome(cluster.address, handle.job_id)
-    assert kept is not None
+    kept = _kept_soon(cluster.address, handle.job_id)
     for name in os.listdir(kept[0].spilled):  # (as a reboot, or someone, would)
         os.unlink(os.path.join(kept[0].spilled, name))
     with pytest.raises(FileNotFoundError, match=r"collected records in .* are gone"):
@@ -273,8 +279,7 @@ def test_slices_that_cannot_see_the_directory_send_their_records() -> None:
         handle = submit_job(cluster.address, job, "elsewhere", JobOptions(), ids)
         result = handle.result(timeout=120)
         assert _rows(result.collected[sink]) == _rows(reference)
-        kept = _kept_outcome(cluster.address, handle.job_id)
-        assert kept is not None
+        kept = _kept_soon(cluster.address, handle.job_id)
         assert kept[1] > 2 * SPILL_COLLECTED_BYTES
     assert not os.path.exists(missing)
 
