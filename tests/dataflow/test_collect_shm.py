@@ -20,7 +20,9 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from _support.clusters import make_cluster
+from _support.clusters import job_masters_of, make_cluster
+from _support.collected import collect_sink as _sink
+from _support.collected import sorted_rows as _rows
 from _support.process_guard import eventually
 from pydispatch.dataflow.handle import JobHandle, submit_job
 from pydispatch.dataflow.job_run import JobOptions
@@ -46,16 +48,6 @@ CLUSTER: dict[str, Any] = {"workers": 2, "slots": 2}
 N = 100_000  # records: each slice's part is well above SPILL_COLLECTED_BYTES
 
 
-def _sink(stream: DataStream) -> int:
-    return stream._sink("Collect", {"sink": "collect", "columnar": stream.schema.columnar}).id
-
-
-def _rows(batch: Any) -> list[Any]:
-    if isinstance(batch, dict):
-        return sorted(zip(*(batch[n].tolist() for n in sorted(batch)), strict=True))
-    return sorted(map(repr, batch))
-
-
 def _map(env: StreamEnvironment) -> DataStream:
     return env.from_collection(list(range(N))).map(lambda x: (x % 11, x * 2, f"r{x}"))
 
@@ -76,10 +68,10 @@ def _kept_outcome(address: str, job_id: str) -> tuple[jp.JobResultReply, int] | 
     return reply, sum(len(f) for f in frames)
 
 
-def _kept_soon(address: str, job_id: str) -> tuple[jp.JobResultReply, int]:
+def _kept_soon(address: str, job_id: str, timeout: float = 60) -> tuple[jp.JobResultReply, int]:
     """The kept outcome, once the master has handed it over (it may answer the job's handle
     first: ``result()`` returns before the dispatcher has it)."""
-    eventually(lambda: _kept_outcome(address, job_id) is not None, "the outcome kept", 60)
+    eventually(lambda: _kept_outcome(address, job_id) is not None, "the outcome kept", timeout)
     kept = _kept_outcome(address, job_id)
     assert kept is not None
     return kept
@@ -183,22 +175,6 @@ def test_a_restarted_region_collects_once_through_files(
     assert kept[1] < 16_000  # both parts came as files
 
 
-def _masters_of(cluster: LocalCluster) -> list[int]:
-    """The job-master processes (``pydispatch-job``) in the cluster dispatcher's group."""
-    group = cluster._owned.dispatcher.pid  # type: ignore[union-attr]
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
-            if comm == "pydispatch-job" and os.getpgid(int(entry)) == group:
-                found.append(int(entry))
-        except (OSError, ProcessLookupError):
-            continue
-    return found
-
-
 @pytest.mark.slow
 def test_a_restarted_dispatcher_serves_the_kept_outcome_from_its_files() -> None:
     local = StreamEnvironment(parallelism=2)
@@ -209,17 +185,12 @@ def test_a_restarted_dispatcher_serves_the_kept_outcome_from_its_files() -> None
         sink = _sink(_columns(env))
         handle = env.execute("kept")
         assert isinstance(handle, JobHandle)
-        eventually(
-            lambda: _kept_outcome(cluster.address, handle.job_id) is not None,
-            "the job finished, its outcome kept",
-            timeout=120,
-        )
-        kept_dir = _kept_outcome(cluster.address, handle.job_id)[0].spilled  # type: ignore[index]
+        kept_dir = _kept_soon(cluster.address, handle.job_id, timeout=120)[0].spilled
         # As an outcome's directory whose retention passed while no dispatcher ran would be:
         prefix = spill_prefix(cluster.address) + COLLECT_TAG
         orphan = tempfile.mkdtemp(prefix=prefix, dir=shared_dir())
         cluster.restart_dispatcher()  # SIGKILL: its job masters go with it
-        eventually(lambda: not _masters_of(cluster), "the master gone", timeout=60)
+        eventually(lambda: not job_masters_of(cluster), "the master gone", timeout=60)
         attached = JobHandle.attach(cluster, handle.job_id)  # from the new dispatcher's store
         assert _rows(attached.result(timeout=60).collected[sink]) == _rows(reference)
         # Fetched again: kept until its retention, not handed out once and dropped.
@@ -251,12 +222,7 @@ def test_files_gone_from_shared_memory_are_a_clear_error(cluster: LocalCluster) 
     _sink(_map(env))
     handle = env.execute("gone")
     assert isinstance(handle, JobHandle)
-    eventually(
-        lambda: _kept_outcome(cluster.address, handle.job_id) is not None,
-        "the job finished, its outcome kept",
-        timeout=120,
-    )
-    kept = _kept_soon(cluster.address, handle.job_id)
+    kept = _kept_soon(cluster.address, handle.job_id, timeout=120)
     for name in os.listdir(kept[0].spilled):  # (as a reboot, or someone, would)
         os.unlink(os.path.join(kept[0].spilled, name))
     with pytest.raises(FileNotFoundError, match=r"collected records in .* are gone"):

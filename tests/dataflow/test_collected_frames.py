@@ -18,7 +18,9 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from _support.clusters import make_cluster
+from _support.clusters import job_masters_of, make_cluster
+from _support.collected import collect_sink as _sink
+from _support.collected import sorted_rows as _rows
 from _support.process_guard import eventually
 from pydispatch.dataflow.handle import JobHandle, fetch_jobs
 from pydispatch.dataflow.local import run_local
@@ -96,16 +98,6 @@ def test_an_outcome_kept_by_an_earlier_version_still_unpacks() -> None:
 
 
 # -- on a cluster -------------------------------------------------------------------------
-
-
-def _sink(stream: DataStream) -> int:
-    return stream._sink("Collect", {"sink": "collect", "columnar": stream.schema.columnar}).id
-
-
-def _rows(batch: Any) -> list[Any]:
-    if isinstance(batch, dict):
-        return sorted(zip(*(batch[n].tolist() for n in sorted(batch)), strict=True))
-    return sorted(map(repr, batch))
 
 
 N = 30_000  # from_collection spills to /dev/shm from 10,000 elements
@@ -198,22 +190,6 @@ def test_a_restarted_region_collects_once(cluster: LocalCluster, tmp_path: Path)
     assert sorted(result.collected[sink]) == list(range(1, N + 1))
 
 
-def _masters_of(cluster: LocalCluster) -> list[int]:
-    """The job-master processes (``pydispatch-job``) in the cluster dispatcher's group."""
-    group = cluster._owned.dispatcher.pid  # type: ignore[union-attr]
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
-            if comm == "pydispatch-job" and os.getpgid(int(entry)) == group:
-                found.append(int(entry))
-        except (OSError, ProcessLookupError):
-            continue
-    return found
-
-
 def test_the_outcome_comes_from_the_job_store_once_the_master_is_gone() -> None:
     with make_cluster(2, 1) as cluster:
         env = StreamEnvironment(cluster, parallelism=2)
@@ -227,7 +203,7 @@ def test_the_outcome_comes_from_the_job_store_once_the_master_is_gone() -> None:
 
         eventually(kept, "the job finished, its outcome kept in the store", timeout=120)
         assert [j.state for j in fetch_jobs(cluster.address)] == ["FINISHED"]
-        masters = _masters_of(cluster)
+        masters = job_masters_of(cluster)
         assert len(masters) == 1
         os.kill(masters[0], signal.SIGKILL)  # before any handle fetched the outcome
         result = handle.result(timeout=60)  # from the dispatcher's job store

@@ -9,6 +9,7 @@ The exactness is checked against brute force over every split; no assertion is o
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -38,36 +39,25 @@ def random_gap(rng: np.random.Generator, m: int, n: int, integer: bool = True) -
     return gap(cost, weight, capacity)
 
 
-def brute_force(p: PlacementProblem) -> tuple[float, np.ndarray] | None:
-    """The optimum over every assignment (tiny problems only), or None if none fits."""
+def _feasible(p: PlacementProblem) -> Iterator[tuple[float, np.ndarray]]:
+    """Every assignment that fits, with its cost (tiny problems only)."""
     cost = p.compute_cost_matrix()
-    best: tuple[float, np.ndarray] | None = None
-    for combo in itertools.product(range(p.n_workers), repeat=p.n_tasks):
-        a = np.array(combo, dtype=np.int32)
-        use = np.zeros_like(p.capacity)
-        np.add.at(use, a, p.demand)
-        if (use > p.capacity + 1e-9).any():
-            continue
-        c = float(cost[np.arange(p.n_tasks), a].sum())
-        if best is None or c < best[0]:
-            best = (c, a)
-    return best
-
-
-def worst_feasible(p: PlacementProblem) -> np.ndarray:
-    """The most expensive assignment that fits: a start with room to improve."""
-    cost = p.compute_cost_matrix()
-    worst: tuple[float, np.ndarray] | None = None
     for combo in itertools.product(range(p.n_workers), repeat=p.n_tasks):
         a = np.array(combo, dtype=np.int32)
         use = np.zeros_like(p.capacity)
         np.add.at(use, a, p.demand)
         if (use <= p.capacity + 1e-9).all():
-            c = float(cost[np.arange(p.n_tasks), a].sum())
-            if worst is None or c > worst[0]:
-                worst = (c, a)
-    assert worst is not None
-    return worst[1]
+            yield float(cost[np.arange(p.n_tasks), a].sum()), a
+
+
+def brute_force(p: PlacementProblem) -> tuple[float, np.ndarray] | None:
+    """The optimum over every assignment (tiny problems only), or None if none fits."""
+    return min(_feasible(p), key=lambda found: found[0], default=None)
+
+
+def worst_feasible(p: PlacementProblem) -> np.ndarray:
+    """The most expensive assignment that fits: a start with room to improve."""
+    return max(_feasible(p), key=lambda found: found[0])[1]
 
 
 @pytest.mark.parametrize("exact_by", ["dynamic programme", "branch and bound"])
