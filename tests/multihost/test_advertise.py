@@ -5,11 +5,11 @@ the defaults across hosts): a worker's ``advertise_host``, the dispatcher's
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 
 import pytest
 
+from _support.workers import close_unstarted
 from pydispatch.cli.main import _advertise_job_masters
 from pydispatch.dataflow.master_process import master_host
 from pydispatch.runtime.worker import Worker, WorkerOptions
@@ -18,13 +18,6 @@ from pydispatch.wire.addresses import ADVERTISE_ENV
 
 def _worker(address: str, **options: object) -> Worker:
     return Worker(address, WorkerOptions(**options))  # type: ignore[arg-type]
-
-
-def _close(worker: Worker) -> None:
-    worker._sock.close(linger=0)
-    worker._monitor.close(linger=0)
-    worker._context.term()
-    shutil.rmtree(worker._tmpdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -41,20 +34,20 @@ def test_a_worker_binds_where_its_route_to_the_dispatcher_leaves_unless_told() -
         assert worker._direct_bind("/unused") == "tcp://127.0.0.1:*"
         assert worker._slot_environment()[ADVERTISE_ENV] == "127.0.0.1"
     finally:
-        _close(worker)
+        close_unstarted(worker)
     worker = _worker("tcp://127.0.0.1:1", advertise_host="10.20.30.40")
     try:
         assert worker._direct_bind("/unused") == "tcp://10.20.30.40:*"
         assert worker._slot_environment()[ADVERTISE_ENV] == "10.20.30.40"
         assert worker.node == f"{socket.gethostname()}@10.20.30.40"
     finally:
-        _close(worker)
+        close_unstarted(worker)
     worker = _worker("tcp://127.0.0.1:1", data_bind="tcp://0.0.0.0:*", node="rack7")
     try:
         assert worker._direct_bind("/unused") == "tcp://0.0.0.0:*"  # an explicit bind stays
         assert worker.node == "rack7"
     finally:
-        _close(worker)
+        close_unstarted(worker)
 
 
 @pytest.mark.usefixtures("clean_environment")

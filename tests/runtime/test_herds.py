@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import zmq
 
+from _support.workers import close_unstarted
 from pydispatch.runtime.dispatcher import LISTEN_BACKLOG, Dispatcher
 from pydispatch.runtime.reconnect import RECONNECT_MAX_MS, RECONNECT_MIN_MS, spread_reconnects
 from pydispatch.runtime.worker import Worker, WorkerOptions
@@ -60,8 +61,4 @@ def test_a_workers_sockets_reconnect_at_their_own_pace() -> None:
         assert RECONNECT_MIN_MS <= sock.getsockopt(zmq.RECONNECT_IVL) <= 4 * RECONNECT_MIN_MS
         assert sock.getsockopt(zmq.RECONNECT_IVL_MAX) == RECONNECT_MAX_MS
     finally:
-        worker._sock.disable_monitor()
-        worker._monitor.close(linger=0)
-        worker._sock.close(linger=0)
-        worker._context.term()
-        shutil.rmtree(worker._tmpdir, ignore_errors=True)
+        close_unstarted(worker)

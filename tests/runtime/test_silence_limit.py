@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
 import pytest
 import zmq
 
+from _support.workers import close_unstarted
 from pydispatch.runtime.reconnect import WORKER_SILENCE_S, follow_silence, worker_silence
 from pydispatch.runtime.worker import Worker, WorkerOptions
 from pydispatch.wire import protocol as p
@@ -53,8 +53,4 @@ def test_a_worker_takes_the_limit_from_registered(timeout: float, limit_ms: int)
         assert worker._sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == limit_ms
         assert worker._silence * 1000 == limit_ms  # what its heartbeat thread follows
     finally:
-        worker._sock.disable_monitor()
-        worker._monitor.close(linger=0)
-        worker._sock.close(linger=0)
-        worker._context.term()
-        shutil.rmtree(worker._tmpdir, ignore_errors=True)
+        close_unstarted(worker)
